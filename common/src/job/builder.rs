@@ -1,0 +1,200 @@
+//! The builder API: Rust programs that write job files.
+//!
+//! A [`JobBuilder`] holds the graph; [`Stream`]s are handles on its vertices. Each call adds a vertex and
+//! the edge from the stream it was called on, so a program reads like the dataflow it describes. The
+//! result is a plain [`JobGraph`], written out as the same JSON users write by hand.
+//!
+//! ```
+//! use sluice_common::job::builder::{count, JobBuilder};
+//! use sluice_common::proto::{FileSource, Field, DataType};
+//!
+//! let job = JobBuilder::new("word_count");
+//! job.file_source("lines", 1, FileSource {
+//!         path: "examples/data/sample.txt".into(),
+//!         schema: vec![Field { name: "line".into(), r#type: DataType::String as i32, nullable: false }],
+//!         ..Default::default()
+//!     })
+//!     .split("split", "line", "word")
+//!     .select("lower", &[("word", "lower(word)")])
+//!     .key_by(&["word"])
+//!     .aggregate("count", &[count("count")])
+//!     .set_parallelism(2)
+//!     .file_sink("sink", "out/word_count");
+//! let graph = job.build();
+//! assert_eq!(graph.vertices.len(), 5);
+//! assert!(sluice_common::job::validate(graph).is_ok());
+//! ```
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use crate::proto::{
+    vertex::Operator, Aggregate, AggregateCall, BlackholeSink, DatagenSource, Edge, FileSink, FileSource, Filter, FlatMap,
+    JobConfig, JobGraph, Partitioning, PrintSink, Projection, Select, Vertex,
+};
+
+/// Builds a [`JobGraph`].
+#[derive(Clone)]
+pub struct JobBuilder {
+    graph: Rc<RefCell<JobGraph>>,
+}
+
+/// A handle on a vertex's output, from which the next vertex is attached.
+#[derive(Clone)]
+pub struct Stream {
+    graph: Rc<RefCell<JobGraph>>,
+    vertex: String,
+    partitioning: Partitioning,
+    key: Vec<String>,
+}
+
+/// A stream partitioned by key: the input of keyed operators.
+pub struct KeyedStream {
+    stream: Stream,
+}
+
+impl JobBuilder {
+    /// An empty job.
+    pub fn new(name: &str) -> Self {
+        let graph = JobGraph { name: name.to_string(), config: Some(JobConfig::default()), ..Default::default() };
+        Self { graph: Rc::new(RefCell::new(graph)) }
+    }
+
+    /// Changes the job's configuration.
+    pub fn config(&self, change: impl FnOnce(&mut JobConfig)) -> &Self {
+        change(self.graph.borrow_mut().config.get_or_insert_with(JobConfig::default));
+        self
+    }
+
+    /// Adds a source vertex.
+    pub fn source(&self, id: &str, parallelism: u32, operator: Operator) -> Stream {
+        self.graph.borrow_mut().vertices.push(Vertex { id: id.to_string(), parallelism, operator: Some(operator) });
+        Stream { graph: self.graph.clone(), vertex: id.to_string(), partitioning: Partitioning::Unspecified, key: Vec::new() }
+    }
+
+    /// Adds a deterministic data generator.
+    pub fn datagen(&self, id: &str, parallelism: u32, datagen: DatagenSource) -> Stream {
+        self.source(id, parallelism, Operator::Datagen(datagen))
+    }
+
+    /// Adds a file source.
+    pub fn file_source(&self, id: &str, parallelism: u32, source: FileSource) -> Stream {
+        self.source(id, parallelism, Operator::FileSource(source))
+    }
+
+    /// The graph built so far.
+    pub fn build(&self) -> JobGraph {
+        self.graph.borrow().clone()
+    }
+
+    /// The graph as a pretty-printed job file.
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string_pretty(&self.build())
+    }
+}
+
+impl Stream {
+    /// Attaches `operator` as a new vertex fed by this stream. The new vertex inherits this vertex's
+    /// parallelism; change it with [`Stream::set_parallelism`].
+    pub fn then(self, id: &str, operator: Operator) -> Stream {
+        let mut graph = self.graph.borrow_mut();
+        let parallelism = graph.vertices.iter().find(|v| v.id == self.vertex).map_or(1, |v| v.parallelism);
+        graph.vertices.push(Vertex { id: id.to_string(), parallelism, operator: Some(operator) });
+        let mut edge = Edge { from: self.vertex.clone(), to: id.to_string(), key: self.key.clone(), ..Default::default() };
+        edge.set_partitioning(self.partitioning);
+        graph.edges.push(edge);
+        drop(graph);
+        Stream { graph: self.graph, vertex: id.to_string(), partitioning: Partitioning::Unspecified, key: Vec::new() }
+    }
+
+    /// Sets the parallelism of this stream's vertex.
+    pub fn set_parallelism(self, parallelism: u32) -> Stream {
+        if let Some(vertex) = self.graph.borrow_mut().vertices.iter_mut().find(|v| v.id == self.vertex) {
+            vertex.parallelism = parallelism;
+        }
+        self
+    }
+
+    /// Sends records round-robin to the next vertex's subtasks.
+    pub fn rebalance(mut self) -> Stream {
+        self.partitioning = Partitioning::Rebalance;
+        self
+    }
+
+    /// Sends every record to every subtask of the next vertex.
+    pub fn broadcast(mut self) -> Stream {
+        self.partitioning = Partitioning::Broadcast;
+        self
+    }
+
+    /// Partitions by the key columns (through key groups) for a keyed operator.
+    pub fn key_by(mut self, key: &[&str]) -> KeyedStream {
+        self.partitioning = Partitioning::Hash;
+        self.key = key.iter().map(|k| k.to_string()).collect();
+        KeyedStream { stream: self }
+    }
+
+    /// Computes columns with SQL expressions: `(name, expr)` pairs.
+    pub fn select(self, id: &str, columns: &[(&str, &str)]) -> Stream {
+        let columns = columns.iter().map(|(name, expr)| Projection { name: name.to_string(), expr: expr.to_string() }).collect();
+        self.then(id, Operator::Select(Select { columns }))
+    }
+
+    /// Keeps rows matching a SQL predicate.
+    pub fn filter(self, id: &str, predicate: &str) -> Stream {
+        self.then(id, Operator::Filter(Filter { predicate: predicate.to_string() }))
+    }
+
+    /// Splits the string `column` on whitespace into one row per word, in column `output`.
+    pub fn split(self, id: &str, column: &str, output: &str) -> Stream {
+        let flat_map = FlatMap { column: column.to_string(), separator: String::new(), output_column: output.to_string() };
+        self.then(id, Operator::FlatMap(flat_map))
+    }
+
+    /// Writes newline-delimited JSON part files into the directory `path`.
+    pub fn file_sink(self, id: &str, path: &str) -> Stream {
+        self.then(id, Operator::FileSink(FileSink { path: path.to_string() }))
+    }
+
+    /// Logs rows.
+    pub fn print_sink(self, id: &str) -> Stream {
+        self.then(id, Operator::PrintSink(PrintSink::default()))
+    }
+
+    /// Discards rows, throttled to `rows_per_second` per subtask when positive.
+    pub fn blackhole_sink(self, id: &str, rows_per_second: f64) -> Stream {
+        self.then(id, Operator::BlackholeSink(BlackholeSink { rows_per_second }))
+    }
+}
+
+impl KeyedStream {
+    /// A running aggregate per key, emitting each touched key's current values.
+    pub fn aggregate(self, id: &str, aggregates: &[AggregateCall]) -> Stream {
+        let keys = self.stream.key.clone();
+        self.stream.then(id, Operator::Aggregate(Aggregate { keys, aggregates: aggregates.to_vec() }))
+    }
+}
+
+fn call(function: &str, argument: &str, name: &str) -> AggregateCall {
+    AggregateCall { function: function.to_string(), argument: argument.to_string(), name: name.to_string() }
+}
+
+/// `count(*) AS name`.
+pub fn count(name: &str) -> AggregateCall {
+    call("count", "", name)
+}
+/// `sum(argument) AS name`.
+pub fn sum(name: &str, argument: &str) -> AggregateCall {
+    call("sum", argument, name)
+}
+/// `min(argument) AS name`.
+pub fn min(name: &str, argument: &str) -> AggregateCall {
+    call("min", argument, name)
+}
+/// `max(argument) AS name`.
+pub fn max(name: &str, argument: &str) -> AggregateCall {
+    call("max", argument, name)
+}
+/// `avg(argument) AS name`.
+pub fn avg(name: &str, argument: &str) -> AggregateCall {
+    call("avg", argument, name)
+}

@@ -1,0 +1,88 @@
+//! Job graphs: reading, validating, chaining and building them.
+//!
+//! A job file is the proto3 JSON form of [`crate::proto::JobGraph`]. [`parse_job_file`] reads one and
+//! reports every unknown or malformed field with the vertex or edge it belongs to; [`validate`] checks the
+//! graph as a whole, infers every vertex's Arrow schema (compiling its SQL expressions), fills in defaults,
+//! and derives the chains that run as tasks. Both report *every* problem they find, not just the first,
+//! so a user fixes a job file in one round.
+pub mod builder;
+pub mod chain;
+mod parse;
+mod validate;
+
+use std::fmt;
+
+pub use parse::parse_job_file;
+pub use validate::{operator_kind, validate, ValidatedJob, AGGREGATE_FUNCTIONS, OPERATOR_KINDS};
+
+/// Everything wrong with a job file or graph. Displayed as one problem per line; each names the vertex,
+/// edge or field concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobError {
+    problems: Vec<String>,
+}
+
+impl JobError {
+    /// An error made of these problems (at least one).
+    pub fn new(problems: Vec<String>) -> Self {
+        debug_assert!(!problems.is_empty(), "a JobError needs at least one problem");
+        Self { problems }
+    }
+
+    /// The problems, in the order found.
+    pub fn problems(&self) -> &[String] {
+        &self.problems
+    }
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.problems.join("\n"))
+    }
+}
+
+impl std::error::Error for JobError {}
+
+/// The candidate closest to `word` by edit distance, if it is close enough to be a plausible typo.
+pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let word = word.to_lowercase();
+    let limit = (word.chars().count() / 3).max(1);
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(&word, &c.to_lowercase()), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != *cb);
+            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+/// ` (did you mean 'x'?)` or the empty string.
+pub(crate) fn hint(word: &str, candidates: &[&str]) -> String {
+    did_you_mean(word, candidates.iter().copied()).map(|c| format!(" (did you mean '{c}'?)")).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn near_misses_are_suggested_and_far_ones_are_not() {
+        let ops = ["flat_map", "filter", "file_sink"];
+        assert_eq!(did_you_mean("flatmap", ops), Some("flat_map"));
+        assert_eq!(did_you_mean("filtr", ops), Some("filter"));
+        assert_eq!(did_you_mean("window", ops), None);
+    }
+}

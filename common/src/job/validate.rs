@@ -1,0 +1,737 @@
+//! Validating a job graph as a whole: structure, parameters, and the Arrow schema of every vertex.
+//!
+//! Steps, each adding to one list of problems:
+//! 1. vertices: ids unique and non-empty, parallelism in `1..=max_parallelism`, an operator present;
+//! 2. edges: endpoints exist (with a "did you mean"), partitioning fits (HASH has a key, FORWARD joins equal
+//!    parallelisms), no self-loops, no cycles, sources have no inputs, everything else has inputs, only sinks
+//!    lack outputs;
+//! 3. schemas, in topological order: each operator's parameters are checked against its input schema,
+//!    compiling its SQL expressions with DataFusion, and its output schema is inferred.
+//!
+//! Step 3 runs only when steps 1 and 2 found nothing, because a broken structure makes schema errors noise.
+//! On success the graph is returned normalized (defaults filled in, every edge's partitioning resolved) with
+//! its chains, so the JobManager stores and the TaskManagers execute exactly what was validated.
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::datatypes::{DataType as ArrowType, Field as ArrowField, Schema, SchemaRef, TimeUnit};
+
+use super::chain::build_chains;
+use super::{hint, JobError};
+use crate::expr::ExprCompiler;
+use crate::keygroup::{is_hashable_key_type, MAX_PARALLELISM_DEFAULT, MAX_PARALLELISM_LIMIT};
+use crate::proto::{
+    self, generated_column::Generator, vertex::Operator, DataType, Edge, JobConfig, JobGraph, Partitioning, Placement,
+};
+
+/// The operator names a vertex may carry, as written in job files.
+pub const OPERATOR_KINDS: &[&str] =
+    &["datagen", "file_source", "select", "filter", "flat_map", "aggregate", "file_sink", "print_sink", "blackhole_sink"];
+/// The functions of the keyed running aggregate.
+pub const AGGREGATE_FUNCTIONS: &[&str] = &["count", "sum", "min", "max", "avg"];
+
+/// The largest batch a source may be asked to emit, in rows. Larger batches only add latency and memory.
+pub const BATCH_SIZE_MAX: u32 = 1 << 16;
+const BATCH_SIZE_DEFAULT: u32 = 1024;
+const SLOT_WAIT_TIMEOUT_MS_DEFAULT: u64 = 60_000;
+const BUFFER_TIMEOUT_MS_DEFAULT: u64 = 5;
+/// Upper bound for buffer_timeout_ms: beyond a minute it is surely a unit mistake.
+const BUFFER_TIMEOUT_MS_MAX: u64 = 60_000;
+
+/// A job graph that passed validation, normalized, with its schemas and chains.
+#[derive(Debug, Clone)]
+pub struct ValidatedJob {
+    /// The graph with defaults filled in and every edge's partitioning resolved.
+    pub graph: JobGraph,
+    /// The chains of the execution graph, in topological order.
+    pub chains: Vec<proto::Chain>,
+    /// The edges between chains.
+    pub chain_edges: Vec<proto::ChainEdge>,
+    /// Each vertex's output schema (for sinks, the schema they receive).
+    pub schemas: HashMap<String, SchemaRef>,
+}
+
+impl ValidatedJob {
+    /// The config with its defaults filled in.
+    pub fn config(&self) -> &JobConfig {
+        // Invariant: validate() always sets it.
+        static DEFAULT: std::sync::OnceLock<JobConfig> = std::sync::OnceLock::new();
+        self.graph.config.as_ref().unwrap_or_else(|| DEFAULT.get_or_init(JobConfig::default))
+    }
+    /// Slots the job needs: with slot sharing, its largest parallelism.
+    pub fn slots_needed(&self) -> u32 {
+        self.graph.vertices.iter().map(|v| v.parallelism).max().unwrap_or(1)
+    }
+    /// The number of key groups.
+    pub fn max_parallelism(&self) -> u32 {
+        self.config().max_parallelism.unwrap_or(MAX_PARALLELISM_DEFAULT)
+    }
+    /// Where subtasks go.
+    pub fn placement(&self) -> Placement {
+        match self.config().placement() {
+            Placement::Pack => Placement::Pack,
+            Placement::Spread | Placement::Unspecified => Placement::Spread,
+        }
+    }
+    /// How long the job waits for slots before failing.
+    pub fn slot_wait_timeout(&self) -> Duration {
+        Duration::from_millis(self.config().slot_wait_timeout_ms.unwrap_or(SLOT_WAIT_TIMEOUT_MS_DEFAULT))
+    }
+    /// How long a partially filled output buffer may wait before it is sent.
+    pub fn buffer_timeout(&self) -> Duration {
+        Duration::from_millis(self.config().buffer_timeout_ms.unwrap_or(BUFFER_TIMEOUT_MS_DEFAULT))
+    }
+    /// The vertex with this id.
+    pub fn vertex(&self, id: &str) -> Option<&proto::Vertex> {
+        self.graph.vertices.iter().find(|v| v.id == id)
+    }
+    /// The schema a vertex receives (its first input's output schema), for non-sources.
+    pub fn input_schema(&self, id: &str) -> Option<SchemaRef> {
+        let edge = self.graph.edges.iter().find(|e| e.to == id)?;
+        self.schemas.get(&edge.from).cloned()
+    }
+}
+
+/// The name of an operator as written in job files.
+pub fn operator_kind(operator: &Operator) -> &'static str {
+    match operator {
+        Operator::Datagen(_) => "datagen",
+        Operator::FileSource(_) => "file_source",
+        Operator::Select(_) => "select",
+        Operator::Filter(_) => "filter",
+        Operator::FlatMap(_) => "flat_map",
+        Operator::Aggregate(_) => "aggregate",
+        Operator::FileSink(_) => "file_sink",
+        Operator::PrintSink(_) => "print_sink",
+        Operator::BlackholeSink(_) => "blackhole_sink",
+    }
+}
+
+fn is_source(operator: &Operator) -> bool {
+    matches!(operator, Operator::Datagen(_) | Operator::FileSource(_))
+}
+
+fn is_sink(operator: &Operator) -> bool {
+    matches!(operator, Operator::FileSink(_) | Operator::PrintSink(_) | Operator::BlackholeSink(_))
+}
+
+/// Validates `graph`, reporting every problem found.
+pub fn validate(mut graph: JobGraph) -> Result<ValidatedJob, JobError> {
+    let mut problems = Vec::new();
+    let config = normalize_config(graph.config.take().unwrap_or_default(), &mut problems);
+    let max_parallelism = config.max_parallelism.unwrap_or(MAX_PARALLELISM_DEFAULT);
+    graph.config = Some(config);
+
+    check_vertices(&graph, max_parallelism, &mut problems);
+    resolve_edges(&mut graph, &mut problems);
+    let order = if problems.is_empty() { topological_order(&graph, &mut problems) } else { Vec::new() };
+    if !problems.is_empty() {
+        return Err(JobError::new(problems));
+    }
+    let schemas = infer_schemas(&graph, &order, &mut problems);
+    if !problems.is_empty() {
+        return Err(JobError::new(problems));
+    }
+    let (chains, chain_edges) = build_chains(&graph, &order);
+    Ok(ValidatedJob { graph, chains, chain_edges, schemas })
+}
+
+fn normalize_config(mut config: JobConfig, problems: &mut Vec<String>) -> JobConfig {
+    let max_parallelism = *config.max_parallelism.get_or_insert(MAX_PARALLELISM_DEFAULT);
+    if !(1..=MAX_PARALLELISM_LIMIT).contains(&max_parallelism) {
+        problems.push(format!("config.max_parallelism must be in 1..={MAX_PARALLELISM_LIMIT} (got {max_parallelism})"));
+    }
+    if config.placement() == Placement::Unspecified {
+        config.set_placement(Placement::Spread);
+    }
+    config.slot_wait_timeout_ms.get_or_insert(SLOT_WAIT_TIMEOUT_MS_DEFAULT);
+    let buffer_timeout = *config.buffer_timeout_ms.get_or_insert(BUFFER_TIMEOUT_MS_DEFAULT);
+    if buffer_timeout > BUFFER_TIMEOUT_MS_MAX {
+        problems.push(format!("config.buffer_timeout_ms must be at most {BUFFER_TIMEOUT_MS_MAX} (got {buffer_timeout})"));
+    }
+    config
+}
+
+fn check_vertices(graph: &JobGraph, max_parallelism: u32, problems: &mut Vec<String>) {
+    if graph.vertices.is_empty() {
+        problems.push("the job has no vertices".to_string());
+    }
+    let mut seen = HashSet::new();
+    for (index, vertex) in graph.vertices.iter().enumerate() {
+        let name = if vertex.id.is_empty() { format!("vertices[{index}]") } else { format!("vertex '{}'", vertex.id) };
+        if vertex.id.is_empty() {
+            problems.push(format!("{name}: missing 'id'"));
+        } else if !seen.insert(vertex.id.as_str()) {
+            problems.push(format!("{name}: duplicate vertex id"));
+        }
+        if vertex.parallelism == 0 {
+            problems.push(format!("{name}: parallelism must be at least 1 (got 0 or missing)"));
+        } else if vertex.parallelism > max_parallelism {
+            problems.push(format!(
+                "{name}: parallelism {} exceeds max_parallelism {max_parallelism} (the number of key groups)",
+                vertex.parallelism
+            ));
+        }
+        if vertex.operator.is_none() {
+            problems.push(format!("{name}: no operator; give exactly one of: {}", OPERATOR_KINDS.join(", ")));
+        }
+    }
+}
+
+fn resolve_edges(graph: &mut JobGraph, problems: &mut Vec<String>) {
+    let ids: Vec<String> = graph.vertices.iter().map(|v| v.id.clone()).collect();
+    let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let parallelism: HashMap<&str, u32> = graph.vertices.iter().map(|v| (v.id.as_str(), v.parallelism)).collect();
+    let mut seen = HashSet::new();
+    for (index, edge) in graph.edges.iter_mut().enumerate() {
+        let name = format!("edge {} -> {} (edges[{index}])", edge.from, edge.to);
+        let mut endpoints_known = true;
+        for (role, id) in [("from", &edge.from), ("to", &edge.to)] {
+            if !parallelism.contains_key(id.as_str()) {
+                endpoints_known = false;
+                problems.push(format!("{name}: '{role}' names unknown vertex '{id}'{}", hint(id, &id_refs)));
+            }
+        }
+        if edge.from == edge.to && endpoints_known {
+            problems.push(format!("{name}: an edge from a vertex to itself is a cycle"));
+        }
+        if !seen.insert((edge.from.clone(), edge.to.clone())) {
+            problems.push(format!("{name}: duplicate edge"));
+        }
+        let partitioning = edge.partitioning();
+        if partitioning == Partitioning::Hash && edge.key.is_empty() {
+            problems.push(format!("{name}: HASH partitioning needs a 'key' (the key columns)"));
+        }
+        if partitioning != Partitioning::Hash && !edge.key.is_empty() {
+            problems.push(format!("{name}: 'key' is only meaningful with partitioning HASH"));
+        }
+        if !endpoints_known {
+            continue;
+        }
+        let (p_from, p_to) = (parallelism[edge.from.as_str()], parallelism[edge.to.as_str()]);
+        match partitioning {
+            Partitioning::Unspecified => {
+                edge.set_partitioning(if p_from == p_to { Partitioning::Forward } else { Partitioning::Rebalance })
+            }
+            Partitioning::Forward if p_from != p_to => problems.push(format!(
+                "{name}: FORWARD needs equal parallelism on both ends (got {p_from} and {p_to}); use REBALANCE or HASH"
+            )),
+            _ => {}
+        }
+    }
+}
+
+/// Kahn's algorithm; also checks each vertex's inputs and outputs against its operator's role.
+fn topological_order(graph: &JobGraph, problems: &mut Vec<String>) -> Vec<usize> {
+    let index: HashMap<&str, usize> = graph.vertices.iter().enumerate().map(|(i, v)| (v.id.as_str(), i)).collect();
+    let n = graph.vertices.len();
+    let mut inputs = vec![0usize; n];
+    let mut outputs: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for edge in &graph.edges {
+        let (from, to) = (index[edge.from.as_str()], index[edge.to.as_str()]);
+        inputs[to] += 1;
+        outputs[from].push(to);
+    }
+    let mut has_sink = false;
+    for (i, vertex) in graph.vertices.iter().enumerate() {
+        let Some(operator) = &vertex.operator else { continue };
+        let kind = operator_kind(operator);
+        if is_source(operator) && inputs[i] > 0 {
+            problems.push(format!("vertex '{}': a {kind} source cannot have inputs", vertex.id));
+        }
+        if !is_source(operator) && inputs[i] == 0 {
+            problems.push(format!("vertex '{}': {kind} has no input; connect it with an edge", vertex.id));
+        }
+        if is_sink(operator) {
+            has_sink = true;
+            if !outputs[i].is_empty() {
+                problems.push(format!("vertex '{}': a {kind} sink cannot have outputs", vertex.id));
+            }
+        } else if outputs[i].is_empty() {
+            problems.push(format!("vertex '{}': its output goes nowhere; connect it to a sink", vertex.id));
+        }
+    }
+    if !has_sink && n > 0 {
+        problems.push("the job has no sink (file_sink, print_sink or blackhole_sink)".to_string());
+    }
+    let mut remaining = inputs.clone();
+    let mut ready: VecDeque<usize> = (0..n).filter(|&i| remaining[i] == 0).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(i) = ready.pop_front() {
+        order.push(i);
+        for &to in &outputs[i] {
+            remaining[to] -= 1;
+            if remaining[to] == 0 {
+                ready.push_back(to);
+            }
+        }
+    }
+    if order.len() < n {
+        let mut cyclic: Vec<&str> =
+            (0..n).filter(|&i| remaining[i] > 0).map(|i| graph.vertices[i].id.as_str()).collect();
+        cyclic.sort_unstable();
+        problems.push(format!("the graph has a cycle through vertices: {}", cyclic.join(", ")));
+    }
+    order
+}
+
+fn infer_schemas(graph: &JobGraph, order: &[usize], problems: &mut Vec<String>) -> HashMap<String, SchemaRef> {
+    let compiler = ExprCompiler::new();
+    let mut schemas: HashMap<String, SchemaRef> = HashMap::new();
+    for &i in order {
+        let vertex = &graph.vertices[i];
+        let Some(operator) = &vertex.operator else { continue };
+        let in_edges: Vec<&Edge> = graph.edges.iter().filter(|e| e.to == vertex.id).collect();
+        let input = match input_schema(vertex, &in_edges, &schemas, problems) {
+            Some(input) => input,
+            None if is_source(operator) => Arc::new(Schema::empty()),
+            None => continue, // the problem was reported, or an upstream vertex failed already
+        };
+        let mut report = |problem: String| problems.push(format!("vertex '{}' ({}): {problem}", vertex.id, operator_kind(operator)));
+        let output = match operator {
+            Operator::Datagen(datagen) => datagen_schema(datagen, &mut report),
+            Operator::FileSource(source) => file_source_schema(source, &mut report),
+            Operator::Select(select) => select_schema(select, &input, &compiler, &mut report),
+            Operator::Filter(filter) => filter_schema(filter, &input, &compiler, &mut report),
+            Operator::FlatMap(flat_map) => flat_map_schema(flat_map, &input, &mut report),
+            Operator::Aggregate(aggregate) => aggregate_schema(aggregate, &input, &in_edges, &compiler, &mut report),
+            Operator::FileSink(sink) => {
+                if sink.path.trim().is_empty() {
+                    report("'path' is missing (the output directory)".into());
+                }
+                Some(input)
+            }
+            Operator::PrintSink(_) => Some(input),
+            Operator::BlackholeSink(sink) => {
+                if !(sink.rows_per_second >= 0.0 && sink.rows_per_second.is_finite()) {
+                    report(format!("rows_per_second must be a finite number >= 0 (got {})", sink.rows_per_second));
+                }
+                Some(input)
+            }
+        };
+        if let Some(output) = output {
+            schemas.insert(vertex.id.clone(), output);
+        }
+    }
+    schemas
+}
+
+fn input_schema(
+    vertex: &proto::Vertex,
+    in_edges: &[&Edge],
+    schemas: &HashMap<String, SchemaRef>,
+    problems: &mut Vec<String>,
+) -> Option<SchemaRef> {
+    let mut inputs = in_edges.iter().map(|e| (e.from.as_str(), schemas.get(&e.from)));
+    let (first_id, first) = inputs.next()?;
+    let first = first?.clone();
+    for (id, schema) in inputs {
+        let schema = schema?;
+        if !same_columns(schema, &first) {
+            problems.push(format!(
+                "vertex '{}': its inputs '{first_id}' and '{id}' have different schemas ({} vs {}); inputs are unioned and must match",
+                vertex.id,
+                describe(&first),
+                describe(schema)
+            ));
+            return None;
+        }
+    }
+    Some(first)
+}
+
+fn same_columns(a: &Schema, b: &Schema) -> bool {
+    a.fields().len() == b.fields().len()
+        && a.fields().iter().zip(b.fields()).all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
+}
+
+fn describe(schema: &Schema) -> String {
+    let columns: Vec<String> = schema.fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect();
+    format!("[{}]", columns.join(", "))
+}
+
+/// The Arrow type of a job-file type.
+pub fn arrow_type(data_type: DataType) -> Option<ArrowType> {
+    Some(match data_type {
+        DataType::Unspecified => return None,
+        DataType::String => ArrowType::Utf8,
+        DataType::Int64 => ArrowType::Int64,
+        DataType::Float64 => ArrowType::Float64,
+        DataType::Bool => ArrowType::Boolean,
+        DataType::TimestampMs => ArrowType::Timestamp(TimeUnit::Millisecond, None),
+        DataType::Int32 => ArrowType::Int32,
+    })
+}
+
+fn check_batch_size(batch_size: Option<u32>, report: &mut dyn FnMut(String)) {
+    let batch_size = batch_size.unwrap_or(BATCH_SIZE_DEFAULT);
+    if !(1..=BATCH_SIZE_MAX).contains(&batch_size) {
+        report(format!("batch_size must be in 1..={BATCH_SIZE_MAX} (got {batch_size})"));
+    }
+}
+
+fn unique_names<'a>(names: impl Iterator<Item = &'a str>, what: &str, report: &mut dyn FnMut(String)) {
+    let mut seen = HashSet::new();
+    for name in names {
+        if name.is_empty() {
+            report(format!("a {what} has no name"));
+        } else if !seen.insert(name) {
+            report(format!("duplicate {what} name '{name}'"));
+        }
+    }
+}
+
+fn datagen_schema(datagen: &proto::DatagenSource, report: &mut dyn FnMut(String)) -> Option<SchemaRef> {
+    check_batch_size(datagen.batch_size, report);
+    if !(datagen.rows_per_second >= 0.0 && datagen.rows_per_second.is_finite()) {
+        report(format!("rows_per_second must be a finite number >= 0 (got {})", datagen.rows_per_second));
+    }
+    if datagen.columns.is_empty() {
+        report("no columns; add at least one generated column".into());
+        return None;
+    }
+    unique_names(datagen.columns.iter().map(|c| c.name.as_str()), "column", report);
+    let mut fields = Vec::with_capacity(datagen.columns.len());
+    for column in &datagen.columns {
+        let data_type = match &column.generator {
+            None => {
+                report(format!(
+                    "column '{}' has no generator; give one of: sequence, random_int, random_float, words, event_time",
+                    column.name
+                ));
+                continue;
+            }
+            Some(Generator::Sequence(_)) => ArrowType::Int64,
+            Some(Generator::RandomInt(g)) => {
+                if g.min > g.max {
+                    report(format!("column '{}': random_int min {} > max {}", column.name, g.min, g.max));
+                }
+                ArrowType::Int64
+            }
+            Some(Generator::RandomFloat(g)) => {
+                if !(g.min <= g.max && g.min.is_finite() && g.max.is_finite()) {
+                    report(format!("column '{}': random_float needs finite min <= max (got {}, {})", column.name, g.min, g.max));
+                }
+                ArrowType::Float64
+            }
+            Some(Generator::Words(g)) => {
+                if g.min_words > g.max_words && g.max_words != 0 {
+                    report(format!("column '{}': words min_words {} > max_words {}", column.name, g.min_words, g.max_words));
+                }
+                if g.vocabulary.iter().any(|w| w.is_empty() || w.contains(char::is_whitespace)) {
+                    report(format!("column '{}': vocabulary words must be non-empty and contain no whitespace", column.name));
+                }
+                ArrowType::Utf8
+            }
+            Some(Generator::EventTime(_)) => ArrowType::Timestamp(TimeUnit::Millisecond, None),
+        };
+        fields.push(ArrowField::new(&column.name, data_type, false));
+    }
+    Some(Arc::new(Schema::new(fields)))
+}
+
+fn file_source_schema(source: &proto::FileSource, report: &mut dyn FnMut(String)) -> Option<SchemaRef> {
+    check_batch_size(source.batch_size, report);
+    if source.path.trim().is_empty() {
+        report("'path' is missing (a file or a directory of files)".into());
+    }
+    if source.schema.is_empty() {
+        report("'schema' is missing: list the columns to read as [{\"name\": ..., \"type\": ...}]".into());
+        return None;
+    }
+    unique_names(source.schema.iter().map(|f| f.name.as_str()), "column", report);
+    if source.format() == proto::FileFormat::Lines
+        && (source.schema.len() != 1 || source.schema[0].r#type() != DataType::String)
+    {
+        report("format LINES reads each line into one STRING column: give exactly one STRING column".into());
+    }
+    let mut fields = Vec::with_capacity(source.schema.len());
+    for field in &source.schema {
+        match arrow_type(field.r#type()) {
+            Some(data_type) => fields.push(ArrowField::new(&field.name, data_type, field.nullable)),
+            None => report(format!(
+                "column '{}' has no type; give one of: STRING, INT64, INT32, FLOAT64, BOOL, TIMESTAMP_MS",
+                field.name
+            )),
+        }
+    }
+    Some(Arc::new(Schema::new(fields)))
+}
+
+fn select_schema(
+    select: &proto::Select,
+    input: &SchemaRef,
+    compiler: &ExprCompiler,
+    report: &mut dyn FnMut(String),
+) -> Option<SchemaRef> {
+    if select.columns.is_empty() {
+        report("no columns; list the output columns as [{\"name\": ..., \"expr\": ...}]".into());
+        return None;
+    }
+    let mut fields = Vec::with_capacity(select.columns.len());
+    let mut ok = true;
+    for column in &select.columns {
+        let name = output_name(column, input);
+        if name.is_empty() {
+            report(format!("column with expr '{}' needs a 'name'", column.expr));
+            ok = false;
+            continue;
+        }
+        match compiler.compile(&column.expr, input) {
+            Ok(expr) => fields.push(ArrowField::new(name, expr.data_type, expr.nullable)),
+            Err(e) => {
+                report(format!("column '{name}': {e}"));
+                ok = false;
+            }
+        }
+    }
+    unique_names(fields.iter().map(|f| f.name().as_str()), "column", report);
+    ok.then(|| Arc::new(Schema::new(fields)))
+}
+
+/// A projection's output name: its `name`, or its expression when that is a bare input column.
+pub(crate) fn output_name<'a>(column: &'a proto::Projection, input: &Schema) -> &'a str {
+    if !column.name.is_empty() {
+        return &column.name;
+    }
+    let expr = column.expr.trim();
+    if input.field_with_name(expr).is_ok() {
+        expr
+    } else {
+        ""
+    }
+}
+
+fn filter_schema(
+    filter: &proto::Filter,
+    input: &SchemaRef,
+    compiler: &ExprCompiler,
+    report: &mut dyn FnMut(String),
+) -> Option<SchemaRef> {
+    match compiler.compile(&filter.predicate, input) {
+        Ok(expr) if expr.data_type == ArrowType::Boolean => Some(input.clone()),
+        Ok(expr) => {
+            report(format!("predicate '{}' must be boolean, but it is {}", filter.predicate, expr.data_type));
+            None
+        }
+        Err(e) => {
+            report(format!("predicate: {e}"));
+            None
+        }
+    }
+}
+
+fn flat_map_schema(flat_map: &proto::FlatMap, input: &SchemaRef, report: &mut dyn FnMut(String)) -> Option<SchemaRef> {
+    let Ok(field) = input.field_with_name(&flat_map.column) else {
+        let names: Vec<&str> = input.fields().iter().map(|f| f.name().as_str()).collect();
+        report(format!("unknown column '{}'{}; the input has: {}", flat_map.column, hint(&flat_map.column, &names), names.join(", ")));
+        return None;
+    };
+    if !matches!(field.data_type(), ArrowType::Utf8 | ArrowType::LargeUtf8 | ArrowType::Utf8View) {
+        report(format!("column '{}' is {}, but flat_map splits strings", flat_map.column, field.data_type()));
+        return None;
+    }
+    let output = if flat_map.output_column.is_empty() { &flat_map.column } else { &flat_map.output_column };
+    let fields: Vec<ArrowField> = input
+        .fields()
+        .iter()
+        .map(|f| {
+            if f.name() == &flat_map.column {
+                ArrowField::new(output, ArrowType::Utf8, false)
+            } else {
+                f.as_ref().clone()
+            }
+        })
+        .collect();
+    unique_names(fields.iter().map(|f| f.name().as_str()), "column", report);
+    Some(Arc::new(Schema::new(fields)))
+}
+
+fn aggregate_schema(
+    aggregate: &proto::Aggregate,
+    input: &SchemaRef,
+    in_edges: &[&Edge],
+    compiler: &ExprCompiler,
+    report: &mut dyn FnMut(String),
+) -> Option<SchemaRef> {
+    if aggregate.keys.is_empty() {
+        report("'keys' is missing: the key columns".into());
+        return None;
+    }
+    let mut fields = Vec::new();
+    let names: Vec<&str> = input.fields().iter().map(|f| f.name().as_str()).collect();
+    for key in &aggregate.keys {
+        match input.field_with_name(key) {
+            Ok(field) if is_hashable_key_type(field.data_type()) => fields.push(field.clone()),
+            Ok(field) => report(format!("key column '{key}' has type {}, which cannot be a key", field.data_type())),
+            Err(_) => report(format!("unknown key column '{key}'{}; the input has: {}", hint(key, &names), names.join(", "))),
+        }
+    }
+    for edge in in_edges {
+        if edge.partitioning() != Partitioning::Hash || edge.key != aggregate.keys {
+            report(format!(
+                "its input from '{}' must be partitioned by its keys: set that edge's partitioning to HASH with key {:?}",
+                edge.from, aggregate.keys
+            ));
+        }
+    }
+    if aggregate.aggregates.is_empty() {
+        report("'aggregates' is missing: e.g. [{\"function\": \"count\", \"name\": \"count\"}]".into());
+    }
+    for call in &aggregate.aggregates {
+        if let Some(field) = aggregate_field(call, input, compiler, report) {
+            fields.push(field);
+        }
+    }
+    unique_names(fields.iter().map(|f| f.name().as_str()), "output column", report);
+    Some(Arc::new(Schema::new(fields)))
+}
+
+fn aggregate_field(
+    call: &proto::AggregateCall,
+    input: &SchemaRef,
+    compiler: &ExprCompiler,
+    report: &mut dyn FnMut(String),
+) -> Option<ArrowField> {
+    let function = call.function.to_lowercase();
+    if call.name.is_empty() {
+        report(format!("aggregate '{}({})' needs a 'name' for its output column", call.function, call.argument));
+    }
+    if !AGGREGATE_FUNCTIONS.contains(&function.as_str()) {
+        report(format!(
+            "unknown aggregate function '{}'{}; supported: {}",
+            call.function,
+            hint(&function, AGGREGATE_FUNCTIONS),
+            AGGREGATE_FUNCTIONS.join(", ")
+        ));
+        return None;
+    }
+    let argument = call.argument.trim();
+    if function == "count" && (argument.is_empty() || argument == "*") {
+        return Some(ArrowField::new(&call.name, ArrowType::Int64, false));
+    }
+    if argument.is_empty() {
+        report(format!("aggregate '{}' ({function}) needs an 'argument' expression", call.name));
+        return None;
+    }
+    let expr = match compiler.compile(argument, input) {
+        Ok(expr) => expr,
+        Err(e) => {
+            report(format!("aggregate '{}': {e}", call.name));
+            return None;
+        }
+    };
+    let data_type = match (function.as_str(), &expr.data_type) {
+        ("count", _) => ArrowType::Int64,
+        ("avg", t) if t.is_numeric() => ArrowType::Float64,
+        ("sum" | "min" | "max", t) if t.is_integer() => ArrowType::Int64,
+        ("sum" | "min" | "max", t) if t.is_floating() => ArrowType::Float64,
+        ("min" | "max", ArrowType::Timestamp(TimeUnit::Millisecond, None)) => expr.data_type.clone(),
+        (_, t) => {
+            report(format!("aggregate '{}': {function} needs a numeric argument, but '{argument}' is {t}", call.name));
+            return None;
+        }
+    };
+    // count never yields null; the others are null until a non-null value arrives.
+    Some(ArrowField::new(&call.name, data_type, function != "count"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::parse_job_file;
+
+    const WORD_COUNT: &str = r#"{
+      "name": "wc",
+      "vertices": [
+        {"id": "src", "parallelism": 1, "file_source": {"path": "in.jsonl", "schema": [{"name": "line", "type": "STRING"}]}},
+        {"id": "split", "parallelism": 1, "flat_map": {"column": "line", "output_column": "word"}},
+        {"id": "lower", "parallelism": 1, "select": {"columns": [{"name": "word", "expr": "lower(word)"}]}},
+        {"id": "count", "parallelism": 2, "aggregate": {"keys": ["word"], "aggregates": [{"function": "count", "name": "n"}]}},
+        {"id": "sink", "parallelism": 2, "file_sink": {"path": "out"}}
+      ],
+      "edges": [
+        {"from": "src", "to": "split"}, {"from": "split", "to": "lower"},
+        {"from": "lower", "to": "count", "partitioning": "HASH", "key": ["word"]},
+        {"from": "count", "to": "sink"}
+      ]
+    }"#;
+
+    fn problems_of(json: &str) -> Vec<String> {
+        match parse_job_file(json.as_bytes()).and_then(validate) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.problems().to_vec(),
+        }
+    }
+
+    #[test]
+    fn word_count_validates_with_schemas_defaults_and_chains() -> Result<(), JobError> {
+        let job = validate(parse_job_file(WORD_COUNT.as_bytes())?)?;
+        let count = job.schemas.get("count").map(|s| describe(s));
+        assert_eq!(count.as_deref(), Some("[word Utf8, n Int64]"));
+        assert_eq!(job.graph.edges[0].partitioning(), Partitioning::Forward);
+        assert_eq!(job.max_parallelism(), 128);
+        assert_eq!(job.slots_needed(), 2);
+        let chains: Vec<Vec<String>> = job.chains.iter().map(|c| c.vertex_ids.clone()).collect();
+        assert_eq!(chains, vec![vec!["src", "split", "lower"], vec!["count", "sink"]]);
+        assert_eq!(job.chain_edges.len(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn structural_problems_are_all_reported() {
+        let found = problems_of(
+            r#"{"vertices": [
+                {"id": "a", "parallelism": 0, "datagen": {"columns": [{"name": "x", "sequence": {}}]}},
+                {"id": "b", "parallelism": 1, "filter": {"predicate": "x > 1"}},
+                {"id": "b", "parallelism": 1, "print_sink": {}}],
+               "edges": [{"from": "a", "to": "bb"}]}"#,
+        );
+        let text = found.join("\n");
+        assert!(text.contains("vertex 'a': parallelism must be at least 1"), "{text}");
+        assert!(text.contains("duplicate vertex id"), "{text}");
+        assert!(text.contains("unknown vertex 'bb' (did you mean 'b'?)"), "{text}");
+    }
+
+    #[test]
+    fn a_cycle_is_named() {
+        let found = problems_of(
+            r#"{"vertices": [
+                {"id": "src", "parallelism": 1, "datagen": {"columns": [{"name": "x", "sequence": {}}]}},
+                {"id": "f1", "parallelism": 1, "filter": {"predicate": "x > 1"}},
+                {"id": "f2", "parallelism": 1, "filter": {"predicate": "x > 2"}},
+                {"id": "sink", "parallelism": 1, "print_sink": {}}],
+               "edges": [{"from": "src", "to": "f1"}, {"from": "f1", "to": "f2"}, {"from": "f2", "to": "f1"},
+                         {"from": "f2", "to": "sink"}]}"#,
+        );
+        assert!(found.iter().any(|p| p.contains("cycle through vertices: f1, f2")), "{found:?}");
+    }
+
+    #[test]
+    fn expression_and_type_problems_name_the_vertex() {
+        let bad = WORD_COUNT
+            .replace("lower(word)", "lower(wrd)")
+            .replace(r#""function": "count""#, r#""function": "cnt""#);
+        let found = problems_of(&bad);
+        assert!(found.iter().any(|p| p.starts_with("vertex 'lower' (select)") && p.contains("wrd")), "{found:?}");
+        assert!(found.iter().any(|p| p.contains("vertex 'count'") && p.contains("did you mean 'count'")), "{found:?}");
+    }
+
+    #[test]
+    fn an_aggregate_needs_its_input_hashed_by_its_keys() {
+        let bad = WORD_COUNT.replace(r#", "partitioning": "HASH", "key": ["word"]"#, "");
+        let found = problems_of(&bad);
+        assert!(found.iter().any(|p| p.contains("must be partitioned by its keys")), "{found:?}");
+    }
+
+    #[test]
+    fn a_non_boolean_filter_is_refused() {
+        let bad = WORD_COUNT.replace(
+            r#"{"id": "lower", "parallelism": 1, "select": {"columns": [{"name": "word", "expr": "lower(word)"}]}}"#,
+            r#"{"id": "lower", "parallelism": 1, "filter": {"predicate": "length(word)"}}"#,
+        );
+        let found = problems_of(&bad);
+        assert!(found.iter().any(|p| p.contains("must be boolean")), "{found:?}");
+    }
+}

@@ -1,0 +1,32 @@
+//! # sluice-common
+//!
+//! The model every Sluice process shares. The JobManager and the TaskManagers never link each other's code;
+//! they meet here and in `proto/`.
+//!
+//! ## Layout
+//! - [`proto`]: code generated from `proto/sluice.proto`: the job graph (whose proto3 JSON form is the job
+//!   file users write), and the control-plane gRPC services. One definition, two encodings.
+//! - [`job`]: reading a job file with errors that name the vertex and field ([`job::parse_job_file`]),
+//!   validating a graph and inferring every vertex's Arrow schema ([`job::validate`]), chaining vertices
+//!   into tasks ([`job::chain`]), and a builder API that writes job files ([`job::builder`]).
+//! - [`expr`]: SQL expression strings compiled to vectorized DataFusion physical expressions.
+//! - [`keygroup`]: key hashing and the key-group ranges that assign keys to subtasks.
+//! - [`ids`]: newtypes for the identifiers that cross process boundaries.
+//! - [`config`]: configuration files merged under flags and environment variables.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod expr;
+pub mod ids;
+pub mod job;
+pub mod keygroup;
+
+/// Generated from `proto/sluice.proto` (prost messages, tonic services, pbjson serde impls).
+pub mod proto {
+    #![allow(missing_docs, clippy::all, clippy::unwrap_used)]
+    include!(concat!(env!("OUT_DIR"), "/sluice.v1.rs"));
+    include!(concat!(env!("OUT_DIR"), "/sluice.v1.serde.rs"));
+}
+
+/// Arrow, as re-exported by DataFusion, so every crate uses the one version DataFusion was built with.
+pub use datafusion::arrow;

@@ -1,0 +1,432 @@
+//! The TaskManager registry: who is alive, which slots are free, and who holds them.
+//!
+//! One `std::sync::Mutex` guards the whole registry. Every operation is short and never awaits while
+//! holding it, so a lock is cheaper and simpler than an actor here; allocation is atomic because the
+//! decision ([`crate::scheduler::choose_slots`]) and its application happen under one lock.
+//!
+//! Failure detection: each registration is an *incarnation*. A TaskManager that misses heartbeats for
+//! `heartbeat_timeout` is marked LOST and its slots no longer count; one that registers again under the
+//! same id (a restart) starts a new incarnation with fresh slots. A job holds slots of particular
+//! incarnations, so it sees both cases the same way: an incarnation it depends on is gone, with a cause.
+//! Every change bumps a `watch` counter that job actors wait on (a watch never blocks the sender and
+//! never queues, so it needs no bound).
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sluice_common::ids::JobId;
+use sluice_common::proto::{Placement, RegisterTaskManagerRequest};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::scheduler::{choose_slots, FreeSlots, NotEnoughSlots};
+
+/// A TaskManager, as named by itself at registration.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskManagerId(pub String);
+
+impl fmt::Display for TaskManagerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The most slots one TaskManager may offer. A larger number is refused at registration: it is surely a
+/// misconfiguration, and each slot costs a little memory here.
+pub const SLOTS_PER_TASK_MANAGER_MAX: u32 = 1024;
+
+/// How many LOST TaskManagers stay listed (for the REST view). Beyond it, the longest-lost are forgotten.
+pub const LOST_TASK_MANAGERS_RETAINED_MAX: usize = 256;
+
+/// Whether a TaskManager is usable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TaskManagerState {
+    /// Heartbeating; its slots count.
+    Active,
+    /// No heartbeat within the timeout; its slots are gone. Carries the cause.
+    Lost(String),
+}
+
+/// A registration that the registry refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    /// An empty id.
+    #[error("task_manager_id must not be empty")]
+    EmptyId,
+    /// Missing addresses.
+    #[error("TaskManager {0}: rpc_address and data_address must not be empty")]
+    MissingAddress(String),
+    /// Slot count out of range.
+    #[error("TaskManager {id}: slots must be in 1..={SLOTS_PER_TASK_MANAGER_MAX}, got {slots}")]
+    Slots {
+        /// The TaskManager.
+        id: String,
+        /// What it offered.
+        slots: u32,
+    },
+}
+
+/// One slot a job holds: on which incarnation of which TaskManager.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldSlot {
+    /// The TaskManager.
+    pub task_manager: TaskManagerId,
+    /// The registration the slot belongs to.
+    pub incarnation: u64,
+    /// Where to send DeployTasks/CancelTasks.
+    pub rpc_address: String,
+    /// Where other TaskManagers send this one data.
+    pub data_address: String,
+}
+
+/// A read-only view of one TaskManager, for REST and metrics.
+#[derive(Clone, Debug)]
+pub struct TaskManagerView {
+    /// Its id.
+    pub id: TaskManagerId,
+    /// Control address.
+    pub rpc_address: String,
+    /// Data address.
+    pub data_address: String,
+    /// Metrics address.
+    pub metrics_address: String,
+    /// Slots offered (0 once LOST).
+    pub slots_total: u32,
+    /// Slots no job holds (0 once LOST).
+    pub slots_free: u32,
+    /// Last heartbeat (or registration), ms since the epoch.
+    pub last_heartbeat_ms: u64,
+    /// ACTIVE or LOST.
+    pub state: TaskManagerState,
+}
+
+struct TaskManagerEntry {
+    incarnation: u64,
+    rpc_address: String,
+    data_address: String,
+    metrics_address: String,
+    /// Element i: the job holding slot i. Emptied when the TaskManager is lost.
+    slots: Vec<Option<JobId>>,
+    last_heartbeat: Instant,
+    last_heartbeat_ms: u64,
+    state: TaskManagerState,
+}
+
+#[derive(Default)]
+struct Registry {
+    task_managers: HashMap<TaskManagerId, TaskManagerEntry>,
+    next_incarnation: u64,
+}
+
+/// The registry of TaskManagers and their slots.
+pub struct Cluster {
+    registry: Mutex<Registry>,
+    /// Bumped on every change of registrations, liveness or free slots.
+    changed: watch::Sender<u64>,
+    heartbeat_timeout: Duration,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Cluster {
+    /// An empty registry; TaskManagers silent for `heartbeat_timeout` are marked LOST by the monitor.
+    pub fn new(heartbeat_timeout: Duration) -> Self {
+        Cluster { registry: Mutex::new(Registry::default()), changed: watch::channel(0).0, heartbeat_timeout }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Registry> {
+        // A panic while holding the lock leaves the registry consistent (every operation updates it in
+        // one step), so a poisoned lock is safe to reuse.
+        self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn notify(&self) {
+        self.changed.send_modify(|generation| *generation += 1);
+    }
+
+    /// A receiver that wakes on every change of the registry.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Registers a TaskManager, replacing an earlier registration under the same id (a restart: the jobs
+    /// holding the old incarnation's slots see it as lost).
+    pub fn register(&self, request: &RegisterTaskManagerRequest) -> Result<u64, RegisterError> {
+        if request.task_manager_id.is_empty() {
+            return Err(RegisterError::EmptyId);
+        }
+        if request.rpc_address.is_empty() || request.data_address.is_empty() {
+            return Err(RegisterError::MissingAddress(request.task_manager_id.clone()));
+        }
+        if request.slots == 0 || request.slots > SLOTS_PER_TASK_MANAGER_MAX {
+            return Err(RegisterError::Slots { id: request.task_manager_id.clone(), slots: request.slots });
+        }
+        let incarnation = {
+            let mut registry = self.lock();
+            registry.next_incarnation += 1;
+            let incarnation = registry.next_incarnation;
+            let entry = TaskManagerEntry {
+                incarnation,
+                rpc_address: request.rpc_address.clone(),
+                data_address: request.data_address.clone(),
+                metrics_address: request.metrics_address.clone(),
+                slots: vec![None; request.slots as usize],
+                last_heartbeat: Instant::now(),
+                last_heartbeat_ms: now_ms(),
+                state: TaskManagerState::Active,
+            };
+            registry.task_managers.insert(TaskManagerId(request.task_manager_id.clone()), entry);
+            incarnation
+        };
+        self.notify();
+        Ok(incarnation)
+    }
+
+    /// Records a heartbeat. False: the TaskManager is unknown or LOST and must register anew.
+    pub fn heartbeat(&self, id: &TaskManagerId) -> bool {
+        let mut registry = self.lock();
+        match registry.task_managers.get_mut(id) {
+            Some(entry) if entry.state == TaskManagerState::Active => {
+                entry.last_heartbeat = Instant::now();
+                entry.last_heartbeat_ms = now_ms();
+                true
+            }
+            Some(_) | None => false,
+        }
+    }
+
+    /// Marks LOST every active TaskManager silent for longer than the heartbeat timeout at `now`, and
+    /// returns them with their causes.
+    pub fn mark_silent_lost(&self, now: Instant) -> Vec<(TaskManagerId, String)> {
+        let timeout_ms = self.heartbeat_timeout.as_millis();
+        let lost: Vec<(TaskManagerId, String)> = {
+            let mut registry = self.lock();
+            let mut lost = Vec::new();
+            for (id, entry) in registry.task_managers.iter_mut() {
+                let silence = now.saturating_duration_since(entry.last_heartbeat);
+                if entry.state == TaskManagerState::Active && silence > self.heartbeat_timeout {
+                    let cause = format!("TaskManager {id} lost (no heartbeat for {timeout_ms} ms)");
+                    entry.state = TaskManagerState::Lost(cause.clone());
+                    entry.slots.clear();
+                    lost.push((id.clone(), cause));
+                }
+            }
+            forget_oldest_lost(&mut registry);
+            lost
+        };
+        if !lost.is_empty() {
+            self.notify();
+        }
+        lost
+    }
+
+    /// Atomically takes `needed` free slots for `job` with the given placement; element `j` is the job's
+    /// slot `j`.
+    pub fn allocate(&self, job: &JobId, needed: u32, placement: Placement) -> Result<Vec<HeldSlot>, NotEnoughSlots> {
+        let held = {
+            let mut registry = self.lock();
+            let free: Vec<FreeSlots> = registry
+                .task_managers
+                .iter()
+                .filter(|(_, entry)| entry.state == TaskManagerState::Active)
+                .map(|(id, entry)| FreeSlots {
+                    task_manager: id.clone(),
+                    free: entry.slots.iter().filter(|s| s.is_none()).count() as u32,
+                })
+                .collect();
+            let chosen = choose_slots(&free, needed, placement)?;
+            let mut held = Vec::with_capacity(chosen.len());
+            for id in chosen {
+                let Some(entry) = registry.task_managers.get_mut(&id) else { continue };
+                let Some(slot) = entry.slots.iter_mut().find(|s| s.is_none()) else { continue };
+                *slot = Some(job.clone());
+                held.push(HeldSlot {
+                    task_manager: id,
+                    incarnation: entry.incarnation,
+                    rpc_address: entry.rpc_address.clone(),
+                    data_address: entry.data_address.clone(),
+                });
+            }
+            assert_eq!(held.len(), needed as usize, "allocated {} slots of {needed} chosen", held.len());
+            held
+        };
+        self.notify();
+        Ok(held)
+    }
+
+    /// Frees every slot `job` holds.
+    pub fn release(&self, job: &JobId) {
+        {
+            let mut registry = self.lock();
+            for entry in registry.task_managers.values_mut() {
+                for slot in entry.slots.iter_mut().filter(|s| s.as_ref() == Some(job)) {
+                    *slot = None;
+                }
+            }
+        }
+        self.notify();
+    }
+
+    /// Why one of these slots is gone, if one is: its TaskManager was lost or registered anew.
+    pub fn lost_cause(&self, slots: &[HeldSlot]) -> Option<String> {
+        let registry = self.lock();
+        slots.iter().find_map(|slot| match registry.task_managers.get(&slot.task_manager) {
+            None => Some(format!("TaskManager {} is gone", slot.task_manager)),
+            Some(entry) if entry.incarnation != slot.incarnation => {
+                Some(format!("TaskManager {} registered anew (restarted); its tasks are gone", slot.task_manager))
+            }
+            Some(TaskManagerEntry { state: TaskManagerState::Lost(cause), .. }) => Some(cause.clone()),
+            Some(_) => None,
+        })
+    }
+
+    /// Whether this incarnation of a TaskManager is still active.
+    pub fn is_active(&self, slot: &HeldSlot) -> bool {
+        let registry = self.lock();
+        registry
+            .task_managers
+            .get(&slot.task_manager)
+            .is_some_and(|e| e.incarnation == slot.incarnation && e.state == TaskManagerState::Active)
+    }
+
+    /// Free and total slots over active TaskManagers.
+    pub fn slot_counts(&self) -> (u32, u32) {
+        let registry = self.lock();
+        let active = registry.task_managers.values().filter(|e| e.state == TaskManagerState::Active);
+        active.fold((0, 0), |(free, total), e| {
+            (free + e.slots.iter().filter(|s| s.is_none()).count() as u32, total + e.slots.len() as u32)
+        })
+    }
+
+    /// Every known TaskManager, sorted by id.
+    pub fn snapshot(&self) -> Vec<TaskManagerView> {
+        let registry = self.lock();
+        let mut views: Vec<TaskManagerView> = registry
+            .task_managers
+            .iter()
+            .map(|(id, e)| TaskManagerView {
+                id: id.clone(),
+                rpc_address: e.rpc_address.clone(),
+                data_address: e.data_address.clone(),
+                metrics_address: e.metrics_address.clone(),
+                slots_total: e.slots.len() as u32,
+                slots_free: e.slots.iter().filter(|s| s.is_none()).count() as u32,
+                last_heartbeat_ms: e.last_heartbeat_ms,
+                state: e.state.clone(),
+            })
+            .collect();
+        views.sort_by(|a, b| a.id.cmp(&b.id));
+        views
+    }
+}
+
+fn forget_oldest_lost(registry: &mut Registry) {
+    let mut lost: Vec<(Instant, TaskManagerId)> = registry
+        .task_managers
+        .iter()
+        .filter(|(_, e)| e.state != TaskManagerState::Active)
+        .map(|(id, e)| (e.last_heartbeat, id.clone()))
+        .collect();
+    if lost.len() <= LOST_TASK_MANAGERS_RETAINED_MAX {
+        return;
+    }
+    lost.sort();
+    for (_, id) in lost.iter().take(lost.len() - LOST_TASK_MANAGERS_RETAINED_MAX) {
+        registry.task_managers.remove(id);
+    }
+}
+
+/// Marks silent TaskManagers LOST, checking every `check_interval`, until `shutdown`.
+pub async fn run_heartbeat_monitor(
+    cluster: Arc<Cluster>,
+    check_interval: Duration,
+    lost_counter: prometheus::IntCounter,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(check_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {
+                for (id, cause) in cluster.mark_silent_lost(Instant::now()) {
+                    tracing::warn!(task_manager = %id, %cause, "TaskManager lost");
+                    lost_counter.inc();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(id: &str, slots: u32) -> RegisterTaskManagerRequest {
+        RegisterTaskManagerRequest {
+            task_manager_id: id.into(),
+            rpc_address: format!("127.0.0.1:1{id}"),
+            data_address: format!("127.0.0.1:2{id}"),
+            metrics_address: String::new(),
+            slots,
+        }
+    }
+
+    fn job(id: &str) -> JobId {
+        JobId(id.into())
+    }
+
+    #[test]
+    fn allocation_takes_slots_and_release_gives_them_back() {
+        let cluster = Cluster::new(Duration::from_secs(5));
+        assert!(cluster.register(&request("1", 2)).is_ok());
+        assert!(cluster.register(&request("2", 2)).is_ok());
+        let held = cluster.allocate(&job("j"), 3, Placement::Spread).unwrap_or_default();
+        assert_eq!(held.len(), 3);
+        assert_eq!(cluster.slot_counts(), (1, 4));
+        assert_eq!(cluster.allocate(&job("k"), 2, Placement::Spread).err(), Some(NotEnoughSlots { needed: 2, available: 1 }));
+        cluster.release(&job("j"));
+        assert_eq!(cluster.slot_counts(), (4, 4));
+    }
+
+    #[test]
+    fn registrations_with_bad_values_are_refused() {
+        let cluster = Cluster::new(Duration::from_secs(5));
+        assert_eq!(cluster.register(&request("", 1)), Err(RegisterError::EmptyId));
+        assert!(matches!(cluster.register(&request("a", 0)), Err(RegisterError::Slots { .. })));
+        assert!(matches!(cluster.register(&request("a", SLOTS_PER_TASK_MANAGER_MAX + 1)), Err(RegisterError::Slots { .. })));
+    }
+
+    #[tokio::test(start_paused = true)]
+    fn a_silent_task_manager_is_lost_and_its_jobs_see_the_cause() {
+        let cluster = Cluster::new(Duration::from_millis(500));
+        assert!(cluster.register(&request("1", 2)).is_ok());
+        assert!(cluster.register(&request("2", 2)).is_ok());
+        let held = cluster.allocate(&job("j"), 2, Placement::Spread).unwrap_or_default();
+        assert_eq!(cluster.lost_cause(&held), None);
+
+        tokio::time::advance(Duration::from_millis(400)).await;
+        assert!(cluster.heartbeat(&TaskManagerId("1".into())));
+        tokio::time::advance(Duration::from_millis(200)).await;
+        let lost = cluster.mark_silent_lost(Instant::now());
+        assert_eq!(lost, vec![(TaskManagerId("2".into()), "TaskManager 2 lost (no heartbeat for 500 ms)".to_string())]);
+        assert_eq!(cluster.lost_cause(&held).as_deref(), Some("TaskManager 2 lost (no heartbeat for 500 ms)"));
+        assert_eq!(cluster.slot_counts(), (1, 2), "the lost TaskManager's slots are removed");
+        assert!(!cluster.heartbeat(&TaskManagerId("2".into())), "a lost TaskManager must register anew");
+    }
+
+    #[test]
+    fn registering_again_starts_a_new_incarnation_that_jobs_see_as_a_loss() {
+        let cluster = Cluster::new(Duration::from_secs(5));
+        assert!(cluster.register(&request("1", 1)).is_ok());
+        let held = cluster.allocate(&job("j"), 1, Placement::Pack).unwrap_or_default();
+        assert!(cluster.register(&request("1", 1)).is_ok());
+        assert!(cluster.lost_cause(&held).is_some_and(|c| c.contains("registered anew")));
+        assert_eq!(cluster.slot_counts(), (1, 1), "the new incarnation's slots are free");
+    }
+}

@@ -1,0 +1,76 @@
+//! JobManager settings: flags, environment variables, and the config file (see `sluice_common::config`).
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// A Sluice JobManager: the REST API, the TaskManagers' gRPC service, the scheduler and the job actors.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "sluice-jobmanager", version)]
+pub struct JobManagerConfig {
+    /// A TOML file with any of these settings, keyed by flag name (`rest-addr = "127.0.0.1:8081"`).
+    #[arg(long, env = "SLUICE_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Where to serve the REST API and the web UI (port 0: pick a free one).
+    #[arg(long, env = "REST_ADDR", default_value = "0.0.0.0:8081")]
+    pub rest_addr: String,
+
+    /// Where to serve the gRPC service TaskManagers call (port 0: pick a free one).
+    #[arg(long, env = "RPC_ADDR", default_value = "0.0.0.0:6123")]
+    pub rpc_addr: String,
+
+    /// Working directory: the SQLite metadata file and the address file live here.
+    #[arg(long, env = "DATA_DIR", default_value = "data/jobmanager")]
+    pub data_dir: PathBuf,
+
+    /// The metadata database; by default a SQLite file `<data-dir>/sluice.db`, created when missing.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// How often TaskManagers send heartbeats, in milliseconds.
+    #[arg(long, env = "HEARTBEAT_INTERVAL", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    pub heartbeat_interval_ms: u64,
+
+    /// A TaskManager silent for this long (milliseconds) is LOST and its jobs fail.
+    #[arg(long, env = "HEARTBEAT_TIMEOUT", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(50..=3_600_000))]
+    pub heartbeat_timeout_ms: u64,
+
+    /// How long a cancelling or failing job waits for its tasks to stop before it is closed anyway (ms).
+    #[arg(long, env = "CANCEL_TIMEOUT", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub cancel_timeout_ms: u64,
+
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+impl JobManagerConfig {
+    /// The database URL in effect.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("sluice.db").display()),
+        }
+    }
+
+    /// The timing settings the job actors and the gRPC service use.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
+            heartbeat_timeout: Duration::from_millis(self.heartbeat_timeout_ms),
+            cancel_timeout: Duration::from_millis(self.cancel_timeout_ms),
+        }
+    }
+}
+
+/// Timing settings shared by the control plane.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    /// Told to TaskManagers at registration.
+    pub heartbeat_interval: Duration,
+    /// Silence after which a TaskManager is LOST.
+    pub heartbeat_timeout: Duration,
+    /// Bound on waiting for tasks to stop when cancelling or failing a job.
+    pub cancel_timeout: Duration,
+}

@@ -1,0 +1,511 @@
+//! The job actor: one task per job that drives it through its lifecycle (see [`super::state`]).
+//!
+//! The actor's body is a loop over the current status; each status has one phase function whose
+//! `select!` waits on the actor's inputs (task reports, cluster changes, desired-state changes, a
+//! deadline, shutdown) and returns the next transition. The loop applies it: check the edge against the
+//! table, log it with its duration, persist it, update the live view. Phases:
+//! 1. CREATED: take `slots_needed` slots atomically (waiting, bounded by the job's slot wait timeout),
+//!    then deploy attempt 1 to every TaskManager involved → RUNNING, or FAILING if a deploy failed.
+//! 2. RUNNING: follow task reports and TaskManager losses until every task finished (→ FINISHED), a task
+//!    failed or a TaskManager was lost (→ FAILING), or a cancel was requested (→ CANCELLING).
+//! 3. FAILING / CANCELLING: cancel every task, wait (bounded by the cancel timeout) until every task is
+//!    terminal or its TaskManager is gone, then FAILED (after asking the restart strategy) / CANCELED.
+//! 4. Terminal: release the slots, store the final metrics, leave the registry.
+//!
+//! On shutdown the actor returns wherever it is; the job stays unfinished in the store, and the next
+//! JobManager deals with it ([`super::recovery`]).
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use sluice_common::ids::{Attempt, ChainIndex, ExecutionId, SubtaskIndex};
+use sluice_common::proto::{
+    CancelTasksRequest, DeployTasksRequest, SubtaskPlacement, TaskManagerAddress, TaskState, TaskStateReport,
+};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::restart::{RestartDecision, RestartStrategy};
+use super::state::{check_transition, JobStatus};
+use super::task_manager_client::{cancel_tasks, deploy_tasks};
+use super::{JobEvent, JobShared, TaskEntry, TaskKey};
+use crate::cluster::{now_ms, HeldSlot, TaskManagerId};
+use crate::scheduler::subtask_placements;
+use crate::store::StatusUpdate;
+use crate::Context;
+
+/// How many times a transition is written to the store before the actor gives up on persisting it (and
+/// goes on with the transition in memory, logged as an error).
+const STORE_WRITE_ATTEMPTS: u32 = 3;
+/// The pause between two attempts to write a transition.
+const STORE_RETRY_BACKOFF: Duration = Duration::from_millis(200);
+
+/// The next transition a phase decided, with the failure cause when the target is FAILING or FAILED.
+struct Next {
+    to: JobStatus,
+    cause: Option<String>,
+}
+
+impl Next {
+    fn to(to: JobStatus) -> Self {
+        Next { to, cause: None }
+    }
+    fn failed(to: JobStatus, cause: String) -> Self {
+        Next { to, cause: Some(cause) }
+    }
+}
+
+pub(crate) struct JobActor {
+    ctx: Arc<Context>,
+    shared: Arc<JobShared>,
+    inbox: mpsc::Receiver<JobEvent>,
+    restart_strategy: Box<dyn RestartStrategy>,
+    status: JobStatus,
+    status_since: Instant,
+    attempt: Attempt,
+    /// Slot j of the job, once allocated.
+    slots: Vec<HeldSlot>,
+    /// The tasks of the current attempt and their last state.
+    tasks: BTreeMap<TaskKey, TaskEntry>,
+}
+
+impl JobActor {
+    pub(crate) fn new(
+        ctx: Arc<Context>,
+        shared: Arc<JobShared>,
+        inbox: mpsc::Receiver<JobEvent>,
+        restart_strategy: Box<dyn RestartStrategy>,
+    ) -> Self {
+        JobActor {
+            ctx,
+            shared,
+            inbox,
+            restart_strategy,
+            status: JobStatus::Created,
+            status_since: Instant::now(),
+            attempt: Attempt(0),
+            slots: Vec::new(),
+            tasks: BTreeMap::new(),
+        }
+    }
+
+    /// Drives the job until it ends or the JobManager shuts down.
+    pub(crate) async fn run(mut self) {
+        tracing::info!(job_id = %self.shared.job_id, status = %self.status, "job actor started");
+        loop {
+            let next = match self.status {
+                JobStatus::Created => self.created().await,
+                JobStatus::Running => self.running().await,
+                JobStatus::Failing => self.draining(JobStatus::Failed).await,
+                JobStatus::Cancelling => self.draining(JobStatus::Canceled).await,
+                JobStatus::Restarting | JobStatus::Suspended => Some(Next::failed(
+                    JobStatus::Failed,
+                    format!("internal error: the actor does not drive {} yet", self.status),
+                )),
+                JobStatus::Failed | JobStatus::Canceled | JobStatus::Finished => break,
+            };
+            let Some(next) = next else {
+                tracing::info!(job_id = %self.shared.job_id, status = %self.status, "job actor stopped by shutdown");
+                return;
+            };
+            self.transition(next).await;
+        }
+        self.finish().await;
+    }
+
+    /// Applies a transition: checked against the table, logged, persisted, published.
+    async fn transition(&mut self, next: Next) {
+        let Next { mut to, mut cause } = next;
+        if let Err(illegal) = check_transition(self.status, to) {
+            // A bug in a phase. Failing this job is right; crashing the JobManager is not.
+            tracing::error!(job_id = %self.shared.job_id, %illegal, "refusing an illegal transition; failing the job");
+            to = JobStatus::Failed;
+            cause = Some(format!("internal error: {illegal}"));
+        }
+        let from = self.status;
+        let duration_ms = self.status_since.elapsed().as_millis() as u64;
+        tracing::info!(job_id = %self.shared.job_id, %from, %to, duration_ms, cause = cause.as_deref().unwrap_or(""), "job transition");
+        let now = now_ms();
+        let update = StatusUpdate {
+            status: to,
+            at_ms: now,
+            end_time_ms: to.is_terminal().then_some(now),
+            failure_cause: cause.clone(),
+        };
+        self.persist(&update).await;
+        {
+            let mut live = self.shared.live();
+            live.status = to;
+            live.reason = None;
+            if cause.is_some() {
+                live.failure_cause = cause;
+            }
+        }
+        self.ctx.metrics.transitions.with_label_values(&[to.as_str()]).inc();
+        self.status = to;
+        self.status_since = Instant::now();
+    }
+
+    async fn persist(&self, update: &StatusUpdate) {
+        for attempt in 1..=STORE_WRITE_ATTEMPTS {
+            match self.ctx.store.update_status(&self.shared.job_id, update).await {
+                Ok(()) => return,
+                Err(e) if attempt < STORE_WRITE_ATTEMPTS => {
+                    tracing::warn!(job_id = %self.shared.job_id, error = %e, attempt, "cannot record transition; retrying");
+                    tokio::time::sleep(STORE_RETRY_BACKOFF).await;
+                }
+                Err(e) => {
+                    tracing::error!(job_id = %self.shared.job_id, error = %e, status = %update.status,
+                        "cannot record transition; going on with it in memory only");
+                }
+            }
+        }
+    }
+
+    fn set_reason(&self, reason: String) {
+        let mut live = self.shared.live();
+        if live.reason.as_deref() != Some(reason.as_str()) {
+            tracing::info!(job_id = %self.shared.job_id, %reason, "job waiting");
+            live.reason = Some(reason);
+        }
+    }
+
+    async fn cancel_requested(&self) -> bool {
+        match self.ctx.store.desired_status(&self.shared.job_id).await {
+            Ok(desired) => desired.as_deref() == Some(JobStatus::Canceled.as_str()),
+            Err(e) => {
+                // Retried on the next wake-up; a cancel request is never lost because it stays in the store.
+                tracing::warn!(job_id = %self.shared.job_id, error = %e, "cannot read the desired state");
+                false
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // CREATED
+    // ---------------------------------------------------------------------------------------------
+
+    async fn created(&mut self) -> Option<Next> {
+        let job = self.shared.job.clone();
+        let needed = job.slots_needed();
+        let timeout = job.slot_wait_timeout();
+        let deadline = Instant::now() + timeout;
+        let mut changes = self.ctx.cluster.subscribe();
+        loop {
+            if self.cancel_requested().await {
+                return Some(Next::to(JobStatus::Canceled));
+            }
+            match self.ctx.cluster.allocate(&self.shared.job_id, needed, job.placement()) {
+                Ok(slots) => {
+                    self.slots = slots;
+                    break;
+                }
+                Err(not_enough) => self.set_reason(not_enough.to_string()),
+            }
+            tokio::select! {
+                _ = self.ctx.shutdown.cancelled() => return None,
+                _ = self.shared.desired_changed.notified() => {}
+                changed = changes.changed() => if changed.is_err() { return None },
+                _ = tokio::time::sleep_until(deadline) => {
+                    let (available, _) = self.ctx.cluster.slot_counts();
+                    let cause = format!(
+                        "could not get {needed} slots within {} s ({available} available)", timeout.as_secs_f64()
+                    );
+                    return Some(Next::failed(JobStatus::Failed, cause));
+                }
+            }
+        }
+        self.shared.live().reason = None;
+        Some(self.deploy().await)
+    }
+
+    /// Deploys the next attempt on the allocated slots.
+    async fn deploy(&mut self) -> Next {
+        let job = self.shared.job.clone();
+        let job_id = self.shared.job_id.clone();
+        self.attempt = Attempt(self.attempt.0 + 1);
+        let execution_id = ExecutionId(rand::random::<u64>());
+        let slot_task_managers: Vec<TaskManagerId> = self.slots.iter().map(|s| s.task_manager.clone()).collect();
+        let placements = subtask_placements(&job.chains, &slot_task_managers);
+        let placements_json = serde_json::to_string(&placements).unwrap_or_else(|_| "[]".to_string());
+        if let Err(e) =
+            self.ctx.store.record_attempt(&job_id, self.attempt, execution_id, &placements_json, now_ms()).await
+        {
+            return Next::failed(JobStatus::Failed, format!("cannot record attempt {}: {e}", self.attempt));
+        }
+        self.tasks = placements
+            .iter()
+            .map(|p| {
+                let key = TaskKey { chain: ChainIndex(p.chain), subtask: SubtaskIndex(p.subtask) };
+                let entry = TaskEntry { task_manager: TaskManagerId(p.task_manager_id.clone()), state: TaskState::Deploying };
+                (key, entry)
+            })
+            .collect();
+        {
+            let mut live = self.shared.live();
+            live.attempt = self.attempt;
+            live.tasks = self.tasks.clone();
+            live.metrics.clear();
+        }
+        let requests = self.deploy_requests(execution_id, &placements);
+        tracing::info!(job_id = %job_id, attempt = %self.attempt, execution_id = execution_id.0,
+            task_managers = requests.len(), tasks = placements.len(), "deploying");
+        let results = join_all(requests.into_iter().map(|(slot, request)| async move {
+            (slot.task_manager.clone(), deploy_tasks(&slot.rpc_address, request).await)
+        }))
+        .await;
+        let mut first_error = None;
+        for (task_manager, result) in results {
+            if let Err(e) = result {
+                tracing::warn!(job_id = %job_id, %task_manager, error = %e, "deploy failed");
+                // Its tasks never started: count them as terminal so FAILING does not wait for them.
+                self.mark_tasks_of(&task_manager, TaskState::TaskFailed);
+                first_error.get_or_insert(format!("deploying to TaskManager {task_manager} failed: {e}"));
+            }
+        }
+        match first_error {
+            Some(cause) => Next::failed(JobStatus::Failing, cause),
+            None => Next::to(JobStatus::Running),
+        }
+    }
+
+    /// One request per TaskManager involved, each carrying the whole execution graph.
+    fn deploy_requests(&self, execution_id: ExecutionId, placements: &[SubtaskPlacement]) -> Vec<(HeldSlot, DeployTasksRequest)> {
+        let job = &self.shared.job;
+        let mut distinct: Vec<HeldSlot> = Vec::new();
+        for slot in &self.slots {
+            if !distinct.iter().any(|d| d.task_manager == slot.task_manager) {
+                distinct.push(slot.clone());
+            }
+        }
+        let task_managers: Vec<TaskManagerAddress> = distinct
+            .iter()
+            .map(|s| TaskManagerAddress { task_manager_id: s.task_manager.0.clone(), data_address: s.data_address.clone() })
+            .collect();
+        distinct
+            .into_iter()
+            .map(|slot| {
+                let request = DeployTasksRequest {
+                    job_id: self.shared.job_id.0.clone(),
+                    attempt: self.attempt.0,
+                    execution_id: execution_id.0,
+                    graph: Some(job.graph.clone()),
+                    chains: job.chains.clone(),
+                    chain_edges: job.chain_edges.clone(),
+                    placements: placements.to_vec(),
+                    task_managers: task_managers.clone(),
+                };
+                (slot, request)
+            })
+            .collect()
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // RUNNING
+    // ---------------------------------------------------------------------------------------------
+
+    async fn running(&mut self) -> Option<Next> {
+        let mut changes = self.ctx.cluster.subscribe();
+        loop {
+            if let Some(cause) = self.ctx.cluster.lost_cause(&self.slots) {
+                return Some(Next::failed(JobStatus::Failing, cause));
+            }
+            if self.tasks.values().all(|t| t.state == TaskState::TaskFinished) {
+                return Some(Next::to(JobStatus::Finished));
+            }
+            if self.cancel_requested().await {
+                return Some(Next::to(JobStatus::Cancelling));
+            }
+            tokio::select! {
+                _ = self.ctx.shutdown.cancelled() => return None,
+                event = self.inbox.recv() => {
+                    // The shared handle holds a sender for as long as this actor runs: None is impossible,
+                    // but if it came, there would be nothing left to listen to.
+                    let event = event?;
+                    if let Some(cause) = self.apply_events(event) {
+                        return Some(Next::failed(JobStatus::Failing, cause));
+                    }
+                }
+                _ = self.shared.desired_changed.notified() => {}
+                changed = changes.changed() => if changed.is_err() { return None },
+            }
+        }
+    }
+
+    /// Applies `first` and whatever else is already queued (drained in one go). Returns the cause of the
+    /// first task failure among them.
+    fn apply_events(&mut self, first: JobEvent) -> Option<String> {
+        let mut failure = None;
+        let mut event = Some(first);
+        // Bounded by the inbox capacity: try_recv only returns what is already queued.
+        let mut budget = super::JOB_INBOX_CAPACITY;
+        while let Some(JobEvent::TaskReport(report)) = event.take() {
+            if let Some(cause) = self.apply_report(report) {
+                failure.get_or_insert(cause);
+            }
+            budget -= 1;
+            if budget > 0 {
+                event = self.inbox.try_recv().ok();
+            }
+        }
+        failure
+    }
+
+    /// Records a task's new state. Returns the failure cause if the task failed.
+    fn apply_report(&mut self, report: TaskStateReport) -> Option<String> {
+        let task = report.task.as_ref()?;
+        if task.attempt != self.attempt.0 {
+            tracing::debug!(job_id = %self.shared.job_id, attempt = task.attempt, "ignoring report of another attempt");
+            return None;
+        }
+        let key = TaskKey::of(task);
+        let state = report.state();
+        let Some(entry) = self.tasks.get_mut(&key) else {
+            tracing::warn!(job_id = %self.shared.job_id, chain = task.chain, subtask = task.subtask, "report of an unknown task");
+            return None;
+        };
+        if is_terminal_task_state(entry.state) {
+            return None;
+        }
+        entry.state = state;
+        let task_manager = entry.task_manager.clone();
+        {
+            let mut live = self.shared.live();
+            if let Some(live_entry) = live.tasks.get_mut(&key) {
+                live_entry.state = state;
+            }
+        }
+        if let Some(metrics) = report.metrics.as_ref() {
+            self.shared.record_metrics(metrics);
+        }
+        tracing::debug!(job_id = %self.shared.job_id, chain = task.chain, subtask = task.subtask, state = state.as_str_name(), "task report");
+        (state == TaskState::TaskFailed).then(|| {
+            let vertices = self.chain_vertices(task.chain);
+            format!(
+                "task {vertices} (chain {}, subtask {}) on TaskManager {task_manager} failed: {}",
+                task.chain, task.subtask, report.error
+            )
+        })
+    }
+
+    fn chain_vertices(&self, chain: u32) -> String {
+        self.shared
+            .job
+            .chains
+            .iter()
+            .find(|c| c.index == chain)
+            .map(|c| c.vertex_ids.join(" -> "))
+            .unwrap_or_else(|| format!("chain {chain}"))
+    }
+
+    fn mark_tasks_of(&mut self, task_manager: &TaskManagerId, state: TaskState) {
+        let mut live = self.shared.live();
+        for (key, entry) in self.tasks.iter_mut().filter(|(_, e)| &e.task_manager == task_manager) {
+            if !is_terminal_task_state(entry.state) {
+                entry.state = state;
+                if let Some(live_entry) = live.tasks.get_mut(key) {
+                    live_entry.state = state;
+                }
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // FAILING / CANCELLING
+    // ---------------------------------------------------------------------------------------------
+
+    /// Cancels every task and waits (bounded) until all are terminal or their TaskManager is gone.
+    async fn draining(&mut self, target: JobStatus) -> Option<Next> {
+        self.send_cancels().await;
+        let deadline = Instant::now() + self.ctx.settings.cancel_timeout;
+        let mut changes = self.ctx.cluster.subscribe();
+        loop {
+            let pending = self.pending_tasks();
+            if pending == 0 {
+                break;
+            }
+            tokio::select! {
+                _ = self.ctx.shutdown.cancelled() => return None,
+                event = self.inbox.recv() => {
+                    let event = event?;
+                    // Failures while draining add nothing: the job is already failing or cancelling.
+                    let _ = self.apply_events(event);
+                }
+                changed = changes.changed() => if changed.is_err() { return None },
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!(job_id = %self.shared.job_id, pending, timeout_ms = self.ctx.settings.cancel_timeout.as_millis() as u64,
+                        "tasks did not confirm cancellation in time; giving up on them");
+                    break;
+                }
+            }
+        }
+        if target == JobStatus::Failed {
+            let cause = self.shared.live().failure_cause.clone().unwrap_or_default();
+            match self.restart_strategy.on_failure(self.attempt, &cause) {
+                RestartDecision::Fail => {}
+                RestartDecision::Restart { delay } => {
+                    tracing::warn!(job_id = %self.shared.job_id, delay_ms = delay.as_millis() as u64,
+                        "the restart strategy asked for a restart, which is not implemented yet; failing");
+                }
+            }
+        }
+        Some(Next::to(target))
+    }
+
+    /// Tasks that are neither terminal nor on a TaskManager incarnation that is gone.
+    fn pending_tasks(&self) -> usize {
+        let gone: BTreeSet<&TaskManagerId> =
+            self.slots.iter().filter(|s| !self.ctx.cluster.is_active(s)).map(|s| &s.task_manager).collect();
+        self.tasks.values().filter(|t| !is_terminal_task_state(t.state) && !gone.contains(&t.task_manager)).count()
+    }
+
+    async fn send_cancels(&self) {
+        if self.attempt.0 == 0 {
+            return;
+        }
+        let mut seen = BTreeSet::new();
+        let targets: Vec<&HeldSlot> =
+            self.slots.iter().filter(|s| self.ctx.cluster.is_active(s) && seen.insert(&s.task_manager)).collect();
+        let request = CancelTasksRequest { job_id: self.shared.job_id.0.clone(), attempt: self.attempt.0 };
+        let results = join_all(targets.iter().map(|slot| {
+            let request = request.clone();
+            async move { (&slot.task_manager, cancel_tasks(&slot.rpc_address, request).await) }
+        }))
+        .await;
+        for (task_manager, result) in results {
+            if let Err(e) = result {
+                // Its tasks stay pending until they report, the TaskManager is lost, or the cancel timeout.
+                tracing::warn!(job_id = %self.shared.job_id, %task_manager, error = %e, "cancel failed");
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Terminal
+    // ---------------------------------------------------------------------------------------------
+
+    async fn finish(&mut self) {
+        let job_id = self.shared.job_id.clone();
+        self.ctx.cluster.release(&job_id);
+        let metrics: Vec<_> = self.shared.live().metrics.values().cloned().collect();
+        match serde_json::to_string(&metrics) {
+            Ok(json) => {
+                if let Err(e) = self.ctx.store.save_final_metrics(&job_id, &json).await {
+                    tracing::warn!(job_id = %job_id, error = %e, "cannot store the final metrics");
+                }
+            }
+            Err(e) => tracing::warn!(job_id = %job_id, error = %e, "cannot encode the final metrics"),
+        }
+        self.ctx.jobs.remove(&job_id);
+        tracing::info!(job_id = %job_id, status = %self.status, "job ended");
+    }
+}
+
+/// Whether a task will not change state any more.
+pub(crate) fn is_terminal_task_state(state: TaskState) -> bool {
+    match state {
+        TaskState::TaskFinished | TaskState::TaskFailed | TaskState::TaskCanceled => true,
+        TaskState::Unspecified | TaskState::Deploying | TaskState::TaskRunning => false,
+    }
+}

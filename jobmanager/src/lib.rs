@@ -1,0 +1,171 @@
+//! The Sluice JobManager: the control plane of a cluster.
+//!
+//! Map of the crate:
+//! - [`config`]: flags, environment variables, config file;
+//! - `rest`: the REST API and web UI (axum) — handlers write *desired* state and wake job actors;
+//! - [`rpc`]: the gRPC service TaskManagers call (registration, heartbeats, task state reports);
+//! - [`cluster`]: the TaskManager registry, heartbeat monitor and slots; [`scheduler`]: placement;
+//! - [`job`]: one actor task per job that owns its lifecycle; [`store`]: metadata in SQLite (sqlx);
+//! - [`metrics`]: Prometheus metrics of the control plane.
+//!
+//! [`run`] binds the listeners, writes `<data-dir>/jobmanager.addr` with the addresses actually bound (so port
+//! 0 works for tests and scripts), and serves until `shutdown` is cancelled.
+pub mod cluster;
+pub mod config;
+pub mod job;
+pub mod metrics;
+mod rest;
+pub mod rpc;
+pub mod scheduler;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sluice_common::ids::JobId;
+use sluice_common::job::ValidatedJob;
+use sluice_common::proto::job_manager_service_server::JobManagerServiceServer;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{JobManagerConfig, Settings};
+
+use cluster::Cluster;
+use job::actor::JobActor;
+use job::restart::NoRestart;
+use job::{JobRegistry, JobShared};
+use metrics::Metrics;
+use store::{NewJob, Store};
+
+/// How often the heartbeat monitor looks for silent TaskManagers, as a fraction of the heartbeat timeout:
+/// a silent TaskManager is noticed at most a quarter of the timeout late.
+const HEARTBEAT_CHECKS_PER_TIMEOUT: u32 = 4;
+
+/// Everything the REST handlers, the gRPC service and the job actors share.
+pub(crate) struct Context {
+    pub store: Store,
+    pub cluster: Arc<Cluster>,
+    pub jobs: JobRegistry,
+    pub metrics: Metrics,
+    pub settings: Settings,
+    pub shutdown: CancellationToken,
+}
+
+impl Context {
+    /// Records a validated job in the store and starts its actor. Nothing is stored if this fails.
+    pub(crate) async fn start_job(self: &Arc<Self>, job: ValidatedJob) -> anyhow::Result<JobId> {
+        let job_id = JobId(uuid::Uuid::new_v4().simple().to_string());
+        let start_time_ms = cluster::now_ms();
+        let new_job = NewJob {
+            job_id: job_id.clone(),
+            name: job.graph.name.clone(),
+            graph_json: serde_json::to_string(&job.graph).context("cannot serialize the job graph")?,
+            chains_json: serde_json::to_string(&job.chains).context("cannot serialize the chains")?,
+            start_time_ms,
+        };
+        self.store.insert_job(&new_job).await?;
+        let (shared, inbox) = JobShared::new(job_id.clone(), Arc::new(job));
+        self.jobs.insert(shared.clone());
+        let actor = JobActor::new(self.clone(), shared, inbox, Box::new(NoRestart));
+        tokio::spawn(actor.run());
+        tracing::info!(job_id = %job_id, name = %new_job.name, "job submitted");
+        Ok(job_id)
+    }
+}
+
+/// The addresses a JobManager serves on, as bound.
+#[derive(Clone, Copy, Debug)]
+pub struct BoundAddresses {
+    /// REST API and web UI.
+    pub rest: SocketAddr,
+    /// gRPC service for TaskManagers.
+    pub rpc: SocketAddr,
+}
+
+/// Runs a JobManager until `shutdown` is cancelled.
+pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
+    let database_url = config.database_url();
+    let store = Store::open(&database_url).await.with_context(|| format!("cannot open the metadata store {database_url}"))?;
+    let closed = job::recovery::close_unfinished_jobs(&store).await.context("cannot close the jobs of an earlier JobManager")?;
+    if !closed.is_empty() {
+        tracing::warn!(jobs = closed.len(), "closed unfinished jobs of an earlier JobManager");
+    }
+
+    let settings = config.settings();
+    let ctx = Arc::new(Context {
+        store,
+        cluster: Arc::new(Cluster::new(settings.heartbeat_timeout)),
+        jobs: JobRegistry::default(),
+        metrics: Metrics::new().context("cannot register the metrics")?,
+        settings,
+        shutdown: shutdown.clone(),
+    });
+
+    let rest_listener = tokio::net::TcpListener::bind(&config.rest_addr)
+        .await
+        .with_context(|| format!("cannot bind the REST address {}", config.rest_addr))?;
+    let rpc_listener = tokio::net::TcpListener::bind(&config.rpc_addr)
+        .await
+        .with_context(|| format!("cannot bind the RPC address {}", config.rpc_addr))?;
+    let bound = BoundAddresses { rest: rest_listener.local_addr()?, rpc: rpc_listener.local_addr()? };
+    tracing::info!("REST listening on {}", bound.rest);
+    tracing::info!("RPC listening on {}", bound.rpc);
+    write_address_file(&config, &bound)?;
+
+    let check_interval = settings.heartbeat_timeout / HEARTBEAT_CHECKS_PER_TIMEOUT;
+    let monitor = tokio::spawn(cluster::run_heartbeat_monitor(
+        ctx.cluster.clone(),
+        check_interval.max(Duration::from_millis(10)),
+        ctx.metrics.task_managers_lost.clone(),
+        shutdown.clone(),
+    ));
+
+    let rest = {
+        let app = rest::router(ctx.clone());
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            axum::serve(rest_listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+        })
+    };
+    let rpc = {
+        let service = JobManagerServiceServer::new(rpc::JobManagerRpc::new(ctx.clone()));
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(rpc_listener);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await })
+                .await
+        })
+    };
+
+    let (rest_result, rpc_result) = tokio::join!(rest, rpc);
+    shutdown.cancel();
+    let _ = monitor.await;
+    ctx.store.close().await;
+    rest_result.context("the REST server task panicked")?.context("the REST server failed")?;
+    rpc_result.context("the RPC server task panicked")?.context("the RPC server failed")?;
+    tracing::info!("JobManager stopped");
+    Ok(())
+}
+
+/// Writes `{"rest": ..., "rpc": ...}` to `<data-dir>/jobmanager.addr`, atomically (write then rename), so a
+/// reader never sees half a file.
+fn write_address_file(config: &JobManagerConfig, bound: &BoundAddresses) -> anyhow::Result<()> {
+    let advertise = |addr: SocketAddr| {
+        if addr.ip().is_unspecified() {
+            format!("127.0.0.1:{}", addr.port())
+        } else {
+            addr.to_string()
+        }
+    };
+    let json = serde_json::json!({ "rest": advertise(bound.rest), "rpc": advertise(bound.rpc) });
+    let path = config.data_dir.join("jobmanager.addr");
+    let temporary = config.data_dir.join("jobmanager.addr.tmp");
+    std::fs::write(&temporary, json.to_string()).with_context(|| format!("cannot write {}", temporary.display()))?;
+    std::fs::rename(&temporary, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}

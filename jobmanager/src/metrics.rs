@@ -1,0 +1,84 @@
+//! The JobManager's Prometheus metrics, in a registry of its own (not the process-global default, so tests
+//! that start several JobManagers in one process do not collide).
+//!
+//! Gauges that mirror state (jobs by status, TaskManagers, slots) are refreshed from the store and the
+//! cluster registry when `/metrics` is scraped, so they can never drift from what the REST API shows.
+//! Counters count events where they happen.
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use crate::cluster::{TaskManagerState, TaskManagerView};
+use crate::job::state::JobStatus;
+
+/// The JobManager's metrics.
+pub struct Metrics {
+    registry: Registry,
+    jobs: IntGaugeVec,
+    task_managers: IntGaugeVec,
+    slots_total: IntGauge,
+    slots_available: IntGauge,
+    /// Job submissions by result (`accepted`, `rejected`).
+    pub submissions: IntCounterVec,
+    /// Job transitions by target status.
+    pub transitions: IntCounterVec,
+    /// Task reports refused (stale attempt or unknown job).
+    pub task_reports_refused: IntCounter,
+    /// TaskManagers marked LOST.
+    pub task_managers_lost: IntCounter,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let jobs = IntGaugeVec::new(Opts::new("sluice_jobs", "Jobs by status"), &["status"])?;
+        let task_managers =
+            IntGaugeVec::new(Opts::new("sluice_task_managers", "Registered TaskManagers by state"), &["state"])?;
+        let slots_total = IntGauge::new("sluice_slots_total", "Slots offered by active TaskManagers")?;
+        let slots_available = IntGauge::new("sluice_slots_available", "Slots no job holds")?;
+        let submissions =
+            IntCounterVec::new(Opts::new("sluice_job_submissions_total", "Job submissions by result"), &["result"])?;
+        let transitions =
+            IntCounterVec::new(Opts::new("sluice_job_transitions_total", "Job transitions by target status"), &["to"])?;
+        let task_reports_refused = IntCounter::new(
+            "sluice_task_reports_refused_total",
+            "Task state reports refused because of a stale attempt or an unknown job",
+        )?;
+        let task_managers_lost = IntCounter::new("sluice_task_managers_lost_total", "TaskManagers marked LOST")?;
+        registry.register(Box::new(jobs.clone()))?;
+        registry.register(Box::new(task_managers.clone()))?;
+        registry.register(Box::new(slots_total.clone()))?;
+        registry.register(Box::new(slots_available.clone()))?;
+        registry.register(Box::new(submissions.clone()))?;
+        registry.register(Box::new(transitions.clone()))?;
+        registry.register(Box::new(task_reports_refused.clone()))?;
+        registry.register(Box::new(task_managers_lost.clone()))?;
+        Ok(Metrics {
+            registry,
+            jobs,
+            task_managers,
+            slots_total,
+            slots_available,
+            submissions,
+            transitions,
+            task_reports_refused,
+            task_managers_lost,
+        })
+    }
+
+    /// Refreshes the state gauges and renders every metric in the Prometheus text format.
+    pub fn render(&self, job_counts: &[(String, i64)], task_managers: &[TaskManagerView]) -> Result<String, prometheus::Error> {
+        for status in JobStatus::ALL {
+            let count = job_counts.iter().filter(|(s, _)| s == status.as_str()).map(|(_, n)| *n).sum();
+            self.jobs.with_label_values(&[status.as_str()]).set(count);
+        }
+        let active: Vec<&TaskManagerView> =
+            task_managers.iter().filter(|tm| tm.state == TaskManagerState::Active).collect();
+        self.task_managers.with_label_values(&["ACTIVE"]).set(active.len() as i64);
+        self.task_managers.with_label_values(&["LOST"]).set((task_managers.len() - active.len()) as i64);
+        self.slots_total.set(active.iter().map(|tm| i64::from(tm.slots_total)).sum());
+        self.slots_available.set(active.iter().map(|tm| i64::from(tm.slots_free)).sum());
+        let mut buffer = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
+        Ok(String::from_utf8_lossy(&buffer).into_owned())
+    }
+}

@@ -1,0 +1,206 @@
+//! The REST handlers. They read the store and the live job views and write desired state only.
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, Multipart, Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use sluice_common::ids::JobId;
+use sluice_common::job::{parse_job_file, validate};
+
+use super::views::{ClusterMetrics, JobDetails, JobFacts, JobMetricsView, JobSummary, TaskManagerJson};
+use super::ApiError;
+use crate::cluster::TaskManagerState;
+use crate::Context;
+
+/// The multipart field that carries a job file.
+const JOB_FILE_FIELD: &str = "job_file";
+
+type Ctx = State<Arc<Context>>;
+
+pub(super) async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+pub(super) async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such route; see the README for the REST API")
+}
+
+pub(super) async fn prometheus_metrics(State(ctx): Ctx) -> Result<Response, ApiError> {
+    let job_counts = ctx.store.count_by_status().await?;
+    let text = ctx
+        .metrics
+        .render(&job_counts, &ctx.cluster.snapshot())
+        .map_err(|e| ApiError::internal(format!("cannot render the metrics: {e}")))?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+/// `POST /jobs/submit`: a job file as the multipart field `job_file`, or as the JSON body itself.
+pub(super) async fn submit_job(State(ctx): Ctx, request: Request) -> Result<Response, ApiError> {
+    let is_multipart = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let bytes = if is_multipart {
+        job_file_from_multipart(request).await?
+    } else {
+        axum::body::to_bytes(request.into_body(), super::SUBMIT_BODY_BYTES_MAX)
+            .await
+            .map_err(|e| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("cannot read the request body: {e}")))?
+            .to_vec()
+    };
+    let rejected = |problems: &[String]| {
+        ctx.metrics.submissions.with_label_values(&["rejected"]).inc();
+        ApiError::invalid_job(problems)
+    };
+    let graph = parse_job_file(&bytes).map_err(|e| rejected(e.problems()))?;
+    let job = validate(graph).map_err(|e| rejected(e.problems()))?;
+    let job_id = ctx.start_job(job).await.map_err(|e| ApiError::internal(format!("{e:#}")))?;
+    ctx.metrics.submissions.with_label_values(&["accepted"]).inc();
+    Ok((StatusCode::OK, Json(json!({ "job_id": job_id.0, "status": "CREATED" }))).into_response())
+}
+
+async fn job_file_from_multipart(request: Request) -> Result<Vec<u8>, ApiError> {
+    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, message);
+    let mut multipart = Multipart::from_request(request, &()).await.map_err(|e| bad(format!("bad multipart body: {e}")))?;
+    while let Some(field) = multipart.next_field().await.map_err(|e| bad(format!("bad multipart body: {e}")))? {
+        if field.name() == Some(JOB_FILE_FIELD) {
+            let bytes = field.bytes().await.map_err(|e| bad(format!("cannot read the field {JOB_FILE_FIELD}: {e}")))?;
+            return Ok(bytes.to_vec());
+        }
+    }
+    Err(bad(format!("the multipart body has no field named {JOB_FILE_FIELD:?}")))
+}
+
+pub(super) async fn list_jobs(State(ctx): Ctx) -> Result<Json<Value>, ApiError> {
+    let jobs: Vec<JobSummary> = ctx
+        .store
+        .jobs()
+        .await?
+        .into_iter()
+        .map(|record| {
+            let facts = JobFacts::from_record(&ctx, record);
+            JobSummary {
+                job_id: facts.job_id,
+                name: facts.name,
+                status: facts.status,
+                start_time: facts.start_time,
+                end_time: facts.end_time,
+            }
+        })
+        .collect();
+    Ok(Json(json!({ "jobs": jobs })))
+}
+
+async fn facts(ctx: &Context, job_id: &str) -> Result<JobFacts, ApiError> {
+    JobFacts::load(ctx, &JobId(job_id.to_string())).await?.ok_or_else(|| ApiError::job_not_found(job_id))
+}
+
+pub(super) async fn job_details(State(ctx): Ctx, Path(job_id): Path<String>) -> Result<Json<JobDetails>, ApiError> {
+    let facts = facts(&ctx, &job_id).await?;
+    let graph = facts.graph()?;
+    let chains = facts.chains()?;
+    let (remote_bytes_out, remote_bytes_in) = facts.remote_bytes();
+    let graph_value = serde_json::to_value(&graph).map_err(|e| ApiError::internal(format!("job {job_id}: {e}")))?;
+    Ok(Json(JobDetails {
+        vertices: facts.vertex_views(&graph),
+        chains: chains.iter().map(Into::into).collect(),
+        status_reason: facts.status_reason(),
+        job_id: facts.job_id,
+        name: facts.name,
+        status: facts.status,
+        attempt: facts.attempt,
+        start_time: facts.start_time,
+        end_time: facts.end_time,
+        failure_cause: facts.failure_cause,
+        remote_bytes_out,
+        remote_bytes_in,
+        graph: graph_value,
+    }))
+}
+
+pub(super) async fn job_status(State(ctx): Ctx, Path(job_id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let facts = facts(&ctx, &job_id).await?;
+    Ok(Json(json!({ "job_id": facts.job_id, "status": facts.status, "reason": facts.status_reason() })))
+}
+
+/// `POST /jobs/{id}/cancel`: records the wish and wakes the actor; 202, the cancel completes asynchronously.
+pub(super) async fn cancel_job(State(ctx): Ctx, Path(job_id): Path<String>) -> Result<Response, ApiError> {
+    let before = facts(&ctx, &job_id).await?;
+    if before.is_terminal {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("job {job_id} has already ended ({}); there is nothing to cancel", before.status),
+        ));
+    }
+    let id = JobId(job_id.clone());
+    if !ctx.store.request_cancel(&id).await? {
+        return Err(ApiError::job_not_found(&job_id));
+    }
+    if let Some(shared) = ctx.jobs.get(&id) {
+        shared.desired_changed.notify_one();
+    }
+    let after = facts(&ctx, &job_id).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job_id, "status": after.status }))).into_response())
+}
+
+pub(super) async fn job_metrics(State(ctx): Ctx, Path(job_id): Path<String>) -> Result<Json<JobMetricsView>, ApiError> {
+    let facts = facts(&ctx, &job_id).await?;
+    let graph = facts.graph()?;
+    let chains = facts.chains()?;
+    let (remote_bytes_out, remote_bytes_in) = facts.remote_bytes();
+    Ok(Json(JobMetricsView {
+        vertices: facts.vertex_views(&graph),
+        tasks: facts.task_views(&chains),
+        job_id: facts.job_id,
+        status: facts.status,
+        attempt: facts.attempt,
+        remote_bytes_out,
+        remote_bytes_in,
+    }))
+}
+
+pub(super) async fn task_managers(State(ctx): Ctx) -> Json<Value> {
+    let task_managers: Vec<TaskManagerJson> = ctx
+        .cluster
+        .snapshot()
+        .into_iter()
+        .map(|tm| TaskManagerJson {
+            id: tm.id.0,
+            rpc_address: tm.rpc_address,
+            data_address: tm.data_address,
+            metrics_address: tm.metrics_address,
+            slots_total: tm.slots_total,
+            slots_free: tm.slots_free,
+            last_heartbeat: tm.last_heartbeat_ms,
+            state: match tm.state {
+                TaskManagerState::Active => "ACTIVE",
+                TaskManagerState::Lost(_) => "LOST",
+            },
+        })
+        .collect();
+    Json(json!({ "taskmanagers": task_managers }))
+}
+
+pub(super) async fn cluster_metrics(State(ctx): Ctx) -> Json<ClusterMetrics> {
+    let snapshot = ctx.cluster.snapshot();
+    let active: Vec<_> = snapshot.iter().filter(|tm| tm.state == TaskManagerState::Active).collect();
+    let total_slots: u32 = active.iter().map(|tm| tm.slots_total).sum();
+    let available_slots: u32 = active.iter().map(|tm| tm.slots_free).sum();
+    let utilization =
+        if total_slots == 0 { 0.0 } else { f64::from(total_slots - available_slots) / f64::from(total_slots) };
+    Json(ClusterMetrics {
+        total_task_managers: snapshot.len(),
+        active_task_managers: active.len(),
+        total_slots,
+        available_slots,
+        utilization,
+    })
+}
+
+/// `GET /`: a small page that lists jobs and TaskManagers from the JSON API.
+pub(super) async fn ui() -> Html<&'static str> {
+    Html(include_str!("ui.html"))
+}

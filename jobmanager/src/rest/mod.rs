@@ -1,0 +1,41 @@
+//! The REST API and the web UI (axum).
+//!
+//! Handlers read the store and the live job views, and *write desired state only*: submitting inserts a
+//! job and starts its actor; cancelling records the wish in the store and wakes the actor. They never talk
+//! to TaskManagers. Shapes follow Flink's REST API where that is cheap (`/jobs`, `/jobs/{id}`,
+//! `/taskmanagers`, ...). Every error is `{"error": "..."}` ([`error::ApiError`]).
+mod error;
+mod handlers;
+mod views;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+
+pub use error::ApiError;
+
+use crate::Context;
+
+/// The largest job submission accepted, in bytes (a job file, JSON or multipart). Job files are small
+/// (kilobytes); a larger body is answered 413 without being read further.
+pub const SUBMIT_BODY_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+/// The routes of the REST API and the web UI.
+pub(crate) fn router(ctx: Arc<Context>) -> Router {
+    Router::new()
+        .route("/", get(handlers::ui))
+        .route("/health", get(handlers::health))
+        .route("/metrics", get(handlers::prometheus_metrics))
+        .route("/jobs", get(handlers::list_jobs))
+        .route("/jobs/submit", post(handlers::submit_job).layer(DefaultBodyLimit::max(SUBMIT_BODY_BYTES_MAX)))
+        .route("/jobs/{job_id}", get(handlers::job_details))
+        .route("/jobs/{job_id}/status", get(handlers::job_status))
+        .route("/jobs/{job_id}/cancel", post(handlers::cancel_job))
+        .route("/jobs/{job_id}/metrics", get(handlers::job_metrics))
+        .route("/taskmanagers", get(handlers::task_managers))
+        .route("/cluster/metrics", get(handlers::cluster_metrics))
+        .fallback(handlers::not_found)
+        .with_state(ctx)
+}

@@ -1,0 +1,289 @@
+//! The JSON shapes of the REST API, and how a job's view is assembled from the store and the live state.
+//!
+//! The store has the record of every job; a job whose actor runs also has a live view (status, reason,
+//! tasks, latest metrics), which is newer and wins. Numbers are JSON numbers here (unlike the proto3 JSON
+//! mapping, which writes 64-bit integers as strings), because these shapes are for people and dashboards.
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use sluice_common::ids::JobId;
+use sluice_common::job::operator_kind;
+use sluice_common::proto::{Chain, JobGraph, TaskMetrics};
+
+use super::ApiError;
+use crate::job::{state::JobStatus, TaskEntry, TaskKey};
+use crate::store::JobRecord;
+use crate::Context;
+
+/// Everything known about one job, merged from the store and the live view.
+pub(super) struct JobFacts {
+    pub job_id: String,
+    pub name: String,
+    pub status: String,
+    pub reason: Option<String>,
+    pub attempt: u32,
+    pub start_time: u64,
+    pub end_time: Option<u64>,
+    pub failure_cause: Option<String>,
+    pub graph_json: String,
+    pub chains_json: String,
+    pub tasks: BTreeMap<TaskKey, TaskEntry>,
+    pub metrics: Vec<TaskMetrics>,
+    pub is_terminal: bool,
+}
+
+impl JobFacts {
+    /// The facts of a job, or None if no such job exists.
+    pub async fn load(ctx: &Context, job_id: &JobId) -> Result<Option<JobFacts>, ApiError> {
+        let Some(record) = ctx.store.job(job_id).await? else { return Ok(None) };
+        Ok(Some(JobFacts::from_record(ctx, record)))
+    }
+
+    /// Merges a stored record with the live view, if the job's actor runs.
+    pub fn from_record(ctx: &Context, record: JobRecord) -> JobFacts {
+        let (status, reason, is_terminal) = match &record.status {
+            Ok(status) => (status.as_str().to_string(), None, status.is_terminal()),
+            Err(unknown) => (JobStatus::Failed.as_str().to_string(), Some(unknown.to_string()), true),
+        };
+        let final_metrics: Vec<TaskMetrics> =
+            record.final_metrics_json.as_deref().and_then(|json| serde_json::from_str(json).ok()).unwrap_or_default();
+        let mut facts = JobFacts {
+            job_id: record.job_id.0,
+            name: record.name,
+            status,
+            reason,
+            attempt: record.attempt.0,
+            start_time: record.start_time_ms,
+            end_time: record.end_time_ms,
+            failure_cause: record.failure_cause,
+            graph_json: record.graph_json,
+            chains_json: record.chains_json,
+            tasks: BTreeMap::new(),
+            metrics: final_metrics,
+            is_terminal,
+        };
+        if let Some(shared) = ctx.jobs.get(&JobId(facts.job_id.clone())) {
+            let live = shared.snapshot();
+            facts.status = live.status.as_str().to_string();
+            facts.is_terminal = live.status.is_terminal();
+            facts.reason = live.reason;
+            facts.attempt = live.attempt.0;
+            facts.failure_cause = live.failure_cause.or(facts.failure_cause);
+            facts.tasks = live.tasks;
+            facts.metrics = live.metrics.into_values().collect();
+        }
+        facts
+    }
+
+    /// The reason shown next to the status: why it waits, or why it failed.
+    pub fn status_reason(&self) -> Option<String> {
+        self.reason.clone().or_else(|| self.failure_cause.clone())
+    }
+
+    pub fn graph(&self) -> Result<JobGraph, ApiError> {
+        serde_json::from_str(&self.graph_json)
+            .map_err(|e| ApiError::internal(format!("job {}: the stored job graph is corrupt: {e}", self.job_id)))
+    }
+
+    pub fn chains(&self) -> Result<Vec<Chain>, ApiError> {
+        serde_json::from_str(&self.chains_json)
+            .map_err(|e| ApiError::internal(format!("job {}: the stored chains are corrupt: {e}", self.job_id)))
+    }
+
+    /// Per-vertex totals over every task's metrics, in the graph's vertex order.
+    pub fn vertex_views(&self, graph: &JobGraph) -> Vec<VertexView> {
+        graph
+            .vertices
+            .iter()
+            .map(|vertex| {
+                let mut view = VertexView {
+                    id: vertex.id.clone(),
+                    operator: vertex.operator.as_ref().map(operator_kind).unwrap_or("unknown"),
+                    parallelism: vertex.parallelism,
+                    records_in: 0,
+                    records_out: 0,
+                    bytes_in: 0,
+                    bytes_out: 0,
+                };
+                for m in self.metrics.iter().flat_map(|t| t.vertices.iter()).filter(|m| m.vertex_id == vertex.id) {
+                    view.records_in += m.records_in;
+                    view.records_out += m.records_out;
+                    view.bytes_in += m.bytes_in;
+                    view.bytes_out += m.bytes_out;
+                }
+                view
+            })
+            .collect()
+    }
+
+    pub fn remote_bytes(&self) -> (u64, u64) {
+        self.metrics.iter().fold((0, 0), |(out, inn), m| (out + m.remote_bytes_out, inn + m.remote_bytes_in))
+    }
+
+    /// Every task with its placement, last state and latest metrics.
+    pub fn task_views(&self, chains: &[Chain]) -> Vec<TaskView> {
+        let mut views: BTreeMap<(u32, u32), TaskView> = BTreeMap::new();
+        for (key, entry) in &self.tasks {
+            let view = TaskView::new(key.chain.0, key.subtask.0, chains);
+            let view = views.entry((key.chain.0, key.subtask.0)).or_insert(view);
+            view.task_manager_id = Some(entry.task_manager.0.clone());
+            view.state = Some(entry.state.as_str_name());
+        }
+        for metrics in &self.metrics {
+            let Some(task) = metrics.task.as_ref() else { continue };
+            let view = views.entry((task.chain, task.subtask)).or_insert_with(|| TaskView::new(task.chain, task.subtask, chains));
+            view.vertices = metrics
+                .vertices
+                .iter()
+                .map(|m| TaskVertexView {
+                    vertex_id: m.vertex_id.clone(),
+                    records_in: m.records_in,
+                    records_out: m.records_out,
+                    bytes_in: m.bytes_in,
+                    bytes_out: m.bytes_out,
+                })
+                .collect();
+            view.remote_bytes_out = metrics.remote_bytes_out;
+            view.remote_bytes_in = metrics.remote_bytes_in;
+            view.busy_ms = metrics.busy_ms;
+            view.backpressured_ms = metrics.backpressured_ms;
+            view.idle_ms = metrics.idle_ms;
+        }
+        views.into_values().collect()
+    }
+}
+
+/// A job in `GET /jobs`.
+#[derive(Serialize)]
+pub(super) struct JobSummary {
+    pub job_id: String,
+    pub name: String,
+    pub status: String,
+    pub start_time: u64,
+    pub end_time: Option<u64>,
+}
+
+/// `GET /jobs/{id}`.
+#[derive(Serialize)]
+pub(super) struct JobDetails {
+    pub job_id: String,
+    pub name: String,
+    pub status: String,
+    pub attempt: u32,
+    pub start_time: u64,
+    pub end_time: Option<u64>,
+    pub failure_cause: Option<String>,
+    pub status_reason: Option<String>,
+    pub vertices: Vec<VertexView>,
+    pub remote_bytes_out: u64,
+    pub remote_bytes_in: u64,
+    pub chains: Vec<ChainView>,
+    /// The validated job graph in its job-file (proto3 JSON) form.
+    pub graph: serde_json::Value,
+}
+
+/// One vertex with totals over its subtasks.
+#[derive(Serialize)]
+pub(super) struct VertexView {
+    pub id: String,
+    pub operator: &'static str,
+    pub parallelism: u32,
+    pub records_in: u64,
+    pub records_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// One chain (a task's operators).
+#[derive(Serialize)]
+pub(super) struct ChainView {
+    pub index: u32,
+    pub vertex_ids: Vec<String>,
+    pub parallelism: u32,
+}
+
+impl From<&Chain> for ChainView {
+    fn from(chain: &Chain) -> Self {
+        ChainView { index: chain.index, vertex_ids: chain.vertex_ids.clone(), parallelism: chain.parallelism }
+    }
+}
+
+/// One subtask in `GET /jobs/{id}/metrics`.
+#[derive(Serialize)]
+pub(super) struct TaskView {
+    pub chain: u32,
+    pub subtask: u32,
+    pub vertex_ids: Vec<String>,
+    pub task_manager_id: Option<String>,
+    pub state: Option<&'static str>,
+    pub vertices: Vec<TaskVertexView>,
+    pub remote_bytes_out: u64,
+    pub remote_bytes_in: u64,
+    pub busy_ms: u64,
+    pub backpressured_ms: u64,
+    pub idle_ms: u64,
+}
+
+impl TaskView {
+    fn new(chain: u32, subtask: u32, chains: &[Chain]) -> Self {
+        let vertex_ids = chains.iter().find(|c| c.index == chain).map(|c| c.vertex_ids.clone()).unwrap_or_default();
+        TaskView {
+            chain,
+            subtask,
+            vertex_ids,
+            task_manager_id: None,
+            state: None,
+            vertices: Vec::new(),
+            remote_bytes_out: 0,
+            remote_bytes_in: 0,
+            busy_ms: 0,
+            backpressured_ms: 0,
+            idle_ms: 0,
+        }
+    }
+}
+
+/// One vertex's counters within one subtask.
+#[derive(Serialize)]
+pub(super) struct TaskVertexView {
+    pub vertex_id: String,
+    pub records_in: u64,
+    pub records_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// `GET /jobs/{id}/metrics`.
+#[derive(Serialize)]
+pub(super) struct JobMetricsView {
+    pub job_id: String,
+    pub status: String,
+    pub attempt: u32,
+    pub vertices: Vec<VertexView>,
+    pub remote_bytes_out: u64,
+    pub remote_bytes_in: u64,
+    pub tasks: Vec<TaskView>,
+}
+
+/// One TaskManager in `GET /taskmanagers`.
+#[derive(Serialize)]
+pub(super) struct TaskManagerJson {
+    pub id: String,
+    pub rpc_address: String,
+    pub data_address: String,
+    pub metrics_address: String,
+    pub slots_total: u32,
+    pub slots_free: u32,
+    pub last_heartbeat: u64,
+    pub state: &'static str,
+}
+
+/// `GET /cluster/metrics`: exactly these five keys.
+#[derive(Serialize)]
+pub(super) struct ClusterMetrics {
+    pub total_task_managers: usize,
+    pub active_task_managers: usize,
+    pub total_slots: u32,
+    pub available_slots: u32,
+    pub utilization: f64,
+}

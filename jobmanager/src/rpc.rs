@@ -1,0 +1,109 @@
+//! The gRPC service TaskManagers call: registration, heartbeats, task state reports.
+//!
+//! Handlers are thin: registration and heartbeats go to the cluster registry; task reports are fenced
+//! by attempt (a report of any attempt other than the job's current one is refused, so a slow message of
+//! an earlier deployment can never move the current one) and forwarded to the job's actor. Task metrics
+//! update the job's live view directly (latest per task, stale attempts ignored).
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_common::ids::JobId;
+use sluice_common::proto::job_manager_service_server::JobManagerService;
+use sluice_common::proto::{
+    HeartbeatRequest, HeartbeatResponse, RegisterTaskManagerRequest, RegisterTaskManagerResponse, TaskMetrics,
+    TaskStateAck, TaskStateReport,
+};
+use tonic::{Request, Response, Status};
+
+use crate::cluster::TaskManagerId;
+use crate::job::{JobEvent, REPORT_FORWARD_TIMEOUT};
+use crate::Context;
+
+/// The most task metrics one heartbeat may carry; a heartbeat with more is refused as malformed (a
+/// TaskManager runs at most a few slots' worth of tasks).
+pub const HEARTBEAT_TASKS_MAX: usize = 65_536;
+
+/// The JobManager side of `JobManagerService`.
+pub struct JobManagerRpc {
+    ctx: Arc<Context>,
+}
+
+impl JobManagerRpc {
+    pub(crate) fn new(ctx: Arc<Context>) -> Self {
+        JobManagerRpc { ctx }
+    }
+
+    fn record_task_metrics(&self, metrics: &[TaskMetrics]) {
+        for task_metrics in metrics {
+            let Some(task) = task_metrics.task.as_ref() else { continue };
+            if let Some(job) = self.ctx.jobs.get(&JobId(task.job_id.clone())) {
+                // false: a stale attempt or an unknown task, ignored on purpose.
+                let _ = job.record_metrics(task_metrics);
+            }
+        }
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    duration.as_millis() as u64
+}
+
+#[tonic::async_trait]
+impl JobManagerService for JobManagerRpc {
+    async fn register_task_manager(
+        &self,
+        request: Request<RegisterTaskManagerRequest>,
+    ) -> Result<Response<RegisterTaskManagerResponse>, Status> {
+        let request = request.into_inner();
+        let incarnation = self.ctx.cluster.register(&request).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        tracing::info!(task_manager = %request.task_manager_id, rpc_address = %request.rpc_address,
+            data_address = %request.data_address, slots = request.slots, incarnation, "TaskManager registered");
+        Ok(Response::new(RegisterTaskManagerResponse {
+            heartbeat_interval_ms: millis(self.ctx.settings.heartbeat_interval),
+            heartbeat_timeout_ms: millis(self.ctx.settings.heartbeat_timeout),
+        }))
+    }
+
+    async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
+        let request = request.into_inner();
+        if request.tasks.len() > HEARTBEAT_TASKS_MAX {
+            return Err(Status::invalid_argument(format!(
+                "a heartbeat carries {} task metrics, more than the limit {HEARTBEAT_TASKS_MAX}",
+                request.tasks.len()
+            )));
+        }
+        let registered = self.ctx.cluster.heartbeat(&TaskManagerId(request.task_manager_id.clone()));
+        if registered {
+            self.record_task_metrics(&request.tasks);
+        } else {
+            tracing::debug!(task_manager = %request.task_manager_id, "heartbeat of an unregistered TaskManager");
+        }
+        Ok(Response::new(HeartbeatResponse { registered }))
+    }
+
+    async fn report_task_state(&self, request: Request<TaskStateReport>) -> Result<Response<TaskStateAck>, Status> {
+        let report = request.into_inner();
+        let Some(task) = report.task.as_ref() else {
+            return Err(Status::invalid_argument("a task state report needs a task"));
+        };
+        let job_id = JobId(task.job_id.clone());
+        let refuse = |why: &str| {
+            tracing::info!(job_id = %job_id, attempt = task.attempt, chain = task.chain, subtask = task.subtask, why, "task report refused");
+            self.ctx.metrics.task_reports_refused.inc();
+            Ok(Response::new(TaskStateAck { accepted: false }))
+        };
+        let Some(job) = self.ctx.jobs.get(&job_id) else {
+            return refuse("unknown or ended job");
+        };
+        if !job.is_current_attempt(task.attempt) {
+            return refuse("stale attempt");
+        }
+        match job.inbox.send_timeout(JobEvent::TaskReport(report.clone()), REPORT_FORWARD_TIMEOUT).await {
+            Ok(()) => Ok(Response::new(TaskStateAck { accepted: true })),
+            Err(tokio::sync::mpsc::error::SendTimeoutError::Closed(_)) => refuse("the job has ended"),
+            Err(tokio::sync::mpsc::error::SendTimeoutError::Timeout(_)) => {
+                Err(Status::unavailable(format!("job {job_id} is busy; retry the report")))
+            }
+        }
+    }
+}

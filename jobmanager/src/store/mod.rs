@@ -1,0 +1,361 @@
+//! The metadata store: jobs, their graphs, statuses and attempts, in SQL (sqlx).
+//!
+//! The store holds the *desired* and the *recorded* state of every job; the job's actor holds the live
+//! state and writes each transition here before it acts on the next one. SQLite (a file under the data
+//! directory) is the default so that a JobManager needs no set-up; the migrations in
+//! `jobmanager/migrations/` use only portable SQL so PostgreSQL can follow. Queries are checked at run
+//! time (not with `query!`), so building needs no database.
+//!
+//! Statuses are stored as text. Text that names no status is not an error here: [`JobRecord::status`]
+//! carries it, and callers turn it into a FAILED job with a reason.
+use std::str::FromStr;
+use std::time::Duration;
+
+use sluice_common::ids::{Attempt, ExecutionId, JobId};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow};
+use sqlx::Row;
+
+use crate::job::state::{JobStatus, UnknownJobStatus};
+
+/// Connections in the pool. SQLite serializes writers anyway; a few connections let REST reads proceed
+/// while an actor writes. At the limit, callers wait up to [`STORE_ACQUIRE_TIMEOUT`].
+pub const STORE_CONNECTIONS_MAX: u32 = 4;
+/// How long a query waits for a pooled connection before it fails with a (retryable) error.
+pub const STORE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long SQLite waits on a locked database before it fails the statement.
+pub const STORE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most jobs `GET /jobs` lists (the newest). Older jobs stay readable one by one.
+pub const JOBS_LISTED_MAX: u32 = 1000;
+
+/// A store operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or could not be reached; retrying may help.
+    #[error("metadata store: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The schema could not be brought up to date.
+    #[error("metadata store migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// A job to insert at submission.
+#[derive(Clone, Debug)]
+pub struct NewJob {
+    /// Its id.
+    pub job_id: JobId,
+    /// Its name.
+    pub name: String,
+    /// The validated graph, proto3 JSON.
+    pub graph_json: String,
+    /// Its chains, proto3 JSON array.
+    pub chains_json: String,
+    /// Submission time, ms since the epoch.
+    pub start_time_ms: u64,
+}
+
+/// A job as recorded.
+#[derive(Clone, Debug)]
+pub struct JobRecord {
+    /// Its id.
+    pub job_id: JobId,
+    /// Its name.
+    pub name: String,
+    /// The validated graph, proto3 JSON.
+    pub graph_json: String,
+    /// Its chains, proto3 JSON array.
+    pub chains_json: String,
+    /// The recorded status, or the unknown text found.
+    pub status: Result<JobStatus, UnknownJobStatus>,
+    /// What a user asked for, if anything.
+    pub desired_status: Option<String>,
+    /// The current attempt (0 before the first deployment).
+    pub attempt: Attempt,
+    /// Submission time, ms since the epoch.
+    pub start_time_ms: u64,
+    /// When the job ended, ms since the epoch.
+    pub end_time_ms: Option<u64>,
+    /// Why it failed.
+    pub failure_cause: Option<String>,
+    /// The last metrics of every task, once the job has ended (proto3 JSON array of TaskMetrics).
+    pub final_metrics_json: Option<String>,
+}
+
+/// A transition to record.
+#[derive(Clone, Debug)]
+pub struct StatusUpdate {
+    /// The new status.
+    pub status: JobStatus,
+    /// When, ms since the epoch.
+    pub at_ms: u64,
+    /// Set when the status is terminal.
+    pub end_time_ms: Option<u64>,
+    /// Set when the job failed.
+    pub failure_cause: Option<String>,
+}
+
+/// The metadata store.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// The columns [`job_record`] reads, as a literal so that queries stay `&'static str`.
+macro_rules! job_columns {
+    () => {
+        "job_id, name, graph_json, chains_json, status, desired_status, attempt, start_time_ms, end_time_ms, \
+         failure_cause, final_metrics_json"
+    };
+}
+
+fn ms(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn from_ms(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+impl Store {
+    /// Opens (creating the SQLite file if missing) the database at `url` and applies the migrations.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(STORE_BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(STORE_CONNECTIONS_MAX)
+            .acquire_timeout(STORE_ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    /// Inserts a newly submitted job in status CREATED.
+    pub async fn insert_job(&self, job: &NewJob) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO jobs (job_id, name, graph_json, chains_json, status, attempt, start_time_ms, status_changed_ms) \
+             VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
+        )
+        .bind(job.job_id.0.clone())
+        .bind(job.name.clone())
+        .bind(job.graph_json.clone())
+        .bind(job.chains_json.clone())
+        .bind(JobStatus::Created.as_str())
+        .bind(ms(job.start_time_ms))
+        .bind(ms(job.start_time_ms))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The job with this id.
+    pub async fn job(&self, job_id: &JobId) -> Result<Option<JobRecord>, StoreError> {
+        let sql = concat!("SELECT ", job_columns!(), " FROM jobs WHERE job_id = ?");
+        let row = sqlx::query(sql).bind(job_id.0.clone()).fetch_optional(&self.pool).await?;
+        row.map(|row| job_record(&row)).transpose()
+    }
+
+    /// The newest jobs (at most [`JOBS_LISTED_MAX`]), newest first.
+    pub async fn jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
+        let sql = concat!("SELECT ", job_columns!(), " FROM jobs ORDER BY start_time_ms DESC, job_id LIMIT ?");
+        let rows = sqlx::query(sql).bind(i64::from(JOBS_LISTED_MAX)).fetch_all(&self.pool).await?;
+        rows.iter().map(job_record).collect()
+    }
+
+    /// Records a transition.
+    pub async fn update_status(&self, job_id: &JobId, update: &StatusUpdate) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE jobs SET status = ?, status_changed_ms = ?, end_time_ms = COALESCE(?, end_time_ms), \
+             failure_cause = COALESCE(?, failure_cause) WHERE job_id = ?",
+        )
+        .bind(update.status.as_str())
+        .bind(ms(update.at_ms))
+        .bind(update.end_time_ms.map(ms))
+        .bind(update.failure_cause.clone())
+        .bind(job_id.0.clone())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records a deployment: the job's current attempt becomes `attempt`.
+    pub async fn record_attempt(
+        &self,
+        job_id: &JobId,
+        attempt: Attempt,
+        execution_id: ExecutionId,
+        placements_json: &str,
+        at_ms: u64,
+    ) -> Result<(), StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO job_attempts (job_id, attempt, execution_id, placements_json, deployed_ms) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(job_id.0.clone())
+        .bind(i64::from(attempt.0))
+        .bind(execution_id.0.to_string())
+        .bind(placements_json.to_string())
+        .bind(ms(at_ms))
+        .execute(&mut *transaction)
+        .await?;
+        sqlx::query("UPDATE jobs SET attempt = ? WHERE job_id = ?")
+            .bind(i64::from(attempt.0))
+            .bind(job_id.0.clone())
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// Records that a user wants the job cancelled. False: no such job.
+    pub async fn request_cancel(&self, job_id: &JobId) -> Result<bool, StoreError> {
+        let result = sqlx::query("UPDATE jobs SET desired_status = ? WHERE job_id = ?")
+            .bind(JobStatus::Canceled.as_str())
+            .bind(job_id.0.clone())
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    /// What a user asked for, if anything.
+    pub async fn desired_status(&self, job_id: &JobId) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT desired_status FROM jobs WHERE job_id = ?")
+            .bind(job_id.0.clone())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.and_then(|row| row.try_get::<Option<String>, _>(0).ok().flatten()))
+    }
+
+    /// Keeps the last metrics of every task once the job has ended.
+    pub async fn save_final_metrics(&self, job_id: &JobId, metrics_json: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE jobs SET final_metrics_json = ? WHERE job_id = ?")
+            .bind(metrics_json.to_string())
+            .bind(job_id.0.clone())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// How many jobs have each stored status text.
+    pub async fn count_by_status(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetch_all(&self.pool).await?;
+        rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
+    }
+
+    /// Every job whose stored status is not terminal (including unknown text), with that text.
+    pub async fn unfinished_jobs(&self) -> Result<Vec<(JobId, String)>, StoreError> {
+        let rows = sqlx::query("SELECT job_id, status FROM jobs WHERE status NOT IN ('FINISHED', 'FAILED', 'CANCELED')")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|row| Ok((JobId(row.try_get(0)?), row.try_get(1)?))).collect()
+    }
+
+    /// Closes the pool, waiting for queries in flight.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn job_record(row: &SqliteRow) -> Result<JobRecord, StoreError> {
+    let status: String = row.try_get("status")?;
+    let attempt: i64 = row.try_get("attempt")?;
+    Ok(JobRecord {
+        job_id: JobId(row.try_get("job_id")?),
+        name: row.try_get("name")?,
+        graph_json: row.try_get("graph_json")?,
+        chains_json: row.try_get("chains_json")?,
+        status: status.parse(),
+        desired_status: row.try_get("desired_status")?,
+        attempt: Attempt(u32::try_from(attempt).unwrap_or(0)),
+        start_time_ms: from_ms(row.try_get("start_time_ms")?),
+        end_time_ms: row.try_get::<Option<i64>, _>("end_time_ms")?.map(from_ms),
+        failure_cause: row.try_get("failure_cause")?,
+        final_metrics_json: row.try_get("final_metrics_json")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn temp_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let url = format!("sqlite://{}", dir.path().join("nested-test.db").display());
+        let store = Store::open(&url).await.unwrap_or_else(|e| panic!("open {url}: {e}"));
+        (dir, store)
+    }
+
+    fn new_job(id: &str, start: u64) -> NewJob {
+        NewJob {
+            job_id: JobId(id.into()),
+            name: format!("job {id}"),
+            graph_json: "{\"name\":\"g\"}".into(),
+            chains_json: "[]".into(),
+            start_time_ms: start,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_job_round_trips_through_the_store() {
+        let (_dir, store) = temp_store().await;
+        assert!(store.insert_job(&new_job("a", 10)).await.is_ok());
+        let record = store.job(&JobId("a".into())).await.ok().flatten();
+        let Some(record) = record else { panic!("job a not found") };
+        assert_eq!(record.name, "job a");
+        assert_eq!(record.graph_json, "{\"name\":\"g\"}");
+        assert_eq!(record.status, Ok(JobStatus::Created));
+        assert_eq!(record.attempt, Attempt(0));
+        assert_eq!(record.start_time_ms, 10);
+        assert_eq!(record.end_time_ms, None);
+        assert!(store.job(&JobId("missing".into())).await.ok().flatten().is_none());
+    }
+
+    #[tokio::test]
+    async fn status_updates_attempts_and_cancel_requests_are_recorded() {
+        let (_dir, store) = temp_store().await;
+        let id = JobId("a".into());
+        assert!(store.insert_job(&new_job("a", 10)).await.is_ok());
+        assert!(store.record_attempt(&id, Attempt(1), ExecutionId(u64::MAX), "[]", 11).await.is_ok());
+        let running = StatusUpdate { status: JobStatus::Running, at_ms: 12, end_time_ms: None, failure_cause: None };
+        assert!(store.update_status(&id, &running).await.is_ok());
+        assert_eq!(store.unfinished_jobs().await.ok(), Some(vec![(id.clone(), "RUNNING".to_string())]));
+        assert_eq!(store.request_cancel(&id).await.ok(), Some(true));
+        assert_eq!(store.request_cancel(&JobId("missing".into())).await.ok(), Some(false));
+        assert_eq!(store.desired_status(&id).await.ok().flatten().as_deref(), Some("CANCELED"));
+
+        let failed =
+            StatusUpdate { status: JobStatus::Failed, at_ms: 20, end_time_ms: Some(20), failure_cause: Some("boom".into()) };
+        assert!(store.update_status(&id, &failed).await.is_ok());
+        let record = store.job(&id).await.ok().flatten();
+        let Some(record) = record else { panic!("job a not found") };
+        assert_eq!(record.status, Ok(JobStatus::Failed));
+        assert_eq!(record.attempt, Attempt(1));
+        assert_eq!(record.end_time_ms, Some(20));
+        assert_eq!(record.failure_cause.as_deref(), Some("boom"));
+        assert_eq!(store.unfinished_jobs().await.ok(), Some(vec![]));
+        assert_eq!(store.count_by_status().await.ok(), Some(vec![("FAILED".to_string(), 1)]));
+    }
+
+    #[tokio::test]
+    async fn unknown_stored_status_text_is_carried_not_fatal() {
+        let (_dir, store) = temp_store().await;
+        assert!(store.insert_job(&new_job("a", 10)).await.is_ok());
+        let corrupt = sqlx::query("UPDATE jobs SET status = 'EXPLODED'").execute(&store.pool).await;
+        assert!(corrupt.is_ok());
+        let record = store.job(&JobId("a".into())).await.ok().flatten();
+        assert_eq!(record.map(|r| r.status), Some(Err(UnknownJobStatus("EXPLODED".into()))));
+        assert_eq!(store.unfinished_jobs().await.ok().map(|j| j.len()), Some(1));
+    }
+
+    #[tokio::test]
+    async fn jobs_are_listed_newest_first() {
+        let (_dir, store) = temp_store().await;
+        for (id, start) in [("old", 1), ("new", 3), ("mid", 2)] {
+            assert!(store.insert_job(&new_job(id, start)).await.is_ok());
+        }
+        let ids: Vec<String> = store.jobs().await.unwrap_or_default().into_iter().map(|r| r.job_id.0).collect();
+        assert_eq!(ids, vec!["new", "mid", "old"]);
+    }
+}

@@ -1,0 +1,74 @@
+//! TaskManager settings: flags, environment variables, and the config file (see `sluice_common::config`).
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// A Sluice TaskManager: runs the tasks the JobManager deploys into its slots.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "sluice-taskmanager", version)]
+pub struct TaskManagerConfig {
+    /// A TOML file with any of these settings, keyed by flag name (`slots = 4`).
+    #[arg(long, env = "SLUICE_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// The JobManager's RPC address.
+    #[arg(long, env = "JOBMANAGER", default_value = "127.0.0.1:6123")]
+    pub jobmanager: String,
+
+    /// Where to serve the control RPCs (port 0: pick a free one).
+    #[arg(long, env = "TM_RPC_ADDR", default_value = "127.0.0.1:0")]
+    pub rpc_addr: String,
+
+    /// Where to serve the data port that other TaskManagers connect to (port 0: pick a free one).
+    #[arg(long, env = "TM_DATA_ADDR", default_value = "127.0.0.1:0")]
+    pub data_addr: String,
+
+    /// Where to serve `GET /metrics` (Prometheus) and `GET /health` (port 0: pick a free one).
+    #[arg(long, env = "TM_METRICS_ADDR", default_value = "127.0.0.1:0")]
+    pub metrics_addr: String,
+
+    /// The host name or IP others use to reach this TaskManager when it binds a wildcard address
+    /// (0.0.0.0); by default the bound IP, or 127.0.0.1 for a wildcard.
+    #[arg(long, env = "TM_ADVERTISE_HOST")]
+    pub advertise_host: Option<String>,
+
+    /// Task slots offered to the JobManager.
+    #[arg(long, env = "TASK_SLOTS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub slots: u32,
+
+    /// Working directory for this TaskManager's files (its address file, later local state).
+    #[arg(long, env = "TM_DATA_DIR", default_value = "data/taskmanager")]
+    pub data_dir: PathBuf,
+
+    /// This TaskManager's id; a restarted TaskManager with the same id replaces the old registration.
+    #[arg(long, env = "TASK_MANAGER_ID")]
+    pub id: Option<String>,
+
+    /// Size of one network buffer in bytes: the unit of credit. Bigger batches are split.
+    #[arg(long, env = "BUFFER_SIZE", default_value_t = 32 * 1024, value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
+    pub buffer_size: u64,
+
+    /// Floating buffers per input gate, granted to the channels that announce a backlog.
+    #[arg(long, env = "BUFFER_POOL_SIZE", default_value_t = 8)]
+    pub buffer_pool_size: u32,
+
+    /// Exclusive credits (buffers) per input channel.
+    #[arg(long, env = "CREDIT_INITIAL", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub credit_initial: u32,
+
+    /// Buffers a subpartition may queue before the producing task waits.
+    #[arg(long, env = "OUTPUT_QUEUE_BUFFERS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub output_queue_buffers: u32,
+
+    /// The largest frame accepted on the data port, in bytes; a larger length prefix closes the connection.
+    #[arg(long, env = "MAX_FRAME_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_frame_bytes: u64,
+
+    /// Worker threads of the data runtime that runs tasks (default: one per core).
+    #[arg(long, env = "TM_DATA_THREADS")]
+    pub data_threads: Option<usize>,
+
+    /// Log format: text or json.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}

@@ -1,0 +1,280 @@
+//! The control plane of a TaskManager: registration, heartbeats, and the deploy/cancel RPCs.
+//!
+//! It runs on its own small runtime so that CPU-heavy tasks on the data runtime can never starve a
+//! heartbeat (a starved heartbeat looks like a dead TaskManager). Tasks are spawned onto the data runtime
+//! through its handle.
+//!
+//! Registration retries forever with capped exponential backoff, so a TaskManager may start before its
+//! JobManager. A heartbeat that fails, or that the JobManager answers with `registered = false` (it
+//! restarted, or declared us lost), sends the TaskManager back to registration.
+//!
+//! Attempt fencing: the TaskManager remembers the newest attempt it saw per job and refuses deployments of
+//! older ones; a task's reports carry its attempt and the JobManager refuses stale ones.
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sluice_common::job::validate;
+use sluice_common::proto::job_manager_service_client::JobManagerServiceClient;
+use sluice_common::proto::task_manager_service_server::TaskManagerService;
+use sluice_common::proto::{
+    CancelTasksRequest, CancelTasksResponse, DeployTasksRequest, DeployTasksResponse, HeartbeatRequest,
+    RegisterTaskManagerRequest, TaskMetrics, TaskRef, TaskState, TaskStateReport,
+};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use crate::metrics::{Metrics, TaskCounters};
+use crate::network::NetworkEnvironment;
+use crate::task::plan::plan_subtasks;
+use crate::task::{Task, TaskError};
+
+/// Bound on connecting to the JobManager.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Bound on any one RPC to the JobManager.
+const RPC_TIMEOUT: Duration = Duration::from_secs(5);
+/// First and largest pause between registration attempts.
+const REGISTER_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const REGISTER_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A task state report is retried this often before it is given up (the heartbeat still carries metrics,
+/// and the JobManager's failure detection covers a TaskManager that cannot reach it).
+const REPORT_ATTEMPTS_MAX: u32 = 5;
+
+/// Addresses this TaskManager actually bound, as others reach them.
+#[derive(Clone, Debug)]
+pub struct BoundAddresses {
+    pub rpc: String,
+    pub data: String,
+    pub metrics: String,
+}
+
+struct RunningTask {
+    task: TaskRef,
+    cancel: CancellationToken,
+    counters: Arc<TaskCounters>,
+}
+
+/// State shared by the RPC handlers, the heartbeat loop and the tasks.
+pub struct TaskManager {
+    pub id: String,
+    pub slots: u32,
+    pub addresses: BoundAddresses,
+    network: Arc<NetworkEnvironment>,
+    metrics: Arc<Metrics>,
+    data_runtime: tokio::runtime::Handle,
+    jobmanager: JobManagerServiceClient<Channel>,
+    /// Keyed by "job/attempt/chain/subtask". A std Mutex: held only for map updates, never across await.
+    tasks: Mutex<HashMap<String, RunningTask>>,
+    /// The newest attempt seen per job.
+    attempts: Mutex<HashMap<String, u32>>,
+}
+
+fn task_key(task: &TaskRef) -> String {
+    format!("{}/{}/{}/{}", task.job_id, task.attempt, task.chain, task.subtask)
+}
+
+impl TaskManager {
+    pub fn new(
+        id: String,
+        slots: u32,
+        jobmanager_address: &str,
+        addresses: BoundAddresses,
+        network: Arc<NetworkEnvironment>,
+        metrics: Arc<Metrics>,
+        data_runtime: tokio::runtime::Handle,
+    ) -> anyhow::Result<Arc<Self>> {
+        let endpoint = Endpoint::from_shared(format!("http://{jobmanager_address}"))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(RPC_TIMEOUT);
+        let jobmanager = JobManagerServiceClient::new(endpoint.connect_lazy());
+        Ok(Arc::new(Self {
+            id,
+            slots,
+            addresses,
+            network,
+            metrics,
+            data_runtime,
+            jobmanager,
+            tasks: Mutex::new(HashMap::new()),
+            attempts: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// Registers, then heartbeats; goes back to registering whenever the JobManager is lost. Never returns
+    /// until `shutdown` fires.
+    pub async fn run_registration(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut backoff = REGISTER_BACKOFF_MIN;
+        loop {
+            let request = RegisterTaskManagerRequest {
+                task_manager_id: self.id.clone(),
+                rpc_address: self.addresses.rpc.clone(),
+                data_address: self.addresses.data.clone(),
+                metrics_address: self.addresses.metrics.clone(),
+                slots: self.slots,
+            };
+            match self.jobmanager.clone().register_task_manager(request).await {
+                Ok(response) => {
+                    backoff = REGISTER_BACKOFF_MIN;
+                    let interval = Duration::from_millis(response.get_ref().heartbeat_interval_ms.max(10));
+                    tracing::info!(task_manager = %self.id, interval_ms = interval.as_millis() as u64, "registered with the JobManager");
+                    if !self.heartbeat_until_lost(interval, &shutdown).await {
+                        return;
+                    }
+                }
+                Err(status) => {
+                    tracing::warn!(error = %status.message(), retry_in_ms = backoff.as_millis() as u64, "cannot register with the JobManager");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(REGISTER_BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    /// Heartbeats every `interval`. Returns true when registration must be renewed, false on shutdown.
+    async fn heartbeat_until_lost(&self, interval: Duration, shutdown: &CancellationToken) -> bool {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                _ = ticker.tick() => {}
+            }
+            let request = HeartbeatRequest { task_manager_id: self.id.clone(), tasks: self.task_metrics() };
+            match self.jobmanager.clone().heartbeat(request).await {
+                Ok(response) if response.get_ref().registered => {}
+                Ok(_) => {
+                    tracing::warn!("the JobManager does not know this TaskManager; registering again");
+                    return true;
+                }
+                Err(status) => {
+                    tracing::warn!(error = %status.message(), "heartbeat failed; registering again");
+                    return true;
+                }
+            }
+        }
+    }
+
+    fn task_metrics(&self) -> Vec<TaskMetrics> {
+        let tasks = self.tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        tasks.values().map(|t| t.counters.snapshot()).collect()
+    }
+
+    async fn report(&self, task: &TaskRef, state: TaskState, error: String, metrics: Option<TaskMetrics>) {
+        let report = TaskStateReport { task: Some(task.clone()), state: state as i32, error, metrics };
+        let mut backoff = REGISTER_BACKOFF_MIN;
+        for attempt in 1..=REPORT_ATTEMPTS_MAX {
+            match self.jobmanager.clone().report_task_state(report.clone()).await {
+                Ok(ack) => {
+                    if !ack.get_ref().accepted {
+                        tracing::info!(task = %task_key(task), "the JobManager refused a report (stale attempt); cancelling");
+                        self.cancel(&task.job_id, task.attempt);
+                    }
+                    return;
+                }
+                Err(status) if attempt < REPORT_ATTEMPTS_MAX => {
+                    tracing::warn!(task = %task_key(task), error = %status.message(), "cannot report task state; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(REGISTER_BACKOFF_MAX);
+                }
+                Err(status) => tracing::error!(task = %task_key(task), error = %status.message(), "giving up reporting task state"),
+            }
+        }
+    }
+
+    /// Cancels every task of `job_id` whose attempt is at most `attempt`.
+    fn cancel(&self, job_id: &str, attempt: u32) -> usize {
+        let tasks = self.tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut cancelled = 0;
+        for task in tasks.values().filter(|t| t.task.job_id == job_id && t.task.attempt <= attempt) {
+            task.cancel.cancel();
+            cancelled += 1;
+        }
+        cancelled
+    }
+
+    fn deploy(self: &Arc<Self>, request: DeployTasksRequest) -> Result<usize, Status> {
+        {
+            let mut attempts = self.attempts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let newest = attempts.entry(request.job_id.clone()).or_insert(request.attempt);
+            if request.attempt < *newest {
+                return Err(Status::failed_precondition(format!(
+                    "job {} attempt {} is stale: attempt {} was already deployed here",
+                    request.job_id, request.attempt, newest
+                )));
+            }
+            *newest = request.attempt;
+        }
+        let graph = request.graph.clone().ok_or_else(|| Status::invalid_argument("the deployment has no job graph"))?;
+        let job = Arc::new(validate(graph).map_err(|e| Status::invalid_argument(format!("the job graph is invalid: {e}")))?);
+        if job.chains != request.chains {
+            return Err(Status::invalid_argument("the deployment's chains differ from the ones this TaskManager derives"));
+        }
+        let plans = plan_subtasks(&request, &job, &self.id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let count = plans.len();
+        for plan in plans {
+            let task_ref = TaskRef { job_id: request.job_id.clone(), attempt: request.attempt, chain: plan.chain, subtask: plan.subtask };
+            let chain = &job.chains[plan.chain as usize];
+            let name = format!("{}#{}", chain.vertex_ids.join("->"), plan.subtask);
+            let counters = Arc::new(self.metrics.task(task_ref.clone(), name, &chain.vertex_ids));
+            let cancel = CancellationToken::new();
+            let key = task_key(&task_ref);
+            self.tasks
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(key.clone(), RunningTask { task: task_ref.clone(), cancel: cancel.clone(), counters: counters.clone() });
+            let task = Task::new(job.clone(), plan, counters.clone(), cancel);
+            let this = self.clone();
+            let network = self.network.clone();
+            let control = tokio::runtime::Handle::current();
+            self.metrics.tasks_running.inc();
+            self.data_runtime.spawn(async move {
+                let running_report = {
+                    let (this, task_ref) = (this.clone(), task_ref.clone());
+                    move || {
+                        control.spawn(async move { this.report(&task_ref, TaskState::TaskRunning, String::new(), None).await });
+                    }
+                };
+                let result = task.run(network, running_report).await;
+                let (state, error) = match result {
+                    Ok(()) => (TaskState::TaskFinished, String::new()),
+                    Err(TaskError::Cancelled) => (TaskState::TaskCanceled, String::new()),
+                    Err(e) => (TaskState::TaskFailed, e.to_string()),
+                };
+                match state {
+                    TaskState::TaskFailed => tracing::warn!(task = %key, error = %error, "task failed"),
+                    _ => tracing::info!(task = %key, state = state.as_str_name(), "task ended"),
+                }
+                this.report(&task_ref, state, error, Some(counters.snapshot())).await;
+                this.tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&key);
+                this.metrics.tasks_running.dec();
+                counters.remove();
+            });
+        }
+        Ok(count)
+    }
+}
+
+/// The gRPC face of a [`TaskManager`].
+pub struct TaskManagerRpc(pub Arc<TaskManager>);
+
+#[tonic::async_trait]
+impl TaskManagerService for TaskManagerRpc {
+    async fn deploy_tasks(&self, request: Request<DeployTasksRequest>) -> Result<Response<DeployTasksResponse>, Status> {
+        let request = request.into_inner();
+        let (job, attempt) = (request.job_id.clone(), request.attempt);
+        let count = self.0.deploy(request)?;
+        tracing::info!(job = %job, attempt, tasks = count, "deployed tasks");
+        Ok(Response::new(DeployTasksResponse {}))
+    }
+
+    async fn cancel_tasks(&self, request: Request<CancelTasksRequest>) -> Result<Response<CancelTasksResponse>, Status> {
+        let request = request.into_inner();
+        let cancelled = self.0.cancel(&request.job_id, request.attempt);
+        tracing::info!(job = %request.job_id, attempt = request.attempt, tasks = cancelled, "cancelling tasks");
+        Ok(Response::new(CancelTasksResponse {}))
+    }
+}

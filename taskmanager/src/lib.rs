@@ -1,0 +1,105 @@
+//! # sluice-taskmanager
+//!
+//! A TaskManager offers slots to the JobManager and runs the tasks deployed into them.
+//!
+//! ## Layout
+//! - [`control`]: registration, heartbeats, and the deploy/cancel RPCs (on a small control runtime).
+//! - [`task`]: one subtask of one chain: its channels ([`task::plan`]), its loop, and output routing.
+//! - [`operators`]: the vectorized operators (sources, transformations, sinks) that tasks chain.
+//! - [`network`]: the data port: one TCP connection per TaskManager pair, framing, credit-based flow
+//!   control, and in-process channels with the same bounds.
+//! - [`metrics`]: Prometheus metrics and the per-task counters heartbeats report.
+//! - [`config`]: settings from flags, environment and config file.
+//!
+//! ```text
+//!   JobManager ──gRPC──▶ control ──spawn──▶ task (data runtime)
+//!                           ▲                 │ source/input gate → op → op → … → result partitions
+//!                heartbeats │                 ▼
+//!                           └──── metrics ◀── counters        network ◀──TCP──▶ other TaskManagers
+//! ```
+pub mod config;
+pub mod control;
+pub mod metrics;
+pub mod network;
+pub mod operators;
+pub mod task;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+pub use config::TaskManagerConfig;
+use control::{BoundAddresses, TaskManager, TaskManagerRpc};
+use metrics::Metrics;
+use network::{NetworkConfig, NetworkEnvironment};
+
+/// Runs a TaskManager until `shutdown` fires. Network and tasks live on `data_runtime`; the control plane on
+/// the runtime this future is polled on.
+pub async fn run(config: TaskManagerConfig, data_runtime: tokio::runtime::Handle, shutdown: CancellationToken) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let id = config.id.clone().unwrap_or_else(|| format!("tm-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
+    let metrics = Metrics::new().context("cannot register metrics")?;
+
+    let network_config = NetworkConfig {
+        buffer_size_bytes: config.buffer_size as usize,
+        credit_initial: config.credit_initial,
+        floating_buffers: config.buffer_pool_size,
+        output_queue_buffers: config.output_queue_buffers,
+        max_frame_bytes: config.max_frame_bytes as usize,
+        ..NetworkConfig::default()
+    };
+    let (data_addr, local_id) = (config.data_addr.clone(), id.clone());
+    let network: Arc<NetworkEnvironment> = data_runtime
+        .spawn(async move { NetworkEnvironment::start(&data_addr, local_id, network_config).await })
+        .await
+        .context("the data runtime stopped")?
+        .with_context(|| format!("cannot bind the data port {}", config.data_addr))?;
+
+    let rpc_listener = tokio::net::TcpListener::bind(&config.rpc_addr).await.with_context(|| format!("cannot bind RPC address {}", config.rpc_addr))?;
+    let metrics_listener =
+        tokio::net::TcpListener::bind(&config.metrics_addr).await.with_context(|| format!("cannot bind metrics address {}", config.metrics_addr))?;
+    let advertise = |addr: SocketAddr| match &config.advertise_host {
+        Some(host) => format!("{host}:{}", addr.port()),
+        None if addr.ip().is_unspecified() => format!("127.0.0.1:{}", addr.port()),
+        None => addr.to_string(),
+    };
+    let addresses = BoundAddresses {
+        rpc: advertise(rpc_listener.local_addr()?),
+        data: advertise(network.local_addr()),
+        metrics: advertise(metrics_listener.local_addr()?),
+    };
+    tracing::info!(id = %id, rpc = %addresses.rpc, data = %addresses.data, metrics = %addresses.metrics, slots = config.slots, "TaskManager listening");
+    let address_file = config.data_dir.join("taskmanager.addr");
+    let address_json = serde_json::json!({"id": id, "rpc": addresses.rpc, "data": addresses.data, "metrics": addresses.metrics});
+    std::fs::write(&address_file, address_json.to_string()).with_context(|| format!("cannot write {}", address_file.display()))?;
+
+    let task_manager = TaskManager::new(id, config.slots, &config.jobmanager, addresses, network, metrics.clone(), data_runtime)?;
+
+    let metrics_app = axum::Router::new()
+        .route("/metrics", axum::routing::get(move || std::future::ready(metrics.render())))
+        .route("/health", axum::routing::get(|| std::future::ready(axum::Json(serde_json::json!({"status": "ok"})))));
+    let metrics_shutdown = shutdown.clone();
+    let metrics_server = tokio::spawn(async move {
+        axum::serve(metrics_listener, metrics_app).with_graceful_shutdown(metrics_shutdown.cancelled_owned()).await
+    });
+
+    let registration = tokio::spawn(task_manager.clone().run_registration(shutdown.clone()));
+    let rpc_shutdown = shutdown.clone();
+    tonic::transport::Server::builder()
+        .add_service(sluice_common::proto::task_manager_service_server::TaskManagerServiceServer::new(TaskManagerRpc(task_manager)))
+        .serve_with_incoming_shutdown(tokio_stream_listener(rpc_listener), rpc_shutdown.cancelled_owned())
+        .await
+        .context("the RPC server failed")?;
+    registration.abort();
+    // The metrics server ends with the same shutdown signal; its own error is only worth a log line here.
+    if let Ok(Err(e)) = metrics_server.await {
+        tracing::warn!(error = %e, "the metrics server failed");
+    }
+    Ok(())
+}
+
+fn tokio_stream_listener(listener: tokio::net::TcpListener) -> tokio_stream::wrappers::TcpListenerStream {
+    tokio_stream::wrappers::TcpListenerStream::new(listener)
+}

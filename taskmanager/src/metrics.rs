@@ -1,0 +1,183 @@
+//! The TaskManager's Prometheus metrics, and the per-task counters the heartbeat reports from.
+//!
+//! The hot path updates each counter once per batch through a handle resolved when the task starts (no
+//! label lookups per batch). The same counters feed both `GET /metrics` and the heartbeats to the
+//! JobManager, so the two views cannot disagree. A task's series are removed when it ends, after its final
+//! values were reported.
+use std::sync::Arc;
+
+use prometheus::{Counter, CounterVec, Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use sluice_common::proto::{TaskMetrics, TaskRef, VertexMetrics};
+
+/// Every metric family of a TaskManager.
+pub struct Metrics {
+    pub registry: Registry,
+    records_in: IntCounterVec,
+    records_out: IntCounterVec,
+    bytes_in: IntCounterVec,
+    bytes_out: IntCounterVec,
+    busy: CounterVec,
+    backpressured: CounterVec,
+    idle: CounterVec,
+    remote_bytes_in: IntCounterVec,
+    remote_bytes_out: IntCounterVec,
+    in_flight_bytes: IntGaugeVec,
+    in_flight_bytes_max: IntGaugeVec,
+    floating_credits: IntGaugeVec,
+    pub tasks_running: IntGauge,
+}
+
+fn int_counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
+    let vec = IntCounterVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(vec.clone()))?;
+    Ok(vec)
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> prometheus::Result<CounterVec> {
+    let vec = CounterVec::new(Opts::new(name, help), &["job", "task"])?;
+    registry.register(Box::new(vec.clone()))?;
+    Ok(vec)
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> prometheus::Result<IntGaugeVec> {
+    let vec = IntGaugeVec::new(Opts::new(name, help), &["job", "task"])?;
+    registry.register(Box::new(vec.clone()))?;
+    Ok(vec)
+}
+
+const OPERATOR_LABELS: &[&str] = &["job", "task", "operator"];
+const TASK_LABELS: &[&str] = &["job", "task"];
+
+impl Metrics {
+    pub fn new() -> prometheus::Result<Arc<Self>> {
+        let r = Registry::new();
+        let tasks_running = IntGauge::new("tasks_running", "Tasks running on this TaskManager")?;
+        r.register(Box::new(tasks_running.clone()))?;
+        Ok(Arc::new(Self {
+            records_in: int_counter(&r, "records_processed_total", "Records an operator received", OPERATOR_LABELS)?,
+            records_out: int_counter(&r, "records_out_total", "Records an operator emitted", OPERATOR_LABELS)?,
+            bytes_in: int_counter(&r, "bytes_in_total", "Bytes (Arrow memory) an operator received", OPERATOR_LABELS)?,
+            bytes_out: int_counter(&r, "bytes_out_total", "Bytes (Arrow memory) an operator emitted", OPERATOR_LABELS)?,
+            busy: counter(&r, "task_busy_seconds_total", "Time a task spent processing")?,
+            backpressured: counter(&r, "task_backpressured_seconds_total", "Time a task waited for output credit or buffers")?,
+            idle: counter(&r, "task_idle_seconds_total", "Time a task waited for input")?,
+            remote_bytes_in: int_counter(&r, "network_remote_bytes_in_total", "Bytes received from other TaskManagers", TASK_LABELS)?,
+            remote_bytes_out: int_counter(&r, "network_remote_bytes_out_total", "Bytes sent to other TaskManagers", TASK_LABELS)?,
+            in_flight_bytes: gauge(&r, "input_gate_in_flight_bytes", "Bytes in flight towards a task's input gate")?,
+            in_flight_bytes_max: gauge(&r, "input_gate_in_flight_bytes_max", "The bound on a task's in-flight input bytes")?,
+            floating_credits: gauge(&r, "input_gate_floating_credits_available", "Floating credits a task's input gate can still grant")?,
+            tasks_running,
+            registry: r,
+        }))
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        // Encoding into a Vec cannot fail for want of space; an error would mean a malformed metric.
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
+            tracing::warn!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8_lossy(&buffer).into_owned()
+    }
+
+    /// Resolves the counters of one task.
+    pub fn task(self: &Arc<Self>, task: TaskRef, name: String, vertices: &[String]) -> TaskCounters {
+        let labels = [task.job_id.as_str(), name.as_str()];
+        let vertex = |id: &String| {
+            let l = [task.job_id.as_str(), name.as_str(), id.as_str()];
+            VertexCounters {
+                id: id.clone(),
+                records_in: self.records_in.with_label_values(&l),
+                records_out: self.records_out.with_label_values(&l),
+                bytes_in: self.bytes_in.with_label_values(&l),
+                bytes_out: self.bytes_out.with_label_values(&l),
+            }
+        };
+        TaskCounters {
+            vertices: vertices.iter().map(vertex).collect(),
+            busy: self.busy.with_label_values(&labels),
+            backpressured: self.backpressured.with_label_values(&labels),
+            idle: self.idle.with_label_values(&labels),
+            remote_bytes_in: self.remote_bytes_in.with_label_values(&labels),
+            remote_bytes_out: self.remote_bytes_out.with_label_values(&labels),
+            in_flight_bytes: self.in_flight_bytes.with_label_values(&labels),
+            in_flight_bytes_max: self.in_flight_bytes_max.with_label_values(&labels),
+            floating_credits: self.floating_credits.with_label_values(&labels),
+            task,
+            name,
+            metrics: self.clone(),
+        }
+    }
+}
+
+pub struct VertexCounters {
+    pub id: String,
+    pub records_in: IntCounter,
+    pub records_out: IntCounter,
+    pub bytes_in: IntCounter,
+    pub bytes_out: IntCounter,
+}
+
+/// Handles on one task's series.
+pub struct TaskCounters {
+    pub task: TaskRef,
+    pub name: String,
+    pub vertices: Vec<VertexCounters>,
+    pub busy: Counter,
+    pub backpressured: Counter,
+    pub idle: Counter,
+    pub remote_bytes_in: IntCounter,
+    pub remote_bytes_out: IntCounter,
+    pub in_flight_bytes: IntGauge,
+    pub in_flight_bytes_max: IntGauge,
+    pub floating_credits: IntGauge,
+    metrics: Arc<Metrics>,
+}
+
+impl TaskCounters {
+    /// The values to report to the JobManager.
+    pub fn snapshot(&self) -> TaskMetrics {
+        TaskMetrics {
+            task: Some(self.task.clone()),
+            vertices: self
+                .vertices
+                .iter()
+                .map(|v| VertexMetrics {
+                    vertex_id: v.id.clone(),
+                    records_in: v.records_in.get(),
+                    records_out: v.records_out.get(),
+                    bytes_in: v.bytes_in.get(),
+                    bytes_out: v.bytes_out.get(),
+                })
+                .collect(),
+            remote_bytes_out: self.remote_bytes_out.get(),
+            remote_bytes_in: self.remote_bytes_in.get(),
+            busy_ms: (self.busy.get() * 1000.0) as u64,
+            backpressured_ms: (self.backpressured.get() * 1000.0) as u64,
+            idle_ms: (self.idle.get() * 1000.0) as u64,
+        }
+    }
+
+    /// Removes the task's series from the registry (after its final values were reported).
+    pub fn remove(&self) {
+        let m = &self.metrics;
+        let labels = [self.task.job_id.as_str(), self.name.as_str()];
+        for v in &self.vertices {
+            let l = [self.task.job_id.as_str(), self.name.as_str(), v.id.as_str()];
+            // A series that is already gone needs no removal: ignoring the error is right.
+            let _ = m.records_in.remove_label_values(&l);
+            let _ = m.records_out.remove_label_values(&l);
+            let _ = m.bytes_in.remove_label_values(&l);
+            let _ = m.bytes_out.remove_label_values(&l);
+        }
+        let _ = m.busy.remove_label_values(&labels);
+        let _ = m.backpressured.remove_label_values(&labels);
+        let _ = m.idle.remove_label_values(&labels);
+        let _ = m.remote_bytes_in.remove_label_values(&labels);
+        let _ = m.remote_bytes_out.remove_label_values(&labels);
+        let _ = m.in_flight_bytes.remove_label_values(&labels);
+        let _ = m.in_flight_bytes_max.remove_label_values(&labels);
+        let _ = m.floating_credits.remove_label_values(&labels);
+    }
+}

@@ -1,0 +1,466 @@
+//! The network environment of one TaskManager: data port, connections, and the channel registry.
+//!
+//! The registry maps each [`ChannelKey`] to its sending state and to the gate that receives it. Both ends
+//! derive the keys from the same deployment, so no ids are exchanged; a credit that arrives before the
+//! partition exists creates the sending state lazily and waits there. Data for a key with no registered
+//! receiver is stale (its execution was released, or never existed here): it is dropped and counted.
+//!
+//! Connections: for each peer a [`PeerSlot`] holds the current connection. The TaskManager whose id sorts
+//! first dials (one dial at a time per peer, under `dial_lock`); the other waits for the slot to fill, at
+//! most `connect_timeout`. A new connection from a peer replaces the old one (the peer restarted); the
+//! channels of a closed connection fail.
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::buffer::{DataBuffer, Payload};
+use super::channel::{announce, CreditTarget, Event, SenderChannel, Transport};
+use super::connection::{self, Connection, FramedStream};
+use super::error::Failure;
+use super::frame::Frame;
+use super::gate::{DeliverError, GateShared, Incoming, InputGate};
+use super::partition::{ResultPartition, Subpartition};
+use super::{lock, ChannelKey, NetworkConfig, NetworkError, NetworkStats, PeerAddress};
+
+/// Connections that may be in their handshake at once. A connection beyond it is closed at once (and
+/// logged): strangers cannot tie up more than this many tasks and hello buffers, each for at most
+/// `connect_timeout`. Peers are few (one connection per TaskManager pair), so legitimate dials fit easily.
+pub const MAX_PENDING_HANDSHAKES: usize = 64;
+/// Released execution ids remembered so that their late credits are dropped instead of creating sending
+/// state. The oldest is forgotten beyond it; a credit that late would only create an idle entry, which
+/// [`MAX_SENDER_CHANNELS`] bounds.
+pub const MAX_RELEASED_EXECUTIONS: usize = 4096;
+/// Sending states the registry holds at most. A credit for an unknown channel beyond it is dropped and
+/// counted as stale (with a warning); creating a partition beyond it fails. Far above what the slots of a
+/// TaskManager can use (channels per subtask × subtasks).
+pub const MAX_SENDER_CHANNELS: usize = 1 << 20;
+/// Longest pause of the accept loop after an accept error (e.g. out of file descriptors); it starts at a
+/// millisecond and doubles, so a persistent error does not spin.
+const ACCEPT_ERROR_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Environment-wide counters (relaxed atomics: they are statistics, not synchronization).
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub stale_frames_dropped: AtomicU64,
+    pub protocol_errors: AtomicU64,
+    pub connections_opened: AtomicU64,
+    pub connections_refused: AtomicU64,
+    pub remote_bytes_in: AtomicU64,
+    pub remote_bytes_out: AtomicU64,
+}
+
+/// The connection to one peer, and the lock that serializes dialing it.
+struct PeerSlot {
+    current: watch::Sender<Option<Arc<Connection>>>,
+    dial_lock: tokio::sync::Mutex<()>,
+}
+
+impl PeerSlot {
+    fn alive(&self) -> Option<Arc<Connection>> {
+        self.current.borrow().as_ref().filter(|c| c.is_alive()).cloned()
+    }
+}
+
+#[derive(Default)]
+struct Registry {
+    senders: HashMap<ChannelKey, Arc<SenderChannel>>,
+    receivers: HashMap<ChannelKey, (Arc<GateShared>, usize)>,
+    released: HashSet<u64>,
+    released_order: VecDeque<u64>,
+}
+
+impl Registry {
+    fn check_not_released(&self, execution_id: u64) -> Result<(), NetworkError> {
+        if self.released.contains(&execution_id) {
+            return Err(NetworkError::ExecutionReleased { execution_id });
+        }
+        Ok(())
+    }
+
+    fn sender(&mut self, key: ChannelKey) -> Result<Arc<SenderChannel>, NetworkError> {
+        self.check_not_released(key.execution_id)?;
+        if let Some(sender) = self.senders.get(&key) {
+            return Ok(sender.clone());
+        }
+        if self.senders.len() >= MAX_SENDER_CHANNELS {
+            return Err(NetworkError::InvalidConfig(format!("more than {MAX_SENDER_CHANNELS} output channels on one TaskManager")));
+        }
+        let sender = SenderChannel::new(key);
+        self.senders.insert(key, sender.clone());
+        Ok(sender)
+    }
+
+    fn remember_released(&mut self, execution_id: u64) {
+        if self.released.insert(execution_id) {
+            self.released_order.push_back(execution_id);
+        }
+        while self.released_order.len() > MAX_RELEASED_EXECUTIONS {
+            if let Some(oldest) = self.released_order.pop_front() {
+                self.released.remove(&oldest);
+            }
+        }
+    }
+}
+
+/// State shared by the environment, its connections, gates and partitions.
+pub(crate) struct Shared {
+    local_id: String,
+    config: NetworkConfig,
+    registry: std::sync::Mutex<Registry>,
+    peers: std::sync::Mutex<HashMap<String, Arc<PeerSlot>>>,
+    counters: Counters,
+    next_connection_id: AtomicU64,
+    /// Cancelled when the environment is dropped: stops the accept loop and every connection.
+    shutdown: CancellationToken,
+}
+
+impl Shared {
+    pub(crate) fn config(&self) -> &NetworkConfig {
+        &self.config
+    }
+
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub(crate) fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    fn peer_slot(&self, peer_id: &str) -> Arc<PeerSlot> {
+        lock(&self.peers)
+            .entry(peer_id.to_string())
+            .or_insert_with(|| Arc::new(PeerSlot { current: watch::Sender::new(None), dial_lock: tokio::sync::Mutex::new(()) }))
+            .clone()
+    }
+
+    /// The connection to `peer`: dialed if our id sorts first, otherwise awaited (bounded).
+    async fn connection_to(self: &Arc<Self>, peer: &PeerAddress) -> Result<Arc<Connection>, NetworkError> {
+        let slot = self.peer_slot(&peer.task_manager_id);
+        if let Some(connection) = slot.alive() {
+            return Ok(connection);
+        }
+        let deadline = Instant::now() + self.config.connect_timeout;
+        if self.local_id < peer.task_manager_id {
+            let _dialing = slot.dial_lock.lock().await;
+            if let Some(connection) = slot.alive() {
+                return Ok(connection);
+            }
+            let framed = connection::dial(&self.local_id, peer, self.config.max_frame_bytes, deadline).await?;
+            return Ok(self.install(&peer.task_manager_id, framed));
+        }
+        let mut receiver = slot.current.subscribe();
+        let waited = tokio::time::timeout_at(deadline, receiver.wait_for(|c| c.as_ref().is_some_and(|c| c.is_alive()))).await;
+        let timeout = || NetworkError::PeerTimeout { peer: peer.task_manager_id.clone(), waited: self.config.connect_timeout };
+        match waited {
+            Ok(Ok(current)) => current.clone().ok_or_else(timeout),
+            // The sender lives in the slot we hold, so the channel cannot close; treat it like a timeout.
+            Ok(Err(_)) | Err(_) => Err(timeout()),
+        }
+    }
+
+    /// Starts a connection whose handshake is done and makes it the peer's current one.
+    fn install(self: &Arc<Self>, peer_id: &str, framed: FramedStream) -> Arc<Connection> {
+        let id = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
+        let connection = connection::spawn(self, id, peer_id.to_string(), framed);
+        self.counters.connections_opened.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(local = %self.local_id, peer = %peer_id, connection = id, "data connection established");
+        let previous = self.peer_slot(peer_id).current.send_replace(Some(connection.clone()));
+        if let Some(previous) = previous.filter(|c| c.is_alive()) {
+            self.connection_closed(&previous, "replaced by a new connection from the same TaskManager");
+        }
+        connection
+    }
+
+    /// Closes `connection` (if not yet closed) and fails every channel that used it.
+    pub(crate) fn connection_closed(&self, connection: &Arc<Connection>, reason: &str) {
+        if !connection.is_alive() {
+            // Already closed (by the connection's other task, or at shutdown): its channels were failed.
+            return;
+        }
+        connection.close();
+        if self.shutdown.is_cancelled() {
+            return;
+        }
+        tracing::warn!(local = %self.local_id, peer = %connection.peer_id, connection = connection.id, reason, "data connection closed");
+        let slot = self.peer_slot(&connection.peer_id);
+        slot.current.send_if_modified(|current| {
+            let same = current.as_ref().is_some_and(|c| c.id == connection.id);
+            if same {
+                *current = None;
+            }
+            same
+        });
+        let failure = Failure::ConnectionLost { peer: connection.peer_id.clone(), reason: reason.to_string() };
+        let (senders, gates): (Vec<_>, Vec<_>) = {
+            let registry = lock(&self.registry);
+            (registry.senders.values().cloned().collect(), registry.receivers.values().map(|(gate, _)| gate.clone()).collect())
+        };
+        for sender in senders.iter().filter(|s| s.uses_connection(connection.id)) {
+            sender.fail(failure.clone());
+        }
+        for gate in gates.iter().filter(|g| g.uses_connection(connection.id)) {
+            gate.fail(failure.clone());
+        }
+    }
+
+    /// Routes one frame from `connection`'s reader. An `Err` is a protocol violation and closes it.
+    pub(crate) fn handle_frame(&self, connection: &Connection, frame: Frame) -> Result<(), String> {
+        let (key, item, backlog, bytes) = match frame {
+            Frame::Hello { .. } => return Err("unexpected hello after the handshake".to_string()),
+            Frame::Credit { channel, credits } => return self.on_credit(connection, channel, credits),
+            Frame::Data { channel, backlog, ipc } => {
+                let bytes = ipc.len();
+                (channel, Incoming::Data(DataBuffer { bytes, payload: Payload::Ipc(ipc) }), backlog, bytes as u64)
+            }
+            Frame::Barrier { channel, checkpoint_id } => (channel, Incoming::Event(Event::Barrier(checkpoint_id)), 0, 0),
+            Frame::Watermark { channel, timestamp_ms } => (channel, Incoming::Event(Event::Watermark(timestamp_ms)), 0, 0),
+            Frame::EndOfPartition { channel } => (channel, Incoming::Event(Event::EndOfPartition), 0, 0),
+        };
+        self.counters.remote_bytes_in.fetch_add(bytes, Ordering::Relaxed);
+        let receiver = lock(&self.registry).receivers.get(&key).cloned();
+        let Some((gate, index)) = receiver else {
+            self.counters.stale_frames_dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(channel = %key, peer = %connection.peer_id, "dropped a frame for an unregistered channel");
+            return Ok(());
+        };
+        match gate.deliver(index, item, backlog, Some(&connection.peer_id), bytes) {
+            Ok(announcements) => announce(announcements, &self.counters),
+            Err(DeliverError::Closed) => {
+                self.counters.stale_frames_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(DeliverError::Violation(reason)) => {
+                gate.fail(Failure::Protocol { key, reason: reason.clone() });
+                return Err(reason);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_credit(&self, connection: &Connection, key: ChannelKey, credits: u32) -> Result<(), String> {
+        let sender = match lock(&self.registry).sender(key) {
+            Ok(sender) => sender,
+            Err(e) => {
+                self.counters.stale_frames_dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(channel = %key, peer = %connection.peer_id, error = %e, "dropped a credit");
+                return Ok(());
+            }
+        };
+        sender.add_credits(credits, Some(connection))?;
+        announce(sender.pump(&self.counters), &self.counters);
+        Ok(())
+    }
+
+    /// Removes the registrations of a dropped gate (only those still pointing at it).
+    pub(crate) fn unregister_gate(&self, keys: &[ChannelKey], gate: &Arc<GateShared>) {
+        let mut registry = lock(&self.registry);
+        for key in keys {
+            if registry.receivers.get(key).is_some_and(|(g, _)| Arc::ptr_eq(g, gate)) {
+                registry.receivers.remove(key);
+            }
+        }
+    }
+}
+
+/// The network stack of one TaskManager process. Dropping it stops the accept loop and closes every
+/// connection.
+pub struct NetworkEnvironment {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+}
+
+impl NetworkEnvironment {
+    /// Binds the data port (port 0 picks a free one) and spawns the accept loop.
+    pub async fn start(bind: &str, local_task_manager_id: String, config: NetworkConfig) -> Result<Arc<Self>, NetworkError> {
+        config.validate()?;
+        if local_task_manager_id.is_empty() || local_task_manager_id.len() > super::frame::MAX_TASK_MANAGER_ID_BYTES {
+            return Err(NetworkError::InvalidConfig(format!(
+                "the TaskManager id must have 1 to {} bytes, '{local_task_manager_id}' has {}",
+                super::frame::MAX_TASK_MANAGER_ID_BYTES,
+                local_task_manager_id.len()
+            )));
+        }
+        let listener = TcpListener::bind(bind).await.map_err(|source| NetworkError::Bind { address: bind.to_string(), source })?;
+        let local_addr = listener.local_addr().map_err(|source| NetworkError::Bind { address: bind.to_string(), source })?;
+        let shared = Arc::new(Shared {
+            local_id: local_task_manager_id,
+            config,
+            registry: Default::default(),
+            peers: Default::default(),
+            counters: Counters::default(),
+            next_connection_id: AtomicU64::new(1),
+            shutdown: CancellationToken::new(),
+        });
+        tokio::spawn(accept_loop(shared.clone(), listener));
+        Ok(Arc::new(Self { shared, local_addr }))
+    }
+
+    /// The bound data port address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// This TaskManager's id.
+    pub fn local_task_manager_id(&self) -> &str {
+        &self.shared.local_id
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &NetworkConfig {
+        &self.shared.config
+    }
+
+    /// The input gate of one subtask: `channels[i]` is input channel `i`, sent by the TaskManager named in
+    /// its peer address (a channel from this TaskManager skips the socket). Waits (at most
+    /// `connect_timeout`) for the connections it needs, then announces every channel's exclusive credits.
+    pub async fn create_input_gate(&self, channels: Vec<(ChannelKey, PeerAddress)>) -> Result<InputGate, NetworkError> {
+        let peers: Vec<(ChannelKey, String)> = channels.iter().map(|(key, peer)| (*key, peer.task_manager_id.clone())).collect();
+        let gate = InputGate::new(self.shared.clone(), &peers);
+        {
+            let mut registry = lock(&self.shared.registry);
+            for (key, _) in &channels {
+                registry.check_not_released(key.execution_id)?;
+                if registry.receivers.contains_key(key) || channels.iter().filter(|(k, _)| k == key).count() > 1 {
+                    return Err(NetworkError::ChannelInUse { key: *key });
+                }
+            }
+            for (index, (key, _)) in channels.iter().enumerate() {
+                registry.receivers.insert(*key, (gate.shared().clone(), index));
+            }
+        }
+        // From here on, an early return drops `gate`, which unregisters the channels again.
+        for (index, (key, peer)) in channels.iter().enumerate() {
+            let target = if peer.task_manager_id == self.shared.local_id {
+                let sender = lock(&self.shared.registry).sender(*key)?;
+                sender.connect_local(gate.shared().clone(), index)?;
+                CreditTarget::Local(sender)
+            } else {
+                CreditTarget::Remote { connection: self.shared.connection_to(peer).await?, key: *key }
+            };
+            gate.set_credit_target(index, target);
+        }
+        gate.start();
+        Ok(gate)
+    }
+
+    /// The result partition of one subtask: `subpartitions[j]` is output channel `j`, received by the
+    /// TaskManager named in its peer address. Waits (at most `connect_timeout`) for the connections.
+    pub async fn create_result_partition(
+        &self,
+        subpartitions: Vec<(ChannelKey, PeerAddress)>,
+        buffer_timeout: Duration,
+    ) -> Result<ResultPartition, NetworkError> {
+        let remote_bytes_out = Arc::new(AtomicU64::new(0));
+        let mut outputs = Vec::with_capacity(subpartitions.len());
+        for (key, peer) in &subpartitions {
+            let remote = peer.task_manager_id != self.shared.local_id;
+            let transport = if remote { Some(Transport::Remote(self.shared.connection_to(peer).await?)) } else { None };
+            let sender = lock(&self.shared.registry).sender(*key)?;
+            sender.attach(transport, remote_bytes_out.clone())?;
+            // Credits may have arrived before this partition existed; nothing is queued yet, so there is
+            // nothing to pump.
+            outputs.push(Subpartition::new(sender, remote));
+        }
+        Ok(ResultPartition::new(self.shared.clone(), outputs, buffer_timeout, remote_bytes_out))
+    }
+
+    /// Drops every channel of `execution_id`, in both directions: waiting producers and consumers get
+    /// [`NetworkError::ExecutionReleased`], queued buffers are freed, and later frames of the execution are
+    /// dropped and counted as stale. Gates and partitions created for it afterwards are refused.
+    pub fn release_execution(&self, execution_id: u64) {
+        let (senders, gates) = {
+            let mut registry = lock(&self.shared.registry);
+            registry.remember_released(execution_id);
+            let sender_keys: Vec<ChannelKey> = registry.senders.keys().filter(|k| k.execution_id == execution_id).copied().collect();
+            let senders: Vec<_> = sender_keys.iter().filter_map(|k| registry.senders.remove(k)).collect();
+            let receiver_keys: Vec<ChannelKey> = registry.receivers.keys().filter(|k| k.execution_id == execution_id).copied().collect();
+            let gates: Vec<_> = receiver_keys.iter().filter_map(|k| registry.receivers.remove(k)).map(|(gate, _)| gate).collect();
+            (senders, gates)
+        };
+        tracing::debug!(execution_id, senders = senders.len(), receivers = gates.len(), "released execution");
+        let failure = Failure::Released { execution_id };
+        for sender in senders {
+            sender.fail(failure.clone());
+        }
+        for gate in gates {
+            gate.fail(failure.clone());
+        }
+    }
+
+    /// A snapshot of the environment's counters.
+    pub fn stats(&self) -> NetworkStats {
+        let counters = &self.shared.counters;
+        let connections = lock(&self.shared.peers).values().filter(|slot| slot.alive().is_some()).count();
+        NetworkStats {
+            connections,
+            connections_opened: counters.connections_opened.load(Ordering::Relaxed),
+            connections_refused: counters.connections_refused.load(Ordering::Relaxed),
+            stale_frames_dropped: counters.stale_frames_dropped.load(Ordering::Relaxed),
+            protocol_errors: counters.protocol_errors.load(Ordering::Relaxed),
+            remote_bytes_in: counters.remote_bytes_in.load(Ordering::Relaxed),
+            remote_bytes_out: counters.remote_bytes_out.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for NetworkEnvironment {
+    fn drop(&mut self) {
+        self.shared.shutdown.cancel();
+    }
+}
+
+/// Accepts data connections until shutdown; each handshake runs in its own task, at most
+/// [`MAX_PENDING_HANDSHAKES`] at a time.
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    let handshakes = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
+    let mut backoff = Duration::from_millis(1);
+    // Runs until shutdown, by design: it is the data port.
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, address) = match accepted {
+            Ok(accepted) => {
+                backoff = Duration::from_millis(1);
+                accepted
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, ?backoff, "accepting a data connection failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_ERROR_BACKOFF_MAX);
+                continue;
+            }
+        };
+        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+            shared.counters.connections_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%address, limit = MAX_PENDING_HANDSHAKES, "refused a data connection: too many pending handshakes");
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let deadline = Instant::now() + shared.config.connect_timeout;
+            let handshake = tokio::select! {
+                _ = shared.shutdown.cancelled() => return,
+                handshake = connection::accept(stream, &shared.local_id, shared.config.max_frame_bytes, deadline) => handshake,
+            };
+            match handshake {
+                Ok((peer_id, framed)) => {
+                    shared.install(&peer_id, framed);
+                }
+                Err(reason) => {
+                    shared.counters.connections_refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%address, reason, "refused a data connection");
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,121 @@
+//! Operators: vectorized steps that take Arrow batches and emit Arrow batches.
+//!
+//! Two traits, because sources and the rest are driven differently:
+//! - a [`Source`] is polled by its task for the next batch, and may ask the task to wait (rate limits) or
+//!   say it has ended (bounded input);
+//! - an [`Operator`] is handed each input batch and pushes what it produces into an output `Vec`. The
+//!   operators of a chain call each other through that `Vec` directly: no queue, no serialization.
+//!
+//! Both are synchronous: the task around them owns all awaiting (network credit, timers, cancellation), so
+//! an operator never holds a network buffer across a suspension point. Sinks are operators that emit
+//! nothing. [`build_source`] and [`build_operator`] turn a validated vertex into its implementation.
+mod aggregate;
+mod datagen;
+mod file_sink;
+mod file_source;
+mod flat_map;
+mod print;
+mod simple;
+
+use std::time::Duration;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use sluice_common::job::ValidatedJob;
+use sluice_common::proto::{vertex::Operator as Spec, Vertex};
+
+/// An operator failed; the task fails with this message, naming the vertex.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct OperatorError(pub String);
+
+impl OperatorError {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+impl From<datafusion::arrow::error::ArrowError> for OperatorError {
+    fn from(e: datafusion::arrow::error::ArrowError) -> Self {
+        Self(e.to_string())
+    }
+}
+
+impl From<sluice_common::expr::ExprError> for OperatorError {
+    fn from(e: sluice_common::expr::ExprError) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// What a source has next.
+pub enum SourcePoll {
+    /// A batch of records.
+    Batch(RecordBatch),
+    /// Nothing yet: poll again after this long (a rate limit, or an input not ready).
+    Wait(Duration),
+    /// The input is exhausted; the task finishes once everything downstream has flushed.
+    End,
+}
+
+/// Produces the records of one source subtask.
+pub trait Source: Send {
+    /// The next batch, a request to wait, or the end of input.
+    fn poll_next(&mut self) -> Result<SourcePoll, OperatorError>;
+}
+
+/// A vectorized transformation or sink in a chain.
+pub trait Operator: Send {
+    /// Processes one input batch, pushing output batches into `out`.
+    fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<(), OperatorError>;
+
+    /// Called once when the input has ended, to emit what is held back and release resources (close files).
+    fn finish(&mut self, _out: &mut Vec<RecordBatch>) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// After processing, how long the task should pause before feeding the next batch (throttled sinks).
+    fn pause(&mut self) -> Option<Duration> {
+        None
+    }
+}
+
+/// Where a subtask stands in its vertex.
+#[derive(Clone, Copy, Debug)]
+pub struct SubtaskInfo {
+    /// This subtask's index.
+    pub index: u32,
+    /// The vertex's parallelism.
+    pub parallelism: u32,
+}
+
+/// Builds the source of a source vertex.
+pub fn build_source(vertex: &Vertex, job: &ValidatedJob, subtask: SubtaskInfo) -> Result<Box<dyn Source>, OperatorError> {
+    let schema = output_schema(job, &vertex.id)?;
+    match &vertex.operator {
+        Some(Spec::Datagen(spec)) => Ok(Box::new(datagen::Datagen::new(spec, schema, subtask))),
+        Some(Spec::FileSource(spec)) => Ok(Box::new(file_source::FileSourceReader::open(spec, schema, subtask)?)),
+        _ => Err(OperatorError::new(format!("vertex '{}' is not a source", vertex.id))),
+    }
+}
+
+/// Builds the operator of a non-source vertex.
+pub fn build_operator(vertex: &Vertex, job: &ValidatedJob, subtask: SubtaskInfo) -> Result<Box<dyn Operator>, OperatorError> {
+    let input = job.input_schema(&vertex.id).ok_or_else(|| OperatorError::new(format!("vertex '{}' has no input schema", vertex.id)))?;
+    let output = output_schema(job, &vertex.id)?;
+    Ok(match &vertex.operator {
+        Some(Spec::Select(spec)) => Box::new(simple::SelectOp::new(spec, &input, output)?),
+        Some(Spec::Filter(spec)) => Box::new(simple::FilterOp::new(spec, &input)?),
+        Some(Spec::FlatMap(spec)) => Box::new(flat_map::FlatMapOp::new(spec, &input, output)?),
+        Some(Spec::Aggregate(spec)) => Box::new(aggregate::RunningAggregate::new(spec, &input, output)?),
+        Some(Spec::FileSink(spec)) => Box::new(file_sink::FileSinkWriter::open(spec, subtask)?),
+        Some(Spec::PrintSink(spec)) => Box::new(print::PrintSinkOp::new(spec, &vertex.id, subtask)),
+        Some(Spec::BlackholeSink(spec)) => Box::new(simple::BlackholeOp::new(spec)),
+        Some(Spec::Datagen(_) | Spec::FileSource(_)) | None => {
+            return Err(OperatorError::new(format!("vertex '{}' is not a transformation or sink", vertex.id)))
+        }
+    })
+}
+
+fn output_schema(job: &ValidatedJob, vertex: &str) -> Result<SchemaRef, OperatorError> {
+    job.schemas.get(vertex).cloned().ok_or_else(|| OperatorError::new(format!("vertex '{vertex}' has no schema")))
+}

@@ -1,0 +1,318 @@
+//! A task: one subtask of one chain, running on the data runtime.
+//!
+//! The task owns everything it touches (operators, input gate, result partitions, counters), so the hot
+//! path takes no locks. Its body is one loop:
+//! 1. take the next input — a source poll, or the next event of the input gate;
+//! 2. push a batch through the chain: each operator's output `Vec` is the next one's input, a direct call;
+//! 3. route the tail's output to the result partitions, awaiting credit when the consumer is slow
+//!    (backpressure, measured), and flush partial buffers when the buffer timeout expires.
+//!
+//! At the end of input the operators are finished in chain order (each one's final output flows through
+//! the rest), end-of-partition goes to every consumer, and the task reports FINISHED. Cancellation is
+//! checked at every wait; a cancelled task drops its channels without sending end-of-partition, so
+//! consumers cannot mistake a cancelled producer for a finished one.
+pub mod output;
+pub mod plan;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::record_batch::RecordBatch;
+use sluice_common::job::ValidatedJob;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::TaskCounters;
+use crate::network::{InputGate, NetworkEnvironment, NetworkError, StreamEvent};
+use crate::operators::{build_operator, build_source, Operator, OperatorError, Source, SourcePoll, SubtaskInfo};
+use output::Output;
+use plan::SubtaskPlan;
+
+/// Why a task stopped before finishing.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    #[error("{0}")]
+    Operator(String),
+    #[error("network: {0}")]
+    Network(#[from] NetworkError),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl From<OperatorError> for TaskError {
+    fn from(e: OperatorError) -> Self {
+        Self::Operator(e.0)
+    }
+}
+
+impl From<datafusion::arrow::error::ArrowError> for TaskError {
+    fn from(e: datafusion::arrow::error::ArrowError) -> Self {
+        Self::Operator(e.to_string())
+    }
+}
+
+enum Head {
+    Source(Box<dyn Source>),
+    Gate(InputGate),
+}
+
+/// One running subtask.
+pub struct Task {
+    job: Arc<ValidatedJob>,
+    plan: SubtaskPlan,
+    counters: Arc<TaskCounters>,
+    cancel: CancellationToken,
+}
+
+/// Time accounting for the busy / back-pressured / idle split (Flink's model).
+struct Clock {
+    last: Instant,
+    backpressured_seen: Duration,
+}
+
+impl Task {
+    pub fn new(job: Arc<ValidatedJob>, plan: SubtaskPlan, counters: Arc<TaskCounters>, cancel: CancellationToken) -> Self {
+        Self { job, plan, counters, cancel }
+    }
+
+    /// Runs the task to its end. `on_running` is called once its channels are set up.
+    pub async fn run(self, network: Arc<NetworkEnvironment>, on_running: impl FnOnce()) -> Result<(), TaskError> {
+        let Task { job, plan, counters, cancel } = self;
+        let mut runner = Runner::build(&job, &plan, &network, &counters, cancel).await?;
+        on_running();
+        runner.run(&counters).await
+    }
+}
+
+struct Runner {
+    head: Head,
+    operators: Vec<Box<dyn Operator>>,
+    outputs: Vec<Output>,
+    cancel: CancellationToken,
+    clock: Clock,
+}
+
+impl Runner {
+    async fn build(
+        job: &ValidatedJob,
+        plan: &SubtaskPlan,
+        network: &NetworkEnvironment,
+        counters: &TaskCounters,
+        cancel: CancellationToken,
+    ) -> Result<Self, TaskError> {
+        let chain = job.chains.get(plan.chain as usize).ok_or_else(|| TaskError::Operator(format!("unknown chain {}", plan.chain)))?;
+        let subtask = SubtaskInfo { index: plan.subtask, parallelism: chain.parallelism };
+        let mut vertices = Vec::with_capacity(chain.vertex_ids.len());
+        for id in &chain.vertex_ids {
+            vertices.push(job.vertex(id).ok_or_else(|| TaskError::Operator(format!("unknown vertex '{id}'")))?);
+        }
+        let Some((head_vertex, rest)) = vertices.split_first() else {
+            return Err(TaskError::Operator(format!("chain {} is empty", plan.chain)));
+        };
+        let mut operators = Vec::with_capacity(vertices.len());
+        let head = if plan.inputs.is_empty() {
+            Head::Source(build_source(head_vertex, job, subtask).map_err(|e| named(head_vertex, e))?)
+        } else {
+            operators.push(build_operator(head_vertex, job, subtask).map_err(|e| named(head_vertex, e))?);
+            let gate = network.create_input_gate(plan.inputs.clone()).await?;
+            counters.in_flight_bytes_max.set(gate.in_flight_bytes_max() as i64);
+            Head::Gate(gate)
+        };
+        for vertex in rest {
+            operators.push(build_operator(vertex, job, subtask).map_err(|e| named(vertex, e))?);
+        }
+        let mut outputs = Vec::with_capacity(plan.outputs.len());
+        for output in &plan.outputs {
+            let partition = network.create_result_partition(output.subpartitions.clone(), job.buffer_timeout()).await?;
+            outputs.push(Output::new(output.clone(), partition));
+        }
+        Ok(Self { head, operators, outputs, cancel, clock: Clock { last: Instant::now(), backpressured_seen: Duration::ZERO } })
+    }
+
+    async fn run(&mut self, counters: &TaskCounters) -> Result<(), TaskError> {
+        loop {
+            let batch = match &mut self.head {
+                Head::Source(source) => match source.poll_next()? {
+                    SourcePoll::Batch(batch) => batch,
+                    SourcePoll::Wait(wait) => {
+                        self.account_busy(counters);
+                        self.flush_outputs().await?;
+                        cancellable_sleep(&self.cancel, wait).await?;
+                        self.account_idle(counters);
+                        continue;
+                    }
+                    SourcePoll::End => break,
+                },
+                Head::Gate(_) => match self.next_from_gate(counters).await? {
+                    Some(batch) => batch,
+                    None => break,
+                },
+            };
+            let offset = usize::from(matches!(self.head, Head::Source(_)));
+            self.push(batch, 0, offset, counters).await?;
+            let now = tokio::time::Instant::now();
+            if self.outputs.iter().any(|o| o.partition.next_flush_deadline().is_some_and(|d| d <= now)) {
+                self.flush_outputs().await?;
+            }
+        }
+        self.finish(counters).await
+    }
+
+    /// The next batch from the input gate, flushing output buffers whose timeout expires meanwhile.
+    async fn next_from_gate(&mut self, counters: &TaskCounters) -> Result<Option<RecordBatch>, TaskError> {
+        loop {
+            self.account_busy(counters);
+            let deadline = self.outputs.iter().filter_map(|o| o.partition.next_flush_deadline()).min();
+            let Head::Gate(gate) = &mut self.head else { return Ok(None) };
+            let event = tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => return Err(TaskError::Cancelled),
+                _ = sleep_until_opt(deadline) => None,
+                event = gate.next() => Some(event),
+            };
+            counters.in_flight_bytes.set(gate.in_flight_bytes() as i64);
+            counters.floating_credits.set(i64::from(gate.available_floating_credits()));
+            counters.remote_bytes_in.inc_by(gate.remote_bytes_in().saturating_sub(counters.remote_bytes_in.get()));
+            self.account_idle(counters);
+            match event {
+                None => {
+                    for output in &mut self.outputs {
+                        output.partition.flush().await?;
+                    }
+                }
+                Some(None) => return Ok(None),
+                Some(Some(Err(e))) => return Err(e.into()),
+                Some(Some(Ok((_, StreamEvent::Batch(batch))))) => return Ok(Some(batch)),
+                // Watermarks and barriers are not produced yet (event time and checkpoints come later);
+                // end-of-partition is consumed by the gate itself.
+                Some(Some(Ok((_, StreamEvent::Watermark(_) | StreamEvent::Barrier(_) | StreamEvent::EndOfPartition)))) => {}
+            }
+        }
+    }
+
+    /// Pushes `batch` into operator `first` and on through the chain, then to the outputs. Vertex counters
+    /// are indexed with `offset` (1 when the chain's head is a source, which has no operator).
+    async fn push(&mut self, batch: RecordBatch, first: usize, offset: usize, counters: &TaskCounters) -> Result<(), TaskError> {
+        if offset == 1 && first == 0 {
+            let head = &counters.vertices[0];
+            head.records_out.inc_by(batch.num_rows() as u64);
+            head.bytes_out.inc_by(batch.get_array_memory_size() as u64);
+        }
+        let mut current = vec![batch];
+        let mut pause = None;
+        for (index, operator) in self.operators.iter_mut().enumerate().skip(first) {
+            let vertex = &counters.vertices[index + offset];
+            let mut next = Vec::new();
+            for batch in current {
+                vertex.records_in.inc_by(batch.num_rows() as u64);
+                vertex.bytes_in.inc_by(batch.get_array_memory_size() as u64);
+                operator.process(batch, &mut next).map_err(|e| TaskError::Operator(format!("vertex '{}': {}", vertex.id, e.0)))?;
+            }
+            for batch in &next {
+                vertex.records_out.inc_by(batch.num_rows() as u64);
+                vertex.bytes_out.inc_by(batch.get_array_memory_size() as u64);
+            }
+            pause = pause.max(operator.pause());
+            current = next;
+        }
+        self.emit(current, counters).await?;
+        if let Some(pause) = pause {
+            self.account_busy(counters);
+            self.flush_outputs().await?;
+            cancellable_sleep(&self.cancel, pause).await?;
+            self.account_backpressured_by_sink(counters);
+        }
+        Ok(())
+    }
+
+    async fn emit(&mut self, batches: Vec<RecordBatch>, counters: &TaskCounters) -> Result<(), TaskError> {
+        for batch in batches {
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            for output in &mut self.outputs {
+                output.emit(batch.clone()).await?;
+            }
+        }
+        for output in &self.outputs {
+            counters.remote_bytes_out.inc_by(output.partition.remote_bytes_out().saturating_sub(counters.remote_bytes_out.get()));
+        }
+        Ok(())
+    }
+
+    async fn flush_outputs(&mut self) -> Result<(), TaskError> {
+        for output in &mut self.outputs {
+            output.partition.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Finishes operators in chain order, each one's final output flowing through the rest, then closes
+    /// every output with end-of-partition.
+    async fn finish(&mut self, counters: &TaskCounters) -> Result<(), TaskError> {
+        let offset = usize::from(matches!(self.head, Head::Source(_)));
+        for index in 0..self.operators.len() {
+            let mut out = Vec::new();
+            self.operators[index].finish(&mut out)?;
+            for batch in out {
+                counters.vertices[index + offset].records_out.inc_by(batch.num_rows() as u64);
+                if index + 1 < self.operators.len() {
+                    self.push(batch, index + 1, offset, counters).await?;
+                } else {
+                    self.emit(vec![batch], counters).await?;
+                }
+            }
+        }
+        for output in &mut self.outputs {
+            output.partition.broadcast_event(StreamEvent::EndOfPartition).await?;
+            output.partition.flush().await?;
+        }
+        self.account_busy(counters);
+        for output in &self.outputs {
+            counters.remote_bytes_out.inc_by(output.partition.remote_bytes_out().saturating_sub(counters.remote_bytes_out.get()));
+        }
+        Ok(())
+    }
+
+    /// Books the time since the last accounting as busy, minus what the partitions spent back-pressured.
+    fn account_busy(&mut self, counters: &TaskCounters) {
+        let elapsed = self.clock.last.elapsed();
+        self.clock.last = Instant::now();
+        let backpressured: Duration = self.outputs.iter().map(|o| o.partition.backpressured_time()).sum();
+        let new_backpressure = backpressured.saturating_sub(self.clock.backpressured_seen);
+        self.clock.backpressured_seen = backpressured;
+        let new_backpressure = new_backpressure.min(elapsed);
+        counters.backpressured.inc_by(new_backpressure.as_secs_f64());
+        counters.busy.inc_by((elapsed - new_backpressure).as_secs_f64());
+    }
+
+    fn account_idle(&mut self, counters: &TaskCounters) {
+        counters.idle.inc_by(self.clock.last.elapsed().as_secs_f64());
+        self.clock.last = Instant::now();
+    }
+
+    /// A throttled sink's pause is the sink's own pace: for the task it is back-pressure.
+    fn account_backpressured_by_sink(&mut self, counters: &TaskCounters) {
+        counters.backpressured.inc_by(self.clock.last.elapsed().as_secs_f64());
+        self.clock.last = Instant::now();
+    }
+}
+
+fn named(vertex: &sluice_common::proto::Vertex, error: OperatorError) -> TaskError {
+    TaskError::Operator(format!("vertex '{}': {}", vertex.id, error.0))
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps for `duration` unless the task is cancelled first.
+async fn cancellable_sleep(cancel: &CancellationToken, duration: Duration) -> Result<(), TaskError> {
+    tokio::select! {
+        biased;
+        _ = cancel.cancelled() => Err(TaskError::Cancelled),
+        _ = tokio::time::sleep(duration) => Ok(()),
+    }
+}
