@@ -77,9 +77,19 @@ impl Task {
     /// Runs the task to its end. `on_running` is called once its channels are set up.
     pub async fn run(self, network: Arc<NetworkEnvironment>, on_running: impl FnOnce()) -> Result<(), TaskError> {
         let Task { job, plan, counters, cancel } = self;
-        let mut runner = Runner::build(&job, &plan, &network, &counters, cancel).await?;
-        on_running();
-        runner.run(&counters).await
+        let token = cancel.clone();
+        let work = async {
+            let mut runner = Runner::build(&job, &plan, &network, &counters, cancel).await?;
+            on_running();
+            runner.run(&counters).await
+        };
+        // Cancellation wins wherever the task waits (a full output queue, a peer connection): dropping the
+        // work future drops its partitions and gates, which is all the cleanup a cancelled task needs.
+        tokio::select! {
+            biased;
+            _ = token.cancelled() => Err(TaskError::Cancelled),
+            result = work => result,
+        }
     }
 }
 
@@ -149,6 +159,9 @@ impl Runner {
             };
             let offset = usize::from(matches!(self.head, Head::Source(_)));
             self.push(batch, 0, offset, counters).await?;
+            if offset == 1 {
+                self.account_busy(counters);
+            }
             let now = tokio::time::Instant::now();
             if self.outputs.iter().any(|o| o.partition.next_flush_deadline().is_some_and(|d| d <= now)) {
                 self.flush_outputs().await?;
@@ -218,8 +231,10 @@ impl Runner {
         if let Some(pause) = pause {
             self.account_busy(counters);
             self.flush_outputs().await?;
+            // A throttled operator (a slow sink) is busy while it waits, as a slow user function is in
+            // Flink: it is the cause of backpressure, not its victim.
             cancellable_sleep(&self.cancel, pause).await?;
-            self.account_backpressured_by_sink(counters);
+            self.account_busy(counters);
         }
         Ok(())
     }
@@ -233,9 +248,7 @@ impl Runner {
                 output.emit(batch.clone()).await?;
             }
         }
-        for output in &self.outputs {
-            counters.remote_bytes_out.inc_by(output.partition.remote_bytes_out().saturating_sub(counters.remote_bytes_out.get()));
-        }
+        self.sync_remote_bytes_out(counters);
         Ok(())
     }
 
@@ -267,10 +280,14 @@ impl Runner {
             output.partition.flush().await?;
         }
         self.account_busy(counters);
-        for output in &self.outputs {
-            counters.remote_bytes_out.inc_by(output.partition.remote_bytes_out().saturating_sub(counters.remote_bytes_out.get()));
-        }
+        self.sync_remote_bytes_out(counters);
         Ok(())
+    }
+
+    /// Brings the task's remote-bytes-out counter up to the partitions' totals (their writers count).
+    fn sync_remote_bytes_out(&self, counters: &TaskCounters) {
+        let total: u64 = self.outputs.iter().map(|o| o.partition.remote_bytes_out()).sum();
+        counters.remote_bytes_out.inc_by(total.saturating_sub(counters.remote_bytes_out.get()));
     }
 
     /// Books the time since the last accounting as busy, minus what the partitions spent back-pressured.
@@ -291,10 +308,6 @@ impl Runner {
     }
 
     /// A throttled sink's pause is the sink's own pace: for the task it is back-pressure.
-    fn account_backpressured_by_sink(&mut self, counters: &TaskCounters) {
-        counters.backpressured.inc_by(self.clock.last.elapsed().as_secs_f64());
-        self.clock.last = Instant::now();
-    }
 }
 
 fn named(vertex: &sluice_common::proto::Vertex, error: OperatorError) -> TaskError {
