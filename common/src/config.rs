@@ -78,7 +78,11 @@ fn config_path_from_args(args: impl Iterator<Item = String>) -> Option<PathBuf> 
 }
 
 /// Maps each key of the TOML `text` to (environment variable, value), validating every key.
-pub fn config_assignments(command: &clap::Command, path: &Path, text: &str) -> Result<Vec<(String, String)>, ConfigError> {
+pub fn config_assignments(
+    command: &clap::Command,
+    path: &Path,
+    text: &str,
+) -> Result<Vec<(String, String)>, ConfigError> {
     let table: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;

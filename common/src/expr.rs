@@ -73,7 +73,8 @@ impl ExprCompiler {
 impl CompiledExpr {
     /// Evaluates the expression on every row of `batch`.
     pub fn evaluate(&self, batch: &RecordBatch) -> Result<ArrayRef, ExprError> {
-        let error = |e: datafusion::error::DataFusionError| ExprError { sql: self.sql.clone(), message: first_line(&e) };
+        let error =
+            |e: datafusion::error::DataFusionError| ExprError { sql: self.sql.clone(), message: first_line(&e) };
         let value = self.physical.evaluate(batch).map_err(error)?;
         value.into_array(batch.num_rows()).map_err(error)
     }

@@ -79,7 +79,12 @@ mod tests {
             let path = dir.join(format!("{name}.json"));
             let text = std::fs::read_to_string(&path).unwrap_or_default();
             let on_disk = sluice_common::job::parse_job_file(text.as_bytes());
-            assert_eq!(on_disk.as_ref().ok(), Some(&graph), "{} is stale: run `cargo run -p sluice-examples`", path.display());
+            assert_eq!(
+                on_disk.as_ref().ok(),
+                Some(&graph),
+                "{} is stale: run `cargo run -p sluice-examples`",
+                path.display()
+            );
         }
     }
 }

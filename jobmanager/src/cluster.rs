@@ -189,10 +189,15 @@ impl Cluster {
 
     /// Records a heartbeat. False: the TaskManager is unknown or LOST and must register anew.
     pub fn heartbeat(&self, id: &TaskManagerId) -> bool {
+        self.heartbeat_at(id, Instant::now())
+    }
+
+    /// [`Cluster::heartbeat`] received at `at` (tests pass their own clock).
+    pub fn heartbeat_at(&self, id: &TaskManagerId, at: Instant) -> bool {
         let mut registry = self.lock();
         match registry.task_managers.get_mut(id) {
             Some(entry) if entry.state == TaskManagerState::Active => {
-                entry.last_heartbeat = Instant::now();
+                entry.last_heartbeat = at;
                 entry.last_heartbeat_ms = now_ms();
                 true
             }
@@ -389,7 +394,10 @@ mod tests {
         let held = cluster.allocate(&job("j"), 3, Placement::Spread).unwrap_or_default();
         assert_eq!(held.len(), 3);
         assert_eq!(cluster.slot_counts(), (1, 4));
-        assert_eq!(cluster.allocate(&job("k"), 2, Placement::Spread).err(), Some(NotEnoughSlots { needed: 2, available: 1 }));
+        assert_eq!(
+            cluster.allocate(&job("k"), 2, Placement::Spread).err(),
+            Some(NotEnoughSlots { needed: 2, available: 1 })
+        );
         cluster.release(&job("j"));
         assert_eq!(cluster.slot_counts(), (4, 4));
     }
@@ -399,10 +407,13 @@ mod tests {
         let cluster = Cluster::new(Duration::from_secs(5));
         assert_eq!(cluster.register(&request("", 1)), Err(RegisterError::EmptyId));
         assert!(matches!(cluster.register(&request("a", 0)), Err(RegisterError::Slots { .. })));
-        assert!(matches!(cluster.register(&request("a", SLOTS_PER_TASK_MANAGER_MAX + 1)), Err(RegisterError::Slots { .. })));
+        assert!(matches!(
+            cluster.register(&request("a", SLOTS_PER_TASK_MANAGER_MAX + 1)),
+            Err(RegisterError::Slots { .. })
+        ));
     }
 
-    #[tokio::test(start_paused = true)]
+    #[test]
     fn a_silent_task_manager_is_lost_and_its_jobs_see_the_cause() {
         let cluster = Cluster::new(Duration::from_millis(500));
         assert!(cluster.register(&request("1", 2)).is_ok());
@@ -410,10 +421,15 @@ mod tests {
         let held = cluster.allocate(&job("j"), 2, Placement::Spread).unwrap_or_default();
         assert_eq!(cluster.lost_cause(&held), None);
 
-        tokio::time::advance(Duration::from_millis(400)).await;
-        assert!(cluster.heartbeat(&TaskManagerId("1".into())));
-        tokio::time::advance(Duration::from_millis(200)).await;
-        let lost = cluster.mark_silent_lost(Instant::now());
+        // Both registered at or before t0; only TaskManager 1 speaks again.
+        let t0 = Instant::now();
+        assert!(cluster.heartbeat_at(&TaskManagerId("1".into()), t0 + Duration::from_millis(400)));
+        assert_eq!(
+            cluster.mark_silent_lost(t0 + Duration::from_millis(450)),
+            vec![],
+            "nobody is silent for 500 ms yet"
+        );
+        let lost = cluster.mark_silent_lost(t0 + Duration::from_millis(600));
         assert_eq!(lost, vec![(TaskManagerId("2".into()), "TaskManager 2 lost (no heartbeat for 500 ms)".to_string())]);
         assert_eq!(cluster.lost_cause(&held).as_deref(), Some("TaskManager 2 lost (no heartbeat for 500 ms)"));
         assert_eq!(cluster.slot_counts(), (1, 2), "the lost TaskManager's slots are removed");

@@ -88,8 +88,10 @@ pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyho
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
     let database_url = config.database_url();
-    let store = Store::open(&database_url).await.with_context(|| format!("cannot open the metadata store {database_url}"))?;
-    let closed = job::recovery::close_unfinished_jobs(&store).await.context("cannot close the jobs of an earlier JobManager")?;
+    let store =
+        Store::open(&database_url).await.with_context(|| format!("cannot open the metadata store {database_url}"))?;
+    let closed =
+        job::recovery::close_unfinished_jobs(&store).await.context("cannot close the jobs of an earlier JobManager")?;
     if !closed.is_empty() {
         tracing::warn!(jobs = closed.len(), "closed unfinished jobs of an earlier JobManager");
     }

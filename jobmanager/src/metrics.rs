@@ -66,7 +66,11 @@ impl Metrics {
     }
 
     /// Refreshes the state gauges and renders every metric in the Prometheus text format.
-    pub fn render(&self, job_counts: &[(String, i64)], task_managers: &[TaskManagerView]) -> Result<String, prometheus::Error> {
+    pub fn render(
+        &self,
+        job_counts: &[(String, i64)],
+        task_managers: &[TaskManagerView],
+    ) -> Result<String, prometheus::Error> {
         for status in JobStatus::ALL {
             let count = job_counts.iter().filter(|(s, _)| s == status.as_str()).map(|(_, n)| *n).sum();
             self.jobs.with_label_values(&[status.as_str()]).set(count);

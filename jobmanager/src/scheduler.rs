@@ -39,7 +39,11 @@ pub struct NotEnoughSlots {
 ///   the TaskManager with the most free slots before moving to the next, so as few as possible are used.
 ///
 /// Ties go to the smaller TaskManager id, so the answer is deterministic.
-pub fn choose_slots(free: &[FreeSlots], needed: u32, placement: Placement) -> Result<Vec<TaskManagerId>, NotEnoughSlots> {
+pub fn choose_slots(
+    free: &[FreeSlots],
+    needed: u32,
+    placement: Placement,
+) -> Result<Vec<TaskManagerId>, NotEnoughSlots> {
     let available: u32 = free.iter().map(|f| f.free).sum();
     if available < needed {
         return Err(NotEnoughSlots { needed, available });

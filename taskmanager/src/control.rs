@@ -51,6 +51,8 @@ pub struct BoundAddresses {
 
 struct RunningTask {
     task: TaskRef,
+    /// The deployment it belongs to: its network channels are released when its last local task ends.
+    execution_id: u64,
     cancel: CancellationToken,
     counters: Arc<TaskCounters>,
 }
@@ -68,6 +70,23 @@ pub struct TaskManager {
     tasks: Mutex<HashMap<String, RunningTask>>,
     /// The newest attempt seen per job.
     attempts: Mutex<HashMap<String, u32>>,
+    /// Network lifetimes of deployments, see [`Executions`].
+    executions: Mutex<Executions>,
+}
+
+/// When a deployment's network channels are released.
+///
+/// Not when its last local task ends: a finished producer's buffers may still be queued for a consumer on
+/// another TaskManager, and releasing would discard them. The JobManager ends every deployment with a
+/// `CancelTasks` once the job is terminal (for a FINISHED job every consumer has then received its
+/// end-of-partition, so nothing is in flight); the execution is released when that request has come and
+/// no local task of it still runs.
+#[derive(Default)]
+struct Executions {
+    /// (job, attempt) → execution id, for deployments not yet closed by a cancel.
+    open: HashMap<(String, u32), u64>,
+    /// Executions whose cancel came while some of their tasks still ran.
+    closing: std::collections::HashSet<u64>,
 }
 
 fn task_key(task: &TaskRef) -> String {
@@ -98,6 +117,7 @@ impl TaskManager {
             jobmanager,
             tasks: Mutex::new(HashMap::new()),
             attempts: Mutex::new(HashMap::new()),
+            executions: Mutex::new(Executions::default()),
         }))
     }
 
@@ -180,12 +200,15 @@ impl TaskManager {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(REGISTER_BACKOFF_MAX);
                 }
-                Err(status) => tracing::error!(task = %task_key(task), error = %status.message(), "giving up reporting task state"),
+                Err(status) => {
+                    tracing::error!(task = %task_key(task), error = %status.message(), "giving up reporting task state")
+                }
             }
         }
     }
 
-    /// Cancels every task of `job_id` whose attempt is at most `attempt`.
+    /// Cancels every task of `job_id` whose attempt is at most `attempt`, and releases the network channels
+    /// of those deployments once their tasks have ended.
     fn cancel(&self, job_id: &str, attempt: u32) -> usize {
         let tasks = self.tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut cancelled = 0;
@@ -193,7 +216,31 @@ impl TaskManager {
             task.cancel.cancel();
             cancelled += 1;
         }
+        let mut executions = self.executions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let closed: Vec<(String, u32)> =
+            executions.open.keys().filter(|(job, a)| job == job_id && *a <= attempt).cloned().collect();
+        for key in closed {
+            let Some(execution_id) = executions.open.remove(&key) else { continue };
+            if tasks.values().any(|t| t.execution_id == execution_id) {
+                executions.closing.insert(execution_id);
+            } else {
+                self.network.release_execution(execution_id);
+            }
+        }
         cancelled
+    }
+
+    /// Forgets an ended task; releases its deployment's channels if that was the last task of a closed one.
+    fn task_ended(&self, key: &str) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(ended) = tasks.remove(key) else { return };
+        if tasks.values().any(|t| t.execution_id == ended.execution_id) {
+            return;
+        }
+        let mut executions = self.executions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if executions.closing.remove(&ended.execution_id) {
+            self.network.release_execution(ended.execution_id);
+        }
     }
 
     fn deploy(self: &Arc<Self>, request: DeployTasksRequest) -> Result<usize, Status> {
@@ -209,23 +256,41 @@ impl TaskManager {
             *newest = request.attempt;
         }
         let graph = request.graph.clone().ok_or_else(|| Status::invalid_argument("the deployment has no job graph"))?;
-        let job = Arc::new(validate(graph).map_err(|e| Status::invalid_argument(format!("the job graph is invalid: {e}")))?);
+        let job =
+            Arc::new(validate(graph).map_err(|e| Status::invalid_argument(format!("the job graph is invalid: {e}")))?);
         if job.chains != request.chains {
-            return Err(Status::invalid_argument("the deployment's chains differ from the ones this TaskManager derives"));
+            return Err(Status::invalid_argument(
+                "the deployment's chains differ from the ones this TaskManager derives",
+            ));
         }
         let plans = plan_subtasks(&request, &job, &self.id).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let count = plans.len();
+        self.executions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .open
+            .insert((request.job_id.clone(), request.attempt), request.execution_id);
         for plan in plans {
-            let task_ref = TaskRef { job_id: request.job_id.clone(), attempt: request.attempt, chain: plan.chain, subtask: plan.subtask };
+            let task_ref = TaskRef {
+                job_id: request.job_id.clone(),
+                attempt: request.attempt,
+                chain: plan.chain,
+                subtask: plan.subtask,
+            };
             let chain = &job.chains[plan.chain as usize];
             let name = format!("{}#{}", chain.vertex_ids.join("->"), plan.subtask);
             let counters = Arc::new(self.metrics.task(task_ref.clone(), name, &chain.vertex_ids));
             let cancel = CancellationToken::new();
             let key = task_key(&task_ref);
-            self.tasks
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .insert(key.clone(), RunningTask { task: task_ref.clone(), cancel: cancel.clone(), counters: counters.clone() });
+            self.tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(
+                key.clone(),
+                RunningTask {
+                    task: task_ref.clone(),
+                    execution_id: request.execution_id,
+                    cancel: cancel.clone(),
+                    counters: counters.clone(),
+                },
+            );
             let task = Task::new(job.clone(), plan, counters.clone(), cancel);
             let this = self.clone();
             let network = self.network.clone();
@@ -235,7 +300,9 @@ impl TaskManager {
                 let running_report = {
                     let (this, task_ref) = (this.clone(), task_ref.clone());
                     move || {
-                        control.spawn(async move { this.report(&task_ref, TaskState::TaskRunning, String::new(), None).await });
+                        control.spawn(async move {
+                            this.report(&task_ref, TaskState::TaskRunning, String::new(), None).await
+                        });
                     }
                 };
                 let result = task.run(network, running_report).await;
@@ -249,7 +316,7 @@ impl TaskManager {
                     _ => tracing::info!(task = %key, state = state.as_str_name(), "task ended"),
                 }
                 this.report(&task_ref, state, error, Some(counters.snapshot())).await;
-                this.tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&key);
+                this.task_ended(&key);
                 this.metrics.tasks_running.dec();
                 counters.remove();
             });
@@ -263,7 +330,10 @@ pub struct TaskManagerRpc(pub Arc<TaskManager>);
 
 #[tonic::async_trait]
 impl TaskManagerService for TaskManagerRpc {
-    async fn deploy_tasks(&self, request: Request<DeployTasksRequest>) -> Result<Response<DeployTasksResponse>, Status> {
+    async fn deploy_tasks(
+        &self,
+        request: Request<DeployTasksRequest>,
+    ) -> Result<Response<DeployTasksResponse>, Status> {
         let request = request.into_inner();
         let (job, attempt) = (request.job_id.clone(), request.attempt);
         let count = self.0.deploy(request)?;
@@ -271,7 +341,10 @@ impl TaskManagerService for TaskManagerRpc {
         Ok(Response::new(DeployTasksResponse {}))
     }
 
-    async fn cancel_tasks(&self, request: Request<CancelTasksRequest>) -> Result<Response<CancelTasksResponse>, Status> {
+    async fn cancel_tasks(
+        &self,
+        request: Request<CancelTasksRequest>,
+    ) -> Result<Response<CancelTasksResponse>, Status> {
         let request = request.into_inner();
         let cancelled = self.0.cancel(&request.job_id, request.attempt);
         tracing::info!(job = %request.job_id, attempt = request.attempt, tasks = cancelled, "cancelling tasks");

@@ -37,8 +37,13 @@ use network::{NetworkConfig, NetworkEnvironment};
 
 /// Runs a TaskManager until `shutdown` fires. Network and tasks live on `data_runtime`; the control plane on
 /// the runtime this future is polled on.
-pub async fn run(config: TaskManagerConfig, data_runtime: tokio::runtime::Handle, shutdown: CancellationToken) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+pub async fn run(
+    config: TaskManagerConfig,
+    data_runtime: tokio::runtime::Handle,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let id = config.id.clone().unwrap_or_else(|| format!("tm-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
     let metrics = Metrics::new().context("cannot register metrics")?;
 
@@ -57,9 +62,12 @@ pub async fn run(config: TaskManagerConfig, data_runtime: tokio::runtime::Handle
         .context("the data runtime stopped")?
         .with_context(|| format!("cannot bind the data port {}", config.data_addr))?;
 
-    let rpc_listener = tokio::net::TcpListener::bind(&config.rpc_addr).await.with_context(|| format!("cannot bind RPC address {}", config.rpc_addr))?;
-    let metrics_listener =
-        tokio::net::TcpListener::bind(&config.metrics_addr).await.with_context(|| format!("cannot bind metrics address {}", config.metrics_addr))?;
+    let rpc_listener = tokio::net::TcpListener::bind(&config.rpc_addr)
+        .await
+        .with_context(|| format!("cannot bind RPC address {}", config.rpc_addr))?;
+    let metrics_listener = tokio::net::TcpListener::bind(&config.metrics_addr)
+        .await
+        .with_context(|| format!("cannot bind metrics address {}", config.metrics_addr))?;
     let advertise = |addr: SocketAddr| match &config.advertise_host {
         Some(host) => format!("{host}:{}", addr.port()),
         None if addr.ip().is_unspecified() => format!("127.0.0.1:{}", addr.port()),
@@ -72,10 +80,13 @@ pub async fn run(config: TaskManagerConfig, data_runtime: tokio::runtime::Handle
     };
     tracing::info!(id = %id, rpc = %addresses.rpc, data = %addresses.data, metrics = %addresses.metrics, slots = config.slots, "TaskManager listening");
     let address_file = config.data_dir.join("taskmanager.addr");
-    let address_json = serde_json::json!({"id": id, "rpc": addresses.rpc, "data": addresses.data, "metrics": addresses.metrics});
-    std::fs::write(&address_file, address_json.to_string()).with_context(|| format!("cannot write {}", address_file.display()))?;
+    let address_json =
+        serde_json::json!({"id": id, "rpc": addresses.rpc, "data": addresses.data, "metrics": addresses.metrics});
+    std::fs::write(&address_file, address_json.to_string())
+        .with_context(|| format!("cannot write {}", address_file.display()))?;
 
-    let task_manager = TaskManager::new(id, config.slots, &config.jobmanager, addresses, network, metrics.clone(), data_runtime)?;
+    let task_manager =
+        TaskManager::new(id, config.slots, &config.jobmanager, addresses, network, metrics.clone(), data_runtime)?;
 
     let metrics_app = axum::Router::new()
         .route("/metrics", axum::routing::get(move || std::future::ready(metrics.render())))
@@ -88,7 +99,9 @@ pub async fn run(config: TaskManagerConfig, data_runtime: tokio::runtime::Handle
     let registration = tokio::spawn(task_manager.clone().run_registration(shutdown.clone()));
     let rpc_shutdown = shutdown.clone();
     tonic::transport::Server::builder()
-        .add_service(sluice_common::proto::task_manager_service_server::TaskManagerServiceServer::new(TaskManagerRpc(task_manager)))
+        .add_service(sluice_common::proto::task_manager_service_server::TaskManagerServiceServer::new(TaskManagerRpc(
+            task_manager,
+        )))
         .serve_with_incoming_shutdown(tokio_stream_listener(rpc_listener), rpc_shutdown.cancelled_owned())
         .await
         .context("the RPC server failed")?;

@@ -13,7 +13,8 @@ fn main() -> anyhow::Result<()> {
     let config = TaskManagerConfig::parse();
     init_logging(&config.log_format);
 
-    let data_threads = config.data_threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let data_threads =
+        config.data_threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let data_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(data_threads.max(1))
         .thread_name("sluice-data")
@@ -59,7 +60,8 @@ async fn wait_for_signal() {
 }
 
 fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();

@@ -6,7 +6,9 @@
 //! values were reported.
 use std::sync::Arc;
 
-use prometheus::{Counter, CounterVec, Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Counter, CounterVec, Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 use sluice_common::proto::{TaskMetrics, TaskRef, VertexMetrics};
 
 /// Every metric family of a TaskManager.
@@ -59,13 +61,35 @@ impl Metrics {
             bytes_in: int_counter(&r, "bytes_in_total", "Bytes (Arrow memory) an operator received", OPERATOR_LABELS)?,
             bytes_out: int_counter(&r, "bytes_out_total", "Bytes (Arrow memory) an operator emitted", OPERATOR_LABELS)?,
             busy: counter(&r, "task_busy_seconds_total", "Time a task spent processing")?,
-            backpressured: counter(&r, "task_backpressured_seconds_total", "Time a task waited for output credit or buffers")?,
+            backpressured: counter(
+                &r,
+                "task_backpressured_seconds_total",
+                "Time a task waited for output credit or buffers",
+            )?,
             idle: counter(&r, "task_idle_seconds_total", "Time a task waited for input")?,
-            remote_bytes_in: int_counter(&r, "network_remote_bytes_in_total", "Bytes received from other TaskManagers", TASK_LABELS)?,
-            remote_bytes_out: int_counter(&r, "network_remote_bytes_out_total", "Bytes sent to other TaskManagers", TASK_LABELS)?,
+            remote_bytes_in: int_counter(
+                &r,
+                "network_remote_bytes_in_total",
+                "Bytes received from other TaskManagers",
+                TASK_LABELS,
+            )?,
+            remote_bytes_out: int_counter(
+                &r,
+                "network_remote_bytes_out_total",
+                "Bytes sent to other TaskManagers",
+                TASK_LABELS,
+            )?,
             in_flight_bytes: gauge(&r, "input_gate_in_flight_bytes", "Bytes in flight towards a task's input gate")?,
-            in_flight_bytes_max: gauge(&r, "input_gate_in_flight_bytes_max", "The bound on a task's in-flight input bytes")?,
-            floating_credits: gauge(&r, "input_gate_floating_credits_available", "Floating credits a task's input gate can still grant")?,
+            in_flight_bytes_max: gauge(
+                &r,
+                "input_gate_in_flight_bytes_max",
+                "The bound on a task's in-flight input bytes",
+            )?,
+            floating_credits: gauge(
+                &r,
+                "input_gate_floating_credits_available",
+                "Floating credits a task's input gate can still grant",
+            )?,
             tasks_running,
             registry: r,
         }))

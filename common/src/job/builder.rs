@@ -28,8 +28,8 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use crate::proto::{
-    vertex::Operator, Aggregate, AggregateCall, BlackholeSink, DatagenSource, Edge, FileSink, FileSource, Filter, FlatMap,
-    JobConfig, JobGraph, Partitioning, PrintSink, Projection, Select, Vertex,
+    vertex::Operator, Aggregate, AggregateCall, BlackholeSink, DatagenSource, Edge, FileSink, FileSource, Filter,
+    FlatMap, JobConfig, JobGraph, Partitioning, PrintSink, Projection, Select, Vertex,
 };
 
 /// Builds a [`JobGraph`].
@@ -68,7 +68,12 @@ impl JobBuilder {
     /// Adds a source vertex.
     pub fn source(&self, id: &str, parallelism: u32, operator: Operator) -> Stream {
         self.graph.borrow_mut().vertices.push(Vertex { id: id.to_string(), parallelism, operator: Some(operator) });
-        Stream { graph: self.graph.clone(), vertex: id.to_string(), partitioning: Partitioning::Unspecified, key: Vec::new() }
+        Stream {
+            graph: self.graph.clone(),
+            vertex: id.to_string(),
+            partitioning: Partitioning::Unspecified,
+            key: Vec::new(),
+        }
     }
 
     /// Adds a deterministic data generator.
@@ -99,7 +104,8 @@ impl Stream {
         let mut graph = self.graph.borrow_mut();
         let parallelism = graph.vertices.iter().find(|v| v.id == self.vertex).map_or(1, |v| v.parallelism);
         graph.vertices.push(Vertex { id: id.to_string(), parallelism, operator: Some(operator) });
-        let mut edge = Edge { from: self.vertex.clone(), to: id.to_string(), key: self.key.clone(), ..Default::default() };
+        let mut edge =
+            Edge { from: self.vertex.clone(), to: id.to_string(), key: self.key.clone(), ..Default::default() };
         edge.set_partitioning(self.partitioning);
         graph.edges.push(edge);
         drop(graph);
@@ -135,7 +141,8 @@ impl Stream {
 
     /// Computes columns with SQL expressions: `(name, expr)` pairs.
     pub fn select(self, id: &str, columns: &[(&str, &str)]) -> Stream {
-        let columns = columns.iter().map(|(name, expr)| Projection { name: name.to_string(), expr: expr.to_string() }).collect();
+        let columns =
+            columns.iter().map(|(name, expr)| Projection { name: name.to_string(), expr: expr.to_string() }).collect();
         self.then(id, Operator::Select(Select { columns }))
     }
 
@@ -146,7 +153,8 @@ impl Stream {
 
     /// Splits the string `column` on whitespace into one row per word, in column `output`.
     pub fn split(self, id: &str, column: &str, output: &str) -> Stream {
-        let flat_map = FlatMap { column: column.to_string(), separator: String::new(), output_column: output.to_string() };
+        let flat_map =
+            FlatMap { column: column.to_string(), separator: String::new(), output_column: output.to_string() };
         self.then(id, Operator::FlatMap(flat_map))
     }
 

@@ -41,7 +41,11 @@ pub fn build_chains(graph: &JobGraph, order: &[usize]) -> (Vec<Chain>, Vec<Chain
     let mut chain_of: HashMap<&str, u32> = HashMap::new();
     for &i in order {
         let vertex = &graph.vertices[i];
-        let upstream = graph.edges.iter().find(|e| e.to == vertex.id && chained(e)).and_then(|e| chain_of.get(e.from.as_str()).copied());
+        let upstream = graph
+            .edges
+            .iter()
+            .find(|e| e.to == vertex.id && chained(e))
+            .and_then(|e| chain_of.get(e.from.as_str()).copied());
         let chain = match upstream {
             Some(chain) => {
                 chains[chain as usize].vertex_ids.push(vertex.id.clone());
@@ -61,7 +65,11 @@ pub fn build_chains(graph: &JobGraph, order: &[usize]) -> (Vec<Chain>, Vec<Chain
         .enumerate()
         .filter(|(_, e)| !chained(e))
         .filter_map(|(index, e)| {
-            Some(ChainEdge { edge: index as u32, from_chain: *chain_of.get(e.from.as_str())?, to_chain: *chain_of.get(e.to.as_str())? })
+            Some(ChainEdge {
+                edge: index as u32,
+                from_chain: *chain_of.get(e.from.as_str())?,
+                to_chain: *chain_of.get(e.to.as_str())?,
+            })
         })
         .collect();
     (chains, chain_edges)

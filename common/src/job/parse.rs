@@ -14,7 +14,8 @@ const VERTEX_FIELDS: &[&str] = &["id", "parallelism"];
 
 /// Reads a job file. Every problem is reported, each naming where it is.
 pub fn parse_job_file(bytes: &[u8]) -> Result<JobGraph, JobError> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| JobError::new(vec![format!("the job file is not valid JSON: {e}")]))?;
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| JobError::new(vec![format!("the job file is not valid JSON: {e}")]))?;
     let Value::Object(top) = value else {
         return Err(JobError::new(vec![format!("the job file must be a JSON object, found {}", kind_of(&value))]));
     };
@@ -22,7 +23,11 @@ pub fn parse_job_file(bytes: &[u8]) -> Result<JobGraph, JobError> {
     for key in top.keys() {
         let field = snake_case(key);
         if !TOP_LEVEL_FIELDS.contains(&field.as_str()) {
-            problems.push(format!("unknown top-level field '{key}'{}; expected one of: {}", hint(&field, TOP_LEVEL_FIELDS), TOP_LEVEL_FIELDS.join(", ")));
+            problems.push(format!(
+                "unknown top-level field '{key}'{}; expected one of: {}",
+                hint(&field, TOP_LEVEL_FIELDS),
+                TOP_LEVEL_FIELDS.join(", ")
+            ));
         }
     }
     let mut graph = JobGraph::default();
@@ -54,7 +59,9 @@ fn parse_list<T>(
 ) -> Vec<T> {
     match top.get(key) {
         None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items.iter().enumerate().filter_map(|(i, item)| parse_item(i, item, problems)).collect(),
+        Some(Value::Array(items)) => {
+            items.iter().enumerate().filter_map(|(i, item)| parse_item(i, item, problems)).collect()
+        }
         Some(other) => {
             problems.push(format!("'{key}' must be an array, found {}", kind_of(other)));
             Vec::new()
@@ -92,7 +99,8 @@ fn parse_vertex(index: usize, value: &Value, problems: &mut Vec<String>) -> Opti
             problems.push(format!("{name}: no operator; give exactly one of: {}", OPERATOR_KINDS.join(", ")))
         }
         0 | 1 => {}
-        _ => problems.push(format!("{name}: more than one operator ({}); a vertex has exactly one", operators.join(", "))),
+        _ => problems
+            .push(format!("{name}: more than one operator ({}); a vertex has exactly one", operators.join(", "))),
     }
     if problems.len() > before {
         return None;
@@ -157,8 +165,10 @@ mod tests {
 
     #[test]
     fn a_minimal_job_parses_in_both_field_spellings() {
-        let snake = r#"{"name":"j","vertices":[{"id":"s","parallelism":2,"flat_map":{"column":"line","output_column":"w"}}]}"#;
-        let camel = r#"{"name":"j","vertices":[{"id":"s","parallelism":2,"flatMap":{"column":"line","outputColumn":"w"}}]}"#;
+        let snake =
+            r#"{"name":"j","vertices":[{"id":"s","parallelism":2,"flat_map":{"column":"line","output_column":"w"}}]}"#;
+        let camel =
+            r#"{"name":"j","vertices":[{"id":"s","parallelism":2,"flatMap":{"column":"line","outputColumn":"w"}}]}"#;
         let a = parse_job_file(snake.as_bytes());
         let b = parse_job_file(camel.as_bytes());
         assert!(a.is_ok(), "{a:?}");

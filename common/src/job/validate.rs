@@ -26,8 +26,17 @@ use crate::proto::{
 };
 
 /// The operator names a vertex may carry, as written in job files.
-pub const OPERATOR_KINDS: &[&str] =
-    &["datagen", "file_source", "select", "filter", "flat_map", "aggregate", "file_sink", "print_sink", "blackhole_sink"];
+pub const OPERATOR_KINDS: &[&str] = &[
+    "datagen",
+    "file_source",
+    "select",
+    "filter",
+    "flat_map",
+    "aggregate",
+    "file_sink",
+    "print_sink",
+    "blackhole_sink",
+];
 /// The functions of the keyed running aggregate.
 pub const AGGREGATE_FUNCTIONS: &[&str] = &["count", "sum", "min", "max", "avg"];
 
@@ -148,7 +157,8 @@ fn normalize_config(mut config: JobConfig, problems: &mut Vec<String>) -> JobCon
     config.slot_wait_timeout_ms.get_or_insert(SLOT_WAIT_TIMEOUT_MS_DEFAULT);
     let buffer_timeout = *config.buffer_timeout_ms.get_or_insert(BUFFER_TIMEOUT_MS_DEFAULT);
     if buffer_timeout > BUFFER_TIMEOUT_MS_MAX {
-        problems.push(format!("config.buffer_timeout_ms must be at most {BUFFER_TIMEOUT_MS_MAX} (got {buffer_timeout})"));
+        problems
+            .push(format!("config.buffer_timeout_ms must be at most {BUFFER_TIMEOUT_MS_MAX} (got {buffer_timeout})"));
     }
     config
 }
@@ -288,7 +298,8 @@ fn infer_schemas(graph: &JobGraph, order: &[usize], problems: &mut Vec<String>) 
             None if is_source(operator) => Arc::new(Schema::empty()),
             None => continue, // the problem was reported, or an upstream vertex failed already
         };
-        let mut report = |problem: String| problems.push(format!("vertex '{}' ({}): {problem}", vertex.id, operator_kind(operator)));
+        let mut report =
+            |problem: String| problems.push(format!("vertex '{}' ({}): {problem}", vertex.id, operator_kind(operator)));
         let output = match operator {
             Operator::Datagen(datagen) => datagen_schema(datagen, &mut report),
             Operator::FileSource(source) => file_source_schema(source, &mut report),
@@ -411,16 +422,25 @@ fn datagen_schema(datagen: &proto::DatagenSource, report: &mut dyn FnMut(String)
             }
             Some(Generator::RandomFloat(g)) => {
                 if !(g.min <= g.max && g.min.is_finite() && g.max.is_finite()) {
-                    report(format!("column '{}': random_float needs finite min <= max (got {}, {})", column.name, g.min, g.max));
+                    report(format!(
+                        "column '{}': random_float needs finite min <= max (got {}, {})",
+                        column.name, g.min, g.max
+                    ));
                 }
                 ArrowType::Float64
             }
             Some(Generator::Words(g)) => {
                 if g.min_words > g.max_words && g.max_words != 0 {
-                    report(format!("column '{}': words min_words {} > max_words {}", column.name, g.min_words, g.max_words));
+                    report(format!(
+                        "column '{}': words min_words {} > max_words {}",
+                        column.name, g.min_words, g.max_words
+                    ));
                 }
                 if g.vocabulary.iter().any(|w| w.is_empty() || w.contains(char::is_whitespace)) {
-                    report(format!("column '{}': vocabulary words must be non-empty and contain no whitespace", column.name));
+                    report(format!(
+                        "column '{}': vocabulary words must be non-empty and contain no whitespace",
+                        column.name
+                    ));
                 }
                 ArrowType::Utf8
             }
@@ -525,7 +545,12 @@ fn filter_schema(
 fn flat_map_schema(flat_map: &proto::FlatMap, input: &SchemaRef, report: &mut dyn FnMut(String)) -> Option<SchemaRef> {
     let Ok(field) = input.field_with_name(&flat_map.column) else {
         let names: Vec<&str> = input.fields().iter().map(|f| f.name().as_str()).collect();
-        report(format!("unknown column '{}'{}; the input has: {}", flat_map.column, hint(&flat_map.column, &names), names.join(", ")));
+        report(format!(
+            "unknown column '{}'{}; the input has: {}",
+            flat_map.column,
+            hint(&flat_map.column, &names),
+            names.join(", ")
+        ));
         return None;
     };
     if !matches!(field.data_type(), ArrowType::Utf8 | ArrowType::LargeUtf8 | ArrowType::Utf8View) {
@@ -565,7 +590,9 @@ fn aggregate_schema(
         match input.field_with_name(key) {
             Ok(field) if is_hashable_key_type(field.data_type()) => fields.push(field.clone()),
             Ok(field) => report(format!("key column '{key}' has type {}, which cannot be a key", field.data_type())),
-            Err(_) => report(format!("unknown key column '{key}'{}; the input has: {}", hint(key, &names), names.join(", "))),
+            Err(_) => {
+                report(format!("unknown key column '{key}'{}; the input has: {}", hint(key, &names), names.join(", ")))
+            }
         }
     }
     for edge in in_edges {
@@ -710,9 +737,8 @@ mod tests {
 
     #[test]
     fn expression_and_type_problems_name_the_vertex() {
-        let bad = WORD_COUNT
-            .replace("lower(word)", "lower(wrd)")
-            .replace(r#""function": "count""#, r#""function": "cnt""#);
+        let bad =
+            WORD_COUNT.replace("lower(word)", "lower(wrd)").replace(r#""function": "count""#, r#""function": "cnt""#);
         let found = problems_of(&bad);
         assert!(found.iter().any(|p| p.starts_with("vertex 'lower' (select)") && p.contains("wrd")), "{found:?}");
         assert!(found.iter().any(|p| p.contains("vertex 'count'") && p.contains("did you mean 'count'")), "{found:?}");

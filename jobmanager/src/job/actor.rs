@@ -238,7 +238,8 @@ impl JobActor {
             .iter()
             .map(|p| {
                 let key = TaskKey { chain: ChainIndex(p.chain), subtask: SubtaskIndex(p.subtask) };
-                let entry = TaskEntry { task_manager: TaskManagerId(p.task_manager_id.clone()), state: TaskState::Deploying };
+                let entry =
+                    TaskEntry { task_manager: TaskManagerId(p.task_manager_id.clone()), state: TaskState::Deploying };
                 (key, entry)
             })
             .collect();
@@ -271,7 +272,11 @@ impl JobActor {
     }
 
     /// One request per TaskManager involved, each carrying the whole execution graph.
-    fn deploy_requests(&self, execution_id: ExecutionId, placements: &[SubtaskPlacement]) -> Vec<(HeldSlot, DeployTasksRequest)> {
+    fn deploy_requests(
+        &self,
+        execution_id: ExecutionId,
+        placements: &[SubtaskPlacement],
+    ) -> Vec<(HeldSlot, DeployTasksRequest)> {
         let job = &self.shared.job;
         let mut distinct: Vec<HeldSlot> = Vec::new();
         for slot in &self.slots {
@@ -281,7 +286,10 @@ impl JobActor {
         }
         let task_managers: Vec<TaskManagerAddress> = distinct
             .iter()
-            .map(|s| TaskManagerAddress { task_manager_id: s.task_manager.0.clone(), data_address: s.data_address.clone() })
+            .map(|s| TaskManagerAddress {
+                task_manager_id: s.task_manager.0.clone(),
+                data_address: s.data_address.clone(),
+            })
             .collect();
         distinct
             .into_iter()
@@ -487,6 +495,9 @@ impl JobActor {
 
     async fn finish(&mut self) {
         let job_id = self.shared.job_id.clone();
+        // Ends the deployment on every TaskManager: for a FINISHED job this releases its network channels
+        // (every consumer has received everything), for the others it repeats the cancel.
+        self.send_cancels().await;
         self.ctx.cluster.release(&job_id);
         let metrics: Vec<_> = self.shared.live().metrics.values().cloned().collect();
         match serde_json::to_string(&metrics) {

@@ -24,8 +24,12 @@ pub async fn close_unfinished_jobs(store: &Store) -> Result<Vec<(JobId, String)>
             Err(unknown) => format!("{unknown}; the job cannot be resumed"),
         };
         let now = now_ms();
-        let update =
-            StatusUpdate { status: JobStatus::Failed, at_ms: now, end_time_ms: Some(now), failure_cause: Some(cause.clone()) };
+        let update = StatusUpdate {
+            status: JobStatus::Failed,
+            at_ms: now,
+            end_time_ms: Some(now),
+            failure_cause: Some(cause.clone()),
+        };
         store.update_status(&job_id, &update).await?;
         tracing::warn!(job_id = %job_id, from = %status_text, to = "FAILED", %cause, "closed a job of an earlier JobManager");
         closed.push((job_id, cause));

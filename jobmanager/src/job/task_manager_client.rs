@@ -54,13 +54,19 @@ async fn connect(address: &str) -> Result<TaskManagerServiceClient<Channel>, Tas
         .map_err(|e| TaskManagerCallError::Address { address: address.to_string(), message: e.to_string() })?
         .connect_timeout(TASK_MANAGER_CONNECT_TIMEOUT)
         .timeout(TASK_MANAGER_REQUEST_TIMEOUT);
-    let channel =
-        endpoint.connect().await.map_err(|source| TaskManagerCallError::Connect { address: address.to_string(), source })?;
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|source| TaskManagerCallError::Connect { address: address.to_string(), source })?;
     Ok(TaskManagerServiceClient::new(channel))
 }
 
 fn status_error(address: &str, status: tonic::Status) -> TaskManagerCallError {
-    TaskManagerCallError::Status { address: address.to_string(), code: status.code(), message: status.message().to_string() }
+    TaskManagerCallError::Status {
+        address: address.to_string(),
+        code: status.code(),
+        message: status.message().to_string(),
+    }
 }
 
 /// Deploys the tasks of `request` placed on the TaskManager at `address`.

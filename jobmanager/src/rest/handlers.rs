@@ -64,7 +64,8 @@ pub(super) async fn submit_job(State(ctx): Ctx, request: Request) -> Result<Resp
 
 async fn job_file_from_multipart(request: Request) -> Result<Vec<u8>, ApiError> {
     let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, message);
-    let mut multipart = Multipart::from_request(request, &()).await.map_err(|e| bad(format!("bad multipart body: {e}")))?;
+    let mut multipart =
+        Multipart::from_request(request, &()).await.map_err(|e| bad(format!("bad multipart body: {e}")))?;
     while let Some(field) = multipart.next_field().await.map_err(|e| bad(format!("bad multipart body: {e}")))? {
         if field.name() == Some(JOB_FILE_FIELD) {
             let bytes = field.bytes().await.map_err(|e| bad(format!("cannot read the field {JOB_FILE_FIELD}: {e}")))?;

@@ -131,7 +131,9 @@ impl JobFacts {
         }
         for metrics in &self.metrics {
             let Some(task) = metrics.task.as_ref() else { continue };
-            let view = views.entry((task.chain, task.subtask)).or_insert_with(|| TaskView::new(task.chain, task.subtask, chains));
+            let view = views
+                .entry((task.chain, task.subtask))
+                .or_insert_with(|| TaskView::new(task.chain, task.subtask, chains));
             view.vertices = metrics
                 .vertices
                 .iter()

@@ -246,9 +246,10 @@ impl Store {
 
     /// Every job whose stored status is not terminal (including unknown text), with that text.
     pub async fn unfinished_jobs(&self) -> Result<Vec<(JobId, String)>, StoreError> {
-        let rows = sqlx::query("SELECT job_id, status FROM jobs WHERE status NOT IN ('FINISHED', 'FAILED', 'CANCELED')")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT job_id, status FROM jobs WHERE status NOT IN ('FINISHED', 'FAILED', 'CANCELED')")
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(|row| Ok((JobId(row.try_get(0)?), row.try_get(1)?))).collect()
     }
 
@@ -325,8 +326,12 @@ mod tests {
         assert_eq!(store.request_cancel(&JobId("missing".into())).await.ok(), Some(false));
         assert_eq!(store.desired_status(&id).await.ok().flatten().as_deref(), Some("CANCELED"));
 
-        let failed =
-            StatusUpdate { status: JobStatus::Failed, at_ms: 20, end_time_ms: Some(20), failure_cause: Some("boom".into()) };
+        let failed = StatusUpdate {
+            status: JobStatus::Failed,
+            at_ms: 20,
+            end_time_ms: Some(20),
+            failure_cause: Some("boom".into()),
+        };
         assert!(store.update_status(&id, &failed).await.is_ok());
         let record = store.job(&id).await.ok().flatten();
         let Some(record) = record else { panic!("job a not found") };

@@ -57,7 +57,9 @@ pub(crate) fn encode_batch(batch: &RecordBatch) -> Result<Bytes, ArrowError> {
 pub(crate) fn decode_batch(ipc: Bytes) -> Result<RecordBatch, ArrowError> {
     let mut buffer = Buffer::from(ipc);
     let mut decoder = StreamDecoder::new();
-    let batch = decoder.decode(&mut buffer)?.ok_or_else(|| ArrowError::IpcError("the IPC stream holds no record batch".into()))?;
+    let batch = decoder
+        .decode(&mut buffer)?
+        .ok_or_else(|| ArrowError::IpcError("the IPC stream holds no record batch".into()))?;
     if decoder.decode(&mut buffer)?.is_some() {
         return Err(ArrowError::IpcError("the IPC stream holds more than one record batch".into()));
     }
@@ -140,7 +142,10 @@ mod tests {
     use super::*;
 
     fn batch(rows: i64) -> RecordBatch {
-        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new("name", DataType::Utf8, true)]));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+        ]));
         let ids = Int64Array::from_iter_values(0..rows);
         let names = StringArray::from_iter_values((0..rows).map(|i| format!("name-{i}")));
         RecordBatch::try_new(schema, vec![Arc::new(ids), Arc::new(names)]).expect("valid batch")
@@ -196,7 +201,10 @@ mod tests {
     fn local_buffers_fit_the_buffer_size_and_a_single_oversized_row_travels_alone() {
         let buffers = split_local(batch(10_000), 4096);
         assert!(buffers.iter().all(|b| b.bytes <= 4096), "{:?}", buffers.iter().map(|b| b.bytes).collect::<Vec<_>>());
-        assert_eq!(buffers.iter().map(|b| if let Payload::Batch(b) = &b.payload { b.num_rows() } else { 0 }).sum::<usize>(), 10_000);
+        assert_eq!(
+            buffers.iter().map(|b| if let Payload::Batch(b) = &b.payload { b.num_rows() } else { 0 }).sum::<usize>(),
+            10_000
+        );
         let one_row = split_local(batch(1), 1);
         assert_eq!(one_row.len(), 1);
     }

@@ -13,6 +13,11 @@
 //! Who moves buffers out depends on the [`Transport`]: the connection's writer task for a remote receiver,
 //! or [`SenderChannel::pump`] itself, synchronously into the receiving gate, for a receiver in this process.
 //!
+//! A remote channel is bound to a connection either when its partition is created (the side that dials
+//! passes the connection it dialed) or by the first credit, which can only come over the connection to the
+//! receiver. So a producer on the TaskManager that does not dial never waits for a connection: it queues,
+//! may finish, and its queue drains once the consumer's TaskManager connects and grants credit.
+//!
 //! Lock order: a sender's lock may be held while taking a gate's lock (local delivery), never the reverse.
 //! Credits a gate grants in response are therefore returned as [`Announcement`]s and delivered by
 //! [`announce`] after every lock is released.
@@ -42,6 +47,15 @@ pub(crate) enum Event {
 pub(crate) enum Outgoing {
     Data(DataBuffer),
     Event(Event),
+}
+
+/// Where a result partition says a subpartition's receiver runs.
+pub(crate) enum ReceiverSide {
+    /// In this process: a gate here connects itself with [`SenderChannel::connect_local`].
+    Local,
+    /// On TaskManager `peer_id`, through `connection` if it is known already; otherwise the channel is bound
+    /// to the connection that brings its first credit.
+    Remote { peer_id: String, connection: Option<Arc<Connection>> },
 }
 
 /// How a channel's buffers reach its receiver.
@@ -84,6 +98,9 @@ struct SenderState {
     /// The receiver has announced credits at least once.
     credit_received: bool,
     transport: Option<Transport>,
+    /// The receiver's TaskManager, once a partition attached with a remote receiver: credits from another
+    /// TaskManager are refused.
+    remote_peer: Option<String>,
     /// A result partition owns this channel (a second one is refused).
     attached: bool,
     failure: Option<Failure>,
@@ -130,6 +147,7 @@ impl SenderChannel {
                 credits: 0,
                 credit_received: false,
                 transport: None,
+                remote_peer: None,
                 attached: false,
                 failure: None,
                 remote_bytes_out: None,
@@ -138,9 +156,11 @@ impl SenderChannel {
         })
     }
 
-    /// Makes a result partition the owner; `transport` is the connection for a remote receiver (a local
-    /// receiver's gate sets its own transport with [`Self::connect_local`]).
-    pub(crate) fn attach(&self, transport: Option<Transport>, remote_bytes_out: Arc<AtomicU64>) -> Result<(), NetworkError> {
+    /// Makes a result partition the owner, with its receiver on `receiver`'s side.
+    ///
+    /// Credits may have arrived before (they bound the channel to their connection); they must then come
+    /// from the receiver's TaskManager.
+    pub(crate) fn attach(&self, receiver: ReceiverSide, remote_bytes_out: Arc<AtomicU64>) -> Result<(), NetworkError> {
         let mut state = lock(&self.state);
         if let Some(failure) = &state.failure {
             return Err(failure.to_error());
@@ -148,11 +168,35 @@ impl SenderChannel {
         if state.attached {
             return Err(NetworkError::ChannelInUse { key: self.key });
         }
+        match receiver {
+            ReceiverSide::Local => {
+                if let Some(Transport::Remote(connection)) = &state.transport {
+                    let reason = format!(
+                        "TaskManager {} granted credits for a channel whose receiver is local",
+                        connection.peer_id
+                    );
+                    return Err(NetworkError::Protocol { key: self.key, reason });
+                }
+            }
+            ReceiverSide::Remote { peer_id, connection } => {
+                match &state.transport {
+                    Some(Transport::Local { .. }) => return Err(NetworkError::ChannelInUse { key: self.key }),
+                    Some(Transport::Remote(existing)) if existing.peer_id != peer_id => {
+                        let reason = format!(
+                            "TaskManager {} granted credits for a channel received by {peer_id}",
+                            existing.peer_id
+                        );
+                        return Err(NetworkError::Protocol { key: self.key, reason });
+                    }
+                    // Bound by an early credit: keep the connection the receiver uses.
+                    Some(Transport::Remote(_)) => {}
+                    None => state.transport = connection.map(Transport::Remote),
+                }
+                state.remote_peer = Some(peer_id);
+            }
+        }
         state.attached = true;
         state.remote_bytes_out = Some(remote_bytes_out);
-        if let Some(transport) = transport {
-            state.transport = Some(transport);
-        }
         Ok(())
     }
 
@@ -178,7 +222,9 @@ impl SenderChannel {
         if let Some(failure) = &state.failure {
             return Err(failure.to_error());
         }
-        if let (Outgoing::Event(Event::Watermark(new)), Some(Outgoing::Event(Event::Watermark(queued)))) = (&item, state.queue.back_mut()) {
+        if let (Outgoing::Event(Event::Watermark(new)), Some(Outgoing::Event(Event::Watermark(queued)))) =
+            (&item, state.queue.back_mut())
+        {
             *queued = *new;
             return Ok(None);
         }
@@ -189,7 +235,12 @@ impl SenderChannel {
             state.data_queued += 1;
         }
         state.queue.push_back(item);
-        debug_assert!(state.queue.len() <= capacity, "output queue of {} holds {} > {capacity}", self.key, state.queue.len());
+        debug_assert!(
+            state.queue.len() <= capacity,
+            "output queue of {} holds {} > {capacity}",
+            self.key,
+            state.queue.len()
+        );
         Ok(None)
     }
 
@@ -198,19 +249,37 @@ impl SenderChannel {
         self.space.notified().await;
     }
 
-    /// Adds credits announced by the receiver. A peer connection passes itself, so credits from a TaskManager
-    /// that is not this channel's receiver are refused.
-    pub(crate) fn add_credits(&self, credits: u32, from: Option<&Connection>) -> Result<(), String> {
+    /// Adds credits announced by the receiver. A peer connection passes itself: credits from a TaskManager
+    /// that is not this channel's receiver are refused, and the first credit binds an unbound remote
+    /// channel to the connection it came on.
+    pub(crate) fn add_credits(&self, credits: u32, from: Option<&Arc<Connection>>) -> Result<(), String> {
         let mut state = lock(&self.state);
-        match (&state.transport, from) {
-            (Some(Transport::Local { .. }), Some(_)) => return Err(format!("credit from a peer for local channel {}", self.key)),
-            (Some(Transport::Remote(expected)), Some(actual)) if expected.peer_id != actual.peer_id => {
-                return Err(format!("credit for channel {} from {} instead of {}", self.key, actual.peer_id, expected.peer_id));
+        if let Some(actual) = from {
+            match &state.transport {
+                Some(Transport::Local { .. }) => {
+                    return Err(format!("credit from {} for local channel {}", actual.peer_id, self.key))
+                }
+                Some(Transport::Remote(expected)) if expected.peer_id != actual.peer_id => {
+                    return Err(format!(
+                        "credit for channel {} from {} instead of {}",
+                        self.key, actual.peer_id, expected.peer_id
+                    ));
+                }
+                Some(Transport::Remote(_)) => {}
+                None => {
+                    if let Some(expected) = state.remote_peer.as_ref().filter(|expected| **expected != actual.peer_id) {
+                        return Err(format!(
+                            "credit for channel {} from {} instead of {expected}",
+                            self.key, actual.peer_id
+                        ));
+                    }
+                    state.transport = Some(Transport::Remote(actual.clone()));
+                }
             }
-            _ => {}
         }
         state.credit_received = true;
-        state.credits = state.credits.checked_add(credits).ok_or_else(|| format!("credit overflow on channel {}", self.key))?;
+        state.credits =
+            state.credits.checked_add(credits).ok_or_else(|| format!("credit overflow on channel {}", self.key))?;
         Ok(())
     }
 
@@ -222,6 +291,9 @@ impl SenderChannel {
         }
         state.queue.clear();
         state.data_queued = 0;
+        // A failed channel sends nothing more: drop the transport, which also breaks the reference cycle
+        // sender → gate → sender of a local channel.
+        state.transport = None;
         drop(state);
         self.space.notify_one();
     }
@@ -237,7 +309,9 @@ impl SenderChannel {
         let mut state = lock(&self.state);
         let mut items = Vec::new();
         while items.len() < max {
-            let Some(item) = state.pop_sendable() else { break };
+            let Some(item) = state.pop_sendable() else {
+                break;
+            };
             items.push(item);
         }
         let counter = state.remote_bytes_out.clone();

@@ -131,7 +131,7 @@ pub(crate) fn spawn(env: &Arc<Shared>, id: u64, peer_id: String, framed: FramedS
 }
 
 /// Routes incoming frames until the peer closes or misbehaves; returns why it stopped.
-async fn read_loop(env: &Shared, connection: &Connection, mut stream: SplitStream<FramedStream>) -> String {
+async fn read_loop(env: &Shared, connection: &Arc<Connection>, mut stream: SplitStream<FramedStream>) -> String {
     loop {
         match stream.next().await {
             None => return "the peer closed the connection".to_string(),
@@ -150,7 +150,11 @@ async fn read_loop(env: &Shared, connection: &Connection, mut stream: SplitStrea
 }
 
 /// Writes credits and scheduled buffers, turn by turn, until an error (the caller stops it on close).
-async fn write_loop(env: &Shared, connection: &Connection, mut sink: SplitSink<FramedStream, Frame>) -> Result<(), FrameError> {
+async fn write_loop(
+    env: &Shared,
+    connection: &Connection,
+    mut sink: SplitSink<FramedStream, Frame>,
+) -> Result<(), FrameError> {
     loop {
         connection.wake.notified().await;
         // Drain everything that is ready, then flush once; ends when a turn finds nothing new.
@@ -202,8 +206,17 @@ fn to_frame(channel: ChannelKey, item: Outgoing, backlog: u32) -> Frame {
 }
 
 /// Dials `peer`, retrying refused connections until `deadline`, and performs the dialer's handshake.
-pub(crate) async fn dial(local_id: &str, peer: &PeerAddress, max_frame_bytes: usize, deadline: Instant) -> Result<FramedStream, NetworkError> {
-    let connect_error = |reason: String| NetworkError::Connect { peer: peer.task_manager_id.clone(), address: peer.data_address.clone(), reason };
+pub(crate) async fn dial(
+    local_id: &str,
+    peer: &PeerAddress,
+    max_frame_bytes: usize,
+    deadline: Instant,
+) -> Result<FramedStream, NetworkError> {
+    let connect_error = |reason: String| NetworkError::Connect {
+        peer: peer.task_manager_id.clone(),
+        address: peer.data_address.clone(),
+        reason,
+    };
     let mut delay = DIAL_RETRY_DELAY_MIN;
     // Ends at `deadline`: every iteration either connects, fails, or sleeps towards the deadline.
     let stream = loop {
@@ -250,7 +263,12 @@ pub(crate) async fn dial(local_id: &str, peer: &PeerAddress, max_frame_bytes: us
 
 /// The acceptor's handshake: checks the dialer's hello and answers it. Returns the peer's id, or why the
 /// connection is refused.
-pub(crate) async fn accept(stream: TcpStream, local_id: &str, max_frame_bytes: usize, deadline: Instant) -> Result<(String, FramedStream), String> {
+pub(crate) async fn accept(
+    stream: TcpStream,
+    local_id: &str,
+    max_frame_bytes: usize,
+    deadline: Instant,
+) -> Result<(String, FramedStream), String> {
     stream.set_nodelay(true).map_err(|e| format!("cannot set TCP_NODELAY: {e}"))?;
     let mut framed = Framed::new(stream, FrameCodec::new(MAX_HELLO_FRAME_BYTES));
     let peer_id = match tokio::time::timeout_at(deadline, framed.next()).await {

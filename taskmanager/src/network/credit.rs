@@ -230,7 +230,11 @@ impl CreditLedger {
         #[cfg(debug_assertions)]
         {
             let held: u32 = self.channels.iter().map(|c| c.floating_held).sum();
-            assert_eq!(held + self.floating_available, self.floating_total, "floating credits leaked or were duplicated");
+            assert_eq!(
+                held + self.floating_available,
+                self.floating_total,
+                "floating credits leaked or were duplicated"
+            );
             assert!(
                 self.slots_in_use() <= self.slots_max(),
                 "{} slots in use exceed the bound of {}",
@@ -274,7 +278,7 @@ mod tests {
             state ^= state >> 7;
             state ^= state << 17;
             let channel = (state % channels as u64) as usize;
-            if state % 3 == 0 && sender_credits[channel] > 0 && sender_queue[channel] > 0 {
+            if state.is_multiple_of(3) && sender_credits[channel] > 0 && sender_queue[channel] > 0 {
                 sender_credits[channel] -= 1;
                 sender_queue[channel] -= 1;
                 received.push_back(channel);
@@ -288,7 +292,11 @@ mod tests {
             }
             assert!(ledger.slots_in_use() <= ledger.slots_max());
         }
-        assert_eq!(ledger.floating_available() as usize + ledger.channels.iter().map(|c| c.floating_held as usize).sum::<usize>(), 3);
+        assert_eq!(
+            ledger.floating_available() as usize
+                + ledger.channels.iter().map(|c| c.floating_held as usize).sum::<usize>(),
+            3
+        );
     }
 
     #[test]
@@ -300,7 +308,10 @@ mod tests {
         assert_eq!(ledger.on_end_of_partition(0), vec![]);
         assert_eq!(ledger.floating_available(), 2, "the two announced floating credits will never be used");
         assert_eq!(ledger.on_buffer_consumed(0), vec![], "an ended channel announces nothing");
-        assert_eq!(ledger.on_buffer_received(0, 0), Err(CreditViolation { channel: 0, reason: "data after end-of-partition" }));
+        assert_eq!(
+            ledger.on_buffer_received(0, 0),
+            Err(CreditViolation { channel: 0, reason: "data after end-of-partition" })
+        );
     }
 
     #[test]

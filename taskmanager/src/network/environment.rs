@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::buffer::{DataBuffer, Payload};
-use super::channel::{announce, CreditTarget, Event, SenderChannel, Transport};
+use super::channel::{announce, CreditTarget, Event, ReceiverSide, SenderChannel};
 use super::connection::{self, Connection, FramedStream};
 use super::error::Failure;
 use super::frame::Frame;
@@ -90,7 +90,9 @@ impl Registry {
             return Ok(sender.clone());
         }
         if self.senders.len() >= MAX_SENDER_CHANNELS {
-            return Err(NetworkError::InvalidConfig(format!("more than {MAX_SENDER_CHANNELS} output channels on one TaskManager")));
+            return Err(NetworkError::InvalidConfig(format!(
+                "more than {MAX_SENDER_CHANNELS} output channels on one TaskManager"
+            )));
         }
         let sender = SenderChannel::new(key);
         self.senders.insert(key, sender.clone());
@@ -137,8 +139,15 @@ impl Shared {
     fn peer_slot(&self, peer_id: &str) -> Arc<PeerSlot> {
         lock(&self.peers)
             .entry(peer_id.to_string())
-            .or_insert_with(|| Arc::new(PeerSlot { current: watch::Sender::new(None), dial_lock: tokio::sync::Mutex::new(()) }))
+            .or_insert_with(|| {
+                Arc::new(PeerSlot { current: watch::Sender::new(None), dial_lock: tokio::sync::Mutex::new(()) })
+            })
             .clone()
+    }
+
+    /// Whether this TaskManager is the one that dials `peer_id` (its id sorts first).
+    fn dials(&self, peer_id: &str) -> bool {
+        self.local_id.as_str() < peer_id
     }
 
     /// The connection to `peer`: dialed if our id sorts first, otherwise awaited (bounded).
@@ -148,7 +157,7 @@ impl Shared {
             return Ok(connection);
         }
         let deadline = Instant::now() + self.config.connect_timeout;
-        if self.local_id < peer.task_manager_id {
+        if self.dials(&peer.task_manager_id) {
             let _dialing = slot.dial_lock.lock().await;
             if let Some(connection) = slot.alive() {
                 return Ok(connection);
@@ -157,8 +166,10 @@ impl Shared {
             return Ok(self.install(&peer.task_manager_id, framed));
         }
         let mut receiver = slot.current.subscribe();
-        let waited = tokio::time::timeout_at(deadline, receiver.wait_for(|c| c.as_ref().is_some_and(|c| c.is_alive()))).await;
-        let timeout = || NetworkError::PeerTimeout { peer: peer.task_manager_id.clone(), waited: self.config.connect_timeout };
+        let waited =
+            tokio::time::timeout_at(deadline, receiver.wait_for(|c| c.as_ref().is_some_and(|c| c.is_alive()))).await;
+        let timeout =
+            || NetworkError::PeerTimeout { peer: peer.task_manager_id.clone(), waited: self.config.connect_timeout };
         match waited {
             Ok(Ok(current)) => current.clone().ok_or_else(timeout),
             // The sender lives in the slot we hold, so the channel cannot close; treat it like a timeout.
@@ -201,18 +212,22 @@ impl Shared {
         let failure = Failure::ConnectionLost { peer: connection.peer_id.clone(), reason: reason.to_string() };
         let (senders, gates): (Vec<_>, Vec<_>) = {
             let registry = lock(&self.registry);
-            (registry.senders.values().cloned().collect(), registry.receivers.values().map(|(gate, _)| gate.clone()).collect())
+            (
+                registry.senders.values().cloned().collect(),
+                registry.receivers.values().map(|(gate, _)| gate.clone()).collect(),
+            )
         };
         for sender in senders.iter().filter(|s| s.uses_connection(connection.id)) {
             sender.fail(failure.clone());
         }
-        for gate in gates.iter().filter(|g| g.uses_connection(connection.id)) {
+        // A gate whose channels on this connection all delivered end-of-partition lost nothing: it goes on.
+        for gate in gates.iter().filter(|g| g.waits_on_connection(connection.id)) {
             gate.fail(failure.clone());
         }
     }
 
     /// Routes one frame from `connection`'s reader. An `Err` is a protocol violation and closes it.
-    pub(crate) fn handle_frame(&self, connection: &Connection, frame: Frame) -> Result<(), String> {
+    pub(crate) fn handle_frame(&self, connection: &Arc<Connection>, frame: Frame) -> Result<(), String> {
         let (key, item, backlog, bytes) = match frame {
             Frame::Hello { .. } => return Err("unexpected hello after the handshake".to_string()),
             Frame::Credit { channel, credits } => return self.on_credit(connection, channel, credits),
@@ -220,8 +235,12 @@ impl Shared {
                 let bytes = ipc.len();
                 (channel, Incoming::Data(DataBuffer { bytes, payload: Payload::Ipc(ipc) }), backlog, bytes as u64)
             }
-            Frame::Barrier { channel, checkpoint_id } => (channel, Incoming::Event(Event::Barrier(checkpoint_id)), 0, 0),
-            Frame::Watermark { channel, timestamp_ms } => (channel, Incoming::Event(Event::Watermark(timestamp_ms)), 0, 0),
+            Frame::Barrier { channel, checkpoint_id } => {
+                (channel, Incoming::Event(Event::Barrier(checkpoint_id)), 0, 0)
+            }
+            Frame::Watermark { channel, timestamp_ms } => {
+                (channel, Incoming::Event(Event::Watermark(timestamp_ms)), 0, 0)
+            }
             Frame::EndOfPartition { channel } => (channel, Incoming::Event(Event::EndOfPartition), 0, 0),
         };
         self.counters.remote_bytes_in.fetch_add(bytes, Ordering::Relaxed);
@@ -244,7 +263,7 @@ impl Shared {
         Ok(())
     }
 
-    fn on_credit(&self, connection: &Connection, key: ChannelKey, credits: u32) -> Result<(), String> {
+    fn on_credit(&self, connection: &Arc<Connection>, key: ChannelKey, credits: u32) -> Result<(), String> {
         let sender = match lock(&self.registry).sender(key) {
             Ok(sender) => sender,
             Err(e) => {
@@ -278,7 +297,11 @@ pub struct NetworkEnvironment {
 
 impl NetworkEnvironment {
     /// Binds the data port (port 0 picks a free one) and spawns the accept loop.
-    pub async fn start(bind: &str, local_task_manager_id: String, config: NetworkConfig) -> Result<Arc<Self>, NetworkError> {
+    pub async fn start(
+        bind: &str,
+        local_task_manager_id: String,
+        config: NetworkConfig,
+    ) -> Result<Arc<Self>, NetworkError> {
         config.validate()?;
         if local_task_manager_id.is_empty() || local_task_manager_id.len() > super::frame::MAX_TASK_MANAGER_ID_BYTES {
             return Err(NetworkError::InvalidConfig(format!(
@@ -287,8 +310,10 @@ impl NetworkEnvironment {
                 local_task_manager_id.len()
             )));
         }
-        let listener = TcpListener::bind(bind).await.map_err(|source| NetworkError::Bind { address: bind.to_string(), source })?;
-        let local_addr = listener.local_addr().map_err(|source| NetworkError::Bind { address: bind.to_string(), source })?;
+        let listener =
+            TcpListener::bind(bind).await.map_err(|source| NetworkError::Bind { address: bind.to_string(), source })?;
+        let local_addr =
+            listener.local_addr().map_err(|source| NetworkError::Bind { address: bind.to_string(), source })?;
         let shared = Arc::new(Shared {
             local_id: local_task_manager_id,
             config,
@@ -321,7 +346,8 @@ impl NetworkEnvironment {
     /// its peer address (a channel from this TaskManager skips the socket). Waits (at most
     /// `connect_timeout`) for the connections it needs, then announces every channel's exclusive credits.
     pub async fn create_input_gate(&self, channels: Vec<(ChannelKey, PeerAddress)>) -> Result<InputGate, NetworkError> {
-        let peers: Vec<(ChannelKey, String)> = channels.iter().map(|(key, peer)| (*key, peer.task_manager_id.clone())).collect();
+        let peers: Vec<(ChannelKey, String)> =
+            channels.iter().map(|(key, peer)| (*key, peer.task_manager_id.clone())).collect();
         let gate = InputGate::new(self.shared.clone(), &peers);
         {
             let mut registry = lock(&self.shared.registry);
@@ -351,7 +377,9 @@ impl NetworkEnvironment {
     }
 
     /// The result partition of one subtask: `subpartitions[j]` is output channel `j`, received by the
-    /// TaskManager named in its peer address. Waits (at most `connect_timeout`) for the connections.
+    /// TaskManager named in its peer address. Dials (at most `connect_timeout`) the peers whose ids sort after
+    /// ours; never waits for a peer to dial us: such channels bind to the connection their first credit
+    /// arrives on, so the producer can run, and even finish, before its consumers are deployed.
     pub async fn create_result_partition(
         &self,
         subpartitions: Vec<(ChannelKey, PeerAddress)>,
@@ -361,9 +389,21 @@ impl NetworkEnvironment {
         let mut outputs = Vec::with_capacity(subpartitions.len());
         for (key, peer) in &subpartitions {
             let remote = peer.task_manager_id != self.shared.local_id;
-            let transport = if remote { Some(Transport::Remote(self.shared.connection_to(peer).await?)) } else { None };
+            let receiver = if !remote {
+                ReceiverSide::Local
+            } else if self.shared.dials(&peer.task_manager_id) {
+                // The peer waits for us to dial: the connection must exist for its gate to grant credit.
+                ReceiverSide::Remote {
+                    peer_id: peer.task_manager_id.clone(),
+                    connection: Some(self.shared.connection_to(peer).await?),
+                }
+            } else {
+                // The peer dials us when its gate needs the connection; the first credit binds the channel.
+                // Waiting here would make a producer depend on its consumer's deployment.
+                ReceiverSide::Remote { peer_id: peer.task_manager_id.clone(), connection: None }
+            };
             let sender = lock(&self.shared.registry).sender(*key)?;
-            sender.attach(transport, remote_bytes_out.clone())?;
+            sender.attach(receiver, remote_bytes_out.clone())?;
             // Credits may have arrived before this partition existed; nothing is queued yet, so there is
             // nothing to pump.
             outputs.push(Subpartition::new(sender, remote));
@@ -378,10 +418,13 @@ impl NetworkEnvironment {
         let (senders, gates) = {
             let mut registry = lock(&self.shared.registry);
             registry.remember_released(execution_id);
-            let sender_keys: Vec<ChannelKey> = registry.senders.keys().filter(|k| k.execution_id == execution_id).copied().collect();
+            let sender_keys: Vec<ChannelKey> =
+                registry.senders.keys().filter(|k| k.execution_id == execution_id).copied().collect();
             let senders: Vec<_> = sender_keys.iter().filter_map(|k| registry.senders.remove(k)).collect();
-            let receiver_keys: Vec<ChannelKey> = registry.receivers.keys().filter(|k| k.execution_id == execution_id).copied().collect();
-            let gates: Vec<_> = receiver_keys.iter().filter_map(|k| registry.receivers.remove(k)).map(|(gate, _)| gate).collect();
+            let receiver_keys: Vec<ChannelKey> =
+                registry.receivers.keys().filter(|k| k.execution_id == execution_id).copied().collect();
+            let gates: Vec<_> =
+                receiver_keys.iter().filter_map(|k| registry.receivers.remove(k)).map(|(gate, _)| gate).collect();
             (senders, gates)
         };
         tracing::debug!(execution_id, senders = senders.len(), receivers = gates.len(), "released execution");

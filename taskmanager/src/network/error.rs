@@ -33,7 +33,9 @@ pub enum NetworkError {
     ChannelInUse { key: ChannelKey },
     #[error("subpartition {index} does not exist: the partition has {count}")]
     NoSuchSubpartition { index: usize, count: usize },
-    #[error("channel {key}: a buffer of {bytes} bytes does not fit the maximum frame of {max} bytes (one row too large?)")]
+    #[error(
+        "channel {key}: a buffer of {bytes} bytes does not fit the maximum frame of {max} bytes (one row too large?)"
+    )]
     FrameTooLarge { key: ChannelKey, bytes: usize, max: usize },
     #[error("channel {key}: protocol violation: {reason}")]
     Protocol { key: ChannelKey, reason: String },

@@ -200,8 +200,12 @@ pub fn decode_frame(src: &mut BytesMut, max_frame_bytes: usize) -> Result<Option
 pub fn decode_frame_body(mut body: Bytes) -> Result<Frame, FrameError> {
     need(&body, "frame header", HEADER_BYTES)?;
     let kind = body.get_u8();
-    let channel =
-        ChannelKey { execution_id: body.get_u64(), edge: body.get_u32(), from_subtask: body.get_u32(), to_subtask: body.get_u32() };
+    let channel = ChannelKey {
+        execution_id: body.get_u64(),
+        edge: body.get_u32(),
+        from_subtask: body.get_u32(),
+        to_subtask: body.get_u32(),
+    };
     let name = kind_name(kind);
     let frame = match kind {
         KIND_HELLO => return decode_hello(body),
@@ -242,14 +246,17 @@ fn decode_hello(mut body: Bytes) -> Result<Frame, FrameError> {
     let version = body.get_u16();
     let id_len = body.get_u16() as usize;
     if id_len == 0 || id_len > MAX_TASK_MANAGER_ID_BYTES {
-        return Err(FrameError::BadTaskManagerId(format!("length {id_len} is outside 1..={MAX_TASK_MANAGER_ID_BYTES}")));
+        return Err(FrameError::BadTaskManagerId(format!(
+            "length {id_len} is outside 1..={MAX_TASK_MANAGER_ID_BYTES}"
+        )));
     }
     need(&body, name, id_len)?;
     let id = body.split_to(id_len);
     if body.has_remaining() {
         return Err(FrameError::TrailingBytes { kind: name, extra: body.remaining() });
     }
-    let task_manager_id = String::from_utf8(id.to_vec()).map_err(|_| FrameError::BadTaskManagerId("not UTF-8".to_string()))?;
+    let task_manager_id =
+        String::from_utf8(id.to_vec()).map_err(|_| FrameError::BadTaskManagerId("not UTF-8".to_string()))?;
     Ok(Frame::Hello { version, task_manager_id })
 }
 
@@ -392,7 +399,11 @@ mod tests {
             };
             for cut in 0..minimum {
                 let result = decode_frame_body(body.slice(..cut));
-                assert!(matches!(result, Err(FrameError::Truncated { .. })), "{} cut at {cut}: {result:?}", frame.kind_name());
+                assert!(
+                    matches!(result, Err(FrameError::Truncated { .. })),
+                    "{} cut at {cut}: {result:?}",
+                    frame.kind_name()
+                );
             }
         }
     }

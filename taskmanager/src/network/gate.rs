@@ -102,10 +102,16 @@ impl GateShared {
             return Err(DeliverError::Closed);
         }
         let state = &mut *state;
-        let channel = state.channels.get_mut(index).ok_or_else(|| DeliverError::Violation(format!("no input channel {index}")))?;
+        let channel = state
+            .channels
+            .get_mut(index)
+            .ok_or_else(|| DeliverError::Violation(format!("no input channel {index}")))?;
         if let Some(peer) = from_peer {
             if peer != channel.peer_id {
-                return Err(DeliverError::Violation(format!("channel {} belongs to {}, not {peer}", channel.key, channel.peer_id)));
+                return Err(DeliverError::Violation(format!(
+                    "channel {} belongs to {}, not {peer}",
+                    channel.key, channel.peer_id
+                )));
             }
         }
         if channel.end_received {
@@ -113,21 +119,29 @@ impl GateShared {
         }
         let grants = match item {
             Incoming::Data(buffer) => {
-                let grants = state.ledger.on_buffer_received(index, backlog).map_err(|v| DeliverError::Violation(format!("channel {}: {}", channel.key, v.reason)))?;
+                let grants = state
+                    .ledger
+                    .on_buffer_received(index, backlog)
+                    .map_err(|v| DeliverError::Violation(format!("channel {}: {}", channel.key, v.reason)))?;
                 state.in_flight_bytes += buffer.bytes as u64;
                 state.remote_bytes_in += remote_bytes;
                 channel.queue.push_back(Incoming::Data(buffer));
                 state.ready.push_back(index);
                 grants
             }
-            Incoming::Event(Event::Watermark(timestamp)) if matches!(channel.queue.back(), Some(Incoming::Event(Event::Watermark(_)))) => {
+            Incoming::Event(Event::Watermark(timestamp))
+                if matches!(channel.queue.back(), Some(Incoming::Event(Event::Watermark(_)))) =>
+            {
                 channel.queue.pop_back();
                 channel.queue.push_back(Incoming::Event(Event::Watermark(timestamp)));
                 Vec::new()
             }
             Incoming::Event(event) => {
                 if channel.events_queued >= MAX_QUEUED_EVENTS_PER_CHANNEL {
-                    return Err(DeliverError::Violation(format!("channel {}: more than {MAX_QUEUED_EVENTS_PER_CHANNEL} events queued", channel.key)));
+                    return Err(DeliverError::Violation(format!(
+                        "channel {}: more than {MAX_QUEUED_EVENTS_PER_CHANNEL} events queued",
+                        channel.key
+                    )));
                 }
                 channel.events_queued += 1;
                 channel.queue.push_back(Incoming::Event(event));
@@ -155,12 +169,12 @@ impl GateShared {
         self.arrived.notify_one();
     }
 
-    /// Whether any input channel of this gate receives through the connection `connection_id`.
-    pub(crate) fn uses_connection(&self, connection_id: u64) -> bool {
-        lock(&self.state)
-            .channels
-            .iter()
-            .any(|c| matches!(&c.credit_target, Some(CreditTarget::Remote { connection, .. }) if connection.id == connection_id))
+    /// Whether an input channel of this gate still expects elements through the connection `connection_id`
+    /// (it has not received end-of-partition yet).
+    pub(crate) fn waits_on_connection(&self, connection_id: u64) -> bool {
+        lock(&self.state).channels.iter().any(|c| {
+            !c.end_received && matches!(&c.credit_target, Some(CreditTarget::Remote { connection, .. }) if connection.id == connection_id)
+        })
     }
 
     fn pop(&self) -> Popped {
@@ -191,7 +205,11 @@ impl GateShared {
         if state.closed || state.failure.is_some() {
             return Vec::new();
         }
-        assert!(state.in_flight_bytes >= bytes as u64, "releasing {bytes} bytes with only {} in flight", state.in_flight_bytes);
+        assert!(
+            state.in_flight_bytes >= bytes as u64,
+            "releasing {bytes} bytes with only {} in flight",
+            state.in_flight_bytes
+        );
         state.in_flight_bytes -= bytes as u64;
         let grants = state.ledger.on_buffer_consumed(index);
         to_announcements(&state.channels, grants)
@@ -287,7 +305,9 @@ impl InputGate {
                     self.to_release = Some((index, buffer.bytes));
                     let batch = match buffer.payload {
                         Payload::Batch(batch) => Ok(batch),
-                        Payload::Ipc(ipc) => decode_batch(ipc).map_err(|source| NetworkError::Decode { key: self.keys[index], source }),
+                        Payload::Ipc(ipc) => {
+                            decode_batch(ipc).map_err(|source| NetworkError::Decode { key: self.keys[index], source })
+                        }
                     };
                     return Some(batch.map(|batch| (index, StreamEvent::Batch(batch))));
                 }
@@ -347,7 +367,11 @@ impl Drop for InputGate {
             let mut state = lock(&self.shared.state);
             state.closed = true;
             state.ready.clear();
-            state.channels.iter_mut().for_each(|c| c.queue.clear());
+            // Dropping the credit targets breaks the reference cycle gate → sender → gate of local channels.
+            state.channels.iter_mut().for_each(|c| {
+                c.queue.clear();
+                c.credit_target = None;
+            });
             state.in_flight_bytes = 0;
         }
         self.env.unregister_gate(&self.keys, &self.shared);

@@ -103,7 +103,11 @@ impl NetworkConfig {
             problems.push("output_queue_buffers must be at least 1".to_string());
         }
         if self.max_frame_bytes < MAX_FRAME_BYTES_MIN || self.max_frame_bytes > u32::MAX as usize {
-            problems.push(format!("max_frame_bytes must be within {MAX_FRAME_BYTES_MIN}..={}, got {}", u32::MAX, self.max_frame_bytes));
+            problems.push(format!(
+                "max_frame_bytes must be within {MAX_FRAME_BYTES_MIN}..={}, got {}",
+                u32::MAX,
+                self.max_frame_bytes
+            ));
         }
         if self.buffer_size_bytes.saturating_add(frame::DATA_FRAME_OVERHEAD_BYTES) > self.max_frame_bytes {
             problems.push(format!(
@@ -136,7 +140,11 @@ pub struct ChannelKey {
 
 impl fmt::Display for ChannelKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "execution {} edge {} subtask {}→{}", self.execution_id, self.edge, self.from_subtask, self.to_subtask)
+        write!(
+            f,
+            "execution {} edge {} subtask {}→{}",
+            self.execution_id, self.edge, self.from_subtask, self.to_subtask
+        )
     }
 }
 

@@ -55,7 +55,12 @@ pub struct ResultPartition {
 }
 
 impl ResultPartition {
-    pub(crate) fn new(env: Arc<Shared>, subpartitions: Vec<Subpartition>, buffer_timeout: Duration, remote_bytes_out: Arc<AtomicU64>) -> Self {
+    pub(crate) fn new(
+        env: Arc<Shared>,
+        subpartitions: Vec<Subpartition>,
+        buffer_timeout: Duration,
+        remote_bytes_out: Arc<AtomicU64>,
+    ) -> Self {
         Self { env, subpartitions, buffer_timeout, backpressured: Duration::ZERO, bytes_out: 0, remote_bytes_out }
     }
 
@@ -70,7 +75,10 @@ impl ResultPartition {
     /// Not cancel-safe: dropping the future while it waits for queue space loses the buffers not yet queued.
     pub async fn send_batch(&mut self, subpartition: usize, batch: RecordBatch) -> Result<(), NetworkError> {
         let count = self.subpartitions.len();
-        let sub = self.subpartitions.get_mut(subpartition).ok_or(NetworkError::NoSuchSubpartition { index: subpartition, count })?;
+        let sub = self
+            .subpartitions
+            .get_mut(subpartition)
+            .ok_or(NetworkError::NoSuchSubpartition { index: subpartition, count })?;
         if batch.num_rows() == 0 {
             return Ok(());
         }
@@ -143,13 +151,19 @@ impl ResultPartition {
         let key = sub.channel.key;
         sub.deadline = None;
         sub.pending_bytes = 0;
-        let Some(batch) = concat(std::mem::take(&mut sub.pending)).map_err(|source| NetworkError::Arrow { key, source })? else {
+        let Some(batch) =
+            concat(std::mem::take(&mut sub.pending)).map_err(|source| NetworkError::Arrow { key, source })?
+        else {
             return Ok(());
         };
         let buffers = if sub.remote {
             let buffers = split_remote(batch, buffer_size).map_err(|source| NetworkError::Arrow { key, source })?;
             if let Some(big) = buffers.iter().find(|b| b.bytes + DATA_FRAME_OVERHEAD_BYTES > max_frame_bytes) {
-                return Err(NetworkError::FrameTooLarge { key, bytes: big.bytes + DATA_FRAME_OVERHEAD_BYTES, max: max_frame_bytes });
+                return Err(NetworkError::FrameTooLarge {
+                    key,
+                    bytes: big.bytes + DATA_FRAME_OVERHEAD_BYTES,
+                    max: max_frame_bytes,
+                });
             }
             buffers
         } else {

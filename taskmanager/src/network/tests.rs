@@ -1,1 +1,768 @@
-//! placeholder
+//! Tests of the data plane through its public API: real TCP on 127.0.0.1 (port 0), and two or more
+//! [`NetworkEnvironment`]s in one process standing in for TaskManagers ("tm-a" sorts first, so it dials).
+//!
+//! Method. Every wait is an await on the API or a poll of a condition with a deadline ([`eventually`]);
+//! `tokio::time::timeout` only bounds a test that would otherwise hang ([`WAIT`]). The one exception is a
+//! negative assertion ("this send stays pending"), which can only be observed by letting time pass: it waits
+//! [`PENDING_GRACE`], and the tests are written so that a slow machine makes them weaker, never flaky.
+//!
+//! Rows carry their own identity (`channel base + sequence number`), so a test checks the exact rows, in
+//! order, per channel, and that nothing arrives after end-of-partition.
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use datafusion::arrow::array::{Array, Int64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::codec::Framed;
+
+use super::frame::{encode_frame, Frame, FrameCodec, LENGTH_PREFIX_BYTES, PROTOCOL_MAGIC, PROTOCOL_VERSION};
+use super::{
+    ChannelKey, InputGate, NetworkConfig, NetworkEnvironment, NetworkError, PeerAddress, ResultPartition, StreamEvent,
+};
+
+/// Safety bound on anything a test awaits; reaching it is a failure (a hang), never a pass.
+const WAIT: Duration = Duration::from_secs(20);
+/// How long a future must stay pending to count as blocked. Only used where a slower machine can make the
+/// assertion weaker (fewer sends observed) but not wrong.
+const PENDING_GRACE: Duration = Duration::from_millis(300);
+/// Pause between two checks of a polled condition.
+const POLL_INTERVAL: Duration = Duration::from_millis(2);
+
+fn config() -> NetworkConfig {
+    NetworkConfig { connect_timeout: Duration::from_secs(10), ..NetworkConfig::default() }
+}
+
+async fn start(id: &str, config: NetworkConfig) -> Arc<NetworkEnvironment> {
+    NetworkEnvironment::start("127.0.0.1:0", id.to_string(), config)
+        .await
+        .expect("the environment starts on a free port")
+}
+
+fn peer(env: &NetworkEnvironment) -> PeerAddress {
+    PeerAddress { task_manager_id: env.local_task_manager_id().to_string(), data_address: env.local_addr().to_string() }
+}
+
+fn key(execution_id: u64, edge: u32, from_subtask: u32, to_subtask: u32) -> ChannelKey {
+    ChannelKey { execution_id, edge, from_subtask, to_subtask }
+}
+
+fn batch(values: Range<i64>) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![Field::new("value", DataType::Int64, false)]));
+    RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from_iter_values(values))]).expect("a valid batch")
+}
+
+fn values(batch: &RecordBatch) -> Vec<i64> {
+    let column = batch.column(0).as_any().downcast_ref::<Int64Array>().expect("an Int64 column");
+    assert_eq!(column.null_count(), 0);
+    column.values().to_vec()
+}
+
+/// The rows of batch `sequence` of a channel whose rows start at `base`.
+fn rows_of(base: i64, sequence: i64, rows_per_batch: i64) -> Range<i64> {
+    let start = base + sequence * rows_per_batch;
+    start..start + rows_per_batch
+}
+
+/// Polls `condition` until it holds; fails the test after [`WAIT`].
+async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// Reads `gate` until `next()` returns `None` and returns the rows per input channel. Checks that every
+/// channel ends exactly once, that nothing follows its end, and that `None` stays `None`.
+async fn drain(gate: &mut InputGate) -> Result<Vec<Vec<i64>>, NetworkError> {
+    let channels = gate.num_channels();
+    let mut rows = vec![Vec::new(); channels];
+    let mut ended = vec![false; channels];
+    let read = async {
+        while let Some(event) = gate.next().await {
+            let (index, event) = event?;
+            assert!(!ended[index], "input channel {index} delivered {event:?} after its end-of-partition");
+            match event {
+                StreamEvent::Batch(batch) => rows[index].extend(values(&batch)),
+                StreamEvent::EndOfPartition => ended[index] = true,
+                StreamEvent::Watermark(_) | StreamEvent::Barrier(_) => {}
+            }
+        }
+        Ok::<_, NetworkError>(())
+    };
+    tokio::time::timeout(WAIT, read).await.expect("the gate delivered everything in time")?;
+    assert!(ended.iter().all(|e| *e), "next() returned None before every channel ended: {ended:?}");
+    assert!(gate.next().await.is_none(), "a finished gate stays finished");
+    Ok(rows)
+}
+
+/// Sends `batches` batches of `rows_per_batch` rows on every subpartition (subpartition `j` starting at row
+/// `bases[j]`), then end-of-partition, flushes, and drops the partition: exactly what a finishing task does.
+async fn produce(
+    mut partition: ResultPartition,
+    bases: Vec<i64>,
+    batches: i64,
+    rows_per_batch: i64,
+) -> Result<u64, NetworkError> {
+    for sequence in 0..batches {
+        for (subpartition, base) in bases.iter().enumerate() {
+            partition.send_batch(subpartition, batch(rows_of(*base, sequence, rows_per_batch))).await?;
+        }
+    }
+    partition.broadcast_event(StreamEvent::EndOfPartition).await?;
+    partition.flush().await?;
+    Ok(partition.bytes_out())
+}
+
+fn expected(base: i64, batches: i64, rows_per_batch: i64) -> Vec<i64> {
+    (base..base + batches * rows_per_batch).collect()
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Framing
+// ---------------------------------------------------------------------------------------------------------
+
+/// Every frame kind, written through a real socket a few bytes at a time, comes out whole and equal; the
+/// codec's own unit tests (in `frame.rs`) cover lengths over the maximum, truncation and garbage.
+#[tokio::test]
+async fn every_frame_kind_round_trips_through_a_socket_in_small_pieces() {
+    let channel = key(0x0102_0304_0506_0708, 3, 1, 2);
+    let frames = vec![
+        Frame::Hello { version: PROTOCOL_VERSION, task_manager_id: "tm-a".to_string() },
+        Frame::Data { channel, backlog: 7, ipc: super::buffer::encode_batch(&batch(0..100)).expect("encode") },
+        Frame::Barrier { channel, checkpoint_id: 42 },
+        Frame::Watermark { channel, timestamp_ms: -1 },
+        Frame::EndOfPartition { channel },
+        Frame::Credit { channel, credits: u32::MAX },
+    ];
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let mut wire = BytesMut::new();
+    for frame in &frames {
+        encode_frame(frame, &mut wire);
+    }
+    let writer = tokio::spawn(async move {
+        let mut stream = TcpStream::connect(address).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        for piece in wire.chunks(7) {
+            stream.write_all(piece).await.expect("write");
+            stream.flush().await.expect("flush");
+        }
+    });
+    let (stream, _) = listener.accept().await.expect("accept");
+    let mut framed = Framed::new(stream, FrameCodec::new(1 << 20));
+    for expected in &frames {
+        let frame = tokio::time::timeout(WAIT, framed.next()).await.expect("in time").expect("a frame").expect("valid");
+        assert_eq!(&frame, expected);
+    }
+    writer.await.expect("writer");
+    let end = tokio::time::timeout(WAIT, framed.next()).await.expect("in time");
+    assert!(end.is_none(), "nothing after the last frame: {end:?}");
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Two TaskManagers
+// ---------------------------------------------------------------------------------------------------------
+
+/// tm-a's partition has a local subpartition (to a gate on tm-a) and a remote one (to tm-b), and tm-b's
+/// partition sends back to the same gate on tm-a. Everything is created concurrently (tm-b waits for tm-a
+/// to dial). Every row arrives once, in order per channel, then `next()` returns `None`; the two
+/// environments share exactly one TCP connection although channels run in both directions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_task_managers_exchange_every_row_in_order_over_one_connection() {
+    const BATCHES: i64 = 300;
+    const ROWS: i64 = 40;
+    let (a, b) = (start("tm-a", config()).await, start("tm-b", config()).await);
+    let (a_to_a, a_to_b, b_to_a) = (key(1, 0, 0, 0), key(1, 0, 0, 1), key(1, 1, 0, 0));
+    let (base_aa, base_ab, base_ba) = (0, 1_000_000, 2_000_000);
+
+    // A 5 ms buffer timeout: small batches are concatenated into buffers, and end-of-partition flushes them.
+    let buffer_timeout = Duration::from_millis(5);
+    let producer_a = {
+        let (a, pa, pb) = (a.clone(), peer(&a), peer(&b));
+        tokio::spawn(async move {
+            let partition = a.create_result_partition(vec![(a_to_a, pa), (a_to_b, pb)], buffer_timeout).await?;
+            produce(partition, vec![base_aa, base_ab], BATCHES, ROWS).await
+        })
+    };
+    let producer_b = {
+        let (b, pa) = (b.clone(), peer(&a));
+        tokio::spawn(async move {
+            let partition = b.create_result_partition(vec![(b_to_a, pa)], Duration::ZERO).await?;
+            produce(partition, vec![base_ba], BATCHES, ROWS).await
+        })
+    };
+    let consumer_a = {
+        let (a, pa, pb) = (a.clone(), peer(&a), peer(&b));
+        tokio::spawn(async move {
+            let mut gate = a.create_input_gate(vec![(a_to_a, pa), (b_to_a, pb)]).await?;
+            let rows = drain(&mut gate).await?;
+            Ok::<_, NetworkError>((rows, gate.remote_bytes_in()))
+        })
+    };
+    let consumer_b = {
+        let (b, pa) = (b.clone(), peer(&a));
+        tokio::spawn(async move {
+            let mut gate = b.create_input_gate(vec![(a_to_b, pa)]).await?;
+            let rows = drain(&mut gate).await?;
+            Ok::<_, NetworkError>((rows, gate.remote_bytes_in()))
+        })
+    };
+
+    let bytes_out_a = producer_a.await.expect("task").expect("tm-a produces");
+    let bytes_out_b = producer_b.await.expect("task").expect("tm-b produces");
+    let (rows_a, remote_in_a) = consumer_a.await.expect("task").expect("tm-a consumes");
+    let (rows_b, remote_in_b) = consumer_b.await.expect("task").expect("tm-b consumes");
+
+    assert_eq!(rows_a[0], expected(base_aa, BATCHES, ROWS), "local channel tm-a → tm-a");
+    assert_eq!(rows_a[1], expected(base_ba, BATCHES, ROWS), "remote channel tm-b → tm-a");
+    assert_eq!(rows_b[0], expected(base_ab, BATCHES, ROWS), "remote channel tm-a → tm-b");
+    assert!(bytes_out_a > 0 && bytes_out_b > 0);
+    assert!(remote_in_a > 0 && remote_in_b > 0, "remote bytes in: tm-a {remote_in_a}, tm-b {remote_in_b}");
+
+    for env in [&a, &b] {
+        let stats = env.stats();
+        assert_eq!(stats.connections, 1, "{}: {stats:?}", env.local_task_manager_id());
+        assert_eq!(stats.connections_opened, 1, "{}: {stats:?}", env.local_task_manager_id());
+        assert_eq!(stats.protocol_errors, 0, "{}: {stats:?}", env.local_task_manager_id());
+        assert_eq!(stats.stale_frames_dropped, 0, "{}: {stats:?}", env.local_task_manager_id());
+    }
+    assert!(a.stats().remote_bytes_out > 0 && b.stats().remote_bytes_in > 0);
+}
+
+/// The same exchange when the producer runs on the TaskManager that does *not* dial (tm-b): it must work
+/// whichever side is deployed first.
+#[tokio::test]
+async fn a_producer_on_the_task_manager_that_does_not_dial_is_served() {
+    let (a, b) = (start("tm-a", config()).await, start("tm-b", config()).await);
+    let channel = key(2, 0, 0, 0);
+    let (gate, partition) = tokio::join!(
+        a.create_input_gate(vec![(channel, peer(&b))]),
+        b.create_result_partition(vec![(channel, peer(&a))], Duration::ZERO)
+    );
+    let (mut gate, partition) = (gate.expect("gate"), partition.expect("partition"));
+    let (produced, rows) = tokio::join!(produce(partition, vec![0], 50, 10), drain(&mut gate));
+    produced.expect("produce");
+    assert_eq!(rows.expect("drain"), vec![expected(0, 50, 10)]);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Delivery at the end of a producer
+// ---------------------------------------------------------------------------------------------------------
+
+/// A producer sends its last batches and end-of-partition and drops its partition while the consumer has
+/// not consumed anything (so the sender holds no credit for most of it): nothing is lost, locally or
+/// remotely. One exclusive credit and no floating ones keep most of the data in the output queue.
+#[tokio::test]
+async fn a_dropped_partition_still_delivers_everything_to_a_slow_consumer() {
+    let config = NetworkConfig { credit_initial: 1, floating_buffers: 0, output_queue_buffers: 4, ..config() };
+    let (a, b) = (start("tm-a", config.clone()).await, start("tm-b", config).await);
+    let (local, remote) = (key(3, 0, 0, 0), key(3, 0, 0, 1));
+    let (gate_a, gate_b, partition) = tokio::join!(
+        a.create_input_gate(vec![(local, peer(&a))]),
+        b.create_input_gate(vec![(remote, peer(&a))]),
+        a.create_result_partition(vec![(local, peer(&a)), (remote, peer(&b))], Duration::ZERO),
+    );
+    let (mut gate_a, mut gate_b, partition) =
+        (gate_a.expect("gate a"), gate_b.expect("gate b"), partition.expect("partition"));
+
+    // 1 credit + 4 queued elements: 4 batches and end-of-partition fit without the consumer's help.
+    tokio::time::timeout(WAIT, produce(partition, vec![0, 100], 4, 10))
+        .await
+        .expect("the producer finishes")
+        .expect("produce");
+    eventually("the credited buffers arrived", || gate_a.in_flight_bytes() > 0 && gate_b.in_flight_bytes() > 0).await;
+
+    assert_eq!(drain(&mut gate_a).await.expect("drain a"), vec![expected(0, 4, 10)]);
+    assert_eq!(drain(&mut gate_b).await.expect("drain b"), vec![expected(100, 4, 10)]);
+}
+
+/// Deployment order between TaskManagers is not guaranteed: the producer may finish (and drop its
+/// partition) before the consumer's gate exists. Its queued buffers wait for the first credit.
+#[tokio::test]
+async fn a_gate_created_after_the_producer_finished_receives_everything() {
+    let (a, b) = (start("tm-a", config()).await, start("tm-b", config()).await);
+    let (local, remote) = (key(4, 0, 0, 0), key(4, 0, 0, 1));
+    let partition = a
+        .create_result_partition(vec![(local, peer(&a)), (remote, peer(&b))], Duration::ZERO)
+        .await
+        .expect("partition");
+    // 3 batches + end-of-partition fill the 4-element output queue exactly: no credit needed to finish.
+    tokio::time::timeout(WAIT, produce(partition, vec![0, 100], 3, 10))
+        .await
+        .expect("the producer finishes")
+        .expect("produce");
+
+    let mut gate_a = a.create_input_gate(vec![(local, peer(&a))]).await.expect("gate a");
+    let mut gate_b = b.create_input_gate(vec![(remote, peer(&a))]).await.expect("gate b");
+    assert_eq!(drain(&mut gate_a).await.expect("drain a"), vec![expected(0, 3, 10)]);
+    assert_eq!(drain(&mut gate_b).await.expect("drain b"), vec![expected(100, 3, 10)]);
+}
+
+/// The producer on the TaskManager that does not dial (tm-b) finishes before the consumer on tm-a exists:
+/// creating its partition must not wait for a connection that only the consumer's deployment brings.
+#[tokio::test]
+async fn a_producer_that_does_not_dial_finishes_before_its_consumer_exists() {
+    let (a, b) = (start("tm-a", config()).await, start("tm-b", config()).await);
+    let channel = key(5, 0, 0, 0);
+    let produced = async {
+        let partition = b.create_result_partition(vec![(channel, peer(&a))], Duration::ZERO).await?;
+        produce(partition, vec![0], 3, 10).await
+    };
+    tokio::time::timeout(WAIT, produced).await.expect("the producer finishes without its consumer").expect("produce");
+
+    let mut gate = a.create_input_gate(vec![(channel, peer(&b))]).await.expect("gate");
+    assert_eq!(drain(&mut gate).await.expect("drain"), vec![expected(0, 3, 10)]);
+    assert_eq!(a.stats().connections, 1);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Backpressure
+// ---------------------------------------------------------------------------------------------------------
+
+/// A receiver that does not consume stops its sender after at most `credits + output queue` buffers
+/// (exclusive and floating credits); bytes in flight stay within the gate's bound; consuming releases the
+/// sender, and every row still arrives in order.
+async fn a_receiver_that_does_not_consume_stops_the_sender(remote: bool) {
+    let config = NetworkConfig { credit_initial: 2, floating_buffers: 3, output_queue_buffers: 4, ..config() };
+    let (a, b) = (start("tm-a", config.clone()).await, start("tm-b", config.clone()).await);
+    let consumer = if remote { &b } else { &a };
+    let channel = key(6, 0, 0, 0);
+    let (gate, partition) = tokio::join!(
+        consumer.create_input_gate(vec![(channel, peer(&a))]),
+        a.create_result_partition(vec![(channel, peer(consumer))], Duration::ZERO)
+    );
+    let (mut gate, mut partition) = (gate.expect("gate"), partition.expect("partition"));
+    const ROWS: i64 = 10;
+
+    // These always fit: the exclusive credits are granted up front, and the queue takes the rest.
+    let guaranteed = (config.credit_initial + config.output_queue_buffers) as i64;
+    let bound = (config.credit_initial + config.floating_buffers + config.output_queue_buffers) as i64;
+    for sequence in 0..guaranteed {
+        tokio::time::timeout(WAIT, partition.send_batch(0, batch(rows_of(0, sequence, ROWS))))
+            .await
+            .expect("sends covered by exclusive credits and the queue complete")
+            .expect("send");
+    }
+    // Floating credits may let a few more through; beyond the bound every send must block. Consuming (the
+    // second `next` releases the first buffer's credit) then unblocks the sender.
+    let mut sent = guaranteed;
+    let mut received: Vec<i64> = Vec::new();
+    loop {
+        assert!(sent <= bound, "{sent} buffers went out with room for {bound}");
+        let mut send = Box::pin(partition.send_batch(0, batch(rows_of(0, sent, ROWS))));
+        if let Ok(result) = tokio::time::timeout(PENDING_GRACE, &mut send).await {
+            result.expect("send");
+            sent += 1;
+            continue;
+        }
+        eventually("the credited buffers arrived", || gate.in_flight_bytes() > 0).await;
+        assert!(
+            gate.in_flight_bytes() <= gate.in_flight_bytes_max(),
+            "{} > {}",
+            gate.in_flight_bytes(),
+            gate.in_flight_bytes_max()
+        );
+        let (released, events) = tokio::join!(tokio::time::timeout(WAIT, send), async {
+            let first = gate.next().await;
+            let second = gate.next().await;
+            [first, second]
+        });
+        released.expect("consuming releases the blocked sender").expect("send");
+        for event in events {
+            match event.expect("an event").expect("no error") {
+                (0, StreamEvent::Batch(batch)) => received.extend(values(&batch)),
+                other => panic!("expected a batch on channel 0, got {other:?}"),
+            }
+        }
+        break;
+    }
+    sent += 1;
+    let finish = async {
+        partition.broadcast_event(StreamEvent::EndOfPartition).await?;
+        partition.flush().await
+    };
+    let (finished, rest) = tokio::join!(finish, drain(&mut gate));
+    finished.expect("finish");
+    let rest = rest.expect("drain");
+    received.extend(&rest[0]);
+    assert_eq!(received, expected(0, sent, ROWS));
+    assert!(partition.backpressured_time() > Duration::ZERO, "the blocked send was counted as backpressure");
+}
+
+#[tokio::test]
+async fn a_remote_receiver_that_does_not_consume_stops_the_sender() {
+    a_receiver_that_does_not_consume_stops_the_sender(true).await;
+}
+
+#[tokio::test]
+async fn a_local_receiver_that_does_not_consume_stops_the_sender() {
+    a_receiver_that_does_not_consume_stops_the_sender(false).await;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Strangers on the data port
+// ---------------------------------------------------------------------------------------------------------
+
+/// Log lines written by the current thread's tracing dispatcher, for tests that check a logged reason.
+#[derive(Clone, Default)]
+struct CapturedLogs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl CapturedLogs {
+    /// Captures the logs of everything running on this thread (a current-thread runtime) until the guard drops.
+    fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let logs = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || logs.clone())
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&super::lock(&self.0)).into_owned()
+    }
+}
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        super::lock(&self.0).extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Connects to `address`, writes `bytes`, and waits for the server to close the connection.
+async fn stranger(address: std::net::SocketAddr, bytes: &[u8]) {
+    let mut stream = TcpStream::connect(address).await.expect("connect");
+    // The server may close before reading everything; a reset while writing is fine.
+    let _ = stream.write_all(bytes).await;
+    let mut sink = Vec::new();
+    let closed =
+        tokio::time::timeout(WAIT, stream.read_to_end(&mut sink)).await.expect("the server closes the connection");
+    // EOF or a reset (unread bytes) both mean closed; the server must not have answered.
+    if let Ok(read) = closed {
+        assert_eq!(read, 0, "the server answered a stranger: {sink:?}");
+    }
+}
+
+fn hello_bytes(task_manager_id: &str) -> BytesMut {
+    let mut wire = BytesMut::new();
+    encode_frame(&Frame::Hello { version: PROTOCOL_VERSION, task_manager_id: task_manager_id.to_string() }, &mut wire);
+    wire
+}
+
+/// Garbage, an HTTP request, an oversized length prefix, a frame that is not a hello, a wrong magic, a wrong
+/// version and a peer that would dial the wrong way are each disconnected with a logged reason, without an
+/// answer; the environment keeps serving the legitimate peer.
+#[tokio::test]
+async fn strangers_on_the_data_port_are_disconnected_and_the_peer_is_still_served() {
+    let logs = CapturedLogs::default();
+    let _guard = logs.install();
+    let (a, b) = (start("tm-a", config()).await, start("tm-b", config()).await);
+    let address = b.local_addr();
+
+    let mut garbage = BytesMut::new();
+    garbage.put_u32(30);
+    garbage.put_slice(&[0xAB; 30]);
+    let mut not_hello = BytesMut::new();
+    encode_frame(&Frame::Credit { channel: key(1, 0, 0, 0), credits: 1 }, &mut not_hello);
+    let mut bad_magic = hello_bytes("tm-0");
+    bad_magic[LENGTH_PREFIX_BYTES + super::frame::HEADER_BYTES] = b'X';
+    let mut bad_version = hello_bytes("tm-0");
+    bad_version[LENGTH_PREFIX_BYTES + super::frame::HEADER_BYTES + PROTOCOL_MAGIC.len()] = 0xFF;
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("garbage", garbage.to_vec(), "unknown frame kind 171"),
+        ("http", b"GET / HTTP/1.1\r\nHost: tm-b\r\n\r\n".to_vec(), "exceeds the maximum"),
+        ("oversize", 0xFFFF_FFF0u32.to_be_bytes().to_vec(), "frame length 4294967280 bytes exceeds the maximum"),
+        ("not a hello", not_hello.to_vec(), "expected hello, got a credit frame"),
+        ("bad magic", bad_magic.to_vec(), "bad magic bytes"),
+        ("bad version", bad_version.to_vec(), "protocol version"),
+        ("wrong direction", hello_bytes("tm-z").to_vec(), "sorts first and is the one to dial"),
+    ];
+    for (name, bytes, _) in &cases {
+        tokio::time::timeout(WAIT, stranger(address, bytes))
+            .await
+            .unwrap_or_else(|_| panic!("stranger '{name}' was not closed"));
+    }
+    eventually("every stranger was refused", || b.stats().connections_refused == cases.len() as u64).await;
+    let text = logs.text();
+    for (name, _, reason) in &cases {
+        assert!(text.contains(reason), "no logged reason '{reason}' for stranger '{name}' in:\n{text}");
+    }
+    assert_eq!(b.stats().connections, 0);
+
+    // The legitimate peer is still served.
+    let channel = key(7, 0, 0, 0);
+    let (gate, partition) = tokio::join!(
+        b.create_input_gate(vec![(channel, peer(&a))]),
+        a.create_result_partition(vec![(channel, peer(&b))], Duration::ZERO)
+    );
+    let (mut gate, partition) = (gate.expect("gate"), partition.expect("partition"));
+    let (produced, rows) = tokio::join!(produce(partition, vec![0], 20, 10), drain(&mut gate));
+    produced.expect("produce");
+    assert_eq!(rows.expect("drain"), vec![expected(0, 20, 10)]);
+    assert_eq!(b.stats().connections, 1);
+}
+
+/// A fake TaskManager ("tm-0") that completes the handshake, answered by tm-b.
+async fn fake_peer(env: &NetworkEnvironment) -> Framed<TcpStream, FrameCodec> {
+    let stream = TcpStream::connect(env.local_addr()).await.expect("connect");
+    let mut framed = Framed::new(stream, FrameCodec::new(1 << 20));
+    framed.send(Frame::Hello { version: PROTOCOL_VERSION, task_manager_id: "tm-0".to_string() }).await.expect("hello");
+    let reply = tokio::time::timeout(WAIT, framed.next()).await.expect("in time").expect("a reply").expect("valid");
+    assert_eq!(
+        reply,
+        Frame::Hello { version: PROTOCOL_VERSION, task_manager_id: env.local_task_manager_id().to_string() }
+    );
+    framed
+}
+
+/// After the handshake, an oversized length prefix closes the connection with a protocol error (the gate
+/// fed by it fails), while tm-b keeps serving tm-a.
+#[tokio::test]
+async fn an_oversized_frame_after_the_handshake_closes_only_that_connection() {
+    let (a, b) = (start("tm-a", config()).await, start("tm-b", config()).await);
+    let fake = PeerAddress { task_manager_id: "tm-0".to_string(), data_address: "127.0.0.1:1".to_string() };
+    let from_fake = key(8, 0, 0, 0);
+    let (gate, framed) = tokio::join!(b.create_input_gate(vec![(from_fake, fake)]), fake_peer(&b));
+    let (mut gate, framed) = (gate.expect("gate"), framed);
+    let mut stream = framed.into_inner();
+    let length = u32::try_from(b.config().max_frame_bytes + 1).expect("fits u32");
+    stream.write_all(&length.to_be_bytes()).await.expect("write");
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut sink)).await.expect("tm-b closes the connection");
+
+    let failed = tokio::time::timeout(WAIT, gate.next()).await.expect("the gate wakes up");
+    assert!(matches!(failed, Some(Err(NetworkError::ConnectionLost { .. }))), "{failed:?}");
+    eventually("the protocol error is counted", || b.stats().protocol_errors == 1).await;
+
+    let channel = key(8, 1, 0, 0);
+    let (gate, partition) = tokio::join!(
+        b.create_input_gate(vec![(channel, peer(&a))]),
+        a.create_result_partition(vec![(channel, peer(&b))], Duration::ZERO)
+    );
+    let (mut gate, partition) = (gate.expect("gate"), partition.expect("partition"));
+    let (produced, rows) = tokio::join!(produce(partition, vec![0], 5, 10), drain(&mut gate));
+    produced.expect("produce");
+    assert_eq!(rows.expect("drain"), vec![expected(0, 5, 10)]);
+}
+
+/// A peer's data frame whose IPC bytes are garbage is a decode error from `next()`, not a panic; a data
+/// frame without credit is a protocol violation that closes the connection.
+#[tokio::test]
+async fn garbage_ipc_is_an_error_and_data_without_credit_closes_the_connection() {
+    let b = start("tm-b", config()).await;
+    let fake = PeerAddress { task_manager_id: "tm-0".to_string(), data_address: "127.0.0.1:1".to_string() };
+    let channel = key(9, 0, 0, 0);
+    let (gate, framed) = tokio::join!(b.create_input_gate(vec![(channel, fake)]), fake_peer(&b));
+    let (mut gate, mut framed) = (gate.expect("gate"), framed);
+    let credit = tokio::time::timeout(WAIT, framed.next()).await.expect("in time").expect("a frame").expect("valid");
+    assert_eq!(credit, Frame::Credit { channel, credits: b.config().credit_initial });
+
+    framed
+        .send(Frame::Data { channel, backlog: 0, ipc: Bytes::from_static(b"certainly not arrow ipc") })
+        .await
+        .expect("send");
+    let event = tokio::time::timeout(WAIT, gate.next()).await.expect("in time");
+    assert!(matches!(event, Some(Err(NetworkError::Decode { key, .. })) if key == channel), "{event:?}");
+
+    // Two credits were granted and one is used; three more data frames overdraw.
+    for _ in 0..3 {
+        framed.send(Frame::Data { channel, backlog: 0, ipc: Bytes::new() }).await.expect("send");
+    }
+    let mut sink = Vec::new();
+    let _ =
+        tokio::time::timeout(WAIT, framed.get_mut().read_to_end(&mut sink)).await.expect("tm-b closes the connection");
+    eventually("the violation is counted", || b.stats().protocol_errors == 1).await;
+    let event = tokio::time::timeout(WAIT, gate.next()).await.expect("in time");
+    assert!(matches!(event, Some(Err(NetworkError::Protocol { .. }))), "{event:?}");
+}
+
+/// A producer's TaskManager may go away once its channels delivered end-of-partition: losing that
+/// connection then costs the consumer nothing, and its gate finishes normally. (Before the fix, every gate
+/// with a channel on the connection failed, even with all its data received.)
+#[tokio::test]
+async fn a_connection_lost_after_end_of_partition_does_not_fail_the_gate() {
+    let b = start("tm-b", config()).await;
+    let fake = PeerAddress { task_manager_id: "tm-0".to_string(), data_address: "127.0.0.1:1".to_string() };
+    let channel = key(13, 0, 0, 0);
+    let (gate, framed) = tokio::join!(b.create_input_gate(vec![(channel, fake)]), fake_peer(&b));
+    let (mut gate, mut framed) = (gate.expect("gate"), framed);
+    let credit = tokio::time::timeout(WAIT, framed.next()).await.expect("in time").expect("a frame").expect("valid");
+    assert!(matches!(credit, Frame::Credit { .. }), "{credit:?}");
+    let ipc = super::buffer::encode_batch(&batch(0..10)).expect("encode");
+    framed.send(Frame::Data { channel, backlog: 0, ipc }).await.expect("send");
+    framed.send(Frame::EndOfPartition { channel }).await.expect("send");
+    drop(framed);
+    eventually("tm-b saw the connection close", || b.stats().connections == 0).await;
+    assert_eq!(drain(&mut gate).await.expect("no error after a clean end"), vec![expected(0, 1, 10)]);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Released executions
+// ---------------------------------------------------------------------------------------------------------
+
+/// Releasing an execution wakes its waiting consumer and producer with `ExecutionReleased`; data frames that
+/// still arrive for it are dropped and counted, never delivered; new gates for it are refused.
+#[tokio::test]
+async fn a_released_execution_wakes_its_waiters_and_its_late_frames_are_dropped() {
+    let (a, b) = (start("tm-a", config()).await, start("tm-b", config()).await);
+    let channel = key(10, 0, 0, 0);
+    let (gate, partition) = tokio::join!(
+        b.create_input_gate(vec![(channel, peer(&a))]),
+        a.create_result_partition(vec![(channel, peer(&b))], Duration::ZERO)
+    );
+    let (mut gate, mut partition) = (gate.expect("gate"), partition.expect("partition"));
+
+    partition.send_batch(0, batch(0..10)).await.expect("send");
+    let first = tokio::time::timeout(WAIT, gate.next()).await.expect("in time").expect("an event").expect("no error");
+    assert!(matches!(first, (0, StreamEvent::Batch(_))));
+
+    // The consumer waits (its first poll released the first buffer's credit: the sender gets 2 again).
+    let mut waiting = Box::pin(gate.next());
+    assert!(futures::poll!(&mut waiting).is_pending());
+    b.release_execution(10);
+    let event = tokio::time::timeout(WAIT, waiting).await.expect("the waiting consumer wakes up");
+    assert!(matches!(event, Some(Err(NetworkError::ExecutionReleased { execution_id: 10 }))), "{event:?}");
+    drop(gate);
+
+    let stale_before = b.stats().stale_frames_dropped;
+    partition.send_batch(0, batch(10..20)).await.expect("the producer still holds credits");
+    partition.send_batch(0, batch(20..30)).await.expect("the producer still holds credits");
+    eventually("the late frames are dropped", || b.stats().stale_frames_dropped >= stale_before + 2).await;
+    let refused = b.create_input_gate(vec![(channel, peer(&a))]).await;
+    assert!(matches!(refused, Err(NetworkError::ExecutionReleased { execution_id: 10 })), "{:?}", refused.err());
+
+    // Without credits the producer fills its queue and waits; releasing on its side wakes it.
+    let sent = Arc::new(AtomicUsize::new(0));
+    let producer = {
+        let sent = sent.clone();
+        tokio::spawn(async move {
+            for sequence in 3.. {
+                if let Err(e) = partition.send_batch(0, batch(rows_of(0, sequence, 10))).await {
+                    return e;
+                }
+                sent.fetch_add(1, Ordering::SeqCst);
+            }
+            unreachable!("the loop only ends with an error")
+        })
+    };
+    let queue = a.config().output_queue_buffers as usize;
+    eventually("the producer filled its output queue", || sent.load(Ordering::SeqCst) == queue).await;
+    a.release_execution(10);
+    let error = tokio::time::timeout(WAIT, producer).await.expect("the blocked producer wakes up").expect("task");
+    assert!(matches!(error, NetworkError::ExecutionReleased { execution_id: 10 }), "{error}");
+    assert_eq!(sent.load(Ordering::SeqCst), queue, "nothing was queued past the full queue");
+    assert!(matches!(
+        a.create_result_partition(vec![(channel, peer(&b))], Duration::ZERO).await,
+        Err(NetworkError::ExecutionReleased { execution_id: 10 })
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Cancel-safety of InputGate::next
+// ---------------------------------------------------------------------------------------------------------
+
+/// Dropping a `next()` future that was polled and then woken by a delivery loses nothing: the next call
+/// returns the element. Deterministic: local deliveries happen inside `send_batch`.
+#[tokio::test]
+async fn a_dropped_next_future_loses_no_event() {
+    let a = start("tm-a", config()).await;
+    let channel = key(11, 0, 0, 0);
+    let mut gate = a.create_input_gate(vec![(channel, peer(&a))]).await.expect("gate");
+    let mut partition = a.create_result_partition(vec![(channel, peer(&a))], Duration::ZERO).await.expect("partition");
+    for sequence in 0..3 {
+        {
+            let mut next = Box::pin(gate.next());
+            assert!(futures::poll!(&mut next).is_pending(), "nothing was sent yet");
+            partition.send_batch(0, batch(rows_of(0, sequence, 10))).await.expect("send");
+            // Woken, never polled again, dropped.
+        }
+        let event =
+            tokio::time::timeout(WAIT, gate.next()).await.expect("in time").expect("an event").expect("no error");
+        match event {
+            (0, StreamEvent::Batch(batch)) => {
+                assert_eq!(values(&batch), rows_of(0, sequence, 10).collect::<Vec<_>>())
+            }
+            other => panic!("expected batch {sequence}, got {other:?}"),
+        }
+    }
+    partition.broadcast_event(StreamEvent::Barrier(1)).await.expect("barrier");
+    partition.broadcast_event(StreamEvent::EndOfPartition).await.expect("end");
+    drop(partition);
+    let mut next = Box::pin(gate.next());
+    let polled = futures::poll!(&mut next);
+    assert!(matches!(polled, std::task::Poll::Ready(Some(Ok((0, StreamEvent::Barrier(1)))))), "{polled:?}");
+    drop(next);
+    assert_eq!(drain(&mut gate).await.expect("drain"), vec![Vec::<i64>::new()]);
+}
+
+/// The executor's loop: `next()` in a `select!` against a timer that fires often, over a remote and a local
+/// channel, with watermarks and barriers between the batches. Every event arrives, in order per channel,
+/// although many `next()` futures were dropped while waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_inside_select_with_a_timer_loses_no_event() {
+    const BATCHES: i64 = 200;
+    let (a, b) = (start("tm-a", config()).await, start("tm-b", config()).await);
+    let (from_a, from_b) = (key(12, 0, 0, 0), key(12, 0, 1, 0));
+    let producer = |env: Arc<NetworkEnvironment>, channel: ChannelKey, base: i64| {
+        let target = peer(&a);
+        tokio::spawn(async move {
+            let mut partition = env.create_result_partition(vec![(channel, target)], Duration::ZERO).await?;
+            for sequence in 0..BATCHES {
+                partition.send_batch(0, batch(rows_of(base, sequence, 5))).await?;
+                if sequence % 10 == 0 {
+                    partition.broadcast_event(StreamEvent::Barrier(sequence as u64)).await?;
+                }
+                // Pacing (not synchronization): the consumer's timer must win many races against `next()`.
+                tokio::time::sleep(Duration::from_micros(500)).await;
+            }
+            partition.broadcast_event(StreamEvent::EndOfPartition).await?;
+            partition.flush().await
+        })
+    };
+    let producers = [producer(a.clone(), from_a, 0), producer(b.clone(), from_b, 1_000_000)];
+    let gate = a.create_input_gate(vec![(from_a, peer(&a)), (from_b, peer(&b))]);
+    let mut gate = tokio::time::timeout(WAIT, gate).await.expect("in time").expect("gate");
+
+    let mut rows = [Vec::new(), Vec::new()];
+    let mut barriers = [Vec::new(), Vec::new()];
+    let mut timer_fired = 0u64;
+    let read = async {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_micros(300)) => timer_fired += 1,
+                event = gate.next() => match event {
+                    None => break,
+                    Some(event) => match event.expect("no error") {
+                        (index, StreamEvent::Batch(batch)) => rows[index].extend(values(&batch)),
+                        (index, StreamEvent::Barrier(id)) => barriers[index].push(id),
+                        (_, StreamEvent::Watermark(_) | StreamEvent::EndOfPartition) => {}
+                    },
+                },
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, read).await.expect("every event arrived");
+    for producer in producers {
+        producer.await.expect("task").expect("produce");
+    }
+    assert!(timer_fired > 0, "the timer never won, so no next() future was dropped");
+    assert_eq!(rows[0], expected(0, BATCHES, 5));
+    assert_eq!(rows[1], expected(1_000_000, BATCHES, 5));
+    let expected_barriers: Vec<u64> = (0..BATCHES as u64).step_by(10).collect();
+    assert_eq!(barriers, [expected_barriers.clone(), expected_barriers]);
+}

@@ -88,7 +88,14 @@ impl RunningAggregate {
                 ("avg", _, _) => Kind::Avg,
                 (other, _, _) => return Err(OperatorError::new(format!("unknown aggregate function '{other}'"))),
             };
-            accumulators.push(Accumulator { kind, argument, ints: Vec::new(), floats: Vec::new(), values: Vec::new(), output_type });
+            accumulators.push(Accumulator {
+                kind,
+                argument,
+                ints: Vec::new(),
+                floats: Vec::new(),
+                values: Vec::new(),
+                output_type,
+            });
         }
         Ok(Self {
             key_columns,
@@ -136,7 +143,8 @@ impl RunningAggregate {
     }
 
     fn emit(&self) -> Result<RecordBatch, OperatorError> {
-        let mut columns = self.converter.convert_rows(self.touched_groups.iter().map(|&g| self.group_keys.row(g as usize)))?;
+        let mut columns =
+            self.converter.convert_rows(self.touched_groups.iter().map(|&g| self.group_keys.row(g as usize)))?;
         for accumulator in &self.accumulators {
             columns.push(accumulator.evaluate(&self.touched_groups)?);
         }
@@ -224,7 +232,9 @@ impl Accumulator {
     fn evaluate(&self, groups: &[u32]) -> Result<ArrayRef, OperatorError> {
         let present = |g: u32| self.values[g as usize] > 0;
         let array: ArrayRef = match self.kind {
-            Kind::CountRows | Kind::CountValues => Arc::new(Int64Array::from_iter_values(groups.iter().map(|&g| self.values[g as usize]))),
+            Kind::CountRows | Kind::CountValues => {
+                Arc::new(Int64Array::from_iter_values(groups.iter().map(|&g| self.values[g as usize])))
+            }
             Kind::SumInt | Kind::MinInt | Kind::MaxInt => {
                 Arc::new(groups.iter().map(|&g| present(g).then(|| self.ints[g as usize])).collect::<Int64Array>())
             }
@@ -255,7 +265,10 @@ mod tests {
 
     #[test]
     fn emits_the_current_value_of_every_touched_key() -> Result<(), OperatorError> {
-        let input = Arc::new(Schema::new(vec![Field::new("word", DataType::Utf8, false), Field::new("n", DataType::Int64, true)]));
+        let input = Arc::new(Schema::new(vec![
+            Field::new("word", DataType::Utf8, false),
+            Field::new("n", DataType::Int64, true),
+        ]));
         let output = Arc::new(Schema::new(vec![
             Field::new("word", DataType::Utf8, false),
             Field::new("count", DataType::Int64, false),
@@ -273,7 +286,10 @@ mod tests {
         };
         let mut op = RunningAggregate::new(&spec, &input, output)?;
         let batch = |words: Vec<&str>, ns: Vec<Option<i64>>| {
-            RecordBatch::try_new(input.clone(), vec![Arc::new(StringArray::from(words)), Arc::new(Int64Array::from(ns))])
+            RecordBatch::try_new(
+                input.clone(),
+                vec![Arc::new(StringArray::from(words)), Arc::new(Int64Array::from(ns))],
+            )
         };
         let mut out = Vec::new();
         op.process(batch(vec!["a", "b", "a"], vec![Some(1), None, Some(3)])?, &mut out)?;

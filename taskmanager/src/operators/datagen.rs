@@ -20,13 +20,13 @@ const WAIT_MAX: Duration = Duration::from_millis(50);
 
 /// Used when a `words` generator has no vocabulary of its own.
 pub const DEFAULT_VOCABULARY: &[&str] = &[
-    "the", "of", "and", "to", "in", "a", "is", "that", "for", "it", "as", "was", "with", "be", "by", "on", "not",
-    "he", "this", "are", "or", "his", "from", "at", "which", "but", "have", "an", "had", "they", "you", "were",
-    "their", "one", "all", "we", "can", "her", "has", "there", "been", "if", "more", "when", "will", "would", "who",
-    "so", "no", "river", "stream", "water", "flow", "gate", "sluice", "mill", "stone", "bridge", "rain", "sea",
-    "time", "window", "event", "key", "state", "barrier", "check", "point", "record", "batch", "arrow", "task",
-    "slot", "job", "graph", "edge", "vertex", "source", "sink", "count", "word", "line", "data", "fast", "slow",
-    "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "red", "green", "blue", "light", "dark", "night", "day",
+    "the", "of", "and", "to", "in", "a", "is", "that", "for", "it", "as", "was", "with", "be", "by", "on", "not", "he",
+    "this", "are", "or", "his", "from", "at", "which", "but", "have", "an", "had", "they", "you", "were", "their",
+    "one", "all", "we", "can", "her", "has", "there", "been", "if", "more", "when", "will", "would", "who", "so", "no",
+    "river", "stream", "water", "flow", "gate", "sluice", "mill", "stone", "bridge", "rain", "sea", "time", "window",
+    "event", "key", "state", "barrier", "check", "point", "record", "batch", "arrow", "task", "slot", "job", "graph",
+    "edge", "vertex", "source", "sink", "count", "word", "line", "data", "fast", "slow", "quick", "brown", "fox",
+    "jumps", "over", "lazy", "dog", "red", "green", "blue", "light", "dark", "night", "day",
 ];
 
 pub struct Datagen {
@@ -92,7 +92,9 @@ impl Datagen {
             Some(Generator::RandomInt(g)) => {
                 let span = (g.max as i128 - g.min as i128 + 1) as u128;
                 let mut b = Int64Builder::with_capacity(indices.len());
-                indices.iter().for_each(|&i| b.append_value((g.min as i128 + (rng(i).next() as u128 % span) as i128) as i64));
+                indices
+                    .iter()
+                    .for_each(|&i| b.append_value((g.min as i128 + (rng(i).next() as u128 % span) as i128) as i64));
                 Arc::new(b.finish())
             }
             Some(Generator::RandomFloat(g)) => {
@@ -122,7 +124,9 @@ impl Datagen {
             }
             Some(Generator::EventTime(g)) => {
                 let mut b = TimestampMillisecondBuilder::with_capacity(indices.len());
-                indices.iter().for_each(|&i| b.append_value(g.start_ms.wrapping_add((i as i64).wrapping_mul(g.step_ms))));
+                indices
+                    .iter()
+                    .for_each(|&i| b.append_value(g.start_ms.wrapping_add((i as i64).wrapping_mul(g.step_ms))));
                 Arc::new(b.finish())
             }
             // Validation refuses a column without a generator; nulls keep this total anyway.
@@ -193,7 +197,10 @@ mod tests {
                 generator: Some(Generator::Words(WordsGenerator { vocabulary: vec![], min_words: 1, max_words: 3 })),
             },
         ];
-        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new("text", DataType::Utf8, false)]));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("text", DataType::Utf8, false),
+        ]));
         (DatagenSource { seed: 7, rows: Some(rows), batch_size: Some(100), columns, ..Default::default() }, schema)
     }
 

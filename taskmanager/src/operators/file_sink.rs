@@ -20,9 +20,11 @@ pub struct FileSinkWriter {
 impl FileSinkWriter {
     pub fn open(spec: &FileSink, subtask: SubtaskInfo) -> Result<Self, OperatorError> {
         let dir = PathBuf::from(&spec.path);
-        std::fs::create_dir_all(&dir).map_err(|e| OperatorError::new(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| OperatorError::new(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join(format!("part-{}.jsonl", subtask.index));
-        let file = File::create(&path).map_err(|e| OperatorError::new(format!("cannot create {}: {e}", path.display())))?;
+        let file =
+            File::create(&path).map_err(|e| OperatorError::new(format!("cannot create {}: {e}", path.display())))?;
         Ok(Self { path, writer: Some(LineDelimitedWriter::new(BufWriter::new(file))) })
     }
 }

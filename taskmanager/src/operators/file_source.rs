@@ -25,7 +25,8 @@ const LINE_BYTES_MAX: usize = 16 << 20;
 
 enum Decoder {
     Json(json::reader::Decoder),
-    Csv(csv::reader::Decoder),
+    // Boxed: the CSV decoder is several hundred bytes, the others a few dozen.
+    Csv(Box<csv::reader::Decoder>),
     Lines(StringBuilder),
 }
 
@@ -79,9 +80,12 @@ impl FileSourceReader {
 
     fn new_decoder(&self) -> Result<Decoder, OperatorError> {
         Ok(match self.format {
-            FileFormat::Csv => Decoder::Csv(
-                csv::ReaderBuilder::new(self.schema.clone()).with_header(false).with_batch_size(self.batch_size).build_decoder(),
-            ),
+            FileFormat::Csv => Decoder::Csv(Box::new(
+                csv::ReaderBuilder::new(self.schema.clone())
+                    .with_header(false)
+                    .with_batch_size(self.batch_size)
+                    .build_decoder(),
+            )),
             FileFormat::Lines => Decoder::Lines(StringBuilder::new()),
             FileFormat::Json | FileFormat::Unspecified => Decoder::Json(
                 json::ReaderBuilder::new(self.schema.clone()).with_batch_size(self.batch_size).build_decoder()?,
@@ -155,7 +159,9 @@ impl FileSourceReader {
         let path = self.current.as_ref().map(|s| s.path.display().to_string()).unwrap_or_default();
         let at = |e: datafusion::arrow::error::ArrowError| OperatorError::new(format!("{path}: {e}"));
         Ok(match &mut self.decoder {
-            Decoder::Lines(builder) => Some(RecordBatch::try_new(self.schema.clone(), vec![Arc::new(builder.finish())])?),
+            Decoder::Lines(builder) => {
+                Some(RecordBatch::try_new(self.schema.clone(), vec![Arc::new(builder.finish())])?)
+            }
             Decoder::Json(decoder) => decoder.flush().map_err(at)?,
             Decoder::Csv(decoder) => decoder.flush().map_err(at)?,
         })
@@ -203,7 +209,12 @@ fn list_files(path: &Path) -> Result<Vec<PathBuf>, OperatorError> {
 }
 
 /// Reads one line (with its newline) into `line`, bounded by [`LINE_BYTES_MAX`]. Returns the bytes consumed.
-fn read_line(reader: &mut BufReader<File>, line: &mut Vec<u8>, path: &Path, offset: u64) -> Result<usize, OperatorError> {
+fn read_line(
+    reader: &mut BufReader<File>,
+    line: &mut Vec<u8>,
+    path: &Path,
+    offset: u64,
+) -> Result<usize, OperatorError> {
     line.clear();
     let mut limited = reader.by_ref().take(LINE_BYTES_MAX as u64 + 1);
     let n = limited
@@ -223,7 +234,6 @@ fn trim_newline(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,12 +252,15 @@ mod tests {
         };
         let mut lines = Vec::new();
         for index in 0..parallelism {
-            let Ok(mut source) = FileSourceReader::open(&spec, schema.clone(), SubtaskInfo { index, parallelism }) else {
+            let Ok(mut source) = FileSourceReader::open(&spec, schema.clone(), SubtaskInfo { index, parallelism })
+            else {
                 panic!("open failed");
             };
             loop {
                 match source.poll_next() {
-                    Ok(SourcePoll::Batch(b)) => lines.extend(b.column(0).as_string::<i32>().iter().flatten().map(String::from)),
+                    Ok(SourcePoll::Batch(b)) => {
+                        lines.extend(b.column(0).as_string::<i32>().iter().flatten().map(String::from))
+                    }
                     Ok(SourcePoll::End) => break,
                     other => panic!("unexpected: {}", other.err().map(|e| e.to_string()).unwrap_or_default()),
                 }
@@ -273,8 +286,16 @@ mod tests {
         expected.sort();
         let schema = Arc::new(Schema::new(vec![Field::new("line", DataType::Utf8, false)]));
         for parallelism in [1, 2, 3, 8] {
-            assert_eq!(read_all(&text_path, FileFormat::Lines, schema.clone(), parallelism), expected, "lines p={parallelism}");
-            assert_eq!(read_all(&json_path, FileFormat::Json, schema.clone(), parallelism), expected, "json p={parallelism}");
+            assert_eq!(
+                read_all(&text_path, FileFormat::Lines, schema.clone(), parallelism),
+                expected,
+                "lines p={parallelism}"
+            );
+            assert_eq!(
+                read_all(&json_path, FileFormat::Json, schema.clone(), parallelism),
+                expected,
+                "json p={parallelism}"
+            );
         }
         Ok(())
     }

@@ -52,7 +52,9 @@ impl Operator for FlatMapOp {
             .columns()
             .iter()
             .enumerate()
-            .map(|(i, column)| if i == self.column { Ok(pieces.clone()) } else { take(column.as_ref(), &parents, None) })
+            .map(
+                |(i, column)| if i == self.column { Ok(pieces.clone()) } else { take(column.as_ref(), &parents, None) },
+            )
             .collect::<Result<Vec<_>, _>>()?;
         out.push(RecordBatch::try_new(self.output.clone(), columns)?);
         Ok(())

@@ -89,7 +89,11 @@ pub struct SubtaskInfo {
 }
 
 /// Builds the source of a source vertex.
-pub fn build_source(vertex: &Vertex, job: &ValidatedJob, subtask: SubtaskInfo) -> Result<Box<dyn Source>, OperatorError> {
+pub fn build_source(
+    vertex: &Vertex,
+    job: &ValidatedJob,
+    subtask: SubtaskInfo,
+) -> Result<Box<dyn Source>, OperatorError> {
     let schema = output_schema(job, &vertex.id)?;
     match &vertex.operator {
         Some(Spec::Datagen(spec)) => Ok(Box::new(datagen::Datagen::new(spec, schema, subtask))),
@@ -99,8 +103,14 @@ pub fn build_source(vertex: &Vertex, job: &ValidatedJob, subtask: SubtaskInfo) -
 }
 
 /// Builds the operator of a non-source vertex.
-pub fn build_operator(vertex: &Vertex, job: &ValidatedJob, subtask: SubtaskInfo) -> Result<Box<dyn Operator>, OperatorError> {
-    let input = job.input_schema(&vertex.id).ok_or_else(|| OperatorError::new(format!("vertex '{}' has no input schema", vertex.id)))?;
+pub fn build_operator(
+    vertex: &Vertex,
+    job: &ValidatedJob,
+    subtask: SubtaskInfo,
+) -> Result<Box<dyn Operator>, OperatorError> {
+    let input = job
+        .input_schema(&vertex.id)
+        .ok_or_else(|| OperatorError::new(format!("vertex '{}' has no input schema", vertex.id)))?;
     let output = output_schema(job, &vertex.id)?;
     Ok(match &vertex.operator {
         Some(Spec::Select(spec)) => Box::new(simple::SelectOp::new(spec, &input, output)?),

@@ -70,7 +70,12 @@ struct Clock {
 }
 
 impl Task {
-    pub fn new(job: Arc<ValidatedJob>, plan: SubtaskPlan, counters: Arc<TaskCounters>, cancel: CancellationToken) -> Self {
+    pub fn new(
+        job: Arc<ValidatedJob>,
+        plan: SubtaskPlan,
+        counters: Arc<TaskCounters>,
+        cancel: CancellationToken,
+    ) -> Self {
         Self { job, plan, counters, cancel }
     }
 
@@ -109,7 +114,10 @@ impl Runner {
         counters: &TaskCounters,
         cancel: CancellationToken,
     ) -> Result<Self, TaskError> {
-        let chain = job.chains.get(plan.chain as usize).ok_or_else(|| TaskError::Operator(format!("unknown chain {}", plan.chain)))?;
+        let chain = job
+            .chains
+            .get(plan.chain as usize)
+            .ok_or_else(|| TaskError::Operator(format!("unknown chain {}", plan.chain)))?;
         let subtask = SubtaskInfo { index: plan.subtask, parallelism: chain.parallelism };
         let mut vertices = Vec::with_capacity(chain.vertex_ids.len());
         for id in &chain.vertex_ids {
@@ -135,7 +143,13 @@ impl Runner {
             let partition = network.create_result_partition(output.subpartitions.clone(), job.buffer_timeout()).await?;
             outputs.push(Output::new(output.clone(), partition));
         }
-        Ok(Self { head, operators, outputs, cancel, clock: Clock { last: Instant::now(), backpressured_seen: Duration::ZERO } })
+        Ok(Self {
+            head,
+            operators,
+            outputs,
+            cancel,
+            clock: Clock { last: Instant::now(), backpressured_seen: Duration::ZERO },
+        })
     }
 
     async fn run(&mut self, counters: &TaskCounters) -> Result<(), TaskError> {
@@ -197,14 +211,23 @@ impl Runner {
                 Some(Some(Ok((_, StreamEvent::Batch(batch))))) => return Ok(Some(batch)),
                 // Watermarks and barriers are not produced yet (event time and checkpoints come later);
                 // end-of-partition is consumed by the gate itself.
-                Some(Some(Ok((_, StreamEvent::Watermark(_) | StreamEvent::Barrier(_) | StreamEvent::EndOfPartition)))) => {}
+                Some(Some(Ok((
+                    _,
+                    StreamEvent::Watermark(_) | StreamEvent::Barrier(_) | StreamEvent::EndOfPartition,
+                )))) => {}
             }
         }
     }
 
     /// Pushes `batch` into operator `first` and on through the chain, then to the outputs. Vertex counters
     /// are indexed with `offset` (1 when the chain's head is a source, which has no operator).
-    async fn push(&mut self, batch: RecordBatch, first: usize, offset: usize, counters: &TaskCounters) -> Result<(), TaskError> {
+    async fn push(
+        &mut self,
+        batch: RecordBatch,
+        first: usize,
+        offset: usize,
+        counters: &TaskCounters,
+    ) -> Result<(), TaskError> {
         if offset == 1 && first == 0 {
             let head = &counters.vertices[0];
             head.records_out.inc_by(batch.num_rows() as u64);
@@ -218,7 +241,9 @@ impl Runner {
             for batch in current {
                 vertex.records_in.inc_by(batch.num_rows() as u64);
                 vertex.bytes_in.inc_by(batch.get_array_memory_size() as u64);
-                operator.process(batch, &mut next).map_err(|e| TaskError::Operator(format!("vertex '{}': {}", vertex.id, e.0)))?;
+                operator
+                    .process(batch, &mut next)
+                    .map_err(|e| TaskError::Operator(format!("vertex '{}': {}", vertex.id, e.0)))?;
             }
             for batch in &next {
                 vertex.records_out.inc_by(batch.num_rows() as u64);
@@ -306,8 +331,6 @@ impl Runner {
         counters.idle.inc_by(self.clock.last.elapsed().as_secs_f64());
         self.clock.last = Instant::now();
     }
-
-    /// A throttled sink's pause is the sink's own pace: for the task it is back-pressure.
 }
 
 fn named(vertex: &sluice_common::proto::Vertex, error: OperatorError) -> TaskError {

@@ -64,7 +64,9 @@ impl Output {
                 self.next_round_robin = self.next_round_robin.wrapping_add(1);
                 self.partition.send_batch(target, batch).await?;
             }
-            Partitioning::Forward | Partitioning::Hash | Partitioning::Unspecified => self.partition.send_batch(0, batch).await?,
+            Partitioning::Forward | Partitioning::Hash | Partitioning::Unspecified => {
+                self.partition.send_batch(0, batch).await?
+            }
         }
         Ok(())
     }

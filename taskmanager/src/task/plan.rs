@@ -37,7 +37,11 @@ pub struct SubtaskPlan {
 pub struct PlanError(pub String);
 
 /// Plans every subtask of the deployment that runs on `local_task_manager`.
-pub fn plan_subtasks(request: &DeployTasksRequest, job: &ValidatedJob, local_task_manager: &str) -> Result<Vec<SubtaskPlan>, PlanError> {
+pub fn plan_subtasks(
+    request: &DeployTasksRequest,
+    job: &ValidatedJob,
+    local_task_manager: &str,
+) -> Result<Vec<SubtaskPlan>, PlanError> {
     let addresses: HashMap<&str, &str> =
         request.task_managers.iter().map(|t| (t.task_manager_id.as_str(), t.data_address.as_str())).collect();
     let placement: HashMap<(u32, u32), &str> =
@@ -49,29 +53,50 @@ pub fn plan_subtasks(request: &DeployTasksRequest, job: &ValidatedJob, local_tas
         let address = addresses.get(tm).ok_or_else(|| PlanError(format!("no data address for TaskManager {tm}")))?;
         Ok(PeerAddress { task_manager_id: tm.to_string(), data_address: address.to_string() })
     };
-    let parallelism = |chain: u32| job.chains.get(chain as usize).map(|c| c.parallelism).ok_or_else(|| PlanError(format!("unknown chain {chain}")));
+    let parallelism = |chain: u32| {
+        job.chains.get(chain as usize).map(|c| c.parallelism).ok_or_else(|| PlanError(format!("unknown chain {chain}")))
+    };
 
     let mut plans = Vec::new();
     for p in request.placements.iter().filter(|p| p.task_manager_id == local_task_manager) {
         let mut plan = SubtaskPlan { chain: p.chain, subtask: p.subtask, inputs: Vec::new(), outputs: Vec::new() };
         for chain_edge in &job.chain_edges {
-            let edge = job.graph.edges.get(chain_edge.edge as usize).ok_or_else(|| PlanError(format!("unknown edge {}", chain_edge.edge)))?;
+            let edge = job
+                .graph
+                .edges
+                .get(chain_edge.edge as usize)
+                .ok_or_else(|| PlanError(format!("unknown edge {}", chain_edge.edge)))?;
             let forward = edge.partitioning() == Partitioning::Forward;
-            let key = |from: u32, to: u32| ChannelKey { execution_id: request.execution_id, edge: chain_edge.edge, from_subtask: from, to_subtask: to };
+            let key = |from: u32, to: u32| ChannelKey {
+                execution_id: request.execution_id,
+                edge: chain_edge.edge,
+                from_subtask: from,
+                to_subtask: to,
+            };
             if chain_edge.to_chain == p.chain {
-                let upstream: Vec<u32> = if forward { vec![p.subtask] } else { (0..parallelism(chain_edge.from_chain)?).collect() };
+                let upstream: Vec<u32> =
+                    if forward { vec![p.subtask] } else { (0..parallelism(chain_edge.from_chain)?).collect() };
                 for i in upstream {
                     plan.inputs.push((key(i, p.subtask), peer(chain_edge.from_chain, i)?));
                 }
             }
             if chain_edge.from_chain == p.chain {
-                let downstream: Vec<u32> = if forward { vec![p.subtask] } else { (0..parallelism(chain_edge.to_chain)?).collect() };
-                let subpartitions = downstream.into_iter().map(|j| Ok((key(p.subtask, j), peer(chain_edge.to_chain, j)?))).collect::<Result<_, PlanError>>()?;
-                let schema = job.schemas.get(&edge.from).ok_or_else(|| PlanError(format!("no schema for '{}'", edge.from)))?;
+                let downstream: Vec<u32> =
+                    if forward { vec![p.subtask] } else { (0..parallelism(chain_edge.to_chain)?).collect() };
+                let subpartitions = downstream
+                    .into_iter()
+                    .map(|j| Ok((key(p.subtask, j), peer(chain_edge.to_chain, j)?)))
+                    .collect::<Result<_, PlanError>>()?;
+                let schema =
+                    job.schemas.get(&edge.from).ok_or_else(|| PlanError(format!("no schema for '{}'", edge.from)))?;
                 let key_columns = edge
                     .key
                     .iter()
-                    .map(|k| schema.index_of(k).map_err(|_| PlanError(format!("edge {} -> {}: unknown key column '{k}'", edge.from, edge.to))))
+                    .map(|k| {
+                        schema.index_of(k).map_err(|_| {
+                            PlanError(format!("edge {} -> {}: unknown key column '{k}'", edge.from, edge.to))
+                        })
+                    })
                     .collect::<Result<_, _>>()?;
                 plan.outputs.push(OutputPlan {
                     partitioning: edge.partitioning(),

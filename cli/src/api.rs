@@ -1,0 +1,117 @@
+//! The JSON answers of the JobManager's REST API that the CLI reads, as typed views.
+//!
+//! They mirror `jobmanager/src/rest/views.rs` but are lenient on purpose: unknown fields are ignored and
+//! missing ones take defaults, so a CLI of one version keeps working against a JobManager that added
+//! fields. Times are milliseconds since the Unix epoch.
+use serde::Deserialize;
+
+/// The statuses after which a job never changes again.
+pub const TERMINAL_STATUSES: &[&str] = &["FINISHED", "FAILED", "CANCELED"];
+
+/// The status of a job that completed successfully.
+pub const FINISHED: &str = "FINISHED";
+
+/// `POST /jobs/submit`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Submitted {
+    pub job_id: String,
+    pub status: String,
+}
+
+/// `GET /jobs`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct JobList {
+    pub jobs: Vec<JobSummary>,
+}
+
+/// One job in `GET /jobs`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct JobSummary {
+    pub job_id: String,
+    pub name: String,
+    pub status: String,
+    pub start_time: u64,
+    pub end_time: Option<u64>,
+}
+
+/// `GET /jobs/{id}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct JobDetails {
+    pub job_id: String,
+    pub name: String,
+    pub status: String,
+    pub attempt: u32,
+    pub start_time: u64,
+    pub end_time: Option<u64>,
+    pub failure_cause: Option<String>,
+    pub status_reason: Option<String>,
+    pub vertices: Vec<VertexView>,
+    pub remote_bytes_out: u64,
+    pub remote_bytes_in: u64,
+}
+
+/// One vertex of `GET /jobs/{id}`, totalled over its subtasks.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct VertexView {
+    pub id: String,
+    pub operator: String,
+    pub parallelism: u32,
+    pub records_in: u64,
+    pub records_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// `GET /jobs/{id}/status` and `POST /jobs/{id}/cancel`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct JobStatus {
+    pub job_id: String,
+    pub status: String,
+    /// Why it waits, or why it failed.
+    pub reason: Option<String>,
+}
+
+impl JobStatus {
+    /// Whether the job has ended for good.
+    pub fn is_terminal(&self) -> bool {
+        TERMINAL_STATUSES.contains(&self.status.as_str())
+    }
+}
+
+/// `GET /taskmanagers`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct TaskManagerList {
+    pub taskmanagers: Vec<TaskManager>,
+}
+
+/// One TaskManager in `GET /taskmanagers`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct TaskManager {
+    pub id: String,
+    pub rpc_address: String,
+    pub data_address: String,
+    pub metrics_address: String,
+    pub slots_total: u32,
+    pub slots_free: u32,
+    pub last_heartbeat: u64,
+    pub state: String,
+}
+
+/// `GET /cluster/metrics`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ClusterMetrics {
+    pub total_task_managers: u64,
+    pub active_task_managers: u64,
+    pub total_slots: u64,
+    pub available_slots: u64,
+    pub utilization: f64,
+}

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Benchmark: throughput of a keyed word count on a local cluster, and the memory it takes.
+#
+# Builds release binaries, starts 1 JobManager and 2 TaskManagers (1 slot each), then runs
+#     datagen (lines of 1-4 random words) -> flat_map split -> select lower -> HASH by word
+#       -> aggregate count -> blackhole
+# once at parallelism 1 and once at parallelism 2 (its subtasks spread over both TaskManagers, so the
+# HASH edge crosses TCP). Prints rows/s = rows / (job end - job start, from the JobManager), each
+# process's peak RSS (VmHWM), and a TaskManager's RSS while idle. Not run in CI.
+#
+# Usage: scripts/benchmark.sh
+# Environment: ROWS (default 20000000), PARALLELISMS (default "1 2"), BENCHMARK_TIMEOUT_S (default 1800),
+#              CARGO_TARGET_DIR (default ~/.cache/sluice/target).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+readonly ROWS="${ROWS:-20000000}"
+readonly PARALLELISMS="${PARALLELISMS:-1 2}"
+# How long one run may take before the benchmark gives up, in seconds.
+readonly RUN_TIMEOUT_S="${BENCHMARK_TIMEOUT_S:-1800}"
+readonly REGISTER_TIMEOUT_S=60
+readonly DIR=data/benchmark
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice/target}"
+readonly BIN="$CARGO_TARGET_DIR/release"
+readonly SLUICE="$BIN/sluice"
+
+trap stop_cluster EXIT
+
+# job_file PARALLELISM: the benchmark job (the shape of examples/jobs/datagen_word_count.json).
+job_file() {
+  local p="$1"
+  cat <<EOF
+{
+  "name": "benchmark_word_count_p$p",
+  "vertices": [
+    {"id": "lines", "parallelism": $p, "datagen": {
+      "seed": 42, "rows": $ROWS, "batch_size": 4096,
+      "columns": [{"name": "line", "words": {"min_words": 1, "max_words": 4}}]}},
+    {"id": "split", "parallelism": $p, "flat_map": {"column": "line", "output_column": "word"}},
+    {"id": "lower", "parallelism": $p, "select": {"columns": [{"name": "word", "expr": "lower(word)"}]}},
+    {"id": "count", "parallelism": $p, "aggregate": {
+      "keys": ["word"], "aggregates": [{"function": "count", "name": "count"}]}},
+    {"id": "sink", "parallelism": $p, "blackhole_sink": {}}
+  ],
+  "edges": [
+    {"from": "lines", "to": "split"},
+    {"from": "split", "to": "lower"},
+    {"from": "lower", "to": "count", "partitioning": "HASH", "key": ["word"]},
+    {"from": "count", "to": "sink"}
+  ]
+}
+EOF
+}
+
+section "Building release binaries (cargo build --release --bins)"
+cargo build --release --bins
+
+section "Starting a local cluster under $DIR (1 JobManager, 2 TaskManagers with 1 slot each)"
+rm -rf "$DIR"
+mkdir -p "$DIR"
+start_jobmanager "$BIN" "$DIR"
+jm_pid="$START_PID"
+start_taskmanager "$BIN" "$DIR" tm-1 1
+tm1_pid="$START_PID"
+start_taskmanager "$BIN" "$DIR" tm-2 1
+tm2_pid="$START_PID"
+wait_for_taskmanagers "$SLUICE" 2 "$REGISTER_TIMEOUT_S"
+idle_tm_rss="$(rss_kib "$tm1_pid")"
+info "idle TaskManager RSS: ${idle_tm_rss} KiB"
+
+results=()
+for p in $PARALLELISMS; do
+  section "Parallelism $p: $ROWS rows"
+  job_file "$p" >"$DIR/job-p$p.json"
+  job_id="$("$SLUICE" submit --quiet "$DIR/job-p$p.json")"
+  if ! "$SLUICE" wait "$job_id" --timeout "$RUN_TIMEOUT_S"; then
+    "$SLUICE" status "$job_id" >&2 || true
+    show_all_logs
+    fail "benchmark job $job_id did not finish"
+  fi
+  details="$("$SLUICE" status --json "$job_id")"
+  start_ms="$(json_number start_time <<<"$details")"
+  end_ms="$(json_number end_time <<<"$details")"
+  [[ -n "$start_ms" && -n "$end_ms" ]] || fail "job $job_id has no start or end time: $details"
+  elapsed_ms=$((end_ms - start_ms))
+  rows_per_s="$(awk -v rows="$ROWS" -v ms="$elapsed_ms" 'BEGIN { printf "%.0f", (ms > 0 ? rows * 1000 / ms : 0) }')"
+  ok "parallelism $p: $ROWS rows in ${elapsed_ms} ms = $rows_per_s rows/s"
+  results+=("$p $elapsed_ms $rows_per_s")
+done
+
+section "Results"
+printf '    %-12s %12s %14s\n' PARALLELISM "TIME (ms)" "ROWS/S"
+for line in "${results[@]}"; do
+  read -r p ms rate <<<"$line"
+  printf '    %-12s %12s %14s\n' "$p" "$ms" "$rate"
+done
+printf '\n    %-24s %12s\n' PROCESS "PEAK RSS (KiB)"
+printf '    %-24s %12s\n' jobmanager "$(peak_rss_kib "$jm_pid")"
+printf '    %-24s %12s\n' tm-1 "$(peak_rss_kib "$tm1_pid")"
+printf '    %-24s %12s\n' tm-2 "$(peak_rss_kib "$tm2_pid")"
+printf '    %-24s %12s\n' "tm-1 idle (RSS)" "$idle_tm_rss"

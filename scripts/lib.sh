@@ -1,0 +1,190 @@
+# Shell helpers shared by the scripts in this folder: section headers, failing with context, and a small
+# local cluster (one JobManager, N TaskManagers) whose processes are started in the background, found
+# through the address files they write, and always stopped on exit.
+#
+# Source it from a script that runs under `set -euo pipefail` in the repository root:
+#     source "$(dirname "$0")/lib.sh"
+# Every wait here is bounded (a deadline in seconds); nothing sleeps in place of checking a condition.
+
+# How long a process may take to write its address file after it starts, in seconds (a debug build of
+# the JobManager opens SQLite and runs migrations first).
+readonly SLUICE_START_TIMEOUT_S="${SLUICE_START_TIMEOUT_S:-60}"
+# How long a stopped process gets to exit after SIGTERM before it is sent SIGKILL, in seconds.
+readonly SLUICE_STOP_TIMEOUT_S=10
+# Lines of a log shown when its process fails.
+readonly SLUICE_LOG_TAIL_LINES=40
+
+# PIDs, names and logs of the processes this script started (parallel arrays), stopped by stop_cluster.
+SLUICE_PIDS=()
+SLUICE_NAMES=()
+SLUICE_LOGS=()
+
+if [[ -t 1 ]]; then
+  _bold=$'\e[1m' _red=$'\e[31m' _green=$'\e[32m' _reset=$'\e[0m'
+else
+  _bold='' _red='' _green='' _reset=''
+fi
+
+# section TITLE: a visible header between the phases of a script.
+section() {
+  printf '\n%s==> %s%s\n' "$_bold" "$*" "$_reset"
+}
+
+# info MESSAGE
+info() {
+  printf '    %s\n' "$*"
+}
+
+# ok MESSAGE
+ok() {
+  printf '%s    %s%s\n' "$_green" "$*" "$_reset"
+}
+
+# fail MESSAGE: prints the message in red on stderr and exits 1 (the EXIT trap then stops the cluster).
+fail() {
+  printf '%serror: %s%s\n' "$_red" "$*" "$_reset" >&2
+  exit 1
+}
+
+# show_log NAME LOG: the tail of a process's log, on stderr.
+show_log() {
+  local name="$1" log="$2"
+  printf '%s--- last %s lines of %s (%s) ---%s\n' "$_bold" "$SLUICE_LOG_TAIL_LINES" "$name" "$log" "$_reset" >&2
+  tail -n "$SLUICE_LOG_TAIL_LINES" "$log" >&2 || true
+  printf '%s--- end of %s ---%s\n' "$_bold" "$name" "$_reset" >&2
+}
+
+# show_all_logs: the tail of every started process's log, on stderr (for a failure whose culprit is unclear).
+show_all_logs() {
+  local i
+  for i in "${!SLUICE_PIDS[@]}"; do
+    show_log "${SLUICE_NAMES[$i]}" "${SLUICE_LOGS[$i]}"
+  done
+}
+
+# start_process NAME LOG COMMAND...: runs COMMAND in the background with stdout and stderr in LOG, and
+# remembers it for stop_cluster. Sets START_PID.
+start_process() {
+  local name="$1" log="$2"
+  shift 2
+  mkdir -p "$(dirname "$log")"
+  # Logs are files: no colour codes (NO_COLOR), and anyhow errors without a backtrace
+  # (RUST_LIB_BACKTRACE=0) so a log's tail shows the error itself; panics still follow RUST_BACKTRACE.
+  NO_COLOR=1 RUST_LIB_BACKTRACE="${RUST_LIB_BACKTRACE:-0}" "$@" >"$log" 2>&1 &
+  START_PID=$!
+  SLUICE_PIDS+=("$START_PID")
+  SLUICE_NAMES+=("$name")
+  SLUICE_LOGS+=("$log")
+}
+
+# check_processes: fails, showing the log, if any started process has exited.
+check_processes() {
+  local i
+  for i in "${!SLUICE_PIDS[@]}"; do
+    if ! kill -0 "${SLUICE_PIDS[$i]}" 2>/dev/null; then
+      show_log "${SLUICE_NAMES[$i]}" "${SLUICE_LOGS[$i]}"
+      fail "${SLUICE_NAMES[$i]} (pid ${SLUICE_PIDS[$i]}) exited unexpectedly; its log is above"
+    fi
+  done
+}
+
+# wait_for_file PATH TIMEOUT_S WHAT: waits until PATH exists, checking that every started process lives.
+wait_for_file() {
+  local path="$1" timeout_s="$2" what="$3"
+  local deadline=$((SECONDS + timeout_s))
+  while [[ ! -s "$path" ]]; do
+    check_processes
+    if ((SECONDS >= deadline)); then
+      show_all_logs
+      fail "$what: $path did not appear within ${timeout_s}s"
+    fi
+    sleep 0.1
+  done
+}
+
+# json_string KEY < JSON: the first string value of KEY (compact or pretty JSON; no jq needed).
+json_string() {
+  sed -n "s/.*\"$1\": *\"\([^\"]*\)\".*/\1/p" | head -n 1
+}
+
+# json_number KEY < JSON: the first numeric value of KEY.
+json_number() {
+  sed -n "s/.*\"$1\": *\([0-9][0-9.]*\).*/\1/p" | head -n 1
+}
+
+# start_jobmanager BIN_DIR DIR: starts a JobManager on free ports with its files in DIR/jobmanager.
+# Sets JM_REST and JM_RPC (host:port) and exports SLUICE_JOBMANAGER for the `sluice` CLI.
+start_jobmanager() {
+  local bin_dir="$1" dir="$2"
+  start_process jobmanager "$dir/jobmanager.log" "$bin_dir/sluice-jobmanager" \
+    --rest-addr 127.0.0.1:0 --rpc-addr 127.0.0.1:0 --data-dir "$dir/jobmanager"
+  wait_for_file "$dir/jobmanager/jobmanager.addr" "$SLUICE_START_TIMEOUT_S" "the JobManager did not start"
+  local addr
+  addr="$(cat "$dir/jobmanager/jobmanager.addr")"
+  JM_REST="$(json_string rest <<<"$addr")"
+  JM_RPC="$(json_string rpc <<<"$addr")"
+  [[ -n "$JM_REST" && -n "$JM_RPC" ]] || fail "cannot read the addresses in $dir/jobmanager/jobmanager.addr: $addr"
+  export SLUICE_JOBMANAGER="http://$JM_REST"
+}
+
+# start_taskmanager BIN_DIR DIR ID SLOTS: starts a TaskManager named ID with SLOTS slots on free ports,
+# its files in DIR/ID, registering with the JobManager at JM_RPC. Its working directory is the current
+# one (relative paths in job files resolve against it).
+start_taskmanager() {
+  local bin_dir="$1" dir="$2" id="$3" slots="$4"
+  start_process "$id" "$dir/$id.log" "$bin_dir/sluice-taskmanager" \
+    --jobmanager "$JM_RPC" --rpc-addr 127.0.0.1:0 --data-addr 127.0.0.1:0 --metrics-addr 127.0.0.1:0 \
+    --slots "$slots" --data-dir "$dir/$id" --id "$id"
+  wait_for_file "$dir/$id/taskmanager.addr" "$SLUICE_START_TIMEOUT_S" "TaskManager $id did not start"
+}
+
+# wait_for_taskmanagers SLUICE COUNT TIMEOUT_S: waits until COUNT TaskManagers are ACTIVE at the JobManager.
+wait_for_taskmanagers() {
+  local sluice="$1" count="$2" timeout_s="$3"
+  local deadline=$((SECONDS + timeout_s)) active=0
+  while :; do
+    check_processes
+    active="$("$sluice" cluster --json 2>/dev/null | json_number active_task_managers || true)"
+    if [[ "${active:-0}" -ge "$count" ]]; then
+      return 0
+    fi
+    if ((SECONDS >= deadline)); then
+      show_all_logs
+      fail "only ${active:-0} of $count TaskManagers registered within ${timeout_s}s"
+    fi
+    sleep 0.2
+  done
+}
+
+# peak_rss_kib PID: the process's peak resident set size (VmHWM) in KiB, or "?" if it is gone.
+peak_rss_kib() {
+  awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo "?"
+}
+
+# rss_kib PID: the process's current resident set size (VmRSS) in KiB, or "?" if it is gone.
+rss_kib() {
+  awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo "?"
+}
+
+# stop_cluster: SIGTERM to every started process still running, then SIGKILL to any that outlive
+# SLUICE_STOP_TIMEOUT_S. Installed as the EXIT trap by the scripts; safe to call twice.
+stop_cluster() {
+  local pid deadline
+  ((${#SLUICE_PIDS[@]} > 0)) || return 0
+  for pid in "${SLUICE_PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  deadline=$((SECONDS + SLUICE_STOP_TIMEOUT_S))
+  for pid in "${SLUICE_PIDS[@]}"; do
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
+      sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+  done
+  SLUICE_PIDS=()
+  SLUICE_NAMES=()
+  SLUICE_LOGS=()
+}

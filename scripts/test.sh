@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (`.ci/run` executes this file), on a fresh Debian machine or a
+# developer's checkout:
+#   1. system packages the build needs, installed with apt only when missing (needs root);
+#   2. the Rust toolchain (rustup, minimal profile, stable) with rustfmt and clippy, only when missing;
+#   3. cargo fmt --check; 4. cargo build --workspace --all-targets (the integration tests start the binaries);
+#   5. cargo clippy -D warnings; 6. cargo nextest run --workspace (cargo test when nextest is missing).
+# Every step runs even after an earlier one failed, so one run shows every problem. The exit code is the
+# test suite's when it failed, else 1 if the format or lint check failed, else 0.
+#
+# The cargo target directory lives outside the clone (CARGO_TARGET_DIR, default ~/.cache/sluice/target)
+# so repeated runs from fresh clones build incrementally.
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-auto}"
+# A panicking test shows where it panicked.
+export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+
+# Debian packages the workspace's build needs, by the command that shows they are present:
+#   cc: build-essential (libsqlite3-sys compiles the bundled SQLite, zstd-sys its C sources);
+#   pkg-config: the -sys build scripts probe it; curl and ca-certificates: rustup; git: cargo git sources.
+# No protoc (protox compiles the .proto in Rust) and no OpenSSL (reqwest without TLS, plain HTTP).
+install_system_packages() {
+  local missing=()
+  command -v cc >/dev/null || missing+=(build-essential)
+  command -v pkg-config >/dev/null || missing+=(pkg-config)
+  command -v curl >/dev/null || missing+=(curl)
+  command -v git >/dev/null || missing+=(git)
+  dpkg -s ca-certificates >/dev/null 2>&1 || missing+=(ca-certificates)
+  if ((${#missing[@]} == 0)); then
+    info "all present (cc, pkg-config, curl, git, ca-certificates)"
+    return 0
+  fi
+  info "installing: ${missing[*]}"
+  local sudo=()
+  if [[ "$(id -u)" != 0 ]]; then
+    command -v sudo >/dev/null || fail "missing packages (${missing[*]}) and not root; install them and rerun"
+    sudo=(sudo)
+  fi
+  "${sudo[@]}" apt-get update -qq || fail "apt-get update failed"
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" \
+    || fail "apt-get install ${missing[*]} failed"
+}
+
+install_rust() {
+  if [[ -f "$HOME/.cargo/env" ]]; then
+    # shellcheck source=/dev/null
+    source "$HOME/.cargo/env"
+  fi
+  if ! command -v cargo >/dev/null; then
+    info "cargo not found: installing Rust with rustup (minimal profile, stable)"
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs \
+      | sh -s -- -y --no-modify-path --profile minimal --default-toolchain stable -c rustfmt -c clippy \
+      || fail "the Rust installation failed"
+    # shellcheck source=/dev/null
+    source "$HOME/.cargo/env"
+  fi
+  if command -v rustup >/dev/null; then
+    cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt || fail "cannot add rustfmt"
+    cargo clippy --version >/dev/null 2>&1 || rustup component add clippy || fail "cannot add clippy"
+  fi
+  info "$(cargo --version), $(rustc --version)"
+}
+
+# The nextest binary, installed when missing; falls back to cargo test when that fails too.
+have_nextest() {
+  cargo nextest --version >/dev/null 2>&1 && return 0
+  info "cargo-nextest not found: installing it (cargo install cargo-nextest --locked)"
+  cargo install cargo-nextest --locked >/dev/null 2>&1 && return 0
+  info "cannot install cargo-nextest; falling back to cargo test"
+  return 1
+}
+
+section "System packages"
+install_system_packages
+
+section "Rust toolchain"
+install_rust
+info "CARGO_TARGET_DIR=$CARGO_TARGET_DIR"
+
+section "Format (cargo fmt --all --check)"
+fmt_status=0
+cargo fmt --all --check || fmt_status=$?
+
+# --all-targets: the binaries are built with the same (dev-dependency-unified) features as the tests, so the
+# test step reuses every artifact instead of building DataFusion a second time.
+section "Build (cargo build --workspace --all-targets)"
+build_status=0
+cargo build --workspace --all-targets || build_status=$?
+
+section "Lint (cargo clippy --workspace --all-targets -- -D warnings)"
+clippy_status=0
+cargo clippy --workspace --all-targets -- -D warnings || clippy_status=$?
+
+section "Tests"
+test_status=0
+if ((build_status != 0)); then
+  info "skipped: the build failed"
+  test_status=$build_status
+elif have_nextest; then
+  info "cargo nextest run --workspace"
+  cargo nextest run --workspace --no-fail-fast || test_status=$?
+else
+  info "cargo test --workspace"
+  cargo test --workspace --no-fail-fast || test_status=$?
+fi
+
+section "Summary"
+summarize() {
+  if (($2 == 0)); then ok "$1: passed"; else printf '%s    %s: FAILED (exit %s)%s\n' "$_red" "$1" "$2" "$_reset"; fi
+}
+summarize "format" "$fmt_status"
+summarize "build" "$build_status"
+summarize "clippy" "$clippy_status"
+summarize "tests" "$test_status"
+
+if ((test_status != 0)); then
+  exit "$test_status"
+elif ((fmt_status != 0 || clippy_status != 0)); then
+  exit 1
+fi
+exit 0

@@ -1,0 +1,52 @@
+//! Where the binaries under test live.
+//!
+//! Cargo builds the binaries of other packages before an integration test only when told to, so the test
+//! runner (`scripts/test.sh`) runs `cargo build --bins` first, and the tests look for the result:
+//! 1. `$SLUICE_BIN_DIR`, when set (to test a release build or an installed copy);
+//! 2. the profile directory this test executable was built into (`<target>/debug/deps/<test>` → `<target>/debug`),
+//!    which is right for `cargo test` and `cargo nextest` alike;
+//! 3. `$CARGO_TARGET_DIR/debug`.
+use std::path::{Path, PathBuf};
+
+/// The environment variable that overrides where binaries are looked for.
+pub const BIN_DIR_VARIABLE: &str = "SLUICE_BIN_DIR";
+
+/// The JobManager binary's name.
+pub const JOB_MANAGER: &str = "sluice-jobmanager";
+/// The TaskManager binary's name.
+pub const TASK_MANAGER: &str = "sluice-taskmanager";
+/// The command-line client's name.
+pub const CLI: &str = "sluice";
+
+/// The path of the binary `name`, from the first directory (in the order of the module doc) that has it.
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let candidates = candidate_dirs();
+    for dir in &candidates {
+        let path = dir.join(name);
+        if path.is_file() {
+            return Ok(path);
+        }
+    }
+    let searched: Vec<String> = candidates.iter().map(|d| d.display().to_string()).collect();
+    anyhow::bail!(
+        "binary '{name}' not found in [{}]; build it first with `cargo build --bins`, or point {BIN_DIR_VARIABLE} at it",
+        searched.join(", ")
+    )
+}
+
+fn candidate_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(dir) = std::env::var_os(BIN_DIR_VARIABLE) {
+        dirs.push(PathBuf::from(dir));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        // <target>/debug/deps/<test binary>: the binaries sit one level above `deps`.
+        if let Some(profile_dir) = exe.parent().filter(|d| d.ends_with("deps")).and_then(Path::parent) {
+            dirs.push(profile_dir.to_path_buf());
+        }
+    }
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        dirs.push(PathBuf::from(target).join("debug"));
+    }
+    dirs
+}

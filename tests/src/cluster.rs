@@ -1,0 +1,523 @@
+//! A local Sluice cluster for one test: a JobManager and N TaskManagers as real processes, in a temporary
+//! directory of their own, with helpers for the REST API, the CLI and the TaskManagers' metrics.
+//!
+//! ```text
+//!   <tmp>/sluice-test-XXXX/
+//!     jobmanager/            --data-dir of the JobManager (SQLite file, jobmanager.addr)
+//!     tm-0/ tm-1/ ...        --data-dir of each TaskManager (taskmanager.addr)
+//!     jobmanager.log tm-0.log ...   every process's stdout and stderr
+//! ```
+//!
+//! Every process runs with this directory as its working directory, so relative paths in job files land
+//! inside it too. Dropping the [`Cluster`] kills every process; if the test is failing (panicking), it first
+//! prints the tail of every log and keeps the directory.
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde_json::Value;
+use sluice_common::ids::JobId;
+
+use crate::binaries;
+use crate::process::{fresh_file, Launch, Process};
+use crate::wait::{poll_until, Progress};
+
+/// Lines of each log printed when a test fails: enough for the error and what led to it.
+pub const LOG_TAIL_LINES: usize = 80;
+
+/// How long processes may take to bind, write their address files and register. Debug builds start in
+/// well under a second; the margin covers a 2-core machine busy compiling.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The longest a single HTTP request to the JobManager or a TaskManager may take.
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest one CLI invocation may run before it is killed and the test fails.
+pub const CLI_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Settings every cluster starts with, before [`ClusterSpec::env`] (which wins). Heartbeats carry the
+/// task metrics the REST API shows, so a short interval lets tests see fresh numbers sooner; the timeout
+/// stays generous so that a CPU-starved TaskManager on a busy machine is not declared lost.
+/// `NO_COLOR` keeps terminal colour codes out of the log files.
+pub const DEFAULT_ENV: &[(&str, &str)] =
+    &[("HEARTBEAT_INTERVAL", "200"), ("HEARTBEAT_TIMEOUT", "10000"), ("RUST_LOG", "info"), ("NO_COLOR", "1")];
+
+/// Job statuses after which a job never changes again.
+pub const TERMINAL_STATUSES: &[&str] = &["FINISHED", "FAILED", "CANCELED"];
+
+/// What to start.
+#[derive(Clone, Debug)]
+pub struct ClusterSpec {
+    /// How many TaskManagers.
+    pub task_managers: usize,
+    /// Slots of each TaskManager.
+    pub slots: u32,
+    /// Environment variables for every process (e.g. `("BUFFER_SIZE", "4096")`), over [`DEFAULT_ENV`].
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        ClusterSpec { task_managers: 2, slots: 2, env: Vec::new() }
+    }
+}
+
+impl ClusterSpec {
+    /// Adds an environment variable for every process.
+    pub fn env(mut self, key: &str, value: impl ToString) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+}
+
+/// One TaskManager of the cluster.
+struct TaskManager {
+    id: String,
+    dir: PathBuf,
+    process: Process,
+    /// The addresses from its address file (of its current incarnation).
+    rpc_address: String,
+    metrics_address: String,
+}
+
+/// An HTTP answer: the status code and the body (JSON, or the raw text as a JSON string if it is not JSON).
+#[derive(Clone, Debug)]
+pub struct HttpResponse {
+    /// The HTTP status code.
+    pub status: u16,
+    /// The body.
+    pub body: Value,
+}
+
+/// What a CLI invocation printed and how it ended.
+#[derive(Debug)]
+pub struct CliOutput {
+    /// The exit status.
+    pub status: ExitStatus,
+    /// Everything written to stdout.
+    pub stdout: String,
+    /// Everything written to stderr.
+    pub stderr: String,
+}
+
+/// A running JobManager with its TaskManagers. See the module doc.
+pub struct Cluster {
+    spec: ClusterSpec,
+    dir: tempfile::TempDir,
+    job_manager: Process,
+    rest_address: String,
+    rpc_address: String,
+    task_managers: Vec<TaskManager>,
+    http: reqwest::blocking::Client,
+    /// Counts CLI invocations, to give each its own output files.
+    cli_calls: usize,
+}
+
+impl Cluster {
+    /// Starts a JobManager and `spec.task_managers` TaskManagers, and returns once every TaskManager is
+    /// registered and ACTIVE. Panics (printing the logs) if that does not happen within [`STARTUP_TIMEOUT`].
+    pub fn start(spec: ClusterSpec) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("sluice-test-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot create the test directory: {e}"));
+        let job_manager = spawn_job_manager(dir.path(), &spec).unwrap_or_else(|e| panic!("{e:#}"));
+        let http = reqwest::blocking::Client::builder()
+            .timeout(HTTP_TIMEOUT)
+            .build()
+            .unwrap_or_else(|e| panic!("cannot build the HTTP client: {e}"));
+        let mut cluster = Cluster {
+            spec,
+            dir,
+            job_manager,
+            rest_address: String::new(),
+            rpc_address: String::new(),
+            task_managers: Vec::new(),
+            http,
+            cli_calls: 0,
+        };
+        // From here on a panic drops `cluster`, which prints the logs.
+        cluster.await_job_manager_address().unwrap_or_else(|e| panic!("{e:#}"));
+        for _ in 0..cluster.spec.task_managers {
+            cluster.add_task_manager();
+        }
+        cluster.wait_for_active_task_managers(cluster.spec.task_managers, STARTUP_TIMEOUT);
+        cluster
+    }
+
+    /// The cluster's directory (every process's working directory; logs and data dirs live here).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `http://127.0.0.1:<port>` of the REST API.
+    pub fn rest_url(&self) -> String {
+        format!("http://{}", self.rest_address)
+    }
+
+    /// The JobManager's gRPC address (`127.0.0.1:<port>`).
+    pub fn rpc_address(&self) -> &str {
+        &self.rpc_address
+    }
+
+    /// The JobManager's process id.
+    pub fn job_manager_pid(&self) -> u32 {
+        self.job_manager.pid()
+    }
+
+    /// How many TaskManagers were started (killed ones included).
+    pub fn task_manager_count(&self) -> usize {
+        self.task_managers.len()
+    }
+
+    /// TaskManager `index`'s id (`tm-<index>`).
+    pub fn task_manager_id(&self, index: usize) -> &str {
+        &self.task_manager(index).id
+    }
+
+    /// TaskManager `index`'s process id.
+    pub fn task_manager_pid(&self, index: usize) -> u32 {
+        self.task_manager(index).process.pid()
+    }
+
+    /// TaskManager `index`'s RPC address, as its current incarnation announced it.
+    pub fn task_manager_rpc_address(&self, index: usize) -> &str {
+        &self.task_manager(index).rpc_address
+    }
+
+    /// Starts one more TaskManager (`tm-<n>`) and waits for its address file (not for its registration).
+    /// Returns its index.
+    pub fn add_task_manager(&mut self) -> usize {
+        let index = self.task_managers.len();
+        let id = format!("tm-{index}");
+        let dir = self.dir().join(&id);
+        let (process, addresses) = self.launch_task_manager(&id, &dir).unwrap_or_else(|e| panic!("{e:#}"));
+        let (rpc_address, metrics_address) = addresses;
+        self.task_managers.push(TaskManager { id, dir, process, rpc_address, metrics_address });
+        index
+    }
+
+    /// Kills TaskManager `index` with SIGKILL (as a crash would) and reaps it.
+    pub fn kill_task_manager(&mut self, index: usize) {
+        self.task_manager_mut(index).process.kill();
+    }
+
+    /// Starts TaskManager `index` again with the same id and directory (killing it first if it still runs),
+    /// and returns once the JobManager lists this new incarnation as ACTIVE.
+    pub fn restart_task_manager(&mut self, index: usize) {
+        let (id, dir) = {
+            let tm = self.task_manager_mut(index);
+            tm.process.kill();
+            (tm.id.clone(), tm.dir.clone())
+        };
+        let (process, (rpc_address, metrics_address)) =
+            self.launch_task_manager(&id, &dir).unwrap_or_else(|e| panic!("{e:#}"));
+        let tm = self.task_manager_mut(index);
+        tm.process = process;
+        tm.metrics_address = metrics_address;
+        tm.rpc_address = rpc_address.clone();
+        let what = format!("{id} to register again from {rpc_address}");
+        let result = poll_until(&what, STARTUP_TIMEOUT, || {
+            self.ensure_job_manager_running()?;
+            self.task_manager_mut(index).process.ensure_running()?;
+            let answer = self.try_request(reqwest::Method::GET, "/taskmanagers", None)?;
+            let registered = answer.body["taskmanagers"].as_array().is_some_and(|list| {
+                list.iter().any(|tm| {
+                    tm["id"] == id.as_str() && tm["rpc_address"] == rpc_address.as_str() && tm["state"] == "ACTIVE"
+                })
+            });
+            Ok(if registered { Progress::Ready(()) } else { Progress::Pending(answer.body.to_string()) })
+        });
+        result.unwrap_or_else(|e| panic!("{e:#}"));
+    }
+
+    /// Waits until `GET /taskmanagers` lists at least `count` ACTIVE TaskManagers.
+    pub fn wait_for_active_task_managers(&mut self, count: usize, timeout: Duration) {
+        let what = format!("{count} ACTIVE TaskManagers");
+        let result = poll_until(&what, timeout, || {
+            self.ensure_job_manager_running()?;
+            let answer = self.try_request(reqwest::Method::GET, "/taskmanagers", None)?;
+            let active = answer.body["taskmanagers"]
+                .as_array()
+                .map(|list| list.iter().filter(|tm| tm["state"] == "ACTIVE").count())
+                .unwrap_or(0);
+            Ok(if active >= count { Progress::Ready(()) } else { Progress::Pending(answer.body.to_string()) })
+        });
+        result.unwrap_or_else(|e| panic!("{e:#}"));
+    }
+
+    /// `GET path` on the REST API; panics unless the answer is 2xx.
+    pub fn get(&self, path: &str) -> Value {
+        self.expect_success(reqwest::Method::GET, path, None)
+    }
+
+    /// `POST path` with a JSON body; panics unless the answer is 2xx.
+    pub fn post(&self, path: &str, body: &Value) -> Value {
+        self.expect_success(reqwest::Method::POST, path, Some(body))
+    }
+
+    /// Any request on the REST API, whatever its status (for tests of errors).
+    pub fn request(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> HttpResponse {
+        self.try_request(method, path, body).unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// Submits a job graph as a JSON body and returns its id; panics unless the JobManager accepts it.
+    pub fn submit_json(&self, job: &Value) -> JobId {
+        let answer = self.request(reqwest::Method::POST, "/jobs/submit", Some(job));
+        match (answer.status, answer.body["job_id"].as_str()) {
+            (200, Some(id)) => JobId(id.to_string()),
+            _ => panic!("the job was not accepted: HTTP {} {}", answer.status, answer.body),
+        }
+    }
+
+    /// Submits raw bytes as a job file, the way `curl -F job_file=@FILE` does (multipart field `job_file`).
+    pub fn submit_file(&self, bytes: &[u8]) -> HttpResponse {
+        let part = reqwest::blocking::multipart::Part::bytes(bytes.to_vec()).file_name("job.json");
+        let form = reqwest::blocking::multipart::Form::new().part("job_file", part);
+        let url = format!("{}/jobs/submit", self.rest_url());
+        let result = self.http.post(&url).multipart(form).send().with_context(|| format!("POST {url}"));
+        into_http_response(result.unwrap_or_else(|e| panic!("{e:#}")))
+    }
+
+    /// `GET /jobs/{id}`.
+    pub fn job(&self, job: &JobId) -> Value {
+        self.get(&format!("/jobs/{job}"))
+    }
+
+    /// `GET /jobs/{id}/metrics`.
+    pub fn job_metrics(&self, job: &JobId) -> Value {
+        self.get(&format!("/jobs/{job}/metrics"))
+    }
+
+    /// `POST /jobs/{id}/cancel`; panics unless it is accepted.
+    pub fn cancel(&self, job: &JobId) -> Value {
+        self.expect_success(reqwest::Method::POST, &format!("/jobs/{job}/cancel"), None)
+    }
+
+    /// Waits until the job's status is `status` and returns `GET /jobs/{id}/status`. Fails at once if the job
+    /// reaches another terminal status (with its reason), or if the JobManager dies.
+    pub fn wait_for_status(&mut self, job: &JobId, status: &str, timeout: Duration) -> Value {
+        let what = format!("job {job} to be {status}");
+        let result = poll_until(&what, timeout, || {
+            self.ensure_job_manager_running()?;
+            let answer = self.try_request(reqwest::Method::GET, &format!("/jobs/{job}/status"), None)?;
+            let current = answer.body["status"].as_str().unwrap_or("");
+            if current == status {
+                return Ok(Progress::Ready(answer.body));
+            }
+            if TERMINAL_STATUSES.contains(&current) {
+                anyhow::bail!("job {job} ended {current} while waiting for {status}: {}", answer.body);
+            }
+            Ok(Progress::Pending(answer.body.to_string()))
+        });
+        result.unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// The Prometheus text of TaskManager `index`'s `GET /metrics`.
+    pub fn task_manager_metrics(&self, index: usize) -> String {
+        let url = format!("http://{}/metrics", self.task_manager(index).metrics_address);
+        let result = self.http.get(&url).send().and_then(|r| r.error_for_status()).and_then(|r| r.text());
+        result.unwrap_or_else(|e| panic!("GET {url}: {e}"))
+    }
+
+    /// Runs the `sluice` CLI against this cluster (`sluice --jobmanager <rest url> ARGS`), bounded by
+    /// [`CLI_TIMEOUT`]. Its output goes through files in the cluster directory, so a chatty command cannot
+    /// block on a full pipe.
+    pub fn cli(&mut self, args: &[&str]) -> CliOutput {
+        self.cli_calls += 1;
+        self.try_cli(args).unwrap_or_else(|e| panic!("sluice {}: {e:#}", args.join(" ")))
+    }
+
+    fn try_cli(&self, args: &[&str]) -> anyhow::Result<CliOutput> {
+        let program = binaries::binary(binaries::CLI)?;
+        let stdout_path = self.dir().join(format!("cli-{}.stdout", self.cli_calls));
+        let stderr_path = self.dir().join(format!("cli-{}.stderr", self.cli_calls));
+        let mut command = std::process::Command::new(&program);
+        command
+            .arg("--jobmanager")
+            .arg(self.rest_url())
+            .args(args)
+            .current_dir(self.dir())
+            .stdin(Stdio::null())
+            .stdout(fresh_file(&stdout_path)?)
+            .stderr(fresh_file(&stderr_path)?);
+        for name in crate::process::SCRUBBED_ENV {
+            command.env_remove(name);
+        }
+        let mut child = command.spawn().with_context(|| format!("cannot start {}", program.display()))?;
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().context("cannot poll the CLI")? {
+                break status;
+            }
+            if started.elapsed() > CLI_TIMEOUT {
+                // Ignoring the kill error: it can only mean the process has just exited, which wait() reaps.
+                let _ = child.kill();
+                let _ = child.wait();
+                anyhow::bail!("did not finish within {CLI_TIMEOUT:?}");
+            }
+            std::thread::sleep(crate::wait::POLL_INTERVAL);
+        };
+        let read =
+            |path: &Path| std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()));
+        Ok(CliOutput { status, stdout: read(&stdout_path)?, stderr: read(&stderr_path)? })
+    }
+
+    fn task_manager(&self, index: usize) -> &TaskManager {
+        self.task_managers
+            .get(index)
+            .unwrap_or_else(|| panic!("no TaskManager {index}; the cluster has {}", self.task_managers.len()))
+    }
+
+    fn task_manager_mut(&mut self, index: usize) -> &mut TaskManager {
+        let count = self.task_managers.len();
+        self.task_managers.get_mut(index).unwrap_or_else(|| panic!("no TaskManager {index}; the cluster has {count}"))
+    }
+
+    fn expect_success(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Value {
+        let answer = self.request(method.clone(), path, body);
+        if !(200..300).contains(&answer.status) {
+            panic!("{method} {path} answered HTTP {}: {}", answer.status, answer.body);
+        }
+        answer.body
+    }
+
+    fn try_request(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> anyhow::Result<HttpResponse> {
+        let url = format!("{}{path}", self.rest_url());
+        let mut request = self.http.request(method.clone(), &url);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().with_context(|| format!("{method} {url}"))?;
+        Ok(into_http_response(response))
+    }
+
+    fn ensure_job_manager_running(&mut self) -> anyhow::Result<()> {
+        self.job_manager.ensure_running()
+    }
+
+    fn await_job_manager_address(&mut self) -> anyhow::Result<()> {
+        let path = self.dir().join("jobmanager").join("jobmanager.addr");
+        let job_manager = &mut self.job_manager;
+        let address = poll_until("the JobManager's address file", STARTUP_TIMEOUT, || {
+            job_manager.ensure_running()?;
+            Ok(read_address_file(&path).map_or_else(Progress::Pending, Progress::Ready))
+        })?;
+        self.rest_address = string_field(&address, "rest", &path)?;
+        self.rpc_address = string_field(&address, "rpc", &path)?;
+        Ok(())
+    }
+
+    /// Starts a TaskManager process and waits for its address file; returns it and its (RPC, metrics)
+    /// addresses.
+    fn launch_task_manager(&self, id: &str, dir: &Path) -> anyhow::Result<(Process, (String, String))> {
+        let address_path = dir.join("taskmanager.addr");
+        // A file left by an earlier incarnation would announce ports nobody serves any more.
+        match std::fs::remove_file(&address_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot remove {}", address_path.display())),
+        }
+        let program = binaries::binary(binaries::TASK_MANAGER)?;
+        let args = [
+            "--jobmanager",
+            &self.rpc_address,
+            "--rpc-addr",
+            "127.0.0.1:0",
+            "--data-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--slots",
+            &self.spec.slots.to_string(),
+            "--data-dir",
+            &dir.display().to_string(),
+            "--id",
+            id,
+        ];
+        let env = environment(&self.spec);
+        let mut process = Process::spawn(Launch {
+            name: id,
+            program: &program,
+            args: args.iter().map(ToString::to_string).collect(),
+            env: &env,
+            cwd: self.dir(),
+            log_dir: self.dir(),
+        })?;
+        // The TaskManager writes this file in one call, not atomically: a half-written file fails to
+        // parse and is simply read again at the next poll.
+        let address = poll_until(&format!("{id}'s address file"), STARTUP_TIMEOUT, || {
+            process.ensure_running()?;
+            Ok(read_address_file(&address_path).map_or_else(Progress::Pending, Progress::Ready))
+        })?;
+        let rpc = string_field(&address, "rpc", &address_path)?;
+        let metrics = string_field(&address, "metrics", &address_path)?;
+        Ok((process, (rpc, metrics)))
+    }
+
+    fn print_logs(&self) {
+        let processes = std::iter::once(&self.job_manager).chain(self.task_managers.iter().map(|tm| &tm.process));
+        for process in processes {
+            eprintln!(
+                "\n===== {} (pid {}): last {LOG_TAIL_LINES} lines of {} =====\n{}",
+                process.name(),
+                process.pid(),
+                process.log_path().display(),
+                process.log_tail(LOG_TAIL_LINES)
+            );
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // TaskManagers first, so they do not log a storm of reconnection attempts to a dead JobManager.
+        for tm in &mut self.task_managers {
+            tm.process.kill();
+        }
+        self.job_manager.kill();
+        if std::thread::panicking() {
+            self.print_logs();
+            self.dir.disable_cleanup(true);
+            eprintln!("\nthe test failed; its directory is kept for a post-mortem: {}", self.dir().display());
+        }
+    }
+}
+
+fn spawn_job_manager(dir: &Path, spec: &ClusterSpec) -> anyhow::Result<Process> {
+    let program = binaries::binary(binaries::JOB_MANAGER)?;
+    let data_dir = dir.join("jobmanager");
+    let args =
+        ["--rest-addr", "127.0.0.1:0", "--rpc-addr", "127.0.0.1:0", "--data-dir", &data_dir.display().to_string()]
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+    let env = environment(spec);
+    Process::spawn(Launch { name: "jobmanager", program: &program, args, env: &env, cwd: dir, log_dir: dir })
+}
+
+/// [`DEFAULT_ENV`] then the spec's variables (later entries win).
+fn environment(spec: &ClusterSpec) -> Vec<(String, String)> {
+    DEFAULT_ENV.iter().map(|(k, v)| (k.to_string(), v.to_string())).chain(spec.env.iter().cloned()).collect()
+}
+
+/// The parsed address file, or a description of why it is not there yet.
+fn read_address_file(path: &Path) -> Result<Value, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{} is not complete JSON yet ({e}): {text}", path.display()))
+}
+
+fn string_field(value: &Value, key: &str, path: &Path) -> anyhow::Result<String> {
+    value[key]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("{} has no string field '{key}': {value}", path.display()))
+}
+
+fn into_http_response(response: reqwest::blocking::Response) -> HttpResponse {
+    let status = response.status().as_u16();
+    let text = response.text().unwrap_or_else(|e| format!("(cannot read the body: {e})"));
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    HttpResponse { status, body }
+}
