@@ -1,4 +1,6 @@
 //! The `sluice-jobmanager` binary.
+use std::io::IsTerminal;
+
 use clap::{CommandFactory, Parser};
 use sluice_jobmanager::JobManagerConfig;
 use tokio_util::sync::CancellationToken;
@@ -40,7 +42,10 @@ async fn wait_for_signal() {
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     if format == "json" {
         builder.json().init();
     } else {

@@ -58,12 +58,20 @@ pub fn choose_slots(
     Ok(chosen)
 }
 
-fn spread(mut candidates: Vec<FreeSlots>, needed: u32) -> Vec<TaskManagerId> {
+fn spread(candidates: Vec<FreeSlots>, needed: u32) -> Vec<TaskManagerId> {
+    // (candidate, slots this job took from it so far)
+    let mut candidates: Vec<(FreeSlots, u32)> = candidates.into_iter().map(|c| (c, 0)).collect();
     let mut chosen = Vec::with_capacity(needed as usize);
     for _ in 0..needed {
-        // `max_by_key` returns the last maximum; iterate in reverse so the smallest id wins ties.
-        let Some(best) = candidates.iter_mut().rev().max_by_key(|c| c.free) else { break };
+        // The TaskManager this job uses least, then the one with the most free slots; `max_by_key` returns
+        // the last maximum, so iterate in reverse for the smallest id to win ties.
+        let Some((best, taken)) =
+            candidates.iter_mut().rev().filter(|(c, _)| c.free > 0).max_by_key(|(c, taken)| (Reverse(*taken), c.free))
+        else {
+            break;
+        };
         best.free -= 1;
+        *taken += 1;
         chosen.push(best.task_manager.clone());
     }
     chosen

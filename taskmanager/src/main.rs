@@ -1,4 +1,6 @@
 //! The `sluice-taskmanager` binary.
+use std::io::IsTerminal;
+
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use sluice_taskmanager::TaskManagerConfig;
@@ -62,7 +64,10 @@ async fn wait_for_signal() {
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     if format == "json" {
         builder.json().init();
     } else {

@@ -46,11 +46,12 @@ impl std::error::Error for JobError {}
 /// The candidate closest to `word` by edit distance, if it is close enough to be a plausible typo.
 pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let word = word.to_lowercase();
-    let limit = (word.chars().count() / 3).max(1);
+    // Up to a third of the longer word may differ (at least one letter): "cnt" still finds "count".
+    let limit = |candidate: &str| (word.chars().count().max(candidate.chars().count()).div_ceil(3)).max(1);
     candidates
         .into_iter()
         .map(|c| (edit_distance(&word, &c.to_lowercase()), c))
-        .filter(|(d, _)| *d <= limit)
+        .filter(|(d, c)| *d <= limit(c))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
 }

@@ -296,7 +296,12 @@ fn infer_schemas(graph: &JobGraph, order: &[usize], problems: &mut Vec<String>) 
         let input = match input_schema(vertex, &in_edges, &schemas, problems) {
             Some(input) => input,
             None if is_source(operator) => Arc::new(Schema::empty()),
-            None => continue, // the problem was reported, or an upstream vertex failed already
+            None => {
+                // The problem was reported, or an upstream vertex failed already; what needs no input schema
+                // is still checked, so one submission shows every mistake.
+                check_without_input_schema(vertex, operator, problems);
+                continue;
+            }
         };
         let mut report =
             |problem: String| problems.push(format!("vertex '{}' ({}): {problem}", vertex.id, operator_kind(operator)));
@@ -613,6 +618,25 @@ fn aggregate_schema(
     }
     unique_names(fields.iter().map(|f| f.name().as_str()), "output column", report);
     Some(Arc::new(Schema::new(fields)))
+}
+
+/// The checks of a vertex that do not depend on its input schema, for when that schema is unknown.
+fn check_without_input_schema(vertex: &proto::Vertex, operator: &Operator, problems: &mut Vec<String>) {
+    if let Operator::Aggregate(aggregate) = operator {
+        for call in &aggregate.aggregates {
+            let function = call.function.to_lowercase();
+            if !AGGREGATE_FUNCTIONS.contains(&function.as_str()) {
+                problems.push(format!(
+                    "vertex '{}' ({}): unknown aggregate function '{}'{}; supported: {}",
+                    vertex.id,
+                    operator_kind(operator),
+                    call.function,
+                    hint(&function, AGGREGATE_FUNCTIONS),
+                    AGGREGATE_FUNCTIONS.join(", ")
+                ));
+            }
+        }
+    }
 }
 
 fn aggregate_field(

@@ -51,6 +51,8 @@ pub struct ResultPartition {
     buffer_timeout: Duration,
     backpressured: Duration,
     bytes_out: u64,
+    /// IPC bytes of data buffers queued for receivers on other TaskManagers.
+    remote_bytes_queued: u64,
     remote_bytes_out: Arc<AtomicU64>,
 }
 
@@ -61,7 +63,15 @@ impl ResultPartition {
         buffer_timeout: Duration,
         remote_bytes_out: Arc<AtomicU64>,
     ) -> Self {
-        Self { env, subpartitions, buffer_timeout, backpressured: Duration::ZERO, bytes_out: 0, remote_bytes_out }
+        Self {
+            env,
+            subpartitions,
+            buffer_timeout,
+            backpressured: Duration::ZERO,
+            bytes_out: 0,
+            remote_bytes_queued: 0,
+            remote_bytes_out,
+        }
     }
 
     /// Number of subpartitions (output channels).
@@ -133,6 +143,13 @@ impl ResultPartition {
         self.backpressured
     }
 
+    /// IPC bytes of the data buffers this partition has queued for receivers on other TaskManagers. Unlike
+    /// [`ResultPartition::remote_bytes_out`] it is complete when the producing task ends, so it is what the
+    /// task reports.
+    pub fn remote_bytes_queued(&self) -> u64 {
+        self.remote_bytes_queued
+    }
+
     /// Bytes of frames written to other TaskManagers for this partition (by the connection writers, so it
     /// lags the queue).
     pub fn remote_bytes_out(&self) -> u64 {
@@ -156,7 +173,8 @@ impl ResultPartition {
         else {
             return Ok(());
         };
-        let buffers = if sub.remote {
+        let remote = sub.remote;
+        let buffers = if remote {
             let buffers = split_remote(batch, buffer_size).map_err(|source| NetworkError::Arrow { key, source })?;
             if let Some(big) = buffers.iter().find(|b| b.bytes + DATA_FRAME_OVERHEAD_BYTES > max_frame_bytes) {
                 return Err(NetworkError::FrameTooLarge {
@@ -171,6 +189,9 @@ impl ResultPartition {
         };
         for buffer in buffers {
             self.bytes_out += buffer.bytes as u64;
+            if remote {
+                self.remote_bytes_queued += buffer.bytes as u64;
+            }
             self.enqueue(subpartition, Outgoing::Data(buffer)).await?;
         }
         Ok(())

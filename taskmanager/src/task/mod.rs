@@ -309,9 +309,9 @@ impl Runner {
         Ok(())
     }
 
-    /// Brings the task's remote-bytes-out counter up to the partitions' totals (their writers count).
+    /// Brings the task's remote-bytes-out counter up to what its partitions queued for other TaskManagers.
     fn sync_remote_bytes_out(&self, counters: &TaskCounters) {
-        let total: u64 = self.outputs.iter().map(|o| o.partition.remote_bytes_out()).sum();
+        let total: u64 = self.outputs.iter().map(|o| o.partition.remote_bytes_queued()).sum();
         counters.remote_bytes_out.inc_by(total.saturating_sub(counters.remote_bytes_out.get()));
     }
 
