@@ -13,6 +13,7 @@
 //! - [`keygroup`]: key hashing and the key-group ranges that assign keys to subtasks.
 //! - [`ids`]: newtypes for the identifiers that cross process boundaries.
 //! - [`config`]: configuration files merged under flags and environment variables.
+//! - [`process`]: what every Sluice binary does at start and stop (logging, shutdown signals).
 #![warn(missing_docs)]
 
 pub mod config;
@@ -20,6 +21,7 @@ pub mod expr;
 pub mod ids;
 pub mod job;
 pub mod keygroup;
+pub mod process;
 
 /// Generated from `proto/sluice.proto` (prost messages, tonic services, pbjson serde impls).
 pub mod proto {

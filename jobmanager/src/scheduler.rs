@@ -33,8 +33,8 @@ pub struct NotEnoughSlots {
 
 /// Chooses a TaskManager for each of the `needed` slots of a job: element `j` hosts the job's slot `j`.
 ///
-/// - SPREAD (and UNSPECIFIED): each slot goes to the TaskManager with the most free slots left, so the
-///   subtasks spread over as many TaskManagers as possible and the load evens out.
+/// - SPREAD (and UNSPECIFIED): each slot goes to the TaskManager this job uses least so far, then to the one
+///   with the most free slots, so the subtasks spread over as many TaskManagers as possible.
 /// - PACK: if one TaskManager can hold every slot, the one that fits most tightly (best fit); otherwise fill
 ///   the TaskManager with the most free slots before moving to the next, so as few as possible are used.
 ///

@@ -1,6 +1,4 @@
 //! The `sluice-taskmanager` binary.
-use std::io::IsTerminal;
-
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use sluice_taskmanager::TaskManagerConfig;
@@ -13,7 +11,7 @@ fn main() -> anyhow::Result<()> {
     // Before any thread starts: the config file is applied through environment variables.
     sluice_common::config::load_config_file_into_env(&TaskManagerConfig::command())?;
     let config = TaskManagerConfig::parse();
-    init_logging(&config.log_format);
+    sluice_common::process::init_logging(&config.log_format);
 
     let data_threads =
         config.data_threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
@@ -35,7 +33,7 @@ fn main() -> anyhow::Result<()> {
     let result = control_runtime.block_on(async {
         let signal = shutdown.clone();
         tokio::spawn(async move {
-            wait_for_signal().await;
+            sluice_common::process::shutdown_signal().await;
             tracing::info!("shutting down");
             signal.cancel();
         });
@@ -43,34 +41,4 @@ fn main() -> anyhow::Result<()> {
     });
     data_runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     result
-}
-
-async fn wait_for_signal() {
-    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGTERM");
-            // Ctrl-C still works.
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-}
-
-fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }
