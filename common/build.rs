@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../proto");
+    // Read at run time, not with env!(): the target directory is shared between checkouts (a cache under
+    // $HOME), and a build script compiled in one checkout must not point into it from another.
+    let proto_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../proto");
     let proto_file = proto_dir.join("sluice.proto");
     println!("cargo:rerun-if-changed={}", proto_file.display());
 

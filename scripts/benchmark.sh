@@ -10,7 +10,8 @@
 #
 # Usage: scripts/benchmark.sh
 # Environment: ROWS (default 20000000), PARALLELISMS (default "1 2"), BENCHMARK_TIMEOUT_S (default 1800),
-#              CARGO_TARGET_DIR (default ~/.cache/sluice/target).
+#              CARGO_TARGET_DIR (default ~/.cache/sluice/target), BENCHMARK_SKIP_BUILD (set: use the release
+#              binaries already built instead of running cargo).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -55,8 +56,15 @@ job_file() {
 EOF
 }
 
-section "Building release binaries (cargo build --release --bins)"
-cargo build --release --bins
+if [[ -n "${BENCHMARK_SKIP_BUILD:-}" ]]; then
+  info "BENCHMARK_SKIP_BUILD is set: using the release binaries already in $BIN"
+  for binary in sluice sluice-jobmanager sluice-taskmanager; do
+    [[ -x "$BIN/$binary" ]] || fail "$BIN/$binary is missing; run without BENCHMARK_SKIP_BUILD to build it"
+  done
+else
+  section "Building release binaries (cargo build --release --bins)"
+  cargo build --release --bins
+fi
 
 section "Starting a local cluster under $DIR (1 JobManager, 2 TaskManagers with 1 slot each)"
 rm -rf "$DIR"

@@ -9,7 +9,7 @@
 //! computed here with the same normalization in plain Rust, and compared with the last row per word of
 //! the part files under the job's relative output directory.
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use sluice_tests::{sink, Cluster, ClusterSpec, JobId};
@@ -20,7 +20,10 @@ const JOB_TIMEOUT: Duration = Duration::from_secs(120);
 const TRIMMED: &[char] = &['.', ',', ';', ':', '!', '?', '"', '(', ')', '\'', '-'];
 
 fn examples_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("examples")
+    // At run time when cargo or nextest says (the target dir is shared between checkouts), else as compiled.
+    let manifest_dir =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest_dir.join("..").join("examples")
 }
 
 fn expected_counts(text: &str) -> BTreeMap<String, u64> {
