@@ -65,6 +65,8 @@ pub struct VertexView {
     pub records_out: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    #[serde(default)]
+    pub late_records: u64,
 }
 
 /// `GET /jobs/{id}/status` and `POST /jobs/{id}/cancel`.

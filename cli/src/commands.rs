@@ -142,6 +142,7 @@ fn job_report(job: &JobDetails) -> String {
         ("RECORDS OUT", Align::Right),
         ("BYTES IN", Align::Right),
         ("BYTES OUT", Align::Right),
+        ("LATE", Align::Right),
     ]);
     for v in &job.vertices {
         table.row(vec![
@@ -152,6 +153,7 @@ fn job_report(job: &JobDetails) -> String {
             render::count(v.records_out),
             render::bytes(v.bytes_in),
             render::bytes(v.bytes_out),
+            render::count(v.late_records),
         ]);
     }
     out.push_str(&table.render());
@@ -260,6 +262,7 @@ mod tests {
                 records_out: 99,
                 bytes_in: 2048,
                 bytes_out: 10,
+                late_records: 3,
             }],
             remote_bytes_out: 0,
             remote_bytes_in: 0,
@@ -272,7 +275,7 @@ mod tests {
         let last = report.lines().last().unwrap_or_default();
         assert_eq!(
             last.split_whitespace().collect::<Vec<_>>(),
-            ["count", "aggregate", "2", "1,234", "99", "2.0", "KiB", "10", "B"]
+            ["count", "aggregate", "2", "1,234", "99", "2.0", "KiB", "10", "B", "3"]
         );
     }
 

@@ -1,14 +1,144 @@
 //! Example jobs, written with the builder API. `cargo run -p sluice-examples` writes each one to
 //! `examples/jobs/<name>.json`; a test keeps the checked-in files equal to what these functions build.
-use sluice_common::job::builder::{count, JobBuilder};
+pub mod data;
+
+use sluice_common::job::builder::{
+    avg, bounded_out_of_orderness, count, max, min, session, sliding, tumbling, JobBuilder,
+};
 use sluice_common::proto::{
     generated_column::Generator, DataType, DatagenSource, Field, FileFormat, FileSource, GeneratedColumn, JobGraph,
-    WordsGenerator,
+    Window, WordsGenerator,
 };
 
 /// Every example, by file name.
 pub fn all() -> Vec<(&'static str, JobGraph)> {
-    vec![("word_count", word_count()), ("datagen_word_count", datagen_word_count(10_000_000, 2))]
+    vec![
+        ("word_count", word_count()),
+        ("datagen_word_count", datagen_word_count(10_000_000, 2)),
+        ("windowed_word_count", windowed_word_count()),
+        ("windowed_aggregation", windowed_aggregation()),
+        ("stateful_deduplication", stateful_deduplication()),
+        ("session_windows", session_windows()),
+    ]
+}
+
+fn field(name: &str, data_type: DataType) -> Field {
+    Field { name: name.into(), r#type: data_type as i32, nullable: false }
+}
+
+fn json_source(path: &str, schema: Vec<Field>) -> FileSource {
+    FileSource { path: path.into(), format: FileFormat::Json as i32, schema, ..Default::default() }
+}
+
+/// The seed's flagship: timestamped lines → words → lower-case → key by word → 10 s tumbling event-time
+/// window → count → keep counts > 5 → newline-JSON part files under `data/output/windowed_word_count`.
+pub fn windowed_word_count() -> JobGraph {
+    let job = JobBuilder::new("windowed_word_count");
+    job.file_source(
+        "lines",
+        1,
+        json_source(
+            "examples/data/lines.jsonl",
+            vec![field("ts", DataType::TimestampMs), field("line", DataType::String)],
+        ),
+    )
+    .with_event_time(bounded_out_of_orderness("ts", 5_000))
+    .split("split", "line", "word")
+    .select("normalize", &[("word", "lower(btrim(word, '.,;:!?\"()''-'))"), ("ts", "ts")])
+    .filter("non_empty", "word <> ''")
+    .key_by(&["word"])
+    .window("count", tumbling(10_000), &[count("count")])
+    .set_parallelism(2)
+    .filter("frequent", "count > 5")
+    .file_sink("sink", "data/output/windowed_word_count");
+    job.build()
+}
+
+/// Sensor readings → key by sensor → 30 s windows every 10 s → avg/min/max/count. Readings up to 2 s out of
+/// order are on time; a window accepts records for 5 s after it closes (updating its result), and readings
+/// later than that go to a separate sink through the window's "late" side output.
+pub fn windowed_aggregation() -> JobGraph {
+    let job = JobBuilder::new("windowed_aggregation");
+    let readings = job
+        .file_source(
+            "readings",
+            1,
+            FileSource {
+                // Small batches and a watermark after each make the example's lateness deterministic.
+                batch_size: Some(50),
+                ..json_source(
+                    "examples/data/sensors.jsonl",
+                    vec![
+                        field("sensor", DataType::String),
+                        field("ts", DataType::TimestampMs),
+                        field("temperature", DataType::Float64),
+                    ],
+                )
+            },
+        )
+        .with_event_time(sluice_common::proto::EventTime {
+            watermark_interval_ms: Some(0),
+            ..bounded_out_of_orderness("ts", 2_000)
+        });
+    let windows = readings.key_by(&["sensor"]).window_with(
+        "stats",
+        Window {
+            assigner: Some(sliding(30_000, 10_000)),
+            aggregates: vec![
+                avg("avg_temperature", "temperature"),
+                min("min_temperature", "temperature"),
+                max("max_temperature", "temperature"),
+                count("readings"),
+            ],
+            allowed_lateness_ms: 5_000,
+            ..Default::default()
+        },
+    );
+    windows.side_output("late").file_sink("late_sink", "data/output/windowed_aggregation_late");
+    windows.set_parallelism(2).file_sink("sink", "data/output/windowed_aggregation");
+    job.build()
+}
+
+/// Events with ids, some delivered more than once → key by id → drop repeats of an id seen within 60 s.
+pub fn stateful_deduplication() -> JobGraph {
+    let job = JobBuilder::new("stateful_deduplication");
+    job.file_source(
+        "events",
+        1,
+        json_source(
+            "examples/data/events.jsonl",
+            vec![
+                field("event_id", DataType::String),
+                field("ts", DataType::TimestampMs),
+                field("amount", DataType::Int64),
+            ],
+        ),
+    )
+    .with_event_time(bounded_out_of_orderness("ts", 5_000))
+    .key_by(&["event_id"])
+    .deduplicate("dedup", 60_000)
+    .set_parallelism(2)
+    .file_sink("sink", "data/output/stateful_deduplication");
+    job.build()
+}
+
+/// Page views → key by user → sessions that close after 30 s without a view → views per session.
+pub fn session_windows() -> JobGraph {
+    let job = JobBuilder::new("session_windows");
+    job.file_source(
+        "views",
+        1,
+        json_source(
+            "examples/data/page_views.jsonl",
+            vec![field("user", DataType::String), field("ts", DataType::TimestampMs), field("page", DataType::String)],
+        ),
+    )
+    .with_event_time(bounded_out_of_orderness("ts", 5_000))
+    .key_by(&["user"])
+    .window("sessions", session(30_000), &[count("views")])
+    .set_parallelism(2)
+    .file_sink("sink", "data/output/session_windows");
+    job.build()
 }
 
 /// Word count over the bundled sample text: lines → words → lower-case → key by word → running count →

@@ -68,6 +68,11 @@ pub struct TaskManagerConfig {
     #[arg(long, env = "TM_DATA_THREADS")]
     pub data_threads: Option<usize>,
 
+    /// Where keyed state lives for jobs that do not choose: heap (memory) or rocksdb (local disk under
+    /// the data dir).
+    #[arg(long, env = "STATE_BACKEND", default_value = "heap", value_parser = ["heap", "rocksdb"])]
+    pub state_backend: String,
+
     /// Log format: text or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

@@ -27,6 +27,7 @@ use tonic::{Request, Response, Status};
 
 use crate::metrics::{Metrics, TaskCounters};
 use crate::network::NetworkEnvironment;
+use crate::state::StateSettings;
 use crate::task::plan::plan_subtasks;
 use crate::task::{Task, TaskError};
 
@@ -65,6 +66,8 @@ pub struct TaskManager {
     network: Arc<NetworkEnvironment>,
     metrics: Arc<Metrics>,
     data_runtime: tokio::runtime::Handle,
+    /// Where keyed state goes.
+    state: StateSettings,
     jobmanager: JobManagerServiceClient<Channel>,
     /// Keyed by "job/attempt/chain/subtask". A std Mutex: held only for map updates, never across await.
     tasks: Mutex<HashMap<String, RunningTask>>,
@@ -93,16 +96,24 @@ fn task_key(task: &TaskRef) -> String {
     format!("{}/{}/{}/{}", task.job_id, task.attempt, task.chain, task.subtask)
 }
 
+/// What the tasks of a TaskManager run on: its network stack, metrics, the runtime for tasks, and its state
+/// settings.
+pub struct TaskServices {
+    pub network: Arc<NetworkEnvironment>,
+    pub metrics: Arc<Metrics>,
+    pub data_runtime: tokio::runtime::Handle,
+    pub state: StateSettings,
+}
+
 impl TaskManager {
     pub fn new(
         id: String,
         slots: u32,
         jobmanager_address: &str,
         addresses: BoundAddresses,
-        network: Arc<NetworkEnvironment>,
-        metrics: Arc<Metrics>,
-        data_runtime: tokio::runtime::Handle,
+        services: TaskServices,
     ) -> anyhow::Result<Arc<Self>> {
+        let TaskServices { network, metrics, data_runtime, state } = services;
         let endpoint = Endpoint::from_shared(format!("http://{jobmanager_address}"))?
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(RPC_TIMEOUT);
@@ -114,6 +125,7 @@ impl TaskManager {
             network,
             metrics,
             data_runtime,
+            state,
             jobmanager,
             tasks: Mutex::new(HashMap::new()),
             attempts: Mutex::new(HashMap::new()),
@@ -291,7 +303,7 @@ impl TaskManager {
                     counters: counters.clone(),
                 },
             );
-            let task = Task::new(job.clone(), plan, counters.clone(), cancel);
+            let task = Task::new(job.clone(), plan, counters.clone(), cancel, self.state.clone());
             let this = self.clone();
             let network = self.network.clone();
             let control = tokio::runtime::Handle::current();

@@ -22,7 +22,9 @@ pub mod control;
 pub mod metrics;
 pub mod network;
 pub mod operators;
+pub mod state;
 pub mod task;
+pub mod time;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,7 +33,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 pub use config::TaskManagerConfig;
-use control::{BoundAddresses, TaskManager, TaskManagerRpc};
+use control::{BoundAddresses, TaskManager, TaskManagerRpc, TaskServices};
 use metrics::Metrics;
 use network::{NetworkConfig, NetworkEnvironment};
 
@@ -46,6 +48,7 @@ pub async fn run(
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let id = config.id.clone().unwrap_or_else(|| format!("tm-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
     let metrics = Metrics::new().context("cannot register metrics")?;
+    let state = state::StateSettings::from_config(&config);
 
     let network_config = NetworkConfig {
         buffer_size_bytes: config.buffer_size as usize,
@@ -85,8 +88,13 @@ pub async fn run(
     std::fs::write(&address_file, address_json.to_string())
         .with_context(|| format!("cannot write {}", address_file.display()))?;
 
-    let task_manager =
-        TaskManager::new(id, config.slots, &config.jobmanager, addresses, network, metrics.clone(), data_runtime)?;
+    let task_manager = TaskManager::new(
+        id,
+        config.slots,
+        &config.jobmanager,
+        addresses,
+        TaskServices { network, metrics: metrics.clone(), data_runtime, state },
+    )?;
 
     let metrics_app = axum::Router::new()
         .route("/metrics", axum::routing::get(move || std::future::ready(metrics.render())))

@@ -18,6 +18,7 @@ pub struct Metrics {
     records_out: IntCounterVec,
     bytes_in: IntCounterVec,
     bytes_out: IntCounterVec,
+    late_records: IntCounterVec,
     busy: CounterVec,
     backpressured: CounterVec,
     idle: CounterVec,
@@ -60,6 +61,12 @@ impl Metrics {
             records_out: int_counter(&r, "records_out_total", "Records an operator emitted", OPERATOR_LABELS)?,
             bytes_in: int_counter(&r, "bytes_in_total", "Bytes (Arrow memory) an operator received", OPERATOR_LABELS)?,
             bytes_out: int_counter(&r, "bytes_out_total", "Bytes (Arrow memory) an operator emitted", OPERATOR_LABELS)?,
+            late_records: int_counter(
+                &r,
+                "late_records_dropped_total",
+                "Records later than a window's allowed lateness, sent to its late side output instead",
+                OPERATOR_LABELS,
+            )?,
             busy: counter(&r, "task_busy_seconds_total", "Time a task spent processing")?,
             backpressured: counter(
                 &r,
@@ -116,6 +123,7 @@ impl Metrics {
                 records_out: self.records_out.with_label_values(&l),
                 bytes_in: self.bytes_in.with_label_values(&l),
                 bytes_out: self.bytes_out.with_label_values(&l),
+                late_records: self.late_records.with_label_values(&l),
             }
         };
         TaskCounters {
@@ -141,6 +149,7 @@ pub struct VertexCounters {
     pub records_out: IntCounter,
     pub bytes_in: IntCounter,
     pub bytes_out: IntCounter,
+    pub late_records: IntCounter,
 }
 
 /// Handles on one task's series.
@@ -173,6 +182,7 @@ impl TaskCounters {
                     records_out: v.records_out.get(),
                     bytes_in: v.bytes_in.get(),
                     bytes_out: v.bytes_out.get(),
+                    late_records: v.late_records.get(),
                 })
                 .collect(),
             remote_bytes_out: self.remote_bytes_out.get(),
@@ -194,6 +204,7 @@ impl TaskCounters {
             let _ = m.records_out.remove_label_values(&l);
             let _ = m.bytes_in.remove_label_values(&l);
             let _ = m.bytes_out.remove_label_values(&l);
+            let _ = m.late_records.remove_label_values(&l);
         }
         let _ = m.busy.remove_label_values(&labels);
         let _ = m.backpressured.remove_label_values(&labels);

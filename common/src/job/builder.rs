@@ -28,8 +28,9 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use crate::proto::{
-    vertex::Operator, Aggregate, AggregateCall, BlackholeSink, DatagenSource, Edge, FileSink, FileSource, Filter,
-    FlatMap, JobConfig, JobGraph, Partitioning, PrintSink, Projection, Select, Vertex,
+    event_time::Watermarks, vertex::Operator, window::Assigner, Aggregate, AggregateCall, BlackholeSink, DatagenSource,
+    Deduplicate, Edge, EventTime, FileSink, FileSource, Filter, FlatMap, JobConfig, JobGraph, Monotonous, Partitioning,
+    PrintSink, Projection, Select, SessionWindow, SlidingWindow, TumblingWindow, Vertex, Window,
 };
 
 /// Builds a [`JobGraph`].
@@ -45,6 +46,8 @@ pub struct Stream {
     vertex: String,
     partitioning: Partitioning,
     key: Vec<String>,
+    /// Non-empty: this handle is a side output of the vertex.
+    side_output: String,
 }
 
 /// A stream partitioned by key: the input of keyed operators.
@@ -67,12 +70,14 @@ impl JobBuilder {
 
     /// Adds a source vertex.
     pub fn source(&self, id: &str, parallelism: u32, operator: Operator) -> Stream {
-        self.graph.borrow_mut().vertices.push(Vertex { id: id.to_string(), parallelism, operator: Some(operator) });
+        let vertex = Vertex { id: id.to_string(), parallelism, operator: Some(operator), event_time: None };
+        self.graph.borrow_mut().vertices.push(vertex);
         Stream {
             graph: self.graph.clone(),
             vertex: id.to_string(),
             partitioning: Partitioning::Unspecified,
             key: Vec::new(),
+            side_output: String::new(),
         }
     }
 
@@ -103,13 +108,43 @@ impl Stream {
     pub fn then(self, id: &str, operator: Operator) -> Stream {
         let mut graph = self.graph.borrow_mut();
         let parallelism = graph.vertices.iter().find(|v| v.id == self.vertex).map_or(1, |v| v.parallelism);
-        graph.vertices.push(Vertex { id: id.to_string(), parallelism, operator: Some(operator) });
-        let mut edge =
-            Edge { from: self.vertex.clone(), to: id.to_string(), key: self.key.clone(), ..Default::default() };
+        graph.vertices.push(Vertex { id: id.to_string(), parallelism, operator: Some(operator), event_time: None });
+        let mut edge = Edge {
+            from: self.vertex.clone(),
+            to: id.to_string(),
+            key: self.key.clone(),
+            side_output: self.side_output.clone(),
+            ..Default::default()
+        };
         edge.set_partitioning(self.partitioning);
         graph.edges.push(edge);
         drop(graph);
-        Stream { graph: self.graph, vertex: id.to_string(), partitioning: Partitioning::Unspecified, key: Vec::new() }
+        Stream {
+            graph: self.graph,
+            vertex: id.to_string(),
+            partitioning: Partitioning::Unspecified,
+            key: Vec::new(),
+            side_output: String::new(),
+        }
+    }
+
+    /// Declares this source's event-time column and watermark strategy (see [`bounded_out_of_orderness`]).
+    pub fn with_event_time(self, event_time: EventTime) -> Stream {
+        if let Some(vertex) = self.graph.borrow_mut().vertices.iter_mut().find(|v| v.id == self.vertex) {
+            vertex.event_time = Some(event_time);
+        }
+        self
+    }
+
+    /// The named side output of this vertex (a window's "late" records), to attach operators to.
+    pub fn side_output(&self, name: &str) -> Stream {
+        Stream {
+            graph: self.graph.clone(),
+            vertex: self.vertex.clone(),
+            partitioning: Partitioning::Unspecified,
+            key: Vec::new(),
+            side_output: name.to_string(),
+        }
     }
 
     /// Sets the parallelism of this stream's vertex.
@@ -180,6 +215,56 @@ impl KeyedStream {
         let keys = self.stream.key.clone();
         self.stream.then(id, Operator::Aggregate(Aggregate { keys, aggregates: aggregates.to_vec() }))
     }
+
+    /// An event-time window per key, emitting `aggregates` when each window closes.
+    pub fn window(self, id: &str, assigner: Assigner, aggregates: &[AggregateCall]) -> Stream {
+        self.window_with(id, Window { assigner: Some(assigner), aggregates: aggregates.to_vec(), ..Default::default() })
+    }
+
+    /// A window with every setting given (time domain, allowed lateness); its keys are this stream's.
+    pub fn window_with(self, id: &str, mut window: Window) -> Stream {
+        window.keys = self.stream.key.clone();
+        self.stream.then(id, Operator::Window(window))
+    }
+
+    /// Drops records whose key was emitted less than `ttl_ms` before.
+    pub fn deduplicate(self, id: &str, ttl_ms: u64) -> Stream {
+        let keys = self.stream.key.clone();
+        self.stream.then(id, Operator::Deduplicate(Deduplicate { keys, ttl_ms }))
+    }
+}
+
+/// Event time from `column`, with watermarks trailing the largest timestamp by `millis`.
+pub fn bounded_out_of_orderness(column: &str, millis: u64) -> EventTime {
+    EventTime {
+        column: column.to_string(),
+        watermarks: Some(Watermarks::BoundedOutOfOrdernessMs(millis)),
+        ..Default::default()
+    }
+}
+
+/// Event time from `column`, whose values only ascend.
+pub fn monotonous(column: &str) -> EventTime {
+    EventTime {
+        column: column.to_string(),
+        watermarks: Some(Watermarks::Monotonous(Monotonous {})),
+        ..Default::default()
+    }
+}
+
+/// Tumbling windows of `size_ms`.
+pub fn tumbling(size_ms: u64) -> Assigner {
+    Assigner::Tumbling(TumblingWindow { size_ms, offset_ms: 0 })
+}
+
+/// Windows of `size_ms` starting every `slide_ms`.
+pub fn sliding(size_ms: u64, slide_ms: u64) -> Assigner {
+    Assigner::Sliding(SlidingWindow { size_ms, slide_ms, offset_ms: 0 })
+}
+
+/// Sessions closed by `gap_ms` without records.
+pub fn session(gap_ms: u64) -> Assigner {
+    Assigner::Session(SessionWindow { gap_ms })
 }
 
 fn call(function: &str, argument: &str, name: &str) -> AggregateCall {

@@ -2,7 +2,7 @@
 //!
 //! An edge is chained — its two vertices run in one task, the upstream operator calling the downstream one
 //! directly, with no queue and no serialization — when all of these hold:
-//! - it is FORWARD (so the parallelisms are equal),
+//! - it is FORWARD (so the parallelisms are equal) and carries the main output, not a side output,
 //! - the downstream vertex has exactly one input,
 //! - the upstream vertex has exactly one output.
 //!
@@ -33,6 +33,7 @@ pub fn build_chains(graph: &JobGraph, order: &[usize]) -> (Vec<Chain>, Vec<Chain
     }
     let chained = |edge: &crate::proto::Edge| {
         edge.partitioning() == Partitioning::Forward
+            && edge.side_output.is_empty()
             && in_degree.get(edge.to.as_str()) == Some(&1)
             && out_degree.get(edge.from.as_str()) == Some(&1)
     };

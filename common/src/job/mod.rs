@@ -13,7 +13,10 @@ mod validate;
 use std::fmt;
 
 pub use parse::parse_job_file;
-pub use validate::{operator_kind, validate, ValidatedJob, AGGREGATE_FUNCTIONS, OPERATOR_KINDS};
+pub use validate::{
+    is_time_type, operator_kind, validate, ValidatedJob, AGGREGATE_FUNCTIONS, LATE_SIDE_OUTPUT, OPERATOR_KINDS,
+    WATERMARK_INTERVAL_MS_DEFAULT, WINDOW_END_COLUMN, WINDOW_START_COLUMN,
+};
 
 /// Everything wrong with a job file or graph. Displayed as one problem per line; each names the vertex,
 /// edge or field concerned.

@@ -10,7 +10,7 @@ use super::{hint, JobError, OPERATOR_KINDS};
 use crate::proto::{Edge, JobConfig, JobGraph, Vertex};
 
 const TOP_LEVEL_FIELDS: &[&str] = &["name", "vertices", "edges", "config"];
-const VERTEX_FIELDS: &[&str] = &["id", "parallelism"];
+const VERTEX_FIELDS: &[&str] = &["id", "parallelism", "event_time"];
 
 /// Reads a job file. Every problem is reported, each naming where it is.
 pub fn parse_job_file(bytes: &[u8]) -> Result<JobGraph, JobError> {

@@ -36,7 +36,17 @@ pub const OPERATOR_KINDS: &[&str] = &[
     "file_sink",
     "print_sink",
     "blackhole_sink",
+    "window",
+    "deduplicate",
 ];
+/// The side output of a window that receives records later than its allowed lateness.
+pub const LATE_SIDE_OUTPUT: &str = "late";
+/// The window bounds a window operator adds to its output, after the key columns.
+pub const WINDOW_START_COLUMN: &str = "window_start";
+/// The exclusive end of a window in a window operator's output.
+pub const WINDOW_END_COLUMN: &str = "window_end";
+/// How often a source emits its watermark when the job does not say.
+pub const WATERMARK_INTERVAL_MS_DEFAULT: u64 = 200;
 /// The functions of the keyed running aggregate.
 pub const AGGREGATE_FUNCTIONS: &[&str] = &["count", "sum", "min", "max", "avg"];
 
@@ -59,6 +69,10 @@ pub struct ValidatedJob {
     pub chain_edges: Vec<proto::ChainEdge>,
     /// Each vertex's output schema (for sinks, the schema they receive).
     pub schemas: HashMap<String, SchemaRef>,
+    /// The schemas of side outputs that an edge consumes, by (vertex, side output).
+    pub side_output_schemas: HashMap<(String, String), SchemaRef>,
+    /// The event-time column of each vertex's output, for vertices whose output has one.
+    pub event_time_columns: HashMap<String, String>,
 }
 
 impl ValidatedJob {
@@ -98,7 +112,27 @@ impl ValidatedJob {
     /// The schema a vertex receives (its first input's output schema), for non-sources.
     pub fn input_schema(&self, id: &str) -> Option<SchemaRef> {
         let edge = self.graph.edges.iter().find(|e| e.to == id)?;
-        self.schemas.get(&edge.from).cloned()
+        self.edge_schema(edge)
+    }
+    /// The schema of the records an edge carries: its upstream vertex's output, or the side output it names.
+    pub fn edge_schema(&self, edge: &Edge) -> Option<SchemaRef> {
+        if edge.side_output.is_empty() {
+            self.schemas.get(&edge.from).cloned()
+        } else {
+            self.side_output_schemas.get(&(edge.from.clone(), edge.side_output.clone())).cloned()
+        }
+    }
+    /// The event-time column of the records a vertex receives, if its input has one.
+    pub fn input_event_time_column(&self, id: &str) -> Option<&str> {
+        let edge = self.graph.edges.iter().find(|e| e.to == id)?;
+        self.event_time_columns.get(&edge_source_key(edge)).map(String::as_str)
+    }
+    /// Where a keyed vertex keeps its state: the job's choice, else `default` (the TaskManager's setting).
+    pub fn state_backend(&self, default: proto::StateBackend) -> proto::StateBackend {
+        match self.config().state_backend() {
+            proto::StateBackend::Unspecified => default,
+            chosen => chosen,
+        }
     }
 }
 
@@ -114,6 +148,18 @@ pub fn operator_kind(operator: &Operator) -> &'static str {
         Operator::FileSink(_) => "file_sink",
         Operator::PrintSink(_) => "print_sink",
         Operator::BlackholeSink(_) => "blackhole_sink",
+        Operator::Window(_) => "window",
+        Operator::Deduplicate(_) => "deduplicate",
+    }
+}
+
+/// The key under which the event-time column of an edge's records is recorded: the upstream vertex, or
+/// `vertex/side_output` for a side output.
+fn edge_source_key(edge: &Edge) -> String {
+    if edge.side_output.is_empty() {
+        edge.from.clone()
+    } else {
+        format!("{}/{}", edge.from, edge.side_output)
     }
 }
 
@@ -138,12 +184,19 @@ pub fn validate(mut graph: JobGraph) -> Result<ValidatedJob, JobError> {
     if !problems.is_empty() {
         return Err(JobError::new(problems));
     }
-    let schemas = infer_schemas(&graph, &order, &mut problems);
+    let inferred = infer_schemas(&graph, &order, &mut problems);
     if !problems.is_empty() {
         return Err(JobError::new(problems));
     }
     let (chains, chain_edges) = build_chains(&graph, &order);
-    Ok(ValidatedJob { graph, chains, chain_edges, schemas })
+    Ok(ValidatedJob {
+        graph,
+        chains,
+        chain_edges,
+        schemas: inferred.schemas,
+        side_output_schemas: inferred.side_outputs,
+        event_time_columns: inferred.event_time,
+    })
 }
 
 fn normalize_config(mut config: JobConfig, problems: &mut Vec<String>) -> JobConfig {
@@ -206,7 +259,7 @@ fn resolve_edges(graph: &mut JobGraph, problems: &mut Vec<String>) {
         if edge.from == edge.to && endpoints_known {
             problems.push(format!("{name}: an edge from a vertex to itself is a cycle"));
         }
-        if !seen.insert((edge.from.clone(), edge.to.clone())) {
+        if !seen.insert((edge.from.clone(), edge.to.clone(), edge.side_output.clone())) {
             problems.push(format!("{name}: duplicate edge"));
         }
         let partitioning = edge.partitioning();
@@ -215,6 +268,13 @@ fn resolve_edges(graph: &mut JobGraph, problems: &mut Vec<String>) {
         }
         if partitioning != Partitioning::Hash && !edge.key.is_empty() {
             problems.push(format!("{name}: 'key' is only meaningful with partitioning HASH"));
+        }
+        if !edge.side_output.is_empty() && edge.side_output != LATE_SIDE_OUTPUT {
+            problems.push(format!(
+                "{name}: unknown side output '{}'{}; the only side output is '{LATE_SIDE_OUTPUT}' (a window's late records)",
+                edge.side_output,
+                hint(&edge.side_output, &[LATE_SIDE_OUTPUT])
+            ));
         }
         if !endpoints_known {
             continue;
@@ -286,14 +346,39 @@ fn topological_order(graph: &JobGraph, problems: &mut Vec<String>) -> Vec<usize>
     order
 }
 
-fn infer_schemas(graph: &JobGraph, order: &[usize], problems: &mut Vec<String>) -> HashMap<String, SchemaRef> {
+/// What schema inference learns about the graph.
+#[derive(Default)]
+struct Inferred {
+    schemas: HashMap<String, SchemaRef>,
+    side_outputs: HashMap<(String, String), SchemaRef>,
+    /// Event-time column by [`edge_source_key`].
+    event_time: HashMap<String, String>,
+}
+
+fn infer_schemas(graph: &JobGraph, order: &[usize], problems: &mut Vec<String>) -> Inferred {
     let compiler = ExprCompiler::new();
-    let mut schemas: HashMap<String, SchemaRef> = HashMap::new();
+    let mut inferred = Inferred::default();
     for &i in order {
         let vertex = &graph.vertices[i];
         let Some(operator) = &vertex.operator else { continue };
         let in_edges: Vec<&Edge> = graph.edges.iter().filter(|e| e.to == vertex.id).collect();
-        let input = match input_schema(vertex, &in_edges, &schemas, problems) {
+        if vertex.event_time.is_some() && !is_source(operator) {
+            problems.push(format!(
+                "vertex '{}': 'event_time' belongs on a source; {} takes the event time of its input",
+                vertex.id,
+                operator_kind(operator)
+            ));
+        }
+        for edge in in_edges.iter().filter(|e| !e.side_output.is_empty()) {
+            let upstream = graph.vertices.iter().find(|v| v.id == edge.from).and_then(|v| v.operator.as_ref());
+            if !matches!(upstream, Some(Operator::Window(_))) {
+                problems.push(format!(
+                    "edge {} -> {}: side output '{}' comes only from a window, and '{}' is not one",
+                    edge.from, edge.to, edge.side_output, edge.from
+                ));
+            }
+        }
+        let input = match input_schema(vertex, &in_edges, &inferred, problems) {
             Some(input) => input,
             None if is_source(operator) => Arc::new(Schema::empty()),
             None => {
@@ -303,15 +388,49 @@ fn infer_schemas(graph: &JobGraph, order: &[usize], problems: &mut Vec<String>) 
                 continue;
             }
         };
+        let input_time = input_event_time(&in_edges, &inferred.event_time);
         let mut report =
             |problem: String| problems.push(format!("vertex '{}' ({}): {problem}", vertex.id, operator_kind(operator)));
+        let mut output_time = input_time.clone();
         let output = match operator {
             Operator::Datagen(datagen) => datagen_schema(datagen, &mut report),
             Operator::FileSource(source) => file_source_schema(source, &mut report),
-            Operator::Select(select) => select_schema(select, &input, &compiler, &mut report),
+            Operator::Select(select) => {
+                output_time = input_time.as_deref().and_then(|time| {
+                    select.columns.iter().find(|c| c.expr.trim() == time).map(|c| output_name(c, &input).to_string())
+                });
+                select_schema(select, &input, &compiler, &mut report)
+            }
             Operator::Filter(filter) => filter_schema(filter, &input, &compiler, &mut report),
-            Operator::FlatMap(flat_map) => flat_map_schema(flat_map, &input, &mut report),
-            Operator::Aggregate(aggregate) => aggregate_schema(aggregate, &input, &in_edges, &compiler, &mut report),
+            Operator::FlatMap(flat_map) => {
+                if input_time.as_deref() == Some(flat_map.column.as_str()) {
+                    output_time = None;
+                }
+                flat_map_schema(flat_map, &input, &mut report)
+            }
+            Operator::Aggregate(aggregate) => {
+                output_time = None;
+                aggregate_schema(aggregate, &input, &in_edges, &compiler, &mut report)
+            }
+            Operator::Window(window) => {
+                output_time = None;
+                let schema = window_schema(window, &input, input_time.as_deref(), &in_edges, &compiler, &mut report);
+                if schema.is_some() {
+                    let side = (vertex.id.clone(), LATE_SIDE_OUTPUT.to_string());
+                    inferred.side_outputs.insert(side, input.clone());
+                    if let Some(time) = &input_time {
+                        inferred.event_time.insert(format!("{}/{LATE_SIDE_OUTPUT}", vertex.id), time.clone());
+                    }
+                }
+                schema
+            }
+            Operator::Deduplicate(dedup) => {
+                check_keys(&dedup.keys, &input, &in_edges, &mut report);
+                if dedup.ttl_ms == 0 {
+                    report("'ttl_ms' must be positive: how long a key is remembered".into());
+                }
+                Some(input)
+            }
             Operator::FileSink(sink) => {
                 if sink.path.trim().is_empty() {
                     report("'path' is missing (the output directory)".into());
@@ -326,20 +445,158 @@ fn infer_schemas(graph: &JobGraph, order: &[usize], problems: &mut Vec<String>) 
                 Some(input)
             }
         };
+        if let Some(event_time) = &vertex.event_time {
+            if let Some(schema) = &output {
+                output_time = Some(event_time.column.clone());
+                check_event_time(event_time, schema, &mut report);
+            }
+        }
         if let Some(output) = output {
-            schemas.insert(vertex.id.clone(), output);
+            if let Some(time) = output_time {
+                inferred.event_time.insert(vertex.id.clone(), time);
+            }
+            inferred.schemas.insert(vertex.id.clone(), output);
         }
     }
-    schemas
+    inferred
+}
+
+/// The event-time column shared by all of a vertex's inputs, if they agree on one.
+fn input_event_time(in_edges: &[&Edge], event_time: &HashMap<String, String>) -> Option<String> {
+    let mut columns = in_edges.iter().map(|e| event_time.get(&edge_source_key(e)));
+    let first = columns.next()??;
+    columns.all(|c| c == Some(first)).then(|| first.clone())
+}
+
+fn check_event_time(event_time: &proto::EventTime, schema: &Schema, report: &mut dyn FnMut(String)) {
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    match schema.field_with_name(&event_time.column) {
+        Ok(field) if is_time_type(field.data_type()) => {}
+        Ok(field) => report(format!(
+            "event_time column '{}' is {}; it must be TIMESTAMP_MS or INT64 (milliseconds)",
+            event_time.column,
+            field.data_type()
+        )),
+        Err(_) if event_time.column.is_empty() => {
+            report(format!("event_time needs a 'column'; the output has: {}", names.join(", ")))
+        }
+        Err(_) => report(format!(
+            "unknown event_time column '{}'{}; the output has: {}",
+            event_time.column,
+            hint(&event_time.column, &names),
+            names.join(", ")
+        )),
+    }
+    if event_time.watermarks.is_none() {
+        report("event_time needs a watermark strategy: 'bounded_out_of_orderness_ms' or 'monotonous': {}".into());
+    }
+    if event_time.idle_timeout_ms == Some(0) {
+        report("event_time.idle_timeout_ms must be positive (leave it out to never mark the source idle)".into());
+    }
+}
+
+/// Whether a column can carry event time (milliseconds since the epoch).
+pub fn is_time_type(data_type: &ArrowType) -> bool {
+    matches!(data_type, ArrowType::Timestamp(TimeUnit::Millisecond, None) | ArrowType::Int64)
+}
+
+/// Checks a keyed operator's key columns and that its inputs are HASH-partitioned on them; returns the key
+/// fields found.
+fn check_keys(
+    keys: &[String],
+    input: &SchemaRef,
+    in_edges: &[&Edge],
+    report: &mut dyn FnMut(String),
+) -> Vec<ArrowField> {
+    if keys.is_empty() {
+        report("'keys' is missing: the key columns".into());
+        return Vec::new();
+    }
+    let mut fields = Vec::new();
+    let names: Vec<&str> = input.fields().iter().map(|f| f.name().as_str()).collect();
+    for key in keys {
+        match input.field_with_name(key) {
+            Ok(field) if is_hashable_key_type(field.data_type()) => fields.push(field.clone()),
+            Ok(field) => report(format!("key column '{key}' has type {}, which cannot be a key", field.data_type())),
+            Err(_) => {
+                report(format!("unknown key column '{key}'{}; the input has: {}", hint(key, &names), names.join(", ")))
+            }
+        }
+    }
+    for edge in in_edges {
+        if edge.partitioning() != Partitioning::Hash || edge.key != keys {
+            report(format!(
+                "its input from '{}' must be partitioned by its keys: set that edge's partitioning to HASH with key {:?}",
+                edge.from, keys
+            ));
+        }
+    }
+    fields
+}
+
+fn window_schema(
+    window: &proto::Window,
+    input: &SchemaRef,
+    input_time: Option<&str>,
+    in_edges: &[&Edge],
+    compiler: &ExprCompiler,
+    report: &mut dyn FnMut(String),
+) -> Option<SchemaRef> {
+    use proto::window::Assigner;
+    let mut fields = check_keys(&window.keys, input, in_edges, report);
+    match &window.assigner {
+        None => report("no window assigner: give one of 'tumbling', 'sliding' or 'session'".into()),
+        Some(Assigner::Tumbling(t)) if t.size_ms == 0 => report("tumbling.size_ms must be positive".into()),
+        Some(Assigner::Sliding(s)) if s.size_ms == 0 || s.slide_ms == 0 => {
+            report("sliding.size_ms and sliding.slide_ms must be positive".into())
+        }
+        Some(Assigner::Sliding(s)) if s.slide_ms > s.size_ms => report(format!(
+            "sliding.slide_ms ({}) is larger than size_ms ({}): records between windows would be lost",
+            s.slide_ms, s.size_ms
+        )),
+        Some(Assigner::Session(s)) if s.gap_ms == 0 => report("session.gap_ms must be positive".into()),
+        Some(_) => {}
+    }
+    let event_time = window.time() != proto::TimeDomain::ProcessingTime;
+    if event_time && input_time.is_none() {
+        report(
+            "an event-time window needs an event-time column: set 'event_time' on the source (and keep that column \
+             through the operators in between), or set \"time\": \"PROCESSING_TIME\""
+                .into(),
+        );
+    }
+    if !event_time && window.allowed_lateness_ms > 0 {
+        report("allowed_lateness_ms applies to event-time windows only".into());
+    }
+    let bound = ArrowType::Timestamp(TimeUnit::Millisecond, None);
+    fields.push(ArrowField::new(WINDOW_START_COLUMN, bound.clone(), false));
+    fields.push(ArrowField::new(WINDOW_END_COLUMN, bound, false));
+    if window.aggregates.is_empty() {
+        report("'aggregates' is missing: e.g. [{\"function\": \"count\", \"name\": \"count\"}]".into());
+    }
+    for call in &window.aggregates {
+        if let Some(field) = aggregate_field(call, input, compiler, report) {
+            fields.push(field);
+        }
+    }
+    unique_names(fields.iter().map(|f| f.name().as_str()), "output column", report);
+    Some(Arc::new(Schema::new(fields)))
 }
 
 fn input_schema(
     vertex: &proto::Vertex,
     in_edges: &[&Edge],
-    schemas: &HashMap<String, SchemaRef>,
+    inferred: &Inferred,
     problems: &mut Vec<String>,
 ) -> Option<SchemaRef> {
-    let mut inputs = in_edges.iter().map(|e| (e.from.as_str(), schemas.get(&e.from)));
+    let schema_of = |e: &Edge| {
+        if e.side_output.is_empty() {
+            inferred.schemas.get(&e.from)
+        } else {
+            inferred.side_outputs.get(&(e.from.clone(), e.side_output.clone()))
+        }
+    };
+    let mut inputs = in_edges.iter().map(|e| (e.from.as_str(), schema_of(e)));
     let (first_id, first) = inputs.next()?;
     let first = first?.clone();
     for (id, schema) in inputs {
@@ -589,25 +846,7 @@ fn aggregate_schema(
         report("'keys' is missing: the key columns".into());
         return None;
     }
-    let mut fields = Vec::new();
-    let names: Vec<&str> = input.fields().iter().map(|f| f.name().as_str()).collect();
-    for key in &aggregate.keys {
-        match input.field_with_name(key) {
-            Ok(field) if is_hashable_key_type(field.data_type()) => fields.push(field.clone()),
-            Ok(field) => report(format!("key column '{key}' has type {}, which cannot be a key", field.data_type())),
-            Err(_) => {
-                report(format!("unknown key column '{key}'{}; the input has: {}", hint(key, &names), names.join(", ")))
-            }
-        }
-    }
-    for edge in in_edges {
-        if edge.partitioning() != Partitioning::Hash || edge.key != aggregate.keys {
-            report(format!(
-                "its input from '{}' must be partitioned by its keys: set that edge's partitioning to HASH with key {:?}",
-                edge.from, aggregate.keys
-            ));
-        }
-    }
+    let mut fields = check_keys(&aggregate.keys, input, in_edges, report);
     if aggregate.aggregates.is_empty() {
         report("'aggregates' is missing: e.g. [{\"function\": \"count\", \"name\": \"count\"}]".into());
     }
@@ -622,8 +861,13 @@ fn aggregate_schema(
 
 /// The checks of a vertex that do not depend on its input schema, for when that schema is unknown.
 fn check_without_input_schema(vertex: &proto::Vertex, operator: &Operator, problems: &mut Vec<String>) {
-    if let Operator::Aggregate(aggregate) = operator {
-        for call in &aggregate.aggregates {
+    let calls = match operator {
+        Operator::Aggregate(aggregate) => &aggregate.aggregates,
+        Operator::Window(window) => &window.aggregates,
+        _ => return,
+    };
+    {
+        for call in calls {
             let function = call.function.to_lowercase();
             if !AGGREGATE_FUNCTIONS.contains(&function.as_str()) {
                 problems.push(format!(

@@ -104,12 +104,14 @@ impl JobFacts {
                     records_out: 0,
                     bytes_in: 0,
                     bytes_out: 0,
+                    late_records: 0,
                 };
                 for m in self.metrics.iter().flat_map(|t| t.vertices.iter()).filter(|m| m.vertex_id == vertex.id) {
                     view.records_in += m.records_in;
                     view.records_out += m.records_out;
                     view.bytes_in += m.bytes_in;
                     view.bytes_out += m.bytes_out;
+                    view.late_records += m.late_records;
                 }
                 view
             })
@@ -143,6 +145,7 @@ impl JobFacts {
                     records_out: m.records_out,
                     bytes_in: m.bytes_in,
                     bytes_out: m.bytes_out,
+                    late_records: m.late_records,
                 })
                 .collect();
             view.remote_bytes_out = metrics.remote_bytes_out;
@@ -194,6 +197,8 @@ pub(super) struct VertexView {
     pub records_out: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Records that came later than a window's allowed lateness (see the "late" side output).
+    pub late_records: u64,
 }
 
 /// One chain (a task's operators).
@@ -253,6 +258,7 @@ pub(super) struct TaskVertexView {
     pub records_out: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    pub late_records: u64,
 }
 
 /// `GET /jobs/{id}/metrics`.

@@ -14,24 +14,11 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
-use sluice_common::expr::{CompiledExpr, ExprCompiler};
+use sluice_common::expr::CompiledExpr;
 use sluice_common::proto::Aggregate;
 
+use super::accumulate::{AggregateFn, Kind};
 use super::{Operator, OperatorError};
-
-/// What one aggregate computes, and in which number type.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Kind {
-    CountRows,
-    CountValues,
-    SumInt,
-    SumFloat,
-    MinInt,
-    MaxInt,
-    MinFloat,
-    MaxFloat,
-    Avg,
-}
 
 /// Per-group state of one aggregate. `values` counts the non-null inputs seen: a group with none yet has a
 /// null sum/min/max/avg, as in SQL.
@@ -64,39 +51,17 @@ impl RunningAggregate {
         let sort_fields = key_columns.iter().map(|&i| SortField::new(input.field(i).data_type().clone())).collect();
         let converter = RowConverter::new(sort_fields)?;
         let group_keys = converter.empty_rows(1024, 16 * 1024);
-        let compiler = ExprCompiler::new();
-        let mut accumulators = Vec::with_capacity(spec.aggregates.len());
-        for (position, call) in spec.aggregates.iter().enumerate() {
-            let output_type = output.field(key_columns.len() + position).data_type().clone();
-            let function = call.function.to_lowercase();
-            let argument = call.argument.trim();
-            let argument = if function == "count" && (argument.is_empty() || argument == "*") {
-                None
-            } else {
-                Some(compiler.compile(argument, input)?)
-            };
-            let floating = output_type == DataType::Float64;
-            let kind = match (function.as_str(), floating, &argument) {
-                ("count", _, None) => Kind::CountRows,
-                ("count", _, Some(_)) => Kind::CountValues,
-                ("sum", false, _) => Kind::SumInt,
-                ("sum", true, _) => Kind::SumFloat,
-                ("min", false, _) => Kind::MinInt,
-                ("max", false, _) => Kind::MaxInt,
-                ("min", true, _) => Kind::MinFloat,
-                ("max", true, _) => Kind::MaxFloat,
-                ("avg", _, _) => Kind::Avg,
-                (other, _, _) => return Err(OperatorError::new(format!("unknown aggregate function '{other}'"))),
-            };
-            accumulators.push(Accumulator {
-                kind,
-                argument,
+        let accumulators = AggregateFn::compile_all(&spec.aggregates, input, &output, key_columns.len())?
+            .into_iter()
+            .map(|f| Accumulator {
+                kind: f.kind,
+                argument: f.argument,
                 ints: Vec::new(),
                 floats: Vec::new(),
                 values: Vec::new(),
-                output_type,
-            });
-        }
+                output_type: f.output_type,
+            })
+            .collect();
         Ok(Self {
             key_columns,
             converter,
@@ -188,7 +153,7 @@ impl Accumulator {
             return Ok(());
         };
         let values = argument.evaluate(batch)?;
-        let floating = matches!(self.kind, Kind::SumFloat | Kind::MinFloat | Kind::MaxFloat | Kind::Avg);
+        let floating = self.kind.floating();
         if self.kind == Kind::CountValues {
             for (row, &g) in group_of_row.iter().enumerate() {
                 self.values[g as usize] += i64::from(values.is_valid(row));

@@ -9,13 +9,16 @@
 //! Both are synchronous: the task around them owns all awaiting (network credit, timers, cancellation), so
 //! an operator never holds a network buffer across a suspension point. Sinks are operators that emit
 //! nothing. [`build_source`] and [`build_operator`] turn a validated vertex into its implementation.
+mod accumulate;
 mod aggregate;
 mod datagen;
+mod dedup;
 mod file_sink;
 mod file_source;
 mod flat_map;
 mod print;
 mod simple;
+mod window;
 
 use std::time::Duration;
 
@@ -23,6 +26,8 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use sluice_common::job::ValidatedJob;
 use sluice_common::proto::{vertex::Operator as Spec, Vertex};
+
+use crate::state::StateSettings;
 
 /// An operator failed; the task fails with this message, naming the vertex.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +73,30 @@ pub trait Operator: Send {
     /// Processes one input batch, pushing output batches into `out`.
     fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<(), OperatorError>;
 
+    /// Event time reached `watermark` (`time::END_OF_TIME` at the end of a bounded input): emit what it
+    /// completes (windows that close). The task forwards the watermark downstream afterwards.
+    fn on_watermark(&mut self, _watermark: i64, _out: &mut Vec<RecordBatch>) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// The wall-clock time (ms since the epoch) of this operator's earliest processing-time timer.
+    fn next_timer(&self) -> Option<i64> {
+        None
+    }
+
+    /// The wall clock reached `now` (ms since the epoch): fire the processing-time timers that are due.
+    fn on_processing_time(&mut self, _now: i64, _out: &mut Vec<RecordBatch>) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// Moves what was produced for side outputs since the last call into `out`, as (side output, batch).
+    fn drain_side_output(&mut self, _out: &mut Vec<(&'static str, RecordBatch)>) {}
+
+    /// Records that arrived later than allowed, in total (each went to a side output, or was dropped).
+    fn late_records(&self) -> u64 {
+        0
+    }
+
     /// Called once when the input has ended, to emit what is held back and release resources (close files).
     fn finish(&mut self, _out: &mut Vec<RecordBatch>) -> Result<(), OperatorError> {
         Ok(())
@@ -107,11 +136,14 @@ pub fn build_operator(
     vertex: &Vertex,
     job: &ValidatedJob,
     subtask: SubtaskInfo,
+    state: &StateSettings,
 ) -> Result<Box<dyn Operator>, OperatorError> {
     let input = job
         .input_schema(&vertex.id)
         .ok_or_else(|| OperatorError::new(format!("vertex '{}' has no input schema", vertex.id)))?;
     let output = output_schema(job, &vertex.id)?;
+    let event_time = job.input_event_time_column(&vertex.id);
+    let backend = || state.open(job.state_backend(state.default_backend), &vertex.id, subtask.index);
     Ok(match &vertex.operator {
         Some(Spec::Select(spec)) => Box::new(simple::SelectOp::new(spec, &input, output)?),
         Some(Spec::Filter(spec)) => Box::new(simple::FilterOp::new(spec, &input)?),
@@ -120,6 +152,12 @@ pub fn build_operator(
         Some(Spec::FileSink(spec)) => Box::new(file_sink::FileSinkWriter::open(spec, subtask)?),
         Some(Spec::PrintSink(spec)) => Box::new(print::PrintSinkOp::new(spec, &vertex.id, subtask)),
         Some(Spec::BlackholeSink(spec)) => Box::new(simple::BlackholeOp::new(spec)),
+        Some(Spec::Window(spec)) => {
+            Box::new(window::WindowOp::new(spec, &input, output, event_time, job.max_parallelism(), backend()?)?)
+        }
+        Some(Spec::Deduplicate(spec)) => {
+            Box::new(dedup::DedupOp::new(spec, &input, event_time, job.max_parallelism(), backend()?)?)
+        }
         Some(Spec::Datagen(_) | Spec::FileSource(_)) | None => {
             return Err(OperatorError::new(format!("vertex '{}' is not a transformation or sink", vertex.id)))
         }

@@ -24,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::TaskCounters;
 use crate::network::{InputGate, NetworkEnvironment, NetworkError, StreamEvent};
 use crate::operators::{build_operator, build_source, Operator, OperatorError, Source, SourcePoll, SubtaskInfo};
+use crate::state::StateSettings;
+use crate::time::{now_millis, InputWatermarks, WatermarkGenerator, END_OF_TIME, IDLE};
 use output::Output;
 use plan::SubtaskPlan;
 
@@ -61,6 +63,7 @@ pub struct Task {
     plan: SubtaskPlan,
     counters: Arc<TaskCounters>,
     cancel: CancellationToken,
+    state: StateSettings,
 }
 
 /// Time accounting for the busy / back-pressured / idle split (Flink's model).
@@ -75,16 +78,17 @@ impl Task {
         plan: SubtaskPlan,
         counters: Arc<TaskCounters>,
         cancel: CancellationToken,
+        state: StateSettings,
     ) -> Self {
-        Self { job, plan, counters, cancel }
+        Self { job, plan, counters, cancel, state }
     }
 
     /// Runs the task to its end. `on_running` is called once its channels are set up.
     pub async fn run(self, network: Arc<NetworkEnvironment>, on_running: impl FnOnce()) -> Result<(), TaskError> {
-        let Task { job, plan, counters, cancel } = self;
+        let Task { job, plan, counters, cancel, state } = self;
         let token = cancel.clone();
         let work = async {
-            let mut runner = Runner::build(&job, &plan, &network, &counters, cancel).await?;
+            let mut runner = Runner::build(&job, &plan, &network, &counters, cancel, &state).await?;
             on_running();
             runner.run(&counters).await
         };
@@ -104,6 +108,14 @@ struct Runner {
     outputs: Vec<Output>,
     cancel: CancellationToken,
     clock: Clock,
+    /// 1 when the head is a source (which has vertex counters but no operator), else 0.
+    offset: usize,
+    /// A source head with event time: its watermarks.
+    generator: Option<WatermarkGenerator>,
+    /// A gate head: the watermark over its channels.
+    input_watermarks: InputWatermarks,
+    /// Side-output batches of the tail operator, waiting to be routed.
+    side: Vec<(&'static str, RecordBatch)>,
 }
 
 impl Runner {
@@ -113,6 +125,7 @@ impl Runner {
         network: &NetworkEnvironment,
         counters: &TaskCounters,
         cancel: CancellationToken,
+        state: &StateSettings,
     ) -> Result<Self, TaskError> {
         let chain = job
             .chains
@@ -127,129 +140,237 @@ impl Runner {
             return Err(TaskError::Operator(format!("chain {} is empty", plan.chain)));
         };
         let mut operators = Vec::with_capacity(vertices.len());
+        let mut generator = None;
         let head = if plan.inputs.is_empty() {
+            if let Some(event_time) = &head_vertex.event_time {
+                let schema = job
+                    .schemas
+                    .get(&head_vertex.id)
+                    .ok_or_else(|| TaskError::Operator(format!("vertex '{}' has no schema", head_vertex.id)))?;
+                generator = Some(WatermarkGenerator::new(event_time, schema).map_err(|e| named(head_vertex, e))?);
+            }
             Head::Source(build_source(head_vertex, job, subtask).map_err(|e| named(head_vertex, e))?)
         } else {
-            operators.push(build_operator(head_vertex, job, subtask).map_err(|e| named(head_vertex, e))?);
+            operators.push(build_operator(head_vertex, job, subtask, state).map_err(|e| named(head_vertex, e))?);
             let gate = network.create_input_gate(plan.inputs.clone()).await?;
             counters.in_flight_bytes_max.set(gate.in_flight_bytes_max() as i64);
             Head::Gate(gate)
         };
         for vertex in rest {
-            operators.push(build_operator(vertex, job, subtask).map_err(|e| named(vertex, e))?);
+            operators.push(build_operator(vertex, job, subtask, state).map_err(|e| named(vertex, e))?);
         }
         let mut outputs = Vec::with_capacity(plan.outputs.len());
         for output in &plan.outputs {
             let partition = network.create_result_partition(output.subpartitions.clone(), job.buffer_timeout()).await?;
             outputs.push(Output::new(output.clone(), partition));
         }
+        let offset = usize::from(matches!(head, Head::Source(_)));
         Ok(Self {
             head,
             operators,
             outputs,
             cancel,
             clock: Clock { last: Instant::now(), backpressured_seen: Duration::ZERO },
+            offset,
+            generator,
+            input_watermarks: InputWatermarks::new(plan.inputs.len()),
+            side: Vec::new(),
         })
     }
 
     async fn run(&mut self, counters: &TaskCounters) -> Result<(), TaskError> {
         loop {
-            let batch = match &mut self.head {
+            match &mut self.head {
                 Head::Source(source) => match source.poll_next()? {
-                    SourcePoll::Batch(batch) => batch,
+                    SourcePoll::Batch(batch) => {
+                        if let Some(generator) = &mut self.generator {
+                            generator.observe(&batch)?;
+                        }
+                        self.push(vec![batch], 0, counters).await?;
+                        self.account_busy(counters);
+                    }
                     SourcePoll::Wait(wait) => {
                         self.account_busy(counters);
                         self.flush_outputs().await?;
+                        let wait = match self.timer_deadline() {
+                            Some(deadline) => wait.min(deadline.saturating_duration_since(tokio::time::Instant::now())),
+                            None => wait,
+                        };
                         cancellable_sleep(&self.cancel, wait).await?;
                         self.account_idle(counters);
-                        continue;
                     }
                     SourcePoll::End => break,
                 },
                 Head::Gate(_) => match self.next_from_gate(counters).await? {
-                    Some(batch) => batch,
+                    Some(batch) => self.push(vec![batch], 0, counters).await?,
                     None => break,
                 },
             };
-            let offset = usize::from(matches!(self.head, Head::Source(_)));
-            self.push(batch, 0, offset, counters).await?;
-            if offset == 1 {
-                self.account_busy(counters);
+            if let Some(watermark) = self.generator.as_mut().and_then(|g| g.poll(Instant::now())) {
+                self.advance_watermark(watermark, counters).await?;
             }
+            self.fire_due_timers(counters).await?;
             let now = tokio::time::Instant::now();
             if self.outputs.iter().any(|o| o.partition.next_flush_deadline().is_some_and(|d| d <= now)) {
                 self.flush_outputs().await?;
             }
         }
+        if matches!(self.head, Head::Source(_)) {
+            // A bounded source ended: all of event time has passed.
+            self.advance_watermark(END_OF_TIME, counters).await?;
+        }
         self.finish(counters).await
     }
 
-    /// The next batch from the input gate, flushing output buffers whose timeout expires meanwhile.
+    /// The next batch from the input gate. Meanwhile: flushes output buffers whose timeout expires, forwards
+    /// watermarks, and fires processing-time timers.
     async fn next_from_gate(&mut self, counters: &TaskCounters) -> Result<Option<RecordBatch>, TaskError> {
         loop {
             self.account_busy(counters);
             let deadline = self.outputs.iter().filter_map(|o| o.partition.next_flush_deadline()).min();
+            let timer = self.timer_deadline();
             let Head::Gate(gate) = &mut self.head else { return Ok(None) };
             let event = tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => return Err(TaskError::Cancelled),
-                _ = sleep_until_opt(deadline) => None,
-                event = gate.next() => Some(event),
+                _ = sleep_until_opt(timer) => Wake::Timer,
+                _ = sleep_until_opt(deadline) => Wake::Flush,
+                event = gate.next() => Wake::Event(event),
             };
             counters.in_flight_bytes.set(gate.in_flight_bytes() as i64);
             counters.floating_credits.set(i64::from(gate.available_floating_credits()));
             counters.remote_bytes_in.inc_by(gate.remote_bytes_in().saturating_sub(counters.remote_bytes_in.get()));
             self.account_idle(counters);
             match event {
-                None => {
-                    for output in &mut self.outputs {
-                        output.partition.flush().await?;
+                Wake::Timer => self.fire_due_timers(counters).await?,
+                Wake::Flush => self.flush_outputs().await?,
+                Wake::Event(None) => return Ok(None),
+                Wake::Event(Some(Err(e))) => return Err(e.into()),
+                Wake::Event(Some(Ok((channel, StreamEvent::Batch(batch))))) => {
+                    if let Some(watermark) = self.input_watermarks.on_record(channel) {
+                        self.advance_watermark(watermark, counters).await?;
+                    }
+                    return Ok(Some(batch));
+                }
+                Wake::Event(Some(Ok((channel, StreamEvent::Watermark(watermark))))) => {
+                    if let Some(watermark) = self.input_watermarks.on_watermark(channel, watermark) {
+                        self.advance_watermark(watermark, counters).await?;
                     }
                 }
-                Some(None) => return Ok(None),
-                Some(Some(Err(e))) => return Err(e.into()),
-                Some(Some(Ok((_, StreamEvent::Batch(batch))))) => return Ok(Some(batch)),
-                // Watermarks and barriers are not produced yet (event time and checkpoints come later);
-                // end-of-partition is consumed by the gate itself.
-                Some(Some(Ok((
-                    _,
-                    StreamEvent::Watermark(_) | StreamEvent::Barrier(_) | StreamEvent::EndOfPartition,
-                )))) => {}
+                // Barriers are not produced yet (checkpoints come later); end-of-partition is consumed by the
+                // gate itself.
+                Wake::Event(Some(Ok((_, StreamEvent::Barrier(_) | StreamEvent::EndOfPartition)))) => {}
             }
         }
     }
 
-    /// Pushes `batch` into operator `first` and on through the chain, then to the outputs. Vertex counters
-    /// are indexed with `offset` (1 when the chain's head is a source, which has no operator).
-    async fn push(
+    /// Event time reached `watermark` (or the task went idle): each operator in chain order fires what it
+    /// completes, its output flowing through the rest, then the watermark goes to every consumer.
+    async fn advance_watermark(&mut self, watermark: i64, counters: &TaskCounters) -> Result<(), TaskError> {
+        if watermark != IDLE {
+            for index in 0..self.operators.len() {
+                let mut out = Vec::new();
+                self.operators[index]
+                    .on_watermark(watermark, &mut out)
+                    .map_err(|e| operator_error(counters, index + self.offset, e))?;
+                self.produced(index, out, counters).await?;
+            }
+        }
+        for output in &mut self.outputs {
+            output.partition.broadcast_event(StreamEvent::Watermark(watermark)).await?;
+        }
+        Ok(())
+    }
+
+    /// The earliest processing-time timer of the chain, as a runtime instant.
+    fn timer_deadline(&self) -> Option<tokio::time::Instant> {
+        let at = self.operators.iter().filter_map(|o| o.next_timer()).min()?;
+        let wait = u64::try_from(at.saturating_sub(now_millis())).unwrap_or(0);
+        Some(tokio::time::Instant::now() + Duration::from_millis(wait))
+    }
+
+    /// Fires the processing-time timers that are due, in chain order.
+    async fn fire_due_timers(&mut self, counters: &TaskCounters) -> Result<(), TaskError> {
+        let now = now_millis();
+        for index in 0..self.operators.len() {
+            if self.operators[index].next_timer().is_none_or(|at| at > now) {
+                continue;
+            }
+            let mut out = Vec::new();
+            self.operators[index]
+                .on_processing_time(now, &mut out)
+                .map_err(|e| operator_error(counters, index + self.offset, e))?;
+            self.produced(index, out, counters).await?;
+        }
+        Ok(())
+    }
+
+    /// Operator `index` produced `out` outside of processing a batch (timers, watermarks, the end of input):
+    /// counts it and sends it on through the rest of the chain.
+    async fn produced(
         &mut self,
-        batch: RecordBatch,
-        first: usize,
-        offset: usize,
+        index: usize,
+        out: Vec<RecordBatch>,
         counters: &TaskCounters,
     ) -> Result<(), TaskError> {
-        if offset == 1 && first == 0 {
-            let head = &counters.vertices[0];
-            head.records_out.inc_by(batch.num_rows() as u64);
-            head.bytes_out.inc_by(batch.get_array_memory_size() as u64);
+        let vertex = &counters.vertices[index + self.offset];
+        for batch in &out {
+            vertex.records_out.inc_by(batch.num_rows() as u64);
+            vertex.bytes_out.inc_by(batch.get_array_memory_size() as u64);
         }
-        let mut current = vec![batch];
+        self.collect_side_output(index, counters);
+        self.push(out, index + 1, counters).await
+    }
+
+    /// Takes operator `index`'s side output: routed when it is the chain's tail (side-output edges always
+    /// leave a chain), dropped otherwise (no edge consumes it; the operator counted the records).
+    fn collect_side_output(&mut self, index: usize, counters: &TaskCounters) {
+        let is_tail = index + 1 == self.operators.len();
+        let operator = &mut self.operators[index];
+        let vertex = &counters.vertices[index + self.offset];
+        vertex.late_records.inc_by(operator.late_records().saturating_sub(vertex.late_records.get()));
+        if is_tail {
+            operator.drain_side_output(&mut self.side);
+        } else {
+            operator.drain_side_output(&mut Vec::new());
+        }
+    }
+
+    /// Pushes `batches` into operator `first` and on through the chain, then to the outputs. With `first`
+    /// past the last operator, the batches go straight to the outputs.
+    async fn push(
+        &mut self,
+        batches: Vec<RecordBatch>,
+        first: usize,
+        counters: &TaskCounters,
+    ) -> Result<(), TaskError> {
+        if self.offset == 1 && first == 0 {
+            let head = &counters.vertices[0];
+            for batch in &batches {
+                head.records_out.inc_by(batch.num_rows() as u64);
+                head.bytes_out.inc_by(batch.get_array_memory_size() as u64);
+            }
+        }
+        let mut current = batches;
         let mut pause = None;
-        for (index, operator) in self.operators.iter_mut().enumerate().skip(first) {
-            let vertex = &counters.vertices[index + offset];
+        for index in first..self.operators.len() {
+            if current.is_empty() {
+                break;
+            }
+            let vertex = &counters.vertices[index + self.offset];
+            let operator = &mut self.operators[index];
             let mut next = Vec::new();
             for batch in current {
                 vertex.records_in.inc_by(batch.num_rows() as u64);
                 vertex.bytes_in.inc_by(batch.get_array_memory_size() as u64);
-                operator
-                    .process(batch, &mut next)
-                    .map_err(|e| TaskError::Operator(format!("vertex '{}': {}", vertex.id, e.0)))?;
+                operator.process(batch, &mut next).map_err(|e| operator_error(counters, index + self.offset, e))?;
             }
             for batch in &next {
                 vertex.records_out.inc_by(batch.num_rows() as u64);
                 vertex.bytes_out.inc_by(batch.get_array_memory_size() as u64);
             }
             pause = pause.max(operator.pause());
+            self.collect_side_output(index, counters);
             current = next;
         }
         self.emit(current, counters).await?;
@@ -264,12 +385,18 @@ impl Runner {
         Ok(())
     }
 
+    /// Sends the tail's main output to the main outputs, and its side output to the edges that carry it.
     async fn emit(&mut self, batches: Vec<RecordBatch>, counters: &TaskCounters) -> Result<(), TaskError> {
         for batch in batches {
             if batch.num_rows() == 0 {
                 continue;
             }
-            for output in &mut self.outputs {
+            for output in self.outputs.iter_mut().filter(|o| o.plan.side_output.is_none()) {
+                output.emit(batch.clone()).await?;
+            }
+        }
+        for (name, batch) in std::mem::take(&mut self.side) {
+            for output in self.outputs.iter_mut().filter(|o| o.plan.side_output.as_deref() == Some(name)) {
                 output.emit(batch.clone()).await?;
             }
         }
@@ -287,18 +414,10 @@ impl Runner {
     /// Finishes operators in chain order, each one's final output flowing through the rest, then closes
     /// every output with end-of-partition.
     async fn finish(&mut self, counters: &TaskCounters) -> Result<(), TaskError> {
-        let offset = usize::from(matches!(self.head, Head::Source(_)));
         for index in 0..self.operators.len() {
             let mut out = Vec::new();
-            self.operators[index].finish(&mut out)?;
-            for batch in out {
-                counters.vertices[index + offset].records_out.inc_by(batch.num_rows() as u64);
-                if index + 1 < self.operators.len() {
-                    self.push(batch, index + 1, offset, counters).await?;
-                } else {
-                    self.emit(vec![batch], counters).await?;
-                }
-            }
+            self.operators[index].finish(&mut out).map_err(|e| operator_error(counters, index + self.offset, e))?;
+            self.produced(index, out, counters).await?;
         }
         for output in &mut self.outputs {
             output.partition.broadcast_event(StreamEvent::EndOfPartition).await?;
@@ -331,6 +450,19 @@ impl Runner {
         counters.idle.inc_by(self.clock.last.elapsed().as_secs_f64());
         self.clock.last = Instant::now();
     }
+}
+
+/// What woke a task waiting on its input gate.
+enum Wake {
+    Timer,
+    Flush,
+    Event(Option<Result<(usize, StreamEvent), NetworkError>>),
+}
+
+/// An operator's error, naming its vertex.
+fn operator_error(counters: &TaskCounters, vertex: usize, error: OperatorError) -> TaskError {
+    let id = counters.vertices.get(vertex).map_or("?", |v| v.id.as_str());
+    TaskError::Operator(format!("vertex '{id}': {}", error.0))
 }
 
 fn named(vertex: &sluice_common::proto::Vertex, error: OperatorError) -> TaskError {

@@ -20,6 +20,8 @@ pub struct OutputPlan {
     pub max_parallelism: u32,
     /// Subpartition `j` feeds the downstream subtask listed at `j` (for FORWARD, a single one).
     pub subpartitions: Vec<(ChannelKey, PeerAddress)>,
+    /// The side output this edge carries, or None for the main output.
+    pub side_output: Option<String>,
 }
 
 /// Everything one subtask needs to connect to its neighbours.
@@ -88,7 +90,7 @@ pub fn plan_subtasks(
                     .map(|j| Ok((key(p.subtask, j), peer(chain_edge.to_chain, j)?)))
                     .collect::<Result<_, PlanError>>()?;
                 let schema =
-                    job.schemas.get(&edge.from).ok_or_else(|| PlanError(format!("no schema for '{}'", edge.from)))?;
+                    job.edge_schema(edge).ok_or_else(|| PlanError(format!("no schema for '{}'", edge.from)))?;
                 let key_columns = edge
                     .key
                     .iter()
@@ -103,6 +105,7 @@ pub fn plan_subtasks(
                     key_columns,
                     max_parallelism: job.max_parallelism(),
                     subpartitions,
+                    side_output: (!edge.side_output.is_empty()).then(|| edge.side_output.clone()),
                 });
             }
         }

@@ -1,0 +1,20 @@
+//! Writes the examples' sample inputs to `examples/data/` (see `sluice_examples::data`).
+use anyhow::Context;
+
+fn main() -> anyhow::Result<()> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
+    let sample = dir.join("sample.txt");
+    let text = std::fs::read_to_string(&sample).with_context(|| format!("cannot read {}", sample.display()))?;
+    let files = [
+        ("lines.jsonl", sluice_examples::data::lines(&text)),
+        ("sensors.jsonl", sluice_examples::data::sensors()),
+        ("events.jsonl", sluice_examples::data::events()),
+        ("page_views.jsonl", sluice_examples::data::page_views()),
+    ];
+    for (name, contents) in files {
+        let path = dir.join(name);
+        std::fs::write(&path, contents).with_context(|| format!("cannot write {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,439 @@
+//! The event-time examples (`examples/jobs/{windowed_word_count, windowed_aggregation, stateful_deduplication,
+//! session_windows}.json`) give the answers a naive implementation computes from their sample inputs.
+//!
+//! Goal: event time, watermarks, windows (tumbling, sliding, session), allowed lateness with its "late" side
+//! output, and keyed deduplication behave as documented, across processes, at any parallelism, and
+//! independently of arrival order within the out-of-orderness bound.
+//!
+//! Method: each job file is submitted as shipped (its window or dedup parallelism rewritten for the p=1 and
+//! p=4 runs) on a JobManager with 2 TaskManagers, over a copy of its sample input in the cluster's directory.
+//! The expected rows are computed here in plain Rust, record by record, straight from the definitions (a
+//! window is `[start, start + size)`, a session closes `gap` after its last record, a repeat is a record less
+//! than the TTL after the last emitted one of its id). For the example with allowed lateness, the naive code
+//! replays the source's watermark after every batch of 50 records, which the job asks for
+//! (`watermark_interval_ms: 0`), so which records are late is determined by the input. The golden files in
+//! `examples/expected/` are checked against the same naive results (`UPDATE_GOLDEN=1` rewrites them).
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use sluice_tests::{sink, Cluster, ClusterSpec, JobId};
+
+const JOB_TIMEOUT: Duration = Duration::from_secs(120);
+/// The characters the word-count examples strip from both ends of a word.
+const TRIMMED: &[char] = &['.', ',', ';', ':', '!', '?', '"', '(', ')', '\'', '-'];
+
+fn examples_dir() -> PathBuf {
+    // At run time when cargo or nextest says (the target dir is shared between checkouts), else as compiled.
+    let manifest_dir =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest_dir.join("..").join("examples")
+}
+
+fn read_jsonl(text: &str) -> Vec<Map<String, Value>> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| match serde_json::from_str(line) {
+            Ok(Value::Object(row)) => row,
+            other => panic!("not a JSON object: {line} ({other:?})"),
+        })
+        .collect()
+}
+
+fn sample(name: &str) -> String {
+    let path = examples_dir().join("data").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+fn int(row: &Map<String, Value>, column: &str) -> i64 {
+    match row.get(column) {
+        Some(Value::Number(n)) => n.as_i64().unwrap_or_else(|| panic!("{column} is not an integer: {n}")),
+        Some(Value::String(s)) => s.parse().unwrap_or_else(|_| timestamp_ms(s)),
+        other => panic!("column {column} missing or not a number in {row:?}: {other:?}"),
+    }
+}
+
+fn float(row: &Map<String, Value>, column: &str) -> f64 {
+    row.get(column).and_then(Value::as_f64).unwrap_or_else(|| panic!("column {column} is not a number in {row:?}"))
+}
+
+fn string<'a>(row: &'a Map<String, Value>, column: &str) -> &'a str {
+    row.get(column).and_then(Value::as_str).unwrap_or_else(|| panic!("column {column} is not a string in {row:?}"))
+}
+
+/// Arrow's JSON form of a TIMESTAMP_MS value ("2023-11-14T22:13:20" or with ".123") as milliseconds.
+fn timestamp_ms(text: &str) -> i64 {
+    let parsed = chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+        .unwrap_or_else(|e| panic!("not a timestamp: {text} ({e})"));
+    parsed.and_utc().timestamp_millis()
+}
+
+fn iso(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_else(|| panic!("{ms} ms is out of range"))
+        .naive_utc()
+        .format("%Y-%m-%dT%H:%M:%S%.f")
+        .to_string()
+}
+
+/// Runs an example job file on a fresh cluster over its sample input, with `parallelism` for the listed
+/// vertices, and returns the cluster (for metrics) and where its sinks write.
+struct Run {
+    cluster: Cluster,
+    job: JobId,
+}
+
+impl Run {
+    fn start(example: &str, inputs: &[(&str, &str)], parallelism: Option<(u32, &[&str])>) -> Run {
+        let mut cluster = Cluster::start(ClusterSpec::default());
+        let data_dir = cluster.dir().join("examples").join("data");
+        std::fs::create_dir_all(&data_dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", data_dir.display()));
+        for (name, contents) in inputs {
+            std::fs::write(data_dir.join(name), contents).unwrap_or_else(|e| panic!("cannot write {name}: {e}"));
+        }
+        let path = examples_dir().join("jobs").join(format!("{example}.json"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let mut job: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if let Some((p, vertices)) = parallelism {
+            for vertex in job["vertices"].as_array_mut().into_iter().flatten() {
+                if vertices.contains(&vertex["id"].as_str().unwrap_or_default()) {
+                    vertex["parallelism"] = p.into();
+                }
+            }
+        }
+        let job = cluster.submit_json(&job);
+        cluster.wait_for_status(&job, "FINISHED", JOB_TIMEOUT);
+        Run { cluster, job }
+    }
+
+    fn rows(&self, sink: &str) -> Vec<Map<String, Value>> {
+        let dir = self.cluster.dir().join("data").join("output").join(sink);
+        let mut rows = Vec::new();
+        for file in sink::part_files(&dir).unwrap_or_else(|e| panic!("{e:#}")) {
+            rows.extend(sink::read_rows(&file).unwrap_or_else(|e| panic!("{e:#}")));
+        }
+        rows
+    }
+
+    /// The total of a vertex counter over the job's subtasks, from `GET /jobs/{id}`.
+    fn vertex_total(&self, vertex: &str, counter: &str) -> u64 {
+        let job = self.cluster.job(&self.job);
+        let vertices = job["vertices"].as_array().cloned().unwrap_or_default();
+        let found = vertices.iter().find(|v| v["id"] == vertex).unwrap_or_else(|| panic!("no vertex {vertex}: {job}"));
+        found[counter].as_u64().unwrap_or_else(|| panic!("vertex {vertex} has no {counter}: {found}"))
+    }
+}
+
+/// Window results keyed by "key|start|end": the last row per window (a window fired again after a late record
+/// supersedes its earlier result), as "key|start|end|values...".
+fn last_per_window(
+    rows: &[Map<String, Value>],
+    key: &str,
+    values: &dyn Fn(&Map<String, Value>) -> String,
+) -> Vec<String> {
+    let mut latest = BTreeMap::new();
+    for row in rows {
+        let window = format!("{}|{}|{}", string(row, key), int(row, "window_start"), int(row, "window_end"));
+        latest.insert(window.clone(), format!("{window}|{}", values(row)));
+    }
+    latest.into_values().collect()
+}
+
+// ---------------------------------------------------------------------------------------------------
+// windowed_word_count: 10 s tumbling windows, counts > 5.
+// ---------------------------------------------------------------------------------------------------
+
+fn naive_word_count(lines: &str) -> Vec<String> {
+    let mut counts: BTreeMap<(String, i64), u64> = BTreeMap::new();
+    for row in read_jsonl(lines) {
+        let ts = int(&row, "ts");
+        let start = ts - ts.rem_euclid(10_000);
+        for word in string(&row, "line").split_whitespace() {
+            let word = word.trim_matches(TRIMMED).to_lowercase();
+            if !word.is_empty() {
+                *counts.entry((word, start)).or_insert(0) += 1;
+            }
+        }
+    }
+    let mut rows: Vec<String> = counts
+        .into_iter()
+        .filter(|(_, count)| *count > 5)
+        .map(|((word, start), count)| format!("{word}|{start}|{}|{count}", start + 10_000))
+        .collect();
+    rows.sort();
+    rows
+}
+
+fn word_count_rows(run: &Run) -> Vec<String> {
+    last_per_window(&run.rows("windowed_word_count"), "word", &|row| int(row, "count").to_string())
+}
+
+#[test]
+fn windowed_word_count_matches_a_naive_count_at_parallelism_1_and_4() {
+    let lines = sample("lines.jsonl");
+    let expected = naive_word_count(&lines);
+    assert!(expected.len() > 20, "the sample should fill several windows with frequent words: {expected:?}");
+    for p in [1, 4] {
+        let run =
+            Run::start("windowed_word_count", &[("lines.jsonl", &lines)], Some((p, &["count", "frequent", "sink"])));
+        assert_eq!(word_count_rows(&run), expected, "parallelism {p}");
+        assert_eq!(run.vertex_total("count", "late_records"), 0, "nothing is late within the bound");
+    }
+}
+
+#[test]
+fn shuffling_within_the_out_of_orderness_bound_changes_nothing() {
+    let lines = sample("lines.jsonl");
+    let mut rows: Vec<&str> = lines.lines().collect();
+    // Reverse every run of 4 lines: each line moves at most 3 places (900 ms of arrival time), so no timestamp
+    // falls further behind the largest before it than 2 s + 0.9 s, inside the job's 5 s bound.
+    for chunk in rows.chunks_mut(4) {
+        chunk.reverse();
+    }
+    let shuffled = rows.join("\n") + "\n";
+    assert_ne!(shuffled, lines);
+    let run = Run::start("windowed_word_count", &[("lines.jsonl", &shuffled)], None);
+    assert_eq!(word_count_rows(&run), naive_word_count(&lines));
+}
+
+// ---------------------------------------------------------------------------------------------------
+// windowed_aggregation: 30 s windows every 10 s, 2 s bound, 5 s allowed lateness, late side output.
+// ---------------------------------------------------------------------------------------------------
+
+/// (window results "sensor|start|end|avg|min|max|count", late records "sensor|ts").
+fn naive_sensor_stats(readings: &str) -> (Vec<String>, Vec<String>) {
+    const SIZE: i64 = 30_000;
+    const SLIDE: i64 = 10_000;
+    const BOUND: i64 = 2_000;
+    const LATENESS: i64 = 5_000;
+    const BATCH: usize = 50;
+    let rows = read_jsonl(readings);
+    let mut windows: BTreeMap<(String, i64), Vec<f64>> = BTreeMap::new();
+    let mut late = Vec::new();
+    let mut watermark = i64::MIN;
+    let mut max_ts = i64::MIN;
+    for batch in rows.chunks(BATCH) {
+        for row in batch {
+            let (sensor, ts, temperature) = (string(row, "sensor"), int(row, "ts"), float(row, "temperature"));
+            let mut accepted = false;
+            let mut start = ts - ts.rem_euclid(SLIDE);
+            while start > ts - SIZE {
+                let end = start + SIZE;
+                // Kept until the watermark passes end - 1 + allowed lateness.
+                if end - 1 + LATENESS > watermark {
+                    windows.entry((sensor.to_string(), start)).or_default().push(temperature);
+                    accepted = true;
+                }
+                start -= SLIDE;
+            }
+            if !accepted {
+                late.push(format!("{sensor}|{ts}"));
+            }
+            max_ts = max_ts.max(ts);
+        }
+        watermark = watermark.max(max_ts - BOUND - 1);
+    }
+    let mut results: Vec<String> = windows
+        .into_iter()
+        .map(|((sensor, start), temperatures)| {
+            let n = temperatures.len();
+            let avg = temperatures.iter().sum::<f64>() / n as f64;
+            let min = temperatures.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = temperatures.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            format!("{sensor}|{start}|{}|{avg:.6}|{min:.6}|{max:.6}|{n}", start + SIZE)
+        })
+        .collect();
+    results.sort();
+    late.sort();
+    (results, late)
+}
+
+#[test]
+fn windowed_aggregation_matches_naive_sliding_windows_and_sends_late_readings_aside() {
+    let readings = sample("sensors.jsonl");
+    let (expected, expected_late) = naive_sensor_stats(&readings);
+    assert!(!expected_late.is_empty(), "the sample has readings beyond the allowed lateness");
+    for p in [1, 4] {
+        let run = Run::start("windowed_aggregation", &[("sensors.jsonl", &readings)], Some((p, &["stats", "sink"])));
+        let actual = last_per_window(&run.rows("windowed_aggregation"), "sensor", &|row| {
+            format!(
+                "{:.6}|{:.6}|{:.6}|{}",
+                float(row, "avg_temperature"),
+                float(row, "min_temperature"),
+                float(row, "max_temperature"),
+                int(row, "readings")
+            )
+        });
+        assert_eq!(actual, expected, "parallelism {p}");
+        let mut late: Vec<String> = run
+            .rows("windowed_aggregation_late")
+            .iter()
+            .map(|row| format!("{}|{}", string(row, "sensor"), int(row, "ts")))
+            .collect();
+        late.sort();
+        assert_eq!(late, expected_late, "parallelism {p}: the late side output");
+        assert_eq!(run.vertex_total("stats", "late_records"), expected_late.len() as u64, "the late-record counter");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// stateful_deduplication: drop repeats of an id within 60 s.
+// ---------------------------------------------------------------------------------------------------
+
+fn naive_dedup(events: &str) -> Vec<String> {
+    let mut rows: Vec<(i64, String, i64)> = read_jsonl(events)
+        .iter()
+        .map(|r| (int(r, "ts"), string(r, "event_id").to_string(), int(r, "amount")))
+        .collect();
+    rows.sort();
+    let mut last_emitted: BTreeMap<String, i64> = BTreeMap::new();
+    let mut kept = Vec::new();
+    for (ts, id, amount) in rows {
+        if last_emitted.get(&id).is_some_and(|&last| ts - last < 60_000) {
+            continue;
+        }
+        last_emitted.insert(id.clone(), ts);
+        kept.push(format!("{id}|{ts}|{amount}"));
+    }
+    kept.sort();
+    kept
+}
+
+#[test]
+fn stateful_deduplication_keeps_the_first_delivery_per_ttl_at_parallelism_1_and_4() {
+    let events = sample("events.jsonl");
+    let expected = naive_dedup(&events);
+    let deliveries = events.lines().count();
+    assert!(expected.len() < deliveries, "the sample has repeats");
+    let ids: BTreeSet<&str> = expected.iter().filter_map(|r| r.split('|').next()).collect();
+    assert!(ids.len() < expected.len(), "and redeliveries after the TTL, which are kept");
+    for p in [1, 4] {
+        let run = Run::start("stateful_deduplication", &[("events.jsonl", &events)], Some((p, &["dedup", "sink"])));
+        let mut actual: Vec<String> = run
+            .rows("stateful_deduplication")
+            .iter()
+            .map(|r| format!("{}|{}|{}", string(r, "event_id"), int(r, "ts"), int(r, "amount")))
+            .collect();
+        actual.sort();
+        assert_eq!(actual, expected, "parallelism {p}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// session_windows: sessions with a 30 s gap.
+// ---------------------------------------------------------------------------------------------------
+
+fn naive_sessions(views: &str) -> Vec<String> {
+    let mut by_user: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for row in read_jsonl(views) {
+        by_user.entry(string(&row, "user").to_string()).or_default().push(int(&row, "ts"));
+    }
+    let mut sessions = Vec::new();
+    for (user, mut times) in by_user {
+        times.sort();
+        let mut first = times[0];
+        let mut last = times[0];
+        let mut views = 0;
+        for &t in &times {
+            // Session windows [t, t + gap) that touch merge: a gap of exactly 30 s still joins.
+            if t - last > 30_000 {
+                sessions.push(format!("{user}|{first}|{}|{views}", last + 30_000));
+                first = t;
+                views = 0;
+            }
+            last = t;
+            views += 1;
+        }
+        sessions.push(format!("{user}|{first}|{}|{views}", last + 30_000));
+    }
+    sessions.sort();
+    sessions
+}
+
+#[test]
+fn session_windows_match_naive_sessions_at_parallelism_1_and_4() {
+    let views = sample("page_views.jsonl");
+    let expected = naive_sessions(&views);
+    assert!(expected.len() >= 36, "12 users with 3 to 5 visits each: {expected:?}");
+    for p in [1, 4] {
+        let run = Run::start("session_windows", &[("page_views.jsonl", &views)], Some((p, &["sessions", "sink"])));
+        let actual = last_per_window(&run.rows("session_windows"), "user", &|row| int(row, "views").to_string());
+        assert_eq!(actual, expected, "parallelism {p}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Golden files: what a user compares their run with.
+// ---------------------------------------------------------------------------------------------------
+
+/// Each golden file row as JSON, in the file sink's form (timestamps as Arrow writes them).
+fn golden_rows() -> Vec<(&'static str, Vec<Value>)> {
+    let split = |row: &str| row.split('|').map(str::to_string).collect::<Vec<_>>();
+    let number = |s: &str| -> i64 { s.parse().unwrap_or_else(|_| panic!("not a number: {s}")) };
+    let real = |s: &str| -> f64 { s.parse().unwrap_or_else(|_| panic!("not a number: {s}")) };
+    let word_count = naive_word_count(&sample("lines.jsonl"))
+        .iter()
+        .map(|r| {
+            let f = split(r);
+            serde_json::json!({"word": f[0], "window_start": iso(number(&f[1])), "window_end": iso(number(&f[2])), "count": number(&f[3])})
+        })
+        .collect();
+    let (stats, late) = naive_sensor_stats(&sample("sensors.jsonl"));
+    let stats = stats
+        .iter()
+        .map(|r| {
+            let f = split(r);
+            serde_json::json!({"sensor": f[0], "window_start": iso(number(&f[1])), "window_end": iso(number(&f[2])),
+                "avg_temperature": real(&f[3]), "min_temperature": real(&f[4]), "max_temperature": real(&f[5]),
+                "readings": number(&f[6])})
+        })
+        .collect();
+    let late = late
+        .iter()
+        .map(|r| {
+            let f = split(r);
+            serde_json::json!({"sensor": f[0], "ts": iso(number(&f[1]))})
+        })
+        .collect();
+    let dedup = naive_dedup(&sample("events.jsonl"))
+        .iter()
+        .map(|r| {
+            let f = split(r);
+            serde_json::json!({"event_id": f[0], "ts": iso(number(&f[1])), "amount": number(&f[2])})
+        })
+        .collect();
+    let sessions = naive_sessions(&sample("page_views.jsonl"))
+        .iter()
+        .map(|r| {
+            let f = split(r);
+            serde_json::json!({"user": f[0], "window_start": iso(number(&f[1])), "window_end": iso(number(&f[2])), "views": number(&f[3])})
+        })
+        .collect();
+    vec![
+        ("windowed_word_count", word_count),
+        ("windowed_aggregation", stats),
+        ("windowed_aggregation_late", late),
+        ("stateful_deduplication", dedup),
+        ("session_windows", sessions),
+    ]
+}
+
+#[test]
+fn golden_files_hold_the_naive_results() {
+    let dir = examples_dir().join("expected");
+    for (name, rows) in golden_rows() {
+        let path = dir.join(format!("{name}.jsonl"));
+        let text: String = rows.iter().map(|r| r.to_string() + "\n").collect();
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+            std::fs::write(&path, &text).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        }
+        let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            on_disk == text,
+            "{} is stale: run `UPDATE_GOLDEN=1 cargo test -p sluice-tests --test event_time_examples golden`",
+            path.display()
+        );
+    }
+}
