@@ -22,7 +22,9 @@ export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 
 # Debian packages the workspace's build needs, by the command that shows they are present:
 #   cc: build-essential (libsqlite3-sys compiles the bundled SQLite, zstd-sys its C sources);
-#   pkg-config: the -sys build scripts probe it; curl and ca-certificates: rustup; git: cargo git sources.
+#   pkg-config: the -sys build scripts probe it; curl and ca-certificates: rustup; git: cargo git sources;
+#   libclang-dev and clang: librocksdb-sys (the RocksDB state backend) runs bindgen, which loads libclang,
+#   and compiles RocksDB's C++ with the C++ compiler of build-essential.
 # No protoc (protox compiles the .proto in Rust) and no OpenSSL (reqwest without TLS, plain HTTP).
 install_system_packages() {
   local missing=()
@@ -31,8 +33,10 @@ install_system_packages() {
   command -v curl >/dev/null || missing+=(curl)
   command -v git >/dev/null || missing+=(git)
   dpkg -s ca-certificates >/dev/null 2>&1 || missing+=(ca-certificates)
+  dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
+  command -v clang >/dev/null || missing+=(clang)
   if ((${#missing[@]} == 0)); then
-    info "all present (cc, pkg-config, curl, git, ca-certificates)"
+    info "all present (cc, pkg-config, curl, git, ca-certificates, libclang-dev, clang)"
     return 0
   fi
   info "installing: ${missing[*]}"

@@ -112,3 +112,58 @@ pub fn page_views() -> String {
     }
     by_arrival(rows)
 }
+
+/// `orders.jsonl` and `payments.jsonl`: 300 orders one a second; most are paid 1–25 s later, some 40–60 s
+/// later (outside the example's 30 s bound), the rest never. Both arrive up to 3 s late.
+pub fn orders_and_payments() -> (String, String) {
+    const METHODS: &[&str] = &["card", "transfer", "wallet"];
+    let mut random = Random(5);
+    let (mut orders, mut payments) = (Vec::new(), Vec::new());
+    for i in 0..300i64 {
+        let ts = BASE_MS + i * 1_000;
+        let id = format!("order-{i:03}");
+        orders.push((ts + random.range(0, 3_000), json!({"order_id": id, "ts": ts, "amount": random.range(5, 300)})));
+        let paid_after = match random.range(0, 20) {
+            0 => None,
+            1 => Some(random.range(40_000, 60_000)),
+            _ => Some(random.range(1_000, 25_000)),
+        };
+        if let Some(delay) = paid_after {
+            let paid_at = ts + delay;
+            let method = METHODS[random.range(0, METHODS.len() as i64) as usize];
+            payments.push((
+                paid_at + random.range(0, 3_000),
+                json!({"order_id": id, "paid_at": paid_at, "method": method}),
+            ));
+        }
+    }
+    (by_arrival(orders), by_arrival(payments))
+}
+
+/// `clicks.jsonl` and `profiles.jsonl`: 20 users clicking over 10 minutes, and each user's profile tier
+/// changing 1–3 times (some users' first profile comes after their first clicks). Both up to 3 s late.
+pub fn clicks_and_profiles() -> (String, String) {
+    const TIERS: &[&str] = &["free", "silver", "gold"];
+    const PAGES: &[&str] = &["/", "/search", "/product", "/cart"];
+    let mut random = Random(6);
+    let (mut clicks, mut profiles) = (Vec::new(), Vec::new());
+    for user in 1..=20 {
+        let name = format!("user-{user:02}");
+        let mut updated_at = BASE_MS + random.range(0, 120_000);
+        for _ in 0..random.range(1, 4) {
+            let tier = TIERS[random.range(0, TIERS.len() as i64) as usize];
+            profiles.push((
+                updated_at + random.range(0, 3_000),
+                json!({"user": name, "updated_at": updated_at, "tier": tier}),
+            ));
+            updated_at += random.range(60_000, 240_000);
+        }
+        let mut ts = BASE_MS + random.range(0, 30_000);
+        while ts < BASE_MS + 600_000 {
+            let page = PAGES[random.range(0, PAGES.len() as i64) as usize];
+            clicks.push((ts + random.range(0, 3_000), json!({"user": name, "ts": ts, "page": page})));
+            ts += random.range(5_000, 60_000);
+        }
+    }
+    (by_arrival(clicks), by_arrival(profiles))
+}

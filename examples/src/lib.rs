@@ -19,6 +19,8 @@ pub fn all() -> Vec<(&'static str, JobGraph)> {
         ("windowed_aggregation", windowed_aggregation()),
         ("stateful_deduplication", stateful_deduplication()),
         ("session_windows", session_windows()),
+        ("stream_join", stream_join()),
+        ("stream_enrichment", stream_enrichment()),
     ]
 }
 
@@ -119,6 +121,83 @@ pub fn stateful_deduplication() -> JobGraph {
     .deduplicate("dedup", 60_000)
     .set_parallelism(2)
     .file_sink("sink", "data/output/stateful_deduplication");
+    job.build()
+}
+
+/// Orders joined with their payments made within 30 s of the order (an interval join on the order id).
+pub fn stream_join() -> JobGraph {
+    let job = JobBuilder::new("stream_join");
+    let orders = job
+        .file_source(
+            "orders",
+            1,
+            json_source(
+                "examples/data/orders.jsonl",
+                vec![
+                    field("order_id", DataType::String),
+                    field("ts", DataType::TimestampMs),
+                    field("amount", DataType::Int64),
+                ],
+            ),
+        )
+        .with_event_time(bounded_out_of_orderness("ts", 5_000));
+    let payments = job
+        .file_source(
+            "payments",
+            1,
+            json_source(
+                "examples/data/payments.jsonl",
+                vec![
+                    field("order_id", DataType::String),
+                    field("paid_at", DataType::TimestampMs),
+                    field("method", DataType::String),
+                ],
+            ),
+        )
+        .with_event_time(bounded_out_of_orderness("paid_at", 5_000));
+    orders
+        .interval_join("paid_orders", payments, (&["order_id"], &["order_id"]), 0, 30_000)
+        .set_parallelism(2)
+        .file_sink("sink", "data/output/stream_join");
+    job.build()
+}
+
+/// Clicks enriched with the user's profile tier as it was when they clicked (a temporal join against the
+/// latest profile row per user; clicks before a user's first profile keep a null tier).
+pub fn stream_enrichment() -> JobGraph {
+    let job = JobBuilder::new("stream_enrichment");
+    let clicks = job
+        .file_source(
+            "clicks",
+            1,
+            json_source(
+                "examples/data/clicks.jsonl",
+                vec![
+                    field("user", DataType::String),
+                    field("ts", DataType::TimestampMs),
+                    field("page", DataType::String),
+                ],
+            ),
+        )
+        .with_event_time(bounded_out_of_orderness("ts", 5_000));
+    let profiles = job
+        .file_source(
+            "profiles",
+            1,
+            json_source(
+                "examples/data/profiles.jsonl",
+                vec![
+                    field("user", DataType::String),
+                    field("updated_at", DataType::TimestampMs),
+                    field("tier", DataType::String),
+                ],
+            ),
+        )
+        .with_event_time(bounded_out_of_orderness("updated_at", 5_000));
+    clicks
+        .temporal_join("enrich", profiles, (&["user"], &["user"]), true)
+        .set_parallelism(2)
+        .file_sink("sink", "data/output/stream_enrichment");
     job.build()
 }
 

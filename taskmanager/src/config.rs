@@ -73,6 +73,21 @@ pub struct TaskManagerConfig {
     #[arg(long, env = "STATE_BACKEND", default_value = "heap", value_parser = ["heap", "rocksdb"])]
     pub state_backend: String,
 
+    /// RocksDB state: bytes of one memtable (write buffer) per state; also the unit in which the
+    /// memtables of one subtask's instance are bounded (this times --rocksdb-max-write-buffers, over all
+    /// its states).
+    #[arg(long, env = "ROCKSDB_WRITE_BUFFER_SIZE", default_value_t = 64 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(64 * 1024..=4 * 1024 * 1024 * 1024))]
+    pub rocksdb_write_buffer_size: u64,
+
+    /// RocksDB state: memtables per state kept in memory (the active one plus those being flushed).
+    #[arg(long, env = "ROCKSDB_MAX_WRITE_BUFFERS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(2..=64))]
+    pub rocksdb_max_write_buffers: u32,
+
+    /// RocksDB state: bytes of the LRU block cache (data, index and filter blocks) that every RocksDB
+    /// instance of this TaskManager shares.
+    #[arg(long, env = "ROCKSDB_BLOCK_CACHE_SIZE", default_value_t = 64 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024 * 1024..))]
+    pub rocksdb_block_cache_size: u64,
+
     /// Log format: text or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

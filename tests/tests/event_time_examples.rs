@@ -5,8 +5,8 @@
 //! output, and keyed deduplication behave as documented, across processes, at any parallelism, and
 //! independently of arrival order within the out-of-orderness bound.
 //!
-//! Method: each job file is submitted as shipped (its window or dedup parallelism rewritten for the p=1 and
-//! p=4 runs) on a JobManager with 2 TaskManagers, over a copy of its sample input in the cluster's directory.
+//! Method: each job file is submitted as shipped (its keyed vertices' parallelism rewritten to 1, 4 and 2,
+//! the last run on the RocksDB state backend) on a JobManager with 2 TaskManagers, over a copy of its sample input in the cluster's directory.
 //! The expected rows are computed here in plain Rust, record by record, straight from the definitions (a
 //! window is `[start, start + size)`, a session closes `gap` after its last record, a repeat is a record less
 //! than the TTL after the last emitted one of its id). For the example with allowed lateness, the naive code
@@ -21,6 +21,9 @@ use serde_json::{Map, Value};
 use sluice_tests::{sink, Cluster, ClusterSpec, JobId};
 
 const JOB_TIMEOUT: Duration = Duration::from_secs(120);
+/// Each example runs at these (parallelism of its keyed vertices, state backend): both backends, and more
+/// than one parallelism, must give the naive answer.
+const RUNS: [(u32, &str); 3] = [(1, "heap"), (4, "heap"), (2, "rocksdb")];
 /// The characters the word-count examples strip from both ends of a word.
 const TRIMMED: &[char] = &['.', ',', ';', ':', '!', '?', '"', '(', ')', '\'', '-'];
 
@@ -85,8 +88,8 @@ struct Run {
 }
 
 impl Run {
-    fn start(example: &str, inputs: &[(&str, &str)], parallelism: Option<(u32, &[&str])>) -> Run {
-        let mut cluster = Cluster::start(ClusterSpec::default());
+    fn start(example: &str, inputs: &[(&str, &str)], parallelism: Option<(u32, &[&str])>, backend: &str) -> Run {
+        let mut cluster = Cluster::start(ClusterSpec::default().env("STATE_BACKEND", backend));
         let data_dir = cluster.dir().join("examples").join("data");
         std::fs::create_dir_all(&data_dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", data_dir.display()));
         for (name, contents) in inputs {
@@ -170,14 +173,18 @@ fn word_count_rows(run: &Run) -> Vec<String> {
 }
 
 #[test]
-fn windowed_word_count_matches_a_naive_count_at_parallelism_1_and_4() {
+fn windowed_word_count_matches_a_naive_count_at_any_parallelism_on_both_backends() {
     let lines = sample("lines.jsonl");
     let expected = naive_word_count(&lines);
     assert!(expected.len() > 20, "the sample should fill several windows with frequent words: {expected:?}");
-    for p in [1, 4] {
-        let run =
-            Run::start("windowed_word_count", &[("lines.jsonl", &lines)], Some((p, &["count", "frequent", "sink"])));
-        assert_eq!(word_count_rows(&run), expected, "parallelism {p}");
+    for (p, backend) in RUNS {
+        let run = Run::start(
+            "windowed_word_count",
+            &[("lines.jsonl", &lines)],
+            Some((p, &["count", "frequent", "sink"])),
+            backend,
+        );
+        assert_eq!(word_count_rows(&run), expected, "parallelism {p}, {backend}");
         assert_eq!(run.vertex_total("count", "late_records"), 0, "nothing is late within the bound");
     }
 }
@@ -193,7 +200,7 @@ fn shuffling_within_the_out_of_orderness_bound_changes_nothing() {
     }
     let shuffled = rows.join("\n") + "\n";
     assert_ne!(shuffled, lines);
-    let run = Run::start("windowed_word_count", &[("lines.jsonl", &shuffled)], None);
+    let run = Run::start("windowed_word_count", &[("lines.jsonl", &shuffled)], None, "heap");
     assert_eq!(word_count_rows(&run), naive_word_count(&lines));
 }
 
@@ -254,8 +261,9 @@ fn windowed_aggregation_matches_naive_sliding_windows_and_sends_late_readings_as
     let readings = sample("sensors.jsonl");
     let (expected, expected_late) = naive_sensor_stats(&readings);
     assert!(!expected_late.is_empty(), "the sample has readings beyond the allowed lateness");
-    for p in [1, 4] {
-        let run = Run::start("windowed_aggregation", &[("sensors.jsonl", &readings)], Some((p, &["stats", "sink"])));
+    for (p, backend) in RUNS {
+        let run =
+            Run::start("windowed_aggregation", &[("sensors.jsonl", &readings)], Some((p, &["stats", "sink"])), backend);
         let actual = last_per_window(&run.rows("windowed_aggregation"), "sensor", &|row| {
             format!(
                 "{:.6}|{:.6}|{:.6}|{}",
@@ -265,14 +273,14 @@ fn windowed_aggregation_matches_naive_sliding_windows_and_sends_late_readings_as
                 int(row, "readings")
             )
         });
-        assert_eq!(actual, expected, "parallelism {p}");
+        assert_eq!(actual, expected, "parallelism {p}, {backend}");
         let mut late: Vec<String> = run
             .rows("windowed_aggregation_late")
             .iter()
             .map(|row| format!("{}|{}", string(row, "sensor"), int(row, "ts")))
             .collect();
         late.sort();
-        assert_eq!(late, expected_late, "parallelism {p}: the late side output");
+        assert_eq!(late, expected_late, "parallelism {p}, {backend}: the late side output");
         assert_eq!(run.vertex_total("stats", "late_records"), expected_late.len() as u64, "the late-record counter");
     }
 }
@@ -301,22 +309,23 @@ fn naive_dedup(events: &str) -> Vec<String> {
 }
 
 #[test]
-fn stateful_deduplication_keeps_the_first_delivery_per_ttl_at_parallelism_1_and_4() {
+fn stateful_deduplication_keeps_the_first_delivery_per_ttl_at_any_parallelism_on_both_backends() {
     let events = sample("events.jsonl");
     let expected = naive_dedup(&events);
     let deliveries = events.lines().count();
     assert!(expected.len() < deliveries, "the sample has repeats");
     let ids: BTreeSet<&str> = expected.iter().filter_map(|r| r.split('|').next()).collect();
     assert!(ids.len() < expected.len(), "and redeliveries after the TTL, which are kept");
-    for p in [1, 4] {
-        let run = Run::start("stateful_deduplication", &[("events.jsonl", &events)], Some((p, &["dedup", "sink"])));
+    for (p, backend) in RUNS {
+        let run =
+            Run::start("stateful_deduplication", &[("events.jsonl", &events)], Some((p, &["dedup", "sink"])), backend);
         let mut actual: Vec<String> = run
             .rows("stateful_deduplication")
             .iter()
             .map(|r| format!("{}|{}|{}", string(r, "event_id"), int(r, "ts"), int(r, "amount")))
             .collect();
         actual.sort();
-        assert_eq!(actual, expected, "parallelism {p}");
+        assert_eq!(actual, expected, "parallelism {p}, {backend}");
     }
 }
 
@@ -352,14 +361,105 @@ fn naive_sessions(views: &str) -> Vec<String> {
 }
 
 #[test]
-fn session_windows_match_naive_sessions_at_parallelism_1_and_4() {
+fn session_windows_match_naive_sessions_at_any_parallelism_on_both_backends() {
     let views = sample("page_views.jsonl");
     let expected = naive_sessions(&views);
     assert!(expected.len() >= 36, "12 users with 3 to 5 visits each: {expected:?}");
-    for p in [1, 4] {
-        let run = Run::start("session_windows", &[("page_views.jsonl", &views)], Some((p, &["sessions", "sink"])));
+    for (p, backend) in RUNS {
+        let run =
+            Run::start("session_windows", &[("page_views.jsonl", &views)], Some((p, &["sessions", "sink"])), backend);
         let actual = last_per_window(&run.rows("session_windows"), "user", &|row| int(row, "views").to_string());
-        assert_eq!(actual, expected, "parallelism {p}");
+        assert_eq!(actual, expected, "parallelism {p}, {backend}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// stream_join: orders with their payments within 30 s (interval join).
+// ---------------------------------------------------------------------------------------------------
+
+fn naive_interval_join(orders: &str, payments: &str) -> Vec<String> {
+    let payments = read_jsonl(payments);
+    let mut pairs = Vec::new();
+    for order in read_jsonl(orders) {
+        let (id, ts) = (string(&order, "order_id"), int(&order, "ts"));
+        for payment in payments.iter().filter(|p| string(p, "order_id") == id) {
+            let paid_at = int(payment, "paid_at");
+            if ts <= paid_at && paid_at <= ts + 30_000 {
+                pairs.push(format!("{id}|{ts}|{}|{paid_at}|{}", int(&order, "amount"), string(payment, "method")));
+            }
+        }
+    }
+    pairs.sort();
+    pairs
+}
+
+#[test]
+fn stream_join_pairs_orders_with_payments_within_the_bound_at_any_parallelism_on_both_backends() {
+    let (orders, payments) = (sample("orders.jsonl"), sample("payments.jsonl"));
+    let expected = naive_interval_join(&orders, &payments);
+    assert!(expected.len() > 200 && expected.len() < orders.lines().count(), "some orders go unpaid or paid late");
+    for (p, backend) in RUNS {
+        let inputs = [("orders.jsonl", orders.as_str()), ("payments.jsonl", payments.as_str())];
+        let run = Run::start("stream_join", &inputs, Some((p, &["paid_orders", "sink"])), backend);
+        let mut actual: Vec<String> = run
+            .rows("stream_join")
+            .iter()
+            .map(|r| {
+                let (id, ts, amount) = (string(r, "order_id"), int(r, "ts"), int(r, "amount"));
+                format!("{id}|{ts}|{amount}|{}|{}", int(r, "paid_at"), string(r, "method"))
+            })
+            .collect();
+        actual.sort();
+        assert_eq!(actual, expected, "parallelism {p}, {backend}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// stream_enrichment: clicks with the profile tier valid at click time (temporal join, left).
+// ---------------------------------------------------------------------------------------------------
+
+fn naive_temporal_join(clicks: &str, profiles: &str) -> Vec<String> {
+    let profiles = read_jsonl(profiles);
+    let mut rows = Vec::new();
+    for click in read_jsonl(clicks) {
+        let (user, ts) = (string(&click, "user"), int(&click, "ts"));
+        let version = profiles
+            .iter()
+            .filter(|p| string(p, "user") == user && int(p, "updated_at") <= ts)
+            .max_by_key(|p| int(p, "updated_at"));
+        let (updated_at, tier) = match version {
+            Some(p) => (int(p, "updated_at").to_string(), string(p, "tier").to_string()),
+            None => ("-".to_string(), "-".to_string()),
+        };
+        rows.push(format!("{user}|{ts}|{}|{updated_at}|{tier}", string(&click, "page")));
+    }
+    rows.sort();
+    rows
+}
+
+#[test]
+fn stream_enrichment_joins_each_click_with_the_profile_valid_at_its_time_at_any_parallelism_on_both_backends() {
+    let (clicks, profiles) = (sample("clicks.jsonl"), sample("profiles.jsonl"));
+    let expected = naive_temporal_join(&clicks, &profiles);
+    assert!(expected.iter().any(|r| r.ends_with("|-|-")), "some clicks come before their user's first profile");
+    for (p, backend) in RUNS {
+        let inputs = [("clicks.jsonl", clicks.as_str()), ("profiles.jsonl", profiles.as_str())];
+        let run = Run::start("stream_enrichment", &inputs, Some((p, &["enrich", "sink"])), backend);
+        let mut actual: Vec<String> = run
+            .rows("stream_enrichment")
+            .iter()
+            .map(|r| {
+                let nullable = |column: &str, read: &dyn Fn() -> String| match r.get(column) {
+                    None | Some(Value::Null) => "-".to_string(),
+                    Some(_) => read(),
+                };
+                let updated_at = nullable("updated_at", &|| int(r, "updated_at").to_string());
+                let tier = nullable("tier", &|| string(r, "tier").to_string());
+                format!("{}|{}|{}|{updated_at}|{tier}", string(r, "user"), int(r, "ts"), string(r, "page"))
+            })
+            .collect();
+        actual.sort();
+        assert_eq!(actual, expected, "parallelism {p}, {backend}");
     }
 }
 
@@ -410,7 +510,29 @@ fn golden_rows() -> Vec<(&'static str, Vec<Value>)> {
             serde_json::json!({"user": f[0], "window_start": iso(number(&f[1])), "window_end": iso(number(&f[2])), "views": number(&f[3])})
         })
         .collect();
+    let joined = naive_interval_join(&sample("orders.jsonl"), &sample("payments.jsonl"))
+        .iter()
+        .map(|r| {
+            let f = split(r);
+            serde_json::json!({"order_id": f[0], "ts": iso(number(&f[1])), "amount": number(&f[2]),
+                "paid_at": iso(number(&f[3])), "method": f[4]})
+        })
+        .collect();
+    let enriched = naive_temporal_join(&sample("clicks.jsonl"), &sample("profiles.jsonl"))
+        .iter()
+        .map(|r| {
+            let f = split(r);
+            let (updated_at, tier) = if f[3] == "-" {
+                (Value::Null, Value::Null)
+            } else {
+                (Value::String(iso(number(&f[3]))), Value::String(f[4].clone()))
+            };
+            serde_json::json!({"user": f[0], "ts": iso(number(&f[1])), "page": f[2], "updated_at": updated_at, "tier": tier})
+        })
+        .collect();
     vec![
+        ("stream_join", joined),
+        ("stream_enrichment", enriched),
         ("windowed_word_count", word_count),
         ("windowed_aggregation", stats),
         ("windowed_aggregation_late", late),

@@ -29,8 +29,9 @@ use std::rc::Rc;
 
 use crate::proto::{
     event_time::Watermarks, vertex::Operator, window::Assigner, Aggregate, AggregateCall, BlackholeSink, DatagenSource,
-    Deduplicate, Edge, EventTime, FileSink, FileSource, Filter, FlatMap, JobConfig, JobGraph, Monotonous, Partitioning,
-    PrintSink, Projection, Select, SessionWindow, SlidingWindow, TumblingWindow, Vertex, Window,
+    Deduplicate, Edge, EventTime, FileSink, FileSource, Filter, FlatMap, IntervalJoin, JobConfig, JobGraph, Monotonous,
+    Partitioning, PrintSink, Projection, Select, SessionWindow, SlidingWindow, TemporalJoin, TumblingWindow, Vertex,
+    Window,
 };
 
 /// Builds a [`JobGraph`].
@@ -126,6 +127,50 @@ impl Stream {
             key: Vec::new(),
             side_output: String::new(),
         }
+    }
+
+    /// Joins this stream (left) with `right`: rows with equal keys whose right time lies in
+    /// `[left time + lower_ms, left time + upper_ms]`. Both inputs are HASH-partitioned on their keys.
+    pub fn interval_join(
+        self,
+        id: &str,
+        right: Stream,
+        keys: (&[&str], &[&str]),
+        lower_ms: i64,
+        upper_ms: i64,
+    ) -> Stream {
+        let join = IntervalJoin {
+            left: self.vertex.clone(),
+            right: right.vertex.clone(),
+            left_keys: strings(keys.0),
+            right_keys: strings(keys.1),
+            lower_bound_ms: lower_ms,
+            upper_bound_ms: upper_ms,
+        };
+        self.join_with(id, right, keys, Operator::IntervalJoin(join))
+    }
+
+    /// Enriches this stream with the version of `table`'s row for the same key valid at each record's time
+    /// (an event-time temporal join). `keep_unmatched` keeps records without a row, with nulls.
+    pub fn temporal_join(self, id: &str, table: Stream, keys: (&[&str], &[&str]), keep_unmatched: bool) -> Stream {
+        let join = TemporalJoin {
+            stream: self.vertex.clone(),
+            table: table.vertex.clone(),
+            stream_keys: strings(keys.0),
+            table_keys: strings(keys.1),
+            keep_unmatched,
+        };
+        self.join_with(id, table, keys, Operator::TemporalJoin(join))
+    }
+
+    /// Adds a two-input vertex fed by this stream and `other`, each HASH-partitioned on its keys.
+    fn join_with(self, id: &str, other: Stream, keys: (&[&str], &[&str]), operator: Operator) -> Stream {
+        let second_vertex = other.vertex.clone();
+        let joined = self.key_by(keys.0).stream.then(id, operator);
+        let mut edge = Edge { from: second_vertex, to: id.to_string(), key: strings(keys.1), ..Default::default() };
+        edge.set_partitioning(Partitioning::Hash);
+        joined.graph.borrow_mut().edges.push(edge);
+        joined
     }
 
     /// Declares this source's event-time column and watermark strategy (see [`bounded_out_of_orderness`]).
@@ -265,6 +310,10 @@ pub fn sliding(size_ms: u64, slide_ms: u64) -> Assigner {
 /// Sessions closed by `gap_ms` without records.
 pub fn session(gap_ms: u64) -> Assigner {
     Assigner::Session(SessionWindow { gap_ms })
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
 }
 
 fn call(function: &str, argument: &str, name: &str) -> AggregateCall {

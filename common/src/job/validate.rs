@@ -38,6 +38,8 @@ pub const OPERATOR_KINDS: &[&str] = &[
     "blackhole_sink",
     "window",
     "deduplicate",
+    "interval_join",
+    "temporal_join",
 ];
 /// The side output of a window that receives records later than its allowed lateness.
 pub const LATE_SIDE_OUTPUT: &str = "late";
@@ -127,6 +129,24 @@ impl ValidatedJob {
         let edge = self.graph.edges.iter().find(|e| e.to == id)?;
         self.event_time_columns.get(&edge_source_key(edge)).map(String::as_str)
     }
+    /// The main-output edge from `from` into `id` (a join's named input).
+    pub fn edge_between(&self, from: &str, id: &str) -> Option<&Edge> {
+        self.graph.edges.iter().find(|e| e.from == from && e.to == id && e.side_output.is_empty())
+    }
+    /// The event-time column of the records an edge carries.
+    pub fn edge_event_time_column(&self, edge: &Edge) -> Option<&str> {
+        self.event_time_columns.get(&edge_source_key(edge)).map(String::as_str)
+    }
+    /// Which input of vertex `id` each of its incoming edges is, by edge index: 0 for all but a join's right
+    /// (or table) input, which is 1.
+    pub fn input_index_of_edge(&self, id: &str, edge: usize) -> usize {
+        let Some(edge) = self.graph.edges.get(edge) else { return 0 };
+        match self.vertex(id).and_then(|v| v.operator.as_ref()) {
+            Some(Operator::IntervalJoin(join)) => usize::from(edge.from == join.right),
+            Some(Operator::TemporalJoin(join)) => usize::from(edge.from == join.table),
+            _ => 0,
+        }
+    }
     /// Where a keyed vertex keeps its state: the job's choice, else `default` (the TaskManager's setting).
     pub fn state_backend(&self, default: proto::StateBackend) -> proto::StateBackend {
         match self.config().state_backend() {
@@ -150,6 +170,8 @@ pub fn operator_kind(operator: &Operator) -> &'static str {
         Operator::BlackholeSink(_) => "blackhole_sink",
         Operator::Window(_) => "window",
         Operator::Deduplicate(_) => "deduplicate",
+        Operator::IntervalJoin(_) => "interval_join",
+        Operator::TemporalJoin(_) => "temporal_join",
     }
 }
 
@@ -378,6 +400,15 @@ fn infer_schemas(graph: &JobGraph, order: &[usize], problems: &mut Vec<String>) 
                 ));
             }
         }
+        if matches!(operator, Operator::IntervalJoin(_) | Operator::TemporalJoin(_)) {
+            let mut report = |problem: String| {
+                problems.push(format!("vertex '{}' ({}): {problem}", vertex.id, operator_kind(operator)))
+            };
+            if let Some(output) = join_schema(operator, &in_edges, &inferred, &mut report) {
+                inferred.schemas.insert(vertex.id.clone(), output);
+            }
+            continue;
+        }
         let input = match input_schema(vertex, &in_edges, &inferred, problems) {
             Some(input) => input,
             None if is_source(operator) => Arc::new(Schema::empty()),
@@ -424,6 +455,8 @@ fn infer_schemas(graph: &JobGraph, order: &[usize], problems: &mut Vec<String>) 
                 }
                 schema
             }
+            // Handled above, before the union of the inputs.
+            Operator::IntervalJoin(_) | Operator::TemporalJoin(_) => None,
             Operator::Deduplicate(dedup) => {
                 check_keys(&dedup.keys, &input, &in_edges, &mut report);
                 if dedup.ttl_ms == 0 {
@@ -532,6 +565,92 @@ fn check_keys(
         }
     }
     fields
+}
+
+/// The output schema of a join: its first (left, stream) input's columns, then its second (right, table)
+/// input's columns other than its keys.
+fn join_schema(
+    operator: &Operator,
+    in_edges: &[&Edge],
+    inferred: &Inferred,
+    report: &mut dyn FnMut(String),
+) -> Option<SchemaRef> {
+    let (roles, first_keys, second_keys, nullable_second) = match operator {
+        Operator::IntervalJoin(j) => {
+            if j.lower_bound_ms > j.upper_bound_ms {
+                report(format!(
+                    "lower_bound_ms ({}) is above upper_bound_ms ({}): nothing could join",
+                    j.lower_bound_ms, j.upper_bound_ms
+                ));
+            }
+            ([("left", &j.left), ("right", &j.right)], &j.left_keys, &j.right_keys, false)
+        }
+        Operator::TemporalJoin(j) => {
+            ([("stream", &j.stream), ("table", &j.table)], &j.stream_keys, &j.table_keys, j.keep_unmatched)
+        }
+        _ => return None,
+    };
+    let inputs: Vec<&str> = in_edges.iter().map(|e| e.from.as_str()).collect();
+    if in_edges.len() != 2 || in_edges.iter().any(|e| !e.side_output.is_empty()) {
+        report(format!(
+            "a join has exactly two inputs, the main outputs of two vertices (it has: {})",
+            inputs.join(", ")
+        ));
+        return None;
+    }
+    let mut sides = Vec::new();
+    for ((role, id), keys) in roles.iter().zip([first_keys, second_keys]) {
+        let Some(edge) = in_edges.iter().find(|e| e.from == **id) else {
+            report(format!(
+                "'{role}' names '{id}', which is not one of its inputs{}; its inputs are: {}",
+                hint(id, &inputs),
+                inputs.join(", ")
+            ));
+            return None;
+        };
+        let schema = inferred.schemas.get(&edge.from)?.clone();
+        if !inferred.event_time.contains_key(&edge_source_key(edge)) {
+            report(format!("its {role} input '{id}' has no event-time column: set 'event_time' on its source"));
+        }
+        let fields = check_keys(keys, &schema, &[*edge], report);
+        sides.push((schema, fields));
+    }
+    if roles[0].1 == roles[1].1 {
+        report(format!("its two inputs must be different vertices (both are '{}')", roles[0].1));
+        return None;
+    }
+    let [(first, first_fields), (second, second_fields)] = <[_; 2]>::try_from(sides).ok()?;
+    if first_keys.len() != second_keys.len() {
+        report(format!(
+            "it has {} {} keys but {} {} keys",
+            first_keys.len(),
+            roles[0].0,
+            second_keys.len(),
+            roles[1].0
+        ));
+    }
+    for (a, b) in first_fields.iter().zip(&second_fields) {
+        if a.data_type() != b.data_type() {
+            report(format!(
+                "key columns '{}' ({}) and '{}' ({}) differ in type; equal keys must hash alike",
+                a.name(),
+                a.data_type(),
+                b.name(),
+                b.data_type()
+            ));
+        }
+    }
+    let mut fields: Vec<ArrowField> = first.fields().iter().map(|f| f.as_ref().clone()).collect();
+    for field in second.fields().iter().filter(|f| !second_keys.contains(f.name())) {
+        if first.field_with_name(field.name()).is_ok() {
+            report(format!(
+                "column '{}' is in both inputs; rename it on one side with a select before the join",
+                field.name()
+            ));
+        }
+        fields.push(field.as_ref().clone().with_nullable(field.is_nullable() || nullable_second));
+    }
+    Some(Arc::new(Schema::new(fields)))
 }
 
 fn window_schema(

@@ -16,6 +16,7 @@ mod dedup;
 mod file_sink;
 mod file_source;
 mod flat_map;
+mod join;
 mod print;
 mod simple;
 mod window;
@@ -72,6 +73,17 @@ pub trait Source: Send {
 pub trait Operator: Send {
     /// Processes one input batch, pushing output batches into `out`.
     fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<(), OperatorError>;
+
+    /// Processes a batch from input `input` of a two-input operator (0: the first, left or stream input; 1:
+    /// the second, right or table input). Single-input operators receive everything through `process`.
+    fn process_input(
+        &mut self,
+        _input: usize,
+        batch: RecordBatch,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<(), OperatorError> {
+        self.process(batch, out)
+    }
 
     /// Event time reached `watermark` (`time::END_OF_TIME` at the end of a bounded input): emit what it
     /// completes (windows that close). The task forwards the watermark downstream afterwards.
@@ -155,6 +167,34 @@ pub fn build_operator(
         Some(Spec::Window(spec)) => {
             Box::new(window::WindowOp::new(spec, &input, output, event_time, job.max_parallelism(), backend()?)?)
         }
+        Some(Spec::IntervalJoin(spec)) => {
+            let (left, left_time) = join_input(job, &vertex.id, &spec.left)?;
+            let (right, right_time) = join_input(job, &vertex.id, &spec.right)?;
+            Box::new(join::IntervalJoinOp::new(
+                spec,
+                &left,
+                left_time,
+                &right,
+                right_time,
+                output,
+                job.max_parallelism(),
+                backend()?,
+            )?)
+        }
+        Some(Spec::TemporalJoin(spec)) => {
+            let (stream, stream_time) = join_input(job, &vertex.id, &spec.stream)?;
+            let (table, table_time) = join_input(job, &vertex.id, &spec.table)?;
+            Box::new(join::TemporalJoinOp::new(
+                spec,
+                &stream,
+                stream_time,
+                &table,
+                table_time,
+                output,
+                job.max_parallelism(),
+                backend()?,
+            )?)
+        }
         Some(Spec::Deduplicate(spec)) => {
             Box::new(dedup::DedupOp::new(spec, &input, event_time, job.max_parallelism(), backend()?)?)
         }
@@ -162,6 +202,19 @@ pub fn build_operator(
             return Err(OperatorError::new(format!("vertex '{}' is not a transformation or sink", vertex.id)))
         }
     })
+}
+
+/// The schema and event-time column of a join's input from vertex `from`.
+fn join_input<'a>(
+    job: &'a ValidatedJob,
+    vertex: &str,
+    from: &str,
+) -> Result<(SchemaRef, Option<&'a str>), OperatorError> {
+    let edge = job
+        .edge_between(from, vertex)
+        .ok_or_else(|| OperatorError::new(format!("vertex '{vertex}' has no input from '{from}'")))?;
+    let schema = job.edge_schema(edge).ok_or_else(|| OperatorError::new(format!("vertex '{from}' has no schema")))?;
+    Ok((schema, job.edge_event_time_column(edge)))
 }
 
 fn output_schema(job: &ValidatedJob, vertex: &str) -> Result<SchemaRef, OperatorError> {

@@ -1,7 +1,9 @@
 //! Keyed state: what keyed operators (windows, deduplication) remember per key, behind one backend trait.
 //!
-//! A backend stores bytes under byte keys, in named *states* (a column family each in RocksDB). Keys are
-//! laid out by [`StateKey`] so that everything of one key group is contiguous and sorted first by key group:
+//! A backend stores bytes under byte keys, in named *states* (a column family each in RocksDB). Two
+//! backends implement it: [`HeapBackend`] (ordered maps in memory) and [`RocksDbBackend`] (an embedded
+//! RocksDB instance per subtask on local disk, for state larger than memory). Keys are laid out by
+//! [`StateKey`] so that everything of one key group is contiguous and sorted first by key group:
 //!
 //! ```text
 //! key group (u16, big-endian) | key length (u32, big-endian) | key bytes | namespace | user key
@@ -25,42 +27,83 @@
 //!   exactly those entries; nothing from before the restore survives.
 //! - Entries come out of a snapshot sorted by state, then key (so by key group).
 mod heap;
+mod rocksdb;
 
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
 
+pub use self::rocksdb::{RocksDbBackend, RocksDbSettings};
 pub use heap::HeapBackend;
 use sluice_common::proto::StateBackend;
 
-/// The TaskManager's state settings: the default backend, and where disk-backed state goes.
+/// The TaskManager's state settings: the default backend, and where and how disk-backed state lives.
 #[derive(Clone, Debug)]
 pub struct StateSettings {
     pub default_backend: StateBackend,
-    /// `<data dir>/state`: one directory per subtask for RocksDB.
+    /// `<data dir>/state`: one directory per subtask (and attempt) for RocksDB.
     pub dir: PathBuf,
+    /// Memtable sizes and the block cache that all RocksDB instances of this TaskManager share.
+    pub rocksdb: RocksDbSettings,
 }
 
 impl StateSettings {
     pub fn from_config(config: &crate::config::TaskManagerConfig) -> Self {
         let default_backend =
             if config.state_backend == "rocksdb" { StateBackend::Rocksdb } else { StateBackend::Heap };
-        Self { default_backend, dir: config.data_dir.join("state") }
+        let bytes = |value: u64| usize::try_from(value).unwrap_or(usize::MAX);
+        Self {
+            default_backend,
+            dir: config.data_dir.join("state"),
+            rocksdb: RocksDbSettings::new(
+                bytes(config.rocksdb_write_buffer_size),
+                config.rocksdb_max_write_buffers,
+                bytes(config.rocksdb_block_cache_size),
+            ),
+        }
     }
 
-    /// Opens the backend a keyed vertex's subtask uses.
+    /// Opens the backend a keyed vertex's subtask uses; see [`StateSettings::open_for_job`].
     pub fn open(
         &self,
         chosen: StateBackend,
-        _vertex: &str,
-        _subtask: u32,
+        vertex: &str,
+        subtask: u32,
+    ) -> Result<Box<dyn KeyedStateBackend>, StateError> {
+        self.open_for_job(chosen, "", vertex, subtask)
+    }
+
+    /// Opens the backend a keyed vertex's subtask uses. RocksDB gets a new directory
+    /// `<dir>/<job>-<vertex>-<subtask>-<uuid>` (without `<job>-` when `job` is empty), unique per call so
+    /// that attempts and jobs never share one, and removed when the backend is dropped.
+    pub fn open_for_job(
+        &self,
+        chosen: StateBackend,
+        job: &str,
+        vertex: &str,
+        subtask: u32,
     ) -> Result<Box<dyn KeyedStateBackend>, StateError> {
         match chosen {
             StateBackend::Rocksdb => {
-                Err(StateError("the RocksDB backend is not built into this TaskManager yet".into()))
+                let mut name = String::new();
+                if !job.is_empty() {
+                    name.push_str(&path_component(job));
+                    name.push('-');
+                }
+                name.push_str(&format!("{}-{subtask}-{}", path_component(vertex), uuid::Uuid::new_v4().simple()));
+                Ok(Box::new(RocksDbBackend::open(self.dir.join(name), &self.rocksdb)?))
             }
             StateBackend::Heap | StateBackend::Unspecified => Ok(Box::new(HeapBackend::default())),
         }
     }
+}
+
+/// An id made safe as (part of) a file name: other characters than ASCII letters, digits, `-`, `_` and
+/// `.` become `_`, and it is cut to 64 characters.
+fn path_component(id: &str) -> String {
+    id.chars()
+        .take(64)
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
+        .collect()
 }
 
 /// A state backend failed (an I/O or corruption error from RocksDB, a malformed stored value).

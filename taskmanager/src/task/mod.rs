@@ -116,6 +116,8 @@ struct Runner {
     input_watermarks: InputWatermarks,
     /// Side-output batches of the tail operator, waiting to be routed.
     side: Vec<(&'static str, RecordBatch)>,
+    /// A gate head: which input of the head operator each channel feeds (joins have two).
+    channel_inputs: Vec<usize>,
 }
 
 impl Runner {
@@ -165,6 +167,11 @@ impl Runner {
             outputs.push(Output::new(output.clone(), partition));
         }
         let offset = usize::from(matches!(head, Head::Source(_)));
+        let channel_inputs = plan
+            .inputs
+            .iter()
+            .map(|(channel, _)| job.input_index_of_edge(&head_vertex.id, channel.edge as usize))
+            .collect();
         Ok(Self {
             head,
             operators,
@@ -175,6 +182,7 @@ impl Runner {
             generator,
             input_watermarks: InputWatermarks::new(plan.inputs.len()),
             side: Vec::new(),
+            channel_inputs,
         })
     }
 
@@ -186,7 +194,7 @@ impl Runner {
                         if let Some(generator) = &mut self.generator {
                             generator.observe(&batch)?;
                         }
-                        self.push(vec![batch], 0, counters).await?;
+                        self.push(vec![batch], 0, 0, counters).await?;
                         self.account_busy(counters);
                     }
                     SourcePoll::Wait(wait) => {
@@ -202,7 +210,7 @@ impl Runner {
                     SourcePoll::End => break,
                 },
                 Head::Gate(_) => match self.next_from_gate(counters).await? {
-                    Some(batch) => self.push(vec![batch], 0, counters).await?,
+                    Some((input, batch)) => self.push(vec![batch], 0, input, counters).await?,
                     None => break,
                 },
             };
@@ -224,7 +232,7 @@ impl Runner {
 
     /// The next batch from the input gate. Meanwhile: flushes output buffers whose timeout expires, forwards
     /// watermarks, and fires processing-time timers.
-    async fn next_from_gate(&mut self, counters: &TaskCounters) -> Result<Option<RecordBatch>, TaskError> {
+    async fn next_from_gate(&mut self, counters: &TaskCounters) -> Result<Option<(usize, RecordBatch)>, TaskError> {
         loop {
             self.account_busy(counters);
             let deadline = self.outputs.iter().filter_map(|o| o.partition.next_flush_deadline()).min();
@@ -250,7 +258,7 @@ impl Runner {
                     if let Some(watermark) = self.input_watermarks.on_record(channel) {
                         self.advance_watermark(watermark, counters).await?;
                     }
-                    return Ok(Some(batch));
+                    return Ok(Some((self.channel_inputs.get(channel).copied().unwrap_or(0), batch)));
                 }
                 Wake::Event(Some(Ok((channel, StreamEvent::Watermark(watermark))))) => {
                     if let Some(watermark) = self.input_watermarks.on_watermark(channel, watermark) {
@@ -319,7 +327,7 @@ impl Runner {
             vertex.bytes_out.inc_by(batch.get_array_memory_size() as u64);
         }
         self.collect_side_output(index, counters);
-        self.push(out, index + 1, counters).await
+        self.push(out, index + 1, 0, counters).await
     }
 
     /// Takes operator `index`'s side output: routed when it is the chain's tail (side-output edges always
@@ -336,12 +344,13 @@ impl Runner {
         }
     }
 
-    /// Pushes `batches` into operator `first` and on through the chain, then to the outputs. With `first`
-    /// past the last operator, the batches go straight to the outputs.
+    /// Pushes `batches` into operator `first` (as its input `input`) and on through the chain, then to the
+    /// outputs. With `first` past the last operator, the batches go straight to the outputs.
     async fn push(
         &mut self,
         batches: Vec<RecordBatch>,
         first: usize,
+        input: usize,
         counters: &TaskCounters,
     ) -> Result<(), TaskError> {
         if self.offset == 1 && first == 0 {
@@ -363,7 +372,12 @@ impl Runner {
             for batch in current {
                 vertex.records_in.inc_by(batch.num_rows() as u64);
                 vertex.bytes_in.inc_by(batch.get_array_memory_size() as u64);
-                operator.process(batch, &mut next).map_err(|e| operator_error(counters, index + self.offset, e))?;
+                let processed = if index == first && input > 0 {
+                    operator.process_input(input, batch, &mut next)
+                } else {
+                    operator.process(batch, &mut next)
+                };
+                processed.map_err(|e| operator_error(counters, index + self.offset, e))?;
             }
             for batch in &next {
                 vertex.records_out.inc_by(batch.num_rows() as u64);
