@@ -10,6 +10,7 @@
 #
 # Usage: scripts/benchmark.sh
 # Environment: ROWS (default 20000000), PARALLELISMS (default "1 2"), BENCHMARK_TIMEOUT_S (default 1800),
+#              WORKLOADS (default "word_count windowed_heap windowed_rocksdb", see job_file),
 #              CARGO_TARGET_DIR (default ~/.cache/sluice/target), BENCHMARK_SKIP_BUILD (set: use the release
 #              binaries already built instead of running cargo).
 set -euo pipefail
@@ -19,6 +20,7 @@ source scripts/lib.sh
 
 readonly ROWS="${ROWS:-20000000}"
 readonly PARALLELISMS="${PARALLELISMS:-1 2}"
+readonly WORKLOADS="${WORKLOADS:-word_count windowed_heap windowed_rocksdb}"
 # How long one run may take before the benchmark gives up, in seconds.
 readonly RUN_TIMEOUT_S="${BENCHMARK_TIMEOUT_S:-1800}"
 readonly REGISTER_TIMEOUT_S=60
@@ -30,20 +32,41 @@ readonly SLUICE="$BIN/sluice"
 
 trap stop_cluster EXIT
 
-# job_file PARALLELISM: the benchmark job (the shape of examples/jobs/datagen_word_count.json).
+# job_file WORKLOAD PARALLELISM: a benchmark job.
+#   word_count:        the running count of examples/jobs/datagen_word_count.json;
+#   windowed_heap:     10 s tumbling event-time windows counting words, state on the heap;
+#   windowed_rocksdb:  the same with state in RocksDB.
+# Windowed jobs give each line the next event-time millisecond (20 M lines span 5.5 h of event time) and
+# emit a watermark every 200 ms, as Flink does by default.
 job_file() {
-  local p="$1"
+  local workload="$1" p="$2"
+  local event_time="" time_column="" keep_time="" count_vertex backend="HEAP"
+  case "$workload" in
+    word_count)
+      count_vertex='{"id": "count", "parallelism": '"$p"', "aggregate": {
+        "keys": ["word"], "aggregates": [{"function": "count", "name": "count"}]}}'
+      ;;
+    windowed_heap | windowed_rocksdb)
+      [[ "$workload" == windowed_rocksdb ]] && backend="ROCKSDB"
+      event_time=', "event_time": {"column": "ts", "bounded_out_of_orderness_ms": 1000}'
+      time_column=', {"name": "ts", "event_time": {"start_ms": 1700000000000, "step_ms": 1}}'
+      keep_time=', {"name": "ts", "expr": "ts"}'
+      count_vertex='{"id": "count", "parallelism": '"$p"', "window": {"keys": ["word"],
+        "tumbling": {"size_ms": 10000}, "aggregates": [{"function": "count", "name": "count"}]}}'
+      ;;
+    *) fail "unknown workload '$workload' (word_count, windowed_heap, windowed_rocksdb)" ;;
+  esac
   cat <<EOF
 {
-  "name": "benchmark_word_count_p$p",
+  "name": "benchmark_${workload}_p$p",
+  "config": {"state_backend": "$backend"},
   "vertices": [
     {"id": "lines", "parallelism": $p, "datagen": {
       "seed": 42, "rows": $ROWS, "batch_size": 4096,
-      "columns": [{"name": "line", "words": {"min_words": 1, "max_words": 4}}]}},
+      "columns": [{"name": "line", "words": {"min_words": 1, "max_words": 4}}$time_column]}$event_time},
     {"id": "split", "parallelism": $p, "flat_map": {"column": "line", "output_column": "word"}},
-    {"id": "lower", "parallelism": $p, "select": {"columns": [{"name": "word", "expr": "lower(word)"}]}},
-    {"id": "count", "parallelism": $p, "aggregate": {
-      "keys": ["word"], "aggregates": [{"function": "count", "name": "count"}]}},
+    {"id": "lower", "parallelism": $p, "select": {"columns": [{"name": "word", "expr": "lower(word)"}$keep_time]}},
+    $count_vertex,
     {"id": "sink", "parallelism": $p, "blackhole_sink": {}}
   ],
   "edges": [
@@ -80,10 +103,11 @@ idle_tm_rss="$(rss_kib "$tm1_pid")"
 info "idle TaskManager RSS: ${idle_tm_rss} KiB"
 
 results=()
+for workload in $WORKLOADS; do
 for p in $PARALLELISMS; do
-  section "Parallelism $p: $ROWS rows"
-  job_file "$p" >"$DIR/job-p$p.json"
-  job_id="$("$SLUICE" submit --quiet "$DIR/job-p$p.json")"
+  section "$workload, parallelism $p: $ROWS rows"
+  job_file "$workload" "$p" >"$DIR/job-$workload-p$p.json"
+  job_id="$("$SLUICE" submit --quiet "$DIR/job-$workload-p$p.json")"
   if ! "$SLUICE" wait "$job_id" --timeout "$RUN_TIMEOUT_S"; then
     "$SLUICE" status "$job_id" >&2 || true
     show_all_logs
@@ -95,15 +119,16 @@ for p in $PARALLELISMS; do
   [[ -n "$start_ms" && -n "$end_ms" ]] || fail "job $job_id has no start or end time: $details"
   elapsed_ms=$((end_ms - start_ms))
   rows_per_s="$(awk -v rows="$ROWS" -v ms="$elapsed_ms" 'BEGIN { printf "%.0f", (ms > 0 ? rows * 1000 / ms : 0) }')"
-  ok "parallelism $p: $ROWS rows in ${elapsed_ms} ms = $rows_per_s rows/s"
-  results+=("$p $elapsed_ms $rows_per_s")
+  ok "$workload, parallelism $p: $ROWS rows in ${elapsed_ms} ms = $rows_per_s rows/s"
+  results+=("$workload $p $elapsed_ms $rows_per_s")
+done
 done
 
 section "Results"
-printf '    %-12s %12s %14s\n' PARALLELISM "TIME (ms)" "ROWS/S"
+printf '    %-18s %-12s %12s %14s\n' WORKLOAD PARALLELISM "TIME (ms)" "ROWS/S"
 for line in "${results[@]}"; do
-  read -r p ms rate <<<"$line"
-  printf '    %-12s %12s %14s\n' "$p" "$ms" "$rate"
+  read -r workload p ms rate <<<"$line"
+  printf '    %-18s %-12s %12s %14s\n' "$workload" "$p" "$ms" "$rate"
 done
 printf '\n    %-24s %12s\n' PROCESS "PEAK RSS (KiB)"
 printf '    %-24s %12s\n' jobmanager "$(peak_rss_kib "$jm_pid")"
