@@ -13,9 +13,11 @@
 //! At the end of a bounded input, sources send [`END_OF_TIME`]: every event-time window closes.
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Int64Type, Schema};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
+use datafusion::arrow::compute::{
+    cast, concat_batches, filter_record_batch, lexsort_to_indices, not, take_record_batch, SortColumn,
+};
+use datafusion::arrow::datatypes::{DataType, Int64Type, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use sluice_common::job::WATERMARK_INTERVAL_MS_DEFAULT;
 use sluice_common::proto::{event_time::Watermarks, EventTime};
@@ -39,6 +41,51 @@ pub fn timestamps_of(column: &ArrayRef) -> Result<ArrayRef, OperatorError> {
     match column.data_type() {
         DataType::Int64 => Ok(column.clone()),
         _ => Ok(cast(column, &DataType::Int64)?),
+    }
+}
+
+/// Records waiting until the watermark passes them: for operators whose answer must not depend on the order
+/// records arrive in within the out-of-orderness bound (deduplication, the temporal join).
+pub struct EventTimeBuffer {
+    schema: SchemaRef,
+    time_column: usize,
+    pending: Vec<RecordBatch>,
+}
+
+impl EventTimeBuffer {
+    pub fn new(schema: SchemaRef, time_column: usize) -> Self {
+        Self { schema, time_column, pending: Vec::new() }
+    }
+
+    pub fn push(&mut self, batch: RecordBatch) {
+        if batch.num_rows() > 0 {
+            self.pending.push(batch);
+        }
+    }
+
+    /// Removes the buffered rows at or before `up_to` (and those without a time) and returns them sorted by
+    /// time, ties broken by the other columns in order, so equal inputs always come out in one order.
+    pub fn take_due(&mut self, up_to: i64) -> Result<Option<RecordBatch>, OperatorError> {
+        if self.pending.is_empty() {
+            return Ok(None);
+        }
+        let all = concat_batches(&self.schema, &std::mem::take(&mut self.pending))?;
+        let times = timestamps_of(all.column(self.time_column))?;
+        let due: BooleanArray =
+            times.as_primitive::<Int64Type>().iter().map(|t| Some(t.is_none_or(|t| t <= up_to))).collect();
+        let waiting = filter_record_batch(&all, &not(&due)?)?;
+        self.push(waiting);
+        let ready = filter_record_batch(&all, &due)?;
+        if ready.num_rows() == 0 {
+            return Ok(None);
+        }
+        let mut order = vec![SortColumn { values: ready.column(self.time_column).clone(), options: None }];
+        order.extend(
+            (0..ready.num_columns())
+                .filter(|&c| c != self.time_column)
+                .map(|c| SortColumn { values: ready.column(c).clone(), options: None }),
+        );
+        Ok(Some(take_record_batch(&ready, &lexsort_to_indices(&order, None)?)?))
     }
 }
 

@@ -985,19 +985,17 @@ fn check_without_input_schema(vertex: &proto::Vertex, operator: &Operator, probl
         Operator::Window(window) => &window.aggregates,
         _ => return,
     };
-    {
-        for call in calls {
-            let function = call.function.to_lowercase();
-            if !AGGREGATE_FUNCTIONS.contains(&function.as_str()) {
-                problems.push(format!(
-                    "vertex '{}' ({}): unknown aggregate function '{}'{}; supported: {}",
-                    vertex.id,
-                    operator_kind(operator),
-                    call.function,
-                    hint(&function, AGGREGATE_FUNCTIONS),
-                    AGGREGATE_FUNCTIONS.join(", ")
-                ));
-            }
+    for call in calls {
+        let function = call.function.to_lowercase();
+        if !AGGREGATE_FUNCTIONS.contains(&function.as_str()) {
+            problems.push(format!(
+                "vertex '{}' ({}): unknown aggregate function '{}'{}; supported: {}",
+                vertex.id,
+                operator_kind(operator),
+                call.function,
+                hint(&function, AGGREGATE_FUNCTIONS),
+                AGGREGATE_FUNCTIONS.join(", ")
+            ));
         }
     }
 }

@@ -7,10 +7,8 @@
 //! time of the last emitted record — with a TTL, so a key unseen for longer than `ttl_ms` is forgotten on its
 //! next read. Records arriving behind the watermark are decided at once. Without an event-time column the
 //! wall clock is used and records are decided on arrival.
-use datafusion::arrow::array::{ArrayRef, AsArray, BooleanArray, UInt32Array};
-use datafusion::arrow::compute::{
-    concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch, SortColumn,
-};
+use datafusion::arrow::array::{ArrayRef, AsArray, UInt32Array};
+use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::{Int64Type, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, SortField};
@@ -19,19 +17,19 @@ use sluice_common::proto::Deduplicate;
 
 use super::{Operator, OperatorError};
 use crate::state::{KeyedStateBackend, StateKey, Ttl, ValueState};
-use crate::time::{now_millis, timestamps_of};
+use crate::time::{now_millis, timestamps_of, EventTimeBuffer};
 
 pub struct DedupOp {
     key_columns: Vec<usize>,
     converter: RowConverter,
     time_column: Option<usize>,
     ttl: i64,
-    schema: SchemaRef,
     max_parallelism: u32,
     backend: Box<dyn KeyedStateBackend>,
     last_emitted: ValueState,
     watermark: i64,
-    pending: Vec<RecordBatch>,
+    /// Event time only: records waiting for the watermark.
+    pending: Option<EventTimeBuffer>,
     hashes: Vec<u64>,
     key: StateKey,
 }
@@ -54,12 +52,11 @@ impl DedupOp {
             converter: RowConverter::new(sort_fields)?,
             time_column,
             ttl,
-            schema: input.clone(),
             max_parallelism,
             backend,
             last_emitted,
             watermark: i64::MIN,
-            pending: Vec::new(),
+            pending: time_column.map(|column| EventTimeBuffer::new(input.clone(), column)),
             hashes: Vec::new(),
             key: StateKey::default(),
         })
@@ -102,31 +99,10 @@ impl DedupOp {
 
     /// Decides every buffered record at or before `up_to`, in timestamp order.
     fn release(&mut self, up_to: i64, out: &mut Vec<RecordBatch>) -> Result<(), OperatorError> {
-        let Some(column) = self.time_column else { return Ok(()) };
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let all = concat_batches(&self.schema, &std::mem::take(&mut self.pending))?;
-        let times = self.times(&all, column)?;
-        let due: BooleanArray = times.iter().map(|&t| Some(t <= up_to)).collect();
-        let later = datafusion::arrow::compute::not(&due)?;
-        let waiting = filter_record_batch(&all, &later)?;
-        if waiting.num_rows() > 0 {
-            self.pending.push(waiting);
-        }
-        let ready = filter_record_batch(&all, &due)?;
-        if ready.num_rows() == 0 {
-            return Ok(());
-        }
-        let mut order = vec![SortColumn { values: ready.column(column).clone(), options: None }];
-        order.extend(
-            (0..ready.num_columns())
-                .filter(|&c| c != column)
-                .map(|c| SortColumn { values: ready.column(c).clone(), options: None }),
-        );
-        let sorted = take_record_batch(&ready, &lexsort_to_indices(&order, None)?)?;
-        let times = self.times(&sorted, column)?;
-        self.decide(&sorted, &times, out)
+        let (Some(column), Some(buffer)) = (self.time_column, self.pending.as_mut()) else { return Ok(()) };
+        let Some(due) = buffer.take_due(up_to)? else { return Ok(()) };
+        let times = self.times(&due, column)?;
+        self.decide(&due, &times, out)
     }
 }
 
@@ -135,26 +111,13 @@ impl Operator for DedupOp {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let Some(column) = self.time_column else {
+        let Some(buffer) = self.pending.as_mut() else {
             let now = now_millis();
             return self.decide(&batch, &vec![now; batch.num_rows()], out);
         };
-        let times = self.times(&batch, column)?;
-        if times.iter().all(|&t| t > self.watermark) {
-            self.pending.push(batch);
-            return Ok(());
-        }
-        // Rows behind the watermark are decided now; the rest wait.
-        let behind: BooleanArray = times.iter().map(|&t| Some(t <= self.watermark)).collect();
-        let ahead = datafusion::arrow::compute::not(&behind)?;
-        let late = filter_record_batch(&batch, &behind)?;
-        let late_times: Vec<i64> = times.iter().copied().filter(|&t| t <= self.watermark).collect();
-        self.decide(&late, &late_times, out)?;
-        let waiting = filter_record_batch(&batch, &ahead)?;
-        if waiting.num_rows() > 0 {
-            self.pending.push(waiting);
-        }
-        Ok(())
+        buffer.push(batch);
+        // Rows already behind the watermark are decided now; the rest wait for it.
+        self.release(self.watermark, out)
     }
 
     fn on_watermark(&mut self, watermark: i64, out: &mut Vec<RecordBatch>) -> Result<(), OperatorError> {

@@ -17,8 +17,8 @@
 //! no longer be chosen, and is dropped when a scan meets it.
 use std::collections::BTreeSet;
 
-use datafusion::arrow::array::{ArrayRef, AsArray, BooleanArray, UInt32Array};
-use datafusion::arrow::compute::{concat_batches, filter_record_batch, not, take};
+use datafusion::arrow::array::{ArrayRef, AsArray, UInt32Array};
+use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{Int64Type, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
@@ -26,17 +26,10 @@ use sluice_common::keygroup::{hash_key_columns, key_group_of};
 use sluice_common::proto::{IntervalJoin, TemporalJoin};
 
 use super::{Operator, OperatorError};
-use crate::state::{split_state_key, KeyedStateBackend, ListState, StateId, StateKey};
-use crate::time::timestamps_of;
-
-/// Time as namespace bytes that sort in time order.
-fn encode_time(t: i64) -> [u8; 8] {
-    ((t as u64) ^ (1 << 63)).to_be_bytes()
-}
-
-fn decode_time(bytes: &[u8]) -> Option<i64> {
-    Some((u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?) ^ (1 << 63)) as i64)
-}
+use crate::state::{
+    list_elements, split_state_key, time_bytes, time_from_bytes, KeyedStateBackend, ListState, StateId, StateKey,
+};
+use crate::time::{timestamps_of, EventTimeBuffer};
 
 /// One input of a join: how to read its keys, times and whole rows.
 struct Side {
@@ -150,7 +143,7 @@ fn scan_key(
 ) -> Result<(), OperatorError> {
     let mut failure = None;
     backend.scan_prefix(state, prefix, &mut |full, value| match split_state_key(full)
-        .and_then(|(_, _, ns)| decode_time(ns))
+        .and_then(|(_, _, ns)| time_from_bytes(ns))
     {
         Some(t) => visit(full, t, value),
         None => {
@@ -159,21 +152,6 @@ fn scan_key(
         }
     })?;
     failure.map_or(Ok(()), Err)
-}
-
-/// The rows of a list-state value (length-prefixed elements).
-fn list_elements(value: &[u8]) -> Result<Vec<&[u8]>, OperatorError> {
-    let mut elements = Vec::new();
-    let mut rest = value;
-    while !rest.is_empty() {
-        let (length, tail) =
-            rest.split_first_chunk::<4>().ok_or_else(|| OperatorError::new("corrupt join state: a cut row"))?;
-        let length = u32::from_be_bytes(*length) as usize;
-        let element = tail.get(..length).ok_or_else(|| OperatorError::new("corrupt join state: a cut row"))?;
-        elements.push(element);
-        rest = &tail[length..];
-    }
-    Ok(elements)
 }
 
 pub struct IntervalJoinOp {
@@ -257,7 +235,7 @@ impl IntervalJoinOp {
                     match list_elements(value) {
                         Ok(rows) => partners.extend(rows.into_iter().map(<[u8]>::to_vec)),
                         Err(e) => {
-                            failure = Some(e);
+                            failure = Some(OperatorError::new(format!("corrupt join state: {e}")));
                             return false;
                         }
                     }
@@ -274,7 +252,7 @@ impl IntervalJoinOp {
                     self.joined.push(partner, Some(own.as_ref()));
                 }
             }
-            self.key.set_namespace(&encode_time(t));
+            self.key.set_namespace(&time_bytes(t));
             self.stored[side].add(self.backend.as_mut(), self.key.as_bytes(), own.as_ref())?;
             let useless_from = if side == 0 { t.saturating_add(self.upper) } else { t.saturating_sub(self.lower) };
             self.cleanup.insert((useless_from, side as u8, self.key.as_bytes().to_vec()));
@@ -318,13 +296,13 @@ impl Operator for IntervalJoinOp {
 pub struct TemporalJoinOp {
     stream: Side,
     table: Side,
-    stream_schema: SchemaRef,
     versions: StateId,
     keep_unmatched: bool,
     max_parallelism: u32,
     backend: Box<dyn KeyedStateBackend>,
     watermark: i64,
-    pending: Vec<RecordBatch>,
+    /// Stream rows waiting for the watermark.
+    pending: EventTimeBuffer,
     joined: Joined,
     hashes: Vec<u64>,
     key: StateKey,
@@ -342,16 +320,16 @@ impl TemporalJoinOp {
         max_parallelism: u32,
         mut backend: Box<dyn KeyedStateBackend>,
     ) -> Result<Self, OperatorError> {
+        let stream_side = Side::new(stream, &spec.stream_keys, stream_time)?;
         Ok(Self {
-            stream: Side::new(stream, &spec.stream_keys, stream_time)?,
+            pending: EventTimeBuffer::new(stream.clone(), stream_side.time),
+            stream: stream_side,
             table: Side::new(table, &spec.table_keys, table_time)?,
-            stream_schema: stream.clone(),
             versions: backend.register("versions")?,
             keep_unmatched: spec.keep_unmatched,
             max_parallelism,
             backend,
             watermark: i64::MIN,
-            pending: Vec::new(),
             joined: Joined::new(output, table, &spec.table_keys),
             hashes: Vec::new(),
             key: StateKey::default(),
@@ -363,7 +341,7 @@ impl TemporalJoinOp {
         for row in 0..batch.num_rows() {
             // A version without a time is valid from the beginning of time.
             let t = decoded.times[row].unwrap_or(i64::MIN);
-            self.key.set_key(decoded.key_groups[row], decoded.keys.row(row).as_ref()).set_namespace(&encode_time(t));
+            self.key.set_key(decoded.key_groups[row], decoded.keys.row(row).as_ref()).set_namespace(&time_bytes(t));
             self.backend.put(self.versions, self.key.as_bytes(), decoded.rows.row(row).as_ref())?;
         }
         Ok(())
@@ -407,24 +385,12 @@ impl TemporalJoinOp {
         self.joined.emit(&self.stream, &self.table, out)
     }
 
-    /// Joins the buffered stream rows at or before `up_to`, in time order per key.
+    /// Joins the buffered stream rows at or before `up_to`.
     fn release(&mut self, up_to: i64, out: &mut Vec<RecordBatch>) -> Result<(), OperatorError> {
-        if self.pending.is_empty() {
-            return Ok(());
+        match self.pending.take_due(up_to)? {
+            Some(due) => self.join_rows(&due, out),
+            None => Ok(()),
         }
-        let all = concat_batches(&self.stream_schema, &std::mem::take(&mut self.pending))?;
-        let times = timestamps_of(all.column(self.stream.time))?;
-        let due: BooleanArray =
-            times.as_primitive::<Int64Type>().iter().map(|t| Some(t.is_none_or(|t| t <= up_to))).collect();
-        let waiting = filter_record_batch(&all, &not(&due)?)?;
-        if waiting.num_rows() > 0 {
-            self.pending.push(waiting);
-        }
-        let ready = filter_record_batch(&all, &due)?;
-        if ready.num_rows() > 0 {
-            self.join_rows(&ready, out)?;
-        }
-        Ok(())
     }
 }
 

@@ -33,7 +33,7 @@ use sluice_common::proto::{window::Assigner, TimeDomain, Window};
 
 use super::accumulate::{evaluate, Acc, AggregateFn};
 use super::{Operator, OperatorError};
-use crate::state::{split_state_key, KeyedStateBackend, StateError, StateId, StateKey};
+use crate::state::{split_state_key, time_bytes, time_from_bytes, KeyedStateBackend, StateError, StateId, StateKey};
 use crate::time::{now_millis, timestamps_of, END_OF_TIME};
 
 impl From<StateError> for OperatorError {
@@ -88,20 +88,19 @@ impl Assign {
     }
 }
 
-/// Window bounds as namespace bytes: sign-flipped big-endian, so byte order is time order.
+/// Window bounds as namespace bytes, in time order.
 fn encode_window(start: i64, end: i64) -> [u8; 16] {
     let mut bytes = [0u8; 16];
-    bytes[..8].copy_from_slice(&((start as u64) ^ (1 << 63)).to_be_bytes());
-    bytes[8..].copy_from_slice(&((end as u64) ^ (1 << 63)).to_be_bytes());
+    bytes[..8].copy_from_slice(&time_bytes(start));
+    bytes[8..].copy_from_slice(&time_bytes(end));
     bytes
 }
 
 fn decode_window(bytes: &[u8]) -> Option<(i64, i64)> {
-    let word = |b: &[u8]| -> Option<i64> { Some((u64::from_be_bytes(b.try_into().ok()?) ^ (1 << 63)) as i64) };
     if bytes.len() != 16 {
         return None;
     }
-    Some((word(&bytes[..8])?, word(&bytes[8..])?))
+    Some((time_from_bytes(&bytes[..8])?, time_from_bytes(&bytes[8..])?))
 }
 
 pub struct WindowOp {

@@ -220,6 +220,31 @@ pub fn split_state_key(full: &[u8]) -> Option<(u16, &[u8], &[u8])> {
     Some((key_group, key, &full[6 + length..]))
 }
 
+/// A time as 8 bytes whose byte order is time order (sign-flipped big-endian): for namespaces that scan in
+/// time order (windows, a join's rows).
+pub fn time_bytes(t: i64) -> [u8; 8] {
+    ((t as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// The time of [`time_bytes`] at the start of `bytes`.
+pub fn time_from_bytes(bytes: &[u8]) -> Option<i64> {
+    Some((u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?) ^ (1 << 63)) as i64)
+}
+
+/// The elements of a [`ListState`] value (each length-prefixed), borrowed from it.
+pub fn list_elements(value: &[u8]) -> Result<Vec<&[u8]>, StateError> {
+    let cut = || StateError("a list element is cut short".to_string());
+    let mut elements = Vec::new();
+    let mut rest = value;
+    while !rest.is_empty() {
+        let (length, tail) = rest.split_first_chunk::<4>().ok_or_else(cut)?;
+        let length = u32::from_be_bytes(*length) as usize;
+        elements.push(tail.get(..length).ok_or_else(cut)?);
+        rest = &tail[length..];
+    }
+    Ok(elements)
+}
+
 /// Time to live of state values, in the clock the operator passes to reads and writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ttl {
@@ -315,17 +340,7 @@ impl ListState {
         if !backend.get(self.id, key, &mut self.buffer)? {
             return Ok(Vec::new());
         }
-        let mut elements = Vec::new();
-        let mut rest = self.buffer.as_slice();
-        while !rest.is_empty() {
-            let (length, tail) =
-                rest.split_first_chunk::<4>().ok_or_else(|| StateError("a list element is cut short".to_string()))?;
-            let length = u32::from_be_bytes(*length) as usize;
-            let element = tail.get(..length).ok_or_else(|| StateError("a list element is cut short".to_string()))?;
-            elements.push(element.to_vec());
-            rest = &tail[length..];
-        }
-        Ok(elements)
+        Ok(list_elements(&self.buffer)?.into_iter().map(<[u8]>::to_vec).collect())
     }
 
     pub fn clear(&mut self, backend: &mut dyn KeyedStateBackend, key: &[u8]) -> Result<(), StateError> {

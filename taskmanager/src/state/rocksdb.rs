@@ -26,6 +26,9 @@ use super::{key_group_of_state_key, Entries, KeyedStateBackend, StateError, Stat
 
 const MIB: usize = 1024 * 1024;
 
+/// Size of one partition of a file's index and filter blocks: the unit the block cache loads on a lookup.
+const METADATA_BLOCK_BYTES: usize = 4 * 1024;
+
 /// A restore writes its entries in batches of about this many bytes.
 const RESTORE_BATCH_BYTES: usize = 4 * MIB;
 
@@ -88,7 +91,7 @@ impl RocksDbSettings {
         table.set_cache_index_and_filter_blocks_with_high_priority(true);
         table.set_index_type(BlockBasedIndexType::TwoLevelIndexSearch);
         table.set_partition_filters(true);
-        table.set_metadata_block_size(4096);
+        table.set_metadata_block_size(METADATA_BLOCK_BYTES);
         table.set_pin_top_level_index_and_filter(true);
         table.set_bloom_filter(10.0, false);
         options.set_block_based_table_factory(&table);

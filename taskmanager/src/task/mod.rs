@@ -372,7 +372,7 @@ impl Runner {
             for batch in current {
                 vertex.records_in.inc_by(batch.num_rows() as u64);
                 vertex.bytes_in.inc_by(batch.get_array_memory_size() as u64);
-                let processed = if index == first && input > 0 {
+                let processed = if index == first {
                     operator.process_input(input, batch, &mut next)
                 } else {
                     operator.process(batch, &mut next)
