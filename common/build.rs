@@ -14,7 +14,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptor_path = out_dir.join("sluice_descriptor.bin");
     std::fs::write(&descriptor_path, prost::Message::encode_to_vec(&descriptors))?;
 
+    // Maps as BTreeMaps: a job file written from a graph lists their entries in a stable order.
     tonic_prost_build::configure()
+        .btree_map(".")
         .file_descriptor_set_path(&descriptor_path)
         .skip_protoc_run()
         .compile_fds(descriptors)?;
@@ -23,6 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     pbjson_build::Builder::new()
         .register_descriptors(&descriptor_bytes)?
         .preserve_proto_field_names()
+        .btree_map(["."])
         .build(&[".sluice.v1"])?;
     Ok(())
 }

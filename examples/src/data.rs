@@ -167,3 +167,31 @@ pub fn clicks_and_profiles() -> (String, String) {
     }
     (by_arrival(clicks), by_arrival(profiles))
 }
+
+/// `transactions.jsonl`: 12 accounts paying every 5–40 s for 10 minutes, up to 3 s late. About one payment
+/// in ten is small (under 1.00); after a small one, the next is large (500–2000) half of the time, sometimes
+/// sooner and sometimes later than a minute.
+pub fn transactions() -> String {
+    let mut random = Random(7);
+    let mut rows = Vec::new();
+    for account in 1..=12 {
+        let name = format!("acct-{account:02}");
+        let mut ts = BASE_MS + random.range(0, 20_000);
+        let mut after_small = false;
+        while ts < BASE_MS + 600_000 {
+            // Cents as an integer, divided once: the JSON shows two decimals, not binary noise.
+            let cents = if after_small && random.range(0, 2) == 0 {
+                random.range(50_000, 200_000)
+            } else if random.range(0, 10) == 0 {
+                random.range(1, 100)
+            } else {
+                random.range(500, 30_000)
+            };
+            after_small = cents < 100;
+            let arrival = ts + random.range(0, 3_000);
+            rows.push((arrival, json!({"account": name, "ts": ts, "amount": cents as f64 / 100.0})));
+            ts += if after_small { random.range(10_000, 90_000) } else { random.range(5_000, 40_000) };
+        }
+    }
+    by_arrival(rows)
+}

@@ -1,6 +1,7 @@
 //! Example jobs, written with the builder API. `cargo run -p sluice-examples` writes each one to
 //! `examples/jobs/<name>.json`; a test keeps the checked-in files equal to what these functions build.
 pub mod data;
+pub mod fraud;
 
 use sluice_common::job::builder::{
     avg, bounded_out_of_orderness, count, max, min, session, sliding, tumbling, JobBuilder,
@@ -21,6 +22,7 @@ pub fn all() -> Vec<(&'static str, JobGraph)> {
         ("session_windows", session_windows()),
         ("stream_join", stream_join()),
         ("stream_enrichment", stream_enrichment()),
+        ("fraud_detection", fraud_detection()),
     ]
 }
 
@@ -217,6 +219,41 @@ pub fn session_windows() -> JobGraph {
     .window("sessions", session(30_000), &[count("views")])
     .set_parallelism(2)
     .file_sink("sink", "data/output/session_windows");
+    job.build()
+}
+
+/// Card transactions → key by account → the native operator `fraud_detector` (a small transaction followed
+/// at once by a large one within a minute raises an alert) → alerts. Needs TaskManagers that register the
+/// operator: `custom-taskmanager` from this crate (see [`fraud`]).
+pub fn fraud_detection() -> JobGraph {
+    let job = JobBuilder::new("fraud_detection");
+    job.file_source(
+        "transactions",
+        1,
+        json_source(
+            "examples/data/transactions.jsonl",
+            vec![
+                field("account", DataType::String),
+                field("ts", DataType::TimestampMs),
+                field("amount", DataType::Float64),
+            ],
+        ),
+    )
+    .with_event_time(bounded_out_of_orderness("ts", 5_000))
+    .key_by(&["account"])
+    .process(
+        "detect",
+        fraud::NAME,
+        &[("small_amount", "1.00"), ("large_amount", "500.00"), ("within_ms", "60000")],
+        vec![
+            field("account", DataType::String),
+            field("small_ts", DataType::TimestampMs),
+            field("large_ts", DataType::TimestampMs),
+            field("amount", DataType::Float64),
+        ],
+    )
+    .set_parallelism(2)
+    .file_sink("sink", "data/output/fraud_detection");
     job.build()
 }
 

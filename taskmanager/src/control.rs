@@ -27,6 +27,7 @@ use tonic::{Request, Response, Status};
 
 use crate::metrics::{Metrics, TaskCounters};
 use crate::network::NetworkEnvironment;
+use crate::process::OperatorRegistry;
 use crate::state::StateSettings;
 use crate::task::plan::plan_subtasks;
 use crate::task::{Task, TaskError};
@@ -68,6 +69,7 @@ pub struct TaskManager {
     data_runtime: tokio::runtime::Handle,
     /// Where keyed state goes.
     state: StateSettings,
+    registry: Arc<OperatorRegistry>,
     jobmanager: JobManagerServiceClient<Channel>,
     /// Keyed by "job/attempt/chain/subtask". A std Mutex: held only for map updates, never across await.
     tasks: Mutex<HashMap<String, RunningTask>>,
@@ -103,6 +105,8 @@ pub struct TaskServices {
     pub metrics: Arc<Metrics>,
     pub data_runtime: tokio::runtime::Handle,
     pub state: StateSettings,
+    /// The native operators this binary offers.
+    pub registry: Arc<OperatorRegistry>,
 }
 
 impl TaskManager {
@@ -113,7 +117,7 @@ impl TaskManager {
         addresses: BoundAddresses,
         services: TaskServices,
     ) -> anyhow::Result<Arc<Self>> {
-        let TaskServices { network, metrics, data_runtime, state } = services;
+        let TaskServices { network, metrics, data_runtime, state, registry } = services;
         let endpoint = Endpoint::from_shared(format!("http://{jobmanager_address}"))?
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(RPC_TIMEOUT);
@@ -126,6 +130,7 @@ impl TaskManager {
             metrics,
             data_runtime,
             state,
+            registry,
             jobmanager,
             tasks: Mutex::new(HashMap::new()),
             attempts: Mutex::new(HashMap::new()),
@@ -303,7 +308,8 @@ impl TaskManager {
                     counters: counters.clone(),
                 },
             );
-            let task = Task::new(job.clone(), plan, counters.clone(), cancel, self.state.clone());
+            let task =
+                Task::new(job.clone(), plan, counters.clone(), cancel, self.state.clone(), self.registry.clone());
             let this = self.clone();
             let network = self.network.clone();
             let control = tokio::runtime::Handle::current();

@@ -6,6 +6,7 @@
 //! - [`control`]: registration, heartbeats, and the deploy/cancel RPCs (on a small control runtime).
 //! - [`task`]: one subtask of one chain: its channels ([`task::plan`]), its loop, and output routing.
 //! - [`operators`]: the vectorized operators (sources, transformations, sinks) that tasks chain.
+//! - [`process`]: native operators (user Rust code with keyed state and timers) and their registry.
 //! - [`network`]: the data port: one TCP connection per TaskManager pair, framing, credit-based flow
 //!   control, and in-process channels with the same bounds.
 //! - [`metrics`]: Prometheus metrics and the per-task counters heartbeats report.
@@ -22,6 +23,7 @@ pub mod control;
 pub mod metrics;
 pub mod network;
 pub mod operators;
+pub mod process;
 pub mod state;
 pub mod task;
 pub mod time;
@@ -37,12 +39,72 @@ use control::{BoundAddresses, TaskManager, TaskManagerRpc, TaskServices};
 use metrics::Metrics;
 use network::{NetworkConfig, NetworkEnvironment};
 
-/// Runs a TaskManager until `shutdown` fires. Network and tasks live on `data_runtime`; the control plane on
-/// the runtime this future is polled on.
+/// Threads of the control runtime: gRPC, heartbeats and metrics need little CPU but must never wait for it.
+const CONTROL_THREADS: usize = 2;
+
+/// The whole TaskManager process: reads the configuration (flags, environment, config file), starts the
+/// runtimes, and runs until SIGINT or SIGTERM. The stock binary passes an empty registry; a binary with
+/// native operators passes its own:
+///
+/// ```no_run
+/// fn main() -> anyhow::Result<()> {
+///     let registry = sluice_taskmanager::process::OperatorRegistry::new(); // .register("name", factory)
+///     sluice_taskmanager::main_with_registry(registry)
+/// }
+/// ```
+pub fn main_with_registry(registry: process::OperatorRegistry) -> anyhow::Result<()> {
+    use clap::{CommandFactory, Parser};
+    // Before any thread starts: the config file is applied through environment variables.
+    sluice_common::config::load_config_file_into_env(&TaskManagerConfig::command())?;
+    let config = TaskManagerConfig::parse();
+    sluice_common::process::init_logging(&config.log_format);
+
+    let data_threads =
+        config.data_threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let data_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(data_threads.max(1))
+        .thread_name("sluice-data")
+        .enable_all()
+        .build()
+        .context("cannot start the data runtime")?;
+    let control_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(CONTROL_THREADS)
+        .thread_name("sluice-control")
+        .enable_all()
+        .build()
+        .context("cannot start the control runtime")?;
+
+    let shutdown = CancellationToken::new();
+    let data_handle = data_runtime.handle().clone();
+    let result = control_runtime.block_on(async {
+        let signal = shutdown.clone();
+        tokio::spawn(async move {
+            sluice_common::process::shutdown_signal().await;
+            tracing::info!("shutting down");
+            signal.cancel();
+        });
+        run_with_registry(config, data_handle, shutdown, registry).await
+    });
+    data_runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    result
+}
+
+/// Runs a TaskManager without native operators until `shutdown` fires; see [`run_with_registry`].
 pub async fn run(
     config: TaskManagerConfig,
     data_runtime: tokio::runtime::Handle,
     shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    run_with_registry(config, data_runtime, shutdown, process::OperatorRegistry::new()).await
+}
+
+/// Runs a TaskManager offering the native operators of `registry` until `shutdown` fires. Network and tasks
+/// live on `data_runtime`; the control plane on the runtime this future is polled on.
+pub async fn run_with_registry(
+    config: TaskManagerConfig,
+    data_runtime: tokio::runtime::Handle,
+    shutdown: CancellationToken,
+    registry: process::OperatorRegistry,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
@@ -81,7 +143,7 @@ pub async fn run(
         data: advertise(network.local_addr()),
         metrics: advertise(metrics_listener.local_addr()?),
     };
-    tracing::info!(id = %id, rpc = %addresses.rpc, data = %addresses.data, metrics = %addresses.metrics, slots = config.slots, "TaskManager listening");
+    tracing::info!(id = %id, rpc = %addresses.rpc, data = %addresses.data, metrics = %addresses.metrics, slots = config.slots, native_operators = ?registry.names(), "TaskManager listening");
     let address_file = config.data_dir.join("taskmanager.addr");
     let address_json =
         serde_json::json!({"id": id, "rpc": addresses.rpc, "data": addresses.data, "metrics": addresses.metrics});
@@ -93,7 +155,7 @@ pub async fn run(
         config.slots,
         &config.jobmanager,
         addresses,
-        TaskServices { network, metrics: metrics.clone(), data_runtime, state },
+        TaskServices { network, metrics: metrics.clone(), data_runtime, state, registry: Arc::new(registry) },
     )?;
 
     let metrics_app = axum::Router::new()

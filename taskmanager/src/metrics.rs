@@ -7,7 +7,8 @@
 use std::sync::Arc;
 
 use prometheus::{
-    Counter, CounterVec, Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Counter, CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use sluice_common::proto::{TaskMetrics, TaskRef, VertexMetrics};
 
@@ -27,8 +28,16 @@ pub struct Metrics {
     in_flight_bytes: IntGaugeVec,
     in_flight_bytes_max: IntGaugeVec,
     floating_credits: IntGaugeVec,
+    window_emit_latency: HistogramVec,
     pub tasks_running: IntGauge,
 }
+
+/// Buckets of `window_emit_latency_seconds`: fine below a second, where a watermark interval (200 ms by
+/// default) puts the latency of event time that follows the clock, then coarse up to a minute.
+const EMIT_LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0,
+    60.0,
+];
 
 fn int_counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
     let vec = IntCounterVec::new(Opts::new(name, help), labels)?;
@@ -97,6 +106,17 @@ impl Metrics {
                 "input_gate_floating_credits_available",
                 "Floating credits a task's input gate can still grant",
             )?,
+            window_emit_latency: {
+                let opts = HistogramOpts::new(
+                    "window_emit_latency_seconds",
+                    "Wall-clock time of a window result's emission minus its window end (end-to-end latency when \
+                     event time follows the clock)",
+                )
+                .buckets(EMIT_LATENCY_BUCKETS.to_vec());
+                let vec = HistogramVec::new(opts, OPERATOR_LABELS)?;
+                r.register(Box::new(vec.clone()))?;
+                vec
+            },
             tasks_running,
             registry: r,
         }))
@@ -169,6 +189,12 @@ pub struct TaskCounters {
 }
 
 impl TaskCounters {
+    /// The emission-latency histogram of window vertex `vertex` of this task (created on first use, so only
+    /// windows have the series).
+    pub fn window_emit_latency(&self, vertex: &str) -> Histogram {
+        self.metrics.window_emit_latency.with_label_values(&[self.task.job_id.as_str(), self.name.as_str(), vertex])
+    }
+
     /// The values to report to the JobManager.
     pub fn snapshot(&self) -> TaskMetrics {
         TaskMetrics {
@@ -205,6 +231,7 @@ impl TaskCounters {
             let _ = m.bytes_in.remove_label_values(&l);
             let _ = m.bytes_out.remove_label_values(&l);
             let _ = m.late_records.remove_label_values(&l);
+            let _ = m.window_emit_latency.remove_label_values(&l);
         }
         let _ = m.busy.remove_label_values(&labels);
         let _ = m.backpressured.remove_label_values(&labels);

@@ -55,11 +55,14 @@ pub struct ClusterSpec {
     pub slots: u32,
     /// Environment variables for every process (e.g. `("BUFFER_SIZE", "4096")`), over [`DEFAULT_ENV`].
     pub env: Vec<(String, String)>,
+    /// The TaskManager binary's name (another one than `sluice-taskmanager` when it registers native
+    /// operators).
+    pub task_manager_binary: String,
 }
 
 impl Default for ClusterSpec {
     fn default() -> Self {
-        ClusterSpec { task_managers: 2, slots: 2, env: Vec::new() }
+        ClusterSpec { task_managers: 2, slots: 2, env: Vec::new(), task_manager_binary: binaries::TASK_MANAGER.into() }
     }
 }
 
@@ -67,6 +70,12 @@ impl ClusterSpec {
     /// Adds an environment variable for every process.
     pub fn env(mut self, key: &str, value: impl ToString) -> Self {
         self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Runs the TaskManagers from the binary `name` (looked up like every binary under test).
+    pub fn task_manager_binary(mut self, name: &str) -> Self {
+        self.task_manager_binary = name.to_string();
         self
     }
 }
@@ -419,7 +428,7 @@ impl Cluster {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e).with_context(|| format!("cannot remove {}", address_path.display())),
         }
-        let program = binaries::binary(binaries::TASK_MANAGER)?;
+        let program = binaries::binary(&self.spec.task_manager_binary)?;
         let args = [
             "--jobmanager",
             &self.rpc_address,

@@ -89,7 +89,18 @@ struct Run {
 
 impl Run {
     fn start(example: &str, inputs: &[(&str, &str)], parallelism: Option<(u32, &[&str])>, backend: &str) -> Run {
-        let mut cluster = Cluster::start(ClusterSpec::default().env("STATE_BACKEND", backend));
+        Self::start_on(ClusterSpec::default(), example, inputs, parallelism, backend)
+    }
+
+    /// [`Run::start`] on a cluster started from `spec`.
+    fn start_on(
+        spec: ClusterSpec,
+        example: &str,
+        inputs: &[(&str, &str)],
+        parallelism: Option<(u32, &[&str])>,
+        backend: &str,
+    ) -> Run {
+        let mut cluster = Cluster::start(spec.env("STATE_BACKEND", backend));
         let data_dir = cluster.dir().join("examples").join("data");
         std::fs::create_dir_all(&data_dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", data_dir.display()));
         for (name, contents) in inputs {
@@ -467,6 +478,71 @@ fn stream_enrichment_joins_each_click_with_the_profile_valid_at_its_time_at_any_
 // Golden files: what a user compares their run with.
 // ---------------------------------------------------------------------------------------------------
 
+/// The TaskManager binary of the examples crate that registers the native operator `fraud_detector`.
+const CUSTOM_TASK_MANAGER: &str = "custom-taskmanager";
+
+/// Per account, transactions in time order (ties by amount); a transaction under 1.00 immediately followed by
+/// one over 500.00 at most 60 s later is an alert "account|small ts|large ts|amount".
+fn naive_fraud(transactions: &str) -> Vec<String> {
+    let mut by_account: BTreeMap<String, Vec<(i64, f64)>> = BTreeMap::new();
+    for row in read_jsonl(transactions) {
+        by_account
+            .entry(string(&row, "account").to_string())
+            .or_default()
+            .push((int(&row, "ts"), float(&row, "amount")));
+    }
+    let mut alerts = Vec::new();
+    for (account, mut payments) in by_account {
+        payments.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        for pair in payments.windows(2) {
+            let ((small_ts, small), (large_ts, large)) = (pair[0], pair[1]);
+            if small < 1.0 && large > 500.0 && large_ts - small_ts <= 60_000 {
+                alerts.push(format!("{account}|{small_ts}|{large_ts}|{large}"));
+            }
+        }
+    }
+    alerts.sort();
+    alerts
+}
+
+#[test]
+fn fraud_detection_runs_a_native_operator_with_state_and_timers_at_any_parallelism_on_both_backends() {
+    let input = sample("transactions.jsonl");
+    let expected = naive_fraud(&input);
+    assert!(expected.len() >= 5, "the sample should raise several alerts: {expected:?}");
+    for (p, backend) in RUNS {
+        let spec = ClusterSpec::default().task_manager_binary(CUSTOM_TASK_MANAGER);
+        let inputs = [("transactions.jsonl", input.as_str())];
+        let run = Run::start_on(spec, "fraud_detection", &inputs, Some((p, &["detect"])), backend);
+        let mut alerts: Vec<String> = run
+            .rows("fraud_detection")
+            .iter()
+            .map(|r| {
+                let (small, large) = (int(r, "small_ts"), int(r, "large_ts"));
+                format!("{}|{small}|{large}|{}", string(r, "account"), float(r, "amount"))
+            })
+            .collect();
+        alerts.sort();
+        assert_eq!(alerts, expected, "parallelism {p}, {backend}");
+    }
+}
+
+#[test]
+fn a_taskmanager_without_the_native_operator_fails_the_job_with_a_clear_cause() {
+    let mut cluster = Cluster::start(ClusterSpec::default());
+    let path = examples_dir().join("jobs").join("fraud_detection.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let job: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let job = cluster.submit_json(&job);
+    cluster.wait_for_status(&job, "FAILED", JOB_TIMEOUT);
+    let details = cluster.job(&job);
+    let cause = details["failure_cause"].as_str().unwrap_or_default();
+    assert!(
+        cause.contains("no native operator 'fraud_detector'") && cause.contains("registers none"),
+        "cause: {cause:?}"
+    );
+}
+
 /// Each golden file row as JSON, in the file sink's form (timestamps as Arrow writes them).
 fn golden_rows() -> Vec<(&'static str, Vec<Value>)> {
     let split = |row: &str| row.split('|').map(str::to_string).collect::<Vec<_>>();
@@ -530,7 +606,16 @@ fn golden_rows() -> Vec<(&'static str, Vec<Value>)> {
             serde_json::json!({"user": f[0], "ts": iso(number(&f[1])), "page": f[2], "updated_at": updated_at, "tier": tier})
         })
         .collect();
+    let alerts = naive_fraud(&sample("transactions.jsonl"))
+        .iter()
+        .map(|r| {
+            let f = split(r);
+            serde_json::json!({"account": f[0], "small_ts": iso(number(&f[1])), "large_ts": iso(number(&f[2])),
+                "amount": real(&f[3])})
+        })
+        .collect();
     vec![
+        ("fraud_detection", alerts),
         ("stream_join", joined),
         ("stream_enrichment", enriched),
         ("windowed_word_count", word_count),

@@ -28,10 +28,10 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use crate::proto::{
-    event_time::Watermarks, vertex::Operator, window::Assigner, Aggregate, AggregateCall, BlackholeSink, DatagenSource,
-    Deduplicate, Edge, EventTime, FileSink, FileSource, Filter, FlatMap, IntervalJoin, JobConfig, JobGraph, Monotonous,
-    Partitioning, PrintSink, Projection, Select, SessionWindow, SlidingWindow, TemporalJoin, TumblingWindow, Vertex,
-    Window,
+    event_time::Watermarks, vertex::Operator, window::Assigner, Aggregate, AggregateCall, BlackholeSink,
+    CustomOperator, DataType, DatagenSource, Deduplicate, Edge, EventTime, Field, FileSink, FileSource, Filter,
+    FlatMap, IntervalJoin, JobConfig, JobGraph, Monotonous, Partitioning, PrintSink, Projection, Select, SessionWindow,
+    SlidingWindow, TemporalJoin, TumblingWindow, Vertex, Window,
 };
 
 /// Builds a [`JobGraph`].
@@ -277,6 +277,23 @@ impl KeyedStream {
         let keys = self.stream.key.clone();
         self.stream.then(id, Operator::Deduplicate(Deduplicate { keys, ttl_ms }))
     }
+
+    /// A native operator registered in the TaskManager binary as `name`, with its settings and the output
+    /// columns it emits; its keys are this stream's.
+    pub fn process(self, id: &str, name: &str, config: &[(&str, &str)], output: Vec<Field>) -> Stream {
+        let custom = CustomOperator {
+            name: name.to_string(),
+            keys: self.stream.key.clone(),
+            config: config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            output,
+        };
+        self.stream.then(id, Operator::Custom(custom))
+    }
+}
+
+/// A column of a declared schema.
+pub fn field(name: &str, data_type: DataType, nullable: bool) -> Field {
+    Field { name: name.to_string(), r#type: data_type as i32, nullable }
 }
 
 /// Event time from `column`, with watermarks trailing the largest timestamp by `millis`.

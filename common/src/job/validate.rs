@@ -40,6 +40,7 @@ pub const OPERATOR_KINDS: &[&str] = &[
     "deduplicate",
     "interval_join",
     "temporal_join",
+    "custom",
 ];
 /// The side output of a window that receives records later than its allowed lateness.
 pub const LATE_SIDE_OUTPUT: &str = "late";
@@ -172,6 +173,7 @@ pub fn operator_kind(operator: &Operator) -> &'static str {
         Operator::Deduplicate(_) => "deduplicate",
         Operator::IntervalJoin(_) => "interval_join",
         Operator::TemporalJoin(_) => "temporal_join",
+        Operator::Custom(_) => "custom",
     }
 }
 
@@ -463,6 +465,14 @@ fn infer_schemas(graph: &JobGraph, order: &[usize], problems: &mut Vec<String>) 
                     report("'ttl_ms' must be positive: how long a key is remembered".into());
                 }
                 Some(input)
+            }
+            Operator::Custom(custom) => {
+                let schema = custom_schema(custom, &input, &in_edges, &mut report);
+                output_time = input_time.as_deref().and_then(|time| {
+                    let field = schema.as_ref()?.field_with_name(time).ok()?;
+                    is_time_type(field.data_type()).then(|| time.to_string())
+                });
+                schema
             }
             Operator::FileSink(sink) => {
                 if sink.path.trim().is_empty() {
@@ -825,7 +835,9 @@ fn datagen_schema(datagen: &proto::DatagenSource, report: &mut dyn FnMut(String)
                 }
                 ArrowType::Utf8
             }
-            Some(Generator::EventTime(_)) => ArrowType::Timestamp(TimeUnit::Millisecond, None),
+            Some(Generator::EventTime(_) | Generator::WallClock(_)) => {
+                ArrowType::Timestamp(TimeUnit::Millisecond, None)
+            }
         };
         fields.push(ArrowField::new(&column.name, data_type, false));
     }
@@ -841,14 +853,19 @@ fn file_source_schema(source: &proto::FileSource, report: &mut dyn FnMut(String)
         report("'schema' is missing: list the columns to read as [{\"name\": ..., \"type\": ...}]".into());
         return None;
     }
-    unique_names(source.schema.iter().map(|f| f.name.as_str()), "column", report);
     if source.format() == proto::FileFormat::Lines
         && (source.schema.len() != 1 || source.schema[0].r#type() != DataType::String)
     {
         report("format LINES reads each line into one STRING column: give exactly one STRING column".into());
     }
-    let mut fields = Vec::with_capacity(source.schema.len());
-    for field in &source.schema {
+    Some(declared_schema(&source.schema, report))
+}
+
+/// A schema declared in the job file (a file source's columns, a custom operator's output).
+fn declared_schema(declared: &[proto::Field], report: &mut dyn FnMut(String)) -> SchemaRef {
+    unique_names(declared.iter().map(|f| f.name.as_str()), "column", report);
+    let mut fields = Vec::with_capacity(declared.len());
+    for field in declared {
         match arrow_type(field.r#type()) {
             Some(data_type) => fields.push(ArrowField::new(&field.name, data_type, field.nullable)),
             None => report(format!(
@@ -857,7 +874,25 @@ fn file_source_schema(source: &proto::FileSource, report: &mut dyn FnMut(String)
             )),
         }
     }
-    Some(Arc::new(Schema::new(fields)))
+    Arc::new(Schema::new(fields))
+}
+
+/// A custom operator: its keys, and the output schema it declares.
+fn custom_schema(
+    custom: &proto::CustomOperator,
+    input: &SchemaRef,
+    in_edges: &[&Edge],
+    report: &mut dyn FnMut(String),
+) -> Option<SchemaRef> {
+    if custom.name.trim().is_empty() {
+        report("'name' is missing: the name the TaskManager registered the operator under".into());
+    }
+    check_keys(&custom.keys, input, in_edges, report);
+    if custom.output.is_empty() {
+        report("'output' is missing: list the operator's output columns as [{\"name\": ..., \"type\": ...}]".into());
+        return None;
+    }
+    Some(declared_schema(&custom.output, report))
 }
 
 fn select_schema(

@@ -16,6 +16,7 @@ fn main() -> anyhow::Result<()> {
         ("payments.jsonl", payments),
         ("clicks.jsonl", clicks),
         ("profiles.jsonl", profiles),
+        ("transactions.jsonl", sluice_examples::data::transactions()),
     ];
     for (name, contents) in files {
         let path = dir.join(name);

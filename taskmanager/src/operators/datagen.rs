@@ -3,16 +3,20 @@
 //! Row `i`'s value in a column is a pure function of `(seed, column position, i)`: a SplitMix64 stream
 //! seeded from the three. So the output does not depend on parallelism (subtask `k` of `p` produces rows
 //! `k, k+p, k+2p, ...`), on batch boundaries, or on restarts: a source that resumes at row `i` produces what
-//! an uninterrupted one would have.
+//! an uninterrupted one would have. The one exception is a `wall_clock` column, which holds the time a batch
+//! was generated (for measuring latency against event time that follows the clock).
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{ArrayRef, Float64Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder};
+use datafusion::arrow::array::{
+    ArrayRef, Float64Builder, Int64Builder, StringBuilder, TimestampMillisecondArray, TimestampMillisecondBuilder,
+};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use sluice_common::proto::{generated_column::Generator, DatagenSource, GeneratedColumn};
 
 use super::{OperatorError, Source, SourcePoll, SubtaskInfo};
+use crate::time::now_millis;
 
 const BATCH_SIZE_DEFAULT: u32 = 1024;
 /// The longest a rate-limited generator asks its task to wait at once, so cancellation stays prompt.
@@ -128,6 +132,10 @@ impl Datagen {
                     .iter()
                     .for_each(|&i| b.append_value(g.start_ms.wrapping_add((i as i64).wrapping_mul(g.step_ms))));
                 Arc::new(b.finish())
+            }
+            Some(Generator::WallClock(_)) => {
+                let now = now_millis();
+                Arc::new(TimestampMillisecondArray::from_value(now, indices.len()))
             }
             // Validation refuses a column without a generator; nulls keep this total anyway.
             None => Arc::new(Int64Builder::new().finish()),

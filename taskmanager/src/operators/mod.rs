@@ -28,6 +28,8 @@ use datafusion::arrow::record_batch::RecordBatch;
 use sluice_common::job::ValidatedJob;
 use sluice_common::proto::{vertex::Operator as Spec, Vertex};
 
+use crate::metrics::TaskCounters;
+use crate::process::{OperatorRegistry, ProcessOperator};
 use crate::state::StateSettings;
 
 /// An operator failed; the task fails with this message, naming the vertex.
@@ -36,7 +38,7 @@ use crate::state::StateSettings;
 pub struct OperatorError(pub String);
 
 impl OperatorError {
-    pub(crate) fn new(message: impl Into<String>) -> Self {
+    pub fn new(message: impl Into<String>) -> Self {
         Self(message.into())
     }
 }
@@ -143,19 +145,29 @@ pub fn build_source(
     }
 }
 
+/// What building a task's operators draws on besides the vertex itself.
+pub struct BuildContext<'a> {
+    pub job: &'a ValidatedJob,
+    pub subtask: SubtaskInfo,
+    pub state: &'a StateSettings,
+    /// The native operators this TaskManager binary offers (`custom` vertices).
+    pub registry: &'a OperatorRegistry,
+    /// The task's metrics (operators with metrics of their own resolve them here).
+    pub counters: &'a TaskCounters,
+}
+
 /// Builds the operator of a non-source vertex.
-pub fn build_operator(
-    vertex: &Vertex,
-    job: &ValidatedJob,
-    subtask: SubtaskInfo,
-    state: &StateSettings,
-) -> Result<Box<dyn Operator>, OperatorError> {
+pub fn build_operator(vertex: &Vertex, ctx: &BuildContext<'_>) -> Result<Box<dyn Operator>, OperatorError> {
+    let BuildContext { job, subtask, state, registry, counters } = *ctx;
     let input = job
         .input_schema(&vertex.id)
         .ok_or_else(|| OperatorError::new(format!("vertex '{}' has no input schema", vertex.id)))?;
     let output = output_schema(job, &vertex.id)?;
     let event_time = job.input_event_time_column(&vertex.id);
-    let backend = || state.open(job.state_backend(state.default_backend), &vertex.id, subtask.index);
+    let backend = || {
+        let chosen = job.state_backend(state.default_backend);
+        state.open_for_job(chosen, &counters.task.job_id, &vertex.id, subtask.index)
+    };
     Ok(match &vertex.operator {
         Some(Spec::Select(spec)) => Box::new(simple::SelectOp::new(spec, &input, output)?),
         Some(Spec::Filter(spec)) => Box::new(simple::FilterOp::new(spec, &input)?),
@@ -164,9 +176,10 @@ pub fn build_operator(
         Some(Spec::FileSink(spec)) => Box::new(file_sink::FileSinkWriter::open(spec, subtask)?),
         Some(Spec::PrintSink(spec)) => Box::new(print::PrintSinkOp::new(spec, &vertex.id, subtask)),
         Some(Spec::BlackholeSink(spec)) => Box::new(simple::BlackholeOp::new(spec)),
-        Some(Spec::Window(spec)) => {
-            Box::new(window::WindowOp::new(spec, &input, output, event_time, job.max_parallelism(), backend()?)?)
-        }
+        Some(Spec::Window(spec)) => Box::new(
+            window::WindowOp::new(spec, &input, output, event_time, job.max_parallelism(), backend()?)?
+                .with_emit_latency(counters.window_emit_latency(&vertex.id)),
+        ),
         Some(Spec::IntervalJoin(spec)) => {
             let (left, left_time) = join_input(job, &vertex.id, &spec.left)?;
             let (right, right_time) = join_input(job, &vertex.id, &spec.right)?;
@@ -198,6 +211,16 @@ pub fn build_operator(
         Some(Spec::Deduplicate(spec)) => {
             Box::new(dedup::DedupOp::new(spec, &input, event_time, job.max_parallelism(), backend()?)?)
         }
+        Some(Spec::Custom(spec)) => Box::new(ProcessOperator::new(
+            spec,
+            registry,
+            &input,
+            output,
+            event_time,
+            subtask,
+            job.max_parallelism(),
+            backend()?,
+        )?),
         Some(Spec::Datagen(_) | Spec::FileSource(_)) | None => {
             return Err(OperatorError::new(format!("vertex '{}' is not a transformation or sink", vertex.id)))
         }

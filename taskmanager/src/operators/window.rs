@@ -27,6 +27,7 @@ use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::{Int64Type, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, SortField};
+use prometheus::Histogram;
 use sluice_common::job::LATE_SIDE_OUTPUT;
 use sluice_common::keygroup::{hash_key_columns, key_group_of};
 use sluice_common::proto::{window::Assigner, TimeDomain, Window};
@@ -130,6 +131,8 @@ pub struct WindowOp {
     assigned: Vec<(i64, i64)>,
     /// Fired (full state key, accumulators) waiting to be turned into a batch.
     fired: Vec<(Vec<u8>, Vec<Acc>)>,
+    /// Observes emission wall time minus window end for every row emitted.
+    emit_latency: Option<Histogram>,
 }
 
 impl WindowOp {
@@ -175,7 +178,14 @@ impl WindowOp {
             accs: Vec::new(),
             assigned: Vec::new(),
             fired: Vec::new(),
+            emit_latency: None,
         })
+    }
+
+    /// Records each emitted row's latency (emission wall time minus window end) in `histogram`.
+    pub fn with_emit_latency(mut self, histogram: Histogram) -> Self {
+        self.emit_latency = Some(histogram);
+        self
     }
 
     /// Whether state for a window ending at `end` is gone (or would be) at the current watermark.
@@ -264,6 +274,12 @@ impl WindowOp {
             rows.push(parser.parse(key));
             starts.push(start);
             ends.push(end);
+        }
+        if let Some(histogram) = &self.emit_latency {
+            let now = now_millis();
+            for end in &ends {
+                histogram.observe(now.saturating_sub(*end).max(0) as f64 / 1000.0);
+            }
         }
         let mut columns = self.converter.convert_rows(rows)?;
         columns.push(Arc::new(TimestampMillisecondArray::from(starts)));

@@ -23,7 +23,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::TaskCounters;
 use crate::network::{InputGate, NetworkEnvironment, NetworkError, StreamEvent};
-use crate::operators::{build_operator, build_source, Operator, OperatorError, Source, SourcePoll, SubtaskInfo};
+use crate::operators::{
+    build_operator, build_source, BuildContext, Operator, OperatorError, Source, SourcePoll, SubtaskInfo,
+};
+use crate::process::OperatorRegistry;
 use crate::state::StateSettings;
 use crate::time::{now_millis, InputWatermarks, WatermarkGenerator, END_OF_TIME, IDLE};
 use output::Output;
@@ -64,6 +67,7 @@ pub struct Task {
     counters: Arc<TaskCounters>,
     cancel: CancellationToken,
     state: StateSettings,
+    registry: Arc<OperatorRegistry>,
 }
 
 /// Time accounting for the busy / back-pressured / idle split (Flink's model).
@@ -79,16 +83,17 @@ impl Task {
         counters: Arc<TaskCounters>,
         cancel: CancellationToken,
         state: StateSettings,
+        registry: Arc<OperatorRegistry>,
     ) -> Self {
-        Self { job, plan, counters, cancel, state }
+        Self { job, plan, counters, cancel, state, registry }
     }
 
     /// Runs the task to its end. `on_running` is called once its channels are set up.
     pub async fn run(self, network: Arc<NetworkEnvironment>, on_running: impl FnOnce()) -> Result<(), TaskError> {
-        let Task { job, plan, counters, cancel, state } = self;
+        let Task { job, plan, counters, cancel, state, registry } = self;
         let token = cancel.clone();
         let work = async {
-            let mut runner = Runner::build(&job, &plan, &network, &counters, cancel, &state).await?;
+            let mut runner = Runner::build(&job, &plan, &network, &counters, cancel, &state, &registry).await?;
             on_running();
             runner.run(&counters).await
         };
@@ -128,12 +133,14 @@ impl Runner {
         counters: &TaskCounters,
         cancel: CancellationToken,
         state: &StateSettings,
+        registry: &OperatorRegistry,
     ) -> Result<Self, TaskError> {
         let chain = job
             .chains
             .get(plan.chain as usize)
             .ok_or_else(|| TaskError::Operator(format!("unknown chain {}", plan.chain)))?;
         let subtask = SubtaskInfo { index: plan.subtask, parallelism: chain.parallelism };
+        let context = BuildContext { job, subtask, state, registry, counters };
         let mut vertices = Vec::with_capacity(chain.vertex_ids.len());
         for id in &chain.vertex_ids {
             vertices.push(job.vertex(id).ok_or_else(|| TaskError::Operator(format!("unknown vertex '{id}'")))?);
@@ -153,13 +160,13 @@ impl Runner {
             }
             Head::Source(build_source(head_vertex, job, subtask).map_err(|e| named(head_vertex, e))?)
         } else {
-            operators.push(build_operator(head_vertex, job, subtask, state).map_err(|e| named(head_vertex, e))?);
+            operators.push(build_operator(head_vertex, &context).map_err(|e| named(head_vertex, e))?);
             let gate = network.create_input_gate(plan.inputs.clone()).await?;
             counters.in_flight_bytes_max.set(gate.in_flight_bytes_max() as i64);
             Head::Gate(gate)
         };
         for vertex in rest {
-            operators.push(build_operator(vertex, job, subtask, state).map_err(|e| named(vertex, e))?);
+            operators.push(build_operator(vertex, &context).map_err(|e| named(vertex, e))?);
         }
         let mut outputs = Vec::with_capacity(plan.outputs.len());
         for output in &plan.outputs {
