@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Benchmark: throughput of a keyed word count on a local cluster, and the memory it takes.
+# Benchmark: throughput of a keyed word count (running and windowed) on a local cluster, window latency, and
+# the memory it takes.
 #
 # Builds release binaries, starts 1 JobManager and 2 TaskManagers (1 slot each), then runs
 #     datagen (lines of 1-4 random words) -> flat_map split -> select lower -> HASH by word
@@ -8,11 +9,17 @@
 # HASH edge crosses TCP). Prints rows/s = rows / (job end - job start, from the JobManager), each
 # process's peak RSS (VmHWM), and a TaskManager's RSS while idle. Not run in CI.
 #
+# Windowed workloads also get a latency run: an unbounded generator at LATENCY_ROWS_PER_S whose event time is
+# the wall clock (monotonous watermarks every 200 ms), for LATENCY_SECONDS; then the TaskManagers'
+# `window_emit_latency_seconds` histograms (emission wall time minus window end, per emitted row) give p50
+# and p99, interpolated within buckets.
+#
 # Usage: scripts/benchmark.sh
 # Environment: ROWS (default 20000000), PARALLELISMS (default "1 2"), BENCHMARK_TIMEOUT_S (default 1800),
 #              WORKLOADS (default "word_count windowed_heap windowed_rocksdb", see job_file),
 #              CARGO_TARGET_DIR (default ~/.cache/sluice/target), BENCHMARK_SKIP_BUILD (set: use the release
-#              binaries already built instead of running cargo).
+#              binaries already built instead of running cargo), LATENCY_SECONDS (default 45; 0 skips the
+#              latency runs), LATENCY_ROWS_PER_S (default 200000).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -23,6 +30,8 @@ readonly PARALLELISMS="${PARALLELISMS:-1 2}"
 readonly WORKLOADS="${WORKLOADS:-word_count windowed_heap windowed_rocksdb}"
 # How long one run may take before the benchmark gives up, in seconds.
 readonly RUN_TIMEOUT_S="${BENCHMARK_TIMEOUT_S:-1800}"
+readonly LATENCY_SECONDS="${LATENCY_SECONDS:-45}"
+readonly LATENCY_ROWS_PER_S="${LATENCY_ROWS_PER_S:-200000}"
 readonly REGISTER_TIMEOUT_S=60
 readonly DIR=data/benchmark
 
@@ -32,15 +41,17 @@ readonly SLUICE="$BIN/sluice"
 
 trap stop_cluster EXIT
 
-# job_file WORKLOAD PARALLELISM: a benchmark job.
+# job_file WORKLOAD PARALLELISM [MODE]: a benchmark job.
 #   word_count:        the running count of examples/jobs/datagen_word_count.json;
 #   windowed_heap:     10 s tumbling event-time windows counting words, state on the heap;
 #   windowed_rocksdb:  the same with state in RocksDB.
-# Windowed jobs give each line the next event-time millisecond (20 M lines span 5.5 h of event time) and
-# emit a watermark every 200 ms, as Flink does by default.
+# MODE throughput (default): ROWS rows as fast as possible. Windowed jobs give each line the next event-time
+# millisecond (20 M lines span 5.5 h of event time) with watermarks 1 s behind, every 200 ms as Flink does
+# by default.
+# MODE latency: unbounded, LATENCY_ROWS_PER_S in total, event time = the wall clock, monotonous watermarks.
 job_file() {
-  local workload="$1" p="$2"
-  local event_time="" time_column="" keep_time="" count_vertex backend="HEAP"
+  local workload="$1" p="$2" mode="${3:-throughput}"
+  local event_time="" time_column="" keep_time="" count_vertex backend="HEAP" rows="\"rows\": $ROWS, "
   case "$workload" in
     word_count)
       count_vertex='{"id": "count", "parallelism": '"$p"', "aggregate": {
@@ -56,13 +67,18 @@ job_file() {
       ;;
     *) fail "unknown workload '$workload' (word_count, windowed_heap, windowed_rocksdb)" ;;
   esac
+  if [[ "$mode" == latency ]]; then
+    rows="\"rows_per_second\": $LATENCY_ROWS_PER_S, "
+    event_time=', "event_time": {"column": "ts", "monotonous": {}}'
+    time_column=', {"name": "ts", "wall_clock": {}}'
+  fi
   cat <<EOF
 {
-  "name": "benchmark_${workload}_p$p",
+  "name": "benchmark_${workload}_p${p}_$mode",
   "config": {"state_backend": "$backend"},
   "vertices": [
     {"id": "lines", "parallelism": $p, "datagen": {
-      "seed": 42, "rows": $ROWS, "batch_size": 4096,
+      "seed": 42, ${rows}"batch_size": 4096,
       "columns": [{"name": "line", "words": {"min_words": 1, "max_words": 4}}$time_column]}$event_time},
     {"id": "split", "parallelism": $p, "flat_map": {"column": "line", "output_column": "word"}},
     {"id": "lower", "parallelism": $p, "select": {"columns": [{"name": "word", "expr": "lower(word)"}$keep_time]}},
@@ -77,6 +93,38 @@ job_file() {
   ]
 }
 EOF
+}
+
+# emit_latency JOB_ID: "p50_ms p99_ms observations" of the job's window_emit_latency_seconds histograms,
+# summed over both TaskManagers' series and interpolated linearly within the bucket holding each quantile.
+emit_latency() {
+  local job="$1" tm address
+  for tm in tm-1 tm-2; do
+    address="$(json_string metrics <"$DIR/$tm/taskmanager.addr")"
+    curl -fsS "http://$address/metrics" || fail "cannot read the metrics of $tm at $address"
+  done | awk -v job="$job" '
+    /^window_emit_latency_seconds_bucket\{/ && index($0, "job=\"" job "\"") {
+      match($0, /le="[^"]*"/); le = substr($0, RSTART + 4, RLENGTH - 5); counts[le] += $NF
+    }
+    END { for (le in counts) print le, counts[le] }' | sort -g | awk '
+    { bound[NR] = $1; cum[NR] = $2; n = NR }
+    function quantile(q,   target, i, lower, below) {
+      target = q * cum[n]; lower = 0; below = 0
+      for (i = 1; i <= n; i++) {
+        if (cum[i] >= target) {
+          if (bound[i] == "+Inf") return "inf"
+          return sprintf("%.0f", 1000 * (lower + (bound[i] - lower) * (cum[i] > below ? (target - below) / (cum[i] - below) : 1)))
+        }
+        lower = bound[i]; below = cum[i]
+      }
+      return "?"
+    }
+    END { if (n == 0 || cum[n] == 0) print "? ? 0"; else print quantile(0.5), quantile(0.99), cum[n] }'
+}
+
+# job_status JOB_ID: the job's status word.
+job_status() {
+  "$SLUICE" status --json "$1" | json_string status
 }
 
 if [[ -n "${BENCHMARK_SKIP_BUILD:-}" ]]; then
@@ -102,7 +150,10 @@ wait_for_taskmanagers "$SLUICE" 2 "$REGISTER_TIMEOUT_S"
 idle_tm_rss="$(rss_kib "$tm1_pid")"
 info "idle TaskManager RSS: ${idle_tm_rss} KiB"
 
+command -v curl >/dev/null || fail "curl is missing (apt-get install curl): the latency runs read /metrics with it"
+
 results=()
+latencies=()
 for workload in $WORKLOADS; do
 for p in $PARALLELISMS; do
   section "$workload, parallelism $p: $ROWS rows"
@@ -121,6 +172,26 @@ for p in $PARALLELISMS; do
   rows_per_s="$(awk -v rows="$ROWS" -v ms="$elapsed_ms" 'BEGIN { printf "%.0f", (ms > 0 ? rows * 1000 / ms : 0) }')"
   ok "$workload, parallelism $p: $ROWS rows in ${elapsed_ms} ms = $rows_per_s rows/s"
   results+=("$workload $p $elapsed_ms $rows_per_s")
+
+  if [[ "$workload" == windowed_* && "$LATENCY_SECONDS" -gt 0 ]]; then
+    section "$workload, parallelism $p: latency at $LATENCY_ROWS_PER_S rows/s for ${LATENCY_SECONDS}s"
+    job_file "$workload" "$p" latency >"$DIR/job-$workload-p$p-latency.json"
+    job_id="$("$SLUICE" submit --quiet "$DIR/job-$workload-p$p-latency.json")"
+    deadline=$((SECONDS + REGISTER_TIMEOUT_S))
+    until [[ "$(job_status "$job_id")" == RUNNING ]]; do
+      ((SECONDS < deadline)) || fail "latency job $job_id is not RUNNING after ${REGISTER_TIMEOUT_S}s"
+      sleep 0.2
+    done
+    # The measurement window itself: a fixed run time is what this step measures, not a synchronization.
+    sleep "$LATENCY_SECONDS"
+    [[ "$(job_status "$job_id")" == RUNNING ]] || fail "latency job $job_id stopped: $("$SLUICE" status "$job_id")"
+    read -r p50 p99 observations <<<"$(emit_latency "$job_id")"
+    "$SLUICE" cancel "$job_id" >/dev/null
+    "$SLUICE" wait "$job_id" --timeout 60 >/dev/null || [[ "$(job_status "$job_id")" == CANCELED ]] \
+      || fail "latency job $job_id did not cancel"
+    ok "$workload, parallelism $p: window emission latency p50 ${p50} ms, p99 ${p99} ms ($observations rows)"
+    latencies+=("$workload $p $p50 $p99 $observations")
+  fi
 done
 done
 
@@ -130,6 +201,14 @@ for line in "${results[@]}"; do
   read -r workload p ms rate <<<"$line"
   printf '    %-18s %-12s %12s %14s\n' "$workload" "$p" "$ms" "$rate"
 done
+if ((${#latencies[@]} > 0)); then
+  printf '\n    %-18s %-12s %10s %10s %12s   (at %s rows/s, event time = wall clock)\n' WORKLOAD PARALLELISM \
+    "P50 (ms)" "P99 (ms)" "WINDOW ROWS" "$LATENCY_ROWS_PER_S"
+  for line in "${latencies[@]}"; do
+    read -r workload p p50 p99 observations <<<"$line"
+    printf '    %-18s %-12s %10s %10s %12s\n' "$workload" "$p" "$p50" "$p99" "$observations"
+  done
+fi
 printf '\n    %-24s %12s\n' PROCESS "PEAK RSS (KiB)"
 printf '    %-24s %12s\n' jobmanager "$(peak_rss_kib "$jm_pid")"
 printf '    %-24s %12s\n' tm-1 "$(peak_rss_kib "$tm1_pid")"

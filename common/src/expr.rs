@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::ArrayRef;
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::DFSchema;
 use datafusion::physical_expr::PhysicalExpr;
@@ -68,6 +68,38 @@ impl ExprCompiler {
         let nullable = physical.nullable(schema).map_err(error)?;
         Ok(CompiledExpr { sql: sql.to_string(), physical, data_type, nullable })
     }
+
+    /// Compiles `sql` over two records of `schema` named `a` and `b` ("a.amount + b.amount"): it evaluates on
+    /// batches of [`pair_schema`]`(schema)`, a's columns then b's.
+    pub fn compile_pair(&self, sql: &str, schema: &SchemaRef) -> Result<CompiledExpr, ExprError> {
+        let error = |e: datafusion::error::DataFusionError| ExprError { sql: sql.to_string(), message: first_line(&e) };
+        if sql.trim().is_empty() {
+            return Err(ExprError { sql: sql.to_string(), message: "the expression is empty".into() });
+        }
+        let a = DFSchema::try_from_qualified_schema("a", schema.as_ref()).map_err(error)?;
+        let b = DFSchema::try_from_qualified_schema("b", schema.as_ref()).map_err(error)?;
+        let mut df_schema = a;
+        df_schema.merge(&b);
+        if df_schema.fields().len() != 2 * schema.fields().len() {
+            return Err(ExprError { sql: sql.to_string(), message: "the input has duplicate column names".into() });
+        }
+        let logical = self.session.parse_sql_expr(sql, &df_schema).map_err(error)?;
+        let physical = self.session.create_physical_expr(logical, &df_schema).map_err(error)?;
+        let pair = pair_schema(schema);
+        let data_type = physical.data_type(&pair).map_err(error)?;
+        let nullable = physical.nullable(&pair).map_err(error)?;
+        Ok(CompiledExpr { sql: sql.to_string(), physical, data_type, nullable })
+    }
+}
+
+/// The schema [`ExprCompiler::compile_pair`]'s expressions read: `schema`'s columns as `a.<name>`, then as
+/// `b.<name>`.
+pub fn pair_schema(schema: &SchemaRef) -> Schema {
+    let fields = ["a", "b"]
+        .iter()
+        .flat_map(|q| schema.fields().iter().map(move |f| f.as_ref().clone().with_name(format!("{q}.{}", f.name()))))
+        .collect::<Vec<_>>();
+    Schema::new(fields)
 }
 
 impl CompiledExpr {
@@ -109,6 +141,26 @@ mod tests {
         assert_eq!(strings, vec!["hello", "world"]);
         let predicate = compiler.compile("n > 5", &schema())?;
         assert_eq!(predicate.data_type, DataType::Boolean);
+        Ok(())
+    }
+
+    #[test]
+    fn pair_expressions_read_both_records() -> Result<(), Box<dyn std::error::Error>> {
+        let compiler = ExprCompiler::new();
+        let expr = compiler.compile_pair("a.n + b.n * 10", &schema())?;
+        let pair = Arc::new(pair_schema(&schema()));
+        let batch = RecordBatch::try_new(
+            pair,
+            vec![
+                Arc::new(StringArray::from(vec!["x"])),
+                Arc::new(Int64Array::from(vec![1])),
+                Arc::new(StringArray::from(vec!["y"])),
+                Arc::new(Int64Array::from(vec![2])),
+            ],
+        )?;
+        let out = expr.evaluate(&batch)?;
+        assert_eq!(out.as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0), 21);
+        assert!(compiler.compile_pair("c.n", &schema()).is_err(), "only a and b exist");
         Ok(())
     }
 

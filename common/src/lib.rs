@@ -16,6 +16,7 @@
 //! - [`process`]: what every Sluice binary does at start and stop (logging, shutdown signals).
 #![warn(missing_docs)]
 
+pub mod aggregates;
 pub mod config;
 pub mod expr;
 pub mod ids;

@@ -4,7 +4,7 @@ pub mod data;
 pub mod fraud;
 
 use sluice_common::job::builder::{
-    avg, bounded_out_of_orderness, count, max, min, session, sliding, tumbling, JobBuilder,
+    aggregate, avg, bounded_out_of_orderness, count, max, min, session, sliding, tumbling, JobBuilder,
 };
 use sluice_common::proto::{
     generated_column::Generator, DataType, DatagenSource, Field, FileFormat, FileSource, GeneratedColumn, JobGraph,
@@ -58,7 +58,7 @@ pub fn windowed_word_count() -> JobGraph {
     job.build()
 }
 
-/// Sensor readings → key by sensor → 30 s windows every 10 s → avg/min/max/count. Readings up to 2 s out of
+/// Sensor readings → key by sensor → 30 s windows every 10 s → avg/min/max/count/stddev/median. Readings up to 2 s out of
 /// order are on time; a window accepts records for 5 s after it closes (updating its result), and readings
 /// later than that go to a separate sink through the window's "late" side output.
 pub fn windowed_aggregation() -> JobGraph {
@@ -93,6 +93,9 @@ pub fn windowed_aggregation() -> JobGraph {
                 min("min_temperature", "temperature"),
                 max("max_temperature", "temperature"),
                 count("readings"),
+                // DataFusion's aggregate functions beyond the native five work the same way.
+                aggregate("stddev", "stddev_temperature", "temperature"),
+                aggregate("median", "median_temperature", "temperature"),
             ],
             allowed_lateness_ms: 5_000,
             ..Default::default()
@@ -203,22 +206,40 @@ pub fn stream_enrichment() -> JobGraph {
     job.build()
 }
 
-/// Page views → key by user → sessions that close after 30 s without a view → views per session.
+/// Page views → key by user → sessions that close after 30 s without a view → views per session; and, from
+/// the same sessions, each one's last page and when it was viewed (a reducing window: records folded
+/// pairwise, keeping the later view).
 pub fn session_windows() -> JobGraph {
     let job = JobBuilder::new("session_windows");
-    job.file_source(
-        "views",
-        1,
-        json_source(
-            "examples/data/page_views.jsonl",
-            vec![field("user", DataType::String), field("ts", DataType::TimestampMs), field("page", DataType::String)],
-        ),
-    )
-    .with_event_time(bounded_out_of_orderness("ts", 5_000))
-    .key_by(&["user"])
-    .window("sessions", session(30_000), &[count("views")])
-    .set_parallelism(2)
-    .file_sink("sink", "data/output/session_windows");
+    let views = job
+        .file_source(
+            "views",
+            1,
+            json_source(
+                "examples/data/page_views.jsonl",
+                vec![
+                    field("user", DataType::String),
+                    field("ts", DataType::TimestampMs),
+                    field("page", DataType::String),
+                ],
+            ),
+        )
+        .with_event_time(bounded_out_of_orderness("ts", 5_000));
+    views
+        .clone()
+        .key_by(&["user"])
+        .window("sessions", session(30_000), &[count("views")])
+        .set_parallelism(2)
+        .file_sink("sink", "data/output/session_windows");
+    views
+        .key_by(&["user"])
+        .reduce(
+            "exits",
+            session(30_000),
+            &[("ts", "greatest(a.ts, b.ts)"), ("page", "CASE WHEN b.ts >= a.ts THEN b.page ELSE a.page END")],
+        )
+        .set_parallelism(2)
+        .file_sink("exits_sink", "data/output/session_exits");
     job.build()
 }
 

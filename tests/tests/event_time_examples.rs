@@ -61,6 +61,11 @@ fn float(row: &Map<String, Value>, column: &str) -> f64 {
     row.get(column).and_then(Value::as_f64).unwrap_or_else(|| panic!("column {column} is not a number in {row:?}"))
 }
 
+/// A float with 6 decimals, or "null".
+fn optional(value: Option<f64>) -> String {
+    value.map_or_else(|| "null".to_string(), |v| format!("{v:.6}"))
+}
+
 fn string<'a>(row: &'a Map<String, Value>, column: &str) -> &'a str {
     row.get(column).and_then(Value::as_str).unwrap_or_else(|| panic!("column {column} is not a string in {row:?}"))
 }
@@ -259,7 +264,14 @@ fn naive_sensor_stats(readings: &str) -> (Vec<String>, Vec<String>) {
             let avg = temperatures.iter().sum::<f64>() / n as f64;
             let min = temperatures.iter().copied().fold(f64::INFINITY, f64::min);
             let max = temperatures.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            format!("{sensor}|{start}|{}|{avg:.6}|{min:.6}|{max:.6}|{n}", start + SIZE)
+            // The sample standard deviation (null for one reading) and the median (the mean of the middle two
+            // for an even count), as SQL defines them.
+            let stddev =
+                (n > 1).then(|| (temperatures.iter().map(|t| (t - avg).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt());
+            let mut sorted = temperatures.clone();
+            sorted.sort_by(f64::total_cmp);
+            let median = if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 };
+            format!("{sensor}|{start}|{}|{avg:.6}|{min:.6}|{max:.6}|{n}|{}|{median:.6}", start + SIZE, optional(stddev))
         })
         .collect();
     results.sort();
@@ -277,11 +289,13 @@ fn windowed_aggregation_matches_naive_sliding_windows_and_sends_late_readings_as
             Run::start("windowed_aggregation", &[("sensors.jsonl", &readings)], Some((p, &["stats", "sink"])), backend);
         let actual = last_per_window(&run.rows("windowed_aggregation"), "sensor", &|row| {
             format!(
-                "{:.6}|{:.6}|{:.6}|{}",
+                "{:.6}|{:.6}|{:.6}|{}|{}|{:.6}",
                 float(row, "avg_temperature"),
                 float(row, "min_temperature"),
                 float(row, "max_temperature"),
-                int(row, "readings")
+                int(row, "readings"),
+                optional(row.get("stddev_temperature").and_then(Value::as_f64)),
+                float(row, "median_temperature"),
             )
         });
         assert_eq!(actual, expected, "parallelism {p}, {backend}");
@@ -371,16 +385,54 @@ fn naive_sessions(views: &str) -> Vec<String> {
     sessions
 }
 
+/// Per session (as in [`naive_sessions`]): the time and page of its last view, "user|start|end|ts|page".
+fn naive_session_exits(views: &str) -> Vec<String> {
+    let mut by_user: BTreeMap<String, Vec<(i64, String)>> = BTreeMap::new();
+    for row in read_jsonl(views) {
+        by_user
+            .entry(string(&row, "user").to_string())
+            .or_default()
+            .push((int(&row, "ts"), string(&row, "page").into()));
+    }
+    let mut exits = Vec::new();
+    for (user, mut views) in by_user {
+        views.sort();
+        assert!(views.windows(2).all(|w| w[0].0 < w[1].0), "{user} has two views at one time: the last is ambiguous");
+        let mut first = views[0].0;
+        for (i, (t, page)) in views.iter().enumerate() {
+            match views.get(i + 1) {
+                Some((next, _)) if next - t <= 30_000 => {}
+                _ => {
+                    exits.push(format!("{user}|{first}|{}|{t}|{page}", t + 30_000));
+                    if let Some((next, _)) = views.get(i + 1) {
+                        first = *next;
+                    }
+                }
+            }
+        }
+    }
+    exits.sort();
+    exits
+}
+
 #[test]
 fn session_windows_match_naive_sessions_at_any_parallelism_on_both_backends() {
     let views = sample("page_views.jsonl");
     let expected = naive_sessions(&views);
     assert!(expected.len() >= 36, "12 users with 3 to 5 visits each: {expected:?}");
     for (p, backend) in RUNS {
-        let run =
-            Run::start("session_windows", &[("page_views.jsonl", &views)], Some((p, &["sessions", "sink"])), backend);
+        let run = Run::start(
+            "session_windows",
+            &[("page_views.jsonl", &views)],
+            Some((p, &["sessions", "sink", "exits", "exits_sink"])),
+            backend,
+        );
         let actual = last_per_window(&run.rows("session_windows"), "user", &|row| int(row, "views").to_string());
         assert_eq!(actual, expected, "parallelism {p}, {backend}");
+        let exits = last_per_window(&run.rows("session_exits"), "user", &|row| {
+            format!("{}|{}", int(row, "ts"), string(row, "page"))
+        });
+        assert_eq!(exits, naive_session_exits(&views), "parallelism {p}, {backend}: the reducing window");
     }
 }
 
@@ -560,9 +612,13 @@ fn golden_rows() -> Vec<(&'static str, Vec<Value>)> {
         .iter()
         .map(|r| {
             let f = split(r);
-            serde_json::json!({"sensor": f[0], "window_start": iso(number(&f[1])), "window_end": iso(number(&f[2])),
-                "avg_temperature": real(&f[3]), "min_temperature": real(&f[4]), "max_temperature": real(&f[5]),
-                "readings": number(&f[6])})
+            let mut row = serde_json::json!({"sensor": f[0], "window_start": iso(number(&f[1])),
+                "window_end": iso(number(&f[2])), "avg_temperature": real(&f[3]), "min_temperature": real(&f[4]),
+                "max_temperature": real(&f[5]), "readings": number(&f[6]), "median_temperature": real(&f[8])});
+            if f[7] != "null" {
+                row["stddev_temperature"] = real(&f[7]).into();
+            }
+            row
         })
         .collect();
     let late = late
@@ -584,6 +640,14 @@ fn golden_rows() -> Vec<(&'static str, Vec<Value>)> {
         .map(|r| {
             let f = split(r);
             serde_json::json!({"user": f[0], "window_start": iso(number(&f[1])), "window_end": iso(number(&f[2])), "views": number(&f[3])})
+        })
+        .collect();
+    let exits = naive_session_exits(&sample("page_views.jsonl"))
+        .iter()
+        .map(|r| {
+            let f = split(r);
+            serde_json::json!({"user": f[0], "window_start": iso(number(&f[1])), "window_end": iso(number(&f[2])),
+                "ts": iso(number(&f[3])), "page": f[4]})
         })
         .collect();
     let joined = naive_interval_join(&sample("orders.jsonl"), &sample("payments.jsonl"))
@@ -623,6 +687,7 @@ fn golden_rows() -> Vec<(&'static str, Vec<Value>)> {
         ("windowed_aggregation_late", late),
         ("stateful_deduplication", dedup),
         ("session_windows", sessions),
+        ("session_exits", exits),
     ]
 }
 

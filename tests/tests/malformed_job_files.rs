@@ -173,6 +173,39 @@ fn cases() -> Vec<Case> {
             &["vertex 'count' (aggregate)", "unknown aggregate function 'median'"],
         ),
         case(
+            "window with a DataFusion aggregate over the wrong type",
+            broken(|j| {
+                *vertex(j, "count") = processing_time_window(json!({"aggregates": [
+                    {"function": "stddev", "argument": "word", "name": "sd"}]}));
+            }),
+            &["vertex 'count' (window)", "aggregate 'sd': stddev(word)"],
+        ),
+        case(
+            "window with both aggregates and reduce",
+            broken(|j| {
+                *vertex(j, "count") = processing_time_window(json!({
+                    "aggregates": [{"function": "count", "name": "n"}],
+                    "reduce": {"columns": [{"name": "word", "expr": "b.word"}]}}));
+            }),
+            &["vertex 'count' (window)", "either 'aggregates' or 'reduce'"],
+        ),
+        case(
+            "reduce of a column the input does not have",
+            broken(|j| {
+                *vertex(j, "count") = processing_time_window(json!({
+                    "reduce": {"columns": [{"name": "total", "expr": "a.total + b.total"}]}}));
+            }),
+            &["vertex 'count' (window)", "reduce column 'total'", "not one of the input's non-key columns"],
+        ),
+        case(
+            "custom operator without output columns",
+            broken(|j| {
+                *vertex(j, "count") =
+                    json!({"id": "count", "parallelism": 2, "custom": {"name": "fraud_detector", "keys": ["word"]}});
+            }),
+            &["vertex 'count' (custom)", "'output' is missing"],
+        ),
+        case(
             "aggregate input not hashed by its keys",
             broken(|j| edge(j, 3)["key"] = json!(["n"])),
             &["vertex 'count' (aggregate)", "must be partitioned by its keys"],
@@ -280,4 +313,13 @@ fn every_problem_of_a_job_file_is_reported_at_once_and_the_unbroken_base_is_acce
     let answer = cluster.submit_file(valid_job().to_string().as_bytes());
     assert_eq!(answer.status, 200, "the base job must be accepted: {}", answer.body);
     assert_eq!(cluster.get("/jobs")["jobs"].as_array().map(Vec::len), Some(1));
+}
+
+/// The job's "count" vertex as a processing-time tumbling window on "word" with the given settings.
+fn processing_time_window(settings: Value) -> Value {
+    let mut window = json!({"keys": ["word"], "tumbling": {"size_ms": 1000}, "time": "PROCESSING_TIME"});
+    if let (Some(window), Some(settings)) = (window.as_object_mut(), settings.as_object()) {
+        window.extend(settings.clone());
+    }
+    json!({"id": "count", "parallelism": 2, "window": window})
 }

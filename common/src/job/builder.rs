@@ -30,8 +30,8 @@ use std::rc::Rc;
 use crate::proto::{
     event_time::Watermarks, vertex::Operator, window::Assigner, Aggregate, AggregateCall, BlackholeSink,
     CustomOperator, DataType, DatagenSource, Deduplicate, Edge, EventTime, Field, FileSink, FileSource, Filter,
-    FlatMap, IntervalJoin, JobConfig, JobGraph, Monotonous, Partitioning, PrintSink, Projection, Select, SessionWindow,
-    SlidingWindow, TemporalJoin, TumblingWindow, Vertex, Window,
+    FlatMap, IntervalJoin, JobConfig, JobGraph, Monotonous, Partitioning, PrintSink, Projection, Reduce, Select,
+    SessionWindow, SlidingWindow, TemporalJoin, TumblingWindow, Vertex, Window,
 };
 
 /// Builds a [`JobGraph`].
@@ -266,6 +266,14 @@ impl KeyedStream {
         self.window_with(id, Window { assigner: Some(assigner), aggregates: aggregates.to_vec(), ..Default::default() })
     }
 
+    /// A window folding its records pairwise: each `(column, expr)` gets the SQL expression over the
+    /// accumulated record `a` and the next record `b` ("a.amount + b.amount"); other columns keep b's value.
+    pub fn reduce(self, id: &str, assigner: Assigner, columns: &[(&str, &str)]) -> Stream {
+        let columns = columns.iter().map(|(name, expr)| Projection { name: name.to_string(), expr: expr.to_string() });
+        let reduce = Reduce { columns: columns.collect() };
+        self.window_with(id, Window { assigner: Some(assigner), reduce: Some(reduce), ..Default::default() })
+    }
+
     /// A window with every setting given (time domain, allowed lateness); its keys are this stream's.
     pub fn window_with(self, id: &str, mut window: Window) -> Stream {
         window.keys = self.stream.key.clone();
@@ -352,6 +360,10 @@ pub fn min(name: &str, argument: &str) -> AggregateCall {
 /// `max(argument) AS name`.
 pub fn max(name: &str, argument: &str) -> AggregateCall {
     call("max", argument, name)
+}
+/// Any aggregate function by name: DataFusion's (`stddev`, `median`, `approx_distinct`, ...) in windows.
+pub fn aggregate(function: &str, name: &str, argument: &str) -> AggregateCall {
+    call(function, argument, name)
 }
 /// `avg(argument) AS name`.
 pub fn avg(name: &str, argument: &str) -> AggregateCall {

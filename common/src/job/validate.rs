@@ -19,11 +19,13 @@ use datafusion::arrow::datatypes::{DataType as ArrowType, Field as ArrowField, S
 
 use super::chain::build_chains;
 use super::{hint, JobError};
+use crate::aggregates::{generic_aggregate, generic_aggregate_names};
 use crate::expr::ExprCompiler;
 use crate::keygroup::{is_hashable_key_type, MAX_PARALLELISM_DEFAULT, MAX_PARALLELISM_LIMIT};
 use crate::proto::{
     self, generated_column::Generator, vertex::Operator, DataType, Edge, JobConfig, JobGraph, Partitioning, Placement,
 };
+use datafusion::arrow::compute::can_cast_types;
 
 /// The operator names a vertex may carry, as written in job files.
 pub const OPERATOR_KINDS: &[&str] = &[
@@ -700,16 +702,63 @@ fn window_schema(
     let bound = ArrowType::Timestamp(TimeUnit::Millisecond, None);
     fields.push(ArrowField::new(WINDOW_START_COLUMN, bound.clone(), false));
     fields.push(ArrowField::new(WINDOW_END_COLUMN, bound, false));
-    if window.aggregates.is_empty() {
-        report("'aggregates' is missing: e.g. [{\"function\": \"count\", \"name\": \"count\"}]".into());
+    match &window.reduce {
+        Some(_) if !window.aggregates.is_empty() => {
+            report("a window has either 'aggregates' or 'reduce', not both".into())
+        }
+        Some(reduce) => fields.extend(reduce_fields(reduce, &window.keys, input, compiler, report)),
+        None if window.aggregates.is_empty() => report(
+            "'aggregates' is missing: e.g. [{\"function\": \"count\", \"name\": \"count\"}] (or give 'reduce')".into(),
+        ),
+        None => {}
     }
     for call in &window.aggregates {
-        if let Some(field) = aggregate_field(call, input, compiler, report) {
+        if let Some(field) = aggregate_field(call, input, compiler, true, report) {
             fields.push(field);
         }
     }
     unique_names(fields.iter().map(|f| f.name().as_str()), "output column", report);
     Some(Arc::new(Schema::new(fields)))
+}
+
+/// A reducing window's value columns: the input's columns other than the keys, each listed one checked.
+fn reduce_fields(
+    reduce: &proto::Reduce,
+    keys: &[String],
+    input: &SchemaRef,
+    compiler: &ExprCompiler,
+    report: &mut dyn FnMut(String),
+) -> Vec<ArrowField> {
+    let values: Vec<ArrowField> =
+        input.fields().iter().filter(|f| !keys.contains(f.name())).map(|f| f.as_ref().clone()).collect();
+    let names: Vec<&str> = values.iter().map(|f| f.name().as_str()).collect();
+    if values.is_empty() {
+        report("'reduce' needs columns besides the keys to fold".into());
+    }
+    unique_names(reduce.columns.iter().map(|c| c.name.as_str()), "reduce column", report);
+    for column in &reduce.columns {
+        let Some(field) = values.iter().find(|f| *f.name() == column.name) else {
+            report(format!(
+                "reduce column '{}'{} is not one of the input's non-key columns: {}",
+                column.name,
+                hint(&column.name, &names),
+                names.join(", ")
+            ));
+            continue;
+        };
+        match compiler.compile_pair(&column.expr, input) {
+            Ok(expr) if can_cast_types(&expr.data_type, field.data_type()) => {}
+            Ok(expr) => report(format!(
+                "reduce column '{}': '{}' is {}, which cannot become the column's {}",
+                column.name,
+                column.expr,
+                expr.data_type,
+                field.data_type()
+            )),
+            Err(e) => report(format!("reduce column '{}': {e} (name the two records 'a' and 'b')", column.name)),
+        }
+    }
+    values
 }
 
 fn input_schema(
@@ -1005,7 +1054,7 @@ fn aggregate_schema(
         report("'aggregates' is missing: e.g. [{\"function\": \"count\", \"name\": \"count\"}]".into());
     }
     for call in &aggregate.aggregates {
-        if let Some(field) = aggregate_field(call, input, compiler, report) {
+        if let Some(field) = aggregate_field(call, input, compiler, false, report) {
             fields.push(field);
         }
     }
@@ -1015,43 +1064,61 @@ fn aggregate_schema(
 
 /// The checks of a vertex that do not depend on its input schema, for when that schema is unknown.
 fn check_without_input_schema(vertex: &proto::Vertex, operator: &Operator, problems: &mut Vec<String>) {
-    let calls = match operator {
-        Operator::Aggregate(aggregate) => &aggregate.aggregates,
-        Operator::Window(window) => &window.aggregates,
+    let (calls, generic) = match operator {
+        Operator::Aggregate(aggregate) => (&aggregate.aggregates, false),
+        Operator::Window(window) => (&window.aggregates, true),
         _ => return,
     };
     for call in calls {
-        let function = call.function.to_lowercase();
-        if !AGGREGATE_FUNCTIONS.contains(&function.as_str()) {
+        if !is_known_function(&call.function, generic) {
             problems.push(format!(
-                "vertex '{}' ({}): unknown aggregate function '{}'{}; supported: {}",
+                "vertex '{}' ({}): {}",
                 vertex.id,
                 operator_kind(operator),
-                call.function,
-                hint(&function, AGGREGATE_FUNCTIONS),
-                AGGREGATE_FUNCTIONS.join(", ")
+                unknown_function(&call.function, generic)
             ));
         }
     }
 }
 
+/// Whether `function` is native, or (when `generic`) one of DataFusion's aggregate functions or aliases.
+fn is_known_function(function: &str, generic: bool) -> bool {
+    let function = function.to_lowercase();
+    AGGREGATE_FUNCTIONS.contains(&function.as_str())
+        || (generic && generic_aggregate(&function, &ArrowField::new("x", ArrowType::Int64, true)).is_some())
+}
+
+/// "unknown aggregate function ..." with what the operator supports.
+fn unknown_function(function: &str, generic: bool) -> String {
+    let mut supported: Vec<String> = AGGREGATE_FUNCTIONS.iter().map(|f| f.to_string()).collect();
+    if generic {
+        supported.extend(generic_aggregate_names());
+    }
+    let names: Vec<&str> = supported.iter().map(String::as_str).collect();
+    format!(
+        "unknown aggregate function '{function}'{}; supported: {}{}",
+        hint(&function.to_lowercase(), &names),
+        names.join(", "),
+        if generic { "" } else { " (windows also take DataFusion's other aggregate functions)" }
+    )
+}
+
+/// The output column of an aggregate call. `generic`: DataFusion's other aggregate functions are allowed
+/// (windows), besides the five native ones.
 fn aggregate_field(
     call: &proto::AggregateCall,
     input: &SchemaRef,
     compiler: &ExprCompiler,
+    generic: bool,
     report: &mut dyn FnMut(String),
 ) -> Option<ArrowField> {
     let function = call.function.to_lowercase();
     if call.name.is_empty() {
         report(format!("aggregate '{}({})' needs a 'name' for its output column", call.function, call.argument));
     }
-    if !AGGREGATE_FUNCTIONS.contains(&function.as_str()) {
-        report(format!(
-            "unknown aggregate function '{}'{}; supported: {}",
-            call.function,
-            hint(&function, AGGREGATE_FUNCTIONS),
-            AGGREGATE_FUNCTIONS.join(", ")
-        ));
+    let native = AGGREGATE_FUNCTIONS.contains(&function.as_str());
+    if !is_known_function(&function, generic) {
+        report(unknown_function(&call.function, generic));
         return None;
     }
     let argument = call.argument.trim();
@@ -1069,6 +1136,21 @@ fn aggregate_field(
             return None;
         }
     };
+    if !native {
+        let field = ArrowField::new(argument, expr.data_type.clone(), expr.nullable);
+        return match generic_aggregate(&function, &field) {
+            Some(Ok(typed)) => Some(ArrowField::new(&call.name, typed.result.data_type().clone(), true)),
+            Some(Err(e)) => {
+                report(format!(
+                    "aggregate '{}': {function}({argument}) with '{argument}' {}: {e}",
+                    call.name,
+                    field.data_type()
+                ));
+                None
+            }
+            None => None,
+        };
+    }
     let data_type = match (function.as_str(), &expr.data_type) {
         ("count", _) => ArrowType::Int64,
         ("avg", t) if t.is_numeric() => ArrowType::Float64,

@@ -4,7 +4,21 @@
 //! An [`Acc`] is two 64-bit words — a value (an integer, or a float's bits) and the number of values seen —
 //! so every function's partial result has the same 16-byte encoding, merges with another (session windows
 //! merge), and a group with no non-null input yields SQL's null.
+//!
+//! DataFusion's other aggregate functions (windows only) run through a [`GenericAgg`]: DataFusion's own
+//! accumulator, whose partial state (`Accumulator::state`) is kept as bytes in Arrow's row format.
 use std::sync::Arc;
+
+use datafusion::arrow::array::UInt32Array;
+use datafusion::arrow::compute::take;
+use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::Accumulator;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::PhysicalExpr;
+use sluice_common::aggregates::{generic_aggregate, GenericAggregate};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array};
 use datafusion::arrow::compute::cast;
@@ -27,6 +41,8 @@ pub enum Kind {
     MinFloat,
     MaxFloat,
     Avg,
+    /// A DataFusion accumulator ([`AggregateFn::generic`]); its [`Acc`] stays empty.
+    Generic,
 }
 
 impl Kind {
@@ -41,6 +57,8 @@ pub struct AggregateFn {
     pub kind: Kind,
     pub argument: Option<CompiledExpr>,
     pub output_type: DataType,
+    /// For [`Kind::Generic`]: the DataFusion function.
+    pub generic: Option<GenericAgg>,
 }
 
 impl AggregateFn {
@@ -62,6 +80,15 @@ impl AggregateFn {
             } else {
                 Some(compiler.compile(argument, input)?)
             };
+            if let (Some(expr), false) = (&argument, NATIVE.contains(&function.as_str())) {
+                let field = Field::new(&expr.sql, expr.data_type.clone(), expr.nullable);
+                let typed = generic_aggregate(&function, &field)
+                    .ok_or_else(|| OperatorError::new(format!("unknown aggregate function '{function}'")))?
+                    .map_err(|e| OperatorError::new(format!("aggregate {function}({}): {e}", expr.sql)))?;
+                let generic = Some(GenericAgg::new(typed)?);
+                functions.push(AggregateFn { kind: Kind::Generic, argument, output_type, generic });
+                continue;
+            }
             let floating = output_type == DataType::Float64;
             let kind = match (function.as_str(), floating, &argument) {
                 ("count", _, None) => Kind::CountRows,
@@ -75,7 +102,7 @@ impl AggregateFn {
                 ("avg", _, _) => Kind::Avg,
                 (other, _, _) => return Err(OperatorError::new(format!("unknown aggregate function '{other}'"))),
             };
-            functions.push(AggregateFn { kind, argument, output_type });
+            functions.push(AggregateFn { kind, argument, output_type, generic: None });
         }
         Ok(functions)
     }
@@ -84,8 +111,116 @@ impl AggregateFn {
     pub fn arguments(&self, batch: &RecordBatch) -> Result<Option<ArrayRef>, OperatorError> {
         let Some(argument) = &self.argument else { return Ok(None) };
         let values = argument.evaluate(batch)?;
-        let wanted = if self.kind.floating() { DataType::Float64 } else { DataType::Int64 };
+        let wanted = match &self.generic {
+            Some(generic) => generic.typed.argument.data_type().clone(),
+            None if self.kind.floating() => DataType::Float64,
+            None => DataType::Int64,
+        };
         Ok(Some(if values.data_type() == &wanted { values } else { cast(&values, &wanted)? }))
+    }
+}
+
+/// The functions with hand-written accumulators.
+const NATIVE: &[&str] = sluice_common::aggregates::NATIVE_AGGREGATES;
+
+/// A DataFusion aggregate function: creates its accumulators and keeps their partial states as bytes.
+pub struct GenericAgg {
+    typed: GenericAggregate,
+    /// The argument's one-column schema, which the accumulator's column expression reads.
+    schema: Schema,
+    exprs: Vec<Arc<dyn PhysicalExpr>>,
+    expr_fields: Vec<datafusion::arrow::datatypes::FieldRef>,
+    /// Encodes and decodes partial states (one row per state, a column per state field).
+    converter: RowConverter,
+}
+
+impl GenericAgg {
+    fn new(typed: GenericAggregate) -> Result<Self, OperatorError> {
+        let df = |e: datafusion::error::DataFusionError| OperatorError::new(e.to_string());
+        let schema = Schema::new(vec![typed.argument.as_ref().clone()]);
+        let exprs: Vec<Arc<dyn PhysicalExpr>> = vec![Arc::new(Column::new(typed.argument.name(), 0))];
+        let expr_fields = vec![typed.argument.clone()];
+        let state_fields = typed
+            .udaf
+            .state_fields(StateFieldsArgs {
+                name: typed.udaf.name(),
+                input_fields: &expr_fields,
+                return_field: typed.result.clone(),
+                ordering_fields: &[],
+                is_distinct: false,
+            })
+            .map_err(df)?;
+        let sort_fields: Vec<SortField> = state_fields.iter().map(|f| SortField::new(f.data_type().clone())).collect();
+        let converter = RowConverter::new(sort_fields)
+            .map_err(|e| OperatorError::new(format!("{}: its state cannot be stored ({e})", typed.udaf.name())))?;
+        Ok(Self { typed, schema, exprs, expr_fields, converter })
+    }
+
+    fn accumulator(&self) -> Result<Box<dyn Accumulator>, OperatorError> {
+        let args = AccumulatorArgs {
+            return_field: self.typed.result.clone(),
+            schema: &self.schema,
+            ignore_nulls: false,
+            order_bys: &[],
+            is_reversed: false,
+            name: self.typed.udaf.name(),
+            is_distinct: false,
+            exprs: &self.exprs,
+            expr_fields: &self.expr_fields,
+        };
+        self.typed.udaf.accumulator(args).map_err(|e| OperatorError::new(e.to_string()))
+    }
+
+    fn load(&self, accumulator: &mut dyn Accumulator, state: &[u8]) -> Result<(), OperatorError> {
+        if state.is_empty() {
+            return Ok(());
+        }
+        let parser = self.converter.parser();
+        let columns = self.converter.convert_rows([parser.parse(state)])?;
+        accumulator.merge_batch(&columns).map_err(|e| OperatorError::new(e.to_string()))
+    }
+
+    fn save(&self, accumulator: &mut dyn Accumulator) -> Result<Vec<u8>, OperatorError> {
+        let df = |e: datafusion::error::DataFusionError| OperatorError::new(e.to_string());
+        let columns = accumulator
+            .state()
+            .map_err(df)?
+            .iter()
+            .map(|value| value.to_array().map_err(df))
+            .collect::<Result<Vec<_>, _>>()?;
+        let rows = self.converter.convert_columns(&columns)?;
+        Ok(rows.row(0).as_ref().to_vec())
+    }
+
+    /// The partial state after folding rows `rows` of `values` into `state` (empty: no values yet).
+    pub fn fold(&self, state: &[u8], values: &ArrayRef, rows: &[u32]) -> Result<Vec<u8>, OperatorError> {
+        let mut accumulator = self.accumulator()?;
+        self.load(accumulator.as_mut(), state)?;
+        let taken = take(values, &UInt32Array::from(rows.to_vec()), None)?;
+        accumulator.update_batch(&[taken]).map_err(|e| OperatorError::new(e.to_string()))?;
+        self.save(accumulator.as_mut())
+    }
+
+    /// Two partial states merged into one.
+    pub fn merge(&self, a: &[u8], b: &[u8]) -> Result<Vec<u8>, OperatorError> {
+        let mut accumulator = self.accumulator()?;
+        self.load(accumulator.as_mut(), a)?;
+        self.load(accumulator.as_mut(), b)?;
+        self.save(accumulator.as_mut())
+    }
+
+    /// The result column over several groups' partial states.
+    pub fn evaluate<'a>(&self, states: impl Iterator<Item = &'a [u8]>) -> Result<ArrayRef, OperatorError> {
+        let mut values = Vec::new();
+        for state in states {
+            let mut accumulator = self.accumulator()?;
+            self.load(accumulator.as_mut(), state)?;
+            values.push(accumulator.evaluate().map_err(|e| OperatorError::new(e.to_string()))?);
+        }
+        if values.is_empty() {
+            return Ok(datafusion::arrow::array::new_empty_array(self.typed.result.data_type()));
+        }
+        ScalarValue::iter_to_array(values).map_err(|e| OperatorError::new(e.to_string()))
     }
 }
 
@@ -117,7 +252,7 @@ impl Acc {
         if !values.is_valid(row) {
             return;
         }
-        if kind == Kind::CountValues {
+        if kind == Kind::CountValues || kind == Kind::Generic {
             self.count += 1;
             return;
         }
@@ -161,6 +296,7 @@ impl Acc {
             Kind::SumFloat | Kind::Avg => self.set_float(self.float() + other.float()),
             Kind::MinFloat => self.set_float(self.float().min(other.float())),
             Kind::MaxFloat => self.set_float(self.float().max(other.float())),
+            Kind::Generic => {}
         }
         self.count += other.count;
     }
@@ -205,6 +341,7 @@ pub fn evaluate(f: &AggregateFn, accs: impl Iterator<Item = Acc>) -> Result<Arra
         Kind::Avg => {
             Arc::new(accs.map(|a| (a.count > 0).then(|| a.float() / a.count as f64)).collect::<Float64Array>())
         }
+        Kind::Generic => return Err(OperatorError::new("a DataFusion aggregate is evaluated from its states")),
     };
     if array.data_type() == &f.output_type {
         Ok(array)

@@ -51,7 +51,11 @@ impl RunningAggregate {
         let sort_fields = key_columns.iter().map(|&i| SortField::new(input.field(i).data_type().clone())).collect();
         let converter = RowConverter::new(sort_fields)?;
         let group_keys = converter.empty_rows(1024, 16 * 1024);
-        let accumulators = AggregateFn::compile_all(&spec.aggregates, input, &output, key_columns.len())?
+        let functions = AggregateFn::compile_all(&spec.aggregates, input, &output, key_columns.len())?;
+        if functions.iter().any(|f| f.kind == Kind::Generic) {
+            return Err(OperatorError::new("the running aggregate computes count, sum, min, max and avg only"));
+        }
+        let accumulators = functions
             .into_iter()
             .map(|f| Accumulator {
                 kind: f.kind,
@@ -141,7 +145,8 @@ impl Accumulator {
             Kind::SumFloat | Kind::Avg => self.floats.resize(groups, 0.0),
             Kind::MinFloat => self.floats.resize(groups, f64::INFINITY),
             Kind::MaxFloat => self.floats.resize(groups, f64::NEG_INFINITY),
-            Kind::CountRows | Kind::CountValues => {}
+            // Refused when the operator is built.
+            Kind::CountRows | Kind::CountValues | Kind::Generic => {}
         }
     }
 
@@ -212,6 +217,7 @@ impl Accumulator {
                     .map(|&g| present(g).then(|| self.floats[g as usize] / self.values[g as usize] as f64))
                     .collect::<Float64Array>(),
             ),
+            Kind::Generic => return Err(OperatorError::new("the running aggregate has no DataFusion aggregates")),
         };
         if array.data_type() == &self.output_type {
             Ok(array)

@@ -1,7 +1,7 @@
 //! Keyed windows: tumbling, sliding and session, on event time or processing time.
 //!
 //! State: one entry per (key, window) in the keyed state backend, holding the window's partial aggregates
-//! ([`Acc`], 16 bytes each). Its key is `key group | key | window start | window end`, so all windows of a
+//! ([`Acc`], 16 bytes each, then for each DataFusion aggregate its length-prefixed partial state). Its key is `key group | key | window start | window end`, so all windows of a
 //! key are one prefix (sessions scan it to merge).
 //!
 //! A batch is handled column-at-a-time where it can be: every row's key bytes (Arrow row format), key group
@@ -23,16 +23,17 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, AsArray, TimestampMillisecondArray, UInt32Array};
-use datafusion::arrow::compute::take_record_batch;
-use datafusion::arrow::datatypes::{Int64Type, SchemaRef};
+use datafusion::arrow::compute::{cast, take_record_batch};
+use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, SortField};
 use prometheus::Histogram;
+use sluice_common::expr::{pair_schema, CompiledExpr, ExprCompiler};
 use sluice_common::job::LATE_SIDE_OUTPUT;
 use sluice_common::keygroup::{hash_key_columns, key_group_of};
-use sluice_common::proto::{window::Assigner, TimeDomain, Window};
+use sluice_common::proto::{window::Assigner, Reduce, TimeDomain, Window};
 
-use super::accumulate::{evaluate, Acc, AggregateFn};
+use super::accumulate::{evaluate, Acc, AggregateFn, ACC_BYTES};
 use super::{Operator, OperatorError};
 use crate::state::{split_state_key, time_bytes, time_from_bytes, KeyedStateBackend, StateError, StateId, StateKey};
 use crate::time::{now_millis, timestamps_of, END_OF_TIME};
@@ -104,6 +105,122 @@ fn decode_window(bytes: &[u8]) -> Option<(i64, i64)> {
     Some((time_from_bytes(&bytes[..8])?, time_from_bytes(&bytes[8..])?))
 }
 
+/// A reducing window's fold: the input's non-key columns, an optional `a`/`b` expression for each.
+struct Reducer {
+    columns: Vec<usize>,
+    exprs: Vec<Option<CompiledExpr>>,
+    types: Vec<DataType>,
+    pair: SchemaRef,
+    /// Encodes and decodes a reduced record (one row over the non-key columns).
+    converter: RowConverter,
+}
+
+impl Reducer {
+    fn new(spec: &Reduce, keys: &[usize], input: &SchemaRef) -> Result<Self, OperatorError> {
+        let columns: Vec<usize> = (0..input.fields().len()).filter(|c| !keys.contains(c)).collect();
+        let compiler = ExprCompiler::new();
+        let mut exprs = Vec::with_capacity(columns.len());
+        for &c in &columns {
+            let name = input.field(c).name();
+            exprs.push(match spec.columns.iter().find(|p| p.name == *name) {
+                Some(p) => Some(compiler.compile_pair(&p.expr, input)?),
+                None => None,
+            });
+        }
+        let types: Vec<DataType> = columns.iter().map(|&c| input.field(c).data_type().clone()).collect();
+        let converter = RowConverter::new(types.iter().map(|t| SortField::new(t.clone())).collect())?;
+        Ok(Self { columns, exprs, types, pair: Arc::new(pair_schema(input)), converter })
+    }
+
+    /// Row `row` of `batch` as a reduced record (its non-key columns).
+    fn record(&self, batch: &RecordBatch, row: usize) -> Vec<ArrayRef> {
+        self.columns.iter().map(|&c| batch.column(c).slice(row, 1)).collect()
+    }
+
+    /// A record's every input column: its non-key `values`, and the key columns of row `row` of `batch`
+    /// (the same key).
+    fn full(&self, values: &[ArrayRef], batch: &RecordBatch, row: usize) -> Vec<ArrayRef> {
+        let mut full: Vec<ArrayRef> = batch.columns().iter().map(|c| c.slice(row, 1)).collect();
+        for (i, &c) in self.columns.iter().enumerate() {
+            full[c] = values[i].clone();
+        }
+        full
+    }
+
+    /// `reduce(a, b)` of two one-row records (non-key columns) of the key of row `row` of `batch`.
+    fn fold(
+        &self,
+        a: &[ArrayRef],
+        b: &[ArrayRef],
+        batch: &RecordBatch,
+        row: usize,
+    ) -> Result<Vec<ArrayRef>, OperatorError> {
+        let columns = self.full(a, batch, row).into_iter().chain(self.full(b, batch, row)).collect();
+        let pair = RecordBatch::try_new(self.pair.clone(), columns)?;
+        let mut next = Vec::with_capacity(self.columns.len());
+        for (i, expr) in self.exprs.iter().enumerate() {
+            next.push(match expr {
+                Some(expr) => {
+                    let value = expr.evaluate(&pair)?;
+                    if value.data_type() == &self.types[i] {
+                        value
+                    } else {
+                        cast(&value, &self.types[i])?
+                    }
+                }
+                None => b[i].clone(),
+            });
+        }
+        Ok(next)
+    }
+
+    fn encode(&self, record: &[ArrayRef]) -> Result<Vec<u8>, OperatorError> {
+        Ok(self.converter.convert_columns(record)?.row(0).as_ref().to_vec())
+    }
+
+    fn decode<'a>(&self, records: impl Iterator<Item = &'a [u8]>) -> Result<Vec<ArrayRef>, OperatorError> {
+        let parser = self.converter.parser();
+        Ok(self.converter.convert_rows(records.map(|r| parser.parse(r)))?)
+    }
+}
+
+/// A fired window: its full state key, accumulators and DataFusion partial states.
+type Fired = (Vec<u8>, Vec<Acc>, Vec<Vec<u8>>);
+
+/// A window's stored value: the accumulators, then each DataFusion partial state with its length (u32 BE).
+fn encode_value(accs: &[Acc], states: &[Vec<u8>], out: &mut Vec<u8>) {
+    Acc::encode(accs, out);
+    for state in states {
+        out.extend_from_slice(&(state.len() as u32).to_be_bytes());
+        out.extend_from_slice(state);
+    }
+}
+
+/// Decodes what [`encode_value`] wrote for `n` functions, `generic` of them DataFusion's; a value of another
+/// shape is corrupt.
+fn decode_value(
+    bytes: &[u8],
+    (n, generic): (usize, usize),
+    accs: &mut Vec<Acc>,
+    states: &mut Vec<Vec<u8>>,
+) -> Result<(), OperatorError> {
+    let fixed = n * ACC_BYTES;
+    let corrupt = || OperatorError::new(format!("corrupt window state: {} bytes for {n} aggregates", bytes.len()));
+    Acc::decode(bytes.get(..fixed).ok_or_else(corrupt)?, n, accs)?;
+    states.clear();
+    let mut rest = &bytes[fixed..];
+    while !rest.is_empty() {
+        let (length, tail) = rest.split_first_chunk::<4>().ok_or_else(corrupt)?;
+        let length = u32::from_be_bytes(*length) as usize;
+        states.push(tail.get(..length).ok_or_else(corrupt)?.to_vec());
+        rest = &tail[length..];
+    }
+    if states.len() != generic {
+        return Err(corrupt());
+    }
+    Ok(())
+}
+
 pub struct WindowOp {
     key_columns: Vec<usize>,
     converter: RowConverter,
@@ -129,10 +246,16 @@ pub struct WindowOp {
     value: Vec<u8>,
     accs: Vec<Acc>,
     assigned: Vec<(i64, i64)>,
-    /// Fired (full state key, accumulators) waiting to be turned into a batch.
-    fired: Vec<(Vec<u8>, Vec<Acc>)>,
+    /// The positions in `functions` of DataFusion aggregates (whose partial states are in `states`).
+    generic: Vec<usize>,
+    /// Scratch: the partial states of the DataFusion aggregates under the current key.
+    states: Vec<Vec<u8>>,
+    /// Fired (full state key, accumulators, DataFusion partial states) waiting to be turned into a batch.
+    fired: Vec<Fired>,
     /// Observes emission wall time minus window end for every row emitted.
     emit_latency: Option<Histogram>,
+    /// A reducing window (no aggregates): its reduced record is the single entry of `states`.
+    reducer: Option<Reducer>,
 }
 
 impl WindowOp {
@@ -156,7 +279,13 @@ impl WindowOp {
         };
         let functions = AggregateFn::compile_all(&spec.aggregates, input, &output, key_columns.len() + 2)?;
         let windows = backend.register("windows")?;
+        let generic: Vec<usize> = (0..functions.len()).filter(|&f| functions[f].generic.is_some()).collect();
+        let reducer = spec.reduce.as_ref().map(|r| Reducer::new(r, &key_columns, input)).transpose()?;
+        let stored_states = generic.len() + usize::from(reducer.is_some());
         Ok(Self {
+            reducer,
+            states: vec![Vec::new(); stored_states],
+            generic,
             key_columns,
             converter: RowConverter::new(sort_fields)?,
             assign: Assign::of(spec)?,
@@ -188,6 +317,11 @@ impl WindowOp {
         self
     }
 
+    /// (aggregates, DataFusion aggregates among them): what a stored value holds.
+    fn shape(&self) -> (usize, usize) {
+        (self.functions.len(), self.generic.len() + usize::from(self.reducer.is_some()))
+    }
+
     /// Whether state for a window ending at `end` is gone (or would be) at the current watermark.
     fn expired(&self, end: i64) -> bool {
         self.time_column.is_some() && end.saturating_sub(1).saturating_add(self.lateness) <= self.watermark
@@ -198,21 +332,22 @@ impl WindowOp {
         self.time_column.is_some() && end.saturating_sub(1) <= self.watermark
     }
 
-    /// Reads the accumulators stored under the current key into `self.accs` (identities when absent).
+    /// Reads the accumulators stored under the current key into `self.accs` and `self.states` (identities
+    /// when absent).
     fn load(&mut self) -> Result<bool, OperatorError> {
-        let n = self.functions.len();
         if self.backend.get(self.windows, self.key.as_bytes(), &mut self.value)? {
-            Acc::decode(&self.value, n, &mut self.accs)?;
+            decode_value(&self.value, self.shape(), &mut self.accs, &mut self.states)?;
             Ok(true)
         } else {
             self.accs.clear();
-            self.accs.resize(n, Acc::default());
+            self.accs.resize(self.functions.len(), Acc::default());
+            self.states.iter_mut().for_each(Vec::clear);
             Ok(false)
         }
     }
 
     fn store(&mut self) -> Result<(), OperatorError> {
-        Acc::encode(&self.accs, &mut self.value);
+        encode_value(&self.accs, &self.states, &mut self.value);
         self.backend.put(self.windows, self.key.as_bytes(), &self.value)?;
         Ok(())
     }
@@ -221,7 +356,7 @@ impl WindowOp {
     /// fired already (a late record within the allowed lateness).
     fn after_update(&mut self, end: i64, created: bool) {
         if self.past_end(end) {
-            self.fired.push((self.key.as_bytes().to_vec(), self.accs.clone()));
+            self.fired.push((self.key.as_bytes().to_vec(), self.accs.clone(), self.states.clone()));
         } else if created {
             self.fire_timers.insert((end.saturating_sub(1), self.key.as_bytes().to_vec()));
         }
@@ -239,8 +374,9 @@ impl WindowOp {
             }
             let Some((_, full)) = self.fire_timers.pop_first() else { break };
             if self.backend.get(self.windows, &full, &mut self.value)? {
-                Acc::decode(&self.value, self.functions.len(), &mut self.accs)?;
-                self.fired.push((full.clone(), self.accs.clone()));
+                let mut states = Vec::new();
+                decode_value(&self.value, self.shape(), &mut self.accs, &mut states)?;
+                self.fired.push((full.clone(), self.accs.clone(), states));
                 if self.lateness == 0 || self.time_column.is_none() {
                     self.backend.delete(self.windows, &full)?;
                 }
@@ -266,7 +402,7 @@ impl WindowOp {
         let mut rows = Vec::with_capacity(fired.len());
         let mut starts = Vec::with_capacity(fired.len());
         let mut ends = Vec::with_capacity(fired.len());
-        for (full, _) in &fired {
+        for (full, _, _) in &fired {
             let (_, key, namespace) = split_state_key(full)
                 .ok_or_else(|| OperatorError::new("corrupt window state: a key without its key group"))?;
             let (start, end) = decode_window(namespace)
@@ -284,8 +420,23 @@ impl WindowOp {
         let mut columns = self.converter.convert_rows(rows)?;
         columns.push(Arc::new(TimestampMillisecondArray::from(starts)));
         columns.push(Arc::new(TimestampMillisecondArray::from(ends)));
+        if let Some(reducer) = &self.reducer {
+            let reduced = reducer.decode(fired.iter().map(|(_, _, states)| states[0].as_slice()))?;
+            columns.extend(reduced);
+        }
         for (i, function) in self.functions.iter().enumerate() {
-            columns.push(evaluate(function, fired.iter().map(|(_, accs)| accs[i]))?);
+            columns.push(match (&function.generic, self.generic.iter().position(|&g| g == i)) {
+                (Some(generic), Some(ordinal)) => {
+                    let column = generic.evaluate(fired.iter().map(|(_, _, states)| states[ordinal].as_slice()))?;
+                    let wanted = &function.output_type;
+                    if column.data_type() == wanted {
+                        column
+                    } else {
+                        cast(&column, wanted)?
+                    }
+                }
+                _ => evaluate(function, fired.iter().map(|(_, accs, _)| accs[i]))?,
+            });
         }
         out.push(RecordBatch::try_new(self.output.clone(), columns)?);
         Ok(())
@@ -295,6 +446,7 @@ impl WindowOp {
     /// then one read and one write per group.
     fn process_aligned(
         &mut self,
+        batch: &RecordBatch,
         key_rows: &datafusion::arrow::row::Rows,
         times: &[Option<i64>],
         arguments: &[Option<ArrayRef>],
@@ -304,6 +456,8 @@ impl WindowOp {
         let mut groups: HashMap<Vec<u8>, usize, ahash::RandomState> = HashMap::default();
         let mut partials: Vec<Acc> = Vec::new();
         let mut group_ends: Vec<i64> = Vec::new();
+        // The rows of each group, for the DataFusion aggregates (which take their input a batch at a time).
+        let mut group_rows: Vec<Vec<u32>> = Vec::new();
         for (row, time) in times.iter().enumerate() {
             let Some(t) = *time else {
                 late_rows.push(row as u32);
@@ -326,9 +480,15 @@ impl WindowOp {
                         groups.insert(self.key.as_bytes().to_vec(), group);
                         partials.resize(partials.len() + n, Acc::default());
                         group_ends.push(end);
+                        if !self.generic.is_empty() || self.reducer.is_some() {
+                            group_rows.push(Vec::new());
+                        }
                         group
                     }
                 };
+                if let Some(rows) = group_rows.get_mut(group) {
+                    rows.push(row as u32);
+                }
                 for (f, function) in self.functions.iter().enumerate() {
                     partials[group * n + f].update(function.kind, arguments[f].as_ref(), row);
                 }
@@ -345,6 +505,27 @@ impl WindowOp {
             for (f, function) in self.functions.iter().enumerate() {
                 self.accs[f].merge(function.kind, partials[group * n + f]);
             }
+            for (ordinal, &f) in self.generic.iter().enumerate() {
+                if let (Some(generic), Some(values), Some(rows)) =
+                    (&self.functions[f].generic, &arguments[f], group_rows.get(group))
+                {
+                    self.states[ordinal] = generic.fold(&self.states[ordinal], values, rows)?;
+                }
+            }
+            if let (Some(reducer), Some(rows)) = (&self.reducer, group_rows.get(group)) {
+                // Folded record by record in arrival order: one small evaluation per record.
+                let mut rows = rows.iter().map(|&r| r as usize);
+                let mut acc = if created {
+                    let first = rows.next().ok_or_else(|| OperatorError::new("a window group without records"))?;
+                    reducer.record(batch, first)
+                } else {
+                    reducer.decode(std::iter::once(self.states[0].as_slice()))?
+                };
+                for row in rows {
+                    acc = reducer.fold(&acc, &reducer.record(batch, row), batch, row)?;
+                }
+                self.states[0] = reducer.encode(&acc)?;
+            }
             self.store()?;
             self.after_update(group_ends[group], created);
         }
@@ -354,6 +535,7 @@ impl WindowOp {
     /// Merges each record into its key's sessions, one record at a time.
     fn process_sessions(
         &mut self,
+        batch: &RecordBatch,
         key_rows: &datafusion::arrow::row::Rows,
         times: &[Option<i64>],
         arguments: &[Option<ArrayRef>],
@@ -379,8 +561,18 @@ impl WindowOp {
             for (f, function) in self.functions.iter().enumerate() {
                 merged[f].update(function.kind, arguments[f].as_ref(), row);
             }
+            let mut merged_states = vec![Vec::new(); self.generic.len()];
+            // (The reduced record, if any, is pushed last, after the DataFusion states.)
+            for (ordinal, &f) in self.generic.iter().enumerate() {
+                if let (Some(generic), Some(values)) = (&self.functions[f].generic, &arguments[f]) {
+                    merged_states[ordinal] = generic.fold(&[], values, &[row as u32])?;
+                }
+            }
+            // A reducing window folds the absorbed sessions' records in time order, then this record.
+            let mut reduced: Option<Vec<ArrayRef>> = None;
             let mut absorbed = Vec::new();
             let mut stored = Vec::new();
+            let mut stored_states = Vec::new();
             for (full, value) in &sessions {
                 let (s, e) = decode_window(&full[prefix.len()..])
                     .ok_or_else(|| OperatorError::new("corrupt window state: bad session bounds"))?;
@@ -388,9 +580,21 @@ impl WindowOp {
                 if s <= end && e >= start {
                     start = start.min(s);
                     end = end.max(e);
-                    Acc::decode(value, n, &mut stored)?;
+                    decode_value(value, self.shape(), &mut stored, &mut stored_states)?;
                     for (f, function) in self.functions.iter().enumerate() {
                         merged[f].merge(function.kind, stored[f]);
+                    }
+                    for (ordinal, &f) in self.generic.iter().enumerate() {
+                        if let Some(generic) = &self.functions[f].generic {
+                            merged_states[ordinal] = generic.merge(&merged_states[ordinal], &stored_states[ordinal])?;
+                        }
+                    }
+                    if let Some(reducer) = &self.reducer {
+                        let record = reducer.decode(std::iter::once(stored_states[0].as_slice()))?;
+                        reduced = Some(match reduced {
+                            Some(acc) => reducer.fold(&acc, &record, batch, row)?,
+                            None => record,
+                        });
                     }
                     absorbed.push((full.clone(), e));
                 }
@@ -406,6 +610,15 @@ impl WindowOp {
             }
             self.key.set_namespace(&encode_window(start, end));
             self.accs = merged;
+            self.states = merged_states;
+            if let Some(reducer) = &self.reducer {
+                let record = reducer.record(batch, row);
+                let acc = match reduced {
+                    Some(acc) => reducer.fold(&acc, &record, batch, row)?,
+                    None => record,
+                };
+                self.states.push(reducer.encode(&acc)?);
+            }
             self.store()?;
             self.after_update(end, true);
         }
@@ -432,8 +645,8 @@ impl Operator for WindowOp {
             self.functions.iter().map(|f| f.arguments(&batch)).collect::<Result<Vec<_>, OperatorError>>()?;
         let mut late_rows = Vec::new();
         match self.assign {
-            Assign::Session { .. } => self.process_sessions(&key_rows, &times, &arguments, &mut late_rows)?,
-            _ => self.process_aligned(&key_rows, &times, &arguments, &mut late_rows)?,
+            Assign::Session { .. } => self.process_sessions(&batch, &key_rows, &times, &arguments, &mut late_rows)?,
+            _ => self.process_aligned(&batch, &key_rows, &times, &arguments, &mut late_rows)?,
         }
         if !late_rows.is_empty() {
             self.late_count += late_rows.len() as u64;
@@ -654,6 +867,106 @@ mod tests {
         op.on_processing_time(due, &mut out)?;
         assert_eq!(out.iter().map(RecordBatch::num_rows).sum::<usize>(), 1);
         assert_eq!(op.next_timer(), None);
+        Ok(())
+    }
+
+    /// stddev, median and approx_distinct per window, fed in several batches so partial states are stored,
+    /// reloaded and (for sessions) merged; compared with the values computed here.
+    #[test]
+    fn datafusion_aggregates_keep_partial_states_across_batches_and_session_merges() -> Result<(), OperatorError> {
+        let call = |function: &str, name: &str| AggregateCall {
+            function: function.into(),
+            argument: "v".into(),
+            name: name.into(),
+        };
+        let time = DataType::Timestamp(TimeUnit::Millisecond, None);
+        let output = Arc::new(Schema::new(vec![
+            Field::new("word", DataType::Utf8, false),
+            Field::new("window_start", time.clone(), false),
+            Field::new("window_end", time, false),
+            Field::new("sd", DataType::Float64, true),
+            Field::new("med", DataType::Int64, true),
+            Field::new("distinct", DataType::UInt64, true),
+        ]));
+        for assigner in [Assigner::Tumbling(TumblingWindow { size_ms: 100, offset_ms: 0 }), session_of(30)] {
+            let spec = Window {
+                keys: vec!["word".into()],
+                assigner: Some(assigner),
+                aggregates: vec![call("stddev", "sd"), call("median", "med"), call("approx_distinct", "distinct")],
+                ..Default::default()
+            };
+            let backend = Box::new(HeapBackend::default());
+            let mut op = WindowOp::new(&spec, &input(), output.clone(), Some("t"), 128, backend)?;
+            let mut out = Vec::new();
+            // "a": 2, 4, 4, 4, 5, 5, 7, 9 within [0, 100) (times 50 apart at most 20: one session too),
+            // arriving out of order over three batches.
+            op.process(batch(&[("a", 10, 4), ("a", 0, 2), ("b", 5, 1)])?, &mut out)?;
+            op.process(batch(&[("a", 30, 4), ("a", 20, 4)])?, &mut out)?;
+            op.process(batch(&[("a", 40, 5), ("a", 50, 5), ("a", 60, 7), ("a", 70, 9)])?, &mut out)?;
+            op.on_watermark(END_OF_TIME, &mut out)?;
+            let mut found = Vec::new();
+            for b in &out {
+                let words = b.column(0).as_string::<i32>();
+                let sd = b.column(3).as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+                let med = b.column(4).as_primitive::<Int64Type>();
+                let distinct = b.column(5).as_primitive::<datafusion::arrow::datatypes::UInt64Type>();
+                for r in 0..b.num_rows() {
+                    let sd =
+                        datafusion::arrow::array::Array::is_valid(sd, r).then(|| (sd.value(r) * 1e6).round() / 1e6);
+                    found.push((words.value(r).to_string(), sd, med.value(r), distinct.value(r)));
+                }
+            }
+            found.sort_by(|x, y| x.0.cmp(&y.0));
+            // Sample standard deviation of 2,4,4,4,5,5,7,9: mean 5, squares 32 over 7.
+            let sd_a = ((32.0f64 / 7.0).sqrt() * 1e6).round() / 1e6;
+            let expected = vec![("a".to_string(), Some(sd_a), 4, 5), ("b".to_string(), None, 1, 1)];
+            assert_eq!(found, expected, "{assigner:?}");
+        }
+        Ok(())
+    }
+
+    fn session_of(gap_ms: u64) -> Assigner {
+        Assigner::Session(SessionWindow { gap_ms })
+    }
+
+    /// A reducing window folds records pairwise with its expressions, across batches and session merges.
+    #[test]
+    fn reduce_folds_records_with_pair_expressions() -> Result<(), OperatorError> {
+        let time = DataType::Timestamp(TimeUnit::Millisecond, None);
+        let output = Arc::new(Schema::new(vec![
+            Field::new("word", DataType::Utf8, false),
+            Field::new("window_start", time.clone(), false),
+            Field::new("window_end", time.clone(), false),
+            Field::new("t", time, false),
+            Field::new("v", DataType::Int64, false),
+        ]));
+        let projection =
+            |name: &str, expr: &str| sluice_common::proto::Projection { name: name.into(), expr: expr.into() };
+        // v: the sum; t: the latest time (the default would be the last record's).
+        let reduce = Reduce { columns: vec![projection("v", "a.v + b.v"), projection("t", "greatest(a.t, b.t)")] };
+        for assigner in [Assigner::Tumbling(TumblingWindow { size_ms: 100, offset_ms: 0 }), session_of(30)] {
+            let spec = Window {
+                keys: vec!["word".into()],
+                assigner: Some(assigner),
+                reduce: Some(reduce.clone()),
+                ..Default::default()
+            };
+            let backend = Box::new(HeapBackend::default());
+            let mut op = WindowOp::new(&spec, &input(), output.clone(), Some("t"), 128, backend)?;
+            let mut out = Vec::new();
+            op.process(batch(&[("a", 20, 1), ("a", 0, 2), ("b", 5, 7)])?, &mut out)?;
+            op.process(batch(&[("a", 40, 10), ("a", 10, 100)])?, &mut out)?;
+            op.on_watermark(END_OF_TIME, &mut out)?;
+            let mut found = Vec::new();
+            for b in &out {
+                let words = b.column(0).as_string::<i32>();
+                let t = b.column(3).as_primitive::<datafusion::arrow::datatypes::TimestampMillisecondType>();
+                let v = b.column(4).as_primitive::<Int64Type>();
+                found.extend((0..b.num_rows()).map(|r| (words.value(r).to_string(), t.value(r), v.value(r))));
+            }
+            found.sort();
+            assert_eq!(found, vec![("a".to_string(), 40, 113), ("b".to_string(), 5, 7)], "{assigner:?}");
+        }
         Ok(())
     }
 }
