@@ -188,3 +188,55 @@ stop_cluster() {
   SLUICE_NAMES=()
   SLUICE_LOGS=()
 }
+
+# postgres_bin_dir: the bin directory of the newest installed PostgreSQL server, or nothing.
+postgres_bin_dir() {
+  local dir
+  dir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+  [[ -n "$dir" && -x "$dir/initdb" ]] && echo "$dir"
+}
+
+# free_port FIRST: the first port from FIRST (up to 200 further) nobody listens on at 127.0.0.1.
+free_port() {
+  local port
+  for ((port = $1; port < $1 + 200; port++)); do
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "$port"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# start_postgres: a throwaway PostgreSQL cluster on 127.0.0.1 (trust auth, fsync off) in a new temporary
+# directory; exports SLUICE_TEST_POSTGRES_URL. Sets PG_DATA for stop_postgres. Runs the server as the
+# postgres user when root (initdb refuses root).
+start_postgres() {
+  local bin port as=()
+  bin="$(postgres_bin_dir)" || fail "no PostgreSQL server under /usr/lib/postgresql (apt-get install postgresql)"
+  port="$(free_port 55432)" || fail "no free port for PostgreSQL"
+  PG_DATA="$(mktemp -d /tmp/sluice-pg.XXXXXX)"
+  if [[ "$(id -u)" == 0 ]]; then
+    chown postgres:postgres "$PG_DATA"
+    as=(runuser -u postgres --)
+  fi
+  chmod 700 "$PG_DATA"
+  "${as[@]}" "$bin/initdb" -D "$PG_DATA" -U postgres --auth=trust -E UTF8 --no-sync >"$PG_DATA.initdb.log" 2>&1 \
+    || { cat "$PG_DATA.initdb.log" >&2; fail "initdb failed"; }
+  "${as[@]}" "$bin/pg_ctl" -D "$PG_DATA" -l "$PG_DATA/server.log" -w -t 30 \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $PG_DATA -c fsync=off -c max_connections=200" start >/dev/null \
+    || { cat "$PG_DATA/server.log" >&2; fail "PostgreSQL did not start"; }
+  export SLUICE_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$port/postgres"
+  info "PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port (data in $PG_DATA)"
+}
+
+# stop_postgres: stops the cluster start_postgres started (immediate mode) and removes its files.
+stop_postgres() {
+  [[ -n "${PG_DATA:-}" ]] || return 0
+  local bin as=()
+  bin="$(postgres_bin_dir)" || return 0
+  [[ "$(id -u)" == 0 ]] && as=(runuser -u postgres --)
+  "${as[@]}" "$bin/pg_ctl" -D "$PG_DATA" -m immediate -w -t 30 stop >/dev/null 2>&1 || true
+  rm -rf "$PG_DATA" "$PG_DATA.initdb.log"
+  PG_DATA=""
+}

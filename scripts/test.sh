@@ -4,7 +4,8 @@
 #   1. system packages the build needs, installed with apt only when missing (needs root);
 #   2. the Rust toolchain (rustup, minimal profile, stable) with rustfmt and clippy, only when missing;
 #   3. cargo fmt --check; 4. cargo build --workspace --all-targets (the integration tests start the binaries);
-#   5. cargo clippy -D warnings; 6. cargo nextest run --workspace (cargo test when nextest is missing).
+#   5. cargo clippy -D warnings; 6. a throwaway PostgreSQL server (the metadata-store tests use it), then
+#   cargo nextest run --workspace (cargo test when nextest is missing).
 # Every step runs even after an earlier one failed, so one run shows every problem. The exit code is the
 # test suite's when it failed, else 1 if the format or lint check failed, else 0.
 #
@@ -24,7 +25,8 @@ export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 #   cc: build-essential (libsqlite3-sys compiles the bundled SQLite, zstd-sys its C sources);
 #   pkg-config: the -sys build scripts probe it; curl and ca-certificates: rustup; git: cargo git sources;
 #   libclang-dev and clang: librocksdb-sys (the RocksDB state backend) runs bindgen, which loads libclang,
-#   and compiles RocksDB's C++ with the C++ compiler of build-essential.
+#   and compiles RocksDB's C++ with the C++ compiler of build-essential; postgresql: a server for the tests
+#   (only its binaries are used: the tests start a throwaway cluster of their own).
 # No protoc (protox compiles the .proto in Rust) and no OpenSSL (reqwest without TLS, plain HTTP).
 install_system_packages() {
   local missing=()
@@ -35,8 +37,9 @@ install_system_packages() {
   dpkg -s ca-certificates >/dev/null 2>&1 || missing+=(ca-certificates)
   dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
   command -v clang >/dev/null || missing+=(clang)
+  postgres_bin_dir >/dev/null || missing+=(postgresql)
   if ((${#missing[@]} == 0)); then
-    info "all present (cc, pkg-config, curl, git, ca-certificates, libclang-dev, clang)"
+    info "all present (cc, pkg-config, curl, git, ca-certificates, libclang-dev, clang, postgresql)"
     return 0
   fi
   info "installing: ${missing[*]}"
@@ -102,6 +105,8 @@ cargo clippy --workspace --all-targets -- -D warnings || clippy_status=$?
 
 section "Tests"
 test_status=0
+trap stop_postgres EXIT
+((build_status != 0)) || start_postgres
 if ((build_status != 0)); then
   info "skipped: the build failed"
   test_status=$build_status

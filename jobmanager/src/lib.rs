@@ -90,6 +90,8 @@ pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyho
     let database_url = config.database_url();
     let store =
         Store::open(&database_url).await.with_context(|| format!("cannot open the metadata store {database_url}"))?;
+    let backend = store.backend_name().await.context("the metadata store")?;
+    tracing::info!(backend = %backend, "metadata store open");
     let closed =
         job::recovery::close_unfinished_jobs(&store).await.context("cannot close the jobs of an earlier JobManager")?;
     if !closed.is_empty() {

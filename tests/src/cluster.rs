@@ -170,6 +170,19 @@ impl Cluster {
         &self.rpc_address
     }
 
+    /// Kills the JobManager (SIGKILL) and starts a new one with the same data directory and environment, and
+    /// returns once it has written its address file. It binds new ports: TaskManagers started before keep
+    /// dialing the old RPC address, so this is for tests of what the JobManager itself keeps.
+    pub fn restart_job_manager(&mut self) {
+        self.job_manager.kill();
+        let address_file = self.dir().join("jobmanager").join("jobmanager.addr");
+        if let Err(e) = std::fs::remove_file(&address_file) {
+            assert!(e.kind() == std::io::ErrorKind::NotFound, "cannot remove {}: {e}", address_file.display());
+        }
+        self.job_manager = spawn_job_manager(self.dir(), &self.spec).unwrap_or_else(|e| panic!("{e:#}"));
+        self.await_job_manager_address().unwrap_or_else(|e| panic!("{e:#}"));
+    }
+
     /// The JobManager's process id.
     pub fn job_manager_pid(&self) -> u32 {
         self.job_manager.pid()

@@ -2,18 +2,20 @@
 //!
 //! The store holds the *desired* and the *recorded* state of every job; the job's actor holds the live
 //! state and writes each transition here before it acts on the next one. SQLite (a file under the data
-//! directory) is the default so that a JobManager needs no set-up; the migrations in
-//! `jobmanager/migrations/` use only portable SQL so PostgreSQL can follow. Queries are checked at run
-//! time (not with `query!`), so building needs no database.
+//! directory) is the default so that a JobManager needs no set-up; a `postgres://` URL puts the metadata in
+//! PostgreSQL instead. One code path serves both through sqlx's `Any` driver: the migrations in
+//! `jobmanager/migrations/` use only portable SQL (TEXT and BIGINT), and queries number their parameters
+//! `$1, $2, ...` in the order they appear, which PostgreSQL requires and SQLite reads the same way. Queries
+//! are checked at run time (not with `query!`), so building needs no database.
 //!
 //! Statuses are stored as text. Text that names no status is not an error here: [`JobRecord::status`]
 //! carries it, and callers turn it into a FAILED job with a reason.
-use std::str::FromStr;
 use std::time::Duration;
 
 use sluice_common::ids::{Attempt, ExecutionId, JobId};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow};
-use sqlx::Row;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, Pool};
+use sqlx::{Executor, Row};
 
 use crate::job::state::{JobStatus, UnknownJobStatus};
 
@@ -22,8 +24,9 @@ use crate::job::state::{JobStatus, UnknownJobStatus};
 pub const STORE_CONNECTIONS_MAX: u32 = 4;
 /// How long a query waits for a pooled connection before it fails with a (retryable) error.
 pub const STORE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long SQLite waits on a locked database before it fails the statement.
-pub const STORE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// What every SQLite connection sets first: readers do not block the writer (WAL); a locked database is
+/// waited for up to 5 s rather than an error; foreign keys are enforced.
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;";
 /// The most jobs `GET /jobs` lists (the newest). Older jobs stay readable one by one.
 pub const JOBS_LISTED_MAX: u32 = 1000;
 
@@ -96,7 +99,7 @@ pub struct StatusUpdate {
 /// The metadata store.
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: Pool<Any>,
 }
 
 /// The columns [`job_record`] reads, as a literal so that queries stay `&'static str`.
@@ -116,27 +119,44 @@ fn from_ms(value: i64) -> u64 {
 }
 
 impl Store {
-    /// Opens (creating the SQLite file if missing) the database at `url` and applies the migrations.
+    /// Opens the database at `url` (`sqlite://FILE`, created if missing, or `postgres://...`) and applies the
+    /// migrations.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(STORE_BUSY_TIMEOUT)
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
+        sqlx::any::install_default_drivers();
+        let sqlite = url.starts_with("sqlite:");
+        let url = if sqlite && !url.contains("mode=") {
+            format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
+        } else {
+            url.to_string()
+        };
+        let pool = AnyPoolOptions::new()
             .max_connections(STORE_CONNECTIONS_MAX)
             .acquire_timeout(STORE_ACQUIRE_TIMEOUT)
-            .connect_with(options)
+            .after_connect(move |connection, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        connection.execute(sqlx::raw_sql(SQLITE_PRAGMAS)).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Store { pool })
+    }
+
+    /// "SQLite" or "PostgreSQL".
+    pub async fn backend_name(&self) -> Result<String, StoreError> {
+        let connection = self.pool.acquire().await?;
+        Ok(connection.backend_name().to_string())
     }
 
     /// Inserts a newly submitted job in status CREATED.
     pub async fn insert_job(&self, job: &NewJob) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO jobs (job_id, name, graph_json, chains_json, status, attempt, start_time_ms, status_changed_ms) \
-             VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, 0, $6, $7)",
         )
         .bind(job.job_id.0.clone())
         .bind(job.name.clone())
@@ -152,14 +172,14 @@ impl Store {
 
     /// The job with this id.
     pub async fn job(&self, job_id: &JobId) -> Result<Option<JobRecord>, StoreError> {
-        let sql = concat!("SELECT ", job_columns!(), " FROM jobs WHERE job_id = ?");
+        let sql = concat!("SELECT ", job_columns!(), " FROM jobs WHERE job_id = $1");
         let row = sqlx::query(sql).bind(job_id.0.clone()).fetch_optional(&self.pool).await?;
         row.map(|row| job_record(&row)).transpose()
     }
 
     /// The newest jobs (at most [`JOBS_LISTED_MAX`]), newest first.
     pub async fn jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
-        let sql = concat!("SELECT ", job_columns!(), " FROM jobs ORDER BY start_time_ms DESC, job_id LIMIT ?");
+        let sql = concat!("SELECT ", job_columns!(), " FROM jobs ORDER BY start_time_ms DESC, job_id LIMIT $1");
         let rows = sqlx::query(sql).bind(i64::from(JOBS_LISTED_MAX)).fetch_all(&self.pool).await?;
         rows.iter().map(job_record).collect()
     }
@@ -167,8 +187,8 @@ impl Store {
     /// Records a transition.
     pub async fn update_status(&self, job_id: &JobId, update: &StatusUpdate) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE jobs SET status = ?, status_changed_ms = ?, end_time_ms = COALESCE(?, end_time_ms), \
-             failure_cause = COALESCE(?, failure_cause) WHERE job_id = ?",
+            "UPDATE jobs SET status = $1, status_changed_ms = $2, end_time_ms = COALESCE($3, end_time_ms), \
+             failure_cause = COALESCE($4, failure_cause) WHERE job_id = $5",
         )
         .bind(update.status.as_str())
         .bind(ms(update.at_ms))
@@ -191,7 +211,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut transaction = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO job_attempts (job_id, attempt, execution_id, placements_json, deployed_ms) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO job_attempts (job_id, attempt, execution_id, placements_json, deployed_ms) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(job_id.0.clone())
         .bind(i64::from(attempt.0))
@@ -200,7 +220,7 @@ impl Store {
         .bind(ms(at_ms))
         .execute(&mut *transaction)
         .await?;
-        sqlx::query("UPDATE jobs SET attempt = ? WHERE job_id = ?")
+        sqlx::query("UPDATE jobs SET attempt = $1 WHERE job_id = $2")
             .bind(i64::from(attempt.0))
             .bind(job_id.0.clone())
             .execute(&mut *transaction)
@@ -211,7 +231,7 @@ impl Store {
 
     /// Records that a user wants the job cancelled. False: no such job.
     pub async fn request_cancel(&self, job_id: &JobId) -> Result<bool, StoreError> {
-        let result = sqlx::query("UPDATE jobs SET desired_status = ? WHERE job_id = ?")
+        let result = sqlx::query("UPDATE jobs SET desired_status = $1 WHERE job_id = $2")
             .bind(JobStatus::Canceled.as_str())
             .bind(job_id.0.clone())
             .execute(&self.pool)
@@ -221,7 +241,7 @@ impl Store {
 
     /// What a user asked for, if anything.
     pub async fn desired_status(&self, job_id: &JobId) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT desired_status FROM jobs WHERE job_id = ?")
+        let row = sqlx::query("SELECT desired_status FROM jobs WHERE job_id = $1")
             .bind(job_id.0.clone())
             .fetch_optional(&self.pool)
             .await?;
@@ -230,7 +250,7 @@ impl Store {
 
     /// Keeps the last metrics of every task once the job has ended.
     pub async fn save_final_metrics(&self, job_id: &JobId, metrics_json: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE jobs SET final_metrics_json = ? WHERE job_id = ?")
+        sqlx::query("UPDATE jobs SET final_metrics_json = $1 WHERE job_id = $2")
             .bind(metrics_json.to_string())
             .bind(job_id.0.clone())
             .execute(&self.pool)
@@ -259,7 +279,7 @@ impl Store {
     }
 }
 
-fn job_record(row: &SqliteRow) -> Result<JobRecord, StoreError> {
+fn job_record(row: &AnyRow) -> Result<JobRecord, StoreError> {
     let status: String = row.try_get("status")?;
     let attempt: i64 = row.try_get("attempt")?;
     Ok(JobRecord {
@@ -281,12 +301,67 @@ fn job_record(row: &SqliteRow) -> Result<JobRecord, StoreError> {
 mod tests {
     use super::*;
 
-    async fn temp_store() -> (tempfile::TempDir, Store) {
+    /// What a test's store lives in; kept alive for the test.
+    enum Database {
+        Sqlite(#[allow(dead_code)] tempfile::TempDir),
+        Postgres,
+    }
+
+    async fn sqlite_store() -> (Database, Store) {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
         let url = format!("sqlite://{}", dir.path().join("nested-test.db").display());
         let store = Store::open(&url).await.unwrap_or_else(|e| panic!("open {url}: {e}"));
-        (dir, store)
+        assert_eq!(store.backend_name().await.ok().as_deref(), Some("SQLite"));
+        (Database::Sqlite(dir), store)
     }
+
+    /// A store in a new database of the PostgreSQL server at `SLUICE_TEST_POSTGRES_URL` (which
+    /// `scripts/test.sh` starts).
+    async fn postgres_store() -> (Database, Store) {
+        let admin_url = std::env::var("SLUICE_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+            panic!("SLUICE_TEST_POSTGRES_URL is not set: run the tests with scripts/test.sh, which starts PostgreSQL")
+        });
+        sqlx::any::install_default_drivers();
+        let name = format!("sluice_store_{}", uuid::Uuid::new_v4().simple());
+        let admin = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {admin_url}: {e}"));
+        let create = format!("CREATE DATABASE {name}");
+        admin.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(create))).await.unwrap_or_else(|e| panic!("{e}"));
+        let (base, _) = admin_url.rsplit_once('/').unwrap_or((&admin_url, ""));
+        let url = format!("{base}/{name}");
+        let store = Store::open(&url).await.unwrap_or_else(|e| panic!("open {url}: {e}"));
+        assert_eq!(store.backend_name().await.ok().as_deref(), Some("PostgreSQL"));
+        (Database::Postgres, store)
+    }
+
+    /// Runs the check on both backends: the same queries must mean the same on each.
+    macro_rules! on_both_backends {
+        ($check:ident) => {
+            mod $check {
+                use super::*;
+
+                #[tokio::test]
+                async fn sqlite() {
+                    let (_database, store) = sqlite_store().await;
+                    super::$check(store).await;
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    let (_database, store) = postgres_store().await;
+                    super::$check(store).await;
+                }
+            }
+        };
+    }
+
+    on_both_backends!(a_job_round_trips_through_the_store);
+    on_both_backends!(status_updates_attempts_and_cancel_requests_are_recorded);
+    on_both_backends!(unknown_stored_status_text_is_carried_not_fatal);
+    on_both_backends!(jobs_are_listed_newest_first);
 
     fn new_job(id: &str, start: u64) -> NewJob {
         NewJob {
@@ -298,9 +373,7 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_job_round_trips_through_the_store() {
-        let (_dir, store) = temp_store().await;
+    async fn a_job_round_trips_through_the_store(store: Store) {
         assert!(store.insert_job(&new_job("a", 10)).await.is_ok());
         let record = store.job(&JobId("a".into())).await.ok().flatten();
         let Some(record) = record else { panic!("job a not found") };
@@ -313,9 +386,7 @@ mod tests {
         assert!(store.job(&JobId("missing".into())).await.ok().flatten().is_none());
     }
 
-    #[tokio::test]
-    async fn status_updates_attempts_and_cancel_requests_are_recorded() {
-        let (_dir, store) = temp_store().await;
+    async fn status_updates_attempts_and_cancel_requests_are_recorded(store: Store) {
         let id = JobId("a".into());
         assert!(store.insert_job(&new_job("a", 10)).await.is_ok());
         assert!(store.record_attempt(&id, Attempt(1), ExecutionId(u64::MAX), "[]", 11).await.is_ok());
@@ -343,9 +414,7 @@ mod tests {
         assert_eq!(store.count_by_status().await.ok(), Some(vec![("FAILED".to_string(), 1)]));
     }
 
-    #[tokio::test]
-    async fn unknown_stored_status_text_is_carried_not_fatal() {
-        let (_dir, store) = temp_store().await;
+    async fn unknown_stored_status_text_is_carried_not_fatal(store: Store) {
         assert!(store.insert_job(&new_job("a", 10)).await.is_ok());
         let corrupt = sqlx::query("UPDATE jobs SET status = 'EXPLODED'").execute(&store.pool).await;
         assert!(corrupt.is_ok());
@@ -354,9 +423,7 @@ mod tests {
         assert_eq!(store.unfinished_jobs().await.ok().map(|j| j.len()), Some(1));
     }
 
-    #[tokio::test]
-    async fn jobs_are_listed_newest_first() {
-        let (_dir, store) = temp_store().await;
+    async fn jobs_are_listed_newest_first(store: Store) {
         for (id, start) in [("old", 1), ("new", 3), ("mid", 2)] {
             assert!(store.insert_job(&new_job(id, start)).await.is_ok());
         }
