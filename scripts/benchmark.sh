@@ -18,7 +18,7 @@
 # Environment: ROWS (default 20000000), PARALLELISMS (default "1 2"), BENCHMARK_TIMEOUT_S (default 1800),
 #              WORKLOADS (default "word_count windowed_heap windowed_rocksdb", see job_file),
 #              CARGO_TARGET_DIR (default ~/.cache/sluice/target), BENCHMARK_SKIP_BUILD (set: use the release
-#              binaries already built instead of running cargo), LATENCY_SECONDS (default 45; 0 skips the
+#              binaries already built instead of running cargo), LATENCY_SECONDS (default 60; 0 skips the
 #              latency runs), LATENCY_ROWS_PER_S (default 200000).
 set -euo pipefail
 
@@ -30,7 +30,7 @@ readonly PARALLELISMS="${PARALLELISMS:-1 2}"
 readonly WORKLOADS="${WORKLOADS:-word_count windowed_heap windowed_rocksdb}"
 # How long one run may take before the benchmark gives up, in seconds.
 readonly RUN_TIMEOUT_S="${BENCHMARK_TIMEOUT_S:-1800}"
-readonly LATENCY_SECONDS="${LATENCY_SECONDS:-45}"
+readonly LATENCY_SECONDS="${LATENCY_SECONDS:-60}"
 readonly LATENCY_ROWS_PER_S="${LATENCY_ROWS_PER_S:-200000}"
 readonly REGISTER_TIMEOUT_S=60
 readonly DIR=data/benchmark
