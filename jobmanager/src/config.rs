@@ -40,6 +40,15 @@ pub struct JobManagerConfig {
     #[arg(long, env = "CANCEL_TIMEOUT", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     pub cancel_timeout_ms: u64,
 
+    /// Where checkpoints go: a directory every TaskManager can write and the JobManager can delete in
+    /// (each job gets `<dir>/<job id>/chk-N/`). Default `<data-dir>/checkpoints`.
+    #[arg(long, env = "CHECKPOINT_DIR")]
+    pub checkpoint_dir: Option<PathBuf>,
+
+    /// Checkpoint interval (ms) for jobs whose config sets none; 0 leaves them without periodic checkpoints.
+    #[arg(long, env = "CHECKPOINT_INTERVAL", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
+    pub checkpoint_interval_ms: u64,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -60,7 +69,15 @@ impl JobManagerConfig {
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
             heartbeat_timeout: Duration::from_millis(self.heartbeat_timeout_ms),
             cancel_timeout: Duration::from_millis(self.cancel_timeout_ms),
+            checkpoint_interval: (self.checkpoint_interval_ms > 0)
+                .then(|| Duration::from_millis(self.checkpoint_interval_ms.max(10))),
         }
+    }
+
+    /// The checkpoint directory in effect, absolute (TaskManagers may run in other working directories).
+    pub fn checkpoint_dir(&self) -> std::io::Result<PathBuf> {
+        let dir = self.checkpoint_dir.clone().unwrap_or_else(|| self.data_dir.join("checkpoints"));
+        std::path::absolute(dir)
     }
 }
 
@@ -73,4 +90,6 @@ pub struct Settings {
     pub heartbeat_timeout: Duration,
     /// Bound on waiting for tasks to stop when cancelling or failing a job.
     pub cancel_timeout: Duration,
+    /// Periodic checkpoints for jobs that configure none (CHECKPOINT_INTERVAL).
+    pub checkpoint_interval: Option<Duration>,
 }

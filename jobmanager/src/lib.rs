@@ -49,6 +49,8 @@ pub(crate) struct Context {
     pub jobs: JobRegistry,
     pub metrics: Metrics,
     pub settings: Settings,
+    /// Absolute; each job's checkpoints go to `<checkpoint_dir>/<job id>/`.
+    pub checkpoint_dir: std::path::PathBuf,
     pub shutdown: CancellationToken,
 }
 
@@ -98,6 +100,11 @@ pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyho
         tracing::warn!(jobs = closed.len(), "closed unfinished jobs of an earlier JobManager");
     }
 
+    let failed = store.fail_in_progress_checkpoints(cluster::now_ms(), "the JobManager restarted").await?;
+    if failed > 0 {
+        tracing::warn!(checkpoints = failed, "failed the checkpoints an earlier JobManager left in progress");
+    }
+    let checkpoint_dir = config.checkpoint_dir().context("cannot resolve the checkpoint directory")?;
     let settings = config.settings();
     let ctx = Arc::new(Context {
         store,
@@ -105,6 +112,7 @@ pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyho
         jobs: JobRegistry::default(),
         metrics: Metrics::new().context("cannot register the metrics")?,
         settings,
+        checkpoint_dir,
         shutdown: shutdown.clone(),
     });
 

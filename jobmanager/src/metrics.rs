@@ -4,7 +4,9 @@
 //! Gauges that mirror state (jobs by status, TaskManagers, slots) are refreshed from the store and the
 //! cluster registry when `/metrics` is scraped, so they can never drift from what the REST API shows.
 //! Counters count events where they happen.
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 use crate::cluster::{TaskManagerState, TaskManagerView};
 use crate::job::state::JobStatus;
@@ -24,7 +26,18 @@ pub struct Metrics {
     pub task_reports_refused: IntCounter,
     /// TaskManagers marked LOST.
     pub task_managers_lost: IntCounter,
+    /// Trigger to completion of each completed checkpoint, by job.
+    pub checkpoint_duration: HistogramVec,
+    /// Bytes of the job's last completed checkpoint.
+    pub checkpoint_size: IntGaugeVec,
+    /// Checkpoints by job and result (`completed`, `failed`).
+    pub checkpoints: IntCounterVec,
 }
+
+/// Buckets of `checkpoint_duration_seconds`: from a few milliseconds (small heap state on local disk) to
+/// ten minutes (large state to object storage).
+const CHECKPOINT_DURATION_BUCKETS: &[f64] =
+    &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0];
 
 impl Metrics {
     /// Creates and registers every metric.
@@ -44,6 +57,20 @@ impl Metrics {
             "Task state reports refused because of a stale attempt or an unknown job",
         )?;
         let task_managers_lost = IntCounter::new("sluice_task_managers_lost_total", "TaskManagers marked LOST")?;
+        let checkpoint_duration = HistogramVec::new(
+            HistogramOpts::new("checkpoint_duration_seconds", "Time from trigger to completion of a checkpoint")
+                .buckets(CHECKPOINT_DURATION_BUCKETS.to_vec()),
+            &["job"],
+        )?;
+        let checkpoint_size = IntGaugeVec::new(
+            Opts::new("checkpoint_size_bytes", "Bytes of a job's last completed checkpoint"),
+            &["job"],
+        )?;
+        let checkpoints =
+            IntCounterVec::new(Opts::new("checkpoints_total", "Checkpoints by job and result"), &["job", "result"])?;
+        registry.register(Box::new(checkpoint_duration.clone()))?;
+        registry.register(Box::new(checkpoint_size.clone()))?;
+        registry.register(Box::new(checkpoints.clone()))?;
         registry.register(Box::new(jobs.clone()))?;
         registry.register(Box::new(task_managers.clone()))?;
         registry.register(Box::new(slots_total.clone()))?;
@@ -62,7 +89,20 @@ impl Metrics {
             transitions,
             task_reports_refused,
             task_managers_lost,
+            checkpoint_duration,
+            checkpoint_size,
+            checkpoints,
         })
+    }
+
+    /// Forgets an ended job's series.
+    pub fn remove_job(&self, job_id: &str) {
+        // A series never created needs no removal: the errors say only that.
+        let _ = self.checkpoint_duration.remove_label_values(&[job_id]);
+        let _ = self.checkpoint_size.remove_label_values(&[job_id]);
+        for result in ["completed", "failed"] {
+            let _ = self.checkpoints.remove_label_values(&[job_id, result]);
+        }
     }
 
     /// Refreshes the state gauges and renders every metric in the Prometheus text format.

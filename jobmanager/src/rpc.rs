@@ -10,8 +10,8 @@ use std::time::Duration;
 use sluice_common::ids::JobId;
 use sluice_common::proto::job_manager_service_server::JobManagerService;
 use sluice_common::proto::{
-    HeartbeatRequest, HeartbeatResponse, RegisterTaskManagerRequest, RegisterTaskManagerResponse, TaskMetrics,
-    TaskStateAck, TaskStateReport,
+    AcknowledgeCheckpointRequest, CheckpointReply, DeclineCheckpointRequest, HeartbeatRequest, HeartbeatResponse,
+    RegisterTaskManagerRequest, RegisterTaskManagerResponse, TaskMetrics, TaskRef, TaskStateAck, TaskStateReport,
 };
 use tonic::{Request, Response, Status};
 
@@ -105,5 +105,49 @@ impl JobManagerService for JobManagerRpc {
                 Err(Status::unavailable(format!("job {job_id} is busy; retry the report")))
             }
         }
+    }
+
+    async fn acknowledge_checkpoint(
+        &self,
+        request: Request<AcknowledgeCheckpointRequest>,
+    ) -> Result<Response<CheckpointReply>, Status> {
+        let ack = request.into_inner();
+        let task = ack.task.clone();
+        self.forward_checkpoint_event(task.as_ref(), JobEvent::CheckpointAck(ack)).await
+    }
+
+    async fn decline_checkpoint(
+        &self,
+        request: Request<DeclineCheckpointRequest>,
+    ) -> Result<Response<CheckpointReply>, Status> {
+        let decline = request.into_inner();
+        let task = decline.task.clone();
+        self.forward_checkpoint_event(task.as_ref(), JobEvent::CheckpointDecline(decline)).await
+    }
+}
+
+impl JobManagerRpc {
+    /// Hands a checkpoint message of the current attempt to its job's actor; messages of ended jobs and
+    /// other attempts are dropped (their checkpoint is gone with them).
+    async fn forward_checkpoint_event(
+        &self,
+        task: Option<&TaskRef>,
+        event: JobEvent,
+    ) -> Result<Response<CheckpointReply>, Status> {
+        let task = task.ok_or_else(|| Status::invalid_argument("a checkpoint message needs a task"))?;
+        let job_id = JobId(task.job_id.clone());
+        match self.ctx.jobs.get(&job_id) {
+            Some(job) if job.is_current_attempt(task.attempt) => {
+                if let Err(tokio::sync::mpsc::error::SendTimeoutError::Timeout(_)) =
+                    job.inbox.send_timeout(event, REPORT_FORWARD_TIMEOUT).await
+                {
+                    return Err(Status::unavailable(format!("job {job_id} is busy; the checkpoint will time out")));
+                }
+            }
+            _ => {
+                tracing::debug!(job_id = %job_id, attempt = task.attempt, "dropping a checkpoint message of an ended job or attempt")
+            }
+        }
+        Ok(Response::new(CheckpointReply {}))
     }
 }

@@ -19,18 +19,21 @@ use sluice_common::proto::job_manager_service_client::JobManagerServiceClient;
 use sluice_common::proto::task_manager_service_server::TaskManagerService;
 use sluice_common::proto::{
     CancelTasksRequest, CancelTasksResponse, DeployTasksRequest, DeployTasksResponse, HeartbeatRequest,
-    RegisterTaskManagerRequest, TaskMetrics, TaskRef, TaskState, TaskStateReport,
+    NotifyCheckpointCompleteRequest, NotifyCheckpointCompleteResponse, RegisterTaskManagerRequest, TaskMetrics,
+    TaskRef, TaskState, TaskStateReport, TriggerCheckpointRequest, TriggerCheckpointResponse,
 };
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
+use crate::checkpoint::{CheckpointCommand, CheckpointOutcome, CheckpointReporter};
 use crate::metrics::{Metrics, TaskCounters};
 use crate::network::NetworkEnvironment;
 use crate::process::OperatorRegistry;
 use crate::state::StateSettings;
 use crate::task::plan::plan_subtasks;
-use crate::task::{Task, TaskError};
+use crate::task::{Task, TaskCheckpoints, TaskError};
 
 /// Bound on connecting to the JobManager.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -57,6 +60,10 @@ struct RunningTask {
     execution_id: u64,
     cancel: CancellationToken,
     counters: Arc<TaskCounters>,
+    /// Checkpoint triggers and completions for the task.
+    commands: mpsc::UnboundedSender<CheckpointCommand>,
+    /// Whether its head is a source (the tasks a checkpoint is triggered at).
+    is_source: bool,
 }
 
 /// State shared by the RPC handlers, the heartbeat loop and the tasks.
@@ -247,6 +254,45 @@ impl TaskManager {
         cancelled
     }
 
+    /// Sends `command` to the tasks of `job_id`'s `attempt` (only sources when `sources_only`). Returns how
+    /// many took it.
+    fn send_checkpoint_command(
+        &self,
+        job_id: &str,
+        attempt: u32,
+        sources_only: bool,
+        command: CheckpointCommand,
+    ) -> u32 {
+        let tasks = self.tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let targets = tasks
+            .values()
+            .filter(|t| t.task.job_id == job_id && t.task.attempt == attempt && (t.is_source || !sources_only));
+        targets.filter(|t| t.commands.send(command).is_ok()).count() as u32
+    }
+
+    /// Where a task's checkpoint outcomes go: an RPC to the JobManager, on the control runtime.
+    fn checkpoint_reporter(self: &Arc<Self>) -> CheckpointReporter {
+        let this = Arc::downgrade(self);
+        let control = tokio::runtime::Handle::current();
+        Arc::new(move |outcome: CheckpointOutcome| {
+            let Some(this) = this.upgrade() else { return };
+            control.spawn(async move {
+                let mut client = this.jobmanager.clone();
+                let result = match outcome {
+                    CheckpointOutcome::Acknowledge(ack) => client.acknowledge_checkpoint(ack).await.map(|_| ()),
+                    CheckpointOutcome::Decline(decline) => {
+                        tracing::warn!(checkpoint = decline.checkpoint_id, reason = %decline.reason, "declining a checkpoint");
+                        client.decline_checkpoint(decline).await.map(|_| ())
+                    }
+                };
+                if let Err(status) = result {
+                    // The coordinator's timeout aborts the checkpoint; the next one starts afresh.
+                    tracing::warn!(error = %status.message(), "cannot report a checkpoint outcome to the JobManager");
+                }
+            });
+        })
+    }
+
     /// Forgets an ended task; releases its deployment's channels if that was the last task of a closed one.
     fn task_ended(&self, key: &str) {
         let mut tasks = self.tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -282,6 +328,9 @@ impl TaskManager {
         }
         let plans = plan_subtasks(&request, &job, &self.id).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let count = plans.len();
+        let checkpoint_dir =
+            (!request.checkpoint_dir.is_empty()).then(|| std::path::PathBuf::from(&request.checkpoint_dir));
+        let reporter = self.checkpoint_reporter();
         self.executions
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -299,6 +348,8 @@ impl TaskManager {
             let counters = Arc::new(self.metrics.task(task_ref.clone(), name, &chain.vertex_ids));
             let cancel = CancellationToken::new();
             let key = task_key(&task_ref);
+            let (commands, command_receiver) = mpsc::unbounded_channel();
+            let is_source = plan.inputs.is_empty();
             self.tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(
                 key.clone(),
                 RunningTask {
@@ -306,10 +357,25 @@ impl TaskManager {
                     execution_id: request.execution_id,
                     cancel: cancel.clone(),
                     counters: counters.clone(),
+                    commands,
+                    is_source,
                 },
             );
-            let task =
-                Task::new(job.clone(), plan, counters.clone(), cancel, self.state.clone(), self.registry.clone());
+            let checkpoints = TaskCheckpoints {
+                task: task_ref.clone(),
+                dir: checkpoint_dir.clone(),
+                commands: command_receiver,
+                reporter: reporter.clone(),
+            };
+            let task = Task::new(
+                job.clone(),
+                plan,
+                counters.clone(),
+                cancel,
+                self.state.clone(),
+                self.registry.clone(),
+                checkpoints,
+            );
             let this = self.clone();
             let network = self.network.clone();
             let control = tokio::runtime::Handle::current();
@@ -367,5 +433,26 @@ impl TaskManagerService for TaskManagerRpc {
         let cancelled = self.0.cancel(&request.job_id, request.attempt);
         tracing::info!(job = %request.job_id, attempt = request.attempt, tasks = cancelled, "cancelling tasks");
         Ok(Response::new(CancelTasksResponse {}))
+    }
+
+    async fn trigger_checkpoint(
+        &self,
+        request: Request<TriggerCheckpointRequest>,
+    ) -> Result<Response<TriggerCheckpointResponse>, Status> {
+        let request = request.into_inner();
+        let command = CheckpointCommand::Trigger { id: request.checkpoint_id, timestamp_ms: request.timestamp_ms };
+        let triggered = self.0.send_checkpoint_command(&request.job_id, request.attempt, true, command);
+        tracing::debug!(job = %request.job_id, checkpoint = request.checkpoint_id, triggered, "checkpoint triggered");
+        Ok(Response::new(TriggerCheckpointResponse { triggered }))
+    }
+
+    async fn notify_checkpoint_complete(
+        &self,
+        request: Request<NotifyCheckpointCompleteRequest>,
+    ) -> Result<Response<NotifyCheckpointCompleteResponse>, Status> {
+        let request = request.into_inner();
+        let command = CheckpointCommand::Complete { id: request.checkpoint_id };
+        self.0.send_checkpoint_command(&request.job_id, request.attempt, false, command);
+        Ok(Response::new(NotifyCheckpointCompleteResponse {}))
     }
 }

@@ -18,6 +18,7 @@
 //!                heartbeats │                 ▼
 //!                           └──── metrics ◀── counters        network ◀──TCP──▶ other TaskManagers
 //! ```
+pub mod checkpoint;
 pub mod config;
 pub mod control;
 pub mod metrics;

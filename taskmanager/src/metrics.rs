@@ -20,6 +20,7 @@ pub struct Metrics {
     bytes_in: IntCounterVec,
     bytes_out: IntCounterVec,
     late_records: IntCounterVec,
+    state_size_bytes: IntGaugeVec,
     busy: CounterVec,
     backpressured: CounterVec,
     idle: CounterVec,
@@ -76,6 +77,14 @@ impl Metrics {
                 "Records later than a window's allowed lateness, sent to its late side output instead",
                 OPERATOR_LABELS,
             )?,
+            state_size_bytes: {
+                let vec = IntGaugeVec::new(
+                    Opts::new("state_size_bytes", "Bytes of an operator's state in its last checkpoint snapshot"),
+                    OPERATOR_LABELS,
+                )?;
+                r.register(Box::new(vec.clone()))?;
+                vec
+            },
             busy: counter(&r, "task_busy_seconds_total", "Time a task spent processing")?,
             backpressured: counter(
                 &r,
@@ -144,6 +153,7 @@ impl Metrics {
                 bytes_in: self.bytes_in.with_label_values(&l),
                 bytes_out: self.bytes_out.with_label_values(&l),
                 late_records: self.late_records.with_label_values(&l),
+                state_size_bytes: self.state_size_bytes.with_label_values(&l),
             }
         };
         TaskCounters {
@@ -170,6 +180,7 @@ pub struct VertexCounters {
     pub bytes_in: IntCounter,
     pub bytes_out: IntCounter,
     pub late_records: IntCounter,
+    pub state_size_bytes: IntGauge,
 }
 
 /// Handles on one task's series.
@@ -231,6 +242,7 @@ impl TaskCounters {
             let _ = m.bytes_in.remove_label_values(&l);
             let _ = m.bytes_out.remove_label_values(&l);
             let _ = m.late_records.remove_label_values(&l);
+            let _ = m.state_size_bytes.remove_label_values(&l);
             let _ = m.window_emit_latency.remove_label_values(&l);
         }
         let _ = m.busy.remove_label_values(&labels);

@@ -66,7 +66,7 @@ pub use datafusion::common::ScalarValue;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sluice_common::keygroup::{hash_key_columns, key_group_of};
-use sluice_common::proto::CustomOperator;
+use sluice_common::proto::{CustomOperator, OperatorSnapshot};
 
 pub use crate::operators::{Operator, OperatorError, SubtaskInfo};
 use crate::state::{
@@ -660,6 +660,11 @@ impl ProcessOperator {
 }
 
 impl Operator for ProcessOperator {
+    fn snapshot_state(&mut self, snapshot: &mut OperatorSnapshot) -> Result<(), OperatorError> {
+        // Timers are stored in the `timers` state, so the keyed state is everything.
+        crate::operators::snapshot_keyed(self.env.backend.as_mut(), snapshot)
+    }
+
     fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<(), OperatorError> {
         if batch.num_rows() == 0 {
             return Ok(());

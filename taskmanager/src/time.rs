@@ -63,6 +63,18 @@ impl EventTimeBuffer {
         }
     }
 
+    /// The buffered rows as an Arrow IPC stream, for a checkpoint; empty when nothing is buffered.
+    pub fn to_ipc(&self) -> Result<Vec<u8>, OperatorError> {
+        if self.pending.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut writer = datafusion::arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &self.schema)?;
+        for batch in &self.pending {
+            writer.write(batch)?;
+        }
+        Ok(writer.into_inner()?)
+    }
+
     /// Removes the buffered rows at or before `up_to` (and those without a time) and returns them sorted by
     /// time, ties broken by the other columns in order, so equal inputs always come out in one order.
     pub fn take_due(&mut self, up_to: i64) -> Result<Option<RecordBatch>, OperatorError> {

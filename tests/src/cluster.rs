@@ -336,6 +336,13 @@ impl Cluster {
         result.unwrap_or_else(|e| panic!("{e:#}"))
     }
 
+    /// The Prometheus text of the JobManager's `GET /metrics`.
+    pub fn job_manager_metrics(&self) -> String {
+        let url = format!("{}/metrics", self.rest_url());
+        let result = self.http.get(&url).send().and_then(|r| r.error_for_status()).and_then(|r| r.text());
+        result.unwrap_or_else(|e| panic!("GET {url}: {e}"))
+    }
+
     /// The Prometheus text of TaskManager `index`'s `GET /metrics`.
     pub fn task_manager_metrics(&self, index: usize) -> String {
         let url = format!("http://{}/metrics", self.task_manager(index).metrics_address);

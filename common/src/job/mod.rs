@@ -7,6 +7,7 @@
 //! so a user fixes a job file in one round.
 pub mod builder;
 pub mod chain;
+pub mod checkpoint;
 mod parse;
 mod validate;
 

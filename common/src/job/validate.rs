@@ -110,6 +110,10 @@ impl ValidatedJob {
     pub fn buffer_timeout(&self) -> Duration {
         Duration::from_millis(self.config().buffer_timeout_ms.unwrap_or(BUFFER_TIMEOUT_MS_DEFAULT))
     }
+    /// The job's own checkpoint policy; None when its config does not turn checkpointing on.
+    pub fn checkpoint_policy(&self) -> Option<super::checkpoint::CheckpointPolicy> {
+        self.config().checkpointing.as_ref().and_then(super::checkpoint::CheckpointPolicy::of)
+    }
     /// The vertex with this id.
     pub fn vertex(&self, id: &str) -> Option<&proto::Vertex> {
         self.graph.vertices.iter().find(|v| v.id == id)
@@ -238,6 +242,9 @@ fn normalize_config(mut config: JobConfig, problems: &mut Vec<String>) -> JobCon
     if buffer_timeout > BUFFER_TIMEOUT_MS_MAX {
         problems
             .push(format!("config.buffer_timeout_ms must be at most {BUFFER_TIMEOUT_MS_MAX} (got {buffer_timeout})"));
+    }
+    if let Some(checkpointing) = config.checkpointing.as_mut() {
+        super::checkpoint::normalize(checkpointing, problems);
     }
     config
 }

@@ -26,6 +26,7 @@ use sluice_common::proto::{
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::checkpoints::{task_manager_addresses, Coordinator, Deployment, Verdict};
 use super::restart::{RestartDecision, RestartStrategy};
 use super::state::{check_transition, JobStatus};
 use super::task_manager_client::{cancel_tasks, deploy_tasks};
@@ -68,6 +69,8 @@ pub(crate) struct JobActor {
     slots: Vec<HeldSlot>,
     /// The tasks of the current attempt and their last state.
     tasks: BTreeMap<TaskKey, TaskEntry>,
+    /// The checkpoint coordinator, from the first deployment on.
+    checkpoints: Option<Coordinator>,
 }
 
 impl JobActor {
@@ -87,6 +90,7 @@ impl JobActor {
             attempt: Attempt(0),
             slots: Vec::new(),
             tasks: BTreeMap::new(),
+            checkpoints: None,
         }
     }
 
@@ -124,6 +128,11 @@ impl JobActor {
             cause = Some(format!("internal error: {illegal}"));
         }
         let from = self.status;
+        if from == JobStatus::Running && to != JobStatus::Running {
+            if let Some(coordinator) = self.checkpoints.as_mut() {
+                coordinator.abort(&self.ctx, format!("the job is {to}"), false).await;
+            }
+        }
         let duration_ms = self.status_since.elapsed().as_millis() as u64;
         tracing::info!(job_id = %self.shared.job_id, %from, %to, duration_ms, cause = cause.as_deref().unwrap_or(""), "job transition");
         let now = now_ms();
@@ -249,6 +258,20 @@ impl JobActor {
             live.tasks = self.tasks.clone();
             live.metrics.clear();
         }
+        if self.checkpoints.is_none() {
+            let last_id = self.ctx.store.max_checkpoint_id(&job_id).await.unwrap_or_else(|e| {
+                tracing::warn!(job_id = %job_id, error = %e, "cannot read the last checkpoint id; starting from 0");
+                0
+            });
+            let policy = job.checkpoint_policy().or_else(|| {
+                self.ctx
+                    .settings
+                    .checkpoint_interval
+                    .and_then(sluice_common::job::checkpoint::CheckpointPolicy::with_interval)
+            });
+            let dir = self.ctx.checkpoint_dir.join(&job_id.0);
+            self.checkpoints = Some(Coordinator::new(job_id.clone(), policy, dir, last_id));
+        }
         let requests = self.deploy_requests(execution_id, &placements);
         tracing::info!(job_id = %job_id, attempt = %self.attempt, execution_id = execution_id.0,
             task_managers = requests.len(), tasks = placements.len(), "deploying");
@@ -303,6 +326,11 @@ impl JobActor {
                     chain_edges: job.chain_edges.clone(),
                     placements: placements.to_vec(),
                     task_managers: task_managers.clone(),
+                    checkpoint_dir: self
+                        .checkpoints
+                        .as_ref()
+                        .map(|c| c.job_dir.display().to_string())
+                        .unwrap_or_default(),
                 };
                 (slot, request)
             })
@@ -325,14 +353,30 @@ impl JobActor {
             if self.cancel_requested().await {
                 return Some(Next::to(JobStatus::Cancelling));
             }
+            let checkpoint_deadline = self.checkpoints.as_ref().and_then(Coordinator::deadline);
             tokio::select! {
                 _ = self.ctx.shutdown.cancelled() => return None,
                 event = self.inbox.recv() => {
                     // The shared handle holds a sender for as long as this actor runs: None is impossible,
                     // but if it came, there would be nothing left to listen to.
                     let event = event?;
-                    if let Some(cause) = self.apply_events(event) {
+                    let (failure, others) = self.apply_events(event);
+                    if let Some(cause) = failure {
                         return Some(Next::failed(JobStatus::Failing, cause));
+                    }
+                    self.tasks_ended_during_checkpoint().await;
+                    for event in others {
+                        if let Verdict::FailJob(cause) = self.on_checkpoint_event(event).await {
+                            return Some(Next::failed(JobStatus::Failing, cause));
+                        }
+                    }
+                }
+                _ = sleep_until_opt(checkpoint_deadline) => {
+                    let deployment = self.deployment();
+                    if let Some(coordinator) = self.checkpoints.as_mut() {
+                        if let Verdict::FailJob(cause) = coordinator.on_deadline(&self.ctx, deployment).await {
+                            return Some(Next::failed(JobStatus::Failing, cause));
+                        }
                     }
                 }
                 _ = self.shared.desired_changed.notified() => {}
@@ -341,23 +385,91 @@ impl JobActor {
         }
     }
 
-    /// Applies `first` and whatever else is already queued (drained in one go). Returns the cause of the
-    /// first task failure among them.
-    fn apply_events(&mut self, first: JobEvent) -> Option<String> {
+    /// Where a checkpoint of the current attempt goes; None unless every task is RUNNING.
+    fn deployment(&self) -> Option<Deployment> {
+        if self.tasks.is_empty() || self.tasks.values().any(|t| t.state != TaskState::TaskRunning) {
+            return None;
+        }
+        let job = &self.shared.job;
+        let fed: BTreeSet<u32> = job.chain_edges.iter().map(|e| e.to_chain).collect();
+        let sources: BTreeSet<u32> = job.chains.iter().map(|c| c.index).filter(|c| !fed.contains(c)).collect();
+        let (source_task_managers, all_task_managers) = task_manager_addresses(&self.tasks, &sources, |tm| {
+            self.slots.iter().find(|s| &s.task_manager == tm).map(|s| s.rpc_address.clone())
+        });
+        Some(Deployment {
+            attempt: self.attempt.0,
+            tasks: self.tasks.keys().copied().collect(),
+            source_task_managers,
+            all_task_managers,
+        })
+    }
+
+    /// Aborts the pending checkpoint if a task it waits for has ended.
+    async fn tasks_ended_during_checkpoint(&mut self) {
+        let Some(coordinator) = self.checkpoints.as_mut() else { return };
+        let ended: Vec<TaskKey> =
+            self.tasks.iter().filter(|(_, t)| is_terminal_task_state(t.state)).map(|(k, _)| *k).collect();
+        for key in ended {
+            coordinator.on_task_ended(&self.ctx, key).await;
+        }
+    }
+
+    /// Handles a checkpoint message or request while RUNNING.
+    async fn on_checkpoint_event(&mut self, event: JobEvent) -> Verdict {
+        let deployment = self.deployment();
+        let Some(coordinator) = self.checkpoints.as_mut() else { return Verdict::Continue };
+        match event {
+            JobEvent::TaskReport(_) => Verdict::Continue,
+            JobEvent::CheckpointAck(ack) => match deployment {
+                Some(deployment) => coordinator.on_ack(&self.ctx, deployment, ack).await,
+                None => Verdict::Continue,
+            },
+            JobEvent::CheckpointDecline(decline) => {
+                coordinator.on_decline(&self.ctx, decline.checkpoint_id, decline.reason).await
+            }
+            JobEvent::TriggerCheckpoint(reply) => {
+                let Some(deployment) = deployment else {
+                    let _ = reply.send(Err("not every task of the job is running yet".into()));
+                    return Verdict::Continue;
+                };
+                match coordinator.trigger(&self.ctx, deployment).await {
+                    Ok(id) => {
+                        // The requester may have given up waiting; the checkpoint goes on regardless.
+                        let _ = reply.send(Ok(id));
+                        Verdict::Continue
+                    }
+                    Err((verdict, reason)) => {
+                        let _ = reply.send(Err(reason));
+                        verdict
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies the task reports among `first` and whatever else is already queued (drained in one go).
+    /// Returns the cause of the first task failure among them, and the other events, in order.
+    fn apply_events(&mut self, first: JobEvent) -> (Option<String>, Vec<JobEvent>) {
         let mut failure = None;
+        let mut others = Vec::new();
         let mut event = Some(first);
         // Bounded by the inbox capacity: try_recv only returns what is already queued.
         let mut budget = super::JOB_INBOX_CAPACITY;
-        while let Some(JobEvent::TaskReport(report)) = event.take() {
-            if let Some(cause) = self.apply_report(report) {
-                failure.get_or_insert(cause);
+        while let Some(next) = event.take() {
+            match next {
+                JobEvent::TaskReport(report) => {
+                    if let Some(cause) = self.apply_report(report) {
+                        failure.get_or_insert(cause);
+                    }
+                }
+                other => others.push(other),
             }
             budget -= 1;
             if budget > 0 {
                 event = self.inbox.try_recv().ok();
             }
         }
-        failure
+        (failure, others)
     }
 
     /// Records a task's new state. Returns the failure cause if the task failed.
@@ -437,8 +549,13 @@ impl JobActor {
                 _ = self.ctx.shutdown.cancelled() => return None,
                 event = self.inbox.recv() => {
                     let event = event?;
-                    // Failures while draining add nothing: the job is already failing or cancelling.
-                    let _ = self.apply_events(event);
+                    // Failures while draining add nothing: the job is already failing or cancelling. Checkpoint
+                    // requests get their answer; acknowledgements are for an aborted checkpoint.
+                    for other in self.apply_events(event).1 {
+                        if let JobEvent::TriggerCheckpoint(reply) = other {
+                            let _ = reply.send(Err(format!("the job is {}", self.status)));
+                        }
+                    }
                 }
                 changed = changes.changed() => if changed.is_err() { return None },
                 _ = tokio::time::sleep_until(deadline) => {
@@ -499,6 +616,10 @@ impl JobActor {
         // (every consumer has received everything), for the others it repeats the cancel.
         self.send_cancels().await;
         self.ctx.cluster.release(&job_id);
+        if let Some(mut coordinator) = self.checkpoints.take() {
+            coordinator.on_job_end(&self.ctx, self.status == JobStatus::Failed).await;
+        }
+        self.ctx.metrics.remove_job(&job_id.0);
         let metrics: Vec<_> = self.shared.live().metrics.values().cloned().collect();
         match serde_json::to_string(&metrics) {
             Ok(json) => {
@@ -518,5 +639,12 @@ pub(crate) fn is_terminal_task_state(state: TaskState) -> bool {
     match state {
         TaskState::TaskFinished | TaskState::TaskFailed | TaskState::TaskCanceled => true,
         TaskState::Unspecified | TaskState::Deploying | TaskState::TaskRunning => false,
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }

@@ -13,6 +13,7 @@
 //! A job is in the [`JobRegistry`] while its actor runs. When it ends, its final record (status, cause,
 //! final metrics) is in the store and the registry forgets it, so memory does not grow with history.
 pub(crate) mod actor;
+mod checkpoints;
 pub mod recovery;
 pub mod restart;
 pub mod state;
@@ -23,7 +24,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use sluice_common::ids::{Attempt, ChainIndex, JobId, SubtaskIndex};
 use sluice_common::job::ValidatedJob;
-use sluice_common::proto::{TaskMetrics, TaskRef, TaskState, TaskStateReport};
+use sluice_common::proto::{
+    AcknowledgeCheckpointRequest, DeclineCheckpointRequest, TaskMetrics, TaskRef, TaskState, TaskStateReport,
+};
 use tokio::sync::{mpsc, Notify};
 
 use crate::cluster::TaskManagerId;
@@ -57,6 +60,12 @@ impl TaskKey {
 pub(crate) enum JobEvent {
     /// A task changed state (already checked to be of the current attempt).
     TaskReport(TaskStateReport),
+    /// A task stored its part of a checkpoint.
+    CheckpointAck(AcknowledgeCheckpointRequest),
+    /// A task could not take its part of a checkpoint.
+    CheckpointDecline(DeclineCheckpointRequest),
+    /// A user asked for a checkpoint now; answered with its id, or why none was started.
+    TriggerCheckpoint(tokio::sync::oneshot::Sender<Result<u64, String>>),
 }
 
 /// Where a task runs and what it last reported.

@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use sluice_common::proto::task_manager_service_client::TaskManagerServiceClient;
-use sluice_common::proto::{CancelTasksRequest, DeployTasksRequest};
+use sluice_common::proto::{
+    CancelTasksRequest, DeployTasksRequest, NotifyCheckpointCompleteRequest, TriggerCheckpointRequest,
+};
 use tonic::transport::{Channel, Endpoint};
 
 /// How long to wait for a TCP (HTTP/2) connection to a TaskManager. A TaskManager that cannot be reached
@@ -80,5 +82,23 @@ pub async fn deploy_tasks(address: &str, request: DeployTasksRequest) -> Result<
 pub async fn cancel_tasks(address: &str, request: CancelTasksRequest) -> Result<(), TaskManagerCallError> {
     let mut client = connect(address).await?;
     client.cancel_tasks(request).await.map_err(|s| status_error(address, s))?;
+    Ok(())
+}
+
+/// Starts a checkpoint at the job's source tasks on the TaskManager at `address`; returns how many sources
+/// took it.
+pub async fn trigger_checkpoint(address: &str, request: TriggerCheckpointRequest) -> Result<u32, TaskManagerCallError> {
+    let mut client = connect(address).await?;
+    let response = client.trigger_checkpoint(request).await.map_err(|s| status_error(address, s))?;
+    Ok(response.into_inner().triggered)
+}
+
+/// Tells the tasks on the TaskManager at `address` that a checkpoint completed.
+pub async fn notify_checkpoint_complete(
+    address: &str,
+    request: NotifyCheckpointCompleteRequest,
+) -> Result<(), TaskManagerCallError> {
+    let mut client = connect(address).await?;
+    client.notify_checkpoint_complete(request).await.map_err(|s| status_error(address, s))?;
     Ok(())
 }

@@ -12,6 +12,8 @@ use sluice_common::job::{parse_job_file, validate};
 use super::views::{ClusterMetrics, JobDetails, JobFacts, JobMetricsView, JobSummary, TaskManagerJson};
 use super::ApiError;
 use crate::cluster::TaskManagerState;
+use crate::job::{JobEvent, REPORT_FORWARD_TIMEOUT};
+use crate::store::{CheckpointRecord, CHECKPOINTS_LISTED_MAX};
 use crate::Context;
 
 /// The multipart field that carries a job file.
@@ -200,6 +202,94 @@ pub(super) async fn cluster_metrics(State(ctx): Ctx) -> Json<ClusterMetrics> {
         utilization,
     })
 }
+
+/// `GET /jobs/{id}/checkpoints`: counts, the latest completed and failed checkpoints, summaries of the
+/// completed ones listed, and the history (newest first, at most [`CHECKPOINTS_LISTED_MAX`]).
+pub(super) async fn job_checkpoints(State(ctx): Ctx, Path(job_id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let facts = facts(&ctx, &job_id).await?;
+    let id = JobId(facts.job_id.clone());
+    let counts = ctx.store.checkpoint_counts(&id).await?;
+    let history = ctx.store.checkpoints(&id, CHECKPOINTS_LISTED_MAX).await?;
+    let count = |status: &str| counts.iter().filter(|(s, _)| s == status).map(|(_, n)| *n).sum::<u64>();
+    let completed: Vec<&CheckpointRecord> = history.iter().filter(|c| c.status == "COMPLETED").collect();
+    let summary = |f: fn(&CheckpointRecord) -> u64| {
+        let values: Vec<u64> = completed.iter().map(|c| f(c)).collect();
+        super::views::Summary::of(values)
+    };
+    let latest = |status: &str| history.iter().find(|c| c.status == status).map(checkpoint_json);
+    Ok(Json(json!({
+        "job_id": facts.job_id,
+        "counts": {
+            "completed": count("COMPLETED"),
+            "failed": count("FAILED"),
+            "in_progress": count("IN_PROGRESS"),
+            "total": counts.iter().map(|(_, n)| n).sum::<u64>(),
+        },
+        "latest": { "completed": latest("COMPLETED"), "failed": latest("FAILED") },
+        "summary": {
+            "end_to_end_duration_ms": summary(|c| c.duration_ms().unwrap_or(0)),
+            "alignment_ms": summary(|c| c.alignment_ms),
+            "sync_ms": summary(|c| c.sync_ms),
+            "async_ms": summary(|c| c.async_ms),
+            "state_size_bytes": summary(|c| c.state_size_bytes),
+        },
+        "history": history.iter().map(checkpoint_json).collect::<Vec<_>>(),
+    })))
+}
+
+fn checkpoint_json(c: &CheckpointRecord) -> Value {
+    json!({
+        "id": c.id,
+        "attempt": c.attempt,
+        "kind": c.kind,
+        "status": c.status,
+        "trigger_time": c.trigger_ms,
+        "end_time": c.end_ms,
+        "duration_ms": c.duration_ms(),
+        "alignment_ms": c.alignment_ms,
+        "sync_ms": c.sync_ms,
+        "async_ms": c.async_ms,
+        "state_size_bytes": c.state_size_bytes,
+        "location": c.location,
+        "failure": c.failure,
+        "discarded": c.discarded,
+    })
+}
+
+/// `POST /jobs/{id}/checkpoints`: starts a checkpoint now; 202 with its id (follow it in the history), 409
+/// when the job is not running or a checkpoint is already in flight.
+pub(super) async fn trigger_checkpoint(State(ctx): Ctx, Path(job_id): Path<String>) -> Result<Response, ApiError> {
+    let facts = facts(&ctx, &job_id).await?;
+    let conflict = |why: String| ApiError::new(StatusCode::CONFLICT, format!("job {job_id}: {why}"));
+    let Some(shared) = ctx.jobs.get(&JobId(facts.job_id.clone())) else {
+        return Err(conflict(format!("the job has ended ({})", facts.status)));
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    shared
+        .inbox
+        .send_timeout(JobEvent::TriggerCheckpoint(reply), REPORT_FORWARD_TIMEOUT)
+        .await
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("job {job_id} is busy; retry")))?;
+    match tokio::time::timeout(CHECKPOINT_TRIGGER_ANSWER_TIMEOUT, answer).await {
+        Ok(Ok(Ok(checkpoint_id))) => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "job_id": job_id, "checkpoint_id": checkpoint_id, "status": "IN_PROGRESS" })),
+        )
+            .into_response()),
+        Ok(Ok(Err(why))) => Err(conflict(why)),
+        Ok(Err(_)) => Err(conflict("the job ended before the checkpoint started".into())),
+        Err(_) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "job {job_id} did not start the checkpoint within {} s",
+                CHECKPOINT_TRIGGER_ANSWER_TIMEOUT.as_secs()
+            ),
+        )),
+    }
+}
+
+/// How long `POST /jobs/{id}/checkpoints` waits for the job to start the checkpoint (not to complete it).
+const CHECKPOINT_TRIGGER_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `GET /`: a small page that lists jobs and TaskManagers from the JSON API.
 pub(super) async fn ui() -> Html<&'static str> {

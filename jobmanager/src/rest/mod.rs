@@ -34,6 +34,7 @@ pub(crate) fn router(ctx: Arc<Context>) -> Router {
         .route("/jobs/{job_id}/status", get(handlers::job_status))
         .route("/jobs/{job_id}/cancel", post(handlers::cancel_job))
         .route("/jobs/{job_id}/metrics", get(handlers::job_metrics))
+        .route("/jobs/{job_id}/checkpoints", get(handlers::job_checkpoints).post(handlers::trigger_checkpoint))
         .route("/taskmanagers", get(handlers::task_managers))
         .route("/cluster/metrics", get(handlers::cluster_metrics))
         .fallback(handlers::not_found)

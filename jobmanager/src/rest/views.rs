@@ -295,3 +295,36 @@ pub(super) struct ClusterMetrics {
     pub available_slots: u32,
     pub utilization: f64,
 }
+
+/// min, p50, p99 and max of some values (nearest rank), all 0 when there are none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub min: u64,
+    pub p50: u64,
+    pub p99: u64,
+    pub max: u64,
+}
+
+impl Summary {
+    pub fn of(mut values: Vec<u64>) -> Self {
+        if values.is_empty() {
+            return Self::default();
+        }
+        values.sort_unstable();
+        let rank = |q: f64| values[((q * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1];
+        Self { min: values[0], p50: rank(0.5), p99: rank(0.99), max: values[values.len() - 1] }
+    }
+}
+
+#[cfg(test)]
+mod summary_tests {
+    use super::Summary;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        assert_eq!(Summary::of(vec![]), Summary::default());
+        assert_eq!(Summary::of(vec![7]), Summary { min: 7, p50: 7, p99: 7, max: 7 });
+        let values: Vec<u64> = (1..=100).rev().collect();
+        assert_eq!(Summary::of(values), Summary { min: 1, p50: 50, p99: 99, max: 100 });
+    }
+}

@@ -10,6 +10,8 @@
 //!
 //! Statuses are stored as text. Text that names no status is not an error here: [`JobRecord::status`]
 //! carries it, and callers turn it into a FAILED job with a reason.
+mod checkpoints;
+
 use std::time::Duration;
 
 use sluice_common::ids::{Attempt, ExecutionId, JobId};
@@ -18,6 +20,7 @@ use sqlx::{Any, Pool};
 use sqlx::{Executor, Row};
 
 use crate::job::state::{JobStatus, UnknownJobStatus};
+pub use checkpoints::{CheckpointRecord, CompletedCheckpoint, CHECKPOINTS_LISTED_MAX};
 
 /// Connections in the pool. SQLite serializes writers anyway; a few connections let REST reads proceed
 /// while an actor writes. At the limit, callers wait up to [`STORE_ACQUIRE_TIMEOUT`].
@@ -362,6 +365,54 @@ mod tests {
     on_both_backends!(status_updates_attempts_and_cancel_requests_are_recorded);
     on_both_backends!(unknown_stored_status_text_is_carried_not_fatal);
     on_both_backends!(jobs_are_listed_newest_first);
+    on_both_backends!(checkpoints_are_recorded_once_and_counted);
+
+    async fn checkpoints_are_recorded_once_and_counted(store: Store) {
+        let job = new_job("cp", 1);
+        store.insert_job(&job).await.unwrap_or_else(|e| panic!("{e}"));
+        let id = &job.job_id;
+        assert_eq!(store.max_checkpoint_id(id).await.ok(), Some(0));
+        for n in 1..=3 {
+            let location = format!("/checkpoints/cp/chk-{n}");
+            store.insert_checkpoint(id, n, 1, "CHECKPOINT", 100 * n, &location).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        let done = CompletedCheckpoint {
+            end_ms: 150,
+            state_size_bytes: 4096,
+            alignment_ms: 3,
+            sync_ms: 1,
+            async_ms: 20,
+            tasks_json: "[]".into(),
+        };
+        assert_eq!(store.complete_checkpoint(id, 1, &done).await.ok(), Some(true));
+        // Completing twice, or completing a failed one, changes nothing.
+        assert_eq!(store.complete_checkpoint(id, 1, &done).await.ok(), Some(false));
+        store.fail_checkpoint(id, 2, 260, "declined by count#0").await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.complete_checkpoint(id, 2, &done).await.ok(), Some(false));
+        store.discard_checkpoint(id, 1).await.unwrap_or_else(|e| panic!("{e}"));
+
+        let listed = store.checkpoints(id, 10).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(listed.iter().map(|c| c.id).collect::<Vec<_>>(), vec![3, 2, 1]);
+        let (third, second, first) = (&listed[0], &listed[1], &listed[2]);
+        assert_eq!((third.status.as_str(), third.end_ms), ("IN_PROGRESS", None));
+        assert_eq!(second.status, "FAILED");
+        assert_eq!(second.failure.as_deref(), Some("declined by count#0"));
+        assert_eq!((first.status.as_str(), first.state_size_bytes, first.async_ms), ("COMPLETED", 4096, 20));
+        assert_eq!(first.duration_ms(), Some(50));
+        assert!(first.discarded && second.discarded && !third.discarded);
+        assert_eq!(store.max_checkpoint_id(id).await.ok(), Some(3));
+
+        let mut counts = store.checkpoint_counts(id).await.unwrap_or_else(|e| panic!("{e}"));
+        counts.sort();
+        let expected: Vec<(String, u64)> =
+            vec![("COMPLETED".into(), 1), ("FAILED".into(), 1), ("IN_PROGRESS".into(), 1)];
+        assert_eq!(counts, expected);
+        assert_eq!(store.fail_in_progress_checkpoints(400, "JobManager restarted").await.ok(), Some(1));
+        assert_eq!(
+            store.checkpoints(id, 1).await.ok().and_then(|c| c.first().map(|c| c.status.clone())).as_deref(),
+            Some("FAILED")
+        );
+    }
 
     fn new_job(id: &str, start: u64) -> NewJob {
         NewJob {

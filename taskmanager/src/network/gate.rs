@@ -67,6 +67,8 @@ struct GateState {
     failure: Option<Failure>,
     /// The gate was dropped: deliveries are stale.
     closed: bool,
+    /// Channels currently blocked.
+    blocked: usize,
 }
 
 struct InputChannel {
@@ -78,6 +80,8 @@ struct InputChannel {
     queue: VecDeque<Incoming>,
     events_queued: u32,
     end_received: bool,
+    /// Held back by the consumer (checkpoint alignment): its elements stay queued, and its credits with them.
+    blocked: bool,
 }
 
 enum Popped {
@@ -183,7 +187,14 @@ impl GateShared {
             return Popped::Failed(failure.clone());
         }
         let state = &mut *state;
-        let Some(index) = state.ready.pop_front() else {
+        let next = if state.blocked == 0 {
+            state.ready.pop_front()
+        } else {
+            // Alignment: the first element of a channel that is not blocked, keeping arrival order otherwise.
+            let channels = &state.channels;
+            state.ready.iter().position(|&i| !channels[i].blocked).and_then(|at| state.ready.remove(at))
+        };
+        let Some(index) = next else {
             return if state.ends_consumed == state.channels.len() { Popped::AllEnded } else { Popped::Empty };
         };
         let channel = &mut state.channels[index];
@@ -253,6 +264,7 @@ impl InputGate {
                 queue: VecDeque::new(),
                 events_queued: 0,
                 end_received: false,
+                blocked: false,
             })
             .collect();
         let state = GateState {
@@ -264,6 +276,7 @@ impl InputGate {
             ends_consumed: 0,
             failure: None,
             closed: false,
+            blocked: 0,
         };
         let keys = channels.iter().map(|(key, _)| *key).collect();
         let shared = Arc::new(GateShared { state: std::sync::Mutex::new(state), arrived: Notify::new() });
@@ -325,6 +338,26 @@ impl InputGate {
                 Popped::Empty => self.shared.arrived.notified().await,
             }
         }
+    }
+
+    /// Holds back channel `index`: [`Self::next`] returns nothing more from it until [`Self::unblock_all`].
+    /// Its elements stay queued and keep their credits, so its sender is back-pressured meanwhile (aligned
+    /// checkpoints: a channel that delivered a barrier waits for the others).
+    pub fn block(&mut self, index: usize) {
+        let mut state = lock(&self.shared.state);
+        if let Some(channel) = state.channels.get_mut(index) {
+            if !channel.blocked {
+                channel.blocked = true;
+                state.blocked += 1;
+            }
+        }
+    }
+
+    /// Releases every blocked channel.
+    pub fn unblock_all(&mut self) {
+        let mut state = lock(&self.shared.state);
+        state.channels.iter_mut().for_each(|c| c.blocked = false);
+        state.blocked = 0;
     }
 
     /// Number of input channels.

@@ -766,3 +766,54 @@ async fn next_inside_select_with_a_timer_loses_no_event() {
     let expected_barriers: Vec<u64> = (0..BATCHES as u64).step_by(10).collect();
     assert_eq!(barriers, [expected_barriers.clone(), expected_barriers]);
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Checkpoint alignment
+// ---------------------------------------------------------------------------------------------------------
+
+/// A blocked channel's elements stay queued while the other channel is served; after `unblock_all` they
+/// come out in their order. What aligned checkpoints rely on: nothing after a barrier is processed before
+/// every channel has delivered the barrier.
+#[tokio::test]
+async fn a_blocked_channel_is_held_back_until_unblocked() {
+    let a = start("tm-a", config()).await;
+    let (first, second) = (key(21, 0, 0, 0), key(21, 0, 1, 0));
+    let (gate, one, two) = tokio::join!(
+        a.create_input_gate(vec![(first, peer(&a)), (second, peer(&a))]),
+        a.create_result_partition(vec![(first, peer(&a))], Duration::ZERO),
+        a.create_result_partition(vec![(second, peer(&a))], Duration::ZERO),
+    );
+    let (mut gate, mut one, mut two) = (gate.expect("gate"), one.expect("partition 1"), two.expect("partition 2"));
+
+    one.broadcast_event(StreamEvent::Barrier(5)).await.expect("barrier");
+    one.send_batch(0, batch(0..3)).await.expect("send");
+    one.flush().await.expect("flush");
+    assert!(matches!(next_element(&mut gate).await, (0, StreamEvent::Barrier(5))));
+    gate.block(0);
+    eventually("channel 0's batch is queued", || gate.in_flight_bytes() > 0).await;
+
+    two.send_batch(0, batch(10..12)).await.expect("send");
+    two.broadcast_event(StreamEvent::Barrier(5)).await.expect("barrier");
+    two.flush().await.expect("flush");
+    match next_element(&mut gate).await {
+        (1, StreamEvent::Batch(batch)) => assert_eq!(values(&batch), vec![10, 11]),
+        other => panic!("the blocked channel 0 was served: {other:?}"),
+    }
+    assert!(matches!(next_element(&mut gate).await, (1, StreamEvent::Barrier(5))));
+    // Only the blocked channel has something: nothing comes.
+    assert!(tokio::time::timeout(Duration::from_millis(50), gate.next()).await.is_err());
+
+    gate.unblock_all();
+    match next_element(&mut gate).await {
+        (0, StreamEvent::Batch(batch)) => assert_eq!(values(&batch), vec![0, 1, 2]),
+        other => panic!("expected channel 0's batch after unblocking, got {other:?}"),
+    }
+    for partition in [one, two] {
+        produce(partition, vec![0], 0, 0).await.expect("end");
+    }
+    assert_eq!(drain(&mut gate).await.expect("drain"), vec![Vec::<i64>::new(), Vec::new()]);
+}
+
+async fn next_element(gate: &mut InputGate) -> (usize, StreamEvent) {
+    tokio::time::timeout(WAIT, gate.next()).await.expect("in time").expect("an element").expect("no error")
+}

@@ -19,6 +19,7 @@ use sluice_common::proto::Aggregate;
 
 use super::accumulate::{AggregateFn, Kind};
 use super::{Operator, OperatorError};
+use sluice_common::proto::OperatorSnapshot;
 
 /// Per-group state of one aggregate. `values` counts the non-null inputs seen: a group with none yet has a
 /// null sum/min/max/avg, as in SQL.
@@ -122,6 +123,12 @@ impl RunningAggregate {
 }
 
 impl Operator for RunningAggregate {
+    fn snapshot_state(&mut self, _snapshot: &mut OperatorSnapshot) -> Result<(), OperatorError> {
+        Err(OperatorError::new(
+            "the running (non-windowed) aggregate keeps its groups outside keyed state and cannot be checkpointed yet",
+        ))
+    }
+
     fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<(), OperatorError> {
         if batch.num_rows() == 0 {
             return Ok(());

@@ -144,6 +144,11 @@ impl Datagen {
 }
 
 impl Source for Datagen {
+    fn position(&self) -> Vec<u8> {
+        // The index of the next row among this subtask's rows.
+        self.next_local.to_be_bytes().to_vec()
+    }
+
     fn poll_next(&mut self) -> Result<SourcePoll, OperatorError> {
         let remaining = self.local_rows.map_or(u64::MAX, |total| total - self.next_local);
         if remaining == 0 {

@@ -18,6 +18,7 @@ use sluice_common::proto::Deduplicate;
 use super::{Operator, OperatorError};
 use crate::state::{KeyedStateBackend, StateKey, Ttl, ValueState};
 use crate::time::{now_millis, timestamps_of, EventTimeBuffer};
+use sluice_common::proto::OperatorSnapshot;
 
 pub struct DedupOp {
     key_columns: Vec<usize>,
@@ -107,6 +108,14 @@ impl DedupOp {
 }
 
 impl Operator for DedupOp {
+    fn snapshot_state(&mut self, snapshot: &mut OperatorSnapshot) -> Result<(), OperatorError> {
+        super::snapshot_keyed(self.backend.as_mut(), snapshot)?;
+        if let Some(pending) = &self.pending {
+            snapshot.operator_state = pending.to_ipc()?;
+        }
+        Ok(())
+    }
+
     fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<(), OperatorError> {
         if batch.num_rows() == 0 {
             return Ok(());

@@ -169,6 +169,14 @@ impl FileSourceReader {
 }
 
 impl Source for FileSourceReader {
+    fn position(&self) -> Vec<u8> {
+        // The next file to open, and the byte offset of the next line of the one being read (u64::MAX when
+        // none is open). Between polls the decoder holds no rows.
+        let mut position = (self.next_file as u64).to_be_bytes().to_vec();
+        position.extend_from_slice(&self.current.as_ref().map_or(u64::MAX, |split| split.position).to_be_bytes());
+        position
+    }
+
     fn poll_next(&mut self) -> Result<SourcePoll, OperatorError> {
         loop {
             if self.current.is_none() && !self.open_next_split()? {

@@ -30,6 +30,7 @@ use crate::state::{
     list_elements, split_state_key, time_bytes, time_from_bytes, KeyedStateBackend, ListState, StateId, StateKey,
 };
 use crate::time::{timestamps_of, EventTimeBuffer};
+use sluice_common::proto::OperatorSnapshot;
 
 /// One input of a join: how to read its keys, times and whole rows.
 struct Side {
@@ -263,6 +264,10 @@ impl IntervalJoinOp {
 }
 
 impl Operator for IntervalJoinOp {
+    fn snapshot_state(&mut self, snapshot: &mut OperatorSnapshot) -> Result<(), OperatorError> {
+        super::snapshot_keyed(self.backend.as_mut(), snapshot)
+    }
+
     fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<(), OperatorError> {
         self.process_input(0, batch, out)
     }
@@ -395,6 +400,12 @@ impl TemporalJoinOp {
 }
 
 impl Operator for TemporalJoinOp {
+    fn snapshot_state(&mut self, snapshot: &mut OperatorSnapshot) -> Result<(), OperatorError> {
+        super::snapshot_keyed(self.backend.as_mut(), snapshot)?;
+        snapshot.operator_state = self.pending.to_ipc()?;
+        Ok(())
+    }
+
     fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<(), OperatorError> {
         self.process_input(0, batch, out)
     }

@@ -26,7 +26,7 @@ use std::time::Duration;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use sluice_common::job::ValidatedJob;
-use sluice_common::proto::{vertex::Operator as Spec, Vertex};
+use sluice_common::proto::{vertex::Operator as Spec, OperatorSnapshot, Vertex};
 
 use crate::metrics::TaskCounters;
 use crate::process::{OperatorRegistry, ProcessOperator};
@@ -69,6 +69,12 @@ pub enum SourcePoll {
 pub trait Source: Send {
     /// The next batch, a request to wait, or the end of input.
     fn poll_next(&mut self) -> Result<SourcePoll, OperatorError>;
+
+    /// Checkpoint: where this source stands (what it reads next), in its own encoding. Called between
+    /// polls; everything before it has been emitted.
+    fn position(&self) -> Vec<u8> {
+        Vec::new()
+    }
 }
 
 /// A vectorized transformation or sink in a chain.
@@ -120,6 +126,28 @@ pub trait Operator: Send {
     fn pause(&mut self) -> Option<Duration> {
         None
     }
+
+    /// Checkpoint: adds this operator's state as of now (keyed state, records it holds back) to `snapshot`.
+    /// Called between batches, once every record before the barrier has been processed. An operator that
+    /// cannot snapshot its state returns an error, and the task declines the checkpoint with it.
+    fn snapshot_state(&mut self, _snapshot: &mut OperatorSnapshot) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// Checkpoint `id` completed: what was pre-committed for it may be committed.
+    fn notify_checkpoint_complete(&mut self, _id: u64) -> Result<(), OperatorError> {
+        Ok(())
+    }
+}
+
+/// Adds a backend's states to an operator snapshot.
+pub(crate) fn snapshot_keyed(
+    backend: &mut dyn crate::state::KeyedStateBackend,
+    snapshot: &mut OperatorSnapshot,
+) -> Result<(), OperatorError> {
+    let states = crate::checkpoint::snapshot_backend(backend).map_err(|e| OperatorError::new(e.to_string()))?;
+    snapshot.keyed.extend(states);
+    Ok(())
 }
 
 /// Where a subtask stands in its vertex.

@@ -37,6 +37,7 @@ use super::accumulate::{evaluate, Acc, AggregateFn, ACC_BYTES};
 use super::{Operator, OperatorError};
 use crate::state::{split_state_key, time_bytes, time_from_bytes, KeyedStateBackend, StateError, StateId, StateKey};
 use crate::time::{now_millis, timestamps_of, END_OF_TIME};
+use sluice_common::proto::OperatorSnapshot;
 
 impl From<StateError> for OperatorError {
     fn from(e: StateError) -> Self {
@@ -682,6 +683,11 @@ impl Operator for WindowOp {
 
     fn drain_side_output(&mut self, out: &mut Vec<(&'static str, RecordBatch)>) {
         out.extend(self.late.drain(..).map(|batch| (LATE_SIDE_OUTPUT, batch)));
+    }
+
+    fn snapshot_state(&mut self, snapshot: &mut OperatorSnapshot) -> Result<(), OperatorError> {
+        // The timers are derived from the stored windows; the keyed state is the whole state.
+        super::snapshot_keyed(self.backend.as_mut(), snapshot)
     }
 
     fn late_records(&self) -> u64 {

@@ -14,12 +14,21 @@
 pub mod output;
 pub mod plan;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::record_batch::RecordBatch;
 use sluice_common::job::ValidatedJob;
+use sluice_common::proto::{
+    AcknowledgeCheckpointRequest, DeclineCheckpointRequest, OperatorSnapshot, TaskRef, TaskSnapshot,
+};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint::{
+    checkpoint_dir, snapshot_file_name, write_snapshot, CheckpointCommand, CheckpointOutcome, CheckpointReporter,
+};
 
 use crate::metrics::TaskCounters;
 use crate::network::{InputGate, NetworkEnvironment, NetworkError, StreamEvent};
@@ -68,6 +77,41 @@ pub struct Task {
     cancel: CancellationToken,
     state: StateSettings,
     registry: Arc<OperatorRegistry>,
+    checkpoints: TaskCheckpoints,
+}
+
+/// How a task takes part in checkpoints.
+pub struct TaskCheckpoints {
+    /// The task, as acknowledgements name it.
+    pub task: TaskRef,
+    /// The job's checkpoint directory (checkpoint N goes to `chk-N/` under it); None: no checkpoints.
+    pub dir: Option<PathBuf>,
+    /// Triggers (source tasks) and completions from the TaskManager.
+    pub commands: mpsc::UnboundedReceiver<CheckpointCommand>,
+    /// Where acknowledgements and declines go.
+    pub reporter: CheckpointReporter,
+}
+
+/// The checkpoint state of a running task.
+struct Checkpointing {
+    task: TaskRef,
+    dir: Option<PathBuf>,
+    /// None once the TaskManager dropped its sender (the task is being torn down).
+    commands: Option<mpsc::UnboundedReceiver<CheckpointCommand>>,
+    reporter: CheckpointReporter,
+    /// A gate head waiting for the barrier of `id` on its other channels.
+    aligning: Option<Alignment>,
+    /// A gate head: channels that delivered end-of-partition (they take part in no further alignment).
+    ended: Vec<bool>,
+    /// The newest checkpoint this task took or abandoned: older barriers are stale.
+    last_id: u64,
+}
+
+struct Alignment {
+    id: u64,
+    started: Instant,
+    /// Channels that delivered this barrier (or ended).
+    done: Vec<bool>,
 }
 
 /// Time accounting for the busy / back-pressured / idle split (Flink's model).
@@ -84,16 +128,18 @@ impl Task {
         cancel: CancellationToken,
         state: StateSettings,
         registry: Arc<OperatorRegistry>,
+        checkpoints: TaskCheckpoints,
     ) -> Self {
-        Self { job, plan, counters, cancel, state, registry }
+        Self { job, plan, counters, cancel, state, registry, checkpoints }
     }
 
     /// Runs the task to its end. `on_running` is called once its channels are set up.
     pub async fn run(self, network: Arc<NetworkEnvironment>, on_running: impl FnOnce()) -> Result<(), TaskError> {
-        let Task { job, plan, counters, cancel, state, registry } = self;
+        let Task { job, plan, counters, cancel, state, registry, checkpoints } = self;
         let token = cancel.clone();
         let work = async {
-            let mut runner = Runner::build(&job, &plan, &network, &counters, cancel, &state, &registry).await?;
+            let mut runner =
+                Runner::build(&job, &plan, &network, &counters, cancel, &state, &registry, checkpoints).await?;
             on_running();
             runner.run(&counters).await
         };
@@ -123,9 +169,14 @@ struct Runner {
     side: Vec<(&'static str, RecordBatch)>,
     /// A gate head: which input of the head operator each channel feeds (joins have two).
     channel_inputs: Vec<usize>,
+    checkpointing: Checkpointing,
+    /// The chain's vertex ids, head first.
+    vertex_ids: Vec<String>,
+    parallelism: u32,
 }
 
 impl Runner {
+    #[allow(clippy::too_many_arguments)]
     async fn build(
         job: &ValidatedJob,
         plan: &SubtaskPlan,
@@ -134,6 +185,7 @@ impl Runner {
         cancel: CancellationToken,
         state: &StateSettings,
         registry: &OperatorRegistry,
+        checkpoints: TaskCheckpoints,
     ) -> Result<Self, TaskError> {
         let chain = job
             .chains
@@ -190,11 +242,27 @@ impl Runner {
             input_watermarks: InputWatermarks::new(plan.inputs.len()),
             side: Vec::new(),
             channel_inputs,
+            checkpointing: Checkpointing {
+                task: checkpoints.task,
+                dir: checkpoints.dir,
+                commands: Some(checkpoints.commands),
+                reporter: checkpoints.reporter,
+                aligning: None,
+                ended: vec![false; plan.inputs.len()],
+                last_id: 0,
+            },
+            vertex_ids: chain.vertex_ids.clone(),
+            parallelism: chain.parallelism,
         })
     }
 
     async fn run(&mut self, counters: &TaskCounters) -> Result<(), TaskError> {
         loop {
+            if matches!(self.head, Head::Source(_)) {
+                while let Some(command) = self.checkpointing.commands.as_mut().and_then(|c| c.try_recv().ok()) {
+                    self.on_command(command, counters).await?;
+                }
+            }
             match &mut self.head {
                 Head::Source(source) => match source.poll_next()? {
                     SourcePoll::Batch(batch) => {
@@ -211,8 +279,16 @@ impl Runner {
                             Some(deadline) => wait.min(deadline.saturating_duration_since(tokio::time::Instant::now())),
                             None => wait,
                         };
-                        cancellable_sleep(&self.cancel, wait).await?;
+                        let command = tokio::select! {
+                            biased;
+                            _ = self.cancel.cancelled() => return Err(TaskError::Cancelled),
+                            command = next_command(&mut self.checkpointing.commands) => command,
+                            _ = tokio::time::sleep(wait) => None,
+                        };
                         self.account_idle(counters);
+                        if let Some(command) = command {
+                            self.on_command(command, counters).await?;
+                        }
                     }
                     SourcePoll::End => break,
                 },
@@ -248,6 +324,10 @@ impl Runner {
             let event = tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => return Err(TaskError::Cancelled),
+                command = next_command(&mut self.checkpointing.commands) => match command {
+                    Some(command) => Wake::Command(command),
+                    None => continue,
+                },
                 _ = sleep_until_opt(timer) => Wake::Timer,
                 _ = sleep_until_opt(deadline) => Wake::Flush,
                 event = gate.next() => Wake::Event(event),
@@ -257,6 +337,7 @@ impl Runner {
             counters.remote_bytes_in.inc_by(gate.remote_bytes_in().saturating_sub(counters.remote_bytes_in.get()));
             self.account_idle(counters);
             match event {
+                Wake::Command(command) => self.on_command(command, counters).await?,
                 Wake::Timer => self.fire_due_timers(counters).await?,
                 Wake::Flush => self.flush_outputs().await?,
                 Wake::Event(None) => return Ok(None),
@@ -272,11 +353,173 @@ impl Runner {
                         self.advance_watermark(watermark, counters).await?;
                     }
                 }
-                // Barriers are not produced yet (checkpoints come later); end-of-partition is consumed by the
-                // gate itself.
-                Wake::Event(Some(Ok((_, StreamEvent::Barrier(_) | StreamEvent::EndOfPartition)))) => {}
+                Wake::Event(Some(Ok((channel, StreamEvent::Barrier(id))))) => {
+                    self.on_barrier(channel, id, counters).await?
+                }
+                Wake::Event(Some(Ok((channel, StreamEvent::EndOfPartition)))) => {
+                    self.on_channel_ended(channel, counters).await?
+                }
             }
         }
+    }
+
+    /// A checkpoint command from the TaskManager.
+    async fn on_command(&mut self, command: CheckpointCommand, counters: &TaskCounters) -> Result<(), TaskError> {
+        match command {
+            CheckpointCommand::Trigger { id, timestamp_ms: _ } => {
+                if matches!(self.head, Head::Source(_)) && id > self.checkpointing.last_id {
+                    self.checkpointing.last_id = id;
+                    self.take_checkpoint(id, Duration::ZERO, counters).await?;
+                }
+            }
+            CheckpointCommand::Complete { id } => {
+                for index in 0..self.operators.len() {
+                    self.operators[index]
+                        .notify_checkpoint_complete(id)
+                        .map_err(|e| operator_error(counters, index + self.offset, e))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The barrier of checkpoint `id` arrived on `channel`: the channel is held back until every other
+    /// channel delivered it too (aligned checkpoint), then the task takes its snapshot.
+    async fn on_barrier(&mut self, channel: usize, id: u64, counters: &TaskCounters) -> Result<(), TaskError> {
+        let cp = &mut self.checkpointing;
+        if id <= cp.last_id {
+            return Ok(()); // A checkpoint this task already took or abandoned.
+        }
+        let Head::Gate(gate) = &mut self.head else { return Ok(()) };
+        match &cp.aligning {
+            Some(alignment) if alignment.id > id => return Ok(()),
+            Some(alignment) if alignment.id == id => {}
+            _ => {
+                // A newer checkpoint overtakes an unfinished alignment: the older one was aborted upstream.
+                gate.unblock_all();
+                cp.aligning = Some(Alignment { id, started: Instant::now(), done: cp.ended.clone() });
+            }
+        }
+        if let Some(alignment) = cp.aligning.as_mut() {
+            if let Some(done) = alignment.done.get_mut(channel) {
+                *done = true;
+            }
+            gate.block(channel);
+        }
+        self.complete_alignment(counters).await
+    }
+
+    /// A channel delivered end-of-partition: it no longer holds back an alignment.
+    async fn on_channel_ended(&mut self, channel: usize, counters: &TaskCounters) -> Result<(), TaskError> {
+        let cp = &mut self.checkpointing;
+        if let Some(ended) = cp.ended.get_mut(channel) {
+            *ended = true;
+        }
+        if let Some(done) = cp.aligning.as_mut().and_then(|a| a.done.get_mut(channel)) {
+            *done = true;
+        }
+        self.complete_alignment(counters).await
+    }
+
+    /// Takes the checkpoint being aligned if every channel has delivered its barrier.
+    async fn complete_alignment(&mut self, counters: &TaskCounters) -> Result<(), TaskError> {
+        let cp = &mut self.checkpointing;
+        if !cp.aligning.as_ref().is_some_and(|a| a.done.iter().all(|&d| d)) {
+            return Ok(());
+        }
+        let Some(alignment) = cp.aligning.take() else { return Ok(()) };
+        cp.last_id = alignment.id;
+        if let Head::Gate(gate) = &mut self.head {
+            gate.unblock_all();
+        }
+        self.take_checkpoint(alignment.id, alignment.started.elapsed(), counters).await
+    }
+
+    /// Takes this task's part of checkpoint `id`: snapshots the source position and every operator's state
+    /// (synchronously, between batches), sends the barrier on, then writes the snapshot file on a blocking
+    /// thread and acknowledges (or declines) to the JobManager.
+    async fn take_checkpoint(
+        &mut self,
+        id: u64,
+        alignment: Duration,
+        counters: &TaskCounters,
+    ) -> Result<(), TaskError> {
+        let started = Instant::now();
+        let snapshot = self.snapshot(id);
+        let sync = started.elapsed();
+        // Downstream aligns on this barrier whether or not this task's part succeeded: a declined checkpoint
+        // is aborted by the coordinator, and the next barrier supersedes it.
+        self.flush_outputs().await?;
+        for output in &mut self.outputs {
+            output.partition.broadcast_event(StreamEvent::Barrier(id)).await?;
+        }
+        let cp = &self.checkpointing;
+        let (task, reporter) = (cp.task.clone(), cp.reporter.clone());
+        let snapshot = match (snapshot, &cp.dir) {
+            (Ok(snapshot), Some(dir)) => (snapshot, checkpoint_dir(dir, id)),
+            (Err(reason), _) => {
+                reporter(decline(&task, id, reason));
+                return Ok(());
+            }
+            (Ok(_), None) => {
+                reporter(decline(&task, id, "the deployment has no checkpoint directory".into()));
+                return Ok(());
+            }
+        };
+        for (index, operator) in snapshot.0.operators.iter().enumerate() {
+            let bytes: usize =
+                operator.keyed.iter().map(|s| s.keys.iter().chain(&s.values).map(Vec::len).sum::<usize>()).sum();
+            if let Some(vertex) = counters.vertices.get(index) {
+                vertex.state_size_bytes.set(i64::try_from(bytes + operator.operator_state.len()).unwrap_or(i64::MAX));
+            }
+        }
+        let name = snapshot_file_name(task.chain, task.subtask);
+        tokio::task::spawn_blocking(move || {
+            let (snapshot, dir) = snapshot;
+            let written = Instant::now();
+            let outcome = match write_snapshot(&dir, &name, &snapshot) {
+                Ok(size) => CheckpointOutcome::Acknowledge(AcknowledgeCheckpointRequest {
+                    task: Some(task.clone()),
+                    checkpoint_id: id,
+                    state_file: name,
+                    state_size_bytes: size,
+                    alignment_ms: alignment.as_millis() as u64,
+                    sync_ms: sync.as_millis() as u64,
+                    async_ms: written.elapsed().as_millis() as u64,
+                }),
+                Err(e) => decline(&task, id, format!("cannot write the snapshot: {e}")),
+            };
+            reporter(outcome);
+        });
+        Ok(())
+    }
+
+    /// The task's snapshot for checkpoint `id`, one entry per vertex of the chain (head first); the reason
+    /// when an operator cannot snapshot its state.
+    fn snapshot(&mut self, id: u64) -> Result<TaskSnapshot, String> {
+        let task = &self.checkpointing.task;
+        let mut snapshot = TaskSnapshot {
+            job_id: task.job_id.clone(),
+            checkpoint_id: id,
+            chain: task.chain,
+            subtask: task.subtask,
+            parallelism: self.parallelism,
+            operators: Vec::with_capacity(self.vertex_ids.len()),
+        };
+        if let Head::Source(source) = &self.head {
+            snapshot.operators.push(OperatorSnapshot {
+                vertex_id: self.vertex_ids.first().cloned().unwrap_or_default(),
+                source_position: source.position(),
+                ..Default::default()
+            });
+        }
+        for (index, operator) in self.operators.iter_mut().enumerate() {
+            let vertex_id = self.vertex_ids.get(index + self.offset).cloned().unwrap_or_default();
+            let mut state = OperatorSnapshot { vertex_id, ..Default::default() };
+            operator.snapshot_state(&mut state).map_err(|e| format!("vertex '{}': {}", state.vertex_id, e.0))?;
+            snapshot.operators.push(state);
+        }
+        Ok(snapshot)
     }
 
     /// Event time reached `watermark` (or the task went idle): each operator in chain order fires what it
@@ -475,6 +718,7 @@ impl Runner {
 
 /// What woke a task waiting on its input gate.
 enum Wake {
+    Command(CheckpointCommand),
     Timer,
     Flush,
     Event(Option<Result<(usize, StreamEvent), NetworkError>>),
@@ -488,6 +732,22 @@ fn operator_error(counters: &TaskCounters, vertex: usize, error: OperatorError) 
 
 fn named(vertex: &sluice_common::proto::Vertex, error: OperatorError) -> TaskError {
     TaskError::Operator(format!("vertex '{}': {}", vertex.id, error.0))
+}
+
+fn decline(task: &TaskRef, id: u64, reason: String) -> CheckpointOutcome {
+    CheckpointOutcome::Decline(DeclineCheckpointRequest { task: Some(task.clone()), checkpoint_id: id, reason })
+}
+
+/// The next checkpoint command; pending forever once the sender is gone (the receiver is then dropped).
+async fn next_command(commands: &mut Option<mpsc::UnboundedReceiver<CheckpointCommand>>) -> Option<CheckpointCommand> {
+    let receiver = commands.as_mut()?;
+    match receiver.recv().await {
+        Some(command) => Some(command),
+        None => {
+            *commands = None;
+            None
+        }
+    }
 }
 
 async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {

@@ -1,0 +1,207 @@
+//! Checkpoint metadata: one row per checkpoint (or savepoint) of a job, written when the coordinator
+//! triggers it and updated once when it completes or fails.
+use serde::Serialize;
+use sluice_common::ids::JobId;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::{from_ms, ms, Store, StoreError};
+
+/// The most checkpoints `GET /jobs/{id}/checkpoints` lists (the newest).
+pub const CHECKPOINTS_LISTED_MAX: u32 = 100;
+
+/// Statuses of a checkpoint row.
+pub const IN_PROGRESS: &str = "IN_PROGRESS";
+pub const COMPLETED: &str = "COMPLETED";
+pub const FAILED: &str = "FAILED";
+
+/// A checkpoint as recorded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CheckpointRecord {
+    /// Its id, increasing within the job.
+    pub id: u64,
+    /// The job attempt it belongs to.
+    pub attempt: u32,
+    /// CHECKPOINT or SAVEPOINT.
+    pub kind: String,
+    /// IN_PROGRESS, COMPLETED or FAILED.
+    pub status: String,
+    /// When it was triggered, ms since the epoch.
+    pub trigger_ms: u64,
+    /// When it completed or failed.
+    pub end_ms: Option<u64>,
+    /// Its directory.
+    pub location: String,
+    pub state_size_bytes: u64,
+    pub alignment_ms: u64,
+    pub sync_ms: u64,
+    pub async_ms: u64,
+    /// Why it failed.
+    pub failure: Option<String>,
+    /// Whether its files were deleted (retention, or the job's end).
+    pub discarded: bool,
+}
+
+impl CheckpointRecord {
+    /// Trigger to completion (or failure), when it has ended.
+    pub fn duration_ms(&self) -> Option<u64> {
+        self.end_ms.map(|end| end.saturating_sub(self.trigger_ms))
+    }
+}
+
+/// What a completed checkpoint records.
+#[derive(Clone, Debug, Default)]
+pub struct CompletedCheckpoint {
+    pub end_ms: u64,
+    pub state_size_bytes: u64,
+    pub alignment_ms: u64,
+    pub sync_ms: u64,
+    pub async_ms: u64,
+    pub tasks_json: String,
+}
+
+impl Store {
+    /// Records a checkpoint the coordinator just triggered, IN_PROGRESS.
+    pub async fn insert_checkpoint(
+        &self,
+        job_id: &JobId,
+        id: u64,
+        attempt: u32,
+        kind: &str,
+        trigger_ms: u64,
+        location: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO checkpoints (job_id, checkpoint_id, attempt, kind, status, trigger_ms, location) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(job_id.0.clone())
+        .bind(ms(id))
+        .bind(i64::from(attempt))
+        .bind(kind.to_string())
+        .bind(IN_PROGRESS)
+        .bind(ms(trigger_ms))
+        .bind(location.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Marks an in-progress checkpoint COMPLETED with its statistics, in one statement (so one transaction).
+    /// False when it was not in progress (already failed, or unknown).
+    pub async fn complete_checkpoint(
+        &self,
+        job_id: &JobId,
+        id: u64,
+        done: &CompletedCheckpoint,
+    ) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE checkpoints SET status = $1, end_ms = $2, state_size_bytes = $3, alignment_ms = $4, \
+             sync_ms = $5, async_ms = $6, tasks_json = $7 WHERE job_id = $8 AND checkpoint_id = $9 AND status = $10",
+        )
+        .bind(COMPLETED)
+        .bind(ms(done.end_ms))
+        .bind(ms(done.state_size_bytes))
+        .bind(ms(done.alignment_ms))
+        .bind(ms(done.sync_ms))
+        .bind(ms(done.async_ms))
+        .bind(done.tasks_json.clone())
+        .bind(job_id.0.clone())
+        .bind(ms(id))
+        .bind(IN_PROGRESS)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Marks an in-progress checkpoint FAILED with the reason.
+    pub async fn fail_checkpoint(&self, job_id: &JobId, id: u64, end_ms: u64, reason: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE checkpoints SET status = $1, end_ms = $2, failure = $3, discarded = 1 \
+             WHERE job_id = $4 AND checkpoint_id = $5 AND status = $6",
+        )
+        .bind(FAILED)
+        .bind(ms(end_ms))
+        .bind(reason.to_string())
+        .bind(job_id.0.clone())
+        .bind(ms(id))
+        .bind(IN_PROGRESS)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records that a completed checkpoint's files were deleted.
+    pub async fn discard_checkpoint(&self, job_id: &JobId, id: u64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE checkpoints SET discarded = 1 WHERE job_id = $1 AND checkpoint_id = $2")
+            .bind(job_id.0.clone())
+            .bind(ms(id))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Fails every checkpoint still IN_PROGRESS (their coordinator is gone: a JobManager restart).
+    pub async fn fail_in_progress_checkpoints(&self, end_ms: u64, reason: &str) -> Result<u64, StoreError> {
+        let result = sqlx::query(
+            "UPDATE checkpoints SET status = $1, end_ms = $2, failure = $3, discarded = 1 WHERE status = $4",
+        )
+        .bind(FAILED)
+        .bind(ms(end_ms))
+        .bind(reason.to_string())
+        .bind(IN_PROGRESS)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
+
+    /// The highest checkpoint id of a job so far (0 when none): ids go on from there.
+    pub async fn max_checkpoint_id(&self, job_id: &JobId) -> Result<u64, StoreError> {
+        let row = sqlx::query("SELECT MAX(checkpoint_id) FROM checkpoints WHERE job_id = $1")
+            .bind(job_id.0.clone())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<Option<i64>, _>(0)?.map_or(0, from_ms))
+    }
+
+    /// A job's checkpoints, newest first, at most `limit`.
+    pub async fn checkpoints(&self, job_id: &JobId, limit: u32) -> Result<Vec<CheckpointRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT checkpoint_id, attempt, kind, status, trigger_ms, end_ms, location, state_size_bytes, \
+             alignment_ms, sync_ms, async_ms, failure, discarded FROM checkpoints WHERE job_id = $1 \
+             ORDER BY checkpoint_id DESC LIMIT $2",
+        )
+        .bind(job_id.0.clone())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(checkpoint_record).collect()
+    }
+
+    /// A job's checkpoint counts by status.
+    pub async fn checkpoint_counts(&self, job_id: &JobId) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = sqlx::query("SELECT status, COUNT(*) FROM checkpoints WHERE job_id = $1 GROUP BY status")
+            .bind(job_id.0.clone())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|row| Ok((row.try_get(0)?, from_ms(row.try_get(1)?)))).collect()
+    }
+}
+
+fn checkpoint_record(row: &AnyRow) -> Result<CheckpointRecord, StoreError> {
+    Ok(CheckpointRecord {
+        id: from_ms(row.try_get(0)?),
+        attempt: u32::try_from(row.try_get::<i64, _>(1)?).unwrap_or(0),
+        kind: row.try_get(2)?,
+        status: row.try_get(3)?,
+        trigger_ms: from_ms(row.try_get(4)?),
+        end_ms: row.try_get::<Option<i64>, _>(5)?.map(from_ms),
+        location: row.try_get(6)?,
+        state_size_bytes: from_ms(row.try_get(7)?),
+        alignment_ms: from_ms(row.try_get(8)?),
+        sync_ms: from_ms(row.try_get(9)?),
+        async_ms: from_ms(row.try_get(10)?),
+        failure: row.try_get(11)?,
+        discarded: row.try_get::<i64, _>(12)? != 0,
+    })
+}

@@ -1,0 +1,262 @@
+//! Checkpoints: the coordinator triggers them, barriers flow and align, every task writes its snapshot, and
+//! the JobManager records, retains and deletes them.
+//!
+//! Goal: with checkpointing on, a running job completes checkpoint after checkpoint; each completed one is
+//! a directory with one snapshot file per task holding the operators' state; only `retained` of them stay on
+//! disk; a user can trigger one through the REST API; the history and metrics show them; cancelling the job
+//! leaves no file behind. A task that cannot snapshot declines, and a job whose checkpoints keep failing
+//! fails once past its tolerance, naming the cause.
+//!
+//! Method: an unbounded, rate-limited generator with a wall-clock event time feeds a keyed tumbling window
+//! at parallelism 2 on two TaskManagers (so window tasks have two input channels and align). The test polls
+//! the REST API and the checkpoint directory with deadlines and decodes snapshot files itself (header,
+//! length, checksum, protobuf) rather than through the TaskManager's code.
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use prost::Message;
+use serde_json::{json, Value};
+use sluice_common::proto::TaskSnapshot;
+use sluice_tests::wait::{poll_until, Progress};
+use sluice_tests::{Cluster, ClusterSpec, JobId};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+const RETAINED: usize = 2;
+
+fn windowed_job(name: &str, checkpointing: Value) -> Value {
+    json!({
+        "name": name,
+        "config": {"checkpointing": checkpointing},
+        "vertices": [
+            {"id": "lines", "parallelism": 2, "event_time": {"column": "ts", "monotonous": {}},
+             "datagen": {"seed": 7, "rows_per_second": 2000.0, "batch_size": 100,
+                "columns": [{"name": "line", "words": {"min_words": 1, "max_words": 3}}, {"name": "ts", "wall_clock": {}}]}},
+            {"id": "split", "parallelism": 2, "flat_map": {"column": "line", "output_column": "word"}},
+            {"id": "lower", "parallelism": 2, "select": {"columns": [{"name": "word", "expr": "lower(word)"}, {"name": "ts", "expr": "ts"}]}},
+            {"id": "count", "parallelism": 2, "window": {"keys": ["word"], "tumbling": {"size_ms": 60000},
+                "aggregates": [{"function": "count", "name": "count"}]}},
+            {"id": "sink", "parallelism": 2, "blackhole_sink": {}}
+        ],
+        "edges": [
+            {"from": "lines", "to": "split"},
+            {"from": "split", "to": "lower"},
+            {"from": "lower", "to": "count", "partitioning": "HASH", "key": ["word"]},
+            {"from": "count", "to": "sink"}
+        ]
+    })
+}
+
+fn checkpoints(cluster: &Cluster, job: &JobId) -> Value {
+    cluster.get(&format!("/jobs/{}/checkpoints", job.0))
+}
+
+fn job_dir(cluster: &Cluster, job: &JobId) -> PathBuf {
+    cluster.dir().join("jobmanager").join("checkpoints").join(&job.0)
+}
+
+/// The ids of the `chk-N` directories under a job's checkpoint directory.
+fn checkpoint_dirs(dir: &Path) -> BTreeSet<u64> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return BTreeSet::new() };
+    entries.filter_map(|e| e.ok()?.file_name().to_str()?.strip_prefix("chk-")?.parse().ok()).collect()
+}
+
+/// Decodes a snapshot file by its documented layout: "SLUICESN", version, body length, body, CRC-32C.
+fn read_snapshot(path: &Path) -> TaskSnapshot {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(bytes.len() > 24, "{} is too short", path.display());
+    assert_eq!(&bytes[..8], b"SLUICESN", "{}: magic", path.display());
+    assert_eq!(u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]), 1, "format version");
+    let mut length = [0u8; 8];
+    length.copy_from_slice(&bytes[12..20]);
+    let body = &bytes[20..bytes.len() - 4];
+    assert_eq!(u64::from_be_bytes(length), body.len() as u64, "{}: body length", path.display());
+    TaskSnapshot::decode(body).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn completed_ids(history: &Value, discarded: bool) -> BTreeSet<u64> {
+    let entries = history["history"].as_array().cloned().unwrap_or_default();
+    entries
+        .iter()
+        .filter(|c| c["status"] == "COMPLETED" && c["discarded"].as_bool() == Some(discarded))
+        .filter_map(|c| c["id"].as_u64())
+        .collect()
+}
+
+#[test]
+fn periodic_checkpoints_complete_are_retained_and_deleted_on_cancel() {
+    let mut cluster = Cluster::start(ClusterSpec::default());
+    let job = windowed_job("checkpointed", json!({"interval_ms": 200, "retained": RETAINED}));
+    let id = cluster.submit_json(&job);
+    cluster.wait_for_status(&id, "RUNNING", TIMEOUT);
+
+    let summary = poll_until("four completed checkpoints", TIMEOUT, || {
+        let answer = checkpoints(&cluster, &id);
+        if answer["counts"]["completed"].as_u64().unwrap_or(0) >= 4 {
+            Ok(Progress::Ready(answer))
+        } else {
+            Ok(Progress::Pending(answer.to_string()))
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let latest = &summary["latest"]["completed"];
+    let location = PathBuf::from(latest["location"].as_str().unwrap_or_else(|| panic!("no location: {summary}")));
+    assert!(location.starts_with(job_dir(&cluster, &id)), "{location:?}");
+    assert!(latest["state_size_bytes"].as_u64().unwrap_or(0) > 0, "{summary}");
+    for field in ["end_to_end_duration_ms", "alignment_ms", "sync_ms", "async_ms", "state_size_bytes"] {
+        assert!(summary["summary"][field]["max"].is_u64(), "summary.{field} missing: {summary}");
+    }
+    assert_eq!(summary["counts"]["failed"], 0, "{summary}");
+
+    // The latest completed checkpoint may already be deleted by retention; take one that is kept.
+    let kept = poll_until("a retained checkpoint on disk", TIMEOUT, || {
+        let answer = checkpoints(&cluster, &id);
+        let on_disk = checkpoint_dirs(&job_dir(&cluster, &id));
+        match completed_ids(&answer, false).into_iter().rev().find(|c| on_disk.contains(c)) {
+            Some(kept) => Ok(Progress::Ready(kept)),
+            None => Ok(Progress::Pending(format!("{on_disk:?} / {answer}"))),
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    // Every task (2 source chains + 2 window chains) wrote a snapshot; the windows hold keyed state.
+    let dir = job_dir(&cluster, &id).join(format!("chk-{kept}"));
+    let files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    assert_eq!(files.len(), 4, "{files:?}");
+    let snapshots: Vec<TaskSnapshot> = files.iter().map(|f| read_snapshot(f)).collect();
+    assert!(snapshots.iter().all(|s| s.checkpoint_id == kept && s.job_id == id.0));
+    let sources: Vec<&TaskSnapshot> = snapshots.iter().filter(|s| s.operators[0].vertex_id == "lines").collect();
+    assert_eq!(sources.len(), 2);
+    for source in sources {
+        let position = &source.operators[0].source_position;
+        assert_eq!(position.len(), 8, "datagen's position is its next row index");
+    }
+    let window_entries: usize = snapshots
+        .iter()
+        .flat_map(|s| &s.operators)
+        .filter(|o| o.vertex_id == "count")
+        .flat_map(|o| &o.keyed)
+        .map(|state| state.keys.len())
+        .sum();
+    assert!(window_entries > 0, "the windows' state is in the snapshots");
+
+    // Retention: on disk, only the `RETAINED` newest completed checkpoints (and perhaps one in progress).
+    poll_until("retention to delete older checkpoints", TIMEOUT, || {
+        let answer = checkpoints(&cluster, &id);
+        let on_disk = checkpoint_dirs(&job_dir(&cluster, &id));
+        let kept = completed_ids(&answer, false);
+        let in_progress: BTreeSet<u64> = answer["history"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["status"] == "IN_PROGRESS")
+            .filter_map(|c| c["id"].as_u64())
+            .collect();
+        let expected: BTreeSet<u64> = kept.union(&in_progress).copied().collect();
+        let discarded = completed_ids(&answer, true);
+        if kept.len() == RETAINED && on_disk.is_subset(&expected) && discarded.iter().all(|d| !on_disk.contains(d)) {
+            Ok(Progress::Ready(()))
+        } else {
+            Ok(Progress::Pending(format!("on disk {on_disk:?}, kept {kept:?}, in progress {in_progress:?}")))
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+
+    // A checkpoint on request: 202 with its id (409 while another is in flight), then it completes.
+    let requested = poll_until("a triggered checkpoint", TIMEOUT, || {
+        let answer = cluster.request(reqwest::Method::POST, &format!("/jobs/{}/checkpoints", id.0), None);
+        match (answer.status, answer.body["checkpoint_id"].as_u64()) {
+            (202, Some(checkpoint)) => Ok(Progress::Ready(checkpoint)),
+            (409, _) => Ok(Progress::Pending(answer.body.to_string())),
+            _ => anyhow::bail!("unexpected answer {} {}", answer.status, answer.body),
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    poll_until("the triggered checkpoint to complete", TIMEOUT, || {
+        let answer = checkpoints(&cluster, &id);
+        let entry = answer["history"].as_array().into_iter().flatten().find(|c| c["id"] == requested).cloned();
+        match entry {
+            Some(entry) if entry["status"] == "COMPLETED" => Ok(Progress::Ready(())),
+            Some(entry) if entry["status"] == "FAILED" => anyhow::bail!("checkpoint {requested} failed: {entry}"),
+            other => Ok(Progress::Pending(format!("{other:?}"))),
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+
+    let metrics = cluster.job_manager_metrics();
+    assert!(metrics.contains(&format!("checkpoint_duration_seconds_count{{job=\"{}\"}}", id.0)), "{metrics}");
+    let task_manager_metrics = cluster.task_manager_metrics(0) + &cluster.task_manager_metrics(1);
+    assert!(
+        task_manager_metrics.lines().any(|l| l.starts_with("state_size_bytes{") && l.contains("operator=\"count\"")),
+        "no state_size_bytes for the window: {task_manager_metrics}"
+    );
+
+    // Cancelling deletes every checkpoint of the job.
+    cluster.cancel(&id);
+    cluster.wait_for_status(&id, "CANCELED", TIMEOUT);
+    let dir = job_dir(&cluster, &id);
+    poll_until("the job's checkpoints to be deleted", TIMEOUT, || {
+        if dir.exists() {
+            Ok(Progress::Pending(format!("{:?}", checkpoint_dirs(&dir))))
+        } else {
+            Ok(Progress::Ready(()))
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let after = checkpoints(&cluster, &id);
+    assert!(completed_ids(&after, false).is_empty(), "all recorded as discarded: {after}");
+    assert_eq!(after["counts"]["in_progress"], 0, "{after}");
+}
+
+#[test]
+fn checkpoints_that_keep_failing_fail_the_job_past_its_tolerance() {
+    let mut cluster = Cluster::start(ClusterSpec::default());
+    // The running (non-windowed) aggregate cannot snapshot its groups yet: its task declines.
+    let job = json!({
+        "name": "cannot checkpoint",
+        "config": {"checkpointing": {"interval_ms": 100, "tolerable_failures": 1}},
+        "vertices": [
+            {"id": "numbers", "parallelism": 1, "datagen": {"seed": 1, "rows_per_second": 1000.0,
+                "columns": [{"name": "n", "random_int": {"min": 0, "max": 9}}]}},
+            {"id": "totals", "parallelism": 1, "aggregate": {"keys": ["n"],
+                "aggregates": [{"function": "count", "name": "count"}]}},
+            {"id": "sink", "parallelism": 1, "blackhole_sink": {}}
+        ],
+        "edges": [
+            {"from": "numbers", "to": "totals", "partitioning": "HASH", "key": ["n"]},
+            {"from": "totals", "to": "sink"}
+        ]
+    });
+    let id = cluster.submit_json(&job);
+    cluster.wait_for_status(&id, "FAILED", TIMEOUT);
+    let details = cluster.job(&id);
+    let cause = details["failure_cause"].as_str().unwrap_or_default();
+    assert!(cause.contains("2 consecutive checkpoints failed"), "{details}");
+    assert!(cause.contains("running (non-windowed) aggregate"), "{details}");
+    let answer = checkpoints(&cluster, &id);
+    assert_eq!(answer["counts"]["failed"], 2, "{answer}");
+    assert_eq!(answer["counts"]["completed"], 0, "{answer}");
+    let failure = answer["latest"]["failed"]["failure"].as_str().unwrap_or_default();
+    assert!(failure.contains("declined") && failure.contains("totals"), "{answer}");
+    // A failed checkpoint leaves no files.
+    assert!(checkpoint_dirs(&job_dir(&cluster, &id)).is_empty());
+}
+
+#[test]
+fn bad_checkpoint_settings_are_refused_by_name() {
+    let cluster = Cluster::start(ClusterSpec { task_managers: 1, ..ClusterSpec::default() });
+    let job = windowed_job("bad", json!({"interval_ms": 1, "max_concurrent": 3, "retained": 0}));
+    let answer = cluster.request(reqwest::Method::POST, "/jobs/submit", Some(&job));
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    let message = answer.body["error"].as_str().unwrap_or_default();
+    for field in ["checkpointing.interval_ms", "checkpointing.max_concurrent", "checkpointing.retained"] {
+        assert!(message.contains(field), "{field} not named: {message}");
+    }
+    let unknown = windowed_job("unknown", json!({"interval_ms": 100, "every": 3}));
+    let answer = cluster.request(reqwest::Method::POST, "/jobs/submit", Some(&unknown));
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert!(answer.body["error"].as_str().unwrap_or_default().contains("every"), "{}", answer.body);
+    assert!(cluster.get("/jobs")["jobs"].as_array().is_some_and(Vec::is_empty), "nothing was stored");
+}
