@@ -94,6 +94,11 @@ impl Client {
         self.send(Method::POST, path, |request| request).await
     }
 
+    /// `POST path` with a JSON body, answered with JSON.
+    pub async fn post_json(&self, path: &str, body: &Value) -> Result<Value, RequestError> {
+        self.send(Method::POST, path, |request| request.json(body)).await
+    }
+
     /// `POST path` with a multipart form, answered with JSON.
     pub async fn post_multipart(&self, path: &str, form: reqwest::multipart::Form) -> Result<Value, RequestError> {
         self.send(Method::POST, path, |request| request.multipart(form)).await

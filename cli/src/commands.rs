@@ -16,12 +16,26 @@ use crate::render::{self, Align, Table};
 const JOB_FILE_FIELD: &str = "job_file";
 
 /// `sluice submit FILE`: sends the job file; prints the job id.
-pub async fn submit(client: &Client, file: &Path, quiet: bool, json: bool) -> anyhow::Result<()> {
+pub async fn submit(
+    client: &Client,
+    file: &Path,
+    from_savepoint: Option<&str>,
+    quiet: bool,
+    json: bool,
+) -> anyhow::Result<()> {
     let bytes = std::fs::read(file).with_context(|| format!("cannot read the job file {}", file.display()))?;
     let file_name = file.file_name().map_or_else(|| "job.json".to_string(), |n| n.to_string_lossy().into_owned());
     let part = reqwest::multipart::Part::bytes(bytes).file_name(file_name).mime_str("application/json")?;
     let form = reqwest::multipart::Form::new().part(JOB_FILE_FIELD, part);
-    let answer = match client.post_multipart("/jobs/submit", form).await {
+    let path = match from_savepoint {
+        Some(savepoint) => {
+            let mut url = reqwest::Url::parse("http://localhost/jobs/submit")?;
+            url.query_pairs_mut().append_pair("savepoint_path", savepoint);
+            format!("/jobs/submit?{}", url.query().unwrap_or_default())
+        }
+        None => "/jobs/submit".to_string(),
+    };
+    let answer = match client.post_multipart(&path, form).await {
         Ok(answer) => answer,
         Err(RequestError::Server { status: StatusCode::BAD_REQUEST, message, .. }) => {
             bail!("the JobManager rejected the job file {}:\n{}", file.display(), indent(&message));
@@ -169,6 +183,113 @@ pub async fn cancel(client: &Client, job_id: &JobId, json: bool) -> anyhow::Resu
     }
     let status: JobStatus = decode("the cancel request", answer)?;
     println!("Job {job_id} is being cancelled (now {}); `sluice wait {job_id}` follows it to the end.", status.status);
+    Ok(())
+}
+
+/// `sluice savepoint ID` / `sluice stop ID`: asks for the savepoint, then polls it until it completes or
+/// fails (bounded by `timeout`); prints its location.
+pub async fn savepoint(
+    client: &Client,
+    job_id: &JobId,
+    target_directory: Option<&str>,
+    stop: bool,
+    timeout: std::time::Duration,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let body = match target_directory {
+        Some(dir) => serde_json::json!({ "target_directory": dir }),
+        None => serde_json::json!({}),
+    };
+    let (path, what) = if stop { ("stop", "stop") } else { ("savepoint", "take a savepoint of") };
+    let answer = client
+        .post_json(&format!("/jobs/{job_id}/{path}"), &body)
+        .await
+        .with_context(|| format!("cannot {what} job {job_id}"))?;
+    let trigger = answer["trigger_id"].as_str().context("the JobManager's answer has no trigger_id")?.to_string();
+    if !json {
+        eprintln!("job {job_id}: savepoint {trigger} started; waiting for it");
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let status = client.get(&format!("/jobs/{job_id}/savepoints/{trigger}")).await?;
+        match status["status"].as_str().unwrap_or_default() {
+            "COMPLETED" => {
+                if json {
+                    print_json(&status)?;
+                } else {
+                    let location = status["location"].as_str().unwrap_or_default();
+                    println!("Savepoint completed: {location}");
+                    if stop {
+                        println!("Job {job_id} is stopping; restart it with `sluice submit --from-savepoint {location} FILE`.");
+                    }
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            "FAILED" => bail!(
+                "savepoint {trigger} of job {job_id} failed: {}",
+                status["failure"].as_str().unwrap_or("no reason given")
+            ),
+            _ if tokio::time::Instant::now() >= deadline => {
+                eprintln!("job {job_id}: savepoint {trigger} is still in progress after {} s", timeout.as_secs());
+                return Ok(ExitCode::from(crate::wait::EXIT_TIMED_OUT));
+            }
+            _ => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+        }
+    }
+}
+
+/// `sluice checkpoints ID`: counts, the latest completed checkpoint, and the history.
+pub async fn checkpoints(client: &Client, job_id: &JobId, json: bool) -> anyhow::Result<()> {
+    let answer = client
+        .get(&format!("/jobs/{job_id}/checkpoints"))
+        .await
+        .with_context(|| format!("cannot read the checkpoints of job {job_id}"))?;
+    if json {
+        return print_json(&answer);
+    }
+    let counts = &answer["counts"];
+    let n = |v: &Value| v.as_u64().unwrap_or(0);
+    println!(
+        "Job {job_id}: {} completed, {} failed, {} in progress",
+        n(&counts["completed"]),
+        n(&counts["failed"]),
+        n(&counts["in_progress"])
+    );
+    if let Some(latest) = answer["latest"]["completed"].as_object() {
+        println!(
+            "Latest completed: {} at {} ({}, {})",
+            latest.get("id").map_or(0, n),
+            latest.get("location").and_then(Value::as_str).unwrap_or_default(),
+            render::bytes(latest.get("state_size_bytes").map_or(0, n)),
+            render::duration(latest.get("duration_ms").map_or(0, n))
+        );
+    }
+    let mut table = Table::new(&[
+        ("ID", Align::Right),
+        ("KIND", Align::Left),
+        ("STATUS", Align::Left),
+        ("TRIGGERED", Align::Left),
+        ("DURATION", Align::Right),
+        ("SIZE", Align::Right),
+        ("DETAIL", Align::Left),
+    ]);
+    for c in answer["history"].as_array().into_iter().flatten() {
+        let detail = match c["failure"].as_str() {
+            Some(failure) => failure.to_string(),
+            None if c["discarded"] == true => "discarded".to_string(),
+            None => c["location"].as_str().unwrap_or_default().to_string(),
+        };
+        table.row(vec![
+            n(&c["id"]).to_string(),
+            c["kind"].as_str().unwrap_or_default().to_string(),
+            c["status"].as_str().unwrap_or_default().to_string(),
+            render::timestamp(n(&c["trigger_time"])),
+            c["duration_ms"].as_u64().map_or_else(|| "-".to_string(), render::duration),
+            render::bytes(n(&c["state_size_bytes"])),
+            detail,
+        ]);
+    }
+    print!("{}", table.render());
     Ok(())
 }
 

@@ -57,6 +57,9 @@ enum Command {
         /// Print only the job id (for scripts: `id=$(sluice submit -q job.json)`).
         #[arg(short, long)]
         quiet: bool,
+        /// Start from this savepoint or retained checkpoint (its directory, as `sluice savepoint` prints).
+        #[arg(long, short = 's', value_name = "PATH")]
+        from_savepoint: Option<String>,
     },
     /// Check a job file locally, without a cluster: the same checks the JobManager makes at submission.
     Validate {
@@ -82,6 +85,33 @@ enum Command {
         /// Give up after this many seconds (exit code 124).
         #[arg(long, default_value_t = wait::TIMEOUT_SECONDS_DEFAULT, value_parser = clap::value_parser!(u64).range(1..))]
         timeout: u64,
+    },
+    /// Take a savepoint of a running job and wait for it; prints where it is.
+    Savepoint {
+        /// The job id.
+        job_id: String,
+        /// The directory to put it in (default: the JobManager's SAVEPOINT_DIR).
+        #[arg(long, value_name = "DIR")]
+        target_directory: Option<String>,
+        /// Give up waiting after this many seconds (exit code 124; the savepoint goes on).
+        #[arg(long, default_value_t = wait::TIMEOUT_SECONDS_DEFAULT, value_parser = clap::value_parser!(u64).range(1..))]
+        timeout: u64,
+    },
+    /// Stop a job with a savepoint: the job ends FINISHED once the savepoint is complete; prints where it is.
+    Stop {
+        /// The job id.
+        job_id: String,
+        /// The directory to put the savepoint in (default: the JobManager's SAVEPOINT_DIR).
+        #[arg(long, value_name = "DIR")]
+        target_directory: Option<String>,
+        /// Give up waiting after this many seconds (exit code 124).
+        #[arg(long, default_value_t = wait::TIMEOUT_SECONDS_DEFAULT, value_parser = clap::value_parser!(u64).range(1..))]
+        timeout: u64,
+    },
+    /// Show a job's checkpoints: counts, the latest, and the history.
+    Checkpoints {
+        /// The job id.
+        job_id: String,
     },
     /// List the registered TaskManagers and their slots.
     Taskmanagers,
@@ -112,7 +142,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let client = || Client::new(&jobmanager);
     match command {
         Command::Validate { file } => return commands::validate(&file),
-        Command::Submit { file, quiet } => commands::submit(&client()?, &file, quiet, json).await?,
+        Command::Submit { file, quiet, from_savepoint } => {
+            commands::submit(&client()?, &file, from_savepoint.as_deref(), quiet, json).await?
+        }
+        Command::Savepoint { job_id, target_directory, timeout } => {
+            let target = target_directory.as_deref();
+            let timeout = Duration::from_secs(timeout);
+            return commands::savepoint(&client()?, &JobId(job_id), target, false, timeout, json).await;
+        }
+        Command::Stop { job_id, target_directory, timeout } => {
+            let target = target_directory.as_deref();
+            let timeout = Duration::from_secs(timeout);
+            return commands::savepoint(&client()?, &JobId(job_id), target, true, timeout, json).await;
+        }
+        Command::Checkpoints { job_id } => commands::checkpoints(&client()?, &JobId(job_id), json).await?,
         Command::List => commands::list(&client()?, json).await?,
         Command::Status { job_id } => commands::status(&client()?, &JobId(job_id), json).await?,
         Command::Cancel { job_id } => commands::cancel(&client()?, &JobId(job_id), json).await?,

@@ -45,6 +45,10 @@ pub struct JobManagerConfig {
     #[arg(long, env = "CHECKPOINT_DIR")]
     pub checkpoint_dir: Option<PathBuf>,
 
+    /// Where savepoints go unless a request names a directory. Default `<data-dir>/savepoints`.
+    #[arg(long, env = "SAVEPOINT_DIR")]
+    pub savepoint_dir: Option<PathBuf>,
+
     /// Checkpoint interval (ms) for jobs whose config sets none; 0 leaves them without periodic checkpoints.
     #[arg(long, env = "CHECKPOINT_INTERVAL", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
     pub checkpoint_interval_ms: u64,
@@ -72,6 +76,12 @@ impl JobManagerConfig {
             checkpoint_interval: (self.checkpoint_interval_ms > 0)
                 .then(|| Duration::from_millis(self.checkpoint_interval_ms.max(10))),
         }
+    }
+
+    /// The savepoint directory in effect, absolute.
+    pub fn savepoint_dir(&self) -> std::io::Result<PathBuf> {
+        let dir = self.savepoint_dir.clone().unwrap_or_else(|| self.data_dir.join("savepoints"));
+        std::path::absolute(dir)
     }
 
     /// The checkpoint directory in effect, absolute (TaskManagers may run in other working directories).

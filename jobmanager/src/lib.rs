@@ -51,12 +51,19 @@ pub(crate) struct Context {
     pub settings: Settings,
     /// Absolute; each job's checkpoints go to `<checkpoint_dir>/<job id>/`.
     pub checkpoint_dir: std::path::PathBuf,
+    /// Absolute; where savepoints go unless a request names a directory.
+    pub savepoint_dir: std::path::PathBuf,
     pub shutdown: CancellationToken,
 }
 
 impl Context {
     /// Records a validated job in the store and starts its actor. Nothing is stored if this fails.
-    pub(crate) async fn start_job(self: &Arc<Self>, job: ValidatedJob) -> anyhow::Result<JobId> {
+    /// With `restore`, the job's state starts from that checkpoint or savepoint.
+    pub(crate) async fn start_job(
+        self: &Arc<Self>,
+        job: ValidatedJob,
+        restore: Option<sluice_common::proto::RestoreSpec>,
+    ) -> anyhow::Result<JobId> {
         let job_id = JobId(uuid::Uuid::new_v4().simple().to_string());
         let start_time_ms = cluster::now_ms();
         let new_job = NewJob {
@@ -67,7 +74,10 @@ impl Context {
             start_time_ms,
         };
         self.store.insert_job(&new_job).await?;
-        let (shared, inbox) = JobShared::new(job_id.clone(), Arc::new(job));
+        if let Some(restore) = &restore {
+            tracing::info!(job_id = %job_id, from = %restore.dir, checkpoint = restore.checkpoint_id, "restoring state");
+        }
+        let (shared, inbox) = JobShared::new(job_id.clone(), Arc::new(job), restore);
         self.jobs.insert(shared.clone());
         let actor = JobActor::new(self.clone(), shared, inbox, Box::new(NoRestart));
         tokio::spawn(actor.run());
@@ -105,6 +115,7 @@ pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyho
         tracing::warn!(checkpoints = failed, "failed the checkpoints an earlier JobManager left in progress");
     }
     let checkpoint_dir = config.checkpoint_dir().context("cannot resolve the checkpoint directory")?;
+    let savepoint_dir = config.savepoint_dir().context("cannot resolve the savepoint directory")?;
     let settings = config.settings();
     let ctx = Arc::new(Context {
         store,
@@ -113,6 +124,7 @@ pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyho
         metrics: Metrics::new().context("cannot register the metrics")?,
         settings,
         checkpoint_dir,
+        savepoint_dir,
         shutdown: shutdown.clone(),
     });
 

@@ -12,10 +12,14 @@
 //! barrier on (the asynchronous part): processing goes on while the bytes go to storage.
 use std::path::{Path, PathBuf};
 
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::record_batch::RecordBatch;
 use prost::Message;
-use sluice_common::proto::{AcknowledgeCheckpointRequest, DeclineCheckpointRequest, KeyedStateSnapshot, TaskSnapshot};
+use sluice_common::proto::{
+    AcknowledgeCheckpointRequest, DeclineCheckpointRequest, KeyedStateSnapshot, OperatorSnapshot, TaskSnapshot,
+};
 
-use crate::state::{KeyedStateBackend, StateError, StateSnapshot};
+use crate::state::{Entries, KeyedStateBackend, StateError, StateSnapshot};
 
 const MAGIC: &[u8; 8] = b"SLUICESN";
 const FORMAT_VERSION: u32 = 1;
@@ -24,8 +28,9 @@ const HEADER_LEN: usize = 8 + 4 + 8;
 /// What the TaskManager tells a running task about checkpoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CheckpointCommand {
-    /// Source tasks only: take checkpoint `id` now and send its barrier downstream.
-    Trigger { id: u64, timestamp_ms: u64 },
+    /// Source tasks only: take checkpoint `id` now and send its barrier downstream; with `stop`, emit
+    /// nothing after it.
+    Trigger { id: u64, timestamp_ms: u64, stop: bool },
     /// Checkpoint `id` is complete (its metadata is stored).
     Complete { id: u64 },
 }
@@ -149,6 +154,33 @@ pub fn from_messages(states: Vec<KeyedStateSnapshot>) -> Result<StateSnapshot, S
     Ok(out)
 }
 
+/// The keyed states of several snapshots of one vertex (one per subtask that took them), merged by state
+/// name: what a subtask restores from, keeping its own key groups.
+pub fn merge_keyed(snapshots: &[&OperatorSnapshot]) -> Result<StateSnapshot, String> {
+    let mut merged: Vec<(String, Entries)> = Vec::new();
+    for snapshot in snapshots {
+        for (name, entries) in from_messages(snapshot.keyed.clone())?.states {
+            match merged.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, all)) => all.extend(entries),
+                None => merged.push((name, entries)),
+            }
+        }
+    }
+    for (_, entries) in &mut merged {
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    }
+    Ok(StateSnapshot { states: merged })
+}
+
+/// Arrow batches from an IPC stream a snapshot holds (records an operator had buffered).
+pub fn decode_batches(bytes: &[u8]) -> Result<Vec<RecordBatch>, String> {
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let reader = StreamReader::try_new(std::io::Cursor::new(bytes), None).map_err(|e| e.to_string())?;
+    reader.collect::<Result<Vec<_>, _>>().map_err(|e| format!("buffered records: {e}"))
+}
+
 /// CRC-32C (Castagnoli), bitwise with a 256-entry table: fast enough for snapshot files, no dependency.
 fn crc32c(bytes: &[u8]) -> u32 {
     static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
@@ -169,7 +201,6 @@ fn crc32c(bytes: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_common::proto::OperatorSnapshot;
 
     fn sample() -> TaskSnapshot {
         TaskSnapshot {

@@ -331,6 +331,7 @@ impl TaskManager {
         let checkpoint_dir =
             (!request.checkpoint_dir.is_empty()).then(|| std::path::PathBuf::from(&request.checkpoint_dir));
         let reporter = self.checkpoint_reporter();
+        let restore = request.restore.clone().map(Arc::new);
         self.executions
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -366,6 +367,7 @@ impl TaskManager {
                 dir: checkpoint_dir.clone(),
                 commands: command_receiver,
                 reporter: reporter.clone(),
+                restore: restore.clone(),
             };
             let task = Task::new(
                 job.clone(),
@@ -440,7 +442,11 @@ impl TaskManagerService for TaskManagerRpc {
         request: Request<TriggerCheckpointRequest>,
     ) -> Result<Response<TriggerCheckpointResponse>, Status> {
         let request = request.into_inner();
-        let command = CheckpointCommand::Trigger { id: request.checkpoint_id, timestamp_ms: request.timestamp_ms };
+        let command = CheckpointCommand::Trigger {
+            id: request.checkpoint_id,
+            timestamp_ms: request.timestamp_ms,
+            stop: request.stop_sources,
+        };
         let triggered = self.0.send_checkpoint_command(&request.job_id, request.attempt, true, command);
         tracing::debug!(job = %request.job_id, checkpoint = request.checkpoint_id, triggered, "checkpoint triggered");
         Ok(Response::new(TriggerCheckpointResponse { triggered }))

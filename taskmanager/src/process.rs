@@ -70,7 +70,8 @@ use sluice_common::proto::{CustomOperator, OperatorSnapshot};
 
 pub use crate::operators::{Operator, OperatorError, SubtaskInfo};
 use crate::state::{
-    split_state_key, time_bytes, KeyedStateBackend, ListState, MapState, StateId, StateKey, Ttl, ValueState,
+    split_state_key, time_bytes, time_from_bytes, KeyedStateBackend, ListState, MapState, StateId, StateKey, Ttl,
+    ValueState,
 };
 use crate::time::{now_millis, timestamps_of};
 
@@ -663,6 +664,29 @@ impl Operator for ProcessOperator {
     fn snapshot_state(&mut self, snapshot: &mut OperatorSnapshot) -> Result<(), OperatorError> {
         // Timers are stored in the `timers` state, so the keyed state is everything.
         crate::operators::snapshot_keyed(self.env.backend.as_mut(), snapshot)
+    }
+
+    fn restore_state(
+        &mut self,
+        snapshots: &[&OperatorSnapshot],
+        key_groups: std::ops::RangeInclusive<u16>,
+    ) -> Result<(), OperatorError> {
+        crate::operators::restore_keyed(self.env.backend.as_mut(), snapshots, key_groups)?;
+        // Stored timers are `key | domain (0 event time, 1 processing time) | time`.
+        self.env.event_timers.clear();
+        self.env.processing_timers.clear();
+        for stored in crate::operators::stored_keys(self.env.backend.as_mut(), self.env.timers)? {
+            let parsed = stored.len().checked_sub(9).and_then(|at| Some((at, time_from_bytes(&stored[at + 1..])?)));
+            let Some((at, time)) = parsed else {
+                return Err(OperatorError::new("a stored timer is malformed; the snapshot is corrupt"));
+            };
+            let entry = (time, stored[..at].to_vec());
+            match stored[at] {
+                0 => self.env.event_timers.insert(entry),
+                _ => self.env.processing_timers.insert(entry),
+            };
+        }
+        Ok(())
     }
 
     fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<(), OperatorError> {

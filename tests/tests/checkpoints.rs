@@ -123,8 +123,14 @@ fn periodic_checkpoints_complete_are_retained_and_deleted_on_cancel() {
     let files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().is_some_and(|n| n != "_metadata"))
         .collect();
     assert_eq!(files.len(), 4, "{files:?}");
+    let metadata: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("_metadata")).unwrap_or_else(|e| panic!("{e}")))
+            .unwrap_or_else(|e| panic!("_metadata: {e}"));
+    assert_eq!(metadata["checkpoint_id"], kept, "{metadata}");
+    assert_eq!(metadata["files"].as_array().map(Vec::len), Some(4), "{metadata}");
     let snapshots: Vec<TaskSnapshot> = files.iter().map(|f| read_snapshot(f)).collect();
     assert!(snapshots.iter().all(|s| s.checkpoint_id == kept && s.job_id == id.0));
     let sources: Vec<&TaskSnapshot> = snapshots.iter().filter(|s| s.operators[0].vertex_id == "lines").collect();

@@ -130,6 +130,7 @@ impl JobActor {
         let from = self.status;
         if from == JobStatus::Running && to != JobStatus::Running {
             if let Some(coordinator) = self.checkpoints.as_mut() {
+                coordinator.refuse_queued(&format!("the job is {to}"));
                 coordinator.abort(&self.ctx, format!("the job is {to}"), false).await;
             }
         }
@@ -270,7 +271,7 @@ impl JobActor {
                     .and_then(sluice_common::job::checkpoint::CheckpointPolicy::with_interval)
             });
             let dir = self.ctx.checkpoint_dir.join(&job_id.0);
-            self.checkpoints = Some(Coordinator::new(job_id.clone(), policy, dir, last_id));
+            self.checkpoints = Some(Coordinator::new(job_id.clone(), job.clone(), policy, dir, last_id));
         }
         let requests = self.deploy_requests(execution_id, &placements);
         tracing::info!(job_id = %job_id, attempt = %self.attempt, execution_id = execution_id.0,
@@ -331,6 +332,7 @@ impl JobActor {
                         .as_ref()
                         .map(|c| c.job_dir.display().to_string())
                         .unwrap_or_default(),
+                    restore: self.shared.restore.clone(),
                 };
                 (slot, request)
             })
@@ -366,16 +368,18 @@ impl JobActor {
                     }
                     self.tasks_ended_during_checkpoint().await;
                     for event in others {
-                        if let Verdict::FailJob(cause) = self.on_checkpoint_event(event).await {
-                            return Some(Next::failed(JobStatus::Failing, cause));
+                        let verdict = self.on_checkpoint_event(event).await;
+                        if let Some(next) = self.after_verdict(verdict).await {
+                            return Some(next);
                         }
                     }
                 }
                 _ = sleep_until_opt(checkpoint_deadline) => {
                     let deployment = self.deployment();
                     if let Some(coordinator) = self.checkpoints.as_mut() {
-                        if let Verdict::FailJob(cause) = coordinator.on_deadline(&self.ctx, deployment).await {
-                            return Some(Next::failed(JobStatus::Failing, cause));
+                        let verdict = coordinator.on_deadline(&self.ctx, deployment).await;
+                        if let Some(next) = self.after_verdict(verdict).await {
+                            return Some(next);
                         }
                     }
                 }
@@ -383,6 +387,51 @@ impl JobActor {
                 changed = changes.changed() => if changed.is_err() { return None },
             }
         }
+    }
+
+    /// Acts on what the coordinator decided, then starts a request that was waiting, if any. Returns the
+    /// transition out of RUNNING when there is one.
+    async fn after_verdict(&mut self, mut verdict: Verdict) -> Option<Next> {
+        loop {
+            match verdict {
+                Verdict::FailJob(cause) => return Some(Next::failed(JobStatus::Failing, cause)),
+                Verdict::Stop => return Some(self.stop_after_savepoint().await),
+                Verdict::Continue => {}
+            }
+            let deployment = self.deployment();
+            let coordinator = self.checkpoints.as_mut()?;
+            if !coordinator.has_startable_requests() {
+                return None;
+            }
+            verdict = coordinator.start_queued(&self.ctx, deployment).await;
+        }
+    }
+
+    /// A stop-with-savepoint completed: the tasks are cancelled (their state is in the savepoint) and the
+    /// job ends FINISHED, as in Flink.
+    async fn stop_after_savepoint(&mut self) -> Next {
+        tracing::info!(job_id = %self.shared.job_id, "savepoint complete; stopping the job");
+        self.send_cancels().await;
+        let deadline = Instant::now() + self.ctx.settings.cancel_timeout;
+        let mut changes = self.ctx.cluster.subscribe();
+        while self.pending_tasks() > 0 {
+            tokio::select! {
+                event = self.inbox.recv() => {
+                    let Some(event) = event else { break };
+                    for other in self.apply_events(event).1 {
+                        if let JobEvent::CheckpointRequest(_, reply) = other {
+                            let _ = reply.send(Err("the job is stopping".into()));
+                        }
+                    }
+                }
+                changed = changes.changed() => if changed.is_err() { break },
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!(job_id = %self.shared.job_id, "tasks did not confirm the stop in time; giving up on them");
+                    break;
+                }
+            }
+        }
+        Next::to(JobStatus::Finished)
     }
 
     /// Where a checkpoint of the current attempt goes; None unless every task is RUNNING.
@@ -427,23 +476,7 @@ impl JobActor {
             JobEvent::CheckpointDecline(decline) => {
                 coordinator.on_decline(&self.ctx, decline.checkpoint_id, decline.reason).await
             }
-            JobEvent::TriggerCheckpoint(reply) => {
-                let Some(deployment) = deployment else {
-                    let _ = reply.send(Err("not every task of the job is running yet".into()));
-                    return Verdict::Continue;
-                };
-                match coordinator.trigger(&self.ctx, deployment).await {
-                    Ok(id) => {
-                        // The requester may have given up waiting; the checkpoint goes on regardless.
-                        let _ = reply.send(Ok(id));
-                        Verdict::Continue
-                    }
-                    Err((verdict, reason)) => {
-                        let _ = reply.send(Err(reason));
-                        verdict
-                    }
-                }
-            }
+            JobEvent::CheckpointRequest(kind, reply) => coordinator.request(&self.ctx, deployment, kind, reply).await,
         }
     }
 
@@ -552,7 +585,7 @@ impl JobActor {
                     // Failures while draining add nothing: the job is already failing or cancelling. Checkpoint
                     // requests get their answer; acknowledgements are for an aborted checkpoint.
                     for other in self.apply_events(event).1 {
-                        if let JobEvent::TriggerCheckpoint(reply) = other {
+                        if let JobEvent::CheckpointRequest(_, reply) = other {
                             let _ = reply.send(Err(format!("the job is {}", self.status)));
                         }
                     }

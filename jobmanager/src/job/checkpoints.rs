@@ -1,24 +1,33 @@
 //! The checkpoint coordinator of one job (ARCHITECTURE.md §7), driven by the job's actor while it runs.
 //!
 //! A checkpoint goes: trigger (a row IN_PROGRESS in the store, then TriggerCheckpoint to every TaskManager
-//! with a source task) → every task acknowledges with its snapshot file → the row becomes COMPLETED (one
-//! statement) → every TaskManager is told, so sinks may commit. A decline, a timeout, a task that ends, or
-//! a store that cannot record the checkpoint aborts it: the row becomes FAILED and its directory is
-//! deleted. Only one checkpoint is in flight at a time; consecutive failures beyond the job's tolerance
-//! fail the job.
+//! with a source task) → every task acknowledges with its snapshot file → the coordinator writes the
+//! checkpoint's `_metadata` file and marks the row COMPLETED (one statement: the commit point) → every
+//! TaskManager is told, so sinks may commit. A decline, a timeout, a task that ends, or a store that cannot
+//! record the checkpoint aborts it: the row becomes FAILED and its directory is deleted. One checkpoint is in
+//! flight at a time; requests that come meanwhile (a user's checkpoint or savepoint) wait for it. Consecutive
+//! failures beyond the job's tolerance fail the job.
+//!
+//! A savepoint is a checkpoint that a user asked for and owns: on completion its directory moves from
+//! `chk-N/` to the savepoint directory, and the coordinator never deletes it.
 //!
 //! Retention: the newest `retained` completed checkpoints keep their files; an older one is deleted once a
 //! newer one completes. When the job is cancelled or finishes, its checkpoints are deleted unless it asked
 //! to retain them; a failed job keeps them (they are what it would be restored from).
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sluice_common::ids::JobId;
 use sluice_common::job::checkpoint::{CheckpointPolicy, CHECKPOINT_TIMEOUT_MS_DEFAULT};
-use sluice_common::proto::{AcknowledgeCheckpointRequest, NotifyCheckpointCompleteRequest, TriggerCheckpointRequest};
+use sluice_common::job::ValidatedJob;
+use sluice_common::proto::{
+    AcknowledgeCheckpointRequest, NotifyCheckpointCompleteRequest, RestoreSpec, SnapshotFile, TriggerCheckpointRequest,
+};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::task_manager_client::{notify_checkpoint_complete, trigger_checkpoint};
@@ -27,11 +36,37 @@ use crate::cluster::now_ms;
 use crate::store::CompletedCheckpoint;
 use crate::Context;
 
-pub(crate) const KIND_CHECKPOINT: &str = "CHECKPOINT";
+/// The file in a completed checkpoint's directory that describes it (what a restore reads first).
+pub const METADATA_FILE: &str = "_metadata";
+const METADATA_FORMAT: u32 = 1;
+
+/// What is asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Checkpoint,
+    /// A savepoint going to `dir` (its final directory); `stop`: the job stops once it completed.
+    Savepoint {
+        dir: PathBuf,
+        stop: bool,
+    },
+}
+
+impl Kind {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Kind::Checkpoint => "CHECKPOINT",
+            Kind::Savepoint { .. } => "SAVEPOINT",
+        }
+    }
+}
+
+/// A request waiting for its checkpoint to start; answered with the checkpoint's id or why none started.
+pub(crate) type Reply = oneshot::Sender<Result<u64, String>>;
 
 /// A checkpoint in flight.
 struct Pending {
     id: u64,
+    kind: Kind,
     attempt: u32,
     trigger_ms: u64,
     deadline: Instant,
@@ -41,27 +76,51 @@ struct Pending {
     acks: Vec<AcknowledgeCheckpointRequest>,
 }
 
-/// One task's acknowledgement, as stored in the checkpoint's `tasks_json`.
-#[derive(Serialize)]
-struct TaskAck<'a> {
-    chain: u32,
-    subtask: u32,
-    state_file: &'a str,
-    state_size_bytes: u64,
-    alignment_ms: u64,
-    sync_ms: u64,
-    async_ms: u64,
+/// A completed checkpoint's `_metadata` (JSON): enough to restore from its directory alone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointMetadata {
+    pub format: u32,
+    pub job_id: String,
+    pub checkpoint_id: u64,
+    pub kind: String,
+    pub max_parallelism: u32,
+    /// Every vertex of the job, with its parallelism and whether it is a source.
+    pub vertices: Vec<MetadataVertex>,
+    /// One per task.
+    pub files: Vec<MetadataFile>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataVertex {
+    pub id: String,
+    pub parallelism: u32,
+    pub source: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataFile {
+    pub file: String,
+    pub chain: u32,
+    pub subtask: u32,
+    pub vertex_ids: Vec<String>,
+    pub state_size_bytes: u64,
+    pub alignment_ms: u64,
+    pub sync_ms: u64,
+    pub async_ms: u64,
 }
 
 /// What the actor must do after the coordinator handled something.
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Verdict {
     /// Nothing more.
     Continue,
     /// Too many consecutive checkpoints failed: fail the job with this cause.
     FailJob(String),
+    /// A stop-with-savepoint completed: stop the job.
+    Stop,
 }
 
-/// Where a trigger goes: the TaskManagers with source tasks of the current attempt.
+/// Where a trigger goes: the tasks and TaskManagers of the current attempt.
 pub(crate) struct Deployment {
     pub attempt: u32,
     /// Every task of the attempt (each must acknowledge).
@@ -74,12 +133,15 @@ pub(crate) struct Deployment {
 
 pub(crate) struct Coordinator {
     job_id: JobId,
+    job: Arc<ValidatedJob>,
     /// The periodic policy; None: checkpoints only when a user asks.
     policy: Option<CheckpointPolicy>,
     /// The job's checkpoint directory (`chk-N/` under it).
     pub job_dir: PathBuf,
     last_id: u64,
     pending: Option<Pending>,
+    /// Requests waiting for the pending checkpoint to end.
+    queued: VecDeque<(Kind, Reply)>,
     /// When the next periodic checkpoint is due.
     next_trigger: Option<Instant>,
     consecutive_failures: u32,
@@ -88,14 +150,22 @@ pub(crate) struct Coordinator {
 }
 
 impl Coordinator {
-    pub(crate) fn new(job_id: JobId, policy: Option<CheckpointPolicy>, job_dir: PathBuf, last_id: u64) -> Self {
+    pub(crate) fn new(
+        job_id: JobId,
+        job: Arc<ValidatedJob>,
+        policy: Option<CheckpointPolicy>,
+        job_dir: PathBuf,
+        last_id: u64,
+    ) -> Self {
         let next_trigger = policy.as_ref().map(|p| Instant::now() + p.interval);
         Self {
             job_id,
+            job,
             policy,
             job_dir,
             last_id,
             pending: None,
+            queued: VecDeque::new(),
             next_trigger,
             consecutive_failures: 0,
             retained: VecDeque::new(),
@@ -108,6 +178,11 @@ impl Coordinator {
             Some(pending) => Some(pending.deadline),
             None => self.next_trigger,
         }
+    }
+
+    /// Whether requests wait that can start now.
+    pub(crate) fn has_startable_requests(&self) -> bool {
+        self.pending.is_none() && !self.queued.is_empty()
     }
 
     fn timeout(&self) -> Duration {
@@ -128,7 +203,8 @@ impl Coordinator {
         if let Some(pending) = &self.pending {
             if pending.deadline <= now {
                 let reason = format!(
-                    "checkpoint {} expired after {} ms before every task acknowledged ({} missing)",
+                    "{} {} expired after {} ms before every task acknowledged ({} missing)",
+                    pending.kind.as_str().to_lowercase(),
                     pending.id,
                     self.timeout().as_millis(),
                     pending.waiting.len()
@@ -141,37 +217,75 @@ impl Coordinator {
             return Verdict::Continue;
         }
         let Some(deployment) = deployment else {
-            tracing::debug!("skipping a periodic checkpoint: not every task is running");
+            tracing::debug!(job_id = %self.job_id, "skipping a periodic checkpoint: not every task is running");
             self.schedule_next(Some(now));
             return Verdict::Continue;
         };
-        match self.trigger(ctx, deployment).await {
-            Ok(_) => Verdict::Continue,
-            Err((verdict, _)) => verdict,
+        self.trigger(ctx, deployment, Kind::Checkpoint).await.err().map_or(Verdict::Continue, |(verdict, _)| verdict)
+    }
+
+    /// A user's request: starts at once when nothing is in flight, else waits for the pending one to end.
+    pub(crate) async fn request(
+        &mut self,
+        ctx: &Context,
+        deployment: Option<Deployment>,
+        kind: Kind,
+        reply: Reply,
+    ) -> Verdict {
+        if self.pending.is_some() {
+            self.queued.push_back((kind, reply));
+            return Verdict::Continue;
+        }
+        let Some(deployment) = deployment else {
+            // The requester may have given up waiting; nothing else to do then.
+            let _ = reply.send(Err("not every task of the job is running".into()));
+            return Verdict::Continue;
+        };
+        match self.trigger(ctx, deployment, kind).await {
+            Ok(id) => {
+                let _ = reply.send(Ok(id));
+                Verdict::Continue
+            }
+            Err((verdict, reason)) => {
+                let _ = reply.send(Err(reason));
+                verdict
+            }
         }
     }
 
-    /// Starts a checkpoint now. Its id, or why none started (and whether that failed the job).
-    pub(crate) async fn trigger(&mut self, ctx: &Context, deployment: Deployment) -> Result<u64, (Verdict, String)> {
-        if let Some(pending) = &self.pending {
-            return Err((Verdict::Continue, format!("checkpoint {} is in progress", pending.id)));
+    /// Starts the oldest queued request, once nothing is in flight.
+    pub(crate) async fn start_queued(&mut self, ctx: &Context, deployment: Option<Deployment>) -> Verdict {
+        if self.pending.is_some() {
+            return Verdict::Continue;
         }
+        let Some((kind, reply)) = self.queued.pop_front() else { return Verdict::Continue };
+        self.request(ctx, deployment, kind, reply).await
+    }
+
+    /// Starts a checkpoint now. Its id, or why none started (and whether that failed the job).
+    async fn trigger(&mut self, ctx: &Context, deployment: Deployment, kind: Kind) -> Result<u64, (Verdict, String)> {
         let id = self.last_id + 1;
         self.last_id = id;
         let trigger_ms = now_ms();
         let dir = self.job_dir.join(format!("chk-{id}"));
-        let location = dir.display().to_string();
+        let location = match &kind {
+            Kind::Checkpoint => dir.display().to_string(),
+            Kind::Savepoint { dir, .. } => dir.display().to_string(),
+        };
         let job_id = &self.job_id.clone();
         if let Err(e) =
-            ctx.store.insert_checkpoint(job_id, id, deployment.attempt, KIND_CHECKPOINT, trigger_ms, &location).await
+            ctx.store.insert_checkpoint(job_id, id, deployment.attempt, kind.as_str(), trigger_ms, &location).await
         {
             let reason = format!("cannot record checkpoint {id}: {e}");
             tracing::warn!(job_id = %job_id, %reason, "checkpoint not started");
             self.schedule_next(Some(Instant::now()));
-            return Err((self.count_failure(ctx, job_id, &reason), reason));
+            return Err((self.count_failure(ctx, &reason), reason));
         }
+        tracing::info!(job_id = %job_id, checkpoint = id, kind = kind.as_str(), "triggering");
+        let stop_sources = matches!(kind, Kind::Savepoint { stop: true, .. });
         self.pending = Some(Pending {
             id,
+            kind,
             attempt: deployment.attempt,
             trigger_ms,
             deadline: Instant::now() + self.timeout(),
@@ -179,12 +293,12 @@ impl Coordinator {
             waiting: deployment.tasks.iter().copied().collect(),
             acks: Vec::new(),
         });
-        tracing::info!(job_id = %job_id, checkpoint = id, "triggering a checkpoint");
         let request = TriggerCheckpointRequest {
             job_id: job_id.0.clone(),
             attempt: deployment.attempt,
             checkpoint_id: id,
             timestamp_ms: trigger_ms,
+            stop_sources,
         };
         let results = join_all(
             deployment.source_task_managers.iter().map(|address| trigger_checkpoint(address, request.clone())),
@@ -219,44 +333,96 @@ impl Coordinator {
         self.complete(ctx, deployment, pending).await
     }
 
-    async fn complete(&mut self, ctx: &Context, deployment: Deployment, pending: Pending) -> Verdict {
-        let job_id = &self.job_id.clone();
-        let end_ms = now_ms();
-        let max = |f: fn(&AcknowledgeCheckpointRequest) -> u64| pending.acks.iter().map(f).max().unwrap_or(0);
-        let tasks: Vec<TaskAck> = pending
-            .acks
+    /// The `_metadata` of a checkpoint whose every task acknowledged.
+    fn metadata(&self, pending: &Pending) -> CheckpointMetadata {
+        let job = &self.job;
+        let fed: BTreeSet<&str> = job.graph.edges.iter().map(|e| e.to.as_str()).collect();
+        let vertices = job
+            .graph
+            .vertices
             .iter()
-            .map(|a| TaskAck {
-                chain: a.task.as_ref().map_or(0, |t| t.chain),
-                subtask: a.task.as_ref().map_or(0, |t| t.subtask),
-                state_file: &a.state_file,
-                state_size_bytes: a.state_size_bytes,
-                alignment_ms: a.alignment_ms,
-                sync_ms: a.sync_ms,
-                async_ms: a.async_ms,
+            .map(|v| MetadataVertex {
+                id: v.id.clone(),
+                parallelism: v.parallelism,
+                source: !fed.contains(v.id.as_str()),
             })
             .collect();
+        let files = pending
+            .acks
+            .iter()
+            .filter_map(|a| {
+                let task = a.task.as_ref()?;
+                let chain = job.chains.iter().find(|c| c.index == task.chain)?;
+                Some(MetadataFile {
+                    file: a.state_file.clone(),
+                    chain: task.chain,
+                    subtask: task.subtask,
+                    vertex_ids: chain.vertex_ids.clone(),
+                    state_size_bytes: a.state_size_bytes,
+                    alignment_ms: a.alignment_ms,
+                    sync_ms: a.sync_ms,
+                    async_ms: a.async_ms,
+                })
+            })
+            .collect();
+        CheckpointMetadata {
+            format: METADATA_FORMAT,
+            job_id: self.job_id.0.clone(),
+            checkpoint_id: pending.id,
+            kind: pending.kind.as_str().to_string(),
+            max_parallelism: job.max_parallelism(),
+            vertices,
+            files,
+        }
+    }
+
+    async fn complete(&mut self, ctx: &Context, deployment: Deployment, pending: Pending) -> Verdict {
+        let job_id = &self.job_id.clone();
+        let metadata = self.metadata(&pending);
+        let tasks_json = serde_json::to_string(&metadata.files).unwrap_or_else(|_| "[]".into());
+        // A savepoint moves to its own directory first; then the metadata goes in, last of the files.
+        let final_dir = match &pending.kind {
+            Kind::Checkpoint => pending.dir.clone(),
+            Kind::Savepoint { dir, .. } => dir.clone(),
+        };
+        let (from, to) = (pending.dir.clone(), final_dir.clone());
+        let written = tokio::task::spawn_blocking(move || {
+            if from != to {
+                move_dir(&from, &to)?;
+            }
+            write_metadata(&to, &metadata)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        if let Err(e) = written {
+            let reason = format!("cannot write checkpoint {}'s metadata in {}: {e}", pending.id, final_dir.display());
+            let verdict = self.abort_pending(ctx, pending, Some(final_dir), reason, true).await;
+            return verdict;
+        }
+
+        let end_ms = now_ms();
+        let max = |f: fn(&AcknowledgeCheckpointRequest) -> u64| pending.acks.iter().map(f).max().unwrap_or(0);
         let done = CompletedCheckpoint {
             end_ms,
+            location: final_dir.display().to_string(),
             state_size_bytes: pending.acks.iter().map(|a| a.state_size_bytes).sum(),
             alignment_ms: max(|a| a.alignment_ms),
             sync_ms: max(|a| a.sync_ms),
             async_ms: max(|a| a.async_ms),
-            tasks_json: serde_json::to_string(&tasks).unwrap_or_else(|_| "[]".into()),
+            tasks_json,
         };
         let trigger = Instant::now() - Duration::from_millis(end_ms.saturating_sub(pending.trigger_ms));
         match ctx.store.complete_checkpoint(job_id, pending.id, &done).await {
             Ok(true) => {}
             Ok(false) | Err(_) => {
                 let reason = format!("cannot record checkpoint {} as completed", pending.id);
-                tracing::warn!(job_id = %job_id, %reason);
-                self.pending = Some(pending);
-                return self.abort(ctx, reason, true).await;
+                return self.abort_pending(ctx, pending, Some(final_dir), reason, true).await;
             }
         }
         let duration_ms = end_ms.saturating_sub(pending.trigger_ms);
-        tracing::info!(job_id = %job_id, checkpoint = pending.id, duration_ms, size = done.state_size_bytes,
-            alignment_ms = done.alignment_ms, sync_ms = done.sync_ms, async_ms = done.async_ms, "checkpoint completed");
+        tracing::info!(job_id = %job_id, checkpoint = pending.id, kind = pending.kind.as_str(), duration_ms,
+            size = done.state_size_bytes, alignment_ms = done.alignment_ms, sync_ms = done.sync_ms,
+            async_ms = done.async_ms, location = %done.location, "checkpoint completed");
         ctx.metrics.checkpoint_duration.with_label_values(&[job_id.0.as_str()]).observe(duration_ms as f64 / 1000.0);
         ctx.metrics
             .checkpoint_size
@@ -282,13 +448,22 @@ impl Coordinator {
             }
         });
 
-        self.retained.push_back((pending.id, pending.dir));
-        let keep = self.policy.as_ref().map_or(1, |p| p.retained) as usize;
-        while self.retained.len() > keep {
-            let Some((id, dir)) = self.retained.pop_front() else { break };
-            delete_dir(dir).await;
-            if let Err(e) = ctx.store.discard_checkpoint(job_id, id).await {
-                tracing::warn!(job_id = %job_id, checkpoint = id, error = %e, "cannot record a discarded checkpoint");
+        match pending.kind {
+            Kind::Savepoint { stop, .. } => {
+                if stop {
+                    return Verdict::Stop;
+                }
+            }
+            Kind::Checkpoint => {
+                self.retained.push_back((pending.id, pending.dir));
+                let keep = self.policy.as_ref().map_or(1, |p| p.retained) as usize;
+                while self.retained.len() > keep {
+                    let Some((id, dir)) = self.retained.pop_front() else { break };
+                    delete_dir(dir).await;
+                    if let Err(e) = ctx.store.discard_checkpoint(job_id, id).await {
+                        tracing::warn!(job_id = %job_id, checkpoint = id, error = %e, "cannot record a discarded checkpoint");
+                    }
+                }
             }
         }
         Verdict::Continue
@@ -315,23 +490,37 @@ impl Coordinator {
     /// Aborts the pending checkpoint (if any): FAILED in the store, its files deleted.
     pub(crate) async fn abort(&mut self, ctx: &Context, reason: String, counts: bool) -> Verdict {
         let Some(pending) = self.pending.take() else { return Verdict::Continue };
+        self.abort_pending(ctx, pending, None, reason, counts).await
+    }
+
+    async fn abort_pending(
+        &mut self,
+        ctx: &Context,
+        pending: Pending,
+        moved_to: Option<PathBuf>,
+        reason: String,
+        counts: bool,
+    ) -> Verdict {
         let trigger = Instant::now() - Duration::from_millis(now_ms().saturating_sub(pending.trigger_ms));
         self.schedule_next(Some(trigger));
         delete_dir(pending.dir).await;
+        if let Some(moved) = moved_to {
+            delete_dir(moved).await;
+        }
         let job_id = &self.job_id.clone();
         tracing::warn!(job_id = %job_id, checkpoint = pending.id, %reason, "checkpoint failed");
         if let Err(e) = ctx.store.fail_checkpoint(job_id, pending.id, now_ms(), &reason).await {
             tracing::warn!(job_id = %job_id, checkpoint = pending.id, error = %e, "cannot record a failed checkpoint");
         }
         if counts {
-            self.count_failure(ctx, job_id, &reason)
+            self.count_failure(ctx, &reason)
         } else {
             Verdict::Continue
         }
     }
 
-    fn count_failure(&mut self, ctx: &Context, job_id: &JobId, reason: &str) -> Verdict {
-        ctx.metrics.checkpoints.with_label_values(&[job_id.0.as_str(), "failed"]).inc();
+    fn count_failure(&mut self, ctx: &Context, reason: &str) -> Verdict {
+        ctx.metrics.checkpoints.with_label_values(&[self.job_id.0.as_str(), "failed"]).inc();
         self.consecutive_failures += 1;
         let tolerable = self.policy.as_ref().map_or(u32::MAX, |p| p.tolerable_failures);
         if self.consecutive_failures > tolerable {
@@ -344,9 +533,17 @@ impl Coordinator {
         }
     }
 
+    /// Answers every waiting request with `why` (the job is leaving RUNNING).
+    pub(crate) fn refuse_queued(&mut self, why: &str) {
+        for (_, reply) in self.queued.drain(..) {
+            let _ = reply.send(Err(why.to_string()));
+        }
+    }
+
     /// The job ended: aborts what is in flight and deletes the job's checkpoints unless they are kept
-    /// (a failed job, or `retain_on_cancel`).
+    /// (a failed job, or `retain_on_cancel`). Savepoints are never deleted.
     pub(crate) async fn on_job_end(&mut self, ctx: &Context, keep: bool) {
+        self.refuse_queued("the job ended");
         self.abort(ctx, "the job ended".into(), false).await;
         let job_id = &self.job_id.clone();
         let keep = keep || self.policy.as_ref().is_some_and(|p| p.retain_on_cancel);
@@ -362,6 +559,36 @@ impl Coordinator {
     }
 }
 
+/// Writes `_metadata` into `dir` atomically (temporary file, sync, rename).
+fn write_metadata(dir: &Path, metadata: &CheckpointMetadata) -> std::io::Result<()> {
+    use std::io::Write;
+    let bytes = serde_json::to_vec_pretty(metadata).map_err(std::io::Error::other)?;
+    let temporary = dir.join(format!(".{METADATA_FILE}.tmp"));
+    let mut file = std::fs::File::create(&temporary)?;
+    file.write_all(&bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, dir.join(METADATA_FILE))
+}
+
+/// Moves a directory (a rename; across file systems, a copy then a delete).
+fn move_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    if to.exists() {
+        return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, format!("{} exists", to.display())));
+    }
+    if std::fs::rename(from, to).is_ok() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+    }
+    std::fs::remove_dir_all(from)
+}
+
 /// Deletes a directory and everything in it, on a blocking thread; a missing one is fine.
 async fn delete_dir(dir: PathBuf) {
     let shown = dir.display().to_string();
@@ -375,6 +602,68 @@ async fn delete_dir(dir: PathBuf) {
         Ok(Err(e)) => tracing::warn!(dir = %shown, error = %e, "cannot delete checkpoint files"),
         Err(e) => tracing::warn!(dir = %shown, error = %e, "checkpoint deletion did not run"),
     }
+}
+
+/// Reads a checkpoint's or savepoint's `_metadata` (`path` is its directory or the file itself) and checks
+/// that it can start `job`: same number of key groups, every vertex of the checkpoint still in the job,
+/// sources at their old parallelism, every snapshot file present. The error says what is wrong and where.
+pub fn plan_restore(path: &Path, job: &ValidatedJob) -> Result<RestoreSpec, String> {
+    let (dir, file) = if path.file_name().is_some_and(|n| n == METADATA_FILE) {
+        (path.parent().unwrap_or(Path::new(".")).to_path_buf(), path.to_path_buf())
+    } else {
+        (path.to_path_buf(), path.join(METADATA_FILE))
+    };
+    let bytes = std::fs::read(&file).map_err(|e| {
+        format!("cannot read {}: {e} (is {} a completed checkpoint or savepoint?)", file.display(), path.display())
+    })?;
+    let metadata: CheckpointMetadata =
+        serde_json::from_slice(&bytes).map_err(|e| format!("{} is not checkpoint metadata: {e}", file.display()))?;
+    if metadata.format != METADATA_FORMAT {
+        return Err(format!(
+            "{}: metadata format {}; this build reads {METADATA_FORMAT}",
+            file.display(),
+            metadata.format
+        ));
+    }
+    let mut problems = Vec::new();
+    if metadata.max_parallelism != job.max_parallelism() {
+        problems.push(format!(
+            "the checkpoint has {} key groups (max_parallelism) and the job {}; they must be equal",
+            metadata.max_parallelism,
+            job.max_parallelism()
+        ));
+    }
+    for vertex in &metadata.vertices {
+        match job.vertex(&vertex.id) {
+            None => problems.push(format!(
+                "vertex '{}' of the checkpoint is not in the job; its state would be lost",
+                vertex.id
+            )),
+            Some(now) if vertex.source && now.parallelism != vertex.parallelism => problems.push(format!(
+                "source '{}' ran at parallelism {} and would now run at {}; sources resume only at their old parallelism",
+                vertex.id, vertex.parallelism, now.parallelism
+            )),
+            Some(_) => {}
+        }
+    }
+    for f in &metadata.files {
+        let path = dir.join(&f.file);
+        if f.file.contains('/') || f.file.contains("..") || !path.is_file() {
+            problems.push(format!("snapshot file {} is missing", path.display()));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(format!("cannot restore from {}: {}", dir.display(), problems.join("; ")));
+    }
+    Ok(RestoreSpec {
+        dir: std::path::absolute(&dir).unwrap_or(dir).display().to_string(),
+        checkpoint_id: metadata.checkpoint_id,
+        files: metadata
+            .files
+            .into_iter()
+            .map(|f| SnapshotFile { file: f.file, subtask: f.subtask, vertex_ids: f.vertex_ids })
+            .collect(),
+    })
 }
 
 /// The source tasks' TaskManagers and all TaskManagers of a placement, as RPC addresses.

@@ -13,7 +13,7 @@
 //! A job is in the [`JobRegistry`] while its actor runs. When it ends, its final record (status, cause,
 //! final metrics) is in the store and the registry forgets it, so memory does not grow with history.
 pub(crate) mod actor;
-mod checkpoints;
+pub(crate) mod checkpoints;
 pub mod recovery;
 pub mod restart;
 pub mod state;
@@ -64,8 +64,8 @@ pub(crate) enum JobEvent {
     CheckpointAck(AcknowledgeCheckpointRequest),
     /// A task could not take its part of a checkpoint.
     CheckpointDecline(DeclineCheckpointRequest),
-    /// A user asked for a checkpoint now; answered with its id, or why none was started.
-    TriggerCheckpoint(tokio::sync::oneshot::Sender<Result<u64, String>>),
+    /// A user asked for a checkpoint or savepoint; answered with its id once it started, or why none did.
+    CheckpointRequest(checkpoints::Kind, checkpoints::Reply),
 }
 
 /// Where a task runs and what it last reported.
@@ -102,10 +102,16 @@ pub(crate) struct JobShared {
     pub inbox: mpsc::Sender<JobEvent>,
     /// Notified after a REST handler changed the job's desired state in the store.
     pub desired_changed: Notify,
+    /// The checkpoint or savepoint the job's state starts from.
+    pub restore: Option<sluice_common::proto::RestoreSpec>,
 }
 
 impl JobShared {
-    pub fn new(job_id: JobId, job: Arc<ValidatedJob>) -> (Arc<Self>, mpsc::Receiver<JobEvent>) {
+    pub fn new(
+        job_id: JobId,
+        job: Arc<ValidatedJob>,
+        restore: Option<sluice_common::proto::RestoreSpec>,
+    ) -> (Arc<Self>, mpsc::Receiver<JobEvent>) {
         let (inbox, receiver) = mpsc::channel(JOB_INBOX_CAPACITY);
         let live = JobLive {
             status: JobStatus::Created,
@@ -115,7 +121,7 @@ impl JobShared {
             tasks: BTreeMap::new(),
             metrics: BTreeMap::new(),
         };
-        let shared = JobShared { job_id, job, live: Mutex::new(live), inbox, desired_changed: Notify::new() };
+        let shared = JobShared { job_id, job, live: Mutex::new(live), inbox, desired_changed: Notify::new(), restore };
         (Arc::new(shared), receiver)
     }
 

@@ -1,7 +1,8 @@
 //! The REST handlers. They read the store and the live job views and write desired state only.
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, Multipart, Path, Request, State};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
@@ -12,6 +13,7 @@ use sluice_common::job::{parse_job_file, validate};
 use super::views::{ClusterMetrics, JobDetails, JobFacts, JobMetricsView, JobSummary, TaskManagerJson};
 use super::ApiError;
 use crate::cluster::TaskManagerState;
+use crate::job::checkpoints::{plan_restore, Kind};
 use crate::job::{JobEvent, REPORT_FORWARD_TIMEOUT};
 use crate::store::{CheckpointRecord, CHECKPOINTS_LISTED_MAX};
 use crate::Context;
@@ -38,8 +40,21 @@ pub(super) async fn prometheus_metrics(State(ctx): Ctx) -> Result<Response, ApiE
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
-/// `POST /jobs/submit`: a job file as the multipart field `job_file`, or as the JSON body itself.
-pub(super) async fn submit_job(State(ctx): Ctx, request: Request) -> Result<Response, ApiError> {
+/// The query of `POST /jobs/submit`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SubmitParams {
+    /// A completed checkpoint or savepoint (its directory, or its `_metadata` file) to start from.
+    savepoint_path: Option<String>,
+}
+
+/// `POST /jobs/submit`: a job file as the multipart field `job_file`, or as the JSON body itself;
+/// `?savepoint_path=DIR` starts it from a savepoint or retained checkpoint.
+pub(super) async fn submit_job(
+    State(ctx): Ctx,
+    Query(params): Query<SubmitParams>,
+    request: Request,
+) -> Result<Response, ApiError> {
     let is_multipart = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -59,7 +74,17 @@ pub(super) async fn submit_job(State(ctx): Ctx, request: Request) -> Result<Resp
     };
     let graph = parse_job_file(&bytes).map_err(|e| rejected(e.problems()))?;
     let job = validate(graph).map_err(|e| rejected(e.problems()))?;
-    let job_id = ctx.start_job(job).await.map_err(|e| ApiError::internal(format!("{e:#}")))?;
+    let restore = match params.savepoint_path {
+        Some(path) => {
+            let job = job.clone();
+            let planned = tokio::task::spawn_blocking(move || plan_restore(std::path::Path::new(&path), &job))
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            Some(planned.map_err(|problem| rejected(&[problem]))?)
+        }
+        None => None,
+    };
+    let job_id = ctx.start_job(job, restore).await.map_err(|e| ApiError::internal(format!("{e:#}")))?;
     ctx.metrics.submissions.with_label_values(&["accepted"]).inc();
     Ok((StatusCode::OK, Json(json!({ "job_id": job_id.0, "status": "CREATED" }))).into_response())
 }
@@ -256,10 +281,91 @@ fn checkpoint_json(c: &CheckpointRecord) -> Value {
     })
 }
 
-/// `POST /jobs/{id}/checkpoints`: starts a checkpoint now; 202 with its id (follow it in the history), 409
-/// when the job is not running or a checkpoint is already in flight.
+/// `POST /jobs/{id}/checkpoints`: starts a checkpoint (after the one in flight, if any); 202 with its id
+/// once it started (follow it in the history), 409 when the job is not running.
 pub(super) async fn trigger_checkpoint(State(ctx): Ctx, Path(job_id): Path<String>) -> Result<Response, ApiError> {
+    let id = request_checkpoint(&ctx, &job_id, Kind::Checkpoint).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job_id, "checkpoint_id": id, "status": "IN_PROGRESS" })))
+        .into_response())
+}
+
+/// The optional body of `POST /jobs/{id}/savepoint` and `POST /jobs/{id}/stop`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SavepointRequest {
+    /// Where the savepoint goes; default `<SAVEPOINT_DIR>/savepoint-<job>-<random>`.
+    target_directory: Option<String>,
+}
+
+/// `POST /jobs/{id}/savepoint`: 202 with the trigger id; `GET /jobs/{id}/savepoints/{trigger}` follows it.
+pub(super) async fn trigger_savepoint(
+    State(ctx): Ctx,
+    Path(job_id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    savepoint(&ctx, &job_id, &body, false).await
+}
+
+/// `POST /jobs/{id}/stop`: a savepoint, after which the job stops (FINISHED). 202 with the trigger id.
+pub(super) async fn stop_job(State(ctx): Ctx, Path(job_id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+    savepoint(&ctx, &job_id, &body, true).await
+}
+
+async fn savepoint(ctx: &Context, job_id: &str, body: &[u8], stop: bool) -> Result<Response, ApiError> {
+    let request: SavepointRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        SavepointRequest::default()
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad savepoint request: {e}")))?
+    };
+    let dir = match request.target_directory {
+        Some(dir) if dir.trim().is_empty() => {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "target_directory is empty"));
+        }
+        Some(dir) => std::path::absolute(&dir)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("target_directory {dir}: {e}")))?
+            .join(savepoint_name(job_id)),
+        None => ctx.savepoint_dir.join(savepoint_name(job_id)),
+    };
+    let id = request_checkpoint(ctx, job_id, Kind::Savepoint { dir, stop }).await?;
+    let body = json!({ "job_id": job_id, "trigger_id": id.to_string(), "status": "IN_PROGRESS" });
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// `savepoint-<first 6 characters of the job id>-<12 random hex digits>`, as Flink names them.
+fn savepoint_name(job_id: &str) -> String {
+    let short: String = job_id.chars().take(6).collect();
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("savepoint-{short}-{}", &random[..12])
+}
+
+/// `GET /jobs/{id}/savepoints/{trigger}`: the savepoint's status, location (once COMPLETED) or failure.
+pub(super) async fn savepoint_status(
+    State(ctx): Ctx,
+    Path((job_id, trigger)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     let facts = facts(&ctx, &job_id).await?;
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, format!("job {job_id} has no savepoint {trigger}"));
+    let id: u64 = trigger.parse().map_err(|_| not_found())?;
+    let record = ctx.store.checkpoint(&JobId(facts.job_id.clone()), id).await?.ok_or_else(not_found)?;
+    if record.kind != "SAVEPOINT" {
+        return Err(not_found());
+    }
+    Ok(Json(json!({
+        "job_id": facts.job_id,
+        "trigger_id": trigger,
+        "status": record.status,
+        "location": (record.status == "COMPLETED").then_some(record.location.as_str()),
+        "failure": record.failure,
+        "trigger_time": record.trigger_ms,
+        "end_time": record.end_ms,
+        "state_size_bytes": record.state_size_bytes,
+    })))
+}
+
+/// Hands a checkpoint or savepoint request to the job's actor and waits until it started.
+async fn request_checkpoint(ctx: &Context, job_id: &str, kind: Kind) -> Result<u64, ApiError> {
+    let facts = facts(ctx, job_id).await?;
     let conflict = |why: String| ApiError::new(StatusCode::CONFLICT, format!("job {job_id}: {why}"));
     let Some(shared) = ctx.jobs.get(&JobId(facts.job_id.clone())) else {
         return Err(conflict(format!("the job has ended ({})", facts.status)));
@@ -267,15 +373,11 @@ pub(super) async fn trigger_checkpoint(State(ctx): Ctx, Path(job_id): Path<Strin
     let (reply, answer) = tokio::sync::oneshot::channel();
     shared
         .inbox
-        .send_timeout(JobEvent::TriggerCheckpoint(reply), REPORT_FORWARD_TIMEOUT)
+        .send_timeout(JobEvent::CheckpointRequest(kind, reply), REPORT_FORWARD_TIMEOUT)
         .await
         .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("job {job_id} is busy; retry")))?;
     match tokio::time::timeout(CHECKPOINT_TRIGGER_ANSWER_TIMEOUT, answer).await {
-        Ok(Ok(Ok(checkpoint_id))) => Ok((
-            StatusCode::ACCEPTED,
-            Json(json!({ "job_id": job_id, "checkpoint_id": checkpoint_id, "status": "IN_PROGRESS" })),
-        )
-            .into_response()),
+        Ok(Ok(Ok(id))) => Ok(id),
         Ok(Ok(Err(why))) => Err(conflict(why)),
         Ok(Err(_)) => Err(conflict("the job ended before the checkpoint started".into())),
         Err(_) => Err(ApiError::new(
@@ -288,8 +390,9 @@ pub(super) async fn trigger_checkpoint(State(ctx): Ctx, Path(job_id): Path<Strin
     }
 }
 
-/// How long `POST /jobs/{id}/checkpoints` waits for the job to start the checkpoint (not to complete it).
-const CHECKPOINT_TRIGGER_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a checkpoint or savepoint request waits for the job to start it (not to complete it): the one
+/// in flight may have to end first.
+const CHECKPOINT_TRIGGER_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// `GET /`: a small page that lists jobs and TaskManagers from the JSON API.
 pub(super) async fn ui() -> Html<&'static str> {

@@ -53,6 +53,8 @@ impl CheckpointRecord {
 #[derive(Clone, Debug, Default)]
 pub struct CompletedCheckpoint {
     pub end_ms: u64,
+    /// Where it ended up (a savepoint moves to its own directory).
+    pub location: String,
     pub state_size_bytes: u64,
     pub alignment_ms: u64,
     pub sync_ms: u64,
@@ -97,7 +99,8 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let result = sqlx::query(
             "UPDATE checkpoints SET status = $1, end_ms = $2, state_size_bytes = $3, alignment_ms = $4, \
-             sync_ms = $5, async_ms = $6, tasks_json = $7 WHERE job_id = $8 AND checkpoint_id = $9 AND status = $10",
+             sync_ms = $5, async_ms = $6, tasks_json = $7, location = $8 \
+             WHERE job_id = $9 AND checkpoint_id = $10 AND status = $11",
         )
         .bind(COMPLETED)
         .bind(ms(done.end_ms))
@@ -106,6 +109,7 @@ impl Store {
         .bind(ms(done.sync_ms))
         .bind(ms(done.async_ms))
         .bind(done.tasks_json.clone())
+        .bind(done.location.clone())
         .bind(job_id.0.clone())
         .bind(ms(id))
         .bind(IN_PROGRESS)
@@ -176,6 +180,20 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(checkpoint_record).collect()
+    }
+
+    /// One checkpoint of a job.
+    pub async fn checkpoint(&self, job_id: &JobId, id: u64) -> Result<Option<CheckpointRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT checkpoint_id, attempt, kind, status, trigger_ms, end_ms, location, state_size_bytes, \
+             alignment_ms, sync_ms, async_ms, failure, discarded FROM checkpoints WHERE job_id = $1 \
+             AND checkpoint_id = $2",
+        )
+        .bind(job_id.0.clone())
+        .bind(ms(id))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(checkpoint_record).transpose()
     }
 
     /// A job's checkpoint counts by status.

@@ -378,6 +378,7 @@ mod tests {
         }
         let done = CompletedCheckpoint {
             end_ms: 150,
+            location: "/checkpoints/cp/chk-1".into(),
             state_size_bytes: 4096,
             alignment_ms: 3,
             sync_ms: 1,

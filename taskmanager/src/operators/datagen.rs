@@ -45,6 +45,8 @@ pub struct Datagen {
     rows_per_second: f64,
     batch_size: usize,
     started: Option<Instant>,
+    /// The row the source (re)started at: pacing counts from it.
+    resumed_at: u64,
 }
 
 impl Datagen {
@@ -69,6 +71,7 @@ impl Datagen {
             rows_per_second: spec.rows_per_second / p as f64,
             batch_size: spec.batch_size.unwrap_or(BATCH_SIZE_DEFAULT).max(1) as usize,
             started: None,
+            resumed_at: 0,
         }
     }
 
@@ -149,6 +152,19 @@ impl Source for Datagen {
         self.next_local.to_be_bytes().to_vec()
     }
 
+    fn seek(&mut self, position: &[u8]) -> Result<(), OperatorError> {
+        let next = <[u8; 8]>::try_from(position)
+            .map(u64::from_be_bytes)
+            .map_err(|_| OperatorError::new(format!("a datagen position is 8 bytes, not {}", position.len())))?;
+        if self.local_rows.is_some_and(|total| next > total) {
+            return Err(OperatorError::new(format!("position {next} is past this subtask's rows")));
+        }
+        self.next_local = next;
+        // A rate-limited source paces itself from here, not from row 0.
+        self.resumed_at = next;
+        Ok(())
+    }
+
     fn poll_next(&mut self) -> Result<SourcePoll, OperatorError> {
         let remaining = self.local_rows.map_or(u64::MAX, |total| total - self.next_local);
         if remaining == 0 {
@@ -156,7 +172,7 @@ impl Source for Datagen {
         }
         if self.rows_per_second > 0.0 {
             let started = *self.started.get_or_insert_with(Instant::now);
-            let due = Duration::from_secs_f64(self.next_local as f64 / self.rows_per_second);
+            let due = Duration::from_secs_f64((self.next_local - self.resumed_at) as f64 / self.rows_per_second);
             if let Some(wait) = due.checked_sub(started.elapsed()).filter(|w| !w.is_zero()) {
                 return Ok(SourcePoll::Wait(wait.min(WAIT_MAX)));
             }

@@ -15,6 +15,8 @@ use datafusion::arrow::row::{RowConverter, SortField};
 use sluice_common::keygroup::{hash_key_columns, key_group_of};
 use sluice_common::proto::Deduplicate;
 
+use std::ops::RangeInclusive;
+
 use super::{Operator, OperatorError};
 use crate::state::{KeyedStateBackend, StateKey, Ttl, ValueState};
 use crate::time::{now_millis, timestamps_of, EventTimeBuffer};
@@ -112,6 +114,23 @@ impl Operator for DedupOp {
         super::snapshot_keyed(self.backend.as_mut(), snapshot)?;
         if let Some(pending) = &self.pending {
             snapshot.operator_state = pending.to_ipc()?;
+        }
+        Ok(())
+    }
+
+    fn restore_state(
+        &mut self,
+        snapshots: &[&OperatorSnapshot],
+        key_groups: RangeInclusive<u16>,
+    ) -> Result<(), OperatorError> {
+        super::restore_keyed(self.backend.as_mut(), snapshots, key_groups.clone())?;
+        let buffered = super::restore_buffered(snapshots, &self.key_columns, self.max_parallelism, &key_groups)?;
+        match self.pending.as_mut() {
+            Some(pending) => buffered.into_iter().for_each(|batch| pending.push(batch)),
+            None if buffered.is_empty() => {}
+            None => {
+                return Err(OperatorError::new("the snapshot holds buffered records, but this input has no event time"))
+            }
         }
         Ok(())
     }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use datafusion::arrow::json::LineDelimitedWriter;
 use datafusion::arrow::record_batch::RecordBatch;
-use sluice_common::proto::FileSink;
+use sluice_common::proto::{FileSink, OperatorSnapshot};
 
 use super::{Operator, OperatorError, SubtaskInfo};
 
@@ -35,6 +35,17 @@ impl Operator for FileSinkWriter {
             return Err(OperatorError::new(format!("{} is already closed", self.path.display())));
         };
         writer.write(&batch).map_err(|e| OperatorError::new(format!("cannot write {}: {e}", self.path.display())))
+    }
+
+    fn snapshot_state(&mut self, _snapshot: &mut OperatorSnapshot) -> Result<(), OperatorError> {
+        // At least once: everything before the barrier is on disk when the checkpoint completes.
+        if let Some(writer) = self.writer.as_mut() {
+            let error = |e: String| OperatorError::new(format!("cannot write {}: {e}", self.path.display()));
+            let file = writer.get_mut();
+            file.flush().map_err(|e| error(e.to_string()))?;
+            file.get_ref().sync_data().map_err(|e| error(e.to_string()))?;
+        }
+        Ok(())
     }
 
     fn finish(&mut self, _out: &mut Vec<RecordBatch>) -> Result<(), OperatorError> {

@@ -177,6 +177,42 @@ impl Source for FileSourceReader {
         position
     }
 
+    fn seek(&mut self, position: &[u8]) -> Result<(), OperatorError> {
+        let bad = |why: String| OperatorError::new(format!("cannot resume the file source: {why}"));
+        if position.len() != 16 {
+            return Err(bad(format!("a position is 16 bytes, not {}", position.len())));
+        }
+        let word = |at: usize| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&position[at..at + 8]);
+            u64::from_be_bytes(bytes)
+        };
+        let (next_file, offset) = (usize::try_from(word(0)).unwrap_or(usize::MAX), word(8));
+        if next_file > self.files.len() {
+            return Err(bad(format!("file {next_file} of {} (the input directory changed)", self.files.len())));
+        }
+        self.current = None;
+        if offset == u64::MAX {
+            self.next_file = next_file;
+            return Ok(());
+        }
+        self.next_file = next_file.checked_sub(1).ok_or_else(|| bad("an offset without a file".into()))?;
+        self.open_next_split()?;
+        let Some(split) = self.current.as_mut() else { return Err(bad("the file is gone".into())) };
+        if offset < split.position || offset > split.end {
+            return Err(bad(format!(
+                "offset {offset} of {} is outside this subtask's split {}..{} (the file changed)",
+                split.path.display(),
+                split.position,
+                split.end
+            )));
+        }
+        let path = split.path.display().to_string();
+        split.reader.seek(SeekFrom::Start(offset)).map_err(|e| bad(format!("{path}: {e}")))?;
+        split.position = offset;
+        Ok(())
+    }
+
     fn poll_next(&mut self) -> Result<SourcePoll, OperatorError> {
         loop {
             if self.current.is_none() && !self.open_next_split()? {

@@ -16,6 +16,7 @@
 //! A version superseded by a newer one at or before both the watermark and the earliest row being joined can
 //! no longer be chosen, and is dropped when a scan meets it.
 use std::collections::BTreeSet;
+use std::ops::RangeInclusive;
 
 use datafusion::arrow::array::{ArrayRef, AsArray, UInt32Array};
 use datafusion::arrow::compute::take;
@@ -268,6 +269,27 @@ impl Operator for IntervalJoinOp {
         super::snapshot_keyed(self.backend.as_mut(), snapshot)
     }
 
+    fn restore_state(
+        &mut self,
+        snapshots: &[&OperatorSnapshot],
+        key_groups: RangeInclusive<u16>,
+    ) -> Result<(), OperatorError> {
+        super::restore_keyed(self.backend.as_mut(), snapshots, key_groups)?;
+        // Each stored row list is under `key | time`: its cleanup time follows from the time and the bounds.
+        self.cleanup.clear();
+        for side in 0..2 {
+            for full in super::stored_keys(self.backend.as_mut(), self.ids[side])? {
+                let time = full.len().checked_sub(8).and_then(|at| time_from_bytes(&full[at..]));
+                let Some(t) = time else {
+                    return Err(OperatorError::new("a stored join key has no time; the snapshot is corrupt"));
+                };
+                let useless_from = if side == 0 { t.saturating_add(self.upper) } else { t.saturating_sub(self.lower) };
+                self.cleanup.insert((useless_from, side as u8, full));
+            }
+        }
+        Ok(())
+    }
+
     fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<(), OperatorError> {
         self.process_input(0, batch, out)
     }
@@ -403,6 +425,19 @@ impl Operator for TemporalJoinOp {
     fn snapshot_state(&mut self, snapshot: &mut OperatorSnapshot) -> Result<(), OperatorError> {
         super::snapshot_keyed(self.backend.as_mut(), snapshot)?;
         snapshot.operator_state = self.pending.to_ipc()?;
+        Ok(())
+    }
+
+    fn restore_state(
+        &mut self,
+        snapshots: &[&OperatorSnapshot],
+        key_groups: RangeInclusive<u16>,
+    ) -> Result<(), OperatorError> {
+        super::restore_keyed(self.backend.as_mut(), snapshots, key_groups.clone())?;
+        let key_columns = self.stream.keys.clone();
+        for batch in super::restore_buffered(snapshots, &key_columns, self.max_parallelism, &key_groups)? {
+            self.pending.push(batch);
+        }
         Ok(())
     }
 

@@ -21,6 +21,7 @@ mod print;
 mod simple;
 mod window;
 
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use datafusion::arrow::datatypes::SchemaRef;
@@ -74,6 +75,15 @@ pub trait Source: Send {
     /// polls; everything before it has been emitted.
     fn position(&self) -> Vec<u8> {
         Vec::new()
+    }
+
+    /// Restore: continue from `position` (what [`Source::position`] returned at the checkpoint).
+    fn seek(&mut self, position: &[u8]) -> Result<(), OperatorError> {
+        if position.is_empty() {
+            Ok(())
+        } else {
+            Err(OperatorError::new("this source cannot resume from a position"))
+        }
     }
 }
 
@@ -134,10 +144,75 @@ pub trait Operator: Send {
         Ok(())
     }
 
+    /// Restore, once before any input: this operator's state from `snapshots` (this vertex's snapshots from
+    /// every subtask of the checkpointed job), keeping the key groups in `key_groups`.
+    fn restore_state(
+        &mut self,
+        _snapshots: &[&OperatorSnapshot],
+        _key_groups: RangeInclusive<u16>,
+    ) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
     /// Checkpoint `id` completed: what was pre-committed for it may be committed.
     fn notify_checkpoint_complete(&mut self, _id: u64) -> Result<(), OperatorError> {
         Ok(())
     }
+}
+
+/// Loads the keyed state of `snapshots` (merged) into a backend, keeping `key_groups`.
+pub(crate) fn restore_keyed(
+    backend: &mut dyn crate::state::KeyedStateBackend,
+    snapshots: &[&OperatorSnapshot],
+    key_groups: RangeInclusive<u16>,
+) -> Result<(), OperatorError> {
+    let merged = crate::checkpoint::merge_keyed(snapshots).map_err(OperatorError::new)?;
+    backend.restore(&merged, key_groups).map_err(|e| OperatorError::new(e.to_string()))
+}
+
+/// Every key stored in `state`.
+pub(crate) fn stored_keys(
+    backend: &mut dyn crate::state::KeyedStateBackend,
+    state: crate::state::StateId,
+) -> Result<Vec<Vec<u8>>, OperatorError> {
+    let mut keys = Vec::new();
+    backend
+        .scan_prefix(state, &[], &mut |key, _| {
+            keys.push(key.to_vec());
+            true
+        })
+        .map_err(|e| OperatorError::new(e.to_string()))?;
+    Ok(keys)
+}
+
+/// The buffered records of `snapshots` whose key (the `key_columns`) falls into `key_groups`.
+pub(crate) fn restore_buffered(
+    snapshots: &[&OperatorSnapshot],
+    key_columns: &[usize],
+    max_parallelism: u32,
+    key_groups: &RangeInclusive<u16>,
+) -> Result<Vec<RecordBatch>, OperatorError> {
+    use datafusion::arrow::array::{ArrayRef, BooleanArray};
+    let mut kept = Vec::new();
+    let mut hashes = Vec::new();
+    for snapshot in snapshots {
+        for batch in crate::checkpoint::decode_batches(&snapshot.operator_state).map_err(OperatorError::new)? {
+            let keys: Vec<ArrayRef> = key_columns.iter().map(|&i| batch.column(i).clone()).collect();
+            sluice_common::keygroup::hash_key_columns(&keys, &mut hashes)
+                .map_err(|e| OperatorError::new(e.to_string()))?;
+            let mine: BooleanArray = hashes
+                .iter()
+                .map(|&h| {
+                    Some(key_groups.contains(&(sluice_common::keygroup::key_group_of(h, max_parallelism).0 as u16)))
+                })
+                .collect();
+            let batch = datafusion::arrow::compute::filter_record_batch(&batch, &mine)?;
+            if batch.num_rows() > 0 {
+                kept.push(batch);
+            }
+        }
+    }
+    Ok(kept)
 }
 
 /// Adds a backend's states to an operator snapshot.

@@ -20,6 +20,7 @@
 //! Processing-time windows use the wall clock for both the records' times and the firing; at the end of a
 //! bounded input they fire whatever they hold. Timers live on the heap, ordered by time.
 use std::collections::{BTreeSet, HashMap};
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, AsArray, TimestampMillisecondArray, UInt32Array};
@@ -35,7 +36,10 @@ use sluice_common::proto::{window::Assigner, Reduce, TimeDomain, Window};
 
 use super::accumulate::{evaluate, Acc, AggregateFn, ACC_BYTES};
 use super::{Operator, OperatorError};
-use crate::state::{split_state_key, time_bytes, time_from_bytes, KeyedStateBackend, StateError, StateId, StateKey};
+use crate::state::{
+    key_group_of_state_key, split_state_key, time_bytes, time_from_bytes, KeyedStateBackend, StateError, StateId,
+    StateKey,
+};
 use crate::time::{now_millis, timestamps_of, END_OF_TIME};
 use sluice_common::proto::OperatorSnapshot;
 
@@ -257,7 +261,13 @@ pub struct WindowOp {
     emit_latency: Option<Histogram>,
     /// A reducing window (no aggregates): its reduced record is the single entry of `states`.
     reducer: Option<Reducer>,
+    /// Restored from a checkpoint: a window that fired before the checkpoint gets a fire timer again when a
+    /// late record updates it (the watermark starts over, so the update is not seen as late).
+    restored: bool,
 }
+
+/// The keyed state holding the windows' accumulators.
+const WINDOWS_STATE: &str = "windows";
 
 impl WindowOp {
     pub fn new(
@@ -279,7 +289,7 @@ impl WindowOp {
             }
         };
         let functions = AggregateFn::compile_all(&spec.aggregates, input, &output, key_columns.len() + 2)?;
-        let windows = backend.register("windows")?;
+        let windows = backend.register(WINDOWS_STATE)?;
         let generic: Vec<usize> = (0..functions.len()).filter(|&f| functions[f].generic.is_some()).collect();
         let reducer = spec.reduce.as_ref().map(|r| Reducer::new(r, &key_columns, input)).transpose()?;
         let stored_states = generic.len() + usize::from(reducer.is_some());
@@ -299,6 +309,7 @@ impl WindowOp {
             windows,
             fire_timers: BTreeSet::new(),
             cleanup_timers: BTreeSet::new(),
+            restored: false,
             watermark: i64::MIN,
             late: Vec::new(),
             late_count: 0,
@@ -358,7 +369,7 @@ impl WindowOp {
     fn after_update(&mut self, end: i64, created: bool) {
         if self.past_end(end) {
             self.fired.push((self.key.as_bytes().to_vec(), self.accs.clone(), self.states.clone()));
-        } else if created {
+        } else if created || self.restored {
             self.fire_timers.insert((end.saturating_sub(1), self.key.as_bytes().to_vec()));
         }
         if created && self.lateness > 0 && self.time_column.is_some() {
@@ -686,8 +697,44 @@ impl Operator for WindowOp {
     }
 
     fn snapshot_state(&mut self, snapshot: &mut OperatorSnapshot) -> Result<(), OperatorError> {
-        // The timers are derived from the stored windows; the keyed state is the whole state.
-        super::snapshot_keyed(self.backend.as_mut(), snapshot)
+        // The timers follow from the stored windows and the watermark (which says which ones have fired).
+        super::snapshot_keyed(self.backend.as_mut(), snapshot)?;
+        snapshot.operator_state = self.watermark.to_be_bytes().to_vec();
+        Ok(())
+    }
+
+    fn restore_state(
+        &mut self,
+        snapshots: &[&OperatorSnapshot],
+        key_groups: RangeInclusive<u16>,
+    ) -> Result<(), OperatorError> {
+        super::restore_keyed(self.backend.as_mut(), snapshots, key_groups.clone())?;
+        self.fire_timers.clear();
+        self.cleanup_timers.clear();
+        // As in Flink, event time starts over (the watermark is not restored), and each window gets back the
+        // timers it had: a fire timer unless it fired already under its old subtask's watermark, and a
+        // cleanup timer when late records may still update it.
+        for snapshot in snapshots {
+            let watermark =
+                <[u8; 8]>::try_from(snapshot.operator_state.as_slice()).map_or(i64::MIN, i64::from_be_bytes);
+            for key in snapshot.keyed.iter().filter(|s| s.name == WINDOWS_STATE).flat_map(|s| &s.keys) {
+                if !key_group_of_state_key(key).is_some_and(|group| key_groups.contains(&group)) {
+                    continue;
+                }
+                let Some((_, end)) = key.len().checked_sub(16).and_then(|at| decode_window(&key[at..])) else {
+                    return Err(OperatorError::new("a stored window key has no window; the snapshot is corrupt"));
+                };
+                let last = end.saturating_sub(1);
+                if last > watermark || self.time_column.is_none() {
+                    self.fire_timers.insert((last, key.clone()));
+                }
+                if self.lateness > 0 && self.time_column.is_some() {
+                    self.cleanup_timers.insert((last.saturating_add(self.lateness), key.clone()));
+                }
+            }
+        }
+        self.restored = true;
+        Ok(())
     }
 
     fn late_records(&self) -> u64 {

@@ -21,13 +21,14 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::record_batch::RecordBatch;
 use sluice_common::job::ValidatedJob;
 use sluice_common::proto::{
-    AcknowledgeCheckpointRequest, DeclineCheckpointRequest, OperatorSnapshot, TaskRef, TaskSnapshot,
+    AcknowledgeCheckpointRequest, DeclineCheckpointRequest, OperatorSnapshot, RestoreSpec, TaskRef, TaskSnapshot,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{
-    checkpoint_dir, snapshot_file_name, write_snapshot, CheckpointCommand, CheckpointOutcome, CheckpointReporter,
+    checkpoint_dir, read_snapshot, snapshot_file_name, write_snapshot, CheckpointCommand, CheckpointOutcome,
+    CheckpointReporter,
 };
 
 use crate::metrics::TaskCounters;
@@ -90,6 +91,8 @@ pub struct TaskCheckpoints {
     pub commands: mpsc::UnboundedReceiver<CheckpointCommand>,
     /// Where acknowledgements and declines go.
     pub reporter: CheckpointReporter,
+    /// The checkpoint the task's state starts from.
+    pub restore: Option<Arc<RestoreSpec>>,
 }
 
 /// The checkpoint state of a running task.
@@ -224,6 +227,10 @@ impl Runner {
         for output in &plan.outputs {
             let partition = network.create_result_partition(output.subpartitions.clone(), job.buffer_timeout()).await?;
             outputs.push(Output::new(output.clone(), partition));
+        }
+        let mut head = head;
+        if let Some(restore) = &checkpoints.restore {
+            restore_chain(restore, job, plan, &vertices, &mut head, &mut operators).await?;
         }
         let offset = usize::from(matches!(head, Head::Source(_)));
         let channel_inputs = plan
@@ -366,10 +373,13 @@ impl Runner {
     /// A checkpoint command from the TaskManager.
     async fn on_command(&mut self, command: CheckpointCommand, counters: &TaskCounters) -> Result<(), TaskError> {
         match command {
-            CheckpointCommand::Trigger { id, timestamp_ms: _ } => {
+            CheckpointCommand::Trigger { id, timestamp_ms: _, stop } => {
                 if matches!(self.head, Head::Source(_)) && id > self.checkpointing.last_id {
                     self.checkpointing.last_id = id;
                     self.take_checkpoint(id, Duration::ZERO, counters).await?;
+                    if stop {
+                        self.suspend(counters).await?;
+                    }
                 }
             }
             CheckpointCommand::Complete { id } => {
@@ -381,6 +391,26 @@ impl Runner {
             }
         }
         Ok(())
+    }
+
+    /// Stop with savepoint: the source emits nothing more and waits to be cancelled, still passing on
+    /// checkpoint completions (so sinks commit what the savepoint covers).
+    async fn suspend(&mut self, counters: &TaskCounters) -> Result<(), TaskError> {
+        self.flush_outputs().await?;
+        loop {
+            let command = tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => return Err(TaskError::Cancelled),
+                command = next_command(&mut self.checkpointing.commands) => command,
+            };
+            match command {
+                Some(CheckpointCommand::Complete { id }) => {
+                    Box::pin(self.on_command(CheckpointCommand::Complete { id }, counters)).await?
+                }
+                Some(CheckpointCommand::Trigger { .. }) => {}
+                None => self.cancel.cancelled().await,
+            }
+        }
     }
 
     /// The barrier of checkpoint `id` arrived on `channel`: the channel is held back until every other
@@ -714,6 +744,64 @@ impl Runner {
         counters.idle.inc_by(self.clock.last.elapsed().as_secs_f64());
         self.clock.last = Instant::now();
     }
+}
+
+/// Restores a chain's state: the source continues from its subtask's position, every other operator loads
+/// its vertex's snapshots from all subtasks of the checkpointed job, keeping this subtask's key groups.
+async fn restore_chain(
+    restore: &RestoreSpec,
+    job: &ValidatedJob,
+    plan: &SubtaskPlan,
+    vertices: &[&sluice_common::proto::Vertex],
+    head: &mut Head,
+    operators: &mut [Box<dyn Operator>],
+) -> Result<(), TaskError> {
+    let ids: Vec<&str> = vertices.iter().map(|v| v.id.as_str()).collect();
+    let is_source = matches!(head, Head::Source(_));
+    // The files that hold any vertex of this chain; a source only needs its own subtask's.
+    let files: Vec<(String, bool)> = restore
+        .files
+        .iter()
+        .filter(|f| f.vertex_ids.iter().any(|v| ids.contains(&v.as_str())))
+        .map(|f| (f.file.clone(), f.subtask == plan.subtask))
+        .collect();
+    let dir = PathBuf::from(&restore.dir);
+    let checkpoint = restore.checkpoint_id;
+    let snapshots = tokio::task::spawn_blocking(move || {
+        files
+            .into_iter()
+            .map(|(file, own)| read_snapshot(&dir.join(&file)).map(|s| (s, own)))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|e| TaskError::Operator(format!("restoring checkpoint {checkpoint}: {e}")))?
+    .map_err(|e| TaskError::Operator(format!("cannot restore checkpoint {checkpoint}: {e}")))?;
+    let of_vertex = |id: &str, own_only: bool| -> Vec<&OperatorSnapshot> {
+        snapshots
+            .iter()
+            .filter(|(_, own)| *own || !own_only)
+            .flat_map(|(s, _)| s.operators.iter().filter(|o| o.vertex_id == id))
+            .collect()
+    };
+    let named = |id: &str, e: OperatorError| {
+        TaskError::Operator(format!("vertex '{id}': cannot restore checkpoint {checkpoint}: {}", e.0))
+    };
+    let (first_operator, head_id) = if is_source { (1, ids.first().copied()) } else { (0, None) };
+    if let (Head::Source(source), Some(id)) = (head, head_id) {
+        if let Some(own) = of_vertex(id, true).first() {
+            source.seek(&own.source_position).map_err(|e| named(id, e))?;
+        }
+    }
+    let chain = job.chains.get(plan.chain as usize).map_or(1, |c| c.parallelism);
+    let range = sluice_common::keygroup::key_group_range(plan.subtask, chain, job.max_parallelism());
+    let key_groups = range.start as u16..=range.end.saturating_sub(1) as u16;
+    for (operator, id) in operators.iter_mut().zip(ids.iter().skip(first_operator)) {
+        let states = of_vertex(id, false);
+        if !states.is_empty() {
+            operator.restore_state(&states, key_groups.clone()).map_err(|e| named(id, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// What woke a task waiting on its input gate.

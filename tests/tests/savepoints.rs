@@ -1,0 +1,248 @@
+//! Savepoints: stop a job mid-stream with a savepoint, start it again from the savepoint (at the same
+//! parallelism and at another one, on heap and on RocksDB), and get exactly the output of an uninterrupted
+//! run; broken savepoints are refused, or fail the job, naming the checkpoint and the file.
+//!
+//! Method: a rate-limited generator of `n = 0..ROWS` with event time `START + n` ms feeds a tumbling
+//! one-second window keyed by `n % 7` (count and sum of `n`) into a file sink. The expected windows are
+//! computed naively in the test. Run 1 is stopped with a savepoint (`POST /jobs/{id}/stop`) once its sink
+//! has written something; run 2 starts from the savepoint with its own sink directory. Every window must
+//! appear exactly once over both runs' output, with the right count and sum; run 1 alone must have written
+//! some but not all of them (so the stop really was mid-stream).
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sluice_tests::sink::{as_u64, part_files, read_rows};
+use sluice_tests::wait::{poll_until, Progress};
+use sluice_tests::{Cluster, ClusterSpec, JobId};
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+const ROWS: i64 = 24_000;
+const ROWS_PER_SECOND: f64 = 3_000.0;
+const START: i64 = 1_700_000_000_000;
+const KEYS: i64 = 7;
+const WINDOW_MS: i64 = 1_000;
+
+/// (key, window start ms) → (rows, sum of n).
+type Windows = BTreeMap<(i64, i64), (u64, i64)>;
+
+fn job(backend: &str, window_parallelism: u32, sink: &Path) -> Value {
+    json!({
+        "name": "savepointed windows",
+        "config": {"state_backend": backend},
+        "vertices": [
+            {"id": "numbers", "parallelism": 2, "event_time": {"column": "ts", "monotonous": {}},
+             "datagen": {"seed": 1, "rows": ROWS, "rows_per_second": ROWS_PER_SECOND, "batch_size": 50,
+                "columns": [{"name": "n", "sequence": {"start": 0}},
+                            {"name": "ts", "event_time": {"start_ms": START, "step_ms": 1}}]}},
+            {"id": "keyed", "parallelism": 2, "select": {"columns": [
+                {"name": "k", "expr": "n % 7"}, {"name": "n", "expr": "n"}, {"name": "ts", "expr": "ts"}]}},
+            {"id": "count", "parallelism": window_parallelism, "window": {"keys": ["k"],
+                "tumbling": {"size_ms": WINDOW_MS},
+                "aggregates": [{"function": "count", "name": "rows"}, {"function": "sum", "argument": "n", "name": "total"}]}},
+            {"id": "sink", "parallelism": window_parallelism, "file_sink": {"path": sink.display().to_string()}}
+        ],
+        "edges": [
+            {"from": "numbers", "to": "keyed"},
+            {"from": "keyed", "to": "count", "partitioning": "HASH", "key": ["k"]},
+            {"from": "count", "to": "sink"}
+        ]
+    })
+}
+
+/// The windows an uninterrupted run emits, computed without the engine.
+fn expected() -> Windows {
+    let mut windows = Windows::new();
+    for n in 0..ROWS {
+        let ts = START + n;
+        let entry = windows.entry((n % KEYS, ts - ts.rem_euclid(WINDOW_MS))).or_default();
+        entry.0 += 1;
+        entry.1 += n;
+    }
+    windows
+}
+
+fn millis(text: &str) -> i64 {
+    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S"]
+        .iter()
+        .find_map(|format| chrono::NaiveDateTime::parse_from_str(text, format).ok())
+        .unwrap_or_else(|| panic!("not a timestamp: {text}"))
+        .and_utc()
+        .timestamp_millis()
+}
+
+/// Every window row of a sink directory; a window written twice fails the test.
+fn windows_in(dir: &Path, into: &mut Windows) {
+    for file in part_files(dir).unwrap_or_else(|e| panic!("{e:#}")) {
+        for row in read_rows(&file).unwrap_or_else(|e| panic!("{e:#}")) {
+            let key = row["k"].as_i64().unwrap_or_else(|| panic!("no k in {row:?}"));
+            let start = millis(row["window_start"].as_str().unwrap_or_else(|| panic!("no window_start in {row:?}")));
+            let rows = as_u64(&row, "rows").unwrap_or_else(|e| panic!("{e:#}"));
+            let total = row["total"].as_i64().unwrap_or_else(|| panic!("no total in {row:?}"));
+            if let Some(earlier) = into.insert((key, start), (rows, total)) {
+                panic!(
+                    "window ({key}, {start}) emitted twice: {earlier:?} and {:?} ({})",
+                    (rows, total),
+                    file.display()
+                );
+            }
+        }
+    }
+}
+
+fn sink_records(cluster: &Cluster, id: &JobId) -> u64 {
+    let metrics = cluster.job_metrics(id);
+    let vertices = metrics["vertices"].as_array().cloned().unwrap_or_default();
+    vertices.iter().filter(|v| v["id"] == "sink").filter_map(|v| v["records_in"].as_u64()).sum()
+}
+
+/// Stops a running job with a savepoint and returns the savepoint's directory.
+fn stop_with_savepoint(cluster: &mut Cluster, id: &JobId) -> PathBuf {
+    let answer = cluster.post(&format!("/jobs/{}/stop", id.0), &json!({}));
+    let trigger = answer["trigger_id"].as_str().unwrap_or_else(|| panic!("no trigger_id: {answer}")).to_string();
+    let location = poll_until("the savepoint to complete", TIMEOUT, || {
+        let status = cluster.get(&format!("/jobs/{}/savepoints/{trigger}", id.0));
+        match status["status"].as_str() {
+            Some("COMPLETED") => Ok(Progress::Ready(status["location"].as_str().unwrap_or_default().to_string())),
+            Some("FAILED") => anyhow::bail!("the savepoint failed: {status}"),
+            _ => Ok(Progress::Pending(status.to_string())),
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    cluster.wait_for_status(id, "FINISHED", TIMEOUT);
+    PathBuf::from(location)
+}
+
+fn submit_from(cluster: &Cluster, job: &Value, savepoint: &Path) -> sluice_tests::cluster::HttpResponse {
+    let query = format!("/jobs/submit?savepoint_path={}", savepoint.display());
+    cluster.request(reqwest::Method::POST, &query, Some(job))
+}
+
+/// Run 1 at window parallelism 2 until its sink wrote something, stop with a savepoint, run 2 from it at
+/// `parallelism_after`; returns the savepoint.
+fn stop_and_resume(backend: &str, parallelism_after: u32) -> (Cluster, PathBuf) {
+    let mut cluster = Cluster::start(ClusterSpec::default());
+    let (first_sink, second_sink) = (cluster.dir().join("run-1"), cluster.dir().join("run-2"));
+    let id = cluster.submit_json(&job(backend, 2, &first_sink));
+    cluster.wait_for_status(&id, "RUNNING", TIMEOUT);
+    poll_until("run 1 to emit windows", TIMEOUT, || {
+        let written = sink_records(&cluster, &id);
+        if written > 0 {
+            Ok(Progress::Ready(()))
+        } else {
+            Ok(Progress::Pending(format!("{written} records at the sink")))
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let savepoint = stop_with_savepoint(&mut cluster, &id);
+    assert!(savepoint.join("_metadata").is_file(), "{} has no _metadata", savepoint.display());
+
+    let answer = submit_from(&cluster, &job(backend, parallelism_after, &second_sink), &savepoint);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let resumed = JobId(answer.body["job_id"].as_str().unwrap_or_default().to_string());
+    cluster.wait_for_status(&resumed, "FINISHED", TIMEOUT);
+
+    let expected = expected();
+    let mut first = Windows::new();
+    windows_in(&first_sink, &mut first);
+    assert!(
+        !first.is_empty() && first.len() < expected.len(),
+        "run 1 emitted {} of {} windows",
+        first.len(),
+        expected.len()
+    );
+    let mut both = first.clone();
+    let mut second = Windows::new();
+    windows_in(&second_sink, &mut second);
+    for (window, value) in second {
+        if let Some(earlier) = both.insert(window, value) {
+            panic!("window {window:?} emitted by both runs: {earlier:?} then {value:?}");
+        }
+    }
+    assert_eq!(both.len(), expected.len(), "windows over both runs");
+    for (window, value) in &expected {
+        assert_eq!(both.get(window), Some(value), "window {window:?}");
+    }
+    (cluster, savepoint)
+}
+
+#[test]
+fn stop_and_resume_at_the_same_parallelism_on_heap_and_refuse_broken_savepoints() {
+    let (cluster, savepoint) = stop_and_resume("HEAP", 2);
+    let sink = cluster.dir().join("unused");
+
+    // Not a savepoint at all.
+    let answer = submit_from(&cluster, &job("HEAP", 2, &sink), &cluster.dir().join("nowhere"));
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert!(answer.body["error"].as_str().unwrap_or_default().contains("nowhere"), "{}", answer.body);
+
+    // A vertex of the savepoint missing from the job.
+    let mut renamed = job("HEAP", 2, &sink);
+    renamed["vertices"][2]["id"] = json!("windows");
+    renamed["edges"][1]["to"] = json!("windows");
+    renamed["edges"][2]["from"] = json!("windows");
+    let answer = submit_from(&cluster, &renamed, &savepoint);
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert!(answer.body["error"].as_str().unwrap_or_default().contains("vertex 'count'"), "{}", answer.body);
+
+    // A missing snapshot file is refused at submission, naming it; nothing is stored.
+    let jobs_before = cluster.get("/jobs")["jobs"].as_array().map_or(0, Vec::len);
+    let missing = copy_dir(&savepoint, &cluster.dir().join("missing-file"));
+    let victim = first_snapshot(&missing);
+    std::fs::remove_file(&victim).unwrap_or_else(|e| panic!("{e}"));
+    let answer = submit_from(&cluster, &job("HEAP", 2, &sink), &missing);
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    let message = answer.body["error"].as_str().unwrap_or_default();
+    assert!(message.contains(&*victim.to_string_lossy()) && message.contains("missing"), "{message}");
+    assert_eq!(cluster.get("/jobs")["jobs"].as_array().map_or(0, Vec::len), jobs_before);
+
+    // A damaged snapshot file fails the job, naming the checkpoint and the file; nothing panics.
+    let damaged = copy_dir(&savepoint, &cluster.dir().join("damaged-file"));
+    let victim = first_snapshot(&damaged);
+    let mut bytes = std::fs::read(&victim).unwrap_or_else(|e| panic!("{e}"));
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xFF;
+    std::fs::write(&victim, bytes).unwrap_or_else(|e| panic!("{e}"));
+    let mut cluster = cluster;
+    let answer = submit_from(&cluster, &job("HEAP", 2, &sink), &damaged);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let id = JobId(answer.body["job_id"].as_str().unwrap_or_default().to_string());
+    cluster.wait_for_status(&id, "FAILED", TIMEOUT);
+    let cause = cluster.job(&id)["failure_cause"].as_str().unwrap_or_default().to_string();
+    assert!(cause.contains("checksum") && cause.contains(&*victim.to_string_lossy()), "{cause}");
+    assert!(cause.contains("checkpoint"), "{cause}");
+}
+
+#[test]
+fn stop_and_resume_at_a_higher_parallelism_on_heap() {
+    stop_and_resume("HEAP", 3);
+}
+
+#[test]
+fn stop_and_resume_at_a_lower_parallelism_on_rocksdb() {
+    stop_and_resume("ROCKSDB", 1);
+}
+
+fn copy_dir(from: &Path, to: &Path) -> PathBuf {
+    std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("{}: {e}", to.display()));
+    for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("{}: {e}", from.display())).flatten() {
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap_or_else(|e| panic!("{e}"));
+    }
+    to.to_path_buf()
+}
+
+/// A snapshot file of a window task (the ones with keyed state).
+fn first_snapshot(dir: &Path) -> PathBuf {
+    let metadata: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("_metadata")).unwrap_or_else(|e| panic!("{e}")))
+            .unwrap_or_else(|e| panic!("{e}"));
+    let file = metadata["files"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|f| f["vertex_ids"].as_array().is_some_and(|v| v.iter().any(|id| id == "count")))
+        .and_then(|f| f["file"].as_str())
+        .unwrap_or_else(|| panic!("no window snapshot in {metadata}"));
+    dir.join(file)
+}
