@@ -4,11 +4,11 @@ pub mod data;
 pub mod fraud;
 
 use sluice_common::job::builder::{
-    aggregate, avg, bounded_out_of_orderness, count, max, min, session, sliding, tumbling, JobBuilder,
+    aggregate, avg, bounded_out_of_orderness, count, max, min, monotonous, session, sliding, tumbling, JobBuilder,
 };
 use sluice_common::proto::{
-    generated_column::Generator, DataType, DatagenSource, Field, FileFormat, FileSource, GeneratedColumn, JobGraph,
-    Window, WordsGenerator,
+    generated_column::Generator, CheckpointConfig, DataType, DatagenSource, Field, FileFormat, FileSource,
+    GeneratedColumn, JobGraph, WallClockGenerator, Window, WordsGenerator,
 };
 
 /// Every example, by file name.
@@ -23,6 +23,7 @@ pub fn all() -> Vec<(&'static str, JobGraph)> {
         ("stream_join", stream_join()),
         ("stream_enrichment", stream_enrichment()),
         ("fraud_detection", fraud_detection()),
+        ("checkpointed_word_count", checkpointed_word_count()),
     ]
 }
 
@@ -299,6 +300,41 @@ pub fn word_count() -> JobGraph {
     .aggregate("count", &[count("count")])
     .set_parallelism(2)
     .file_sink("sink", "data/output/word_count");
+    job.build()
+}
+
+/// The job to watch checkpoints with: an endless generator of lines stamped with the wall clock → words →
+/// lower-case → key by word → 10 s tumbling event-time window → count → the exactly-once file sink, with a
+/// checkpoint every second (a window's counts appear under `data/output/checkpointed_word_count` once the
+/// checkpoint after it completes). Stop it with `sluice stop ID`; resume with `sluice submit
+/// --from-savepoint DIR`.
+pub fn checkpointed_word_count() -> JobGraph {
+    let job = JobBuilder::new("checkpointed_word_count");
+    job.config(|config| {
+        config.checkpointing = Some(CheckpointConfig { interval_ms: 1_000, retained: Some(2), ..Default::default() });
+    });
+    let words = WordsGenerator { vocabulary: vec![], min_words: 1, max_words: 4 };
+    job.datagen(
+        "lines",
+        1,
+        DatagenSource {
+            seed: 7,
+            rows_per_second: 1_000.0,
+            batch_size: Some(100),
+            columns: vec![
+                GeneratedColumn { name: "line".into(), generator: Some(Generator::Words(words)) },
+                GeneratedColumn { name: "ts".into(), generator: Some(Generator::WallClock(WallClockGenerator {})) },
+            ],
+            ..Default::default()
+        },
+    )
+    .with_event_time(monotonous("ts"))
+    .split("split", "line", "word")
+    .select("lower", &[("word", "lower(word)"), ("ts", "ts")])
+    .key_by(&["word"])
+    .window("count", tumbling(10_000), &[count("count")])
+    .set_parallelism(2)
+    .file_sink("sink", "data/output/checkpointed_word_count");
     job.build()
 }
 

@@ -26,13 +26,14 @@ const FORMAT_VERSION: u32 = 1;
 const HEADER_LEN: usize = 8 + 4 + 8;
 
 /// What the TaskManager tells a running task about checkpoints.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum CheckpointCommand {
     /// Source tasks only: take checkpoint `id` now and send its barrier downstream; with `stop`, emit
     /// nothing after it.
     Trigger { id: u64, timestamp_ms: u64, stop: bool },
-    /// Checkpoint `id` is complete (its metadata is stored).
-    Complete { id: u64 },
+    /// Checkpoint `id` is complete (its metadata is stored); `done` is answered once the task's operators
+    /// have committed what they pre-committed for it.
+    Complete { id: u64, done: Option<tokio::sync::oneshot::Sender<()>> },
 }
 
 /// What a task tells the JobManager about its part of a checkpoint.

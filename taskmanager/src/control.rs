@@ -46,6 +46,9 @@ const REGISTER_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// and the JobManager's failure detection covers a TaskManager that cannot reach it).
 const REPORT_ATTEMPTS_MAX: u32 = 5;
 
+/// How long a NotifyCheckpointComplete waits for the tasks to commit before it answers anyway.
+const COMMIT_WAIT_MAX: Duration = Duration::from_secs(10);
+
 /// Addresses this TaskManager actually bound, as others reach them.
 #[derive(Clone, Debug)]
 pub struct BoundAddresses {
@@ -254,20 +257,20 @@ impl TaskManager {
         cancelled
     }
 
-    /// Sends `command` to the tasks of `job_id`'s `attempt` (only sources when `sources_only`). Returns how
-    /// many took it.
+    /// Sends a command made by `command` to each task of `job_id`'s `attempt` (only sources when
+    /// `sources_only`). Returns how many took it.
     fn send_checkpoint_command(
         &self,
         job_id: &str,
         attempt: u32,
         sources_only: bool,
-        command: CheckpointCommand,
+        mut command: impl FnMut() -> CheckpointCommand,
     ) -> u32 {
         let tasks = self.tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let targets = tasks
             .values()
             .filter(|t| t.task.job_id == job_id && t.task.attempt == attempt && (t.is_source || !sources_only));
-        targets.filter(|t| t.commands.send(command).is_ok()).count() as u32
+        targets.filter(|t| t.commands.send(command()).is_ok()).count() as u32
     }
 
     /// Where a task's checkpoint outcomes go: an RPC to the JobManager, on the control runtime.
@@ -368,6 +371,7 @@ impl TaskManager {
                 commands: command_receiver,
                 reporter: reporter.clone(),
                 restore: restore.clone(),
+                periodic: request.checkpointing,
             };
             let task = Task::new(
                 job.clone(),
@@ -442,7 +446,7 @@ impl TaskManagerService for TaskManagerRpc {
         request: Request<TriggerCheckpointRequest>,
     ) -> Result<Response<TriggerCheckpointResponse>, Status> {
         let request = request.into_inner();
-        let command = CheckpointCommand::Trigger {
+        let command = || CheckpointCommand::Trigger {
             id: request.checkpoint_id,
             timestamp_ms: request.timestamp_ms,
             stop: request.stop_sources,
@@ -457,8 +461,18 @@ impl TaskManagerService for TaskManagerRpc {
         request: Request<NotifyCheckpointCompleteRequest>,
     ) -> Result<Response<NotifyCheckpointCompleteResponse>, Status> {
         let request = request.into_inner();
-        let command = CheckpointCommand::Complete { id: request.checkpoint_id };
+        // Answered once every task committed (bounded): a stop-with-savepoint cancels the tasks right after.
+        let mut done = Vec::new();
+        let command = || {
+            let (sender, receiver) = tokio::sync::oneshot::channel();
+            done.push(receiver);
+            CheckpointCommand::Complete { id: request.checkpoint_id, done: Some(sender) }
+        };
         self.0.send_checkpoint_command(&request.job_id, request.attempt, false, command);
+        let all = futures::future::join_all(done);
+        if tokio::time::timeout(COMMIT_WAIT_MAX, all).await.is_err() {
+            tracing::warn!(job = %request.job_id, checkpoint = request.checkpoint_id, "tasks did not confirm their commit in time");
+        }
         Ok(Response::new(NotifyCheckpointCompleteResponse {}))
     }
 }

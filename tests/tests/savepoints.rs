@@ -246,3 +246,103 @@ fn first_snapshot(dir: &Path) -> PathBuf {
         .unwrap_or_else(|| panic!("no window snapshot in {metadata}"));
     dir.join(file)
 }
+
+/// The same job with a checkpoint every 200 ms: its file sink commits on checkpoint completion.
+fn checkpointed_job(sink: &Path) -> Value {
+    let mut job = job("HEAP", 2, sink);
+    job["config"]["checkpointing"] = json!({"interval_ms": 200, "retained": 3});
+    job
+}
+
+/// Committed windows in `dir`, and whether any uncommitted (hidden) file is there.
+fn committed(dir: &Path) -> (Windows, bool) {
+    let mut windows = Windows::new();
+    windows_in(dir, &mut windows);
+    let hidden = std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().any(|e| e.file_name().to_string_lossy().starts_with('.')))
+        .unwrap_or(false);
+    (windows, hidden)
+}
+
+/// Every committed window must be one of the expected ones, with its final value.
+fn assert_subset(windows: &Windows, expected: &Windows) {
+    for (window, value) in windows {
+        assert_eq!(expected.get(window), Some(value), "committed window {window:?} is not one of the expected");
+    }
+}
+
+fn assert_exactly(windows: &Windows, expected: &Windows) {
+    assert_eq!(windows.len(), expected.len(), "committed windows");
+    assert_subset(windows, expected);
+}
+
+/// With checkpointing, the file sink commits per checkpoint: readers see only committed windows, never a
+/// window twice, and after stop-with-savepoint and a restart into the same directory, every window once.
+#[test]
+fn the_exactly_once_file_sink_commits_per_checkpoint_across_stop_and_resume() {
+    let mut cluster = Cluster::start(ClusterSpec::default());
+    let sink = cluster.dir().join("exactly-once");
+    let expected = expected();
+    let id = cluster.submit_json(&checkpointed_job(&sink));
+    cluster.wait_for_status(&id, "RUNNING", TIMEOUT);
+    poll_until("committed output and uncommitted files side by side", TIMEOUT, || {
+        let (windows, hidden) = committed(&sink);
+        assert_subset(&windows, &expected);
+        if !windows.is_empty() && hidden {
+            Ok(Progress::Ready(()))
+        } else {
+            Ok(Progress::Pending(format!("{} committed windows, hidden files: {hidden}", windows.len())))
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let savepoint = stop_with_savepoint(&mut cluster, &id);
+    let (stopped, _) = committed(&sink);
+    assert!(stopped.len() < expected.len(), "the stop came mid-stream");
+
+    let answer = submit_from(&cluster, &checkpointed_job(&sink), &savepoint);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let resumed = JobId(answer.body["job_id"].as_str().unwrap_or_default().to_string());
+    cluster.wait_for_status(&resumed, "FINISHED", TIMEOUT);
+    let (all, hidden) = committed(&sink);
+    assert_exactly(&all, &expected);
+    assert!(!hidden, "uncommitted files left in {}", sink.display());
+}
+
+/// A TaskManager killed with SIGKILL fails the job; started again from its latest completed checkpoint
+/// into the same directory, it neither loses nor repeats a window: what was pre-committed for that
+/// checkpoint is committed, and what was written after it is discarded and written again.
+#[test]
+fn after_kill_9_a_restart_from_the_latest_checkpoint_loses_and_repeats_nothing() {
+    let mut cluster = Cluster::start(ClusterSpec::default());
+    let sink = cluster.dir().join("exactly-once");
+    let expected = expected();
+    let id = cluster.submit_json(&checkpointed_job(&sink));
+    cluster.wait_for_status(&id, "RUNNING", TIMEOUT);
+    poll_until("two completed checkpoints and some committed output", TIMEOUT, || {
+        let answer = cluster.get(&format!("/jobs/{}/checkpoints", id.0));
+        let completed = answer["counts"]["completed"].as_u64().unwrap_or(0);
+        let (windows, _) = committed(&sink);
+        if completed >= 2 && !windows.is_empty() {
+            Ok(Progress::Ready(()))
+        } else {
+            Ok(Progress::Pending(format!("{completed} checkpoints, {} windows", windows.len())))
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    cluster.kill_task_manager(0);
+    cluster.wait_for_status(&id, "FAILED", TIMEOUT);
+    let (before, _) = committed(&sink);
+    assert_subset(&before, &expected);
+    assert!(before.len() < expected.len(), "the kill came mid-stream");
+
+    let answer = cluster.get(&format!("/jobs/{}/checkpoints", id.0));
+    let latest = answer["latest"]["completed"]["location"].as_str().unwrap_or_else(|| panic!("{answer}"));
+    assert!(Path::new(latest).join("_metadata").is_file(), "a failed job keeps its checkpoints: {latest}");
+    let answer = submit_from(&cluster, &checkpointed_job(&sink), Path::new(latest));
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let resumed = JobId(answer.body["job_id"].as_str().unwrap_or_default().to_string());
+    cluster.wait_for_status(&resumed, "FINISHED", TIMEOUT);
+    let (all, hidden) = committed(&sink);
+    assert_exactly(&all, &expected);
+    assert!(!hidden, "uncommitted files left in {}", sink.display());
+}

@@ -333,6 +333,7 @@ impl JobActor {
                         .map(|c| c.job_dir.display().to_string())
                         .unwrap_or_default(),
                     restore: self.shared.restore.clone(),
+                    checkpointing: self.checkpoints.as_ref().is_some_and(Coordinator::is_periodic),
                 };
                 (slot, request)
             })

@@ -180,6 +180,11 @@ impl Coordinator {
         }
     }
 
+    /// Whether the job takes periodic checkpoints.
+    pub(crate) fn is_periodic(&self) -> bool {
+        self.policy.is_some()
+    }
+
     /// Whether requests wait that can start now.
     pub(crate) fn has_startable_requests(&self) -> bool {
         self.pending.is_none() && !self.queued.is_empty()
@@ -432,7 +437,8 @@ impl Coordinator {
         self.consecutive_failures = 0;
         self.schedule_next(Some(trigger));
 
-        // Tell the tasks (sinks commit), without holding up the actor.
+        // Tell the tasks (sinks commit). Without holding up the actor, except before a stop: the tasks are
+        // cancelled next, and their sinks must have committed what the savepoint covers.
         let request = NotifyCheckpointCompleteRequest {
             job_id: job_id.0.clone(),
             attempt: pending.attempt,
@@ -440,13 +446,19 @@ impl Coordinator {
         };
         let addresses = deployment.all_task_managers;
         let notified_job = job_id.clone();
-        tokio::spawn(async move {
-            for address in addresses {
-                if let Err(e) = notify_checkpoint_complete(&address, request.clone()).await {
+        let notify = async move {
+            let calls = addresses.iter().map(|address| notify_checkpoint_complete(address, request.clone()));
+            for result in join_all(calls).await {
+                if let Err(e) = result {
                     tracing::warn!(job_id = %notified_job, error = %e, "cannot notify a TaskManager of a completed checkpoint");
                 }
             }
-        });
+        };
+        if matches!(pending.kind, Kind::Savepoint { stop: true, .. }) {
+            notify.await;
+        } else {
+            tokio::spawn(notify);
+        }
 
         match pending.kind {
             Kind::Savepoint { stop, .. } => {

@@ -257,11 +257,13 @@ pub struct BuildContext<'a> {
     pub registry: &'a OperatorRegistry,
     /// The task's metrics (operators with metrics of their own resolve them here).
     pub counters: &'a TaskCounters,
+    /// The job checkpoints periodically: file sinks commit on checkpoint completion (exactly once).
+    pub exactly_once_sinks: bool,
 }
 
 /// Builds the operator of a non-source vertex.
 pub fn build_operator(vertex: &Vertex, ctx: &BuildContext<'_>) -> Result<Box<dyn Operator>, OperatorError> {
-    let BuildContext { job, subtask, state, registry, counters } = *ctx;
+    let BuildContext { job, subtask, state, registry, counters, exactly_once_sinks } = *ctx;
     let input = job
         .input_schema(&vertex.id)
         .ok_or_else(|| OperatorError::new(format!("vertex '{}' has no input schema", vertex.id)))?;
@@ -276,7 +278,7 @@ pub fn build_operator(vertex: &Vertex, ctx: &BuildContext<'_>) -> Result<Box<dyn
         Some(Spec::Filter(spec)) => Box::new(simple::FilterOp::new(spec, &input)?),
         Some(Spec::FlatMap(spec)) => Box::new(flat_map::FlatMapOp::new(spec, &input, output)?),
         Some(Spec::Aggregate(spec)) => Box::new(aggregate::RunningAggregate::new(spec, &input, output)?),
-        Some(Spec::FileSink(spec)) => Box::new(file_sink::FileSinkWriter::open(spec, subtask)?),
+        Some(Spec::FileSink(spec)) => Box::new(file_sink::FileSinkWriter::open(spec, subtask, exactly_once_sinks)?),
         Some(Spec::PrintSink(spec)) => Box::new(print::PrintSinkOp::new(spec, &vertex.id, subtask)),
         Some(Spec::BlackholeSink(spec)) => Box::new(simple::BlackholeOp::new(spec)),
         Some(Spec::Window(spec)) => Box::new(

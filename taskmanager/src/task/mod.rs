@@ -93,6 +93,8 @@ pub struct TaskCheckpoints {
     pub reporter: CheckpointReporter,
     /// The checkpoint the task's state starts from.
     pub restore: Option<Arc<RestoreSpec>>,
+    /// The job checkpoints periodically: sinks commit on checkpoint completion (exactly once).
+    pub periodic: bool,
 }
 
 /// The checkpoint state of a running task.
@@ -195,7 +197,8 @@ impl Runner {
             .get(plan.chain as usize)
             .ok_or_else(|| TaskError::Operator(format!("unknown chain {}", plan.chain)))?;
         let subtask = SubtaskInfo { index: plan.subtask, parallelism: chain.parallelism };
-        let context = BuildContext { job, subtask, state, registry, counters };
+        let exactly_once_sinks = checkpoints.periodic;
+        let context = BuildContext { job, subtask, state, registry, counters, exactly_once_sinks };
         let mut vertices = Vec::with_capacity(chain.vertex_ids.len());
         for id in &chain.vertex_ids {
             vertices.push(job.vertex(id).ok_or_else(|| TaskError::Operator(format!("unknown vertex '{id}'")))?);
@@ -382,11 +385,15 @@ impl Runner {
                     }
                 }
             }
-            CheckpointCommand::Complete { id } => {
+            CheckpointCommand::Complete { id, done } => {
                 for index in 0..self.operators.len() {
                     self.operators[index]
                         .notify_checkpoint_complete(id)
                         .map_err(|e| operator_error(counters, index + self.offset, e))?;
+                }
+                if let Some(done) = done {
+                    // The TaskManager may have stopped waiting; the commit happened regardless.
+                    let _ = done.send(());
                 }
             }
         }
@@ -404,8 +411,8 @@ impl Runner {
                 command = next_command(&mut self.checkpointing.commands) => command,
             };
             match command {
-                Some(CheckpointCommand::Complete { id }) => {
-                    Box::pin(self.on_command(CheckpointCommand::Complete { id }, counters)).await?
+                Some(complete @ CheckpointCommand::Complete { .. }) => {
+                    Box::pin(self.on_command(complete, counters)).await?
                 }
                 Some(CheckpointCommand::Trigger { .. }) => {}
                 None => self.cancel.cancelled().await,
@@ -540,12 +547,13 @@ impl Runner {
             snapshot.operators.push(OperatorSnapshot {
                 vertex_id: self.vertex_ids.first().cloned().unwrap_or_default(),
                 source_position: source.position(),
+                checkpoint_id: id,
                 ..Default::default()
             });
         }
         for (index, operator) in self.operators.iter_mut().enumerate() {
             let vertex_id = self.vertex_ids.get(index + self.offset).cloned().unwrap_or_default();
-            let mut state = OperatorSnapshot { vertex_id, ..Default::default() };
+            let mut state = OperatorSnapshot { vertex_id, checkpoint_id: id, ..Default::default() };
             operator.snapshot_state(&mut state).map_err(|e| format!("vertex '{}': {}", state.vertex_id, e.0))?;
             snapshot.operators.push(state);
         }
