@@ -41,6 +41,7 @@
 pub mod binaries;
 pub mod cluster;
 pub mod memory;
+pub mod postgres;
 pub mod process;
 pub mod prometheus;
 pub mod sink;

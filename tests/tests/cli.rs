@@ -106,3 +106,49 @@ fn the_cli_submits_inspects_lists_and_cancels_a_job_and_relays_server_errors() {
     let jobs = cluster.get("/jobs");
     assert_eq!(jobs["jobs"].as_array().map(Vec::len), Some(1), "{jobs}");
 }
+
+/// `savepoint`, `checkpoints`, `stop` and `submit --from-savepoint` round-trip a job through a savepoint.
+#[test]
+fn the_cli_takes_savepoints_stops_and_resumes_a_job() {
+    let mut cluster = Cluster::start(ClusterSpec::default());
+    let job_file = cluster.dir().join("cli_smoke.json");
+    std::fs::write(&job_file, long_running_job().to_string())
+        .unwrap_or_else(|e| panic!("cannot write the job file: {e}"));
+    let job_path = job_file.display().to_string();
+    let id = succeeded("submit -q", cluster.cli(&["submit", "-q", &job_path])).trim().to_string();
+    let job = JobId(id.clone());
+    cluster.wait_for_status(&job, "RUNNING", RUNNING_TIMEOUT);
+
+    let target = cluster.dir().join("my-savepoints");
+    let target_arg = target.display().to_string();
+    let printed = succeeded("savepoint", cluster.cli(&["savepoint", &id, "--target-directory", &target_arg]));
+    let location = printed.trim().strip_prefix("Savepoint completed: ").unwrap_or_else(|| panic!("{printed}"));
+    assert!(location.starts_with(&target_arg), "{location} is not under {target_arg}");
+    assert!(std::path::Path::new(location).join("_metadata").is_file(), "{location} has no _metadata");
+
+    let listed = succeeded("checkpoints", cluster.cli(&["checkpoints", &id]));
+    assert!(listed.contains("SAVEPOINT") && listed.contains("COMPLETED"), "{listed}");
+
+    let stopped = succeeded("stop", cluster.cli(&["stop", &id]));
+    let stop_location = stopped
+        .lines()
+        .find_map(|l| l.strip_prefix("Savepoint completed: "))
+        .unwrap_or_else(|| panic!("{stopped}"))
+        .to_string();
+    cluster.wait_for_status(&job, "FINISHED", RUNNING_TIMEOUT);
+
+    let resumed = succeeded(
+        "submit --from-savepoint",
+        cluster.cli(&["submit", "-q", "--from-savepoint", &stop_location, &job_path]),
+    );
+    let resumed = JobId(resumed.trim().to_string());
+    cluster.wait_for_status(&resumed, "RUNNING", RUNNING_TIMEOUT);
+    succeeded("cancel", cluster.cli(&["cancel", &resumed.0]));
+
+    let nowhere = cluster.dir().join("nowhere").display().to_string();
+    failed_with(
+        "submit --from-savepoint <missing>",
+        cluster.cli(&["submit", "--from-savepoint", &nowhere, &job_path]),
+        "nowhere",
+    );
+}

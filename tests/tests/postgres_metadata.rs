@@ -10,9 +10,10 @@
 use std::time::Duration;
 
 use serde_json::json;
+use sluice_tests::wait::{poll_until, Progress};
 use sluice_tests::{Cluster, ClusterSpec};
 use sqlx::any::AnyPoolOptions;
-use sqlx::{Executor, Row};
+use sqlx::Row;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -20,25 +21,8 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap_or_else(|e| panic!("runtime: {e}"))
 }
 
-/// The URL of a new, empty database on the test server.
 fn fresh_database() -> String {
-    let admin_url = std::env::var("SLUICE_TEST_POSTGRES_URL").unwrap_or_else(|_| {
-        panic!("SLUICE_TEST_POSTGRES_URL is not set: run the tests with scripts/test.sh, which starts PostgreSQL")
-    });
-    let name = format!("sluice_it_{}", std::process::id());
-    runtime().block_on(async {
-        sqlx::any::install_default_drivers();
-        let admin = AnyPoolOptions::new().max_connections(1).connect(&admin_url).await;
-        let admin = admin.unwrap_or_else(|e| panic!("connect to {admin_url}: {e}"));
-        let drop = format!("DROP DATABASE IF EXISTS {name}");
-        let create = format!("CREATE DATABASE {name}");
-        for statement in [drop, create] {
-            let done = admin.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(statement.clone()))).await;
-            done.unwrap_or_else(|e| panic!("{statement}: {e}"));
-        }
-    });
-    let (base, _) = admin_url.rsplit_once('/').unwrap_or((&admin_url, ""));
-    format!("{base}/{name}")
+    sluice_tests::postgres::fresh_database("sluice_it")
 }
 
 #[test]
@@ -72,4 +56,78 @@ fn jobs_live_in_postgresql_and_outlive_the_job_manager() {
     let details = cluster.job(&id);
     assert_eq!(details["status"], "FINISHED", "after a restart: {details}");
     assert_eq!(details["name"], "kept in postgres", "after a restart: {details}");
+}
+
+/// Checkpoint metadata lives in PostgreSQL too, and a restart of the database loses none of it: while the
+/// server is down the REST API answers 503 and checkpoints cannot be recorded (they fail, within the job's
+/// tolerance); once it is back, checkpoints complete again, ids going on from the last one, and the job
+/// never left RUNNING.
+#[test]
+fn checkpoints_are_recorded_in_postgresql_and_resume_after_it_restarts() {
+    let server = sluice_tests::postgres::PostgresServer::start().unwrap_or_else(|e| panic!("{e:#}"));
+    let mut cluster = Cluster::start(ClusterSpec::default().env("DATABASE_URL", server.url()));
+    let job = json!({
+        "name": "checkpoints in postgres",
+        "config": {"checkpointing": {"interval_ms": 200, "tolerable_failures": 1000, "retained": 2}},
+        "vertices": [
+            {"id": "numbers", "parallelism": 2, "event_time": {"column": "ts", "monotonous": {}},
+             "datagen": {"seed": 1, "rows_per_second": 1000.0, "batch_size": 50,
+                "columns": [{"name": "n", "sequence": {"start": 0}}, {"name": "ts", "wall_clock": {}}]}},
+            {"id": "keyed", "parallelism": 2, "select": {"columns": [
+                {"name": "k", "expr": "n % 5"}, {"name": "ts", "expr": "ts"}]}},
+            {"id": "count", "parallelism": 2, "window": {"keys": ["k"], "tumbling": {"size_ms": 1000},
+                "aggregates": [{"function": "count", "name": "rows"}]}},
+            {"id": "sink", "parallelism": 2, "blackhole_sink": {}}
+        ],
+        "edges": [
+            {"from": "numbers", "to": "keyed"},
+            {"from": "keyed", "to": "count", "partitioning": "HASH", "key": ["k"]},
+            {"from": "count", "to": "sink"}
+        ]
+    });
+    let id = cluster.submit_json(&job);
+    cluster.wait_for_status(&id, "RUNNING", TIMEOUT);
+    let path = format!("/jobs/{}/checkpoints", id.0);
+    let completed_ids = |answer: &serde_json::Value| -> Vec<u64> {
+        let history = answer["history"].as_array().cloned().unwrap_or_default();
+        history.iter().filter(|c| c["status"] == "COMPLETED").filter_map(|c| c["id"].as_u64()).collect()
+    };
+    let before = poll_until("three completed checkpoints", TIMEOUT, || {
+        let answer = cluster.get(&path);
+        let ids = completed_ids(&answer);
+        if ids.len() >= 3 {
+            Ok(Progress::Ready(ids))
+        } else {
+            Ok(Progress::Pending(answer.to_string()))
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+
+    server.stop().unwrap_or_else(|e| panic!("{e:#}"));
+    let answer = cluster.request(reqwest::Method::GET, &path, None);
+    assert_eq!(answer.status, 503, "with the database down: {}", answer.body);
+    server.start_again().unwrap_or_else(|e| panic!("{e:#}"));
+
+    let last_before = before.iter().copied().max().unwrap_or(0);
+    let after = poll_until("checkpoints to complete again", TIMEOUT, || {
+        let answer = cluster.request(reqwest::Method::GET, &path, None);
+        if answer.status != 200 {
+            return Ok(Progress::Pending(format!("HTTP {} {}", answer.status, answer.body)));
+        }
+        let answer = answer.body;
+        let ids = completed_ids(&answer);
+        if ids.iter().filter(|&&id| id > last_before).count() >= 2 {
+            Ok(Progress::Ready(ids))
+        } else {
+            Ok(Progress::Pending(answer.to_string()))
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    for id in &before {
+        assert!(after.contains(id) || after.len() >= 100, "checkpoint {id} recorded before the restart is gone");
+    }
+    let status = cluster.get(&format!("/jobs/{}/status", id.0));
+    assert_eq!(status["status"], "RUNNING", "{status}");
+    cluster.cancel(&id);
+    cluster.wait_for_status(&id, "CANCELED", TIMEOUT);
 }

@@ -122,7 +122,11 @@ fn submit_from(cluster: &Cluster, job: &Value, savepoint: &Path) -> sluice_tests
 /// Run 1 at window parallelism 2 until its sink wrote something, stop with a savepoint, run 2 from it at
 /// `parallelism_after`; returns the savepoint.
 fn stop_and_resume(backend: &str, parallelism_after: u32) -> (Cluster, PathBuf) {
-    let mut cluster = Cluster::start(ClusterSpec::default());
+    stop_and_resume_on(ClusterSpec::default(), backend, parallelism_after)
+}
+
+fn stop_and_resume_on(spec: ClusterSpec, backend: &str, parallelism_after: u32) -> (Cluster, PathBuf) {
+    let mut cluster = Cluster::start(spec);
     let (first_sink, second_sink) = (cluster.dir().join("run-1"), cluster.dir().join("run-2"));
     let id = cluster.submit_json(&job(backend, 2, &first_sink));
     cluster.wait_for_status(&id, "RUNNING", TIMEOUT);
@@ -222,6 +226,15 @@ fn stop_and_resume_at_a_higher_parallelism_on_heap() {
 #[test]
 fn stop_and_resume_at_a_lower_parallelism_on_rocksdb() {
     stop_and_resume("ROCKSDB", 1);
+}
+
+/// The same with the metadata in PostgreSQL (the suite's server, a database of this test's own).
+#[test]
+fn stop_and_resume_with_the_metadata_in_postgresql() {
+    let url = sluice_tests::postgres::fresh_database("sluice_savepoints");
+    let (cluster, _) = stop_and_resume_on(ClusterSpec::default().env("DATABASE_URL", &url), "ROCKSDB", 3);
+    let sqlite = cluster.dir().join("jobmanager").join("sluice.db");
+    assert!(!sqlite.exists(), "{} exists although DATABASE_URL is PostgreSQL", sqlite.display());
 }
 
 fn copy_dir(from: &Path, to: &Path) -> PathBuf {
