@@ -14,12 +14,20 @@
 # `window_emit_latency_seconds` histograms (emission wall time minus window end, per emitted row) give p50
 # and p99, interpolated within buckets.
 #
+# Checkpoints (CHECKPOINT_WORKLOADS): the windowed jobs again at parallelism CHECKPOINT_PARALLELISM with a
+# checkpoint every CHECKPOINT_INTERVAL_MS (throughput next to the run without: the cost of checkpointing), and
+# large_state_rocksdb: LARGE_STATE_ROWS distinct keys deduplicated on RocksDB (state grows by one entry per
+# row), checkpointed at the same interval. Each reports checkpoint durations (p50/p99 end to end, and of the
+# synchronous part), the first and the last checkpoint, and the largest state, from GET /jobs/{id}/checkpoints.
+#
 # Usage: scripts/benchmark.sh
 # Environment: ROWS (default 20000000), PARALLELISMS (default "1 2"), BENCHMARK_TIMEOUT_S (default 1800),
 #              WORKLOADS (default "word_count windowed_heap windowed_rocksdb", see job_file),
 #              CARGO_TARGET_DIR (default ~/.cache/sluice/target), BENCHMARK_SKIP_BUILD (set: use the release
 #              binaries already built instead of running cargo), LATENCY_SECONDS (default 60; 0 skips the
-#              latency runs), LATENCY_ROWS_PER_S (default 200000).
+#              latency runs), LATENCY_ROWS_PER_S (default 200000), CHECKPOINT_WORKLOADS (default
+#              "windowed_heap windowed_rocksdb large_state_rocksdb"; empty skips), CHECKPOINT_PARALLELISM
+#              (default 2), CHECKPOINT_INTERVAL_MS (default 1000), LARGE_STATE_ROWS (default 10000000).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -32,6 +40,10 @@ readonly WORKLOADS="${WORKLOADS:-word_count windowed_heap windowed_rocksdb}"
 readonly RUN_TIMEOUT_S="${BENCHMARK_TIMEOUT_S:-1800}"
 readonly LATENCY_SECONDS="${LATENCY_SECONDS:-60}"
 readonly LATENCY_ROWS_PER_S="${LATENCY_ROWS_PER_S:-200000}"
+readonly CHECKPOINT_WORKLOADS="${CHECKPOINT_WORKLOADS-windowed_heap windowed_rocksdb large_state_rocksdb}"
+readonly CHECKPOINT_PARALLELISM="${CHECKPOINT_PARALLELISM:-2}"
+readonly CHECKPOINT_INTERVAL_MS="${CHECKPOINT_INTERVAL_MS:-1000}"
+readonly LARGE_STATE_ROWS="${LARGE_STATE_ROWS:-10000000}"
 readonly REGISTER_TIMEOUT_S=60
 readonly DIR=data/benchmark
 
@@ -49,8 +61,10 @@ trap stop_cluster EXIT
 # millisecond (20 M lines span 5.5 h of event time) with watermarks 1 s behind, every 200 ms as Flink does
 # by default.
 # MODE latency: unbounded, LATENCY_ROWS_PER_S in total, event time = the wall clock, monotonous watermarks.
+# MODE checkpointed: throughput, with a checkpoint every CHECKPOINT_INTERVAL_MS.
 job_file() {
-  local workload="$1" p="$2" mode="${3:-throughput}"
+  local workload="$1" p="$2" mode="${3:-throughput}" checkpointing=""
+  [[ "$mode" == checkpointed ]] && checkpointing=', "checkpointing": {"interval_ms": '"$CHECKPOINT_INTERVAL_MS"'}'
   local event_time="" time_column="" keep_time="" count_vertex backend="HEAP" rows="\"rows\": $ROWS, "
   case "$workload" in
     word_count)
@@ -75,7 +89,7 @@ job_file() {
   cat <<EOF
 {
   "name": "benchmark_${workload}_p${p}_$mode",
-  "config": {"state_backend": "$backend"},
+  "config": {"state_backend": "$backend"$checkpointing},
   "vertices": [
     {"id": "lines", "parallelism": $p, "datagen": {
       "seed": 42, ${rows}"batch_size": 4096,
@@ -93,6 +107,66 @@ job_file() {
   ]
 }
 EOF
+}
+
+# large_state_job P: LARGE_STATE_ROWS distinct keys (n = 0, 1, ...) deduplicated on RocksDB: one state entry
+# per row, so the state grows through the run; a checkpoint every CHECKPOINT_INTERVAL_MS.
+large_state_job() {
+  local p="$1"
+  cat <<EOF
+{
+  "name": "benchmark_large_state_rocksdb_p$p",
+  "config": {"state_backend": "ROCKSDB",
+             "checkpointing": {"interval_ms": $CHECKPOINT_INTERVAL_MS, "timeout_ms": 600000}},
+  "vertices": [
+    {"id": "numbers", "parallelism": $p, "datagen": {"seed": 1, "rows": $LARGE_STATE_ROWS, "batch_size": 4096,
+      "columns": [{"name": "n", "sequence": {"start": 0}},
+                  {"name": "payload", "words": {"min_words": 4, "max_words": 4}}]}},
+    {"id": "dedup", "parallelism": $p, "deduplicate": {"keys": ["n"], "ttl_ms": 86400000}},
+    {"id": "sink", "parallelism": $p, "blackhole_sink": {}}
+  ],
+  "edges": [
+    {"from": "numbers", "to": "dedup", "partitioning": "HASH", "key": ["n"]},
+    {"from": "dedup", "to": "sink"}
+  ]
+}
+EOF
+}
+
+# summary_field JSON FIELD STAT: STAT (min, p50, p99, max) of FIELD in a checkpoints answer's summary.
+summary_field() {
+  grep -o "\"$2\":{[^}]*}" <<<"$1" | grep -o "\"$3\":[0-9]*" | head -n 1 | cut -d: -f2
+}
+
+# checkpoint_report JOB_ID: "completed failed e2e_p50 e2e_p99 sync_p50 sync_p99 first_ms last_ms max_bytes"
+# from GET /jobs/{id}/checkpoints (history newest first: the first checkpoint is the last one listed).
+checkpoint_report() {
+  local answer durations sizes
+  answer="$(curl -fsS "http://$JM_REST/jobs/$1/checkpoints")" || fail "cannot read the checkpoints of job $1"
+  durations="$(grep -o '"duration_ms":[0-9]*' <<<"$answer" | cut -d: -f2)"
+  sizes="$(grep -o '"state_size_bytes":[0-9]*' <<<"$answer" | cut -d: -f2 | sort -n | tail -n 1)"
+  printf '%s %s %s %s %s %s %s %s %s\n' \
+    "$(grep -o '"completed":[0-9]*' <<<"$answer" | head -n 1 | cut -d: -f2)" \
+    "$(grep -o '"failed":[0-9]*' <<<"$answer" | head -n 1 | cut -d: -f2)" \
+    "$(summary_field "$answer" end_to_end_duration_ms p50)" "$(summary_field "$answer" end_to_end_duration_ms p99)" \
+    "$(summary_field "$answer" sync_ms p50)" "$(summary_field "$answer" sync_ms p99)" \
+    "$(tail -n 1 <<<"$durations")" "$(head -n 1 <<<"$durations")" "${sizes:-0}"
+}
+
+# run_to_end JOB_FILE: submits, waits until FINISHED, prints "job_id elapsed_ms".
+run_to_end() {
+  local job_id details start_ms end_ms
+  job_id="$("$SLUICE" submit --quiet "$1")"
+  if ! "$SLUICE" wait "$job_id" --timeout "$RUN_TIMEOUT_S" >&2; then
+    "$SLUICE" status "$job_id" >&2 || true
+    show_all_logs
+    fail "benchmark job $job_id did not finish"
+  fi
+  details="$("$SLUICE" status --json "$job_id")"
+  start_ms="$(json_number start_time <<<"$details")"
+  end_ms="$(json_number end_time <<<"$details")"
+  [[ -n "$start_ms" && -n "$end_ms" ]] || fail "job $job_id has no start or end time: $details"
+  echo "$job_id $((end_ms - start_ms))"
 }
 
 # emit_latency JOB_ID: "p50_ms p99_ms observations" of the job's window_emit_latency_seconds histograms,
@@ -195,6 +269,25 @@ for p in $PARALLELISMS; do
 done
 done
 
+checkpoints=()
+for workload in $CHECKPOINT_WORKLOADS; do
+  p="$CHECKPOINT_PARALLELISM"
+  if [[ "$workload" == large_state_rocksdb ]]; then
+    section "$workload, parallelism $p: $LARGE_STATE_ROWS distinct keys, a checkpoint every ${CHECKPOINT_INTERVAL_MS} ms"
+    large_state_job "$p" >"$DIR/job-$workload-p$p-checkpointed.json"
+    rows="$LARGE_STATE_ROWS"
+  else
+    section "$workload, parallelism $p: $ROWS rows, a checkpoint every ${CHECKPOINT_INTERVAL_MS} ms"
+    job_file "$workload" "$p" checkpointed >"$DIR/job-$workload-p$p-checkpointed.json"
+    rows="$ROWS"
+  fi
+  read -r job_id elapsed_ms <<<"$(run_to_end "$DIR/job-$workload-p$p-checkpointed.json")"
+  rows_per_s="$(awk -v rows="$rows" -v ms="$elapsed_ms" 'BEGIN { printf "%.0f", (ms > 0 ? rows * 1000 / ms : 0) }')"
+  report="$(checkpoint_report "$job_id")"
+  ok "$workload, parallelism $p, checkpointed: $rows rows in ${elapsed_ms} ms = $rows_per_s rows/s; checkpoints: $report"
+  checkpoints+=("$workload $p $rows_per_s $report")
+done
+
 section "Results"
 printf '    %-18s %-12s %12s %14s\n' WORKLOAD PARALLELISM "TIME (ms)" "ROWS/S"
 for line in "${results[@]}"; do
@@ -207,6 +300,17 @@ if ((${#latencies[@]} > 0)); then
   for line in "${latencies[@]}"; do
     read -r workload p p50 p99 observations <<<"$line"
     printf '    %-18s %-12s %10s %10s %12s\n' "$workload" "$p" "$p50" "$p99" "$observations"
+  done
+fi
+if ((${#checkpoints[@]} > 0)); then
+  printf '\n    a checkpoint every %s ms; durations in ms: end to end p50/p99, synchronous part p50/p99, first, last\n' \
+    "$CHECKPOINT_INTERVAL_MS"
+  printf '    %-20s %3s %12s %5s %5s %8s %8s %9s %9s %8s %8s %14s\n' WORKLOAD P ROWS/S DONE FAIL E2E_P50 E2E_P99 \
+    SYNC_P50 SYNC_P99 FIRST LAST "MAX STATE (B)"
+  for line in "${checkpoints[@]}"; do
+    read -r workload p rate done failed e50 e99 s50 s99 first last bytes <<<"$line"
+    printf '    %-20s %3s %12s %5s %5s %8s %8s %9s %9s %8s %8s %14s\n' "$workload" "$p" "$rate" "$done" "$failed" \
+      "$e50" "$e99" "$s50" "$s99" "$first" "$last" "$bytes"
   done
 fi
 printf '\n    %-24s %12s\n' PROCESS "PEAK RSS (KiB)"
