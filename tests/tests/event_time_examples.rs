@@ -582,6 +582,11 @@ fn fraud_detection_runs_a_native_operator_with_state_and_timers_at_any_paralleli
 #[test]
 fn a_taskmanager_without_the_native_operator_fails_the_job_with_a_clear_cause() {
     let mut cluster = Cluster::start(ClusterSpec::default());
+    // The input is there, so the missing operator is the only thing that can fail the job.
+    let data_dir = cluster.dir().join("examples").join("data");
+    std::fs::create_dir_all(&data_dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", data_dir.display()));
+    std::fs::write(data_dir.join("transactions.jsonl"), sample("transactions.jsonl"))
+        .unwrap_or_else(|e| panic!("cannot write the input: {e}"));
     let path = examples_dir().join("jobs").join("fraud_detection.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let job: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
