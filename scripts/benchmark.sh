@@ -143,7 +143,8 @@ summary_field() {
 checkpoint_report() {
   local answer durations sizes
   answer="$(curl -fsS "http://$JM_REST/jobs/$1/checkpoints")" || fail "cannot read the checkpoints of job $1"
-  durations="$(grep -o '"duration_ms":[0-9]*' <<<"$answer" | cut -d: -f2)"
+  # Only the history's entries (the latest completed checkpoint is repeated outside it).
+  durations="$(grep -o '"history":\[[^]]*\]' <<<"$answer" | grep -o '"duration_ms":[0-9]*' | cut -d: -f2)"
   sizes="$(grep -o '"state_size_bytes":[0-9]*' <<<"$answer" | cut -d: -f2 | sort -n | tail -n 1)"
   printf '%s %s %s %s %s %s %s %s %s\n' \
     "$(grep -o '"completed":[0-9]*' <<<"$answer" | head -n 1 | cut -d: -f2)" \
