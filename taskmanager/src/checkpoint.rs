@@ -1,29 +1,44 @@
 //! A task's side of checkpoints: the commands its TaskManager forwards to it, how a snapshot file is
 //! written and read, and how a task reports the outcome to the JobManager.
 //!
-//! A task's snapshot is one file, `chk-N/<chain>-<subtask>.snapshot` under the job's checkpoint directory:
+//! A task's snapshot is one file, `chk-N/<chain>-<subtask>.snapshot` under the job's checkpoint directory,
+//! written as a stream so that keyed state never has to be in memory at once:
 //!
 //! ```text
-//! "SLUICESN" | format version (u32 BE) | body length (u64 BE) | body (TaskSnapshot, protobuf) | CRC-32C of body (u32 BE)
+//! "SLUICESN" | format version (u32 BE)
+//! record*    : kind (u8) | length (u32 BE) | protobuf body
+//!              kind 1: TaskSnapshot without keyed entries (source position, operator state), once, first
+//!              kind 2: KeyedChunk (up to CHUNK_ENTRIES entries of one state of one operator)
+//! trailer    : kind 0xFF | records (u64 BE) | CRC-32C of every byte before the trailer (u32 BE)
 //! ```
 //!
 //! The file is written under a temporary name, synced, then renamed, so a reader never sees half a file;
-//! the length and checksum catch one that was damaged afterwards. A task writes it after it has sent the
-//! barrier on (the asynchronous part): processing goes on while the bytes go to storage.
+//! the trailer's count and checksum catch one that was truncated or damaged afterwards. A task writes it
+//! after it has sent the barrier on (the asynchronous part): processing goes on while the bytes go out.
 use std::path::{Path, PathBuf};
 
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::record_batch::RecordBatch;
 use prost::Message;
 use sluice_common::proto::{
-    AcknowledgeCheckpointRequest, DeclineCheckpointRequest, KeyedStateSnapshot, OperatorSnapshot, TaskSnapshot,
+    AcknowledgeCheckpointRequest, DeclineCheckpointRequest, KeyedChunk, KeyedStateSnapshot, OperatorSnapshot,
+    TaskSnapshot,
 };
 
-use crate::state::{Entries, KeyedStateBackend, StateError, StateSnapshot};
+use crate::state::{DeferredSnapshot, Entries, StateSnapshot};
 
 const MAGIC: &[u8; 8] = b"SLUICESN";
-const FORMAT_VERSION: u32 = 1;
-const HEADER_LEN: usize = 8 + 4 + 8;
+const FORMAT_VERSION: u32 = 2;
+const HEADER_LEN: usize = 8 + 4;
+const TRAILER_LEN: usize = 1 + 8 + 4;
+const KIND_HEADER: u8 = 1;
+const KIND_KEYED: u8 = 2;
+const KIND_TRAILER: u8 = 0xFF;
+/// Keyed entries per chunk record, and the bytes after which a chunk is cut anyway.
+const CHUNK_ENTRIES: usize = 16 * 1024;
+const CHUNK_BYTES: usize = 4 * 1024 * 1024;
+/// A record longer than this is corrupt (chunks stay near CHUNK_BYTES; one entry may exceed it).
+const RECORD_BYTES_MAX: usize = 1 << 30;
 
 /// What the TaskManager tells a running task about checkpoints.
 #[derive(Debug)]
@@ -65,65 +80,202 @@ pub fn checkpoint_dir(job_dir: &Path, id: u64) -> PathBuf {
     job_dir.join(format!("chk-{id}"))
 }
 
-/// Writes `snapshot` as `dir/name` (creating `dir`), durably and atomically. Returns the file's size.
-pub fn write_snapshot(dir: &Path, name: &str, snapshot: &TaskSnapshot) -> Result<u64, SnapshotError> {
-    let path = dir.join(name);
-    let io = |source| SnapshotError::Io { path: path.clone(), source };
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let body = snapshot.encode_to_vec();
-    let mut bytes = Vec::with_capacity(HEADER_LEN + body.len() + 4);
-    bytes.extend_from_slice(MAGIC);
-    bytes.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
-    bytes.extend_from_slice(&(body.len() as u64).to_be_bytes());
-    bytes.extend_from_slice(&body);
-    bytes.extend_from_slice(&crc32c(&body).to_be_bytes());
-    let temporary = dir.join(format!(".{name}.{}", uuid::Uuid::new_v4().simple()));
-    let written = (|| {
-        use std::io::Write;
-        let mut file = std::fs::File::create(&temporary)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&temporary, &path)
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&temporary);
-        return Err(io(e));
-    }
-    Ok(bytes.len() as u64)
+/// What a snapshot file holds: the task's header (positions, operator state) and, per operator index, the
+/// deferred keyed state to stream into it.
+pub struct SnapshotParts {
+    pub header: TaskSnapshot,
+    pub keyed: Vec<(u32, Box<dyn DeferredSnapshot>)>,
 }
 
-/// Reads a snapshot file written by [`write_snapshot`], checking its header, length and checksum.
+/// A snapshot file as written: its size, and the bytes of keyed entries per operator index.
+pub struct Written {
+    pub size: u64,
+    pub keyed_bytes: Vec<(u32, u64)>,
+}
+
+/// Wraps the file, counting and checksumming every byte written through it.
+struct Checksummed<W> {
+    inner: W,
+    crc: u32,
+    bytes: u64,
+}
+
+impl<W: std::io::Write> Checksummed<W> {
+    fn put(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.crc = crc32c_update(self.crc, bytes);
+        self.bytes += bytes.len() as u64;
+        self.inner.write_all(bytes)
+    }
+
+    fn record(&mut self, kind: u8, body: &[u8]) -> std::io::Result<()> {
+        let length = u32::try_from(body.len()).map_err(|_| std::io::Error::other("a record over 4 GiB"))?;
+        self.put(&[kind])?;
+        self.put(&length.to_be_bytes())?;
+        self.put(body)
+    }
+}
+
+/// Writes a task's snapshot as `dir/name` (creating `dir`), streaming its keyed state, durably and
+/// atomically.
+pub fn write_snapshot(dir: &Path, name: &str, parts: SnapshotParts) -> Result<Written, SnapshotError> {
+    let path = dir.join(name);
+    std::fs::create_dir_all(dir).map_err(|source| SnapshotError::Io { path: path.clone(), source })?;
+    let temporary = dir.join(format!(".{name}.{}", uuid::Uuid::new_v4().simple()));
+    let written = write_parts(&temporary, parts).and_then(|written| {
+        std::fs::rename(&temporary, &path).map_err(|source| SnapshotError::Io { path: path.clone(), source })?;
+        Ok(written)
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written
+}
+
+/// Adds a keyed entry to `chunk`, writing the chunk out first when it is full or of another state.
+struct ChunkWriter<'a, W: std::io::Write> {
+    out: &'a mut Checksummed<W>,
+    chunk: KeyedChunk,
+    chunk_bytes: usize,
+    records: u64,
+    total: u64,
+}
+
+impl<W: std::io::Write> ChunkWriter<'_, W> {
+    fn add(&mut self, state: &str, key: &[u8], value: &[u8]) -> std::io::Result<()> {
+        if self.chunk.name != state || self.chunk.keys.len() >= CHUNK_ENTRIES || self.chunk_bytes >= CHUNK_BYTES {
+            self.flush()?;
+            state.clone_into(&mut self.chunk.name);
+        }
+        self.chunk_bytes += key.len() + value.len();
+        self.total += (key.len() + value.len()) as u64;
+        self.chunk.keys.push(key.to_vec());
+        self.chunk.values.push(value.to_vec());
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.chunk.keys.is_empty() {
+            self.out.record(KIND_KEYED, &self.chunk.encode_to_vec())?;
+            self.records += 1;
+            self.chunk.keys.clear();
+            self.chunk.values.clear();
+        }
+        self.chunk_bytes = 0;
+        Ok(())
+    }
+}
+
+fn write_parts(path: &Path, parts: SnapshotParts) -> Result<Written, SnapshotError> {
+    let io = |source| SnapshotError::Io { path: path.to_path_buf(), source };
+    let file = std::fs::File::create(path).map_err(io)?;
+    let mut out = Checksummed { inner: std::io::BufWriter::with_capacity(1 << 20, file), crc: CRC_INIT, bytes: 0 };
+    out.put(MAGIC).map_err(io)?;
+    out.put(&FORMAT_VERSION.to_be_bytes()).map_err(io)?;
+    out.record(KIND_HEADER, &parts.header.encode_to_vec()).map_err(io)?;
+    let mut records: u64 = 1;
+    let mut keyed_bytes = Vec::new();
+    for (operator, deferred) in parts.keyed {
+        let chunk = KeyedChunk { operator, ..Default::default() };
+        let mut writer = ChunkWriter { out: &mut out, chunk, chunk_bytes: 0, records: 0, total: 0 };
+        let mut failure: Option<std::io::Error> = None;
+        let walked = deferred.for_each(&mut |state, key, value| {
+            writer.add(state, key, value).map_err(|e| {
+                let message = e.to_string();
+                failure = Some(e);
+                message
+            })
+        });
+        if let Some(e) = failure {
+            return Err(io(e));
+        }
+        walked.map_err(|e| SnapshotError::Corrupt { path: path.to_path_buf(), reason: format!("keyed state: {e}") })?;
+        writer.flush().map_err(io)?;
+        records += writer.records;
+        keyed_bytes.push((operator, writer.total));
+    }
+    let crc = crc32c_finish(out.crc);
+    out.put(&[KIND_TRAILER]).map_err(io)?;
+    out.put(&records.to_be_bytes()).map_err(io)?;
+    out.put(&crc.to_be_bytes()).map_err(io)?;
+    let size = out.bytes;
+    let file = out.inner.into_inner().map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(io)?;
+    Ok(Written { size, keyed_bytes })
+}
+
+/// Reads a snapshot file written by [`write_snapshot`], checking its header, records, count and checksum,
+/// and returns it whole (keyed chunks gathered into their operators).
 pub fn read_snapshot(path: &Path) -> Result<TaskSnapshot, SnapshotError> {
     let corrupt = |reason: String| SnapshotError::Corrupt { path: path.to_path_buf(), reason };
     let bytes = std::fs::read(path).map_err(|source| SnapshotError::Io { path: path.to_path_buf(), source })?;
-    if bytes.len() < HEADER_LEN + 4 || &bytes[..8] != MAGIC {
+    if bytes.len() < HEADER_LEN + TRAILER_LEN || &bytes[..8] != MAGIC {
         return Err(corrupt("not a Sluice snapshot file (bad header)".into()));
     }
     let version = u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
     if version != FORMAT_VERSION {
         return Err(corrupt(format!("snapshot format version {version}; this build reads {FORMAT_VERSION}")));
     }
-    let mut length = [0u8; 8];
-    length.copy_from_slice(&bytes[12..20]);
-    let length = u64::from_be_bytes(length);
-    if length != (bytes.len() - HEADER_LEN - 4) as u64 {
-        return Err(corrupt(format!(
-            "truncated or padded: the header says {length} bytes of body, the file has {}",
-            bytes.len() - HEADER_LEN - 4
-        )));
+    let body_end = bytes.len() - TRAILER_LEN;
+    let trailer = &bytes[body_end..];
+    if trailer[0] != KIND_TRAILER {
+        return Err(corrupt("truncated: the file does not end with its trailer".into()));
     }
-    let body = &bytes[HEADER_LEN..bytes.len() - 4];
-    let mut stored = [0u8; 4];
-    stored.copy_from_slice(&bytes[bytes.len() - 4..]);
-    if u32::from_be_bytes(stored) != crc32c(body) {
-        return Err(corrupt("checksum mismatch: the file was damaged after it was written".into()));
+    let mut count = [0u8; 8];
+    count.copy_from_slice(&trailer[1..9]);
+    let count = u64::from_be_bytes(count);
+    let stored_crc = u32::from_be_bytes([trailer[9], trailer[10], trailer[11], trailer[12]]);
+    if crc32c(&bytes[..body_end]) != stored_crc {
+        return Err(corrupt("checksum mismatch: the file is truncated or was damaged after it was written".into()));
     }
-    TaskSnapshot::decode(body).map_err(|e| corrupt(format!("cannot decode: {e}")))
-}
-
-/// Every state of `backend`, as snapshot messages.
-pub fn snapshot_backend(backend: &mut dyn KeyedStateBackend) -> Result<Vec<KeyedStateSnapshot>, StateError> {
-    Ok(to_messages(backend.snapshot()?))
+    let mut snapshot: Option<TaskSnapshot> = None;
+    let mut at = HEADER_LEN;
+    let mut records = 0u64;
+    while at < body_end {
+        if body_end - at < 5 {
+            return Err(corrupt(format!("a record header is cut at byte {at}")));
+        }
+        let kind = bytes[at];
+        let length = u32::from_be_bytes([bytes[at + 1], bytes[at + 2], bytes[at + 3], bytes[at + 4]]) as usize;
+        let start = at + 5;
+        if length > RECORD_BYTES_MAX || length > body_end - start {
+            return Err(corrupt(format!("record {records} at byte {at} claims {length} bytes")));
+        }
+        let body = &bytes[start..start + length];
+        match (kind, snapshot.as_mut()) {
+            (KIND_HEADER, None) => {
+                snapshot = Some(TaskSnapshot::decode(body).map_err(|e| corrupt(format!("cannot decode: {e}")))?);
+            }
+            (KIND_KEYED, Some(header)) => {
+                let chunk = KeyedChunk::decode(body).map_err(|e| corrupt(format!("cannot decode: {e}")))?;
+                if chunk.keys.len() != chunk.values.len() {
+                    return Err(corrupt(format!("a chunk of state '{}' has unequal keys and values", chunk.name)));
+                }
+                let operators = header.operators.len();
+                let operator = header
+                    .operators
+                    .get_mut(chunk.operator as usize)
+                    .ok_or_else(|| corrupt(format!("a chunk names operator {} of {operators}", chunk.operator)))?;
+                match operator.keyed.iter_mut().find(|s| s.name == chunk.name) {
+                    Some(state) => {
+                        state.keys.extend(chunk.keys);
+                        state.values.extend(chunk.values);
+                    }
+                    None => operator.keyed.push(KeyedStateSnapshot {
+                        name: chunk.name,
+                        keys: chunk.keys,
+                        values: chunk.values,
+                    }),
+                }
+            }
+            _ => return Err(corrupt(format!("unexpected record of kind {kind} at byte {at}"))),
+        }
+        records += 1;
+        at = start + length;
+    }
+    if records != count {
+        return Err(corrupt(format!("{records} records where the trailer says {count}")));
+    }
+    snapshot.ok_or_else(|| corrupt("no header record".into()))
 }
 
 /// A backend snapshot as messages (keys and values moved, not copied).
@@ -182,8 +334,10 @@ pub fn decode_batches(bytes: &[u8]) -> Result<Vec<RecordBatch>, String> {
     reader.collect::<Result<Vec<_>, _>>().map_err(|e| format!("buffered records: {e}"))
 }
 
-/// CRC-32C (Castagnoli), bitwise with a 256-entry table: fast enough for snapshot files, no dependency.
-fn crc32c(bytes: &[u8]) -> u32 {
+const CRC_INIT: u32 = !0;
+
+/// CRC-32C (Castagnoli), bytewise with a 256-entry table: fast enough for snapshot files, no dependency.
+fn crc32c_update(crc: u32, bytes: &[u8]) -> u32 {
     static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
     let table = TABLE.get_or_init(|| {
         let mut table = [0u32; 256];
@@ -196,30 +350,52 @@ fn crc32c(bytes: &[u8]) -> u32 {
         }
         table
     });
-    !bytes.iter().fold(!0u32, |crc, &b| table[((crc ^ u32::from(b)) & 0xFF) as usize] ^ (crc >> 8))
+    bytes.iter().fold(crc, |crc, &b| table[((crc ^ u32::from(b)) & 0xFF) as usize] ^ (crc >> 8))
+}
+
+fn crc32c_finish(crc: u32) -> u32 {
+    !crc
+}
+
+fn crc32c(bytes: &[u8]) -> u32 {
+    crc32c_finish(crc32c_update(CRC_INIT, bytes))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::{CopiedSnapshot, HeapBackend, KeyedStateBackend};
 
-    fn sample() -> TaskSnapshot {
-        TaskSnapshot {
+    /// A snapshot with many keyed entries (several chunks) in two states of operator 1.
+    fn sample() -> (TaskSnapshot, StateSnapshot) {
+        let header = TaskSnapshot {
             job_id: "job".into(),
             checkpoint_id: 7,
             chain: 1,
             subtask: 0,
             parallelism: 2,
-            operators: vec![OperatorSnapshot {
-                vertex_id: "count".into(),
-                keyed: vec![KeyedStateSnapshot {
-                    name: "windows".into(),
-                    keys: vec![b"k1".to_vec(), b"k2".to_vec()],
-                    values: vec![b"v1".to_vec(), b"v2".to_vec()],
-                }],
-                ..Default::default()
-            }],
-        }
+            operators: vec![
+                OperatorSnapshot { vertex_id: "lines".into(), source_position: vec![0, 0, 0, 9], ..Default::default() },
+                OperatorSnapshot { vertex_id: "count".into(), operator_state: vec![1, 2, 3], ..Default::default() },
+            ],
+        };
+        let many: Entries =
+            (0..(CHUNK_ENTRIES as u32 * 2 + 5)).map(|i| (i.to_be_bytes().to_vec(), vec![i as u8; 3])).collect();
+        let state = StateSnapshot {
+            states: vec![("windows".into(), many), ("other".into(), vec![(b"k".to_vec(), b"v".to_vec())])],
+        };
+        (header, state)
+    }
+
+    fn parts() -> SnapshotParts {
+        let (header, state) = sample();
+        SnapshotParts { header, keyed: vec![(1, Box::new(CopiedSnapshot(state)))] }
+    }
+
+    fn expected() -> TaskSnapshot {
+        let (mut header, state) = sample();
+        header.operators[1].keyed = to_messages(state);
+        header
     }
 
     #[test]
@@ -228,31 +404,54 @@ mod tests {
     }
 
     #[test]
-    fn a_written_snapshot_reads_back() {
+    fn a_written_snapshot_reads_back_whole() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let size = write_snapshot(&dir.path().join("chk-7"), "1-0.snapshot", &sample()).expect("write");
+        let written = write_snapshot(&dir.path().join("chk-7"), "1-0.snapshot", parts()).expect("write");
         let path = dir.path().join("chk-7/1-0.snapshot");
-        assert_eq!(std::fs::metadata(&path).expect("file").len(), size);
-        assert_eq!(read_snapshot(&path).expect("read"), sample());
+        assert_eq!(std::fs::metadata(&path).expect("file").len(), written.size);
+        assert_eq!(written.keyed_bytes.len(), 1);
+        assert_eq!(read_snapshot(&path).expect("read"), expected());
         // Nothing temporary is left beside it.
         assert_eq!(std::fs::read_dir(dir.path().join("chk-7")).expect("dir").count(), 1);
     }
 
     #[test]
+    fn a_heap_backends_deferred_snapshot_ignores_later_writes() {
+        let mut backend = HeapBackend::default();
+        let state = backend.register("s").expect("register");
+        backend.put(state, &[0, 1, 0, 0, 0, 1, 7], b"before").expect("put");
+        let deferred = backend.deferred_snapshot().expect("snapshot");
+        backend.put(state, &[0, 1, 0, 0, 0, 1, 7], b"after").expect("put");
+        backend.put(state, &[0, 2, 0, 0, 0, 1, 8], b"new").expect("put");
+        let mut seen = Vec::new();
+        deferred
+            .for_each(&mut |name, key, value| {
+                seen.push((name.to_string(), key.to_vec(), value.to_vec()));
+                Ok(())
+            })
+            .expect("read");
+        assert_eq!(seen, vec![("s".to_string(), vec![0, 1, 0, 0, 0, 1, 7], b"before".to_vec())]);
+    }
+
+    #[test]
     fn damaged_files_are_refused_with_the_path_and_the_reason() {
         let dir = tempfile::tempdir().expect("temp dir");
-        write_snapshot(dir.path(), "s", &sample()).expect("write");
+        write_snapshot(dir.path(), "s", parts()).expect("write");
         let path = dir.path().join("s");
         let good = std::fs::read(&path).expect("read");
 
-        let mut flipped = good.clone();
-        flipped[HEADER_LEN + 3] ^= 0x40;
-        std::fs::write(&path, &flipped).expect("write");
-        let error = read_snapshot(&path).expect_err("flipped bit").to_string();
-        assert!(error.contains("checksum") && error.contains(&*path.to_string_lossy()), "{error}");
+        for at in [HEADER_LEN + 3, good.len() / 2, good.len() - TRAILER_LEN - 1] {
+            let mut flipped = good.clone();
+            flipped[at] ^= 0x40;
+            std::fs::write(&path, &flipped).expect("write");
+            let error = read_snapshot(&path).expect_err("flipped bit").to_string();
+            assert!(error.contains("checksum") && error.contains(&*path.to_string_lossy()), "byte {at}: {error}");
+        }
 
         std::fs::write(&path, &good[..good.len() - 10]).expect("write");
         assert!(read_snapshot(&path).expect_err("truncated").to_string().contains("truncated"));
+        std::fs::write(&path, &good[..good.len() / 2]).expect("write");
+        assert!(read_snapshot(&path).expect_err("cut in half").to_string().contains("truncated"));
 
         std::fs::write(&path, b"hello world, this is not a snapshot").expect("write");
         assert!(read_snapshot(&path).expect_err("garbage").to_string().contains("bad header"));

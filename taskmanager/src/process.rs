@@ -661,9 +661,9 @@ impl ProcessOperator {
 }
 
 impl Operator for ProcessOperator {
-    fn snapshot_state(&mut self, snapshot: &mut OperatorSnapshot) -> Result<(), OperatorError> {
+    fn keyed_backend(&mut self) -> Option<&mut dyn KeyedStateBackend> {
         // Timers are stored in the `timers` state, so the keyed state is everything.
-        crate::operators::snapshot_keyed(self.env.backend.as_mut(), snapshot)
+        Some(self.env.backend.as_mut())
     }
 
     fn restore_state(

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use prost::Message;
 use serde_json::{json, Value};
-use sluice_common::proto::TaskSnapshot;
+use sluice_common::proto::{KeyedChunk, TaskSnapshot};
 use sluice_tests::wait::{poll_until, Progress};
 use sluice_tests::{Cluster, ClusterSpec, JobId};
 
@@ -61,17 +61,30 @@ fn checkpoint_dirs(dir: &Path) -> BTreeSet<u64> {
     entries.filter_map(|e| e.ok()?.file_name().to_str()?.strip_prefix("chk-")?.parse().ok()).collect()
 }
 
-/// Decodes a snapshot file by its documented layout: "SLUICESN", version, body length, body, CRC-32C.
-fn read_snapshot(path: &Path) -> TaskSnapshot {
+/// Decodes a snapshot file by its documented layout: "SLUICESN", version 2, records (kind, length, body:
+/// 1 = the task's header, 2 = a chunk of keyed entries), then a trailer (0xFF, record count, CRC-32C).
+fn read_snapshot(path: &Path) -> (TaskSnapshot, Vec<KeyedChunk>) {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert!(bytes.len() > 24, "{} is too short", path.display());
+    assert!(bytes.len() > 25, "{} is too short", path.display());
     assert_eq!(&bytes[..8], b"SLUICESN", "{}: magic", path.display());
-    assert_eq!(u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]), 1, "format version");
-    let mut length = [0u8; 8];
-    length.copy_from_slice(&bytes[12..20]);
-    let body = &bytes[20..bytes.len() - 4];
-    assert_eq!(u64::from_be_bytes(length), body.len() as u64, "{}: body length", path.display());
-    TaskSnapshot::decode(body).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    assert_eq!(u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]), 2, "format version");
+    let end = bytes.len() - 13;
+    assert_eq!(bytes[end], 0xFF, "{}: trailer", path.display());
+    let (mut at, mut header, mut chunks) = (12, None, Vec::new());
+    while at < end {
+        let length = u32::from_be_bytes([bytes[at + 1], bytes[at + 2], bytes[at + 3], bytes[at + 4]]) as usize;
+        let body = &bytes[at + 5..at + 5 + length];
+        match bytes[at] {
+            1 => header = Some(TaskSnapshot::decode(body).unwrap_or_else(|e| panic!("{}: {e}", path.display()))),
+            2 => chunks.push(KeyedChunk::decode(body).unwrap_or_else(|e| panic!("{}: {e}", path.display()))),
+            kind => panic!("{}: record kind {kind}", path.display()),
+        }
+        at += 5 + length;
+    }
+    let mut count = [0u8; 8];
+    count.copy_from_slice(&bytes[end + 1..end + 9]);
+    assert_eq!(u64::from_be_bytes(count), 1 + chunks.len() as u64, "{}: record count", path.display());
+    (header.unwrap_or_else(|| panic!("{}: no header", path.display())), chunks)
 }
 
 fn completed_ids(history: &Value, discarded: bool) -> BTreeSet<u64> {
@@ -131,20 +144,21 @@ fn periodic_checkpoints_complete_are_retained_and_deleted_on_cancel() {
             .unwrap_or_else(|e| panic!("_metadata: {e}"));
     assert_eq!(metadata["checkpoint_id"], kept, "{metadata}");
     assert_eq!(metadata["files"].as_array().map(Vec::len), Some(4), "{metadata}");
-    let snapshots: Vec<TaskSnapshot> = files.iter().map(|f| read_snapshot(f)).collect();
+    let decoded: Vec<(TaskSnapshot, Vec<KeyedChunk>)> = files.iter().map(|f| read_snapshot(f)).collect();
+    let snapshots: Vec<&TaskSnapshot> = decoded.iter().map(|(s, _)| s).collect();
     assert!(snapshots.iter().all(|s| s.checkpoint_id == kept && s.job_id == id.0));
-    let sources: Vec<&TaskSnapshot> = snapshots.iter().filter(|s| s.operators[0].vertex_id == "lines").collect();
+    let sources: Vec<&&TaskSnapshot> = snapshots.iter().filter(|s| s.operators[0].vertex_id == "lines").collect();
     assert_eq!(sources.len(), 2);
     for source in sources {
         let position = &source.operators[0].source_position;
         assert_eq!(position.len(), 8, "datagen's position is its next row index");
     }
-    let window_entries: usize = snapshots
+    let window_entries: usize = decoded
         .iter()
-        .flat_map(|s| &s.operators)
-        .filter(|o| o.vertex_id == "count")
-        .flat_map(|o| &o.keyed)
-        .map(|state| state.keys.len())
+        .flat_map(|(header, chunks)| {
+            chunks.iter().filter(|c| header.operators.get(c.operator as usize).is_some_and(|o| o.vertex_id == "count"))
+        })
+        .map(|chunk| chunk.keys.len())
         .sum();
     assert!(window_entries > 0, "the windows' state is in the snapshots");
 

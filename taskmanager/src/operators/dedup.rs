@@ -110,8 +110,11 @@ impl DedupOp {
 }
 
 impl Operator for DedupOp {
+    fn keyed_backend(&mut self) -> Option<&mut dyn crate::state::KeyedStateBackend> {
+        Some(self.backend.as_mut())
+    }
+
     fn snapshot_state(&mut self, snapshot: &mut OperatorSnapshot) -> Result<(), OperatorError> {
-        super::snapshot_keyed(self.backend.as_mut(), snapshot)?;
         if let Some(pending) = &self.pending {
             snapshot.operator_state = pending.to_ipc()?;
         }

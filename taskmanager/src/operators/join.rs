@@ -265,8 +265,8 @@ impl IntervalJoinOp {
 }
 
 impl Operator for IntervalJoinOp {
-    fn snapshot_state(&mut self, snapshot: &mut OperatorSnapshot) -> Result<(), OperatorError> {
-        super::snapshot_keyed(self.backend.as_mut(), snapshot)
+    fn keyed_backend(&mut self) -> Option<&mut dyn crate::state::KeyedStateBackend> {
+        Some(self.backend.as_mut())
     }
 
     fn restore_state(
@@ -422,8 +422,11 @@ impl TemporalJoinOp {
 }
 
 impl Operator for TemporalJoinOp {
+    fn keyed_backend(&mut self) -> Option<&mut dyn crate::state::KeyedStateBackend> {
+        Some(self.backend.as_mut())
+    }
+
     fn snapshot_state(&mut self, snapshot: &mut OperatorSnapshot) -> Result<(), OperatorError> {
-        super::snapshot_keyed(self.backend.as_mut(), snapshot)?;
         snapshot.operator_state = self.pending.to_ipc()?;
         Ok(())
     }

@@ -137,9 +137,15 @@ pub trait Operator: Send {
         None
     }
 
-    /// Checkpoint: adds this operator's state as of now (keyed state, records it holds back) to `snapshot`.
-    /// Called between batches, once every record before the barrier has been processed. An operator that
-    /// cannot snapshot its state returns an error, and the task declines the checkpoint with it.
+    /// Checkpoint: the backend holding this operator's keyed state, if it has one. The task takes the
+    /// backend's deferred snapshot (the synchronous part) and writes it out after the barrier went on.
+    fn keyed_backend(&mut self) -> Option<&mut dyn crate::state::KeyedStateBackend> {
+        None
+    }
+
+    /// Checkpoint: adds this operator's state that is not keyed (records it holds back, its watermark) to
+    /// `snapshot`. Called between batches, once every record before the barrier has been processed. An
+    /// operator that cannot snapshot its state returns an error, and the task declines the checkpoint.
     fn snapshot_state(&mut self, _snapshot: &mut OperatorSnapshot) -> Result<(), OperatorError> {
         Ok(())
     }
@@ -213,16 +219,6 @@ pub(crate) fn restore_buffered(
         }
     }
     Ok(kept)
-}
-
-/// Adds a backend's states to an operator snapshot.
-pub(crate) fn snapshot_keyed(
-    backend: &mut dyn crate::state::KeyedStateBackend,
-    snapshot: &mut OperatorSnapshot,
-) -> Result<(), OperatorError> {
-    let states = crate::checkpoint::snapshot_backend(backend).map_err(|e| OperatorError::new(e.to_string()))?;
-    snapshot.keyed.extend(states);
-    Ok(())
 }
 
 /// Where a subtask stands in its vertex.

@@ -696,9 +696,13 @@ impl Operator for WindowOp {
         out.extend(self.late.drain(..).map(|batch| (LATE_SIDE_OUTPUT, batch)));
     }
 
+    fn keyed_backend(&mut self) -> Option<&mut dyn crate::state::KeyedStateBackend> {
+        Some(self.backend.as_mut())
+    }
+
     fn snapshot_state(&mut self, snapshot: &mut OperatorSnapshot) -> Result<(), OperatorError> {
-        // The timers follow from the stored windows and the watermark (which says which ones have fired).
-        super::snapshot_keyed(self.backend.as_mut(), snapshot)?;
+        // Beside the keyed state: the watermark, which says which stored windows have fired (their timers
+        // follow from it and from their keys).
         snapshot.operator_state = self.watermark.to_be_bytes().to_vec();
         Ok(())
     }

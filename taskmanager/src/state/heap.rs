@@ -101,6 +101,10 @@ impl KeyedStateBackend for HeapBackend {
         Ok(StateSnapshot { states })
     }
 
+    fn deferred_snapshot(&mut self) -> Result<Box<dyn super::DeferredSnapshot>, StateError> {
+        Ok(Box::new(super::CopiedSnapshot(self.snapshot()?)))
+    }
+
     fn restore(&mut self, snapshot: &StateSnapshot, key_groups: RangeInclusive<u16>) -> Result<(), StateError> {
         for (_, map) in &mut self.states {
             map.clear();

@@ -138,8 +138,37 @@ pub trait KeyedStateBackend: Send {
     ) -> Result<(), StateError>;
     /// A consistent copy of every state as of now.
     fn snapshot(&mut self) -> Result<StateSnapshot, StateError>;
+    /// The synchronous part of a checkpoint: a consistent view of every state as of now that later writes do
+    /// not change, to be read (off the task's thread) by [`DeferredSnapshot::for_each`]. The heap backend
+    /// copies its maps; RocksDB flushes its memtables and hard-links its files (a native checkpoint), so
+    /// this part takes milliseconds whatever the state's size.
+    fn deferred_snapshot(&mut self) -> Result<Box<dyn DeferredSnapshot>, StateError>;
     /// Replaces everything with the snapshot's entries whose key group lies in `key_groups`.
     fn restore(&mut self, snapshot: &StateSnapshot, key_groups: RangeInclusive<u16>) -> Result<(), StateError>;
+}
+
+/// What reads a deferred snapshot: called with (state name, key, value) for every entry.
+pub type EntryVisitor<'a> = dyn FnMut(&str, &[u8], &[u8]) -> Result<(), String> + 'a;
+
+/// A snapshot taken by [`KeyedStateBackend::deferred_snapshot`], read once.
+pub trait DeferredSnapshot: Send {
+    /// Visits every entry: state by state, in key order, as `visit(state name, key, value)`. An error from
+    /// `visit` stops the walk and is returned.
+    fn for_each(self: Box<Self>, visit: &mut EntryVisitor<'_>) -> Result<(), StateError>;
+}
+
+/// A deferred snapshot that is a copy in memory (the heap backend's).
+pub struct CopiedSnapshot(pub StateSnapshot);
+
+impl DeferredSnapshot for CopiedSnapshot {
+    fn for_each(self: Box<Self>, visit: &mut EntryVisitor<'_>) -> Result<(), StateError> {
+        for (name, entries) in &self.0.states {
+            for (key, value) in entries {
+                visit(name, key, value).map_err(StateError)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The entries of one state as (full key, value), sorted by key.

@@ -18,11 +18,16 @@ use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 use rocksdb::{
-    BlockBasedIndexType, BlockBasedOptions, Cache, ColumnFamily, DBCompressionType, DBRawIterator, Direction,
-    IteratorMode, MergeOperands, Options, ReadOptions, WriteBatch, WriteOptions, DB,
+    BlockBasedIndexType, BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType,
+    DBRawIterator, Direction, IteratorMode, MergeOperands, Options, ReadOptions, WriteBatch, WriteOptions, DB,
 };
 
-use super::{key_group_of_state_key, Entries, KeyedStateBackend, StateError, StateId, StateSnapshot};
+use rocksdb::checkpoint::Checkpoint;
+
+use super::{
+    key_group_of_state_key, DeferredSnapshot, Entries, EntryVisitor, KeyedStateBackend, StateError, StateId,
+    StateSnapshot,
+};
 
 const MIB: usize = 1024 * 1024;
 
@@ -193,6 +198,41 @@ fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
     Some(successor)
 }
 
+/// A RocksDB native checkpoint (hard links to the instance's files, taken as of the barrier), read by opening
+/// it read-only; its directory is removed when it is dropped, read or not.
+struct NativeSnapshot {
+    /// Declared first of the fields that matter: nothing holds the directory open when it is removed.
+    dir: StateDir,
+    /// (state name, column family), in registration order.
+    states: Vec<(String, String)>,
+    options: Options,
+}
+
+impl DeferredSnapshot for NativeSnapshot {
+    fn for_each(self: Box<Self>, visit: &mut EntryVisitor<'_>) -> Result<(), StateError> {
+        // Every column family with the instance's options: reading list state needs its merge operator.
+        let families: Vec<ColumnFamilyDescriptor> =
+            self.states.iter().map(|(_, cf)| ColumnFamilyDescriptor::new(cf, self.options.clone())).collect();
+        let db = DB::open_cf_descriptors_read_only(&self.options, &self.dir.0, families, false)
+            .map_err(|e| StateError(format!("cannot open the RocksDB checkpoint {}: {e}", self.dir.0.display())))?;
+        for (name, family) in &self.states {
+            let column_family = db
+                .cf_handle(family)
+                .ok_or_else(|| StateError(format!("state '{name}': not in the RocksDB checkpoint")))?;
+            let mut read = ReadOptions::default();
+            read.fill_cache(false);
+            let mut iterator = db.raw_iterator_cf_opt(column_family, read);
+            iterator.seek_to_first();
+            while let (Some(key), Some(value)) = (iterator.key(), iterator.value()) {
+                visit(name, key, value).map_err(StateError)?;
+                iterator.next();
+            }
+            iterator.status().map_err(|e| StateError(format!("reading the checkpoint of state '{name}': {e}")))?;
+        }
+        Ok(())
+    }
+}
+
 impl KeyedStateBackend for RocksDbBackend {
     fn name(&self) -> &'static str {
         "rocksdb"
@@ -285,6 +325,20 @@ impl KeyedStateBackend for RocksDbBackend {
         Ok(StateSnapshot { states })
     }
 
+    fn deferred_snapshot(&mut self) -> Result<Box<dyn DeferredSnapshot>, StateError> {
+        // A sibling directory: hard links need the same file system.
+        let mut name = self.dir.0.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        name.push(format!(".snapshot-{}", uuid::Uuid::new_v4().simple()));
+        let dir = self.dir.0.with_file_name(name);
+        let checkpoint = Checkpoint::new(&self.db).map_err(|e| StateError(format!("RocksDB checkpoint: {e}")))?;
+        // Flushes the memtables first, so the checkpoint holds every write.
+        checkpoint
+            .create_checkpoint(&dir)
+            .map_err(|e| StateError(format!("RocksDB checkpoint into {}: {e}", dir.display())))?;
+        let states = self.states.iter().map(|s| (s.name.clone(), s.column_family.clone())).collect();
+        Ok(Box::new(NativeSnapshot { dir: StateDir(dir), states, options: self.options.clone() }))
+    }
+
     fn restore(&mut self, snapshot: &StateSnapshot, key_groups: RangeInclusive<u16>) -> Result<(), StateError> {
         // Dropping and recreating a column family empties it at once, whatever its size; the state ids
         // stay valid since they index the names.
@@ -340,6 +394,39 @@ mod tests {
 
     fn small_settings() -> RocksDbSettings {
         RocksDbSettings::new(MIB, 2, 8 * MIB)
+    }
+
+    /// The native checkpoint holds exactly what was written before it (memtables included), whatever
+    /// comes after, and its directory is gone once it was read.
+    #[test]
+    fn a_deferred_snapshot_sees_the_state_as_of_its_taking() -> Result<(), StateError> {
+        let dir = tempfile::tempdir().map_err(|e| StateError(e.to_string()))?;
+        let mut backend = RocksDbBackend::open(dir.path().join("db"), &small_settings())?;
+        let (windows, lists) = (backend.register("windows")?, backend.register("lists")?);
+        let mut key = StateKey::default();
+        for i in 0..1000u32 {
+            backend.put(windows, key.set_key((i % 128) as u16, &i.to_be_bytes()).as_bytes(), b"before")?;
+        }
+        backend.append(lists, key.set_key(3, b"l").as_bytes(), b"ab")?;
+        let deferred = backend.deferred_snapshot()?;
+        for i in 0..1000u32 {
+            backend.put(windows, key.set_key((i % 128) as u16, &i.to_be_bytes()).as_bytes(), b"after")?;
+        }
+        backend.append(lists, key.set_key(3, b"l").as_bytes(), b"cd")?;
+        let mut seen: Vec<(String, Vec<u8>)> = Vec::new();
+        deferred.for_each(&mut |state, _, value| {
+            seen.push((state.to_string(), value.to_vec()));
+            Ok(())
+        })?;
+        assert_eq!(seen.iter().filter(|(s, v)| s == "windows" && v == b"before").count(), 1000);
+        assert_eq!(
+            seen.iter().filter(|(s, _)| s == "lists").collect::<Vec<_>>(),
+            vec![&("lists".to_string(), b"ab".to_vec())]
+        );
+        assert_eq!(seen.len(), 1001);
+        let left: Vec<_> = std::fs::read_dir(dir.path()).map_err(|e| StateError(e.to_string()))?.flatten().collect();
+        assert_eq!(left.len(), 1, "only the instance's own directory remains: {left:?}");
+        Ok(())
     }
 
     #[test]

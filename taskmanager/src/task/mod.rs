@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{
     checkpoint_dir, read_snapshot, snapshot_file_name, write_snapshot, CheckpointCommand, CheckpointOutcome,
-    CheckpointReporter,
+    CheckpointReporter, SnapshotParts,
 };
 
 use crate::metrics::TaskCounters;
@@ -503,27 +503,36 @@ impl Runner {
                 return Ok(());
             }
         };
-        for (index, operator) in snapshot.0.operators.iter().enumerate() {
-            let bytes: usize =
-                operator.keyed.iter().map(|s| s.keys.iter().chain(&s.values).map(Vec::len).sum::<usize>()).sum();
-            if let Some(vertex) = counters.vertices.get(index) {
-                vertex.state_size_bytes.set(i64::try_from(bytes + operator.operator_state.len()).unwrap_or(i64::MAX));
-            }
-        }
+        // Per operator: its non-keyed state now, its keyed state once written.
+        let gauges: Vec<(prometheus::IntGauge, i64)> = snapshot
+            .0
+            .header
+            .operators
+            .iter()
+            .zip(&counters.vertices)
+            .map(|(operator, vertex)| (vertex.state_size_bytes.clone(), operator.operator_state.len() as i64))
+            .collect();
         let name = snapshot_file_name(task.chain, task.subtask);
         tokio::task::spawn_blocking(move || {
-            let (snapshot, dir) = snapshot;
+            let (parts, dir) = snapshot;
             let written = Instant::now();
-            let outcome = match write_snapshot(&dir, &name, &snapshot) {
-                Ok(size) => CheckpointOutcome::Acknowledge(AcknowledgeCheckpointRequest {
-                    task: Some(task.clone()),
-                    checkpoint_id: id,
-                    state_file: name,
-                    state_size_bytes: size,
-                    alignment_ms: alignment.as_millis() as u64,
-                    sync_ms: sync.as_millis() as u64,
-                    async_ms: written.elapsed().as_millis() as u64,
-                }),
+            let outcome = match write_snapshot(&dir, &name, parts) {
+                Ok(file) => {
+                    for (index, (gauge, bytes)) in gauges.iter().enumerate() {
+                        let keyed =
+                            file.keyed_bytes.iter().filter(|(i, _)| *i as usize == index).map(|(_, b)| *b).sum::<u64>();
+                        gauge.set(bytes.saturating_add(i64::try_from(keyed).unwrap_or(i64::MAX)));
+                    }
+                    CheckpointOutcome::Acknowledge(AcknowledgeCheckpointRequest {
+                        task: Some(task.clone()),
+                        checkpoint_id: id,
+                        state_file: name,
+                        state_size_bytes: file.size,
+                        alignment_ms: alignment.as_millis() as u64,
+                        sync_ms: sync.as_millis() as u64,
+                        async_ms: written.elapsed().as_millis() as u64,
+                    })
+                }
                 Err(e) => decline(&task, id, format!("cannot write the snapshot: {e}")),
             };
             reporter(outcome);
@@ -531,9 +540,10 @@ impl Runner {
         Ok(())
     }
 
-    /// The task's snapshot for checkpoint `id`, one entry per vertex of the chain (head first); the reason
-    /// when an operator cannot snapshot its state.
-    fn snapshot(&mut self, id: u64) -> Result<TaskSnapshot, String> {
+    /// The synchronous part of the task's snapshot for checkpoint `id`: one entry per vertex of the chain
+    /// (head first) and the deferred keyed state of each operator that has some; the reason when an operator
+    /// cannot snapshot its state.
+    fn snapshot(&mut self, id: u64) -> Result<SnapshotParts, String> {
         let task = &self.checkpointing.task;
         let mut snapshot = TaskSnapshot {
             job_id: task.job_id.clone(),
@@ -551,13 +561,19 @@ impl Runner {
                 ..Default::default()
             });
         }
+        let mut keyed = Vec::new();
         for (index, operator) in self.operators.iter_mut().enumerate() {
             let vertex_id = self.vertex_ids.get(index + self.offset).cloned().unwrap_or_default();
-            let mut state = OperatorSnapshot { vertex_id, checkpoint_id: id, ..Default::default() };
-            operator.snapshot_state(&mut state).map_err(|e| format!("vertex '{}': {}", state.vertex_id, e.0))?;
+            let named = |e: String| format!("vertex '{vertex_id}': {e}");
+            let mut state = OperatorSnapshot { vertex_id: vertex_id.clone(), checkpoint_id: id, ..Default::default() };
+            operator.snapshot_state(&mut state).map_err(|e| named(e.0))?;
+            if let Some(backend) = operator.keyed_backend() {
+                let deferred = backend.deferred_snapshot().map_err(|e| named(e.to_string()))?;
+                keyed.push(((index + self.offset) as u32, deferred));
+            }
             snapshot.operators.push(state);
         }
-        Ok(snapshot)
+        Ok(SnapshotParts { header: snapshot, keyed })
     }
 
     /// Event time reached `watermark` (or the task went idle): each operator in chain order fires what it
