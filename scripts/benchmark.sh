@@ -233,17 +233,7 @@ for workload in $WORKLOADS; do
 for p in $PARALLELISMS; do
   section "$workload, parallelism $p: $ROWS rows"
   job_file "$workload" "$p" >"$DIR/job-$workload-p$p.json"
-  job_id="$("$SLUICE" submit --quiet "$DIR/job-$workload-p$p.json")"
-  if ! "$SLUICE" wait "$job_id" --timeout "$RUN_TIMEOUT_S"; then
-    "$SLUICE" status "$job_id" >&2 || true
-    show_all_logs
-    fail "benchmark job $job_id did not finish"
-  fi
-  details="$("$SLUICE" status --json "$job_id")"
-  start_ms="$(json_number start_time <<<"$details")"
-  end_ms="$(json_number end_time <<<"$details")"
-  [[ -n "$start_ms" && -n "$end_ms" ]] || fail "job $job_id has no start or end time: $details"
-  elapsed_ms=$((end_ms - start_ms))
+  read -r job_id elapsed_ms <<<"$(run_to_end "$DIR/job-$workload-p$p.json")"
   rows_per_s="$(awk -v rows="$ROWS" -v ms="$elapsed_ms" 'BEGIN { printf "%.0f", (ms > 0 ? rows * 1000 / ms : 0) }')"
   ok "$workload, parallelism $p: $ROWS rows in ${elapsed_ms} ms = $rows_per_s rows/s"
   results+=("$workload $p $elapsed_ms $rows_per_s")

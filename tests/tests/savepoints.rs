@@ -312,12 +312,23 @@ fn the_exactly_once_file_sink_commits_per_checkpoint_across_stop_and_resume() {
     let (stopped, _) = committed(&sink);
     assert!(stopped.len() < expected.len(), "the stop came mid-stream");
 
-    let answer = submit_from(&cluster, &checkpointed_job(&sink), &savepoint);
+    resume_and_check_everything_committed_once(&mut cluster, &sink, &savepoint, &expected);
+}
+
+/// Runs the checkpointed job from `savepoint` into `sink` to its end; then every expected window is
+/// committed exactly once, and no uncommitted file is left.
+fn resume_and_check_everything_committed_once(
+    cluster: &mut Cluster,
+    sink: &Path,
+    savepoint: &Path,
+    expected: &Windows,
+) {
+    let answer = submit_from(cluster, &checkpointed_job(sink), savepoint);
     assert_eq!(answer.status, 200, "{}", answer.body);
     let resumed = JobId(answer.body["job_id"].as_str().unwrap_or_default().to_string());
     cluster.wait_for_status(&resumed, "FINISHED", TIMEOUT);
-    let (all, hidden) = committed(&sink);
-    assert_exactly(&all, &expected);
+    let (all, hidden) = committed(sink);
+    assert_exactly(&all, expected);
     assert!(!hidden, "uncommitted files left in {}", sink.display());
 }
 
@@ -351,11 +362,5 @@ fn after_kill_9_a_restart_from_the_latest_checkpoint_loses_and_repeats_nothing()
     let answer = cluster.get(&format!("/jobs/{}/checkpoints", id.0));
     let latest = answer["latest"]["completed"]["location"].as_str().unwrap_or_else(|| panic!("{answer}"));
     assert!(Path::new(latest).join("_metadata").is_file(), "a failed job keeps its checkpoints: {latest}");
-    let answer = submit_from(&cluster, &checkpointed_job(&sink), Path::new(latest));
-    assert_eq!(answer.status, 200, "{}", answer.body);
-    let resumed = JobId(answer.body["job_id"].as_str().unwrap_or_default().to_string());
-    cluster.wait_for_status(&resumed, "FINISHED", TIMEOUT);
-    let (all, hidden) = committed(&sink);
-    assert_exactly(&all, &expected);
-    assert!(!hidden, "uncommitted files left in {}", sink.display());
+    resume_and_check_everything_committed_once(&mut cluster, &sink, Path::new(latest), &expected);
 }
