@@ -364,3 +364,70 @@ fn after_kill_9_a_restart_from_the_latest_checkpoint_loses_and_repeats_nothing()
     assert!(Path::new(latest).join("_metadata").is_file(), "a failed job keeps its checkpoints: {latest}");
     resume_and_check_everything_committed_once(&mut cluster, &sink, Path::new(latest), &expected);
 }
+
+/// The running (non-windowed) aggregate checkpoints its groups too: a count and sum per key, stopped with
+/// a savepoint mid-stream and resumed at parallelism 3, ends with every key's true totals (the last row of
+/// a key over both runs, the second run's rows coming after the first's).
+#[test]
+fn a_running_aggregate_resumes_from_a_savepoint_at_another_parallelism() {
+    let mut cluster = Cluster::start(ClusterSpec::default());
+    let running = |p: u32, sink: &Path| {
+        json!({
+            "name": "running totals",
+            "vertices": [
+                {"id": "numbers", "parallelism": 2, "datagen": {"seed": 1, "rows": ROWS,
+                    "rows_per_second": ROWS_PER_SECOND, "batch_size": 50,
+                    "columns": [{"name": "n", "sequence": {"start": 0}}]}},
+                {"id": "keyed", "parallelism": 2, "select": {"columns": [
+                    {"name": "k", "expr": "n % 50"}, {"name": "n", "expr": "n"}]}},
+                {"id": "totals", "parallelism": p, "aggregate": {"keys": ["k"], "aggregates": [
+                    {"function": "count", "name": "rows"}, {"function": "sum", "argument": "n", "name": "total"}]}},
+                {"id": "sink", "parallelism": p, "file_sink": {"path": sink.display().to_string()}}
+            ],
+            "edges": [
+                {"from": "numbers", "to": "keyed"},
+                {"from": "keyed", "to": "totals", "partitioning": "HASH", "key": ["k"]},
+                {"from": "totals", "to": "sink"}
+            ]
+        })
+    };
+    let (first_sink, second_sink) = (cluster.dir().join("run-1"), cluster.dir().join("run-2"));
+    let id = cluster.submit_json(&running(2, &first_sink));
+    cluster.wait_for_status(&id, "RUNNING", TIMEOUT);
+    poll_until("run 1 to emit totals", TIMEOUT, || {
+        let written = sink_records(&cluster, &id);
+        if written > 0 {
+            Ok(Progress::Ready(()))
+        } else {
+            Ok(Progress::Pending(format!("{written} records at the sink")))
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let savepoint = stop_with_savepoint(&mut cluster, &id);
+    let answer = submit_from(&cluster, &running(3, &second_sink), &savepoint);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let resumed = JobId(answer.body["job_id"].as_str().unwrap_or_default().to_string());
+    cluster.wait_for_status(&resumed, "FINISHED", TIMEOUT);
+
+    let mut latest: BTreeMap<i64, (u64, i64)> = BTreeMap::new();
+    let mut first_run_rows = 0;
+    for (run, dir) in [(1, &first_sink), (2, &second_sink)] {
+        for file in part_files(dir).unwrap_or_else(|e| panic!("{e:#}")) {
+            for row in read_rows(&file).unwrap_or_else(|e| panic!("{e:#}")) {
+                let key = row["k"].as_i64().unwrap_or_else(|| panic!("no k in {row:?}"));
+                let rows = as_u64(&row, "rows").unwrap_or_else(|e| panic!("{e:#}"));
+                let total = row["total"].as_i64().unwrap_or_else(|| panic!("no total in {row:?}"));
+                latest.insert(key, (rows, total));
+                first_run_rows += usize::from(run == 1);
+            }
+        }
+    }
+    assert!(first_run_rows > 0, "run 1 emitted before the stop");
+    let mut expected: BTreeMap<i64, (u64, i64)> = BTreeMap::new();
+    for n in 0..ROWS {
+        let entry = expected.entry(n % 50).or_default();
+        entry.0 += 1;
+        entry.1 += n;
+    }
+    assert_eq!(latest, expected, "final totals per key over both runs");
+}

@@ -478,6 +478,7 @@ impl Coordinator {
                 }
             }
         }
+        self.sweep().await;
         Verdict::Continue
     }
 
@@ -519,6 +520,7 @@ impl Coordinator {
         if let Some(moved) = moved_to {
             delete_dir(moved).await;
         }
+        self.sweep().await;
         let job_id = &self.job_id.clone();
         tracing::warn!(job_id = %job_id, checkpoint = pending.id, %reason, "checkpoint failed");
         if let Err(e) = ctx.store.fail_checkpoint(job_id, pending.id, now_ms(), &reason).await {
@@ -560,6 +562,7 @@ impl Coordinator {
         let job_id = &self.job_id.clone();
         let keep = keep || self.policy.as_ref().is_some_and(|p| p.retain_on_cancel);
         if keep {
+            self.sweep().await;
             return;
         }
         for (id, _) in std::mem::take(&mut self.retained) {
@@ -568,6 +571,34 @@ impl Coordinator {
             }
         }
         delete_dir(self.job_dir.clone()).await;
+    }
+}
+
+impl Coordinator {
+    /// Deletes every `chk-N` directory of the job that is neither retained nor in flight: what a task wrote
+    /// for a checkpoint after it was aborted (its write was already under way) would be orphaned otherwise.
+    async fn sweep(&self) {
+        let mut keep: BTreeSet<u64> = self.retained.iter().map(|(id, _)| *id).collect();
+        keep.extend(self.pending.as_ref().map(|p| p.id));
+        let job_dir = self.job_dir.clone();
+        let orphans = tokio::task::spawn_blocking(move || {
+            let Ok(entries) = std::fs::read_dir(&job_dir) else { return Vec::new() };
+            entries
+                .flatten()
+                .filter(|e| {
+                    let name = e.file_name();
+                    let id = name.to_str().and_then(|n| n.strip_prefix("chk-")).and_then(|n| n.parse::<u64>().ok());
+                    id.is_some_and(|id| !keep.contains(&id))
+                })
+                .map(|e| e.path())
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        for orphan in orphans {
+            tracing::info!(dir = %orphan.display(), "deleting the files of a checkpoint that did not complete");
+            delete_dir(orphan).await;
+        }
     }
 }
 

@@ -273,7 +273,9 @@ pub fn build_operator(vertex: &Vertex, ctx: &BuildContext<'_>) -> Result<Box<dyn
         Some(Spec::Select(spec)) => Box::new(simple::SelectOp::new(spec, &input, output)?),
         Some(Spec::Filter(spec)) => Box::new(simple::FilterOp::new(spec, &input)?),
         Some(Spec::FlatMap(spec)) => Box::new(flat_map::FlatMapOp::new(spec, &input, output)?),
-        Some(Spec::Aggregate(spec)) => Box::new(aggregate::RunningAggregate::new(spec, &input, output)?),
+        Some(Spec::Aggregate(spec)) => {
+            Box::new(aggregate::RunningAggregate::new(spec, &input, output, job.max_parallelism())?)
+        }
         Some(Spec::FileSink(spec)) => Box::new(file_sink::FileSinkWriter::open(spec, subtask, exactly_once_sinks)?),
         Some(Spec::PrintSink(spec)) => Box::new(print::PrintSinkOp::new(spec, &vertex.id, subtask)),
         Some(Spec::BlackholeSink(spec)) => Box::new(simple::BlackholeOp::new(spec)),

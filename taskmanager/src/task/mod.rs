@@ -513,8 +513,13 @@ impl Runner {
             .map(|(operator, vertex)| (vertex.state_size_bytes.clone(), operator.operator_state.len() as i64))
             .collect();
         let name = snapshot_file_name(task.chain, task.subtask);
+        let cancel = self.cancel.clone();
         tokio::task::spawn_blocking(move || {
             let (parts, dir) = snapshot;
+            if cancel.is_cancelled() {
+                // The task was cancelled while the write waited: the checkpoint is gone, write nothing.
+                return;
+            }
             let written = Instant::now();
             let outcome = match write_snapshot(&dir, &name, parts) {
                 Ok(file) => {
