@@ -206,47 +206,47 @@ fn write_parts(path: &Path, parts: SnapshotParts) -> Result<Written, SnapshotErr
 /// Reads a snapshot file written by [`write_snapshot`], checking its header, records, count and checksum,
 /// and returns it whole (keyed chunks gathered into their operators).
 pub fn read_snapshot(path: &Path) -> Result<TaskSnapshot, SnapshotError> {
+    read_snapshot_keeping(path, &|_| true)
+}
+
+/// [`read_snapshot`], keeping only the keyed entries whose full key `keep` accepts (a restoring subtask's
+/// key groups): the file is read as a stream, so memory holds what is kept, not the whole file.
+pub fn read_snapshot_keeping(path: &Path, keep: &dyn Fn(&[u8]) -> bool) -> Result<TaskSnapshot, SnapshotError> {
+    use std::io::Read;
     let corrupt = |reason: String| SnapshotError::Corrupt { path: path.to_path_buf(), reason };
-    let bytes = std::fs::read(path).map_err(|source| SnapshotError::Io { path: path.to_path_buf(), source })?;
-    if bytes.len() < HEADER_LEN + TRAILER_LEN || &bytes[..8] != MAGIC {
-        return Err(corrupt("not a Sluice snapshot file (bad header)".into()));
-    }
-    let version = u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-    if version != FORMAT_VERSION {
-        return Err(corrupt(format!("snapshot format version {version}; this build reads {FORMAT_VERSION}")));
-    }
-    let body_end = bytes.len() - TRAILER_LEN;
-    let trailer = &bytes[body_end..];
-    if trailer[0] != KIND_TRAILER {
-        return Err(corrupt("truncated: the file does not end with its trailer".into()));
-    }
-    let mut count = [0u8; 8];
-    count.copy_from_slice(&trailer[1..9]);
-    let count = u64::from_be_bytes(count);
-    let stored_crc = u32::from_be_bytes([trailer[9], trailer[10], trailer[11], trailer[12]]);
-    if crc32c(&bytes[..body_end]) != stored_crc {
-        return Err(corrupt("checksum mismatch: the file is truncated or was damaged after it was written".into()));
-    }
+    let io = |source| SnapshotError::Io { path: path.to_path_buf(), source };
+    // First pass: the header, then the checksum over everything before the trailer, so that damage anywhere
+    // is reported as such before any record is decoded.
+    let count = verify(path)?;
+    let file = std::fs::File::open(path).map_err(io)?;
+    let length = file.metadata().map_err(io)?.len();
+    let mut input = std::io::BufReader::with_capacity(1 << 20, file).take(length - TRAILER_LEN as u64);
+    let mut header = [0u8; HEADER_LEN];
+    input.read_exact(&mut header).map_err(io)?;
     let mut snapshot: Option<TaskSnapshot> = None;
-    let mut at = HEADER_LEN;
     let mut records = 0u64;
-    while at < body_end {
-        if body_end - at < 5 {
-            return Err(corrupt(format!("a record header is cut at byte {at}")));
+    let mut body = Vec::new();
+    loop {
+        let mut kind = [0u8; 1];
+        if input.read(&mut kind).map_err(io)? == 0 {
+            break;
         }
-        let kind = bytes[at];
-        let length = u32::from_be_bytes([bytes[at + 1], bytes[at + 2], bytes[at + 3], bytes[at + 4]]) as usize;
-        let start = at + 5;
-        if length > RECORD_BYTES_MAX || length > body_end - start {
-            return Err(corrupt(format!("record {records} at byte {at} claims {length} bytes")));
+        let mut length = [0u8; 4];
+        input.read_exact(&mut length).map_err(|_| corrupt(format!("record {records} is cut")))?;
+        let length = u32::from_be_bytes(length) as usize;
+        if length > RECORD_BYTES_MAX {
+            return Err(corrupt(format!("record {records} claims {length} bytes")));
         }
-        let body = &bytes[start..start + length];
-        match (kind, snapshot.as_mut()) {
+        body.resize(length, 0);
+        input.read_exact(&mut body).map_err(|_| corrupt(format!("record {records} is cut")))?;
+        match (kind[0], snapshot.as_mut()) {
             (KIND_HEADER, None) => {
-                snapshot = Some(TaskSnapshot::decode(body).map_err(|e| corrupt(format!("cannot decode: {e}")))?);
+                let decoded =
+                    TaskSnapshot::decode(body.as_slice()).map_err(|e| corrupt(format!("cannot decode: {e}")))?;
+                snapshot = Some(decoded);
             }
             (KIND_KEYED, Some(header)) => {
-                let chunk = KeyedChunk::decode(body).map_err(|e| corrupt(format!("cannot decode: {e}")))?;
+                let chunk = KeyedChunk::decode(body.as_slice()).map_err(|e| corrupt(format!("cannot decode: {e}")))?;
                 if chunk.keys.len() != chunk.values.len() {
                     return Err(corrupt(format!("a chunk of state '{}' has unequal keys and values", chunk.name)));
                 }
@@ -255,27 +255,71 @@ pub fn read_snapshot(path: &Path) -> Result<TaskSnapshot, SnapshotError> {
                     .operators
                     .get_mut(chunk.operator as usize)
                     .ok_or_else(|| corrupt(format!("a chunk names operator {} of {operators}", chunk.operator)))?;
-                match operator.keyed.iter_mut().find(|s| s.name == chunk.name) {
-                    Some(state) => {
-                        state.keys.extend(chunk.keys);
-                        state.values.extend(chunk.values);
+                let at = match operator.keyed.iter().position(|s| s.name == chunk.name) {
+                    Some(at) => at,
+                    None => {
+                        operator.keyed.push(KeyedStateSnapshot { name: chunk.name.clone(), ..Default::default() });
+                        operator.keyed.len() - 1
                     }
-                    None => operator.keyed.push(KeyedStateSnapshot {
-                        name: chunk.name,
-                        keys: chunk.keys,
-                        values: chunk.values,
-                    }),
+                };
+                let state = &mut operator.keyed[at];
+                for (key, value) in chunk.keys.into_iter().zip(chunk.values) {
+                    if keep(&key) {
+                        state.keys.push(key);
+                        state.values.push(value);
+                    }
                 }
             }
-            _ => return Err(corrupt(format!("unexpected record of kind {kind} at byte {at}"))),
+            (kind, _) => return Err(corrupt(format!("unexpected record of kind {kind} (record {records})"))),
         }
         records += 1;
-        at = start + length;
     }
     if records != count {
         return Err(corrupt(format!("{records} records where the trailer says {count}")));
     }
     snapshot.ok_or_else(|| corrupt("no header record".into()))
+}
+
+/// Checks a snapshot file's header and its trailer's checksum (streaming); returns the record count.
+fn verify(path: &Path) -> Result<u64, SnapshotError> {
+    use std::io::Read;
+    let corrupt = |reason: String| SnapshotError::Corrupt { path: path.to_path_buf(), reason };
+    let io = |source| SnapshotError::Io { path: path.to_path_buf(), source };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let length = file.metadata().map_err(io)?.len();
+    if length < (HEADER_LEN + TRAILER_LEN) as u64 {
+        return Err(corrupt("not a Sluice snapshot file (bad header)".into()));
+    }
+    let mut input = std::io::BufReader::with_capacity(1 << 20, file);
+    let mut header = [0u8; HEADER_LEN];
+    input.read_exact(&mut header).map_err(io)?;
+    if &header[..8] != MAGIC {
+        return Err(corrupt("not a Sluice snapshot file (bad header)".into()));
+    }
+    let version = u32::from_be_bytes([header[8], header[9], header[10], header[11]]);
+    if version != FORMAT_VERSION {
+        return Err(corrupt(format!("snapshot format version {version}; this build reads {FORMAT_VERSION}")));
+    }
+    let mut crc = crc32c_update(CRC_INIT, &header);
+    let mut remaining = length - (HEADER_LEN + TRAILER_LEN) as u64;
+    let mut buffer = vec![0u8; 1 << 20];
+    while remaining > 0 {
+        let n = buffer.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
+        input.read_exact(&mut buffer[..n]).map_err(io)?;
+        crc = crc32c_update(crc, &buffer[..n]);
+        remaining -= n as u64;
+    }
+    let mut trailer = [0u8; TRAILER_LEN];
+    input.read_exact(&mut trailer).map_err(io)?;
+    if trailer[0] != KIND_TRAILER {
+        return Err(corrupt("truncated: the file does not end with its trailer".into()));
+    }
+    if crc32c_finish(crc) != u32::from_be_bytes([trailer[9], trailer[10], trailer[11], trailer[12]]) {
+        return Err(corrupt("checksum mismatch: the file is truncated or was damaged after it was written".into()));
+    }
+    let mut count = [0u8; 8];
+    count.copy_from_slice(&trailer[1..9]);
+    Ok(u64::from_be_bytes(count))
 }
 
 /// A backend snapshot as messages (keys and values moved, not copied).
@@ -357,6 +401,7 @@ fn crc32c_finish(crc: u32) -> u32 {
     !crc
 }
 
+#[cfg(test)]
 fn crc32c(bytes: &[u8]) -> u32 {
     crc32c_finish(crc32c_update(CRC_INIT, bytes))
 }

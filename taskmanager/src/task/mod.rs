@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{
-    checkpoint_dir, read_snapshot, snapshot_file_name, write_snapshot, CheckpointCommand, CheckpointOutcome,
+    checkpoint_dir, read_snapshot_keeping, snapshot_file_name, write_snapshot, CheckpointCommand, CheckpointOutcome,
     CheckpointReporter, SnapshotParts,
 };
 
@@ -796,10 +796,16 @@ async fn restore_chain(
         .collect();
     let dir = PathBuf::from(&restore.dir);
     let checkpoint = restore.checkpoint_id;
+    let chain = job.chains.get(plan.chain as usize).map_or(1, |c| c.parallelism);
+    let range = sluice_common::keygroup::key_group_range(plan.subtask, chain, job.max_parallelism());
+    let key_groups = range.start as u16..=range.end.saturating_sub(1) as u16;
+    let mine = key_groups.clone();
     let snapshots = tokio::task::spawn_blocking(move || {
+        // Only this subtask's key groups are kept while reading: memory holds its share, not every file.
+        let keep = |key: &[u8]| crate::state::key_group_of_state_key(key).is_some_and(|g| mine.contains(&g));
         files
             .into_iter()
-            .map(|(file, own)| read_snapshot(&dir.join(&file)).map(|s| (s, own)))
+            .map(|(file, own)| read_snapshot_keeping(&dir.join(&file), &keep).map(|s| (s, own)))
             .collect::<Result<Vec<_>, _>>()
     })
     .await
@@ -821,9 +827,6 @@ async fn restore_chain(
             source.seek(&own.source_position).map_err(|e| named(id, e))?;
         }
     }
-    let chain = job.chains.get(plan.chain as usize).map_or(1, |c| c.parallelism);
-    let range = sluice_common::keygroup::key_group_range(plan.subtask, chain, job.max_parallelism());
-    let key_groups = range.start as u16..=range.end.saturating_sub(1) as u16;
     for (operator, id) in operators.iter_mut().zip(ids.iter().skip(first_operator)) {
         let states = of_vertex(id, false);
         if !states.is_empty() {
