@@ -37,6 +37,11 @@ const KIND_TRAILER: u8 = 0xFF;
 /// Keyed entries per chunk record, and the bytes after which a chunk is cut anyway.
 const CHUNK_ENTRIES: usize = 16 * 1024;
 const CHUNK_BYTES: usize = 4 * 1024 * 1024;
+/// The buffer between a snapshot file and its reader or writer.
+const SNAPSHOT_IO_BUFFER_BYTES: usize = 1 << 20;
+/// Checkpoint commands (triggers, completions) a task may have queued; more are dropped (a dropped trigger
+/// lets the checkpoint expire, a dropped completion only delays a commit to the next one).
+pub const CHECKPOINT_COMMANDS_MAX: usize = 64;
 /// A record longer than this is corrupt (chunks stay near CHUNK_BYTES; one entry may exceed it).
 const RECORD_BYTES_MAX: usize = 1 << 30;
 
@@ -94,15 +99,15 @@ pub struct Written {
 }
 
 /// Wraps the file, counting and checksumming every byte written through it.
-struct Checksummed<W> {
+struct Checksummed<'a, W> {
     inner: W,
-    crc: u32,
+    crc: crc::Digest<'a, u32>,
     bytes: u64,
 }
 
-impl<W: std::io::Write> Checksummed<W> {
+impl<W: std::io::Write> Checksummed<'_, W> {
     fn put(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.crc = crc32c_update(self.crc, bytes);
+        self.crc.update(bytes);
         self.bytes += bytes.len() as u64;
         self.inner.write_all(bytes)
     }
@@ -132,15 +137,15 @@ pub fn write_snapshot(dir: &Path, name: &str, parts: SnapshotParts) -> Result<Wr
 }
 
 /// Adds a keyed entry to `chunk`, writing the chunk out first when it is full or of another state.
-struct ChunkWriter<'a, W: std::io::Write> {
-    out: &'a mut Checksummed<W>,
+struct ChunkWriter<'a, 'c, W: std::io::Write> {
+    out: &'a mut Checksummed<'c, W>,
     chunk: KeyedChunk,
     chunk_bytes: usize,
     records: u64,
     total: u64,
 }
 
-impl<W: std::io::Write> ChunkWriter<'_, W> {
+impl<W: std::io::Write> ChunkWriter<'_, '_, W> {
     fn add(&mut self, state: &str, key: &[u8], value: &[u8]) -> std::io::Result<()> {
         if self.chunk.name != state || self.chunk.keys.len() >= CHUNK_ENTRIES || self.chunk_bytes >= CHUNK_BYTES {
             self.flush()?;
@@ -168,7 +173,8 @@ impl<W: std::io::Write> ChunkWriter<'_, W> {
 fn write_parts(path: &Path, parts: SnapshotParts) -> Result<Written, SnapshotError> {
     let io = |source| SnapshotError::Io { path: path.to_path_buf(), source };
     let file = std::fs::File::create(path).map_err(io)?;
-    let mut out = Checksummed { inner: std::io::BufWriter::with_capacity(1 << 20, file), crc: CRC_INIT, bytes: 0 };
+    let inner = std::io::BufWriter::with_capacity(SNAPSHOT_IO_BUFFER_BYTES, file);
+    let mut out = Checksummed { inner, crc: CRC32C.digest(), bytes: 0 };
     out.put(MAGIC).map_err(io)?;
     out.put(&FORMAT_VERSION.to_be_bytes()).map_err(io)?;
     out.record(KIND_HEADER, &parts.header.encode_to_vec()).map_err(io)?;
@@ -193,7 +199,7 @@ fn write_parts(path: &Path, parts: SnapshotParts) -> Result<Written, SnapshotErr
         records += writer.records;
         keyed_bytes.push((operator, writer.total));
     }
-    let crc = crc32c_finish(out.crc);
+    let crc = std::mem::replace(&mut out.crc, CRC32C.digest()).finalize();
     out.put(&[KIND_TRAILER]).map_err(io)?;
     out.put(&records.to_be_bytes()).map_err(io)?;
     out.put(&crc.to_be_bytes()).map_err(io)?;
@@ -220,7 +226,8 @@ pub fn read_snapshot_keeping(path: &Path, keep: &dyn Fn(&[u8]) -> bool) -> Resul
     let count = verify(path)?;
     let file = std::fs::File::open(path).map_err(io)?;
     let length = file.metadata().map_err(io)?.len();
-    let mut input = std::io::BufReader::with_capacity(1 << 20, file).take(length - TRAILER_LEN as u64);
+    let body = length.saturating_sub(TRAILER_LEN as u64);
+    let mut input = std::io::BufReader::with_capacity(SNAPSHOT_IO_BUFFER_BYTES, file).take(body);
     let mut header = [0u8; HEADER_LEN];
     input.read_exact(&mut header).map_err(io)?;
     let mut snapshot: Option<TaskSnapshot> = None;
@@ -290,7 +297,7 @@ fn verify(path: &Path) -> Result<u64, SnapshotError> {
     if length < (HEADER_LEN + TRAILER_LEN) as u64 {
         return Err(corrupt("not a Sluice snapshot file (bad header)".into()));
     }
-    let mut input = std::io::BufReader::with_capacity(1 << 20, file);
+    let mut input = std::io::BufReader::with_capacity(SNAPSHOT_IO_BUFFER_BYTES, file);
     let mut header = [0u8; HEADER_LEN];
     input.read_exact(&mut header).map_err(io)?;
     if &header[..8] != MAGIC {
@@ -300,13 +307,14 @@ fn verify(path: &Path) -> Result<u64, SnapshotError> {
     if version != FORMAT_VERSION {
         return Err(corrupt(format!("snapshot format version {version}; this build reads {FORMAT_VERSION}")));
     }
-    let mut crc = crc32c_update(CRC_INIT, &header);
+    let mut crc = CRC32C.digest();
+    crc.update(&header);
     let mut remaining = length - (HEADER_LEN + TRAILER_LEN) as u64;
-    let mut buffer = vec![0u8; 1 << 20];
+    let mut buffer = vec![0u8; SNAPSHOT_IO_BUFFER_BYTES];
     while remaining > 0 {
         let n = buffer.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
         input.read_exact(&mut buffer[..n]).map_err(io)?;
-        crc = crc32c_update(crc, &buffer[..n]);
+        crc.update(&buffer[..n]);
         remaining -= n as u64;
     }
     let mut trailer = [0u8; TRAILER_LEN];
@@ -314,7 +322,7 @@ fn verify(path: &Path) -> Result<u64, SnapshotError> {
     if trailer[0] != KIND_TRAILER {
         return Err(corrupt("truncated: the file does not end with its trailer".into()));
     }
-    if crc32c_finish(crc) != u32::from_be_bytes([trailer[9], trailer[10], trailer[11], trailer[12]]) {
+    if crc.finalize() != u32::from_be_bytes([trailer[9], trailer[10], trailer[11], trailer[12]]) {
         return Err(corrupt("checksum mismatch: the file is truncated or was damaged after it was written".into()));
     }
     let mut count = [0u8; 8];
@@ -378,32 +386,12 @@ pub fn decode_batches(bytes: &[u8]) -> Result<Vec<RecordBatch>, String> {
     reader.collect::<Result<Vec<_>, _>>().map_err(|e| format!("buffered records: {e}"))
 }
 
-const CRC_INIT: u32 = !0;
-
-/// CRC-32C (Castagnoli), bytewise with a 256-entry table: fast enough for snapshot files, no dependency.
-fn crc32c_update(crc: u32, bytes: &[u8]) -> u32 {
-    static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
-    let table = TABLE.get_or_init(|| {
-        let mut table = [0u32; 256];
-        for (i, entry) in table.iter_mut().enumerate() {
-            let mut crc = i as u32;
-            for _ in 0..8 {
-                crc = if crc & 1 == 1 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
-            }
-            *entry = crc;
-        }
-        table
-    });
-    bytes.iter().fold(crc, |crc, &b| table[((crc ^ u32::from(b)) & 0xFF) as usize] ^ (crc >> 8))
-}
-
-fn crc32c_finish(crc: u32) -> u32 {
-    !crc
-}
+/// CRC-32C (Castagnoli), as iSCSI and ext4 use it.
+const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
 
 #[cfg(test)]
 fn crc32c(bytes: &[u8]) -> u32 {
-    crc32c_finish(crc32c_update(CRC_INIT, bytes))
+    CRC32C.checksum(bytes)
 }
 
 #[cfg(test)]

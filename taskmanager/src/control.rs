@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
-use crate::checkpoint::{CheckpointCommand, CheckpointOutcome, CheckpointReporter};
+use crate::checkpoint::{CheckpointCommand, CheckpointOutcome, CheckpointReporter, CHECKPOINT_COMMANDS_MAX};
 use crate::metrics::{Metrics, TaskCounters};
 use crate::network::NetworkEnvironment;
 use crate::process::OperatorRegistry;
@@ -64,7 +64,7 @@ struct RunningTask {
     cancel: CancellationToken,
     counters: Arc<TaskCounters>,
     /// Checkpoint triggers and completions for the task.
-    commands: mpsc::UnboundedSender<CheckpointCommand>,
+    commands: mpsc::Sender<CheckpointCommand>,
     /// Whether its head is a source (the tasks a checkpoint is triggered at).
     is_source: bool,
 }
@@ -270,7 +270,17 @@ impl TaskManager {
         let targets = tasks
             .values()
             .filter(|t| t.task.job_id == job_id && t.task.attempt == attempt && (t.is_source || !sources_only));
-        targets.filter(|t| t.commands.send(command()).is_ok()).count() as u32
+        let mut taken = 0;
+        for task in targets {
+            match task.commands.try_send(command()) {
+                Ok(()) => taken += 1,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::warn!(task = %task_key(&task.task), "the task's checkpoint command queue is full; dropping a command")
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+        taken
     }
 
     /// Where a task's checkpoint outcomes go: an RPC to the JobManager, on the control runtime.
@@ -352,7 +362,7 @@ impl TaskManager {
             let counters = Arc::new(self.metrics.task(task_ref.clone(), name, &chain.vertex_ids));
             let cancel = CancellationToken::new();
             let key = task_key(&task_ref);
-            let (commands, command_receiver) = mpsc::unbounded_channel();
+            let (commands, command_receiver) = mpsc::channel(CHECKPOINT_COMMANDS_MAX);
             let is_source = plan.inputs.is_empty();
             self.tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(
                 key.clone(),

@@ -97,6 +97,19 @@ fn sink_records(cluster: &Cluster, id: &JobId) -> u64 {
     vertices.iter().filter(|v| v["id"] == "sink").filter_map(|v| v["records_in"].as_u64()).sum()
 }
 
+/// Waits until the job's sink has received records (so a stop comes mid-stream, after some output).
+fn wait_for_sink_output(cluster: &Cluster, id: &JobId) {
+    poll_until("the sink to receive records", TIMEOUT, || {
+        let written = sink_records(cluster, id);
+        if written > 0 {
+            Ok(Progress::Ready(()))
+        } else {
+            Ok(Progress::Pending(format!("{written} records at the sink")))
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+}
+
 /// Stops a running job with a savepoint and returns the savepoint's directory.
 fn stop_with_savepoint(cluster: &mut Cluster, id: &JobId) -> PathBuf {
     let answer = cluster.post(&format!("/jobs/{}/stop", id.0), &json!({}));
@@ -130,15 +143,7 @@ fn stop_and_resume_on(spec: ClusterSpec, backend: &str, parallelism_after: u32) 
     let (first_sink, second_sink) = (cluster.dir().join("run-1"), cluster.dir().join("run-2"));
     let id = cluster.submit_json(&job(backend, 2, &first_sink));
     cluster.wait_for_status(&id, "RUNNING", TIMEOUT);
-    poll_until("run 1 to emit windows", TIMEOUT, || {
-        let written = sink_records(&cluster, &id);
-        if written > 0 {
-            Ok(Progress::Ready(()))
-        } else {
-            Ok(Progress::Pending(format!("{written} records at the sink")))
-        }
-    })
-    .unwrap_or_else(|e| panic!("{e:#}"));
+    wait_for_sink_output(&cluster, &id);
     let savepoint = stop_with_savepoint(&mut cluster, &id);
     assert!(savepoint.join("_metadata").is_file(), "{} has no _metadata", savepoint.display());
 
@@ -394,15 +399,7 @@ fn a_running_aggregate_resumes_from_a_savepoint_at_another_parallelism() {
     let (first_sink, second_sink) = (cluster.dir().join("run-1"), cluster.dir().join("run-2"));
     let id = cluster.submit_json(&running(2, &first_sink));
     cluster.wait_for_status(&id, "RUNNING", TIMEOUT);
-    poll_until("run 1 to emit totals", TIMEOUT, || {
-        let written = sink_records(&cluster, &id);
-        if written > 0 {
-            Ok(Progress::Ready(()))
-        } else {
-            Ok(Progress::Pending(format!("{written} records at the sink")))
-        }
-    })
-    .unwrap_or_else(|e| panic!("{e:#}"));
+    wait_for_sink_output(&cluster, &id);
     let savepoint = stop_with_savepoint(&mut cluster, &id);
     let answer = submit_from(&cluster, &running(3, &second_sink), &savepoint);
     assert_eq!(answer.status, 200, "{}", answer.body);

@@ -416,7 +416,7 @@ impl Coordinator {
             async_ms: max(|a| a.async_ms),
             tasks_json,
         };
-        let trigger = Instant::now() - Duration::from_millis(end_ms.saturating_sub(pending.trigger_ms));
+        let trigger = instant_of(pending.trigger_ms);
         match ctx.store.complete_checkpoint(job_id, pending.id, &done).await {
             Ok(true) => {}
             Ok(false) | Err(_) => {
@@ -514,7 +514,7 @@ impl Coordinator {
         reason: String,
         counts: bool,
     ) -> Verdict {
-        let trigger = Instant::now() - Duration::from_millis(now_ms().saturating_sub(pending.trigger_ms));
+        let trigger = instant_of(pending.trigger_ms);
         self.schedule_next(Some(trigger));
         delete_dir(pending.dir).await;
         if let Some(moved) = moved_to {
@@ -600,6 +600,12 @@ impl Coordinator {
             delete_dir(orphan).await;
         }
     }
+}
+
+/// The runtime instant of a wall-clock time in the past (now, if that is before the runtime's epoch).
+fn instant_of(wall_ms: u64) -> Instant {
+    let now = Instant::now();
+    now.checked_sub(Duration::from_millis(now_ms().saturating_sub(wall_ms))).unwrap_or(now)
 }
 
 /// Writes `_metadata` into `dir` atomically (temporary file, sync, rename).

@@ -261,9 +261,10 @@ pub struct WindowOp {
     emit_latency: Option<Histogram>,
     /// A reducing window (no aggregates): its reduced record is the single entry of `states`.
     reducer: Option<Reducer>,
-    /// Restored from a checkpoint: a window that fired before the checkpoint gets a fire timer again when a
-    /// late record updates it (the watermark starts over, so the update is not seen as late).
-    restored: bool,
+    /// Restored windows that had fired before the checkpoint (full state keys): one gets its fire timer back
+    /// when a late record updates it (the watermark starts over, so the update is not seen as late). Empty
+    /// unless restored, so the common path pays one `is_empty` per update.
+    fired_before_restore: BTreeSet<Vec<u8>>,
 }
 
 /// The keyed state holding the windows' accumulators.
@@ -309,7 +310,7 @@ impl WindowOp {
             windows,
             fire_timers: BTreeSet::new(),
             cleanup_timers: BTreeSet::new(),
-            restored: false,
+            fired_before_restore: BTreeSet::new(),
             watermark: i64::MIN,
             late: Vec::new(),
             late_count: 0,
@@ -369,7 +370,9 @@ impl WindowOp {
     fn after_update(&mut self, end: i64, created: bool) {
         if self.past_end(end) {
             self.fired.push((self.key.as_bytes().to_vec(), self.accs.clone(), self.states.clone()));
-        } else if created || self.restored {
+        } else if created
+            || (!self.fired_before_restore.is_empty() && self.fired_before_restore.remove(self.key.as_bytes()))
+        {
             self.fire_timers.insert((end.saturating_sub(1), self.key.as_bytes().to_vec()));
         }
         if created && self.lateness > 0 && self.time_column.is_some() {
@@ -399,6 +402,7 @@ impl WindowOp {
                 break;
             }
             let Some((_, full)) = self.cleanup_timers.pop_first() else { break };
+            self.fired_before_restore.remove(&full);
             self.backend.delete(self.windows, &full)?;
         }
         Ok(())
@@ -731,13 +735,14 @@ impl Operator for WindowOp {
                 let last = end.saturating_sub(1);
                 if last > watermark || self.time_column.is_none() {
                     self.fire_timers.insert((last, key.clone()));
+                } else {
+                    self.fired_before_restore.insert(key.clone());
                 }
                 if self.lateness > 0 && self.time_column.is_some() {
                     self.cleanup_timers.insert((last.saturating_add(self.lateness), key.clone()));
                 }
             }
         }
-        self.restored = true;
         Ok(())
     }
 

@@ -88,7 +88,7 @@ pub struct TaskCheckpoints {
     /// The job's checkpoint directory (checkpoint N goes to `chk-N/` under it); None: no checkpoints.
     pub dir: Option<PathBuf>,
     /// Triggers (source tasks) and completions from the TaskManager.
-    pub commands: mpsc::UnboundedReceiver<CheckpointCommand>,
+    pub commands: mpsc::Receiver<CheckpointCommand>,
     /// Where acknowledgements and declines go.
     pub reporter: CheckpointReporter,
     /// The checkpoint the task's state starts from.
@@ -102,7 +102,7 @@ struct Checkpointing {
     task: TaskRef,
     dir: Option<PathBuf>,
     /// None once the TaskManager dropped its sender (the task is being torn down).
-    commands: Option<mpsc::UnboundedReceiver<CheckpointCommand>>,
+    commands: Option<mpsc::Receiver<CheckpointCommand>>,
     reporter: CheckpointReporter,
     /// A gate head waiting for the barrier of `id` on its other channels.
     aligning: Option<Alignment>,
@@ -859,7 +859,7 @@ fn decline(task: &TaskRef, id: u64, reason: String) -> CheckpointOutcome {
 }
 
 /// The next checkpoint command; pending forever once the sender is gone (the receiver is then dropped).
-async fn next_command(commands: &mut Option<mpsc::UnboundedReceiver<CheckpointCommand>>) -> Option<CheckpointCommand> {
+async fn next_command(commands: &mut Option<mpsc::Receiver<CheckpointCommand>>) -> Option<CheckpointCommand> {
     let receiver = commands.as_mut()?;
     match receiver.recv().await {
         Some(command) => Some(command),
