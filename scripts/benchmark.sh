@@ -139,6 +139,7 @@ summary_field() {
 }
 
 # checkpoint_report JOB_ID: "completed failed e2e_p50 e2e_p99 sync_p50 sync_p99 first_ms last_ms max_bytes"
+# (max_bytes: the most one checkpoint wrote; incremental RocksDB checkpoints write only their new files)
 # from GET /jobs/{id}/checkpoints (history newest first: the first checkpoint is the last one listed).
 checkpoint_report() {
   local answer durations sizes
@@ -297,7 +298,7 @@ if ((${#checkpoints[@]} > 0)); then
   printf '\n    a checkpoint every %s ms; durations in ms: end to end p50/p99, synchronous part p50/p99, first, last\n' \
     "$CHECKPOINT_INTERVAL_MS"
   printf '    %-20s %3s %12s %5s %5s %8s %8s %9s %9s %8s %8s %14s\n' WORKLOAD P ROWS/S DONE FAIL E2E_P50 E2E_P99 \
-    SYNC_P50 SYNC_P99 FIRST LAST "MAX STATE (B)"
+    SYNC_P50 SYNC_P99 FIRST LAST "MAX WRITTEN (B)"
   for line in "${checkpoints[@]}"; do
     read -r workload p rate done failed e50 e99 s50 s99 first last bytes <<<"$line"
     printf '    %-20s %3s %12s %5s %5s %8s %8s %9s %9s %8s %8s %14s\n' "$workload" "$p" "$rate" "$done" "$failed" \

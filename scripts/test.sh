@@ -4,7 +4,8 @@
 #   1. system packages the build needs, installed with apt only when missing (needs root);
 #   2. the Rust toolchain (rustup, minimal profile, stable) with rustfmt and clippy, only when missing;
 #   3. cargo fmt --check; 4. cargo build --workspace --all-targets (the integration tests start the binaries);
-#   5. cargo clippy -D warnings; 6. a throwaway PostgreSQL server (the metadata-store tests use it), then
+#   5. cargo clippy -D warnings; 6. the S3 server the object-storage tests start (s3s-fs, installed once into
+#   ~/.cache/sluice/tools), a throwaway PostgreSQL server (the metadata-store tests use it), then
 #   cargo nextest run --workspace (cargo test when nextest is missing).
 # Every step runs even after an earlier one failed, so one run shows every problem. The exit code is the
 # test suite's when it failed, else 1 if the format or lint check failed, else 0.
@@ -103,6 +104,24 @@ section "Lint (cargo clippy --workspace --all-targets -- -D warnings)"
 clippy_status=0
 cargo clippy --workspace --all-targets -- -D warnings || clippy_status=$?
 
+# The S3 server of the object-storage tests: s3s-fs from crates.io (a directory served over the S3 API), built
+# once into a cache outside the clone; the tests find it there (tests/src/s3.rs).
+S3S_FS_VERSION=0.14.1
+install_s3s_fs() {
+  local root="$HOME/.cache/sluice/tools"
+  if [[ -x "$root/bin/s3s-fs" ]] && grep -q "s3s-fs $S3S_FS_VERSION" "$root/.crates.toml" 2>/dev/null; then
+    info "s3s-fs $S3S_FS_VERSION present ($root/bin/s3s-fs)"
+    return 0
+  fi
+  info "installing s3s-fs $S3S_FS_VERSION into $root (once; a few minutes)"
+  cargo install "s3s-fs@$S3S_FS_VERSION" --features binary --locked --root "$root" \
+    --target-dir "$HOME/.cache/sluice/tools-target" || return 1
+}
+
+section "S3 server (s3s-fs)"
+s3_status=0
+install_s3s_fs || s3_status=$?
+
 section "Tests"
 test_status=0
 trap stop_postgres EXIT
@@ -125,11 +144,12 @@ summarize() {
 summarize "format" "$fmt_status"
 summarize "build" "$build_status"
 summarize "clippy" "$clippy_status"
+summarize "s3s-fs" "$s3_status"
 summarize "tests" "$test_status"
 
 if ((test_status != 0)); then
   exit "$test_status"
-elif ((fmt_status != 0 || clippy_status != 0)); then
+elif ((fmt_status != 0 || clippy_status != 0 || s3_status != 0)); then
   exit 1
 fi
 exit 0

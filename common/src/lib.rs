@@ -14,6 +14,7 @@
 //! - [`ids`]: newtypes for the identifiers that cross process boundaries.
 //! - [`config`]: configuration files merged under flags and environment variables.
 //! - [`process`]: what every Sluice binary does at start and stop (logging, shutdown signals).
+//! - [`storage`]: checkpoint locations: a local directory, `s3://` or `gs://`.
 #![warn(missing_docs)]
 
 pub mod aggregates;
@@ -23,6 +24,7 @@ pub mod ids;
 pub mod job;
 pub mod keygroup;
 pub mod process;
+pub mod storage;
 
 /// Generated from `proto/sluice.proto` (prost messages, tonic services, pbjson serde impls).
 pub mod proto {

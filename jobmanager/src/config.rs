@@ -40,14 +40,21 @@ pub struct JobManagerConfig {
     #[arg(long, env = "CANCEL_TIMEOUT", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     pub cancel_timeout_ms: u64,
 
-    /// Where checkpoints go: a directory every TaskManager can write and the JobManager can delete in
-    /// (each job gets `<dir>/<job id>/chk-N/`). Default `<data-dir>/checkpoints`.
+    /// Where checkpoints go: a directory every TaskManager can write and the JobManager can delete in, or
+    /// `s3://bucket/prefix` / `gs://bucket/prefix` (each job gets `<location>/<job id>/chk-N/`). Default
+    /// `<data-dir>/checkpoints`.
     #[arg(long, env = "CHECKPOINT_DIR")]
-    pub checkpoint_dir: Option<PathBuf>,
+    pub checkpoint_dir: Option<String>,
 
-    /// Where savepoints go unless a request names a directory. Default `<data-dir>/savepoints`.
+    /// Checkpoints in S3 (`s3://bucket/prefix`); when set, it takes the place of CHECKPOINT_DIR. Endpoint and
+    /// credentials come from the usual AWS variables (AWS_ENDPOINT, AWS_ACCESS_KEY_ID, ...).
+    #[arg(long, env = "S3_CHECKPOINT_PATH")]
+    pub s3_checkpoint_path: Option<String>,
+
+    /// Where savepoints go unless a request names a location (a directory, `s3://` or `gs://`). Default
+    /// `<data-dir>/savepoints`.
     #[arg(long, env = "SAVEPOINT_DIR")]
-    pub savepoint_dir: Option<PathBuf>,
+    pub savepoint_dir: Option<String>,
 
     /// Checkpoint interval (ms) for jobs whose config sets none; 0 leaves them without periodic checkpoints.
     #[arg(long, env = "CHECKPOINT_INTERVAL", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
@@ -78,16 +85,18 @@ impl JobManagerConfig {
         }
     }
 
-    /// The savepoint directory in effect, absolute.
-    pub fn savepoint_dir(&self) -> std::io::Result<PathBuf> {
-        let dir = self.savepoint_dir.clone().unwrap_or_else(|| self.data_dir.join("savepoints"));
-        std::path::absolute(dir)
+    /// The savepoint location in effect.
+    pub fn savepoint_location(&self) -> String {
+        let default = || self.data_dir.join("savepoints").display().to_string();
+        self.savepoint_dir.clone().filter(|l| !l.trim().is_empty()).unwrap_or_else(default)
     }
 
-    /// The checkpoint directory in effect, absolute (TaskManagers may run in other working directories).
-    pub fn checkpoint_dir(&self) -> std::io::Result<PathBuf> {
-        let dir = self.checkpoint_dir.clone().unwrap_or_else(|| self.data_dir.join("checkpoints"));
-        std::path::absolute(dir)
+    /// The checkpoint location in effect: S3_CHECKPOINT_PATH, else CHECKPOINT_DIR, else
+    /// `<data-dir>/checkpoints` (a directory is made absolute when opened: TaskManagers may run elsewhere).
+    pub fn checkpoint_location(&self) -> String {
+        let default = || self.data_dir.join("checkpoints").display().to_string();
+        let set = |l: &Option<String>| l.clone().filter(|l| !l.trim().is_empty());
+        set(&self.s3_checkpoint_path).or_else(|| set(&self.checkpoint_dir)).unwrap_or_else(default)
     }
 }
 

@@ -49,10 +49,10 @@ pub(crate) struct Context {
     pub jobs: JobRegistry,
     pub metrics: Metrics,
     pub settings: Settings,
-    /// Absolute; each job's checkpoints go to `<checkpoint_dir>/<job id>/`.
-    pub checkpoint_dir: std::path::PathBuf,
-    /// Absolute; where savepoints go unless a request names a directory.
-    pub savepoint_dir: std::path::PathBuf,
+    /// Each job's checkpoints go to `<location>/<job id>/` (a local directory, `s3://` or `gs://`).
+    pub checkpoint_storage: sluice_common::storage::Storage,
+    /// Where savepoints go unless a request names a location.
+    pub savepoint_storage: sluice_common::storage::Storage,
     pub shutdown: CancellationToken,
 }
 
@@ -114,8 +114,12 @@ pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyho
     if failed > 0 {
         tracing::warn!(checkpoints = failed, "failed the checkpoints an earlier JobManager left in progress");
     }
-    let checkpoint_dir = config.checkpoint_dir().context("cannot resolve the checkpoint directory")?;
-    let savepoint_dir = config.savepoint_dir().context("cannot resolve the savepoint directory")?;
+    let checkpoint_storage = sluice_common::storage::Storage::open(&config.checkpoint_location())
+        .context("cannot open the checkpoint storage (CHECKPOINT_DIR / S3_CHECKPOINT_PATH)")?;
+    let savepoint_storage = sluice_common::storage::Storage::open(&config.savepoint_location())
+        .context("cannot open the savepoint storage (SAVEPOINT_DIR)")?;
+    tracing::info!(checkpoints = %checkpoint_storage.location(), savepoints = %savepoint_storage.location(),
+        "checkpoint storage");
     let settings = config.settings();
     let ctx = Arc::new(Context {
         store,
@@ -123,8 +127,8 @@ pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyho
         jobs: JobRegistry::default(),
         metrics: Metrics::new().context("cannot register the metrics")?,
         settings,
-        checkpoint_dir,
-        savepoint_dir,
+        checkpoint_storage,
+        savepoint_storage,
         shutdown: shutdown.clone(),
     });
 

@@ -15,15 +15,19 @@
 //! The file is written under a temporary name, synced, then renamed, so a reader never sees half a file;
 //! the trailer's count and checksum catch one that was truncated or damaged afterwards. A task writes it
 //! after it has sent the barrier on (the asynchronous part): processing goes on while the bytes go out.
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::record_batch::RecordBatch;
 use prost::Message;
 use sluice_common::proto::{
     AcknowledgeCheckpointRequest, DeclineCheckpointRequest, KeyedChunk, KeyedStateSnapshot, OperatorSnapshot,
-    TaskSnapshot,
+    RocksDbCheckpoint, RocksDbFile, TaskSnapshot,
 };
+
+use sluice_common::storage::Storage;
 
 use crate::state::{DeferredSnapshot, Entries, StateSnapshot};
 
@@ -80,9 +84,118 @@ pub fn snapshot_file_name(chain: u32, subtask: u32) -> String {
     format!("{chain}-{subtask}.snapshot")
 }
 
-/// The directory of checkpoint `id` under a job's checkpoint directory.
-pub fn checkpoint_dir(job_dir: &Path, id: u64) -> PathBuf {
-    job_dir.join(format!("chk-{id}"))
+/// The name of checkpoint `id`'s directory under a job's checkpoint location.
+pub fn checkpoint_dir_name(id: u64) -> String {
+    format!("chk-{id}")
+}
+
+/// The folder under a job's checkpoint location that holds the files incremental snapshots share.
+pub const SHARED_DIR: &str = "shared";
+
+/// The SST files a task's RocksDB instances stored under `shared/`, by their name there. A snapshot
+/// references again only the files of the task's last completed checkpoint (the JobManager keeps those
+/// while a retained checkpoint or the next one may use them); a checkpoint's own set waits for its
+/// completion.
+#[derive(Debug, Default)]
+pub struct SharedFiles {
+    confirmed: HashSet<String>,
+    pending: BTreeMap<u64, HashSet<String>>,
+}
+
+impl SharedFiles {
+    /// Checkpoint `id` completed: its files may be referenced from now on.
+    pub fn completed(&mut self, id: u64) {
+        if let Some(files) = self.pending.remove(&id) {
+            self.confirmed = files;
+        }
+        self.pending.retain(|&pending, _| pending > id);
+    }
+}
+
+/// A task's snapshot as stored: the file, and the shared files it references and uploaded.
+pub struct Stored {
+    pub written: Written,
+    /// Bytes this checkpoint wrote: the snapshot file and the files it uploaded (not those it reuses).
+    pub uploaded_bytes: u64,
+    pub shared: Vec<String>,
+    pub uploaded_shared: Vec<String>,
+}
+
+/// Stores a task's part of checkpoint `id` under the job's location `job`: RocksDB native checkpoints as
+/// files (SST files under `shared/` unless an earlier completed checkpoint stored them; the rest under
+/// `chk-N/`), then the snapshot file `name`: straight into a local directory, or into `spool` first and
+/// uploaded. Blocking (call it on a blocking thread); `runtime` runs the uploads.
+#[allow(clippy::too_many_arguments)]
+pub fn store_snapshot(
+    job: &Storage,
+    id: u64,
+    spool: &Path,
+    name: &str,
+    mut parts: SnapshotParts,
+    shared: &Mutex<SharedFiles>,
+    runtime: &tokio::runtime::Handle,
+) -> Result<Stored, String> {
+    let chk = job.child(&checkpoint_dir_name(id));
+    let shared_dir = job.child(SHARED_DIR);
+    let confirmed = shared.lock().unwrap_or_else(|p| p.into_inner()).confirmed.clone();
+    let (mut referenced, mut uploaded) = (Vec::new(), Vec::new());
+    let (mut uploaded_bytes, mut native_bytes) = (0u64, Vec::new());
+    let mut streamed = Vec::new();
+    for (operator, deferred) in parts.keyed {
+        let Some(native) = deferred.native() else {
+            streamed.push((operator, deferred));
+            continue;
+        };
+        let mut checkpoint = RocksDbCheckpoint {
+            state_names: native.states.iter().map(|(n, _)| n.clone()).collect(),
+            column_families: native.states.iter().map(|(_, c)| c.clone()).collect(),
+            files: Vec::new(),
+        };
+        let listing = std::fs::read_dir(native.dir).map_err(|e| format!("{}: {e}", native.dir.display()))?;
+        let mut total = 0u64;
+        for entry in listing {
+            let entry = entry.map_err(|e| format!("{}: {e}", native.dir.display()))?;
+            let path = entry.path();
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let size = entry.metadata().map_err(|e| format!("{}: {e}", path.display()))?.len();
+            total += size;
+            if file.ends_with(".sst") {
+                let shared_name = format!("{}-{file}", native.instance);
+                if !confirmed.contains(&shared_name) && !uploaded.contains(&shared_name) {
+                    runtime.block_on(shared_dir.upload(&shared_name, &path)).map_err(|e| e.to_string())?;
+                    uploaded.push(shared_name.clone());
+                    uploaded_bytes += size;
+                }
+                referenced.push(shared_name.clone());
+                checkpoint.files.push(RocksDbFile { name: file, shared: shared_name, private: String::new(), size });
+            } else {
+                let private = format!("{name}.rocksdb-{operator}/{file}");
+                runtime.block_on(chk.upload(&private, &path)).map_err(|e| e.to_string())?;
+                uploaded_bytes += size;
+                checkpoint.files.push(RocksDbFile { name: file, shared: String::new(), private, size });
+            }
+        }
+        let slot = parts.header.operators.get_mut(operator as usize).ok_or("a snapshot of an unknown operator")?;
+        slot.rocksdb = Some(checkpoint);
+        native_bytes.push((operator, total));
+        // Dropping `deferred` removes the native checkpoint's directory.
+    }
+    parts.keyed = streamed;
+    let mut written = if let Some(dir) = chk.local_dir() {
+        write_snapshot(dir, name, parts).map_err(|e| e.to_string())?
+    } else {
+        let local = format!("{name}.{}", uuid::Uuid::new_v4().simple());
+        let written = write_snapshot(spool, &local, parts).map_err(|e| e.to_string())?;
+        let path = spool.join(&local);
+        let stored = runtime.block_on(chk.upload(name, &path));
+        let _ = std::fs::remove_file(&path);
+        stored.map_err(|e| e.to_string())?;
+        written
+    };
+    uploaded_bytes += written.size;
+    written.keyed_bytes.extend(native_bytes);
+    shared.lock().unwrap_or_else(|p| p.into_inner()).pending.insert(id, referenced.iter().cloned().collect());
+    Ok(Stored { written, uploaded_bytes, shared: referenced, uploaded_shared: uploaded })
 }
 
 /// What a snapshot file holds: the task's header (positions, operator state) and, per operator index, the
@@ -491,6 +604,74 @@ mod tests {
 
         let missing = read_snapshot(&dir.path().join("missing")).expect_err("missing").to_string();
         assert!(missing.contains("missing"), "{missing}");
+    }
+
+    /// RocksDB snapshots are incremental: the second checkpoint uploads only the SST files the first (completed)
+    /// one did not store, references the others, and what it references reads back as the state at its taking.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rocksdb_snapshots_store_only_new_sst_files_and_read_back_whole() {
+        use crate::state::{read_native_checkpoint, RocksDbBackend, RocksDbSettings, StateKey};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let settings = RocksDbSettings::new(1 << 20, 2, 8 << 20);
+        let mut backend = RocksDbBackend::open(dir.path().join("db"), &settings).expect("open");
+        let state = backend.register("windows").expect("register");
+        let job = Storage::open(&dir.path().join("checkpoints").display().to_string()).expect("storage");
+        let shared = std::sync::Arc::new(Mutex::new(SharedFiles::default()));
+        let mut key = StateKey::default();
+        let take = |backend: &mut RocksDbBackend, id: u64| {
+            let header = TaskSnapshot {
+                checkpoint_id: id,
+                operators: vec![OperatorSnapshot { vertex_id: "count".into(), ..Default::default() }],
+                ..Default::default()
+            };
+            let keyed = vec![(0, backend.deferred_snapshot().expect("snapshot"))];
+            let (job, spool, shared) = (job.clone(), dir.path().join("spool"), shared.clone());
+            let runtime = tokio::runtime::Handle::current();
+            std::thread::spawn(move || {
+                let parts = SnapshotParts { header, keyed };
+                store_snapshot(&job, id, &spool, "0-0.snapshot", parts, &shared, &runtime).expect("store")
+            })
+            .join()
+            .expect("thread")
+        };
+        for i in 0..1000u32 {
+            backend.put(state, key.set_key((i % 128) as u16, &i.to_be_bytes()).as_bytes(), b"first").expect("put");
+        }
+        let first = take(&mut backend, 1);
+        assert!(!first.uploaded_shared.is_empty() && first.uploaded_shared == first.shared);
+        shared.lock().expect("lock").completed(1);
+        for i in 1000..1500u32 {
+            backend.put(state, key.set_key((i % 128) as u16, &i.to_be_bytes()).as_bytes(), b"second").expect("put");
+        }
+        let second = take(&mut backend, 2);
+        let reused: Vec<&String> = second.shared.iter().filter(|f| first.shared.contains(f)).collect();
+        assert!(!reused.is_empty(), "the first checkpoint's SST files are referenced again: {:?}", second.shared);
+        assert!(second.uploaded_shared.iter().all(|f| !first.shared.contains(f)), "nothing is uploaded twice");
+        assert!(!second.uploaded_shared.is_empty(), "the new writes are in a new file");
+
+        // The second checkpoint reads back whole from its own files and the shared ones.
+        let snapshot = read_snapshot(&dir.path().join("checkpoints/chk-2/0-0.snapshot")).expect("read");
+        let native = snapshot.operators[0].rocksdb.clone().expect("a native checkpoint");
+        let restored = dir.path().join("restored");
+        for file in &native.files {
+            let source = if file.shared.is_empty() {
+                dir.path().join("checkpoints/chk-2").join(&file.private)
+            } else {
+                dir.path().join("checkpoints/shared").join(&file.shared)
+            };
+            std::fs::create_dir_all(&restored).expect("dir");
+            std::fs::copy(&source, restored.join(&file.name)).expect("copy");
+        }
+        let states = native.state_names.into_iter().zip(native.column_families).collect();
+        let mut values = Vec::new();
+        read_native_checkpoint(restored.clone(), states, &settings, &mut |name, _, value| {
+            values.push((name.to_string(), value.to_vec()));
+            Ok(())
+        })
+        .expect("read back");
+        assert_eq!(values.len(), 1500);
+        assert_eq!(values.iter().filter(|(_, v)| v == b"second").count(), 500);
+        assert!(!restored.exists(), "the restored copy is removed once read");
     }
 
     #[test]

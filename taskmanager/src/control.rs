@@ -341,8 +341,12 @@ impl TaskManager {
         }
         let plans = plan_subtasks(&request, &job, &self.id).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let count = plans.len();
-        let checkpoint_dir =
-            (!request.checkpoint_dir.is_empty()).then(|| std::path::PathBuf::from(&request.checkpoint_dir));
+        let checkpoint_dir = match request.checkpoint_dir.as_str() {
+            "" => None,
+            location => Some(sluice_common::storage::Storage::open(location).map_err(|e| {
+                Status::invalid_argument(format!("this TaskManager cannot use the checkpoint storage: {e}"))
+            })?),
+        };
         let reporter = self.checkpoint_reporter();
         let restore = request.restore.clone().map(Arc::new);
         self.executions

@@ -67,6 +67,12 @@ impl Default for ClusterSpec {
 }
 
 impl ClusterSpec {
+    /// Adds environment variables for every process.
+    pub fn envs(mut self, variables: impl IntoIterator<Item = (String, String)>) -> Self {
+        self.env.extend(variables);
+        self
+    }
+
     /// Adds an environment variable for every process.
     pub fn env(mut self, key: &str, value: impl ToString) -> Self {
         self.env.push((key.to_string(), value.to_string()));

@@ -30,6 +30,7 @@
 //! - [`prometheus`]: parsing the Prometheus text format of `GET /metrics`.
 //! - [`sink`]: reading what the file sink wrote.
 //! - [`memory`]: the resident memory of a process, from `/proc`.
+//! - [`postgres`], [`s3`]: PostgreSQL and S3 servers of a test's own, to stop and start.
 //! - [`binaries`]: where the binaries under test are found.
 //!
 //! ## Panics
@@ -44,6 +45,7 @@ pub mod memory;
 pub mod postgres;
 pub mod process;
 pub mod prometheus;
+pub mod s3;
 pub mod sink;
 pub mod wait;
 

@@ -33,6 +33,18 @@ pub const SCRUBBED_ENV: &[&str] = &[
     "MAX_FRAME_BYTES",
     "LOG_FORMAT",
     "SLUICE_JOBMANAGER",
+    "CHECKPOINT_DIR",
+    "S3_CHECKPOINT_PATH",
+    "SAVEPOINT_DIR",
+    "CHECKPOINT_INTERVAL",
+    "AWS_ENDPOINT",
+    "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ALLOW_HTTP",
 ];
 
 /// A running child process and its log file. Dropping it kills the process (SIGKILL, by PID) and waits for

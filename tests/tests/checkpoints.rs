@@ -18,6 +18,7 @@ use std::time::Duration;
 use prost::Message;
 use serde_json::{json, Value};
 use sluice_common::proto::{KeyedChunk, TaskSnapshot};
+use sluice_tests::s3::{S3Server, BUCKET};
 use sluice_tests::wait::{poll_until, Progress};
 use sluice_tests::{Cluster, ClusterSpec, JobId};
 
@@ -299,6 +300,121 @@ fn expired_checkpoints_leave_no_files_behind() {
             Ok(Progress::Pending(format!("{:?}", checkpoint_dirs(&dir))))
         } else {
             Ok(Progress::Ready(()))
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+/// Every file (relative path) under `dir`, recursively; none when it does not exist.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(next) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&next) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path.strip_prefix(dir).unwrap_or(&path).display().to_string());
+            }
+        }
+    }
+    out
+}
+
+fn count(answer: &Value, what: &str) -> u64 {
+    answer["counts"][what].as_u64().unwrap_or(0)
+}
+
+/// Checkpoints in S3 (an s3s-fs server of the test's own; metadata in PostgreSQL): they complete there; while
+/// the server is down they are declined and the job keeps running; once it is back the next one completes;
+/// retention keeps `retained` in the bucket and cancel leaves no file of the job behind.
+#[test]
+fn an_s3_outage_declines_checkpoints_and_the_next_succeeds_once_it_is_back() {
+    let mut s3 = S3Server::start_in_temp_dir().unwrap_or_else(|e| panic!("{e:#}"));
+    let database = sluice_tests::postgres::fresh_database("sluice_s3_outage");
+    let prefix = format!("s3://{BUCKET}/sluice");
+    let spec = ClusterSpec::default().env("DATABASE_URL", &database).env("S3_CHECKPOINT_PATH", &prefix).envs(s3.env());
+    let mut cluster = Cluster::start(spec);
+    let checkpointing = json!({"interval_ms": 300, "retained": RETAINED, "tolerable_failures": 1000});
+    let mut job = windowed_job("checkpoints in s3", checkpointing);
+    // On RocksDB: incremental checkpoints, with shared files in the bucket.
+    job["config"]["state_backend"] = json!("ROCKSDB");
+    let id = cluster.submit_json(&job);
+    cluster.wait_for_status(&id, "RUNNING", TIMEOUT);
+    let job_dir = s3.local_path(&format!("{prefix}/{}", id.0));
+
+    let summary = poll_until("two completed checkpoints in S3", TIMEOUT, || {
+        let answer = checkpoints(&cluster, &id);
+        if count(&answer, "completed") >= 2 {
+            Ok(Progress::Ready(answer))
+        } else {
+            Ok(Progress::Pending(answer.to_string()))
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let location = summary["latest"]["completed"]["location"].as_str().unwrap_or_default();
+    assert!(location.starts_with(&format!("{prefix}/{}/chk-", id.0)), "{summary}");
+    assert!(!cluster.dir().join("jobmanager").join("checkpoints").exists(), "nothing goes to the local directory");
+    assert!(!files_under(&job_dir.join("shared")).is_empty(), "SST files are shared in the bucket");
+
+    s3.stop();
+    let failed_before = count(&checkpoints(&cluster, &id), "failed");
+    let failed = poll_until("a checkpoint to fail while S3 is down", TIMEOUT, || {
+        let answer = checkpoints(&cluster, &id);
+        if count(&answer, "failed") > failed_before {
+            Ok(Progress::Ready(answer))
+        } else {
+            Ok(Progress::Pending(answer.to_string()))
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let failure = failed["latest"]["failed"]["failure"].as_str().unwrap_or_default();
+    assert!(failure.contains(&prefix), "the failure names the storage: {failed}");
+    assert_eq!(cluster.job(&id)["status"], "RUNNING", "the job keeps running through the outage");
+    let completed_during = count(&checkpoints(&cluster, &id), "completed");
+
+    s3.start_again().unwrap_or_else(|e| panic!("{e:#}"));
+    poll_until("a checkpoint to complete once S3 is back", TIMEOUT, || {
+        let answer = checkpoints(&cluster, &id);
+        if count(&answer, "completed") > completed_during {
+            Ok(Progress::Ready(()))
+        } else {
+            Ok(Progress::Pending(answer.to_string()))
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(cluster.job(&id)["status"], "RUNNING");
+
+    // Retention in the bucket: only the retained checkpoints (and perhaps one in progress) remain, the
+    // files of the ones that failed during the outage included.
+    poll_until("only retained checkpoints in the bucket", TIMEOUT, || {
+        let answer = checkpoints(&cluster, &id);
+        let kept = completed_ids(&answer, false);
+        // s3s-fs leaves a deleted prefix's folders behind: a checkpoint is in the bucket if it has files.
+        let on_storage: BTreeSet<u64> = checkpoint_dirs(&job_dir)
+            .into_iter()
+            .filter(|c| !files_under(&job_dir.join(format!("chk-{c}"))).is_empty())
+            .collect();
+        let newest = answer["history"].as_array().into_iter().flatten().filter_map(|c| c["id"].as_u64()).max();
+        let allowed: BTreeSet<u64> = kept.iter().copied().chain(newest).collect();
+        if kept.len() == RETAINED && on_storage.is_subset(&allowed) {
+            Ok(Progress::Ready(()))
+        } else {
+            Ok(Progress::Pending(format!("in the bucket {on_storage:?}, retained {kept:?}")))
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+
+    cluster.cancel(&id);
+    cluster.wait_for_status(&id, "CANCELED", TIMEOUT);
+    poll_until("the job's files to be deleted from the bucket", TIMEOUT, || {
+        let left = files_under(&job_dir);
+        if left.is_empty() {
+            Ok(Progress::Ready(()))
+        } else {
+            Ok(Progress::Pending(format!("{left:?}")))
         }
     })
     .unwrap_or_else(|e| panic!("{e:#}"));

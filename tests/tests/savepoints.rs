@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use sluice_tests::s3::{S3Server, BUCKET};
 use sluice_tests::sink::{as_u64, part_files, read_rows};
 use sluice_tests::wait::{poll_until, Progress};
 use sluice_tests::{Cluster, ClusterSpec, JobId};
@@ -110,8 +111,8 @@ fn wait_for_sink_output(cluster: &Cluster, id: &JobId) {
     .unwrap_or_else(|e| panic!("{e:#}"));
 }
 
-/// Stops a running job with a savepoint and returns the savepoint's directory.
-fn stop_with_savepoint(cluster: &mut Cluster, id: &JobId) -> PathBuf {
+/// Stops a running job with a savepoint and returns the savepoint's location.
+fn stop_with_savepoint(cluster: &mut Cluster, id: &JobId) -> String {
     let answer = cluster.post(&format!("/jobs/{}/stop", id.0), &json!({}));
     let trigger = answer["trigger_id"].as_str().unwrap_or_else(|| panic!("no trigger_id: {answer}")).to_string();
     let location = poll_until("the savepoint to complete", TIMEOUT, || {
@@ -124,30 +125,42 @@ fn stop_with_savepoint(cluster: &mut Cluster, id: &JobId) -> PathBuf {
     })
     .unwrap_or_else(|e| panic!("{e:#}"));
     cluster.wait_for_status(id, "FINISHED", TIMEOUT);
-    PathBuf::from(location)
+    location
 }
 
-fn submit_from(cluster: &Cluster, job: &Value, savepoint: &Path) -> sluice_tests::cluster::HttpResponse {
-    let query = format!("/jobs/submit?savepoint_path={}", savepoint.display());
+fn submit_from(cluster: &Cluster, job: &Value, savepoint: &str) -> sluice_tests::cluster::HttpResponse {
+    let query = format!("/jobs/submit?savepoint_path={savepoint}");
     cluster.request(reqwest::Method::POST, &query, Some(job))
+}
+
+/// A location in a local directory, as a path.
+fn local(location: &str) -> PathBuf {
+    PathBuf::from(location)
 }
 
 /// Run 1 at window parallelism 2 until its sink wrote something, stop with a savepoint, run 2 from it at
 /// `parallelism_after`; returns the savepoint.
 fn stop_and_resume(backend: &str, parallelism_after: u32) -> (Cluster, PathBuf) {
-    stop_and_resume_on(ClusterSpec::default(), backend, parallelism_after)
+    stop_and_resume_on(ClusterSpec::default(), backend, parallelism_after, &local)
 }
 
-fn stop_and_resume_on(spec: ClusterSpec, backend: &str, parallelism_after: u32) -> (Cluster, PathBuf) {
+/// [`stop_and_resume`] on a cluster of `spec`, whose storage keeps a location's files at `path_of(location)`.
+fn stop_and_resume_on(
+    spec: ClusterSpec,
+    backend: &str,
+    parallelism_after: u32,
+    path_of: &dyn Fn(&str) -> PathBuf,
+) -> (Cluster, PathBuf) {
     let mut cluster = Cluster::start(spec);
     let (first_sink, second_sink) = (cluster.dir().join("run-1"), cluster.dir().join("run-2"));
     let id = cluster.submit_json(&job(backend, 2, &first_sink));
     cluster.wait_for_status(&id, "RUNNING", TIMEOUT);
     wait_for_sink_output(&cluster, &id);
-    let savepoint = stop_with_savepoint(&mut cluster, &id);
+    let location = stop_with_savepoint(&mut cluster, &id);
+    let savepoint = path_of(&location);
     assert!(savepoint.join("_metadata").is_file(), "{} has no _metadata", savepoint.display());
 
-    let answer = submit_from(&cluster, &job(backend, parallelism_after, &second_sink), &savepoint);
+    let answer = submit_from(&cluster, &job(backend, parallelism_after, &second_sink), &location);
     assert_eq!(answer.status, 200, "{}", answer.body);
     let resumed = JobId(answer.body["job_id"].as_str().unwrap_or_default().to_string());
     cluster.wait_for_status(&resumed, "FINISHED", TIMEOUT);
@@ -182,7 +195,8 @@ fn stop_and_resume_at_the_same_parallelism_on_heap_and_refuse_broken_savepoints(
     let sink = cluster.dir().join("unused");
 
     // Not a savepoint at all.
-    let answer = submit_from(&cluster, &job("HEAP", 2, &sink), &cluster.dir().join("nowhere"));
+    let nowhere = cluster.dir().join("nowhere").display().to_string();
+    let answer = submit_from(&cluster, &job("HEAP", 2, &sink), &nowhere);
     assert_eq!(answer.status, 400, "{}", answer.body);
     assert!(answer.body["error"].as_str().unwrap_or_default().contains("nowhere"), "{}", answer.body);
 
@@ -191,7 +205,7 @@ fn stop_and_resume_at_the_same_parallelism_on_heap_and_refuse_broken_savepoints(
     renamed["vertices"][2]["id"] = json!("windows");
     renamed["edges"][1]["to"] = json!("windows");
     renamed["edges"][2]["from"] = json!("windows");
-    let answer = submit_from(&cluster, &renamed, &savepoint);
+    let answer = submit_from(&cluster, &renamed, &savepoint.display().to_string());
     assert_eq!(answer.status, 400, "{}", answer.body);
     assert!(answer.body["error"].as_str().unwrap_or_default().contains("vertex 'count'"), "{}", answer.body);
 
@@ -200,7 +214,7 @@ fn stop_and_resume_at_the_same_parallelism_on_heap_and_refuse_broken_savepoints(
     let missing = copy_dir(&savepoint, &cluster.dir().join("missing-file"));
     let victim = first_snapshot(&missing);
     std::fs::remove_file(&victim).unwrap_or_else(|e| panic!("{e}"));
-    let answer = submit_from(&cluster, &job("HEAP", 2, &sink), &missing);
+    let answer = submit_from(&cluster, &job("HEAP", 2, &sink), &missing.display().to_string());
     assert_eq!(answer.status, 400, "{}", answer.body);
     let message = answer.body["error"].as_str().unwrap_or_default();
     assert!(message.contains(&*victim.to_string_lossy()) && message.contains("missing"), "{message}");
@@ -214,7 +228,7 @@ fn stop_and_resume_at_the_same_parallelism_on_heap_and_refuse_broken_savepoints(
     bytes[middle] ^= 0xFF;
     std::fs::write(&victim, bytes).unwrap_or_else(|e| panic!("{e}"));
     let mut cluster = cluster;
-    let answer = submit_from(&cluster, &job("HEAP", 2, &sink), &damaged);
+    let answer = submit_from(&cluster, &job("HEAP", 2, &sink), &damaged.display().to_string());
     assert_eq!(answer.status, 200, "{}", answer.body);
     let id = JobId(answer.body["job_id"].as_str().unwrap_or_default().to_string());
     cluster.wait_for_status(&id, "FAILED", TIMEOUT);
@@ -237,9 +251,40 @@ fn stop_and_resume_at_a_lower_parallelism_on_rocksdb() {
 #[test]
 fn stop_and_resume_with_the_metadata_in_postgresql() {
     let url = sluice_tests::postgres::fresh_database("sluice_savepoints");
-    let (cluster, _) = stop_and_resume_on(ClusterSpec::default().env("DATABASE_URL", &url), "ROCKSDB", 3);
+    let (cluster, _) = stop_and_resume_on(ClusterSpec::default().env("DATABASE_URL", &url), "ROCKSDB", 3, &local);
     let sqlite = cluster.dir().join("jobmanager").join("sluice.db");
     assert!(!sqlite.exists(), "{} exists although DATABASE_URL is PostgreSQL", sqlite.display());
+}
+
+/// A cluster spec with the metadata in a fresh PostgreSQL database (the suite's server) and checkpoints and
+/// savepoints in an S3 server of the test's own.
+fn postgres_and_s3(database: &str) -> (S3Server, ClusterSpec) {
+    let url = sluice_tests::postgres::fresh_database(database);
+    let s3 = S3Server::start_in_temp_dir().unwrap_or_else(|e| panic!("{e:#}"));
+    let spec = ClusterSpec::default()
+        .env("DATABASE_URL", &url)
+        .env("S3_CHECKPOINT_PATH", format!("s3://{BUCKET}/checkpoints"))
+        .env("SAVEPOINT_DIR", format!("s3://{BUCKET}/savepoints"))
+        .envs(s3.env());
+    (s3, spec)
+}
+
+/// The same on PostgreSQL + S3: savepoint and restore go through the S3 API, nothing through the local disk.
+#[test]
+fn stop_and_resume_with_postgresql_and_s3() {
+    let (s3, spec) = postgres_and_s3("sluice_s3_savepoints");
+    let (cluster, savepoint) = stop_and_resume_on(spec, "ROCKSDB", 3, &|l| s3.local_path(l));
+    assert!(savepoint.starts_with(s3.root()), "the savepoint is in S3: {}", savepoint.display());
+    let local = cluster.dir().join("jobmanager").join("savepoints");
+    assert!(!local.exists(), "{} exists although savepoints go to S3", local.display());
+}
+
+/// Checkpoints in S3, incremental on RocksDB: a TaskManager killed with SIGKILL, the job restarted from its
+/// latest checkpoint there (its SST files under the job's `shared/`).
+#[test]
+fn after_kill_9_a_restart_from_the_latest_incremental_checkpoint_in_s3_loses_and_repeats_nothing() {
+    let (s3, spec) = postgres_and_s3("sluice_s3_kill");
+    kill_9_and_restart_from_the_latest_checkpoint(spec, "ROCKSDB", &|l| s3.local_path(l));
 }
 
 fn copy_dir(from: &Path, to: &Path) -> PathBuf {
@@ -267,7 +312,11 @@ fn first_snapshot(dir: &Path) -> PathBuf {
 
 /// The same job with a checkpoint every 200 ms: its file sink commits on checkpoint completion.
 fn checkpointed_job(sink: &Path) -> Value {
-    let mut job = job("HEAP", 2, sink);
+    checkpointed_job_on("HEAP", sink)
+}
+
+fn checkpointed_job_on(backend: &str, sink: &Path) -> Value {
+    let mut job = job(backend, 2, sink);
     job["config"]["checkpointing"] = json!({"interval_ms": 200, "retained": 3});
     job
 }
@@ -275,6 +324,9 @@ fn checkpointed_job(sink: &Path) -> Value {
 /// Committed windows in `dir`, and whether any uncommitted (hidden) file is there.
 fn committed(dir: &Path) -> (Windows, bool) {
     let mut windows = Windows::new();
+    if !dir.exists() {
+        return (windows, false); // The sink has not opened its first file yet.
+    }
     windows_in(dir, &mut windows);
     let hidden = std::fs::read_dir(dir)
         .map(|entries| entries.flatten().any(|e| e.file_name().to_string_lossy().starts_with('.')))
@@ -317,18 +369,19 @@ fn the_exactly_once_file_sink_commits_per_checkpoint_across_stop_and_resume() {
     let (stopped, _) = committed(&sink);
     assert!(stopped.len() < expected.len(), "the stop came mid-stream");
 
-    resume_and_check_everything_committed_once(&mut cluster, &sink, &savepoint, &expected);
+    resume_and_check_everything_committed_once(&mut cluster, &checkpointed_job(&sink), &sink, &savepoint, &expected);
 }
 
 /// Runs the checkpointed job from `savepoint` into `sink` to its end; then every expected window is
 /// committed exactly once, and no uncommitted file is left.
 fn resume_and_check_everything_committed_once(
     cluster: &mut Cluster,
+    job: &Value,
     sink: &Path,
-    savepoint: &Path,
+    savepoint: &str,
     expected: &Windows,
 ) {
-    let answer = submit_from(cluster, &checkpointed_job(sink), savepoint);
+    let answer = submit_from(cluster, job, savepoint);
     assert_eq!(answer.status, 200, "{}", answer.body);
     let resumed = JobId(answer.body["job_id"].as_str().unwrap_or_default().to_string());
     cluster.wait_for_status(&resumed, "FINISHED", TIMEOUT);
@@ -342,10 +395,14 @@ fn resume_and_check_everything_committed_once(
 /// checkpoint is committed, and what was written after it is discarded and written again.
 #[test]
 fn after_kill_9_a_restart_from_the_latest_checkpoint_loses_and_repeats_nothing() {
-    let mut cluster = Cluster::start(ClusterSpec::default());
+    kill_9_and_restart_from_the_latest_checkpoint(ClusterSpec::default(), "HEAP", &local);
+}
+
+fn kill_9_and_restart_from_the_latest_checkpoint(spec: ClusterSpec, backend: &str, path_of: &dyn Fn(&str) -> PathBuf) {
+    let mut cluster = Cluster::start(spec);
     let sink = cluster.dir().join("exactly-once");
     let expected = expected();
-    let id = cluster.submit_json(&checkpointed_job(&sink));
+    let id = cluster.submit_json(&checkpointed_job_on(backend, &sink));
     cluster.wait_for_status(&id, "RUNNING", TIMEOUT);
     poll_until("two completed checkpoints and some committed output", TIMEOUT, || {
         let answer = cluster.get(&format!("/jobs/{}/checkpoints", id.0));
@@ -366,8 +423,32 @@ fn after_kill_9_a_restart_from_the_latest_checkpoint_loses_and_repeats_nothing()
 
     let answer = cluster.get(&format!("/jobs/{}/checkpoints", id.0));
     let latest = answer["latest"]["completed"]["location"].as_str().unwrap_or_else(|| panic!("{answer}"));
-    assert!(Path::new(latest).join("_metadata").is_file(), "a failed job keeps its checkpoints: {latest}");
-    resume_and_check_everything_committed_once(&mut cluster, &sink, Path::new(latest), &expected);
+    assert!(path_of(latest).join("_metadata").is_file(), "a failed job keeps its checkpoints: {latest}");
+    if backend == "ROCKSDB" {
+        // Incremental: the windows' SST files are in the job's shared folder, referenced from the metadata.
+        let bytes = std::fs::read(path_of(latest).join("_metadata")).unwrap_or_else(|e| panic!("{e}"));
+        let metadata: Value = serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{e}"));
+        let shared_dir = metadata["shared_dir"].as_str().unwrap_or_else(|| panic!("no shared_dir: {metadata}"));
+        let shared: Vec<&str> = metadata["files"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f["shared"].as_array())
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(!shared.is_empty(), "the checkpoint references shared files: {metadata}");
+        for file in shared {
+            assert!(path_of(shared_dir).join(file).is_file(), "{shared_dir}/{file} is stored");
+        }
+    }
+    resume_and_check_everything_committed_once(
+        &mut cluster,
+        &checkpointed_job_on(backend, &sink),
+        &sink,
+        latest,
+        &expected,
+    );
 }
 
 /// The running (non-windowed) aggregate checkpoints its groups too: a count and sum per key, stopped with

@@ -270,7 +270,7 @@ impl JobActor {
                     .checkpoint_interval
                     .and_then(sluice_common::job::checkpoint::CheckpointPolicy::with_interval)
             });
-            let dir = self.ctx.checkpoint_dir.join(&job_id.0);
+            let dir = self.ctx.checkpoint_storage.child(&job_id.0);
             self.checkpoints = Some(Coordinator::new(job_id.clone(), job.clone(), policy, dir, last_id));
         }
         let requests = self.deploy_requests(execution_id, &placements);
@@ -327,11 +327,7 @@ impl JobActor {
                     chain_edges: job.chain_edges.clone(),
                     placements: placements.to_vec(),
                     task_managers: task_managers.clone(),
-                    checkpoint_dir: self
-                        .checkpoints
-                        .as_ref()
-                        .map(|c| c.job_dir.display().to_string())
-                        .unwrap_or_default(),
+                    checkpoint_dir: self.checkpoints.as_ref().map(|c| c.job_dir.location()).unwrap_or_default(),
                     restore: self.shared.restore.clone(),
                     checkpointing: self.checkpoints.as_ref().is_some_and(Coordinator::is_periodic),
                 };

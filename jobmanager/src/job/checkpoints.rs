@@ -15,7 +15,6 @@
 //! newer one completes. When the job is cancelled or finishes, its checkpoints are deleted unless it asked
 //! to retain them; a failed job keeps them (they are what it would be restored from).
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +26,7 @@ use sluice_common::job::ValidatedJob;
 use sluice_common::proto::{
     AcknowledgeCheckpointRequest, NotifyCheckpointCompleteRequest, RestoreSpec, SnapshotFile, TriggerCheckpointRequest,
 };
+use sluice_common::storage::{Storage, StorageError};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -38,15 +38,17 @@ use crate::Context;
 
 /// The file in a completed checkpoint's directory that describes it (what a restore reads first).
 pub const METADATA_FILE: &str = "_metadata";
+/// The folder under a job's checkpoint location with the files incremental snapshots share.
+const SHARED_DIR: &str = "shared";
 const METADATA_FORMAT: u32 = 1;
 
 /// What is asked for.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub(crate) enum Kind {
     Checkpoint,
-    /// A savepoint going to `dir` (its final directory); `stop`: the job stops once it completed.
+    /// A savepoint going to `dir` (its final location); `stop`: the job stops once it completed.
     Savepoint {
-        dir: PathBuf,
+        dir: Storage,
         stop: bool,
     },
 }
@@ -70,7 +72,7 @@ struct Pending {
     attempt: u32,
     trigger_ms: u64,
     deadline: Instant,
-    dir: PathBuf,
+    dir: Storage,
     /// Tasks that have not acknowledged yet.
     waiting: BTreeSet<TaskKey>,
     acks: Vec<AcknowledgeCheckpointRequest>,
@@ -88,6 +90,9 @@ pub struct CheckpointMetadata {
     pub vertices: Vec<MetadataVertex>,
     /// One per task.
     pub files: Vec<MetadataFile>,
+    /// Where the shared files the tasks' incremental snapshots reference are (a location).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_dir: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,6 +112,9 @@ pub struct MetadataFile {
     pub alignment_ms: u64,
     pub sync_ms: u64,
     pub async_ms: u64,
+    /// Files under the shared folder its snapshot references.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared: Vec<String>,
 }
 
 /// What the actor must do after the coordinator handled something.
@@ -136,8 +144,8 @@ pub(crate) struct Coordinator {
     job: Arc<ValidatedJob>,
     /// The periodic policy; None: checkpoints only when a user asks.
     policy: Option<CheckpointPolicy>,
-    /// The job's checkpoint directory (`chk-N/` under it).
-    pub job_dir: PathBuf,
+    /// The job's checkpoint location (`chk-N/` under it).
+    pub job_dir: Storage,
     last_id: u64,
     pending: Option<Pending>,
     /// Requests waiting for the pending checkpoint to end.
@@ -145,8 +153,73 @@ pub(crate) struct Coordinator {
     /// When the next periodic checkpoint is due.
     next_trigger: Option<Instant>,
     consecutive_failures: u32,
-    /// Completed checkpoints whose files are kept, oldest first.
-    retained: VecDeque<(u64, PathBuf)>,
+    /// Completed checkpoints whose files are kept, oldest first, with the shared files they reference.
+    retained: VecDeque<(u64, Storage, Vec<String>)>,
+    shared: SharedRegistry,
+}
+
+/// The files under a job's `shared/` (SST files of incremental RocksDB snapshots) and who uses them.
+#[derive(Default)]
+struct SharedRegistry {
+    /// Retained checkpoints referencing each file.
+    references: BTreeMap<String, u32>,
+    /// Files no retained checkpoint references, with the completion at which they became so. They are deleted
+    /// at a later completion unless referenced again: a task may reference a file in the checkpoint right
+    /// after the completion that released it (it had not heard of that completion yet).
+    released: BTreeMap<String, u64>,
+    /// Checkpoints and savepoints completed.
+    completions: u64,
+}
+
+impl SharedRegistry {
+    /// The first file a checkpoint reuses that is no longer stored, if any.
+    fn missing(&self, acks: &[AcknowledgeCheckpointRequest]) -> Option<String> {
+        acks.iter().find_map(|ack| {
+            ack.shared_files
+                .iter()
+                .filter(|f| !ack.uploaded_shared_files.contains(f))
+                .find(|f| !self.references.contains_key(*f) && !self.released.contains_key(*f))
+                .cloned()
+        })
+    }
+
+    fn retain(&mut self, files: &[String]) {
+        for file in files {
+            *self.references.entry(file.clone()).or_default() += 1;
+            self.released.remove(file);
+        }
+    }
+
+    fn release(&mut self, files: &[String]) {
+        for file in files {
+            if let Some(count) = self.references.get_mut(file) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    self.references.remove(file);
+                    self.released.insert(file.clone(), self.completions);
+                }
+            }
+        }
+    }
+
+    /// Files that no retained checkpoint references (a savepoint's, an aborted checkpoint's uploads).
+    fn unreferenced(&mut self, files: &[String]) {
+        for file in files {
+            if !self.references.contains_key(file) {
+                self.released.entry(file.clone()).or_insert(self.completions);
+            }
+        }
+    }
+
+    /// Released files whose grace has passed; forgotten here, to be deleted.
+    fn collect(&mut self) -> Vec<String> {
+        let now = self.completions;
+        let garbage: Vec<String> = self.released.iter().filter(|(_, &at)| at < now).map(|(f, _)| f.clone()).collect();
+        for file in &garbage {
+            self.released.remove(file);
+        }
+        garbage
+    }
 }
 
 impl Coordinator {
@@ -154,7 +227,7 @@ impl Coordinator {
         job_id: JobId,
         job: Arc<ValidatedJob>,
         policy: Option<CheckpointPolicy>,
-        job_dir: PathBuf,
+        job_dir: Storage,
         last_id: u64,
     ) -> Self {
         let next_trigger = policy.as_ref().map(|p| Instant::now() + p.interval);
@@ -169,6 +242,7 @@ impl Coordinator {
             next_trigger,
             consecutive_failures: 0,
             retained: VecDeque::new(),
+            shared: SharedRegistry::default(),
         }
     }
 
@@ -272,10 +346,10 @@ impl Coordinator {
         let id = self.last_id + 1;
         self.last_id = id;
         let trigger_ms = now_ms();
-        let dir = self.job_dir.join(format!("chk-{id}"));
+        let dir = self.job_dir.child(&format!("chk-{id}"));
         let location = match &kind {
-            Kind::Checkpoint => dir.display().to_string(),
-            Kind::Savepoint { dir, .. } => dir.display().to_string(),
+            Kind::Checkpoint => dir.location(),
+            Kind::Savepoint { dir, .. } => dir.location(),
         };
         let job_id = &self.job_id.clone();
         if let Err(e) =
@@ -367,6 +441,7 @@ impl Coordinator {
                     alignment_ms: a.alignment_ms,
                     sync_ms: a.sync_ms,
                     async_ms: a.async_ms,
+                    shared: a.shared_files.clone(),
                 })
             })
             .collect();
@@ -378,30 +453,48 @@ impl Coordinator {
             max_parallelism: job.max_parallelism(),
             vertices,
             files,
+            shared_dir: None,
         }
     }
 
     async fn complete(&mut self, ctx: &Context, deployment: Deployment, pending: Pending) -> Verdict {
         let job_id = &self.job_id.clone();
-        let metadata = self.metadata(&pending);
+        if let Some(file) = self.shared.missing(&pending.acks) {
+            let reason =
+                format!("checkpoint {} references the shared file {file}, which is no longer kept", pending.id);
+            return self.abort_pending(ctx, pending, None, reason, true).await;
+        }
+        let mut metadata = self.metadata(&pending);
+        let shared_files: Vec<String> = {
+            let all: BTreeSet<&String> = pending.acks.iter().flat_map(|a| &a.shared_files).collect();
+            all.into_iter().cloned().collect()
+        };
         let tasks_json = serde_json::to_string(&metadata.files).unwrap_or_else(|_| "[]".into());
         // A savepoint moves to its own directory first; then the metadata goes in, last of the files.
         let final_dir = match &pending.kind {
             Kind::Checkpoint => pending.dir.clone(),
             Kind::Savepoint { dir, .. } => dir.clone(),
         };
-        let (from, to) = (pending.dir.clone(), final_dir.clone());
-        let written = tokio::task::spawn_blocking(move || {
-            if from != to {
-                move_dir(&from, &to)?;
+        let moved = matches!(pending.kind, Kind::Savepoint { .. });
+        let job_shared = self.job_dir.child(SHARED_DIR);
+        let written = async {
+            if moved {
+                pending.dir.move_to(&final_dir).await?;
+                // A savepoint stands alone: the shared files it references are copied into it.
+                let own = final_dir.child(SHARED_DIR);
+                for file in &shared_files {
+                    own.put(file, job_shared.get(file).await?).await?;
+                }
+                metadata.shared_dir = (!shared_files.is_empty()).then(|| own.location());
+            } else {
+                metadata.shared_dir = (!shared_files.is_empty()).then(|| job_shared.location());
             }
-            write_metadata(&to, &metadata)
-        })
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+            write_metadata(&final_dir, &metadata).await
+        }
+        .await;
         if let Err(e) = written {
-            let reason = format!("cannot write checkpoint {}'s metadata in {}: {e}", pending.id, final_dir.display());
-            let verdict = self.abort_pending(ctx, pending, Some(final_dir), reason, true).await;
+            let reason = format!("cannot write checkpoint {}'s metadata in {}: {e}", pending.id, final_dir.location());
+            let verdict = self.abort_pending(ctx, pending, moved.then_some(final_dir), reason, true).await;
             return verdict;
         }
 
@@ -409,7 +502,7 @@ impl Coordinator {
         let max = |f: fn(&AcknowledgeCheckpointRequest) -> u64| pending.acks.iter().map(f).max().unwrap_or(0);
         let done = CompletedCheckpoint {
             end_ms,
-            location: final_dir.display().to_string(),
+            location: final_dir.location(),
             state_size_bytes: pending.acks.iter().map(|a| a.state_size_bytes).sum(),
             alignment_ms: max(|a| a.alignment_ms),
             sync_ms: max(|a| a.sync_ms),
@@ -421,7 +514,7 @@ impl Coordinator {
             Ok(true) => {}
             Ok(false) | Err(_) => {
                 let reason = format!("cannot record checkpoint {} as completed", pending.id);
-                return self.abort_pending(ctx, pending, Some(final_dir), reason, true).await;
+                return self.abort_pending(ctx, pending, moved.then_some(final_dir), reason, true).await;
             }
         }
         let duration_ms = end_ms.saturating_sub(pending.trigger_ms);
@@ -460,22 +553,31 @@ impl Coordinator {
             tokio::spawn(notify);
         }
 
+        self.shared.completions += 1;
         match pending.kind {
             Kind::Savepoint { stop, .. } => {
+                self.shared.unreferenced(&shared_files);
                 if stop {
                     return Verdict::Stop;
                 }
             }
             Kind::Checkpoint => {
-                self.retained.push_back((pending.id, pending.dir));
+                self.shared.retain(&shared_files);
+                self.retained.push_back((pending.id, pending.dir, shared_files));
                 let keep = self.policy.as_ref().map_or(1, |p| p.retained) as usize;
                 while self.retained.len() > keep {
-                    let Some((id, dir)) = self.retained.pop_front() else { break };
-                    delete_dir(dir).await;
+                    let Some((id, dir, files)) = self.retained.pop_front() else { break };
+                    self.shared.release(&files);
+                    delete_dir(&dir).await;
                     if let Err(e) = ctx.store.discard_checkpoint(job_id, id).await {
                         tracing::warn!(job_id = %job_id, checkpoint = id, error = %e, "cannot record a discarded checkpoint");
                     }
                 }
+            }
+        }
+        for file in self.shared.collect() {
+            if let Err(e) = job_shared.delete(&file).await {
+                tracing::warn!(job_id = %job_id, file, error = %e, "cannot delete a shared checkpoint file");
             }
         }
         self.sweep().await;
@@ -510,15 +612,17 @@ impl Coordinator {
         &mut self,
         ctx: &Context,
         pending: Pending,
-        moved_to: Option<PathBuf>,
+        moved_to: Option<Storage>,
         reason: String,
         counts: bool,
     ) -> Verdict {
         let trigger = instant_of(pending.trigger_ms);
         self.schedule_next(Some(trigger));
-        delete_dir(pending.dir).await;
+        let uploaded: Vec<String> = pending.acks.iter().flat_map(|a| a.uploaded_shared_files.clone()).collect();
+        self.shared.unreferenced(&uploaded);
+        delete_dir(&pending.dir).await;
         if let Some(moved) = moved_to {
-            delete_dir(moved).await;
+            delete_dir(&moved).await;
         }
         self.sweep().await;
         let job_id = &self.job_id.clone();
@@ -565,12 +669,12 @@ impl Coordinator {
             self.sweep().await;
             return;
         }
-        for (id, _) in std::mem::take(&mut self.retained) {
+        for (id, _, _) in std::mem::take(&mut self.retained) {
             if let Err(e) = ctx.store.discard_checkpoint(job_id, id).await {
                 tracing::warn!(job_id = %job_id, checkpoint = id, error = %e, "cannot record a discarded checkpoint");
             }
         }
-        delete_dir(self.job_dir.clone()).await;
+        delete_dir(&self.job_dir).await;
     }
 }
 
@@ -578,26 +682,22 @@ impl Coordinator {
     /// Deletes every `chk-N` directory of the job that is neither retained nor in flight: what a task wrote
     /// for a checkpoint after it was aborted (its write was already under way) would be orphaned otherwise.
     async fn sweep(&self) {
-        let mut keep: BTreeSet<u64> = self.retained.iter().map(|(id, _)| *id).collect();
+        let mut keep: BTreeSet<u64> = self.retained.iter().map(|(id, _, _)| *id).collect();
         keep.extend(self.pending.as_ref().map(|p| p.id));
-        let job_dir = self.job_dir.clone();
-        let orphans = tokio::task::spawn_blocking(move || {
-            let Ok(entries) = std::fs::read_dir(&job_dir) else { return Vec::new() };
-            entries
-                .flatten()
-                .filter(|e| {
-                    let name = e.file_name();
-                    let id = name.to_str().and_then(|n| n.strip_prefix("chk-")).and_then(|n| n.parse::<u64>().ok());
-                    id.is_some_and(|id| !keep.contains(&id))
-                })
-                .map(|e| e.path())
-                .collect::<Vec<_>>()
-        })
-        .await
-        .unwrap_or_default();
-        for orphan in orphans {
-            tracing::info!(dir = %orphan.display(), "deleting the files of a checkpoint that did not complete");
-            delete_dir(orphan).await;
+        let names = match self.job_dir.list_dirs().await {
+            Ok(names) => names,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the job's checkpoints");
+                return;
+            }
+        };
+        for name in names {
+            let id = name.strip_prefix("chk-").and_then(|n| n.parse::<u64>().ok());
+            if id.is_some_and(|id| !keep.contains(&id)) {
+                let orphan = self.job_dir.child(&name);
+                tracing::info!(dir = %orphan.location(), "deleting the files of a checkpoint that did not complete");
+                delete_dir(&orphan).await;
+            }
         }
     }
 }
@@ -608,73 +708,39 @@ fn instant_of(wall_ms: u64) -> Instant {
     now.checked_sub(Duration::from_millis(now_ms().saturating_sub(wall_ms))).unwrap_or(now)
 }
 
-/// Writes `_metadata` into `dir` atomically (temporary file, sync, rename).
-fn write_metadata(dir: &Path, metadata: &CheckpointMetadata) -> std::io::Result<()> {
-    use std::io::Write;
-    let bytes = serde_json::to_vec_pretty(metadata).map_err(std::io::Error::other)?;
-    let temporary = dir.join(format!(".{METADATA_FILE}.tmp"));
-    let mut file = std::fs::File::create(&temporary)?;
-    file.write_all(&bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, dir.join(METADATA_FILE))
+/// Writes `_metadata` into `dir` atomically (a local file: temporary file, sync, rename).
+async fn write_metadata(dir: &Storage, metadata: &CheckpointMetadata) -> Result<(), StorageError> {
+    let bytes = serde_json::to_vec_pretty(metadata).map_err(|e| StorageError(e.to_string()))?;
+    dir.put(METADATA_FILE, bytes).await
 }
 
-/// Moves a directory (a rename; across file systems, a copy then a delete).
-fn move_dir(from: &Path, to: &Path) -> std::io::Result<()> {
-    if let Some(parent) = to.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    if to.exists() {
-        return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, format!("{} exists", to.display())));
-    }
-    if std::fs::rename(from, to).is_ok() {
-        return Ok(());
-    }
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        std::fs::copy(entry.path(), to.join(entry.file_name()))?;
-    }
-    std::fs::remove_dir_all(from)
-}
-
-/// Deletes a directory and everything in it, on a blocking thread; a missing one is fine.
-async fn delete_dir(dir: PathBuf) {
-    let shown = dir.display().to_string();
-    let result = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    })
-    .await;
-    match result {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(dir = %shown, error = %e, "cannot delete checkpoint files"),
-        Err(e) => tracing::warn!(dir = %shown, error = %e, "checkpoint deletion did not run"),
+/// Deletes a location and everything in it; a missing one is fine, a failure is logged.
+async fn delete_dir(dir: &Storage) {
+    if let Err(e) = dir.delete_all().await {
+        tracing::warn!(dir = %dir.location(), error = %e, "cannot delete checkpoint files");
     }
 }
 
 /// Reads a checkpoint's or savepoint's `_metadata` (`path` is its directory or the file itself) and checks
 /// that it can start `job`: same number of key groups, every vertex of the checkpoint still in the job,
 /// sources at their old parallelism, every snapshot file present. The error says what is wrong and where.
-pub fn plan_restore(path: &Path, job: &ValidatedJob) -> Result<RestoreSpec, String> {
-    let (dir, file) = if path.file_name().is_some_and(|n| n == METADATA_FILE) {
-        (path.parent().unwrap_or(Path::new(".")).to_path_buf(), path.to_path_buf())
-    } else {
-        (path.to_path_buf(), path.join(METADATA_FILE))
-    };
-    let bytes = std::fs::read(&file).map_err(|e| {
-        format!("cannot read {}: {e} (is {} a completed checkpoint or savepoint?)", file.display(), path.display())
-    })?;
+pub async fn plan_restore(path: &str, job: &ValidatedJob) -> Result<RestoreSpec, String> {
+    let trimmed = path.trim().trim_end_matches('/');
+    let location = trimmed.strip_suffix(METADATA_FILE).map_or(trimmed, |l| l.trim_end_matches('/'));
+    let dir = Storage::open(if location.is_empty() { "/" } else { location }).map_err(|e| e.to_string())?;
+    let file = dir.describe(METADATA_FILE);
+    let bytes =
+        dir.get(METADATA_FILE).await.map_err(|e| format!("{e} (is {path} a completed checkpoint or savepoint?)"))?;
     let metadata: CheckpointMetadata =
-        serde_json::from_slice(&bytes).map_err(|e| format!("{} is not checkpoint metadata: {e}", file.display()))?;
+        serde_json::from_slice(&bytes).map_err(|e| format!("{file} is not checkpoint metadata: {e}"))?;
     if metadata.format != METADATA_FORMAT {
-        return Err(format!(
-            "{}: metadata format {}; this build reads {METADATA_FORMAT}",
-            file.display(),
-            metadata.format
-        ));
+        return Err(format!("{file}: metadata format {}; this build reads {METADATA_FORMAT}", metadata.format));
     }
     let mut problems = Vec::new();
+    let shared = match &metadata.shared_dir {
+        Some(location) => Some(Storage::open(location).map_err(|e| format!("{file}: its shared folder: {e}"))?),
+        None => None,
+    };
     if metadata.max_parallelism != job.max_parallelism() {
         problems.push(format!(
             "the checkpoint has {} key groups (max_parallelism) and the job {}; they must be equal",
@@ -696,22 +762,35 @@ pub fn plan_restore(path: &Path, job: &ValidatedJob) -> Result<RestoreSpec, Stri
         }
     }
     for f in &metadata.files {
-        let path = dir.join(&f.file);
-        if f.file.contains('/') || f.file.contains("..") || !path.is_file() {
-            problems.push(format!("snapshot file {} is missing", path.display()));
+        let unsafe_name = f.file.contains('/') || f.file.contains("..") || f.file.is_empty();
+        if unsafe_name || !dir.exists(&f.file).await.map_err(|e| format!("cannot restore: {e}"))? {
+            problems.push(format!("snapshot file {} is missing", dir.describe(&f.file)));
+        }
+        for name in &f.shared {
+            let present = match &shared {
+                Some(shared) if !name.contains('/') && !name.contains("..") => {
+                    shared.exists(name).await.map_err(|e| format!("cannot restore: {e}"))?
+                }
+                _ => false,
+            };
+            if !present {
+                let shown = shared.as_ref().map_or_else(|| name.clone(), |s| s.describe(name));
+                problems.push(format!("shared file {shown} is missing"));
+            }
         }
     }
     if !problems.is_empty() {
-        return Err(format!("cannot restore from {}: {}", dir.display(), problems.join("; ")));
+        return Err(format!("cannot restore from {}: {}", dir.location(), problems.join("; ")));
     }
     Ok(RestoreSpec {
-        dir: std::path::absolute(&dir).unwrap_or(dir).display().to_string(),
+        dir: dir.location(),
         checkpoint_id: metadata.checkpoint_id,
         files: metadata
             .files
             .into_iter()
             .map(|f| SnapshotFile { file: f.file, subtask: f.subtask, vertex_ids: f.vertex_ids })
             .collect(),
+        shared_dir: metadata.shared_dir.unwrap_or_default(),
     })
 }
 
@@ -732,4 +811,58 @@ pub(crate) fn task_manager_addresses(
         }
     }
     (sources.into_iter().collect(), all.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    fn ack(shared: &[&str], uploaded: &[&str]) -> AcknowledgeCheckpointRequest {
+        AcknowledgeCheckpointRequest {
+            shared_files: files(shared),
+            uploaded_shared_files: files(uploaded),
+            ..Default::default()
+        }
+    }
+
+    /// A shared file is deleted only when no retained checkpoint references it and one more completion has
+    /// passed without it being referenced again; a checkpoint reusing a file that is gone is refused.
+    #[test]
+    fn shared_files_live_while_referenced_and_one_completion_longer() {
+        let mut registry = SharedRegistry::default();
+        // Checkpoint 1 uploads a and b; retained = 1.
+        assert_eq!(registry.missing(&[ack(&["a", "b"], &["a", "b"])]), None);
+        registry.completions += 1;
+        registry.retain(&files(&["a", "b"]));
+        assert!(registry.collect().is_empty());
+        // Checkpoint 2 reuses b, uploads c; checkpoint 1 is released: a waits one completion.
+        assert_eq!(registry.missing(&[ack(&["b", "c"], &["c"])]), None);
+        registry.completions += 1;
+        registry.retain(&files(&["b", "c"]));
+        registry.release(&files(&["a", "b"]));
+        assert!(registry.collect().is_empty(), "a was released just now");
+        // A task that had not heard of checkpoint 2 still references a in checkpoint 3: allowed, and a lives on.
+        assert_eq!(registry.missing(&[ack(&["a", "c"], &[])]), None);
+        registry.completions += 1;
+        registry.retain(&files(&["a", "c"]));
+        registry.release(&files(&["b", "c"]));
+        assert!(registry.collect().is_empty(), "a is referenced again, b was released just now");
+        // Checkpoint 4 references only c: b goes now, a one completion later.
+        registry.completions += 1;
+        registry.retain(&files(&["c"]));
+        registry.release(&files(&["a", "c"]));
+        assert_eq!(registry.collect(), files(&["b"]));
+        assert_eq!(registry.missing(&[ack(&["b"], &[])]), Some("b".to_string()), "b is gone");
+        registry.completions += 1;
+        assert_eq!(registry.collect(), files(&["a"]));
+        // An aborted checkpoint's uploads go at the next completion.
+        registry.unreferenced(&files(&["d"]));
+        registry.completions += 1;
+        assert_eq!(registry.collect(), files(&["d"]));
+        assert_eq!(registry.references.keys().cloned().collect::<Vec<_>>(), files(&["c"]));
+    }
 }

@@ -17,6 +17,7 @@ use crate::job::checkpoints::{plan_restore, Kind};
 use crate::job::{JobEvent, REPORT_FORWARD_TIMEOUT};
 use crate::store::{CheckpointRecord, CHECKPOINTS_LISTED_MAX};
 use crate::Context;
+use sluice_common::storage::Storage;
 
 /// The multipart field that carries a job file.
 const JOB_FILE_FIELD: &str = "job_file";
@@ -76,10 +77,7 @@ pub(super) async fn submit_job(
     let job = validate(graph).map_err(|e| rejected(e.problems()))?;
     let restore = match params.savepoint_path {
         Some(path) => {
-            let job = job.clone();
-            let planned = tokio::task::spawn_blocking(move || plan_restore(std::path::Path::new(&path), &job))
-                .await
-                .map_err(|e| ApiError::internal(e.to_string()))?;
+            let planned = plan_restore(&path, &job).await;
             Some(planned.map_err(|problem| rejected(&[problem]))?)
         }
         None => None,
@@ -322,10 +320,10 @@ async fn savepoint(ctx: &Context, job_id: &str, body: &[u8], stop: bool) -> Resu
         Some(dir) if dir.trim().is_empty() => {
             return Err(ApiError::new(StatusCode::BAD_REQUEST, "target_directory is empty"));
         }
-        Some(dir) => std::path::absolute(&dir)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("target_directory {dir}: {e}")))?
-            .join(savepoint_name(job_id)),
-        None => ctx.savepoint_dir.join(savepoint_name(job_id)),
+        Some(dir) => Storage::open(&dir)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("target_directory: {e}")))?
+            .child(&savepoint_name(job_id)),
+        None => ctx.savepoint_storage.child(&savepoint_name(job_id)),
     };
     let id = request_checkpoint(ctx, job_id, Kind::Savepoint { dir, stop }).await?;
     let body = json!({ "job_id": job_id, "trigger_id": id.to_string(), "status": "IN_PROGRESS" });

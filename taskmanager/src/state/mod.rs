@@ -32,7 +32,7 @@ mod rocksdb;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
 
-pub use self::rocksdb::{RocksDbBackend, RocksDbSettings};
+pub use self::rocksdb::{read_native_checkpoint, RocksDbBackend, RocksDbSettings};
 pub use heap::HeapBackend;
 use sluice_common::proto::StateBackend;
 
@@ -60,6 +60,12 @@ impl StateSettings {
                 bytes(config.rocksdb_block_cache_size),
             ),
         }
+    }
+
+    /// Where snapshots bound for an object store are written before they are uploaded, and restores
+    /// download to (`<state dir>/.checkpoint-spool`).
+    pub fn spool_dir(&self) -> PathBuf {
+        self.dir.join(".checkpoint-spool")
     }
 
     /// Opens the backend a keyed vertex's subtask uses; see [`StateSettings::open_for_job`].
@@ -155,6 +161,20 @@ pub trait DeferredSnapshot: Send {
     /// Visits every entry: state by state, in key order, as `visit(state name, key, value)`. An error from
     /// `visit` stops the walk and is returned.
     fn for_each(self: Box<Self>, visit: &mut EntryVisitor<'_>) -> Result<(), StateError>;
+
+    /// The files of a RocksDB native checkpoint, when the snapshot is one: what an incremental snapshot
+    /// stores instead of the entries.
+    fn native(&self) -> Option<NativeFiles<'_>> {
+        None
+    }
+}
+
+/// A RocksDB native checkpoint's directory, the id of the instance it comes from (its SST file names are
+/// unique within the instance, and immutable), and its (state name, column family) pairs.
+pub struct NativeFiles<'a> {
+    pub dir: &'a std::path::Path,
+    pub instance: &'a str,
+    pub states: &'a [(String, String)],
 }
 
 /// A deferred snapshot that is a copy in memory (the heap backend's).

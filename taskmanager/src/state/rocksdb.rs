@@ -25,8 +25,8 @@ use rocksdb::{
 use rocksdb::checkpoint::Checkpoint;
 
 use super::{
-    key_group_of_state_key, DeferredSnapshot, Entries, EntryVisitor, KeyedStateBackend, StateError, StateId,
-    StateSnapshot,
+    key_group_of_state_key, DeferredSnapshot, Entries, EntryVisitor, KeyedStateBackend, NativeFiles, StateError,
+    StateId, StateSnapshot,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -206,9 +206,28 @@ struct NativeSnapshot {
     /// (state name, column family), in registration order.
     states: Vec<(String, String)>,
     options: Options,
+    /// The instance's directory name (unique per instance).
+    instance: String,
+}
+
+/// Visits the entries of a RocksDB native checkpoint in `dir` (downloaded for a restore) as a deferred
+/// snapshot does, then removes `dir`.
+pub fn read_native_checkpoint(
+    dir: PathBuf,
+    states: Vec<(String, String)>,
+    settings: &RocksDbSettings,
+    visit: &mut EntryVisitor<'_>,
+) -> Result<(), StateError> {
+    let options = settings.options()?;
+    let snapshot = NativeSnapshot { dir: StateDir(dir), states, options, instance: String::new() };
+    Box::new(snapshot).for_each(visit)
 }
 
 impl DeferredSnapshot for NativeSnapshot {
+    fn native(&self) -> Option<NativeFiles<'_>> {
+        Some(NativeFiles { dir: &self.dir.0, instance: &self.instance, states: &self.states })
+    }
+
     fn for_each(self: Box<Self>, visit: &mut EntryVisitor<'_>) -> Result<(), StateError> {
         // Every column family with the instance's options: reading list state needs its merge operator.
         let families: Vec<ColumnFamilyDescriptor> =
@@ -336,7 +355,8 @@ impl KeyedStateBackend for RocksDbBackend {
             .create_checkpoint(&dir)
             .map_err(|e| StateError(format!("RocksDB checkpoint into {}: {e}", dir.display())))?;
         let states = self.states.iter().map(|s| (s.name.clone(), s.column_family.clone())).collect();
-        Ok(Box::new(NativeSnapshot { dir: StateDir(dir), states, options: self.options.clone() }))
+        let instance = self.dir.0.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        Ok(Box::new(NativeSnapshot { dir: StateDir(dir), states, options: self.options.clone(), instance }))
     }
 
     fn restore(&mut self, snapshot: &StateSnapshot, key_groups: RangeInclusive<u16>) -> Result<(), StateError> {

@@ -23,12 +23,13 @@ use sluice_common::job::ValidatedJob;
 use sluice_common::proto::{
     AcknowledgeCheckpointRequest, DeclineCheckpointRequest, OperatorSnapshot, RestoreSpec, TaskRef, TaskSnapshot,
 };
+use sluice_common::storage::Storage;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{
-    checkpoint_dir, read_snapshot_keeping, snapshot_file_name, write_snapshot, CheckpointCommand, CheckpointOutcome,
-    CheckpointReporter, SnapshotParts,
+    read_snapshot_keeping, snapshot_file_name, store_snapshot, CheckpointCommand, CheckpointOutcome,
+    CheckpointReporter, SharedFiles, SnapshotParts,
 };
 
 use crate::metrics::TaskCounters;
@@ -85,8 +86,8 @@ pub struct Task {
 pub struct TaskCheckpoints {
     /// The task, as acknowledgements name it.
     pub task: TaskRef,
-    /// The job's checkpoint directory (checkpoint N goes to `chk-N/` under it); None: no checkpoints.
-    pub dir: Option<PathBuf>,
+    /// The job's checkpoint location (checkpoint N goes to `chk-N/` under it); None: no checkpoints.
+    pub dir: Option<Storage>,
     /// Triggers (source tasks) and completions from the TaskManager.
     pub commands: mpsc::Receiver<CheckpointCommand>,
     /// Where acknowledgements and declines go.
@@ -100,7 +101,11 @@ pub struct TaskCheckpoints {
 /// The checkpoint state of a running task.
 struct Checkpointing {
     task: TaskRef,
-    dir: Option<PathBuf>,
+    dir: Option<Storage>,
+    /// Where a snapshot bound for an object store is written before it is uploaded.
+    spool: PathBuf,
+    /// The shared files of this task's incremental snapshots.
+    shared: Arc<std::sync::Mutex<SharedFiles>>,
     /// None once the TaskManager dropped its sender (the task is being torn down).
     commands: Option<mpsc::Receiver<CheckpointCommand>>,
     reporter: CheckpointReporter,
@@ -233,7 +238,7 @@ impl Runner {
         }
         let mut head = head;
         if let Some(restore) = &checkpoints.restore {
-            restore_chain(restore, job, plan, &vertices, &mut head, &mut operators).await?;
+            restore_chain(restore, job, plan, &vertices, state, &mut head, &mut operators).await?;
         }
         let offset = usize::from(matches!(head, Head::Source(_)));
         let channel_inputs = plan
@@ -255,6 +260,8 @@ impl Runner {
             checkpointing: Checkpointing {
                 task: checkpoints.task,
                 dir: checkpoints.dir,
+                spool: state.spool_dir(),
+                shared: Arc::default(),
                 commands: Some(checkpoints.commands),
                 reporter: checkpoints.reporter,
                 aligning: None,
@@ -386,6 +393,7 @@ impl Runner {
                 }
             }
             CheckpointCommand::Complete { id, done } => {
+                self.checkpointing.shared.lock().unwrap_or_else(|p| p.into_inner()).completed(id);
                 for index in 0..self.operators.len() {
                     self.operators[index]
                         .notify_checkpoint_complete(id)
@@ -493,7 +501,7 @@ impl Runner {
         let cp = &self.checkpointing;
         let (task, reporter) = (cp.task.clone(), cp.reporter.clone());
         let snapshot = match (snapshot, &cp.dir) {
-            (Ok(snapshot), Some(dir)) => (snapshot, checkpoint_dir(dir, id)),
+            (Ok(snapshot), Some(dir)) => (snapshot, dir.clone()),
             (Err(reason), _) => {
                 reporter(decline(&task, id, reason));
                 return Ok(());
@@ -514,6 +522,8 @@ impl Runner {
             .collect();
         let name = snapshot_file_name(task.chain, task.subtask);
         let cancel = self.cancel.clone();
+        let (spool, shared) = (cp.spool.clone(), cp.shared.clone());
+        let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
             let (parts, dir) = snapshot;
             if cancel.is_cancelled() {
@@ -521,8 +531,9 @@ impl Runner {
                 return;
             }
             let written = Instant::now();
-            let outcome = match write_snapshot(&dir, &name, parts) {
-                Ok(file) => {
+            let outcome = match store_snapshot(&dir, id, &spool, &name, parts, &shared, &runtime) {
+                Ok(stored) => {
+                    let file = &stored.written;
                     for (index, (gauge, bytes)) in gauges.iter().enumerate() {
                         let keyed =
                             file.keyed_bytes.iter().filter(|(i, _)| *i as usize == index).map(|(_, b)| *b).sum::<u64>();
@@ -532,7 +543,9 @@ impl Runner {
                         task: Some(task.clone()),
                         checkpoint_id: id,
                         state_file: name,
-                        state_size_bytes: file.size,
+                        state_size_bytes: stored.uploaded_bytes,
+                        shared_files: stored.shared,
+                        uploaded_shared_files: stored.uploaded_shared,
                         alignment_ms: alignment.as_millis() as u64,
                         sync_ms: sync.as_millis() as u64,
                         async_ms: written.elapsed().as_millis() as u64,
@@ -782,6 +795,7 @@ async fn restore_chain(
     job: &ValidatedJob,
     plan: &SubtaskPlan,
     vertices: &[&sluice_common::proto::Vertex],
+    state: &StateSettings,
     head: &mut Head,
     operators: &mut [Box<dyn Operator>],
 ) -> Result<(), TaskError> {
@@ -794,23 +808,49 @@ async fn restore_chain(
         .filter(|f| f.vertex_ids.iter().any(|v| ids.contains(&v.as_str())))
         .map(|f| (f.file.clone(), f.subtask == plan.subtask))
         .collect();
-    let dir = PathBuf::from(&restore.dir);
     let checkpoint = restore.checkpoint_id;
+    let failed = |e: String| TaskError::Operator(format!("cannot restore checkpoint {checkpoint}: {e}"));
+    let storage = Storage::open(&restore.dir).map_err(|e| failed(e.to_string()))?;
+    let spool = state.spool_dir();
+    let spool = spool.as_path();
+    // Local copies (the files themselves in a local directory; downloads from an object store).
+    let mut copies = Vec::with_capacity(files.len());
+    for (file, own) in files {
+        let copy = storage.fetch(&file, spool).await.map_err(|e| failed(e.to_string()))?;
+        copies.push((copy, storage.describe(&file), own));
+    }
     let chain = job.chains.get(plan.chain as usize).map_or(1, |c| c.parallelism);
     let range = sluice_common::keygroup::key_group_range(plan.subtask, chain, job.max_parallelism());
     let key_groups = range.start as u16..=range.end.saturating_sub(1) as u16;
     let mine = key_groups.clone();
-    let snapshots = tokio::task::spawn_blocking(move || {
+    let keep_groups = key_groups.clone();
+    let mut snapshots = tokio::task::spawn_blocking(move || {
         // Only this subtask's key groups are kept while reading: memory holds its share, not every file.
         let keep = |key: &[u8]| crate::state::key_group_of_state_key(key).is_some_and(|g| mine.contains(&g));
-        files
+        copies
             .into_iter()
-            .map(|(file, own)| read_snapshot_keeping(&dir.join(&file), &keep).map(|s| (s, own)))
+            .map(|(copy, shown, own)| {
+                // Errors name the file where it is stored, not the temporary download.
+                let local = copy.path().display().to_string();
+                read_snapshot_keeping(copy.path(), &keep)
+                    .map(|s| (s, own))
+                    .map_err(|e| e.to_string().replace(&local, &shown))
+            })
             .collect::<Result<Vec<_>, _>>()
     })
     .await
     .map_err(|e| TaskError::Operator(format!("restoring checkpoint {checkpoint}: {e}")))?
-    .map_err(|e| TaskError::Operator(format!("cannot restore checkpoint {checkpoint}: {e}")))?;
+    .map_err(failed)?;
+    for (snapshot, _) in &mut snapshots {
+        for operator in &mut snapshot.operators {
+            if let Some(native) = operator.rocksdb.take() {
+                let keyed = restore_native(&storage, &restore.shared_dir, native, state, keep_groups.clone())
+                    .await
+                    .map_err(|e| failed(format!("vertex '{}': {e}", operator.vertex_id)))?;
+                operator.keyed.extend(keyed);
+            }
+        }
+    }
     let of_vertex = |id: &str, own_only: bool| -> Vec<&OperatorSnapshot> {
         snapshots
             .iter()
@@ -834,6 +874,68 @@ async fn restore_chain(
         }
     }
     Ok(())
+}
+
+/// The entries of an incremental RocksDB snapshot whose key group is in `key_groups`: its files are
+/// downloaded into a directory of their own (SST files from `shared_dir`), which is opened read-only, read
+/// and removed.
+async fn restore_native(
+    storage: &Storage,
+    shared_dir: &str,
+    native: sluice_common::proto::RocksDbCheckpoint,
+    state: &StateSettings,
+    key_groups: std::ops::RangeInclusive<u16>,
+) -> Result<Vec<sluice_common::proto::KeyedStateSnapshot>, String> {
+    if native.state_names.len() != native.column_families.len() {
+        return Err("a RocksDB snapshot with unequal state names and column families".into());
+    }
+    let shared = match shared_dir {
+        "" => None,
+        location => Some(Storage::open(location).map_err(|e| e.to_string())?),
+    };
+    let dir = state.spool_dir().join(format!("restore-{}", uuid::Uuid::new_v4().simple()));
+    let downloaded = async {
+        for file in &native.files {
+            if file.name.is_empty() || file.name.contains('/') || file.name.contains("..") {
+                return Err(format!("a RocksDB snapshot names the file {:?}", file.name));
+            }
+            let target = dir.join(&file.name);
+            match (&shared, file.shared.is_empty()) {
+                (_, true) => storage.download_to(&file.private, &target).await,
+                (Some(shared), false) => shared.download_to(&file.shared, &target).await,
+                (None, false) => {
+                    return Err(format!("{} is shared, and the checkpoint names no shared folder", file.name))
+                }
+            }
+            .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = downloaded {
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(e);
+    }
+    let states: Vec<(String, String)> = native.state_names.into_iter().zip(native.column_families).collect();
+    let settings = state.rocksdb.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut out: Vec<sluice_common::proto::KeyedStateSnapshot> = states
+            .iter()
+            .map(|(name, _)| sluice_common::proto::KeyedStateSnapshot { name: name.clone(), ..Default::default() })
+            .collect();
+        let mut visit = |name: &str, key: &[u8], value: &[u8]| {
+            let mine = crate::state::key_group_of_state_key(key).is_some_and(|g| key_groups.contains(&g));
+            if let (true, Some(state)) = (mine, out.iter_mut().find(|s| s.name == name)) {
+                state.keys.push(key.to_vec());
+                state.values.push(value.to_vec());
+            }
+            Ok(())
+        };
+        crate::state::read_native_checkpoint(dir, states, &settings, &mut visit).map_err(|e| e.to_string())?;
+        Ok(out)
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }
 
 /// What woke a task waiting on its input gate.
