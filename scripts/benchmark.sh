@@ -20,6 +20,13 @@
 # row), checkpointed at the same interval. Each reports checkpoint durations (p50/p99 end to end, and of the
 # synchronous part), the first and the last checkpoint, and the largest state, from GET /jobs/{id}/checkpoints.
 #
+# Recovery (RECOVERY_KILLS, default 10; 0 skips): kill → every task of the new attempt RUNNING, p50 and max over
+# RECOVERY_KILLS kills, for (1) small state: `sluice-chaos` (release build) on a cluster of its own, killing a
+# random TaskManager of 3 every 6-8 s while an exactly-once windowed job runs (it also checks the output), and
+# (2) large state: the large_state_rocksdb job, unbounded, on this cluster; once it has deduplicated
+# RECOVERY_STATE_ROWS keys (~31 bytes of RocksDB state each), tm-1 is killed with SIGKILL and started again at
+# once, RECOVERY_KILLS times, each after a checkpoint completed since the last recovery.
+#
 # Usage: scripts/benchmark.sh
 # Environment: ROWS (default 20000000), PARALLELISMS (default "1 2"), BENCHMARK_TIMEOUT_S (default 1800),
 #              WORKLOADS (default "word_count windowed_heap windowed_rocksdb", see job_file),
@@ -27,7 +34,8 @@
 #              binaries already built instead of running cargo), LATENCY_SECONDS (default 60; 0 skips the
 #              latency runs), LATENCY_ROWS_PER_S (default 200000), CHECKPOINT_WORKLOADS (default
 #              "windowed_heap windowed_rocksdb large_state_rocksdb"; empty skips), CHECKPOINT_PARALLELISM
-#              (default 2), CHECKPOINT_INTERVAL_MS (default 1000), LARGE_STATE_ROWS (default 10000000).
+#              (default 2), CHECKPOINT_INTERVAL_MS (default 1000), LARGE_STATE_ROWS (default 10000000),
+#              RECOVERY_KILLS (default 10), RECOVERY_STATE_ROWS (default 36000000; 0 skips the large-state run).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -44,6 +52,8 @@ readonly CHECKPOINT_WORKLOADS="${CHECKPOINT_WORKLOADS-windowed_heap windowed_roc
 readonly CHECKPOINT_PARALLELISM="${CHECKPOINT_PARALLELISM:-2}"
 readonly CHECKPOINT_INTERVAL_MS="${CHECKPOINT_INTERVAL_MS:-1000}"
 readonly LARGE_STATE_ROWS="${LARGE_STATE_ROWS:-10000000}"
+readonly RECOVERY_KILLS="${RECOVERY_KILLS:-10}"
+readonly RECOVERY_STATE_ROWS="${RECOVERY_STATE_ROWS:-36000000}"
 readonly REGISTER_TIMEOUT_S=60
 readonly DIR=data/benchmark
 
@@ -109,17 +119,20 @@ job_file() {
 EOF
 }
 
-# large_state_job P: LARGE_STATE_ROWS distinct keys (n = 0, 1, ...) deduplicated on RocksDB: one state entry
-# per row, so the state grows through the run; a checkpoint every CHECKPOINT_INTERVAL_MS.
+# large_state_job P [ROWS]: ROWS (default LARGE_STATE_ROWS; "unbounded": no end) distinct keys (n = 0, 1, ...)
+# deduplicated on RocksDB: one state entry per row, so the state grows through the run; a checkpoint every
+# CHECKPOINT_INTERVAL_MS.
 large_state_job() {
-  local p="$1"
+  local p="$1" rows="${2:-$LARGE_STATE_ROWS}" bound
+  bound="\"rows\": $rows, "
+  [[ "$rows" == unbounded ]] && bound=""
   cat <<EOF
 {
   "name": "benchmark_large_state_rocksdb_p$p",
   "config": {"state_backend": "ROCKSDB",
              "checkpointing": {"interval_ms": $CHECKPOINT_INTERVAL_MS, "timeout_ms": 600000}},
   "vertices": [
-    {"id": "numbers", "parallelism": $p, "datagen": {"seed": 1, "rows": $LARGE_STATE_ROWS, "batch_size": 4096,
+    {"id": "numbers", "parallelism": $p, "datagen": {"seed": 1, ${bound}"batch_size": 4096,
       "columns": [{"name": "n", "sequence": {"start": 0}},
                   {"name": "payload", "words": {"min_words": 4, "max_words": 4}}]}},
     {"id": "dedup", "parallelism": $p, "deduplicate": {"keys": ["n"], "ttl_ms": 86400000}},
@@ -196,6 +209,72 @@ emit_latency() {
       return "?"
     }
     END { if (n == 0 || cum[n] == 0) print "? ? 0"; else print quantile(0.5), quantile(0.99), cum[n] }'
+}
+
+# forget_process PID: stop_cluster and check_processes no longer look after PID (it was killed on purpose).
+forget_process() {
+  local i
+  for i in "${!SLUICE_PIDS[@]}"; do
+    if [[ "${SLUICE_PIDS[$i]}" == "$1" ]]; then
+      unset 'SLUICE_PIDS[i]' 'SLUICE_NAMES[i]' 'SLUICE_LOGS[i]'
+    fi
+  done
+}
+
+# new_attempt_running JOB_ID ATTEMPT: whether the job is RUNNING in an attempt after ATTEMPT with every task
+# running.
+new_attempt_running() {
+  local details metrics
+  details="$("$SLUICE" status --json "$1")" || return 1
+  [[ "$(json_string status <<<"$details")" == RUNNING ]] || return 1
+  (($(json_number attempt <<<"$details") > $2)) || return 1
+  metrics="$(curl -fsS "http://$JM_REST/jobs/$1/metrics")" || return 1
+  grep -q '"state":"TASK_RUNNING"' <<<"$metrics" || return 1
+  ! grep -o '"state":"[A-Z_]*"' <<<"$metrics" | grep -vq TASK_RUNNING
+}
+
+# completed_checkpoints JOB_ID: how many checkpoints of the job completed.
+completed_checkpoints() {
+  curl -fsS "http://$JM_REST/jobs/$1/checkpoints" | grep -o '"completed":[0-9]*' | head -n 1 | cut -d: -f2
+}
+
+# source_rows JOB_ID: rows the job's generator emitted so far (its subtasks' records_out).
+source_rows() {
+  curl -fsS "http://$JM_REST/jobs/$1/metrics" | grep -o '"id":"numbers","operator":"datagen","parallelism":[0-9]*,"records_in":[0-9]*,"records_out":[0-9]*' \
+    | grep -o '"records_out":[0-9]*' | head -n 1 | cut -d: -f2
+}
+
+# recovery_kills JOB_ID KILLS: KILLS times, once a checkpoint completed since the last recovery, kills tm-1
+# with SIGKILL, starts it again at once, and measures kill → every task of a new attempt running. Prints the
+# durations in ms, one per line.
+recovery_kills() {
+  local job_id="$1" kills="$2" i attempt before start_ns deadline
+  for ((i = 1; i <= kills; i++)); do
+    before="$(completed_checkpoints "$job_id")"
+    deadline=$((SECONDS + RUN_TIMEOUT_S))
+    until (($(completed_checkpoints "$job_id") > before)); do
+      ((SECONDS < deadline)) || fail "job $job_id completed no checkpoint within ${RUN_TIMEOUT_S}s"
+      sleep 0.2
+    done
+    attempt="$("$SLUICE" status --json "$job_id" | json_number attempt)"
+    start_ns="$(date +%s%N)"
+    kill -KILL "$tm1_pid"
+    wait "$tm1_pid" 2>/dev/null || true
+    forget_process "$tm1_pid"
+    start_taskmanager "$BIN" "$DIR" tm-1 1
+    tm1_pid="$START_PID"
+    deadline=$((SECONDS + RUN_TIMEOUT_S))
+    until new_attempt_running "$job_id" "$attempt"; do
+      ((SECONDS < deadline)) || fail "job $job_id did not recover within ${RUN_TIMEOUT_S}s"
+      sleep 0.05
+    done
+    echo $((($(date +%s%N) - start_ns) / 1000000))
+  done
+}
+
+# distribution: "p50 max count" of the numbers on stdin.
+distribution() {
+  sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) { print "- - 0" } else { print v[int((NR + 1) / 2)], v[NR], NR } }'
 }
 
 # job_status JOB_ID: the job's status word.
@@ -280,6 +359,39 @@ for workload in $CHECKPOINT_WORKLOADS; do
   checkpoints+=("$workload $p $rows_per_s $report")
 done
 
+recoveries=()
+if ((RECOVERY_KILLS > 0 && RECOVERY_STATE_ROWS > 0)); then
+  p=2
+  section "Recovery, large state: large_state_rocksdb unbounded at parallelism $p until $RECOVERY_STATE_ROWS keys, then $RECOVERY_KILLS kills of tm-1"
+  large_state_job "$p" unbounded >"$DIR/job-recovery-large-state.json"
+  job_id="$("$SLUICE" submit --quiet "$DIR/job-recovery-large-state.json")"
+  deadline=$((SECONDS + RUN_TIMEOUT_S))
+  until (($(source_rows "$job_id" || echo 0) >= RECOVERY_STATE_ROWS)); do
+    ((SECONDS < deadline)) || fail "job $job_id did not reach $RECOVERY_STATE_ROWS keys within ${RUN_TIMEOUT_S}s"
+    check_processes
+    sleep 1
+  done
+  state_bytes="$(du -sb "$DIR/jobmanager/checkpoints/$job_id/shared" 2>/dev/null | cut -f1)"
+  info "$(source_rows "$job_id") keys deduplicated; ${state_bytes:-?} bytes in the job's shared checkpoint files"
+  # In this shell, not a pipeline's subshell: it replaces tm-1, whose new PID stop_cluster must know.
+  recovery_kills "$job_id" "$RECOVERY_KILLS" >"$DIR/recovery-large.txt"
+  read -r p50 max count <<<"$(distribution <"$DIR/recovery-large.txt")"
+  ok "large state (${state_bytes:-?} B of checkpointed SST files): kill → RUNNING p50 ${p50} ms, max ${max} ms over $count kills"
+  recoveries+=("large_state_rocksdb ${state_bytes:-?} $count $p50 $max")
+  "$SLUICE" cancel "$job_id" >/dev/null
+  "$SLUICE" wait "$job_id" --timeout 120 >/dev/null || [[ "$(job_status "$job_id")" == CANCELED ]] \
+    || fail "job $job_id did not cancel"
+fi
+if ((RECOVERY_KILLS > 0)); then
+  section "Recovery, small state: sluice-chaos (release build), $RECOVERY_KILLS TaskManager kills"
+  [[ -x "$BIN/sluice-chaos" ]] || fail "$BIN/sluice-chaos is missing; run without BENCHMARK_SKIP_BUILD to build it"
+  # One kill every 6-8 s of input: enough input for RECOVERY_KILLS of them.
+  SLUICE_BIN_DIR="$BIN" "$BIN/sluice-chaos" --duration $((RECOVERY_KILLS * 8 + 10)) --kill-every 6-8 \
+    --restart-after 1 --seed 1 | tee "$DIR/recovery-small.txt" || fail "the chaos run found lost or repeated records"
+  read -r p50 max count <<<"$(grep -o 'recovered in [0-9]* ms' "$DIR/recovery-small.txt" | grep -o '[0-9]*' | distribution)"
+  recoveries+=("windowed_heap(chaos) - $count $p50 $max")
+fi
+
 section "Results"
 printf '    %-18s %-12s %12s %14s\n' WORKLOAD PARALLELISM "TIME (ms)" "ROWS/S"
 for line in "${results[@]}"; do
@@ -303,6 +415,14 @@ if ((${#checkpoints[@]} > 0)); then
     read -r workload p rate done failed e50 e99 s50 s99 first last bytes <<<"$line"
     printf '    %-20s %3s %12s %5s %5s %8s %8s %9s %9s %8s %8s %14s\n' "$workload" "$p" "$rate" "$done" "$failed" \
       "$e50" "$e99" "$s50" "$s99" "$first" "$last" "$bytes"
+  done
+fi
+if ((${#recoveries[@]} > 0)); then
+  printf '\n    recovery: SIGKILL of a TaskManager → every task of the new attempt RUNNING, in ms\n'
+  printf '    %-24s %16s %6s %8s %8s\n' WORKLOAD "STATE (B)" KILLS P50 MAX
+  for line in "${recoveries[@]}"; do
+    read -r workload bytes count p50 max <<<"$line"
+    printf '    %-24s %16s %6s %8s %8s\n' "$workload" "$bytes" "$count" "$p50" "$max"
   done
 fi
 printf '\n    %-24s %12s\n' PROCESS "PEAK RSS (KiB)"

@@ -49,6 +49,8 @@ pub struct JobDetails {
     pub end_time: Option<u64>,
     pub failure_cause: Option<String>,
     pub status_reason: Option<String>,
+    pub restarts: u32,
+    pub last_recovery_ms: Option<u64>,
     pub vertices: Vec<VertexView>,
     pub remote_bytes_out: u64,
     pub remote_bytes_in: u64,

@@ -132,8 +132,19 @@ fn job_report(job: &JobDetails) -> String {
         fields.push(("Ended", format!("{} UTC", render::timestamp(end))));
     }
     fields.push(("Duration", render::job_duration(job.start_time, job.end_time)));
-    if let Some(reason) = job.status_reason.as_ref().or(job.failure_cause.as_ref()) {
+    if let Some(reason) = job.status_reason.as_ref() {
         fields.push(("Reason", reason.clone()));
+    } else if job.restarts == 0 {
+        if let Some(cause) = job.failure_cause.as_ref() {
+            fields.push(("Reason", cause.clone()));
+        }
+    }
+    if job.restarts > 0 {
+        let recovery = job.last_recovery_ms.map(|ms| format!(", last recovery took {ms} ms")).unwrap_or_default();
+        fields.push(("Restarts", format!("{}{recovery}", job.restarts)));
+        if let Some(cause) = job.failure_cause.as_ref().filter(|_| job.status_reason.is_none()) {
+            fields.push(("Last failure", cause.clone()));
+        }
     }
     fields.push((
         "Network",
@@ -375,6 +386,8 @@ mod tests {
             end_time: Some(1_700_000_002_500),
             failure_cause: Some("TaskManager tm-1 lost".into()),
             status_reason: None,
+            restarts: 0,
+            last_recovery_ms: None,
             vertices: vec![VertexView {
                 id: "count".into(),
                 operator: "aggregate".into(),

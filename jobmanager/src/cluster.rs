@@ -230,6 +230,29 @@ impl Cluster {
         lost
     }
 
+    /// Marks this incarnation of a TaskManager LOST at once, with `cause`: a call to it could not even
+    /// connect, so its process is gone, and waiting for the heartbeat timeout would only delay recovery.
+    /// Returns whether it was active until now.
+    pub fn mark_unreachable(&self, slot: &HeldSlot, cause: &str) -> bool {
+        let marked = {
+            let mut registry = self.lock();
+            let marked = match registry.task_managers.get_mut(&slot.task_manager) {
+                Some(entry) if entry.incarnation == slot.incarnation && entry.state == TaskManagerState::Active => {
+                    entry.state = TaskManagerState::Lost(format!("TaskManager {} lost ({cause})", slot.task_manager));
+                    entry.slots.clear();
+                    true
+                }
+                _ => false,
+            };
+            forget_oldest_lost(&mut registry);
+            marked
+        };
+        if marked {
+            self.notify();
+        }
+        marked
+    }
+
     /// Atomically takes `needed` free slots for `job` with the given placement; element `j` is the job's
     /// slot `j`.
     pub fn allocate(&self, job: &JobId, needed: u32, placement: Placement) -> Result<Vec<HeldSlot>, NotEnoughSlots> {

@@ -33,7 +33,6 @@ pub use config::{JobManagerConfig, Settings};
 
 use cluster::Cluster;
 use job::actor::JobActor;
-use job::restart::NoRestart;
 use job::{JobRegistry, JobShared};
 use metrics::Metrics;
 use store::{NewJob, Store};
@@ -79,7 +78,7 @@ impl Context {
         }
         let (shared, inbox) = JobShared::new(job_id.clone(), Arc::new(job), restore);
         self.jobs.insert(shared.clone());
-        let actor = JobActor::new(self.clone(), shared, inbox, Box::new(NoRestart));
+        let actor = JobActor::new(self.clone(), shared, inbox);
         tokio::spawn(actor.run());
         tracing::info!(job_id = %job_id, name = %new_job.name, "job submitted");
         Ok(job_id)
@@ -104,12 +103,6 @@ pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyho
         Store::open(&database_url).await.with_context(|| format!("cannot open the metadata store {database_url}"))?;
     let backend = store.backend_name().await.context("the metadata store")?;
     tracing::info!(backend = %backend, "metadata store open");
-    let closed =
-        job::recovery::close_unfinished_jobs(&store).await.context("cannot close the jobs of an earlier JobManager")?;
-    if !closed.is_empty() {
-        tracing::warn!(jobs = closed.len(), "closed unfinished jobs of an earlier JobManager");
-    }
-
     let failed = store.fail_in_progress_checkpoints(cluster::now_ms(), "the JobManager restarted").await?;
     if failed > 0 {
         tracing::warn!(checkpoints = failed, "failed the checkpoints an earlier JobManager left in progress");
@@ -131,6 +124,17 @@ pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyho
         savepoint_storage,
         shutdown: shutdown.clone(),
     });
+
+    let (resumed, closed) = job::recovery::resume_unfinished_jobs(&ctx)
+        .await
+        .context("cannot take over the jobs of an earlier JobManager")?;
+    if !resumed.is_empty() || !closed.is_empty() {
+        tracing::warn!(
+            resumed = resumed.len(),
+            closed = closed.len(),
+            "took over the unfinished jobs of an earlier JobManager"
+        );
+    }
 
     let rest_listener = tokio::net::TcpListener::bind(&config.rest_addr)
         .await

@@ -32,7 +32,14 @@ pub struct Metrics {
     pub checkpoint_size: IntGaugeVec,
     /// Checkpoints by job and result (`completed`, `failed`).
     pub checkpoints: IntCounterVec,
+    /// Restarts by job.
+    pub restarts: IntCounterVec,
+    /// Failure detected → every task of the next attempt RUNNING, by job.
+    pub recovery_duration: HistogramVec,
 }
+
+/// Buckets of `job_recovery_duration_seconds`: the goal is under 3 s for small state.
+const RECOVERY_DURATION_BUCKETS: &[f64] = &[0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0];
 
 /// Buckets of `checkpoint_duration_seconds`: from a few milliseconds (small heap state on local disk) to
 /// ten minutes (large state to object storage).
@@ -68,6 +75,17 @@ impl Metrics {
         )?;
         let checkpoints =
             IntCounterVec::new(Opts::new("checkpoints_total", "Checkpoints by job and result"), &["job", "result"])?;
+        let restarts = IntCounterVec::new(Opts::new("job_restarts_total", "Restarts of a job"), &["job"])?;
+        let recovery_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "job_recovery_duration_seconds",
+                "Time from a job's failure to every task of its next attempt running",
+            )
+            .buckets(RECOVERY_DURATION_BUCKETS.to_vec()),
+            &["job"],
+        )?;
+        registry.register(Box::new(restarts.clone()))?;
+        registry.register(Box::new(recovery_duration.clone()))?;
         registry.register(Box::new(checkpoint_duration.clone()))?;
         registry.register(Box::new(checkpoint_size.clone()))?;
         registry.register(Box::new(checkpoints.clone()))?;
@@ -92,6 +110,8 @@ impl Metrics {
             checkpoint_duration,
             checkpoint_size,
             checkpoints,
+            restarts,
+            recovery_duration,
         })
     }
 
@@ -100,6 +120,8 @@ impl Metrics {
         // A series never created needs no removal: the errors say only that.
         let _ = self.checkpoint_duration.remove_label_values(&[job_id]);
         let _ = self.checkpoint_size.remove_label_values(&[job_id]);
+        let _ = self.restarts.remove_label_values(&[job_id]);
+        let _ = self.recovery_duration.remove_label_values(&[job_id]);
         for result in ["completed", "failed"] {
             let _ = self.checkpoints.remove_label_values(&[job_id, result]);
         }

@@ -6,7 +6,8 @@
 //!
 //! Registration retries forever with capped exponential backoff, so a TaskManager may start before its
 //! JobManager. A heartbeat that fails, or that the JobManager answers with `registered = false` (it
-//! restarted, or declared us lost), sends the TaskManager back to registration.
+//! restarted, or declared us lost), sends the TaskManager back to registration. Every registration
+//! starts a new incarnation in the JobManager's eyes, so the tasks of the previous one are cancelled.
 //!
 //! Attempt fencing: the TaskManager remembers the newest attempt it saw per job and refuses deployments of
 //! older ones; a task's reports carry its attempt and the JobManager refuses stale ones.
@@ -163,6 +164,15 @@ impl TaskManager {
             match self.jobmanager.clone().register_task_manager(request).await {
                 Ok(response) => {
                     backoff = REGISTER_BACKOFF_MIN;
+                    // A registration starts a new incarnation: the JobManager counts every task of an earlier
+                    // one as gone (and restarts its jobs elsewhere), so none of them may go on writing.
+                    let cancelled = self.cancel_all();
+                    if cancelled > 0 {
+                        tracing::warn!(
+                            tasks = cancelled,
+                            "cancelled the tasks of this TaskManager's previous registration"
+                        );
+                    }
                     let interval = Duration::from_millis(response.get_ref().heartbeat_interval_ms.max(10));
                     tracing::info!(task_manager = %self.id, interval_ms = interval.as_millis() as u64, "registered with the JobManager");
                     if !self.heartbeat_until_lost(interval, &shutdown).await {
@@ -194,7 +204,14 @@ impl TaskManager {
             match self.jobmanager.clone().heartbeat(request).await {
                 Ok(response) if response.get_ref().registered => {}
                 Ok(_) => {
-                    tracing::warn!("the JobManager does not know this TaskManager; registering again");
+                    // The JobManager declared us lost (we were frozen or cut off for longer than the
+                    // heartbeat timeout) or restarted: its jobs have moved on without our tasks, which must
+                    // not write anything more. They are cancelled at once, before registering again.
+                    let cancelled = self.cancel_all();
+                    tracing::warn!(
+                        tasks_cancelled = cancelled,
+                        "the JobManager does not know this TaskManager; registering again"
+                    );
                     return true;
                 }
                 Err(status) => {
@@ -255,6 +272,20 @@ impl TaskManager {
             }
         }
         cancelled
+    }
+
+    /// Cancels every task of every job (see [`Self::cancel`]).
+    fn cancel_all(&self) -> usize {
+        let jobs: std::collections::BTreeSet<String> = {
+            let tasks = self.tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let executions = self.executions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            tasks
+                .values()
+                .map(|t| t.task.job_id.clone())
+                .chain(executions.open.keys().map(|(j, _)| j.clone()))
+                .collect()
+        };
+        jobs.iter().map(|job| self.cancel(job, u32::MAX)).sum()
     }
 
     /// Sends a command made by `command` to each task of `job_id`'s `attempt` (only sources when
@@ -320,7 +351,7 @@ impl TaskManager {
     }
 
     fn deploy(self: &Arc<Self>, request: DeployTasksRequest) -> Result<usize, Status> {
-        {
+        let superseded = {
             let mut attempts = self.attempts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             let newest = attempts.entry(request.job_id.clone()).or_insert(request.attempt);
             if request.attempt < *newest {
@@ -329,7 +360,18 @@ impl TaskManager {
                     request.job_id, request.attempt, newest
                 )));
             }
+            let superseded = *newest < request.attempt;
             *newest = request.attempt;
+            superseded
+        };
+        if superseded {
+            // Fencing: whatever is left here of an earlier attempt (its cancel may have been lost with the
+            // JobManager's connection) stops now, before the new attempt's tasks start.
+            let cancelled = self.cancel(&request.job_id, request.attempt - 1);
+            if cancelled > 0 {
+                tracing::warn!(job = %request.job_id, attempt = request.attempt, tasks = cancelled,
+                    "cancelled tasks of an earlier attempt");
+            }
         }
         let graph = request.graph.clone().ok_or_else(|| Status::invalid_argument("the deployment has no job graph"))?;
         let job =

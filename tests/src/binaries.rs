@@ -4,7 +4,7 @@
 //! runner (`scripts/test.sh`) runs `cargo build --bins` first, and the tests look for the result:
 //! 1. `$SLUICE_BIN_DIR`, when set (to test a release build or an installed copy);
 //! 2. the profile directory this test executable was built into (`<target>/debug/deps/<test>` → `<target>/debug`),
-//!    which is right for `cargo test` and `cargo nextest` alike;
+//!    which is right for `cargo test` and `cargo nextest` alike, or that holds this binary (`sluice-chaos`);
 //! 3. `$CARGO_TARGET_DIR/debug`.
 use std::path::{Path, PathBuf};
 
@@ -40,9 +40,12 @@ fn candidate_dirs() -> Vec<PathBuf> {
         dirs.push(PathBuf::from(dir));
     }
     if let Ok(exe) = std::env::current_exe() {
-        // <target>/debug/deps/<test binary>: the binaries sit one level above `deps`.
-        if let Some(profile_dir) = exe.parent().filter(|d| d.ends_with("deps")).and_then(Path::parent) {
-            dirs.push(profile_dir.to_path_buf());
+        // <target>/debug/deps/<test binary>: the binaries sit one level above `deps`; a binary of this
+        // package (`sluice-chaos`) sits beside them.
+        match exe.parent() {
+            Some(deps) if deps.ends_with("deps") => dirs.extend(deps.parent().map(Path::to_path_buf)),
+            Some(profile_dir) => dirs.push(profile_dir.to_path_buf()),
+            None => {}
         }
     }
     if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {

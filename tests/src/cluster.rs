@@ -137,7 +137,8 @@ impl Cluster {
             .prefix("sluice-test-")
             .tempdir()
             .unwrap_or_else(|e| panic!("cannot create the test directory: {e}"));
-        let job_manager = spawn_job_manager(dir.path(), &spec).unwrap_or_else(|e| panic!("{e:#}"));
+        let ports = ("127.0.0.1:0", "127.0.0.1:0");
+        let job_manager = spawn_job_manager(dir.path(), &spec, ports).unwrap_or_else(|e| panic!("{e:#}"));
         let http = reqwest::blocking::Client::builder()
             .timeout(HTTP_TIMEOUT)
             .build()
@@ -176,16 +177,16 @@ impl Cluster {
         &self.rpc_address
     }
 
-    /// Kills the JobManager (SIGKILL) and starts a new one with the same data directory and environment, and
-    /// returns once it has written its address file. It binds new ports: TaskManagers started before keep
-    /// dialing the old RPC address, so this is for tests of what the JobManager itself keeps.
+    /// Kills the JobManager (SIGKILL) and starts a new one with the same data directory and environment on
+    /// the same ports (so the TaskManagers find it again), and returns once it has written its address file.
     pub fn restart_job_manager(&mut self) {
         self.job_manager.kill();
         let address_file = self.dir().join("jobmanager").join("jobmanager.addr");
         if let Err(e) = std::fs::remove_file(&address_file) {
             assert!(e.kind() == std::io::ErrorKind::NotFound, "cannot remove {}: {e}", address_file.display());
         }
-        self.job_manager = spawn_job_manager(self.dir(), &self.spec).unwrap_or_else(|e| panic!("{e:#}"));
+        let ports = (self.rest_address.as_str(), self.rpc_address.as_str());
+        self.job_manager = spawn_job_manager(self.dir(), &self.spec, ports).unwrap_or_else(|e| panic!("{e:#}"));
         self.await_job_manager_address().unwrap_or_else(|e| panic!("{e:#}"));
     }
 
@@ -229,6 +230,31 @@ impl Cluster {
     /// Kills TaskManager `index` with SIGKILL (as a crash would) and reaps it.
     pub fn kill_task_manager(&mut self, index: usize) {
         self.task_manager_mut(index).process.kill();
+    }
+
+    /// Keeps the cluster's directory (logs, data, output) when the cluster is dropped, and says where.
+    pub fn keep_directory(&mut self) {
+        self.dir.disable_cleanup(true);
+        eprintln!("the cluster's directory is kept: {}", self.dir().display());
+    }
+
+    /// Freezes TaskManager `index` with SIGSTOP: alive but silent, as a process stuck in a long pause.
+    pub fn freeze_task_manager(&mut self, index: usize) {
+        self.signal_task_manager(index, "STOP");
+    }
+
+    /// Lets a frozen TaskManager `index` go on with SIGCONT.
+    pub fn thaw_task_manager(&mut self, index: usize) {
+        self.signal_task_manager(index, "CONT");
+    }
+
+    fn signal_task_manager(&mut self, index: usize, signal: &str) {
+        let pid = self.task_manager_pid(index).to_string();
+        let status = std::process::Command::new("kill")
+            .args([format!("-{signal}").as_str(), pid.as_str()])
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run kill -{signal} {pid}: {e}"));
+        assert!(status.success(), "kill -{signal} {pid} failed: {status}");
     }
 
     /// Starts TaskManager `index` again with the same id and directory (killing it first if it still runs),
@@ -520,14 +546,14 @@ impl Drop for Cluster {
     }
 }
 
-fn spawn_job_manager(dir: &Path, spec: &ClusterSpec) -> anyhow::Result<Process> {
+/// Starts a JobManager binding `(rest, rpc)` (port 0: any free port).
+fn spawn_job_manager(dir: &Path, spec: &ClusterSpec, (rest, rpc): (&str, &str)) -> anyhow::Result<Process> {
     let program = binaries::binary(binaries::JOB_MANAGER)?;
     let data_dir = dir.join("jobmanager");
-    let args =
-        ["--rest-addr", "127.0.0.1:0", "--rpc-addr", "127.0.0.1:0", "--data-dir", &data_dir.display().to_string()]
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+    let args = ["--rest-addr", rest, "--rpc-addr", rpc, "--data-dir", &data_dir.display().to_string()]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     let env = environment(spec);
     Process::spawn(Launch { name: "jobmanager", program: &program, args, env: &env, cwd: dir, log_dir: dir })
 }

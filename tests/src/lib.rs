@@ -29,9 +29,11 @@
 //! - [`wait`]: polling with a deadline.
 //! - [`prometheus`]: parsing the Prometheus text format of `GET /metrics`.
 //! - [`sink`]: reading what the file sink wrote.
+//! - [`windows`]: the windowed exactly-once job, its expected output, and what its sink committed.
 //! - [`memory`]: the resident memory of a process, from `/proc`.
 //! - [`postgres`], [`s3`]: PostgreSQL and S3 servers of a test's own, to stop and start.
 //! - [`binaries`]: where the binaries under test are found.
+//! - [`chaos`]: chaos runs (random kills of TaskManagers and the JobManager, then an exact output check).
 //!
 //! ## Panics
 //! Helpers whose failure means the test failed (the cluster did not start, a request the test relies on
@@ -40,6 +42,7 @@
 #![warn(missing_docs)]
 
 pub mod binaries;
+pub mod chaos;
 pub mod cluster;
 pub mod memory;
 pub mod postgres;
@@ -48,6 +51,7 @@ pub mod prometheus;
 pub mod s3;
 pub mod sink;
 pub mod wait;
+pub mod windows;
 
 pub use cluster::{CliOutput, Cluster, ClusterSpec};
 pub use process::Process;

@@ -231,20 +231,27 @@ fn periodic_checkpoints_complete_are_retained_and_deleted_on_cancel() {
     assert_eq!(after["counts"]["in_progress"], 0, "{after}");
 }
 
+/// Past its tolerance, failing checkpoints fail the attempt; the restart strategy (here: one fixed-delay
+/// restart) restarts it, the new attempt's tolerance starts over, and it fails the same way.
 #[test]
 fn checkpoints_that_keep_failing_fail_the_job_past_its_tolerance() {
     // Snapshots cannot be written under a path that goes through a file: every task declines.
     let spec = ClusterSpec::default().env("CHECKPOINT_DIR", "/dev/null/checkpoints");
     let mut cluster = Cluster::start(spec);
-    let job = windowed_job("cannot checkpoint", json!({"interval_ms": 100, "tolerable_failures": 1}));
+    let mut job = windowed_job("cannot checkpoint", json!({"interval_ms": 100, "tolerable_failures": 1}));
+    job["config"]["restart_strategy"] = json!({"strategy": "FIXED_DELAY", "attempts": 1, "delay_ms": 100});
     let id = cluster.submit_json(&job);
     cluster.wait_for_status(&id, "FAILED", TIMEOUT);
     let details = cluster.job(&id);
     let cause = details["failure_cause"].as_str().unwrap_or_default();
     assert!(cause.contains("2 consecutive checkpoints failed"), "{details}");
+    assert!(cause.contains("fixed-delay restart strategy: all 1 restarts used"), "{details}");
+    assert_eq!(details["restarts"], 1, "{details}");
+    assert_eq!(details["attempt"], 2, "{details}");
     assert!(cause.contains("cannot write the snapshot") && cause.contains("/dev/null/checkpoints"), "{details}");
     let answer = checkpoints(&cluster, &id);
-    assert_eq!(answer["counts"]["failed"], 2, "{answer}");
+    // Two per attempt.
+    assert_eq!(answer["counts"]["failed"], 4, "{answer}");
     assert_eq!(answer["counts"]["completed"], 0, "{answer}");
     let failure = answer["latest"]["failed"]["failure"].as_str().unwrap_or_default();
     assert!(failure.contains("declined"), "{answer}");

@@ -16,82 +16,13 @@ use serde_json::{json, Value};
 use sluice_tests::s3::{S3Server, BUCKET};
 use sluice_tests::sink::{as_u64, part_files, read_rows};
 use sluice_tests::wait::{poll_until, Progress};
+use sluice_tests::windows::{
+    assert_exactly, assert_subset, checkpointed_job_on, committed, expected, job, windows_in, Windows, ROWS,
+    ROWS_PER_SECOND,
+};
 use sluice_tests::{Cluster, ClusterSpec, JobId};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
-const ROWS: i64 = 24_000;
-const ROWS_PER_SECOND: f64 = 3_000.0;
-const START: i64 = 1_700_000_000_000;
-const KEYS: i64 = 7;
-const WINDOW_MS: i64 = 1_000;
-
-/// (key, window start ms) → (rows, sum of n).
-type Windows = BTreeMap<(i64, i64), (u64, i64)>;
-
-fn job(backend: &str, window_parallelism: u32, sink: &Path) -> Value {
-    json!({
-        "name": "savepointed windows",
-        "config": {"state_backend": backend},
-        "vertices": [
-            {"id": "numbers", "parallelism": 2, "event_time": {"column": "ts", "monotonous": {}},
-             "datagen": {"seed": 1, "rows": ROWS, "rows_per_second": ROWS_PER_SECOND, "batch_size": 50,
-                "columns": [{"name": "n", "sequence": {"start": 0}},
-                            {"name": "ts", "event_time": {"start_ms": START, "step_ms": 1}}]}},
-            {"id": "keyed", "parallelism": 2, "select": {"columns": [
-                {"name": "k", "expr": "n % 7"}, {"name": "n", "expr": "n"}, {"name": "ts", "expr": "ts"}]}},
-            {"id": "count", "parallelism": window_parallelism, "window": {"keys": ["k"],
-                "tumbling": {"size_ms": WINDOW_MS},
-                "aggregates": [{"function": "count", "name": "rows"}, {"function": "sum", "argument": "n", "name": "total"}]}},
-            {"id": "sink", "parallelism": window_parallelism, "file_sink": {"path": sink.display().to_string()}}
-        ],
-        "edges": [
-            {"from": "numbers", "to": "keyed"},
-            {"from": "keyed", "to": "count", "partitioning": "HASH", "key": ["k"]},
-            {"from": "count", "to": "sink"}
-        ]
-    })
-}
-
-/// The windows an uninterrupted run emits, computed without the engine.
-fn expected() -> Windows {
-    let mut windows = Windows::new();
-    for n in 0..ROWS {
-        let ts = START + n;
-        let entry = windows.entry((n % KEYS, ts - ts.rem_euclid(WINDOW_MS))).or_default();
-        entry.0 += 1;
-        entry.1 += n;
-    }
-    windows
-}
-
-fn millis(text: &str) -> i64 {
-    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S"]
-        .iter()
-        .find_map(|format| chrono::NaiveDateTime::parse_from_str(text, format).ok())
-        .unwrap_or_else(|| panic!("not a timestamp: {text}"))
-        .and_utc()
-        .timestamp_millis()
-}
-
-/// Every window row of a sink directory; a window written twice fails the test.
-fn windows_in(dir: &Path, into: &mut Windows) {
-    for file in part_files(dir).unwrap_or_else(|e| panic!("{e:#}")) {
-        for row in read_rows(&file).unwrap_or_else(|e| panic!("{e:#}")) {
-            let key = row["k"].as_i64().unwrap_or_else(|| panic!("no k in {row:?}"));
-            let start = millis(row["window_start"].as_str().unwrap_or_else(|| panic!("no window_start in {row:?}")));
-            let rows = as_u64(&row, "rows").unwrap_or_else(|e| panic!("{e:#}"));
-            let total = row["total"].as_i64().unwrap_or_else(|| panic!("no total in {row:?}"));
-            if let Some(earlier) = into.insert((key, start), (rows, total)) {
-                panic!(
-                    "window ({key}, {start}) emitted twice: {earlier:?} and {:?} ({})",
-                    (rows, total),
-                    file.display()
-                );
-            }
-        }
-    }
-}
-
 fn sink_records(cluster: &Cluster, id: &JobId) -> u64 {
     let metrics = cluster.job_metrics(id);
     let vertices = metrics["vertices"].as_array().cloned().unwrap_or_default();
@@ -282,9 +213,9 @@ fn stop_and_resume_with_postgresql_and_s3() {
 /// Checkpoints in S3, incremental on RocksDB: a TaskManager killed with SIGKILL, the job restarted from its
 /// latest checkpoint there (its SST files under the job's `shared/`).
 #[test]
-fn after_kill_9_a_restart_from_the_latest_incremental_checkpoint_in_s3_loses_and_repeats_nothing() {
+fn after_kill_9_the_job_restarts_from_the_latest_incremental_checkpoint_in_s3_losing_and_repeating_nothing() {
     let (s3, spec) = postgres_and_s3("sluice_s3_kill");
-    kill_9_and_restart_from_the_latest_checkpoint(spec, "ROCKSDB", &|l| s3.local_path(l));
+    kill_9_and_recover_from_the_latest_checkpoint(spec, "ROCKSDB", &|l| s3.local_path(l));
 }
 
 fn copy_dir(from: &Path, to: &Path) -> PathBuf {
@@ -313,37 +244,6 @@ fn first_snapshot(dir: &Path) -> PathBuf {
 /// The same job with a checkpoint every 200 ms: its file sink commits on checkpoint completion.
 fn checkpointed_job(sink: &Path) -> Value {
     checkpointed_job_on("HEAP", sink)
-}
-
-fn checkpointed_job_on(backend: &str, sink: &Path) -> Value {
-    let mut job = job(backend, 2, sink);
-    job["config"]["checkpointing"] = json!({"interval_ms": 200, "retained": 3});
-    job
-}
-
-/// Committed windows in `dir`, and whether any uncommitted (hidden) file is there.
-fn committed(dir: &Path) -> (Windows, bool) {
-    let mut windows = Windows::new();
-    if !dir.exists() {
-        return (windows, false); // The sink has not opened its first file yet.
-    }
-    windows_in(dir, &mut windows);
-    let hidden = std::fs::read_dir(dir)
-        .map(|entries| entries.flatten().any(|e| e.file_name().to_string_lossy().starts_with('.')))
-        .unwrap_or(false);
-    (windows, hidden)
-}
-
-/// Every committed window must be one of the expected ones, with its final value.
-fn assert_subset(windows: &Windows, expected: &Windows) {
-    for (window, value) in windows {
-        assert_eq!(expected.get(window), Some(value), "committed window {window:?} is not one of the expected");
-    }
-}
-
-fn assert_exactly(windows: &Windows, expected: &Windows) {
-    assert_eq!(windows.len(), expected.len(), "committed windows");
-    assert_subset(windows, expected);
 }
 
 /// With checkpointing, the file sink commits per checkpoint: readers see only committed windows, never a
@@ -390,15 +290,16 @@ fn resume_and_check_everything_committed_once(
     assert!(!hidden, "uncommitted files left in {}", sink.display());
 }
 
-/// A TaskManager killed with SIGKILL fails the job; started again from its latest completed checkpoint
-/// into the same directory, it neither loses nor repeats a window: what was pre-committed for that
-/// checkpoint is committed, and what was written after it is discarded and written again.
+/// A TaskManager killed with SIGKILL fails the job's attempt; the job restarts by itself from its latest
+/// completed checkpoint, into the same directory, and neither loses nor repeats a window: what was
+/// pre-committed for that checkpoint is committed, and what was written after it is discarded and written
+/// again.
 #[test]
-fn after_kill_9_a_restart_from_the_latest_checkpoint_loses_and_repeats_nothing() {
-    kill_9_and_restart_from_the_latest_checkpoint(ClusterSpec::default(), "HEAP", &local);
+fn after_kill_9_the_job_restarts_from_the_latest_checkpoint_and_loses_and_repeats_nothing() {
+    kill_9_and_recover_from_the_latest_checkpoint(ClusterSpec::default(), "HEAP", &local);
 }
 
-fn kill_9_and_restart_from_the_latest_checkpoint(spec: ClusterSpec, backend: &str, path_of: &dyn Fn(&str) -> PathBuf) {
+fn kill_9_and_recover_from_the_latest_checkpoint(spec: ClusterSpec, backend: &str, path_of: &dyn Fn(&str) -> PathBuf) {
     let mut cluster = Cluster::start(spec);
     let sink = cluster.dir().join("exactly-once");
     let expected = expected();
@@ -415,18 +316,17 @@ fn kill_9_and_restart_from_the_latest_checkpoint(spec: ClusterSpec, backend: &st
         }
     })
     .unwrap_or_else(|e| panic!("{e:#}"));
+    let answer = cluster.get(&format!("/jobs/{}/checkpoints", id.0));
+    let latest = answer["latest"]["completed"]["location"].as_str().unwrap_or_else(|| panic!("{answer}")).to_string();
+    let latest_id = answer["latest"]["completed"]["id"].as_u64().unwrap_or_else(|| panic!("{answer}"));
     cluster.kill_task_manager(0);
-    cluster.wait_for_status(&id, "FAILED", TIMEOUT);
     let (before, _) = committed(&sink);
     assert_subset(&before, &expected);
     assert!(before.len() < expected.len(), "the kill came mid-stream");
 
-    let answer = cluster.get(&format!("/jobs/{}/checkpoints", id.0));
-    let latest = answer["latest"]["completed"]["location"].as_str().unwrap_or_else(|| panic!("{answer}"));
-    assert!(path_of(latest).join("_metadata").is_file(), "a failed job keeps its checkpoints: {latest}");
     if backend == "ROCKSDB" {
         // Incremental: the windows' SST files are in the job's shared folder, referenced from the metadata.
-        let bytes = std::fs::read(path_of(latest).join("_metadata")).unwrap_or_else(|e| panic!("{e}"));
+        let bytes = std::fs::read(path_of(&latest).join("_metadata")).unwrap_or_else(|e| panic!("{e}"));
         let metadata: Value = serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{e}"));
         let shared_dir = metadata["shared_dir"].as_str().unwrap_or_else(|| panic!("no shared_dir: {metadata}"));
         let shared: Vec<&str> = metadata["files"]
@@ -442,13 +342,33 @@ fn kill_9_and_restart_from_the_latest_checkpoint(spec: ClusterSpec, backend: &st
             assert!(path_of(shared_dir).join(file).is_file(), "{shared_dir}/{file} is stored");
         }
     }
-    resume_and_check_everything_committed_once(
-        &mut cluster,
-        &checkpointed_job_on(backend, &sink),
-        &sink,
-        latest,
-        &expected,
+
+    // The restart really happened, every task runs again, and the state came from a checkpoint no older
+    // than the one completed before the kill (a newer one may have completed between the two reads).
+    let details = poll_until("the job to restart and run every task again", TIMEOUT, || {
+        let details = cluster.job(&id);
+        anyhow::ensure!(details["status"] != "FAILED", "the job failed instead of restarting: {details}");
+        let restarted = details["restarts"].as_u64().unwrap_or(0) >= 1;
+        Ok(if restarted && details["last_recovery_ms"].is_u64() {
+            Progress::Ready(details)
+        } else {
+            Progress::Pending(details["status"].to_string())
+        })
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let restored =
+        details["restored_checkpoint"].as_u64().unwrap_or_else(|| panic!("no restored checkpoint: {details}"));
+    assert!(restored >= latest_id, "restored checkpoint {restored}, but {latest_id} had completed: {details}");
+    let cause = details["failure_cause"].as_str().unwrap_or_default();
+    assert!(
+        cause.contains(cluster.task_manager_id(0)) || cause.contains("failed"),
+        "the cause names the loss: {details}"
     );
+
+    cluster.wait_for_status(&id, "FINISHED", TIMEOUT);
+    let (all, hidden) = committed(&sink);
+    assert_exactly(&all, &expected);
+    assert!(!hidden, "uncommitted files left in {}", sink.display());
 }
 
 /// The running (non-windowed) aggregate checkpoints its groups too: a count and sum per key, stopped with

@@ -9,6 +9,7 @@ pub mod builder;
 pub mod chain;
 pub mod checkpoint;
 mod parse;
+pub mod restart;
 mod validate;
 
 use std::fmt;

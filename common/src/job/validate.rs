@@ -114,6 +114,11 @@ impl ValidatedJob {
     pub fn checkpoint_policy(&self) -> Option<super::checkpoint::CheckpointPolicy> {
         self.config().checkpointing.as_ref().and_then(super::checkpoint::CheckpointPolicy::of)
     }
+    /// The job's restart strategy; `checkpoints` says whether the job takes checkpoints (its own policy
+    /// or the JobManager's interval), which decides the default.
+    pub fn restart_policy(&self, checkpoints: bool) -> super::restart::RestartPolicy {
+        super::restart::RestartPolicy::of(self.config().restart_strategy.as_ref(), checkpoints)
+    }
     /// The vertex with this id.
     pub fn vertex(&self, id: &str) -> Option<&proto::Vertex> {
         self.graph.vertices.iter().find(|v| v.id == id)
@@ -245,6 +250,9 @@ fn normalize_config(mut config: JobConfig, problems: &mut Vec<String>) -> JobCon
     }
     if let Some(checkpointing) = config.checkpointing.as_mut() {
         super::checkpoint::normalize(checkpointing, problems);
+    }
+    if let Some(restart) = config.restart_strategy.as_ref() {
+        super::restart::check(restart, problems);
     }
     config
 }

@@ -9,8 +9,11 @@
 //! 2. RUNNING: follow task reports and TaskManager losses until every task finished (→ FINISHED), a task
 //!    failed or a TaskManager was lost (→ FAILING), or a cancel was requested (→ CANCELLING).
 //! 3. FAILING / CANCELLING: cancel every task, wait (bounded by the cancel timeout) until every task is
-//!    terminal or its TaskManager is gone, then FAILED (after asking the restart strategy) / CANCELED.
-//! 4. Terminal: release the slots, store the final metrics, leave the registry.
+//!    terminal or its TaskManager is gone, then CANCELED, or ask the restart strategy: RESTARTING or FAILED.
+//! 4. RESTARTING: release the slots, wait the strategy's delay, take slots again (a TaskManager that
+//!    restarted offers fresh ones), and deploy the next attempt from the latest completed checkpoint
+//!    (falling back to an older retained one if its files are gone) → RUNNING, or FAILING.
+//! 5. Terminal: release the slots, store the final metrics, leave the registry.
 //!
 //! On shutdown the actor returns wherever it is; the job stays unfinished in the store, and the next
 //! JobManager deals with it ([`super::recovery`]).
@@ -20,16 +23,19 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use sluice_common::ids::{Attempt, ChainIndex, ExecutionId, SubtaskIndex};
+use sluice_common::job::checkpoint::CheckpointPolicy;
+use sluice_common::job::ValidatedJob;
 use sluice_common::proto::{
-    CancelTasksRequest, DeployTasksRequest, SubtaskPlacement, TaskManagerAddress, TaskState, TaskStateReport,
+    CancelTasksRequest, DeployTasksRequest, RestoreSpec, SubtaskPlacement, TaskManagerAddress, TaskState,
+    TaskStateReport,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::checkpoints::{task_manager_addresses, Coordinator, Deployment, Verdict};
-use super::restart::{RestartDecision, RestartStrategy};
+use super::checkpoints::{plan_restore, task_manager_addresses, Coordinator, Deployment, RetainedCheckpoint, Verdict};
+use super::restart::{RestartDecision, Restarts};
 use super::state::{check_transition, JobStatus};
-use super::task_manager_client::{cancel_tasks, deploy_tasks};
+use super::task_manager_client::{cancel_tasks, deploy_tasks, TaskManagerCallError};
 use super::{JobEvent, JobShared, TaskEntry, TaskKey};
 use crate::cluster::{now_ms, HeldSlot, TaskManagerId};
 use crate::scheduler::subtask_placements;
@@ -61,7 +67,15 @@ pub(crate) struct JobActor {
     ctx: Arc<Context>,
     shared: Arc<JobShared>,
     inbox: mpsc::Receiver<JobEvent>,
-    restart_strategy: Box<dyn RestartStrategy>,
+    restarts: Restarts,
+    /// The delay the restart strategy chose for the pending restart.
+    restart_delay: Duration,
+    /// What the next deployment restores: the submitted savepoint, then the latest checkpoint.
+    restore: Option<RestoreSpec>,
+    /// When every task of the current attempt was first RUNNING.
+    running_since: Option<Instant>,
+    /// When the failure being recovered from was detected; cleared once every task runs again.
+    failed_at: Option<Instant>,
     status: JobStatus,
     status_since: Instant,
     attempt: Attempt,
@@ -71,27 +85,49 @@ pub(crate) struct JobActor {
     tasks: BTreeMap<TaskKey, TaskEntry>,
     /// The checkpoint coordinator, from the first deployment on.
     checkpoints: Option<Coordinator>,
+    /// Checkpoints an earlier JobManager retained, handed to the coordinator when it is made.
+    adopted: Vec<RetainedCheckpoint>,
 }
 
 impl JobActor {
-    pub(crate) fn new(
-        ctx: Arc<Context>,
-        shared: Arc<JobShared>,
-        inbox: mpsc::Receiver<JobEvent>,
-        restart_strategy: Box<dyn RestartStrategy>,
-    ) -> Self {
+    pub(crate) fn new(ctx: Arc<Context>, shared: Arc<JobShared>, inbox: mpsc::Receiver<JobEvent>) -> Self {
+        let checkpoints = checkpoint_policy(&ctx, &shared.job).is_some();
+        let restarts = Restarts::new(shared.job.restart_policy(checkpoints));
+        let restore = shared.restore.clone();
         JobActor {
             ctx,
             shared,
             inbox,
-            restart_strategy,
+            restarts,
+            restart_delay: Duration::ZERO,
+            restore,
+            running_since: None,
+            failed_at: None,
             status: JobStatus::Created,
             status_since: Instant::now(),
             attempt: Attempt(0),
             slots: Vec::new(),
             tasks: BTreeMap::new(),
             checkpoints: None,
+            adopted: Vec::new(),
         }
+    }
+
+    /// An actor for a job an earlier JobManager ran: its next attempt follows `attempt` (TaskManagers refuse
+    /// older ones), its checkpoints are the ones that JobManager retained, and the time until every task
+    /// runs again counts as a recovery.
+    pub(crate) fn resumed(
+        ctx: Arc<Context>,
+        shared: Arc<JobShared>,
+        inbox: mpsc::Receiver<JobEvent>,
+        attempt: Attempt,
+        adopted: Vec<RetainedCheckpoint>,
+    ) -> Self {
+        let mut actor = JobActor::new(ctx, shared, inbox);
+        actor.attempt = attempt;
+        actor.adopted = adopted;
+        actor.failed_at = Some(Instant::now());
+        actor
     }
 
     /// Drives the job until it ends or the JobManager shuts down.
@@ -103,7 +139,8 @@ impl JobActor {
                 JobStatus::Running => self.running().await,
                 JobStatus::Failing => self.draining(JobStatus::Failed).await,
                 JobStatus::Cancelling => self.draining(JobStatus::Canceled).await,
-                JobStatus::Restarting | JobStatus::Suspended => Some(Next::failed(
+                JobStatus::Restarting => self.restarting().await,
+                JobStatus::Suspended => Some(Next::failed(
                     JobStatus::Failed,
                     format!("internal error: the actor does not drive {} yet", self.status),
                 )),
@@ -128,6 +165,9 @@ impl JobActor {
             cause = Some(format!("internal error: {illegal}"));
         }
         let from = self.status;
+        if to == JobStatus::Failing && self.failed_at.is_none() {
+            self.failed_at = Some(Instant::now());
+        }
         if from == JobStatus::Running && to != JobStatus::Running {
             if let Some(coordinator) = self.checkpoints.as_mut() {
                 coordinator.refuse_queued(&format!("the job is {to}"));
@@ -264,25 +304,27 @@ impl JobActor {
                 tracing::warn!(job_id = %job_id, error = %e, "cannot read the last checkpoint id; starting from 0");
                 0
             });
-            let policy = job.checkpoint_policy().or_else(|| {
-                self.ctx
-                    .settings
-                    .checkpoint_interval
-                    .and_then(sluice_common::job::checkpoint::CheckpointPolicy::with_interval)
-            });
+            let policy = checkpoint_policy(&self.ctx, &job);
             let dir = self.ctx.checkpoint_storage.child(&job_id.0);
-            self.checkpoints = Some(Coordinator::new(job_id.clone(), job.clone(), policy, dir, last_id));
+            let mut coordinator = Coordinator::new(job_id.clone(), job.clone(), policy, dir, last_id);
+            coordinator.adopt(std::mem::take(&mut self.adopted));
+            self.checkpoints = Some(coordinator);
         }
         let requests = self.deploy_requests(execution_id, &placements);
         tracing::info!(job_id = %job_id, attempt = %self.attempt, execution_id = execution_id.0,
             task_managers = requests.len(), tasks = placements.len(), "deploying");
         let results = join_all(requests.into_iter().map(|(slot, request)| async move {
-            (slot.task_manager.clone(), deploy_tasks(&slot.rpc_address, request).await)
+            let result = deploy_tasks(&slot.rpc_address, request).await;
+            (slot, result)
         }))
         .await;
         let mut first_error = None;
-        for (task_manager, result) in results {
+        for (slot, result) in results {
+            let task_manager = slot.task_manager.clone();
             if let Err(e) = result {
+                if matches!(e, TaskManagerCallError::Connect { .. }) {
+                    self.lose_unreachable(&slot, &e);
+                }
                 tracing::warn!(job_id = %job_id, %task_manager, error = %e, "deploy failed");
                 // Its tasks never started: count them as terminal so FAILING does not wait for them.
                 self.mark_tasks_of(&task_manager, TaskState::TaskFailed);
@@ -328,7 +370,7 @@ impl JobActor {
                     placements: placements.to_vec(),
                     task_managers: task_managers.clone(),
                     checkpoint_dir: self.checkpoints.as_ref().map(|c| c.job_dir.location()).unwrap_or_default(),
-                    restore: self.shared.restore.clone(),
+                    restore: self.restore.clone(),
                     checkpointing: self.checkpoints.as_ref().is_some_and(Coordinator::is_periodic),
                 };
                 (slot, request)
@@ -348,6 +390,9 @@ impl JobActor {
             }
             if self.tasks.values().all(|t| t.state == TaskState::TaskFinished) {
                 return Some(Next::to(JobStatus::Finished));
+            }
+            if self.running_since.is_none() && self.tasks.values().all(|t| t.state == TaskState::TaskRunning) {
+                self.all_tasks_running();
             }
             if self.cancel_requested().await {
                 return Some(Next::to(JobStatus::Cancelling));
@@ -596,16 +641,159 @@ impl JobActor {
             }
         }
         if target == JobStatus::Failed {
-            let cause = self.shared.live().failure_cause.clone().unwrap_or_default();
-            match self.restart_strategy.on_failure(self.attempt, &cause) {
-                RestartDecision::Fail => {}
-                RestartDecision::Restart { delay } => {
-                    tracing::warn!(job_id = %self.shared.job_id, delay_ms = delay.as_millis() as u64,
-                        "the restart strategy asked for a restart, which is not implemented yet; failing");
+            return Some(self.after_failure());
+        }
+        Some(Next::to(target))
+    }
+
+    /// Asks the restart strategy what follows the failure that took the job to FAILING.
+    fn after_failure(&mut self) -> Next {
+        let cause = self.shared.live().failure_cause.clone().unwrap_or_default();
+        match self.restarts.on_failure(Instant::now(), self.running_since) {
+            RestartDecision::Restart { delay } => {
+                tracing::warn!(job_id = %self.shared.job_id, attempt = %self.attempt, strategy = self.restarts.name(),
+                    delay_ms = delay.as_millis() as u64, %cause, "restarting the job");
+                self.restart_delay = delay;
+                Next::to(JobStatus::Restarting)
+            }
+            RestartDecision::Fail(why) => Next::failed(JobStatus::Failed, format!("{cause} (not restarted: {why})")),
+        }
+    }
+
+    /// Notes that every task of the current attempt runs; ends a recovery in progress.
+    fn all_tasks_running(&mut self) {
+        let now = Instant::now();
+        self.running_since = Some(now);
+        if let Some(failed_at) = self.failed_at.take() {
+            let took = now.saturating_duration_since(failed_at);
+            self.ctx.metrics.recovery_duration.with_label_values(&[&self.shared.job_id.0]).observe(took.as_secs_f64());
+            self.shared.live().last_recovery_ms = Some(took.as_millis() as u64);
+            tracing::info!(job_id = %self.shared.job_id, attempt = %self.attempt, duration_ms = took.as_millis() as u64,
+                "recovered: every task runs again");
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // RESTARTING
+    // ---------------------------------------------------------------------------------------------
+
+    /// Waits the restart delay, takes slots again and deploys the next attempt from the latest checkpoint.
+    async fn restarting(&mut self) -> Option<Next> {
+        let job_id = self.shared.job_id.clone();
+        // The old attempt's tasks are gone or cancelled; its slots go back so that the new attempt can take
+        // the best ones, on whichever TaskManagers are alive now.
+        self.ctx.cluster.release(&job_id);
+        self.slots.clear();
+        self.tasks.clear();
+        self.running_since = None;
+        self.ctx.metrics.restarts.with_label_values(&[&job_id.0]).inc();
+        {
+            let mut live = self.shared.live();
+            live.restarts += 1;
+            live.tasks.clear();
+            live.metrics.clear();
+        }
+        let mut delay = self.restart_delay;
+        loop {
+            self.set_reason(format!("restarting in {} ms", delay.as_millis()));
+            let wake = Instant::now() + delay;
+            loop {
+                if self.cancel_requested().await {
+                    return Some(Next::to(JobStatus::Cancelling));
+                }
+                tokio::select! {
+                    _ = self.ctx.shutdown.cancelled() => return None,
+                    _ = self.shared.desired_changed.notified() => {}
+                    _ = tokio::time::sleep_until(wake) => break,
+                }
+            }
+            match self.wait_for_slots().await? {
+                Ok(slots) => {
+                    self.slots = slots;
+                    break;
+                }
+                Err(_) if self.cancel_requested().await => return Some(Next::to(JobStatus::Cancelling)),
+                Err(cause) => match self.restarts.on_failure(Instant::now(), None) {
+                    RestartDecision::Restart { delay: next } => {
+                        tracing::warn!(job_id = %job_id, %cause, delay_ms = next.as_millis() as u64, "restart postponed");
+                        self.shared.live().failure_cause = Some(cause);
+                        delay = next;
+                    }
+                    RestartDecision::Fail(why) => {
+                        return Some(Next::failed(JobStatus::Failed, format!("{cause} (not restarted: {why})")));
+                    }
+                },
+            }
+        }
+        self.shared.live().reason = None;
+        if let Some(coordinator) = self.checkpoints.as_mut() {
+            coordinator.on_restart();
+        }
+        if let Some(restore) = self.latest_restore_point().await {
+            self.shared.live().restored_from = Some((restore.checkpoint_id, restore.dir.clone()));
+            self.restore = Some(restore);
+        }
+        Some(self.deploy().await)
+    }
+
+    /// Waits (bounded by the job's slot wait timeout) until the job's slots can be allocated. None on
+    /// shutdown; Err with the cause when the slots did not come, or a cancel was requested meanwhile.
+    async fn wait_for_slots(&mut self) -> Option<Result<Vec<HeldSlot>, String>> {
+        let job = self.shared.job.clone();
+        let needed = job.slots_needed();
+        let timeout = job.slot_wait_timeout();
+        let deadline = Instant::now() + timeout;
+        let mut changes = self.ctx.cluster.subscribe();
+        loop {
+            match self.ctx.cluster.allocate(&self.shared.job_id, needed, job.placement()) {
+                Ok(slots) => return Some(Ok(slots)),
+                Err(not_enough) => self.set_reason(not_enough.to_string()),
+            }
+            tokio::select! {
+                _ = self.ctx.shutdown.cancelled() => return None,
+                _ = self.shared.desired_changed.notified() => {
+                    if self.cancel_requested().await {
+                        return Some(Err("cancelled while waiting for slots".to_string()));
+                    }
+                }
+                changed = changes.changed() => if changed.is_err() { return None },
+                _ = tokio::time::sleep_until(deadline) => {
+                    let (available, _) = self.ctx.cluster.slot_counts();
+                    return Some(Err(format!(
+                        "could not get {needed} slots within {} s ({available} available)", timeout.as_secs_f64()
+                    )));
                 }
             }
         }
-        Some(Next::to(target))
+    }
+
+    /// The newest retained checkpoint whose files are all there. A newer one that cannot be used is
+    /// skipped with a warning naming what is wrong; None keeps what the job restored from before.
+    async fn latest_restore_point(&mut self) -> Option<RestoreSpec> {
+        let job = self.shared.job.clone();
+        let candidates = self.checkpoints.as_ref().map(Coordinator::restore_candidates).unwrap_or_default();
+        for (id, location) in candidates {
+            match plan_restore(&location, &job).await {
+                Ok(spec) => {
+                    tracing::info!(job_id = %self.shared.job_id, checkpoint = id, %location, "restoring from checkpoint");
+                    return Some(spec);
+                }
+                Err(e) => {
+                    tracing::warn!(job_id = %self.shared.job_id, checkpoint = id, error = %e,
+                        "cannot restore from this checkpoint; trying the previous retained one");
+                }
+            }
+        }
+        None
+    }
+
+    /// A TaskManager that refuses connections has no process behind its address: it is marked lost now
+    /// (its tasks stop counting as pending) rather than after the heartbeat timeout.
+    fn lose_unreachable(&self, slot: &HeldSlot, error: &TaskManagerCallError) {
+        if self.ctx.cluster.mark_unreachable(slot, "its control address refuses connections") {
+            self.ctx.metrics.task_managers_lost.inc();
+            tracing::warn!(job_id = %self.shared.job_id, task_manager = %slot.task_manager, %error, "TaskManager lost");
+        }
     }
 
     /// Tasks that are neither terminal nor on a TaskManager incarnation that is gone.
@@ -625,13 +813,17 @@ impl JobActor {
         let request = CancelTasksRequest { job_id: self.shared.job_id.0.clone(), attempt: self.attempt.0 };
         let results = join_all(targets.iter().map(|slot| {
             let request = request.clone();
-            async move { (&slot.task_manager, cancel_tasks(&slot.rpc_address, request).await) }
+            async move { (*slot, cancel_tasks(&slot.rpc_address, request).await) }
         }))
         .await;
-        for (task_manager, result) in results {
-            if let Err(e) = result {
-                // Its tasks stay pending until they report, the TaskManager is lost, or the cancel timeout.
-                tracing::warn!(job_id = %self.shared.job_id, %task_manager, error = %e, "cancel failed");
+        for (slot, result) in results {
+            match result {
+                Ok(()) => {}
+                Err(e @ TaskManagerCallError::Connect { .. }) => self.lose_unreachable(slot, &e),
+                Err(e) => {
+                    // Its tasks stay pending until they report, the TaskManager is lost, or the cancel timeout.
+                    tracing::warn!(job_id = %self.shared.job_id, task_manager = %slot.task_manager, error = %e, "cancel failed");
+                }
             }
         }
     }
@@ -670,6 +862,11 @@ pub(crate) fn is_terminal_task_state(state: TaskState) -> bool {
         TaskState::TaskFinished | TaskState::TaskFailed | TaskState::TaskCanceled => true,
         TaskState::Unspecified | TaskState::Deploying | TaskState::TaskRunning => false,
     }
+}
+
+/// The job's checkpoint policy: its own, else the JobManager's CHECKPOINT_INTERVAL; None when off.
+fn checkpoint_policy(ctx: &Context, job: &ValidatedJob) -> Option<CheckpointPolicy> {
+    job.checkpoint_policy().or_else(|| ctx.settings.checkpoint_interval.and_then(CheckpointPolicy::with_interval))
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {

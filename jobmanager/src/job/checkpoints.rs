@@ -154,7 +154,7 @@ pub(crate) struct Coordinator {
     next_trigger: Option<Instant>,
     consecutive_failures: u32,
     /// Completed checkpoints whose files are kept, oldest first, with the shared files they reference.
-    retained: VecDeque<(u64, Storage, Vec<String>)>,
+    retained: VecDeque<RetainedCheckpoint>,
     shared: SharedRegistry,
 }
 
@@ -252,6 +252,25 @@ impl Coordinator {
             Some(pending) => Some(pending.deadline),
             None => self.next_trigger,
         }
+    }
+
+    /// The retained completed checkpoints a restart may start from, newest first: (id, location).
+    pub(crate) fn restore_candidates(&self) -> Vec<(u64, String)> {
+        self.retained.iter().rev().map(|(id, dir, _)| (*id, dir.location())).collect()
+    }
+
+    /// Takes over the completed checkpoints an earlier JobManager retained (oldest first): restarts may
+    /// start from them, and retention deletes them, and the shared files only they reference, in turn.
+    pub(crate) fn adopt(&mut self, retained: Vec<RetainedCheckpoint>) {
+        for (id, dir, files) in retained {
+            self.shared.retain(&files);
+            self.retained.push_back((id, dir, files));
+        }
+    }
+
+    /// A new attempt starts: failures of the old one's checkpoints no longer count against the tolerance.
+    pub(crate) fn on_restart(&mut self) {
+        self.consecutive_failures = 0;
     }
 
     /// Whether the job takes periodic checkpoints.
@@ -725,17 +744,8 @@ async fn delete_dir(dir: &Storage) {
 /// that it can start `job`: same number of key groups, every vertex of the checkpoint still in the job,
 /// sources at their old parallelism, every snapshot file present. The error says what is wrong and where.
 pub async fn plan_restore(path: &str, job: &ValidatedJob) -> Result<RestoreSpec, String> {
-    let trimmed = path.trim().trim_end_matches('/');
-    let location = trimmed.strip_suffix(METADATA_FILE).map_or(trimmed, |l| l.trim_end_matches('/'));
-    let dir = Storage::open(if location.is_empty() { "/" } else { location }).map_err(|e| e.to_string())?;
+    let (dir, metadata) = read_metadata(path).await?;
     let file = dir.describe(METADATA_FILE);
-    let bytes =
-        dir.get(METADATA_FILE).await.map_err(|e| format!("{e} (is {path} a completed checkpoint or savepoint?)"))?;
-    let metadata: CheckpointMetadata =
-        serde_json::from_slice(&bytes).map_err(|e| format!("{file} is not checkpoint metadata: {e}"))?;
-    if metadata.format != METADATA_FORMAT {
-        return Err(format!("{file}: metadata format {}; this build reads {METADATA_FORMAT}", metadata.format));
-    }
     let mut problems = Vec::new();
     let shared = match &metadata.shared_dir {
         Some(location) => Some(Storage::open(location).map_err(|e| format!("{file}: its shared folder: {e}"))?),
@@ -792,6 +802,32 @@ pub async fn plan_restore(path: &str, job: &ValidatedJob) -> Result<RestoreSpec,
             .collect(),
         shared_dir: metadata.shared_dir.unwrap_or_default(),
     })
+}
+
+/// Reads the `_metadata` of a checkpoint or savepoint (`path` is its directory or the file itself).
+async fn read_metadata(path: &str) -> Result<(Storage, CheckpointMetadata), String> {
+    let trimmed = path.trim().trim_end_matches('/');
+    let location = trimmed.strip_suffix(METADATA_FILE).map_or(trimmed, |l| l.trim_end_matches('/'));
+    let dir = Storage::open(if location.is_empty() { "/" } else { location }).map_err(|e| e.to_string())?;
+    let file = dir.describe(METADATA_FILE);
+    let bytes =
+        dir.get(METADATA_FILE).await.map_err(|e| format!("{e} (is {path} a completed checkpoint or savepoint?)"))?;
+    let metadata: CheckpointMetadata =
+        serde_json::from_slice(&bytes).map_err(|e| format!("{file} is not checkpoint metadata: {e}"))?;
+    if metadata.format != METADATA_FORMAT {
+        return Err(format!("{file}: metadata format {}; this build reads {METADATA_FORMAT}", metadata.format));
+    }
+    Ok((dir, metadata))
+}
+
+/// A completed checkpoint an earlier JobManager retained: (id, directory, shared files it references).
+pub(crate) type RetainedCheckpoint = (u64, Storage, Vec<String>);
+
+/// Reads what a retained checkpoint at `location` references, for a JobManager that takes the job over.
+pub(crate) async fn retained_checkpoint(id: u64, location: &str) -> Result<RetainedCheckpoint, String> {
+    let (dir, metadata) = read_metadata(location).await?;
+    let shared = metadata.files.into_iter().flat_map(|f| f.shared).collect();
+    Ok((id, dir, shared))
 }
 
 /// The source tasks' TaskManagers and all TaskManagers of a placement, as RPC addresses.

@@ -86,8 +86,14 @@ pub struct JobLive {
     pub reason: Option<String>,
     /// Current attempt; 0 before the first deployment.
     pub attempt: Attempt,
-    /// Why it failed.
+    /// Why it failed (for a job that restarted: the last failure).
     pub failure_cause: Option<String>,
+    /// Restarts so far.
+    pub restarts: u32,
+    /// How long the last recovery took: failure detected → every task of the next attempt RUNNING.
+    pub last_recovery_ms: Option<u64>,
+    /// The checkpoint or savepoint the current attempt's state started from: (id, location).
+    pub restored_from: Option<(u64, String)>,
     /// The tasks of the current attempt.
     pub tasks: BTreeMap<TaskKey, TaskEntry>,
     /// The latest metrics of each task of the current attempt.
@@ -118,6 +124,9 @@ impl JobShared {
             reason: None,
             attempt: Attempt(0),
             failure_cause: None,
+            restarts: 0,
+            last_recovery_ms: None,
+            restored_from: restore.as_ref().map(|r| (r.checkpoint_id, r.dir.clone())),
             tasks: BTreeMap::new(),
             metrics: BTreeMap::new(),
         };

@@ -12,10 +12,11 @@
 //!     │  │                     │      task failed / TM lost        (tasks terminal or
 //!     │  │ cancel requested    │ tasks terminal (or timeout)         timeout)
 //!     │  └─────────▶ CANCELED  ▼
-//!     └─ slot wait timed out ▶ FAILED
+//!     └─ slot wait timed out ▶ FAILED ◀── the restart strategy says no
 //!
-//!   reserved for later issues: FAILING ──▶ RESTARTING ──▶ RUNNING | CANCELLING | FAILED  (restarts)
-//!                              CREATED | RUNNING ──▶ SUSPENDED ──▶ CREATED | FAILED      (JobManager failover)
+//!   restarts:  FAILING ──▶ RESTARTING ──▶ RUNNING (next attempt, from the latest checkpoint)
+//!                               └──────▶ FAILING (deploy failed) | CANCELLING | FAILED (no slots, no more restarts)
+//!   reserved:  CREATED | RUNNING ──▶ SUSPENDED ──▶ CREATED | FAILED      (JobManager failover)
 //! ```
 //!
 //! Stored as text (`as_str`); text that names no state parses to an error, which the caller turns into a
@@ -40,7 +41,7 @@ pub enum JobStatus {
     Canceled,
     /// Terminal: every task finished.
     Finished,
-    /// Reserved: waiting to redeploy after a failure (restart strategies are a later issue).
+    /// Waiting (the restart strategy's delay, then slots) to redeploy after a failure.
     Restarting,
     /// Reserved: the JobManager stopped while the job must live on (failover is a later issue).
     Suspended,
@@ -96,7 +97,7 @@ impl JobStatus {
             Running => matches!(to, Finished | Failing | Cancelling | Suspended),
             Failing => matches!(to, Failed | Restarting),
             Cancelling => matches!(to, Canceled),
-            Restarting => matches!(to, Running | Cancelling | Failed),
+            Restarting => matches!(to, Running | Failing | Cancelling | Failed),
             Suspended => matches!(to, Created | Failed),
             Failed | Canceled | Finished => false,
         }
@@ -161,6 +162,7 @@ mod tests {
         (Failing, Restarting),
         (Cancelling, Canceled),
         (Restarting, Running),
+        (Restarting, Failing),
         (Restarting, Cancelling),
         (Restarting, Failed),
         (Suspended, Created),

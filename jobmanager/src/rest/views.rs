@@ -25,6 +25,9 @@ pub(super) struct JobFacts {
     pub start_time: u64,
     pub end_time: Option<u64>,
     pub failure_cause: Option<String>,
+    pub restarts: u32,
+    pub last_recovery_ms: Option<u64>,
+    pub restored_from: Option<(u64, String)>,
     pub graph_json: String,
     pub chains_json: String,
     pub tasks: BTreeMap<TaskKey, TaskEntry>,
@@ -56,6 +59,10 @@ impl JobFacts {
             start_time: record.start_time_ms,
             end_time: record.end_time_ms,
             failure_cause: record.failure_cause,
+            // Every attempt after the first is a restart.
+            restarts: record.attempt.0.saturating_sub(1),
+            last_recovery_ms: None,
+            restored_from: None,
             graph_json: record.graph_json,
             chains_json: record.chains_json,
             tasks: BTreeMap::new(),
@@ -69,15 +76,20 @@ impl JobFacts {
             facts.reason = live.reason;
             facts.attempt = live.attempt.0;
             facts.failure_cause = live.failure_cause.or(facts.failure_cause);
+            facts.restarts = live.restarts;
+            facts.last_recovery_ms = live.last_recovery_ms;
+            facts.restored_from = live.restored_from;
             facts.tasks = live.tasks;
             facts.metrics = live.metrics.into_values().collect();
         }
         facts
     }
 
-    /// The reason shown next to the status: why it waits, or why it failed.
+    /// The reason shown next to the status: why it waits, or why it failed (not the cause of an earlier
+    /// failure the job recovered from).
     pub fn status_reason(&self) -> Option<String> {
-        self.reason.clone().or_else(|| self.failure_cause.clone())
+        let failed = matches!(self.status.as_str(), "FAILED" | "FAILING" | "RESTARTING");
+        self.reason.clone().or_else(|| if failed { self.failure_cause.clone() } else { None })
     }
 
     pub fn graph(&self) -> Result<JobGraph, ApiError> {
@@ -177,8 +189,16 @@ pub(super) struct JobDetails {
     pub attempt: u32,
     pub start_time: u64,
     pub end_time: Option<u64>,
+    /// For a job that restarted, the cause of its last failure.
     pub failure_cause: Option<String>,
     pub status_reason: Option<String>,
+    /// Restarts after failures so far.
+    pub restarts: u32,
+    /// Failure detected → every task of the next attempt RUNNING, for the last recovery (while the job runs).
+    pub last_recovery_ms: Option<u64>,
+    /// The checkpoint or savepoint the running attempt's state started from (while the job runs).
+    pub restored_checkpoint: Option<u64>,
+    pub restored_from: Option<String>,
     pub vertices: Vec<VertexView>,
     pub remote_bytes_out: u64,
     pub remote_bytes_in: u64,

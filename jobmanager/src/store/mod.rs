@@ -20,7 +20,7 @@ use sqlx::{Any, Pool};
 use sqlx::{Executor, Row};
 
 use crate::job::state::{JobStatus, UnknownJobStatus};
-pub use checkpoints::{CheckpointRecord, CompletedCheckpoint, CHECKPOINTS_LISTED_MAX};
+pub use checkpoints::{CheckpointRecord, CompletedCheckpoint, CHECKPOINTS_LISTED_MAX, COMPLETED};
 
 /// Connections in the pool. SQLite serializes writers anyway; a few connections let REST reads proceed
 /// while an actor writes. At the limit, callers wait up to [`STORE_ACQUIRE_TIMEOUT`].

@@ -1,0 +1,396 @@
+//! Chaos runs: an exactly-once job on a local cluster while TaskManagers (and optionally the JobManager)
+//! are killed with SIGKILL at random moments, then its output checked against what an uninterrupted run
+//! emits, computed independently ([`crate::windows::expected_of`]).
+//!
+//! Used by `scripts/chaos_test.sh` (through the `sluice-chaos` binary) and by a short run in the test suite.
+//! Every process is started here and killed by PID when the run ends ([`Cluster`]'s guard). The schedule
+//! (which TaskManager, when) comes from a seeded random generator, so a run can be repeated with `--seed`.
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+
+use crate::cluster::{Cluster, ClusterSpec};
+use crate::windows::{every_window_row, expected_of, job_of, Shape};
+use crate::JobId;
+
+/// How a chaos run goes.
+#[derive(Clone, Debug)]
+pub struct ChaosOptions {
+    /// How long the job's input lasts (the generator is rate-limited), and so roughly the run.
+    pub duration: Duration,
+    /// A TaskManager is killed after a pause drawn uniformly from this range.
+    pub kill_every: (Duration, Duration),
+    /// How long a killed TaskManager stays down before it is started again.
+    pub restart_after: Duration,
+    /// JobManager kills, spread evenly over the run (each restarted at once on the same store and ports).
+    pub kill_jobmanager: u32,
+    /// Seeds the schedule.
+    pub seed: u64,
+    /// TaskManagers, and slots each.
+    pub task_managers: usize,
+    /// Slots per TaskManager.
+    pub slots: u32,
+    /// Generator rows per second in all.
+    pub rows_per_second: f64,
+    /// Parallelism of every vertex of the job.
+    pub parallelism: u32,
+    /// Checkpoint interval.
+    pub checkpoint_interval: Duration,
+    /// One recovery may take at most this long before the run is declared failed.
+    pub recovery_timeout: Duration,
+}
+
+impl Default for ChaosOptions {
+    fn default() -> Self {
+        ChaosOptions {
+            duration: Duration::from_secs(120),
+            kill_every: (Duration::from_secs(10), Duration::from_secs(20)),
+            restart_after: Duration::from_secs(2),
+            kill_jobmanager: 0,
+            seed: 1,
+            task_managers: 3,
+            slots: 4,
+            rows_per_second: 2_000.0,
+            parallelism: 4,
+            checkpoint_interval: Duration::from_millis(500),
+            recovery_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One kill and what followed.
+#[derive(Clone, Debug)]
+pub struct Recovery {
+    /// What was killed (a TaskManager id, or "jobmanager").
+    pub killed: String,
+    /// Seconds into the run.
+    pub at: Duration,
+    /// Kill → job RUNNING with every task of a new attempt running; None if the kill hit no task of the job.
+    pub took: Option<Duration>,
+    /// The checkpoint the new attempt restored, if any.
+    pub restored_checkpoint: Option<u64>,
+}
+
+/// What a chaos run saw and found.
+#[derive(Clone, Debug, Default)]
+pub struct ChaosReport {
+    /// Every kill, in order.
+    pub recoveries: Vec<Recovery>,
+    /// Restarts of the job, as the JobManager counts them (a JobManager restart counts too).
+    pub restarts: u64,
+    /// The job's final status.
+    pub final_status: String,
+    /// The run from submission to the job's end.
+    pub elapsed: Duration,
+    /// Time the job was RUNNING with every task running, by sampling.
+    pub running: Duration,
+    /// Windows expected, and the input records they cover.
+    pub windows_expected: usize,
+    /// Input records the expected windows count.
+    pub records_expected: u64,
+    /// Input records in committed windows that matched.
+    pub records_verified: u64,
+    /// Expected windows never committed.
+    pub lost: usize,
+    /// Windows committed more than once.
+    pub duplicated: usize,
+    /// Windows committed with another count or sum, or that no uninterrupted run emits.
+    pub wrong: usize,
+    /// Where the cluster's logs and output are (kept when the run found a problem).
+    pub dir: String,
+}
+
+impl ChaosReport {
+    /// Whether the output is exactly the uninterrupted run's.
+    pub fn exact(&self) -> bool {
+        self.lost == 0 && self.duplicated == 0 && self.wrong == 0 && self.final_status == "FINISHED"
+    }
+
+    /// The kills that hit the job, with their recovery times.
+    pub fn recovery_times(&self) -> Vec<Duration> {
+        self.recoveries.iter().filter_map(|r| r.took).collect()
+    }
+}
+
+impl fmt::Display for ChaosReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tm_kills = self.recoveries.iter().filter(|r| r.killed != "jobmanager").count();
+        let jm_kills = self.recoveries.len() - tm_kills;
+        writeln!(f, "chaos run: {:.0} s, job {}", self.elapsed.as_secs_f64(), self.final_status)?;
+        writeln!(f, "  kills: {tm_kills} TaskManager, {jm_kills} JobManager; job restarts: {}", self.restarts)?;
+        for r in &self.recoveries {
+            let took = r.took.map_or("no restart (no task there)".to_string(), |d| format!("{} ms", d.as_millis()));
+            let restored = r.restored_checkpoint.map_or(String::new(), |c| format!(", restored checkpoint {c}"));
+            writeln!(f, "  {:>6.1} s  killed {:<14} recovered in {took}{restored}", r.at.as_secs_f64(), r.killed)?;
+        }
+        let mut times = self.recovery_times();
+        times.sort();
+        if let (Some(first), Some(last)) = (times.first(), times.last()) {
+            let median = times[times.len() / 2];
+            writeln!(
+                f,
+                "  recovery: min {} ms, p50 {} ms, max {} ms",
+                first.as_millis(),
+                median.as_millis(),
+                last.as_millis()
+            )?;
+        }
+        let share = if self.elapsed.is_zero() { 0.0 } else { self.running.as_secs_f64() / self.elapsed.as_secs_f64() };
+        writeln!(f, "  RUNNING (every task up): {:.1}% of the time", share * 100.0)?;
+        writeln!(
+            f,
+            "  verified: {} of {} records in {} windows; lost {} windows, duplicated {}, wrong {}",
+            self.records_verified, self.records_expected, self.windows_expected, self.lost, self.duplicated, self.wrong
+        )?;
+        write!(f, "  result: {}", if self.exact() { "EXACT" } else { "MISMATCH" })
+    }
+}
+
+/// Runs the job under the options' schedule and checks its output.
+pub fn run(options: &ChaosOptions) -> anyhow::Result<ChaosReport> {
+    let spec = ClusterSpec { task_managers: options.task_managers, slots: options.slots, ..ClusterSpec::default() };
+    let mut cluster = Cluster::start(spec);
+    let mut rng = StdRng::seed_from_u64(options.seed);
+    let rows = (options.duration.as_secs_f64() * options.rows_per_second) as i64;
+    let shape = Shape {
+        rows,
+        rows_per_second: options.rows_per_second,
+        source_parallelism: options.parallelism,
+        window_parallelism: options.parallelism,
+    };
+    let sink = cluster.dir().join("output");
+    let mut job = job_of(&shape, "HEAP", &sink);
+    job["name"] = json!("chaos");
+    job["config"]["checkpointing"] =
+        json!({"interval_ms": options.checkpoint_interval.as_millis() as u64, "retained": 2});
+    // Restarts as soon as possible: the point is to measure recovery, not to back off.
+    job["config"]["restart_strategy"] =
+        json!({"strategy": "EXPONENTIAL_DELAY", "initial_delay_ms": 0, "max_delay_ms": 1000});
+    let id = cluster.submit_json(&job);
+    cluster.wait_for_status(&id, "RUNNING", options.recovery_timeout);
+    let start = Instant::now();
+    let mut report = ChaosReport { dir: cluster.dir().display().to_string(), ..ChaosReport::default() };
+
+    let jm_kills_at: Vec<Duration> = (1..=options.kill_jobmanager)
+        .map(|i| options.duration.mul_f64(f64::from(i) / f64::from(options.kill_jobmanager + 1)))
+        .collect();
+    let mut next_jm = 0;
+    let mut down: Option<(usize, Instant)> = None;
+    let mut next_kill = start + draw(&mut rng, options.kill_every);
+    let mut sampler = Sampler::new();
+    loop {
+        let status = sampler.sample(&cluster, &id)?;
+        if matches!(status.as_str(), "FINISHED" | "FAILED" | "CANCELED") {
+            break;
+        }
+        let now = Instant::now();
+        if now.duration_since(start) > options.duration * 3 + options.recovery_timeout {
+            anyhow::bail!("the job did not end within {:?} (status {status})", options.duration * 3);
+        }
+        if let Some((index, since)) = down {
+            if now.duration_since(since) >= options.restart_after {
+                cluster.restart_task_manager(index);
+                down = None;
+            }
+        }
+        let in_input = now.duration_since(start) < options.duration;
+        if in_input && next_jm < jm_kills_at.len() && now.duration_since(start) >= jm_kills_at[next_jm] {
+            next_jm += 1;
+            let before = attempt(&cluster, &id);
+            let at = now.duration_since(start);
+            cluster.restart_job_manager();
+            report.recoveries.push(await_recovery(
+                &cluster,
+                &id,
+                "jobmanager",
+                at,
+                now,
+                before,
+                options,
+                &mut sampler,
+            )?);
+        } else if in_input && down.is_none() && now >= next_kill {
+            let hosts = task_hosts(&cluster, &id);
+            let candidates: Vec<usize> = (0..cluster.task_manager_count())
+                .filter(|i| hosts.iter().any(|h| h == cluster.task_manager_id(*i)))
+                .collect();
+            if let Some(&index) = candidates.get(rng.random_range(0..candidates.len().max(1))) {
+                let killed = cluster.task_manager_id(index).to_string();
+                let before = attempt(&cluster, &id);
+                let at = now.duration_since(start);
+                let killed_at = Instant::now();
+                cluster.kill_task_manager(index);
+                down = Some((index, killed_at));
+                report.recoveries.push(await_recovery(
+                    &cluster,
+                    &id,
+                    &killed,
+                    at,
+                    killed_at,
+                    before,
+                    options,
+                    &mut sampler,
+                )?);
+            }
+            next_kill = Instant::now() + draw(&mut rng, options.kill_every);
+        }
+        std::thread::sleep(SAMPLE_EVERY);
+    }
+    if let Some((index, _)) = down {
+        cluster.restart_task_manager(index);
+    }
+    report.elapsed = start.elapsed();
+    report.running = sampler.running;
+    let details = cluster.job(&id);
+    report.final_status = details["status"].as_str().unwrap_or_default().to_string();
+    report.restarts = details["restarts"].as_u64().unwrap_or(0);
+    verify(&sink, rows, &mut report)?;
+    if !report.exact() {
+        cluster.keep_directory();
+    }
+    Ok(report)
+}
+
+/// How often the job's status is sampled (for the share of time RUNNING and recovery times).
+const SAMPLE_EVERY: Duration = Duration::from_millis(50);
+
+fn draw(rng: &mut StdRng, (low, high): (Duration, Duration)) -> Duration {
+    if high <= low {
+        return low;
+    }
+    Duration::from_secs_f64(rng.random_range(low.as_secs_f64()..high.as_secs_f64()))
+}
+
+fn attempt(cluster: &Cluster, id: &JobId) -> u64 {
+    cluster.job(id)["attempt"].as_u64().unwrap_or(0)
+}
+
+/// The TaskManagers that run a task of the job now.
+fn task_hosts(cluster: &Cluster, id: &JobId) -> Vec<String> {
+    let metrics = cluster.job_metrics(id);
+    let tasks = metrics["tasks"].as_array().cloned().unwrap_or_default();
+    tasks.iter().filter_map(|t| t["task_manager_id"].as_str().map(str::to_string)).collect()
+}
+
+/// Waits until a new attempt (after `before`) runs every task, and measures from `since`.
+#[allow(clippy::too_many_arguments)]
+fn await_recovery(
+    cluster: &Cluster,
+    id: &JobId,
+    killed: &str,
+    at: Duration,
+    since: Instant,
+    before: u64,
+    options: &ChaosOptions,
+    sampler: &mut Sampler,
+) -> anyhow::Result<Recovery> {
+    let deadline = since + options.recovery_timeout;
+    loop {
+        let details = cluster.job(id);
+        // During a recovery the job is not up, whatever its status says.
+        sampler.record(false);
+        let status = details["status"].as_str().unwrap_or_default();
+        let attempt = details["attempt"].as_u64().unwrap_or(0);
+        if attempt > before && status == "RUNNING" && all_tasks_running(cluster, id) {
+            let took = since.elapsed();
+            let restored_checkpoint = details["restored_checkpoint"].as_u64();
+            return Ok(Recovery { killed: killed.to_string(), at, took: Some(took), restored_checkpoint });
+        }
+        if matches!(status, "FINISHED" | "FAILED" | "CANCELED") {
+            anyhow::ensure!(status == "FINISHED", "the job ended {status} after killing {killed}: {details}");
+            return Ok(Recovery { killed: killed.to_string(), at, took: None, restored_checkpoint: None });
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no recovery within {:?} after killing {killed}: {details}",
+            options.recovery_timeout
+        );
+        std::thread::sleep(SAMPLE_EVERY);
+    }
+}
+
+fn all_tasks_running(cluster: &Cluster, id: &JobId) -> bool {
+    let metrics = cluster.job_metrics(id);
+    let tasks = metrics["tasks"].as_array().cloned().unwrap_or_default();
+    !tasks.is_empty() && tasks.iter().all(|t| t["state"] == "TASK_RUNNING")
+}
+
+/// Adds up the time between samples in which the job was RUNNING with every task up.
+struct Sampler {
+    last: Option<(Instant, bool)>,
+    running: Duration,
+}
+
+impl Sampler {
+    fn new() -> Self {
+        Sampler { last: None, running: Duration::ZERO }
+    }
+
+    fn sample(&mut self, cluster: &Cluster, id: &JobId) -> anyhow::Result<String> {
+        let details = cluster.job(id);
+        let up = details["status"] == "RUNNING" && all_tasks_running(cluster, id);
+        self.record(up);
+        Ok(details["status"].as_str().unwrap_or_default().to_string())
+    }
+
+    fn record(&mut self, up: bool) {
+        let now = Instant::now();
+        if let Some((then, was_up)) = self.last {
+            if was_up {
+                self.running += now.duration_since(then);
+            }
+        }
+        self.last = Some((now, up));
+    }
+}
+
+/// Compares the committed output with the uninterrupted run's windows.
+fn verify(sink: &std::path::Path, rows: i64, report: &mut ChaosReport) -> anyhow::Result<()> {
+    let expected = expected_of(rows);
+    let committed = if sink.exists() { every_window_row(sink)? } else { BTreeMap::new() };
+    report.windows_expected = expected.len();
+    report.records_expected = expected.values().map(|(count, _)| count).sum();
+    for (window, value) in &expected {
+        match committed.get(window).map(Vec::as_slice) {
+            None | Some([]) => report.lost += 1,
+            Some([only]) if only == value => report.records_verified += value.0,
+            Some([_]) => report.wrong += 1,
+            Some(_) => report.duplicated += 1,
+        }
+    }
+    report.wrong += committed.keys().filter(|w| !expected.contains_key(w)).count();
+    Ok(())
+}
+
+/// Parses `MIN-MAX` seconds (`10-20`) or one number of seconds.
+pub fn parse_range(text: &str) -> anyhow::Result<(Duration, Duration)> {
+    let (low, high) = text.split_once('-').unwrap_or((text, text));
+    let seconds = |s: &str| -> anyhow::Result<Duration> {
+        let value: f64 = s.trim().parse().with_context(|| format!("'{s}' is not a number of seconds"))?;
+        anyhow::ensure!(value.is_finite() && value > 0.0, "'{s}' must be a positive number of seconds");
+        Ok(Duration::from_secs_f64(value))
+    };
+    let (low, high) = (seconds(low)?, seconds(high)?);
+    anyhow::ensure!(low <= high, "in '{text}', the minimum is above the maximum");
+    Ok((low, high))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kill_intervals_parse_as_seconds() {
+        let range = parse_range("10-20").ok();
+        assert_eq!(range, Some((Duration::from_secs(10), Duration::from_secs(20))));
+        assert_eq!(parse_range("5").ok(), Some((Duration::from_secs(5), Duration::from_secs(5))));
+        assert!(parse_range("20-10").is_err());
+        assert!(parse_range("-3").is_err());
+        assert!(parse_range("x-2").is_err());
+    }
+}
