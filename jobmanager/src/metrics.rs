@@ -5,7 +5,8 @@
 //! cluster registry when `/metrics` is scraped, so they can never drift from what the REST API shows.
 //! Counters count events where they happen.
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::cluster::{TaskManagerState, TaskManagerView};
@@ -36,6 +37,8 @@ pub struct Metrics {
     pub restarts: IntCounterVec,
     /// Failure detected → every task of the next attempt RUNNING, by job.
     pub recovery_duration: HistogramVec,
+    /// How long each running job has had every task up since its last (re)start.
+    uptime: GaugeVec,
 }
 
 /// Buckets of `job_recovery_duration_seconds`: the goal is under 3 s for small state.
@@ -84,6 +87,11 @@ impl Metrics {
             .buckets(RECOVERY_DURATION_BUCKETS.to_vec()),
             &["job"],
         )?;
+        let uptime = GaugeVec::new(
+            Opts::new("job_uptime_seconds", "Time since every task of the job's current attempt was running"),
+            &["job"],
+        )?;
+        registry.register(Box::new(uptime.clone()))?;
         registry.register(Box::new(restarts.clone()))?;
         registry.register(Box::new(recovery_duration.clone()))?;
         registry.register(Box::new(checkpoint_duration.clone()))?;
@@ -112,6 +120,7 @@ impl Metrics {
             checkpoints,
             restarts,
             recovery_duration,
+            uptime,
         })
     }
 
@@ -122,6 +131,7 @@ impl Metrics {
         let _ = self.checkpoint_size.remove_label_values(&[job_id]);
         let _ = self.restarts.remove_label_values(&[job_id]);
         let _ = self.recovery_duration.remove_label_values(&[job_id]);
+        let _ = self.uptime.remove_label_values(&[job_id]);
         for result in ["completed", "failed"] {
             let _ = self.checkpoints.remove_label_values(&[job_id, result]);
         }
@@ -132,7 +142,13 @@ impl Metrics {
         &self,
         job_counts: &[(String, i64)],
         task_managers: &[TaskManagerView],
+        up_since_ms: &[(String, Option<u64>)],
     ) -> Result<String, prometheus::Error> {
+        let now = crate::cluster::now_ms();
+        for (job, since) in up_since_ms {
+            let seconds = since.map_or(0.0, |since| now.saturating_sub(since) as f64 / 1000.0);
+            self.uptime.with_label_values(&[job]).set(seconds);
+        }
         for status in JobStatus::ALL {
             let count = job_counts.iter().filter(|(s, _)| s == status.as_str()).map(|(_, n)| *n).sum();
             self.jobs.with_label_values(&[status.as_str()]).set(count);

@@ -83,6 +83,7 @@ fn a_killed_taskmanager_is_replaced_by_the_slots_left_and_checkpoints_go_on() {
     cluster.kill_task_manager(0);
 
     let details = wait_for_recovery(&cluster, &id, 1);
+    let recovered = std::time::Instant::now();
     assert_eq!(details["restarts"], 1, "{details}");
     assert_eq!(details["attempt"], 2, "{details}");
     let took = details["last_recovery_ms"].as_u64().unwrap_or(u64::MAX);
@@ -100,6 +101,10 @@ fn a_killed_taskmanager_is_replaced_by_the_slots_left_and_checkpoints_go_on() {
     assert_eq!(restarts, 1.0, "job_restarts_total:\n{metrics}");
     let recoveries = metric(&metrics, "job_recovery_duration_seconds_count", Some(&id));
     assert_eq!(recoveries, 1.0, "job_recovery_duration_seconds:\n{metrics}");
+    // Uptime counts from the recovery, not from the first start.
+    let uptime = metric(&metrics, "job_uptime_seconds", Some(&id));
+    let since_recovery = recovered.elapsed().as_secs_f64();
+    assert!(uptime > 0.0 && uptime <= since_recovery + 0.5, "uptime {uptime} s, recovered {since_recovery} s ago");
 }
 
 /// A frozen TaskManager (SIGSTOP) is noticed through the heartbeat timeout and the job recovers on the

@@ -165,6 +165,9 @@ impl JobActor {
             cause = Some(format!("internal error: {illegal}"));
         }
         let from = self.status;
+        if to != JobStatus::Running {
+            self.shared.live().up_since_ms = None;
+        }
         if to == JobStatus::Failing && self.failed_at.is_none() {
             self.failed_at = Some(Instant::now());
         }
@@ -664,6 +667,7 @@ impl JobActor {
     fn all_tasks_running(&mut self) {
         let now = Instant::now();
         self.running_since = Some(now);
+        self.shared.live().up_since_ms = Some(now_ms());
         if let Some(failed_at) = self.failed_at.take() {
             let took = now.saturating_duration_since(failed_at);
             self.ctx.metrics.recovery_duration.with_label_values(&[&self.shared.job_id.0]).observe(took.as_secs_f64());

@@ -94,6 +94,8 @@ pub struct JobLive {
     pub last_recovery_ms: Option<u64>,
     /// The checkpoint or savepoint the current attempt's state started from: (id, location).
     pub restored_from: Option<(u64, String)>,
+    /// When every task of the current attempt was first running (ms since the epoch); None while not.
+    pub up_since_ms: Option<u64>,
     /// The tasks of the current attempt.
     pub tasks: BTreeMap<TaskKey, TaskEntry>,
     /// The latest metrics of each task of the current attempt.
@@ -127,6 +129,7 @@ impl JobShared {
             restarts: 0,
             last_recovery_ms: None,
             restored_from: restore.as_ref().map(|r| (r.checkpoint_id, r.dir.clone())),
+            up_since_ms: None,
             tasks: BTreeMap::new(),
             metrics: BTreeMap::new(),
         };
@@ -187,5 +190,10 @@ impl JobRegistry {
 
     pub fn remove(&self, job_id: &JobId) {
         self.lock().remove(job_id);
+    }
+
+    /// Every job whose actor runs.
+    pub fn all(&self) -> Vec<Arc<JobShared>> {
+        self.lock().values().cloned().collect()
     }
 }

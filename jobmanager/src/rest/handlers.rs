@@ -36,9 +36,14 @@ pub(super) async fn prometheus_metrics(State(ctx): Ctx) -> Result<Response, ApiE
     let job_counts = ctx.store.count_by_status().await?;
     let text = ctx
         .metrics
-        .render(&job_counts, &ctx.cluster.snapshot())
+        .render(&job_counts, &ctx.cluster.snapshot(), &up_since(&ctx))
         .map_err(|e| ApiError::internal(format!("cannot render the metrics: {e}")))?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+/// When each running job last had every task up (None: it has not, now).
+fn up_since(ctx: &crate::Context) -> Vec<(String, Option<u64>)> {
+    ctx.jobs.all().iter().map(|job| (job.job_id.0.clone(), job.live().up_since_ms)).collect()
 }
 
 /// The query of `POST /jobs/submit`.
