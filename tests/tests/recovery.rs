@@ -116,18 +116,7 @@ fn a_frozen_taskmanager_is_fenced_off_when_it_comes_back() {
     let mut cluster = Cluster::start(spec);
     let sink = cluster.dir().join("exactly-once");
     let expected = expected();
-    let id = cluster.submit_json(&checkpointed_job_on("HEAP", &sink));
-    cluster.wait_for_status(&id, "RUNNING", TIMEOUT);
-    poll_until("two completed checkpoints and some committed output", TIMEOUT, || {
-        let completed = completed_checkpoints(&cluster, &id);
-        let (windows, _) = committed(&sink);
-        Ok(if completed >= 2 && !windows.is_empty() {
-            Progress::Ready(())
-        } else {
-            Progress::Pending(format!("{completed} checkpoints, {} windows", windows.len()))
-        })
-    })
-    .unwrap_or_else(|e| panic!("{e:#}"));
+    let id = start_windowed_job(&mut cluster, &sink);
     let frozen = cluster.task_manager_id(0).to_string();
     cluster.freeze_task_manager(0);
 
@@ -154,6 +143,24 @@ fn a_frozen_taskmanager_is_fenced_off_when_it_comes_back() {
     cluster.wait_for_status(&id, "FINISHED", TIMEOUT);
     let (all, _) = committed(&sink);
     assert_exactly(&all, &expected);
+}
+
+/// Submits the exactly-once windowed job writing to `sink` and waits until it has completed two checkpoints
+/// and committed some output (so what follows comes mid-stream).
+fn start_windowed_job(cluster: &mut Cluster, sink: &std::path::Path) -> JobId {
+    let id = cluster.submit_json(&checkpointed_job_on("HEAP", sink));
+    cluster.wait_for_status(&id, "RUNNING", TIMEOUT);
+    poll_until("two completed checkpoints and some committed output", TIMEOUT, || {
+        let completed = completed_checkpoints(cluster, &id);
+        let (windows, _) = committed(sink);
+        Ok(if completed >= 2 && !windows.is_empty() {
+            Progress::Ready(())
+        } else {
+            Progress::Pending(format!("{completed} checkpoints, {} windows", windows.len()))
+        })
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    id
 }
 
 fn refused_reports(cluster: &Cluster) -> f64 {
@@ -217,18 +224,7 @@ fn a_restarted_jobmanager_resumes_its_jobs_from_their_latest_checkpoints() {
     let mut cluster = Cluster::start(ClusterSpec::default());
     let sink = cluster.dir().join("exactly-once");
     let expected = expected();
-    let id = cluster.submit_json(&checkpointed_job_on("HEAP", &sink));
-    cluster.wait_for_status(&id, "RUNNING", TIMEOUT);
-    poll_until("two completed checkpoints and some committed output", TIMEOUT, || {
-        let completed = completed_checkpoints(&cluster, &id);
-        let (windows, _) = committed(&sink);
-        Ok(if completed >= 2 && !windows.is_empty() {
-            Progress::Ready(())
-        } else {
-            Progress::Pending(format!("{completed} checkpoints, {} windows", windows.len()))
-        })
-    })
-    .unwrap_or_else(|e| panic!("{e:#}"));
+    let id = start_windowed_job(&mut cluster, &sink);
     let answer = cluster.get(&format!("/jobs/{}/checkpoints", id.0));
     let latest_id = answer["latest"]["completed"]["id"].as_u64().unwrap_or_else(|| panic!("{answer}"));
 

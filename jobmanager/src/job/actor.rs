@@ -240,34 +240,13 @@ impl JobActor {
     // ---------------------------------------------------------------------------------------------
 
     async fn created(&mut self) -> Option<Next> {
-        let job = self.shared.job.clone();
-        let needed = job.slots_needed();
-        let timeout = job.slot_wait_timeout();
-        let deadline = Instant::now() + timeout;
-        let mut changes = self.ctx.cluster.subscribe();
-        loop {
-            if self.cancel_requested().await {
-                return Some(Next::to(JobStatus::Canceled));
-            }
-            match self.ctx.cluster.allocate(&self.shared.job_id, needed, job.placement()) {
-                Ok(slots) => {
-                    self.slots = slots;
-                    break;
-                }
-                Err(not_enough) => self.set_reason(not_enough.to_string()),
-            }
-            tokio::select! {
-                _ = self.ctx.shutdown.cancelled() => return None,
-                _ = self.shared.desired_changed.notified() => {}
-                changed = changes.changed() => if changed.is_err() { return None },
-                _ = tokio::time::sleep_until(deadline) => {
-                    let (available, _) = self.ctx.cluster.slot_counts();
-                    let cause = format!(
-                        "could not get {needed} slots within {} s ({available} available)", timeout.as_secs_f64()
-                    );
-                    return Some(Next::failed(JobStatus::Failed, cause));
-                }
-            }
+        if self.cancel_requested().await {
+            return Some(Next::to(JobStatus::Canceled));
+        }
+        match self.wait_for_slots().await? {
+            Ok(slots) => self.slots = slots,
+            Err(_) if self.cancel_requested().await => return Some(Next::to(JobStatus::Canceled)),
+            Err(cause) => return Some(Next::failed(JobStatus::Failed, cause)),
         }
         self.shared.live().reason = None;
         Some(self.deploy().await)
