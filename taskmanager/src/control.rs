@@ -161,18 +161,17 @@ impl TaskManager {
                 metrics_address: self.addresses.metrics.clone(),
                 slots: self.slots,
             };
+            // A registration starts a new incarnation: the JobManager counts every task of an earlier one as
+            // gone (and restarts its jobs elsewhere), so none of them may go on writing. They are cancelled
+            // before the request goes out: once it is accepted, the JobManager may deploy to the new
+            // incarnation before its answer arrives here, and those tasks must live.
+            let cancelled = self.cancel_all();
+            if cancelled > 0 {
+                tracing::warn!(tasks = cancelled, "cancelled the tasks of this TaskManager's previous registration");
+            }
             match self.jobmanager.clone().register_task_manager(request).await {
                 Ok(response) => {
                     backoff = REGISTER_BACKOFF_MIN;
-                    // A registration starts a new incarnation: the JobManager counts every task of an earlier
-                    // one as gone (and restarts its jobs elsewhere), so none of them may go on writing.
-                    let cancelled = self.cancel_all();
-                    if cancelled > 0 {
-                        tracing::warn!(
-                            tasks = cancelled,
-                            "cancelled the tasks of this TaskManager's previous registration"
-                        );
-                    }
                     let interval = Duration::from_millis(response.get_ref().heartbeat_interval_ms.max(10));
                     tracing::info!(task_manager = %self.id, interval_ms = interval.as_millis() as u64, "registered with the JobManager");
                     if !self.heartbeat_until_lost(interval, &shutdown).await {

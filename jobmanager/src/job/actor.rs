@@ -557,13 +557,18 @@ impl JobActor {
             self.shared.record_metrics(metrics);
         }
         tracing::debug!(job_id = %self.shared.job_id, chain = task.chain, subtask = task.subtask, state = state.as_str_name(), "task report");
-        (state == TaskState::TaskFailed).then(|| {
-            let vertices = self.chain_vertices(task.chain);
-            format!(
-                "task {vertices} (chain {}, subtask {}) on TaskManager {task_manager} failed: {}",
-                task.chain, task.subtask, report.error
-            )
-        })
+        let what = match state {
+            TaskState::TaskFailed => format!("failed: {}", report.error),
+            // Only this JobManager cancels tasks while the job runs, and it leaves RUNNING first: a task
+            // cancelled otherwise (its TaskManager registered anew, say) is lost to the attempt.
+            TaskState::TaskCanceled if self.status == JobStatus::Running => "was cancelled there".to_string(),
+            _ => return None,
+        };
+        let vertices = self.chain_vertices(task.chain);
+        Some(format!(
+            "task {vertices} (chain {}, subtask {}) on TaskManager {task_manager} {what}",
+            task.chain, task.subtask
+        ))
     }
 
     fn chain_vertices(&self, chain: u32) -> String {
