@@ -43,6 +43,8 @@ pub struct ChaosOptions {
     pub checkpoint_interval: Duration,
     /// One recovery may take at most this long before the run is declared failed.
     pub recovery_timeout: Duration,
+    /// A recovery slower than this keeps the cluster's directory and prints its logs, for a post-mortem.
+    pub slow_recovery: Duration,
 }
 
 impl Default for ChaosOptions {
@@ -59,6 +61,7 @@ impl Default for ChaosOptions {
             parallelism: 4,
             checkpoint_interval: Duration::from_millis(500),
             recovery_timeout: Duration::from_secs(60),
+            slow_recovery: Duration::from_secs(10),
         }
     }
 }
@@ -250,7 +253,9 @@ pub fn run(options: &ChaosOptions) -> anyhow::Result<ChaosReport> {
     report.final_status = details["status"].as_str().unwrap_or_default().to_string();
     report.restarts = details["restarts"].as_u64().unwrap_or(0);
     verify(&sink, rows, &mut report)?;
-    if !report.exact() {
+    let slow = report.recovery_times().iter().any(|took| *took > options.slow_recovery);
+    if !report.exact() || slow {
+        cluster.print_logs();
         cluster.keep_directory();
     }
     Ok(report)

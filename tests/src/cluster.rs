@@ -517,7 +517,8 @@ impl Cluster {
         Ok((process, (rpc, metrics)))
     }
 
-    fn print_logs(&self) {
+    /// Prints the tail of every process's log to stderr.
+    pub fn print_logs(&self) {
         let processes = std::iter::once(&self.job_manager).chain(self.task_managers.iter().map(|tm| &tm.process));
         for process in processes {
             eprintln!(
