@@ -120,16 +120,22 @@ impl ChaosReport {
     }
 }
 
+impl fmt::Display for Recovery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let took = self.took.map_or("no restart (no task there)".to_string(), |d| format!("{} ms", d.as_millis()));
+        let restored = self.restored_checkpoint.map_or(String::new(), |c| format!(", restored checkpoint {c}"));
+        write!(f, "  {:>6.1} s  killed {:<14} recovered in {took}{restored}", self.at.as_secs_f64(), self.killed)
+    }
+}
+
 impl fmt::Display for ChaosReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let tm_kills = self.recoveries.iter().filter(|r| r.killed != "jobmanager").count();
         let jm_kills = self.recoveries.len() - tm_kills;
         writeln!(f, "chaos run: {:.0} s, job {}", self.elapsed.as_secs_f64(), self.final_status)?;
         writeln!(f, "  kills: {tm_kills} TaskManager, {jm_kills} JobManager; job restarts: {}", self.restarts)?;
-        for r in &self.recoveries {
-            let took = r.took.map_or("no restart (no task there)".to_string(), |d| format!("{} ms", d.as_millis()));
-            let restored = r.restored_checkpoint.map_or(String::new(), |c| format!(", restored checkpoint {c}"));
-            writeln!(f, "  {:>6.1} s  killed {:<14} recovered in {took}{restored}", r.at.as_secs_f64(), r.killed)?;
+        for recovery in &self.recoveries {
+            writeln!(f, "{recovery}")?;
         }
         let mut times = self.recovery_times();
         times.sort();
@@ -207,16 +213,9 @@ pub fn run(options: &ChaosOptions) -> anyhow::Result<ChaosReport> {
             let before = attempt(&cluster, &id);
             let at = now.duration_since(start);
             cluster.restart_job_manager();
-            report.recoveries.push(await_recovery(
-                &cluster,
-                &id,
-                "jobmanager",
-                at,
-                now,
-                before,
-                options,
-                &mut sampler,
-            )?);
+            let recovery = await_recovery(&cluster, &id, "jobmanager", at, now, before, options, &mut sampler)?;
+            eprintln!("{recovery}");
+            report.recoveries.push(recovery);
         } else if in_input && down.is_none() && now >= next_kill {
             let hosts = task_hosts(&cluster, &id);
             let candidates: Vec<usize> = (0..cluster.task_manager_count())
@@ -229,16 +228,9 @@ pub fn run(options: &ChaosOptions) -> anyhow::Result<ChaosReport> {
                 let killed_at = Instant::now();
                 cluster.kill_task_manager(index);
                 down = Some((index, killed_at));
-                report.recoveries.push(await_recovery(
-                    &cluster,
-                    &id,
-                    &killed,
-                    at,
-                    killed_at,
-                    before,
-                    options,
-                    &mut sampler,
-                )?);
+                let recovery = await_recovery(&cluster, &id, &killed, at, killed_at, before, options, &mut sampler)?;
+                eprintln!("{recovery}");
+                report.recoveries.push(recovery);
             }
             next_kill = Instant::now() + draw(&mut rng, options.kill_every);
         }
