@@ -27,6 +27,11 @@
 # RECOVERY_STATE_ROWS keys (~31 bytes of RocksDB state each), tm-1 is killed with SIGKILL and started again at
 # once, RECOVERY_KILLS times, each after a checkpoint completed since the last recovery.
 #
+# Kafka (KAFKA_ROWS): `sluice-kafka-bench` starts a nisshi broker (installed by scripts/test.sh), writes
+# KAFKA_ROWS lines into a 4-partition topic and reads them back (the broker's own produce and consume
+# ceilings), then runs a bounded kafka_source -> split -> lower -> HASH -> running count -> kafka_sink (at least
+# once) job on this cluster at each of KAFKA_PARALLELISMS and prints rows/s.
+#
 # Usage: scripts/benchmark.sh
 # Environment: ROWS (default 20000000), PARALLELISMS (default "1 2"), BENCHMARK_TIMEOUT_S (default 1800),
 #              WORKLOADS (default "word_count windowed_heap windowed_rocksdb", see job_file),
@@ -35,7 +40,8 @@
 #              latency runs), LATENCY_ROWS_PER_S (default 200000), CHECKPOINT_WORKLOADS (default
 #              "windowed_heap windowed_rocksdb large_state_rocksdb"; empty skips), CHECKPOINT_PARALLELISM
 #              (default 2), CHECKPOINT_INTERVAL_MS (default 1000), LARGE_STATE_ROWS (default 10000000),
-#              RECOVERY_KILLS (default 10), RECOVERY_STATE_ROWS (default 36000000; 0 skips the large-state run).
+#              RECOVERY_KILLS (default 10), RECOVERY_STATE_ROWS (default 36000000; 0 skips the large-state run),
+#              KAFKA_ROWS (default 2000000; 0 skips the Kafka run), KAFKA_PARALLELISMS (default "1 2").
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -54,6 +60,8 @@ readonly CHECKPOINT_INTERVAL_MS="${CHECKPOINT_INTERVAL_MS:-1000}"
 readonly LARGE_STATE_ROWS="${LARGE_STATE_ROWS:-10000000}"
 readonly RECOVERY_KILLS="${RECOVERY_KILLS:-10}"
 readonly RECOVERY_STATE_ROWS="${RECOVERY_STATE_ROWS:-36000000}"
+readonly KAFKA_ROWS="${KAFKA_ROWS:-2000000}"
+readonly KAFKA_PARALLELISMS="${KAFKA_PARALLELISMS:-1 2}"
 readonly REGISTER_TIMEOUT_S=60
 readonly DIR=data/benchmark
 
@@ -392,6 +400,15 @@ if ((RECOVERY_KILLS > 0)); then
   recoveries+=("windowed_heap(chaos) - $count $p50 $max")
 fi
 
+kafka=()
+if ((KAFKA_ROWS > 0)); then
+  section "Kafka: $KAFKA_ROWS lines through Kafka -> word count -> Kafka (nisshi broker), parallelism $KAFKA_PARALLELISMS"
+  [[ -x "$BIN/sluice-kafka-bench" ]] || fail "$BIN/sluice-kafka-bench is missing; run without BENCHMARK_SKIP_BUILD"
+  "$BIN/sluice-kafka-bench" --rest "$JM_REST" --rows "$KAFKA_ROWS" --parallelisms "${KAFKA_PARALLELISMS// /,}" \
+    --timeout "$RUN_TIMEOUT_S" | tee "$DIR/kafka.txt" || fail "the Kafka benchmark failed"
+  mapfile -t kafka <"$DIR/kafka.txt"
+fi
+
 section "Results"
 printf '    %-18s %-12s %12s %14s\n' WORKLOAD PARALLELISM "TIME (ms)" "ROWS/S"
 for line in "${results[@]}"; do
@@ -424,6 +441,10 @@ if ((${#recoveries[@]} > 0)); then
     read -r workload bytes count p50 max <<<"$line"
     printf '    %-24s %16s %6s %8s %8s\n' "$workload" "$bytes" "$count" "$p50" "$max"
   done
+fi
+if ((${#kafka[@]} > 0)); then
+  printf '\n'
+  printf '    %s\n' "${kafka[@]}"
 fi
 printf '\n    %-24s %12s\n' PROCESS "PEAK RSS (KiB)"
 printf '    %-24s %12s\n' jobmanager "$(peak_rss_kib "$jm_pid")"

@@ -5,7 +5,8 @@
 #   2. the Rust toolchain (rustup, minimal profile, stable) with rustfmt and clippy, only when missing;
 #   3. cargo fmt --check; 4. cargo build --workspace --all-targets (the integration tests start the binaries);
 #   5. cargo clippy -D warnings; 6. the S3 server the object-storage tests start (s3s-fs, installed once into
-#   ~/.cache/sluice/tools), a throwaway PostgreSQL server (the metadata-store tests use it), then
+#   ~/.cache/sluice/tools), the Kafka broker of the Kafka tests (nisshi, installed once the same way), a
+#   throwaway PostgreSQL server (the metadata-store tests use it), then
 #   cargo nextest run --workspace (cargo test when nextest is missing).
 # Every step runs even after an earlier one failed, so one run shows every problem. The exit code is the
 # test suite's when it failed, else 1 if the format or lint check failed, else 0.
@@ -122,6 +123,24 @@ section "S3 server (s3s-fs)"
 s3_status=0
 install_s3s_fs || s3_status=$?
 
+# The Kafka broker of the Kafka tests: nisshi from crates.io (a Kafka-protocol broker, in-memory storage),
+# built once into the same cache (~11 minutes the first time); the tests find it there (tests/src/kafka.rs).
+NISSHI_VERSION=0.8.1
+install_nisshi() {
+  local root="$HOME/.cache/sluice/tools"
+  if [[ -x "$root/bin/nisshi" ]] && grep -q "nisshi $NISSHI_VERSION" "$root/.crates.toml" 2>/dev/null; then
+    info "nisshi $NISSHI_VERSION present ($root/bin/nisshi)"
+    return 0
+  fi
+  info "installing nisshi $NISSHI_VERSION into $root (once; about 11 minutes)"
+  cargo install "nisshi@$NISSHI_VERSION" --locked --ignore-rust-version --no-default-features --features dynostore \
+    --root "$root" --target-dir "$HOME/.cache/sluice/tools-target" || return 1
+}
+
+section "Kafka broker (nisshi)"
+kafka_status=0
+install_nisshi || kafka_status=$?
+
 section "Tests"
 test_status=0
 trap stop_postgres EXIT
@@ -145,11 +164,12 @@ summarize "format" "$fmt_status"
 summarize "build" "$build_status"
 summarize "clippy" "$clippy_status"
 summarize "s3s-fs" "$s3_status"
+summarize "nisshi" "$kafka_status"
 summarize "tests" "$test_status"
 
 if ((test_status != 0)); then
   exit "$test_status"
-elif ((fmt_status != 0 || clippy_status != 0 || s3_status != 0)); then
+elif ((fmt_status != 0 || clippy_status != 0 || s3_status != 0 || kafka_status != 0)); then
   exit 1
 fi
 exit 0

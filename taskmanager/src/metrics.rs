@@ -30,7 +30,104 @@ pub struct Metrics {
     in_flight_bytes_max: IntGaugeVec,
     floating_credits: IntGaugeVec,
     window_emit_latency: HistogramVec,
+    kafka: KafkaFamilies,
     pub tasks_running: IntGauge,
+}
+
+/// The Kafka connector's series, by job and topic partition (sources) or topic (sinks).
+#[derive(Clone)]
+struct KafkaFamilies {
+    records_in: IntCounterVec,
+    bytes_in: IntCounterVec,
+    lag: IntGaugeVec,
+    records_out: IntCounterVec,
+    bytes_out: IntCounterVec,
+    transactions: IntCounterVec,
+    bad_records: IntCounterVec,
+}
+
+impl KafkaFamilies {
+    fn new(r: &Registry) -> prometheus::Result<Self> {
+        const PARTITION: &[&str] = &["job", "topic", "partition"];
+        Ok(Self {
+            records_in: int_counter(r, "kafka_records_in_total", "Records a Kafka source read", PARTITION)?,
+            bytes_in: int_counter(r, "kafka_bytes_in_total", "Key and value bytes a Kafka source read", PARTITION)?,
+            lag: {
+                let vec = IntGaugeVec::new(
+                    Opts::new(
+                        "kafka_consumer_lag",
+                        "Records between a Kafka source's position and the partition's end",
+                    ),
+                    PARTITION,
+                )?;
+                r.register(Box::new(vec.clone()))?;
+                vec
+            },
+            records_out: int_counter(r, "kafka_records_out_total", "Records a Kafka sink wrote", &["job", "topic"])?,
+            bytes_out: int_counter(
+                r,
+                "kafka_bytes_out_total",
+                "Key and value bytes a Kafka sink wrote",
+                &["job", "topic"],
+            )?,
+            transactions: int_counter(
+                r,
+                "kafka_transactions_total",
+                "Transactions of exactly-once Kafka sinks, by outcome (committed, aborted)",
+                &["job", "topic", "outcome"],
+            )?,
+            bad_records: int_counter(
+                r,
+                "kafka_bad_records_total",
+                "Records a Kafka source could not decode, by what happened to them (dropped, dead_lettered)",
+                &["job", "topic", "action"],
+            )?,
+        })
+    }
+}
+
+/// The Kafka series of one job, for a Kafka source or sink.
+#[derive(Clone)]
+pub struct KafkaCounters {
+    job: String,
+    families: KafkaFamilies,
+}
+
+impl KafkaCounters {
+    pub fn records_in(&self, topic: &str, partition: i32) -> IntCounter {
+        self.families.records_in.with_label_values(&[self.job.as_str(), topic, &partition.to_string()])
+    }
+
+    pub fn bytes_in(&self, topic: &str, partition: i32) -> IntCounter {
+        self.families.bytes_in.with_label_values(&[self.job.as_str(), topic, &partition.to_string()])
+    }
+
+    pub fn lag(&self, topic: &str, partition: i32) -> IntGauge {
+        self.families.lag.with_label_values(&[self.job.as_str(), topic, &partition.to_string()])
+    }
+
+    pub fn records_out(&self, topic: &str) -> IntCounter {
+        self.families.records_out.with_label_values(&[self.job.as_str(), topic])
+    }
+
+    pub fn bytes_out(&self, topic: &str) -> IntCounter {
+        self.families.bytes_out.with_label_values(&[self.job.as_str(), topic])
+    }
+
+    pub fn transactions(&self, topic: &str, outcome: &str) -> IntCounter {
+        self.families.transactions.with_label_values(&[self.job.as_str(), topic, outcome])
+    }
+
+    pub fn bad_records(&self, topic: &str, action: &str) -> IntCounter {
+        self.families.bad_records.with_label_values(&[self.job.as_str(), topic, action])
+    }
+
+    /// Counters registered nowhere: for unit tests of the connector.
+    #[cfg(test)]
+    pub fn detached() -> Self {
+        let registry = Registry::new();
+        Self { job: "test".into(), families: KafkaFamilies::new(&registry).unwrap_or_else(|e| panic!("{e}")) }
+    }
 }
 
 /// Buckets of `window_emit_latency_seconds`: fine below a second, where a watermark interval (200 ms by
@@ -126,6 +223,7 @@ impl Metrics {
                 r.register(Box::new(vec.clone()))?;
                 vec
             },
+            kafka: KafkaFamilies::new(&r)?,
             tasks_running,
             registry: r,
         }))
@@ -204,6 +302,11 @@ impl TaskCounters {
     /// windows have the series).
     pub fn window_emit_latency(&self, vertex: &str) -> Histogram {
         self.metrics.window_emit_latency.with_label_values(&[self.task.job_id.as_str(), self.name.as_str(), vertex])
+    }
+
+    /// The Kafka connector's series of this task's job.
+    pub fn kafka(&self) -> KafkaCounters {
+        KafkaCounters { job: self.task.job_id.clone(), families: self.metrics.kafka.clone() }
     }
 
     /// The values to report to the JobManager.

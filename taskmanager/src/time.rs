@@ -102,16 +102,26 @@ impl EventTimeBuffer {
 }
 
 /// The watermarks of one source subtask.
+///
+/// A source made of splits (Kafka partitions) has a watermark per split: each advances with its own largest
+/// timestamp, and the source's watermark is the minimum over the splits that produced within the idle
+/// timeout. So a partition that lags holds event time back (its records are not made late by a faster
+/// one), and an empty partition stops holding it back once idle. Without splits the source is one split.
 pub struct WatermarkGenerator {
     column: usize,
     out_of_orderness: i64,
     interval: Duration,
     idle_timeout: Option<Duration>,
-    max_timestamp: i64,
+    splits: Vec<SplitTime>,
     emitted: i64,
     next_emit: Instant,
-    last_record: Instant,
     idle: bool,
+}
+
+#[derive(Clone, Copy)]
+struct SplitTime {
+    max_timestamp: i64,
+    last_record: Instant,
 }
 
 impl WatermarkGenerator {
@@ -127,26 +137,45 @@ impl WatermarkGenerator {
             out_of_orderness,
             interval: Duration::from_millis(event_time.watermark_interval_ms.unwrap_or(WATERMARK_INTERVAL_MS_DEFAULT)),
             idle_timeout: event_time.idle_timeout_ms.map(Duration::from_millis),
-            max_timestamp: i64::MIN,
+            splits: vec![SplitTime { max_timestamp: i64::MIN, last_record: now }],
             emitted: i64::MIN,
             next_emit: now,
-            last_record: now,
             idle: false,
         })
     }
 
     /// Takes note of a batch the source produced.
     pub fn observe(&mut self, batch: &RecordBatch) -> Result<(), OperatorError> {
+        self.observe_split(batch, None)
+    }
+
+    /// Takes note of a batch the source produced from split `split` (`None`: the source has no splits).
+    pub fn observe_split(&mut self, batch: &RecordBatch, split: Option<usize>) -> Result<(), OperatorError> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        self.last_record = Instant::now();
+        let now = Instant::now();
+        let index = split.unwrap_or(0);
+        if index >= self.splits.len() {
+            // A split seen for the first time counts from now: it is not idle before its timeout.
+            self.splits.resize(index + 1, SplitTime { max_timestamp: i64::MIN, last_record: now });
+        }
         self.idle = false;
         let times = timestamps_of(batch.column(self.column))?;
+        let split = &mut self.splits[index];
+        split.last_record = now;
         if let Some(max) = datafusion::arrow::compute::max(times.as_primitive::<Int64Type>()) {
-            self.max_timestamp = self.max_timestamp.max(max);
+            split.max_timestamp = split.max_timestamp.max(max);
         }
         Ok(())
+    }
+
+    /// The source has `count` splits: those not seen yet hold the watermark back from now until they
+    /// produce or their idle timeout passes.
+    pub fn ensure_splits(&mut self, count: usize) {
+        if count > self.splits.len() {
+            self.splits.resize(count, SplitTime { max_timestamp: i64::MIN, last_record: Instant::now() });
+        }
     }
 
     /// What to send downstream now, if anything: a new watermark, or [`IDLE`].
@@ -155,16 +184,19 @@ impl WatermarkGenerator {
             return None;
         }
         self.next_emit = now + self.interval;
-        if let Some(timeout) = self.idle_timeout {
-            if !self.idle && now.duration_since(self.last_record) >= timeout {
-                self.idle = true;
-                return Some(IDLE);
+        let active = |s: &&SplitTime| self.idle_timeout.is_none_or(|t| now.duration_since(s.last_record) < t);
+        let Some(min) = self.splits.iter().filter(active).map(|s| s.max_timestamp).min() else {
+            // Every split idle: the source is.
+            if self.idle {
+                return None;
             }
-        }
-        if self.idle || self.max_timestamp == i64::MIN {
+            self.idle = true;
+            return Some(IDLE);
+        };
+        if self.idle || min == i64::MIN {
             return None;
         }
-        let watermark = self.max_timestamp.saturating_sub(self.out_of_orderness).saturating_sub(1);
+        let watermark = min.saturating_sub(self.out_of_orderness).saturating_sub(1);
         (watermark > self.emitted).then(|| {
             self.emitted = watermark;
             watermark
@@ -196,21 +228,26 @@ impl InputWatermarks {
         self.current
     }
 
-    /// A record arrived on `channel`: it is active again. Returns what to forward, if anything.
-    pub fn on_record(&mut self, channel: usize) -> Option<i64> {
+    /// A record arrived on `channel`: it is active again. Returns what to forward, in order.
+    pub fn on_record(&mut self, channel: usize) -> Vec<i64> {
         if self.idle.get(channel).copied().unwrap_or(false) {
             self.idle[channel] = false;
             return self.combine();
         }
-        None
+        Vec::new()
     }
 
-    /// A watermark (or [`IDLE`]) arrived on `channel`. Returns what to forward, if anything: a larger
+    /// A watermark (or [`IDLE`]) arrived on `channel`. Returns what to forward, in order: a larger
     /// watermark, [`IDLE`] when every channel became idle, or the current watermark again when the task
     /// becomes active after being idle.
-    pub fn on_watermark(&mut self, channel: usize, watermark: i64) -> Option<i64> {
+    ///
+    /// When the last active channel goes idle, no channel will advance any more: the largest watermark of
+    /// all channels is forwarded before [`IDLE`] (Flink's StatusWatermarkValve does the same), so a
+    /// channel that went idle while another one still held the minimum back does not strand its
+    /// watermark, and the windows it completes fire.
+    pub fn on_watermark(&mut self, channel: usize, watermark: i64) -> Vec<i64> {
         if channel >= self.channels.len() {
-            return None;
+            return Vec::new();
         }
         if watermark == IDLE {
             self.idle[channel] = true;
@@ -221,26 +258,33 @@ impl InputWatermarks {
         self.combine()
     }
 
-    fn combine(&mut self) -> Option<i64> {
+    fn combine(&mut self) -> Vec<i64> {
         let active = self.channels.iter().zip(&self.idle).filter(|(_, idle)| !**idle).map(|(w, _)| *w).min();
         match active {
-            None if self.forwarded_idle => None,
+            None if self.forwarded_idle => Vec::new(),
             None => {
+                let mut out = Vec::with_capacity(2);
+                let max = self.channels.iter().copied().max().unwrap_or(i64::MIN);
+                if max > self.current {
+                    self.current = max;
+                    out.push(max);
+                }
                 self.forwarded_idle = true;
-                Some(IDLE)
+                out.push(IDLE);
+                out
             }
             Some(min) if min > self.current => {
                 self.current = min;
                 self.forwarded_idle = false;
-                Some(min)
+                vec![min]
             }
             Some(_) if self.forwarded_idle && self.current > i64::MIN => {
                 self.forwarded_idle = false;
-                Some(self.current)
+                vec![self.current]
             }
             Some(_) => {
                 self.forwarded_idle = false;
-                None
+                Vec::new()
             }
         }
     }
@@ -257,17 +301,29 @@ mod tests {
     #[test]
     fn the_minimum_over_active_channels_moves_forward_only() {
         let mut w = InputWatermarks::new(2);
-        assert_eq!(w.on_watermark(0, 100), None, "channel 1 has no watermark yet");
-        assert_eq!(w.on_watermark(1, 50), Some(50));
-        assert_eq!(w.on_watermark(1, 40), None, "a channel's watermark never goes back");
-        assert_eq!(w.on_watermark(1, 200), Some(100));
-        assert_eq!(w.on_watermark(0, IDLE), Some(200), "an idle channel stops holding the minimum back");
-        assert_eq!(w.on_watermark(1, IDLE), Some(IDLE), "all idle: the task is idle");
-        assert_eq!(w.on_watermark(1, IDLE), None, "idleness is forwarded once");
-        assert_eq!(w.on_record(0), Some(200), "a record wakes channel 0; the task is active at its watermark");
+        let none: Vec<i64> = Vec::new();
+        assert_eq!(w.on_watermark(0, 100), none, "channel 1 has no watermark yet");
+        assert_eq!(w.on_watermark(1, 50), vec![50]);
+        assert_eq!(w.on_watermark(1, 40), none, "a channel's watermark never goes back");
+        assert_eq!(w.on_watermark(1, 200), vec![100]);
+        assert_eq!(w.on_watermark(0, IDLE), vec![200], "an idle channel stops holding the minimum back");
+        assert_eq!(w.on_watermark(1, IDLE), vec![IDLE], "all idle: the task is idle");
+        assert_eq!(w.on_watermark(1, IDLE), none, "idleness is forwarded once");
+        assert_eq!(w.on_record(0), vec![200], "a record wakes channel 0; the task is active at its watermark");
         assert_eq!(w.current(), 200);
-        assert_eq!(w.on_watermark(0, 150), None, "channel 0 is behind the task's watermark: no step back");
-        assert_eq!(w.on_watermark(0, END_OF_TIME), Some(END_OF_TIME), "channel 1 is idle: channel 0 alone decides");
+        assert_eq!(w.on_watermark(0, 150), none, "channel 0 is behind the task's watermark: no step back");
+        assert_eq!(w.on_watermark(0, END_OF_TIME), vec![END_OF_TIME], "channel 1 is idle: channel 0 alone decides");
+    }
+
+    #[test]
+    fn a_watermark_stranded_behind_a_channel_that_went_idle_last_is_flushed() {
+        // Channel 0 got far ahead while channel 1 (never a record) held the minimum back; channel 0 goes idle
+        // first, then channel 1: nothing will move any more, so channel 0's watermark is forwarded, then IDLE.
+        let mut w = InputWatermarks::new(2);
+        assert_eq!(w.on_watermark(0, 90_000), Vec::<i64>::new());
+        assert_eq!(w.on_watermark(0, IDLE), Vec::<i64>::new(), "channel 1 is active at no watermark yet");
+        assert_eq!(w.on_watermark(1, IDLE), vec![90_000, IDLE]);
+        assert_eq!(w.current(), 90_000);
     }
 
     #[test]

@@ -44,6 +44,7 @@
 pub mod binaries;
 pub mod chaos;
 pub mod cluster;
+pub mod kafka;
 pub mod memory;
 pub mod postgres;
 pub mod process;

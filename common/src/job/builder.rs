@@ -30,8 +30,8 @@ use std::rc::Rc;
 use crate::proto::{
     event_time::Watermarks, vertex::Operator, window::Assigner, Aggregate, AggregateCall, BlackholeSink,
     CustomOperator, DataType, DatagenSource, Deduplicate, Edge, EventTime, Field, FileSink, FileSource, Filter,
-    FlatMap, IntervalJoin, JobConfig, JobGraph, Monotonous, Partitioning, PrintSink, Projection, Reduce, Select,
-    SessionWindow, SlidingWindow, TemporalJoin, TumblingWindow, Vertex, Window,
+    FlatMap, IntervalJoin, JobConfig, JobGraph, KafkaSink, KafkaSource, Monotonous, Partitioning, PrintSink,
+    Projection, Reduce, Select, SessionWindow, SlidingWindow, TemporalJoin, TumblingWindow, Vertex, Window,
 };
 
 /// Builds a [`JobGraph`].
@@ -90,6 +90,11 @@ impl JobBuilder {
     /// Adds a file source.
     pub fn file_source(&self, id: &str, parallelism: u32, source: FileSource) -> Stream {
         self.source(id, parallelism, Operator::FileSource(source))
+    }
+
+    /// Adds a Kafka source.
+    pub fn kafka_source(&self, id: &str, parallelism: u32, source: KafkaSource) -> Stream {
+        self.source(id, parallelism, Operator::KafkaSource(source))
     }
 
     /// The graph built so far.
@@ -241,6 +246,11 @@ impl Stream {
     /// Writes newline-delimited JSON part files into the directory `path`.
     pub fn file_sink(self, id: &str, path: &str) -> Stream {
         self.then(id, Operator::FileSink(FileSink { path: path.to_string() }))
+    }
+
+    /// Writes each row as a Kafka record.
+    pub fn kafka_sink(self, id: &str, sink: KafkaSink) -> Stream {
+        self.then(id, Operator::KafkaSink(sink))
     }
 
     /// Logs rows.

@@ -16,8 +16,8 @@ use std::fmt;
 
 pub use parse::parse_job_file;
 pub use validate::{
-    is_time_type, operator_kind, validate, ValidatedJob, AGGREGATE_FUNCTIONS, LATE_SIDE_OUTPUT, OPERATOR_KINDS,
-    WATERMARK_INTERVAL_MS_DEFAULT, WINDOW_END_COLUMN, WINDOW_START_COLUMN,
+    is_time_type, operator_kind, validate, ValidatedJob, AGGREGATE_FUNCTIONS, KAFKA_TRANSACTION_TIMEOUT_MS_DEFAULT,
+    LATE_SIDE_OUTPUT, OPERATOR_KINDS, WATERMARK_INTERVAL_MS_DEFAULT, WINDOW_END_COLUMN, WINDOW_START_COLUMN,
 };
 
 /// Everything wrong with a job file or graph. Displayed as one problem per line; each names the vertex,

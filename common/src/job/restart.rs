@@ -98,6 +98,15 @@ impl RestartPolicy {
         }
     }
 
+    /// The longest delay before a restart this policy can choose.
+    pub fn longest_delay(&self) -> Duration {
+        match self {
+            RestartPolicy::None => Duration::ZERO,
+            RestartPolicy::FixedDelay { delay, .. } | RestartPolicy::FailureRate { delay, .. } => *delay,
+            RestartPolicy::ExponentialDelay { max, jitter, .. } => max.mul_f64(1.0 + jitter.max(0.0)),
+        }
+    }
+
     /// The name shown in logs, causes and the REST API.
     pub fn name(&self) -> &'static str {
         match self {

@@ -43,6 +43,8 @@ pub const OPERATOR_KINDS: &[&str] = &[
     "interval_join",
     "temporal_join",
     "custom",
+    "kafka_source",
+    "kafka_sink",
 ];
 /// The side output of a window that receives records later than its allowed lateness.
 pub const LATE_SIDE_OUTPUT: &str = "late";
@@ -185,6 +187,8 @@ pub fn operator_kind(operator: &Operator) -> &'static str {
         Operator::IntervalJoin(_) => "interval_join",
         Operator::TemporalJoin(_) => "temporal_join",
         Operator::Custom(_) => "custom",
+        Operator::KafkaSource(_) => "kafka_source",
+        Operator::KafkaSink(_) => "kafka_sink",
     }
 }
 
@@ -199,11 +203,14 @@ fn edge_source_key(edge: &Edge) -> String {
 }
 
 fn is_source(operator: &Operator) -> bool {
-    matches!(operator, Operator::Datagen(_) | Operator::FileSource(_))
+    matches!(operator, Operator::Datagen(_) | Operator::FileSource(_) | Operator::KafkaSource(_))
 }
 
 fn is_sink(operator: &Operator) -> bool {
-    matches!(operator, Operator::FileSink(_) | Operator::PrintSink(_) | Operator::BlackholeSink(_))
+    matches!(
+        operator,
+        Operator::FileSink(_) | Operator::PrintSink(_) | Operator::BlackholeSink(_) | Operator::KafkaSink(_)
+    )
 }
 
 /// Validates `graph`, reporting every problem found.
@@ -364,7 +371,7 @@ fn topological_order(graph: &JobGraph, problems: &mut Vec<String>) -> Vec<usize>
         }
     }
     if !has_sink && n > 0 {
-        problems.push("the job has no sink (file_sink, print_sink or blackhole_sink)".to_string());
+        problems.push("the job has no sink (file_sink, kafka_sink, print_sink or blackhole_sink)".to_string());
     }
     let mut remaining = inputs.clone();
     let mut ready: VecDeque<usize> = (0..n).filter(|&i| remaining[i] == 0).collect();
@@ -445,6 +452,7 @@ fn infer_schemas(graph: &JobGraph, order: &[usize], problems: &mut Vec<String>) 
         let output = match operator {
             Operator::Datagen(datagen) => datagen_schema(datagen, &mut report),
             Operator::FileSource(source) => file_source_schema(source, &mut report),
+            Operator::KafkaSource(source) => kafka_source_schema(source, &mut report),
             Operator::Select(select) => {
                 output_time = input_time.as_deref().and_then(|time| {
                     select.columns.iter().find(|c| c.expr.trim() == time).map(|c| output_name(c, &input).to_string())
@@ -495,6 +503,10 @@ fn infer_schemas(graph: &JobGraph, order: &[usize], problems: &mut Vec<String>) 
                 if sink.path.trim().is_empty() {
                     report("'path' is missing (the output directory)".into());
                 }
+                Some(input)
+            }
+            Operator::KafkaSink(sink) => {
+                check_kafka_sink(sink, &input, graph.config.as_ref(), &mut report);
                 Some(input)
             }
             Operator::PrintSink(_) => Some(input),
@@ -924,6 +936,132 @@ fn file_source_schema(source: &proto::FileSource, report: &mut dyn FnMut(String)
     }
     Some(declared_schema(&source.schema, report))
 }
+
+fn kafka_source_schema(source: &proto::KafkaSource, report: &mut dyn FnMut(String)) -> Option<SchemaRef> {
+    check_batch_size(source.batch_size, report);
+    if source.bootstrap_servers.trim().is_empty() {
+        report("'bootstrap_servers' is missing (host:port of the brokers)".into());
+    }
+    if source.topics.is_empty() || source.topics.iter().any(|t| t.trim().is_empty()) {
+        report("'topics' is missing or holds an empty name: list the topics to read".into());
+    }
+    if source.start_from() == proto::KafkaStartFrom::Timestamp && source.start_timestamp_ms <= 0 {
+        report("start_from TIMESTAMP needs 'start_timestamp_ms' (ms since the epoch)".into());
+    }
+    if source.start_from() != proto::KafkaStartFrom::Timestamp && source.start_timestamp_ms != 0 {
+        report("'start_timestamp_ms' is only read with start_from TIMESTAMP".into());
+    }
+    match (source.on_bad_record(), source.dead_letter_topic.trim().is_empty()) {
+        (proto::BadRecordPolicy::DeadLetter, true) => {
+            report("on_bad_record DEAD_LETTER needs 'dead_letter_topic'".into())
+        }
+        (proto::BadRecordPolicy::DeadLetter, false) => {
+            if source.topics.contains(&source.dead_letter_topic) {
+                report("'dead_letter_topic' must not be a topic the source reads".into());
+            }
+        }
+        (_, false) => report("'dead_letter_topic' is only used with on_bad_record DEAD_LETTER".into()),
+        (_, true) => {}
+    }
+    for key in source.properties.keys() {
+        if ["bootstrap.servers", "enable.auto.commit", "group.id"].contains(&key.as_str()) {
+            report(format!("property '{key}' is set by the source itself (use the field of the same name, if any)"));
+        }
+    }
+    if source.schema.is_empty() {
+        report("'schema' is missing: list the columns to read as [{\"name\": ..., \"type\": ...}]".into());
+        return None;
+    }
+    let schema = declared_schema(&source.schema, report);
+    let mut value_columns = schema.fields().len();
+    for (field, what, wanted) in [
+        (&source.timestamp_column, "timestamp_column", DataType::TimestampMs),
+        (&source.key_column, "key_column", DataType::String),
+    ] {
+        if field.is_empty() {
+            continue;
+        }
+        value_columns -= 1;
+        match source.schema.iter().find(|c| &c.name == field) {
+            None => report(format!("{what} '{field}' is not a column of the schema")),
+            Some(column) if column.r#type() != wanted => {
+                report(format!("{what} '{field}' must be a {} column", wanted.as_str_name()))
+            }
+            Some(_) => {}
+        }
+    }
+    if value_columns == 0 {
+        report("the schema has no column decoded from the record's value".into());
+    }
+    if source.format() == proto::FileFormat::Lines && value_columns != 1 {
+        report(
+            "format LINES reads each value into one STRING column: give exactly one besides the metadata columns"
+                .into(),
+        );
+    }
+    Some(schema)
+}
+
+fn check_kafka_sink(
+    sink: &proto::KafkaSink,
+    input: &SchemaRef,
+    config: Option<&JobConfig>,
+    report: &mut dyn FnMut(String),
+) {
+    if sink.bootstrap_servers.trim().is_empty() {
+        report("'bootstrap_servers' is missing (host:port of the brokers)".into());
+    }
+    if sink.topic.trim().is_empty() {
+        report("'topic' is missing".into());
+    }
+    if !sink.key_column.is_empty() && input.index_of(&sink.key_column).is_err() {
+        report(format!("key_column '{}' is not an input column", sink.key_column));
+    }
+    if sink.format() == proto::FileFormat::Lines
+        && (input.fields().len() != 1 || input.field(0).data_type() != &ArrowType::Utf8)
+    {
+        report("format LINES writes one STRING column as the value: select exactly one".into());
+    }
+    for key in sink.properties.keys() {
+        if ["bootstrap.servers", "transactional.id", "transaction.timeout.ms"].contains(&key.as_str()) {
+            report(format!("property '{key}' is set by the sink itself (use the field of the same name, if any)"));
+        }
+    }
+    let exactly_once = sink.delivery() == proto::KafkaDelivery::ExactlyOnce;
+    if !exactly_once {
+        if !sink.transactional_id_prefix.is_empty() || sink.transaction_timeout_ms.is_some() {
+            report(
+                "'transactional_id_prefix' and 'transaction_timeout_ms' are only used with delivery EXACTLY_ONCE"
+                    .into(),
+            );
+        }
+        return;
+    }
+    let timeout = sink.transaction_timeout_ms.unwrap_or(KAFKA_TRANSACTION_TIMEOUT_MS_DEFAULT);
+    if timeout > KAFKA_TRANSACTION_TIMEOUT_MS_DEFAULT {
+        report(format!(
+            "transaction_timeout_ms {timeout} is above the brokers' default limit (transaction.max.timeout.ms = \
+             {KAFKA_TRANSACTION_TIMEOUT_MS_DEFAULT}); a broker would refuse the producer"
+        ));
+    }
+    let Some(policy) = config.and_then(|c| c.checkpointing.as_ref()).and_then(super::checkpoint::CheckpointPolicy::of)
+    else {
+        return;
+    };
+    let checkpoints = true;
+    let restart = super::restart::RestartPolicy::of(config.and_then(|c| c.restart_strategy.as_ref()), checkpoints);
+    let needed = policy.interval + policy.timeout.min(policy.interval) + restart.longest_delay();
+    let needed_ms = u64::try_from(needed.as_millis()).unwrap_or(u64::MAX);
+    if timeout <= needed_ms {
+        report(format!(
+            "transaction_timeout_ms {timeout} must exceed the checkpoint interval plus the longest restart delay \
+             ({needed_ms} ms): a transaction the broker times out first is lost"
+        ));
+    }
+}
+
+/// The brokers' default upper bound on a transaction timeout, and the Kafka sink's default timeout.
+pub const KAFKA_TRANSACTION_TIMEOUT_MS_DEFAULT: u64 = 900_000;
 
 /// A schema declared in the job file (a file source's columns, a custom operator's output).
 fn declared_schema(declared: &[proto::Field], report: &mut dyn FnMut(String)) -> SchemaRef {

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use sluice_common::ids::JobId;
 use sluice_common::job::checkpoint::{CheckpointPolicy, CHECKPOINT_TIMEOUT_MS_DEFAULT};
 use sluice_common::job::ValidatedJob;
+use sluice_common::proto::vertex::Operator;
 use sluice_common::proto::{
     AcknowledgeCheckpointRequest, NotifyCheckpointCompleteRequest, RestoreSpec, SnapshotFile, TriggerCheckpointRequest,
 };
@@ -742,7 +743,7 @@ async fn delete_dir(dir: &Storage) {
 
 /// Reads a checkpoint's or savepoint's `_metadata` (`path` is its directory or the file itself) and checks
 /// that it can start `job`: same number of key groups, every vertex of the checkpoint still in the job,
-/// sources at their old parallelism, every snapshot file present. The error says what is wrong and where.
+/// sources at their old parallelism (except Kafka sources), every snapshot file present. The error says what is wrong and where.
 pub async fn plan_restore(path: &str, job: &ValidatedJob) -> Result<RestoreSpec, String> {
     let (dir, metadata) = read_metadata(path).await?;
     let file = dir.describe(METADATA_FILE);
@@ -760,14 +761,21 @@ pub async fn plan_restore(path: &str, job: &ValidatedJob) -> Result<RestoreSpec,
     }
     for vertex in &metadata.vertices {
         match job.vertex(&vertex.id) {
-            None => problems.push(format!(
-                "vertex '{}' of the checkpoint is not in the job; its state would be lost",
-                vertex.id
-            )),
-            Some(now) if vertex.source && now.parallelism != vertex.parallelism => problems.push(format!(
-                "source '{}' ran at parallelism {} and would now run at {}; sources resume only at their old parallelism",
-                vertex.id, vertex.parallelism, now.parallelism
-            )),
+            None => problems
+                .push(format!("vertex '{}' of the checkpoint is not in the job; its state would be lost", vertex.id)),
+            // A Kafka source's positions are per partition and merge at any parallelism; the generator's
+            // and the file source's are per subtask.
+            Some(now)
+                if vertex.source
+                    && now.parallelism != vertex.parallelism
+                    && !matches!(now.operator, Some(Operator::KafkaSource(_))) =>
+            {
+                problems.push(format!(
+                    "source '{}' ran at parallelism {} and would now run at {}; this source resumes only at its \
+                     old parallelism (Kafka sources rescale)",
+                    vertex.id, vertex.parallelism, now.parallelism
+                ))
+            }
             Some(_) => {}
         }
     }

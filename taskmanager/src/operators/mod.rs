@@ -17,6 +17,7 @@ mod file_sink;
 mod file_source;
 mod flat_map;
 mod join;
+pub mod kafka;
 mod print;
 mod simple;
 mod window;
@@ -84,6 +85,39 @@ pub trait Source: Send {
         } else {
             Err(OperatorError::new("this source cannot resume from a position"))
         }
+    }
+
+    /// Restore, given this subtask's position (`own`, absent when the job had fewer subtasks) and the
+    /// positions of every subtask of the checkpointed job. Sources whose splits may change owner at another
+    /// parallelism (Kafka partitions) look at all; the others continue from their own.
+    fn seek_all(&mut self, own: Option<&[u8]>, _all: &[&[u8]]) -> Result<(), OperatorError> {
+        match own {
+            Some(position) => self.seek(position),
+            None => Ok(()),
+        }
+    }
+
+    /// Checkpoint `checkpoint` is about to be taken, before [`Source::position`]: make what was emitted
+    /// durable where it must be (dead letters), and remember the position for the completion.
+    fn prepare_checkpoint(&mut self, _checkpoint: u64) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// Checkpoint `checkpoint` completed.
+    fn notify_checkpoint_complete(&mut self, _checkpoint: u64) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// The split (e.g. Kafka partition, numbered by the source) the last batch came from, for watermarks
+    /// per split: each split's watermark advances on its own, and the source's is their minimum over the
+    /// splits that are not idle. `None`: the source is one split.
+    fn split_of_last_batch(&self) -> Option<usize> {
+        None
+    }
+
+    /// How many splits the source has now (0: it has none).
+    fn split_count(&self) -> usize {
+        0
     }
 }
 
@@ -235,11 +269,15 @@ pub fn build_source(
     vertex: &Vertex,
     job: &ValidatedJob,
     subtask: SubtaskInfo,
+    counters: &TaskCounters,
 ) -> Result<Box<dyn Source>, OperatorError> {
     let schema = output_schema(job, &vertex.id)?;
     match &vertex.operator {
         Some(Spec::Datagen(spec)) => Ok(Box::new(datagen::Datagen::new(spec, schema, subtask))),
         Some(Spec::FileSource(spec)) => Ok(Box::new(file_source::FileSourceReader::open(spec, schema, subtask)?)),
+        Some(Spec::KafkaSource(spec)) => {
+            Ok(Box::new(kafka::KafkaSourceReader::open(spec, &vertex.id, schema, subtask, counters.kafka())?))
+        }
         _ => Err(OperatorError::new(format!("vertex '{}' is not a source", vertex.id))),
     }
 }
@@ -277,6 +315,15 @@ pub fn build_operator(vertex: &Vertex, ctx: &BuildContext<'_>) -> Result<Box<dyn
             Box::new(aggregate::RunningAggregate::new(spec, &input, output, job.max_parallelism())?)
         }
         Some(Spec::FileSink(spec)) => Box::new(file_sink::FileSinkWriter::open(spec, subtask, exactly_once_sinks)?),
+        Some(Spec::KafkaSink(spec)) => {
+            if spec.delivery() == sluice_common::proto::KafkaDelivery::ExactlyOnce && !exactly_once_sinks {
+                return Err(OperatorError::new(
+                    "a kafka_sink with delivery EXACTLY_ONCE commits on checkpoints: turn checkpointing on \
+                     (config.checkpointing.interval_ms or CHECKPOINT_INTERVAL)",
+                ));
+            }
+            Box::new(kafka::KafkaSinkWriter::open(spec, &vertex.id, &input, subtask, counters.kafka())?)
+        }
         Some(Spec::PrintSink(spec)) => Box::new(print::PrintSinkOp::new(spec, &vertex.id, subtask)),
         Some(Spec::BlackholeSink(spec)) => Box::new(simple::BlackholeOp::new(spec)),
         Some(Spec::Window(spec)) => Box::new(
@@ -324,7 +371,7 @@ pub fn build_operator(vertex: &Vertex, ctx: &BuildContext<'_>) -> Result<Box<dyn
             job.max_parallelism(),
             backend()?,
         )?),
-        Some(Spec::Datagen(_) | Spec::FileSource(_)) | None => {
+        Some(Spec::Datagen(_) | Spec::FileSource(_) | Spec::KafkaSource(_)) | None => {
             return Err(OperatorError::new(format!("vertex '{}' is not a transformation or sink", vertex.id)))
         }
     })

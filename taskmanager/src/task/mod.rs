@@ -221,7 +221,7 @@ impl Runner {
                     .ok_or_else(|| TaskError::Operator(format!("vertex '{}' has no schema", head_vertex.id)))?;
                 generator = Some(WatermarkGenerator::new(event_time, schema).map_err(|e| named(head_vertex, e))?);
             }
-            Head::Source(build_source(head_vertex, job, subtask).map_err(|e| named(head_vertex, e))?)
+            Head::Source(build_source(head_vertex, job, subtask, counters).map_err(|e| named(head_vertex, e))?)
         } else {
             operators.push(build_operator(head_vertex, &context).map_err(|e| named(head_vertex, e))?);
             let gate = network.create_input_gate(plan.inputs.clone()).await?;
@@ -284,7 +284,8 @@ impl Runner {
                 Head::Source(source) => match source.poll_next()? {
                     SourcePoll::Batch(batch) => {
                         if let Some(generator) = &mut self.generator {
-                            generator.observe(&batch)?;
+                            generator.ensure_splits(source.split_count());
+                            generator.observe_split(&batch, source.split_of_last_batch())?;
                         }
                         self.push(vec![batch], 0, 0, counters).await?;
                         self.account_busy(counters);
@@ -360,13 +361,13 @@ impl Runner {
                 Wake::Event(None) => return Ok(None),
                 Wake::Event(Some(Err(e))) => return Err(e.into()),
                 Wake::Event(Some(Ok((channel, StreamEvent::Batch(batch))))) => {
-                    if let Some(watermark) = self.input_watermarks.on_record(channel) {
+                    for watermark in self.input_watermarks.on_record(channel) {
                         self.advance_watermark(watermark, counters).await?;
                     }
                     return Ok(Some((self.channel_inputs.get(channel).copied().unwrap_or(0), batch)));
                 }
                 Wake::Event(Some(Ok((channel, StreamEvent::Watermark(watermark))))) => {
-                    if let Some(watermark) = self.input_watermarks.on_watermark(channel, watermark) {
+                    for watermark in self.input_watermarks.on_watermark(channel, watermark) {
                         self.advance_watermark(watermark, counters).await?;
                     }
                 }
@@ -394,6 +395,9 @@ impl Runner {
             }
             CheckpointCommand::Complete { id, done } => {
                 self.checkpointing.shared.lock().unwrap_or_else(|p| p.into_inner()).completed(id);
+                if let Head::Source(source) = &mut self.head {
+                    source.notify_checkpoint_complete(id).map_err(|e| operator_error(counters, 0, e))?;
+                }
                 for index in 0..self.operators.len() {
                     self.operators[index]
                         .notify_checkpoint_complete(id)
@@ -571,7 +575,9 @@ impl Runner {
             parallelism: self.parallelism,
             operators: Vec::with_capacity(self.vertex_ids.len()),
         };
-        if let Head::Source(source) = &self.head {
+        if let Head::Source(source) = &mut self.head {
+            let head = self.vertex_ids.first().map_or("", String::as_str);
+            source.prepare_checkpoint(id).map_err(|e| format!("vertex '{head}': {}", e.0))?;
             snapshot.operators.push(OperatorSnapshot {
                 vertex_id: self.vertex_ids.first().cloned().unwrap_or_default(),
                 source_position: source.position(),
@@ -863,8 +869,10 @@ async fn restore_chain(
     };
     let (first_operator, head_id) = if is_source { (1, ids.first().copied()) } else { (0, None) };
     if let (Head::Source(source), Some(id)) = (head, head_id) {
-        if let Some(own) = of_vertex(id, true).first() {
-            source.seek(&own.source_position).map_err(|e| named(id, e))?;
+        let all: Vec<&[u8]> = of_vertex(id, false).iter().map(|s| s.source_position.as_slice()).collect();
+        let own = of_vertex(id, true).first().map(|s| s.source_position.as_slice());
+        if own.is_some() || !all.is_empty() {
+            source.seek_all(own, &all).map_err(|e| named(id, e))?;
         }
     }
     for (operator, id) in operators.iter_mut().zip(ids.iter().skip(first_operator)) {

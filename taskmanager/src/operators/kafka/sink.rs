@@ -1,0 +1,584 @@
+//! The Kafka sink: at least once (flush at every barrier) or exactly once (a transaction per checkpoint).
+//!
+//! Exactly once with librdkafka cannot work the way Flink's Java sink does: Flink writes into an open
+//! transaction between barriers and, after a crash, *resumes* that transaction by re-instantiating the
+//! producer with the old producer id and epoch through reflection, to commit it. librdkafka has no such
+//! entry point; a new producer with the same transactional id aborts whatever was open. So this sink keeps
+//! the records of a checkpoint interval in the checkpoint itself, and writes them in one transaction when
+//! the checkpoint completes. The transaction also commits, for the consumer group `<transactional id>`, the
+//! offset "checkpoint N" on partition 0 of the output topic: that marker commits atomically with the
+//! records, so after a crash the restored sink reads it and writes again exactly the checkpoints whose
+//! transaction did not commit. Nothing is lost (the records are in the checkpoint) and nothing repeats (the
+//! marker says what committed).
+//!
+//! Transactional ids are stable: `<prefix>-<subtask>`. Starting the producer (`init_transactions`) fences
+//! every earlier producer with that id, a zombie of an earlier attempt included, and aborts its open
+//! transaction. A job restored at a lower parallelism also starts the ids of the subtasks that no longer
+//! exist, to fence and abort what they left.
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use sluice_common::proto::{KafkaDelivery, KafkaSink, OperatorSnapshot};
+
+use super::codec::{KafkaRecord, RecordEncoder};
+use crate::metrics::KafkaCounters;
+use crate::operators::{Operator, OperatorError, SubtaskInfo};
+
+use sluice_common::job::KAFKA_TRANSACTION_TIMEOUT_MS_DEFAULT as TRANSACTION_TIMEOUT_DEFAULT_MS;
+/// How long a flush, a transaction commit or an abort may take before the sink gives up.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often an exactly-once commit is tried when the broker answers with a retriable error.
+const COMMIT_ATTEMPTS: usize = 5;
+
+/// Remembers the first delivery failure of an at-least-once producer.
+#[derive(Default)]
+struct DeliveryErrors(Mutex<Option<String>>);
+
+struct SinkContext(Arc<DeliveryErrors>);
+
+impl ClientContext for SinkContext {}
+
+impl ProducerContext for SinkContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((error, _)) = result {
+            let mut first = self.0 .0.lock().unwrap_or_else(|p| p.into_inner());
+            first.get_or_insert_with(|| error.to_string());
+        }
+    }
+}
+
+fn producer_config(spec: &KafkaSink) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &spec.bootstrap_servers).set("enable.idempotence", "true").set("linger.ms", "5");
+    for (key, value) in &spec.properties {
+        config.set(key, value);
+    }
+    config
+}
+
+/// The transactional id prefix of a sink vertex.
+pub fn transactional_prefix(spec: &KafkaSink, vertex: &str) -> String {
+    if spec.transactional_id_prefix.is_empty() {
+        format!("sluice-{vertex}")
+    } else {
+        spec.transactional_id_prefix.clone()
+    }
+}
+
+pub struct KafkaSinkWriter {
+    topic: String,
+    encoder: RecordEncoder,
+    metrics: KafkaCounters,
+    mode: Mode,
+}
+
+enum Mode {
+    AtLeastOnce { producer: ThreadedProducer<SinkContext>, errors: Arc<DeliveryErrors> },
+    ExactlyOnce(Box<Transactional>),
+}
+
+impl KafkaSinkWriter {
+    pub fn open(
+        spec: &KafkaSink,
+        vertex: &str,
+        schema: &SchemaRef,
+        subtask: SubtaskInfo,
+        metrics: KafkaCounters,
+    ) -> Result<Self, OperatorError> {
+        let encoder = RecordEncoder::new(schema, spec.format(), &spec.key_column)?;
+        let mode = match spec.delivery() {
+            KafkaDelivery::ExactlyOnce => Mode::ExactlyOnce(Box::new(Transactional::new(spec, vertex, subtask)?)),
+            KafkaDelivery::AtLeastOnce | KafkaDelivery::Unspecified => {
+                let errors = Arc::new(DeliveryErrors::default());
+                let producer = producer_config(spec)
+                    .create_with_context(SinkContext(errors.clone()))
+                    .map_err(|e| OperatorError::new(format!("cannot create a Kafka producer: {e}")))?;
+                Mode::AtLeastOnce { producer, errors }
+            }
+        };
+        Ok(Self { topic: spec.topic.clone(), encoder, metrics, mode })
+    }
+
+    /// At least once: waits until the broker acknowledged everything sent, or fails.
+    fn flush(&mut self) -> Result<(), OperatorError> {
+        let Mode::AtLeastOnce { producer, errors } = &self.mode else { return Ok(()) };
+        producer.flush(OPERATION_TIMEOUT).map_err(|e| OperatorError::new(format!("Kafka flush failed: {e}")))?;
+        if let Some(error) = errors.0.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(OperatorError::new(format!("a record could not be written to Kafka: {error}")));
+        }
+        Ok(())
+    }
+}
+
+/// Sends a record, waiting while the producer's queue is full (the sink's backpressure).
+type Sent<'a> = Result<(), Box<(KafkaError, BaseRecord<'a, Vec<u8>, Vec<u8>>)>>;
+
+fn send_blocking<'a>(
+    send: impl Fn(BaseRecord<'a, Vec<u8>, Vec<u8>>) -> Sent<'a>,
+    poll: impl Fn(),
+    topic: &'a str,
+    record: &'a KafkaRecord,
+) -> Result<(), OperatorError> {
+    let mut out = BaseRecord::to(topic).payload(&record.1);
+    if let Some(key) = &record.0 {
+        out = out.key(key);
+    }
+    loop {
+        match send(out).map_err(|e| *e) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                out = back;
+                poll();
+            }
+            Err((e, _)) => return Err(OperatorError::new(format!("cannot send a record to Kafka: {e}"))),
+        }
+    }
+}
+
+impl Operator for KafkaSinkWriter {
+    fn process(&mut self, batch: RecordBatch, _out: &mut Vec<RecordBatch>) -> Result<(), OperatorError> {
+        let records = self.encoder.encode(&batch)?;
+        let bytes: usize = records.iter().map(|(k, v)| k.as_ref().map_or(0, Vec::len) + v.len()).sum();
+        self.metrics.records_out(&self.topic).inc_by(records.len() as u64);
+        self.metrics.bytes_out(&self.topic).inc_by(bytes as u64);
+        match &mut self.mode {
+            Mode::AtLeastOnce { producer, .. } => {
+                for record in &records {
+                    send_blocking(
+                        |r| producer.send(r).map_err(Box::new),
+                        || std::thread::sleep(Duration::from_millis(1)),
+                        &self.topic,
+                        record,
+                    )?;
+                }
+                Ok(())
+            }
+            Mode::ExactlyOnce(transactional) => {
+                transactional.current.extend(records);
+                Ok(())
+            }
+        }
+    }
+
+    fn snapshot_state(&mut self, snapshot: &mut OperatorSnapshot) -> Result<(), OperatorError> {
+        match &mut self.mode {
+            Mode::AtLeastOnce { .. } => self.flush(),
+            Mode::ExactlyOnce(transactional) => {
+                let records = std::mem::take(&mut transactional.current);
+                transactional.pending.insert(snapshot.checkpoint_id, records);
+                snapshot.operator_state = transactional.encode_state();
+                Ok(())
+            }
+        }
+    }
+
+    fn restore_state(
+        &mut self,
+        snapshots: &[&OperatorSnapshot],
+        _key_groups: std::ops::RangeInclusive<u16>,
+    ) -> Result<(), OperatorError> {
+        let Mode::ExactlyOnce(transactional) = &mut self.mode else { return Ok(()) };
+        transactional.restore(snapshots, &self.metrics, &self.topic)
+    }
+
+    fn notify_checkpoint_complete(&mut self, id: u64) -> Result<(), OperatorError> {
+        let Mode::ExactlyOnce(transactional) = &mut self.mode else { return Ok(()) };
+        transactional.commit_up_to(id, &self.metrics, &self.topic)
+    }
+
+    fn finish(&mut self, _out: &mut Vec<RecordBatch>) -> Result<(), OperatorError> {
+        match &mut self.mode {
+            Mode::AtLeastOnce { .. } => self.flush(),
+            Mode::ExactlyOnce(transactional) => {
+                // The end of a bounded input: what came after the last checkpoint commits now, marked as the
+                // checkpoint after it.
+                let after = transactional.pending.keys().next_back().copied().unwrap_or(transactional.committed) + 1;
+                let records = std::mem::take(&mut transactional.current);
+                transactional.pending.insert(after, records);
+                transactional.commit_up_to(after, &self.metrics, &self.topic)
+            }
+        }
+    }
+}
+
+/// The exactly-once machinery of one sink subtask.
+struct Transactional {
+    spec: KafkaSink,
+    prefix: String,
+    subtask: SubtaskInfo,
+    transactional_id: String,
+    producer: Option<BaseProducer>,
+    /// Records since the last barrier.
+    current: Vec<KafkaRecord>,
+    /// Checkpoint id → its records, snapshotted and not yet committed.
+    pending: BTreeMap<u64, Vec<KafkaRecord>>,
+    /// Records of earlier subtasks (a restore) to write with this subtask's next commit: (origin
+    /// transactional id, checkpoint id) → records.
+    adopted: BTreeMap<(String, u64), Vec<KafkaRecord>>,
+    /// The last checkpoint whose records committed.
+    committed: u64,
+}
+
+impl Transactional {
+    fn new(spec: &KafkaSink, vertex: &str, subtask: SubtaskInfo) -> Result<Self, OperatorError> {
+        let prefix = transactional_prefix(spec, vertex);
+        let transactional_id = format!("{prefix}-{}", subtask.index);
+        Ok(Self {
+            spec: spec.clone(),
+            prefix,
+            subtask,
+            transactional_id,
+            producer: None,
+            current: Vec::new(),
+            pending: BTreeMap::new(),
+            adopted: BTreeMap::new(),
+            committed: 0,
+        })
+    }
+
+    fn config(&self, transactional_id: &str) -> ClientConfig {
+        let mut config = producer_config(&self.spec);
+        let timeout = self.spec.transaction_timeout_ms.unwrap_or(TRANSACTION_TIMEOUT_DEFAULT_MS);
+        config.set("transactional.id", transactional_id).set("transaction.timeout.ms", timeout.to_string());
+        config
+    }
+
+    /// This subtask's producer, started (fencing every earlier producer with its id) on first use.
+    fn producer(&mut self) -> Result<&BaseProducer, OperatorError> {
+        if self.producer.is_none() {
+            let producer = start_producer(&self.config(&self.transactional_id), &self.transactional_id)?;
+            self.producer = Some(producer);
+        }
+        self.producer.as_ref().ok_or_else(|| OperatorError::new("no producer"))
+    }
+
+    /// Writes the records of every pending checkpoint up to `id` (and adopted ones) in one transaction.
+    fn commit_up_to(&mut self, id: u64, metrics: &KafkaCounters, topic: &str) -> Result<(), OperatorError> {
+        let due: Vec<u64> = self.pending.range(..=id).map(|(&k, _)| k).collect();
+        if due.is_empty() && self.adopted.is_empty() {
+            return Ok(());
+        }
+        let mut markers: BTreeMap<String, u64> = BTreeMap::new();
+        if let Some(&last) = due.last() {
+            markers.insert(self.transactional_id.clone(), last);
+        }
+        for (origin, checkpoint) in self.adopted.keys() {
+            let marker = markers.entry(origin.clone()).or_insert(0);
+            *marker = (*marker).max(*checkpoint);
+        }
+        let mut records: Vec<&KafkaRecord> = self.adopted.values().flatten().collect();
+        records.extend(due.iter().filter_map(|k| self.pending.get(k)).flatten());
+        let records: Vec<KafkaRecord> = records.into_iter().cloned().collect();
+        let id_for_log = id;
+        self.producer()?;
+        let producer = self.producer.as_ref().ok_or_else(|| OperatorError::new("no producer"))?;
+        let mut last_error = None;
+        for attempt in 1..=COMMIT_ATTEMPTS {
+            match write_transaction(producer, &self.spec.bootstrap_servers, topic, &records, &markers) {
+                Ok(()) => {
+                    metrics.transactions(topic, "committed").inc();
+                    last_error = None;
+                    break;
+                }
+                Err(TxnError::Abortable(e)) => {
+                    tracing::warn!(checkpoint = id_for_log, attempt, error = %e, "a Kafka transaction failed; aborting and writing it again");
+                    metrics.transactions(topic, "aborted").inc();
+                    producer
+                        .abort_transaction(OPERATION_TIMEOUT)
+                        .map_err(|e| OperatorError::new(format!("cannot abort a failed Kafka transaction: {e}")))?;
+                    last_error = Some(e);
+                }
+                Err(TxnError::Fatal(e)) => {
+                    return Err(OperatorError::new(format!(
+                        "the Kafka transaction of checkpoint {id_for_log} failed: {e} (it is written again after the restart)"
+                    )))
+                }
+            }
+        }
+        if let Some(e) = last_error {
+            return Err(OperatorError::new(format!(
+                "the Kafka transaction of checkpoint {id_for_log} failed {COMMIT_ATTEMPTS} times: {e}"
+            )));
+        }
+        for k in due {
+            self.pending.remove(&k);
+        }
+        self.adopted.clear();
+        self.committed = self.committed.max(id);
+        Ok(())
+    }
+
+    /// The state of a checkpoint: this subtask's index, its transactional id, and every pending checkpoint's
+    /// records (adopted ones included, under their origin's id).
+    fn encode_state(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_bytes(&mut out, STATE_MAGIC);
+        let mut groups: Vec<(&str, u64, &Vec<KafkaRecord>)> =
+            self.pending.iter().map(|(id, records)| (self.transactional_id.as_str(), *id, records)).collect();
+        groups.extend(self.adopted.iter().map(|((origin, id), records)| (origin.as_str(), *id, records)));
+        out.extend_from_slice(&(groups.len() as u32).to_be_bytes());
+        for (origin, id, records) in groups {
+            put_bytes(&mut out, origin.as_bytes());
+            out.extend_from_slice(&id.to_be_bytes());
+            out.extend_from_slice(&(records.len() as u32).to_be_bytes());
+            for (key, value) in records {
+                match key {
+                    Some(key) => {
+                        out.push(1);
+                        put_bytes(&mut out, key);
+                    }
+                    None => out.push(0),
+                }
+                put_bytes(&mut out, value);
+            }
+        }
+        out
+    }
+
+    /// Restore: takes the pending records of the checkpointed subtasks that map to this one, drops those
+    /// whose transaction had committed (the marker says so), and writes the rest in the first transaction.
+    fn restore(
+        &mut self,
+        snapshots: &[&OperatorSnapshot],
+        metrics: &KafkaCounters,
+        topic: &str,
+    ) -> Result<(), OperatorError> {
+        let mut origins = BTreeMap::new();
+        for snapshot in snapshots {
+            if snapshot.operator_state.is_empty() {
+                continue;
+            }
+            let groups = decode_state(&snapshot.operator_state)
+                .map_err(|e| OperatorError::new(format!("a Kafka sink state that does not parse: {e}")))?;
+            for (origin, id, records) in groups {
+                let Some(index) = origin.strip_prefix(&format!("{}-", self.prefix)).and_then(|i| i.parse::<u32>().ok())
+                else {
+                    return Err(OperatorError::new(format!(
+                        "the checkpoint holds records of transactional id '{origin}', not of prefix '{}'",
+                        self.prefix
+                    )));
+                };
+                if index % self.subtask.parallelism.max(1) == self.subtask.index {
+                    origins.entry(origin.clone()).or_insert_with(BTreeMap::new).insert(id, records);
+                }
+            }
+        }
+        // Fence and abort what producers of the ids this subtask takes over left open (init_transactions does
+        // both), then look at their markers.
+        for (origin, pending) in origins {
+            if origin != self.transactional_id {
+                drop(start_producer(&self.config(&origin), &origin)?);
+            }
+            let committed = committed_marker(&self.spec, &origin, topic)?;
+            for (id, records) in pending {
+                if committed.is_some_and(|c| id <= c) {
+                    tracing::info!(transactional_id = origin, checkpoint = id, "already committed before the restart");
+                    continue;
+                }
+                tracing::info!(
+                    transactional_id = origin,
+                    checkpoint = id,
+                    records = records.len(),
+                    "committing a checkpoint's records after the restart"
+                );
+                self.adopted.insert((origin.clone(), id), records);
+            }
+        }
+        // Ids of subtasks beyond the new parallelism that map to this one but had nothing pending.
+        let old_parallelism = snapshots.len() as u32;
+        let mut index = self.subtask.index + self.subtask.parallelism.max(1);
+        while index < old_parallelism {
+            let id = format!("{}-{index}", self.prefix);
+            drop(start_producer(&self.config(&id), &id)?);
+            index += self.subtask.parallelism.max(1);
+        }
+        self.producer()?;
+        if !self.adopted.is_empty() {
+            self.commit_up_to(0, metrics, topic)?;
+        }
+        Ok(())
+    }
+}
+
+const STATE_MAGIC: &[u8] = b"sluice-kafka-sink-1";
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn decode_state(mut bytes: &[u8]) -> Result<Vec<(String, u64, Vec<KafkaRecord>)>, String> {
+    fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
+        if bytes.len() < n {
+            return Err("truncated".into());
+        }
+        let (head, rest) = bytes.split_at(n);
+        *bytes = rest;
+        Ok(head)
+    }
+    fn u32_of(bytes: &mut &[u8]) -> Result<u32, String> {
+        Ok(u32::from_be_bytes(take(bytes, 4)?.try_into().map_err(|_| "truncated")?))
+    }
+    fn u64_of(bytes: &mut &[u8]) -> Result<u64, String> {
+        Ok(u64::from_be_bytes(take(bytes, 8)?.try_into().map_err(|_| "truncated")?))
+    }
+    fn bytes_of(bytes: &mut &[u8]) -> Result<Vec<u8>, String> {
+        let n = u32_of(bytes)? as usize;
+        Ok(take(bytes, n)?.to_vec())
+    }
+    if bytes_of(&mut bytes)? != STATE_MAGIC {
+        return Err("not a Kafka sink state".into());
+    }
+    let groups = u32_of(&mut bytes)?;
+    let mut out = Vec::new();
+    for _ in 0..groups {
+        let origin = String::from_utf8(bytes_of(&mut bytes)?).map_err(|e| e.to_string())?;
+        let id = u64_of(&mut bytes)?;
+        let n = u32_of(&mut bytes)? as usize;
+        let mut records = Vec::with_capacity(n.min(1 << 20));
+        for _ in 0..n {
+            let key = match take(&mut bytes, 1)?[0] {
+                0 => None,
+                1 => Some(bytes_of(&mut bytes)?),
+                other => return Err(format!("a key marker {other}")),
+            };
+            records.push((key, bytes_of(&mut bytes)?));
+        }
+        out.push((origin, id, records));
+    }
+    if !bytes.is_empty() {
+        return Err(format!("{} bytes after the end", bytes.len()));
+    }
+    Ok(out)
+}
+
+/// A transactional producer with `transactional_id`, started: every earlier producer with that id is
+/// fenced and its open transaction aborted.
+fn start_producer(config: &ClientConfig, transactional_id: &str) -> Result<BaseProducer, OperatorError> {
+    let producer: BaseProducer = config
+        .create()
+        .map_err(|e| OperatorError::new(format!("cannot create the Kafka producer '{transactional_id}': {e}")))?;
+    producer
+        .init_transactions(OPERATION_TIMEOUT)
+        .map_err(|e| OperatorError::new(format!("cannot start transactions for '{transactional_id}': {e}")))?;
+    Ok(producer)
+}
+
+/// The consumer group holding the commit markers of a transactional id.
+fn marker_group(transactional_id: &str) -> String {
+    transactional_id.to_string()
+}
+
+/// The last checkpoint whose transaction committed for `transactional_id`, from its marker.
+fn committed_marker(spec: &KafkaSink, transactional_id: &str, topic: &str) -> Result<Option<u64>, OperatorError> {
+    let consumer = marker_consumer(&spec.bootstrap_servers, transactional_id)?;
+    let mut list = TopicPartitionList::new();
+    list.add_partition(topic, 0);
+    let committed = consumer
+        .committed_offsets(list, OPERATION_TIMEOUT)
+        .map_err(|e| OperatorError::new(format!("cannot read the commit marker of '{transactional_id}': {e}")))?;
+    Ok(match committed.find_partition(topic, 0).map(|p| p.offset()) {
+        Some(Offset::Offset(n)) if n >= 0 => Some(n as u64),
+        _ => None,
+    })
+}
+
+fn marker_consumer(bootstrap_servers: &str, transactional_id: &str) -> Result<BaseConsumer, OperatorError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap_servers)
+        .set("group.id", marker_group(transactional_id))
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| OperatorError::new(format!("cannot create a Kafka consumer: {e}")))
+}
+
+enum TxnError {
+    /// The transaction must be aborted; it may then be written again.
+    Abortable(String),
+    /// The producer cannot go on.
+    Fatal(String),
+}
+
+fn classify(what: &str, error: KafkaError) -> TxnError {
+    let message = format!("{what}: {error}");
+    match &error {
+        KafkaError::Transaction(e) if e.txn_requires_abort() => TxnError::Abortable(message),
+        _ => TxnError::Fatal(message),
+    }
+}
+
+/// One transaction: begin, the records, the markers, commit (retried while the error is retriable).
+fn write_transaction(
+    producer: &BaseProducer,
+    bootstrap_servers: &str,
+    topic: &str,
+    records: &[KafkaRecord],
+    markers: &BTreeMap<String, u64>,
+) -> Result<(), TxnError> {
+    producer.begin_transaction().map_err(|e| classify("begin", e))?;
+    for record in records {
+        send_blocking(
+            |r| producer.send(r).map_err(Box::new),
+            || producer.poll(Duration::from_millis(10)),
+            topic,
+            record,
+        )
+        .map_err(|e| TxnError::Abortable(e.0))?;
+    }
+    for (origin, checkpoint) in markers {
+        let consumer = marker_consumer(bootstrap_servers, origin).map_err(|e| TxnError::Fatal(e.0))?;
+        let metadata = consumer.group_metadata().ok_or_else(|| TxnError::Fatal("no consumer group metadata".into()))?;
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset(topic, 0, Offset::Offset(*checkpoint as i64))
+            .map_err(|e| TxnError::Fatal(e.to_string()))?;
+        producer
+            .send_offsets_to_transaction(&offsets, &metadata, OPERATION_TIMEOUT)
+            .map_err(|e| classify("commit marker", e))?;
+    }
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match producer.commit_transaction(OPERATION_TIMEOUT) {
+            Ok(()) => return Ok(()),
+            Err(KafkaError::Transaction(e)) if e.is_retriable() && attempt < COMMIT_ATTEMPTS => {
+                tracing::warn!(attempt, error = %e, "committing a Kafka transaction failed; retrying");
+            }
+            Err(e) => return Err(classify("commit", e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_round_trips_and_damage_is_an_error() {
+        let spec = KafkaSink { topic: "out".into(), bootstrap_servers: "127.0.0.1:1".into(), ..Default::default() };
+        let mut transactional =
+            Transactional::new(&spec, "sink", SubtaskInfo { index: 1, parallelism: 2 }).expect("transactional");
+        transactional.pending.insert(3, vec![(Some(b"k".to_vec()), b"v1".to_vec()), (None, b"v2".to_vec())]);
+        transactional.adopted.insert(("sluice-sink-3".into(), 2), vec![(None, b"old".to_vec())]);
+        let bytes = transactional.encode_state();
+        let groups = decode_state(&bytes).expect("decode");
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[0].0, "sluice-sink-1");
+        assert_eq!(groups[0].1, 3);
+        assert_eq!(groups[0].2[0], (Some(b"k".to_vec()), b"v1".to_vec()));
+        assert_eq!(groups[1], ("sluice-sink-3".to_string(), 2, vec![(None, b"old".to_vec())]));
+        assert!(decode_state(&bytes[..bytes.len() - 1]).is_err());
+        assert!(decode_state(b"garbage").is_err());
+    }
+}
