@@ -105,41 +105,32 @@ section "Lint (cargo clippy --workspace --all-targets -- -D warnings)"
 clippy_status=0
 cargo clippy --workspace --all-targets -- -D warnings || clippy_status=$?
 
-# The S3 server of the object-storage tests: s3s-fs from crates.io (a directory served over the S3 API), built
-# once into a cache outside the clone; the tests find it there (tests/src/s3.rs).
-S3S_FS_VERSION=0.14.1
-install_s3s_fs() {
-  local root="$HOME/.cache/sluice/tools"
-  if [[ -x "$root/bin/s3s-fs" ]] && grep -q "s3s-fs $S3S_FS_VERSION" "$root/.crates.toml" 2>/dev/null; then
-    info "s3s-fs $S3S_FS_VERSION present ($root/bin/s3s-fs)"
+# install_tool CRATE VERSION [cargo install flags...]: the test server CRATE@VERSION, built once into a cache
+# outside the clone (~/.cache/sluice/tools; its build directory is removed afterwards, it takes gigabytes).
+install_tool() {
+  local name="$1" version="$2"
+  shift 2
+  local root="$HOME/.cache/sluice/tools" build="$HOME/.cache/sluice/tools-target"
+  if [[ -x "$root/bin/$name" ]] && grep -q "$name $version" "$root/.crates.toml" 2>/dev/null; then
+    info "$name $version present ($root/bin/$name)"
     return 0
   fi
-  info "installing s3s-fs $S3S_FS_VERSION into $root (once; a few minutes)"
-  cargo install "s3s-fs@$S3S_FS_VERSION" --features binary --locked --root "$root" \
-    --target-dir "$HOME/.cache/sluice/tools-target" || return 1
+  info "installing $name $version into $root (once; minutes)"
+  cargo install "$name@$version" --locked "$@" --root "$root" --target-dir "$build" || return 1
+  rm -rf "$build"
 }
 
+# The S3 server of the object-storage tests: s3s-fs from crates.io (a directory served over the S3 API); the
+# tests find it in the cache (tests/src/s3.rs).
 section "S3 server (s3s-fs)"
 s3_status=0
-install_s3s_fs || s3_status=$?
+install_tool s3s-fs 0.14.1 --features binary || s3_status=$?
 
-# The Kafka broker of the Kafka tests: nisshi from crates.io (a Kafka-protocol broker, in-memory storage),
-# built once into the same cache (~11 minutes the first time); the tests find it there (tests/src/kafka.rs).
-NISSHI_VERSION=0.8.1
-install_nisshi() {
-  local root="$HOME/.cache/sluice/tools"
-  if [[ -x "$root/bin/nisshi" ]] && grep -q "nisshi $NISSHI_VERSION" "$root/.crates.toml" 2>/dev/null; then
-    info "nisshi $NISSHI_VERSION present ($root/bin/nisshi)"
-    return 0
-  fi
-  info "installing nisshi $NISSHI_VERSION into $root (once; about 11 minutes)"
-  cargo install "nisshi@$NISSHI_VERSION" --locked --ignore-rust-version --no-default-features --features dynostore \
-    --root "$root" --target-dir "$HOME/.cache/sluice/tools-target" || return 1
-}
-
+# The Kafka broker of the Kafka tests: nisshi from crates.io (a Kafka-protocol broker, in-memory storage;
+# about 11 minutes to build the first time); the tests find it in the cache (tests/src/kafka.rs).
 section "Kafka broker (nisshi)"
 kafka_status=0
-install_nisshi || kafka_status=$?
+install_tool nisshi 0.8.1 --ignore-rust-version --no-default-features --features dynostore || kafka_status=$?
 
 section "Tests"
 test_status=0

@@ -53,3 +53,24 @@ fn candidate_dirs() -> Vec<PathBuf> {
     }
     dirs
 }
+
+/// A test server installed outside the build (`s3s-fs`, `nisshi`): `$<variable>`, else `name` on the PATH, else
+/// `$HOME/.cache/sluice/tools/bin/<name>`, where `scripts/test.sh` installs it.
+pub fn test_tool(name: &str, variable: &str) -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os(variable) {
+        return Ok(PathBuf::from(path));
+    }
+    let on_path =
+        std::env::var_os("PATH").map(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()));
+    if let Some(path) = on_path.flatten() {
+        return Ok(path);
+    }
+    let cached = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/sluice/tools/bin").join(name));
+    match cached {
+        Some(path) if path.is_file() => Ok(path),
+        _ => anyhow::bail!(
+            "{name} not found (${variable}, PATH, ~/.cache/sluice/tools/bin): run the tests with scripts/test.sh, \
+             which installs it"
+        ),
+    }
+}

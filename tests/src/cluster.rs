@@ -349,6 +349,24 @@ impl Cluster {
         self.expect_success(reqwest::Method::POST, &format!("/jobs/{job}/cancel"), None)
     }
 
+    /// Stops a running job with a savepoint (`POST /jobs/{id}/stop`), waits until the savepoint completed and
+    /// the job FINISHED, and returns the savepoint's location.
+    pub fn stop_with_savepoint(&mut self, job: &JobId, timeout: Duration) -> String {
+        let answer = self.post(&format!("/jobs/{}/stop", job.0), &serde_json::json!({}));
+        let trigger = answer["trigger_id"].as_str().unwrap_or_else(|| panic!("no trigger_id: {answer}")).to_string();
+        let location = poll_until("the savepoint to complete", timeout, || {
+            let status = self.get(&format!("/jobs/{}/savepoints/{trigger}", job.0));
+            match status["status"].as_str() {
+                Some("COMPLETED") => Ok(Progress::Ready(status["location"].as_str().unwrap_or_default().to_string())),
+                Some("FAILED") => anyhow::bail!("the savepoint failed: {status}"),
+                _ => Ok(Progress::Pending(status.to_string())),
+            }
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        self.wait_for_status(job, "FINISHED", timeout);
+        location
+    }
+
     /// Waits until the job's status is `status` and returns `GET /jobs/{id}/status`. Fails at once if the job
     /// reaches another terminal status (with its reason), or if the JobManager dies.
     pub fn wait_for_status(&mut self, job: &JobId, status: &str, timeout: Duration) -> Value {

@@ -23,22 +23,7 @@ use crate::wait::{poll_until, Progress};
 
 /// The `nisshi` binary.
 pub fn binary() -> anyhow::Result<PathBuf> {
-    if let Some(path) = std::env::var_os("SLUICE_NISSHI") {
-        return Ok(PathBuf::from(path));
-    }
-    let on_path = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).map(|d| d.join("nisshi")).find(|p| p.is_file()));
-    if let Some(path) = on_path.flatten() {
-        return Ok(path);
-    }
-    let cached = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/sluice/tools/bin/nisshi"));
-    match cached {
-        Some(path) if path.is_file() => Ok(path),
-        _ => bail!(
-            "nisshi not found ($SLUICE_NISSHI, PATH, ~/.cache/sluice/tools/bin): run the tests with scripts/test.sh, \
-             which installs it"
-        ),
-    }
+    crate::binaries::test_tool("nisshi", "SLUICE_NISSHI")
 }
 
 /// One record read back from a topic.

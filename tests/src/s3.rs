@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 
 use crate::process::{Launch, Process};
 use crate::wait::{poll_until, Progress};
@@ -30,22 +30,7 @@ pub struct S3Server {
 
 /// The `s3s-fs` binary.
 pub fn binary() -> anyhow::Result<PathBuf> {
-    if let Some(path) = std::env::var_os("SLUICE_S3S_FS") {
-        return Ok(PathBuf::from(path));
-    }
-    let on_path = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).map(|d| d.join("s3s-fs")).find(|p| p.is_file()));
-    if let Some(path) = on_path.flatten() {
-        return Ok(path);
-    }
-    let cached = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/sluice/tools/bin/s3s-fs"));
-    match cached {
-        Some(path) if path.is_file() => Ok(path),
-        _ => bail!(
-            "s3s-fs not found ($SLUICE_S3S_FS, PATH, ~/.cache/sluice/tools/bin): run the tests with scripts/test.sh, \
-             which installs it"
-        ),
-    }
+    crate::binaries::test_tool("s3s-fs", "SLUICE_S3S_FS")
 }
 
 impl S3Server {

@@ -123,18 +123,7 @@ fn a_savepoint_resumes_the_source_exactly_where_it_stopped_at_another_parallelis
     cluster.wait_for_status(&id, "RUNNING", TIMEOUT);
     wait_for_ids(&first, 2000);
 
-    let answer = cluster.post(&format!("/jobs/{}/stop", id.0), &json!({}));
-    let trigger = answer["trigger_id"].as_str().unwrap_or_else(|| panic!("no trigger_id: {answer}")).to_string();
-    let savepoint = poll_until("the savepoint", TIMEOUT, || {
-        let status = cluster.get(&format!("/jobs/{}/savepoints/{trigger}", id.0));
-        match status["status"].as_str() {
-            Some("COMPLETED") => Ok(Progress::Ready(status["location"].as_str().unwrap_or_default().to_string())),
-            Some("FAILED") => anyhow::bail!("the savepoint failed: {status}"),
-            _ => Ok(Progress::Pending(status.to_string())),
-        }
-    })
-    .unwrap_or_else(|e| panic!("{e:#}"));
-    cluster.wait_for_status(&id, "FINISHED", TIMEOUT);
+    let savepoint = cluster.stop_with_savepoint(&id, TIMEOUT);
 
     produce_ids(&kafka, "in", 4, 2000..5000);
     let job = kafka_to_files(&bootstrap, 3, &second.display().to_string());

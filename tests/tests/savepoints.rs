@@ -42,23 +42,6 @@ fn wait_for_sink_output(cluster: &Cluster, id: &JobId) {
     .unwrap_or_else(|e| panic!("{e:#}"));
 }
 
-/// Stops a running job with a savepoint and returns the savepoint's location.
-fn stop_with_savepoint(cluster: &mut Cluster, id: &JobId) -> String {
-    let answer = cluster.post(&format!("/jobs/{}/stop", id.0), &json!({}));
-    let trigger = answer["trigger_id"].as_str().unwrap_or_else(|| panic!("no trigger_id: {answer}")).to_string();
-    let location = poll_until("the savepoint to complete", TIMEOUT, || {
-        let status = cluster.get(&format!("/jobs/{}/savepoints/{trigger}", id.0));
-        match status["status"].as_str() {
-            Some("COMPLETED") => Ok(Progress::Ready(status["location"].as_str().unwrap_or_default().to_string())),
-            Some("FAILED") => anyhow::bail!("the savepoint failed: {status}"),
-            _ => Ok(Progress::Pending(status.to_string())),
-        }
-    })
-    .unwrap_or_else(|e| panic!("{e:#}"));
-    cluster.wait_for_status(id, "FINISHED", TIMEOUT);
-    location
-}
-
 fn submit_from(cluster: &Cluster, job: &Value, savepoint: &str) -> sluice_tests::cluster::HttpResponse {
     let query = format!("/jobs/submit?savepoint_path={savepoint}");
     cluster.request(reqwest::Method::POST, &query, Some(job))
@@ -87,7 +70,7 @@ fn stop_and_resume_on(
     let id = cluster.submit_json(&job(backend, 2, &first_sink));
     cluster.wait_for_status(&id, "RUNNING", TIMEOUT);
     wait_for_sink_output(&cluster, &id);
-    let location = stop_with_savepoint(&mut cluster, &id);
+    let location = cluster.stop_with_savepoint(&id, TIMEOUT);
     let savepoint = path_of(&location);
     assert!(savepoint.join("_metadata").is_file(), "{} has no _metadata", savepoint.display());
 
@@ -265,7 +248,7 @@ fn the_exactly_once_file_sink_commits_per_checkpoint_across_stop_and_resume() {
         }
     })
     .unwrap_or_else(|e| panic!("{e:#}"));
-    let savepoint = stop_with_savepoint(&mut cluster, &id);
+    let savepoint = cluster.stop_with_savepoint(&id, TIMEOUT);
     let (stopped, _) = committed(&sink);
     assert!(stopped.len() < expected.len(), "the stop came mid-stream");
 
@@ -401,7 +384,7 @@ fn a_running_aggregate_resumes_from_a_savepoint_at_another_parallelism() {
     let id = cluster.submit_json(&running(2, &first_sink));
     cluster.wait_for_status(&id, "RUNNING", TIMEOUT);
     wait_for_sink_output(&cluster, &id);
-    let savepoint = stop_with_savepoint(&mut cluster, &id);
+    let savepoint = cluster.stop_with_savepoint(&id, TIMEOUT);
     let answer = submit_from(&cluster, &running(3, &second_sink), &savepoint);
     assert_eq!(answer.status, 200, "{}", answer.body);
     let resumed = JobId(answer.body["job_id"].as_str().unwrap_or_default().to_string());

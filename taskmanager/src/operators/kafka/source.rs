@@ -393,6 +393,25 @@ impl KafkaSourceReader {
         }
     }
 
+    /// Everything taken from the consumer has been emitted and nothing more came: where the consumer's fetch
+    /// position is past `next`, only records that are never delivered lie between (transaction markers,
+    /// aborted transactions, compacted-away offsets), so the partition stands at that position. This is how
+    /// a bounded source sees the end of a partition whose last offset is a transaction marker.
+    fn skip_to_consumer_positions(&mut self) {
+        let Ok(positions) = self.consumer.position() else { return };
+        for element in positions.elements() {
+            let Offset::Offset(position) = element.offset() else { continue };
+            let tp = (element.topic().to_string(), element.partition());
+            if let Some(state) = self.partitions.get_mut(&tp) {
+                let position = state.end.map_or(position, |end| position.min(end));
+                if state.next == state.fetched && position > state.next {
+                    state.next = position;
+                    state.fetched = position;
+                }
+            }
+        }
+    }
+
     fn position_now(&self) -> Position {
         let mut position = Position { started: self.listed, ..Position::default() };
         for ((topic, partition), state) in &self.partitions {
@@ -448,6 +467,9 @@ impl Source for KafkaSourceReader {
                 return Ok(SourcePoll::Batch(ready.batch));
             }
             return Ok(SourcePoll::Wait(Duration::ZERO));
+        }
+        if self.spec.bounded {
+            self.skip_to_consumer_positions();
         }
         if self.spec.bounded && self.bounded_done() {
             if let Some(dead) = &self.dead_letters {
