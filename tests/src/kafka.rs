@@ -209,6 +209,17 @@ impl KafkaBroker {
         Ok(records)
     }
 
+    /// Commits `offsets` (partition → next offset) of `topic` for consumer group `group`.
+    pub fn commit(&self, group: &str, topic: &str, offsets: &BTreeMap<i32, i64>) -> anyhow::Result<()> {
+        let consumer = self.consumer(group)?;
+        let mut list = TopicPartitionList::new();
+        for (partition, offset) in offsets {
+            list.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+        }
+        consumer.commit(&list, rdkafka::consumer::CommitMode::Sync)?;
+        Ok(())
+    }
+
     /// The committed offsets of consumer group `group` on `topic`'s partitions 0..`partitions`.
     pub fn committed(&self, group: &str, topic: &str, partitions: i32) -> anyhow::Result<BTreeMap<i32, i64>> {
         let consumer = self.consumer(group)?;

@@ -140,6 +140,54 @@ fn a_savepoint_resumes_the_source_exactly_where_it_stopped_at_another_parallelis
     assert_exactly(&all, 0..5000);
 }
 
+/// A bounded job from `start_from`: TIMESTAMP starts every partition at its first record at or after the
+/// time, COMMITTED at the group's committed offsets (earliest where it has none); both finish at the end
+/// offsets of their start.
+#[test]
+fn bounded_jobs_start_from_a_timestamp_or_the_committed_offsets_and_finish() {
+    let kafka = broker();
+    kafka.create_topic("in", 2).unwrap_or_else(|e| panic!("{e:#}"));
+    let base = 1_700_000_000_000_i64;
+    let values: Vec<String> = (0..200u64).map(|i| json!({"id": i}).to_string()).collect();
+    // Record i on partition i mod 2 at base + i seconds.
+    kafka.produce("in", 2, &values, |i| Some(base + i as i64 * 1000)).unwrap_or_else(|e| panic!("{e:#}"));
+    let committed: BTreeMap<i32, i64> = [(0, 30)].into_iter().collect();
+    kafka.commit("resume-group", "in", &committed).unwrap_or_else(|e| panic!("{e:#}"));
+
+    let mut cluster = Cluster::start(ClusterSpec::default());
+    let run = |cluster: &mut Cluster, name: &str, start: Value| -> Vec<u64> {
+        let sink = cluster.dir().join(name);
+        let mut source = json!({
+            "bootstrap_servers": kafka.bootstrap_servers(), "topics": ["in"], "bounded": true,
+            "schema": [{"name": "id", "type": "INT64"}]});
+        for (key, value) in start.as_object().into_iter().flatten() {
+            source[key] = value.clone();
+        }
+        let job = json!({
+            "name": name,
+            "vertices": [
+                {"id": "src", "parallelism": 2, "kafka_source": source},
+                {"id": "sink", "parallelism": 1, "file_sink": {"path": sink.display().to_string()}}
+            ],
+            "edges": [{"from": "src", "to": "sink"}]
+        });
+        let id = cluster.submit_json(&job);
+        cluster.wait_for_status(&id, "FINISHED", TIMEOUT);
+        committed_ids(&sink)
+    };
+
+    let from_time =
+        run(&mut cluster, "from-time", json!({"start_from": "TIMESTAMP", "start_timestamp_ms": base + 150_000}));
+    assert_exactly(&from_time, 150..200);
+    // Partition 0 from offset 30 (record 60 on), partition 1 (no committed offset) from its beginning.
+    let from_group = run(&mut cluster, "from-group", json!({"start_from": "COMMITTED", "group_id": "resume-group"}));
+    let mut expected: Vec<u64> = (0..200).filter(|i| i % 2 == 1 || *i >= 60).collect();
+    expected.sort_unstable();
+    let mut got = from_group.clone();
+    got.sort_unstable();
+    assert_eq!(got, expected);
+}
+
 /// Records that do not decode go to the dead-letter topic with their bytes and origin headers; the job keeps
 /// running and the good records reach the output topic through the at-least-once Kafka sink.
 #[test]

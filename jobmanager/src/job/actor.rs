@@ -190,6 +190,7 @@ impl JobActor {
         {
             let mut live = self.shared.live();
             live.status = to;
+            live.end_time_ms = update.end_time_ms;
             live.reason = None;
             if cause.is_some() {
                 live.failure_cause = cause;

@@ -96,6 +96,9 @@ pub struct JobLive {
     pub restored_from: Option<(u64, String)>,
     /// When every task of the current attempt was first running (ms since the epoch); None while not.
     pub up_since_ms: Option<u64>,
+    /// When the job reached its terminal status (ms since the epoch), set with the status: a reader that
+    /// saw the stored record just before the transition still gets the end time with the terminal status.
+    pub end_time_ms: Option<u64>,
     /// The tasks of the current attempt.
     pub tasks: BTreeMap<TaskKey, TaskEntry>,
     /// The latest metrics of each task of the current attempt.
@@ -128,6 +131,7 @@ impl JobShared {
             failure_cause: None,
             restarts: 0,
             last_recovery_ms: None,
+            end_time_ms: None,
             restored_from: restore.as_ref().map(|r| (r.checkpoint_id, r.dir.clone())),
             up_since_ms: None,
             tasks: BTreeMap::new(),

@@ -73,6 +73,7 @@ impl JobFacts {
             let live = shared.snapshot();
             facts.status = live.status.as_str().to_string();
             facts.is_terminal = live.status.is_terminal();
+            facts.end_time = facts.end_time.or(live.end_time_ms);
             facts.reason = live.reason;
             facts.attempt = live.attempt.0;
             facts.failure_cause = live.failure_cause.or(facts.failure_cause);

@@ -103,7 +103,8 @@ fn run_job(rest: &str, job: &Value, timeout: Duration) -> anyhow::Result<u64> {
     loop {
         let details: Value = client.get(format!("http://{rest}/jobs/{id}")).send()?.json()?;
         match details["status"].as_str() {
-            Some("FINISHED") => {
+            // The end time may be recorded a moment after the status.
+            Some("FINISHED") if details["end_time"].is_u64() => {
                 let start = details["start_time"].as_u64().context("no start_time")?;
                 let end = details["end_time"].as_u64().context("no end_time")?;
                 return Ok(end.saturating_sub(start));
