@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -119,6 +119,21 @@ impl KafkaBroker {
             let found = metadata.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len());
             Ok(if found == partitions as usize { Progress::Ready(()) } else { Progress::Pending(format!("{found}")) })
         })
+    }
+
+    /// Grows `topic` to `partitions` partitions (CreatePartitions).
+    pub fn add_partitions(&self, topic: &str, partitions: usize) -> anyhow::Result<()> {
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", self.bootstrap_servers()).create()?;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let results = runtime.block_on(admin.create_partitions(
+            &[NewPartitions::new(topic, partitions)],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        ))?;
+        for result in results {
+            result.map_err(|(name, code)| anyhow::anyhow!("cannot add partitions to {name}: {code}"))?;
+        }
+        Ok(())
     }
 
     fn consumer(&self, group: &str) -> anyhow::Result<BaseConsumer> {

@@ -1377,6 +1377,27 @@ mod tests {
     }
 
     #[test]
+    fn kafka_settings_that_cannot_work_are_refused_by_name() {
+        let found = problems_of(
+            r#"{"config": {"checkpointing": {"interval_ms": 60000}},
+               "vertices": [
+                {"id": "src", "parallelism": 1, "kafka_source": {"bootstrap_servers": "b:9092", "topics": ["in"],
+                    "schema": [{"name": "line", "type": "STRING"}, {"name": "ts", "type": "STRING"}],
+                    "timestamp_column": "ts", "on_bad_record": "DEAD_LETTER", "start_from": "TIMESTAMP"}},
+                {"id": "sink", "parallelism": 1, "kafka_sink": {"bootstrap_servers": "b:9092", "topic": "out",
+                    "delivery": "EXACTLY_ONCE", "transaction_timeout_ms": 30000, "key_column": "nope"}}],
+               "edges": [{"from": "src", "to": "sink"}]}"#,
+        );
+        let text = found.join("\n");
+        assert!(text.contains("timestamp_column 'ts' must be a TIMESTAMP_MS column"), "{text}");
+        assert!(text.contains("on_bad_record DEAD_LETTER needs 'dead_letter_topic'"), "{text}");
+        assert!(text.contains("start_from TIMESTAMP needs 'start_timestamp_ms'"), "{text}");
+        assert!(text.contains("key_column 'nope' is not an input column"), "{text}");
+        // 60 s interval + 60 s checkpoint timeout + the default restart delay (up to 66 s): 30 s is too short.
+        assert!(text.contains("transaction_timeout_ms 30000 must exceed"), "{text}");
+    }
+
+    #[test]
     fn a_cycle_is_named() {
         let found = problems_of(
             r#"{"vertices": [

@@ -218,6 +218,7 @@ impl KafkaSourceReader {
         let (stop_tx, stop) = mpsc::channel();
         let restored = self.restored.take();
         let job = DiscoveryJob {
+            missing: std::cell::RefCell::default(),
             config: self.config.clone(),
             spec: self.spec.clone(),
             subtask: self.subtask,
@@ -547,6 +548,8 @@ impl Source for KafkaSourceReader {
 
 /// The discovery thread's work.
 struct DiscoveryJob {
+    /// Topics found missing (warned about once until they appear).
+    missing: std::cell::RefCell<HashSet<String>>,
     config: ClientConfig,
     spec: KafkaSource,
     subtask: SubtaskInfo,
@@ -620,12 +623,21 @@ impl DiscoveryJob {
         let mut owned = Vec::new();
         for topic in &self.spec.topics {
             let metadata = client.fetch_metadata(Some(topic), REQUEST_TIMEOUT).map_err(|e| e.to_string())?;
-            let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
-                return Err(format!("topic '{topic}' is not in the metadata"));
+            let found = metadata.topics().iter().find(|t| t.name() == topic);
+            // A topic that does not exist (yet) is skipped with a warning, as Flink does: the others are read,
+            // and its partitions are found by a later listing once it is created (and read from the start).
+            let missing = match found {
+                None => Some("not in the metadata".to_string()),
+                Some(t) => t.error().map(|e| format!("{e:?}")),
             };
-            if let Some(error) = found.error() {
-                return Err(format!("topic '{topic}': {:?}", error));
+            if let Some(reason) = missing {
+                if self.missing.borrow_mut().insert(topic.clone()) {
+                    tracing::warn!(topic, reason, "a topic of the Kafka source is not available; reading the others");
+                }
+                continue;
             }
+            let Some(found) = found else { continue };
+            self.missing.borrow_mut().remove(topic);
             for partition in found.partitions() {
                 if owner_of(topic, partition.id(), self.subtask.parallelism) == self.subtask.index {
                     owned.push((topic.clone(), partition.id()));
