@@ -54,6 +54,32 @@ fn assert_exactly(ids: &[u64], expected: std::ops::Range<u64>) {
     assert_eq!(distinct, expected.collect::<BTreeSet<u64>>(), "records are missing or foreign");
 }
 
+/// `examples/jobs/word_count_kafka.json`, unchanged but for its brokers.
+fn example_job(kafka: &KafkaBroker) -> Value {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let text = std::fs::read_to_string(root.join("examples/jobs/word_count_kafka.json")).expect("the example job");
+    let mut job: Value = serde_json::from_str(&text).expect("the example is JSON");
+    for vertex in job["vertices"].as_array_mut().expect("vertices") {
+        for kind in ["kafka_source", "kafka_sink"] {
+            if vertex.get(kind).is_some() {
+                vertex[kind]["bootstrap_servers"] = json!(kafka.bootstrap_servers());
+            }
+        }
+    }
+    job
+}
+
+/// Waits until the job restarted at least once and runs again; returns its details.
+fn wait_for_restart(cluster: &Cluster, id: &JobId) -> Value {
+    poll_until("the restart", TIMEOUT, || {
+        let details = cluster.job(id);
+        anyhow::ensure!(details["status"] != "FAILED", "the job failed: {details}");
+        let restarted = details["restarts"].as_u64().unwrap_or(0) >= 1 && details["status"] == "RUNNING";
+        Ok(if restarted { Progress::Ready(details) } else { Progress::Pending(details["status"].to_string()) })
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
 /// Kafka → exactly-once file sink, checkpointing every 200 ms.
 fn kafka_to_files(bootstrap: &str, parallelism: u32, sink: &str) -> Value {
     json!({
@@ -87,13 +113,7 @@ fn a_killed_taskmanager_rewinds_the_source_to_its_checkpoint_and_nothing_is_lost
     cluster.kill_task_manager(1);
     produce_ids(&kafka, "in", 3, 3000..6000);
     cluster.restart_task_manager(1);
-    let details = poll_until("the restart", TIMEOUT, || {
-        let details = cluster.job(&id);
-        anyhow::ensure!(details["status"] != "FAILED", "the job failed: {details}");
-        let restarted = details["restarts"].as_u64().unwrap_or(0) >= 1 && details["status"] == "RUNNING";
-        Ok(if restarted { Progress::Ready(details) } else { Progress::Pending(details["status"].to_string()) })
-    })
-    .unwrap_or_else(|e| panic!("{e:#}"));
+    let details = wait_for_restart(&cluster, &id);
     assert!(details["restored_checkpoint"].is_u64(), "the restart restored no checkpoint: {details}");
 
     let ids = wait_for_ids(&sink, 6000);
@@ -117,16 +137,7 @@ fn a_killed_taskmanager_loses_no_word_of_the_kafka_word_count() {
     let kafka = broker();
     kafka.create_topic("input-text", 2).unwrap_or_else(|e| panic!("{e:#}"));
     kafka.create_topic("word-count-output", 2).unwrap_or_else(|e| panic!("{e:#}"));
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let text = std::fs::read_to_string(root.join("examples/jobs/word_count_kafka.json")).expect("the example job");
-    let mut job: Value = serde_json::from_str(&text).expect("the example is JSON");
-    for vertex in job["vertices"].as_array_mut().expect("vertices") {
-        for kind in ["kafka_source", "kafka_sink"] {
-            if vertex.get(kind).is_some() {
-                vertex[kind]["bootstrap_servers"] = json!(kafka.bootstrap_servers());
-            }
-        }
-    }
+    let job = example_job(&kafka);
     // Line i at base + 100 ms × i: 4000 lines over 400 s of event time, 40 windows.
     let base = 1_700_000_000_000_i64;
     let line = |i: usize| format!("w{} v{}", i % 7, (i * 3) % 5);
@@ -152,13 +163,7 @@ fn a_killed_taskmanager_loses_no_word_of_the_kafka_word_count() {
     cluster.kill_task_manager(1);
     produce(2000..4000);
     cluster.restart_task_manager(1);
-    let details = poll_until("the restart", TIMEOUT, || {
-        let details = cluster.job(&id);
-        anyhow::ensure!(details["status"] != "FAILED", "the job failed: {details}");
-        let restarted = details["restarts"].as_u64().unwrap_or(0) >= 1 && details["status"] == "RUNNING";
-        Ok(if restarted { Progress::Ready(details) } else { Progress::Pending(details["status"].to_string()) })
-    })
-    .unwrap_or_else(|e| panic!("{e:#}"));
+    let details = wait_for_restart(&cluster, &id);
     assert!(details["restored_checkpoint"].is_u64(), "the restart restored no checkpoint: {details}");
 
     // Every window that the last watermark (last timestamp - 1 s) closes, per word.
@@ -393,16 +398,7 @@ fn the_kafka_word_count_example_counts_every_word_per_window() {
     let kafka = broker();
     kafka.create_topic("input-text", 2).unwrap_or_else(|e| panic!("{e:#}"));
     kafka.create_topic("word-count-output", 1).unwrap_or_else(|e| panic!("{e:#}"));
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let text = std::fs::read_to_string(root.join("examples/jobs/word_count_kafka.json")).expect("the example job");
-    let mut job: Value = serde_json::from_str(&text).expect("the example is JSON");
-    for vertex in job["vertices"].as_array_mut().expect("vertices") {
-        for kind in ["kafka_source", "kafka_sink"] {
-            if vertex.get(kind).is_some() {
-                vertex[kind]["bootstrap_servers"] = json!(kafka.bootstrap_servers());
-            }
-        }
-    }
+    let job = example_job(&kafka);
     // Lines in three 10 s windows, all on partition 0; then one line far later pushes the watermark past them.
     let base = 1_700_000_000_000_i64;
     let lines = [
