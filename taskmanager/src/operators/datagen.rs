@@ -147,9 +147,9 @@ impl Datagen {
 }
 
 impl Source for Datagen {
-    fn position(&self) -> Vec<u8> {
+    fn position(&mut self, _checkpoint: u64) -> Result<Vec<u8>, OperatorError> {
         // The index of the next row among this subtask's rows.
-        self.next_local.to_be_bytes().to_vec()
+        Ok(self.next_local.to_be_bytes().to_vec())
     }
 
     fn seek(&mut self, position: &[u8]) -> Result<(), OperatorError> {

@@ -169,12 +169,12 @@ impl FileSourceReader {
 }
 
 impl Source for FileSourceReader {
-    fn position(&self) -> Vec<u8> {
+    fn position(&mut self, _checkpoint: u64) -> Result<Vec<u8>, OperatorError> {
         // The next file to open, and the byte offset of the next line of the one being read (u64::MAX when
         // none is open). Between polls the decoder holds no rows.
         let mut position = (self.next_file as u64).to_be_bytes().to_vec();
         position.extend_from_slice(&self.current.as_ref().map_or(u64::MAX, |split| split.position).to_be_bytes());
-        position
+        Ok(position)
     }
 
     fn seek(&mut self, position: &[u8]) -> Result<(), OperatorError> {

@@ -72,10 +72,11 @@ pub trait Source: Send {
     /// The next batch, a request to wait, or the end of input.
     fn poll_next(&mut self) -> Result<SourcePoll, OperatorError>;
 
-    /// Checkpoint: where this source stands (what it reads next), in its own encoding. Called between
-    /// polls; everything before it has been emitted.
-    fn position(&self) -> Vec<u8> {
-        Vec::new()
+    /// Checkpoint `checkpoint`: where this source stands (what it reads next), in its own encoding. Called
+    /// between polls; everything before it has been emitted. A source that must make something durable
+    /// first (dead letters) does it here; an error declines the checkpoint.
+    fn position(&mut self, _checkpoint: u64) -> Result<Vec<u8>, OperatorError> {
+        Ok(Vec::new())
     }
 
     /// Restore: continue from `position` (what [`Source::position`] returned at the checkpoint).
@@ -95,12 +96,6 @@ pub trait Source: Send {
             Some(position) => self.seek(position),
             None => Ok(()),
         }
-    }
-
-    /// Checkpoint `checkpoint` is about to be taken, before [`Source::position`]: make what was emitted
-    /// durable where it must be (dead letters), and remember the position for the completion.
-    fn prepare_checkpoint(&mut self, _checkpoint: u64) -> Result<(), OperatorError> {
-        Ok(())
     }
 
     /// Checkpoint `checkpoint` completed.

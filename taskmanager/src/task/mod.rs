@@ -576,11 +576,11 @@ impl Runner {
             operators: Vec::with_capacity(self.vertex_ids.len()),
         };
         if let Head::Source(source) = &mut self.head {
-            let head = self.vertex_ids.first().map_or("", String::as_str);
-            source.prepare_checkpoint(id).map_err(|e| format!("vertex '{head}': {}", e.0))?;
+            let head = self.vertex_ids.first().cloned().unwrap_or_default();
+            let position = source.position(id).map_err(|e| format!("vertex '{head}': {}", e.0))?;
             snapshot.operators.push(OperatorSnapshot {
-                vertex_id: self.vertex_ids.first().cloned().unwrap_or_default(),
-                source_position: source.position(),
+                vertex_id: head,
+                source_position: position,
                 checkpoint_id: id,
                 ..Default::default()
             });

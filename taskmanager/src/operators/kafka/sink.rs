@@ -22,7 +22,7 @@ use std::time::Duration;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext, ThreadedProducer};
@@ -36,6 +36,12 @@ use crate::operators::{Operator, OperatorError, SubtaskInfo};
 use sluice_common::job::KAFKA_TRANSACTION_TIMEOUT_MS_DEFAULT as TRANSACTION_TIMEOUT_DEFAULT_MS;
 /// How long a flush, a transaction commit or an abort may take before the sink gives up.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an at-least-once sink waits before sending again when the producer's queue is full.
+const QUEUE_FULL_WAIT: Duration = Duration::from_millis(1);
+/// How long a transaction's send serves delivery reports before sending again when the queue is full.
+const TRANSACTION_QUEUE_FULL_POLL: Duration = Duration::from_millis(10);
+/// The most records a restore reserves room for at once, whatever count a (possibly damaged) state claims.
+const RESTORE_PREALLOCATION_MAX: usize = 1 << 20;
 /// How often an exactly-once commit is tried when the broker answers with a retriable error.
 const COMMIT_ATTEMPTS: usize = 5;
 
@@ -157,7 +163,7 @@ impl Operator for KafkaSinkWriter {
                 for record in &records {
                     send_blocking(
                         |r| producer.send(r).map_err(Box::new),
-                        || std::thread::sleep(Duration::from_millis(1)),
+                        || std::thread::sleep(QUEUE_FULL_WAIT),
                         &self.topic,
                         record,
                     )?;
@@ -228,6 +234,8 @@ struct Transactional {
     adopted: BTreeMap<(String, u64), Vec<KafkaRecord>>,
     /// The last checkpoint whose records committed.
     committed: u64,
+    /// A client of each marker group used so far, by transactional id: made once, not per transaction.
+    marker_consumers: BTreeMap<String, BaseConsumer>,
 }
 
 impl Transactional {
@@ -244,6 +252,7 @@ impl Transactional {
             pending: BTreeMap::new(),
             adopted: BTreeMap::new(),
             committed: 0,
+            marker_consumers: BTreeMap::new(),
         })
     }
 
@@ -263,6 +272,15 @@ impl Transactional {
         self.producer.as_ref().ok_or_else(|| OperatorError::new("no producer"))
     }
 
+    /// The client of `transactional_id`'s marker group, made on first use.
+    fn marker_consumer(&mut self, transactional_id: &str) -> Result<&BaseConsumer, OperatorError> {
+        if !self.marker_consumers.contains_key(transactional_id) {
+            let consumer = marker_consumer(&self.spec.bootstrap_servers, transactional_id)?;
+            self.marker_consumers.insert(transactional_id.to_string(), consumer);
+        }
+        self.marker_consumers.get(transactional_id).ok_or_else(|| OperatorError::new("no marker consumer"))
+    }
+
     /// Writes the records of every pending checkpoint up to `id` (and adopted ones) in one transaction.
     fn commit_up_to(&mut self, id: u64, metrics: &KafkaCounters, topic: &str) -> Result<(), OperatorError> {
         let due: Vec<u64> = self.pending.range(..=id).map(|(&k, _)| k).collect();
@@ -277,15 +295,22 @@ impl Transactional {
             let marker = markers.entry(origin.clone()).or_insert(0);
             *marker = (*marker).max(*checkpoint);
         }
+        let mut groups = Vec::with_capacity(markers.len());
+        for (origin, checkpoint) in markers {
+            let consumer = self.marker_consumer(&origin)?;
+            let group = consumer
+                .group_metadata()
+                .ok_or_else(|| OperatorError::new(format!("no consumer group metadata for '{origin}'")))?;
+            groups.push((group, checkpoint));
+        }
+        self.producer()?;
         let mut records: Vec<&KafkaRecord> = self.adopted.values().flatten().collect();
         records.extend(due.iter().filter_map(|k| self.pending.get(k)).flatten());
-        let records: Vec<KafkaRecord> = records.into_iter().cloned().collect();
         let id_for_log = id;
-        self.producer()?;
         let producer = self.producer.as_ref().ok_or_else(|| OperatorError::new("no producer"))?;
         let mut last_error = None;
         for attempt in 1..=COMMIT_ATTEMPTS {
-            match write_transaction(producer, &self.spec.bootstrap_servers, topic, &records, &markers) {
+            match write_transaction(producer, topic, &records, &groups) {
                 Ok(()) => {
                     metrics.transactions(topic, "committed").inc();
                     last_error = None;
@@ -380,7 +405,7 @@ impl Transactional {
             if origin != self.transactional_id {
                 drop(start_producer(&self.config(&origin), &origin)?);
             }
-            let committed = committed_marker(&self.spec, &origin, topic)?;
+            let committed = committed_marker(self.marker_consumer(&origin)?, &origin, topic)?;
             for (id, records) in pending {
                 if committed.is_some_and(|c| id <= c) {
                     tracing::info!(transactional_id = origin, checkpoint = id, "already committed before the restart");
@@ -446,7 +471,7 @@ fn decode_state(mut bytes: &[u8]) -> Result<Vec<(String, u64, Vec<KafkaRecord>)>
         let origin = String::from_utf8(bytes_of(&mut bytes)?).map_err(|e| e.to_string())?;
         let id = u64_of(&mut bytes)?;
         let n = u32_of(&mut bytes)? as usize;
-        let mut records = Vec::with_capacity(n.min(1 << 20));
+        let mut records = Vec::with_capacity(n.min(RESTORE_PREALLOCATION_MAX));
         for _ in 0..n {
             let key = match take(&mut bytes, 1)?[0] {
                 0 => None,
@@ -475,14 +500,13 @@ fn start_producer(config: &ClientConfig, transactional_id: &str) -> Result<BaseP
     Ok(producer)
 }
 
-/// The consumer group holding the commit markers of a transactional id.
-fn marker_group(transactional_id: &str) -> String {
-    transactional_id.to_string()
-}
-
-/// The last checkpoint whose transaction committed for `transactional_id`, from its marker.
-fn committed_marker(spec: &KafkaSink, transactional_id: &str, topic: &str) -> Result<Option<u64>, OperatorError> {
-    let consumer = marker_consumer(&spec.bootstrap_servers, transactional_id)?;
+/// The last checkpoint whose transaction committed for `transactional_id`, from its marker (read through
+/// `consumer`, a client of the marker group).
+fn committed_marker(
+    consumer: &BaseConsumer,
+    transactional_id: &str,
+    topic: &str,
+) -> Result<Option<u64>, OperatorError> {
     let mut list = TopicPartitionList::new();
     list.add_partition(topic, 0);
     let committed = consumer
@@ -494,10 +518,12 @@ fn committed_marker(spec: &KafkaSink, transactional_id: &str, topic: &str) -> Re
     })
 }
 
+/// A client of the consumer group holding the commit markers of `transactional_id` (the group is named
+/// like the id). It never joins the group: it reads the marker and hands its group metadata to transactions.
 fn marker_consumer(bootstrap_servers: &str, transactional_id: &str) -> Result<BaseConsumer, OperatorError> {
     ClientConfig::new()
         .set("bootstrap.servers", bootstrap_servers)
-        .set("group.id", marker_group(transactional_id))
+        .set("group.id", transactional_id)
         .set("enable.auto.commit", "false")
         .create()
         .map_err(|e| OperatorError::new(format!("cannot create a Kafka consumer: {e}")))
@@ -521,30 +547,27 @@ fn classify(what: &str, error: KafkaError) -> TxnError {
 /// One transaction: begin, the records, the markers, commit (retried while the error is retriable).
 fn write_transaction(
     producer: &BaseProducer,
-    bootstrap_servers: &str,
     topic: &str,
-    records: &[KafkaRecord],
-    markers: &BTreeMap<String, u64>,
+    records: &[&KafkaRecord],
+    markers: &[(ConsumerGroupMetadata, u64)],
 ) -> Result<(), TxnError> {
     producer.begin_transaction().map_err(|e| classify("begin", e))?;
     for record in records {
         send_blocking(
             |r| producer.send(r).map_err(Box::new),
-            || producer.poll(Duration::from_millis(10)),
+            || producer.poll(TRANSACTION_QUEUE_FULL_POLL),
             topic,
             record,
         )
         .map_err(|e| TxnError::Abortable(e.0))?;
     }
-    for (origin, checkpoint) in markers {
-        let consumer = marker_consumer(bootstrap_servers, origin).map_err(|e| TxnError::Fatal(e.0))?;
-        let metadata = consumer.group_metadata().ok_or_else(|| TxnError::Fatal("no consumer group metadata".into()))?;
+    for (group, checkpoint) in markers {
         let mut offsets = TopicPartitionList::new();
         offsets
             .add_partition_offset(topic, 0, Offset::Offset(*checkpoint as i64))
             .map_err(|e| TxnError::Fatal(e.to_string()))?;
         producer
-            .send_offsets_to_transaction(&offsets, &metadata, OPERATION_TIMEOUT)
+            .send_offsets_to_transaction(&offsets, group, OPERATION_TIMEOUT)
             .map_err(|e| classify("commit marker", e))?;
     }
     let mut attempt = 0;

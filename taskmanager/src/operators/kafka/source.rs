@@ -39,6 +39,16 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const DEAD_LETTER_FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the source waits between polls when the consumer had nothing.
 const EMPTY_POLL_WAIT: Duration = Duration::from_millis(5);
+/// How long the source waits between polls until the discovery thread has listed its partitions.
+const UNLISTED_POLL_WAIT: Duration = Duration::from_millis(20);
+/// How often the first listing of the partitions is tried again when it fails (broker unreachable).
+const LISTING_RETRY: Duration = Duration::from_secs(1);
+/// The discovery thread wakes at most this often, whatever partition_discovery_interval_ms says.
+const DISCOVERY_INTERVAL_MIN: Duration = Duration::from_millis(100);
+/// How long one end-offset request for the lag gauge may take (the gauge just keeps its value otherwise).
+const LAG_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// Consumer errors (librdkafka retries them itself) are logged at most this often.
+const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// How often the discovery thread samples the partitions' end offsets for the lag gauge.
 const LAG_SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -104,7 +114,7 @@ enum Discovered {
 struct Discovery {
     events: Receiver<Discovered>,
     _stop: Sender<()>,
-    _thread: Option<JoinHandle<()>>,
+    _thread: JoinHandle<()>,
 }
 
 struct DeadLetters {
@@ -213,7 +223,7 @@ impl KafkaSourceReader {
         })
     }
 
-    fn start_discovery(&mut self) {
+    fn start_discovery(&mut self) -> Result<(), OperatorError> {
         let (events_tx, events) = mpsc::channel();
         let (stop_tx, stop) = mpsc::channel();
         let restored = self.restored.take();
@@ -229,9 +239,9 @@ impl KafkaSourceReader {
         let thread = std::thread::Builder::new()
             .name("kafka-discovery".into())
             .spawn(move || job.run(&events_tx, &stop))
-            .map_err(|e| tracing::error!(error = %e, "cannot start the Kafka partition discovery thread"))
-            .ok();
+            .map_err(|e| OperatorError::new(format!("cannot start the Kafka partition discovery thread: {e}")))?;
         self.discovery = Some(Discovery { events, _stop: stop_tx, _thread: thread });
+        Ok(())
     }
 
     /// Takes what the discovery thread found; reassigns the consumer when partitions were added.
@@ -283,7 +293,9 @@ impl KafkaSourceReader {
 
     /// Reads what the consumer has (without waiting), decoded into batches per partition.
     fn fill(&mut self) -> Result<(), OperatorError> {
-        let mut raw: BTreeMap<Tp, Vec<OwnedRecord>> = BTreeMap::new();
+        // Per partition seen in this round: its key, where its fetching stands, its end, its records. Found by
+        // comparing the message's topic as &str, so no String is made per record.
+        let mut groups: Vec<(Tp, i64, Option<i64>, Vec<OwnedRecord>)> = Vec::new();
         let mut count = 0;
         while count < self.batch_size {
             let Some(result) = self.consumer.poll(Duration::ZERO) else { break };
@@ -295,15 +307,25 @@ impl KafkaSourceReader {
                     break;
                 }
             };
-            let tp = (message.topic().to_string(), message.partition());
-            let Some(state) = self.partitions.get_mut(&tp) else { continue };
+            let (topic, partition) = (message.topic(), message.partition());
+            let group = match groups.iter().position(|g| g.0 .1 == partition && g.0 .0 == topic) {
+                Some(index) => &mut groups[index],
+                None => {
+                    let tp = (topic.to_string(), partition);
+                    let Some(state) = self.partitions.get(&tp) else { continue };
+                    let (fetched, end) = (state.fetched, state.end);
+                    groups.push((tp, fetched, end, Vec::new()));
+                    let last = groups.len() - 1;
+                    &mut groups[last]
+                }
+            };
             let offset = message.offset();
             // Records before the position come again after a reassignment; past the end, a bounded source stops.
-            if offset < state.fetched || state.end.is_some_and(|e| offset >= e) {
+            if offset < group.1 || group.2.is_some_and(|end| offset >= end) {
                 continue;
             }
-            state.fetched = offset + 1;
-            raw.entry(tp).or_default().push(OwnedRecord {
+            group.1 = offset + 1;
+            group.3.push(OwnedRecord {
                 offset,
                 value: message.payload().map(<[u8]>::to_vec),
                 key: message.key().map(<[u8]>::to_vec),
@@ -312,7 +334,10 @@ impl KafkaSourceReader {
             });
             count += 1;
         }
-        for (tp, records) in raw {
+        for (tp, fetched, _, records) in groups {
+            if let Some(state) = self.partitions.get_mut(&tp) {
+                state.fetched = fetched;
+            }
             self.decode_partition(tp, records)?;
         }
         Ok(())
@@ -388,7 +413,7 @@ impl KafkaSourceReader {
 
     fn log_error(&mut self, error: &KafkaError) {
         // librdkafka retries on its own; say so at most every 10 s.
-        if self.last_error_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+        if self.last_error_log.is_none_or(|t| t.elapsed() >= ERROR_LOG_INTERVAL) {
             self.last_error_log = Some(Instant::now());
             tracing::warn!(error = %error, "the Kafka consumer reports an error (retrying)");
         }
@@ -410,6 +435,17 @@ impl KafkaSourceReader {
                     state.fetched = position;
                 }
             }
+        }
+    }
+
+    /// Waits until the broker acknowledged every dead letter sent so far.
+    fn flush_dead_letters(&self) -> Result<(), OperatorError> {
+        match &self.dead_letters {
+            Some(dead) => dead
+                .producer
+                .flush(DEAD_LETTER_FLUSH_TIMEOUT)
+                .map_err(|e| OperatorError::new(format!("cannot flush the dead-letter topic: {e}"))),
+            None => Ok(()),
         }
     }
 
@@ -452,7 +488,7 @@ fn is_consumer_only(key: &str) -> bool {
 impl Source for KafkaSourceReader {
     fn poll_next(&mut self) -> Result<SourcePoll, OperatorError> {
         if self.discovery.is_none() {
-            self.start_discovery();
+            self.start_discovery()?;
         }
         self.take_discoveries()?;
         if self.ready.is_empty() && self.listed {
@@ -473,14 +509,10 @@ impl Source for KafkaSourceReader {
             self.skip_to_consumer_positions();
         }
         if self.spec.bounded && self.bounded_done() {
-            if let Some(dead) = &self.dead_letters {
-                dead.producer
-                    .flush(DEAD_LETTER_FLUSH_TIMEOUT)
-                    .map_err(|e| OperatorError::new(format!("cannot flush the dead-letter topic: {e}")))?;
-            }
+            self.flush_dead_letters()?;
             return Ok(SourcePoll::End);
         }
-        Ok(SourcePoll::Wait(if self.listed { EMPTY_POLL_WAIT } else { Duration::from_millis(20) }))
+        Ok(SourcePoll::Wait(if self.listed { EMPTY_POLL_WAIT } else { UNLISTED_POLL_WAIT }))
     }
 
     fn split_of_last_batch(&self) -> Option<usize> {
@@ -491,20 +523,13 @@ impl Source for KafkaSourceReader {
         self.partitions.len()
     }
 
-    fn prepare_checkpoint(&mut self, checkpoint: u64) -> Result<(), OperatorError> {
+    fn position(&mut self, checkpoint: u64) -> Result<Vec<u8>, OperatorError> {
         // Dead letters of records before the barrier are acknowledged before the checkpoint counts them as read.
-        if let Some(dead) = &self.dead_letters {
-            dead.producer
-                .flush(DEAD_LETTER_FLUSH_TIMEOUT)
-                .map_err(|e| OperatorError::new(format!("cannot flush the dead-letter topic: {e}")))?;
-        }
+        self.flush_dead_letters()?;
         let offsets = self.partitions.iter().map(|(tp, state)| (tp.clone(), state.next)).collect();
         self.pending_commits.insert(checkpoint, offsets);
-        Ok(())
-    }
-
-    fn position(&self) -> Vec<u8> {
-        serde_json::to_vec(&self.position_now()).unwrap_or_default()
+        serde_json::to_vec(&self.position_now())
+            .map_err(|e| OperatorError::new(format!("cannot encode the Kafka source's position: {e}")))
     }
 
     fn seek_all(&mut self, _own: Option<&[u8]>, all: &[&[u8]]) -> Result<(), OperatorError> {
@@ -593,11 +618,8 @@ impl DiscoveryJob {
                 }
             }
             self.sample_lag(&client, &known, &mut lag_gauges);
-            let wait = if listed {
-                LAG_SAMPLE_INTERVAL.min(interval.max(Duration::from_millis(100)))
-            } else {
-                Duration::from_secs(1)
-            };
+            let wait =
+                if listed { LAG_SAMPLE_INTERVAL.min(interval.max(DISCOVERY_INTERVAL_MIN)) } else { LISTING_RETRY };
             match stop.recv_timeout(wait) {
                 Err(RecvTimeoutError::Timeout) => {}
                 Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
@@ -707,7 +729,7 @@ impl DiscoveryJob {
         let positions = self.positions.lock().unwrap_or_else(|p| p.into_inner()).clone();
         for tp in known {
             let Some(next) = positions.get(tp) else { continue };
-            if let Ok((_, high)) = client.fetch_watermarks(&tp.0, tp.1, Duration::from_secs(2)) {
+            if let Ok((_, high)) = client.fetch_watermarks(&tp.0, tp.1, LAG_REQUEST_TIMEOUT) {
                 let gauge = gauges.entry(tp.clone()).or_insert_with(|| self.metrics.lag(&tp.0, tp.1));
                 gauge.set((high - next).max(0));
             }
