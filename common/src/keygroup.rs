@@ -56,7 +56,7 @@ pub fn key_group_range(subtask: u32, parallelism: u32, max_parallelism: u32) -> 
 
 /// A key column whose type cannot be hashed.
 #[derive(Debug, thiserror::Error)]
-#[error("key column of type {0} cannot be hashed (supported: strings, integers, floats, booleans, timestamps)")]
+#[error("key column of type {0} cannot be hashed (supported: strings, integers, floats, booleans, timestamps, binary)")]
 pub struct UnsupportedKeyType(pub DataType);
 
 /// Whether a column of this type can be a key.
@@ -71,6 +71,7 @@ pub fn is_hashable_key_type(data_type: &DataType) -> bool {
             | DataType::Float64
             | DataType::Boolean
             | DataType::Timestamp(TimeUnit::Millisecond, _)
+            | DataType::Binary
     )
 }
 
@@ -130,6 +131,10 @@ fn hash_column(column: &dyn Array, hashes: &mut [u64]) -> Result<(), Unsupported
         DataType::Timestamp(TimeUnit::Millisecond, _) => {
             let a = column.as_primitive::<TimestampMillisecondType>();
             fold!(|row| a.value(row).to_le_bytes())
+        }
+        DataType::Binary => {
+            let a = column.as_binary::<i32>();
+            fold!(|row| a.value(row))
         }
         other => return Err(UnsupportedKeyType(other.clone())),
     }

@@ -340,6 +340,10 @@ impl TaskManager {
     fn task_ended(&self, key: &str) {
         let mut tasks = self.tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let Some(ended) = tasks.remove(key) else { return };
+        if !tasks.values().any(|t| t.task.job_id == ended.task.job_id) {
+            // Under the lock: a task of the job deployed after this makes its series anew.
+            self.metrics.remove_kafka_job(&ended.task.job_id);
+        }
         if tasks.values().any(|t| t.execution_id == ended.execution_id) {
             return;
         }

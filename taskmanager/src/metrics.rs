@@ -3,8 +3,9 @@
 //! The hot path updates each counter once per batch through a handle resolved when the task starts (no
 //! label lookups per batch). The same counters feed both `GET /metrics` and the heartbeats to the
 //! JobManager, so the two views cannot disagree. A task's series are removed when it ends, after its final
-//! values were reported.
-use std::sync::Arc;
+//! values were reported; a job's Kafka series (shared by its tasks here) when the last of them ended.
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use prometheus::{
     Counter, CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -34,7 +35,7 @@ pub struct Metrics {
     pub tasks_running: IntGauge,
 }
 
-/// The Kafka connector's series, by job and topic partition (sources) or topic (sinks).
+/// The Kafka connector's series, by job and topic partition (records, bytes, lag) or topic.
 #[derive(Clone)]
 struct KafkaFamilies {
     records_in: IntCounterVec,
@@ -44,6 +45,22 @@ struct KafkaFamilies {
     bytes_out: IntCounterVec,
     transactions: IntCounterVec,
     bad_records: IntCounterVec,
+    /// The label values of every series made so far, by job: what to remove when the job leaves.
+    made: Arc<Mutex<HashMap<String, HashSet<KafkaSeries>>>>,
+}
+
+/// One series: its family and label values.
+type KafkaSeries = (KafkaFamily, Vec<String>);
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum KafkaFamily {
+    RecordsIn,
+    BytesIn,
+    Lag,
+    RecordsOut,
+    BytesOut,
+    Transactions,
+    BadRecords,
 }
 
 impl KafkaFamilies {
@@ -63,12 +80,17 @@ impl KafkaFamilies {
                 r.register(Box::new(vec.clone()))?;
                 vec
             },
-            records_out: int_counter(r, "kafka_records_out_total", "Records a Kafka sink wrote", &["job", "topic"])?,
+            records_out: int_counter(
+                r,
+                "kafka_records_out_total",
+                "Records a Kafka sink wrote (acknowledged by the broker; exactly once: committed)",
+                PARTITION,
+            )?,
             bytes_out: int_counter(
                 r,
                 "kafka_bytes_out_total",
-                "Key and value bytes a Kafka sink wrote",
-                &["job", "topic"],
+                "Key and value bytes a Kafka sink wrote (acknowledged by the broker; exactly once: committed)",
+                PARTITION,
             )?,
             transactions: int_counter(
                 r,
@@ -82,11 +104,38 @@ impl KafkaFamilies {
                 "Records a Kafka source could not decode, by what happened to them (dropped, dead_lettered)",
                 &["job", "topic", "action"],
             )?,
+            made: Arc::default(),
         })
+    }
+
+    /// Remembers that the series `labels` (job first) of `family` exists.
+    fn note(&self, family: KafkaFamily, labels: &[&str]) {
+        let mut made = self.made.lock().unwrap_or_else(|p| p.into_inner());
+        let job = made.entry(labels[0].to_string()).or_default();
+        job.insert((family, labels.iter().map(|l| l.to_string()).collect()));
+    }
+
+    /// Removes every series of `job`.
+    fn remove_job(&self, job: &str) {
+        let made = self.made.lock().unwrap_or_else(|p| p.into_inner()).remove(job).unwrap_or_default();
+        for (family, labels) in made {
+            let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+            // A series that is already gone needs no removal: ignoring the error is right.
+            let _ = match family {
+                KafkaFamily::RecordsIn => self.records_in.remove_label_values(&labels),
+                KafkaFamily::BytesIn => self.bytes_in.remove_label_values(&labels),
+                KafkaFamily::Lag => self.lag.remove_label_values(&labels),
+                KafkaFamily::RecordsOut => self.records_out.remove_label_values(&labels),
+                KafkaFamily::BytesOut => self.bytes_out.remove_label_values(&labels),
+                KafkaFamily::Transactions => self.transactions.remove_label_values(&labels),
+                KafkaFamily::BadRecords => self.bad_records.remove_label_values(&labels),
+            };
+        }
     }
 }
 
-/// The Kafka series of one job, for a Kafka source or sink.
+/// The Kafka series of one job, for a Kafka source or sink. Handles are meant to be kept: each call makes or
+/// finds a series.
 #[derive(Clone)]
 pub struct KafkaCounters {
     job: String,
@@ -94,32 +143,41 @@ pub struct KafkaCounters {
 }
 
 impl KafkaCounters {
+    fn counter(&self, family: KafkaFamily, vec: &IntCounterVec, labels: &[&str]) -> IntCounter {
+        let labels: Vec<&str> = std::iter::once(self.job.as_str()).chain(labels.iter().copied()).collect();
+        self.families.note(family, &labels);
+        vec.with_label_values(&labels)
+    }
+
     pub fn records_in(&self, topic: &str, partition: i32) -> IntCounter {
-        self.families.records_in.with_label_values(&[self.job.as_str(), topic, &partition.to_string()])
+        self.counter(KafkaFamily::RecordsIn, &self.families.records_in, &[topic, &partition.to_string()])
     }
 
     pub fn bytes_in(&self, topic: &str, partition: i32) -> IntCounter {
-        self.families.bytes_in.with_label_values(&[self.job.as_str(), topic, &partition.to_string()])
+        self.counter(KafkaFamily::BytesIn, &self.families.bytes_in, &[topic, &partition.to_string()])
     }
 
     pub fn lag(&self, topic: &str, partition: i32) -> IntGauge {
-        self.families.lag.with_label_values(&[self.job.as_str(), topic, &partition.to_string()])
+        let partition = partition.to_string();
+        let labels = [self.job.as_str(), topic, &partition];
+        self.families.note(KafkaFamily::Lag, &labels);
+        self.families.lag.with_label_values(&labels)
     }
 
-    pub fn records_out(&self, topic: &str) -> IntCounter {
-        self.families.records_out.with_label_values(&[self.job.as_str(), topic])
+    pub fn records_out(&self, topic: &str, partition: i32) -> IntCounter {
+        self.counter(KafkaFamily::RecordsOut, &self.families.records_out, &[topic, &partition.to_string()])
     }
 
-    pub fn bytes_out(&self, topic: &str) -> IntCounter {
-        self.families.bytes_out.with_label_values(&[self.job.as_str(), topic])
+    pub fn bytes_out(&self, topic: &str, partition: i32) -> IntCounter {
+        self.counter(KafkaFamily::BytesOut, &self.families.bytes_out, &[topic, &partition.to_string()])
     }
 
     pub fn transactions(&self, topic: &str, outcome: &str) -> IntCounter {
-        self.families.transactions.with_label_values(&[self.job.as_str(), topic, outcome])
+        self.counter(KafkaFamily::Transactions, &self.families.transactions, &[topic, outcome])
     }
 
     pub fn bad_records(&self, topic: &str, action: &str) -> IntCounter {
-        self.families.bad_records.with_label_values(&[self.job.as_str(), topic, action])
+        self.counter(KafkaFamily::BadRecords, &self.families.bad_records, &[topic, action])
     }
 
     /// Counters registered nowhere: for unit tests of the connector.
@@ -227,6 +285,11 @@ impl Metrics {
             tasks_running,
             registry: r,
         }))
+    }
+
+    /// Removes the Kafka series of `job` (when the last of its tasks here ended).
+    pub fn remove_kafka_job(&self, job: &str) {
+        self.kafka.remove_job(job);
     }
 
     /// Prometheus text exposition of every metric.

@@ -153,17 +153,31 @@ impl KafkaBroker {
         values: &[String],
         timestamp: impl Fn(usize) -> Option<i64>,
     ) -> anyhow::Result<()> {
+        let records: Vec<(Option<&[u8]>, &[u8])> = values.iter().map(|v| (None, v.as_bytes())).collect();
+        self.produce_keyed(topic, partitions, &records, timestamp)
+    }
+
+    /// Like [`Self::produce`], with a key per record and values of any bytes: `records` are (key, value).
+    pub fn produce_keyed(
+        &self,
+        topic: &str,
+        partitions: i32,
+        records: &[(Option<&[u8]>, &[u8])],
+        timestamp: impl Fn(usize) -> Option<i64>,
+    ) -> anyhow::Result<()> {
         let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
             .set("bootstrap.servers", self.bootstrap_servers())
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
             .create()?;
-        for (i, value) in values.iter().enumerate() {
-            let mut record = BaseRecord::<(), String>::to(topic).payload(value).partition(i as i32 % partitions);
+        for (i, (key, value)) in records.iter().enumerate() {
+            let mut record = BaseRecord::<[u8], [u8]>::to(topic).payload(*value).partition(i as i32 % partitions);
+            if let Some(key) = key {
+                record = record.key(*key);
+            }
             if let Some(ts) = timestamp(i) {
                 record = record.timestamp(ts);
             }
-            let mut record = record;
             loop {
                 match producer.send(record) {
                     Ok(()) => break,

@@ -839,6 +839,7 @@ pub fn arrow_type(data_type: DataType) -> Option<ArrowType> {
         DataType::Bool => ArrowType::Boolean,
         DataType::TimestampMs => ArrowType::Timestamp(TimeUnit::Millisecond, None),
         DataType::Int32 => ArrowType::Int32,
+        DataType::Binary => ArrowType::Binary,
     })
 }
 
@@ -929,10 +930,15 @@ fn file_source_schema(source: &proto::FileSource, report: &mut dyn FnMut(String)
         report("'schema' is missing: list the columns to read as [{\"name\": ..., \"type\": ...}]".into());
         return None;
     }
-    if source.format() == proto::FileFormat::Lines
-        && (source.schema.len() != 1 || source.schema[0].r#type() != DataType::String)
-    {
-        report("format LINES reads each line into one STRING column: give exactly one STRING column".into());
+    match source.format() {
+        proto::FileFormat::Lines if source.schema.len() != 1 || source.schema[0].r#type() != DataType::String => {
+            report("format LINES reads each line into one STRING column: give exactly one STRING column".into())
+        }
+        proto::FileFormat::Bytes => {
+            report("format BYTES is for Kafka record values; a file is read as JSON, CSV or LINES".into())
+        }
+        proto::FileFormat::Csv => refuse_csv_binary(&source.schema, report),
+        _ => {}
     }
     Some(declared_schema(&source.schema, report))
 }
@@ -973,31 +979,39 @@ fn kafka_source_schema(source: &proto::KafkaSource, report: &mut dyn FnMut(Strin
         return None;
     }
     let schema = declared_schema(&source.schema, report);
-    let mut value_columns = schema.fields().len();
     for (field, what, wanted) in [
-        (&source.timestamp_column, "timestamp_column", DataType::TimestampMs),
-        (&source.key_column, "key_column", DataType::String),
+        (&source.timestamp_column, "timestamp_column", &[DataType::TimestampMs][..]),
+        (&source.key_column, "key_column", &[DataType::String, DataType::Binary][..]),
     ] {
         if field.is_empty() {
             continue;
         }
-        value_columns -= 1;
         match source.schema.iter().find(|c| &c.name == field) {
             None => report(format!("{what} '{field}' is not a column of the schema")),
-            Some(column) if column.r#type() != wanted => {
-                report(format!("{what} '{field}' must be a {} column", wanted.as_str_name()))
+            Some(column) if !wanted.contains(&column.r#type()) => {
+                let names: Vec<&str> = wanted.iter().map(|t| t.as_str_name()).collect();
+                report(format!("{what} '{field}' must be a {} column", names.join(" or ")))
             }
             Some(_) => {}
         }
     }
-    if value_columns == 0 {
+    let value_columns: Vec<&proto::Field> =
+        source.schema.iter().filter(|c| c.name != source.timestamp_column && c.name != source.key_column).collect();
+    if value_columns.is_empty() {
         report("the schema has no column decoded from the record's value".into());
     }
-    if source.format() == proto::FileFormat::Lines && value_columns != 1 {
-        report(
+    let single = |wanted: DataType| value_columns.len() == 1 && value_columns[0].r#type() == wanted;
+    match source.format() {
+        proto::FileFormat::Lines if !single(DataType::String) => report(
             "format LINES reads each value into one STRING column: give exactly one besides the metadata columns"
                 .into(),
-        );
+        ),
+        proto::FileFormat::Bytes if !single(DataType::Binary) => report(
+            "format BYTES reads each value into one BINARY column: give exactly one besides the metadata columns"
+                .into(),
+        ),
+        proto::FileFormat::Csv => refuse_csv_binary(value_columns, report),
+        _ => {}
     }
     Some(schema)
 }
@@ -1017,10 +1031,17 @@ fn check_kafka_sink(
     if !sink.key_column.is_empty() && input.index_of(&sink.key_column).is_err() {
         report(format!("key_column '{}' is not an input column", sink.key_column));
     }
-    if sink.format() == proto::FileFormat::Lines
-        && (input.fields().len() != 1 || input.field(0).data_type() != &ArrowType::Utf8)
-    {
-        report("format LINES writes one STRING column as the value: select exactly one".into());
+    let value_columns: Vec<&ArrowType> =
+        input.fields().iter().filter(|f| f.name() != &sink.key_column).map(|f| f.data_type()).collect();
+    let single = |wanted: &ArrowType| value_columns.len() == 1 && value_columns[0] == wanted;
+    match sink.format() {
+        proto::FileFormat::Lines if !single(&ArrowType::Utf8) => {
+            report("format LINES writes one STRING column as the value: select exactly one besides key_column".into())
+        }
+        proto::FileFormat::Bytes if !single(&ArrowType::Binary) => {
+            report("format BYTES writes one BINARY column as the value: select exactly one besides key_column".into())
+        }
+        _ => {}
     }
     for key in sink.properties.keys() {
         if ["bootstrap.servers", "transactional.id", "transaction.timeout.ms"].contains(&key.as_str()) {
@@ -1063,6 +1084,18 @@ fn check_kafka_sink(
 /// The brokers' default upper bound on a transaction timeout, and the Kafka sink's default timeout.
 pub const KAFKA_TRANSACTION_TIMEOUT_MS_DEFAULT: u64 = 900_000;
 
+/// Arrow's CSV reader has no binary type (its writer writes hex): a CSV source cannot declare a BINARY column.
+fn refuse_csv_binary<'a>(columns: impl IntoIterator<Item = &'a proto::Field>, report: &mut dyn FnMut(String)) {
+    for column in columns {
+        if column.r#type() == DataType::Binary {
+            report(format!(
+                "column '{}' is BINARY, which format CSV cannot read; use JSON (hex strings) or BYTES (Kafka)",
+                column.name
+            ));
+        }
+    }
+}
+
 /// A schema declared in the job file (a file source's columns, a custom operator's output).
 fn declared_schema(declared: &[proto::Field], report: &mut dyn FnMut(String)) -> SchemaRef {
     unique_names(declared.iter().map(|f| f.name.as_str()), "column", report);
@@ -1071,7 +1104,7 @@ fn declared_schema(declared: &[proto::Field], report: &mut dyn FnMut(String)) ->
         match arrow_type(field.r#type()) {
             Some(data_type) => fields.push(ArrowField::new(&field.name, data_type, field.nullable)),
             None => report(format!(
-                "column '{}' has no type; give one of: STRING, INT64, INT32, FLOAT64, BOOL, TIMESTAMP_MS",
+                "column '{}' has no type; give one of: STRING, INT64, INT32, FLOAT64, BOOL, TIMESTAMP_MS, BINARY",
                 field.name
             )),
         }
@@ -1395,6 +1428,43 @@ mod tests {
         assert!(text.contains("key_column 'nope' is not an input column"), "{text}");
         // 60 s interval + 60 s checkpoint timeout + the default restart delay (up to 66 s): 30 s is too short.
         assert!(text.contains("transaction_timeout_ms 30000 must exceed"), "{text}");
+    }
+
+    #[test]
+    fn kafka_bytes_pass_through_and_misuse_of_bytes_is_refused() {
+        let job = |source_schema: &str, sink: &str| {
+            format!(
+                r#"{{"vertices": [
+                {{"id": "src", "parallelism": 1, "kafka_source": {{"bootstrap_servers": "b:9092", "topics": ["in"],
+                    "format": "BYTES", "key_column": "k", "schema": {source_schema}}}}},
+                {{"id": "sink", "parallelism": 1, "kafka_sink": {{"bootstrap_servers": "b:9092", "topic": "out", {sink}}}}}],
+               "edges": [{{"from": "src", "to": "sink"}}]}}"#
+            )
+        };
+        let binary = r#"[{"name": "v", "type": "BINARY"}, {"name": "k", "type": "BINARY"}]"#;
+        let found = problems_of(&job(binary, r#""format": "BYTES", "key_column": "k""#));
+        assert!(found.is_empty(), "{found:?}");
+
+        let text = problems_of(&job(
+            r#"[{"name": "v", "type": "STRING"}, {"name": "k", "type": "INT64"}]"#,
+            r#""format": "BYTES""#,
+        ))
+        .join("\n");
+        assert!(text.contains("format BYTES reads each value into one BINARY column"), "{text}");
+        assert!(text.contains("key_column 'k' must be a STRING or BINARY column"), "{text}");
+        assert!(text.contains("format BYTES writes one BINARY column as the value"), "{text}");
+
+        let csv = job(binary, r#""format": "CSV""#).replacen(r#""format": "BYTES""#, r#""format": "CSV""#, 1);
+        let text = problems_of(&csv).join("\n");
+        assert!(text.contains("column 'v' is BINARY, which format CSV cannot read"), "{text}");
+
+        let file = r#"{"vertices": [
+            {"id": "src", "parallelism": 1, "file_source": {"path": "/x", "format": "BYTES",
+                "schema": [{"name": "v", "type": "BINARY"}]}},
+            {"id": "sink", "parallelism": 1, "print_sink": {}}],
+           "edges": [{"from": "src", "to": "sink"}]}"#;
+        let text = problems_of(file).join("\n");
+        assert!(text.contains("format BYTES is for Kafka record values"), "{text}");
     }
 
     #[test]

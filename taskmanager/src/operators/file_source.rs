@@ -87,6 +87,7 @@ impl FileSourceReader {
                     .build_decoder(),
             )),
             FileFormat::Lines => Decoder::Lines(StringBuilder::new()),
+            FileFormat::Bytes => return Err(OperatorError::new("format BYTES is for Kafka record values, not files")),
             FileFormat::Json | FileFormat::Unspecified => Decoder::Json(
                 json::ReaderBuilder::new(self.schema.clone()).with_batch_size(self.batch_size).build_decoder()?,
             ),

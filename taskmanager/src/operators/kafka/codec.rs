@@ -1,4 +1,4 @@
-//! Kafka record values to Arrow rows and back: JSON objects, CSV lines, or plain text.
+//! Kafka record values to Arrow rows and back: JSON objects, CSV lines, plain text or bytes as they are.
 //!
 //! Decoding works a batch of records at a time through Arrow's JSON and CSV decoders. A record that does not
 //! decode must be found and named (its topic, partition and offset go to the bad-record policy), so when a
@@ -6,7 +6,9 @@
 //! the fast path stays a single decoder call per batch.
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, StringArray, StringBuilder, TimestampMillisecondArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, StringArray, StringBuilder, TimestampMillisecondArray,
+};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -51,8 +53,12 @@ impl RecordDecoder {
             FileFormat::Unspecified => FileFormat::Json,
             other => other,
         };
-        if format == FileFormat::Lines && (value_fields.len() != 1 || value_fields[0].data_type() != &DataType::Utf8) {
+        let single = |wanted: &DataType| value_fields.len() == 1 && value_fields[0].data_type() == wanted;
+        if format == FileFormat::Lines && !single(&DataType::Utf8) {
             return Err(OperatorError::new("format LINES decodes the value into one STRING column"));
+        }
+        if format == FileFormat::Bytes && !single(&DataType::Binary) {
+            return Err(OperatorError::new("format BYTES decodes the value into one BINARY column"));
         }
         Ok(Self { schema, value_schema: Arc::new(Schema::new(value_fields)), format, timestamp_column, key_column })
     }
@@ -86,7 +92,11 @@ impl RecordDecoder {
             let column: ArrayRef = if Some(field.name()) == self.timestamp_column.as_ref() {
                 Arc::new(TimestampMillisecondArray::from_iter(records.iter().map(|r| r.timestamp)))
             } else if Some(field.name()) == self.key_column.as_ref() {
-                Arc::new(StringArray::from_iter(records.iter().map(|r| r.key.map(String::from_utf8_lossy))))
+                if field.data_type() == &DataType::Binary {
+                    Arc::new(BinaryArray::from_iter(records.iter().map(|r| r.key)))
+                } else {
+                    Arc::new(StringArray::from_iter(records.iter().map(|r| r.key.map(String::from_utf8_lossy))))
+                }
             } else {
                 values.column_by_name(field.name()).cloned().ok_or_else(|| format!("no column '{}'", field.name()))?
             };
@@ -106,6 +116,11 @@ impl RecordDecoder {
                     builder.append_value(text.strip_suffix('\n').unwrap_or(text));
                 }
                 let column: ArrayRef = Arc::new(builder.finish());
+                RecordBatch::try_new(self.value_schema.clone(), vec![column]).map_err(|e| e.to_string())
+            }
+            FileFormat::Bytes => {
+                let values = records.iter().map(value).collect::<Result<Vec<_>, _>>()?;
+                let column: ArrayRef = Arc::new(BinaryArray::from_vec(values));
                 RecordBatch::try_new(self.value_schema.clone(), vec![column]).map_err(|e| e.to_string())
             }
             FileFormat::Csv => {
@@ -166,6 +181,8 @@ pub type KafkaRecord = (Option<Vec<u8>>, Vec<u8>);
 pub struct RecordEncoder {
     format: FileFormat,
     key_column: Option<usize>,
+    /// LINES and BYTES: the one column besides the key that is the value.
+    value_column: usize,
 }
 
 impl RecordEncoder {
@@ -178,33 +195,52 @@ impl RecordEncoder {
             FileFormat::Unspecified => FileFormat::Json,
             other => other,
         };
-        if format == FileFormat::Lines && (schema.fields().len() != 1 || schema.field(0).data_type() != &DataType::Utf8)
-        {
-            return Err(OperatorError::new("format LINES writes one STRING column as the value"));
+        let values: Vec<usize> = (0..schema.fields().len()).filter(|&i| Some(i) != key_column).collect();
+        let value_column = values.first().copied().unwrap_or(0);
+        let single = |wanted: &DataType| values.len() == 1 && schema.field(value_column).data_type() == wanted;
+        if format == FileFormat::Lines && !single(&DataType::Utf8) {
+            return Err(OperatorError::new("format LINES writes one STRING column besides the key as the value"));
         }
-        Ok(Self { format, key_column })
+        if format == FileFormat::Bytes && !single(&DataType::Binary) {
+            return Err(OperatorError::new("format BYTES writes one BINARY column besides the key as the value"));
+        }
+        Ok(Self { format, key_column, value_column })
     }
 
     /// The (key, value) of every row of `batch`, in order.
     pub fn encode(&self, batch: &RecordBatch) -> Result<Vec<KafkaRecord>, OperatorError> {
-        let keys: Option<StringArray> = match self.key_column {
-            Some(index) => {
-                let column = cast(batch.column(index), &DataType::Utf8)?;
-                column.as_any().downcast_ref::<StringArray>().cloned()
-            }
+        let keys: Option<ArrayRef> = match self.key_column {
+            Some(index) if batch.column(index).data_type() == &DataType::Binary => Some(batch.column(index).clone()),
+            Some(index) => Some(cast(batch.column(index), &DataType::Utf8)?),
             None => None,
         };
-        let key = |row: usize| keys.as_ref().filter(|k| k.is_valid(row)).map(|k| k.value(row).as_bytes().to_vec());
+        let key = |row: usize| -> Option<Vec<u8>> {
+            let keys = keys.as_ref().filter(|k| k.is_valid(row))?;
+            match keys.data_type() {
+                DataType::Binary => Some(keys.as_binary::<i32>().value(row).to_vec()),
+                _ => Some(keys.as_string::<i32>().value(row).as_bytes().to_vec()),
+            }
+        };
         let values: Vec<Vec<u8>> = match self.format {
-            FileFormat::Lines => {
-                let column = batch.column(0);
-                let text = column
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .ok_or_else(|| OperatorError::new("format LINES needs a STRING column"))?;
-                (0..batch.num_rows())
-                    .map(|row| if text.is_valid(row) { text.value(row).as_bytes().to_vec() } else { Vec::new() })
-                    .collect()
+            FileFormat::Lines | FileFormat::Bytes => {
+                let column = batch.column(self.value_column);
+                let rows = 0..batch.num_rows();
+                // A null value is written as an empty one.
+                let value = |row: usize, bytes: &[u8]| if column.is_valid(row) { bytes.to_vec() } else { Vec::new() };
+                match column.data_type() {
+                    DataType::Utf8 => {
+                        let text = column.as_string::<i32>();
+                        rows.map(|row| value(row, text.value(row).as_bytes())).collect()
+                    }
+                    DataType::Binary => {
+                        let bytes = column.as_binary::<i32>();
+                        rows.map(|row| value(row, bytes.value(row))).collect()
+                    }
+                    other => {
+                        let format = self.format.as_str_name();
+                        return Err(OperatorError::new(format!("format {format} cannot write a {other} column")));
+                    }
+                }
             }
             FileFormat::Csv => {
                 // One writer call per row: a quoted field may hold a newline, so lines cannot be split after.
@@ -239,7 +275,7 @@ impl RecordEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{AsArray, Int64Array};
+    use datafusion::arrow::array::Int64Array;
     use datafusion::arrow::datatypes::{Field, Int64Type, TimeUnit};
 
     fn schema() -> SchemaRef {
@@ -317,5 +353,39 @@ mod tests {
         let csv = RecordEncoder::new(&schema, FileFormat::Csv, "").expect("encoder").encode(&batch).expect("encode");
         assert_eq!(csv[0], (None, b"\"a,b\",1".to_vec()));
         assert_eq!(csv[1].1, b"\"line\nbreak\",2".to_vec());
+    }
+
+    #[test]
+    fn bytes_pass_through_unchanged_both_ways() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("payload", DataType::Binary, true),
+            Field::new("k", DataType::Binary, true),
+        ]));
+        let decoder = RecordDecoder::new(schema.clone(), FileFormat::Bytes, "", "k").expect("decoder");
+        let not_text: &[u8] = &[0xff, 0x00, b'\n', 0xfe];
+        let records = [
+            RawRecord { value: Some(not_text), key: Some(&[0x80, 0x01]), timestamp: None },
+            RawRecord { value: Some(b""), key: None, timestamp: None },
+            RawRecord { value: None, key: None, timestamp: None },
+        ];
+        let (batch, bad) = decoder.decode(&records).expect("decode");
+        assert_eq!(bad.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![2], "a record without a value is bad");
+        assert_eq!(batch.column(0).as_binary::<i32>().value(0), not_text);
+        assert_eq!(batch.column(0).as_binary::<i32>().value(1), b"");
+        assert_eq!(batch.column(1).as_binary::<i32>().value(0), &[0x80, 0x01]);
+        assert!(batch.column(1).is_null(1));
+
+        // Written back: the key column is left out of the value, and both come out as the bytes read.
+        let encoded =
+            RecordEncoder::new(&schema, FileFormat::Bytes, "k").expect("encoder").encode(&batch).expect("encode");
+        assert_eq!(encoded, vec![(Some(vec![0x80, 0x01]), not_text.to_vec()), (None, Vec::new())]);
+        // JSON writes the bytes as hex.
+        let json = RecordEncoder::new(&schema, FileFormat::Json, "").expect("encoder").encode(&batch).expect("encode");
+        assert_eq!(json[0].1, br#"{"payload":"ff000afe","k":"8001"}"#.to_vec());
+
+        let text = Arc::new(Schema::new(vec![Field::new("line", DataType::Utf8, false)]));
+        assert!(RecordDecoder::new(text.clone(), FileFormat::Bytes, "", "").is_err(), "BYTES needs a BINARY column");
+        assert!(RecordEncoder::new(&text, FileFormat::Bytes, "").is_err(), "BYTES needs a BINARY column");
+        assert!(RecordEncoder::new(&schema, FileFormat::Bytes, "").is_err(), "two value columns");
     }
 }

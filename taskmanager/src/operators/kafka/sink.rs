@@ -25,11 +25,16 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::DeliveryResult;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::message::Message;
+use rdkafka::producer::{
+    BaseProducer, BaseRecord, DefaultProducerContext, Producer, ProducerContext, ThreadedProducer,
+};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sluice_common::proto::{KafkaDelivery, KafkaSink, OperatorSnapshot};
 
 use super::codec::{KafkaRecord, RecordEncoder};
+use prometheus::IntCounter;
+
 use crate::metrics::KafkaCounters;
 use crate::operators::{Operator, OperatorError, SubtaskInfo};
 
@@ -45,11 +50,32 @@ const RESTORE_PREALLOCATION_MAX: usize = 1 << 20;
 /// How often an exactly-once commit is tried when the broker answers with a retriable error.
 const COMMIT_ATTEMPTS: usize = 5;
 
-/// Remembers the first delivery failure of an at-least-once producer.
+/// What the broker acknowledged since the last look: records and bytes per partition, and the first failure.
 #[derive(Default)]
-struct DeliveryErrors(Mutex<Option<String>>);
+struct Deliveries {
+    by_partition: BTreeMap<i32, (u64, u64)>,
+    first_error: Option<String>,
+    /// At least once: acknowledged records count at once, here, instead of in `by_partition`.
+    live: Option<OutCounters>,
+}
 
-struct SinkContext(Arc<DeliveryErrors>);
+/// Collects delivery reports (served by the producer's poll: its own thread at least once, the commit's
+/// flush exactly once).
+#[derive(Clone, Default)]
+struct SinkContext(Arc<Mutex<Deliveries>>);
+
+impl SinkContext {
+    /// Delivery reports count into `out` as they arrive.
+    fn live(out: OutCounters) -> Self {
+        Self(Arc::new(Mutex::new(Deliveries { live: Some(out), ..Default::default() })))
+    }
+
+    /// The reports since the last call: (records, bytes) per partition, and the first failure.
+    fn take(&self) -> (BTreeMap<i32, (u64, u64)>, Option<String>) {
+        let mut deliveries = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        (std::mem::take(&mut deliveries.by_partition), deliveries.first_error.take())
+    }
+}
 
 impl ClientContext for SinkContext {}
 
@@ -57,10 +83,41 @@ impl ProducerContext for SinkContext {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((error, _)) = result {
-            let mut first = self.0 .0.lock().unwrap_or_else(|p| p.into_inner());
-            first.get_or_insert_with(|| error.to_string());
+        let mut deliveries = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(message) => {
+                let bytes = message.key().map_or(0, <[u8]>::len) + message.payload().map_or(0, <[u8]>::len);
+                let (partition, bytes) = (message.partition(), bytes as u64);
+                match &mut deliveries.live {
+                    Some(out) => out.add(partition, 1, bytes),
+                    None => {
+                        let (records, total) = deliveries.by_partition.entry(partition).or_default();
+                        *records += 1;
+                        *total += bytes;
+                    }
+                }
+            }
+            Err((error, _)) => {
+                deliveries.first_error.get_or_insert_with(|| error.to_string());
+            }
         }
+    }
+}
+
+/// A sink's records/bytes-out series, one pair per partition written, made on first use.
+struct OutCounters {
+    metrics: KafkaCounters,
+    topic: String,
+    by_partition: BTreeMap<i32, (IntCounter, IntCounter)>,
+}
+
+impl OutCounters {
+    fn add(&mut self, partition: i32, records: u64, bytes: u64) {
+        let (records_out, bytes_out) = self.by_partition.entry(partition).or_insert_with(|| {
+            (self.metrics.records_out(&self.topic, partition), self.metrics.bytes_out(&self.topic, partition))
+        });
+        records_out.inc_by(records);
+        bytes_out.inc_by(bytes);
     }
 }
 
@@ -90,8 +147,8 @@ pub struct KafkaSinkWriter {
 }
 
 enum Mode {
-    AtLeastOnce { producer: ThreadedProducer<SinkContext>, errors: Arc<DeliveryErrors> },
-    ExactlyOnce(Box<Transactional>),
+    AtLeastOnce { producer: ThreadedProducer<SinkContext>, deliveries: SinkContext },
+    ExactlyOnce { transactional: Box<Transactional>, out: OutCounters },
 }
 
 impl KafkaSinkWriter {
@@ -103,27 +160,36 @@ impl KafkaSinkWriter {
         metrics: KafkaCounters,
     ) -> Result<Self, OperatorError> {
         let encoder = RecordEncoder::new(schema, spec.format(), &spec.key_column)?;
+        let out = OutCounters { metrics: metrics.clone(), topic: spec.topic.clone(), by_partition: BTreeMap::new() };
         let mode = match spec.delivery() {
-            KafkaDelivery::ExactlyOnce => Mode::ExactlyOnce(Box::new(Transactional::new(spec, vertex, subtask)?)),
+            KafkaDelivery::ExactlyOnce => {
+                Mode::ExactlyOnce { transactional: Box::new(Transactional::new(spec, vertex, subtask)?), out }
+            }
             KafkaDelivery::AtLeastOnce | KafkaDelivery::Unspecified => {
-                let errors = Arc::new(DeliveryErrors::default());
+                let deliveries = SinkContext::live(out);
                 let producer = producer_config(spec)
-                    .create_with_context(SinkContext(errors.clone()))
+                    .create_with_context(deliveries.clone())
                     .map_err(|e| OperatorError::new(format!("cannot create a Kafka producer: {e}")))?;
-                Mode::AtLeastOnce { producer, errors }
+                Mode::AtLeastOnce { producer, deliveries }
             }
         };
         Ok(Self { topic: spec.topic.clone(), encoder, metrics, mode })
     }
 
+    /// At least once: fails if the broker refused a record since the last look.
+    fn check_deliveries(&self) -> Result<(), OperatorError> {
+        let Mode::AtLeastOnce { deliveries, .. } = &self.mode else { return Ok(()) };
+        match deliveries.take().1 {
+            Some(error) => Err(OperatorError::new(format!("a record could not be written to Kafka: {error}"))),
+            None => Ok(()),
+        }
+    }
+
     /// At least once: waits until the broker acknowledged everything sent, or fails.
     fn flush(&mut self) -> Result<(), OperatorError> {
-        let Mode::AtLeastOnce { producer, errors } = &self.mode else { return Ok(()) };
+        let Mode::AtLeastOnce { producer, .. } = &self.mode else { return Ok(()) };
         producer.flush(OPERATION_TIMEOUT).map_err(|e| OperatorError::new(format!("Kafka flush failed: {e}")))?;
-        if let Some(error) = errors.0.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            return Err(OperatorError::new(format!("a record could not be written to Kafka: {error}")));
-        }
-        Ok(())
+        self.check_deliveries()
     }
 }
 
@@ -155,9 +221,7 @@ fn send_blocking<'a>(
 impl Operator for KafkaSinkWriter {
     fn process(&mut self, batch: RecordBatch, _out: &mut Vec<RecordBatch>) -> Result<(), OperatorError> {
         let records = self.encoder.encode(&batch)?;
-        let bytes: usize = records.iter().map(|(k, v)| k.as_ref().map_or(0, Vec::len) + v.len()).sum();
-        self.metrics.records_out(&self.topic).inc_by(records.len() as u64);
-        self.metrics.bytes_out(&self.topic).inc_by(bytes as u64);
+        self.check_deliveries()?;
         match &mut self.mode {
             Mode::AtLeastOnce { producer, .. } => {
                 for record in &records {
@@ -170,7 +234,7 @@ impl Operator for KafkaSinkWriter {
                 }
                 Ok(())
             }
-            Mode::ExactlyOnce(transactional) => {
+            Mode::ExactlyOnce { transactional, .. } => {
                 transactional.current.extend(records);
                 Ok(())
             }
@@ -180,7 +244,7 @@ impl Operator for KafkaSinkWriter {
     fn snapshot_state(&mut self, snapshot: &mut OperatorSnapshot) -> Result<(), OperatorError> {
         match &mut self.mode {
             Mode::AtLeastOnce { .. } => self.flush(),
-            Mode::ExactlyOnce(transactional) => {
+            Mode::ExactlyOnce { transactional, .. } => {
                 let records = std::mem::take(&mut transactional.current);
                 transactional.pending.insert(snapshot.checkpoint_id, records);
                 snapshot.operator_state = transactional.encode_state();
@@ -194,25 +258,25 @@ impl Operator for KafkaSinkWriter {
         snapshots: &[&OperatorSnapshot],
         _key_groups: std::ops::RangeInclusive<u16>,
     ) -> Result<(), OperatorError> {
-        let Mode::ExactlyOnce(transactional) = &mut self.mode else { return Ok(()) };
-        transactional.restore(snapshots, &self.metrics, &self.topic)
+        let Mode::ExactlyOnce { transactional, out } = &mut self.mode else { return Ok(()) };
+        transactional.restore(snapshots, &self.metrics, out)
     }
 
     fn notify_checkpoint_complete(&mut self, id: u64) -> Result<(), OperatorError> {
-        let Mode::ExactlyOnce(transactional) = &mut self.mode else { return Ok(()) };
-        transactional.commit_up_to(id, &self.metrics, &self.topic)
+        let Mode::ExactlyOnce { transactional, out } = &mut self.mode else { return Ok(()) };
+        transactional.commit_up_to(id, &self.metrics, out)
     }
 
     fn finish(&mut self, _out: &mut Vec<RecordBatch>) -> Result<(), OperatorError> {
         match &mut self.mode {
             Mode::AtLeastOnce { .. } => self.flush(),
-            Mode::ExactlyOnce(transactional) => {
+            Mode::ExactlyOnce { transactional, out } => {
                 // The end of a bounded input: what came after the last checkpoint commits now, marked as the
                 // checkpoint after it.
                 let after = transactional.pending.keys().next_back().copied().unwrap_or(transactional.committed) + 1;
                 let records = std::mem::take(&mut transactional.current);
                 transactional.pending.insert(after, records);
-                transactional.commit_up_to(after, &self.metrics, &self.topic)
+                transactional.commit_up_to(after, &self.metrics, out)
             }
         }
     }
@@ -224,7 +288,9 @@ struct Transactional {
     prefix: String,
     subtask: SubtaskInfo,
     transactional_id: String,
-    producer: Option<BaseProducer>,
+    producer: Option<BaseProducer<SinkContext>>,
+    /// The delivery reports of `producer`.
+    deliveries: SinkContext,
     /// Records since the last barrier.
     current: Vec<KafkaRecord>,
     /// Checkpoint id → its records, snapshotted and not yet committed.
@@ -248,6 +314,7 @@ impl Transactional {
             subtask,
             transactional_id,
             producer: None,
+            deliveries: SinkContext::default(),
             current: Vec::new(),
             pending: BTreeMap::new(),
             adopted: BTreeMap::new(),
@@ -264,9 +331,10 @@ impl Transactional {
     }
 
     /// This subtask's producer, started (fencing every earlier producer with its id) on first use.
-    fn producer(&mut self) -> Result<&BaseProducer, OperatorError> {
+    fn producer(&mut self) -> Result<&BaseProducer<SinkContext>, OperatorError> {
         if self.producer.is_none() {
-            let producer = start_producer(&self.config(&self.transactional_id), &self.transactional_id)?;
+            let config = self.config(&self.transactional_id);
+            let producer = start_producer(&config, &self.transactional_id, self.deliveries.clone())?;
             self.producer = Some(producer);
         }
         self.producer.as_ref().ok_or_else(|| OperatorError::new("no producer"))
@@ -282,7 +350,9 @@ impl Transactional {
     }
 
     /// Writes the records of every pending checkpoint up to `id` (and adopted ones) in one transaction.
-    fn commit_up_to(&mut self, id: u64, metrics: &KafkaCounters, topic: &str) -> Result<(), OperatorError> {
+    fn commit_up_to(&mut self, id: u64, metrics: &KafkaCounters, out: &mut OutCounters) -> Result<(), OperatorError> {
+        let topic = self.spec.topic.clone();
+        let topic = topic.as_str();
         let due: Vec<u64> = self.pending.range(..=id).map(|(&k, _)| k).collect();
         if due.is_empty() && self.adopted.is_empty() {
             return Ok(());
@@ -312,6 +382,11 @@ impl Transactional {
         for attempt in 1..=COMMIT_ATTEMPTS {
             match write_transaction(producer, topic, &records, &groups) {
                 Ok(()) => {
+                    // Reports the commit's flush left in the queue; then what the transaction wrote counts.
+                    producer.poll(Duration::ZERO);
+                    for (partition, (records, bytes)) in self.deliveries.take().0 {
+                        out.add(partition, records, bytes);
+                    }
                     metrics.transactions(topic, "committed").inc();
                     last_error = None;
                     break;
@@ -322,6 +397,8 @@ impl Transactional {
                     producer
                         .abort_transaction(OPERATION_TIMEOUT)
                         .map_err(|e| OperatorError::new(format!("cannot abort a failed Kafka transaction: {e}")))?;
+                    producer.poll(Duration::ZERO);
+                    drop(self.deliveries.take());
                     last_error = Some(e);
                 }
                 Err(TxnError::Fatal(e)) => {
@@ -377,8 +454,9 @@ impl Transactional {
         &mut self,
         snapshots: &[&OperatorSnapshot],
         metrics: &KafkaCounters,
-        topic: &str,
+        out: &mut OutCounters,
     ) -> Result<(), OperatorError> {
+        let topic = self.spec.topic.clone();
         let mut origins = BTreeMap::new();
         for snapshot in snapshots {
             if snapshot.operator_state.is_empty() {
@@ -403,9 +481,9 @@ impl Transactional {
         // both), then look at their markers.
         for (origin, pending) in origins {
             if origin != self.transactional_id {
-                drop(start_producer(&self.config(&origin), &origin)?);
+                drop(start_producer(&self.config(&origin), &origin, DefaultProducerContext)?);
             }
-            let committed = committed_marker(self.marker_consumer(&origin)?, &origin, topic)?;
+            let committed = committed_marker(self.marker_consumer(&origin)?, &origin, &topic)?;
             for (id, records) in pending {
                 if committed.is_some_and(|c| id <= c) {
                     tracing::info!(transactional_id = origin, checkpoint = id, "already committed before the restart");
@@ -425,12 +503,12 @@ impl Transactional {
         let mut index = self.subtask.index + self.subtask.parallelism.max(1);
         while index < old_parallelism {
             let id = format!("{}-{index}", self.prefix);
-            drop(start_producer(&self.config(&id), &id)?);
+            drop(start_producer(&self.config(&id), &id, DefaultProducerContext)?);
             index += self.subtask.parallelism.max(1);
         }
         self.producer()?;
         if !self.adopted.is_empty() {
-            self.commit_up_to(0, metrics, topic)?;
+            self.commit_up_to(0, metrics, out)?;
         }
         Ok(())
     }
@@ -490,9 +568,13 @@ fn decode_state(mut bytes: &[u8]) -> Result<Vec<(String, u64, Vec<KafkaRecord>)>
 
 /// A transactional producer with `transactional_id`, started: every earlier producer with that id is
 /// fenced and its open transaction aborted.
-fn start_producer(config: &ClientConfig, transactional_id: &str) -> Result<BaseProducer, OperatorError> {
-    let producer: BaseProducer = config
-        .create()
+fn start_producer<C: ProducerContext>(
+    config: &ClientConfig,
+    transactional_id: &str,
+    context: C,
+) -> Result<BaseProducer<C>, OperatorError> {
+    let producer: BaseProducer<C> = config
+        .create_with_context(context)
         .map_err(|e| OperatorError::new(format!("cannot create the Kafka producer '{transactional_id}': {e}")))?;
     producer
         .init_transactions(OPERATION_TIMEOUT)
@@ -546,7 +628,7 @@ fn classify(what: &str, error: KafkaError) -> TxnError {
 
 /// One transaction: begin, the records, the markers, commit (retried while the error is retriable).
 fn write_transaction(
-    producer: &BaseProducer,
+    producer: &BaseProducer<SinkContext>,
     topic: &str,
     records: &[&KafkaRecord],
     markers: &[(ConsumerGroupMetadata, u64)],

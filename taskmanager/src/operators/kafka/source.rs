@@ -12,7 +12,7 @@
 //! the positions of every subtask of the checkpointed job, so a job restored at another parallelism finds
 //! every partition's offset whichever subtask had it.
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -616,6 +616,10 @@ impl DiscoveryJob {
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot list the Kafka topics' partitions (retrying)"),
                 }
+            }
+            // A source gone while this listed (its job's series may be removed already) makes no new series.
+            if matches!(stop.try_recv(), Ok(()) | Err(TryRecvError::Disconnected)) {
+                return;
             }
             self.sample_lag(&client, &known, &mut lag_gauges);
             let wait =

@@ -95,9 +95,15 @@ fn records_are_written_in_one_transaction_per_checkpoint_once_it_completes() {
     sink.process(batch(10..15), &mut out).expect("process");
     assert_eq!(read_ids(&bootstrap, 0), Vec::<i64>::new(), "nothing is written before checkpoint 1 completes");
 
+    assert_eq!(metrics.records_out("out", 0).get(), 0, "nothing counts as written before a commit");
+
     sink.notify_checkpoint_complete(1).expect("commit 1");
     assert_eq!(read_ids(&bootstrap, 10), (0..10).collect::<Vec<_>>(), "checkpoint 1's records, not those after it");
     assert_eq!(metrics.transactions("out", "committed").get(), 1);
+    // Counted from the delivery reports, per partition: the 10 committed records, {"id":N} each.
+    assert_eq!(metrics.records_out("out", 0).get(), 10);
+    let bytes: u64 = (0..10).map(|i: i64| format!(r#"{{"id":{i}}}"#).len() as u64).sum();
+    assert_eq!(metrics.bytes_out("out", 0).get(), bytes);
 
     checkpoint(&mut sink, 2);
     checkpoint(&mut sink, 3);
@@ -107,6 +113,7 @@ fn records_are_written_in_one_transaction_per_checkpoint_once_it_completes() {
     assert_eq!(metrics.transactions("out", "committed").get(), 2);
     sink.notify_checkpoint_complete(3).expect("a repeated notice writes nothing");
     assert_eq!(read_ids(&bootstrap, 15).len(), 15);
+    assert_eq!(metrics.records_out("out", 0).get(), 15);
 }
 
 #[test]
