@@ -29,6 +29,9 @@ struct Args {
     /// Job parallelisms to run, comma-separated.
     #[arg(long, default_value = "1,2")]
     parallelisms: String,
+    /// An extra librdkafka property of the job's source, KEY=VALUE (repeatable): for tuning experiments.
+    #[arg(long = "source-property", value_parser = parse_property)]
+    source_properties: Vec<(String, String)>,
     /// How long one job may take, in seconds.
     #[arg(long, default_value_t = 1800)]
     timeout: u64,
@@ -73,13 +76,21 @@ fn lines(rows: u64) -> Vec<String> {
         .collect()
 }
 
-fn job(bootstrap: &str, parallelism: u32) -> Value {
+fn parse_property(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text.split_once('=').ok_or_else(|| format!("'{text}' is not KEY=VALUE"))?;
+    Ok((key.to_string(), value.to_string()))
+}
+
+fn job(bootstrap: &str, parallelism: u32, source_properties: &[(String, String)]) -> Value {
+    let properties: serde_json::Map<String, Value> =
+        source_properties.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
     json!({
         "name": format!("kafka_word_count_p{parallelism}"),
         "vertices": [
             {"id": "lines", "parallelism": parallelism, "kafka_source": {
                 "bootstrap_servers": bootstrap, "topics": ["bench-in"], "format": "LINES",
-                "schema": [{"name": "line", "type": "STRING"}], "bounded": true, "batch_size": 4096}},
+                "schema": [{"name": "line", "type": "STRING"}], "bounded": true, "batch_size": 4096,
+                "properties": properties}},
             {"id": "split", "parallelism": parallelism, "flat_map": {"column": "line", "output_column": "word"}},
             {"id": "lower", "parallelism": parallelism, "select": {"columns": [{"name": "word", "expr": "lower(word)"}]}},
             {"id": "count", "parallelism": parallelism, "aggregate": {"keys": ["word"],
@@ -121,6 +132,8 @@ fn consume_all(bootstrap: &str, topic: &str, partitions: i32, rows: u64) -> anyh
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "bench-ceiling")
         .set("enable.auto.commit", "false")
+        // As the Kafka source sets it: librdkafka's default (1 s) leaves a fast reader waiting for fetches.
+        .set("fetch.queue.backoff.ms", "50")
         .create()?;
     let mut list = TopicPartitionList::new();
     for partition in 0..partitions {
@@ -171,7 +184,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let consume = consume_all(&bootstrap, "bench-in", args.partitions, args.rows)?;
     println!("broker ceiling: consume {} rows/s", rate(args.rows, consume));
     for p in parallelisms {
-        let ms = run_job(&args.rest, &job(&bootstrap, p), Duration::from_secs(args.timeout))?;
+        let ms = run_job(&args.rest, &job(&bootstrap, p, &args.source_properties), Duration::from_secs(args.timeout))?;
         println!(
             "kafka word count, parallelism {p}: {} rows in {ms} ms = {} rows/s",
             args.rows,

@@ -145,6 +145,12 @@ pub struct KafkaSourceReader {
     last_error_log: Option<Instant>,
 }
 
+/// How long librdkafka waits before fetching a partition again once its prefetch queue is full
+/// (`fetch.queue.backoff.ms`). librdkafka's default, 1 s, starves a source that drains the queue in a fraction
+/// of that: the Kafka word count at parallelism 1 ran at 154 K rows/s with it and at 760-860 K with 50 ms
+/// (10 ms: 670 K, 100 ms: 700 K; 0 refetches too eagerly: 330 K). A property of the job overrides it.
+const FETCH_QUEUE_BACKOFF_MS: &str = "50";
+
 fn client_config(spec: &KafkaSource, group_id: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
@@ -153,7 +159,8 @@ fn client_config(spec: &KafkaSource, group_id: &str) -> ClientConfig {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed");
+        .set("isolation.level", "read_committed")
+        .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
     for (key, value) in &spec.properties {
         config.set(key, value);
     }
