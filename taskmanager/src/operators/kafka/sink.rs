@@ -17,7 +17,7 @@
 //! exist, to fence and abort what they left.
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -47,6 +47,8 @@ const QUEUE_FULL_WAIT: Duration = Duration::from_millis(1);
 const TRANSACTION_QUEUE_FULL_POLL: Duration = Duration::from_millis(10);
 /// The most records a restore reserves room for at once, whatever count a (possibly damaged) state claims.
 const RESTORE_PREALLOCATION_MAX: usize = 1 << 20;
+/// How long the end of a transaction waits for its delivery reports to be served, at most.
+const DELIVERY_REPORTS_WAIT: Duration = Duration::from_secs(1);
 /// How often an exactly-once commit is tried when the broker answers with a retriable error.
 const COMMIT_ATTEMPTS: usize = 5;
 
@@ -382,8 +384,7 @@ impl Transactional {
         for attempt in 1..=COMMIT_ATTEMPTS {
             match write_transaction(producer, topic, &records, &groups) {
                 Ok(()) => {
-                    // Reports the commit's flush left in the queue; then what the transaction wrote counts.
-                    producer.poll(Duration::ZERO);
+                    serve_delivery_reports(producer);
                     for (partition, (records, bytes)) in self.deliveries.take().0 {
                         out.add(partition, records, bytes);
                     }
@@ -397,7 +398,8 @@ impl Transactional {
                     producer
                         .abort_transaction(OPERATION_TIMEOUT)
                         .map_err(|e| OperatorError::new(format!("cannot abort a failed Kafka transaction: {e}")))?;
-                    producer.poll(Duration::ZERO);
+                    // The aborted attempt's reports: what it wrote does not count.
+                    serve_delivery_reports(producer);
                     drop(self.deliveries.take());
                     last_error = Some(e);
                 }
@@ -564,6 +566,15 @@ fn decode_state(mut bytes: &[u8]) -> Result<Vec<(String, u64, Vec<KafkaRecord>)>
         return Err(format!("{} bytes after the end", bytes.len()));
     }
     Ok(out)
+}
+
+/// Serves the delivery reports still queued once a transaction ended (its records are all acknowledged or
+/// purged by then: only reports remain, each counted by `in_flight_count`), so that they count now.
+fn serve_delivery_reports(producer: &BaseProducer<SinkContext>) {
+    let deadline = Instant::now() + DELIVERY_REPORTS_WAIT;
+    while producer.in_flight_count() > 0 && Instant::now() < deadline {
+        producer.poll(Duration::ZERO);
+    }
 }
 
 /// A transactional producer with `transactional_id`, started: every earlier producer with that id is

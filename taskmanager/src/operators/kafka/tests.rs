@@ -30,11 +30,17 @@ fn batch(ids: std::ops::Range<i64>) -> RecordBatch {
 }
 
 fn sink(bootstrap: &str, metrics: &KafkaCounters) -> KafkaSinkWriter {
+    sink_keyed_by(bootstrap, metrics, "")
+}
+
+/// An exactly-once sink whose record keys come from `key_column` (none when empty).
+fn sink_keyed_by(bootstrap: &str, metrics: &KafkaCounters, key_column: &str) -> KafkaSinkWriter {
     let spec = KafkaSink {
         bootstrap_servers: bootstrap.into(),
         topic: "out".into(),
         delivery: KafkaDelivery::ExactlyOnce as i32,
         transaction_timeout_ms: Some(60_000),
+        key_column: key_column.into(),
         ..Default::default()
     };
     KafkaSinkWriter::open(&spec, "sink", &schema(), SubtaskInfo { index: 0, parallelism: 1 }, metrics.clone())
@@ -174,4 +180,27 @@ fn a_commit_that_meets_retriable_broker_errors_is_retried_and_persistent_failure
     );
     let error = sink.notify_checkpoint_complete(2).expect_err("a refused commit fails the task");
     assert!(error.0.contains("checkpoint 2"), "{}", error.0);
+}
+
+#[test]
+fn records_out_count_per_partition_as_soon_as_their_transaction_commits() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("out", 3, 1).expect("topic");
+    let metrics = KafkaCounters::detached();
+    // Keyed, so the records spread over the 3 partitions: a delivery report per partition.
+    let mut sink = sink_keyed_by(&cluster.bootstrap_servers(), &metrics, "id");
+    let mut out = Vec::new();
+    for (checkpoint_id, ids) in [(1, 0..300), (2, 300..1000)] {
+        sink.process(batch(ids), &mut out).expect("process");
+        checkpoint(&mut sink, checkpoint_id);
+        sink.notify_checkpoint_complete(checkpoint_id).expect("commit");
+    }
+    // Every delivery report of both transactions is served and counted when notify returns: value and key
+    // bytes of all 1000 records, spread over the partitions.
+    let counts: Vec<(u64, u64)> =
+        (0..3).map(|p| (metrics.records_out("out", p).get(), metrics.bytes_out("out", p).get())).collect();
+    let bytes: u64 = (0..1000).map(|i: i64| (format!(r#"{{"id":{i}}}"#).len() + i.to_string().len()) as u64).sum();
+    assert_eq!(counts.iter().map(|c| c.0).sum::<u64>(), 1000, "{counts:?}");
+    assert_eq!(counts.iter().map(|c| c.1).sum::<u64>(), bytes, "{counts:?}");
+    assert!(counts.iter().all(|c| c.0 > 0), "keyed records land in every partition: {counts:?}");
 }
