@@ -107,6 +107,35 @@ fn a_killed_taskmanager_is_replaced_by_the_slots_left_and_checkpoints_go_on() {
     assert!(uptime > 0.0 && uptime <= since_recovery + 0.5, "uptime {uptime} s, recovered {since_recovery} s ago");
 }
 
+/// A job whose tasks all run on one TaskManager hears of that TaskManager's death from no other task: the
+/// next checkpoint trigger, refused a connection, fails the job over at once (not after the tolerated
+/// checkpoint failures, nor the heartbeat timeout), onto a TaskManager that joined later.
+#[test]
+fn a_killed_taskmanager_that_held_every_task_is_noticed_by_the_next_checkpoint_trigger() {
+    let mut cluster = Cluster::start(ClusterSpec { task_managers: 1, ..ClusterSpec::default() });
+    let id = cluster.submit_json(&unbounded_job(None));
+    cluster.wait_for_status(&id, "RUNNING", TIMEOUT);
+    wait_for_checkpoints(&cluster, &id, 2);
+    let spare = cluster.add_task_manager();
+    let victim = cluster.task_manager_id(0).to_string();
+    poll_until("the second TaskManager to register", TIMEOUT, || {
+        let state = task_manager_state(&cluster, cluster.task_manager_id(spare));
+        Ok(if state == "ACTIVE" { Progress::Ready(()) } else { Progress::Pending(state) })
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    cluster.kill_task_manager(0);
+
+    let details = wait_for_recovery(&cluster, &id, 1);
+    let cause = details["failure_cause"].as_str().unwrap_or_default();
+    assert!(cause.starts_with("cannot trigger checkpoint") && cause.contains("cannot connect"), "{details}");
+    assert!(!cause.contains("consecutive") && !cause.contains("heartbeat"), "noticed at the first trigger: {details}");
+    assert_eq!(task_manager_state(&cluster, &victim), "LOST");
+    let took = details["last_recovery_ms"].as_u64().unwrap_or(u64::MAX);
+    assert!(took < RECOVERY_BOUND_MS, "recovery took {took} ms: {details}");
+    let before = completed_checkpoints(&cluster, &id);
+    wait_for_checkpoints(&cluster, &id, before + 2);
+}
+
 /// A frozen TaskManager (SIGSTOP) is noticed through the heartbeat timeout and the job recovers on the
 /// other one. After SIGCONT, the JobManager no longer knows the frozen incarnation: its tasks are
 /// cancelled, their reports refused, and nothing they write reaches the committed output.

@@ -31,7 +31,7 @@ use sluice_common::storage::{Storage, StorageError};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::task_manager_client::{notify_checkpoint_complete, trigger_checkpoint};
+use super::task_manager_client::{notify_checkpoint_complete, trigger_checkpoint, TaskManagerCallError};
 use super::TaskKey;
 use crate::cluster::now_ms;
 use crate::store::CompletedCheckpoint;
@@ -403,7 +403,16 @@ impl Coordinator {
             deployment.source_task_managers.iter().map(|address| trigger_checkpoint(address, request.clone())),
         )
         .await;
-        if let Some(error) = results.into_iter().find_map(Result::err) {
+        let errors: Vec<TaskManagerCallError> = results.into_iter().filter_map(Result::err).collect();
+        if let Some(gone) = errors.iter().find(|e| matches!(e, TaskManagerCallError::Connect { .. })) {
+            // No process behind a source TaskManager's address: its tasks are gone, so the job fails over now
+            // rather than after the tolerated checkpoint failures (a job whose tasks all ran there would
+            // otherwise hear of the loss only through them). The restart marks that TaskManager lost.
+            let reason = format!("cannot trigger checkpoint {id}: {gone}");
+            self.abort(ctx, reason.clone(), false).await;
+            return Err((Verdict::FailJob(reason.clone()), reason));
+        }
+        if let Some(error) = errors.first() {
             let reason = format!("cannot trigger checkpoint {id}: {error}");
             let verdict = self.abort(ctx, reason.clone(), true).await;
             return Err((verdict, reason));
