@@ -37,6 +37,8 @@ pub struct Record {
     pub key: Option<Vec<u8>>,
     /// Its value (empty when it had none).
     pub value: Vec<u8>,
+    /// Whether it had no value at all (a tombstone).
+    pub tombstone: bool,
     /// Its headers, values as (lossy) text.
     pub headers: BTreeMap<String, String>,
     /// Its timestamp (ms since the epoch), if it has one.
@@ -49,6 +51,9 @@ impl Record {
         String::from_utf8_lossy(&self.value).into_owned()
     }
 }
+
+/// A record to produce: its key and value, each optional (no value: a tombstone).
+pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
 
 /// A running broker owned by a test.
 pub struct KafkaBroker {
@@ -153,16 +158,17 @@ impl KafkaBroker {
         values: &[String],
         timestamp: impl Fn(usize) -> Option<i64>,
     ) -> anyhow::Result<()> {
-        let records: Vec<(Option<&[u8]>, &[u8])> = values.iter().map(|v| (None, v.as_bytes())).collect();
+        let records: Vec<KeyValue<'_>> = values.iter().map(|v| (None, Some(v.as_bytes()))).collect();
         self.produce_keyed(topic, partitions, &records, timestamp)
     }
 
-    /// Like [`Self::produce`], with a key per record and values of any bytes: `records` are (key, value).
+    /// Like [`Self::produce`], with a key per record and values of any bytes: `records` are (key, value), a
+    /// record without value being a tombstone.
     pub fn produce_keyed(
         &self,
         topic: &str,
         partitions: i32,
-        records: &[(Option<&[u8]>, &[u8])],
+        records: &[KeyValue<'_>],
         timestamp: impl Fn(usize) -> Option<i64>,
     ) -> anyhow::Result<()> {
         let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
@@ -171,7 +177,10 @@ impl KafkaBroker {
             .set("linger.ms", "5")
             .create()?;
         for (i, (key, value)) in records.iter().enumerate() {
-            let mut record = BaseRecord::<[u8], [u8]>::to(topic).payload(*value).partition(i as i32 % partitions);
+            let mut record = BaseRecord::<[u8], [u8]>::to(topic).partition(i as i32 % partitions);
+            if let Some(value) = value {
+                record = record.payload(*value);
+            }
             if let Some(key) = key {
                 record = record.key(*key);
             }
@@ -219,6 +228,7 @@ impl KafkaBroker {
                     offset: message.offset(),
                     key: message.key().map(<[u8]>::to_vec),
                     value: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                    tombstone: message.payload().is_none(),
                     headers: message
                         .headers()
                         .map(|headers| {

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use sluice_tests::kafka::{KafkaBroker, Record};
+use sluice_tests::kafka::{KafkaBroker, KeyValue, Record};
 use sluice_tests::sink::{part_files, read_rows};
 use sluice_tests::wait::{poll_until, Progress};
 use sluice_tests::{Cluster, ClusterSpec, JobId};
@@ -400,7 +400,8 @@ fn kafka_metric(cluster: &Cluster, name: &str, job: &JobId, labels: &[(&str, &st
     sum as u64
 }
 
-/// Format BYTES: values that are not text (and binary keys, some absent) go through a job unchanged. The
+/// Format BYTES: values that are not text (and binary keys, some absent, and tombstones) go through a job
+/// unchanged. The
 /// records and bytes written count per output partition, as the broker placed them, and the records read per
 /// input partition; the job's Kafka series leave the TaskManagers' /metrics once it ends.
 #[test]
@@ -409,9 +410,10 @@ fn raw_bytes_pass_through_unchanged_and_records_count_per_partition_both_ways() 
     kafka.create_topic("in", 2).unwrap_or_else(|e| panic!("{e:#}"));
     kafka.create_topic("out", 3).unwrap_or_else(|e| panic!("{e:#}"));
     let keys: Vec<Option<Vec<u8>>> = (0..600u32).map(|i| (i % 5 != 0).then(|| vec![0x80, (i % 7) as u8])).collect();
-    let values: Vec<Vec<u8>> = (0..600u32).map(|i| vec![i as u8, 0xff, 0x00, b'\n', (i >> 8) as u8]).collect();
-    let records: Vec<(Option<&[u8]>, &[u8])> =
-        keys.iter().zip(&values).map(|(k, v)| (k.as_deref(), v.as_slice())).collect();
+    // Every 10th keyed record is a tombstone (no value).
+    let values: Vec<Option<Vec<u8>>> =
+        (0..600u32).map(|i| (i % 10 != 9).then(|| vec![i as u8, 0xff, 0x00, b'\n', (i >> 8) as u8])).collect();
+    let records: Vec<KeyValue<'_>> = keys.iter().zip(&values).map(|(k, v)| (k.as_deref(), v.as_deref())).collect();
     kafka.produce_keyed("in", 2, &records, |_| None).unwrap_or_else(|e| panic!("{e:#}"));
 
     let mut cluster = Cluster::start(ClusterSpec::default());
@@ -422,7 +424,7 @@ fn raw_bytes_pass_through_unchanged_and_records_count_per_partition_both_ways() 
         "vertices": [
             {"id": "src", "parallelism": 2, "kafka_source": {
                 "bootstrap_servers": bootstrap, "topics": ["in"], "format": "BYTES", "key_column": "k",
-                "schema": [{"name": "payload", "type": "BINARY"}, {"name": "k", "type": "BINARY", "nullable": true}]}},
+                "schema": [{"name": "payload", "type": "BINARY", "nullable": true}, {"name": "k", "type": "BINARY", "nullable": true}]}},
             {"id": "sink", "parallelism": 2, "kafka_sink": {
                 "bootstrap_servers": bootstrap, "topic": "out", "format": "BYTES", "key_column": "k"}}
         ],
@@ -431,8 +433,10 @@ fn raw_bytes_pass_through_unchanged_and_records_count_per_partition_both_ways() 
     cluster.wait_for_status(&id, "RUNNING", TIMEOUT);
 
     let out = kafka.read_all("out", TIMEOUT, |r| r.len() >= records.len()).unwrap_or_else(|e| panic!("{e:#}"));
-    let mut written: Vec<(Option<Vec<u8>>, Vec<u8>)> = out.iter().map(|r| (r.key.clone(), r.value.clone())).collect();
-    let mut expected: Vec<(Option<Vec<u8>>, Vec<u8>)> = keys.into_iter().zip(values).collect();
+    type Owned = (Option<Vec<u8>>, Option<Vec<u8>>);
+    let mut written: Vec<Owned> =
+        out.iter().map(|r| (r.key.clone(), (!r.tombstone).then(|| r.value.clone()))).collect();
+    let mut expected: Vec<Owned> = keys.into_iter().zip(values).collect();
     written.sort();
     expected.sort();
     assert!(

@@ -111,16 +111,19 @@ impl RecordDecoder {
             FileFormat::Lines => {
                 let mut builder = StringBuilder::with_capacity(records.len(), 0);
                 for record in records {
-                    let text =
-                        std::str::from_utf8(value(record)?).map_err(|e| format!("the value is not UTF-8: {e}"))?;
+                    let Some(bytes) = self.nullable_value(record)? else {
+                        builder.append_null();
+                        continue;
+                    };
+                    let text = std::str::from_utf8(bytes).map_err(|e| format!("the value is not UTF-8: {e}"))?;
                     builder.append_value(text.strip_suffix('\n').unwrap_or(text));
                 }
                 let column: ArrayRef = Arc::new(builder.finish());
                 RecordBatch::try_new(self.value_schema.clone(), vec![column]).map_err(|e| e.to_string())
             }
             FileFormat::Bytes => {
-                let values = records.iter().map(value).collect::<Result<Vec<_>, _>>()?;
-                let column: ArrayRef = Arc::new(BinaryArray::from_vec(values));
+                let values = records.iter().map(|r| self.nullable_value(r)).collect::<Result<Vec<_>, _>>()?;
+                let column: ArrayRef = Arc::new(BinaryArray::from(values));
                 RecordBatch::try_new(self.value_schema.clone(), vec![column]).map_err(|e| e.to_string())
             }
             FileFormat::Csv => {
@@ -155,6 +158,17 @@ impl RecordDecoder {
     }
 }
 
+impl RecordDecoder {
+    /// LINES and BYTES: the value, or None for a record without one (a tombstone) when the value column may
+    /// hold nulls; without a nullable column such a record is bad.
+    fn nullable_value<'a>(&self, record: &RawRecord<'a>) -> Result<Option<&'a [u8]>, String> {
+        match record.value {
+            None if self.value_schema.field(0).is_nullable() => Ok(None),
+            _ => value(record).map(Some),
+        }
+    }
+}
+
 fn value<'a>(record: &RawRecord<'a>) -> Result<&'a [u8], String> {
     record.value.ok_or_else(|| "the record has no value".to_string())
 }
@@ -174,8 +188,8 @@ fn feed(
     Ok(())
 }
 
-/// A record to write: its key (if any) and value.
-pub type KafkaRecord = (Option<Vec<u8>>, Vec<u8>);
+/// A record to write: its key and value (None: no key; no value, a tombstone).
+pub type KafkaRecord = (Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// Turns rows into record values and keys.
 pub struct RecordEncoder {
@@ -221,12 +235,12 @@ impl RecordEncoder {
                 _ => Some(keys.as_string::<i32>().value(row).as_bytes().to_vec()),
             }
         };
-        let values: Vec<Vec<u8>> = match self.format {
+        let values: Vec<Option<Vec<u8>>> = match self.format {
             FileFormat::Lines | FileFormat::Bytes => {
                 let column = batch.column(self.value_column);
                 let rows = 0..batch.num_rows();
-                // A null value is written as an empty one.
-                let value = |row: usize, bytes: &[u8]| if column.is_valid(row) { bytes.to_vec() } else { Vec::new() };
+                // A null value is a record without value: a tombstone, which deletes its key in a compacted topic.
+                let value = |row: usize, bytes: &[u8]| column.is_valid(row).then(|| bytes.to_vec());
                 match column.data_type() {
                     DataType::Utf8 => {
                         let text = column.as_string::<i32>();
@@ -252,7 +266,7 @@ impl RecordEncoder {
                     if line.last() == Some(&b'\n') {
                         line.pop();
                     }
-                    values.push(line);
+                    values.push(Some(line));
                 }
                 values
             }
@@ -262,7 +276,7 @@ impl RecordEncoder {
                 writer.write(batch)?;
                 writer.finish()?;
                 let buffer = writer.into_inner();
-                buffer.split(|&b| b == b'\n').filter(|line| !line.is_empty()).map(<[u8]>::to_vec).collect()
+                buffer.split(|&b| b == b'\n').filter(|line| !line.is_empty()).map(|line| Some(line.to_vec())).collect()
             }
         };
         if values.len() != batch.num_rows() {
@@ -348,11 +362,11 @@ mod tests {
         )
         .expect("batch");
         let json = RecordEncoder::new(&schema, FileFormat::Json, "n").expect("encoder").encode(&batch).expect("encode");
-        assert_eq!(json[0], (Some(b"1".to_vec()), br#"{"word":"a,b","n":1}"#.to_vec()));
-        assert_eq!(json[1].1, br#"{"word":"line\nbreak","n":2}"#.to_vec());
+        assert_eq!(json[0], (Some(b"1".to_vec()), Some(br#"{"word":"a,b","n":1}"#.to_vec())));
+        assert_eq!(json[1].1, Some(br#"{"word":"line\nbreak","n":2}"#.to_vec()));
         let csv = RecordEncoder::new(&schema, FileFormat::Csv, "").expect("encoder").encode(&batch).expect("encode");
-        assert_eq!(csv[0], (None, b"\"a,b\",1".to_vec()));
-        assert_eq!(csv[1].1, b"\"line\nbreak\",2".to_vec());
+        assert_eq!(csv[0], (None, Some(b"\"a,b\",1".to_vec())));
+        assert_eq!(csv[1].1, Some(b"\"line\nbreak\",2".to_vec()));
     }
 
     #[test]
@@ -366,22 +380,35 @@ mod tests {
         let records = [
             RawRecord { value: Some(not_text), key: Some(&[0x80, 0x01]), timestamp: None },
             RawRecord { value: Some(b""), key: None, timestamp: None },
-            RawRecord { value: None, key: None, timestamp: None },
+            // A tombstone: into the nullable value column as null.
+            RawRecord { value: None, key: Some(b"gone"), timestamp: None },
         ];
         let (batch, bad) = decoder.decode(&records).expect("decode");
-        assert_eq!(bad.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![2], "a record without a value is bad");
+        assert!(bad.is_empty(), "{bad:?}");
         assert_eq!(batch.column(0).as_binary::<i32>().value(0), not_text);
         assert_eq!(batch.column(0).as_binary::<i32>().value(1), b"");
+        assert!(batch.column(0).is_null(2));
         assert_eq!(batch.column(1).as_binary::<i32>().value(0), &[0x80, 0x01]);
         assert!(batch.column(1).is_null(1));
 
-        // Written back: the key column is left out of the value, and both come out as the bytes read.
+        // Written back: the key column is left out of the value, and both come out as read, the tombstone too.
         let encoded =
             RecordEncoder::new(&schema, FileFormat::Bytes, "k").expect("encoder").encode(&batch).expect("encode");
-        assert_eq!(encoded, vec![(Some(vec![0x80, 0x01]), not_text.to_vec()), (None, Vec::new())]);
+        let expected = vec![
+            (Some(vec![0x80, 0x01]), Some(not_text.to_vec())),
+            (None, Some(Vec::new())),
+            (Some(b"gone".to_vec()), None),
+        ];
+        assert_eq!(encoded, expected);
         // JSON writes the bytes as hex.
         let json = RecordEncoder::new(&schema, FileFormat::Json, "").expect("encoder").encode(&batch).expect("encode");
-        assert_eq!(json[0].1, br#"{"payload":"ff000afe","k":"8001"}"#.to_vec());
+        assert_eq!(json[0].1, Some(br#"{"payload":"ff000afe","k":"8001"}"#.to_vec()));
+
+        // Without a nullable value column, a record without value is bad.
+        let required = Arc::new(Schema::new(vec![Field::new("payload", DataType::Binary, false)]));
+        let decoder = RecordDecoder::new(required, FileFormat::Bytes, "", "").expect("decoder");
+        let (_, bad) = decoder.decode(&records).expect("decode");
+        assert_eq!(bad.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![2], "{bad:?}");
 
         let text = Arc::new(Schema::new(vec![Field::new("line", DataType::Utf8, false)]));
         assert!(RecordDecoder::new(text.clone(), FileFormat::Bytes, "", "").is_err(), "BYTES needs a BINARY column");

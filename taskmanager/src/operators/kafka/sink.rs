@@ -204,7 +204,10 @@ fn send_blocking<'a>(
     topic: &'a str,
     record: &'a KafkaRecord,
 ) -> Result<(), OperatorError> {
-    let mut out = BaseRecord::to(topic).payload(&record.1);
+    let mut out = BaseRecord::to(topic);
+    if let Some(value) = &record.1 {
+        out = out.payload(value);
+    }
     if let Some(key) = &record.0 {
         out = out.key(key);
     }
@@ -437,14 +440,8 @@ impl Transactional {
             out.extend_from_slice(&id.to_be_bytes());
             out.extend_from_slice(&(records.len() as u32).to_be_bytes());
             for (key, value) in records {
-                match key {
-                    Some(key) => {
-                        out.push(1);
-                        put_bytes(&mut out, key);
-                    }
-                    None => out.push(0),
-                }
-                put_bytes(&mut out, value);
+                put_optional_bytes(&mut out, key.as_deref());
+                put_optional_bytes(&mut out, value.as_deref());
             }
         }
         out
@@ -516,11 +513,24 @@ impl Transactional {
     }
 }
 
-const STATE_MAGIC: &[u8] = b"sluice-kafka-sink-1";
+/// Version 2 marks a value's presence as a key's (version 1, whose values were always there, still reads).
+const STATE_MAGIC: &[u8] = b"sluice-kafka-sink-2";
+const STATE_MAGIC_V1: &[u8] = b"sluice-kafka-sink-1";
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
     out.extend_from_slice(bytes);
+}
+
+/// A presence marker (0 or 1), then the bytes if present.
+fn put_optional_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    match bytes {
+        Some(bytes) => {
+            out.push(1);
+            put_bytes(out, bytes);
+        }
+        None => out.push(0),
+    }
 }
 
 fn decode_state(mut bytes: &[u8]) -> Result<Vec<(String, u64, Vec<KafkaRecord>)>, String> {
@@ -542,9 +552,18 @@ fn decode_state(mut bytes: &[u8]) -> Result<Vec<(String, u64, Vec<KafkaRecord>)>
         let n = u32_of(bytes)? as usize;
         Ok(take(bytes, n)?.to_vec())
     }
-    if bytes_of(&mut bytes)? != STATE_MAGIC {
-        return Err("not a Kafka sink state".into());
+    fn optional_bytes(bytes: &mut &[u8], what: &str) -> Result<Option<Vec<u8>>, String> {
+        match take(bytes, 1)?[0] {
+            0 => Ok(None),
+            1 => Ok(Some(bytes_of(bytes)?)),
+            other => Err(format!("a {what} marker {other}")),
+        }
     }
+    let optional_values = match bytes_of(&mut bytes)?.as_slice() {
+        STATE_MAGIC => true,
+        STATE_MAGIC_V1 => false,
+        _ => return Err("not a Kafka sink state".into()),
+    };
     let groups = u32_of(&mut bytes)?;
     let mut out = Vec::new();
     for _ in 0..groups {
@@ -553,12 +572,10 @@ fn decode_state(mut bytes: &[u8]) -> Result<Vec<(String, u64, Vec<KafkaRecord>)>
         let n = u32_of(&mut bytes)? as usize;
         let mut records = Vec::with_capacity(n.min(RESTORE_PREALLOCATION_MAX));
         for _ in 0..n {
-            let key = match take(&mut bytes, 1)?[0] {
-                0 => None,
-                1 => Some(bytes_of(&mut bytes)?),
-                other => return Err(format!("a key marker {other}")),
-            };
-            records.push((key, bytes_of(&mut bytes)?));
+            let key = optional_bytes(&mut bytes, "key")?;
+            let value =
+                if optional_values { optional_bytes(&mut bytes, "value")? } else { Some(bytes_of(&mut bytes)?) };
+            records.push((key, value));
         }
         out.push((origin, id, records));
     }
@@ -685,16 +702,32 @@ mod tests {
         let spec = KafkaSink { topic: "out".into(), bootstrap_servers: "127.0.0.1:1".into(), ..Default::default() };
         let mut transactional =
             Transactional::new(&spec, "sink", SubtaskInfo { index: 1, parallelism: 2 }).expect("transactional");
-        transactional.pending.insert(3, vec![(Some(b"k".to_vec()), b"v1".to_vec()), (None, b"v2".to_vec())]);
-        transactional.adopted.insert(("sluice-sink-3".into(), 2), vec![(None, b"old".to_vec())]);
+        let v = |bytes: &[u8]| Some(bytes.to_vec());
+        transactional.pending.insert(3, vec![(v(b"k"), v(b"v1")), (None, v(b"v2")), (v(b"gone"), None)]);
+        transactional.adopted.insert(("sluice-sink-3".into(), 2), vec![(None, v(b"old"))]);
         let bytes = transactional.encode_state();
         let groups = decode_state(&bytes).expect("decode");
         assert_eq!(groups.len(), 2);
-        assert_eq!(groups[0].0, "sluice-sink-1");
-        assert_eq!(groups[0].1, 3);
-        assert_eq!(groups[0].2[0], (Some(b"k".to_vec()), b"v1".to_vec()));
-        assert_eq!(groups[1], ("sluice-sink-3".to_string(), 2, vec![(None, b"old".to_vec())]));
+        assert_eq!(
+            groups[0],
+            ("sluice-sink-1".to_string(), 3, vec![(v(b"k"), v(b"v1")), (None, v(b"v2")), (v(b"gone"), None)])
+        );
+        assert_eq!(groups[1], ("sluice-sink-3".to_string(), 2, vec![(None, v(b"old"))]));
         assert!(decode_state(&bytes[..bytes.len() - 1]).is_err());
         assert!(decode_state(b"garbage").is_err());
+
+        // A checkpoint of the first version (values always present) still restores.
+        let mut v1 = Vec::new();
+        put_bytes(&mut v1, STATE_MAGIC_V1);
+        v1.extend_from_slice(&1u32.to_be_bytes());
+        put_bytes(&mut v1, b"sluice-sink-0");
+        v1.extend_from_slice(&7u64.to_be_bytes());
+        v1.extend_from_slice(&1u32.to_be_bytes());
+        put_optional_bytes(&mut v1, Some(b"k"));
+        put_bytes(&mut v1, b"value");
+        assert_eq!(
+            decode_state(&v1).expect("v1"),
+            vec![("sluice-sink-0".to_string(), 7, vec![(v(b"k"), v(b"value"))])]
+        );
     }
 }
