@@ -7,6 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+use prometheus::core::{MetricVec, MetricVecBuilder};
 use prometheus::{
     Counter, CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -143,41 +144,39 @@ pub struct KafkaCounters {
 }
 
 impl KafkaCounters {
-    fn counter(&self, family: KafkaFamily, vec: &IntCounterVec, labels: &[&str]) -> IntCounter {
+    /// The series of `vec` with this job's label and then `labels`, remembered for removal with the job.
+    fn series<P: MetricVecBuilder>(&self, family: KafkaFamily, vec: &MetricVec<P>, labels: &[&str]) -> P::M {
         let labels: Vec<&str> = std::iter::once(self.job.as_str()).chain(labels.iter().copied()).collect();
         self.families.note(family, &labels);
         vec.with_label_values(&labels)
     }
 
     pub fn records_in(&self, topic: &str, partition: i32) -> IntCounter {
-        self.counter(KafkaFamily::RecordsIn, &self.families.records_in, &[topic, &partition.to_string()])
+        self.series(KafkaFamily::RecordsIn, &self.families.records_in, &[topic, &partition.to_string()])
     }
 
     pub fn bytes_in(&self, topic: &str, partition: i32) -> IntCounter {
-        self.counter(KafkaFamily::BytesIn, &self.families.bytes_in, &[topic, &partition.to_string()])
+        self.series(KafkaFamily::BytesIn, &self.families.bytes_in, &[topic, &partition.to_string()])
     }
 
     pub fn lag(&self, topic: &str, partition: i32) -> IntGauge {
-        let partition = partition.to_string();
-        let labels = [self.job.as_str(), topic, &partition];
-        self.families.note(KafkaFamily::Lag, &labels);
-        self.families.lag.with_label_values(&labels)
+        self.series(KafkaFamily::Lag, &self.families.lag, &[topic, &partition.to_string()])
     }
 
     pub fn records_out(&self, topic: &str, partition: i32) -> IntCounter {
-        self.counter(KafkaFamily::RecordsOut, &self.families.records_out, &[topic, &partition.to_string()])
+        self.series(KafkaFamily::RecordsOut, &self.families.records_out, &[topic, &partition.to_string()])
     }
 
     pub fn bytes_out(&self, topic: &str, partition: i32) -> IntCounter {
-        self.counter(KafkaFamily::BytesOut, &self.families.bytes_out, &[topic, &partition.to_string()])
+        self.series(KafkaFamily::BytesOut, &self.families.bytes_out, &[topic, &partition.to_string()])
     }
 
     pub fn transactions(&self, topic: &str, outcome: &str) -> IntCounter {
-        self.counter(KafkaFamily::Transactions, &self.families.transactions, &[topic, outcome])
+        self.series(KafkaFamily::Transactions, &self.families.transactions, &[topic, outcome])
     }
 
     pub fn bad_records(&self, topic: &str, action: &str) -> IntCounter {
-        self.counter(KafkaFamily::BadRecords, &self.families.bad_records, &[topic, action])
+        self.series(KafkaFamily::BadRecords, &self.families.bad_records, &[topic, action])
     }
 
     /// Counters registered nowhere: for unit tests of the connector.

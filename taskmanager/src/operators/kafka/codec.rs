@@ -156,9 +156,7 @@ impl RecordDecoder {
             }
         }
     }
-}
 
-impl RecordDecoder {
     /// LINES and BYTES: the value, or None for a record without one (a tombstone) when the value column may
     /// hold nulls; without a nullable column such a record is bad.
     fn nullable_value<'a>(&self, record: &RawRecord<'a>) -> Result<Option<&'a [u8]>, String> {
@@ -223,39 +221,14 @@ impl RecordEncoder {
 
     /// The (key, value) of every row of `batch`, in order.
     pub fn encode(&self, batch: &RecordBatch) -> Result<Vec<KafkaRecord>, OperatorError> {
-        let keys: Option<ArrayRef> = match self.key_column {
-            Some(index) if batch.column(index).data_type() == &DataType::Binary => Some(batch.column(index).clone()),
-            Some(index) => Some(cast(batch.column(index), &DataType::Utf8)?),
-            None => None,
-        };
-        let key = |row: usize| -> Option<Vec<u8>> {
-            let keys = keys.as_ref().filter(|k| k.is_valid(row))?;
-            match keys.data_type() {
-                DataType::Binary => Some(keys.as_binary::<i32>().value(row).to_vec()),
-                _ => Some(keys.as_string::<i32>().value(row).as_bytes().to_vec()),
-            }
+        let keys = match self.key_column {
+            Some(index) if batch.column(index).data_type() == &DataType::Binary => column_bytes(batch.column(index))?,
+            Some(index) => column_bytes(&cast(batch.column(index), &DataType::Utf8)?)?,
+            None => vec![None; batch.num_rows()],
         };
         let values: Vec<Option<Vec<u8>>> = match self.format {
-            FileFormat::Lines | FileFormat::Bytes => {
-                let column = batch.column(self.value_column);
-                let rows = 0..batch.num_rows();
-                // A null value is a record without value: a tombstone, which deletes its key in a compacted topic.
-                let value = |row: usize, bytes: &[u8]| column.is_valid(row).then(|| bytes.to_vec());
-                match column.data_type() {
-                    DataType::Utf8 => {
-                        let text = column.as_string::<i32>();
-                        rows.map(|row| value(row, text.value(row).as_bytes())).collect()
-                    }
-                    DataType::Binary => {
-                        let bytes = column.as_binary::<i32>();
-                        rows.map(|row| value(row, bytes.value(row))).collect()
-                    }
-                    other => {
-                        let format = self.format.as_str_name();
-                        return Err(OperatorError::new(format!("format {format} cannot write a {other} column")));
-                    }
-                }
-            }
+            // A null value is a record without value: a tombstone, which deletes its key in a compacted topic.
+            FileFormat::Lines | FileFormat::Bytes => column_bytes(batch.column(self.value_column))?,
             FileFormat::Csv => {
                 // One writer call per row: a quoted field may hold a newline, so lines cannot be split after.
                 let mut values = Vec::with_capacity(batch.num_rows());
@@ -282,8 +255,17 @@ impl RecordEncoder {
         if values.len() != batch.num_rows() {
             return Err(OperatorError::new(format!("{} rows encoded into {} values", batch.num_rows(), values.len())));
         }
-        Ok(values.into_iter().enumerate().map(|(row, value)| (key(row), value)).collect())
+        Ok(keys.into_iter().zip(values).collect())
     }
+}
+
+/// Each row's bytes of a STRING (its UTF-8) or BINARY column; None where the row is null.
+fn column_bytes(column: &ArrayRef) -> Result<Vec<Option<Vec<u8>>>, OperatorError> {
+    Ok(match column.data_type() {
+        DataType::Utf8 => column.as_string::<i32>().iter().map(|v| v.map(|text| text.as_bytes().to_vec())).collect(),
+        DataType::Binary => column.as_binary::<i32>().iter().map(|v| v.map(<[u8]>::to_vec)).collect(),
+        other => return Err(OperatorError::new(format!("a {other} column cannot be written as bytes"))),
+    })
 }
 
 #[cfg(test)]

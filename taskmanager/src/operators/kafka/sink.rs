@@ -21,11 +21,11 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
+use prometheus::IntCounter;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::DeliveryResult;
-use rdkafka::message::Message;
+use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{
     BaseProducer, BaseRecord, DefaultProducerContext, Producer, ProducerContext, ThreadedProducer,
 };
@@ -33,8 +33,6 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sluice_common::proto::{KafkaDelivery, KafkaSink, OperatorSnapshot};
 
 use super::codec::{KafkaRecord, RecordEncoder};
-use prometheus::IntCounter;
-
 use crate::metrics::KafkaCounters;
 use crate::operators::{Operator, OperatorError, SubtaskInfo};
 

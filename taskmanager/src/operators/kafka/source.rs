@@ -141,7 +141,8 @@ pub struct KafkaSourceReader {
     /// Checkpoint id → the offsets it holds, committed to the group when it completes.
     pending_commits: BTreeMap<u64, Vec<(Tp, i64)>>,
     metrics: KafkaCounters,
-    bad_dropped: HashMap<String, prometheus::IntCounter>,
+    /// kafka_bad_records_total of each topic, made on its first bad record.
+    bad_counters: HashMap<String, prometheus::IntCounter>,
     last_error_log: Option<Instant>,
 }
 
@@ -225,7 +226,7 @@ impl KafkaSourceReader {
             dead_letters,
             pending_commits: BTreeMap::new(),
             metrics,
-            bad_dropped: HashMap::new(),
+            bad_counters: HashMap::new(),
             last_error_log: None,
         })
     }
@@ -371,14 +372,24 @@ impl KafkaSourceReader {
         Ok(())
     }
 
+    /// Counts a bad record of `topic`; `action` is what the source's policy did with it (one per source).
+    fn count_bad_record(&mut self, topic: &str, action: &str) {
+        match self.bad_counters.get(topic) {
+            Some(counter) => counter.inc(),
+            None => {
+                let counter = self.metrics.bad_records(topic, action);
+                counter.inc();
+                self.bad_counters.insert(topic.to_string(), counter);
+            }
+        }
+    }
+
     fn bad_record(&mut self, (topic, partition): &Tp, record: &OwnedRecord, reason: &str) -> Result<(), OperatorError> {
         let at = format!("topic {topic} partition {partition} offset {}", record.offset);
         match self.spec.on_bad_record() {
             BadRecordPolicy::Drop => {
                 tracing::debug!(%at, reason, "dropped a Kafka record that cannot be decoded");
-                let counter =
-                    self.bad_dropped.entry(topic.clone()).or_insert_with(|| self.metrics.bad_records(topic, "dropped"));
-                counter.inc();
+                self.count_bad_record(topic, "dropped");
                 Ok(())
             }
             BadRecordPolicy::DeadLetter => {
@@ -409,7 +420,7 @@ impl KafkaSourceReader {
                 dead.producer
                     .send(out)
                     .map_err(|(e, _)| OperatorError::new(format!("{at}: cannot dead-letter the record: {e}")))?;
-                self.metrics.bad_records(topic, "dead_lettered").inc();
+                self.count_bad_record(topic, "dead_lettered");
                 Ok(())
             }
             BadRecordPolicy::Fail | BadRecordPolicy::Unspecified => {
