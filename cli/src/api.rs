@@ -3,13 +3,11 @@
 //! They mirror `jobmanager/src/rest/views.rs` but are lenient on purpose: unknown fields are ignored and
 //! missing ones take defaults, so a CLI of one version keeps working against a JobManager that added
 //! fields. Times are milliseconds since the Unix epoch.
+//!
+//! Statuses stay text here (a newer JobManager may name one this CLI does not know) and are interpreted
+//! only through `sluice_common::lifecycle`: an unknown status is shown as is and counts as not ended.
 use serde::Deserialize;
-
-/// The statuses after which a job never changes again.
-pub const TERMINAL_STATUSES: &[&str] = &["FINISHED", "FAILED", "CANCELED"];
-
-/// The status of a job that completed successfully.
-pub const FINISHED: &str = "FINISHED";
+use sluice_common::lifecycle;
 
 /// `POST /jobs/submit`.
 #[derive(Debug, Default, Deserialize)]
@@ -82,9 +80,19 @@ pub struct JobStatus {
 }
 
 impl JobStatus {
+    /// The status, if this CLI knows its name.
+    pub fn known(&self) -> Option<lifecycle::JobStatus> {
+        self.status.parse().ok()
+    }
+
     /// Whether the job has ended for good.
     pub fn is_terminal(&self) -> bool {
-        TERMINAL_STATUSES.contains(&self.status.as_str())
+        self.known().is_some_and(lifecycle::JobStatus::is_terminal)
+    }
+
+    /// Whether the job completed successfully.
+    pub fn is_finished(&self) -> bool {
+        self.known() == Some(lifecycle::JobStatus::Finished)
     }
 }
 

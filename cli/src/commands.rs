@@ -7,13 +7,16 @@ use anyhow::{bail, Context};
 use reqwest::StatusCode;
 use serde_json::Value;
 use sluice_common::ids::JobId;
+use sluice_common::job::JOB_FILE_FIELD;
+use sluice_common::lifecycle::CheckpointStatus;
 
 use crate::api::{ClusterMetrics, JobDetails, JobList, JobStatus, Submitted, TaskManagerList};
 use crate::client::{decode, Client, RequestError};
 use crate::render::{self, Align, Table};
 
-/// The multipart field the JobManager reads a job file from.
-const JOB_FILE_FIELD: &str = "job_file";
+/// How often `savepoint`/`stop` ask whether the savepoint completed: a savepoint of small state takes tens
+/// of milliseconds, and four requests a second cost the JobManager nothing.
+const SAVEPOINT_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// `sluice submit FILE`: sends the job file; prints the job id.
 pub async fn submit(
@@ -223,8 +226,8 @@ pub async fn savepoint(
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let status = client.get(&format!("/jobs/{job_id}/savepoints/{trigger}")).await?;
-        match status["status"].as_str().unwrap_or_default() {
-            "COMPLETED" => {
+        match status["status"].as_str().and_then(|s| s.parse::<CheckpointStatus>().ok()) {
+            Some(CheckpointStatus::Completed) => {
                 if json {
                     print_json(&status)?;
                 } else {
@@ -236,7 +239,7 @@ pub async fn savepoint(
                 }
                 return Ok(ExitCode::SUCCESS);
             }
-            "FAILED" => bail!(
+            Some(CheckpointStatus::Failed) => bail!(
                 "savepoint {trigger} of job {job_id} failed: {}",
                 status["failure"].as_str().unwrap_or("no reason given")
             ),
@@ -244,7 +247,7 @@ pub async fn savepoint(
                 eprintln!("job {job_id}: savepoint {trigger} is still in progress after {} s", timeout.as_secs());
                 return Ok(ExitCode::from(crate::wait::EXIT_TIMED_OUT));
             }
-            _ => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+            _ => tokio::time::sleep(SAVEPOINT_POLL_INTERVAL).await,
         }
     }
 }

@@ -13,7 +13,7 @@ use anyhow::Context;
 use reqwest::StatusCode;
 use sluice_common::ids::JobId;
 
-use crate::api::{JobStatus, FINISHED};
+use crate::api::JobStatus;
 use crate::client::{decode, Client, RequestError};
 use crate::commands::print_json;
 
@@ -50,7 +50,7 @@ pub async fn wait(client: &Client, job_id: &JobId, timeout: Duration, json: bool
                     if json {
                         print_json(&answer)?;
                     }
-                    return Ok(if status.status == FINISHED { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+                    return Ok(if status.is_finished() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
                 }
             }
             Err(error) if is_transient(&error) && unreachable_polls < UNREACHABLE_POLLS_MAX => {

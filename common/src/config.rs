@@ -2,9 +2,12 @@
 //!
 //! Every setting of a Sluice binary is a clap argument with an environment variable. A TOML config file
 //! (`--config FILE` or `SLUICE_CONFIG`) may set any of them, keyed by the flag's long name
-//! (`rest-addr = "0.0.0.0:8081"`; `rest_addr` is accepted too). The file is applied by exporting each key as
-//! the argument's environment variable when that variable is not already set, so precedence is
-//! flag > environment > file > default, and clap reports bad values with its usual messages.
+//! (`rest-addr = "0.0.0.0:8081"`; `rest_addr` is accepted too). [`parse_with_config_file`] reads the file
+//! first and makes each of its values the default of its argument, then lets clap parse the command line
+//! and the environment as usual. So precedence is flag > environment > file > built-in default, clap
+//! reports a bad value from any layer with its usual message, and the whole configuration is one typed
+//! struct before any runtime or thread starts. Nothing is written to the process environment.
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
 /// Why a config file could not be applied.
@@ -48,20 +51,40 @@ pub enum ConfigError {
     },
 }
 
-/// Finds the config file named by `--config FILE`, `--config=FILE` or `SLUICE_CONFIG`, and exports its keys
-/// as the environment variables of `command`'s arguments (only those not already set).
-///
-/// Call it before any other thread starts (before the tokio runtime): it sets environment variables.
-pub fn load_config_file_into_env(command: &clap::Command) -> Result<Option<PathBuf>, ConfigError> {
-    let path = config_path_from_args(std::env::args()).or_else(|| std::env::var_os("SLUICE_CONFIG").map(PathBuf::from));
-    let Some(path) = path else { return Ok(None) };
+/// Parses the settings `T` of this process: its command line, its environment, and the config file named by
+/// `--config FILE`, `--config=FILE` or `SLUICE_CONFIG`. A bad flag or value exits with clap's message (as
+/// `T::parse()` does); a config file that cannot be read, or has an unknown key, is an error.
+pub fn parse_with_config_file<T: clap::Parser>() -> Result<T, ConfigError> {
+    parse_from_with_config_file(std::env::args_os())
+}
+
+/// [`parse_with_config_file`] with the given command line (its first item is the program's name).
+pub fn parse_from_with_config_file<T: clap::Parser>(
+    args: impl IntoIterator<Item = OsString>,
+) -> Result<T, ConfigError> {
+    let args: Vec<OsString> = args.into_iter().collect();
+    let command = command_with_config_file(T::command(), &args)?;
+    let matches = command.get_matches_from(args);
+    Ok(T::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()))
+}
+
+/// `command` with the config file's values (if a file is named) as its arguments' defaults.
+fn command_with_config_file(mut command: clap::Command, args: &[OsString]) -> Result<clap::Command, ConfigError> {
+    let named = config_path_from_args(args.iter().map(|a| a.to_string_lossy().into_owned()));
+    let Some(path) = named.or_else(|| std::env::var_os("SLUICE_CONFIG").map(PathBuf::from)) else {
+        return Ok(command);
+    };
     let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
-    for (env_name, value) in config_assignments(command, &path, &text)? {
-        if std::env::var_os(&env_name).is_none() {
-            std::env::set_var(env_name, value);
-        }
+    for (env_name, value) in config_assignments(&command, &path, &text)? {
+        let id = command.get_arguments().find(|arg| arg.get_env() == Some(OsStr::new(&env_name))).map(|a| a.get_id());
+        // Every assignment names an argument of this command (config_assignments checked each key).
+        let Some(id) = id.map(|id| id.to_string()) else { continue };
+        // clap keeps defaults as `'static` text. A process reads its config file once, at start: the few
+        // leaked bytes are the configuration itself, alive for the whole process anyway.
+        let value: &'static str = Box::leak(value.into_boxed_str());
+        command = command.mut_arg(id, |arg| arg.default_value(value));
     }
-    Ok(Some(path))
+    Ok(command)
 }
 
 fn config_path_from_args(args: impl Iterator<Item = String>) -> Option<PathBuf> {
@@ -143,6 +166,45 @@ mod tests {
         let message = err.map(|e| e.to_string()).unwrap_or_default();
         assert!(message.contains("unknown key 'slotz'"), "{message}");
         assert!(message.contains("did you mean 'slots'"), "{message}");
+    }
+
+    #[derive(clap::Parser, Debug, PartialEq)]
+    struct Settings {
+        #[arg(long, env = "SLUICE_TEST_CONFIG_REST_ADDR", default_value = "127.0.0.1:8081")]
+        rest_addr: String,
+        #[arg(long, env = "SLUICE_TEST_CONFIG_SLOTS", default_value_t = 1)]
+        slots: u32,
+        #[arg(long, env = "SLUICE_TEST_CONFIG_FILE")]
+        config: Option<PathBuf>,
+    }
+
+    /// Flags beat the file, the file beats the built-in defaults, and a bad value in the file is refused by
+    /// clap like a bad flag (here through the typed error path: `try_get_matches_from`).
+    #[test]
+    fn a_config_file_sets_defaults_under_the_flags() -> Result<(), Box<dyn std::error::Error>> {
+        use clap::{CommandFactory, FromArgMatches};
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("sluice.toml");
+        std::fs::write(&file, "rest_addr = \"127.0.0.1:9\"\nslots = 4\n")?;
+        let args = |extra: &[&str]| {
+            let mut args: Vec<OsString> = vec!["bin".into(), "--config".into(), file.clone().into()];
+            args.extend(extra.iter().map(OsString::from));
+            args
+        };
+        let parse = |args: Vec<OsString>| -> Result<Settings, Box<dyn std::error::Error>> {
+            let matches = command_with_config_file(Settings::command(), &args)?.try_get_matches_from(args)?;
+            Ok(Settings::from_arg_matches(&matches)?)
+        };
+        let from_file = parse(args(&[]))?;
+        assert_eq!((from_file.rest_addr.as_str(), from_file.slots), ("127.0.0.1:9", 4));
+        let flagged = parse(args(&["--slots", "2"]))?;
+        assert_eq!((flagged.rest_addr.as_str(), flagged.slots), ("127.0.0.1:9", 2));
+        std::fs::write(&file, "slots = \"many\"\n")?;
+        let refused = parse(args(&[])).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(refused.contains("many"), "{refused}");
+        let default = parse(vec!["bin".into()])?;
+        assert_eq!((default.rest_addr.as_str(), default.slots), ("127.0.0.1:8081", 1));
+        Ok(())
     }
 
     #[test]

@@ -38,3 +38,31 @@ pub struct ChainIndex(pub u32);
 /// `hash(key) mod max_parallelism`: the unit in which keyed state is assigned to subtasks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct KeyGroup(pub u32);
+
+/// A TaskManager, as named by itself at registration (unique among the live ones; a restarted process
+/// registers under the same id as a new incarnation).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskManagerId(pub String);
+
+impl fmt::Display for TaskManagerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A checkpoint (or savepoint) of a job: increasing within the job, across attempts and JobManagers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CheckpointId(pub u64);
+
+impl CheckpointId {
+    /// The id after this one.
+    pub fn next(self) -> CheckpointId {
+        CheckpointId(self.0 + 1)
+    }
+}
+
+impl fmt::Display for CheckpointId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}

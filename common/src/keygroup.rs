@@ -28,6 +28,10 @@ use crate::ids::KeyGroup;
 pub const MAX_PARALLELISM_DEFAULT: u32 = 128;
 /// The largest max_parallelism a job may ask for (Flink's bound: 2^15).
 pub const MAX_PARALLELISM_LIMIT: u32 = 32_768;
+// Keyed state keys start with the key group as a big-endian u16 (the TaskManager's state layout): every
+// key group of the largest allowed max_parallelism must fit that prefix.
+const _: () = assert!(MAX_PARALLELISM_LIMIT - 1 <= u16::MAX as u32);
+const _: () = assert!(MAX_PARALLELISM_DEFAULT >= 1 && MAX_PARALLELISM_DEFAULT <= MAX_PARALLELISM_LIMIT);
 
 /// Seed of the first key column's hash; later columns are seeded with the running hash.
 const KEY_HASH_SEED: u64 = 0x5u64 << 56 | 0x10_1CE;

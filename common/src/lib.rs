@@ -12,17 +12,23 @@
 //! - [`expr`]: SQL expression strings compiled to vectorized DataFusion physical expressions.
 //! - [`keygroup`]: key hashing and the key-group ranges that assign keys to subtasks.
 //! - [`ids`]: newtypes for the identifiers that cross process boundaries.
+//! - [`lifecycle`]: typed job, checkpoint and task lifecycles, each with its transition table.
+//! - [`checkpoint_layout`]: every name of the checkpoint storage layout, for both sides.
+//! - [`bounds`]: the time bounds the JobManager and TaskManagers must agree on, with their relations checked.
 //! - [`config`]: configuration files merged under flags and environment variables.
 //! - [`process`]: what every Sluice binary does at start and stop (logging, shutdown signals).
 //! - [`storage`]: checkpoint locations: a local directory, `s3://` or `gs://`.
 #![warn(missing_docs)]
 
 pub mod aggregates;
+pub mod bounds;
+pub mod checkpoint_layout;
 pub mod config;
 pub mod expr;
 pub mod ids;
 pub mod job;
 pub mod keygroup;
+pub mod lifecycle;
 pub mod process;
 pub mod storage;
 

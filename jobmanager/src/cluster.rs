@@ -11,7 +11,6 @@
 //! Every change bumps a `watch` counter that job actors wait on (a watch never blocks the sender and
 //! never queues, so it needs no bound).
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,15 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::scheduler::{choose_slots, FreeSlots, NotEnoughSlots};
 
-/// A TaskManager, as named by itself at registration.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TaskManagerId(pub String);
-
-impl fmt::Display for TaskManagerId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+pub use sluice_common::ids::TaskManagerId;
 
 /// The most slots one TaskManager may offer. A larger number is refused at registration: it is surely a
 /// misconfiguration, and each slot costs a little memory here.

@@ -3,6 +3,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use sluice_common::bounds::{
+    heartbeat_bounds_fit, HEARTBEATS_PER_TIMEOUT_MIN, HEARTBEAT_INTERVAL_DEFAULT, HEARTBEAT_TIMEOUT_DEFAULT,
+};
+use sluice_common::job::checkpoint::CHECKPOINT_INTERVAL_MS_MIN;
 
 /// A Sluice JobManager: the REST API, the TaskManagers' gRPC service, the scheduler and the job actors.
 #[derive(Parser, Debug, Clone)]
@@ -29,11 +33,12 @@ pub struct JobManagerConfig {
     pub database_url: Option<String>,
 
     /// How often TaskManagers send heartbeats, in milliseconds.
-    #[arg(long, env = "HEARTBEAT_INTERVAL", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    #[arg(long, env = "HEARTBEAT_INTERVAL", default_value_t = millis(HEARTBEAT_INTERVAL_DEFAULT), value_parser = clap::value_parser!(u64).range(10..=600_000))]
     pub heartbeat_interval_ms: u64,
 
-    /// A TaskManager silent for this long (milliseconds) is LOST and its jobs fail.
-    #[arg(long, env = "HEARTBEAT_TIMEOUT", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(50..=3_600_000))]
+    /// A TaskManager silent for this long (milliseconds) is LOST and its jobs fail. At least twice the
+    /// heartbeat interval.
+    #[arg(long, env = "HEARTBEAT_TIMEOUT", default_value_t = millis(HEARTBEAT_TIMEOUT_DEFAULT), value_parser = clap::value_parser!(u64).range(50..=3_600_000))]
     pub heartbeat_timeout_ms: u64,
 
     /// How long a cancelling or failing job waits for its tasks to stop before it is closed anyway (ms).
@@ -74,15 +79,25 @@ impl JobManagerConfig {
         }
     }
 
-    /// The timing settings the job actors and the gRPC service use.
-    pub fn settings(&self) -> Settings {
-        Settings {
+    /// The timing settings the job actors and the gRPC service use; an error names settings that contradict
+    /// each other.
+    pub fn settings(&self) -> Result<Settings, String> {
+        let (interval, timeout) =
+            (Duration::from_millis(self.heartbeat_interval_ms), Duration::from_millis(self.heartbeat_timeout_ms));
+        if !heartbeat_bounds_fit(interval, timeout) {
+            return Err(format!(
+                "HEARTBEAT_TIMEOUT ({} ms) must be at least {HEARTBEATS_PER_TIMEOUT_MIN} × HEARTBEAT_INTERVAL ({} ms): \
+                 one late heartbeat would lose a TaskManager",
+                self.heartbeat_timeout_ms, self.heartbeat_interval_ms
+            ));
+        }
+        Ok(Settings {
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
             heartbeat_timeout: Duration::from_millis(self.heartbeat_timeout_ms),
             cancel_timeout: Duration::from_millis(self.cancel_timeout_ms),
             checkpoint_interval: (self.checkpoint_interval_ms > 0)
-                .then(|| Duration::from_millis(self.checkpoint_interval_ms.max(10))),
-        }
+                .then(|| Duration::from_millis(self.checkpoint_interval_ms.max(CHECKPOINT_INTERVAL_MS_MIN))),
+        })
     }
 
     /// The savepoint location in effect.
@@ -111,4 +126,9 @@ pub struct Settings {
     pub cancel_timeout: Duration,
     /// Periodic checkpoints for jobs that configure none (CHECKPOINT_INTERVAL).
     pub checkpoint_interval: Option<Duration>,
+}
+
+/// A default duration as the whole milliseconds a flag takes.
+const fn millis(duration: Duration) -> u64 {
+    duration.as_millis() as u64
 }

@@ -1,23 +1,32 @@
 //! The Sluice JobManager: the control plane of a cluster.
 //!
-//! Map of the crate:
-//! - [`config`]: flags, environment variables, config file;
-//! - `rest`: the REST API and web UI (axum) — handlers write *desired* state and wake job actors;
-//! - [`rpc`]: the gRPC service TaskManagers call (registration, heartbeats, task state reports);
+//! Map of the crate, in layers (a module uses only modules of the layers below it, and `lib.rs`, the
+//! composition root, holds the [`Context`] every actor and handler shares):
+//! - entry points: `rest` (the REST API and web UI, axum: handlers write *desired* state and wake job
+//!   actors) and [`rpc`] (the gRPC service TaskManagers call: registration, heartbeats, task reports);
+//! - [`job`]: one actor task per job that owns its lifecycle, one file per phase in `job/states/`;
+//! - [`checkpoint`]: each job's checkpoint coordinator: trigger, completion, retention, restore, metadata;
+//! - [`deployment`]: what runs where (tasks, their TaskManagers), shared by `job` and `checkpoint`;
 //! - [`cluster`]: the TaskManager registry, heartbeat monitor and slots; [`scheduler`]: placement;
-//! - [`job`]: one actor task per job that owns its lifecycle; [`store`]: metadata in SQLite (sqlx);
-//! - [`metrics`]: Prometheus metrics of the control plane.
+//! - [`task_manager_client`]: calls to TaskManagers, pooled, behind a trait; [`store`]: metadata in SQL;
+//!   [`metrics`]: Prometheus metrics; [`config`]: flags, environment variables, config file.
+//!
+//! Lifecycles (job, checkpoint, task statuses) and the checkpoint storage layout come from
+//! `sluice_common`, which the TaskManager shares.
 //!
 //! [`run`] binds the listeners, writes `<data-dir>/jobmanager.addr` with the addresses actually bound (so port
 //! 0 works for tests and scripts), and serves until `shutdown` is cancelled.
+pub mod checkpoint;
 pub mod cluster;
 pub mod config;
+pub mod deployment;
 pub mod job;
 pub mod metrics;
 mod rest;
 pub mod rpc;
 pub mod scheduler;
 pub mod store;
+pub mod task_manager_client;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,10 +45,14 @@ use job::actor::JobActor;
 use job::{JobRegistry, JobShared};
 use metrics::Metrics;
 use store::{NewJob, Store};
+use task_manager_client::{GrpcTaskManagerClient, TaskManagerClient};
 
 /// How often the heartbeat monitor looks for silent TaskManagers, as a fraction of the heartbeat timeout:
 /// a silent TaskManager is noticed at most a quarter of the timeout late.
 const HEARTBEAT_CHECKS_PER_TIMEOUT: u32 = 4;
+/// The shortest pause between two looks for silent TaskManagers, whatever the timeout: a look walks the
+/// registry under its lock, so it must not spin.
+const HEARTBEAT_CHECK_INTERVAL_MIN: Duration = Duration::from_millis(10);
 
 /// Everything the REST handlers, the gRPC service and the job actors share.
 pub(crate) struct Context {
@@ -53,6 +66,8 @@ pub(crate) struct Context {
     /// Where savepoints go unless a request names a location.
     pub savepoint_storage: sluice_common::storage::Storage,
     pub shutdown: CancellationToken,
+    /// How the JobManager calls TaskManagers.
+    pub task_managers: Arc<dyn TaskManagerClient>,
 }
 
 impl Context {
@@ -85,6 +100,32 @@ impl Context {
     }
 }
 
+#[cfg(test)]
+impl Context {
+    /// A context for unit tests: a SQLite store and checkpoint directories under `dir`, default settings, and
+    /// `task_managers` as the way to reach TaskManagers.
+    pub(crate) async fn for_tests(dir: &std::path::Path, task_managers: Arc<dyn TaskManagerClient>) -> Arc<Context> {
+        use clap::Parser;
+        let config = JobManagerConfig::parse_from(["sluice-jobmanager", "--data-dir", &dir.display().to_string()]);
+        let store = Store::open(&config.database_url()).await.unwrap_or_else(|e| panic!("store: {e}"));
+        let settings = config.settings().unwrap_or_else(|e| panic!("{e}"));
+        let open = |location: String| {
+            sluice_common::storage::Storage::open(&location).unwrap_or_else(|e| panic!("{location}: {e}"))
+        };
+        Arc::new(Context {
+            store,
+            cluster: Arc::new(Cluster::new(settings.heartbeat_timeout)),
+            jobs: JobRegistry::default(),
+            metrics: Metrics::new().unwrap_or_else(|e| panic!("{e}")),
+            settings,
+            checkpoint_storage: open(config.checkpoint_location()),
+            savepoint_storage: open(config.savepoint_location()),
+            shutdown: CancellationToken::new(),
+            task_managers,
+        })
+    }
+}
+
 /// The addresses a JobManager serves on, as bound.
 #[derive(Clone, Copy, Debug)]
 pub struct BoundAddresses {
@@ -96,6 +137,7 @@ pub struct BoundAddresses {
 
 /// Runs a JobManager until `shutdown` is cancelled.
 pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let settings = config.settings().map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
     let database_url = config.database_url();
@@ -113,7 +155,6 @@ pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyho
         .context("cannot open the savepoint storage (SAVEPOINT_DIR)")?;
     tracing::info!(checkpoints = %checkpoint_storage.location(), savepoints = %savepoint_storage.location(),
         "checkpoint storage");
-    let settings = config.settings();
     let ctx = Arc::new(Context {
         store,
         cluster: Arc::new(Cluster::new(settings.heartbeat_timeout)),
@@ -123,6 +164,7 @@ pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyho
         checkpoint_storage,
         savepoint_storage,
         shutdown: shutdown.clone(),
+        task_managers: Arc::new(GrpcTaskManagerClient::default()),
     });
 
     let (resumed, closed) = job::recovery::resume_unfinished_jobs(&ctx)
@@ -150,7 +192,7 @@ pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyho
     let check_interval = settings.heartbeat_timeout / HEARTBEAT_CHECKS_PER_TIMEOUT;
     let monitor = tokio::spawn(cluster::run_heartbeat_monitor(
         ctx.cluster.clone(),
-        check_interval.max(Duration::from_millis(10)),
+        check_interval.max(HEARTBEAT_CHECK_INTERVAL_MIN),
         ctx.metrics.task_managers_lost.clone(),
         shutdown.clone(),
     ));

@@ -1,23 +1,28 @@
 //! The `sluice-jobmanager` binary.
-use clap::{CommandFactory, Parser};
 use sluice_jobmanager::JobManagerConfig;
 use tokio_util::sync::CancellationToken;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    sluice_common::config::load_config_file_into_env(&JobManagerConfig::command())?;
-    let config = JobManagerConfig::parse();
+fn main() -> anyhow::Result<()> {
+    // The whole configuration (flags > environment > config file > defaults) is read before any runtime or
+    // thread starts.
+    let config: JobManagerConfig = sluice_common::config::parse_with_config_file()?;
     sluice_common::process::init_logging(&config.log_format);
-    let shutdown = CancellationToken::new();
-    let signal = shutdown.clone();
-    tokio::spawn(async move {
-        sluice_common::process::shutdown_signal().await;
-        tracing::info!("shutting down");
-        signal.cancel();
-    });
-    let result = sluice_jobmanager::run(config, shutdown).await;
-    if let Err(error) = &result {
-        tracing::error!("{error:#}");
-    }
-    result
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        let signal = shutdown.clone();
+        tokio::spawn(async move {
+            sluice_common::process::shutdown_signal().await;
+            tracing::info!("shutting down");
+            signal.cancel();
+        });
+        let result = sluice_jobmanager::run(config, shutdown).await;
+        if let Err(error) = &result {
+            tracing::error!("{error:#}");
+        }
+        result
+    })
 }

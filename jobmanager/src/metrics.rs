@@ -10,7 +10,7 @@ use prometheus::{
 };
 
 use crate::cluster::{TaskManagerState, TaskManagerView};
-use crate::job::state::JobStatus;
+use sluice_common::lifecycle::JobStatus;
 
 /// The JobManager's metrics.
 pub struct Metrics {
@@ -39,6 +39,33 @@ pub struct Metrics {
     pub recovery_duration: HistogramVec,
     /// How long each running job has had every task up since its last (re)start.
     uptime: GaugeVec,
+}
+
+/// The checkpoint series, cloned into each job's checkpoint coordinator (a prometheus handle shares its
+/// series with every clone, so nothing is registered twice).
+#[derive(Clone)]
+pub struct CheckpointMetrics {
+    duration: HistogramVec,
+    size: IntGaugeVec,
+    count: IntCounterVec,
+}
+
+/// The `result` label of `checkpoints_total`, one per way a checkpoint ends.
+const CHECKPOINT_RESULT_COMPLETED: &str = "completed";
+const CHECKPOINT_RESULT_FAILED: &str = "failed";
+
+impl CheckpointMetrics {
+    /// A checkpoint of `job` completed after `duration_s`, with `size_bytes` of state.
+    pub fn completed(&self, job: &str, duration_s: f64, size_bytes: u64) {
+        self.duration.with_label_values(&[job]).observe(duration_s);
+        self.size.with_label_values(&[job]).set(i64::try_from(size_bytes).unwrap_or(i64::MAX));
+        self.count.with_label_values(&[job, CHECKPOINT_RESULT_COMPLETED]).inc();
+    }
+
+    /// A checkpoint of `job` failed in a way that counts against its tolerance.
+    pub fn failed(&self, job: &str) {
+        self.count.with_label_values(&[job, CHECKPOINT_RESULT_FAILED]).inc();
+    }
 }
 
 /// Buckets of `job_recovery_duration_seconds`: the goal is under 3 s for small state.
@@ -124,6 +151,15 @@ impl Metrics {
         })
     }
 
+    /// The checkpoint series, for a job's coordinator.
+    pub fn checkpoint_metrics(&self) -> CheckpointMetrics {
+        CheckpointMetrics {
+            duration: self.checkpoint_duration.clone(),
+            size: self.checkpoint_size.clone(),
+            count: self.checkpoints.clone(),
+        }
+    }
+
     /// Forgets an ended job's series.
     pub fn remove_job(&self, job_id: &str) {
         // A series never created needs no removal: the errors say only that.
@@ -132,7 +168,7 @@ impl Metrics {
         let _ = self.restarts.remove_label_values(&[job_id]);
         let _ = self.recovery_duration.remove_label_values(&[job_id]);
         let _ = self.uptime.remove_label_values(&[job_id]);
-        for result in ["completed", "failed"] {
+        for result in [CHECKPOINT_RESULT_COMPLETED, CHECKPOINT_RESULT_FAILED] {
             let _ = self.checkpoints.remove_label_values(&[job_id, result]);
         }
     }
@@ -150,7 +186,7 @@ impl Metrics {
             self.uptime.with_label_values(&[job]).set(seconds);
         }
         for status in JobStatus::ALL {
-            let count = job_counts.iter().filter(|(s, _)| s == status.as_str()).map(|(_, n)| *n).sum();
+            let count = job_counts.iter().filter(|(text, _)| text.parse::<JobStatus>() == Ok(status)).map(|(_, n)| *n).sum();
             self.jobs.with_label_values(&[status.as_str()]).set(count);
         }
         let active: Vec<&TaskManagerView> =

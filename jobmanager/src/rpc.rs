@@ -1,6 +1,7 @@
 //! The gRPC service TaskManagers call: registration, heartbeats, task state reports.
 //!
-//! Handlers are thin: registration and heartbeats go to the cluster registry; task reports are fenced
+//! Handlers are thin: registration and heartbeats go to the cluster registry; a task report without a
+//! state (`TASK_STATE_UNSPECIFIED`) is refused as malformed; task reports are fenced
 //! by attempt (a report of any attempt other than the job's current one is refused, so a slow message of
 //! an earlier deployment can never move the current one) and forwarded to the job's actor. Task metrics
 //! update the job's live view directly (latest per task, stale attempts ignored).
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_common::ids::JobId;
+use sluice_common::lifecycle;
 use sluice_common::proto::job_manager_service_server::JobManagerService;
 use sluice_common::proto::{
     AcknowledgeCheckpointRequest, CheckpointReply, DeclineCheckpointRequest, HeartbeatRequest, HeartbeatResponse,
@@ -86,6 +88,13 @@ impl JobManagerService for JobManagerRpc {
         let Some(task) = report.task.as_ref() else {
             return Err(Status::invalid_argument("a task state report needs a task"));
         };
+        if !lifecycle::task::is_reportable(report.state()) {
+            self.ctx.metrics.task_reports_refused.inc();
+            return Err(Status::invalid_argument(format!(
+                "a task state report needs a state (got {})",
+                report.state().as_str_name()
+            )));
+        }
         let job_id = JobId(task.job_id.clone());
         let refuse = |why: &str| {
             tracing::info!(job_id = %job_id, attempt = task.attempt, chain = task.chain, subtask = task.subtask, why, "task report refused");
@@ -149,5 +158,101 @@ impl JobManagerRpc {
             }
         }
         Ok(Response::new(CheckpointReply {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The service's refusals, called directly (no network): malformed messages are errors, messages of
+    //! another attempt or an unknown job are refused and counted, and neither reaches a job's actor.
+    use std::sync::Arc;
+
+    use sluice_common::job::{parse_job_file, validate};
+    use sluice_common::proto::{TaskState, TaskStateReport};
+
+    use super::*;
+    use crate::job::JobShared;
+    use crate::task_manager_client::GrpcTaskManagerClient;
+
+    const JOB: &str = r#"{"name": "t", "vertices": [
+        {"id": "src", "parallelism": 1, "datagen": {"columns": [{"name": "x", "sequence": {}}]}},
+        {"id": "sink", "parallelism": 1, "print_sink": {}}],
+      "edges": [{"from": "src", "to": "sink"}]}"#;
+
+    fn report(job_id: &str, attempt: u32, state: TaskState) -> TaskStateReport {
+        TaskStateReport {
+            task: Some(TaskRef { job_id: job_id.into(), attempt, chain: 0, subtask: 0 }),
+            state: state.into(),
+            ..Default::default()
+        }
+    }
+
+    /// A service with one registered job at attempt 2; returns the job's inbox to check what reached it.
+    async fn service() -> (tempfile::TempDir, JobManagerRpc, tokio::sync::mpsc::Receiver<JobEvent>) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let ctx = Context::for_tests(dir.path(), Arc::new(GrpcTaskManagerClient::default())).await;
+        let job = validate(parse_job_file(JOB.as_bytes()).unwrap_or_else(|e| panic!("{e}")))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (shared, inbox) = JobShared::new(JobId("j".into()), Arc::new(job), None);
+        shared.live().attempt = sluice_common::ids::Attempt(2);
+        ctx.jobs.insert(shared);
+        (dir, JobManagerRpc::new(ctx), inbox)
+    }
+
+    fn refused(rpc: &JobManagerRpc) -> u64 {
+        rpc.ctx.metrics.task_reports_refused.get()
+    }
+
+    #[tokio::test]
+    async fn a_report_without_a_state_is_refused_as_malformed_and_counted() {
+        let (_dir, rpc, mut inbox) = service().await;
+        let status = rpc.report_task_state(Request::new(report("j", 2, TaskState::Unspecified))).await.err();
+        assert_eq!(status.map(|s| s.code()), Some(tonic::Code::InvalidArgument));
+        let mut missing_task = report("j", 2, TaskState::TaskRunning);
+        missing_task.task = None;
+        let status = rpc.report_task_state(Request::new(missing_task)).await.err();
+        assert_eq!(status.map(|s| s.code()), Some(tonic::Code::InvalidArgument));
+        assert_eq!(refused(&rpc), 1, "the report without a state is counted");
+        assert!(inbox.try_recv().is_err(), "nothing reached the job");
+    }
+
+    #[tokio::test]
+    async fn reports_of_another_attempt_or_an_unknown_job_are_refused_and_only_the_current_one_is_forwarded() {
+        let (_dir, rpc, mut inbox) = service().await;
+        for (job, attempt) in [("j", 1), ("j", 3), ("other", 2)] {
+            let answer = rpc.report_task_state(Request::new(report(job, attempt, TaskState::TaskFailed))).await;
+            assert_eq!(answer.ok().map(|a| a.into_inner().accepted), Some(false), "{job} attempt {attempt}");
+        }
+        assert_eq!(refused(&rpc), 3);
+        assert!(inbox.try_recv().is_err(), "no refused report reached the job");
+        let answer = rpc.report_task_state(Request::new(report("j", 2, TaskState::TaskRunning))).await;
+        assert_eq!(answer.ok().map(|a| a.into_inner().accepted), Some(true));
+        assert!(matches!(inbox.try_recv(), Ok(JobEvent::TaskReport(_))), "the current attempt's report is forwarded");
+    }
+
+    #[tokio::test]
+    async fn checkpoint_messages_of_another_attempt_are_dropped_and_malformed_ones_refused() {
+        let (_dir, rpc, mut inbox) = service().await;
+        let stale = AcknowledgeCheckpointRequest {
+            task: Some(TaskRef { job_id: "j".into(), attempt: 1, chain: 0, subtask: 0 }),
+            checkpoint_id: 1,
+            ..Default::default()
+        };
+        assert!(rpc.acknowledge_checkpoint(Request::new(stale)).await.is_ok());
+        assert!(inbox.try_recv().is_err(), "a stale acknowledgement does not reach the job");
+        let status = rpc.decline_checkpoint(Request::new(DeclineCheckpointRequest::default())).await.err();
+        assert_eq!(status.map(|s| s.code()), Some(tonic::Code::InvalidArgument));
+    }
+
+    #[tokio::test]
+    async fn a_heartbeat_with_more_tasks_than_the_limit_is_refused() {
+        let (_dir, rpc, _inbox) = service().await;
+        let request = HeartbeatRequest {
+            task_manager_id: "tm".into(),
+            tasks: vec![TaskMetrics::default(); HEARTBEAT_TASKS_MAX + 1],
+            ..Default::default()
+        };
+        let status = rpc.heartbeat(Request::new(request)).await.err();
+        assert_eq!(status.map(|s| s.code()), Some(tonic::Code::InvalidArgument));
     }
 }

@@ -14,9 +14,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
-use crate::cluster::{Cluster, ClusterSpec};
+use crate::cluster::{is_terminal_status, Cluster, ClusterSpec};
 use crate::windows::{every_window_row, expected_of, job_of, Shape};
-use crate::JobId;
+use crate::{JobId, JobStatus};
 
 /// How a chaos run goes.
 #[derive(Clone, Debug)]
@@ -111,7 +111,7 @@ pub struct ChaosReport {
 impl ChaosReport {
     /// Whether the output is exactly the uninterrupted run's.
     pub fn exact(&self) -> bool {
-        self.lost == 0 && self.duplicated == 0 && self.wrong == 0 && self.final_status == "FINISHED"
+        self.lost == 0 && self.duplicated == 0 && self.wrong == 0 && self.final_status == JobStatus::Finished.as_str()
     }
 
     /// The kills that hit the job, with their recovery times.
@@ -181,7 +181,7 @@ pub fn run(options: &ChaosOptions) -> anyhow::Result<ChaosReport> {
     job["config"]["restart_strategy"] =
         json!({"strategy": "EXPONENTIAL_DELAY", "initial_delay_ms": 0, "max_delay_ms": 1000});
     let id = cluster.submit_json(&job);
-    cluster.wait_for_status(&id, "RUNNING", options.recovery_timeout);
+    cluster.wait_for_status(&id, JobStatus::Running, options.recovery_timeout);
     let start = Instant::now();
     let mut report = ChaosReport { dir: cluster.dir().display().to_string(), ..ChaosReport::default() };
 
@@ -194,7 +194,7 @@ pub fn run(options: &ChaosOptions) -> anyhow::Result<ChaosReport> {
     let mut sampler = Sampler::new();
     loop {
         let status = sampler.sample(&cluster, &id)?;
-        if matches!(status.as_str(), "FINISHED" | "FAILED" | "CANCELED") {
+        if is_terminal_status(&status) {
             break;
         }
         let now = Instant::now();
@@ -293,13 +293,13 @@ fn await_recovery(
         sampler.record(false);
         let status = details["status"].as_str().unwrap_or_default();
         let attempt = details["attempt"].as_u64().unwrap_or(0);
-        if attempt > before && status == "RUNNING" && all_tasks_running(cluster, id) {
+        if attempt > before && status == JobStatus::Running.as_str() && all_tasks_running(cluster, id) {
             let took = since.elapsed();
             let restored_checkpoint = details["restored_checkpoint"].as_u64();
             return Ok(Recovery { killed: killed.to_string(), at, took: Some(took), restored_checkpoint });
         }
-        if matches!(status, "FINISHED" | "FAILED" | "CANCELED") {
-            anyhow::ensure!(status == "FINISHED", "the job ended {status} after killing {killed}: {details}");
+        if is_terminal_status(status) {
+            anyhow::ensure!(status == JobStatus::Finished.as_str(), "the job ended {status} after killing {killed}: {details}");
             return Ok(Recovery { killed: killed.to_string(), at, took: None, restored_checkpoint: None });
         }
         anyhow::ensure!(
@@ -330,7 +330,7 @@ impl Sampler {
 
     fn sample(&mut self, cluster: &Cluster, id: &JobId) -> anyhow::Result<String> {
         let details = cluster.job(id);
-        let up = details["status"] == "RUNNING" && all_tasks_running(cluster, id);
+        let up = details["status"] == JobStatus::Running.as_str() && all_tasks_running(cluster, id);
         self.record(up);
         Ok(details["status"].as_str().unwrap_or_default().to_string())
     }

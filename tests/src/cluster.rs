@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde_json::Value;
 use sluice_common::ids::JobId;
+use sluice_common::lifecycle::{CheckpointStatus, JobStatus};
 
 use crate::binaries;
 use crate::process::{fresh_file, Launch, Process};
@@ -43,8 +44,10 @@ pub const CLI_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_ENV: &[(&str, &str)] =
     &[("HEARTBEAT_INTERVAL", "200"), ("HEARTBEAT_TIMEOUT", "10000"), ("RUST_LOG", "info"), ("NO_COLOR", "1")];
 
-/// Job statuses after which a job never changes again.
-pub const TERMINAL_STATUSES: &[&str] = &["FINISHED", "FAILED", "CANCELED"];
+/// Whether `text` (a status as REST shows it) names a status after which a job never changes again.
+pub fn is_terminal_status(text: &str) -> bool {
+    text.parse::<JobStatus>().is_ok_and(JobStatus::is_terminal)
+}
 
 /// What to start.
 #[derive(Clone, Debug)]
@@ -356,29 +359,29 @@ impl Cluster {
         let trigger = answer["trigger_id"].as_str().unwrap_or_else(|| panic!("no trigger_id: {answer}")).to_string();
         let location = poll_until("the savepoint to complete", timeout, || {
             let status = self.get(&format!("/jobs/{}/savepoints/{trigger}", job.0));
-            match status["status"].as_str() {
-                Some("COMPLETED") => Ok(Progress::Ready(status["location"].as_str().unwrap_or_default().to_string())),
-                Some("FAILED") => anyhow::bail!("the savepoint failed: {status}"),
+            match status["status"].as_str().and_then(|text| text.parse::<CheckpointStatus>().ok()) {
+                Some(CheckpointStatus::Completed) => Ok(Progress::Ready(status["location"].as_str().unwrap_or_default().to_string())),
+                Some(CheckpointStatus::Failed) => anyhow::bail!("the savepoint failed: {status}"),
                 _ => Ok(Progress::Pending(status.to_string())),
             }
         })
         .unwrap_or_else(|e| panic!("{e:#}"));
-        self.wait_for_status(job, "FINISHED", timeout);
+        self.wait_for_status(job, JobStatus::Finished, timeout);
         location
     }
 
     /// Waits until the job's status is `status` and returns `GET /jobs/{id}/status`. Fails at once if the job
     /// reaches another terminal status (with its reason), or if the JobManager dies.
-    pub fn wait_for_status(&mut self, job: &JobId, status: &str, timeout: Duration) -> Value {
+    pub fn wait_for_status(&mut self, job: &JobId, status: JobStatus, timeout: Duration) -> Value {
         let what = format!("job {job} to be {status}");
         let result = poll_until(&what, timeout, || {
             self.ensure_job_manager_running()?;
             let answer = self.try_request(reqwest::Method::GET, &format!("/jobs/{job}/status"), None)?;
             let current = answer.body["status"].as_str().unwrap_or("");
-            if current == status {
+            if current.parse() == Ok(status) {
                 return Ok(Progress::Ready(answer.body));
             }
-            if TERMINAL_STATUSES.contains(&current) {
+            if is_terminal_status(current) {
                 anyhow::bail!("job {job} ended {current} while waiting for {status}: {}", answer.body);
             }
             Ok(Progress::Pending(answer.body.to_string()))

@@ -57,3 +57,4 @@ pub mod windows;
 pub use cluster::{CliOutput, Cluster, ClusterSpec};
 pub use process::Process;
 pub use sluice_common::ids::JobId;
+pub use sluice_common::lifecycle::JobStatus;

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sluice_tests::wait::{poll_until, Progress};
-use sluice_tests::{memory, prometheus, Cluster, ClusterSpec, JobId};
+use sluice_tests::{memory, prometheus, Cluster, ClusterSpec, JobId, JobStatus};
 
 /// Pace of each of the two sink subtasks.
 const SINK_ROWS_PER_SECOND: u64 = 1_000;
@@ -136,7 +136,7 @@ fn a_slow_sink_throttles_an_unthrottled_source_across_task_managers_with_bounded
     let mut cluster = Cluster::start(spec);
     let submitted = Instant::now();
     let job = cluster.submit_json(&backpressure_job());
-    cluster.wait_for_status(&job, "RUNNING", START_TIMEOUT);
+    cluster.wait_for_status(&job, JobStatus::Running, START_TIMEOUT);
 
     let sink_rate = (SINK_ROWS_PER_SECOND * SINK_PARALLELISM) as f64;
     let pids = [cluster.task_manager_pid(0), cluster.task_manager_pid(1)];
@@ -194,7 +194,7 @@ fn a_slow_sink_throttles_an_unthrottled_source_across_task_managers_with_bounded
     // A job under backpressure can be cancelled, promptly, and leaves no task running anywhere (a source
     // blocked on credit that its cancelled consumers will never send must still stop).
     cluster.cancel(&job);
-    cluster.wait_for_status(&job, "CANCELED", CANCEL_TIMEOUT);
+    cluster.wait_for_status(&job, JobStatus::Canceled, CANCEL_TIMEOUT);
     for index in 0..cluster.task_manager_count() {
         let result = poll_until(&format!("no task running on tm-{index}"), CANCEL_TIMEOUT, || {
             let text = cluster.task_manager_metrics(index);

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use sluice_common::proto::{KeyedChunk, TaskSnapshot};
 use sluice_tests::s3::{S3Server, BUCKET};
 use sluice_tests::wait::{poll_until, Progress};
-use sluice_tests::{Cluster, ClusterSpec, JobId};
+use sluice_tests::{Cluster, ClusterSpec, JobId, JobStatus};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 const RETAINED: usize = 2;
@@ -102,7 +102,7 @@ fn periodic_checkpoints_complete_are_retained_and_deleted_on_cancel() {
     let mut cluster = Cluster::start(ClusterSpec::default());
     let job = windowed_job("checkpointed", json!({"interval_ms": 200, "retained": RETAINED}));
     let id = cluster.submit_json(&job);
-    cluster.wait_for_status(&id, "RUNNING", TIMEOUT);
+    cluster.wait_for_status(&id, JobStatus::Running, TIMEOUT);
 
     let summary = poll_until("four completed checkpoints", TIMEOUT, || {
         let answer = checkpoints(&cluster, &id);
@@ -216,7 +216,7 @@ fn periodic_checkpoints_complete_are_retained_and_deleted_on_cancel() {
 
     // Cancelling deletes every checkpoint of the job.
     cluster.cancel(&id);
-    cluster.wait_for_status(&id, "CANCELED", TIMEOUT);
+    cluster.wait_for_status(&id, JobStatus::Canceled, TIMEOUT);
     let dir = job_dir(&cluster, &id);
     poll_until("the job's checkpoints to be deleted", TIMEOUT, || {
         if dir.exists() {
@@ -241,7 +241,7 @@ fn checkpoints_that_keep_failing_fail_the_job_past_its_tolerance() {
     let mut job = windowed_job("cannot checkpoint", json!({"interval_ms": 100, "tolerable_failures": 1}));
     job["config"]["restart_strategy"] = json!({"strategy": "FIXED_DELAY", "attempts": 1, "delay_ms": 100});
     let id = cluster.submit_json(&job);
-    cluster.wait_for_status(&id, "FAILED", TIMEOUT);
+    cluster.wait_for_status(&id, JobStatus::Failed, TIMEOUT);
     let details = cluster.job(&id);
     let cause = details["failure_cause"].as_str().unwrap_or_default();
     assert!(cause.contains("2 consecutive checkpoints failed"), "{details}");
@@ -283,7 +283,7 @@ fn expired_checkpoints_leave_no_files_behind() {
     let mut job = windowed_job("slow", json!({"interval_ms": 50, "timeout_ms": 10, "tolerable_failures": 100000}));
     job["vertices"][4]["blackhole_sink"] = json!({"rows_per_second": 200.0});
     let id = cluster.submit_json(&job);
-    cluster.wait_for_status(&id, "RUNNING", TIMEOUT);
+    cluster.wait_for_status(&id, JobStatus::Running, TIMEOUT);
     poll_until("ten expired checkpoints", TIMEOUT, || {
         let answer = checkpoints(&cluster, &id);
         let failed = answer["counts"]["failed"].as_u64().unwrap_or(0);
@@ -300,7 +300,7 @@ fn expired_checkpoints_leave_no_files_behind() {
     let on_disk = checkpoint_dirs(&job_dir(&cluster, &id));
     assert!(on_disk.len() <= 3, "aborted checkpoints left files: {on_disk:?}");
     cluster.cancel(&id);
-    cluster.wait_for_status(&id, "CANCELED", TIMEOUT);
+    cluster.wait_for_status(&id, JobStatus::Canceled, TIMEOUT);
     let dir = job_dir(&cluster, &id);
     poll_until("the job's checkpoint directory to go", TIMEOUT, || {
         if dir.exists() {
@@ -349,7 +349,7 @@ fn an_s3_outage_declines_checkpoints_and_the_next_succeeds_once_it_is_back() {
     // On RocksDB: incremental checkpoints, with shared files in the bucket.
     job["config"]["state_backend"] = json!("ROCKSDB");
     let id = cluster.submit_json(&job);
-    cluster.wait_for_status(&id, "RUNNING", TIMEOUT);
+    cluster.wait_for_status(&id, JobStatus::Running, TIMEOUT);
     let job_dir = s3.local_path(&format!("{prefix}/{}", id.0));
 
     let summary = poll_until("two completed checkpoints in S3", TIMEOUT, || {
@@ -415,7 +415,7 @@ fn an_s3_outage_declines_checkpoints_and_the_next_succeeds_once_it_is_back() {
     .unwrap_or_else(|e| panic!("{e:#}"));
 
     cluster.cancel(&id);
-    cluster.wait_for_status(&id, "CANCELED", TIMEOUT);
+    cluster.wait_for_status(&id, JobStatus::Canceled, TIMEOUT);
     poll_until("the job's files to be deleted from the bucket", TIMEOUT, || {
         let left = files_under(&job_dir);
         if left.is_empty() {

@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use sluice_tests::{CliOutput, Cluster, ClusterSpec, JobId};
+use sluice_tests::{CliOutput, Cluster, ClusterSpec, JobId, JobStatus};
 
 const RUNNING_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -64,7 +64,7 @@ fn the_cli_submits_inspects_lists_and_cancels_a_job_and_relays_server_errors() {
     assert!(id.len() >= 8 && !id.contains(char::is_whitespace), "not a job id: {id:?}");
     let job = JobId(id.clone());
     assert_eq!(cluster.job(&job)["name"], "cli_smoke");
-    cluster.wait_for_status(&job, "RUNNING", RUNNING_TIMEOUT);
+    cluster.wait_for_status(&job, JobStatus::Running, RUNNING_TIMEOUT);
 
     // status: the table names the job, its status and its vertices; --json is the server's JSON.
     let table = succeeded("status", cluster.cli(&["status", &id]));
@@ -88,7 +88,7 @@ fn the_cli_submits_inspects_lists_and_cancels_a_job_and_relays_server_errors() {
 
     // cancel, then wait follows the job to CANCELED and exits non-zero (it did not FINISH).
     succeeded("cancel", cluster.cli(&["cancel", &id]));
-    cluster.wait_for_status(&job, "CANCELED", RUNNING_TIMEOUT);
+    cluster.wait_for_status(&job, JobStatus::Canceled, RUNNING_TIMEOUT);
     let waited = cluster.cli(&["wait", &id, "--timeout", "30"]);
     assert_eq!(waited.status.code(), Some(1), "`sluice wait` on a CANCELED job exits 1: {waited:?}");
     let after = succeeded("status", cluster.cli(&["status", &id]));
@@ -117,7 +117,7 @@ fn the_cli_takes_savepoints_stops_and_resumes_a_job() {
     let job_path = job_file.display().to_string();
     let id = succeeded("submit -q", cluster.cli(&["submit", "-q", &job_path])).trim().to_string();
     let job = JobId(id.clone());
-    cluster.wait_for_status(&job, "RUNNING", RUNNING_TIMEOUT);
+    cluster.wait_for_status(&job, JobStatus::Running, RUNNING_TIMEOUT);
 
     let target = cluster.dir().join("my-savepoints");
     let target_arg = target.display().to_string();
@@ -135,14 +135,14 @@ fn the_cli_takes_savepoints_stops_and_resumes_a_job() {
         .find_map(|l| l.strip_prefix("Savepoint completed: "))
         .unwrap_or_else(|| panic!("{stopped}"))
         .to_string();
-    cluster.wait_for_status(&job, "FINISHED", RUNNING_TIMEOUT);
+    cluster.wait_for_status(&job, JobStatus::Finished, RUNNING_TIMEOUT);
 
     let resumed = succeeded(
         "submit --from-savepoint",
         cluster.cli(&["submit", "-q", "--from-savepoint", &stop_location, &job_path]),
     );
     let resumed = JobId(resumed.trim().to_string());
-    cluster.wait_for_status(&resumed, "RUNNING", RUNNING_TIMEOUT);
+    cluster.wait_for_status(&resumed, JobStatus::Running, RUNNING_TIMEOUT);
     succeeded("cancel", cluster.cli(&["cancel", &resumed.0]));
 
     let nowhere = cluster.dir().join("nowhere").display().to_string();

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use sluice_tests::{sink, Cluster, ClusterSpec, JobId};
+use sluice_tests::{sink, Cluster, ClusterSpec, JobId, JobStatus};
 
 const JOB_TIMEOUT: Duration = Duration::from_secs(120);
 /// Each example runs at these (parallelism of its keyed vertices, state backend): both backends, and more
@@ -122,7 +122,7 @@ impl Run {
             }
         }
         let job = cluster.submit_json(&job);
-        cluster.wait_for_status(&job, "FINISHED", JOB_TIMEOUT);
+        cluster.wait_for_status(&job, JobStatus::Finished, JOB_TIMEOUT);
         Run { cluster, job }
     }
 
@@ -591,7 +591,7 @@ fn a_taskmanager_without_the_native_operator_fails_the_job_with_a_clear_cause() 
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let job: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let job = cluster.submit_json(&job);
-    cluster.wait_for_status(&job, "FAILED", JOB_TIMEOUT);
+    cluster.wait_for_status(&job, JobStatus::Failed, JOB_TIMEOUT);
     let details = cluster.job(&job);
     let cause = details["failure_cause"].as_str().unwrap_or_default();
     assert!(

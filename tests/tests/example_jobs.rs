@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sluice_tests::{sink, Cluster, ClusterSpec, JobId};
+use sluice_tests::{sink, Cluster, ClusterSpec, JobId, JobStatus};
 
 const JOB_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -51,7 +51,7 @@ fn the_shipped_word_count_example_runs_unchanged_and_counts_the_sample_text_exac
     let answer = cluster.submit_file(&bytes);
     assert_eq!(answer.status, 200, "the example must be accepted: {}", answer.body);
     let job = JobId(answer.body["job_id"].as_str().unwrap_or_default().to_string());
-    cluster.wait_for_status(&job, "FINISHED", JOB_TIMEOUT);
+    cluster.wait_for_status(&job, JobStatus::Finished, JOB_TIMEOUT);
 
     // The job's relative output path resolves against the TaskManagers' working directory.
     let output = cluster.dir().join("data").join("output").join("word_count");

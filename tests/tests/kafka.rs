@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use sluice_tests::kafka::{KafkaBroker, KeyValue, Record};
 use sluice_tests::sink::{part_files, read_rows};
 use sluice_tests::wait::{poll_until, Progress};
-use sluice_tests::{Cluster, ClusterSpec, JobId};
+use sluice_tests::{Cluster, ClusterSpec, JobId, JobStatus};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -107,7 +107,7 @@ fn a_killed_taskmanager_rewinds_the_source_to_its_checkpoint_and_nothing_is_lost
     let mut cluster = Cluster::start(ClusterSpec::default());
     let sink = cluster.dir().join("out");
     let id = cluster.submit_json(&kafka_to_files(&kafka.bootstrap_servers(), 2, &sink.display().to_string()));
-    cluster.wait_for_status(&id, "RUNNING", TIMEOUT);
+    cluster.wait_for_status(&id, JobStatus::Running, TIMEOUT);
     wait_for_ids(&sink, 3000);
 
     cluster.kill_task_manager(1);
@@ -151,7 +151,7 @@ fn a_killed_taskmanager_loses_no_word_of_the_kafka_word_count() {
     produce(0..2000);
     let mut cluster = Cluster::start(ClusterSpec::default());
     let id = cluster.submit_json(&job);
-    cluster.wait_for_status(&id, "RUNNING", TIMEOUT);
+    cluster.wait_for_status(&id, JobStatus::Running, TIMEOUT);
     kafka.read_all("word-count-output", TIMEOUT, |r| !r.is_empty()).unwrap_or_else(|e| panic!("{e:#}"));
     poll_until("a completed checkpoint", TIMEOUT, || {
         let completed =
@@ -234,7 +234,7 @@ fn a_topic_created_while_the_job_runs_is_discovered_and_read_from_its_start() {
     let mut job = kafka_to_files(&kafka.bootstrap_servers(), 2, &sink.display().to_string());
     job["vertices"][0]["kafka_source"]["topics"] = json!(["in", "later"]);
     let id = cluster.submit_json(&job);
-    cluster.wait_for_status(&id, "RUNNING", TIMEOUT);
+    cluster.wait_for_status(&id, JobStatus::Running, TIMEOUT);
     wait_for_ids(&sink, 100);
 
     kafka.create_topic("later", 3).unwrap_or_else(|e| panic!("{e:#}"));
@@ -255,7 +255,7 @@ fn a_savepoint_resumes_the_source_exactly_where_it_stopped_at_another_parallelis
     let second = cluster.dir().join("out-2");
     let bootstrap = kafka.bootstrap_servers();
     let id = cluster.submit_json(&kafka_to_files(&bootstrap, 2, &first.display().to_string()));
-    cluster.wait_for_status(&id, "RUNNING", TIMEOUT);
+    cluster.wait_for_status(&id, JobStatus::Running, TIMEOUT);
     wait_for_ids(&first, 2000);
 
     let savepoint = cluster.stop_with_savepoint(&id, TIMEOUT);
@@ -266,7 +266,7 @@ fn a_savepoint_resumes_the_source_exactly_where_it_stopped_at_another_parallelis
         cluster.request(reqwest::Method::POST, &format!("/jobs/submit?savepoint_path={savepoint}"), Some(&job));
     let resumed =
         JobId(answer.body["job_id"].as_str().unwrap_or_else(|| panic!("not submitted: {}", answer.body)).to_string());
-    cluster.wait_for_status(&resumed, "RUNNING", TIMEOUT);
+    cluster.wait_for_status(&resumed, JobStatus::Running, TIMEOUT);
     let after = wait_for_ids(&second, 3000);
 
     let mut all = committed_ids(&first);
@@ -307,7 +307,7 @@ fn bounded_jobs_start_from_a_timestamp_or_the_committed_offsets_and_finish() {
             "edges": [{"from": "src", "to": "sink"}]
         });
         let id = cluster.submit_json(&job);
-        cluster.wait_for_status(&id, "FINISHED", TIMEOUT);
+        cluster.wait_for_status(&id, JobStatus::Finished, TIMEOUT);
         committed_ids(&sink)
     };
 
@@ -350,7 +350,7 @@ fn undecodable_records_go_to_the_dead_letter_topic_and_the_job_keeps_running() {
         "edges": [{"from": "src", "to": "sink"}]
     });
     let id = cluster.submit_json(&job);
-    cluster.wait_for_status(&id, "RUNNING", TIMEOUT);
+    cluster.wait_for_status(&id, JobStatus::Running, TIMEOUT);
 
     let expected_bad: BTreeSet<u64> = (0..500).filter(|&i| bad(i)).collect();
     let dead = kafka.read_all("dead", TIMEOUT, |r| r.len() >= expected_bad.len()).unwrap_or_else(|e| panic!("{e:#}"));
@@ -430,7 +430,7 @@ fn raw_bytes_pass_through_unchanged_and_records_count_per_partition_both_ways() 
         ],
         "edges": [{"from": "src", "to": "sink"}]
     }));
-    cluster.wait_for_status(&id, "RUNNING", TIMEOUT);
+    cluster.wait_for_status(&id, JobStatus::Running, TIMEOUT);
 
     let out = kafka.read_all("out", TIMEOUT, |r| r.len() >= records.len()).unwrap_or_else(|e| panic!("{e:#}"));
     type Owned = (Option<Vec<u8>>, Option<Vec<u8>>);
@@ -477,7 +477,7 @@ fn raw_bytes_pass_through_unchanged_and_records_count_per_partition_both_ways() 
     .unwrap_or_else(|e| panic!("{e:#}"));
 
     cluster.cancel(&id);
-    cluster.wait_for_status(&id, "CANCELED", TIMEOUT);
+    cluster.wait_for_status(&id, JobStatus::Canceled, TIMEOUT);
     poll_until("the job's Kafka series to go", TIMEOUT, || {
         let left: Vec<String> = (0..cluster.task_manager_count())
             .flat_map(|tm| sluice_tests::prometheus::parse(&cluster.task_manager_metrics(tm)).unwrap_or_default())
@@ -517,7 +517,7 @@ fn the_kafka_word_count_example_counts_every_word_per_window() {
 
     let mut cluster = Cluster::start(ClusterSpec::default());
     let id = cluster.submit_json(&job);
-    cluster.wait_for_status(&id, "RUNNING", TIMEOUT);
+    cluster.wait_for_status(&id, JobStatus::Running, TIMEOUT);
     let mut expected: BTreeMap<(i64, String), i64> = BTreeMap::new();
     for (at, line) in &lines[..4] {
         for word in line.split_whitespace() {

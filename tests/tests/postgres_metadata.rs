@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use sluice_tests::wait::{poll_until, Progress};
-use sluice_tests::{Cluster, ClusterSpec};
+use sluice_tests::{Cluster, ClusterSpec, JobStatus};
 use sqlx::any::AnyPoolOptions;
 use sqlx::Row;
 
@@ -39,7 +39,7 @@ fn jobs_live_in_postgresql_and_outlive_the_job_manager() {
         "edges": [{"from": "numbers", "to": "sink"}]
     });
     let id = cluster.submit_json(&job);
-    cluster.wait_for_status(&id, "FINISHED", TIMEOUT);
+    cluster.wait_for_status(&id, JobStatus::Finished, TIMEOUT);
 
     let stored: (String, String) = runtime().block_on(async {
         let pool = AnyPoolOptions::new().max_connections(1).connect(&url).await;
@@ -86,7 +86,7 @@ fn checkpoints_are_recorded_in_postgresql_and_resume_after_it_restarts() {
         ]
     });
     let id = cluster.submit_json(&job);
-    cluster.wait_for_status(&id, "RUNNING", TIMEOUT);
+    cluster.wait_for_status(&id, JobStatus::Running, TIMEOUT);
     let path = format!("/jobs/{}/checkpoints", id.0);
     let completed_ids = |answer: &serde_json::Value| -> Vec<u64> {
         let history = answer["history"].as_array().cloned().unwrap_or_default();
@@ -129,5 +129,5 @@ fn checkpoints_are_recorded_in_postgresql_and_resume_after_it_restarts() {
     let status = cluster.get(&format!("/jobs/{}/status", id.0));
     assert_eq!(status["status"], "RUNNING", "{status}");
     cluster.cancel(&id);
-    cluster.wait_for_status(&id, "CANCELED", TIMEOUT);
+    cluster.wait_for_status(&id, JobStatus::Canceled, TIMEOUT);
 }

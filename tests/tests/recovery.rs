@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use sluice_tests::prometheus::samples;
 use sluice_tests::wait::{poll_until, Progress};
 use sluice_tests::windows::{assert_exactly, assert_subset, checkpointed_job_on, committed, expected};
-use sluice_tests::{Cluster, ClusterSpec, JobId};
+use sluice_tests::{Cluster, ClusterSpec, JobId, JobStatus};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 /// The bound for one recovery in CI (the goal on an idle machine is under 3 s).
@@ -77,7 +77,7 @@ fn wait_for_checkpoints(cluster: &Cluster, id: &JobId, at_least: u64) {
 fn a_killed_taskmanager_is_replaced_by_the_slots_left_and_checkpoints_go_on() {
     let mut cluster = Cluster::start(ClusterSpec::default());
     let id = cluster.submit_json(&unbounded_job(None));
-    cluster.wait_for_status(&id, "RUNNING", TIMEOUT);
+    cluster.wait_for_status(&id, JobStatus::Running, TIMEOUT);
     wait_for_checkpoints(&cluster, &id, 2);
     let victim = cluster.task_manager_id(0).to_string();
     cluster.kill_task_manager(0);
@@ -114,7 +114,7 @@ fn a_killed_taskmanager_is_replaced_by_the_slots_left_and_checkpoints_go_on() {
 fn a_killed_taskmanager_that_held_every_task_is_noticed_by_the_next_checkpoint_trigger() {
     let mut cluster = Cluster::start(ClusterSpec { task_managers: 1, ..ClusterSpec::default() });
     let id = cluster.submit_json(&unbounded_job(None));
-    cluster.wait_for_status(&id, "RUNNING", TIMEOUT);
+    cluster.wait_for_status(&id, JobStatus::Running, TIMEOUT);
     wait_for_checkpoints(&cluster, &id, 2);
     let spare = cluster.add_task_manager();
     let victim = cluster.task_manager_id(0).to_string();
@@ -169,7 +169,7 @@ fn a_frozen_taskmanager_is_fenced_off_when_it_comes_back() {
     let (meanwhile, _) = committed(&sink);
     assert_subset(&meanwhile, &expected);
 
-    cluster.wait_for_status(&id, "FINISHED", TIMEOUT);
+    cluster.wait_for_status(&id, JobStatus::Finished, TIMEOUT);
     let (all, _) = committed(&sink);
     assert_exactly(&all, &expected);
 }
@@ -178,7 +178,7 @@ fn a_frozen_taskmanager_is_fenced_off_when_it_comes_back() {
 /// and committed some output (so what follows comes mid-stream).
 fn start_windowed_job(cluster: &mut Cluster, sink: &std::path::Path) -> JobId {
     let id = cluster.submit_json(&checkpointed_job_on("HEAP", sink));
-    cluster.wait_for_status(&id, "RUNNING", TIMEOUT);
+    cluster.wait_for_status(&id, JobStatus::Running, TIMEOUT);
     poll_until("two completed checkpoints and some committed output", TIMEOUT, || {
         let completed = completed_checkpoints(cluster, &id);
         let (windows, _) = committed(sink);
@@ -207,10 +207,10 @@ fn metric(text: &str, name: &str, job: Option<&JobId>) -> f64 {
 fn a_job_with_restart_strategy_none_fails_with_the_cause() {
     let mut cluster = Cluster::start(ClusterSpec::default());
     let id = cluster.submit_json(&unbounded_job(Some(json!({"strategy": "NO_RESTART"}))));
-    cluster.wait_for_status(&id, "RUNNING", TIMEOUT);
+    cluster.wait_for_status(&id, JobStatus::Running, TIMEOUT);
     wait_for_checkpoints(&cluster, &id, 1);
     cluster.kill_task_manager(0);
-    cluster.wait_for_status(&id, "FAILED", TIMEOUT);
+    cluster.wait_for_status(&id, JobStatus::Failed, TIMEOUT);
     let details = cluster.job(&id);
     let cause = details["failure_cause"].as_str().unwrap_or_default();
     assert!(cause.contains("tm-0") && cause.contains("not restarted: the restart strategy is none"), "{details}");
@@ -234,7 +234,7 @@ fn failure_rate_stops_restarting_past_its_rate() {
         "edges": [{"from": "lines", "to": "sink"}]
     });
     let id = cluster.submit_json(&job);
-    cluster.wait_for_status(&id, "FAILED", TIMEOUT);
+    cluster.wait_for_status(&id, JobStatus::Failed, TIMEOUT);
     let details = cluster.job(&id);
     let cause = details["failure_cause"].as_str().unwrap_or_default();
     assert!(cause.contains("no-such-input.jsonl"), "the task's error is the cause: {details}");
@@ -265,7 +265,7 @@ fn a_restarted_jobmanager_resumes_its_jobs_from_their_latest_checkpoints() {
     assert_eq!(details["failure_cause"], "JobManager restarted", "{details}");
     assert_eq!(details["attempt"], 2, "{details}");
 
-    cluster.wait_for_status(&id, "FINISHED", TIMEOUT);
+    cluster.wait_for_status(&id, JobStatus::Finished, TIMEOUT);
     let (all, _) = committed(&sink);
     assert_exactly(&all, &expected);
 }

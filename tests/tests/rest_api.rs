@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use sluice_tests::wait::{poll_until, Progress};
-use sluice_tests::{Cluster, ClusterSpec};
+use sluice_tests::{Cluster, ClusterSpec, JobStatus};
 
 const SLOTS_PER_TASK_MANAGER: u32 = 3;
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -87,7 +87,7 @@ fn cluster_metrics_track_slots_and_every_endpoint_has_its_documented_shape() {
 
     // A job at parallelism 2 holds 2 slots (slot sharing) while it runs.
     let job = cluster.submit_json(&two_slot_job());
-    cluster.wait_for_status(&job, "RUNNING", TIMEOUT);
+    cluster.wait_for_status(&job, JobStatus::Running, TIMEOUT);
     let busy = wait_for_available_slots(&cluster, total - 2);
     let utilization = busy["utilization"].as_f64().unwrap_or(-1.0);
     assert!((utilization - 2.0 / total as f64).abs() < 1e-9, "utilization: {busy}");
@@ -143,7 +143,7 @@ fn cluster_metrics_track_slots_and_every_endpoint_has_its_documented_shape() {
 
     // Cancelling gives the slots back.
     cluster.cancel(&job);
-    cluster.wait_for_status(&job, "CANCELED", TIMEOUT);
+    cluster.wait_for_status(&job, JobStatus::Canceled, TIMEOUT);
     wait_for_available_slots(&cluster, total);
 
     // Unknown things are 404 with an error message.

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use sluice_tests::{memory, Cluster, ClusterSpec};
+use sluice_tests::{memory, Cluster, ClusterSpec, JobStatus};
 
 const KEYS: u64 = 10_000_000;
 /// The least state the job holds, in bytes (see the module doc).
@@ -39,7 +39,7 @@ fn ten_million_keys_on_rocksdb_complete_with_memory_far_below_the_state_size() {
             {"from": "dedup", "to": "sink"}
         ]
     }));
-    let finished = cluster.wait_for_status(&job, "FINISHED", JOB_TIMEOUT);
+    let finished = cluster.wait_for_status(&job, JobStatus::Finished, JOB_TIMEOUT);
     assert_eq!(finished["status"], "FINISHED");
 
     let details = cluster.job(&job);

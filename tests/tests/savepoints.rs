@@ -20,7 +20,7 @@ use sluice_tests::windows::{
     assert_exactly, assert_subset, checkpointed_job_on, committed, expected, job, windows_in, Windows, ROWS,
     ROWS_PER_SECOND,
 };
-use sluice_tests::{Cluster, ClusterSpec, JobId};
+use sluice_tests::{Cluster, ClusterSpec, JobId, JobStatus};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 fn sink_records(cluster: &Cluster, id: &JobId) -> u64 {
@@ -68,7 +68,7 @@ fn stop_and_resume_on(
     let mut cluster = Cluster::start(spec);
     let (first_sink, second_sink) = (cluster.dir().join("run-1"), cluster.dir().join("run-2"));
     let id = cluster.submit_json(&job(backend, 2, &first_sink));
-    cluster.wait_for_status(&id, "RUNNING", TIMEOUT);
+    cluster.wait_for_status(&id, JobStatus::Running, TIMEOUT);
     wait_for_sink_output(&cluster, &id);
     let location = cluster.stop_with_savepoint(&id, TIMEOUT);
     let savepoint = path_of(&location);
@@ -77,7 +77,7 @@ fn stop_and_resume_on(
     let answer = submit_from(&cluster, &job(backend, parallelism_after, &second_sink), &location);
     assert_eq!(answer.status, 200, "{}", answer.body);
     let resumed = JobId(answer.body["job_id"].as_str().unwrap_or_default().to_string());
-    cluster.wait_for_status(&resumed, "FINISHED", TIMEOUT);
+    cluster.wait_for_status(&resumed, JobStatus::Finished, TIMEOUT);
 
     let expected = expected();
     let mut first = Windows::new();
@@ -145,7 +145,7 @@ fn stop_and_resume_at_the_same_parallelism_on_heap_and_refuse_broken_savepoints(
     let answer = submit_from(&cluster, &job("HEAP", 2, &sink), &damaged.display().to_string());
     assert_eq!(answer.status, 200, "{}", answer.body);
     let id = JobId(answer.body["job_id"].as_str().unwrap_or_default().to_string());
-    cluster.wait_for_status(&id, "FAILED", TIMEOUT);
+    cluster.wait_for_status(&id, JobStatus::Failed, TIMEOUT);
     let cause = cluster.job(&id)["failure_cause"].as_str().unwrap_or_default().to_string();
     assert!(cause.contains("checksum") && cause.contains(&*victim.to_string_lossy()), "{cause}");
     assert!(cause.contains("checkpoint"), "{cause}");
@@ -237,7 +237,7 @@ fn the_exactly_once_file_sink_commits_per_checkpoint_across_stop_and_resume() {
     let sink = cluster.dir().join("exactly-once");
     let expected = expected();
     let id = cluster.submit_json(&checkpointed_job(&sink));
-    cluster.wait_for_status(&id, "RUNNING", TIMEOUT);
+    cluster.wait_for_status(&id, JobStatus::Running, TIMEOUT);
     poll_until("committed output and uncommitted files side by side", TIMEOUT, || {
         let (windows, hidden) = committed(&sink);
         assert_subset(&windows, &expected);
@@ -267,7 +267,7 @@ fn resume_and_check_everything_committed_once(
     let answer = submit_from(cluster, job, savepoint);
     assert_eq!(answer.status, 200, "{}", answer.body);
     let resumed = JobId(answer.body["job_id"].as_str().unwrap_or_default().to_string());
-    cluster.wait_for_status(&resumed, "FINISHED", TIMEOUT);
+    cluster.wait_for_status(&resumed, JobStatus::Finished, TIMEOUT);
     let (all, hidden) = committed(sink);
     assert_exactly(&all, expected);
     assert!(!hidden, "uncommitted files left in {}", sink.display());
@@ -287,7 +287,7 @@ fn kill_9_and_recover_from_the_latest_checkpoint(spec: ClusterSpec, backend: &st
     let sink = cluster.dir().join("exactly-once");
     let expected = expected();
     let id = cluster.submit_json(&checkpointed_job_on(backend, &sink));
-    cluster.wait_for_status(&id, "RUNNING", TIMEOUT);
+    cluster.wait_for_status(&id, JobStatus::Running, TIMEOUT);
     poll_until("two completed checkpoints and some committed output", TIMEOUT, || {
         let answer = cluster.get(&format!("/jobs/{}/checkpoints", id.0));
         let completed = answer["counts"]["completed"].as_u64().unwrap_or(0);
@@ -348,7 +348,7 @@ fn kill_9_and_recover_from_the_latest_checkpoint(spec: ClusterSpec, backend: &st
         "the cause names the loss: {details}"
     );
 
-    cluster.wait_for_status(&id, "FINISHED", TIMEOUT);
+    cluster.wait_for_status(&id, JobStatus::Finished, TIMEOUT);
     let (all, hidden) = committed(&sink);
     assert_exactly(&all, &expected);
     assert!(!hidden, "uncommitted files left in {}", sink.display());
@@ -382,13 +382,13 @@ fn a_running_aggregate_resumes_from_a_savepoint_at_another_parallelism() {
     };
     let (first_sink, second_sink) = (cluster.dir().join("run-1"), cluster.dir().join("run-2"));
     let id = cluster.submit_json(&running(2, &first_sink));
-    cluster.wait_for_status(&id, "RUNNING", TIMEOUT);
+    cluster.wait_for_status(&id, JobStatus::Running, TIMEOUT);
     wait_for_sink_output(&cluster, &id);
     let savepoint = cluster.stop_with_savepoint(&id, TIMEOUT);
     let answer = submit_from(&cluster, &running(3, &second_sink), &savepoint);
     assert_eq!(answer.status, 200, "{}", answer.body);
     let resumed = JobId(answer.body["job_id"].as_str().unwrap_or_default().to_string());
-    cluster.wait_for_status(&resumed, "FINISHED", TIMEOUT);
+    cluster.wait_for_status(&resumed, JobStatus::Finished, TIMEOUT);
 
     let mut latest: BTreeMap<i64, (u64, i64)> = BTreeMap::new();
     let mut first_run_rows = 0;

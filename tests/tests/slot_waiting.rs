@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use sluice_tests::wait::{poll_until, Progress};
-use sluice_tests::{Cluster, ClusterSpec};
+use sluice_tests::{Cluster, ClusterSpec, JobStatus};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -42,15 +42,15 @@ fn a_job_waits_for_slots_with_a_reason_and_fails_after_its_timeout() {
     assert_eq!(status["status"], "CREATED", "{status}");
 
     cluster.add_task_manager();
-    cluster.wait_for_status(&waiting, "RUNNING", TIMEOUT);
+    cluster.wait_for_status(&waiting, JobStatus::Running, TIMEOUT);
     let details = cluster.job(&waiting);
     assert!(details["status_reason"].is_null(), "a running job has no waiting reason: {details}");
 
     let hopeless = cluster.submit_json(&job(9, 500));
-    let failed = cluster.wait_for_status(&hopeless, "FAILED", TIMEOUT);
+    let failed = cluster.wait_for_status(&hopeless, JobStatus::Failed, TIMEOUT);
     let cause = cluster.job(&hopeless)["failure_cause"].as_str().unwrap_or_default().to_string();
     assert!(cause.contains("could not get 9 slots within 0.5 s"), "cause: {cause:?} ({failed})");
 
     cluster.cancel(&waiting);
-    cluster.wait_for_status(&waiting, "CANCELED", TIMEOUT);
+    cluster.wait_for_status(&waiting, JobStatus::Canceled, TIMEOUT);
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
-use sluice_tests::{sink, Cluster, ClusterSpec};
+use sluice_tests::{sink, Cluster, ClusterSpec, JobStatus};
 
 /// Lines in the generated input.
 const LINES: usize = 20_000;
@@ -114,7 +114,7 @@ fn word_count_at_parallelism_four_on_two_task_managers_matches_a_hash_map() {
     let (expected, total_words) = write_input(&input, 20_240_601);
 
     let job = cluster.submit_json(&word_count_job(&input, &output));
-    cluster.wait_for_status(&job, "FINISHED", JOB_TIMEOUT);
+    cluster.wait_for_status(&job, JobStatus::Finished, JOB_TIMEOUT);
 
     // 1. The path was covered: bytes crossed between the TaskManagers.
     let details = cluster.job(&job);

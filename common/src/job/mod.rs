@@ -8,6 +8,7 @@
 pub mod builder;
 pub mod chain;
 pub mod checkpoint;
+pub mod operators;
 mod parse;
 pub mod restart;
 mod validate;
@@ -15,10 +16,15 @@ mod validate;
 use std::fmt;
 
 pub use parse::parse_job_file;
-pub use validate::{
-    is_time_type, operator_kind, validate, ValidatedJob, AGGREGATE_FUNCTIONS, KAFKA_TRANSACTION_TIMEOUT_MS_DEFAULT,
-    LATE_SIDE_OUTPUT, OPERATOR_KINDS, WATERMARK_INTERVAL_MS_DEFAULT, WINDOW_END_COLUMN, WINDOW_START_COLUMN,
+
+/// The multipart field of `POST /jobs/submit` that carries the job file (the JobManager reads it, the CLI
+/// and the web page send it).
+pub const JOB_FILE_FIELD: &str = "job_file";
+pub use operators::{
+    arrow_type, is_time_type, operator_kind, role, Role, AGGREGATE_FUNCTIONS, BATCH_SIZE_DEFAULT, BATCH_SIZE_MAX,
+    KAFKA_TRANSACTION_TIMEOUT_MS_DEFAULT, LATE_SIDE_OUTPUT, OPERATOR_KINDS, WINDOW_END_COLUMN, WINDOW_START_COLUMN,
 };
+pub use validate::{validate, ValidatedJob, WATERMARK_INTERVAL_MS_DEFAULT};
 
 /// Everything wrong with a job file or graph. Displayed as one problem per line; each names the vertex,
 /// edge or field concerned.

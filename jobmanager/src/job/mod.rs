@@ -1,7 +1,7 @@
 //! Jobs: one actor task per job, and the handle everyone else uses to reach it.
 //!
 //! The actor ([`actor`]) owns the job's lifecycle: it waits for slots, deploys, follows task reports and
-//! TaskManager losses, cancels, and records every transition ([`state`]) in the store before acting on the
+//! TaskManager losses, cancels, and records every transition ([`sluice_common::lifecycle::job`]) in the store before acting on the
 //! next. Other parts of the JobManager never change a job's state themselves:
 //! - REST handlers write the *desired* state (a cancel request) to the store and wake the actor through
 //!   [`JobShared::desired_changed`] (a `Notify`, which keeps one pending wake-up and so never queues);
@@ -13,24 +13,20 @@
 //! A job is in the [`JobRegistry`] while its actor runs. When it ends, its final record (status, cause,
 //! final metrics) is in the store and the registry forgets it, so memory does not grow with history.
 pub(crate) mod actor;
-pub(crate) mod checkpoints;
 pub mod recovery;
 pub mod restart;
-pub mod state;
-pub(crate) mod task_manager_client;
+mod states;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use sluice_common::ids::{Attempt, ChainIndex, JobId, SubtaskIndex};
+use sluice_common::ids::{Attempt, JobId};
 use sluice_common::job::ValidatedJob;
-use sluice_common::proto::{
-    AcknowledgeCheckpointRequest, DeclineCheckpointRequest, TaskMetrics, TaskRef, TaskState, TaskStateReport,
-};
+use sluice_common::proto::{AcknowledgeCheckpointRequest, DeclineCheckpointRequest, TaskMetrics, TaskStateReport};
 use tokio::sync::{mpsc, Notify};
 
-use crate::cluster::TaskManagerId;
-use state::JobStatus;
+pub use crate::deployment::{TaskEntry, TaskKey};
+use sluice_common::lifecycle::JobStatus;
 
 /// Capacity of a job actor's inbox (task reports). A job has at most a few thousand subtasks, each
 /// sending a handful of reports in its life; when the inbox is full, the gRPC handler waits (up to
@@ -38,22 +34,6 @@ use state::JobStatus;
 pub const JOB_INBOX_CAPACITY: usize = 1024;
 /// How long the gRPC handler waits for room in a full inbox before refusing the report as undeliverable.
 pub const REPORT_FORWARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// One subtask of one chain: the unit the TaskManagers run and report on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TaskKey {
-    /// The chain.
-    pub chain: ChainIndex,
-    /// The subtask.
-    pub subtask: SubtaskIndex,
-}
-
-impl TaskKey {
-    /// The key of a task reference from the wire.
-    pub fn of(task: &TaskRef) -> Self {
-        TaskKey { chain: ChainIndex(task.chain), subtask: SubtaskIndex(task.subtask) }
-    }
-}
 
 /// What an actor's inbox carries.
 #[derive(Debug)]
@@ -65,16 +45,7 @@ pub(crate) enum JobEvent {
     /// A task could not take its part of a checkpoint.
     CheckpointDecline(DeclineCheckpointRequest),
     /// A user asked for a checkpoint or savepoint; answered with its id once it started, or why none did.
-    CheckpointRequest(checkpoints::Kind, checkpoints::Reply),
-}
-
-/// Where a task runs and what it last reported.
-#[derive(Clone, Debug)]
-pub struct TaskEntry {
-    /// Its TaskManager.
-    pub task_manager: TaskManagerId,
-    /// Its last reported state (DEPLOYING until it reports).
-    pub state: TaskState,
+    CheckpointRequest(crate::checkpoint::Kind, crate::checkpoint::Reply),
 }
 
 /// The live state of a job, written by its actor (status, tasks) and by heartbeats (metrics), read by REST.

@@ -15,11 +15,11 @@ use sluice_common::job::validate;
 use sluice_common::proto::{JobGraph, RestoreSpec};
 
 use super::actor::JobActor;
-use super::checkpoints::{plan_restore, retained_checkpoint, RetainedCheckpoint};
+use crate::checkpoint::{plan_restore, retained_checkpoint, RetainedCheckpoint};
 use super::JobShared;
 use crate::cluster::now_ms;
-use crate::job::state::JobStatus;
-use crate::store::{CheckpointRecord, CHECKPOINTS_LISTED_MAX, COMPLETED};
+use sluice_common::lifecycle::JobStatus;
+use crate::store::{CheckpointRecord, CHECKPOINTS_LISTED_MAX};
 use crate::store::{StatusUpdate, Store, StoreError};
 use crate::Context;
 
@@ -42,7 +42,7 @@ pub(crate) async fn resume_unfinished_jobs(
             Ok(()) => resumed.push(job_id),
             Err(cause) => {
                 close(&ctx.store, &job_id, &cause).await?;
-                tracing::warn!(job_id = %job_id, from = %status_text, to = "FAILED", %cause, "closed a job of an earlier JobManager");
+                tracing::warn!(job_id = %job_id, from = %status_text, to = %JobStatus::Failed, %cause, "closed a job of an earlier JobManager");
                 closed.push((job_id, cause));
             }
         }
@@ -66,7 +66,7 @@ async fn resume(ctx: &Arc<Context>, job_id: &JobId) -> Result<Result<(), String>
         .checkpoints(job_id, CHECKPOINTS_LISTED_MAX)
         .await?
         .into_iter()
-        .filter(|c| c.status == COMPLETED && c.kind == "CHECKPOINT" && !c.discarded)
+        .filter(CheckpointRecord::is_restorable_checkpoint)
         .collect();
     // Newest first: the first one whose files are all there is the state to go on from.
     let mut restore: Option<RestoreSpec> = None;

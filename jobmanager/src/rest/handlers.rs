@@ -8,19 +8,19 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 use sluice_common::ids::JobId;
+use sluice_common::job::JOB_FILE_FIELD;
 use sluice_common::job::{parse_job_file, validate};
+use sluice_common::lifecycle::{CheckpointKind, CheckpointStatus, JobStatus};
 
 use super::views::{ClusterMetrics, JobDetails, JobFacts, JobMetricsView, JobSummary, TaskManagerJson};
 use super::ApiError;
 use crate::cluster::TaskManagerState;
-use crate::job::checkpoints::{plan_restore, Kind};
+use crate::checkpoint::{plan_restore, Kind};
 use crate::job::{JobEvent, REPORT_FORWARD_TIMEOUT};
 use crate::store::{CheckpointRecord, CHECKPOINTS_LISTED_MAX};
 use crate::Context;
 use sluice_common::storage::Storage;
 
-/// The multipart field that carries a job file.
-const JOB_FILE_FIELD: &str = "job_file";
 
 type Ctx = State<Arc<Context>>;
 
@@ -89,7 +89,7 @@ pub(super) async fn submit_job(
     };
     let job_id = ctx.start_job(job, restore).await.map_err(|e| ApiError::internal(format!("{e:#}")))?;
     ctx.metrics.submissions.with_label_values(&["accepted"]).inc();
-    Ok((StatusCode::OK, Json(json!({ "job_id": job_id.0, "status": "CREATED" }))).into_response())
+    Ok((StatusCode::OK, Json(json!({ "job_id": job_id.0, "status": JobStatus::Created.as_str() }))).into_response())
 }
 
 async fn job_file_from_multipart(request: Request) -> Result<Vec<u8>, ApiError> {
@@ -164,7 +164,7 @@ pub(super) async fn job_status(State(ctx): Ctx, Path(job_id): Path<String>) -> R
 /// `POST /jobs/{id}/cancel`: records the wish and wakes the actor; 202, the cancel completes asynchronously.
 pub(super) async fn cancel_job(State(ctx): Ctx, Path(job_id): Path<String>) -> Result<Response, ApiError> {
     let before = facts(&ctx, &job_id).await?;
-    if before.is_terminal {
+    if before.status.is_terminal() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             format!("job {job_id} has already ended ({}); there is nothing to cancel", before.status),
@@ -242,22 +242,26 @@ pub(super) async fn job_checkpoints(State(ctx): Ctx, Path(job_id): Path<String>)
     let id = JobId(facts.job_id.clone());
     let counts = ctx.store.checkpoint_counts(&id).await?;
     let history = ctx.store.checkpoints(&id, CHECKPOINTS_LISTED_MAX).await?;
-    let count = |status: &str| counts.iter().filter(|(s, _)| s == status).map(|(_, n)| *n).sum::<u64>();
-    let completed: Vec<&CheckpointRecord> = history.iter().filter(|c| c.status == "COMPLETED").collect();
+    let count = |status| counts.iter().filter(|(s, _)| *s == status).map(|(_, n)| *n).sum::<u64>();
+    let completed: Vec<&CheckpointRecord> =
+        history.iter().filter(|c| c.status == CheckpointStatus::Completed).collect();
     let summary = |f: fn(&CheckpointRecord) -> u64| {
         let values: Vec<u64> = completed.iter().map(|c| f(c)).collect();
         super::views::Summary::of(values)
     };
-    let latest = |status: &str| history.iter().find(|c| c.status == status).map(checkpoint_json);
+    let latest = |status| history.iter().find(|c| c.status == status).map(checkpoint_json);
     Ok(Json(json!({
         "job_id": facts.job_id,
         "counts": {
-            "completed": count("COMPLETED"),
-            "failed": count("FAILED"),
-            "in_progress": count("IN_PROGRESS"),
+            "completed": count(CheckpointStatus::Completed),
+            "failed": count(CheckpointStatus::Failed),
+            "in_progress": count(CheckpointStatus::InProgress),
             "total": counts.iter().map(|(_, n)| n).sum::<u64>(),
         },
-        "latest": { "completed": latest("COMPLETED"), "failed": latest("FAILED") },
+        "latest": {
+            "completed": latest(CheckpointStatus::Completed),
+            "failed": latest(CheckpointStatus::Failed),
+        },
         "summary": {
             "end_to_end_duration_ms": summary(|c| c.duration_ms().unwrap_or(0)),
             "alignment_ms": summary(|c| c.alignment_ms),
@@ -292,7 +296,7 @@ fn checkpoint_json(c: &CheckpointRecord) -> Value {
 /// once it started (follow it in the history), 409 when the job is not running.
 pub(super) async fn trigger_checkpoint(State(ctx): Ctx, Path(job_id): Path<String>) -> Result<Response, ApiError> {
     let id = request_checkpoint(&ctx, &job_id, Kind::Checkpoint).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job_id, "checkpoint_id": id, "status": "IN_PROGRESS" })))
+    Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job_id, "checkpoint_id": id, "status": CheckpointStatus::InProgress })))
         .into_response())
 }
 
@@ -335,7 +339,7 @@ async fn savepoint(ctx: &Context, job_id: &str, body: &[u8], stop: bool) -> Resu
         None => ctx.savepoint_storage.child(&savepoint_name(job_id)),
     };
     let id = request_checkpoint(ctx, job_id, Kind::Savepoint { dir, stop }).await?;
-    let body = json!({ "job_id": job_id, "trigger_id": id.to_string(), "status": "IN_PROGRESS" });
+    let body = json!({ "job_id": job_id, "trigger_id": id.to_string(), "status": CheckpointStatus::InProgress });
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
@@ -355,14 +359,14 @@ pub(super) async fn savepoint_status(
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, format!("job {job_id} has no savepoint {trigger}"));
     let id: u64 = trigger.parse().map_err(|_| not_found())?;
     let record = ctx.store.checkpoint(&JobId(facts.job_id.clone()), id).await?.ok_or_else(not_found)?;
-    if record.kind != "SAVEPOINT" {
+    if record.kind != CheckpointKind::Savepoint {
         return Err(not_found());
     }
     Ok(Json(json!({
         "job_id": facts.job_id,
         "trigger_id": trigger,
         "status": record.status,
-        "location": (record.status == "COMPLETED").then_some(record.location.as_str()),
+        "location": (record.status == CheckpointStatus::Completed).then_some(record.location.as_str()),
         "failure": record.failure,
         "trigger_time": record.trigger_ms,
         "end_time": record.end_ms,

@@ -11,7 +11,9 @@ use sluice_common::job::operator_kind;
 use sluice_common::proto::{Chain, JobGraph, TaskMetrics};
 
 use super::ApiError;
-use crate::job::{state::JobStatus, TaskEntry, TaskKey};
+use sluice_common::lifecycle::JobStatus;
+
+use crate::job::{TaskEntry, TaskKey};
 use crate::store::JobRecord;
 use crate::Context;
 
@@ -19,7 +21,7 @@ use crate::Context;
 pub(super) struct JobFacts {
     pub job_id: String,
     pub name: String,
-    pub status: String,
+    pub status: JobStatus,
     pub reason: Option<String>,
     pub attempt: u32,
     pub start_time: u64,
@@ -32,7 +34,6 @@ pub(super) struct JobFacts {
     pub chains_json: String,
     pub tasks: BTreeMap<TaskKey, TaskEntry>,
     pub metrics: Vec<TaskMetrics>,
-    pub is_terminal: bool,
 }
 
 impl JobFacts {
@@ -44,9 +45,9 @@ impl JobFacts {
 
     /// Merges a stored record with the live view, if the job's actor runs.
     pub fn from_record(ctx: &Context, record: JobRecord) -> JobFacts {
-        let (status, reason, is_terminal) = match &record.status {
-            Ok(status) => (status.as_str().to_string(), None, status.is_terminal()),
-            Err(unknown) => (JobStatus::Failed.as_str().to_string(), Some(unknown.to_string()), true),
+        let (status, reason) = match &record.status {
+            Ok(status) => (*status, None),
+            Err(unknown) => (JobStatus::Failed, Some(unknown.to_string())),
         };
         let final_metrics: Vec<TaskMetrics> =
             record.final_metrics_json.as_deref().and_then(|json| serde_json::from_str(json).ok()).unwrap_or_default();
@@ -67,12 +68,10 @@ impl JobFacts {
             chains_json: record.chains_json,
             tasks: BTreeMap::new(),
             metrics: final_metrics,
-            is_terminal,
         };
         if let Some(shared) = ctx.jobs.get(&JobId(facts.job_id.clone())) {
             let live = shared.snapshot();
-            facts.status = live.status.as_str().to_string();
-            facts.is_terminal = live.status.is_terminal();
+            facts.status = live.status;
             facts.end_time = facts.end_time.or(live.end_time_ms);
             facts.reason = live.reason;
             facts.attempt = live.attempt.0;
@@ -89,7 +88,7 @@ impl JobFacts {
     /// The reason shown next to the status: why it waits, or why it failed (not the cause of an earlier
     /// failure the job recovered from).
     pub fn status_reason(&self) -> Option<String> {
-        let failed = matches!(self.status.as_str(), "FAILED" | "FAILING" | "RESTARTING");
+        let failed = matches!(self.status, JobStatus::Failed | JobStatus::Failing | JobStatus::Restarting);
         self.reason.clone().or_else(|| if failed { self.failure_cause.clone() } else { None })
     }
 
@@ -176,7 +175,7 @@ impl JobFacts {
 pub(super) struct JobSummary {
     pub job_id: String,
     pub name: String,
-    pub status: String,
+    pub status: JobStatus,
     pub start_time: u64,
     pub end_time: Option<u64>,
 }
@@ -186,7 +185,7 @@ pub(super) struct JobSummary {
 pub(super) struct JobDetails {
     pub job_id: String,
     pub name: String,
-    pub status: String,
+    pub status: JobStatus,
     pub attempt: u32,
     pub start_time: u64,
     pub end_time: Option<u64>,
@@ -286,7 +285,7 @@ pub(super) struct TaskVertexView {
 #[derive(Serialize)]
 pub(super) struct JobMetricsView {
     pub job_id: String,
-    pub status: String,
+    pub status: JobStatus,
     pub attempt: u32,
     pub vertices: Vec<VertexView>,
     pub remote_bytes_out: u64,

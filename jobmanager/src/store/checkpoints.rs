@@ -2,6 +2,7 @@
 //! triggers it and updated once when it completes or fails.
 use serde::Serialize;
 use sluice_common::ids::JobId;
+use sluice_common::lifecycle::{CheckpointKind, CheckpointStatus};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
@@ -10,11 +11,6 @@ use super::{from_ms, ms, Store, StoreError};
 /// The most checkpoints `GET /jobs/{id}/checkpoints` lists (the newest).
 pub const CHECKPOINTS_LISTED_MAX: u32 = 100;
 
-/// Statuses of a checkpoint row.
-pub const IN_PROGRESS: &str = "IN_PROGRESS";
-pub const COMPLETED: &str = "COMPLETED";
-pub const FAILED: &str = "FAILED";
-
 /// A checkpoint as recorded.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CheckpointRecord {
@@ -22,10 +18,10 @@ pub struct CheckpointRecord {
     pub id: u64,
     /// The job attempt it belongs to.
     pub attempt: u32,
-    /// CHECKPOINT or SAVEPOINT.
-    pub kind: String,
-    /// IN_PROGRESS, COMPLETED or FAILED.
-    pub status: String,
+    /// Who asked for it.
+    pub kind: CheckpointKind,
+    /// Where it is in its life.
+    pub status: CheckpointStatus,
     /// When it was triggered, ms since the epoch.
     pub trigger_ms: u64,
     /// When it completed or failed.
@@ -46,6 +42,11 @@ impl CheckpointRecord {
     /// Trigger to completion (or failure), when it has ended.
     pub fn duration_ms(&self) -> Option<u64> {
         self.end_ms.map(|end| end.saturating_sub(self.trigger_ms))
+    }
+
+    /// Whether a restart may start from it: a completed periodic checkpoint whose files are kept.
+    pub fn is_restorable_checkpoint(&self) -> bool {
+        self.status == CheckpointStatus::Completed && self.kind == CheckpointKind::Checkpoint && !self.discarded
     }
 }
 
@@ -69,7 +70,7 @@ impl Store {
         job_id: &JobId,
         id: u64,
         attempt: u32,
-        kind: &str,
+        kind: CheckpointKind,
         trigger_ms: u64,
         location: &str,
     ) -> Result<(), StoreError> {
@@ -80,8 +81,8 @@ impl Store {
         .bind(job_id.0.clone())
         .bind(ms(id))
         .bind(i64::from(attempt))
-        .bind(kind.to_string())
-        .bind(IN_PROGRESS)
+        .bind(kind.as_str())
+        .bind(CheckpointStatus::InProgress.as_str())
         .bind(ms(trigger_ms))
         .bind(location.to_string())
         .execute(&self.pool)
@@ -102,7 +103,7 @@ impl Store {
              sync_ms = $5, async_ms = $6, tasks_json = $7, location = $8 \
              WHERE job_id = $9 AND checkpoint_id = $10 AND status = $11",
         )
-        .bind(COMPLETED)
+        .bind(CheckpointStatus::Completed.as_str())
         .bind(ms(done.end_ms))
         .bind(ms(done.state_size_bytes))
         .bind(ms(done.alignment_ms))
@@ -112,7 +113,7 @@ impl Store {
         .bind(done.location.clone())
         .bind(job_id.0.clone())
         .bind(ms(id))
-        .bind(IN_PROGRESS)
+        .bind(CheckpointStatus::InProgress.as_str())
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected() == 1)
@@ -124,12 +125,12 @@ impl Store {
             "UPDATE checkpoints SET status = $1, end_ms = $2, failure = $3, discarded = 1 \
              WHERE job_id = $4 AND checkpoint_id = $5 AND status = $6",
         )
-        .bind(FAILED)
+        .bind(CheckpointStatus::Failed.as_str())
         .bind(ms(end_ms))
         .bind(reason.to_string())
         .bind(job_id.0.clone())
         .bind(ms(id))
-        .bind(IN_PROGRESS)
+        .bind(CheckpointStatus::InProgress.as_str())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -150,10 +151,10 @@ impl Store {
         let result = sqlx::query(
             "UPDATE checkpoints SET status = $1, end_ms = $2, failure = $3, discarded = 1 WHERE status = $4",
         )
-        .bind(FAILED)
+        .bind(CheckpointStatus::Failed.as_str())
         .bind(ms(end_ms))
         .bind(reason.to_string())
-        .bind(IN_PROGRESS)
+        .bind(CheckpointStatus::InProgress.as_str())
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected())
@@ -197,12 +198,12 @@ impl Store {
     }
 
     /// A job's checkpoint counts by status.
-    pub async fn checkpoint_counts(&self, job_id: &JobId) -> Result<Vec<(String, u64)>, StoreError> {
+    pub async fn checkpoint_counts(&self, job_id: &JobId) -> Result<Vec<(CheckpointStatus, u64)>, StoreError> {
         let rows = sqlx::query("SELECT status, COUNT(*) FROM checkpoints WHERE job_id = $1 GROUP BY status")
             .bind(job_id.0.clone())
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(|row| Ok((row.try_get(0)?, from_ms(row.try_get(1)?)))).collect()
+        rows.iter().map(|row| Ok((parse_column(row, 0)?, from_ms(row.try_get(1)?)))).collect()
     }
 }
 
@@ -210,8 +211,8 @@ fn checkpoint_record(row: &AnyRow) -> Result<CheckpointRecord, StoreError> {
     Ok(CheckpointRecord {
         id: from_ms(row.try_get(0)?),
         attempt: u32::try_from(row.try_get::<i64, _>(1)?).unwrap_or(0),
-        kind: row.try_get(2)?,
-        status: row.try_get(3)?,
+        kind: parse_column(row, 2)?,
+        status: parse_column(row, 3)?,
         trigger_ms: from_ms(row.try_get(4)?),
         end_ms: row.try_get::<Option<i64>, _>(5)?.map(from_ms),
         location: row.try_get(6)?,
@@ -222,4 +223,13 @@ fn checkpoint_record(row: &AnyRow) -> Result<CheckpointRecord, StoreError> {
         failure: row.try_get(11)?,
         discarded: row.try_get::<i64, _>(12)? != 0,
     })
+}
+
+/// A text column that names a lifecycle value; text that names none is a corrupt row, reported as such.
+fn parse_column<T>(row: &AnyRow, index: usize) -> Result<T, StoreError>
+where
+    T: std::str::FromStr<Err = sluice_common::lifecycle::UnknownName>,
+{
+    let text: String = row.try_get(index)?;
+    text.parse().map_err(|unknown: sluice_common::lifecycle::UnknownName| StoreError::Corrupt(format!("checkpoints: {unknown}")))
 }

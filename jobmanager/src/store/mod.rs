@@ -19,8 +19,9 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, Pool};
 use sqlx::{Executor, Row};
 
-use crate::job::state::{JobStatus, UnknownJobStatus};
-pub use checkpoints::{CheckpointRecord, CompletedCheckpoint, CHECKPOINTS_LISTED_MAX, COMPLETED};
+use sluice_common::lifecycle::job::{DesiredStatus, JobStatus, UnknownJobStatus};
+use sluice_common::lifecycle::sql_list;
+pub use checkpoints::{CheckpointRecord, CompletedCheckpoint, CHECKPOINTS_LISTED_MAX};
 
 /// Connections in the pool. SQLite serializes writers anyway; a few connections let REST reads proceed
 /// while an actor writes. At the limit, callers wait up to [`STORE_ACQUIRE_TIMEOUT`].
@@ -42,6 +43,10 @@ pub enum StoreError {
     /// The schema could not be brought up to date.
     #[error("metadata store migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A row holds what this build cannot read (a status text that names no status, say); retrying does
+    /// not help.
+    #[error("metadata store: a corrupt row: {0}")]
+    Corrupt(String),
 }
 
 /// A job to insert at submission.
@@ -72,8 +77,8 @@ pub struct JobRecord {
     pub chains_json: String,
     /// The recorded status, or the unknown text found.
     pub status: Result<JobStatus, UnknownJobStatus>,
-    /// What a user asked for, if anything.
-    pub desired_status: Option<String>,
+    /// What a user asked for, if anything (text that names no wish reads as none).
+    pub desired_status: Option<DesiredStatus>,
     /// The current attempt (0 before the first deployment).
     pub attempt: Attempt,
     /// Submission time, ms since the epoch.
@@ -235,7 +240,7 @@ impl Store {
     /// Records that a user wants the job cancelled. False: no such job.
     pub async fn request_cancel(&self, job_id: &JobId) -> Result<bool, StoreError> {
         let result = sqlx::query("UPDATE jobs SET desired_status = $1 WHERE job_id = $2")
-            .bind(JobStatus::Canceled.as_str())
+            .bind(DesiredStatus::Canceled.as_str())
             .bind(job_id.0.clone())
             .execute(&self.pool)
             .await?;
@@ -243,12 +248,13 @@ impl Store {
     }
 
     /// What a user asked for, if anything.
-    pub async fn desired_status(&self, job_id: &JobId) -> Result<Option<String>, StoreError> {
+    pub async fn desired_status(&self, job_id: &JobId) -> Result<Option<DesiredStatus>, StoreError> {
         let row = sqlx::query("SELECT desired_status FROM jobs WHERE job_id = $1")
             .bind(job_id.0.clone())
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.and_then(|row| row.try_get::<Option<String>, _>(0).ok().flatten()))
+        let text = row.and_then(|row| row.try_get::<Option<String>, _>(0).ok().flatten());
+        Ok(text.as_deref().and_then(desired_status))
     }
 
     /// Keeps the last metrics of every task once the job has ended.
@@ -269,16 +275,29 @@ impl Store {
 
     /// Every job whose stored status is not terminal (including unknown text), with that text.
     pub async fn unfinished_jobs(&self) -> Result<Vec<(JobId, String)>, StoreError> {
-        let rows =
-            sqlx::query("SELECT job_id, status FROM jobs WHERE status NOT IN ('FINISHED', 'FAILED', 'CANCELED')")
-                .fetch_all(&self.pool)
-                .await?;
+        let sql = format!(
+            "SELECT job_id, status FROM jobs WHERE status NOT IN ({})",
+            sql_list(JobStatus::terminal(), JobStatus::as_str)
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
         rows.iter().map(|row| Ok((JobId(row.try_get(0)?), row.try_get(1)?))).collect()
     }
 
     /// Closes the pool, waiting for queries in flight.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// A stored wish; text that names none (written by a newer build, say) is logged and read as no wish, so
+/// the job goes on as it is rather than failing.
+fn desired_status(text: &str) -> Option<DesiredStatus> {
+    match text.parse() {
+        Ok(desired) => Some(desired),
+        Err(unknown) => {
+            tracing::warn!(%unknown, "ignoring a desired status this build does not know");
+            None
+        }
     }
 }
 
@@ -291,7 +310,7 @@ fn job_record(row: &AnyRow) -> Result<JobRecord, StoreError> {
         graph_json: row.try_get("graph_json")?,
         chains_json: row.try_get("chains_json")?,
         status: status.parse(),
-        desired_status: row.try_get("desired_status")?,
+        desired_status: row.try_get::<Option<String>, _>("desired_status")?.as_deref().and_then(desired_status),
         attempt: Attempt(u32::try_from(attempt).unwrap_or(0)),
         start_time_ms: from_ms(row.try_get("start_time_ms")?),
         end_time_ms: row.try_get::<Option<i64>, _>("end_time_ms")?.map(from_ms),
@@ -303,6 +322,7 @@ fn job_record(row: &AnyRow) -> Result<JobRecord, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sluice_common::lifecycle::{CheckpointKind, CheckpointStatus};
 
     /// What a test's store lives in; kept alive for the test.
     enum Database {
@@ -374,7 +394,10 @@ mod tests {
         assert_eq!(store.max_checkpoint_id(id).await.ok(), Some(0));
         for n in 1..=3 {
             let location = format!("/checkpoints/cp/chk-{n}");
-            store.insert_checkpoint(id, n, 1, "CHECKPOINT", 100 * n, &location).await.unwrap_or_else(|e| panic!("{e}"));
+            store
+                .insert_checkpoint(id, n, 1, CheckpointKind::Checkpoint, 100 * n, &location)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
         }
         let done = CompletedCheckpoint {
             end_ms: 150,
@@ -396,7 +419,7 @@ mod tests {
         assert_eq!(listed.iter().map(|c| c.id).collect::<Vec<_>>(), vec![3, 2, 1]);
         let (third, second, first) = (&listed[0], &listed[1], &listed[2]);
         assert_eq!((third.status.as_str(), third.end_ms), ("IN_PROGRESS", None));
-        assert_eq!(second.status, "FAILED");
+        assert_eq!(second.status, CheckpointStatus::Failed);
         assert_eq!(second.failure.as_deref(), Some("declined by count#0"));
         assert_eq!((first.status.as_str(), first.state_size_bytes, first.async_ms), ("COMPLETED", 4096, 20));
         assert_eq!(first.duration_ms(), Some(50));
@@ -404,14 +427,14 @@ mod tests {
         assert_eq!(store.max_checkpoint_id(id).await.ok(), Some(3));
 
         let mut counts = store.checkpoint_counts(id).await.unwrap_or_else(|e| panic!("{e}"));
-        counts.sort();
-        let expected: Vec<(String, u64)> =
-            vec![("COMPLETED".into(), 1), ("FAILED".into(), 1), ("IN_PROGRESS".into(), 1)];
+        counts.sort_by_key(|(status, _)| status.as_str());
+        let expected: Vec<(CheckpointStatus, u64)> =
+            vec![(CheckpointStatus::Completed, 1), (CheckpointStatus::Failed, 1), (CheckpointStatus::InProgress, 1)];
         assert_eq!(counts, expected);
         assert_eq!(store.fail_in_progress_checkpoints(400, "JobManager restarted").await.ok(), Some(1));
         assert_eq!(
-            store.checkpoints(id, 1).await.ok().and_then(|c| c.first().map(|c| c.status.clone())).as_deref(),
-            Some("FAILED")
+            store.checkpoints(id, 1).await.ok().and_then(|c| c.first().map(|c| c.status)),
+            Some(CheckpointStatus::Failed)
         );
     }
 
@@ -447,7 +470,7 @@ mod tests {
         assert_eq!(store.unfinished_jobs().await.ok(), Some(vec![(id.clone(), "RUNNING".to_string())]));
         assert_eq!(store.request_cancel(&id).await.ok(), Some(true));
         assert_eq!(store.request_cancel(&JobId("missing".into())).await.ok(), Some(false));
-        assert_eq!(store.desired_status(&id).await.ok().flatten().as_deref(), Some("CANCELED"));
+        assert_eq!(store.desired_status(&id).await.ok().flatten(), Some(DesiredStatus::Canceled));
 
         let failed = StatusUpdate {
             status: JobStatus::Failed,

@@ -13,6 +13,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use sluice_tests::kafka::KafkaBroker;
+use sluice_tests::JobStatus;
 
 #[derive(Parser, Debug)]
 #[command(name = "sluice-kafka-bench", about = "Kafka -> word count -> Kafka throughput, with the broker's ceiling")]
@@ -113,14 +114,14 @@ fn run_job(rest: &str, job: &Value, timeout: Duration) -> anyhow::Result<u64> {
     let deadline = Instant::now() + timeout;
     loop {
         let details: Value = client.get(format!("http://{rest}/jobs/{id}")).send()?.json()?;
-        match details["status"].as_str() {
+        match details["status"].as_str().and_then(|text| text.parse::<JobStatus>().ok()) {
             // The end time may be recorded a moment after the status.
-            Some("FINISHED") if details["end_time"].is_u64() => {
+            Some(JobStatus::Finished) if details["end_time"].is_u64() => {
                 let start = details["start_time"].as_u64().context("no start_time")?;
                 let end = details["end_time"].as_u64().context("no end_time")?;
                 return Ok(end.saturating_sub(start));
             }
-            Some("FAILED" | "CANCELED") => bail!("job {id} ended {}: {details}", details["status"]),
+            Some(status) if status.is_terminal() && status != JobStatus::Finished => bail!("job {id} ended {}: {details}", details["status"]),
             _ if Instant::now() > deadline => bail!("job {id} did not finish in {timeout:?}"),
             _ => std::thread::sleep(Duration::from_millis(100)),
         }

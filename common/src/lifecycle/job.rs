@@ -1,4 +1,4 @@
-//! The job lifecycle as a state machine: which status may follow which.
+//! The job lifecycle as a state machine: which status may follow which, and what a user asked for.
 //!
 //! The states are Flink's. The table in [`JobStatus::can_transition_to`] is the single definition of the
 //! legal edges; the actor refuses (and logs as a bug) any other edge rather than corrupting the record.
@@ -21,8 +21,13 @@
 //!
 //! Stored as text (`as_str`); text that names no state parses to an error, which the caller turns into a
 //! FAILED job with a reason, never a panic.
+//!
+//! A user's wish is kept apart from the status: REST writes a [`DesiredStatus`] and wakes the job's actor,
+//! which alone moves the status.
 use std::fmt;
 use std::str::FromStr;
+
+use super::named_values;
 
 /// The status of a job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -89,6 +94,11 @@ impl JobStatus {
         }
     }
 
+    /// The terminal statuses, in declaration order: for SQL lists and clients that wait for a job to end.
+    pub fn terminal() -> impl Iterator<Item = JobStatus> {
+        JobStatus::ALL.into_iter().filter(|status| status.is_terminal())
+    }
+
     /// The transition table: whether `self -> to` is a legal edge.
     pub fn can_transition_to(self, to: JobStatus) -> bool {
         use JobStatus::*;
@@ -107,6 +117,12 @@ impl JobStatus {
 impl fmt::Display for JobStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for JobStatus {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 
@@ -139,6 +155,25 @@ pub fn check_transition(from: JobStatus, to: JobStatus) -> Result<(), IllegalTra
         Ok(())
     } else {
         Err(IllegalTransition { from, to })
+    }
+}
+
+/// What a user asked a job to become, stored beside its status (`jobs.desired_status`) until its actor
+/// acts on it. Only cancellation exists today; a stop or a rescale request would be another value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DesiredStatus {
+    /// A cancel was requested: the actor takes the job to CANCELLING (or straight to CANCELED before it runs).
+    Canceled,
+}
+
+named_values!(DesiredStatus, "desired job status", { Canceled => "CANCELED" });
+
+impl DesiredStatus {
+    /// The status the job ends in once the wish is carried out.
+    pub fn target(self) -> JobStatus {
+        match self {
+            DesiredStatus::Canceled => JobStatus::Canceled,
+        }
     }
 }
 
@@ -211,6 +246,16 @@ mod tests {
         }
         assert_eq!("running".parse::<JobStatus>(), Err(UnknownJobStatus("running".into())));
         assert_eq!("".parse::<JobStatus>(), Err(UnknownJobStatus(String::new())));
+    }
+
+    #[test]
+    fn a_desired_status_round_trips_and_names_the_status_it_leads_to() {
+        for desired in DesiredStatus::ALL {
+            assert_eq!(desired.as_str().parse::<DesiredStatus>(), Ok(desired));
+            assert!(desired.target().is_terminal(), "{desired} leads to a terminal status");
+            assert_eq!(desired.as_str(), desired.target().as_str(), "stored under the status's own name");
+        }
+        assert!("RUNNING".parse::<DesiredStatus>().is_err());
     }
 
     #[test]

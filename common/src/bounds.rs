@@ -1,0 +1,43 @@
+//! Bounds that two processes must agree on, each defined once, with their relations checked at compile
+//! time. A bound that only one process uses lives beside the code that enforces it.
+use std::time::Duration;
+
+/// How long a call from the JobManager to a TaskManager (deploy, cancel, trigger, notify) may take once
+/// connected. Deploying only sets tasks up and a trigger only injects barriers, so seconds are plenty; a
+/// TaskManager that does not answer in time is treated as failed by the caller, never waited on forever.
+pub const TASK_MANAGER_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a TaskManager's answer to NotifyCheckpointComplete waits for its sinks to commit. It must end
+/// before the JobManager's request times out, so that the JobManager hears the answer (a stop-with-savepoint
+/// waits for it before it cancels the tasks).
+pub const CHECKPOINT_COMMIT_WAIT_MAX: Duration = Duration::from_secs(8);
+const _: () = assert!(CHECKPOINT_COMMIT_WAIT_MAX.as_millis() < TASK_MANAGER_REQUEST_TIMEOUT.as_millis());
+
+/// How often TaskManagers send heartbeats by default, and how long the JobManager waits without one before
+/// it declares a TaskManager lost. A TaskManager must get several chances to be heard within the timeout.
+pub const HEARTBEAT_INTERVAL_DEFAULT: Duration = Duration::from_millis(1000);
+/// See [`HEARTBEAT_INTERVAL_DEFAULT`].
+pub const HEARTBEAT_TIMEOUT_DEFAULT: Duration = Duration::from_millis(5000);
+/// The fewest heartbeats a timeout must leave room for: one late heartbeat must not lose a TaskManager.
+pub const HEARTBEATS_PER_TIMEOUT_MIN: u32 = 2;
+const _: () = assert!(
+    HEARTBEAT_INTERVAL_DEFAULT.as_millis() * HEARTBEATS_PER_TIMEOUT_MIN as u128 <= HEARTBEAT_TIMEOUT_DEFAULT.as_millis()
+);
+
+/// Whether a heartbeat interval and timeout leave room for [`HEARTBEATS_PER_TIMEOUT_MIN`] heartbeats.
+pub fn heartbeat_bounds_fit(interval: Duration, timeout: Duration) -> bool {
+    interval.saturating_mul(HEARTBEATS_PER_TIMEOUT_MIN) <= timeout
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_must_leave_room_for_two_heartbeats() {
+        assert!(heartbeat_bounds_fit(HEARTBEAT_INTERVAL_DEFAULT, HEARTBEAT_TIMEOUT_DEFAULT));
+        assert!(heartbeat_bounds_fit(Duration::from_millis(200), Duration::from_millis(400)));
+        assert!(!heartbeat_bounds_fit(Duration::from_millis(200), Duration::from_millis(399)));
+        assert!(!heartbeat_bounds_fit(Duration::from_secs(5), Duration::from_secs(1)));
+    }
+}

@@ -1,0 +1,187 @@
+//! The commit of a checkpoint whose every task acknowledged:
+//! 1. refuse it if it reuses a shared file that is no longer kept;
+//! 2. a savepoint moves to its own directory and gets its own copy of the shared files it references;
+//! 3. `_metadata` goes in, last of the files;
+//! 4. the store's row becomes COMPLETED: the commit point (a failure here aborts the checkpoint);
+//! 5. the TaskManagers are told, so sinks commit (awaited only before a stop-with-savepoint);
+//! 6. retention: the checkpoint is retained and the oldest beyond the policy's count, with the shared files
+//!    no retained checkpoint references any more, are handed to the janitor.
+use std::collections::BTreeSet;
+
+use futures::future::join_all;
+use sluice_common::checkpoint_layout::SHARED_DIR;
+use sluice_common::proto::{AcknowledgeCheckpointRequest, NotifyCheckpointCompleteRequest};
+
+use super::coordinator::{instant_of, Coordinator, Pending};
+use super::metadata::{write_metadata, CheckpointMetadata, MetadataFile, MetadataVertex, METADATA_FORMAT};
+use super::retention::Cleanup;
+use super::{Kind, Verdict};
+use crate::cluster::now_ms;
+use crate::deployment::Deployment;
+use crate::store::CompletedCheckpoint;
+
+impl Coordinator {
+    /// The `_metadata` of a checkpoint whose every task acknowledged.
+    fn metadata(&self, pending: &Pending) -> CheckpointMetadata {
+        let job = &self.job;
+        let fed: BTreeSet<&str> = job.graph.edges.iter().map(|e| e.to.as_str()).collect();
+        let vertices = job
+            .graph
+            .vertices
+            .iter()
+            .map(|v| MetadataVertex {
+                id: v.id.clone(),
+                parallelism: v.parallelism,
+                source: !fed.contains(v.id.as_str()),
+            })
+            .collect();
+        let files = pending
+            .acks
+            .iter()
+            .filter_map(|a| {
+                let task = a.task.as_ref()?;
+                let chain = job.chains.iter().find(|c| c.index == task.chain)?;
+                Some(MetadataFile {
+                    file: a.state_file.clone(),
+                    chain: task.chain,
+                    subtask: task.subtask,
+                    vertex_ids: chain.vertex_ids.clone(),
+                    state_size_bytes: a.state_size_bytes,
+                    alignment_ms: a.alignment_ms,
+                    sync_ms: a.sync_ms,
+                    async_ms: a.async_ms,
+                    shared: a.shared_files.clone(),
+                })
+            })
+            .collect();
+        CheckpointMetadata {
+            format: METADATA_FORMAT,
+            job_id: self.job_id.0.clone(),
+            checkpoint_id: pending.id,
+            kind: pending.kind.kind().as_str().to_string(),
+            max_parallelism: job.max_parallelism(),
+            vertices,
+            files,
+            shared_dir: None,
+        }
+    }
+
+    /// Commits `pending` (steps 1-6 above).
+    pub(super) async fn complete(&mut self, deployment: Deployment, pending: Pending) -> Verdict {
+        let job_id = &self.job_id.clone();
+        if let Some(file) = self.shared.missing(&pending.acks) {
+            let reason =
+                format!("checkpoint {} references the shared file {file}, which is no longer kept", pending.id);
+            return self.abort_pending(pending, None, reason, true).await;
+        }
+        let mut metadata = self.metadata(&pending);
+        let shared_files: Vec<String> = {
+            let all: BTreeSet<&String> = pending.acks.iter().flat_map(|a| &a.shared_files).collect();
+            all.into_iter().cloned().collect()
+        };
+        let tasks_json = serde_json::to_string(&metadata.files).unwrap_or_else(|_| "[]".into());
+        // A savepoint moves to its own directory first; then the metadata goes in, last of the files.
+        let final_dir = match &pending.kind {
+            Kind::Checkpoint => pending.dir.clone(),
+            Kind::Savepoint { dir, .. } => dir.clone(),
+        };
+        let moved = matches!(pending.kind, Kind::Savepoint { .. });
+        let job_shared = self.job_dir.child(SHARED_DIR);
+        let written = async {
+            if moved {
+                pending.dir.move_to(&final_dir).await?;
+                // A savepoint stands alone: the shared files it references are copied into it.
+                let own = final_dir.child(SHARED_DIR);
+                for file in &shared_files {
+                    own.put(file, job_shared.get(file).await?).await?;
+                }
+                metadata.shared_dir = (!shared_files.is_empty()).then(|| own.location());
+            } else {
+                metadata.shared_dir = (!shared_files.is_empty()).then(|| job_shared.location());
+            }
+            write_metadata(&final_dir, &metadata).await
+        }
+        .await;
+        if let Err(e) = written {
+            let reason = format!("cannot write checkpoint {}'s metadata in {}: {e}", pending.id, final_dir.location());
+            return self.abort_pending(pending, moved.then_some(final_dir), reason, true).await;
+        }
+
+        let end_ms = now_ms();
+        let max = |f: fn(&AcknowledgeCheckpointRequest) -> u64| pending.acks.iter().map(f).max().unwrap_or(0);
+        let done = CompletedCheckpoint {
+            end_ms,
+            location: final_dir.location(),
+            state_size_bytes: pending.acks.iter().map(|a| a.state_size_bytes).sum(),
+            alignment_ms: max(|a| a.alignment_ms),
+            sync_ms: max(|a| a.sync_ms),
+            async_ms: max(|a| a.async_ms),
+            tasks_json,
+        };
+        let trigger = instant_of(pending.trigger_ms);
+        match self.services.store.complete_checkpoint(job_id, pending.id, &done).await {
+            Ok(true) => {}
+            Ok(false) | Err(_) => {
+                let reason = format!("cannot record checkpoint {} as completed", pending.id);
+                return self.abort_pending(pending, moved.then_some(final_dir), reason, true).await;
+            }
+        }
+        let duration_ms = end_ms.saturating_sub(pending.trigger_ms);
+        tracing::info!(job_id = %job_id, checkpoint = pending.id, kind = %pending.kind.kind(), duration_ms,
+            size = done.state_size_bytes, alignment_ms = done.alignment_ms, sync_ms = done.sync_ms,
+            async_ms = done.async_ms, location = %done.location, "checkpoint completed");
+        self.services.metrics.completed(&job_id.0, duration_ms as f64 / 1000.0, done.state_size_bytes);
+        self.consecutive_failures = 0;
+        self.schedule_next(Some(trigger));
+
+        // Tell the tasks (sinks commit). Without holding up the actor, except before a stop: the tasks are
+        // cancelled next, and their sinks must have committed what the savepoint covers.
+        let request = NotifyCheckpointCompleteRequest {
+            job_id: job_id.0.clone(),
+            attempt: pending.attempt,
+            checkpoint_id: pending.id,
+        };
+        let addresses = deployment.all_task_managers;
+        let notified_job = job_id.clone();
+        let client = self.services.client.clone();
+        let notify = async move {
+            let calls = addresses.iter().map(|address| client.notify_checkpoint_complete(address, request.clone()));
+            for result in join_all(calls).await {
+                if let Err(e) = result {
+                    tracing::warn!(job_id = %notified_job, error = %e, "cannot notify a TaskManager of a completed checkpoint");
+                }
+            }
+        };
+        if matches!(pending.kind, Kind::Savepoint { stop: true, .. }) {
+            notify.await;
+        } else {
+            tokio::spawn(notify);
+        }
+
+        self.shared.completions += 1;
+        match pending.kind {
+            Kind::Savepoint { stop, .. } => {
+                self.shared.unreferenced(&shared_files);
+                if stop {
+                    return Verdict::Stop;
+                }
+            }
+            Kind::Checkpoint => {
+                self.shared.retain(&shared_files);
+                self.retained.push_back((pending.id, pending.dir, shared_files));
+                let keep = self.policy.as_ref().map_or(1, |p| p.retained) as usize;
+                while self.retained.len() > keep {
+                    let Some((id, dir, files)) = self.retained.pop_front() else { break };
+                    self.shared.release(&files);
+                    self.janitor.submit(Cleanup::Discard { id, dir }).await;
+                }
+            }
+        }
+        let garbage = self.shared.collect();
+        if !garbage.is_empty() {
+            self.janitor.submit(Cleanup::SharedFiles(garbage)).await;
+        }
+        self.sweep().await;
+        Verdict::Continue
+    }
+}

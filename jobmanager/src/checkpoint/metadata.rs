@@ -1,0 +1,75 @@
+//! A completed checkpoint's `_metadata` file (JSON): enough to restore from its directory alone.
+//!
+//! The JobManager writes it last, after every snapshot file is in place (and, for a savepoint, after the
+//! directory moved): its presence is what makes a directory a restorable checkpoint. Its `format` is
+//! checked on read, so a file of another build's format is refused with both numbers, never misread.
+use serde::{Deserialize, Serialize};
+use sluice_common::checkpoint_layout::METADATA_FILE;
+use sluice_common::storage::{Storage, StorageError};
+
+/// The format this build writes and reads.
+pub const METADATA_FORMAT: u32 = 1;
+
+/// A completed checkpoint's `_metadata`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointMetadata {
+    pub format: u32,
+    pub job_id: String,
+    pub checkpoint_id: u64,
+    /// CHECKPOINT or SAVEPOINT (`sluice_common::lifecycle::CheckpointKind`).
+    pub kind: String,
+    pub max_parallelism: u32,
+    /// Every vertex of the job, with its parallelism and whether it is a source.
+    pub vertices: Vec<MetadataVertex>,
+    /// One per task.
+    pub files: Vec<MetadataFile>,
+    /// Where the shared files the tasks' incremental snapshots reference are (a location).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_dir: Option<String>,
+}
+
+/// A vertex of the job that took the checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataVertex {
+    pub id: String,
+    pub parallelism: u32,
+    pub source: bool,
+}
+
+/// One task's part of the checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataFile {
+    pub file: String,
+    pub chain: u32,
+    pub subtask: u32,
+    pub vertex_ids: Vec<String>,
+    pub state_size_bytes: u64,
+    pub alignment_ms: u64,
+    pub sync_ms: u64,
+    pub async_ms: u64,
+    /// Files under the shared folder its snapshot references.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared: Vec<String>,
+}
+
+/// Writes `_metadata` into `dir` atomically (a local file: temporary file, sync, rename).
+pub(crate) async fn write_metadata(dir: &Storage, metadata: &CheckpointMetadata) -> Result<(), StorageError> {
+    let bytes = serde_json::to_vec_pretty(metadata).map_err(|e| StorageError(e.to_string()))?;
+    dir.put(METADATA_FILE, bytes).await
+}
+
+/// Reads the `_metadata` of a checkpoint or savepoint (`path` is its directory or the file itself).
+pub(crate) async fn read_metadata(path: &str) -> Result<(Storage, CheckpointMetadata), String> {
+    let trimmed = path.trim().trim_end_matches('/');
+    let location = trimmed.strip_suffix(METADATA_FILE).map_or(trimmed, |l| l.trim_end_matches('/'));
+    let dir = Storage::open(if location.is_empty() { "/" } else { location }).map_err(|e| e.to_string())?;
+    let file = dir.describe(METADATA_FILE);
+    let bytes =
+        dir.get(METADATA_FILE).await.map_err(|e| format!("{e} (is {path} a completed checkpoint or savepoint?)"))?;
+    let metadata: CheckpointMetadata =
+        serde_json::from_slice(&bytes).map_err(|e| format!("{file} is not checkpoint metadata: {e}"))?;
+    if metadata.format != METADATA_FORMAT {
+        return Err(format!("{file}: metadata format {}; this build reads {METADATA_FORMAT}", metadata.format));
+    }
+    Ok((dir, metadata))
+}

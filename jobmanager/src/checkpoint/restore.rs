@@ -1,0 +1,90 @@
+//! Choosing and checking the state a deployment starts from: a checkpoint or savepoint is read back
+//! (`_metadata` first) and checked against the job before any task is deployed with it.
+use sluice_common::checkpoint_layout::{is_single_component, METADATA_FILE};
+use sluice_common::job::ValidatedJob;
+use sluice_common::proto::vertex::Operator;
+use sluice_common::proto::{RestoreSpec, SnapshotFile};
+use sluice_common::storage::Storage;
+
+use super::metadata::read_metadata;
+
+/// A completed checkpoint an earlier JobManager retained: (id, directory, shared files it references).
+pub(crate) type RetainedCheckpoint = (u64, Storage, Vec<String>);
+
+/// Reads a checkpoint's or savepoint's `_metadata` (`path` is its directory or the file itself) and checks
+/// that it can start `job`: same number of key groups, every vertex of the checkpoint still in the job,
+/// sources at their old parallelism (except Kafka sources), every snapshot file present. The error says
+/// what is wrong and where.
+pub async fn plan_restore(path: &str, job: &ValidatedJob) -> Result<RestoreSpec, String> {
+    let (dir, metadata) = read_metadata(path).await?;
+    let file = dir.describe(METADATA_FILE);
+    let mut problems = Vec::new();
+    let shared = match &metadata.shared_dir {
+        Some(location) => Some(Storage::open(location).map_err(|e| format!("{file}: its shared folder: {e}"))?),
+        None => None,
+    };
+    if metadata.max_parallelism != job.max_parallelism() {
+        problems.push(format!(
+            "the checkpoint has {} key groups (max_parallelism) and the job {}; they must be equal",
+            metadata.max_parallelism,
+            job.max_parallelism()
+        ));
+    }
+    for vertex in &metadata.vertices {
+        match job.vertex(&vertex.id) {
+            None => problems
+                .push(format!("vertex '{}' of the checkpoint is not in the job; its state would be lost", vertex.id)),
+            // A Kafka source's positions are per partition and merge at any parallelism; the generator's
+            // and the file source's are per subtask.
+            Some(now)
+                if vertex.source
+                    && now.parallelism != vertex.parallelism
+                    && !matches!(now.operator, Some(Operator::KafkaSource(_))) =>
+            {
+                problems.push(format!(
+                    "source '{}' ran at parallelism {} and would now run at {}; this source resumes only at its \
+                     old parallelism (Kafka sources rescale)",
+                    vertex.id, vertex.parallelism, now.parallelism
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    for f in &metadata.files {
+        if !is_single_component(&f.file) || !dir.exists(&f.file).await.map_err(|e| format!("cannot restore: {e}"))? {
+            problems.push(format!("snapshot file {} is missing", dir.describe(&f.file)));
+        }
+        for name in &f.shared {
+            let present = match &shared {
+                Some(shared) if is_single_component(name) => {
+                    shared.exists(name).await.map_err(|e| format!("cannot restore: {e}"))?
+                }
+                _ => false,
+            };
+            if !present {
+                let shown = shared.as_ref().map_or_else(|| name.clone(), |s| s.describe(name));
+                problems.push(format!("shared file {shown} is missing"));
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(format!("cannot restore from {}: {}", dir.location(), problems.join("; ")));
+    }
+    Ok(RestoreSpec {
+        dir: dir.location(),
+        checkpoint_id: metadata.checkpoint_id,
+        files: metadata
+            .files
+            .into_iter()
+            .map(|f| SnapshotFile { file: f.file, subtask: f.subtask, vertex_ids: f.vertex_ids })
+            .collect(),
+        shared_dir: metadata.shared_dir.unwrap_or_default(),
+    })
+}
+
+/// Reads what a retained checkpoint at `location` references, for a JobManager that takes the job over.
+pub(crate) async fn retained_checkpoint(id: u64, location: &str) -> Result<RetainedCheckpoint, String> {
+    let (dir, metadata) = read_metadata(location).await?;
+    let shared = metadata.files.into_iter().flat_map(|f| f.shared).collect();
+    Ok((id, dir, shared))
+}

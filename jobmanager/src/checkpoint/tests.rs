@@ -1,0 +1,244 @@
+//! The coordinator against a fake TaskManager client, a real SQLite store and a local checkpoint directory.
+//!
+//! Goal: the coordinator's decisions (complete, expire, ignore a stale acknowledgement, fail over at once
+//! when a source's TaskManager is gone, retain and discard) and what they leave behind in the store and in
+//! storage. Method: drive it as the job actor does, with one task on one TaskManager; the fake client records
+//! every call. Time is real but short: a test waits for the coordinator's own deadline, never for a guess.
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant as StdInstant};
+
+use sluice_common::ids::{ChainIndex, JobId, SubtaskIndex};
+use sluice_common::job::checkpoint::CheckpointPolicy;
+use sluice_common::job::{parse_job_file, validate, ValidatedJob};
+use sluice_common::lifecycle::CheckpointStatus;
+use sluice_common::proto::{
+    AcknowledgeCheckpointRequest, CancelTasksRequest, CheckpointConfig, DeployTasksRequest,
+    NotifyCheckpointCompleteRequest, TaskRef, TriggerCheckpointRequest,
+};
+use sluice_common::storage::Storage;
+
+use super::{CheckpointServices, Coordinator, Verdict};
+use crate::deployment::{Deployment, TaskKey};
+use crate::metrics::Metrics;
+use crate::store::{NewJob, Store};
+use crate::task_manager_client::{TaskManagerCallError, TaskManagerClient};
+
+/// Where a TaskManager that is gone "listens": a port nothing listens on (bound, then closed).
+async fn closed_address() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("bind: {e}"));
+    let address = listener.local_addr().unwrap_or_else(|e| panic!("address: {e}")).to_string();
+    drop(listener);
+    address
+}
+
+/// Records calls; a trigger to `gone` fails as a connection refused.
+#[derive(Default)]
+struct FakeTaskManagers {
+    triggers: Mutex<Vec<TriggerCheckpointRequest>>,
+    notifications: Mutex<Vec<NotifyCheckpointCompleteRequest>>,
+    gone: Option<String>,
+}
+
+#[tonic::async_trait]
+impl TaskManagerClient for FakeTaskManagers {
+    async fn deploy_tasks(&self, _: &str, _: DeployTasksRequest) -> Result<(), TaskManagerCallError> {
+        Ok(())
+    }
+
+    async fn cancel_tasks(&self, _: &str, _: CancelTasksRequest) -> Result<(), TaskManagerCallError> {
+        Ok(())
+    }
+
+    async fn trigger_checkpoint(
+        &self,
+        address: &str,
+        request: TriggerCheckpointRequest,
+    ) -> Result<u32, TaskManagerCallError> {
+        if self.gone.as_deref() == Some(address) {
+            let uri = format!("http://{address}");
+            let refused = tonic::transport::Endpoint::from_shared(uri)
+                .unwrap_or_else(|e| panic!("uri: {e}"))
+                .connect()
+                .await
+                .err()
+                .unwrap_or_else(|| panic!("{address} accepted a connection"));
+            return Err(TaskManagerCallError::Connect { address: address.to_string(), source: refused });
+        }
+        self.triggers.lock().unwrap_or_else(|p| p.into_inner()).push(request);
+        Ok(1)
+    }
+
+    async fn notify_checkpoint_complete(
+        &self,
+        _: &str,
+        request: NotifyCheckpointCompleteRequest,
+    ) -> Result<(), TaskManagerCallError> {
+        self.notifications.lock().unwrap_or_else(|p| p.into_inner()).push(request);
+        Ok(())
+    }
+}
+
+const JOB: &str = r#"{"name": "t", "vertices": [
+    {"id": "src", "parallelism": 1, "datagen": {"columns": [{"name": "x", "sequence": {}}]}},
+    {"id": "sink", "parallelism": 1, "print_sink": {}}],
+  "edges": [{"from": "src", "to": "sink"}]}"#;
+
+const TASK_MANAGER: &str = "127.0.0.1:1";
+
+/// A coordinator of a one-task job with the given checkpoint policy, and what the test inspects.
+struct Harness {
+    _dir: tempfile::TempDir,
+    store: Store,
+    job_id: JobId,
+    job_dir: Storage,
+    client: Arc<FakeTaskManagers>,
+    coordinator: Coordinator,
+}
+
+async fn harness(config: CheckpointConfig, client: FakeTaskManagers) -> Harness {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let store = Store::open(&format!("sqlite://{}", dir.path().join("sluice.db").display()))
+        .await
+        .unwrap_or_else(|e| panic!("store: {e}"));
+    let job: ValidatedJob = validate(parse_job_file(JOB.as_bytes()).unwrap_or_else(|e| panic!("{e}")))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let job_id = JobId("job-1".into());
+    let new_job = NewJob {
+        job_id: job_id.clone(),
+        name: "t".into(),
+        graph_json: "{}".into(),
+        chains_json: "[]".into(),
+        start_time_ms: 0,
+    };
+    store.insert_job(&new_job).await.unwrap_or_else(|e| panic!("{e}"));
+    let root = dir.path().join("checkpoints").join(&job_id.0);
+    let job_dir = Storage::open(&root.display().to_string()).unwrap_or_else(|e| panic!("{e}"));
+    let client = Arc::new(client);
+    let metrics = Metrics::new().unwrap_or_else(|e| panic!("{e}"));
+    let services =
+        CheckpointServices { store: store.clone(), metrics: metrics.checkpoint_metrics(), client: client.clone() };
+    let coordinator =
+        Coordinator::new(job_id.clone(), Arc::new(job), CheckpointPolicy::of(&config), job_dir.clone(), 0, services);
+    Harness { _dir: dir, store, job_id, job_dir, client, coordinator }
+}
+
+fn deployment(attempt: u32, source_task_manager: &str) -> Deployment {
+    Deployment {
+        attempt,
+        tasks: vec![TaskKey { chain: ChainIndex(0), subtask: SubtaskIndex(0) }],
+        source_task_managers: vec![source_task_manager.to_string()],
+        all_task_managers: vec![source_task_manager.to_string()],
+    }
+}
+
+fn ack(attempt: u32, checkpoint_id: u64) -> AcknowledgeCheckpointRequest {
+    AcknowledgeCheckpointRequest {
+        task: Some(TaskRef { job_id: "job-1".into(), attempt, chain: 0, subtask: 0 }),
+        checkpoint_id,
+        ..Default::default()
+    }
+}
+
+/// Lets the periodic trigger come due, then triggers: the coordinator's own deadline is what is waited for.
+async fn trigger(h: &mut Harness, attempt: u32, source: &str) -> Verdict {
+    if let Some(deadline) = h.coordinator.deadline() {
+        tokio::time::sleep_until(deadline).await;
+    }
+    h.coordinator.on_deadline(Some(deployment(attempt, source))).await
+}
+
+async fn status_of(h: &Harness, id: u64) -> Option<CheckpointStatus> {
+    h.store.checkpoint(&h.job_id, id).await.ok().flatten().map(|c| c.status)
+}
+
+/// Polls `check` until it holds, for at most five seconds (the janitor and the notification run apart).
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = StdInstant::now() + Duration::from_secs(5);
+    while !check() {
+        assert!(StdInstant::now() < deadline, "{what} did not happen within 5 s");
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn policy(interval_ms: u64, timeout_ms: u64, tolerable_failures: u32, retained: u32) -> CheckpointConfig {
+    CheckpointConfig {
+        interval_ms,
+        timeout_ms: Some(timeout_ms),
+        tolerable_failures: Some(tolerable_failures),
+        retained: Some(retained),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_checkpoint_every_task_acknowledged_completes_and_is_announced() {
+    let mut h = harness(policy(10, 60_000, 3, 1), FakeTaskManagers::default()).await;
+    assert_eq!(trigger(&mut h, 1, TASK_MANAGER).await, Verdict::Continue);
+    assert_eq!(h.client.triggers.lock().map(|t| t.len()).unwrap_or(0), 1, "the source's TaskManager was triggered");
+    assert_eq!(status_of(&h, 1).await, Some(CheckpointStatus::InProgress));
+
+    assert_eq!(h.coordinator.on_ack(deployment(1, TASK_MANAGER), ack(1, 1)).await, Verdict::Continue);
+    assert_eq!(status_of(&h, 1).await, Some(CheckpointStatus::Completed));
+    let metadata = h.job_dir.child("chk-1").exists("_metadata").await.unwrap_or(false);
+    assert!(metadata, "the completed checkpoint has its _metadata");
+    let client = h.client.clone();
+    eventually("the notification", || client.notifications.lock().map(|n| n.len() == 1).unwrap_or(false)).await;
+    assert_eq!(h.coordinator.restore_candidates().first().map(|(id, _)| *id), Some(1));
+}
+
+#[tokio::test]
+async fn an_acknowledgement_of_an_earlier_attempt_completes_nothing() {
+    let mut h = harness(policy(10, 60_000, 3, 1), FakeTaskManagers::default()).await;
+    trigger(&mut h, 2, TASK_MANAGER).await;
+    assert_eq!(h.coordinator.on_ack(deployment(2, TASK_MANAGER), ack(1, 1)).await, Verdict::Continue);
+    assert_eq!(status_of(&h, 1).await, Some(CheckpointStatus::InProgress), "a stale ack is ignored");
+    h.coordinator.on_ack(deployment(2, TASK_MANAGER), ack(2, 1)).await;
+    assert_eq!(status_of(&h, 1).await, Some(CheckpointStatus::Completed), "the current attempt's ack completes it");
+}
+
+#[tokio::test]
+async fn an_unacknowledged_checkpoint_expires_and_beyond_the_tolerance_fails_the_job() {
+    let mut h = harness(policy(10, 30, 0, 1), FakeTaskManagers::default()).await;
+    assert_eq!(trigger(&mut h, 1, TASK_MANAGER).await, Verdict::Continue);
+    // The pending checkpoint's deadline is now its timeout.
+    let verdict = trigger(&mut h, 1, TASK_MANAGER).await;
+    let Verdict::FailJob(cause) = verdict else { panic!("expected the job to fail, got {verdict:?}") };
+    assert!(cause.contains("checkpoint 1 expired after 30 ms"), "{cause}");
+    assert_eq!(status_of(&h, 1).await, Some(CheckpointStatus::Failed));
+    let failure = h.store.checkpoint(&h.job_id, 1).await.ok().flatten().and_then(|c| c.failure);
+    assert!(failure.is_some_and(|f| f.contains("expired")));
+}
+
+#[tokio::test]
+async fn a_source_task_manager_that_refuses_connections_fails_the_job_at_once() {
+    let gone = closed_address().await;
+    let client = FakeTaskManagers { gone: Some(gone.clone()), ..Default::default() };
+    // Failures tolerated: the job still fails over at once, the loss is not the checkpoint's fault.
+    let mut h = harness(policy(10, 60_000, 3, 1), client).await;
+    let verdict = trigger(&mut h, 1, &gone).await;
+    let Verdict::FailJob(cause) = verdict else { panic!("expected the job to fail over, got {verdict:?}") };
+    assert!(cause.contains("cannot trigger checkpoint 1"), "{cause}");
+    assert_eq!(status_of(&h, 1).await, Some(CheckpointStatus::Failed));
+}
+
+#[tokio::test]
+async fn only_the_retained_checkpoints_keep_their_files() {
+    let mut h = harness(policy(10, 60_000, 3, 1), FakeTaskManagers::default()).await;
+    for id in 1..=2 {
+        trigger(&mut h, 1, TASK_MANAGER).await;
+        h.job_dir.child(&format!("chk-{id}")).put("0-0.snapshot", b"state".to_vec()).await.unwrap_or_else(|e| panic!("{e}"));
+        h.coordinator.on_ack(deployment(1, TASK_MANAGER), ack(1, id)).await;
+    }
+    let first = h.job_dir.child("chk-1");
+    let mut gone = false;
+    let deadline = StdInstant::now() + Duration::from_secs(5);
+    while !gone {
+        assert!(StdInstant::now() < deadline, "checkpoint 1 was not discarded within 5 s");
+        let discarded = h.store.checkpoint(&h.job_id, 1).await.ok().flatten().is_some_and(|c| c.discarded);
+        gone = discarded && !first.exists("_metadata").await.unwrap_or(true);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(h.job_dir.child("chk-2").exists("_metadata").await.unwrap_or(false), "the newest is kept");
+    assert_eq!(h.coordinator.restore_candidates().iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![2]);
+}

@@ -1,0 +1,67 @@
+//! What runs where: the tasks of a job's current attempt, the TaskManager each runs on, and the
+//! TaskManagers a checkpoint of that attempt is sent to.
+//!
+//! The job actor owns these facts (it deploys and follows the tasks); the checkpoint coordinator reads them
+//! when it triggers and completes a checkpoint. They live here, below both, so that neither imports the
+//! other's module for them.
+use std::collections::{BTreeMap, BTreeSet};
+
+use sluice_common::ids::{ChainIndex, SubtaskIndex, TaskManagerId};
+use sluice_common::proto::{TaskRef, TaskState};
+
+/// One subtask of one chain: the unit the TaskManagers run and report on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskKey {
+    /// The chain.
+    pub chain: ChainIndex,
+    /// The subtask.
+    pub subtask: SubtaskIndex,
+}
+
+impl TaskKey {
+    /// The key of a task reference from the wire.
+    pub fn of(task: &TaskRef) -> Self {
+        TaskKey { chain: ChainIndex(task.chain), subtask: SubtaskIndex(task.subtask) }
+    }
+}
+
+/// Where a task runs and what it last reported.
+#[derive(Clone, Debug)]
+pub struct TaskEntry {
+    /// Its TaskManager.
+    pub task_manager: TaskManagerId,
+    /// Its last reported state (DEPLOYING until it reports).
+    pub state: TaskState,
+}
+
+
+/// Where a checkpoint of the current attempt goes: its tasks and TaskManagers.
+#[derive(Clone, Debug)]
+pub(crate) struct Deployment {
+    pub attempt: u32,
+    /// Every task of the attempt (each must acknowledge).
+    pub tasks: Vec<TaskKey>,
+    /// RPC addresses of the TaskManagers running source tasks.
+    pub source_task_managers: Vec<String>,
+    /// RPC addresses of every TaskManager of the attempt.
+    pub all_task_managers: Vec<String>,
+}
+
+/// The source tasks' TaskManagers and all TaskManagers of a placement, as RPC addresses.
+pub(crate) fn task_manager_addresses(
+    tasks: &BTreeMap<TaskKey, TaskEntry>,
+    source_chains: &BTreeSet<u32>,
+    rpc_address: impl Fn(&TaskManagerId) -> Option<String>,
+) -> (Vec<String>, Vec<String>) {
+    let mut sources = BTreeSet::new();
+    let mut all = BTreeSet::new();
+    for (key, entry) in tasks {
+        if let Some(address) = rpc_address(&entry.task_manager) {
+            if source_chains.contains(&key.chain.0) {
+                sources.insert(address.clone());
+            }
+            all.insert(address);
+        }
+    }
+    (sources.into_iter().collect(), all.into_iter().collect())
+}

@@ -1,0 +1,240 @@
+//! RUNNING: follow task reports and TaskManager losses until every task finished (→ FINISHED), a task
+//! failed or a TaskManager was lost (→ FAILING), or a cancel was requested (→ CANCELLING). Checkpoint
+//! events go to the coordinator, whose verdict may fail the job or stop it after a savepoint.
+use std::collections::BTreeSet;
+
+use sluice_common::lifecycle::job::JobStatus;
+use sluice_common::lifecycle::task;
+use sluice_common::proto::{
+    TaskState, TaskStateReport,
+};
+use tokio::time::Instant;
+
+use crate::checkpoint::{Coordinator, Verdict};
+use crate::deployment::{task_manager_addresses, Deployment};
+use crate::job::actor::{sleep_until_opt, JobActor, Next};
+use crate::job::{JobEvent, TaskKey};
+
+impl JobActor {
+    pub(in crate::job) async fn running(&mut self) -> Option<Next> {
+        let mut changes = self.ctx.cluster.subscribe();
+        loop {
+            if let Some(cause) = self.ctx.cluster.lost_cause(&self.slots) {
+                return Some(Next::failed(JobStatus::Failing, cause));
+            }
+            if self.tasks.values().all(|t| t.state == TaskState::TaskFinished) {
+                return Some(Next::to(JobStatus::Finished));
+            }
+            if self.running_since.is_none() && self.tasks.values().all(|t| t.state == TaskState::TaskRunning) {
+                self.all_tasks_running();
+            }
+            if self.cancel_requested().await {
+                return Some(Next::to(JobStatus::Cancelling));
+            }
+            let checkpoint_deadline = self.checkpoints.as_ref().and_then(Coordinator::deadline);
+            tokio::select! {
+                _ = self.ctx.shutdown.cancelled() => return None,
+                event = self.inbox.recv() => {
+                    // The shared handle holds a sender for as long as this actor runs: None is impossible,
+                    // but if it came, there would be nothing left to listen to.
+                    let event = event?;
+                    let (failure, others) = self.apply_events(event);
+                    if let Some(cause) = failure {
+                        return Some(Next::failed(JobStatus::Failing, cause));
+                    }
+                    self.tasks_ended_during_checkpoint().await;
+                    for event in others {
+                        let verdict = self.on_checkpoint_event(event).await;
+                        if let Some(next) = self.after_verdict(verdict).await {
+                            return Some(next);
+                        }
+                    }
+                }
+                _ = sleep_until_opt(checkpoint_deadline) => {
+                    let deployment = self.deployment();
+                    if let Some(coordinator) = self.checkpoints.as_mut() {
+                        let verdict = coordinator.on_deadline(deployment).await;
+                        if let Some(next) = self.after_verdict(verdict).await {
+                            return Some(next);
+                        }
+                    }
+                }
+                _ = self.shared.desired_changed.notified() => {}
+                changed = changes.changed() => if changed.is_err() { return None },
+            }
+        }
+    }
+
+    /// Acts on what the coordinator decided, then starts a request that was waiting, if any. Returns the
+    /// transition out of RUNNING when there is one.
+    pub(in crate::job) async fn after_verdict(&mut self, mut verdict: Verdict) -> Option<Next> {
+        loop {
+            match verdict {
+                Verdict::FailJob(cause) => return Some(Next::failed(JobStatus::Failing, cause)),
+                Verdict::Stop => return Some(self.stop_after_savepoint().await),
+                Verdict::Continue => {}
+            }
+            let deployment = self.deployment();
+            let coordinator = self.checkpoints.as_mut()?;
+            if !coordinator.has_startable_requests() {
+                return None;
+            }
+            verdict = coordinator.start_queued(deployment).await;
+        }
+    }
+
+    /// A stop-with-savepoint completed: the tasks are cancelled (their state is in the savepoint) and the
+    /// job ends FINISHED, as in Flink.
+    pub(in crate::job) async fn stop_after_savepoint(&mut self) -> Next {
+        tracing::info!(job_id = %self.shared.job_id, "savepoint complete; stopping the job");
+        self.send_cancels().await;
+        let deadline = Instant::now() + self.ctx.settings.cancel_timeout;
+        let mut changes = self.ctx.cluster.subscribe();
+        while self.pending_tasks() > 0 {
+            tokio::select! {
+                event = self.inbox.recv() => {
+                    let Some(event) = event else { break };
+                    for other in self.apply_events(event).1 {
+                        if let JobEvent::CheckpointRequest(_, reply) = other {
+                            let _ = reply.send(Err("the job is stopping".into()));
+                        }
+                    }
+                }
+                changed = changes.changed() => if changed.is_err() { break },
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!(job_id = %self.shared.job_id, "tasks did not confirm the stop in time; giving up on them");
+                    break;
+                }
+            }
+        }
+        Next::to(JobStatus::Finished)
+    }
+
+    /// Where a checkpoint of the current attempt goes; None unless every task is RUNNING.
+    pub(in crate::job) fn deployment(&self) -> Option<Deployment> {
+        if self.tasks.is_empty() || self.tasks.values().any(|t| t.state != TaskState::TaskRunning) {
+            return None;
+        }
+        let job = &self.shared.job;
+        let fed: BTreeSet<u32> = job.chain_edges.iter().map(|e| e.to_chain).collect();
+        let sources: BTreeSet<u32> = job.chains.iter().map(|c| c.index).filter(|c| !fed.contains(c)).collect();
+        let (source_task_managers, all_task_managers) = task_manager_addresses(&self.tasks, &sources, |tm| {
+            self.slots.iter().find(|s| &s.task_manager == tm).map(|s| s.rpc_address.clone())
+        });
+        Some(Deployment {
+            attempt: self.attempt.0,
+            tasks: self.tasks.keys().copied().collect(),
+            source_task_managers,
+            all_task_managers,
+        })
+    }
+
+    /// Aborts the pending checkpoint if a task it waits for has ended.
+    pub(in crate::job) async fn tasks_ended_during_checkpoint(&mut self) {
+        let Some(coordinator) = self.checkpoints.as_mut() else { return };
+        let ended: Vec<TaskKey> =
+            self.tasks.iter().filter(|(_, t)| task::is_terminal(t.state)).map(|(k, _)| *k).collect();
+        for key in ended {
+            coordinator.on_task_ended(key).await;
+        }
+    }
+
+    /// Handles a checkpoint message or request while RUNNING.
+    pub(in crate::job) async fn on_checkpoint_event(&mut self, event: JobEvent) -> Verdict {
+        let deployment = self.deployment();
+        let Some(coordinator) = self.checkpoints.as_mut() else { return Verdict::Continue };
+        match event {
+            JobEvent::TaskReport(_) => Verdict::Continue,
+            JobEvent::CheckpointAck(ack) => match deployment {
+                Some(deployment) => coordinator.on_ack(deployment, ack).await,
+                None => Verdict::Continue,
+            },
+            JobEvent::CheckpointDecline(decline) => {
+                coordinator.on_decline(decline.checkpoint_id, decline.reason).await
+            }
+            JobEvent::CheckpointRequest(kind, reply) => coordinator.request(deployment, kind, reply).await,
+        }
+    }
+
+    /// Applies the task reports among `first` and whatever else is already queued (drained in one go).
+    /// Returns the cause of the first task failure among them, and the other events, in order.
+    pub(in crate::job) fn apply_events(&mut self, first: JobEvent) -> (Option<String>, Vec<JobEvent>) {
+        let mut failure = None;
+        let mut others = Vec::new();
+        let mut event = Some(first);
+        // Bounded by the inbox capacity: try_recv only returns what is already queued.
+        let mut budget = crate::job::JOB_INBOX_CAPACITY;
+        while let Some(next) = event.take() {
+            match next {
+                JobEvent::TaskReport(report) => {
+                    if let Some(cause) = self.apply_report(report) {
+                        failure.get_or_insert(cause);
+                    }
+                }
+                other => others.push(other),
+            }
+            budget -= 1;
+            if budget > 0 {
+                event = self.inbox.try_recv().ok();
+            }
+        }
+        (failure, others)
+    }
+
+    /// Records a task's new state. Returns the failure cause if the task failed.
+    pub(in crate::job) fn apply_report(&mut self, report: TaskStateReport) -> Option<String> {
+        let task = report.task.as_ref()?;
+        if task.attempt != self.attempt.0 {
+            tracing::debug!(job_id = %self.shared.job_id, attempt = task.attempt, "ignoring report of another attempt");
+            return None;
+        }
+        let key = TaskKey::of(task);
+        let state = report.state();
+        let Some(entry) = self.tasks.get_mut(&key) else {
+            tracing::warn!(job_id = %self.shared.job_id, chain = task.chain, subtask = task.subtask, "report of an unknown task");
+            return None;
+        };
+        if !task::can_follow(entry.state, state) {
+            // A terminal task stays terminal; a report that would move a task back is stale or forged.
+            if !task::is_terminal(entry.state) {
+                tracing::warn!(job_id = %self.shared.job_id, chain = task.chain, subtask = task.subtask,
+                    from = entry.state.as_str_name(), to = state.as_str_name(), "ignoring a task report that moves back");
+            }
+            return None;
+        }
+        entry.state = state;
+        let task_manager = entry.task_manager.clone();
+        {
+            let mut live = self.shared.live();
+            if let Some(live_entry) = live.tasks.get_mut(&key) {
+                live_entry.state = state;
+            }
+        }
+        if let Some(metrics) = report.metrics.as_ref() {
+            self.shared.record_metrics(metrics);
+        }
+        tracing::debug!(job_id = %self.shared.job_id, chain = task.chain, subtask = task.subtask, state = state.as_str_name(), "task report");
+        let what = match state {
+            TaskState::TaskFailed => format!("failed: {}", report.error),
+            // Only this JobManager cancels tasks while the job runs, and it leaves RUNNING first: a task
+            // cancelled otherwise (its TaskManager registered anew, say) is lost to the attempt.
+            TaskState::TaskCanceled if self.status == JobStatus::Running => "was cancelled there".to_string(),
+            _ => return None,
+        };
+        let vertices = self.chain_vertices(task.chain);
+        Some(format!(
+            "task {vertices} (chain {}, subtask {}) on TaskManager {task_manager} {what}",
+            task.chain, task.subtask
+        ))
+    }
+
+    pub(in crate::job) fn chain_vertices(&self, chain: u32) -> String {
+        self.shared
+            .job
+            .chains
+            .iter()
+            .find(|c| c.index == chain)
+            .map(|c| c.vertex_ids.join(" -> "))
+            .unwrap_or_else(|| format!("chain {chain}"))
+    }
+}
