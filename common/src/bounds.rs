@@ -21,7 +21,8 @@ pub const HEARTBEAT_TIMEOUT_DEFAULT: Duration = Duration::from_millis(5000);
 /// The fewest heartbeats a timeout must leave room for: one late heartbeat must not lose a TaskManager.
 pub const HEARTBEATS_PER_TIMEOUT_MIN: u32 = 2;
 const _: () = assert!(
-    HEARTBEAT_INTERVAL_DEFAULT.as_millis() * HEARTBEATS_PER_TIMEOUT_MIN as u128 <= HEARTBEAT_TIMEOUT_DEFAULT.as_millis()
+    HEARTBEAT_INTERVAL_DEFAULT.as_millis() * HEARTBEATS_PER_TIMEOUT_MIN as u128
+        <= HEARTBEAT_TIMEOUT_DEFAULT.as_millis()
 );
 
 /// Whether a heartbeat interval and timeout leave room for [`HEARTBEATS_PER_TIMEOUT_MIN`] heartbeats.

@@ -34,7 +34,6 @@ pub struct TaskEntry {
     pub state: TaskState,
 }
 
-
 /// Where a checkpoint of the current attempt goes: its tasks and TaskManagers.
 #[derive(Clone, Debug)]
 pub(crate) struct Deployment {

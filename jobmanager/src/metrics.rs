@@ -186,7 +186,8 @@ impl Metrics {
             self.uptime.with_label_values(&[job]).set(seconds);
         }
         for status in JobStatus::ALL {
-            let count = job_counts.iter().filter(|(text, _)| text.parse::<JobStatus>() == Ok(status)).map(|(_, n)| *n).sum();
+            let count =
+                job_counts.iter().filter(|(text, _)| text.parse::<JobStatus>() == Ok(status)).map(|(_, n)| *n).sum();
             self.jobs.with_label_values(&[status.as_str()]).set(count);
         }
         let active: Vec<&TaskManagerView> =

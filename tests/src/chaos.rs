@@ -299,7 +299,10 @@ fn await_recovery(
             return Ok(Recovery { killed: killed.to_string(), at, took: Some(took), restored_checkpoint });
         }
         if is_terminal_status(status) {
-            anyhow::ensure!(status == JobStatus::Finished.as_str(), "the job ended {status} after killing {killed}: {details}");
+            anyhow::ensure!(
+                status == JobStatus::Finished.as_str(),
+                "the job ended {status} after killing {killed}: {details}"
+            );
             return Ok(Recovery { killed: killed.to_string(), at, took: None, restored_checkpoint: None });
         }
         anyhow::ensure!(

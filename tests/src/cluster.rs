@@ -360,7 +360,9 @@ impl Cluster {
         let location = poll_until("the savepoint to complete", timeout, || {
             let status = self.get(&format!("/jobs/{}/savepoints/{trigger}", job.0));
             match status["status"].as_str().and_then(|text| text.parse::<CheckpointStatus>().ok()) {
-                Some(CheckpointStatus::Completed) => Ok(Progress::Ready(status["location"].as_str().unwrap_or_default().to_string())),
+                Some(CheckpointStatus::Completed) => {
+                    Ok(Progress::Ready(status["location"].as_str().unwrap_or_default().to_string()))
+                }
                 Some(CheckpointStatus::Failed) => anyhow::bail!("the savepoint failed: {status}"),
                 _ => Ok(Progress::Pending(status.to_string())),
             }

@@ -79,7 +79,10 @@ pub fn sql_list<T: Copy>(values: impl IntoIterator<Item = T>, name: impl Fn(T) -
         .into_iter()
         .map(|value| {
             let text = name(value);
-            assert!(text.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'), "a lifecycle name must be an identifier: {text}");
+            assert!(
+                text.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'),
+                "a lifecycle name must be an identifier: {text}"
+            );
             format!("'{text}'")
         })
         .collect();

@@ -232,7 +232,8 @@ impl Coordinator {
             stop_sources,
         };
         let client = &self.services.client;
-        let calls = deployment.source_task_managers.iter().map(|address| client.trigger_checkpoint(address, request.clone()));
+        let calls =
+            deployment.source_task_managers.iter().map(|address| client.trigger_checkpoint(address, request.clone()));
         let errors: Vec<TaskManagerCallError> = join_all(calls).await.into_iter().filter_map(Result::err).collect();
         if let Some(gone) = errors.iter().find(|e| e.is_unreachable()) {
             // No process behind a source TaskManager's address: its tasks are gone, so the job fails over now

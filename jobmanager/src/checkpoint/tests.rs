@@ -100,8 +100,8 @@ async fn harness(config: CheckpointConfig, client: FakeTaskManagers) -> Harness 
     let store = Store::open(&format!("sqlite://{}", dir.path().join("sluice.db").display()))
         .await
         .unwrap_or_else(|e| panic!("store: {e}"));
-    let job: ValidatedJob = validate(parse_job_file(JOB.as_bytes()).unwrap_or_else(|e| panic!("{e}")))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let job: ValidatedJob =
+        validate(parse_job_file(JOB.as_bytes()).unwrap_or_else(|e| panic!("{e}"))).unwrap_or_else(|e| panic!("{e}"));
     let job_id = JobId("job-1".into());
     let new_job = NewJob {
         job_id: job_id.clone(),
@@ -227,7 +227,11 @@ async fn only_the_retained_checkpoints_keep_their_files() {
     let mut h = harness(policy(10, 60_000, 3, 1), FakeTaskManagers::default()).await;
     for id in 1..=2 {
         trigger(&mut h, 1, TASK_MANAGER).await;
-        h.job_dir.child(&format!("chk-{id}")).put("0-0.snapshot", b"state".to_vec()).await.unwrap_or_else(|e| panic!("{e}"));
+        h.job_dir
+            .child(&format!("chk-{id}"))
+            .put("0-0.snapshot", b"state".to_vec())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         h.coordinator.on_ack(deployment(1, TASK_MANAGER), ack(1, id)).await;
     }
     let first = h.job_dir.child("chk-1");

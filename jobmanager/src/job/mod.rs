@@ -16,6 +16,8 @@ pub(crate) mod actor;
 pub mod recovery;
 pub mod restart;
 mod states;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -15,13 +15,13 @@ use sluice_common::job::validate;
 use sluice_common::proto::{JobGraph, RestoreSpec};
 
 use super::actor::JobActor;
-use crate::checkpoint::{plan_restore, retained_checkpoint, RetainedCheckpoint};
 use super::JobShared;
+use crate::checkpoint::{plan_restore, retained_checkpoint, RetainedCheckpoint};
 use crate::cluster::now_ms;
-use sluice_common::lifecycle::JobStatus;
 use crate::store::{CheckpointRecord, CHECKPOINTS_LISTED_MAX};
 use crate::store::{StatusUpdate, Store, StoreError};
 use crate::Context;
+use sluice_common::lifecycle::JobStatus;
 
 /// The cause recorded for jobs that were running when the JobManager stopped.
 pub const JOBMANAGER_RESTARTED: &str = "JobManager restarted";

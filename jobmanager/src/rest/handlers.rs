@@ -14,13 +14,12 @@ use sluice_common::lifecycle::{CheckpointKind, CheckpointStatus, JobStatus};
 
 use super::views::{ClusterMetrics, JobDetails, JobFacts, JobMetricsView, JobSummary, TaskManagerJson};
 use super::ApiError;
-use crate::cluster::TaskManagerState;
 use crate::checkpoint::{plan_restore, Kind};
+use crate::cluster::TaskManagerState;
 use crate::job::{JobEvent, REPORT_FORWARD_TIMEOUT};
 use crate::store::{CheckpointRecord, CHECKPOINTS_LISTED_MAX};
 use crate::Context;
 use sluice_common::storage::Storage;
-
 
 type Ctx = State<Arc<Context>>;
 
@@ -296,7 +295,10 @@ fn checkpoint_json(c: &CheckpointRecord) -> Value {
 /// once it started (follow it in the history), 409 when the job is not running.
 pub(super) async fn trigger_checkpoint(State(ctx): Ctx, Path(job_id): Path<String>) -> Result<Response, ApiError> {
     let id = request_checkpoint(&ctx, &job_id, Kind::Checkpoint).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job_id, "checkpoint_id": id, "status": CheckpointStatus::InProgress })))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "job_id": job_id, "checkpoint_id": id, "status": CheckpointStatus::InProgress })),
+    )
         .into_response())
 }
 

@@ -231,5 +231,7 @@ where
     T: std::str::FromStr<Err = sluice_common::lifecycle::UnknownName>,
 {
     let text: String = row.try_get(index)?;
-    text.parse().map_err(|unknown: sluice_common::lifecycle::UnknownName| StoreError::Corrupt(format!("checkpoints: {unknown}")))
+    text.parse().map_err(|unknown: sluice_common::lifecycle::UnknownName| {
+        StoreError::Corrupt(format!("checkpoints: {unknown}"))
+    })
 }

@@ -19,9 +19,9 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, Pool};
 use sqlx::{Executor, Row};
 
+pub use checkpoints::{CheckpointRecord, CompletedCheckpoint, CHECKPOINTS_LISTED_MAX};
 use sluice_common::lifecycle::job::{DesiredStatus, JobStatus, UnknownJobStatus};
 use sluice_common::lifecycle::sql_list;
-pub use checkpoints::{CheckpointRecord, CompletedCheckpoint, CHECKPOINTS_LISTED_MAX};
 
 /// Connections in the pool. SQLite serializes writers anyway; a few connections let REST reads proceed
 /// while an actor writes. At the limit, callers wait up to [`STORE_ACQUIRE_TIMEOUT`].

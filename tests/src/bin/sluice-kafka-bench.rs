@@ -121,7 +121,9 @@ fn run_job(rest: &str, job: &Value, timeout: Duration) -> anyhow::Result<u64> {
                 let end = details["end_time"].as_u64().context("no end_time")?;
                 return Ok(end.saturating_sub(start));
             }
-            Some(status) if status.is_terminal() && status != JobStatus::Finished => bail!("job {id} ended {}: {details}", details["status"]),
+            Some(status) if status.is_terminal() && status != JobStatus::Finished => {
+                bail!("job {id} ended {}: {details}", details["status"])
+            }
             _ if Instant::now() > deadline => bail!("job {id} did not finish in {timeout:?}"),
             _ => std::thread::sleep(Duration::from_millis(100)),
         }

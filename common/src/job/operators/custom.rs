@@ -16,7 +16,9 @@ impl OperatorSpec for proto::CustomOperator {
         }
         check_keys(&self.keys, &input.input, input.in_edges, report);
         if self.output.is_empty() {
-            report("'output' is missing: list the operator's output columns as [{\"name\": ..., \"type\": ...}]".into());
+            report(
+                "'output' is missing: list the operator's output columns as [{\"name\": ..., \"type\": ...}]".into(),
+            );
             input.output_time = None;
             return None;
         }

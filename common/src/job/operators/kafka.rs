@@ -149,7 +149,8 @@ fn check_kafka_sink(
              {KAFKA_TRANSACTION_TIMEOUT_MS_DEFAULT}); a broker would refuse the producer"
         ));
     }
-    let Some(policy) = config.and_then(|c| c.checkpointing.as_ref()).and_then(crate::job::checkpoint::CheckpointPolicy::of)
+    let Some(policy) =
+        config.and_then(|c| c.checkpointing.as_ref()).and_then(crate::job::checkpoint::CheckpointPolicy::of)
     else {
         return;
     };
@@ -164,4 +165,3 @@ fn check_kafka_sink(
         ));
     }
 }
-

@@ -135,4 +135,3 @@ pub(super) fn topological_order(graph: &JobGraph, problems: &mut Vec<String>) ->
     }
     order
 }
-

@@ -199,8 +199,8 @@ fn normalize_config(mut config: JobConfig, problems: &mut Vec<String>) -> JobCon
 mod tests {
     use super::schemas::describe;
     use super::*;
-    use crate::proto::Partitioning;
     use crate::job::parse_job_file;
+    use crate::proto::Partitioning;
 
     const WORD_COUNT: &str = r#"{
       "name": "wc",

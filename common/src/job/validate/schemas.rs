@@ -184,4 +184,3 @@ pub(super) fn describe(schema: &Schema) -> String {
     let columns: Vec<String> = schema.fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect();
     format!("[{}]", columns.join(", "))
 }
-

@@ -5,9 +5,7 @@
 use futures::future::join_all;
 use sluice_common::ids::{Attempt, ChainIndex, ExecutionId, SubtaskIndex};
 use sluice_common::lifecycle::job::JobStatus;
-use sluice_common::proto::{
-    DeployTasksRequest, SubtaskPlacement, TaskManagerAddress, TaskState,
-};
+use sluice_common::proto::{DeployTasksRequest, SubtaskPlacement, TaskManagerAddress, TaskState};
 
 use crate::checkpoint::{CheckpointServices, Coordinator};
 use crate::cluster::{now_ms, HeldSlot, TaskManagerId};

@@ -5,9 +5,7 @@ use std::collections::BTreeSet;
 
 use sluice_common::lifecycle::job::JobStatus;
 use sluice_common::lifecycle::task;
-use sluice_common::proto::{
-    TaskState, TaskStateReport,
-};
+use sluice_common::proto::{TaskState, TaskStateReport};
 use tokio::time::Instant;
 
 use crate::checkpoint::{Coordinator, Verdict};
@@ -149,9 +147,7 @@ impl JobActor {
                 Some(deployment) => coordinator.on_ack(deployment, ack).await,
                 None => Verdict::Continue,
             },
-            JobEvent::CheckpointDecline(decline) => {
-                coordinator.on_decline(decline.checkpoint_id, decline.reason).await
-            }
+            JobEvent::CheckpointDecline(decline) => coordinator.on_decline(decline.checkpoint_id, decline.reason).await,
             JobEvent::CheckpointRequest(kind, reply) => coordinator.request(deployment, kind, reply).await,
         }
     }

@@ -1,0 +1,191 @@
+//! The job actor's phases against a fake TaskManager client, a real SQLite store and a real cluster registry.
+//!
+//! Goal: each phase takes the edge the lifecycle table and the job's settings call for, and leaves the store
+//! saying so. Method: run one actor to its end, bounded by a deadline, feeding it what TaskManagers and users
+//! would (a registration, task reports, a cancel request); the fake client counts deployments and cancels.
+//! Time is real but short: the job's own timeouts are set to tens of milliseconds.
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_common::ids::JobId;
+use sluice_common::job::{parse_job_file, validate};
+use sluice_common::lifecycle::JobStatus;
+use sluice_common::proto::{
+    CancelTasksRequest, DeployTasksRequest, NotifyCheckpointCompleteRequest, RegisterTaskManagerRequest, TaskRef,
+    TaskState, TaskStateReport, TriggerCheckpointRequest,
+};
+
+use super::actor::JobActor;
+use super::{JobEvent, JobShared};
+use crate::store::NewJob;
+use crate::task_manager_client::{TaskManagerCallError, TaskManagerClient};
+use crate::Context;
+
+/// How long a test lets one actor run before it calls the test failed.
+const ACTOR_DEADLINE: Duration = Duration::from_secs(20);
+
+#[derive(Default)]
+struct CountingTaskManagers {
+    deploys: AtomicU32,
+    cancels: AtomicU32,
+}
+
+#[tonic::async_trait]
+impl TaskManagerClient for CountingTaskManagers {
+    async fn deploy_tasks(&self, _: &str, _: DeployTasksRequest) -> Result<(), TaskManagerCallError> {
+        self.deploys.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn cancel_tasks(&self, _: &str, _: CancelTasksRequest) -> Result<(), TaskManagerCallError> {
+        self.cancels.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn trigger_checkpoint(&self, _: &str, _: TriggerCheckpointRequest) -> Result<u32, TaskManagerCallError> {
+        Ok(1)
+    }
+
+    async fn notify_checkpoint_complete(
+        &self,
+        _: &str,
+        _: NotifyCheckpointCompleteRequest,
+    ) -> Result<(), TaskManagerCallError> {
+        Ok(())
+    }
+}
+
+/// A one-task job (a generator chained to a print sink) with `config` as its job config (JSON).
+fn job_file(config: &str) -> String {
+    format!(
+        r#"{{"name": "t", "config": {config}, "vertices": [
+            {{"id": "src", "parallelism": 1, "datagen": {{"columns": [{{"name": "x", "sequence": {{}}}}]}}}},
+            {{"id": "sink", "parallelism": 1, "print_sink": {{}}}}],
+          "edges": [{{"from": "src", "to": "sink"}}]}}"#
+    )
+}
+
+struct Started {
+    _dir: tempfile::TempDir,
+    ctx: Arc<Context>,
+    shared: Arc<JobShared>,
+    client: Arc<CountingTaskManagers>,
+    actor: tokio::task::JoinHandle<()>,
+}
+
+async fn start(config: &str) -> Started {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let client = Arc::new(CountingTaskManagers::default());
+    let ctx = Context::for_tests(dir.path(), client.clone()).await;
+    let job = validate(parse_job_file(job_file(config).as_bytes()).unwrap_or_else(|e| panic!("{e}")))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let job_id = JobId("job-1".into());
+    let new_job = NewJob {
+        job_id: job_id.clone(),
+        name: "t".into(),
+        graph_json: "{}".into(),
+        chains_json: "[]".into(),
+        start_time_ms: 0,
+    };
+    ctx.store.insert_job(&new_job).await.unwrap_or_else(|e| panic!("{e}"));
+    let (shared, inbox) = JobShared::new(job_id, Arc::new(job), None);
+    ctx.jobs.insert(shared.clone());
+    let actor = tokio::spawn(JobActor::new(ctx.clone(), shared.clone(), inbox).run());
+    Started { _dir: dir, ctx, shared, client, actor }
+}
+
+fn register_task_manager(ctx: &Context) {
+    let request = RegisterTaskManagerRequest {
+        task_manager_id: "tm-1".into(),
+        rpc_address: "127.0.0.1:1".into(),
+        data_address: "127.0.0.1:2".into(),
+        metrics_address: "127.0.0.1:3".into(),
+        slots: 1,
+    };
+    ctx.cluster.register(&request).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Polls the live view until the job is in `status`, for at most [`ACTOR_DEADLINE`].
+async fn wait_for(shared: &JobShared, status: JobStatus) {
+    let deadline = tokio::time::Instant::now() + ACTOR_DEADLINE;
+    while shared.live().status != status {
+        assert!(tokio::time::Instant::now() < deadline, "the job did not reach {status}: {:?}", shared.live().status);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+async fn ended(started: Started) -> (JobStatus, Option<String>, Arc<CountingTaskManagers>) {
+    tokio::time::timeout(ACTOR_DEADLINE, started.actor)
+        .await
+        .unwrap_or_else(|_| panic!("the actor did not end within {ACTOR_DEADLINE:?}"))
+        .unwrap_or_else(|e| panic!("the actor panicked: {e}"));
+    let record = started.ctx.store.job(&started.shared.job_id).await.ok().flatten();
+    let record = record.unwrap_or_else(|| panic!("the job's record is gone"));
+    let status = record.status.unwrap_or_else(|e| panic!("{e}"));
+    (status, record.failure_cause, started.client)
+}
+
+#[tokio::test]
+async fn a_job_without_slots_fails_when_its_slot_wait_times_out() {
+    let started = start(r#"{"slot_wait_timeout_ms": 50}"#).await;
+    let (status, cause, client) = ended(started).await;
+    assert_eq!(status, JobStatus::Failed);
+    assert!(cause.as_deref().is_some_and(|c| c.contains("could not get 1 slots")), "{cause:?}");
+    assert_eq!(client.deploys.load(Ordering::SeqCst), 0, "nothing was deployed");
+}
+
+#[tokio::test]
+async fn a_cancel_while_restarting_ends_the_job_canceled_without_a_second_deployment() {
+    let config = r#"{"restart_strategy": {"strategy": "FIXED_DELAY", "delay_ms": 60000, "attempts": 3}}"#;
+    let started = start(config).await;
+    register_task_manager(&started.ctx);
+    wait_for(&started.shared, JobStatus::Running).await;
+    let failed = TaskStateReport {
+        task: Some(TaskRef { job_id: "job-1".into(), attempt: 1, chain: 0, subtask: 0 }),
+        state: TaskState::TaskFailed.into(),
+        error: "boom".into(),
+        ..Default::default()
+    };
+    started.shared.inbox.send(JobEvent::TaskReport(failed)).await.unwrap_or_else(|e| panic!("{e}"));
+    wait_for(&started.shared, JobStatus::Restarting).await;
+    assert!(started.ctx.store.request_cancel(&started.shared.job_id).await.unwrap_or(false));
+    started.shared.desired_changed.notify_one();
+    let (status, cause, client) = ended(started).await;
+    assert_eq!(status, JobStatus::Canceled);
+    assert!(cause.as_deref().is_some_and(|c| c.contains("failed: boom")), "the failure is kept: {cause:?}");
+    assert_eq!(client.deploys.load(Ordering::SeqCst), 1, "the restart's delay was cut short by the cancel");
+}
+
+#[tokio::test]
+async fn a_task_report_that_would_move_a_task_back_is_ignored() {
+    let started = start("{}").await;
+    register_task_manager(&started.ctx);
+    wait_for(&started.shared, JobStatus::Running).await;
+    let report = |state: TaskState| TaskStateReport {
+        task: Some(TaskRef { job_id: "job-1".into(), attempt: 1, chain: 0, subtask: 0 }),
+        state: state.into(),
+        ..Default::default()
+    };
+    let send = |state| {
+        let inbox = started.shared.inbox.clone();
+        async move { inbox.send(JobEvent::TaskReport(report(state))).await.unwrap_or_else(|e| panic!("{e}")) }
+    };
+    send(TaskState::TaskRunning).await;
+    send(TaskState::Deploying).await;
+    // The actor applies what it takes from its inbox before it waits again: once the inbox is empty, both
+    // reports were applied.
+    let inbox = &started.shared.inbox;
+    let deadline = tokio::time::Instant::now() + ACTOR_DEADLINE;
+    while inbox.capacity() < inbox.max_capacity() {
+        assert!(tokio::time::Instant::now() < deadline, "the actor did not take its reports");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let state = started.shared.live().tasks.values().next().map(|t| t.state);
+    assert_eq!(state, Some(TaskState::TaskRunning), "DEPLOYING after RUNNING moved nothing");
+    send(TaskState::TaskFinished).await;
+    send(TaskState::TaskRunning).await;
+    let (status, _, client) = ended(started).await;
+    assert_eq!(status, JobStatus::Finished, "RUNNING after FINISHED moved nothing");
+    assert_eq!(client.deploys.load(Ordering::SeqCst), 1);
+}
