@@ -14,7 +14,7 @@
 //!
 //! `custom-taskmanager` (in `src/bin`) is a TaskManager binary that registers this operator as
 //! `fraud_detector`; `examples/jobs/fraud_detection.json` uses it.
-use sluice_taskmanager::process::{
+use sluice_taskmanager::operators::native::{
     Collector, Context, KeyedProcessFunction, ListStateHandle, OperatorError, OperatorRegistry, Record, ScalarValue,
     TimeDomain, ValueStateHandle,
 };

@@ -31,7 +31,7 @@ use tonic::{Request, Response, Status};
 use crate::checkpoint::{CheckpointCommand, CheckpointOutcome, CheckpointReporter, CHECKPOINT_COMMANDS_MAX};
 use crate::metrics::{Metrics, TaskCounters};
 use crate::network::NetworkEnvironment;
-use crate::process::OperatorRegistry;
+use crate::operators::native::OperatorRegistry;
 use crate::state::StateSettings;
 use crate::task::plan::plan_subtasks;
 use crate::task::{Task, TaskCheckpoints, TaskError};

@@ -5,12 +5,38 @@
 //! ## Layout
 //! - [`control`]: registration, heartbeats, and the deploy/cancel RPCs (on a small control runtime).
 //! - [`task`]: one subtask of one chain: its channels ([`task::plan`]), its loop, and output routing.
-//! - [`operators`]: the vectorized operators (sources, transformations, sinks) that tasks chain.
-//! - [`process`]: native operators (user Rust code with keyed state and timers) and their registry.
+//! - [`factory`]: builds the connector or operator of a vertex; the only module that knows them all.
+//! - [`connectors`]: sources and sinks (Kafka, files, datagen, print, blackhole).
+//! - [`operators`]: the vectorized transformations (select, filter, flat_map, aggregate, dedup, joins,
+//!   windows) and native operators ([`operators::native`]: user Rust code with keyed state and timers, and
+//!   their registry).
+//! - [`operator_api`]: the traits every connector and operator implements, and their error.
+//! - [`time`]: watermarks at sources and input gates, and the event-time buffer.
+//! - [`checkpoint`]: snapshot files (writing, reading, incremental shared files) and checkpoint commands.
+//! - [`state`]: keyed state backends (heap, RocksDB) and the typed states over them.
 //! - [`network`]: the data port: one TCP connection per TaskManager pair, framing, credit-based flow
 //!   control, and in-process channels with the same bounds.
 //! - [`metrics`]: Prometheus metrics and the per-task counters heartbeats report.
 //! - [`config`]: settings from flags, environment and config file.
+//!
+//! ## Layers
+//! Imports between these modules point one way, from a layer to the ones below it; no two modules import
+//! each other:
+//!
+//! ```text
+//!   control                                   registration, RPCs
+//!   task                                      the task loop
+//!   factory                                   vertex → implementation
+//!   connectors   operators (native/ …)        implementations
+//!   time                                      watermarks
+//!   operator_api                              Operator, Source, OperatorError
+//!   checkpoint   network   metrics            snapshot files, data port, counters
+//!   state                                     keyed state backends
+//!   config
+//! ```
+//!
+//! (`time` needs only [`operator_api::OperatorError`]; `checkpoint` only `state`; `network` and `metrics`
+//! nothing above `config`.)
 //!
 //! ```text
 //!   JobManager ──gRPC──▶ control ──spawn──▶ task (data runtime)
@@ -20,11 +46,13 @@
 //! ```
 pub mod checkpoint;
 pub mod config;
+pub mod connectors;
 pub mod control;
+pub mod factory;
 pub mod metrics;
 pub mod network;
+pub mod operator_api;
 pub mod operators;
-pub mod process;
 pub mod state;
 pub mod task;
 pub mod time;
@@ -49,15 +77,14 @@ const CONTROL_THREADS: usize = 2;
 ///
 /// ```no_run
 /// fn main() -> anyhow::Result<()> {
-///     let registry = sluice_taskmanager::process::OperatorRegistry::new(); // .register("name", factory)
+///     let registry = sluice_taskmanager::operators::native::OperatorRegistry::new(); // .register("name", factory)
 ///     sluice_taskmanager::main_with_registry(registry)
 /// }
 /// ```
-pub fn main_with_registry(registry: process::OperatorRegistry) -> anyhow::Result<()> {
-    use clap::{CommandFactory, Parser};
-    // Before any thread starts: the config file is applied through environment variables.
-    sluice_common::config::load_config_file_into_env(&TaskManagerConfig::command())?;
-    let config = TaskManagerConfig::parse();
+pub fn main_with_registry(registry: operators::native::OperatorRegistry) -> anyhow::Result<()> {
+    // The whole configuration (flags > environment > config file > defaults) is read before any runtime or
+    // thread starts.
+    let config: TaskManagerConfig = sluice_common::config::parse_with_config_file()?;
     sluice_common::process::init_logging(&config.log_format);
 
     let data_threads =
@@ -96,7 +123,7 @@ pub async fn run(
     data_runtime: tokio::runtime::Handle,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    run_with_registry(config, data_runtime, shutdown, process::OperatorRegistry::new()).await
+    run_with_registry(config, data_runtime, shutdown, operators::native::OperatorRegistry::new()).await
 }
 
 /// Runs a TaskManager offering the native operators of `registry` until `shutdown` fires. Network and tasks
@@ -105,7 +132,7 @@ pub async fn run_with_registry(
     config: TaskManagerConfig,
     data_runtime: tokio::runtime::Handle,
     shutdown: CancellationToken,
-    registry: process::OperatorRegistry,
+    registry: operators::native::OperatorRegistry,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;

@@ -22,7 +22,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use sluice_common::job::WATERMARK_INTERVAL_MS_DEFAULT;
 use sluice_common::proto::{event_time::Watermarks, EventTime};
 
-use crate::operators::OperatorError;
+use crate::operator_api::OperatorError;
 
 /// The watermark value that marks a channel idle. No real watermark is ever this small.
 pub const IDLE: i64 = i64::MIN;

@@ -27,7 +27,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use sluice_common::expr::{CompiledExpr, ExprCompiler};
 use sluice_common::proto::AggregateCall;
 
-use super::OperatorError;
+use crate::operator_api::OperatorError;
 
 /// What one aggregate computes, and in which number type.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

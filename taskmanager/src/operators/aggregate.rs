@@ -22,12 +22,12 @@ use sluice_common::keygroup::{hash_key_columns, key_group_of};
 use sluice_common::proto::Aggregate;
 use sluice_common::proto::KeyedStateSnapshot;
 
-use super::accumulate::{AggregateFn, Kind};
+use crate::operators::accumulate::{AggregateFn, Kind};
 use crate::state::{split_state_key, StateKey};
 
 /// The keyed state a checkpoint holds the groups in.
 const GROUPS_STATE: &str = "groups";
-use super::{Operator, OperatorError};
+use crate::operator_api::{Operator, OperatorError};
 use sluice_common::proto::OperatorSnapshot;
 
 /// Per-group state of one aggregate. `values` counts the non-null inputs seen: a group with none yet has a

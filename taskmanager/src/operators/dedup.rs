@@ -17,7 +17,7 @@ use sluice_common::proto::Deduplicate;
 
 use std::ops::RangeInclusive;
 
-use super::{Operator, OperatorError};
+use crate::operator_api::{restore, Operator, OperatorError};
 use crate::state::{KeyedStateBackend, StateKey, Ttl, ValueState};
 use crate::time::{now_millis, timestamps_of, EventTimeBuffer};
 use sluice_common::proto::OperatorSnapshot;
@@ -126,8 +126,8 @@ impl Operator for DedupOp {
         snapshots: &[&OperatorSnapshot],
         key_groups: RangeInclusive<u16>,
     ) -> Result<(), OperatorError> {
-        super::restore_keyed(self.backend.as_mut(), snapshots, key_groups.clone())?;
-        let buffered = super::restore_buffered(snapshots, &self.key_columns, self.max_parallelism, &key_groups)?;
+        restore::restore_keyed(self.backend.as_mut(), snapshots, key_groups.clone())?;
+        let buffered = restore::restore_buffered(snapshots, &self.key_columns, self.max_parallelism, &key_groups)?;
         match self.pending.as_mut() {
             Some(pending) => buffered.into_iter().for_each(|batch| pending.push(batch)),
             None if buffered.is_empty() => {}

@@ -7,7 +7,7 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use sluice_common::proto::FlatMap;
 
-use super::{Operator, OperatorError};
+use crate::operator_api::{Operator, OperatorError};
 
 pub struct FlatMapOp {
     column: usize,

@@ -32,12 +32,11 @@ use crate::checkpoint::{
     CheckpointReporter, SharedFiles, SnapshotParts,
 };
 
+use crate::factory::{build_operator, build_source, BuildContext};
 use crate::metrics::TaskCounters;
 use crate::network::{InputGate, NetworkEnvironment, NetworkError, StreamEvent};
-use crate::operators::{
-    build_operator, build_source, BuildContext, Operator, OperatorError, Source, SourcePoll, SubtaskInfo,
-};
-use crate::process::OperatorRegistry;
+use crate::operator_api::{Operator, OperatorError, Source, SourcePoll, SubtaskInfo};
+use crate::operators::native::OperatorRegistry;
 use crate::state::StateSettings;
 use crate::time::{now_millis, InputWatermarks, WatermarkGenerator, END_OF_TIME, IDLE};
 use output::Output;

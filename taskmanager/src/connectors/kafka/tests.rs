@@ -19,7 +19,7 @@ use sluice_common::proto::{KafkaDelivery, KafkaSink, OperatorSnapshot};
 
 use super::KafkaSinkWriter;
 use crate::metrics::KafkaCounters;
-use crate::operators::{Operator, SubtaskInfo};
+use crate::operator_api::{Operator, SubtaskInfo};
 
 fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]))

@@ -28,10 +28,10 @@ use serde::{Deserialize, Serialize};
 use sluice_common::proto::{BadRecordPolicy, KafkaSource, KafkaStartFrom};
 
 use super::codec::{RawRecord, RecordDecoder};
+use crate::connectors::BATCH_SIZE_DEFAULT;
 use crate::metrics::KafkaCounters;
-use crate::operators::{OperatorError, Source, SourcePoll, SubtaskInfo};
+use crate::operator_api::{OperatorError, Source, SourcePoll, SubtaskInfo};
 
-const BATCH_SIZE_DEFAULT: u32 = 1024;
 const DISCOVERY_INTERVAL_DEFAULT_MS: u64 = 10_000;
 /// How long a metadata or offsets request of the discovery thread may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

@@ -3,7 +3,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use sluice_common::proto::PrintSink;
 
-use super::{Operator, OperatorError, SubtaskInfo};
+use crate::operator_api::{Operator, OperatorError, SubtaskInfo};
 
 const MAX_ROWS_PER_BATCH_DEFAULT: u32 = 20;
 

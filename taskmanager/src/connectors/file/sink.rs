@@ -21,7 +21,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 use sluice_common::proto::{FileSink, OperatorSnapshot};
 
-use super::{Operator, OperatorError, SubtaskInfo};
+use crate::operator_api::{Operator, OperatorError, SubtaskInfo};
 
 type Writer = LineDelimitedWriter<BufWriter<File>>;
 

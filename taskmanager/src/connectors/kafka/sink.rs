@@ -34,7 +34,7 @@ use sluice_common::proto::{KafkaDelivery, KafkaSink, OperatorSnapshot};
 
 use super::codec::{KafkaRecord, RecordEncoder};
 use crate::metrics::KafkaCounters;
-use crate::operators::{Operator, OperatorError, SubtaskInfo};
+use crate::operator_api::{Operator, OperatorError, SubtaskInfo};
 
 use sluice_common::job::KAFKA_TRANSACTION_TIMEOUT_MS_DEFAULT as TRANSACTION_TIMEOUT_DEFAULT_MS;
 /// How long a flush, a transaction commit or an abort may take before the sink gives up.

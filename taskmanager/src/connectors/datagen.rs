@@ -15,10 +15,10 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use sluice_common::proto::{generated_column::Generator, DatagenSource, GeneratedColumn};
 
-use super::{OperatorError, Source, SourcePoll, SubtaskInfo};
+use crate::connectors::BATCH_SIZE_DEFAULT;
+use crate::operator_api::{OperatorError, Source, SourcePoll, SubtaskInfo};
 use crate::time::now_millis;
 
-const BATCH_SIZE_DEFAULT: u32 = 1024;
 /// The longest a rate-limited generator asks its task to wait at once, so cancellation stays prompt.
 const WAIT_MAX: Duration = Duration::from_millis(50);
 

@@ -15,7 +15,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::{csv, json};
 use sluice_common::proto::FileFormat;
 
-use crate::operators::OperatorError;
+use crate::operator_api::OperatorError;
 
 /// One Kafka record as read: what decoding needs of it.
 pub struct RawRecord<'a> {

@@ -16,9 +16,9 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::{csv, json};
 use sluice_common::proto::{FileFormat, FileSource};
 
-use super::{OperatorError, Source, SourcePoll, SubtaskInfo};
+use crate::connectors::BATCH_SIZE_DEFAULT;
+use crate::operator_api::{OperatorError, Source, SourcePoll, SubtaskInfo};
 
-const BATCH_SIZE_DEFAULT: u32 = 1024;
 /// The longest line accepted, in bytes. A longer one fails the task with the file and offset, rather than
 /// growing a buffer without bound.
 const LINE_BYTES_MAX: usize = 16 << 20;

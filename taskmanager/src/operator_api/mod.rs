@@ -1,0 +1,206 @@
+//! The contract between a task and what it runs: the traits every connector and operator implements.
+//!
+//! This module sits below both [`crate::connectors`] and [`crate::operators`] and above the state backends;
+//! the factory that builds implementations from a job ([`crate::factory`]) sits above all of them, so no
+//! operator module needs the factory and no import goes both ways.
+//!
+//! Two traits, because sources and the rest are driven differently:
+//! - a [`Source`] is polled by its task for the next batch, and may ask the task to wait (rate limits) or
+//!   say it has ended (bounded input);
+//! - an [`Operator`] is handed each input batch and pushes what it produces into an output `Vec`. The
+//!   operators of a chain call each other through that `Vec` directly: no queue, no serialization.
+//!
+//! Both are synchronous: the task around them owns all awaiting (network credit, timers, cancellation), so
+//! an operator never holds a network buffer across a suspension point. Sinks are operators that emit
+//! nothing.
+//!
+//! What implementors promise about checkpoints: [`Source::position`], [`Operator::snapshot_state`] and the
+//! keyed backend's snapshot are taken between batches, after every record before the barrier was handled
+//! and before any record after it; a restore ([`Source::seek_all`], [`Operator::restore_state`]) happens
+//! once, before any input, and given the same snapshots yields the same state. `restore` holds the
+//! helpers most operators restore with.
+pub(crate) mod restore;
+
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use sluice_common::proto::OperatorSnapshot;
+
+use crate::state::StateError;
+
+/// An operator failed; the task fails with this message, naming the vertex.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct OperatorError(pub String);
+
+impl OperatorError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+impl From<datafusion::arrow::error::ArrowError> for OperatorError {
+    fn from(e: datafusion::arrow::error::ArrowError) -> Self {
+        Self(e.to_string())
+    }
+}
+
+impl From<StateError> for OperatorError {
+    fn from(e: StateError) -> Self {
+        OperatorError(e.to_string())
+    }
+}
+
+impl From<sluice_common::expr::ExprError> for OperatorError {
+    fn from(e: sluice_common::expr::ExprError) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// What a source has next.
+pub enum SourcePoll {
+    /// A batch of records.
+    Batch(RecordBatch),
+    /// Nothing yet: poll again after this long (a rate limit, or an input not ready).
+    Wait(Duration),
+    /// The input is exhausted; the task finishes once everything downstream has flushed.
+    End,
+}
+
+/// Produces the records of one source subtask.
+pub trait Source: Send {
+    /// The next batch, a request to wait, or the end of input.
+    fn poll_next(&mut self) -> Result<SourcePoll, OperatorError>;
+
+    /// Checkpoint `checkpoint`: where this source stands (what it reads next), in its own encoding. Called
+    /// between polls; everything before it has been emitted. A source that must make something durable
+    /// first (dead letters) does it here; an error declines the checkpoint.
+    fn position(&mut self, _checkpoint: u64) -> Result<Vec<u8>, OperatorError> {
+        Ok(Vec::new())
+    }
+
+    /// Restore: continue from `position` (what [`Source::position`] returned at the checkpoint).
+    fn seek(&mut self, position: &[u8]) -> Result<(), OperatorError> {
+        if position.is_empty() {
+            Ok(())
+        } else {
+            Err(OperatorError::new("this source cannot resume from a position"))
+        }
+    }
+
+    /// Restore, given this subtask's position (`own`, absent when the job had fewer subtasks) and the
+    /// positions of every subtask of the checkpointed job. Sources whose splits may change owner at another
+    /// parallelism (Kafka partitions) look at all; the others continue from their own.
+    fn seek_all(&mut self, own: Option<&[u8]>, _all: &[&[u8]]) -> Result<(), OperatorError> {
+        match own {
+            Some(position) => self.seek(position),
+            None => Ok(()),
+        }
+    }
+
+    /// Checkpoint `checkpoint` completed.
+    fn notify_checkpoint_complete(&mut self, _checkpoint: u64) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// The split (e.g. Kafka partition, numbered by the source) the last batch came from, for watermarks
+    /// per split: each split's watermark advances on its own, and the source's is their minimum over the
+    /// splits that are not idle. `None`: the source is one split.
+    fn split_of_last_batch(&self) -> Option<usize> {
+        None
+    }
+
+    /// How many splits the source has now (0: it has none).
+    fn split_count(&self) -> usize {
+        0
+    }
+}
+
+/// A vectorized transformation or sink in a chain.
+pub trait Operator: Send {
+    /// Processes one input batch, pushing output batches into `out`.
+    fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<(), OperatorError>;
+
+    /// Processes a batch from input `input` of a two-input operator (0: the first, left or stream input; 1:
+    /// the second, right or table input). Single-input operators receive everything through `process`.
+    fn process_input(
+        &mut self,
+        _input: usize,
+        batch: RecordBatch,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<(), OperatorError> {
+        self.process(batch, out)
+    }
+
+    /// Event time reached `watermark` (`time::END_OF_TIME` at the end of a bounded input): emit what it
+    /// completes (windows that close). The task forwards the watermark downstream afterwards.
+    fn on_watermark(&mut self, _watermark: i64, _out: &mut Vec<RecordBatch>) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// The wall-clock time (ms since the epoch) of this operator's earliest processing-time timer.
+    fn next_timer(&self) -> Option<i64> {
+        None
+    }
+
+    /// The wall clock reached `now` (ms since the epoch): fire the processing-time timers that are due.
+    fn on_processing_time(&mut self, _now: i64, _out: &mut Vec<RecordBatch>) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// Moves what was produced for side outputs since the last call into `out`, as (side output, batch).
+    fn drain_side_output(&mut self, _out: &mut Vec<(&'static str, RecordBatch)>) {}
+
+    /// Records that arrived later than allowed, in total (each went to a side output, or was dropped).
+    fn late_records(&self) -> u64 {
+        0
+    }
+
+    /// Called once when the input has ended, to emit what is held back and release resources (close files).
+    fn finish(&mut self, _out: &mut Vec<RecordBatch>) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// After processing, how long the task should pause before feeding the next batch (throttled sinks).
+    fn pause(&mut self) -> Option<Duration> {
+        None
+    }
+
+    /// Checkpoint: the backend holding this operator's keyed state, if it has one. The task takes the
+    /// backend's deferred snapshot (the synchronous part) and writes it out after the barrier went on.
+    fn keyed_backend(&mut self) -> Option<&mut dyn crate::state::KeyedStateBackend> {
+        None
+    }
+
+    /// Checkpoint: adds this operator's state that is not keyed (records it holds back, its watermark) to
+    /// `snapshot`. Called between batches, once every record before the barrier has been processed. An
+    /// operator that cannot snapshot its state returns an error, and the task declines the checkpoint.
+    fn snapshot_state(&mut self, _snapshot: &mut OperatorSnapshot) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// Restore, once before any input: this operator's state from `snapshots` (this vertex's snapshots from
+    /// every subtask of the checkpointed job), keeping the key groups in `key_groups`.
+    fn restore_state(
+        &mut self,
+        _snapshots: &[&OperatorSnapshot],
+        _key_groups: RangeInclusive<u16>,
+    ) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// Checkpoint `id` completed: what was pre-committed for it may be committed.
+    fn notify_checkpoint_complete(&mut self, _id: u64) -> Result<(), OperatorError> {
+        Ok(())
+    }
+}
+
+/// Where a subtask stands in its vertex.
+#[derive(Clone, Copy, Debug)]
+pub struct SubtaskInfo {
+    /// This subtask's index.
+    pub index: u32,
+    /// The vertex's parallelism.
+    pub parallelism: u32,
+}

@@ -1,0 +1,198 @@
+//! Folding a batch into windows. Tumbling and sliding windows fold the batch into one partial result per
+//! distinct (key, window) first, so the backend sees one read and one write per group and batch; sessions
+//! merge record by record, since each record may bridge sessions stored before.
+use std::collections::HashMap;
+
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use sluice_common::keygroup::key_group_of;
+
+use super::operator::WindowOp;
+use super::stored::{decode_value, decode_window, encode_window};
+use crate::operator_api::OperatorError;
+use crate::operators::accumulate::Acc;
+
+impl WindowOp {
+    /// Folds a batch into tumbling or sliding windows: one partial result per (key, window) of the batch,
+    /// then one read and one write per group.
+    pub(super) fn process_aligned(
+        &mut self,
+        batch: &RecordBatch,
+        key_rows: &datafusion::arrow::row::Rows,
+        times: &[Option<i64>],
+        arguments: &[Option<ArrayRef>],
+        late_rows: &mut Vec<u32>,
+    ) -> Result<(), OperatorError> {
+        let n = self.functions.len();
+        let mut groups: HashMap<Vec<u8>, usize, ahash::RandomState> = HashMap::default();
+        let mut partials: Vec<Acc> = Vec::new();
+        let mut group_ends: Vec<i64> = Vec::new();
+        // The rows of each group, for the DataFusion aggregates (which take their input a batch at a time).
+        let mut group_rows: Vec<Vec<u32>> = Vec::new();
+        for (row, time) in times.iter().enumerate() {
+            let Some(t) = *time else {
+                late_rows.push(row as u32);
+                continue;
+            };
+            self.assign.windows(t, &mut self.assigned);
+            let key_group = key_group_of(self.hashes[row], self.max_parallelism).0 as u16;
+            let mut accepted = false;
+            for i in 0..self.assigned.len() {
+                let (start, end) = self.assigned[i];
+                if self.expired(end) {
+                    continue;
+                }
+                accepted = true;
+                self.key.set_key(key_group, key_rows.row(row).as_ref()).set_namespace(&encode_window(start, end));
+                let group = match groups.get(self.key.as_bytes()) {
+                    Some(&group) => group,
+                    None => {
+                        let group = group_ends.len();
+                        groups.insert(self.key.as_bytes().to_vec(), group);
+                        partials.resize(partials.len() + n, Acc::default());
+                        group_ends.push(end);
+                        if !self.generic.is_empty() || self.reducer.is_some() {
+                            group_rows.push(Vec::new());
+                        }
+                        group
+                    }
+                };
+                if let Some(rows) = group_rows.get_mut(group) {
+                    rows.push(row as u32);
+                }
+                for (f, function) in self.functions.iter().enumerate() {
+                    partials[group * n + f].update(function.kind, arguments[f].as_ref(), row);
+                }
+            }
+            if !accepted {
+                late_rows.push(row as u32);
+            }
+        }
+        let mut by_group: Vec<(&Vec<u8>, usize)> = groups.iter().map(|(k, &g)| (k, g)).collect();
+        by_group.sort_unstable_by_key(|&(_, g)| g);
+        for (full, group) in by_group {
+            self.key.set_full(full);
+            let created = !self.load()?;
+            for (f, function) in self.functions.iter().enumerate() {
+                self.accs[f].merge(function.kind, partials[group * n + f]);
+            }
+            for (ordinal, &f) in self.generic.iter().enumerate() {
+                if let (Some(generic), Some(values), Some(rows)) =
+                    (&self.functions[f].generic, &arguments[f], group_rows.get(group))
+                {
+                    self.states[ordinal] = generic.fold(&self.states[ordinal], values, rows)?;
+                }
+            }
+            if let (Some(reducer), Some(rows)) = (&self.reducer, group_rows.get(group)) {
+                // Folded record by record in arrival order: one small evaluation per record.
+                let mut rows = rows.iter().map(|&r| r as usize);
+                let mut acc = if created {
+                    let first = rows.next().ok_or_else(|| OperatorError::new("a window group without records"))?;
+                    reducer.record(batch, first)
+                } else {
+                    reducer.decode(std::iter::once(self.states[0].as_slice()))?
+                };
+                for row in rows {
+                    acc = reducer.fold(&acc, &reducer.record(batch, row), batch, row)?;
+                }
+                self.states[0] = reducer.encode(&acc)?;
+            }
+            self.store()?;
+            self.after_update(group_ends[group], created);
+        }
+        Ok(())
+    }
+
+    /// Merges each record into its key's sessions, one record at a time.
+    pub(super) fn process_sessions(
+        &mut self,
+        batch: &RecordBatch,
+        key_rows: &datafusion::arrow::row::Rows,
+        times: &[Option<i64>],
+        arguments: &[Option<ArrayRef>],
+        late_rows: &mut Vec<u32>,
+    ) -> Result<(), OperatorError> {
+        let n = self.functions.len();
+        for (row, time) in times.iter().enumerate() {
+            let Some(t) = *time else {
+                late_rows.push(row as u32);
+                continue;
+            };
+            self.assign.windows(t, &mut self.assigned);
+            let Some(&(mut start, mut end)) = self.assigned.first() else { continue };
+            let key_group = key_group_of(self.hashes[row], self.max_parallelism).0 as u16;
+            self.key.set_key(key_group, key_rows.row(row).as_ref());
+            let prefix = self.key.key_prefix().to_vec();
+            let mut sessions: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+            self.backend.scan_prefix(self.windows, &prefix, &mut |full, value| {
+                sessions.push((full.to_vec(), value.to_vec()));
+                true
+            })?;
+            let mut merged = vec![Acc::default(); n];
+            for (f, function) in self.functions.iter().enumerate() {
+                merged[f].update(function.kind, arguments[f].as_ref(), row);
+            }
+            let mut merged_states = vec![Vec::new(); self.generic.len()];
+            // (The reduced record, if any, is pushed last, after the DataFusion states.)
+            for (ordinal, &f) in self.generic.iter().enumerate() {
+                if let (Some(generic), Some(values)) = (&self.functions[f].generic, &arguments[f]) {
+                    merged_states[ordinal] = generic.fold(&[], values, &[row as u32])?;
+                }
+            }
+            // A reducing window folds the absorbed sessions' records in time order, then this record.
+            let mut reduced: Option<Vec<ArrayRef>> = None;
+            let mut absorbed = Vec::new();
+            let mut stored = Vec::new();
+            let mut stored_states = Vec::new();
+            for (full, value) in &sessions {
+                let (s, e) = decode_window(&full[prefix.len()..])
+                    .ok_or_else(|| OperatorError::new("corrupt window state: bad session bounds"))?;
+                // Sessions that touch or overlap merge (Flink's TimeWindow.intersects).
+                if s <= end && e >= start {
+                    start = start.min(s);
+                    end = end.max(e);
+                    decode_value(value, self.shape(), &mut stored, &mut stored_states)?;
+                    for (f, function) in self.functions.iter().enumerate() {
+                        merged[f].merge(function.kind, stored[f]);
+                    }
+                    for (ordinal, &f) in self.generic.iter().enumerate() {
+                        if let Some(generic) = &self.functions[f].generic {
+                            merged_states[ordinal] = generic.merge(&merged_states[ordinal], &stored_states[ordinal])?;
+                        }
+                    }
+                    if let Some(reducer) = &self.reducer {
+                        let record = reducer.decode(std::iter::once(stored_states[0].as_slice()))?;
+                        reduced = Some(match reduced {
+                            Some(acc) => reducer.fold(&acc, &record, batch, row)?,
+                            None => record,
+                        });
+                    }
+                    absorbed.push((full.clone(), e));
+                }
+            }
+            if self.expired(end) {
+                late_rows.push(row as u32);
+                continue;
+            }
+            for (full, e) in absorbed {
+                self.backend.delete(self.windows, &full)?;
+                self.fire_timers.remove(&(e.saturating_sub(1), full.clone()));
+                self.cleanup_timers.remove(&(e.saturating_sub(1).saturating_add(self.lateness), full));
+            }
+            self.key.set_namespace(&encode_window(start, end));
+            self.accs = merged;
+            self.states = merged_states;
+            if let Some(reducer) = &self.reducer {
+                let record = reducer.record(batch, row);
+                let acc = match reduced {
+                    Some(acc) => reducer.fold(&acc, &record, batch, row)?,
+                    None => record,
+                };
+                self.states.push(reducer.encode(&acc)?);
+            }
+            self.store()?;
+            self.after_update(end, true);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,278 @@
+//! Goal: windows fire, update and expire as the module docs say, for every assigner, for aggregates and
+//! reductions. Method: drive a [`WindowOp`] over a heap backend with batches and watermarks.
+use std::sync::Arc;
+
+use datafusion::arrow::array::{AsArray, TimestampMillisecondArray};
+use datafusion::arrow::datatypes::{Int64Type, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use sluice_common::proto::{window::Assigner, Reduce, TimeDomain, Window};
+
+use super::WindowOp;
+use crate::operator_api::{Operator, OperatorError};
+use crate::state::HeapBackend;
+use crate::time::END_OF_TIME;
+use datafusion::arrow::array::{Int64Array, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use sluice_common::proto::{AggregateCall, SessionWindow, SlidingWindow, TumblingWindow};
+
+fn input() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("word", DataType::Utf8, false),
+        Field::new("t", DataType::Timestamp(TimeUnit::Millisecond, None), false),
+        Field::new("v", DataType::Int64, false),
+    ]))
+}
+
+fn output() -> SchemaRef {
+    let time = DataType::Timestamp(TimeUnit::Millisecond, None);
+    Arc::new(Schema::new(vec![
+        Field::new("word", DataType::Utf8, false),
+        Field::new("window_start", time.clone(), false),
+        Field::new("window_end", time, false),
+        Field::new("n", DataType::Int64, false),
+        Field::new("total", DataType::Int64, true),
+    ]))
+}
+
+fn window(assigner: Assigner, lateness: u64) -> Result<WindowOp, OperatorError> {
+    let call = |function: &str, argument: &str, name: &str| AggregateCall {
+        function: function.into(),
+        argument: argument.into(),
+        name: name.into(),
+    };
+    let spec = Window {
+        keys: vec!["word".into()],
+        assigner: Some(assigner),
+        aggregates: vec![call("count", "", "n"), call("sum", "v", "total")],
+        allowed_lateness_ms: lateness,
+        ..Default::default()
+    };
+    WindowOp::new(&spec, &input(), output(), Some("t"), 128, Box::new(HeapBackend::default()))
+}
+
+fn batch(rows: &[(&str, i64, i64)]) -> Result<RecordBatch, OperatorError> {
+    Ok(RecordBatch::try_new(
+        input(),
+        vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+            Arc::new(TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.1))),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
+        ],
+    )?)
+}
+
+/// "word start end n total" per output row, sorted.
+fn rows(out: &[RecordBatch]) -> Vec<String> {
+    let mut rows = Vec::new();
+    for b in out {
+        for r in 0..b.num_rows() {
+            let ts = |c: usize| {
+                b.column(c).as_primitive::<datafusion::arrow::datatypes::TimestampMillisecondType>().value(r)
+            };
+            rows.push(format!(
+                "{} {} {} {} {}",
+                b.column(0).as_string::<i32>().value(r),
+                ts(1),
+                ts(2),
+                b.column(3).as_primitive::<Int64Type>().value(r),
+                b.column(4).as_primitive::<Int64Type>().value(r)
+            ));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+#[test]
+fn tumbling_windows_fire_when_the_watermark_passes_their_end() -> Result<(), OperatorError> {
+    let mut op = window(Assigner::Tumbling(TumblingWindow { size_ms: 10, offset_ms: 0 }), 0)?;
+    let mut out = Vec::new();
+    op.process(batch(&[("a", 1, 1), ("b", 5, 2), ("a", 9, 3), ("a", 10, 4), ("a", -1, 5)])?, &mut out)?;
+    op.on_watermark(8, &mut out)?;
+    assert_eq!(rows(&out), vec!["a -10 0 1 5"], "only [-10, 0) is complete at watermark 8");
+    out.clear();
+    op.on_watermark(9, &mut out)?;
+    assert_eq!(rows(&out), vec!["a 0 10 2 4", "b 0 10 1 2"]);
+    out.clear();
+    op.process(batch(&[("a", 3, 100)])?, &mut out)?;
+    assert!(out.is_empty());
+    let mut side = Vec::new();
+    op.drain_side_output(&mut side);
+    assert_eq!(side.len(), 1, "a record for a fired window without lateness is late");
+    assert_eq!(op.late_records(), 1);
+    op.on_watermark(END_OF_TIME, &mut out)?;
+    assert_eq!(rows(&out), vec!["a 10 20 1 4"]);
+    Ok(())
+}
+
+#[test]
+fn late_records_within_allowed_lateness_update_and_fire_again() -> Result<(), OperatorError> {
+    let mut op = window(Assigner::Tumbling(TumblingWindow { size_ms: 10, offset_ms: 0 }), 5)?;
+    let mut out = Vec::new();
+    op.process(batch(&[("a", 1, 1)])?, &mut out)?;
+    op.on_watermark(12, &mut out)?;
+    assert_eq!(rows(&out), vec!["a 0 10 1 1"]);
+    out.clear();
+    op.process(batch(&[("a", 2, 10)])?, &mut out)?;
+    assert_eq!(rows(&out), vec!["a 0 10 2 11"], "within lateness: the window fires again, updated");
+    out.clear();
+    op.on_watermark(14, &mut out)?;
+    op.process(batch(&[("a", 3, 100)])?, &mut out)?;
+    assert!(out.is_empty(), "past end - 1 + lateness the window is gone: {out:?}");
+    assert_eq!(op.late_records(), 1);
+    Ok(())
+}
+
+#[test]
+fn sliding_windows_count_each_record_in_every_window_holding_it() -> Result<(), OperatorError> {
+    let mut op = window(Assigner::Sliding(SlidingWindow { size_ms: 30, slide_ms: 10, offset_ms: 0 }), 0)?;
+    let mut out = Vec::new();
+    op.process(batch(&[("a", 25, 1), ("a", 31, 2)])?, &mut out)?;
+    op.on_watermark(END_OF_TIME, &mut out)?;
+    assert_eq!(
+        rows(&out),
+        vec!["a 0 30 1 1", "a 10 40 2 3", "a 20 50 2 3", "a 30 60 1 2"],
+        "25 is in [0,30), [10,40), [20,50); 31 in [10,40), [20,50), [30,60)"
+    );
+    Ok(())
+}
+
+#[test]
+fn sessions_merge_when_a_record_bridges_them() -> Result<(), OperatorError> {
+    let mut op = window(Assigner::Session(SessionWindow { gap_ms: 10 }), 0)?;
+    let mut out = Vec::new();
+    op.process(batch(&[("a", 0, 1), ("a", 18, 2), ("b", 5, 7)])?, &mut out)?;
+    op.process(batch(&[("a", 9, 4)])?, &mut out)?;
+    op.on_watermark(24, &mut out)?;
+    assert_eq!(rows(&out), vec!["b 5 15 1 7"], "a's session [0,28) is still open");
+    out.clear();
+    op.on_watermark(END_OF_TIME, &mut out)?;
+    assert_eq!(rows(&out), vec!["a 0 28 3 7"], "9 bridges [0,10) and [18,28)");
+    Ok(())
+}
+
+#[test]
+fn processing_time_windows_fire_on_the_wall_clock_or_at_the_end() -> Result<(), OperatorError> {
+    let spec = Window {
+        keys: vec!["word".into()],
+        assigner: Some(Assigner::Tumbling(TumblingWindow { size_ms: 60_000, offset_ms: 0 })),
+        time: TimeDomain::ProcessingTime as i32,
+        aggregates: vec![AggregateCall { function: "count".into(), argument: String::new(), name: "n".into() }],
+        ..Default::default()
+    };
+    let time = DataType::Timestamp(TimeUnit::Millisecond, None);
+    let output = Arc::new(Schema::new(vec![
+        Field::new("word", DataType::Utf8, false),
+        Field::new("window_start", time.clone(), false),
+        Field::new("window_end", time, false),
+        Field::new("n", DataType::Int64, false),
+    ]));
+    let mut op = WindowOp::new(&spec, &input(), output, None, 128, Box::new(HeapBackend::default()))?;
+    let mut out = Vec::new();
+    op.process(batch(&[("a", 0, 1), ("a", 0, 1)])?, &mut out)?;
+    let due = op.next_timer().ok_or_else(|| OperatorError::new("no timer"))?;
+    op.on_processing_time(due - 1, &mut out)?;
+    assert!(out.is_empty(), "not before the window's end");
+    op.on_processing_time(due, &mut out)?;
+    assert_eq!(out.iter().map(RecordBatch::num_rows).sum::<usize>(), 1);
+    assert_eq!(op.next_timer(), None);
+    Ok(())
+}
+
+/// stddev, median and approx_distinct per window, fed in several batches so partial states are stored,
+/// reloaded and (for sessions) merged; compared with the values computed here.
+#[test]
+fn datafusion_aggregates_keep_partial_states_across_batches_and_session_merges() -> Result<(), OperatorError> {
+    let call = |function: &str, name: &str| AggregateCall {
+        function: function.into(),
+        argument: "v".into(),
+        name: name.into(),
+    };
+    let time = DataType::Timestamp(TimeUnit::Millisecond, None);
+    let output = Arc::new(Schema::new(vec![
+        Field::new("word", DataType::Utf8, false),
+        Field::new("window_start", time.clone(), false),
+        Field::new("window_end", time, false),
+        Field::new("sd", DataType::Float64, true),
+        Field::new("med", DataType::Int64, true),
+        Field::new("distinct", DataType::UInt64, true),
+    ]));
+    for assigner in [Assigner::Tumbling(TumblingWindow { size_ms: 100, offset_ms: 0 }), session_of(30)] {
+        let spec = Window {
+            keys: vec!["word".into()],
+            assigner: Some(assigner),
+            aggregates: vec![call("stddev", "sd"), call("median", "med"), call("approx_distinct", "distinct")],
+            ..Default::default()
+        };
+        let backend = Box::new(HeapBackend::default());
+        let mut op = WindowOp::new(&spec, &input(), output.clone(), Some("t"), 128, backend)?;
+        let mut out = Vec::new();
+        // "a": 2, 4, 4, 4, 5, 5, 7, 9 within [0, 100) (times 50 apart at most 20: one session too),
+        // arriving out of order over three batches.
+        op.process(batch(&[("a", 10, 4), ("a", 0, 2), ("b", 5, 1)])?, &mut out)?;
+        op.process(batch(&[("a", 30, 4), ("a", 20, 4)])?, &mut out)?;
+        op.process(batch(&[("a", 40, 5), ("a", 50, 5), ("a", 60, 7), ("a", 70, 9)])?, &mut out)?;
+        op.on_watermark(END_OF_TIME, &mut out)?;
+        let mut found = Vec::new();
+        for b in &out {
+            let words = b.column(0).as_string::<i32>();
+            let sd = b.column(3).as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+            let med = b.column(4).as_primitive::<Int64Type>();
+            let distinct = b.column(5).as_primitive::<datafusion::arrow::datatypes::UInt64Type>();
+            for r in 0..b.num_rows() {
+                let sd = datafusion::arrow::array::Array::is_valid(sd, r).then(|| (sd.value(r) * 1e6).round() / 1e6);
+                found.push((words.value(r).to_string(), sd, med.value(r), distinct.value(r)));
+            }
+        }
+        found.sort_by(|x, y| x.0.cmp(&y.0));
+        // Sample standard deviation of 2,4,4,4,5,5,7,9: mean 5, squares 32 over 7.
+        let sd_a = ((32.0f64 / 7.0).sqrt() * 1e6).round() / 1e6;
+        let expected = vec![("a".to_string(), Some(sd_a), 4, 5), ("b".to_string(), None, 1, 1)];
+        assert_eq!(found, expected, "{assigner:?}");
+    }
+    Ok(())
+}
+
+fn session_of(gap_ms: u64) -> Assigner {
+    Assigner::Session(SessionWindow { gap_ms })
+}
+
+/// A reducing window folds records pairwise with its expressions, across batches and session merges.
+#[test]
+fn reduce_folds_records_with_pair_expressions() -> Result<(), OperatorError> {
+    let time = DataType::Timestamp(TimeUnit::Millisecond, None);
+    let output = Arc::new(Schema::new(vec![
+        Field::new("word", DataType::Utf8, false),
+        Field::new("window_start", time.clone(), false),
+        Field::new("window_end", time.clone(), false),
+        Field::new("t", time, false),
+        Field::new("v", DataType::Int64, false),
+    ]));
+    let projection = |name: &str, expr: &str| sluice_common::proto::Projection { name: name.into(), expr: expr.into() };
+    // v: the sum; t: the latest time (the default would be the last record's).
+    let reduce = Reduce { columns: vec![projection("v", "a.v + b.v"), projection("t", "greatest(a.t, b.t)")] };
+    for assigner in [Assigner::Tumbling(TumblingWindow { size_ms: 100, offset_ms: 0 }), session_of(30)] {
+        let spec = Window {
+            keys: vec!["word".into()],
+            assigner: Some(assigner),
+            reduce: Some(reduce.clone()),
+            ..Default::default()
+        };
+        let backend = Box::new(HeapBackend::default());
+        let mut op = WindowOp::new(&spec, &input(), output.clone(), Some("t"), 128, backend)?;
+        let mut out = Vec::new();
+        op.process(batch(&[("a", 20, 1), ("a", 0, 2), ("b", 5, 7)])?, &mut out)?;
+        op.process(batch(&[("a", 40, 10), ("a", 10, 100)])?, &mut out)?;
+        op.on_watermark(END_OF_TIME, &mut out)?;
+        let mut found = Vec::new();
+        for b in &out {
+            let words = b.column(0).as_string::<i32>();
+            let t = b.column(3).as_primitive::<datafusion::arrow::datatypes::TimestampMillisecondType>();
+            let v = b.column(4).as_primitive::<Int64Type>();
+            found.extend((0..b.num_rows()).map(|r| (words.value(r).to_string(), t.value(r), v.value(r))));
+        }
+        found.sort();
+        assert_eq!(found, vec![("a".to_string(), 40, 113), ("b".to_string(), 5, 7)], "{assigner:?}");
+    }
+    Ok(())
+}
