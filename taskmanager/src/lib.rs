@@ -4,7 +4,8 @@
 //!
 //! ## Layout
 //! - [`control`]: registration, heartbeats, and the deploy/cancel RPCs (on a small control runtime).
-//! - [`task`]: one subtask of one chain: its channels ([`task::plan`]), its loop, and output routing.
+//! - [`task`]: one subtask of one chain: its channels ([`task::plan`]), its loop, barrier alignment
+//!   ([`task::alignment`]), snapshots and restore, timers, time accounting, output routing.
 //! - [`factory`]: builds the connector or operator of a vertex; the only module that knows them all.
 //! - [`connectors`]: sources and sinks (Kafka, files, datagen, print, blackhole).
 //! - [`operators`]: the vectorized transformations (select, filter, flat_map, aggregate, dedup, joins,
