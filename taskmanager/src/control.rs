@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sluice_common::bounds::CHECKPOINT_COMMIT_WAIT_MAX;
 use sluice_common::job::validate;
 use sluice_common::proto::job_manager_service_client::JobManagerServiceClient;
 use sluice_common::proto::task_manager_service_server::TaskManagerService;
@@ -43,12 +44,15 @@ const RPC_TIMEOUT: Duration = Duration::from_secs(5);
 /// First and largest pause between registration attempts.
 const REGISTER_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const REGISTER_BACKOFF_MAX: Duration = Duration::from_secs(5);
+const _: () = assert!(REGISTER_BACKOFF_MIN.as_millis() < REGISTER_BACKOFF_MAX.as_millis());
 /// A task state report is retried this often before it is given up (the heartbeat still carries metrics,
 /// and the JobManager's failure detection covers a TaskManager that cannot reach it).
 const REPORT_ATTEMPTS_MAX: u32 = 5;
 
-/// How long a NotifyCheckpointComplete waits for the tasks to commit before it answers anyway.
-const COMMIT_WAIT_MAX: Duration = Duration::from_secs(10);
+/// The shortest heartbeat interval taken from the JobManager's registration answer. A smaller one (0 from a
+/// misconfigured JobManager) is raised to it, so the heartbeat loop cannot spin; 10 ms is far below any
+/// useful setting (the default is a second) and still leaves the control runtime idle between beats.
+const HEARTBEAT_INTERVAL_MIN: Duration = Duration::from_millis(10);
 
 /// Addresses this TaskManager actually bound, as others reach them.
 #[derive(Clone, Debug)]
@@ -172,7 +176,8 @@ impl TaskManager {
             match self.jobmanager.clone().register_task_manager(request).await {
                 Ok(response) => {
                     backoff = REGISTER_BACKOFF_MIN;
-                    let interval = Duration::from_millis(response.get_ref().heartbeat_interval_ms.max(10));
+                    let interval =
+                        Duration::from_millis(response.get_ref().heartbeat_interval_ms).max(HEARTBEAT_INTERVAL_MIN);
                     tracing::info!(task_manager = %self.id, interval_ms = interval.as_millis() as u64, "registered with the JobManager");
                     if !self.heartbeat_until_lost(interval, &shutdown).await {
                         return;
@@ -529,7 +534,7 @@ impl TaskManagerService for TaskManagerRpc {
         };
         self.0.send_checkpoint_command(&request.job_id, request.attempt, false, command);
         let all = futures::future::join_all(done);
-        if tokio::time::timeout(COMMIT_WAIT_MAX, all).await.is_err() {
+        if tokio::time::timeout(CHECKPOINT_COMMIT_WAIT_MAX, all).await.is_err() {
             tracing::warn!(job = %request.job_id, checkpoint = request.checkpoint_id, "tasks did not confirm their commit in time");
         }
         Ok(Response::new(NotifyCheckpointCompleteResponse {}))

@@ -72,6 +72,12 @@ use network::{NetworkConfig, NetworkEnvironment};
 /// Threads of the control runtime: gRPC, heartbeats and metrics need little CPU but must never wait for it.
 const CONTROL_THREADS: usize = 2;
 
+/// At shutdown, how long the data runtime's tasks get to stop before the process leaves them behind and
+/// exits. Cancelled tasks stop at their next wait (milliseconds); what may still run is a snapshot being
+/// written on a blocking thread, whose checkpoint is abandoned anyway. Five seconds lets a local write
+/// finish without making a stuck upload hold the process up for long.
+const DATA_RUNTIME_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The whole TaskManager process: reads the configuration (flags, environment, config file), starts the
 /// runtimes, and runs until SIGINT or SIGTERM. The stock binary passes an empty registry; a binary with
 /// native operators passes its own:
@@ -114,7 +120,7 @@ pub fn main_with_registry(registry: operators::native::OperatorRegistry) -> anyh
         });
         run_with_registry(config, data_handle, shutdown, registry).await
     });
-    data_runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    data_runtime.shutdown_timeout(DATA_RUNTIME_SHUTDOWN_TIMEOUT);
     result
 }
 

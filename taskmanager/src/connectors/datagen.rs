@@ -13,9 +13,9 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
+use sluice_common::job::BATCH_SIZE_DEFAULT;
 use sluice_common::proto::{generated_column::Generator, DatagenSource, GeneratedColumn};
 
-use crate::connectors::BATCH_SIZE_DEFAULT;
 use crate::operator_api::{OperatorError, Source, SourcePoll, SubtaskInfo};
 use crate::time::now_millis;
 

@@ -10,9 +10,3 @@ pub(crate) mod datagen;
 pub(crate) mod file;
 pub mod kafka;
 pub(crate) mod print;
-
-/// Rows per batch a source produces when its spec sets no `batch_size`. Larger batches amortize the per-batch
-/// cost (one pass through the chain, one network buffer fill) but delay the first record and hold more
-/// memory per subtask; 1024 rows is Arrow's and DataFusion's usual batch size. The JobManager's validation
-/// (`common/src/job/validate.rs`) has its own private copy of this default and must agree with it.
-pub(crate) const BATCH_SIZE_DEFAULT: u32 = 1024;

@@ -41,9 +41,14 @@ pub const MAX_RELEASED_EXECUTIONS: usize = 4096;
 /// counted as stale (with a warning); creating a partition beyond it fails. Far above what the slots of a
 /// TaskManager can use (channels per subtask × subtasks).
 pub const MAX_SENDER_CHANNELS: usize = 1 << 20;
-/// Longest pause of the accept loop after an accept error (e.g. out of file descriptors); it starts at a
-/// millisecond and doubles, so a persistent error does not spin.
+/// First pause of the accept loop after an accept error (e.g. out of file descriptors), and the reset value
+/// after a success; it doubles on each further error up to [`ACCEPT_ERROR_BACKOFF_MAX`], so a persistent
+/// error does not spin. A millisecond: a transient error (a peer resetting mid-accept) costs almost nothing.
+const ACCEPT_ERROR_BACKOFF_MIN: Duration = Duration::from_millis(1);
+/// Longest pause of the accept loop after an accept error; see [`ACCEPT_ERROR_BACKOFF_MIN`]. A second keeps
+/// the data port answering soon after descriptors free up.
 const ACCEPT_ERROR_BACKOFF_MAX: Duration = Duration::from_secs(1);
+const _: () = assert!(ACCEPT_ERROR_BACKOFF_MIN.as_millis() < ACCEPT_ERROR_BACKOFF_MAX.as_millis());
 
 /// Environment-wide counters (relaxed atomics: they are statistics, not synchronization).
 #[derive(Default)]
@@ -463,7 +468,7 @@ impl Drop for NetworkEnvironment {
 /// [`MAX_PENDING_HANDSHAKES`] at a time.
 async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     let handshakes = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
-    let mut backoff = Duration::from_millis(1);
+    let mut backoff = ACCEPT_ERROR_BACKOFF_MIN;
     // Runs until shutdown, by design: it is the data port.
     loop {
         let accepted = tokio::select! {
@@ -472,7 +477,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         };
         let (stream, address) = match accepted {
             Ok(accepted) => {
-                backoff = Duration::from_millis(1);
+                backoff = ACCEPT_ERROR_BACKOFF_MIN;
                 accepted
             }
             Err(e) => {

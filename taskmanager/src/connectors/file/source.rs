@@ -14,9 +14,9 @@ use datafusion::arrow::array::StringBuilder;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::{csv, json};
+use sluice_common::job::BATCH_SIZE_DEFAULT;
 use sluice_common::proto::{FileFormat, FileSource};
 
-use crate::connectors::BATCH_SIZE_DEFAULT;
 use crate::operator_api::{OperatorError, Source, SourcePoll, SubtaskInfo};
 
 /// The longest line accepted, in bytes. A longer one fails the task with the file and offset, rather than

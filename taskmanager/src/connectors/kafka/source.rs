@@ -25,10 +25,10 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
+use sluice_common::job::BATCH_SIZE_DEFAULT;
 use sluice_common::proto::{BadRecordPolicy, KafkaSource, KafkaStartFrom};
 
 use super::codec::{RawRecord, RecordDecoder};
-use crate::connectors::BATCH_SIZE_DEFAULT;
 use crate::metrics::KafkaCounters;
 use crate::operator_api::{OperatorError, Source, SourcePoll, SubtaskInfo};
 
