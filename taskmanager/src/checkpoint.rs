@@ -27,6 +27,8 @@ use sluice_common::proto::{
     RocksDbCheckpoint, RocksDbFile, TaskSnapshot,
 };
 
+use sluice_common::checkpoint_layout;
+use sluice_common::ids::CheckpointId;
 use sluice_common::storage::Storage;
 
 use crate::state::{DeferredSnapshot, Entries, StateSnapshot};
@@ -79,18 +81,8 @@ pub enum SnapshotError {
     Corrupt { path: PathBuf, reason: String },
 }
 
-/// The file name of a task's snapshot within its checkpoint's directory.
-pub fn snapshot_file_name(chain: u32, subtask: u32) -> String {
-    format!("{chain}-{subtask}.snapshot")
-}
-
-/// The name of checkpoint `id`'s directory under a job's checkpoint location.
-pub fn checkpoint_dir_name(id: u64) -> String {
-    format!("chk-{id}")
-}
-
-/// The folder under a job's checkpoint location that holds the files incremental snapshots share.
-pub const SHARED_DIR: &str = "shared";
+// The storage layout's names are the JobManager's too: one definition in sluice_common.
+pub use sluice_common::checkpoint_layout::{snapshot_file_name, SHARED_DIR};
 
 /// The SST files a task's RocksDB instances stored under `shared/`, by their name there. A snapshot
 /// references again only the files of the task's last completed checkpoint (the JobManager keeps those
@@ -135,7 +127,7 @@ pub fn store_snapshot(
     shared: &Mutex<SharedFiles>,
     runtime: &tokio::runtime::Handle,
 ) -> Result<Stored, String> {
-    let chk = job.child(&checkpoint_dir_name(id));
+    let chk = job.child(&checkpoint_layout::checkpoint_dir_name(CheckpointId(id)));
     let shared_dir = job.child(SHARED_DIR);
     let confirmed = shared.lock().unwrap_or_else(|p| p.into_inner()).confirmed.clone();
     let (mut referenced, mut uploaded) = (Vec::new(), Vec::new());

@@ -3,6 +3,11 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+use crate::network::{
+    BUFFER_SIZE_BYTES_DEFAULT, CREDIT_INITIAL_DEFAULT, FLOATING_BUFFERS_DEFAULT, MAX_FRAME_BYTES_DEFAULT,
+    OUTPUT_QUEUE_BUFFERS_DEFAULT,
+};
+
 /// A Sluice TaskManager: runs the tasks the JobManager deploys into its slots.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "sluice-taskmanager", version)]
@@ -45,23 +50,23 @@ pub struct TaskManagerConfig {
     pub id: Option<String>,
 
     /// Size of one network buffer in bytes: the unit of credit. Bigger batches are split.
-    #[arg(long, env = "BUFFER_SIZE", default_value_t = 32 * 1024, value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
+    #[arg(long, env = "BUFFER_SIZE", default_value_t = BUFFER_SIZE_BYTES_DEFAULT as u64, value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
     pub buffer_size: u64,
 
     /// Floating buffers per input gate, granted to the channels that announce a backlog.
-    #[arg(long, env = "BUFFER_POOL_SIZE", default_value_t = 8)]
+    #[arg(long, env = "BUFFER_POOL_SIZE", default_value_t = FLOATING_BUFFERS_DEFAULT)]
     pub buffer_pool_size: u32,
 
     /// Exclusive credits (buffers) per input channel.
-    #[arg(long, env = "CREDIT_INITIAL", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(long, env = "CREDIT_INITIAL", default_value_t = CREDIT_INITIAL_DEFAULT, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub credit_initial: u32,
 
     /// Buffers a subpartition may queue before the producing task waits.
-    #[arg(long, env = "OUTPUT_QUEUE_BUFFERS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(long, env = "OUTPUT_QUEUE_BUFFERS", default_value_t = OUTPUT_QUEUE_BUFFERS_DEFAULT, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub output_queue_buffers: u32,
 
     /// The largest frame accepted on the data port, in bytes; a larger length prefix closes the connection.
-    #[arg(long, env = "MAX_FRAME_BYTES", default_value_t = 64 * 1024 * 1024)]
+    #[arg(long, env = "MAX_FRAME_BYTES", default_value_t = MAX_FRAME_BYTES_DEFAULT as u64)]
     pub max_frame_bytes: u64,
 
     /// Worker threads of the data runtime that runs tasks (default: one per core).

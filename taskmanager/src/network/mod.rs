@@ -52,21 +52,38 @@ pub use partition::ResultPartition;
 /// The smallest `max_frame_bytes` accepted: room for a hello and for a data frame of a small buffer.
 pub const MAX_FRAME_BYTES_MIN: usize = 4096;
 
+/// Default size of one network buffer (the unit of credit): big enough that per-buffer costs vanish, small
+/// enough that a few per channel stay cheap.
+pub const BUFFER_SIZE_BYTES_DEFAULT: usize = 32 * 1024;
+/// Default exclusive credits per input channel.
+pub const CREDIT_INITIAL_DEFAULT: u32 = 2;
+/// Default floating buffers per input gate.
+pub const FLOATING_BUFFERS_DEFAULT: u32 = 8;
+/// Default elements a subpartition may queue before the producing task waits.
+pub const OUTPUT_QUEUE_BUFFERS_DEFAULT: u32 = 4;
+/// Default largest frame on the data port. A buffer is far smaller, but a single row bigger than a buffer
+/// travels alone in its own frame, so the bound is what one row may weigh.
+pub const MAX_FRAME_BYTES_DEFAULT: usize = 64 * 1024 * 1024;
+const _: () =
+    assert!(MAX_FRAME_BYTES_MIN <= BUFFER_SIZE_BYTES_DEFAULT && BUFFER_SIZE_BYTES_DEFAULT < MAX_FRAME_BYTES_DEFAULT);
+
 /// Settings of the network stack; the TaskManager fills them from its flags and config file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NetworkConfig {
     /// Size of one network buffer: the unit of credit. Small batches are concatenated up to it, bigger ones
-    /// cut into row slices that fit (a single bigger row travels alone). Default 32 KiB.
+    /// cut into row slices that fit (a single bigger row travels alone). [`BUFFER_SIZE_BYTES_DEFAULT`].
     pub buffer_size_bytes: usize,
     /// Exclusive credits per input channel: buffers a channel can always receive. At least 1, so every
-    /// channel makes progress. Default 2.
+    /// channel makes progress. [`CREDIT_INITIAL_DEFAULT`].
     pub credit_initial: u32,
-    /// Floating buffers per input gate, granted to channels whose senders report a backlog. Default 8.
+    /// Floating buffers per input gate, granted to channels whose senders report a backlog.
+    /// [`FLOATING_BUFFERS_DEFAULT`].
     pub floating_buffers: u32,
-    /// Elements (buffers and events) a subpartition may queue before the producing task waits. Default 4.
+    /// Elements (buffers and events) a subpartition may queue before the producing task waits.
+    /// [`OUTPUT_QUEUE_BUFFERS_DEFAULT`].
     pub output_queue_buffers: u32,
     /// The largest frame body accepted or sent on the data port; a bigger length prefix closes the
-    /// connection. Must hold a full buffer with its header. Default 16 MiB.
+    /// connection. Must hold a full buffer with its header. [`MAX_FRAME_BYTES_DEFAULT`].
     pub max_frame_bytes: usize,
     /// How long a partial buffer may wait for more rows before it is sent; zero sends every batch at once.
     /// The executor may override it per job. Default 5 ms.
@@ -78,11 +95,11 @@ pub struct NetworkConfig {
 impl Default for NetworkConfig {
     fn default() -> Self {
         Self {
-            buffer_size_bytes: 32 * 1024,
-            credit_initial: 2,
-            floating_buffers: 8,
-            output_queue_buffers: 4,
-            max_frame_bytes: 16 * 1024 * 1024,
+            buffer_size_bytes: BUFFER_SIZE_BYTES_DEFAULT,
+            credit_initial: CREDIT_INITIAL_DEFAULT,
+            floating_buffers: FLOATING_BUFFERS_DEFAULT,
+            output_queue_buffers: OUTPUT_QUEUE_BUFFERS_DEFAULT,
+            max_frame_bytes: MAX_FRAME_BYTES_DEFAULT,
             buffer_timeout: Duration::from_millis(5),
             connect_timeout: Duration::from_secs(10),
         }

@@ -1,5 +1,6 @@
 //! Restoring a task from a checkpoint: fetch the snapshot files of its chain's vertices, keep this
 //! subtask's key groups while reading, and hand each source and operator its part, once, before any input.
+use sluice_common::checkpoint_layout::is_single_component;
 use sluice_common::job::ValidatedJob;
 use sluice_common::proto::{OperatorSnapshot, RestoreSpec};
 use sluice_common::storage::Storage;
@@ -120,7 +121,7 @@ async fn restore_native(
     let dir = state.spool_dir().join(format!("restore-{}", uuid::Uuid::new_v4().simple()));
     let downloaded = async {
         for file in &native.files {
-            if file.name.is_empty() || file.name.contains('/') || file.name.contains("..") {
+            if !is_single_component(&file.name) {
                 return Err(format!("a RocksDB snapshot names the file {:?}", file.name));
             }
             let target = dir.join(&file.name);
