@@ -27,6 +27,8 @@ pub mod rpc;
 pub mod scheduler;
 pub mod store;
 pub mod task_manager_client;
+#[cfg(test)]
+mod test_support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -167,17 +167,11 @@ mod tests {
     //! another attempt or an unknown job are refused and counted, and neither reaches a job's actor.
     use std::sync::Arc;
 
-    use sluice_common::job::{parse_job_file, validate};
     use sluice_common::proto::{TaskState, TaskStateReport};
 
     use super::*;
     use crate::job::JobShared;
     use crate::task_manager_client::GrpcTaskManagerClient;
-
-    const JOB: &str = r#"{"name": "t", "vertices": [
-        {"id": "src", "parallelism": 1, "datagen": {"columns": [{"name": "x", "sequence": {}}]}},
-        {"id": "sink", "parallelism": 1, "print_sink": {}}],
-      "edges": [{"from": "src", "to": "sink"}]}"#;
 
     fn report(job_id: &str, attempt: u32, state: TaskState) -> TaskStateReport {
         TaskStateReport {
@@ -191,8 +185,7 @@ mod tests {
     async fn service() -> (tempfile::TempDir, JobManagerRpc, tokio::sync::mpsc::Receiver<JobEvent>) {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let ctx = Context::for_tests(dir.path(), Arc::new(GrpcTaskManagerClient::default())).await;
-        let job = validate(parse_job_file(JOB.as_bytes()).unwrap_or_else(|e| panic!("{e}")))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let job = crate::test_support::one_task_job("{}");
         let (shared, inbox) = JobShared::new(JobId("j".into()), Arc::new(job), None);
         shared.live().attempt = sluice_common::ids::Attempt(2);
         ctx.jobs.insert(shared);
@@ -250,7 +243,6 @@ mod tests {
         let request = HeartbeatRequest {
             task_manager_id: "tm".into(),
             tasks: vec![TaskMetrics::default(); HEARTBEAT_TASKS_MAX + 1],
-            ..Default::default()
         };
         let status = rpc.heartbeat(Request::new(request)).await.err();
         assert_eq!(status.map(|s| s.code()), Some(tonic::Code::InvalidArgument));

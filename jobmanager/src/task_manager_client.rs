@@ -3,10 +3,9 @@
 //! job actor and the checkpoint coordinator can be tested against a fake.
 //!
 //! [`GrpcTaskManagerClient`] keeps one HTTP/2 channel per TaskManager address: a checkpoint every second
-//! to every TaskManager of every job must not cost a TCP handshake each. A channel whose call fails for
-//! want of a connection is dropped from the pool, and the address is probed with a fresh connection: when
-//! that is refused too, the call fails with [`TaskManagerCallError::Connect`], as it would have without a
-//! pool. Callers rely on that error: it means no process is behind the address (a killed TaskManager),
+//! to every TaskManager of every job must not cost a TCP handshake each. A channel whose call fails is
+//! dropped from the pool, and the address is probed with a fresh connection: when that is refused, the call
+//! fails with [`TaskManagerCallError::Connect`], as it would have without a pool. Callers rely on that error: it means no process is behind the address (a killed TaskManager),
 //! which the job actor acts on at once instead of waiting for the heartbeat timeout. The call itself is
 //! never sent twice.
 //!
@@ -119,12 +118,14 @@ impl GrpcTaskManagerClient {
         Ok(TaskManagerServiceClient::new(channel))
     }
 
-    /// Turns a failed call into its error. A channel that could not carry the call is dropped from the pool;
-    /// if the address now refuses a fresh connection, the TaskManager is gone and the error says so.
+    /// Turns a failed call into its error. The channel that failed is dropped from the pool, and the address
+    /// is probed with a fresh connection: if that is refused, the TaskManager is gone and the error says so.
+    /// Every failure is probed, whatever its code: a call on a pooled connection whose peer was just killed
+    /// may end `Unavailable`, `Unknown` or `Internal` depending on where the connection broke.
     async fn failed(&self, address: &str, status: tonic::Status) -> TaskManagerCallError {
-        if status.code() == tonic::Code::Unavailable {
-            self.pool().remove(address);
-            if let Err(gone) = connect(address).await {
+        self.pool().remove(address);
+        if let Err(gone) = connect(address).await {
+            if gone.is_unreachable() {
                 return gone;
             }
         }

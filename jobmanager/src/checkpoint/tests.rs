@@ -9,7 +9,6 @@ use std::time::{Duration, Instant as StdInstant};
 
 use sluice_common::ids::{ChainIndex, JobId, SubtaskIndex};
 use sluice_common::job::checkpoint::CheckpointPolicy;
-use sluice_common::job::{parse_job_file, validate, ValidatedJob};
 use sluice_common::lifecycle::CheckpointStatus;
 use sluice_common::proto::{
     AcknowledgeCheckpointRequest, CancelTasksRequest, CheckpointConfig, DeployTasksRequest,
@@ -20,8 +19,9 @@ use sluice_common::storage::Storage;
 use super::{CheckpointServices, Coordinator, Verdict};
 use crate::deployment::{Deployment, TaskKey};
 use crate::metrics::Metrics;
-use crate::store::{NewJob, Store};
+use crate::store::Store;
 use crate::task_manager_client::{TaskManagerCallError, TaskManagerClient};
+use crate::test_support::{insert_job, one_task_job, JOB_ID};
 
 /// Where a TaskManager that is gone "listens": a port nothing listens on (bound, then closed).
 async fn closed_address() -> String {
@@ -78,11 +78,6 @@ impl TaskManagerClient for FakeTaskManagers {
     }
 }
 
-const JOB: &str = r#"{"name": "t", "vertices": [
-    {"id": "src", "parallelism": 1, "datagen": {"columns": [{"name": "x", "sequence": {}}]}},
-    {"id": "sink", "parallelism": 1, "print_sink": {}}],
-  "edges": [{"from": "src", "to": "sink"}]}"#;
-
 const TASK_MANAGER: &str = "127.0.0.1:1";
 
 /// A coordinator of a one-task job with the given checkpoint policy, and what the test inspects.
@@ -100,17 +95,8 @@ async fn harness(config: CheckpointConfig, client: FakeTaskManagers) -> Harness 
     let store = Store::open(&format!("sqlite://{}", dir.path().join("sluice.db").display()))
         .await
         .unwrap_or_else(|e| panic!("store: {e}"));
-    let job: ValidatedJob =
-        validate(parse_job_file(JOB.as_bytes()).unwrap_or_else(|e| panic!("{e}"))).unwrap_or_else(|e| panic!("{e}"));
-    let job_id = JobId("job-1".into());
-    let new_job = NewJob {
-        job_id: job_id.clone(),
-        name: "t".into(),
-        graph_json: "{}".into(),
-        chains_json: "[]".into(),
-        start_time_ms: 0,
-    };
-    store.insert_job(&new_job).await.unwrap_or_else(|e| panic!("{e}"));
+    let job = one_task_job("{}");
+    let job_id = insert_job(&store).await;
     let root = dir.path().join("checkpoints").join(&job_id.0);
     let job_dir = Storage::open(&root.display().to_string()).unwrap_or_else(|e| panic!("{e}"));
     let client = Arc::new(client);
@@ -133,7 +119,7 @@ fn deployment(attempt: u32, source_task_manager: &str) -> Deployment {
 
 fn ack(attempt: u32, checkpoint_id: u64) -> AcknowledgeCheckpointRequest {
     AcknowledgeCheckpointRequest {
-        task: Some(TaskRef { job_id: "job-1".into(), attempt, chain: 0, subtask: 0 }),
+        task: Some(TaskRef { job_id: JOB_ID.into(), attempt, chain: 0, subtask: 0 }),
         checkpoint_id,
         ..Default::default()
     }

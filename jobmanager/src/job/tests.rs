@@ -8,8 +8,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_common::ids::JobId;
-use sluice_common::job::{parse_job_file, validate};
 use sluice_common::lifecycle::JobStatus;
 use sluice_common::proto::{
     CancelTasksRequest, DeployTasksRequest, NotifyCheckpointCompleteRequest, RegisterTaskManagerRequest, TaskRef,
@@ -18,8 +16,8 @@ use sluice_common::proto::{
 
 use super::actor::JobActor;
 use super::{JobEvent, JobShared};
-use crate::store::NewJob;
 use crate::task_manager_client::{TaskManagerCallError, TaskManagerClient};
+use crate::test_support::{insert_job, one_task_job, JOB_ID};
 use crate::Context;
 
 /// How long a test lets one actor run before it calls the test failed.
@@ -56,16 +54,6 @@ impl TaskManagerClient for CountingTaskManagers {
     }
 }
 
-/// A one-task job (a generator chained to a print sink) with `config` as its job config (JSON).
-fn job_file(config: &str) -> String {
-    format!(
-        r#"{{"name": "t", "config": {config}, "vertices": [
-            {{"id": "src", "parallelism": 1, "datagen": {{"columns": [{{"name": "x", "sequence": {{}}}}]}}}},
-            {{"id": "sink", "parallelism": 1, "print_sink": {{}}}}],
-          "edges": [{{"from": "src", "to": "sink"}}]}}"#
-    )
-}
-
 struct Started {
     _dir: tempfile::TempDir,
     ctx: Arc<Context>,
@@ -78,17 +66,8 @@ async fn start(config: &str) -> Started {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let client = Arc::new(CountingTaskManagers::default());
     let ctx = Context::for_tests(dir.path(), client.clone()).await;
-    let job = validate(parse_job_file(job_file(config).as_bytes()).unwrap_or_else(|e| panic!("{e}")))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let job_id = JobId("job-1".into());
-    let new_job = NewJob {
-        job_id: job_id.clone(),
-        name: "t".into(),
-        graph_json: "{}".into(),
-        chains_json: "[]".into(),
-        start_time_ms: 0,
-    };
-    ctx.store.insert_job(&new_job).await.unwrap_or_else(|e| panic!("{e}"));
+    let job = one_task_job(config);
+    let job_id = insert_job(&ctx.store).await;
     let (shared, inbox) = JobShared::new(job_id, Arc::new(job), None);
     ctx.jobs.insert(shared.clone());
     let actor = tokio::spawn(JobActor::new(ctx.clone(), shared.clone(), inbox).run());
@@ -142,7 +121,7 @@ async fn a_cancel_while_restarting_ends_the_job_canceled_without_a_second_deploy
     register_task_manager(&started.ctx);
     wait_for(&started.shared, JobStatus::Running).await;
     let failed = TaskStateReport {
-        task: Some(TaskRef { job_id: "job-1".into(), attempt: 1, chain: 0, subtask: 0 }),
+        task: Some(TaskRef { job_id: JOB_ID.into(), attempt: 1, chain: 0, subtask: 0 }),
         state: TaskState::TaskFailed.into(),
         error: "boom".into(),
         ..Default::default()
@@ -163,7 +142,7 @@ async fn a_task_report_that_would_move_a_task_back_is_ignored() {
     register_task_manager(&started.ctx);
     wait_for(&started.shared, JobStatus::Running).await;
     let report = |state: TaskState| TaskStateReport {
-        task: Some(TaskRef { job_id: "job-1".into(), attempt: 1, chain: 0, subtask: 0 }),
+        task: Some(TaskRef { job_id: JOB_ID.into(), attempt: 1, chain: 0, subtask: 0 }),
         state: state.into(),
         ..Default::default()
     };

@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::alignment::BarrierAligner;
 use super::plan::SubtaskPlan;
+use super::snapshot::WriterGuard;
 use super::{named, restore, Checkpointing, Clock, Head, Output, Runner, TaskCheckpoints, TaskError};
 use crate::factory::{build_operator, build_source, BuildContext};
 use crate::metrics::TaskCounters;
@@ -27,6 +28,7 @@ impl Runner {
         state: &StateSettings,
         registry: &OperatorRegistry,
         checkpoints: TaskCheckpoints,
+        writers: WriterGuard,
     ) -> Result<Self, TaskError> {
         let chain = job
             .chains
@@ -96,6 +98,7 @@ impl Runner {
                 commands: Some(checkpoints.commands),
                 reporter: checkpoints.reporter,
                 aligner: BarrierAligner::new(plan.inputs.len()),
+                writers,
             },
             vertex_ids: chain.vertex_ids.clone(),
             parallelism: chain.parallelism,

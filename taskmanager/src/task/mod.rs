@@ -120,19 +120,32 @@ impl Task {
     pub async fn run(self, network: Arc<NetworkEnvironment>, on_running: impl FnOnce()) -> Result<(), TaskError> {
         let Task { job, plan, counters, cancel, state, registry, checkpoints } = self;
         let token = cancel.clone();
+        let (writers, mut writers_done) = snapshot::WriterGuard::new();
         let work = async {
             let mut runner =
-                Runner::build(&job, &plan, &network, &counters, cancel, &state, &registry, checkpoints).await?;
+                Runner::build(&job, &plan, &network, &counters, cancel, &state, &registry, checkpoints, writers)
+                    .await?;
             on_running();
             runner.run(&counters).await
         };
         // Cancellation wins wherever the task waits (a full output queue, a peer connection): dropping the
-        // work future drops its partitions and gates, which is all the cleanup a cancelled task needs.
-        tokio::select! {
+        // work future drops its partitions and gates, which is all the cleanup a cancelled task needs...
+        let result = tokio::select! {
             biased;
             _ = token.cancelled() => Err(TaskError::Cancelled),
             result = work => result,
+        };
+        // ...except a snapshot write under way: the task's end is reported once its writers are done.
+        if tokio::time::timeout(snapshot::SNAPSHOT_WRITERS_DRAIN_MAX, writers_done.recv()).await.is_err() {
+            let task = &plan;
+            tracing::warn!(
+                chain = task.chain,
+                subtask = task.subtask,
+                timeout_s = snapshot::SNAPSHOT_WRITERS_DRAIN_MAX.as_secs(),
+                "a snapshot write of the ended task is still under way; reporting its end anyway"
+            );
         }
+        result
     }
 }
 

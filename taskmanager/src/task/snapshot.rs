@@ -20,6 +20,27 @@ use crate::checkpoint::{
 use crate::metrics::TaskCounters;
 use crate::network::StreamEvent;
 
+/// How long a task that ended waits for its snapshot writers before it reports its end. A write under way
+/// when the task was cancelled (an upload retrying through a storage outage, say) would otherwise land after
+/// the JobManager, told the task is CANCELED, deleted the job's checkpoints, and stay there for good. Below
+/// the JobManager's default cancel timeout (30 s), so the JobManager still hears the end.
+pub(super) const SNAPSHOT_WRITERS_DRAIN_MAX: Duration = Duration::from_secs(15);
+
+/// Held by every snapshot writer of a task (and by the task): when the last one is dropped, the receiver
+/// the task waits on closes, so the task knows no write of its own is still under way.
+#[derive(Clone)]
+pub(super) struct WriterGuard {
+    _alive: mpsc::Sender<()>,
+}
+
+impl WriterGuard {
+    /// A guard, and the receiver that closes once every clone of it is gone.
+    pub(super) fn new() -> (Self, mpsc::Receiver<()>) {
+        let (alive, done) = mpsc::channel(1);
+        (WriterGuard { _alive: alive }, done)
+    }
+}
+
 /// The checkpoint state of a running task.
 pub(super) struct Checkpointing {
     pub(super) task: TaskRef,
@@ -33,6 +54,8 @@ pub(super) struct Checkpointing {
     pub(super) reporter: CheckpointReporter,
     /// Which barriers the task has seen, which channels it holds back, and the newest checkpoint it took.
     pub(super) aligner: BarrierAligner,
+    /// Cloned into every snapshot writer, so that the task's end can wait for them.
+    pub(super) writers: WriterGuard,
 }
 
 impl Runner {
@@ -173,7 +196,9 @@ impl Runner {
         let cancel = self.cancel.clone();
         let (spool, shared) = (cp.spool.clone(), cp.shared.clone());
         let runtime = tokio::runtime::Handle::current();
+        let writer = cp.writers.clone();
         tokio::task::spawn_blocking(move || {
+            let _writer = writer;
             let (parts, dir) = snapshot;
             if cancel.is_cancelled() {
                 // The task was cancelled while the write waited: the checkpoint is gone, write nothing.
