@@ -10,7 +10,7 @@ use std::cmp::Reverse;
 
 use sluice_common::proto::{Chain, Placement, SubtaskPlacement};
 
-use crate::cluster::TaskManagerId;
+use sluice_common::ids::TaskManagerId;
 
 /// The free slots of one active TaskManager.
 #[derive(Clone, Debug, PartialEq, Eq)]

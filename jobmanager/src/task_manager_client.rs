@@ -109,7 +109,7 @@ impl GrpcTaskManagerClient {
         if let Some(channel) = self.pool().get(address).cloned() {
             return Ok(TaskManagerServiceClient::new(channel));
         }
-        let channel = connect(address).await?;
+        let channel = connect(address, TASK_MANAGER_CONNECT_TIMEOUT).await?;
         let mut pool = self.pool();
         if pool.len() >= TASK_MANAGER_CHANNELS_MAX {
             pool.clear();
@@ -124,7 +124,10 @@ impl GrpcTaskManagerClient {
     /// may end `Unavailable`, `Unknown` or `Internal` depending on where the connection broke.
     async fn failed(&self, address: &str, status: tonic::Status) -> TaskManagerCallError {
         self.pool().remove(address);
-        if let Err(gone) = connect(address).await {
+        // The probe is bounded like any connect, and a probe that cannot connect in time counts as
+        // unreachable, exactly as a fresh connection per call did before channels were pooled. (So a host
+        // that drops packets costs the request timeout and then the connect timeout.)
+        if let Err(gone) = connect(address, TASK_MANAGER_CONNECT_TIMEOUT).await {
             if gone.is_unreachable() {
                 return gone;
             }
@@ -137,11 +140,11 @@ impl GrpcTaskManagerClient {
     }
 }
 
-async fn connect(address: &str) -> Result<Channel, TaskManagerCallError> {
+async fn connect(address: &str, timeout: Duration) -> Result<Channel, TaskManagerCallError> {
     let uri = if address.contains("://") { address.to_string() } else { format!("http://{address}") };
     let endpoint = Endpoint::from_shared(uri)
         .map_err(|e| TaskManagerCallError::Address { address: address.to_string(), message: e.to_string() })?
-        .connect_timeout(TASK_MANAGER_CONNECT_TIMEOUT)
+        .connect_timeout(timeout)
         .timeout(TASK_MANAGER_REQUEST_TIMEOUT);
     endpoint.connect().await.map_err(|source| TaskManagerCallError::Connect { address: address.to_string(), source })
 }

@@ -111,7 +111,10 @@ pub struct ChaosReport {
 impl ChaosReport {
     /// Whether the output is exactly the uninterrupted run's.
     pub fn exact(&self) -> bool {
-        self.lost == 0 && self.duplicated == 0 && self.wrong == 0 && self.final_status == JobStatus::Finished.as_str()
+        self.lost == 0
+            && self.duplicated == 0
+            && self.wrong == 0
+            && self.final_status.parse::<JobStatus>() == Ok(JobStatus::Finished)
     }
 
     /// The kills that hit the job, with their recovery times.

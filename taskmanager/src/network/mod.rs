@@ -85,9 +85,6 @@ pub struct NetworkConfig {
     /// The largest frame body accepted or sent on the data port; a bigger length prefix closes the
     /// connection. Must hold a full buffer with its header. [`MAX_FRAME_BYTES_DEFAULT`].
     pub max_frame_bytes: usize,
-    /// How long a partial buffer may wait for more rows before it is sent; zero sends every batch at once.
-    /// The executor may override it per job. Default 5 ms.
-    pub buffer_timeout: Duration,
     /// Bound on dialing a peer, on waiting for a peer to dial us, and on a handshake. Default 10 s.
     pub connect_timeout: Duration,
 }
@@ -100,7 +97,6 @@ impl Default for NetworkConfig {
             floating_buffers: FLOATING_BUFFERS_DEFAULT,
             output_queue_buffers: OUTPUT_QUEUE_BUFFERS_DEFAULT,
             max_frame_bytes: MAX_FRAME_BYTES_DEFAULT,
-            buffer_timeout: Duration::from_millis(5),
             connect_timeout: Duration::from_secs(10),
         }
     }
