@@ -166,7 +166,7 @@ pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyho
         checkpoint_storage,
         savepoint_storage,
         shutdown: shutdown.clone(),
-        task_managers: Arc::new(GrpcTaskManagerClient::default()),
+        task_managers: Arc::new(GrpcTaskManagerClient),
     });
 
     let (resumed, closed) = job::recovery::resume_unfinished_jobs(&ctx)

@@ -184,7 +184,7 @@ mod tests {
     /// A service with one registered job at attempt 2; returns the job's inbox to check what reached it.
     async fn service() -> (tempfile::TempDir, JobManagerRpc, tokio::sync::mpsc::Receiver<JobEvent>) {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let ctx = Context::for_tests(dir.path(), Arc::new(GrpcTaskManagerClient::default())).await;
+        let ctx = Context::for_tests(dir.path(), Arc::new(GrpcTaskManagerClient)).await;
         let job = crate::test_support::one_task_job("{}");
         let (shared, inbox) = JobShared::new(JobId("j".into()), Arc::new(job), None);
         shared.live().attempt = sluice_common::ids::Attempt(2);
