@@ -104,7 +104,7 @@ impl GrpcTaskManagerClient {
 
     /// Turns a failed call into its error. With a fresh connection per call, a connection refused is already
     /// reported by `channel`; a call that fails after connecting keeps its gRPC status.
-    async fn failed(&self, address: &str, status: tonic::Status) -> TaskManagerCallError {
+    fn failed(&self, address: &str, status: tonic::Status) -> TaskManagerCallError {
         TaskManagerCallError::Status {
             address: address.to_string(),
             code: status.code(),
@@ -128,7 +128,7 @@ impl TaskManagerClient for GrpcTaskManagerClient {
         let mut client = self.channel(address).await?;
         match client.deploy_tasks(request).await {
             Ok(_) => Ok(()),
-            Err(status) => Err(self.failed(address, status).await),
+            Err(status) => Err(self.failed(address, status)),
         }
     }
 
@@ -136,7 +136,7 @@ impl TaskManagerClient for GrpcTaskManagerClient {
         let mut client = self.channel(address).await?;
         match client.cancel_tasks(request).await {
             Ok(_) => Ok(()),
-            Err(status) => Err(self.failed(address, status).await),
+            Err(status) => Err(self.failed(address, status)),
         }
     }
 
@@ -148,7 +148,7 @@ impl TaskManagerClient for GrpcTaskManagerClient {
         let mut client = self.channel(address).await?;
         match client.trigger_checkpoint(request).await {
             Ok(response) => Ok(response.into_inner().triggered),
-            Err(status) => Err(self.failed(address, status).await),
+            Err(status) => Err(self.failed(address, status)),
         }
     }
 
@@ -160,7 +160,7 @@ impl TaskManagerClient for GrpcTaskManagerClient {
         let mut client = self.channel(address).await?;
         match client.notify_checkpoint_complete(request).await {
             Ok(_) => Ok(()),
-            Err(status) => Err(self.failed(address, status).await),
+            Err(status) => Err(self.failed(address, status)),
         }
     }
 }
