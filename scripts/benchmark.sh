@@ -164,7 +164,7 @@ summary_field() {
 # from GET /jobs/{id}/checkpoints (history newest first: the first checkpoint is the last one listed).
 checkpoint_report() {
   local answer durations sizes
-  answer="$(curl -fsS "http://$JM_REST/jobs/$1/checkpoints")" || fail "cannot read the checkpoints of job $1"
+  answer="$(jm_curl "/jobs/$1/checkpoints")" || fail "cannot read the checkpoints of job $1"
   # Only the history's entries (the latest completed checkpoint is repeated outside it).
   durations="$(grep -o '"history":\[[^]]*\]' <<<"$answer" | grep -o '"duration_ms":[0-9]*' | cut -d: -f2)"
   sizes="$(grep -o '"state_size_bytes":[0-9]*' <<<"$answer" | cut -d: -f2 | sort -n | tail -n 1)"
@@ -236,19 +236,19 @@ new_attempt_running() {
   details="$("$SLUICE" status --json "$1")" || return 1
   [[ "$(json_string status <<<"$details")" == RUNNING ]] || return 1
   (($(json_number attempt <<<"$details") > $2)) || return 1
-  metrics="$(curl -fsS "http://$JM_REST/jobs/$1/metrics")" || return 1
+  metrics="$(jm_curl "/jobs/$1/metrics")" || return 1
   grep -q '"state":"TASK_RUNNING"' <<<"$metrics" || return 1
   ! grep -o '"state":"[A-Z_]*"' <<<"$metrics" | grep -vq TASK_RUNNING
 }
 
 # completed_checkpoints JOB_ID: how many checkpoints of the job completed.
 completed_checkpoints() {
-  curl -fsS "http://$JM_REST/jobs/$1/checkpoints" | grep -o '"completed":[0-9]*' | head -n 1 | cut -d: -f2
+  jm_curl "/jobs/$1/checkpoints" | grep -o '"completed":[0-9]*' | head -n 1 | cut -d: -f2
 }
 
 # source_rows JOB_ID: rows the job's generator emitted so far (its subtasks' records_out).
 source_rows() {
-  curl -fsS "http://$JM_REST/jobs/$1/metrics" | grep -o '"id":"numbers","operator":"datagen","parallelism":[0-9]*,"records_in":[0-9]*,"records_out":[0-9]*' \
+  jm_curl "/jobs/$1/metrics" | grep -o '"id":"numbers","operator":"datagen","parallelism":[0-9]*,"records_in":[0-9]*,"records_out":[0-9]*' \
     | grep -o '"records_out":[0-9]*' | head -n 1 | cut -d: -f2
 }
 

@@ -113,7 +113,8 @@ json_number() {
 }
 
 # start_jobmanager BIN_DIR DIR: starts a JobManager on free ports with its files in DIR/jobmanager.
-# Sets JM_REST and JM_RPC (host:port) and exports SLUICE_JOBMANAGER for the `sluice` CLI.
+# Sets JM_REST and JM_RPC (host:port) and exports SLUICE_JOBMANAGER and SLUICE_TOKEN_FILE (the admin token
+# the JobManager generates in its data directory) for the `sluice` CLI and jm_curl.
 start_jobmanager() {
   local bin_dir="$1" dir="$2"
   start_process jobmanager "$dir/jobmanager.log" "$bin_dir/sluice-jobmanager" \
@@ -125,6 +126,15 @@ start_jobmanager() {
   JM_RPC="$(json_string rpc <<<"$addr")"
   [[ -n "$JM_REST" && -n "$JM_RPC" ]] || fail "cannot read the addresses in $dir/jobmanager/jobmanager.addr: $addr"
   export SLUICE_JOBMANAGER="http://$JM_REST"
+  export SLUICE_TOKEN_FILE="$dir/jobmanager/admin.token"
+  [[ -s "$SLUICE_TOKEN_FILE" ]] || fail "the JobManager wrote no admin token to $SLUICE_TOKEN_FILE"
+}
+
+# jm_curl PATH [CURL ARGS...]: curl on the JobManager's REST API (JM_REST) with its admin token.
+jm_curl() {
+  local path="$1"
+  shift
+  curl -fsS -H "Authorization: Bearer $(head -n 1 "$SLUICE_TOKEN_FILE")" "$@" "http://$JM_REST$path"
 }
 
 # start_taskmanager BIN_DIR DIR ID SLOTS: starts a TaskManager named ID with SLOTS slots on free ports,

@@ -69,9 +69,18 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for the JobManager at `address` (`http://host:port`, or `host:port`).
-    pub fn new(address: &str) -> anyhow::Result<Client> {
+    /// A client for the JobManager at `address` (`http://host:port`, or `host:port`), sending `token` as
+    /// `Authorization: Bearer` with every request.
+    pub fn new(address: &str, token: Option<&str>) -> anyhow::Result<Client> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| anyhow::anyhow!("the token holds characters a header cannot carry"))?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
+            .default_headers(headers)
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .user_agent(concat!("sluice-cli/", env!("CARGO_PKG_VERSION")))

@@ -44,6 +44,12 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
 
+    /// A file whose first line is the token to send (a local cluster writes its admin token to
+    /// `<data-dir>/admin.token`). Without it: the variable SLUICE_TOKEN, else `data/jobmanager/admin.token` if
+    /// there is one (the JobManager's default data directory, run from the same directory).
+    #[arg(long, global = true, env = "SLUICE_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -119,6 +125,25 @@ enum Command {
     Cluster,
 }
 
+/// The variable that holds a token itself (a file is better: a variable is inherited by every child process).
+const TOKEN_VARIABLE: &str = "SLUICE_TOKEN";
+
+/// The admin token of a JobManager started with its default data directory, from the same directory.
+const LOCAL_TOKEN_FILE: &str = "data/jobmanager/admin.token";
+
+/// The token to send: from `--token-file`, else `SLUICE_TOKEN`, else [`LOCAL_TOKEN_FILE`] when it exists; none
+/// otherwise (the JobManager then answers 401 with what to do).
+fn token(file: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
+    if let Some(file) = file {
+        return Ok(Some(sluice_common::secret::read_first(file)?));
+    }
+    if let Some(token) = std::env::var(TOKEN_VARIABLE).ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()) {
+        return Ok(Some(token));
+    }
+    let local = std::path::Path::new(LOCAL_TOKEN_FILE);
+    Ok(if local.exists() { Some(sluice_common::secret::read_first(local)?) } else { None })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -138,8 +163,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let Cli { jobmanager, json, command } = cli;
-    let client = || Client::new(&jobmanager);
+    let Cli { jobmanager, json, token_file, command } = cli;
+    let client = || Client::new(&jobmanager, token(token_file.as_deref())?.as_deref());
     match command {
         Command::Validate { file } => return commands::validate(&file),
         Command::Submit { file, quiet, from_savepoint } => {

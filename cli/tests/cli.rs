@@ -105,13 +105,23 @@ impl Cluster {
         cluster
     }
 
-    /// Runs `sluice ARGS` against this cluster.
+    /// Runs `sluice ARGS` against this cluster, with the admin token the JobManager generated.
     fn sluice(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(args)
-            .env("SLUICE_JOBMANAGER", &self.rest_url)
+        self.sluice_without_token(args)
+            .env("SLUICE_TOKEN_FILE", self.dir.path().join("jobmanager").join("admin.token"))
             .output()
             .expect("the sluice binary runs")
+    }
+
+    /// `sluice ARGS` against this cluster, with no token given.
+    fn sluice_without_token(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        command
+            .args(args)
+            .env("SLUICE_JOBMANAGER", &self.rest_url)
+            .env_remove("SLUICE_TOKEN_FILE")
+            .env_remove("SLUICE_TOKEN");
+        command
     }
 
     /// Writes a job file into the cluster's directory.
@@ -322,6 +332,23 @@ fn an_unknown_job_is_an_error_naming_it() {
     let output = cluster.sluice(&["status", "no-such-job"]);
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains("job no-such-job not found"), "{}", stderr(&output));
+}
+
+#[test]
+fn without_a_token_the_cli_says_how_to_give_one_and_a_wrong_one_is_refused() {
+    let cluster = Cluster::start(&[]);
+    let output = cluster.sluice_without_token(&["list"]).output().expect("the sluice binary runs");
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(message.contains("401") && message.contains("SLUICE_TOKEN_FILE"), "{message}");
+
+    let wrong = cluster.sluice_without_token(&["list"]).env("SLUICE_TOKEN", "x".repeat(64)).output().expect("runs");
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(stderr(&wrong).contains("not one this JobManager accepts"), "{}", stderr(&wrong));
+
+    let token = std::fs::read_to_string(cluster.dir.path().join("jobmanager").join("admin.token")).expect("the token");
+    let right = cluster.sluice_without_token(&["list"]).env("SLUICE_TOKEN", token.trim()).output().expect("runs");
+    assert_success(&right, "list with SLUICE_TOKEN");
 }
 
 #[test]

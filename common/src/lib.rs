@@ -17,6 +17,7 @@
 //! - [`bounds`]: the time bounds the JobManager and TaskManagers must agree on, with their relations checked.
 //! - [`config`]: configuration files merged under flags and environment variables.
 //! - [`process`]: what every Sluice binary does at start and stop (logging, shutdown signals).
+//! - [`secret`]: secret files (REST tokens, the cluster secret): generated, read, rotated, compared.
 //! - [`storage`]: checkpoint locations: a local directory, `s3://` or `gs://`.
 #![warn(missing_docs)]
 
@@ -30,6 +31,7 @@ pub mod job;
 pub mod keygroup;
 pub mod lifecycle;
 pub mod process;
+pub mod secret;
 pub mod storage;
 
 /// Generated from `proto/sluice.proto` (prost messages, tonic services, pbjson serde impls).

@@ -16,12 +16,14 @@ pub struct JobManagerConfig {
     #[arg(long, env = "SLUICE_CONFIG")]
     pub config: Option<PathBuf>,
 
-    /// Where to serve the REST API and the web UI (port 0: pick a free one).
-    #[arg(long, env = "REST_ADDR", default_value = "0.0.0.0:8081")]
+    /// Where to serve the REST API and the web UI (port 0: pick a free one). Loopback by default: serving
+    /// other hosts is a choice (`0.0.0.0:8081`), and needs authentication or --insecure.
+    #[arg(long, env = "REST_ADDR", default_value = "127.0.0.1:8081")]
     pub rest_addr: String,
 
-    /// Where to serve the gRPC service TaskManagers call (port 0: pick a free one).
-    #[arg(long, env = "RPC_ADDR", default_value = "0.0.0.0:6123")]
+    /// Where to serve the gRPC service TaskManagers call (port 0: pick a free one). Loopback by default;
+    /// TaskManagers on other hosts need an address they can reach (`0.0.0.0:6123`).
+    #[arg(long, env = "RPC_ADDR", default_value = "127.0.0.1:6123")]
     pub rpc_addr: String,
 
     /// Working directory: the SQLite metadata file and the address file live here.
@@ -64,6 +66,10 @@ pub struct JobManagerConfig {
     /// Checkpoint interval (ms) for jobs whose config sets none; 0 leaves them without periodic checkpoints.
     #[arg(long, env = "CHECKPOINT_INTERVAL", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
     pub checkpoint_interval_ms: u64,
+
+    /// REST authentication.
+    #[command(flatten)]
+    pub rest_auth: crate::security::RestAuthArgs,
 
     /// Log format: `text` or `json`.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]

@@ -25,6 +25,7 @@ pub mod metrics;
 mod rest;
 pub mod rpc;
 pub mod scheduler;
+pub mod security;
 pub mod store;
 pub mod task_manager_client;
 #[cfg(test)]
@@ -70,6 +71,8 @@ pub(crate) struct Context {
     pub shutdown: CancellationToken,
     /// How the JobManager calls TaskManagers.
     pub task_managers: Arc<dyn TaskManagerClient>,
+    /// The REST tokens accepted; `None` when REST authentication is off.
+    pub rest_auth: Option<Arc<security::RestAuth>>,
 }
 
 impl Context {
@@ -124,6 +127,7 @@ impl Context {
             savepoint_storage: open(config.savepoint_location()),
             shutdown: CancellationToken::new(),
             task_managers,
+            rest_auth: None,
         })
     }
 }
@@ -157,6 +161,7 @@ pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyho
         .context("cannot open the savepoint storage (SAVEPOINT_DIR)")?;
     tracing::info!(checkpoints = %checkpoint_storage.location(), savepoints = %savepoint_storage.location(),
         "checkpoint storage");
+    let rest_auth = security::RestAuth::from_args(&config.rest_auth, &config.data_dir)?.map(Arc::new);
     let ctx = Arc::new(Context {
         store,
         cluster: Arc::new(Cluster::new(settings.heartbeat_timeout)),
@@ -167,6 +172,7 @@ pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyho
         savepoint_storage,
         shutdown: shutdown.clone(),
         task_managers: Arc::new(GrpcTaskManagerClient),
+        rest_auth,
     });
 
     let (resumed, closed) = job::recovery::resume_unfinished_jobs(&ctx)
@@ -187,6 +193,7 @@ pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyho
         .await
         .with_context(|| format!("cannot bind the RPC address {}", config.rpc_addr))?;
     let bound = BoundAddresses { rest: rest_listener.local_addr()?, rpc: rpc_listener.local_addr()? };
+    security::check_bind_policy(&config.rest_auth, bound.rest)?;
     tracing::info!("REST listening on {}", bound.rest);
     tracing::info!("RPC listening on {}", bound.rpc);
     write_address_file(&config, &bound)?;

@@ -27,6 +27,8 @@ pub struct Metrics {
     pub task_reports_refused: IntCounter,
     /// TaskManagers marked LOST.
     pub task_managers_lost: IntCounter,
+    /// Requests refused before any handler saw them, by transport (`rest`, `rpc`) and reason.
+    pub requests_refused: IntCounterVec,
     /// Trigger to completion of each completed checkpoint, by job.
     pub checkpoint_duration: HistogramVec,
     /// Bytes of the job's last completed checkpoint.
@@ -94,6 +96,10 @@ impl Metrics {
             "Task state reports refused because of a stale attempt or an unknown job",
         )?;
         let task_managers_lost = IntCounter::new("sluice_task_managers_lost_total", "TaskManagers marked LOST")?;
+        let requests_refused = IntCounterVec::new(
+            Opts::new("sluice_requests_refused_total", "Requests refused by authentication or policy, by reason"),
+            &["transport", "reason"],
+        )?;
         let checkpoint_duration = HistogramVec::new(
             HistogramOpts::new("checkpoint_duration_seconds", "Time from trigger to completion of a checkpoint")
                 .buckets(CHECKPOINT_DURATION_BUCKETS.to_vec()),
@@ -132,6 +138,7 @@ impl Metrics {
         registry.register(Box::new(transitions.clone()))?;
         registry.register(Box::new(task_reports_refused.clone()))?;
         registry.register(Box::new(task_managers_lost.clone()))?;
+        registry.register(Box::new(requests_refused.clone()))?;
         Ok(Metrics {
             registry,
             jobs,
@@ -142,6 +149,7 @@ impl Metrics {
             transitions,
             task_reports_refused,
             task_managers_lost,
+            requests_refused,
             checkpoint_duration,
             checkpoint_size,
             checkpoints,

@@ -128,6 +128,8 @@ pub struct Cluster {
     rpc_address: String,
     task_managers: Vec<TaskManager>,
     http: reqwest::blocking::Client,
+    /// The admin token the JobManager generated (none when REST authentication is off).
+    token: Option<String>,
     /// Counts CLI invocations, to give each its own output files.
     cli_calls: usize,
 }
@@ -154,6 +156,7 @@ impl Cluster {
             rpc_address: String::new(),
             task_managers: Vec::new(),
             http,
+            token: None,
             cli_calls: 0,
         };
         // From here on a panic drops `cluster`, which prints the logs.
@@ -319,6 +322,29 @@ impl Cluster {
         self.try_request(method, path, body).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
+    /// The admin token the JobManager generated in `<data-dir>/admin.token` (none with `REST_AUTH=none`).
+    pub fn admin_token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// A request built by the caller (any token, header or body), sent as is: for tests of the REST gate.
+    pub fn send_raw(&self, request: reqwest::blocking::RequestBuilder) -> HttpResponse {
+        into_http_response(request.send().unwrap_or_else(|e| panic!("the request failed: {e}")))
+    }
+
+    /// The HTTP client the cluster uses, for [`Cluster::send_raw`]; it sends no token by itself.
+    pub fn http(&self) -> &reqwest::blocking::Client {
+        &self.http
+    }
+
+    /// `request` with the admin token, if there is one.
+    fn authorized(&self, request: reqwest::blocking::RequestBuilder) -> reqwest::blocking::RequestBuilder {
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
     /// Submits a job graph as a JSON body and returns its id; panics unless the JobManager accepts it.
     pub fn submit_json(&self, job: &Value) -> JobId {
         let answer = self.request(reqwest::Method::POST, "/jobs/submit", Some(job));
@@ -333,7 +359,8 @@ impl Cluster {
         let part = reqwest::blocking::multipart::Part::bytes(bytes.to_vec()).file_name("job.json");
         let form = reqwest::blocking::multipart::Form::new().part("job_file", part);
         let url = format!("{}/jobs/submit", self.rest_url());
-        let result = self.http.post(&url).multipart(form).send().with_context(|| format!("POST {url}"));
+        let result =
+            self.authorized(self.http.post(&url)).multipart(form).send().with_context(|| format!("POST {url}"));
         into_http_response(result.unwrap_or_else(|e| panic!("{e:#}")))
     }
 
@@ -394,7 +421,8 @@ impl Cluster {
     /// The Prometheus text of the JobManager's `GET /metrics`.
     pub fn job_manager_metrics(&self) -> String {
         let url = format!("{}/metrics", self.rest_url());
-        let result = self.http.get(&url).send().and_then(|r| r.error_for_status()).and_then(|r| r.text());
+        let result =
+            self.authorized(self.http.get(&url)).send().and_then(|r| r.error_for_status()).and_then(|r| r.text());
         result.unwrap_or_else(|e| panic!("GET {url}: {e}"))
     }
 
@@ -428,6 +456,9 @@ impl Cluster {
             .stderr(fresh_file(&stderr_path)?);
         for name in crate::process::SCRUBBED_ENV {
             command.env_remove(name);
+        }
+        if self.token.is_some() {
+            command.env("SLUICE_TOKEN_FILE", self.token_path());
         }
         let mut child = command.spawn().with_context(|| format!("cannot start {}", program.display()))?;
         let started = Instant::now();
@@ -469,12 +500,17 @@ impl Cluster {
 
     fn try_request(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> anyhow::Result<HttpResponse> {
         let url = format!("{}{path}", self.rest_url());
-        let mut request = self.http.request(method.clone(), &url);
+        let mut request = self.authorized(self.http.request(method.clone(), &url));
         if let Some(body) = body {
             request = request.json(body);
         }
         let response = request.send().with_context(|| format!("{method} {url}"))?;
         Ok(into_http_response(response))
+    }
+
+    /// Where the JobManager generates its admin token.
+    pub fn token_path(&self) -> PathBuf {
+        self.dir().join("jobmanager").join("admin.token")
     }
 
     fn ensure_job_manager_running(&mut self) -> anyhow::Result<()> {
@@ -490,6 +526,13 @@ impl Cluster {
         })?;
         self.rest_address = string_field(&address, "rest", &path)?;
         self.rpc_address = string_field(&address, "rpc", &path)?;
+        // The JobManager writes its token before it binds, so it is there once the address file is.
+        let token_path = self.token_path();
+        self.token = match std::fs::read_to_string(&token_path) {
+            Ok(text) => Some(text.trim().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", token_path.display())),
+        };
         Ok(())
     }
 

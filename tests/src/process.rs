@@ -10,6 +10,13 @@ use anyhow::Context as _;
 /// decides them through flags or [`crate::ClusterSpec::env`], never by accident of the shell it runs in.
 pub const SCRUBBED_ENV: &[&str] = &[
     "SLUICE_CONFIG",
+    "SLUICE_TOKEN",
+    "SLUICE_TOKEN_FILE",
+    "REST_AUTH",
+    "ADMIN_TOKEN_FILE",
+    "READ_TOKEN_FILE",
+    "METRICS_AUTH",
+    "INSECURE",
     "DATABASE_URL",
     "REST_ADDR",
     "RPC_ADDR",

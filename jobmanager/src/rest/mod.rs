@@ -3,7 +3,9 @@
 //! Handlers read the store and the live job views, and *write desired state only*: submitting inserts a
 //! job and starts its actor; cancelling records the wish in the store and wakes the actor. They never talk
 //! to TaskManagers. Shapes follow Flink's REST API where that is cheap (`/jobs`, `/jobs/{id}`,
-//! `/taskmanagers`, ...). Every error is `{"error": "..."}` ([`error::ApiError`]).
+//! `/taskmanagers`, ...). Every error is `{"error": "..."}` ([`error::ApiError`]). Every request passes
+//! [`auth::guard`] first: a bearer token of the route's scope, and no request another site's page could send.
+mod auth;
 mod error;
 mod handlers;
 mod views;
@@ -11,6 +13,7 @@ mod views;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::{get, post};
 use axum::Router;
 
@@ -41,5 +44,6 @@ pub(crate) fn router(ctx: Arc<Context>) -> Router {
         .route("/taskmanagers", get(handlers::task_managers))
         .route("/cluster/metrics", get(handlers::cluster_metrics))
         .fallback(handlers::not_found)
+        .layer(middleware::from_fn_with_state(ctx.clone(), auth::guard))
         .with_state(ctx)
 }

@@ -36,6 +36,9 @@ struct Args {
     /// How long one job may take, in seconds.
     #[arg(long, default_value_t = 1800)]
     timeout: u64,
+    /// A file holding the JobManager's admin token (`<data-dir>/admin.token` of a local cluster).
+    #[arg(long, env = "SLUICE_TOKEN_FILE")]
+    token_file: Option<std::path::PathBuf>,
 }
 
 const WORDS: &[&str] = &[
@@ -107,13 +110,17 @@ fn job(bootstrap: &str, parallelism: u32, source_properties: &[(String, String)]
     })
 }
 
-fn run_job(rest: &str, job: &Value, timeout: Duration) -> anyhow::Result<u64> {
+fn run_job(rest: &str, token: Option<&str>, job: &Value, timeout: Duration) -> anyhow::Result<u64> {
     let client = reqwest::blocking::Client::new();
-    let answer: Value = client.post(format!("http://{rest}/jobs/submit")).json(job).send()?.json()?;
+    let authorized = |request: reqwest::blocking::RequestBuilder| match token {
+        Some(token) => request.bearer_auth(token),
+        None => request,
+    };
+    let answer: Value = authorized(client.post(format!("http://{rest}/jobs/submit"))).json(job).send()?.json()?;
     let id = answer["job_id"].as_str().with_context(|| format!("not submitted: {answer}"))?.to_string();
     let deadline = Instant::now() + timeout;
     loop {
-        let details: Value = client.get(format!("http://{rest}/jobs/{id}")).send()?.json()?;
+        let details: Value = authorized(client.get(format!("http://{rest}/jobs/{id}"))).send()?.json()?;
         match details["status"].as_str().and_then(|text| text.parse::<JobStatus>().ok()) {
             // The end time may be recorded a moment after the status.
             Some(JobStatus::Finished) if details["end_time"].is_u64() => {
@@ -171,6 +178,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
+    let token = args.token_file.as_deref().map(sluice_common::secret::read_first).transpose()?;
     let broker = KafkaBroker::start()?;
     let bootstrap = broker.bootstrap_servers();
     broker.create_topic("bench-in", args.partitions)?;
@@ -187,7 +195,12 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let consume = consume_all(&bootstrap, "bench-in", args.partitions, args.rows)?;
     println!("broker ceiling: consume {} rows/s", rate(args.rows, consume));
     for p in parallelisms {
-        let ms = run_job(&args.rest, &job(&bootstrap, p, &args.source_properties), Duration::from_secs(args.timeout))?;
+        let ms = run_job(
+            &args.rest,
+            token.as_deref(),
+            &job(&bootstrap, p, &args.source_properties),
+            Duration::from_secs(args.timeout),
+        )?;
         println!(
             "kafka word count, parallelism {p}: {} rows in {ms} ms = {} rows/s",
             args.rows,
