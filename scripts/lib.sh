@@ -138,13 +138,14 @@ jm_curl() {
 }
 
 # start_taskmanager BIN_DIR DIR ID SLOTS: starts a TaskManager named ID with SLOTS slots on free ports,
-# its files in DIR/ID, registering with the JobManager at JM_RPC. Its working directory is the current
+# its files in DIR/ID, registering with the JobManager at JM_RPC with the cluster secret the JobManager
+# generated in DIR/jobmanager/cluster.secret. Its working directory is the current
 # one (relative paths in job files resolve against it).
 start_taskmanager() {
   local bin_dir="$1" dir="$2" id="$3" slots="$4"
   start_process "$id" "$dir/$id.log" "$bin_dir/sluice-taskmanager" \
     --jobmanager "$JM_RPC" --rpc-addr 127.0.0.1:0 --data-addr 127.0.0.1:0 --metrics-addr 127.0.0.1:0 \
-    --slots "$slots" --data-dir "$dir/$id" --id "$id"
+    --slots "$slots" --data-dir "$dir/$id" --id "$id" --cluster-secret-file "$dir/jobmanager/cluster.secret"
   wait_for_file "$dir/$id/taskmanager.addr" "$SLUICE_START_TIMEOUT_S" "TaskManager $id did not start"
 }
 

@@ -77,6 +77,8 @@ impl Cluster {
                 rpc.clone(),
                 "--slots".to_string(),
                 slots.to_string(),
+                "--cluster-secret-file".to_string(),
+                path_str(&jm_dir.join("cluster.secret")).to_string(),
                 "--id".to_string(),
                 format!("tm-{i}"),
                 "--data-dir".to_string(),

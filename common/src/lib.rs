@@ -15,6 +15,7 @@
 //! - [`lifecycle`]: typed job, checkpoint and task lifecycles, each with its transition table.
 //! - [`checkpoint_layout`]: every name of the checkpoint storage layout, for both sides.
 //! - [`bounds`]: the time bounds the JobManager and TaskManagers must agree on, with their relations checked.
+//! - [`cluster_auth`]: the cluster secret: gRPC calls and data-port hellos prove membership.
 //! - [`config`]: configuration files merged under flags and environment variables.
 //! - [`process`]: what every Sluice binary does at start and stop (logging, shutdown signals).
 //! - [`secret`]: secret files (REST tokens, the cluster secret): generated, read, rotated, compared.
@@ -24,6 +25,7 @@
 pub mod aggregates;
 pub mod bounds;
 pub mod checkpoint_layout;
+pub mod cluster_auth;
 pub mod config;
 pub mod expr;
 pub mod ids;

@@ -141,6 +141,16 @@ impl SecretSet {
         self.0.iter().fold(false, |found, secret| found | bool::from(secret.as_bytes().ct_eq(offered.as_bytes())))
     }
 
+    /// The first secret: the one a client sends (during a rotation, the new one is put first).
+    pub fn first(&self) -> Option<&str> {
+        self.0.first().map(String::as_str)
+    }
+
+    /// Every secret.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+
     /// Whether the set is empty.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

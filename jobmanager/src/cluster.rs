@@ -49,6 +49,9 @@ pub enum RegisterError {
     /// Missing addresses.
     #[error("TaskManager {0}: rpc_address and data_address must not be empty")]
     MissingAddress(String),
+    /// A session too short to be unguessable.
+    #[error("TaskManager {0}: the session must have at least {min} characters", min = sluice_common::secret::SECRET_CHARS_MIN)]
+    Session(String),
     /// Slot count out of range.
     #[error("TaskManager {id}: slots must be in 1..={SLOTS_PER_TASK_MANAGER_MAX}, got {slots}")]
     Slots {
@@ -95,6 +98,8 @@ pub struct TaskManagerView {
 
 struct TaskManagerEntry {
     incarnation: u64,
+    /// This incarnation's session (see `sluice_common::cluster_auth`).
+    session: String,
     rpc_address: String,
     data_address: String,
     metrics_address: String,
@@ -109,6 +114,15 @@ struct TaskManagerEntry {
 struct Registry {
     task_managers: HashMap<TaskManagerId, TaskManagerEntry>,
     next_incarnation: u64,
+}
+
+/// What a registration gets: its incarnation and its session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Registration {
+    /// Numbers registrations; a new one under the same id is a new incarnation.
+    pub incarnation: u64,
+    /// The session the TaskManager chose, which it and the JobManager send with their calls to each other.
+    pub session: String,
 }
 
 /// The registry of TaskManagers and their slots.
@@ -147,22 +161,27 @@ impl Cluster {
 
     /// Registers a TaskManager, replacing an earlier registration under the same id (a restart: the jobs
     /// holding the old incarnation's slots see it as lost).
-    pub fn register(&self, request: &RegisterTaskManagerRequest) -> Result<u64, RegisterError> {
+    pub fn register(&self, request: &RegisterTaskManagerRequest) -> Result<Registration, RegisterError> {
         if request.task_manager_id.is_empty() {
             return Err(RegisterError::EmptyId);
         }
         if request.rpc_address.is_empty() || request.data_address.is_empty() {
             return Err(RegisterError::MissingAddress(request.task_manager_id.clone()));
         }
+        if request.session.chars().count() < sluice_common::secret::SECRET_CHARS_MIN {
+            return Err(RegisterError::Session(request.task_manager_id.clone()));
+        }
         if request.slots == 0 || request.slots > SLOTS_PER_TASK_MANAGER_MAX {
             return Err(RegisterError::Slots { id: request.task_manager_id.clone(), slots: request.slots });
         }
+        let session = request.session.clone();
         let incarnation = {
             let mut registry = self.lock();
             registry.next_incarnation += 1;
             let incarnation = registry.next_incarnation;
             let entry = TaskManagerEntry {
                 incarnation,
+                session: session.clone(),
                 rpc_address: request.rpc_address.clone(),
                 data_address: request.data_address.clone(),
                 metrics_address: request.metrics_address.clone(),
@@ -175,7 +194,33 @@ impl Cluster {
             incarnation
         };
         self.notify();
-        Ok(incarnation)
+        Ok(Registration { incarnation, session })
+    }
+
+    /// The TaskManager whose live registration has `session`, if any.
+    pub fn session_owner(&self, session: &str) -> Option<TaskManagerId> {
+        use subtle::ConstantTimeEq as _;
+        let registry = self.lock();
+        let mut owner = None;
+        // Every entry is compared, in constant time, so timing tells nothing about the sessions.
+        for (id, entry) in &registry.task_managers {
+            if bool::from(entry.session.as_bytes().ct_eq(session.as_bytes())) && entry.state == TaskManagerState::Active
+            {
+                owner = Some(id.clone());
+            }
+        }
+        owner
+    }
+
+    /// The session of the active TaskManager serving RPC at `rpc_address`, for calls to it.
+    pub fn session_at(&self, rpc_address: &str) -> Option<String> {
+        let registry = self.lock();
+        registry
+            .task_managers
+            .values()
+            .filter(|entry| entry.rpc_address == rpc_address && entry.state == TaskManagerState::Active)
+            .max_by_key(|entry| entry.incarnation)
+            .map(|entry| entry.session.clone())
     }
 
     /// Records a heartbeat. False: the TaskManager is unknown or LOST and must register anew.
@@ -393,6 +438,7 @@ mod tests {
             data_address: format!("127.0.0.1:2{id}"),
             metrics_address: String::new(),
             slots,
+            session: format!("session-of-task-manager-{id}"),
         }
     }
 

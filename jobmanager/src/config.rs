@@ -71,6 +71,10 @@ pub struct JobManagerConfig {
     #[command(flatten)]
     pub rest_auth: crate::security::RestAuthArgs,
 
+    /// Cluster authentication (the secret TaskManagers share with the JobManager).
+    #[command(flatten)]
+    pub cluster_auth: sluice_common::cluster_auth::ClusterAuthArgs,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

@@ -36,6 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use sluice_common::cluster_auth::ClusterCredentials;
 use sluice_common::ids::JobId;
 use sluice_common::job::ValidatedJob;
 use sluice_common::proto::job_manager_service_server::JobManagerServiceServer;
@@ -162,16 +163,20 @@ pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyho
     tracing::info!(checkpoints = %checkpoint_storage.location(), savepoints = %savepoint_storage.location(),
         "checkpoint storage");
     let rest_auth = security::RestAuth::from_args(&config.rest_auth, &config.data_dir)?.map(Arc::new);
+    let cluster_credentials = Arc::new(
+        ClusterCredentials::for_job_manager(&config.cluster_auth, &config.data_dir).context("the cluster secret")?,
+    );
+    let cluster = Arc::new(Cluster::new(settings.heartbeat_timeout));
     let ctx = Arc::new(Context {
         store,
-        cluster: Arc::new(Cluster::new(settings.heartbeat_timeout)),
+        cluster: cluster.clone(),
         jobs: JobRegistry::default(),
         metrics: Metrics::new().context("cannot register the metrics")?,
         settings,
         checkpoint_storage,
         savepoint_storage,
         shutdown: shutdown.clone(),
-        task_managers: Arc::new(GrpcTaskManagerClient),
+        task_managers: Arc::new(GrpcTaskManagerClient::new(cluster_credentials.clone(), cluster)),
         rest_auth,
     });
 
@@ -214,7 +219,18 @@ pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyho
         })
     };
     let rpc = {
-        let service = JobManagerServiceServer::new(rpc::JobManagerRpc::new(ctx.clone()));
+        let refused = ctx.metrics.requests_refused.clone();
+        let credentials = cluster_credentials.clone();
+        let service = JobManagerServiceServer::with_interceptor(
+            rpc::JobManagerRpc::new(ctx.clone()),
+            move |request: tonic::Request<()>| match credentials.check(request.metadata()) {
+                Ok(()) => Ok(request),
+                Err(refusal) => {
+                    refused.with_label_values(&["rpc", refusal.reason()]).inc();
+                    Err(refusal.status())
+                }
+            },
+        );
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(rpc_listener);
         let shutdown = shutdown.clone();
         tokio::spawn(async move {

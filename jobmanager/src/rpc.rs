@@ -18,7 +18,8 @@ use sluice_common::proto::{
 use tonic::{Request, Response, Status};
 
 use crate::cluster::TaskManagerId;
-use crate::job::{JobEvent, REPORT_FORWARD_TIMEOUT};
+use crate::deployment::TaskKey;
+use crate::job::{JobEvent, JobShared, REPORT_FORWARD_TIMEOUT};
 use crate::Context;
 
 /// The most task metrics one heartbeat may carry; a heartbeat with more is refused as malformed (a
@@ -46,6 +47,19 @@ impl JobManagerRpc {
     }
 }
 
+/// The TaskManager a call comes from: the owner of the session it carries (see
+/// `sluice_common::cluster_auth`); None for a call without a live session.
+fn caller(ctx: &Context, metadata: &tonic::metadata::MetadataMap) -> Option<TaskManagerId> {
+    let session = metadata.get(sluice_common::cluster_auth::SESSION_METADATA)?.to_str().ok()?;
+    ctx.cluster.session_owner(session)
+}
+
+/// Whether `caller` is the TaskManager the job's current deployment runs `task` on.
+fn runs_task(job: &JobShared, task: &TaskRef, caller: Option<&TaskManagerId>) -> bool {
+    let live = job.live();
+    caller.is_some_and(|caller| live.tasks.get(&TaskKey::of(task)).is_some_and(|entry| &entry.task_manager == caller))
+}
+
 fn millis(duration: Duration) -> u64 {
     duration.as_millis() as u64
 }
@@ -57,9 +71,10 @@ impl JobManagerService for JobManagerRpc {
         request: Request<RegisterTaskManagerRequest>,
     ) -> Result<Response<RegisterTaskManagerResponse>, Status> {
         let request = request.into_inner();
-        let incarnation = self.ctx.cluster.register(&request).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let registration = self.ctx.cluster.register(&request).map_err(|e| Status::invalid_argument(e.to_string()))?;
         tracing::info!(task_manager = %request.task_manager_id, rpc_address = %request.rpc_address,
-            data_address = %request.data_address, slots = request.slots, incarnation, "TaskManager registered");
+            data_address = %request.data_address, slots = request.slots, incarnation = registration.incarnation,
+            "TaskManager registered");
         Ok(Response::new(RegisterTaskManagerResponse {
             heartbeat_interval_ms: millis(self.ctx.settings.heartbeat_interval),
             heartbeat_timeout_ms: millis(self.ctx.settings.heartbeat_timeout),
@@ -67,6 +82,7 @@ impl JobManagerService for JobManagerRpc {
     }
 
     async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
+        let caller = caller(&self.ctx, request.metadata());
         let request = request.into_inner();
         if request.tasks.len() > HEARTBEAT_TASKS_MAX {
             return Err(Status::invalid_argument(format!(
@@ -74,7 +90,15 @@ impl JobManagerService for JobManagerRpc {
                 request.tasks.len()
             )));
         }
-        let registered = self.ctx.cluster.heartbeat(&TaskManagerId(request.task_manager_id.clone()));
+        let id = TaskManagerId(request.task_manager_id.clone());
+        if caller.as_ref() != Some(&id) {
+            // Another incarnation's session (the TaskManager then registers anew), or a forgery (which learns
+            // nothing and changes nothing).
+            self.ctx.metrics.requests_refused.with_label_values(&["rpc", "session"]).inc();
+            tracing::debug!(task_manager = %id, "heartbeat without this TaskManager's session");
+            return Ok(Response::new(HeartbeatResponse { registered: false }));
+        }
+        let registered = self.ctx.cluster.heartbeat(&id);
         if registered {
             self.record_task_metrics(&request.tasks);
         } else {
@@ -84,6 +108,7 @@ impl JobManagerService for JobManagerRpc {
     }
 
     async fn report_task_state(&self, request: Request<TaskStateReport>) -> Result<Response<TaskStateAck>, Status> {
+        let caller = caller(&self.ctx, request.metadata());
         let report = request.into_inner();
         let Some(task) = report.task.as_ref() else {
             return Err(Status::invalid_argument("a task state report needs a task"));
@@ -107,6 +132,10 @@ impl JobManagerService for JobManagerRpc {
         if !job.is_current_attempt(task.attempt) {
             return refuse("stale attempt");
         }
+        if !runs_task(&job, task, caller.as_ref()) {
+            self.ctx.metrics.requests_refused.with_label_values(&["rpc", "not_the_tasks_task_manager"]).inc();
+            return refuse("not from the TaskManager incarnation that runs the task");
+        }
         match job.inbox.send_timeout(JobEvent::TaskReport(report.clone()), REPORT_FORWARD_TIMEOUT).await {
             Ok(()) => Ok(Response::new(TaskStateAck { accepted: true })),
             Err(tokio::sync::mpsc::error::SendTimeoutError::Closed(_)) => refuse("the job has ended"),
@@ -120,33 +149,43 @@ impl JobManagerService for JobManagerRpc {
         &self,
         request: Request<AcknowledgeCheckpointRequest>,
     ) -> Result<Response<CheckpointReply>, Status> {
+        let caller = caller(&self.ctx, request.metadata());
         let ack = request.into_inner();
         let task = ack.task.clone();
-        self.forward_checkpoint_event(task.as_ref(), JobEvent::CheckpointAck(ack)).await
+        self.forward_checkpoint_event(task.as_ref(), caller, JobEvent::CheckpointAck(ack)).await
     }
 
     async fn decline_checkpoint(
         &self,
         request: Request<DeclineCheckpointRequest>,
     ) -> Result<Response<CheckpointReply>, Status> {
+        let caller = caller(&self.ctx, request.metadata());
         let decline = request.into_inner();
         let task = decline.task.clone();
-        self.forward_checkpoint_event(task.as_ref(), JobEvent::CheckpointDecline(decline)).await
+        self.forward_checkpoint_event(task.as_ref(), caller, JobEvent::CheckpointDecline(decline)).await
     }
 }
 
 impl JobManagerRpc {
     /// Hands a checkpoint message of the current attempt to its job's actor; messages of ended jobs and
-    /// other attempts are dropped (their checkpoint is gone with them).
+    /// other attempts are dropped (their checkpoint is gone with them). A message from another TaskManager
+    /// than the one running the task is refused and counted.
     async fn forward_checkpoint_event(
         &self,
         task: Option<&TaskRef>,
+        caller: Option<TaskManagerId>,
         event: JobEvent,
     ) -> Result<Response<CheckpointReply>, Status> {
         let task = task.ok_or_else(|| Status::invalid_argument("a checkpoint message needs a task"))?;
         let job_id = JobId(task.job_id.clone());
         match self.ctx.jobs.get(&job_id) {
             Some(job) if job.is_current_attempt(task.attempt) => {
+                if !runs_task(&job, task, caller.as_ref()) {
+                    self.ctx.metrics.requests_refused.with_label_values(&["rpc", "not_the_tasks_task_manager"]).inc();
+                    tracing::info!(job_id = %job_id, chain = task.chain, subtask = task.subtask,
+                        "checkpoint message refused: not from the TaskManager that runs the task");
+                    return Err(Status::permission_denied("not from the TaskManager that runs this task"));
+                }
                 if let Err(tokio::sync::mpsc::error::SendTimeoutError::Timeout(_)) =
                     job.inbox.send_timeout(event, REPORT_FORWARD_TIMEOUT).await
                 {
@@ -170,8 +209,30 @@ mod tests {
     use sluice_common::proto::{TaskState, TaskStateReport};
 
     use super::*;
-    use crate::job::JobShared;
+    use crate::deployment::TaskEntry;
     use crate::task_manager_client::GrpcTaskManagerClient;
+
+    /// A request carrying `session`, as a TaskManager sends it.
+    fn with_session<T>(message: T, session: &str) -> Request<T> {
+        let mut request = Request::new(message);
+        if let Ok(value) = session.parse() {
+            request.metadata_mut().insert(sluice_common::cluster_auth::SESSION_METADATA, value);
+        }
+        request
+    }
+
+    /// Registers TaskManager `id` and returns its session.
+    fn register(rpc: &JobManagerRpc, id: &str) -> String {
+        let request = RegisterTaskManagerRequest {
+            task_manager_id: id.into(),
+            rpc_address: format!("127.0.0.1:1{}", id.len()),
+            data_address: "127.0.0.1:2".into(),
+            metrics_address: "127.0.0.1:3".into(),
+            slots: 1,
+            session: sluice_common::secret::generate(),
+        };
+        rpc.ctx.cluster.register(&request).unwrap_or_else(|e| panic!("{e}")).session
+    }
 
     fn report(job_id: &str, attempt: u32, state: TaskState) -> TaskStateReport {
         TaskStateReport {
@@ -181,15 +242,21 @@ mod tests {
         }
     }
 
-    /// A service with one registered job at attempt 2; returns the job's inbox to check what reached it.
-    async fn service() -> (tempfile::TempDir, JobManagerRpc, tokio::sync::mpsc::Receiver<JobEvent>) {
+    /// A service with one job at attempt 2 whose task (chain 0, subtask 0) runs on TaskManager `tm`; returns
+    /// the job's inbox to check what reached it, and `tm`'s session.
+    async fn service() -> (tempfile::TempDir, JobManagerRpc, tokio::sync::mpsc::Receiver<JobEvent>, String) {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let ctx = Context::for_tests(dir.path(), Arc::new(GrpcTaskManagerClient)).await;
+        let ctx = Context::for_tests(dir.path(), Arc::new(GrpcTaskManagerClient::default())).await;
         let job = crate::test_support::one_task_job("{}");
         let (shared, inbox) = JobShared::new(JobId("j".into()), Arc::new(job), None);
         shared.live().attempt = sluice_common::ids::Attempt(2);
+        let key = TaskKey::of(&TaskRef { job_id: "j".into(), attempt: 2, chain: 0, subtask: 0 });
+        let entry = TaskEntry { task_manager: TaskManagerId("tm".into()), state: TaskState::Deploying };
+        shared.live().tasks.insert(key, entry);
         ctx.jobs.insert(shared);
-        (dir, JobManagerRpc::new(ctx), inbox)
+        let rpc = JobManagerRpc::new(ctx);
+        let session = register(&rpc, "tm");
+        (dir, rpc, inbox, session)
     }
 
     fn refused(rpc: &JobManagerRpc) -> u64 {
@@ -198,12 +265,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_report_without_a_state_is_refused_as_malformed_and_counted() {
-        let (_dir, rpc, mut inbox) = service().await;
-        let status = rpc.report_task_state(Request::new(report("j", 2, TaskState::Unspecified))).await.err();
+        let (_dir, rpc, mut inbox, session) = service().await;
+        let status = rpc.report_task_state(with_session(report("j", 2, TaskState::Unspecified), &session)).await.err();
         assert_eq!(status.map(|s| s.code()), Some(tonic::Code::InvalidArgument));
         let mut missing_task = report("j", 2, TaskState::TaskRunning);
         missing_task.task = None;
-        let status = rpc.report_task_state(Request::new(missing_task)).await.err();
+        let status = rpc.report_task_state(with_session(missing_task, &session)).await.err();
         assert_eq!(status.map(|s| s.code()), Some(tonic::Code::InvalidArgument));
         assert_eq!(refused(&rpc), 1, "the report without a state is counted");
         assert!(inbox.try_recv().is_err(), "nothing reached the job");
@@ -211,27 +278,28 @@ mod tests {
 
     #[tokio::test]
     async fn reports_of_another_attempt_or_an_unknown_job_are_refused_and_only_the_current_one_is_forwarded() {
-        let (_dir, rpc, mut inbox) = service().await;
+        let (_dir, rpc, mut inbox, session) = service().await;
         for (job, attempt) in [("j", 1), ("j", 3), ("other", 2)] {
-            let answer = rpc.report_task_state(Request::new(report(job, attempt, TaskState::TaskFailed))).await;
+            let answer =
+                rpc.report_task_state(with_session(report(job, attempt, TaskState::TaskFailed), &session)).await;
             assert_eq!(answer.ok().map(|a| a.into_inner().accepted), Some(false), "{job} attempt {attempt}");
         }
         assert_eq!(refused(&rpc), 3);
         assert!(inbox.try_recv().is_err(), "no refused report reached the job");
-        let answer = rpc.report_task_state(Request::new(report("j", 2, TaskState::TaskRunning))).await;
+        let answer = rpc.report_task_state(with_session(report("j", 2, TaskState::TaskRunning), &session)).await;
         assert_eq!(answer.ok().map(|a| a.into_inner().accepted), Some(true));
         assert!(matches!(inbox.try_recv(), Ok(JobEvent::TaskReport(_))), "the current attempt's report is forwarded");
     }
 
     #[tokio::test]
     async fn checkpoint_messages_of_another_attempt_are_dropped_and_malformed_ones_refused() {
-        let (_dir, rpc, mut inbox) = service().await;
+        let (_dir, rpc, mut inbox, session) = service().await;
         let stale = AcknowledgeCheckpointRequest {
             task: Some(TaskRef { job_id: "j".into(), attempt: 1, chain: 0, subtask: 0 }),
             checkpoint_id: 1,
             ..Default::default()
         };
-        assert!(rpc.acknowledge_checkpoint(Request::new(stale)).await.is_ok());
+        assert!(rpc.acknowledge_checkpoint(with_session(stale, &session)).await.is_ok());
         assert!(inbox.try_recv().is_err(), "a stale acknowledgement does not reach the job");
         let status = rpc.decline_checkpoint(Request::new(DeclineCheckpointRequest::default())).await.err();
         assert_eq!(status.map(|s| s.code()), Some(tonic::Code::InvalidArgument));
@@ -239,12 +307,60 @@ mod tests {
 
     #[tokio::test]
     async fn a_heartbeat_with_more_tasks_than_the_limit_is_refused() {
-        let (_dir, rpc, _inbox) = service().await;
+        let (_dir, rpc, _inbox, _session) = service().await;
         let request = HeartbeatRequest {
             task_manager_id: "tm".into(),
             tasks: vec![TaskMetrics::default(); HEARTBEAT_TASKS_MAX + 1],
         };
         let status = rpc.heartbeat(Request::new(request)).await.err();
         assert_eq!(status.map(|s| s.code()), Some(tonic::Code::InvalidArgument));
+    }
+
+    fn current_ack() -> AcknowledgeCheckpointRequest {
+        AcknowledgeCheckpointRequest {
+            task: Some(TaskRef { job_id: "j".into(), attempt: 2, chain: 0, subtask: 0 }),
+            checkpoint_id: 1,
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn reports_and_acks_from_another_task_manager_or_an_old_incarnation_are_refused_and_counted() {
+        let (_dir, rpc, mut inbox, session) = service().await;
+        let other = register(&rpc, "tm-other");
+        let forged = || report("j", 2, TaskState::TaskFailed);
+        for (who, request) in [
+            ("no session", Request::new(forged())),
+            ("another TaskManager's session", with_session(forged(), &other)),
+            ("a made-up session", with_session(forged(), &"0".repeat(64))),
+        ] {
+            let answer = rpc.report_task_state(request).await;
+            assert_eq!(answer.ok().map(|a| a.into_inner().accepted), Some(false), "{who}");
+        }
+        let status = rpc.acknowledge_checkpoint(with_session(current_ack(), &other)).await.err();
+        assert_eq!(status.map(|s| s.code()), Some(tonic::Code::PermissionDenied));
+        assert!(inbox.try_recv().is_err(), "no forged message reached the job");
+        let forged_count = rpc.ctx.metrics.requests_refused.with_label_values(&["rpc", "not_the_tasks_task_manager"]);
+        assert_eq!(forged_count.get(), 4);
+
+        // The same TaskManager registered again: its old session is gone with its old incarnation.
+        let renewed = register(&rpc, "tm");
+        let answer = rpc.report_task_state(with_session(forged(), &session)).await;
+        assert_eq!(answer.ok().map(|a| a.into_inner().accepted), Some(false), "the old incarnation's session");
+        assert!(rpc.acknowledge_checkpoint(with_session(current_ack(), &renewed)).await.is_ok());
+        assert!(matches!(inbox.try_recv(), Ok(JobEvent::CheckpointAck(_))), "the new incarnation's ack is forwarded");
+    }
+
+    #[tokio::test]
+    async fn a_heartbeat_counts_only_with_the_task_managers_own_session() {
+        let (_dir, rpc, _inbox, session) = service().await;
+        let other = register(&rpc, "tm-other");
+        let heartbeat = || HeartbeatRequest { task_manager_id: "tm".into(), tasks: Vec::new() };
+        let registered =
+            |answer: Result<Response<HeartbeatResponse>, Status>| answer.ok().map(|a| a.into_inner().registered);
+        assert_eq!(registered(rpc.heartbeat(with_session(heartbeat(), &other)).await), Some(false));
+        assert_eq!(registered(rpc.heartbeat(Request::new(heartbeat())).await), Some(false));
+        assert_eq!(registered(rpc.heartbeat(with_session(heartbeat(), &session)).await), Some(true));
+        assert_eq!(rpc.ctx.metrics.requests_refused.with_label_values(&["rpc", "session"]).get(), 2);
     }
 }

@@ -10,6 +10,7 @@
 //!
 //! Both the connect and the request have named bounds; a TaskManager that does not answer in time is
 //! treated as failed by the caller, never waited on forever.
+use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_common::proto::task_manager_service_client::TaskManagerServiceClient;
@@ -17,6 +18,10 @@ use sluice_common::proto::{
     CancelTasksRequest, DeployTasksRequest, NotifyCheckpointCompleteRequest, TriggerCheckpointRequest,
 };
 use tonic::transport::{Channel, Endpoint};
+
+use sluice_common::cluster_auth::{ClusterCredentials, SESSION_METADATA};
+
+use crate::cluster::Cluster;
 
 /// How long to wait for a TCP (HTTP/2) connection to a TaskManager. A TaskManager that cannot be reached
 /// in this time is considered unreachable for this call.
@@ -86,11 +91,33 @@ pub trait TaskManagerClient: Send + Sync {
     ) -> Result<(), TaskManagerCallError>;
 }
 
-/// The gRPC client: one connection per call.
+/// The gRPC client: one connection per call. Every call carries the cluster secret and the session of the
+/// TaskManager at the address (TaskManagers accept calls from their JobManager only).
 #[derive(Default)]
-pub struct GrpcTaskManagerClient;
+pub struct GrpcTaskManagerClient {
+    credentials: Option<Arc<ClusterCredentials>>,
+    cluster: Option<Arc<Cluster>>,
+}
 
 impl GrpcTaskManagerClient {
+    /// A client that proves its calls with `credentials` and the sessions `cluster` holds.
+    pub fn new(credentials: Arc<ClusterCredentials>, cluster: Arc<Cluster>) -> Self {
+        GrpcTaskManagerClient { credentials: Some(credentials), cluster: Some(cluster) }
+    }
+
+    /// `message` as a call to the TaskManager at `address`, with the secret and that TaskManager's session.
+    fn request<T>(&self, address: &str, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(credentials) = &self.credentials {
+            credentials.authorize(request.metadata_mut());
+        }
+        let session = self.cluster.as_ref().and_then(|cluster| cluster.session_at(address));
+        if let Some(value) = session.and_then(|session| session.parse().ok()) {
+            request.metadata_mut().insert(SESSION_METADATA, value);
+        }
+        request
+    }
+
     /// A client on a fresh connection to `address` (bounded by the connect timeout).
     ///
     /// Not pooled, on purpose for now: a pooled channel made the checkpoint trigger of a small job a few
@@ -126,7 +153,7 @@ async fn connect(address: &str, timeout: Duration) -> Result<Channel, TaskManage
 impl TaskManagerClient for GrpcTaskManagerClient {
     async fn deploy_tasks(&self, address: &str, request: DeployTasksRequest) -> Result<(), TaskManagerCallError> {
         let mut client = self.channel(address).await?;
-        match client.deploy_tasks(request).await {
+        match client.deploy_tasks(self.request(address, request)).await {
             Ok(_) => Ok(()),
             Err(status) => Err(self.failed(address, status)),
         }
@@ -134,7 +161,7 @@ impl TaskManagerClient for GrpcTaskManagerClient {
 
     async fn cancel_tasks(&self, address: &str, request: CancelTasksRequest) -> Result<(), TaskManagerCallError> {
         let mut client = self.channel(address).await?;
-        match client.cancel_tasks(request).await {
+        match client.cancel_tasks(self.request(address, request)).await {
             Ok(_) => Ok(()),
             Err(status) => Err(self.failed(address, status)),
         }
@@ -146,7 +173,7 @@ impl TaskManagerClient for GrpcTaskManagerClient {
         request: TriggerCheckpointRequest,
     ) -> Result<u32, TaskManagerCallError> {
         let mut client = self.channel(address).await?;
-        match client.trigger_checkpoint(request).await {
+        match client.trigger_checkpoint(self.request(address, request)).await {
             Ok(response) => Ok(response.into_inner().triggered),
             Err(status) => Err(self.failed(address, status)),
         }
@@ -158,7 +185,7 @@ impl TaskManagerClient for GrpcTaskManagerClient {
         request: NotifyCheckpointCompleteRequest,
     ) -> Result<(), TaskManagerCallError> {
         let mut client = self.channel(address).await?;
-        match client.notify_checkpoint_complete(request).await {
+        match client.notify_checkpoint_complete(self.request(address, request)).await {
             Ok(_) => Ok(()),
             Err(status) => Err(self.failed(address, status)),
         }
@@ -176,7 +203,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?.to_string();
         drop(listener);
-        let client = GrpcTaskManagerClient;
+        let client = GrpcTaskManagerClient::default();
         let request = CancelTasksRequest { job_id: "j".into(), attempt: 1 };
         let error = client.cancel_tasks(&address, request).await.err();
         assert!(error.as_ref().is_some_and(TaskManagerCallError::is_unreachable), "{error:?}");

@@ -93,6 +93,10 @@ pub struct TaskManagerConfig {
     #[arg(long, env = "ROCKSDB_BLOCK_CACHE_SIZE", default_value_t = 64 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024 * 1024..))]
     pub rocksdb_block_cache_size: u64,
 
+    /// Cluster authentication: the secret shared with the JobManager.
+    #[command(flatten)]
+    pub cluster_auth: sluice_common::cluster_auth::ClusterAuthArgs,
+
     /// Log format: text or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

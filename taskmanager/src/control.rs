@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sluice_common::bounds::CHECKPOINT_COMMIT_WAIT_MAX;
+use sluice_common::cluster_auth::{ClusterCredentials, SESSION_METADATA};
 use sluice_common::job::validate;
 use sluice_common::proto::job_manager_service_client::JobManagerServiceClient;
 use sluice_common::proto::task_manager_service_server::TaskManagerService;
@@ -86,6 +87,10 @@ pub struct TaskManager {
     state: StateSettings,
     registry: Arc<OperatorRegistry>,
     jobmanager: JobManagerServiceClient<Channel>,
+    /// The cluster secret every call to and from the JobManager carries.
+    credentials: Arc<ClusterCredentials>,
+    /// The session of the current registration: sent with calls to the JobManager, and required of its calls.
+    session: std::sync::RwLock<Option<String>>,
     /// Keyed by "job/attempt/chain/subtask". A std Mutex: held only for map updates, never across await.
     tasks: Mutex<HashMap<String, RunningTask>>,
     /// The newest attempt seen per job.
@@ -122,6 +127,8 @@ pub struct TaskServices {
     pub state: StateSettings,
     /// The native operators this binary offers.
     pub registry: Arc<OperatorRegistry>,
+    /// The cluster secret.
+    pub credentials: Arc<ClusterCredentials>,
 }
 
 impl TaskManager {
@@ -132,7 +139,7 @@ impl TaskManager {
         addresses: BoundAddresses,
         services: TaskServices,
     ) -> anyhow::Result<Arc<Self>> {
-        let TaskServices { network, metrics, data_runtime, state, registry } = services;
+        let TaskServices { network, metrics, data_runtime, state, registry, credentials } = services;
         let endpoint = Endpoint::from_shared(format!("http://{jobmanager_address}"))?
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(RPC_TIMEOUT);
@@ -147,10 +154,49 @@ impl TaskManager {
             state,
             registry,
             jobmanager,
+            credentials,
+            session: std::sync::RwLock::new(None),
             tasks: Mutex::new(HashMap::new()),
             attempts: Mutex::new(HashMap::new()),
             executions: Mutex::new(Executions::default()),
         }))
+    }
+
+    /// `message` as a call to the JobManager: with the cluster secret and this registration's session.
+    fn to_jobmanager<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        self.credentials.authorize(request.metadata_mut());
+        let session = self.session.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        if let Some(value) = session.and_then(|session| session.parse().ok()) {
+            request.metadata_mut().insert(SESSION_METADATA, value);
+        }
+        request
+    }
+
+    /// Checks a call to this TaskManager: the cluster secret, and the session the JobManager gave this
+    /// registration (no other process has it: another TaskManager has a session of its own).
+    pub fn check_call(&self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let refuse = |reason: &str, status: tonic::Status| {
+            self.metrics.requests_refused.with_label_values(&["rpc", reason]).inc();
+            tracing::info!(reason, "refused a call to this TaskManager");
+            Err(status)
+        };
+        if let Err(refusal) = self.credentials.check(request.metadata()) {
+            return refuse(refusal.reason(), refusal.status());
+        }
+        let offered = request.metadata().get(SESSION_METADATA).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let current = self.session.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let matches = current.is_some_and(|current| {
+            use subtle::ConstantTimeEq as _;
+            bool::from(current.as_bytes().ct_eq(offered.as_bytes()))
+        });
+        if !matches {
+            return refuse(
+                "session",
+                tonic::Status::permission_denied("only this TaskManager's JobManager may call it (wrong session)"),
+            );
+        }
+        Ok(request)
     }
 
     /// Registers, then heartbeats; goes back to registering whenever the JobManager is lost. Never returns
@@ -164,6 +210,7 @@ impl TaskManager {
                 data_address: self.addresses.data.clone(),
                 metrics_address: self.addresses.metrics.clone(),
                 slots: self.slots,
+                session: sluice_common::secret::generate(),
             };
             // A registration starts a new incarnation: the JobManager counts every task of an earlier one as
             // gone (and restarts its jobs elsewhere), so none of them may go on writing. They are cancelled
@@ -173,7 +220,10 @@ impl TaskManager {
             if cancelled > 0 {
                 tracing::warn!(tasks = cancelled, "cancelled the tasks of this TaskManager's previous registration");
             }
-            match self.jobmanager.clone().register_task_manager(request).await {
+            // The new session is in force before the request goes out, for the same reason: the first
+            // deployment may arrive before the answer.
+            *self.session.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(request.session.clone());
+            match self.jobmanager.clone().register_task_manager(self.to_jobmanager(request)).await {
                 Ok(response) => {
                     backoff = REGISTER_BACKOFF_MIN;
                     let interval =
@@ -205,7 +255,7 @@ impl TaskManager {
                 _ = ticker.tick() => {}
             }
             let request = HeartbeatRequest { task_manager_id: self.id.clone(), tasks: self.task_metrics() };
-            match self.jobmanager.clone().heartbeat(request).await {
+            match self.jobmanager.clone().heartbeat(self.to_jobmanager(request)).await {
                 Ok(response) if response.get_ref().registered => {}
                 Ok(_) => {
                     // The JobManager declared us lost (we were frozen or cut off for longer than the
@@ -235,7 +285,7 @@ impl TaskManager {
         let report = TaskStateReport { task: Some(task.clone()), state: state as i32, error, metrics };
         let mut backoff = REGISTER_BACKOFF_MIN;
         for attempt in 1..=REPORT_ATTEMPTS_MAX {
-            match self.jobmanager.clone().report_task_state(report.clone()).await {
+            match self.jobmanager.clone().report_task_state(self.to_jobmanager(report.clone())).await {
                 Ok(ack) => {
                     if !ack.get_ref().accepted {
                         tracing::info!(task = %task_key(task), "the JobManager refused a report (stale attempt); cancelling");
@@ -327,10 +377,12 @@ impl TaskManager {
             control.spawn(async move {
                 let mut client = this.jobmanager.clone();
                 let result = match outcome {
-                    CheckpointOutcome::Acknowledge(ack) => client.acknowledge_checkpoint(ack).await.map(|_| ()),
+                    CheckpointOutcome::Acknowledge(ack) => {
+                        client.acknowledge_checkpoint(this.to_jobmanager(ack)).await.map(|_| ())
+                    }
                     CheckpointOutcome::Decline(decline) => {
                         tracing::warn!(checkpoint = decline.checkpoint_id, reason = %decline.reason, "declining a checkpoint");
-                        client.decline_checkpoint(decline).await.map(|_| ())
+                        client.decline_checkpoint(this.to_jobmanager(decline)).await.map(|_| ())
                     }
                 };
                 if let Err(status) = result {

@@ -146,6 +146,10 @@ pub async fn run_with_registry(
     let id = config.id.clone().unwrap_or_else(|| format!("tm-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
     let metrics = Metrics::new().context("cannot register metrics")?;
     let state = state::StateSettings::from_config(&config);
+    let credentials = Arc::new(
+        sluice_common::cluster_auth::ClusterCredentials::for_task_manager(&config.cluster_auth)
+            .context("the cluster secret")?,
+    );
 
     let network_config = NetworkConfig {
         buffer_size_bytes: config.buffer_size as usize,
@@ -155,9 +159,11 @@ pub async fn run_with_registry(
         max_frame_bytes: config.max_frame_bytes as usize,
         ..NetworkConfig::default()
     };
-    let (data_addr, local_id) = (config.data_addr.clone(), id.clone());
+    let (data_addr, local_id, hello_credentials) = (config.data_addr.clone(), id.clone(), credentials.clone());
     let network: Arc<NetworkEnvironment> = data_runtime
-        .spawn(async move { NetworkEnvironment::start(&data_addr, local_id, network_config).await })
+        .spawn(async move {
+            NetworkEnvironment::start_with_credentials(&data_addr, local_id, network_config, hello_credentials).await
+        })
         .await
         .context("the data runtime stopped")?
         .with_context(|| format!("cannot bind the data port {}", config.data_addr))?;
@@ -190,7 +196,14 @@ pub async fn run_with_registry(
         config.slots,
         &config.jobmanager,
         addresses,
-        TaskServices { network, metrics: metrics.clone(), data_runtime, state, registry: Arc::new(registry) },
+        TaskServices {
+            network,
+            metrics: metrics.clone(),
+            data_runtime,
+            state,
+            registry: Arc::new(registry),
+            credentials: credentials.clone(),
+        },
     )?;
 
     let metrics_app = axum::Router::new()
@@ -203,10 +216,12 @@ pub async fn run_with_registry(
 
     let registration = tokio::spawn(task_manager.clone().run_registration(shutdown.clone()));
     let rpc_shutdown = shutdown.clone();
+    let gate = task_manager.clone();
     tonic::transport::Server::builder()
-        .add_service(sluice_common::proto::task_manager_service_server::TaskManagerServiceServer::new(TaskManagerRpc(
-            task_manager,
-        )))
+        .add_service(sluice_common::proto::task_manager_service_server::TaskManagerServiceServer::with_interceptor(
+            TaskManagerRpc(task_manager),
+            move |request| gate.check_call(request),
+        ))
         .serve_with_incoming_shutdown(tokio_stream_listener(rpc_listener), rpc_shutdown.cancelled_owned())
         .await
         .context("the RPC server failed")?;

@@ -34,6 +34,8 @@ pub struct Metrics {
     window_emit_latency: HistogramVec,
     kafka: KafkaFamilies,
     pub tasks_running: IntGauge,
+    /// Calls and data connections refused by authentication, by transport (`rpc`, `data`) and reason.
+    pub requests_refused: IntCounterVec,
 }
 
 /// The Kafka connector's series, by job and topic partition (records, bytes, lag) or topic.
@@ -220,6 +222,11 @@ impl Metrics {
         let r = Registry::new();
         let tasks_running = IntGauge::new("tasks_running", "Tasks running on this TaskManager")?;
         r.register(Box::new(tasks_running.clone()))?;
+        let requests_refused = IntCounterVec::new(
+            Opts::new("sluice_requests_refused_total", "Calls and data connections refused by authentication"),
+            &["transport", "reason"],
+        )?;
+        r.register(Box::new(requests_refused.clone()))?;
         Ok(Arc::new(Self {
             records_in: int_counter(&r, "records_processed_total", "Records an operator received", OPERATOR_LABELS)?,
             records_out: int_counter(&r, "records_out_total", "Records an operator emitted", OPERATOR_LABELS)?,
@@ -282,6 +289,7 @@ impl Metrics {
             },
             kafka: KafkaFamilies::new(&r)?,
             tasks_running,
+            requests_refused,
             registry: r,
         }))
     }

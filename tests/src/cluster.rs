@@ -563,7 +563,12 @@ impl Cluster {
             "--id",
             id,
         ];
-        let env = environment(&self.spec);
+        let mut env = environment(&self.spec);
+        let secret = self.dir().join("jobmanager").join("cluster.secret");
+        if secret.exists() && !env.iter().any(|(key, _)| key == "CLUSTER_SECRET_FILE") {
+            // The secret the JobManager generated (a spec's own CLUSTER_SECRET_FILE wins, for tests of it).
+            env.push(("CLUSTER_SECRET_FILE".to_string(), secret.display().to_string()));
+        }
         let mut process = Process::spawn(Launch {
             name: id,
             program: &program,

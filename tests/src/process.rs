@@ -17,6 +17,8 @@ pub const SCRUBBED_ENV: &[&str] = &[
     "READ_TOKEN_FILE",
     "METRICS_AUTH",
     "INSECURE",
+    "CLUSTER_AUTH",
+    "CLUSTER_SECRET_FILE",
     "DATABASE_URL",
     "REST_ADDR",
     "RPC_ADDR",

@@ -81,6 +81,7 @@ fn register_task_manager(ctx: &Context) {
         data_address: "127.0.0.1:2".into(),
         metrics_address: "127.0.0.1:3".into(),
         slots: 1,
+        session: "the-session-of-tm-1-for-tests".into(),
     };
     ctx.cluster.register(&request).unwrap_or_else(|e| panic!("{e}"));
 }

@@ -14,6 +14,7 @@
 //! The outbox is bounded without a fixed capacity: it holds at most one entry per channel (a scheduled
 //! sender is not scheduled twice; credits for a channel add up in one entry). Any error on either side
 //! closes the connection and fails the channels using it.
+use sluice_common::cluster_auth::ClusterCredentials;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -208,6 +209,7 @@ fn to_frame(channel: ChannelKey, item: Outgoing, backlog: u32) -> Frame {
 /// Dials `peer`, retrying refused connections until `deadline`, and performs the dialer's handshake.
 pub(crate) async fn dial(
     local_id: &str,
+    credentials: &ClusterCredentials,
     peer: &PeerAddress,
     max_frame_bytes: usize,
     deadline: Instant,
@@ -234,7 +236,8 @@ pub(crate) async fn dial(
     stream.set_nodelay(true).map_err(|e| connect_error(e.to_string()))?;
     let mut framed = Framed::new(stream, FrameCodec::new(MAX_HELLO_FRAME_BYTES));
     let handshake_error = |reason: String| NetworkError::Handshake { peer: peer.task_manager_id.clone(), reason };
-    let hello = Frame::Hello { version: PROTOCOL_VERSION, task_manager_id: local_id.to_string() };
+    let proof = credentials.hello_proof(local_id, &peer.task_manager_id).into();
+    let hello = Frame::Hello { version: PROTOCOL_VERSION, task_manager_id: local_id.to_string(), proof };
     match tokio::time::timeout_at(deadline, framed.send(hello)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(handshake_error(format!("cannot send hello: {e}"))),
@@ -253,6 +256,11 @@ pub(crate) async fn dial(
         Frame::Hello { task_manager_id, .. } if task_manager_id != peer.task_manager_id => {
             Err(handshake_error(format!("{} answers as {task_manager_id}", peer.data_address)))
         }
+        Frame::Hello { task_manager_id, proof, .. }
+            if !credentials.verify_hello(&task_manager_id, local_id, &proof) =>
+        {
+            Err(handshake_error(format!("{task_manager_id} cannot prove it belongs to the cluster")))
+        }
         Frame::Hello { .. } => {
             framed.codec_mut().set_max_frame_bytes(max_frame_bytes);
             Ok(framed)
@@ -266,6 +274,7 @@ pub(crate) async fn dial(
 pub(crate) async fn accept(
     stream: TcpStream,
     local_id: &str,
+    credentials: &ClusterCredentials,
     max_frame_bytes: usize,
     deadline: Instant,
 ) -> Result<(String, FramedStream), String> {
@@ -278,13 +287,19 @@ pub(crate) async fn accept(
         Ok(Some(Ok(Frame::Hello { version, .. }))) if version != PROTOCOL_VERSION => {
             return Err(format!("protocol version {version}, expected {PROTOCOL_VERSION}"));
         }
-        Ok(Some(Ok(Frame::Hello { task_manager_id, .. }))) => task_manager_id,
+        Ok(Some(Ok(Frame::Hello { task_manager_id, proof, .. }))) => {
+            if !credentials.verify_hello(&task_manager_id, local_id, &proof) {
+                return Err(format!("{task_manager_id} cannot prove it belongs to the cluster (wrong or no secret)"));
+            }
+            task_manager_id
+        }
         Ok(Some(Ok(other))) => return Err(format!("expected hello, got a {} frame", other.kind_name())),
     };
     if peer_id.as_str() >= local_id {
         return Err(format!("TaskManager {peer_id} dialed, but {local_id} sorts first and is the one to dial"));
     }
-    let hello = Frame::Hello { version: PROTOCOL_VERSION, task_manager_id: local_id.to_string() };
+    let proof = credentials.hello_proof(local_id, &peer_id).into();
+    let hello = Frame::Hello { version: PROTOCOL_VERSION, task_manager_id: local_id.to_string(), proof };
     match tokio::time::timeout_at(deadline, framed.send(hello)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(format!("cannot answer the hello of {peer_id}: {e}")),

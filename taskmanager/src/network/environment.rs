@@ -9,6 +9,7 @@
 //! first dials (one dial at a time per peer, under `dial_lock`); the other waits for the slot to fill, at
 //! most `connect_timeout`. A new connection from a peer replaces the old one (the peer restarted); the
 //! channels of a closed connection fail.
+use sluice_common::cluster_auth::ClusterCredentials;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -124,6 +125,8 @@ pub(crate) struct Shared {
     peers: std::sync::Mutex<HashMap<String, Arc<PeerSlot>>>,
     counters: Counters,
     next_connection_id: AtomicU64,
+    /// What a hello proves membership of the cluster with.
+    credentials: Arc<ClusterCredentials>,
     /// Cancelled when the environment is dropped: stops the accept loop and every connection.
     shutdown: CancellationToken,
 }
@@ -167,7 +170,9 @@ impl Shared {
             if let Some(connection) = slot.alive() {
                 return Ok(connection);
             }
-            let framed = connection::dial(&self.local_id, peer, self.config.max_frame_bytes, deadline).await?;
+            let framed =
+                connection::dial(&self.local_id, &self.credentials, peer, self.config.max_frame_bytes, deadline)
+                    .await?;
             return Ok(self.install(&peer.task_manager_id, framed));
         }
         let mut receiver = slot.current.subscribe();
@@ -301,11 +306,23 @@ pub struct NetworkEnvironment {
 }
 
 impl NetworkEnvironment {
-    /// Binds the data port (port 0 picks a free one) and spawns the accept loop.
+    /// Binds the data port (port 0 picks a free one) and spawns the accept loop; hellos carry and need no
+    /// proof of membership (see [`NetworkEnvironment::start_with_credentials`]).
     pub async fn start(
         bind: &str,
         local_task_manager_id: String,
         config: NetworkConfig,
+    ) -> Result<Arc<Self>, NetworkError> {
+        Self::start_with_credentials(bind, local_task_manager_id, config, Arc::new(ClusterCredentials::none())).await
+    }
+
+    /// [`NetworkEnvironment::start`] whose hellos prove membership of the cluster with `credentials`, and
+    /// which refuses connections whose hello does not.
+    pub async fn start_with_credentials(
+        bind: &str,
+        local_task_manager_id: String,
+        config: NetworkConfig,
+        credentials: Arc<ClusterCredentials>,
     ) -> Result<Arc<Self>, NetworkError> {
         config.validate()?;
         if local_task_manager_id.is_empty() || local_task_manager_id.len() > super::frame::MAX_TASK_MANAGER_ID_BYTES {
@@ -326,6 +343,7 @@ impl NetworkEnvironment {
             peers: Default::default(),
             counters: Counters::default(),
             next_connection_id: AtomicU64::new(1),
+            credentials,
             shutdown: CancellationToken::new(),
         });
         tokio::spawn(accept_loop(shared.clone(), listener));
@@ -498,7 +516,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             let deadline = Instant::now() + shared.config.connect_timeout;
             let handshake = tokio::select! {
                 _ = shared.shutdown.cancelled() => return,
-                handshake = connection::accept(stream, &shared.local_id, shared.config.max_frame_bytes, deadline) => handshake,
+                handshake = connection::accept(stream, &shared.local_id, &shared.credentials, shared.config.max_frame_bytes, deadline) => handshake,
             };
             match handshake {
                 Ok((peer_id, framed)) => {

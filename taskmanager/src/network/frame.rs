@@ -31,7 +31,7 @@ use super::ChannelKey;
 /// The first payload bytes of a hello frame: a peer that does not send them is not a Sluice TaskManager.
 pub const PROTOCOL_MAGIC: [u8; 4] = *b"SLCE";
 /// Bumped on any incompatible change of this file; a peer with another version is refused at the handshake.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Bytes of the length prefix in front of every frame body.
 pub const LENGTH_PREFIX_BYTES: usize = 4;
 /// Bytes of the header at the start of every frame body: kind, execution id, edge, from and to subtask.
@@ -39,7 +39,11 @@ pub const HEADER_BYTES: usize = 1 + 8 + 4 + 4 + 4;
 /// The longest TaskManager id a hello may carry; a longer one fails the handshake.
 pub const MAX_TASK_MANAGER_ID_BYTES: usize = 255;
 /// The largest frame body accepted before the handshake completes: a hello with the longest id.
-pub const MAX_HELLO_FRAME_BYTES: usize = HEADER_BYTES + PROTOCOL_MAGIC.len() + 2 + 2 + MAX_TASK_MANAGER_ID_BYTES;
+pub const MAX_HELLO_FRAME_BYTES: usize =
+    HEADER_BYTES + PROTOCOL_MAGIC.len() + 2 + 2 + MAX_TASK_MANAGER_ID_BYTES + 2 + MAX_HELLO_PROOF_BYTES;
+/// The longest membership proof a hello may carry (an HMAC-SHA256 is 32 bytes; see
+/// `sluice_common::cluster_auth`).
+pub const MAX_HELLO_PROOF_BYTES: usize = 64;
 /// Bytes a data frame adds around its IPC payload (header and backlog); the frame-size check uses it.
 pub const DATA_FRAME_OVERHEAD_BYTES: usize = HEADER_BYTES + 4;
 
@@ -53,8 +57,9 @@ const KIND_CREDIT: u8 = 5;
 /// One decoded frame.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Frame {
-    /// First frame in each direction of a new connection: who is speaking, in which protocol version.
-    Hello { version: u16, task_manager_id: String },
+    /// First frame in each direction of a new connection: who is speaking, in which protocol version, and
+    /// the proof that it belongs to the cluster (empty when cluster authentication is off).
+    Hello { version: u16, task_manager_id: String, proof: Bytes },
     /// One network buffer: a RecordBatch as an Arrow IPC stream, and how many more data buffers the sender
     /// has queued for this channel (the receiver grants floating credits from it).
     Data { channel: ChannelKey, backlog: u32, ipc: Bytes },
@@ -90,7 +95,9 @@ impl Frame {
     pub fn body_len(&self) -> usize {
         HEADER_BYTES
             + match self {
-                Frame::Hello { task_manager_id, .. } => PROTOCOL_MAGIC.len() + 2 + 2 + task_manager_id.len(),
+                Frame::Hello { task_manager_id, proof, .. } => {
+                    PROTOCOL_MAGIC.len() + 2 + 2 + task_manager_id.len() + 2 + proof.len()
+                }
                 Frame::Data { ipc, .. } => 4 + ipc.len(),
                 Frame::Barrier { .. } | Frame::Watermark { .. } => 8,
                 Frame::EndOfPartition { .. } => 0,
@@ -158,11 +165,13 @@ pub fn encode_frame(frame: &Frame, dst: &mut BytesMut) {
     dst.put_u32(channel.from_subtask);
     dst.put_u32(channel.to_subtask);
     match frame {
-        Frame::Hello { version, task_manager_id } => {
+        Frame::Hello { version, task_manager_id, proof } => {
             dst.put_slice(&PROTOCOL_MAGIC);
             dst.put_u16(*version);
             dst.put_u16(u16::try_from(task_manager_id.len()).unwrap_or(u16::MAX));
             dst.put_slice(task_manager_id.as_bytes());
+            dst.put_u16(u16::try_from(proof.len()).unwrap_or(u16::MAX));
+            dst.put_slice(proof);
         }
         Frame::Data { backlog, ipc, .. } => {
             dst.put_u32(*backlog);
@@ -250,14 +259,22 @@ fn decode_hello(mut body: Bytes) -> Result<Frame, FrameError> {
             "length {id_len} is outside 1..={MAX_TASK_MANAGER_ID_BYTES}"
         )));
     }
-    need(&body, name, id_len)?;
+    need(&body, name, id_len + 2)?;
     let id = body.split_to(id_len);
+    let proof_len = body.get_u16() as usize;
+    if proof_len > MAX_HELLO_PROOF_BYTES {
+        return Err(FrameError::BadTaskManagerId(format!(
+            "a proof of {proof_len} bytes, over {MAX_HELLO_PROOF_BYTES}"
+        )));
+    }
+    need(&body, name, proof_len)?;
+    let proof = body.split_to(proof_len);
     if body.has_remaining() {
         return Err(FrameError::TrailingBytes { kind: name, extra: body.remaining() });
     }
     let task_manager_id =
         String::from_utf8(id.to_vec()).map_err(|_| FrameError::BadTaskManagerId("not UTF-8".to_string()))?;
-    Ok(Frame::Hello { version, task_manager_id })
+    Ok(Frame::Hello { version, task_manager_id, proof })
 }
 
 fn need(body: &Bytes, kind: &'static str, needed: usize) -> Result<(), FrameError> {
@@ -324,7 +341,7 @@ mod tests {
 
     fn every_kind() -> Vec<Frame> {
         vec![
-            Frame::Hello { version: PROTOCOL_VERSION, task_manager_id: "tm-a".to_string() },
+            Frame::Hello { version: PROTOCOL_VERSION, task_manager_id: "tm-a".to_string(), proof: Bytes::new() },
             Frame::Data { channel: channel(), backlog: 7, ipc: Bytes::from_static(b"not really ipc") },
             Frame::Data { channel: channel(), backlog: 0, ipc: Bytes::new() },
             Frame::Barrier { channel: channel(), checkpoint_id: u64::MAX },
@@ -439,7 +456,10 @@ mod tests {
         assert!(matches!(err, FrameError::TrailingBytes { kind: "credit", extra: 1 }), "{err}");
 
         let mut wire = BytesMut::new();
-        encode_frame(&Frame::Hello { version: PROTOCOL_VERSION, task_manager_id: "tm".into() }, &mut wire);
+        encode_frame(
+            &Frame::Hello { version: PROTOCOL_VERSION, task_manager_id: "tm".into(), proof: Bytes::new() },
+            &mut wire,
+        );
         wire[LENGTH_PREFIX_BYTES + HEADER_BYTES] = b'X';
         let err = decode_frame_body(wire.split_off(LENGTH_PREFIX_BYTES).freeze()).expect_err("bad magic");
         assert!(matches!(err, FrameError::BadMagic(_)), "{err}");

@@ -136,7 +136,7 @@ fn expected(base: i64, batches: i64, rows_per_batch: i64) -> Vec<i64> {
 async fn every_frame_kind_round_trips_through_a_socket_in_small_pieces() {
     let channel = key(0x0102_0304_0506_0708, 3, 1, 2);
     let frames = vec![
-        Frame::Hello { version: PROTOCOL_VERSION, task_manager_id: "tm-a".to_string() },
+        Frame::Hello { version: PROTOCOL_VERSION, task_manager_id: "tm-a".to_string(), proof: bytes::Bytes::new() },
         Frame::Data { channel, backlog: 7, ipc: super::buffer::encode_batch(&batch(0..100)).expect("encode") },
         Frame::Barrier { channel, checkpoint_id: 42 },
         Frame::Watermark { channel, timestamp_ms: -1 },
@@ -460,7 +460,14 @@ async fn stranger(address: std::net::SocketAddr, bytes: &[u8]) {
 
 fn hello_bytes(task_manager_id: &str) -> BytesMut {
     let mut wire = BytesMut::new();
-    encode_frame(&Frame::Hello { version: PROTOCOL_VERSION, task_manager_id: task_manager_id.to_string() }, &mut wire);
+    encode_frame(
+        &Frame::Hello {
+            version: PROTOCOL_VERSION,
+            task_manager_id: task_manager_id.to_string(),
+            proof: bytes::Bytes::new(),
+        },
+        &mut wire,
+    );
     wire
 }
 
@@ -521,11 +528,22 @@ async fn strangers_on_the_data_port_are_disconnected_and_the_peer_is_still_serve
 async fn fake_peer(env: &NetworkEnvironment) -> Framed<TcpStream, FrameCodec> {
     let stream = TcpStream::connect(env.local_addr()).await.expect("connect");
     let mut framed = Framed::new(stream, FrameCodec::new(1 << 20));
-    framed.send(Frame::Hello { version: PROTOCOL_VERSION, task_manager_id: "tm-0".to_string() }).await.expect("hello");
+    framed
+        .send(Frame::Hello {
+            version: PROTOCOL_VERSION,
+            task_manager_id: "tm-0".to_string(),
+            proof: bytes::Bytes::new(),
+        })
+        .await
+        .expect("hello");
     let reply = tokio::time::timeout(WAIT, framed.next()).await.expect("in time").expect("a reply").expect("valid");
     assert_eq!(
         reply,
-        Frame::Hello { version: PROTOCOL_VERSION, task_manager_id: env.local_task_manager_id().to_string() }
+        Frame::Hello {
+            version: PROTOCOL_VERSION,
+            task_manager_id: env.local_task_manager_id().to_string(),
+            proof: bytes::Bytes::new()
+        }
     );
     framed
 }
@@ -816,4 +834,65 @@ async fn a_blocked_channel_is_held_back_until_unblocked() {
 
 async fn next_element(gate: &mut InputGate) -> (usize, StreamEvent) {
     tokio::time::timeout(WAIT, gate.next()).await.expect("in time").expect("an element").expect("no error")
+}
+
+/// Cluster credentials from a secret file holding `secret`, kept in `dir`.
+fn credentials(
+    dir: &std::path::Path,
+    name: &str,
+    secret: &str,
+) -> Arc<sluice_common::cluster_auth::ClusterCredentials> {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{secret}\n")).expect("the secret file is written");
+    let args =
+        sluice_common::cluster_auth::ClusterAuthArgs { cluster_auth: "secret".into(), cluster_secret_file: Some(path) };
+    Arc::new(sluice_common::cluster_auth::ClusterCredentials::for_task_manager(&args).expect("credentials"))
+}
+
+/// Sends a hello from `from` with `proof` to `env` and returns the answer: `Some(hello)` or `None` if closed.
+async fn hello_with_proof(env: &NetworkEnvironment, from: &str, proof: Vec<u8>) -> Option<Frame> {
+    let stream = TcpStream::connect(env.local_addr()).await.expect("connect");
+    let mut framed = Framed::new(stream, FrameCodec::new(1 << 20));
+    let hello = Frame::Hello { version: PROTOCOL_VERSION, task_manager_id: from.to_string(), proof: proof.into() };
+    framed.send(hello).await.expect("hello sent");
+    match tokio::time::timeout(WAIT, framed.next()).await.expect("an answer or a close within the bound") {
+        Some(Ok(frame)) => Some(frame),
+        Some(Err(_)) | None => None,
+    }
+}
+
+#[tokio::test]
+async fn only_a_peer_proving_the_cluster_secret_may_open_a_data_channel() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let ours = credentials(dir.path(), "ours", &"s".repeat(40));
+    let theirs = credentials(dir.path(), "theirs", &"t".repeat(40));
+    let start_with = |id: &str, credentials: Arc<sluice_common::cluster_auth::ClusterCredentials>| {
+        NetworkEnvironment::start_with_credentials("127.0.0.1:0", id.to_string(), config(), credentials)
+    };
+    let a = start_with("tm-a", ours.clone()).await.expect("tm-a starts");
+    let b = start_with("tm-b", ours.clone()).await.expect("tm-b starts");
+
+    assert_eq!(hello_with_proof(&b, "tm-0", Vec::new()).await, None, "a hello without a proof is refused");
+    assert_eq!(hello_with_proof(&b, "tm-0", theirs.hello_proof("tm-0", "tm-b")).await, None, "another secret");
+    assert_eq!(hello_with_proof(&b, "tm-0", ours.hello_proof("tm-0", "tm-c")).await, None, "a proof for another peer");
+    assert_eq!(hello_with_proof(&b, "tm-0", ours.hello_proof("tm-a", "tm-b")).await, None, "another sender's proof");
+    eventually("every stranger was refused", || b.stats().connections_refused == 4).await;
+    match hello_with_proof(&b, "tm-0", ours.hello_proof("tm-0", "tm-b")).await {
+        Some(Frame::Hello { task_manager_id, proof, .. }) => {
+            assert_eq!(task_manager_id, "tm-b");
+            assert!(ours.verify_hello("tm-b", "tm-0", &proof), "the answer proves membership too");
+        }
+        other => panic!("a member's hello was not answered: {other:?}"),
+    }
+
+    // Members exchange data as before.
+    let channel = key(9, 0, 0, 0);
+    let (gate, partition) = tokio::join!(
+        b.create_input_gate(vec![(channel, peer(&a))]),
+        a.create_result_partition(vec![(channel, peer(&b))], Duration::ZERO)
+    );
+    let (mut gate, partition) = (gate.expect("gate"), partition.expect("partition"));
+    let (produced, rows) = tokio::join!(produce(partition, vec![0], 20, 10), drain(&mut gate));
+    produced.expect("produce");
+    assert_eq!(rows.expect("drain"), vec![expected(0, 20, 10)]);
 }
