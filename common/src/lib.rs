@@ -18,12 +18,16 @@
 //! - [`config`]: configuration files merged under flags and environment variables.
 //! - [`process`]: what every Sluice binary does at start and stop (logging, shutdown signals).
 //! - [`storage`]: checkpoint locations: a local directory, `s3://` or `gs://`.
+//! - [`confine`]: what jobs may read, write and reach (allowed directories, Kafka properties and brokers,
+//!   savepoint locations), checked by the JobManager at submission and again by each TaskManager, and
+//!   the secrets of job files hidden from everything the REST API returns.
 #![warn(missing_docs)]
 
 pub mod aggregates;
 pub mod bounds;
 pub mod checkpoint_layout;
 pub mod config;
+pub mod confine;
 pub mod expr;
 pub mod ids;
 pub mod job;
