@@ -299,6 +299,20 @@ mod tests {
     }
 
     #[test]
+    fn a_part_file_planted_as_a_symlink_is_refused_and_its_target_left_alone() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let target = dir.path().join("elsewhere.txt");
+        std::fs::write(&target, "untouched").expect("write");
+        let out = dir.path().join("out");
+        std::fs::create_dir_all(&out).expect("mkdir");
+        std::os::unix::fs::symlink(&target, out.join("part-0.jsonl")).expect("symlink");
+        let opened = FileSinkWriter::open(&out, SubtaskInfo { index: 0, parallelism: 1 }, false);
+        let Err(error) = opened else { panic!("a symlinked part file must be refused") };
+        assert!(error.0.contains("is a symlink"), "{}", error.0);
+        assert_eq!(std::fs::read_to_string(&target).expect("read"), "untouched");
+    }
+
+    #[test]
     fn records_become_visible_only_when_their_checkpoint_completes() {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut sink = sink(dir.path());
