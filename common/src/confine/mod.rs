@@ -205,10 +205,12 @@ impl Confinement {
                 }
             }
             Operator::KafkaSource(source) => {
-                self.check_kafka(&source.bootstrap_servers, source.properties.iter(), &mut refuse);
+                let owned = crate::job::operators::SOURCE_OWNED_PROPERTIES;
+                self.check_kafka(&source.bootstrap_servers, source.properties.iter(), owned, &mut refuse);
             }
             Operator::KafkaSink(sink) => {
-                self.check_kafka(&sink.bootstrap_servers, sink.properties.iter(), &mut refuse);
+                let owned = crate::job::operators::SINK_OWNED_PROPERTIES;
+                self.check_kafka(&sink.bootstrap_servers, sink.properties.iter(), owned, &mut refuse);
             }
             _ => {}
         }
@@ -219,6 +221,7 @@ impl Confinement {
         &self,
         bootstrap_servers: &str,
         properties: impl Iterator<Item = (&'a String, &'a String)>,
+        owned: &[&str],
         refuse: &mut dyn FnMut(RefusalReason, String),
     ) {
         for broker in bootstrap_servers.split(',').map(str::trim).filter(|b| !b.is_empty()) {
@@ -235,7 +238,9 @@ impl Confinement {
         }
         let mut sorted: Vec<(&String, &String)> = properties.collect();
         sorted.sort();
-        for (name, value) in sorted {
+        // The connector's own properties are refused by validation, naming the field to use instead; the
+        // TaskManager validates every graph it is given, so they never reach a client either.
+        for (name, value) in sorted.into_iter().filter(|(name, _)| !owned.contains(&name.as_str())) {
             match kafka::classify(name) {
                 Err(why) => refuse(RefusalReason::KafkaProperty, format!("properties: '{name}' {why}")),
                 Ok(PropertyClass::LocalFile) if name == "ssl.ca.location" && value == CA_LOCATION_PROBE => {}

@@ -183,3 +183,18 @@ fn relative_roots_resolve_against_the_base_not_the_tests_working_directory() {
     let elsewhere = Path::new("/").join("examples");
     assert!(confinement.input_path(&elsewhere.display().to_string()).is_err());
 }
+
+#[test]
+fn the_connectors_own_properties_are_left_to_validation_which_names_the_field() {
+    let ws = Workspace::new();
+    let confinement = ws.confinement(&[]);
+    let owned = kafka_sink("b:9092", r#""transactional.id": "x", "bootstrap.servers": "evil:1""#);
+    assert_eq!(problems(&confinement, &owned), Vec::new(), "reported once, by validation");
+    let job = format!(
+        r#"{{"vertices": [{{"id": "g", "parallelism": 1, "datagen": {{"columns": [{{"name": "v", "sequence": {{}}}}]}}}}, {owned}],
+            "edges": [{{"from": "g", "to": "k"}}]}}"#
+    );
+    let parsed = parse_job_file(job.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    let text = crate::job::validate(parsed).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(text.contains("property 'transactional.id' is set by the sink itself"), "{text}");
+}
