@@ -9,6 +9,7 @@
 //! ```
 //! use sluice_common::confine::paths::{resolve, Roots};
 //! let dir = tempfile::tempdir().unwrap();
+//! std::fs::create_dir(dir.path().join("data")).unwrap();
 //! let roots = Roots::resolve(dir.path(), &["data".to_string()]).unwrap();
 //! let inside = resolve(dir.path(), "data/output/word_count").unwrap();
 //! assert!(roots.contains(&inside));
