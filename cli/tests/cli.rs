@@ -59,6 +59,11 @@ impl Cluster {
             "100",
             "--data-dir",
             path_str(&jm_dir),
+            // Jobs read and write in the test's directory (see docs/security.md, "Jobs are confined").
+            "--allowed-input-dirs",
+            path_str(dir.path()),
+            "--allowed-output-dirs",
+            path_str(dir.path()),
         ]);
         let jm_shutdown = shutdown.clone();
         control_runtime.spawn(async move {
@@ -83,6 +88,10 @@ impl Cluster {
                 format!("tm-{i}"),
                 "--data-dir".to_string(),
                 path_str(&dir.path().join(format!("tm-{i}"))).to_string(),
+                "--allowed-input-dirs".to_string(),
+                path_str(dir.path()).to_string(),
+                "--allowed-output-dirs".to_string(),
+                path_str(dir.path()).to_string(),
             ]);
             let (handle, tm_shutdown) = (data_runtime.handle().clone(), shutdown.clone());
             control_runtime.spawn(async move {

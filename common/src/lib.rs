@@ -20,6 +20,9 @@
 //! - [`process`]: what every Sluice binary does at start and stop (logging, shutdown signals).
 //! - [`secret`]: secret files (REST tokens, the cluster secret): generated, read, rotated, compared.
 //! - [`storage`]: checkpoint locations: a local directory, `s3://` or `gs://`.
+//! - [`confine`]: what jobs may read, write and reach (allowed directories, Kafka properties and brokers,
+//!   savepoint locations), checked by the JobManager at submission and again by each TaskManager, and
+//!   the secrets of job files hidden from everything the REST API returns.
 #![warn(missing_docs)]
 
 pub mod aggregates;
@@ -27,6 +30,7 @@ pub mod bounds;
 pub mod checkpoint_layout;
 pub mod cluster_auth;
 pub mod config;
+pub mod confine;
 pub mod expr;
 pub mod ids;
 pub mod job;

@@ -6,6 +6,7 @@ use clap::Parser;
 use sluice_common::bounds::{
     heartbeat_bounds_fit, HEARTBEATS_PER_TIMEOUT_MIN, HEARTBEAT_INTERVAL_DEFAULT, HEARTBEAT_TIMEOUT_DEFAULT,
 };
+use sluice_common::confine::ConfinementArgs;
 use sluice_common::job::checkpoint::CHECKPOINT_INTERVAL_MS_MIN;
 
 /// A Sluice JobManager: the REST API, the TaskManagers' gRPC service, the scheduler and the job actors.
@@ -78,6 +79,10 @@ pub struct JobManagerConfig {
     /// Log format: `text` or `json`.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+
+    /// What jobs may read, write and reach (see `sluice_common::confine`).
+    #[command(flatten)]
+    pub confinement: ConfinementArgs,
 }
 
 impl JobManagerConfig {

@@ -69,6 +69,8 @@ pub(crate) struct Context {
     pub checkpoint_storage: sluice_common::storage::Storage,
     /// Where savepoints go unless a request names a location.
     pub savepoint_storage: sluice_common::storage::Storage,
+    /// What jobs may read, write and reach, and where savepoints may go.
+    pub confinement: sluice_common::confine::Confinement,
     pub shutdown: CancellationToken,
     /// How the JobManager calls TaskManagers.
     pub task_managers: Arc<dyn TaskManagerClient>,
@@ -118,6 +120,9 @@ impl Context {
         let open = |location: String| {
             sluice_common::storage::Storage::open(&location).unwrap_or_else(|e| panic!("{location}: {e}"))
         };
+        let locations = [config.checkpoint_location(), config.savepoint_location()];
+        let confinement = sluice_common::confine::Confinement::resolve(dir, &config.confinement, &locations)
+            .unwrap_or_else(|e| panic!("{e}"));
         Arc::new(Context {
             store,
             cluster: Arc::new(Cluster::new(settings.heartbeat_timeout)),
@@ -126,6 +131,7 @@ impl Context {
             settings,
             checkpoint_storage: open(config.checkpoint_location()),
             savepoint_storage: open(config.savepoint_location()),
+            confinement,
             shutdown: CancellationToken::new(),
             task_managers,
             rest_auth: None,
@@ -167,6 +173,9 @@ pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyho
         ClusterCredentials::for_job_manager(&config.cluster_auth, &config.data_dir).context("the cluster secret")?,
     );
     let cluster = Arc::new(Cluster::new(settings.heartbeat_timeout));
+    let savepoint_locations = [checkpoint_storage.location(), savepoint_storage.location()];
+    let confinement = sluice_common::confine::Confinement::from_args(&config.confinement, &savepoint_locations)
+        .context("cannot resolve the allowed directories")?;
     let ctx = Arc::new(Context {
         store,
         cluster: cluster.clone(),
@@ -175,6 +184,7 @@ pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyho
         settings,
         checkpoint_storage,
         savepoint_storage,
+        confinement,
         shutdown: shutdown.clone(),
         task_managers: Arc::new(GrpcTaskManagerClient::new(cluster_credentials.clone(), cluster)),
         rest_auth,

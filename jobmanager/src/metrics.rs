@@ -10,6 +10,7 @@ use prometheus::{
 };
 
 use crate::cluster::{TaskManagerState, TaskManagerView};
+use sluice_common::confine::RefusalReason;
 use sluice_common::lifecycle::JobStatus;
 
 /// The JobManager's metrics.
@@ -21,6 +22,8 @@ pub struct Metrics {
     slots_available: IntGauge,
     /// Job submissions by result (`accepted`, `rejected`).
     pub submissions: IntCounterVec,
+    /// Submissions and savepoint requests refused by confinement, by reason (`sluice_common::confine`).
+    jobs_refused: IntCounterVec,
     /// Job transitions by target status.
     pub transitions: IntCounterVec,
     /// Task reports refused (stale attempt or unknown job).
@@ -89,6 +92,17 @@ impl Metrics {
         let slots_available = IntGauge::new("sluice_slots_available", "Slots no job holds")?;
         let submissions =
             IntCounterVec::new(Opts::new("sluice_job_submissions_total", "Job submissions by result"), &["result"])?;
+        let jobs_refused = IntCounterVec::new(
+            Opts::new(
+                "sluice_jobs_refused_total",
+                "Job submissions and savepoint requests refused because they reach outside what the operator allows",
+            ),
+            &["reason"],
+        )?;
+        for reason in RefusalReason::ALL {
+            // Every reason's series exists from the start, at 0, so that a rate over it is defined.
+            jobs_refused.with_label_values(&[reason.as_str()]);
+        }
         let transitions =
             IntCounterVec::new(Opts::new("sluice_job_transitions_total", "Job transitions by target status"), &["to"])?;
         let task_reports_refused = IntCounter::new(
@@ -135,6 +149,7 @@ impl Metrics {
         registry.register(Box::new(slots_total.clone()))?;
         registry.register(Box::new(slots_available.clone()))?;
         registry.register(Box::new(submissions.clone()))?;
+        registry.register(Box::new(jobs_refused.clone()))?;
         registry.register(Box::new(transitions.clone()))?;
         registry.register(Box::new(task_reports_refused.clone()))?;
         registry.register(Box::new(task_managers_lost.clone()))?;
@@ -146,6 +161,7 @@ impl Metrics {
             slots_total,
             slots_available,
             submissions,
+            jobs_refused,
             transitions,
             task_reports_refused,
             task_managers_lost,
@@ -157,6 +173,14 @@ impl Metrics {
             recovery_duration,
             uptime,
         })
+    }
+
+    /// Counts a request refused by confinement, once per reason it was refused for.
+    pub fn refused(&self, reasons: impl IntoIterator<Item = RefusalReason>) {
+        let reasons: std::collections::BTreeSet<RefusalReason> = reasons.into_iter().collect();
+        for reason in reasons {
+            self.jobs_refused.with_label_values(&[reason.as_str()]).inc();
+        }
     }
 
     /// The checkpoint series, for a job's coordinator.

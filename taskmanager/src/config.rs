@@ -2,6 +2,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
+use sluice_common::confine::ConfinementArgs;
 
 use crate::network::{
     BUFFER_SIZE_BYTES_DEFAULT, CREDIT_INITIAL_DEFAULT, FLOATING_BUFFERS_DEFAULT, MAX_FRAME_BYTES_DEFAULT,
@@ -100,4 +101,8 @@ pub struct TaskManagerConfig {
     /// Log format: text or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+
+    /// What jobs may read, write and reach (see `sluice_common::confine`).
+    #[command(flatten)]
+    pub confinement: ConfinementArgs,
 }

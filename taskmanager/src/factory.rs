@@ -4,6 +4,7 @@
 //! [`crate::operators`] (and the native-operator registry); the task builds its chain through it, and no
 //! implementation imports it back.
 use datafusion::arrow::datatypes::SchemaRef;
+use sluice_common::confine::Confinement;
 use sluice_common::job::ValidatedJob;
 use sluice_common::proto::{vertex::Operator as Spec, Vertex};
 
@@ -14,17 +15,22 @@ use crate::operators::native::{OperatorRegistry, ProcessOperator};
 use crate::operators::{aggregate, dedup, filter, flat_map, join, select, window};
 use crate::state::StateSettings;
 
-/// Builds the source of a source vertex.
+/// Builds the source of a source vertex. A file source reads its path as `confinement` resolves it, so what
+/// it opens is what was checked.
 pub fn build_source(
     vertex: &Vertex,
     job: &ValidatedJob,
     subtask: SubtaskInfo,
     counters: &TaskCounters,
+    confinement: &Confinement,
 ) -> Result<Box<dyn Source>, OperatorError> {
     let schema = output_schema(job, &vertex.id)?;
     match &vertex.operator {
         Some(Spec::Datagen(spec)) => Ok(Box::new(datagen::Datagen::new(spec, schema, subtask))),
-        Some(Spec::FileSource(spec)) => Ok(Box::new(file::FileSourceReader::open(spec, schema, subtask)?)),
+        Some(Spec::FileSource(spec)) => {
+            let path = confinement.input_path(&spec.path).map_err(|e| OperatorError::new(format!("path {e}")))?;
+            Ok(Box::new(file::FileSourceReader::open(spec, &path, schema, subtask)?))
+        }
         Some(Spec::KafkaSource(spec)) => {
             Ok(Box::new(kafka::KafkaSourceReader::open(spec, &vertex.id, schema, subtask, counters.kafka())?))
         }
@@ -64,7 +70,10 @@ pub fn build_operator(vertex: &Vertex, ctx: &BuildContext<'_>) -> Result<Box<dyn
         Some(Spec::Aggregate(spec)) => {
             Box::new(aggregate::RunningAggregate::new(spec, &input, output, job.max_parallelism())?)
         }
-        Some(Spec::FileSink(spec)) => Box::new(file::FileSinkWriter::open(spec, subtask, exactly_once_sinks)?),
+        Some(Spec::FileSink(spec)) => {
+            let dir = state.confinement.output_path(&spec.path).map_err(|e| OperatorError::new(format!("path {e}")))?;
+            Box::new(file::FileSinkWriter::open(&dir, subtask, exactly_once_sinks)?)
+        }
         Some(Spec::KafkaSink(spec)) => {
             if spec.delivery() == sluice_common::proto::KafkaDelivery::ExactlyOnce && !exactly_once_sinks {
                 return Err(OperatorError::new(

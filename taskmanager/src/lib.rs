@@ -145,11 +145,13 @@ pub async fn run_with_registry(
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let id = config.id.clone().unwrap_or_else(|| format!("tm-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
     let metrics = Metrics::new().context("cannot register metrics")?;
-    let state = state::StateSettings::from_config(&config);
     let credentials = Arc::new(
         sluice_common::cluster_auth::ClusterCredentials::for_task_manager(&config.cluster_auth)
             .context("the cluster secret")?,
     );
+    let confinement = sluice_common::confine::Confinement::from_args(&config.confinement, &[])
+        .context("cannot resolve the allowed directories")?;
+    let state = state::StateSettings::from_config(&config, Arc::new(confinement));
 
     let network_config = NetworkConfig {
         buffer_size_bytes: config.buffer_size as usize,

@@ -40,9 +40,17 @@ pub const CLI_TIMEOUT: Duration = Duration::from_secs(30);
 /// Settings every cluster starts with, before [`ClusterSpec::env`] (which wins). Heartbeats carry the
 /// task metrics the REST API shows, so a short interval lets tests see fresh numbers sooner; the timeout
 /// stays generous so that a CPU-starved TaskManager on a busy machine is not declared lost.
-/// `NO_COLOR` keeps terminal colour codes out of the log files.
-pub const DEFAULT_ENV: &[(&str, &str)] =
-    &[("HEARTBEAT_INTERVAL", "200"), ("HEARTBEAT_TIMEOUT", "10000"), ("RUST_LOG", "info"), ("NO_COLOR", "1")];
+/// `NO_COLOR` keeps terminal colour codes out of the log files. Jobs may read, write and keep savepoints
+/// anywhere in the cluster's own directory (every process's working directory), where tests put their files.
+pub const DEFAULT_ENV: &[(&str, &str)] = &[
+    ("HEARTBEAT_INTERVAL", "200"),
+    ("HEARTBEAT_TIMEOUT", "10000"),
+    ("RUST_LOG", "info"),
+    ("NO_COLOR", "1"),
+    ("ALLOWED_INPUT_DIRS", "."),
+    ("ALLOWED_OUTPUT_DIRS", "."),
+    ("ALLOWED_SAVEPOINT_PREFIXES", "."),
+];
 
 /// Whether `text` (a status as REST shows it) names a status after which a job never changes again.
 pub fn is_terminal_status(text: &str) -> bool {

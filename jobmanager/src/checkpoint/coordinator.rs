@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use sluice_common::checkpoint_layout::checkpoint_dir_name;
+use sluice_common::checkpoint_layout::{checkpoint_dir_name, is_single_component};
 use sluice_common::ids::{CheckpointId, JobId};
 use sluice_common::job::checkpoint::{CheckpointPolicy, CHECKPOINT_TIMEOUT_MS_DEFAULT};
 use sluice_common::job::ValidatedJob;
@@ -259,6 +259,15 @@ impl Coordinator {
         if pending.id != ack.checkpoint_id || pending.attempt != task.attempt || !pending.waiting.remove(&key) {
             return Verdict::Continue; // An aborted checkpoint, or a repeated acknowledgement.
         }
+        if let Some(name) = unsafe_file_name(&ack) {
+            // Never kept: its names would reach `join` when the checkpoint completes or its files are deleted.
+            let reason = format!(
+                "checkpoint {} refused: task {}-{} acknowledged with the file name {name:?}, which is not a single \
+                 path component",
+                ack.checkpoint_id, key.chain.0, key.subtask.0
+            );
+            return self.abort(reason, true).await;
+        }
         pending.acks.push(ack);
         if !pending.waiting.is_empty() {
             return Verdict::Continue;
@@ -368,6 +377,18 @@ impl Coordinator {
         }
         delete_dir(&self.job_dir).await;
     }
+}
+
+/// The first file name in `ack` that is not a single path component (`../x`, `a/b`), if any: names from the
+/// wire are joined to the checkpoint's directories, to write `_metadata`, to copy and to delete.
+fn unsafe_file_name(ack: &AcknowledgeCheckpointRequest) -> Option<&str> {
+    let state_file = (!ack.state_file.is_empty()).then_some(&ack.state_file);
+    state_file
+        .into_iter()
+        .chain(&ack.shared_files)
+        .chain(&ack.uploaded_shared_files)
+        .find(|name| !is_single_component(name))
+        .map(String::as_str)
 }
 
 /// The runtime instant of a wall-clock time in the past (now, if that is before the runtime's epoch).

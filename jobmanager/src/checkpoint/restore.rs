@@ -1,6 +1,7 @@
 //! Choosing and checking the state a deployment starts from: a checkpoint or savepoint is read back
 //! (`_metadata` first) and checked against the job before any task is deployed with it.
 use sluice_common::checkpoint_layout::{is_single_component, METADATA_FILE};
+use sluice_common::confine::{Confinement, Refusal};
 use sluice_common::job::ValidatedJob;
 use sluice_common::proto::vertex::Operator;
 use sluice_common::proto::{RestoreSpec, SnapshotFile};
@@ -17,6 +18,42 @@ pub(crate) type RetainedCheckpoint = (u64, Storage, Vec<String>);
 /// what is wrong and where.
 pub async fn plan_restore(path: &str, job: &ValidatedJob) -> Result<RestoreSpec, String> {
     let (dir, metadata) = read_metadata(path).await?;
+    plan_restore_from(dir, metadata, job).await
+}
+
+/// Why a restore a request asked for cannot be planned.
+#[derive(Debug)]
+pub enum RestoreRequestError {
+    /// The location, or the shared folder its `_metadata` names, is not an allowed savepoint location.
+    Refused(Refusal),
+    /// The checkpoint cannot start the job (see [`plan_restore`]).
+    Invalid(String),
+}
+
+/// [`plan_restore`] for a location a request names (`?savepoint_path=`): the location must be an allowed
+/// savepoint location, checked before anything is read there, and so must the shared folder its
+/// `_metadata` names, checked before anything is read there.
+pub async fn plan_requested_restore(
+    path: &str,
+    job: &ValidatedJob,
+    confinement: &Confinement,
+) -> Result<RestoreSpec, RestoreRequestError> {
+    confinement.check_savepoint_target(path).map_err(RestoreRequestError::Refused)?;
+    let (dir, metadata) = read_metadata(path).await.map_err(RestoreRequestError::Invalid)?;
+    if let Some(shared) = &metadata.shared_dir {
+        confinement.check_savepoint_target(shared).map_err(|refusal| {
+            let problem = format!("{}: its shared folder {}", dir.describe(METADATA_FILE), refusal.problem);
+            RestoreRequestError::Refused(Refusal { reason: refusal.reason, problem })
+        })?;
+    }
+    plan_restore_from(dir, metadata, job).await.map_err(RestoreRequestError::Invalid)
+}
+
+async fn plan_restore_from(
+    dir: Storage,
+    metadata: super::CheckpointMetadata,
+    job: &ValidatedJob,
+) -> Result<RestoreSpec, String> {
     let file = dir.describe(METADATA_FILE);
     let mut problems = Vec::new();
     let shared = match &metadata.shared_dir {

@@ -11,7 +11,7 @@
 //! it may touch, and every checkpoint triggered after it was queued has a larger id.
 use std::collections::{BTreeMap, BTreeSet};
 
-use sluice_common::checkpoint_layout::{parse_checkpoint_dir_name, SHARED_DIR};
+use sluice_common::checkpoint_layout::{is_single_component, parse_checkpoint_dir_name, SHARED_DIR};
 use sluice_common::ids::{CheckpointId, JobId};
 use sluice_common::proto::AcknowledgeCheckpointRequest;
 use sluice_common::storage::Storage;
@@ -153,6 +153,11 @@ async fn clean(job_id: &JobId, job_dir: &Storage, store: &Store, cleanup: Cleanu
         Cleanup::SharedFiles(files) => {
             let shared = job_dir.child(SHARED_DIR);
             for file in files {
+                // Acknowledgements with other names are refused; this guards what reaches `delete` anyway.
+                if !is_single_component(&file) {
+                    tracing::warn!(job_id = %job_id, file, "not deleting a shared file whose name is not one path component");
+                    continue;
+                }
                 if let Err(e) = shared.delete(&file).await {
                     tracing::warn!(job_id = %job_id, file, error = %e, "cannot delete a shared checkpoint file");
                 }

@@ -232,3 +232,29 @@ async fn only_the_retained_checkpoints_keep_their_files() {
     assert!(h.job_dir.child("chk-2").exists("_metadata").await.unwrap_or(false), "the newest is kept");
     assert_eq!(h.coordinator.restore_candidates().iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![2]);
 }
+
+#[tokio::test]
+async fn an_acknowledgement_naming_a_file_outside_the_job_fails_the_checkpoint_and_deletes_nothing() {
+    let mut h = harness(policy(10, 60_000, 3, 1), FakeTaskManagers::default()).await;
+    // `<tmp>/checkpoints/<job>/shared/../../../victim` is `<tmp>/victim`.
+    let victim = h._dir.path().join("victim");
+    std::fs::write(&victim, b"not the job's").unwrap_or_else(|e| panic!("{e}"));
+    let escape = "../../../victim".to_string();
+    trigger(&mut h, 1, TASK_MANAGER).await;
+    let forged = AcknowledgeCheckpointRequest {
+        shared_files: vec![escape.clone()],
+        uploaded_shared_files: vec![escape],
+        ..ack(1, 1)
+    };
+    assert_eq!(h.coordinator.on_ack(deployment(1, TASK_MANAGER), forged).await, Verdict::Continue);
+    assert_eq!(status_of(&h, 1).await, Some(CheckpointStatus::Failed));
+    let failure = h.store.checkpoint(&h.job_id, 1).await.ok().flatten().and_then(|c| c.failure).unwrap_or_default();
+    assert!(failure.contains("not a single path component"), "{failure}");
+
+    // The next checkpoint completes; then every queued deletion runs to its end.
+    trigger(&mut h, 1, TASK_MANAGER).await;
+    h.coordinator.on_ack(deployment(1, TASK_MANAGER), ack(1, 2)).await;
+    assert_eq!(status_of(&h, 2).await, Some(CheckpointStatus::Completed));
+    h.coordinator.on_job_end(true).await;
+    assert!(victim.exists(), "a file outside the job's directory was deleted");
+}

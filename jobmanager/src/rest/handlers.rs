@@ -7,6 +7,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
+use sluice_common::confine::redact_graph;
 use sluice_common::ids::JobId;
 use sluice_common::job::JOB_FILE_FIELD;
 use sluice_common::job::{parse_job_file, validate};
@@ -14,7 +15,7 @@ use sluice_common::lifecycle::{CheckpointKind, CheckpointStatus, JobStatus};
 
 use super::views::{ClusterMetrics, JobDetails, JobFacts, JobMetricsView, JobSummary, TaskManagerJson};
 use super::ApiError;
-use crate::checkpoint::{plan_restore, Kind};
+use crate::checkpoint::{plan_requested_restore, Kind, RestoreRequestError};
 use crate::cluster::TaskManagerState;
 use crate::job::{JobEvent, REPORT_FORWARD_TIMEOUT};
 use crate::store::{CheckpointRecord, CHECKPOINTS_LISTED_MAX};
@@ -78,12 +79,28 @@ pub(super) async fn submit_job(
         ApiError::invalid_job(problems)
     };
     let graph = parse_job_file(&bytes).map_err(|e| rejected(e.problems()))?;
-    let job = validate(graph).map_err(|e| rejected(e.problems()))?;
-    let restore = match params.savepoint_path {
-        Some(path) => {
-            let planned = plan_restore(&path, &job).await;
-            Some(planned.map_err(|problem| rejected(&[problem]))?)
+    // What the job reaches outside itself is checked before anything else, and reported with every
+    // validation problem, so one answer lists all there is to fix.
+    let refusals = ctx.confinement.check_graph(&graph);
+    let validated = validate(graph);
+    if !refusals.is_empty() {
+        ctx.metrics.refused(refusals.iter().map(|r| r.reason));
+        let mut problems: Vec<String> = refusals.into_iter().map(|r| r.problem).collect();
+        if let Err(e) = &validated {
+            problems.extend(e.problems().iter().cloned());
         }
+        return Err(rejected(&problems));
+    }
+    let job = validated.map_err(|e| rejected(e.problems()))?;
+    let restore = match params.savepoint_path {
+        Some(path) => match plan_requested_restore(&path, &job, &ctx.confinement).await {
+            Ok(planned) => Some(planned),
+            Err(RestoreRequestError::Refused(refusal)) => {
+                ctx.metrics.refused([refusal.reason]);
+                return Err(rejected(&[format!("savepoint_path {}", refusal.problem)]));
+            }
+            Err(RestoreRequestError::Invalid(problem)) => return Err(rejected(&[problem])),
+        },
         None => None,
     };
     let job_id = ctx.start_job(job, restore).await.map_err(|e| ApiError::internal(format!("{e:#}")))?;
@@ -133,7 +150,9 @@ pub(super) async fn job_details(State(ctx): Ctx, Path(job_id): Path<String>) -> 
     let graph = facts.graph()?;
     let chains = facts.chains()?;
     let (remote_bytes_out, remote_bytes_in) = facts.remote_bytes();
-    let graph_value = serde_json::to_value(&graph).map_err(|e| ApiError::internal(format!("job {job_id}: {e}")))?;
+    // The graph as submitted, but never the secrets in it (Kafka passwords): those are for TaskManagers only.
+    let shown = redact_graph(graph.clone());
+    let graph_value = serde_json::to_value(&shown).map_err(|e| ApiError::internal(format!("job {job_id}: {e}")))?;
     Ok(Json(JobDetails {
         vertices: facts.vertex_views(&graph),
         chains: chains.iter().map(Into::into).collect(),
@@ -335,9 +354,16 @@ async fn savepoint(ctx: &Context, job_id: &str, body: &[u8], stop: bool) -> Resu
         Some(dir) if dir.trim().is_empty() => {
             return Err(ApiError::new(StatusCode::BAD_REQUEST, "target_directory is empty"));
         }
-        Some(dir) => Storage::open(&dir)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("target_directory: {e}")))?
-            .child(&savepoint_name(job_id)),
+        Some(dir) => {
+            if let Err(refusal) = ctx.confinement.check_savepoint_target(&dir) {
+                ctx.metrics.refused([refusal.reason]);
+                let message = format!("target_directory {}", refusal.problem);
+                return Err(ApiError::new(StatusCode::BAD_REQUEST, message));
+            }
+            Storage::open(&dir)
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("target_directory: {e}")))?
+                .child(&savepoint_name(job_id))
+        }
         None => ctx.savepoint_storage.child(&savepoint_name(job_id)),
     };
     let id = request_checkpoint(ctx, job_id, Kind::Savepoint { dir, stop }).await?;

@@ -31,9 +31,11 @@ mod rocksdb;
 
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 pub use self::rocksdb::{read_native_checkpoint, RocksDbBackend, RocksDbSettings};
 pub use heap::HeapBackend;
+use sluice_common::confine::Confinement;
 use sluice_common::proto::StateBackend;
 
 /// The TaskManager's state settings: the default backend, and where and how disk-backed state lives.
@@ -44,10 +46,14 @@ pub struct StateSettings {
     pub dir: PathBuf,
     /// Memtable sizes and the block cache that all RocksDB instances of this TaskManager share.
     pub rocksdb: RocksDbSettings,
+    /// What jobs may read, write and reach from this TaskManager: sources and sinks check it before they
+    /// open anything. It rides with the state settings because both are this TaskManager's local policy,
+    /// handed to every task it runs.
+    pub confinement: Arc<Confinement>,
 }
 
 impl StateSettings {
-    pub fn from_config(config: &crate::config::TaskManagerConfig) -> Self {
+    pub fn from_config(config: &crate::config::TaskManagerConfig, confinement: Arc<Confinement>) -> Self {
         let default_backend =
             if config.state_backend == "rocksdb" { StateBackend::Rocksdb } else { StateBackend::Heap };
         let bytes = |value: u64| usize::try_from(value).unwrap_or(usize::MAX);
@@ -59,6 +65,7 @@ impl StateSettings {
                 config.rocksdb_max_write_buffers,
                 bytes(config.rocksdb_block_cache_size),
             ),
+            confinement,
         }
     }
 

@@ -487,6 +487,7 @@ mod tests {
             default_backend: StateBackend::Heap,
             dir: dir.path().join("state"),
             rocksdb: small_settings(),
+            confinement: Default::default(),
         };
         let first = settings.open_for_job(StateBackend::Rocksdb, "job/1", "window", 3)?;
         let second = settings.open_for_job(StateBackend::Rocksdb, "job/1", "window", 3)?;

@@ -44,6 +44,16 @@ impl Runner {
         let Some((head_vertex, rest)) = vertices.split_first() else {
             return Err(TaskError::Operator(format!("chain {} is empty", plan.chain)));
         };
+        // Before any source or sink opens anything: the JobManager checked with its settings, this
+        // TaskManager checks with its own.
+        let refused: Vec<String> =
+            vertices.iter().flat_map(|v| state.confinement.check_vertex(v)).map(|r| r.problem).collect();
+        if !refused.is_empty() {
+            return Err(TaskError::Operator(format!(
+                "this TaskManager does not allow what the job reaches: {}",
+                refused.join("; ")
+            )));
+        }
         let mut operators = Vec::with_capacity(vertices.len());
         let mut generator = None;
         let head = if plan.inputs.is_empty() {
@@ -54,7 +64,10 @@ impl Runner {
                     .ok_or_else(|| TaskError::Operator(format!("vertex '{}' has no schema", head_vertex.id)))?;
                 generator = Some(WatermarkGenerator::new(event_time, schema).map_err(|e| named(head_vertex, e))?);
             }
-            Head::Source(build_source(head_vertex, job, subtask, counters).map_err(|e| named(head_vertex, e))?)
+            Head::Source(
+                build_source(head_vertex, job, subtask, counters, &state.confinement)
+                    .map_err(|e| named(head_vertex, e))?,
+            )
         } else {
             operators.push(build_operator(head_vertex, &context).map_err(|e| named(head_vertex, e))?);
             let gate = network.create_input_gate(plan.inputs.clone()).await?;

@@ -5,6 +5,12 @@ use super::schema::{check_batch_size, declared_schema, refuse_csv_binary};
 use super::{OperatorSpec, Role, SchemaInput};
 use crate::proto::{self, DataType, JobConfig};
 
+/// The librdkafka properties the Kafka source sets itself; a job may not set them (validation says which
+/// field to use instead).
+pub(crate) const SOURCE_OWNED_PROPERTIES: &[&str] = &["bootstrap.servers", "enable.auto.commit", "group.id"];
+/// The librdkafka properties the Kafka sink sets itself.
+pub(crate) const SINK_OWNED_PROPERTIES: &[&str] = &["bootstrap.servers", "transactional.id", "transaction.timeout.ms"];
+
 /// The brokers' default upper bound on a transaction timeout, and the Kafka sink's default timeout.
 pub const KAFKA_TRANSACTION_TIMEOUT_MS_DEFAULT: u64 = 900_000;
 
@@ -54,7 +60,7 @@ fn kafka_source_schema(source: &proto::KafkaSource, report: &mut dyn FnMut(Strin
         (_, true) => {}
     }
     for key in source.properties.keys() {
-        if ["bootstrap.servers", "enable.auto.commit", "group.id"].contains(&key.as_str()) {
+        if SOURCE_OWNED_PROPERTIES.contains(&key.as_str()) {
             report(format!("property '{key}' is set by the source itself (use the field of the same name, if any)"));
         }
     }
@@ -128,7 +134,7 @@ fn check_kafka_sink(
         _ => {}
     }
     for key in sink.properties.keys() {
-        if ["bootstrap.servers", "transactional.id", "transaction.timeout.ms"].contains(&key.as_str()) {
+        if SINK_OWNED_PROPERTIES.contains(&key.as_str()) {
             report(format!("property '{key}' is set by the sink itself (use the field of the same name, if any)"));
         }
     }

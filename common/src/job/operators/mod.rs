@@ -33,6 +33,7 @@ mod window;
 
 pub use aggregate::AGGREGATE_FUNCTIONS;
 pub use kafka::KAFKA_TRANSACTION_TIMEOUT_MS_DEFAULT;
+pub(crate) use kafka::{SINK_OWNED_PROPERTIES, SOURCE_OWNED_PROPERTIES};
 pub use schema::{arrow_type, is_time_type, BATCH_SIZE_DEFAULT, BATCH_SIZE_MAX};
 pub use window::{LATE_SIDE_OUTPUT, WINDOW_END_COLUMN, WINDOW_START_COLUMN};
 

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use datafusion::arrow::json::LineDelimitedWriter;
 use datafusion::arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
-use sluice_common::proto::{FileSink, OperatorSnapshot};
+use sluice_common::proto::OperatorSnapshot;
 
 use crate::operator_api::{Operator, OperatorError, SubtaskInfo};
 
@@ -71,8 +71,9 @@ fn io_error(path: &Path) -> impl Fn(std::io::Error) -> OperatorError + '_ {
 
 impl FileSinkWriter {
     /// `exactly_once`: the job checkpoints, so part files are committed on checkpoint completion.
-    pub fn open(spec: &FileSink, subtask: SubtaskInfo, exactly_once: bool) -> Result<Self, OperatorError> {
-        let dir = PathBuf::from(&spec.path);
+    /// Writes into `dir` (the spec's path as resolved and allowed by the TaskManager's confinement).
+    pub fn open(dir: &Path, subtask: SubtaskInfo, exactly_once: bool) -> Result<Self, OperatorError> {
+        let dir = dir.to_path_buf();
         std::fs::create_dir_all(&dir)
             .map_err(|e| OperatorError::new(format!("cannot create {}: {e}", dir.display())))?;
         let mode = if exactly_once {
@@ -80,6 +81,11 @@ impl FileSinkWriter {
             Mode::Transactional(Transaction { token, next: 0, current: None, pending: Vec::new() })
         } else {
             let path = dir.join(format!("part-{}.jsonl", subtask.index));
+            // Creating follows a symlink: one planted under the part file's name would redirect the writes
+            // out of the allowed directory.
+            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+                return Err(OperatorError::new(format!("{} is a symlink; a sink writes only files", path.display())));
+            }
             let file = File::create(&path)
                 .map_err(|e| OperatorError::new(format!("cannot create {}: {e}", path.display())))?;
             Mode::Direct { path, writer: Some(LineDelimitedWriter::new(BufWriter::new(file))) }
@@ -283,14 +289,27 @@ mod tests {
     }
 
     fn sink(dir: &Path) -> FileSinkWriter {
-        let spec = FileSink { path: dir.display().to_string() };
-        FileSinkWriter::open(&spec, SubtaskInfo { index: 0, parallelism: 1 }, true).expect("open")
+        FileSinkWriter::open(dir, SubtaskInfo { index: 0, parallelism: 1 }, true).expect("open")
     }
 
     fn snapshot(sink: &mut FileSinkWriter, checkpoint: u64) -> OperatorSnapshot {
         let mut snapshot = OperatorSnapshot { checkpoint_id: checkpoint, ..Default::default() };
         sink.snapshot_state(&mut snapshot).expect("snapshot");
         snapshot
+    }
+
+    #[test]
+    fn a_part_file_planted_as_a_symlink_is_refused_and_its_target_left_alone() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let target = dir.path().join("elsewhere.txt");
+        std::fs::write(&target, "untouched").expect("write");
+        let out = dir.path().join("out");
+        std::fs::create_dir_all(&out).expect("mkdir");
+        std::os::unix::fs::symlink(&target, out.join("part-0.jsonl")).expect("symlink");
+        let opened = FileSinkWriter::open(&out, SubtaskInfo { index: 0, parallelism: 1 }, false);
+        let Err(error) = opened else { panic!("a symlinked part file must be refused") };
+        assert!(error.0.contains("is a symlink"), "{}", error.0);
+        assert_eq!(std::fs::read_to_string(&target).expect("read"), "untouched");
     }
 
     #[test]

@@ -55,8 +55,15 @@ struct Split {
 }
 
 impl FileSourceReader {
-    pub fn open(spec: &FileSource, schema: SchemaRef, subtask: SubtaskInfo) -> Result<Self, OperatorError> {
-        let files = list_files(Path::new(&spec.path))?;
+    /// Reads `path` (the spec's path as resolved and allowed by the TaskManager's confinement), a file or a
+    /// directory of files; in a directory, only regular files count (a symlink is never followed out of it).
+    pub fn open(
+        spec: &FileSource,
+        path: &Path,
+        schema: SchemaRef,
+        subtask: SubtaskInfo,
+    ) -> Result<Self, OperatorError> {
+        let files = list_files(path)?;
         let batch_size = spec.batch_size.unwrap_or(BATCH_SIZE_DEFAULT).max(1) as usize;
         let format = match spec.format() {
             FileFormat::Unspecified => FileFormat::Json,
@@ -297,7 +304,8 @@ mod tests {
         };
         let mut lines = Vec::new();
         for index in 0..parallelism {
-            let Ok(mut source) = FileSourceReader::open(&spec, schema.clone(), SubtaskInfo { index, parallelism })
+            let Ok(mut source) =
+                FileSourceReader::open(&spec, path, schema.clone(), SubtaskInfo { index, parallelism })
             else {
                 panic!("open failed");
             };

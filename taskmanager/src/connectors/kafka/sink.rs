@@ -167,9 +167,10 @@ impl KafkaSinkWriter {
             }
             KafkaDelivery::AtLeastOnce | KafkaDelivery::Unspecified => {
                 let deliveries = SinkContext::live(out);
-                let producer = producer_config(spec)
+                let config = producer_config(spec);
+                let producer = config
                     .create_with_context(deliveries.clone())
-                    .map_err(|e| OperatorError::new(format!("cannot create a Kafka producer: {e}")))?;
+                    .map_err(|e| super::client_error("cannot create a Kafka producer", &config, e))?;
                 Mode::AtLeastOnce { producer, deliveries }
             }
         };
@@ -599,9 +600,9 @@ fn start_producer<C: ProducerContext>(
     transactional_id: &str,
     context: C,
 ) -> Result<BaseProducer<C>, OperatorError> {
-    let producer: BaseProducer<C> = config
-        .create_with_context(context)
-        .map_err(|e| OperatorError::new(format!("cannot create the Kafka producer '{transactional_id}': {e}")))?;
+    let producer: BaseProducer<C> = config.create_with_context(context).map_err(|e| {
+        super::client_error(&format!("cannot create the Kafka producer '{transactional_id}'"), config, e)
+    })?;
     producer
         .init_transactions(OPERATION_TIMEOUT)
         .map_err(|e| OperatorError::new(format!("cannot start transactions for '{transactional_id}': {e}")))?;

@@ -187,7 +187,7 @@ impl KafkaSourceReader {
     ) -> Result<Self, OperatorError> {
         let config = client_config(spec, &group_id(spec, vertex));
         let consumer: BaseConsumer =
-            config.create().map_err(|e| OperatorError::new(format!("cannot create a Kafka consumer: {e}")))?;
+            config.create().map_err(|e| super::client_error("cannot create a Kafka consumer", &config, e))?;
         let decoder = RecordDecoder::new(schema, spec.format(), &spec.timestamp_column, &spec.key_column)?;
         let dead_letters = match spec.on_bad_record() {
             BadRecordPolicy::DeadLetter => {
@@ -204,7 +204,7 @@ impl KafkaSourceReader {
                 }
                 let producer = producer_config
                     .create()
-                    .map_err(|e| OperatorError::new(format!("cannot create the dead-letter producer: {e}")))?;
+                    .map_err(|e| super::client_error("cannot create the dead-letter producer", &producer_config, e))?;
                 Some(DeadLetters { producer, topic: spec.dead_letter_topic.clone() })
             }
             _ => None,
@@ -606,7 +606,8 @@ impl DiscoveryJob {
         let client: BaseConsumer = match self.config.create() {
             Ok(client) => client,
             Err(e) => {
-                tracing::error!(error = %e, "cannot create the Kafka discovery client");
+                let error = super::client_error("cannot create the Kafka discovery client", &self.config, e);
+                tracing::error!(error = %error.0, "cannot create the Kafka discovery client");
                 return;
             }
         };
