@@ -41,7 +41,8 @@
 #              "windowed_heap windowed_rocksdb large_state_rocksdb"; empty skips), CHECKPOINT_PARALLELISM
 #              (default 2), CHECKPOINT_INTERVAL_MS (default 1000), LARGE_STATE_ROWS (default 10000000),
 #              RECOVERY_KILLS (default 10), RECOVERY_STATE_ROWS (default 36000000; 0 skips the large-state run),
-#              KAFKA_ROWS (default 2000000; 0 skips the Kafka run), KAFKA_PARALLELISMS (default "1 2").
+#              KAFKA_ROWS (default 2000000; 0 skips the Kafka run), KAFKA_PARALLELISMS (default "1 2"),
+#              BENCHMARK_TLS (default off; on: every transport over TLS, certificates from gen-certs.sh).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -64,6 +65,10 @@ readonly KAFKA_ROWS="${KAFKA_ROWS:-2000000}"
 readonly KAFKA_PARALLELISMS="${KAFKA_PARALLELISMS:-1 2}"
 readonly REGISTER_TIMEOUT_S=60
 readonly DIR=data/benchmark
+if [[ "${BENCHMARK_TLS:-off}" == on ]]; then
+  scripts/gen-certs.sh "$DIR-certs" >/dev/null
+  export TLS=on TLS_CERT_FILE="$DIR-certs/node.pem" TLS_KEY_FILE="$DIR-certs/node.key" TLS_CA_FILE="$DIR-certs/ca.pem"
+fi
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice/target}"
 readonly BIN="$CARGO_TARGET_DIR/release"

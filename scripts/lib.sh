@@ -125,7 +125,12 @@ start_jobmanager() {
   JM_REST="$(json_string rest <<<"$addr")"
   JM_RPC="$(json_string rpc <<<"$addr")"
   [[ -n "$JM_REST" && -n "$JM_RPC" ]] || fail "cannot read the addresses in $dir/jobmanager/jobmanager.addr: $addr"
-  export SLUICE_JOBMANAGER="http://$JM_REST"
+  if [[ "${TLS:-off}" == on ]]; then
+    # TLS (TLS=on with TLS_CERT_FILE, TLS_KEY_FILE, TLS_CA_FILE exported: every process inherits them).
+    export SLUICE_JOBMANAGER="https://$JM_REST" SLUICE_CA_FILE="$TLS_CA_FILE"
+  else
+    export SLUICE_JOBMANAGER="http://$JM_REST"
+  fi
   export SLUICE_TOKEN_FILE="$dir/jobmanager/admin.token"
   [[ -s "$SLUICE_TOKEN_FILE" ]] || fail "the JobManager wrote no admin token to $SLUICE_TOKEN_FILE"
 }
@@ -134,7 +139,9 @@ start_jobmanager() {
 jm_curl() {
   local path="$1"
   shift
-  curl -fsS -H "Authorization: Bearer $(head -n 1 "$SLUICE_TOKEN_FILE")" "$@" "http://$JM_REST$path"
+  local tls=()
+  [[ -n "${SLUICE_CA_FILE:-}" ]] && tls=(--cacert "$SLUICE_CA_FILE")
+  curl -fsS "${tls[@]}" -H "Authorization: Bearer $(head -n 1 "$SLUICE_TOKEN_FILE")" "$@" "$SLUICE_JOBMANAGER$path"
 }
 
 # start_taskmanager BIN_DIR DIR ID SLOTS: starts a TaskManager named ID with SLOTS slots on free ports,

@@ -69,9 +69,9 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for the JobManager at `address` (`http://host:port`, or `host:port`), sending `token` as
-    /// `Authorization: Bearer` with every request.
-    pub fn new(address: &str, token: Option<&str>) -> anyhow::Result<Client> {
+    /// A client for the JobManager at `address` (`http://host:port`, `https://host:port`, or `host:port`),
+    /// sending `token` as `Authorization: Bearer` with every request and trusting the CA in `ca_file` too.
+    pub fn new(address: &str, token: Option<&str>, ca_file: Option<&std::path::Path>) -> anyhow::Result<Client> {
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(token) = token {
             let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
@@ -79,7 +79,15 @@ impl Client {
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(path) = ca_file {
+            let pem =
+                std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read the CA file {}: {e}", path.display()))?;
+            let ca = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| anyhow::anyhow!("{} holds no PEM certificate: {e}", path.display()))?;
+            builder = builder.add_root_certificate(ca);
+        }
+        let http = builder
             .default_headers(headers)
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)

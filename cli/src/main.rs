@@ -50,6 +50,11 @@ struct Cli {
     #[arg(long, global = true, env = "SLUICE_TOKEN_FILE")]
     token_file: Option<PathBuf>,
 
+    /// A CA certificate (PEM) to trust for an `https://` JobManager (one whose certificate your system does
+    /// not already trust, like the CA of `scripts/gen-certs.sh`).
+    #[arg(long, global = true, env = "SLUICE_CA_FILE")]
+    ca_file: Option<PathBuf>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -163,8 +168,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let Cli { jobmanager, json, token_file, command } = cli;
-    let client = || Client::new(&jobmanager, token(token_file.as_deref())?.as_deref());
+    let Cli { jobmanager, json, token_file, ca_file, command } = cli;
+    let client = || Client::new(&jobmanager, token(token_file.as_deref())?.as_deref(), ca_file.as_deref());
     match command {
         Command::Validate { file } => return commands::validate(&file),
         Command::Submit { file, quiet, from_savepoint } => {

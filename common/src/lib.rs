@@ -19,6 +19,7 @@
 //! - [`config`]: configuration files merged under flags and environment variables.
 //! - [`process`]: what every Sluice binary does at start and stop (logging, shutdown signals).
 //! - [`secret`]: secret files (REST tokens, the cluster secret): generated, read, rotated, compared.
+//! - [`tls`]: rustls for REST, gRPC and the data port, from certificate files.
 //! - [`storage`]: checkpoint locations: a local directory, `s3://` or `gs://`.
 //! - [`confine`]: what jobs may read, write and reach (allowed directories, Kafka properties and brokers,
 //!   savepoint locations), checked by the JobManager at submission and again by each TaskManager, and
@@ -39,6 +40,7 @@ pub mod lifecycle;
 pub mod process;
 pub mod secret;
 pub mod storage;
+pub mod tls;
 
 /// Generated from `proto/sluice.proto` (prost messages, tonic services, pbjson serde impls).
 pub mod proto {

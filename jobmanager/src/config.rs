@@ -76,6 +76,10 @@ pub struct JobManagerConfig {
     #[command(flatten)]
     pub cluster_auth: sluice_common::cluster_auth::ClusterAuthArgs,
 
+    /// TLS on REST, the RPC port, and calls to TaskManagers.
+    #[command(flatten)]
+    pub tls: sluice_common::tls::TlsArgs,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

@@ -173,6 +173,7 @@ pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyho
         ClusterCredentials::for_job_manager(&config.cluster_auth, &config.data_dir).context("the cluster secret")?,
     );
     let cluster = Arc::new(Cluster::new(settings.heartbeat_timeout));
+    let tls = sluice_common::tls::Tls::from_args(&config.tls).context("TLS")?;
     let savepoint_locations = [checkpoint_storage.location(), savepoint_storage.location()];
     let confinement = sluice_common::confine::Confinement::from_args(&config.confinement, &savepoint_locations)
         .context("cannot resolve the allowed directories")?;
@@ -186,7 +187,7 @@ pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyho
         savepoint_storage,
         confinement,
         shutdown: shutdown.clone(),
-        task_managers: Arc::new(GrpcTaskManagerClient::new(cluster_credentials.clone(), cluster)),
+        task_managers: Arc::new(GrpcTaskManagerClient::new(cluster_credentials.clone(), cluster, tls.clone())),
         rest_auth,
     });
 
@@ -211,7 +212,7 @@ pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyho
     security::check_bind_policy(&config.rest_auth, bound.rest)?;
     tracing::info!("REST listening on {}", bound.rest);
     tracing::info!("RPC listening on {}", bound.rpc);
-    write_address_file(&config, &bound)?;
+    write_address_file(&config, &bound, tls.is_some())?;
 
     let check_interval = settings.heartbeat_timeout / HEARTBEAT_CHECKS_PER_TIMEOUT;
     let monitor = tokio::spawn(cluster::run_heartbeat_monitor(
@@ -224,10 +225,19 @@ pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyho
     let rest = {
         let app = rest::router(ctx.clone());
         let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            axum::serve(rest_listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
-        })
+        let stopped = async move { shutdown.cancelled().await };
+        match &tls {
+            Some(tls) => {
+                let listener = rest::TlsListener::new(rest_listener, tls.acceptor())?;
+                tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stopped).await })
+            }
+            None => tokio::spawn(async move { axum::serve(rest_listener, app).with_graceful_shutdown(stopped).await }),
+        }
     };
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &tls {
+        builder = builder.tls_config(tls.tonic_server()).context("TLS on the RPC port")?;
+    }
     let rpc = {
         let refused = ctx.metrics.requests_refused.clone();
         let credentials = cluster_credentials.clone();
@@ -244,7 +254,7 @@ pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyho
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(rpc_listener);
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            tonic::transport::Server::builder()
+            builder
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await })
                 .await
@@ -263,7 +273,7 @@ pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyho
 
 /// Writes `{"rest": ..., "rpc": ...}` to `<data-dir>/jobmanager.addr`, atomically (write then rename), so a
 /// reader never sees half a file.
-fn write_address_file(config: &JobManagerConfig, bound: &BoundAddresses) -> anyhow::Result<()> {
+fn write_address_file(config: &JobManagerConfig, bound: &BoundAddresses, tls: bool) -> anyhow::Result<()> {
     let advertise = |addr: SocketAddr| {
         if addr.ip().is_unspecified() {
             format!("127.0.0.1:{}", addr.port())
@@ -271,7 +281,7 @@ fn write_address_file(config: &JobManagerConfig, bound: &BoundAddresses) -> anyh
             addr.to_string()
         }
     };
-    let json = serde_json::json!({ "rest": advertise(bound.rest), "rpc": advertise(bound.rpc) });
+    let json = serde_json::json!({ "rest": advertise(bound.rest), "rpc": advertise(bound.rpc), "tls": tls });
     let path = config.data_dir.join("jobmanager.addr");
     let temporary = config.data_dir.join("jobmanager.addr.tmp");
     std::fs::write(&temporary, json.to_string()).with_context(|| format!("cannot write {}", temporary.display()))?;

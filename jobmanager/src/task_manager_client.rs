@@ -20,6 +20,7 @@ use sluice_common::proto::{
 use tonic::transport::{Channel, Endpoint};
 
 use sluice_common::cluster_auth::{ClusterCredentials, SESSION_METADATA};
+use sluice_common::tls::Tls;
 
 use crate::cluster::Cluster;
 
@@ -97,12 +98,13 @@ pub trait TaskManagerClient: Send + Sync {
 pub struct GrpcTaskManagerClient {
     credentials: Option<Arc<ClusterCredentials>>,
     cluster: Option<Arc<Cluster>>,
+    tls: Option<Tls>,
 }
 
 impl GrpcTaskManagerClient {
     /// A client that proves its calls with `credentials` and the sessions `cluster` holds.
-    pub fn new(credentials: Arc<ClusterCredentials>, cluster: Arc<Cluster>) -> Self {
-        GrpcTaskManagerClient { credentials: Some(credentials), cluster: Some(cluster) }
+    pub fn new(credentials: Arc<ClusterCredentials>, cluster: Arc<Cluster>, tls: Option<Tls>) -> Self {
+        GrpcTaskManagerClient { credentials: Some(credentials), cluster: Some(cluster), tls }
     }
 
     /// `message` as a call to the TaskManager at `address`, with the secret and that TaskManager's session.
@@ -125,7 +127,7 @@ impl GrpcTaskManagerClient {
     /// on (checkpoints with a 10 ms timeout stopped expiring on an idle machine). Pooling, with the probe
     /// below, waits for that test to build its back-pressure deterministically.
     async fn channel(&self, address: &str) -> Result<TaskManagerServiceClient<Channel>, TaskManagerCallError> {
-        let channel = connect(address, TASK_MANAGER_CONNECT_TIMEOUT).await?;
+        let channel = connect(address, TASK_MANAGER_CONNECT_TIMEOUT, self.tls.as_ref()).await?;
         Ok(TaskManagerServiceClient::new(channel))
     }
 
@@ -140,12 +142,18 @@ impl GrpcTaskManagerClient {
     }
 }
 
-async fn connect(address: &str, timeout: Duration) -> Result<Channel, TaskManagerCallError> {
-    let uri = if address.contains("://") { address.to_string() } else { format!("http://{address}") };
-    let endpoint = Endpoint::from_shared(uri)
-        .map_err(|e| TaskManagerCallError::Address { address: address.to_string(), message: e.to_string() })?
-        .connect_timeout(timeout)
-        .timeout(TASK_MANAGER_REQUEST_TIMEOUT);
+async fn connect(address: &str, timeout: Duration, tls: Option<&Tls>) -> Result<Channel, TaskManagerCallError> {
+    let invalid = |e: tonic::transport::Error| TaskManagerCallError::Address {
+        address: address.to_string(),
+        message: e.to_string(),
+    };
+    let scheme = sluice_common::tls::scheme(tls);
+    let uri = if address.contains("://") { address.to_string() } else { format!("{scheme}://{address}") };
+    let mut endpoint =
+        Endpoint::from_shared(uri).map_err(invalid)?.connect_timeout(timeout).timeout(TASK_MANAGER_REQUEST_TIMEOUT);
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls.tonic_client(address)).map_err(invalid)?;
+    }
     endpoint.connect().await.map_err(|source| TaskManagerCallError::Connect { address: address.to_string(), source })
 }
 

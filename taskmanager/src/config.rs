@@ -98,6 +98,10 @@ pub struct TaskManagerConfig {
     #[command(flatten)]
     pub cluster_auth: sluice_common::cluster_auth::ClusterAuthArgs,
 
+    /// TLS on the RPC and data ports and on calls to the JobManager.
+    #[command(flatten)]
+    pub tls: sluice_common::tls::TlsArgs,
+
     /// Log format: text or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

@@ -129,6 +129,8 @@ pub struct TaskServices {
     pub registry: Arc<OperatorRegistry>,
     /// The cluster secret.
     pub credentials: Arc<ClusterCredentials>,
+    /// TLS for calls to the JobManager, if on.
+    pub tls: Option<sluice_common::tls::Tls>,
 }
 
 impl TaskManager {
@@ -139,10 +141,14 @@ impl TaskManager {
         addresses: BoundAddresses,
         services: TaskServices,
     ) -> anyhow::Result<Arc<Self>> {
-        let TaskServices { network, metrics, data_runtime, state, registry, credentials } = services;
-        let endpoint = Endpoint::from_shared(format!("http://{jobmanager_address}"))?
+        let TaskServices { network, metrics, data_runtime, state, registry, credentials, tls } = services;
+        let scheme = sluice_common::tls::scheme(tls.as_ref());
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{jobmanager_address}"))?
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(RPC_TIMEOUT);
+        if let Some(tls) = &tls {
+            endpoint = endpoint.tls_config(tls.tonic_client(jobmanager_address))?;
+        }
         let jobmanager = JobManagerServiceClient::new(endpoint.connect_lazy());
         Ok(Arc::new(Self {
             id,

@@ -161,10 +161,19 @@ pub async fn run_with_registry(
         max_frame_bytes: config.max_frame_bytes as usize,
         ..NetworkConfig::default()
     };
-    let (data_addr, local_id, hello_credentials) = (config.data_addr.clone(), id.clone(), credentials.clone());
+    let tls = sluice_common::tls::Tls::from_args(&config.tls).context("TLS")?;
+    let (data_addr, local_id, hello_credentials, data_tls) =
+        (config.data_addr.clone(), id.clone(), credentials.clone(), tls.clone());
     let network: Arc<NetworkEnvironment> = data_runtime
         .spawn(async move {
-            NetworkEnvironment::start_with_credentials(&data_addr, local_id, network_config, hello_credentials).await
+            NetworkEnvironment::start_with_credentials(
+                &data_addr,
+                local_id,
+                network_config,
+                hello_credentials,
+                data_tls,
+            )
+            .await
         })
         .await
         .context("the data runtime stopped")?
@@ -205,6 +214,7 @@ pub async fn run_with_registry(
             state,
             registry: Arc::new(registry),
             credentials: credentials.clone(),
+            tls: tls.clone(),
         },
     )?;
 
@@ -219,7 +229,11 @@ pub async fn run_with_registry(
     let registration = tokio::spawn(task_manager.clone().run_registration(shutdown.clone()));
     let rpc_shutdown = shutdown.clone();
     let gate = task_manager.clone();
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = &tls {
+        server = server.tls_config(tls.tonic_server()).context("TLS on the RPC port")?;
+    }
+    server
         .add_service(sluice_common::proto::task_manager_service_server::TaskManagerServiceServer::with_interceptor(
             TaskManagerRpc(task_manager),
             move |request| gate.check_call(request),

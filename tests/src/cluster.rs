@@ -69,11 +69,20 @@ pub struct ClusterSpec {
     /// The TaskManager binary's name (another one than `sluice-taskmanager` when it registers native
     /// operators).
     pub task_manager_binary: String,
+    /// TLS on every transport, with a CA and certificate made by `scripts/gen-certs.sh` in the cluster's
+    /// directory (`certs/`).
+    pub tls: bool,
 }
 
 impl Default for ClusterSpec {
     fn default() -> Self {
-        ClusterSpec { task_managers: 2, slots: 2, env: Vec::new(), task_manager_binary: binaries::TASK_MANAGER.into() }
+        ClusterSpec {
+            task_managers: 2,
+            slots: 2,
+            env: Vec::new(),
+            task_manager_binary: binaries::TASK_MANAGER.into(),
+            tls: false,
+        }
     }
 }
 
@@ -145,17 +154,26 @@ pub struct Cluster {
 impl Cluster {
     /// Starts a JobManager and `spec.task_managers` TaskManagers, and returns once every TaskManager is
     /// registered and ACTIVE. Panics (printing the logs) if that does not happen within [`STARTUP_TIMEOUT`].
-    pub fn start(spec: ClusterSpec) -> Cluster {
+    pub fn start(mut spec: ClusterSpec) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("sluice-test-")
             .tempdir()
             .unwrap_or_else(|e| panic!("cannot create the test directory: {e}"));
+        let mut http = reqwest::blocking::Client::builder().timeout(HTTP_TIMEOUT);
+        if spec.tls {
+            let certs = make_certificates(dir.path()).unwrap_or_else(|e| panic!("{e:#}"));
+            let pem = std::fs::read(certs.join("ca.pem")).unwrap_or_else(|e| panic!("the CA: {e}"));
+            let ca = reqwest::Certificate::from_pem(&pem).unwrap_or_else(|e| panic!("the CA: {e}"));
+            http = http.add_root_certificate(ca);
+            for (key, file) in [("TLS_CERT_FILE", "node.pem"), ("TLS_KEY_FILE", "node.key"), ("TLS_CA_FILE", "ca.pem")]
+            {
+                spec.env.push((key.to_string(), certs.join(file).display().to_string()));
+            }
+            spec.env.push(("TLS".to_string(), "on".to_string()));
+        }
+        let http = http.build().unwrap_or_else(|e| panic!("cannot build the HTTP client: {e}"));
         let ports = ("127.0.0.1:0", "127.0.0.1:0");
         let job_manager = spawn_job_manager(dir.path(), &spec, ports).unwrap_or_else(|e| panic!("{e:#}"));
-        let http = reqwest::blocking::Client::builder()
-            .timeout(HTTP_TIMEOUT)
-            .build()
-            .unwrap_or_else(|e| panic!("cannot build the HTTP client: {e}"));
         let mut cluster = Cluster {
             spec,
             dir,
@@ -181,9 +199,10 @@ impl Cluster {
         self.dir.path()
     }
 
-    /// `http://127.0.0.1:<port>` of the REST API.
+    /// `http://127.0.0.1:<port>` of the REST API (`https://` with TLS).
     pub fn rest_url(&self) -> String {
-        format!("http://{}", self.rest_address)
+        let scheme = if self.spec.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.rest_address)
     }
 
     /// The JobManager's gRPC address (`127.0.0.1:<port>`).
@@ -468,6 +487,9 @@ impl Cluster {
         if self.token.is_some() {
             command.env("SLUICE_TOKEN_FILE", self.token_path());
         }
+        if self.spec.tls {
+            command.env("SLUICE_CA_FILE", self.dir().join("certs").join("ca.pem"));
+        }
         let mut child = command.spawn().with_context(|| format!("cannot start {}", program.display()))?;
         let started = Instant::now();
         let status = loop {
@@ -624,6 +646,25 @@ impl Drop for Cluster {
             eprintln!("\nthe test failed; its directory is kept for a post-mortem: {}", self.dir().display());
         }
     }
+}
+
+/// Makes a CA and a certificate for 127.0.0.1 in `<dir>/certs` with `scripts/gen-certs.sh` (the way the
+/// README tells users to), and returns that directory.
+fn make_certificates(dir: &Path) -> anyhow::Result<PathBuf> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("scripts").join("gen-certs.sh");
+    let certs = dir.join("certs");
+    let output = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(&certs)
+        .output()
+        .with_context(|| format!("cannot run {}", script.display()))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "{} failed: {}",
+        script.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(certs)
 }
 
 /// Starts a JobManager binding `(rest, rpc)` (port 0: any free port).

@@ -8,6 +8,7 @@
 mod auth;
 mod error;
 mod handlers;
+mod tls_listener;
 mod views;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 pub use error::ApiError;
+pub(crate) use tls_listener::TlsListener;
 
 use crate::Context;
 

@@ -15,6 +15,7 @@
 //! sender is not scheduled twice; credits for a channel add up in one entry). Any error on either side
 //! closes the connection and fails the channels using it.
 use sluice_common::cluster_auth::ClusterCredentials;
+use sluice_common::tls::Tls;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -42,7 +43,17 @@ const DIAL_RETRY_DELAY_MIN: std::time::Duration = std::time::Duration::from_mill
 /// Longest delay between two dials; dialing stops at `connect_timeout`.
 const DIAL_RETRY_DELAY_MAX: std::time::Duration = std::time::Duration::from_millis(500);
 
-pub(crate) type FramedStream = Framed<TcpStream, FrameCodec>;
+/// A data connection's byte stream: plain TCP, or TLS over it (see `sluice_common::tls`).
+pub(crate) trait DataStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> DataStream for T {}
+
+pub(crate) type FramedStream = Framed<Box<dyn DataStream>, FrameCodec>;
+
+/// How a process secures its data connections: the cluster secret for the hello, and TLS if it is on.
+pub(crate) struct Security<'a> {
+    pub credentials: &'a ClusterCredentials,
+    pub tls: Option<&'a Tls>,
+}
 
 /// A live (or closing) connection to one peer TaskManager.
 pub(crate) struct Connection {
@@ -209,7 +220,7 @@ fn to_frame(channel: ChannelKey, item: Outgoing, backlog: u32) -> Frame {
 /// Dials `peer`, retrying refused connections until `deadline`, and performs the dialer's handshake.
 pub(crate) async fn dial(
     local_id: &str,
-    credentials: &ClusterCredentials,
+    security: Security<'_>,
     peer: &PeerAddress,
     max_frame_bytes: usize,
     deadline: Instant,
@@ -234,8 +245,21 @@ pub(crate) async fn dial(
         }
     };
     stream.set_nodelay(true).map_err(|e| connect_error(e.to_string()))?;
-    let mut framed = Framed::new(stream, FrameCodec::new(MAX_HELLO_FRAME_BYTES));
     let handshake_error = |reason: String| NetworkError::Handshake { peer: peer.task_manager_id.clone(), reason };
+    let credentials = security.credentials;
+    let stream: Box<dyn DataStream> = match security.tls {
+        None => Box::new(stream),
+        Some(tls) => {
+            let name =
+                sluice_common::tls::server_name(&peer.data_address).map_err(|e| handshake_error(e.to_string()))?;
+            match tokio::time::timeout_at(deadline, tls.connector().connect(name, stream)).await {
+                Ok(Ok(stream)) => Box::new(stream),
+                Ok(Err(e)) => return Err(handshake_error(format!("TLS: {e}"))),
+                Err(_) => return Err(handshake_error("timed out in the TLS handshake".to_string())),
+            }
+        }
+    };
+    let mut framed = Framed::new(stream, FrameCodec::new(MAX_HELLO_FRAME_BYTES));
     let proof = credentials.hello_proof(local_id, &peer.task_manager_id).into();
     let hello = Frame::Hello { version: PROTOCOL_VERSION, task_manager_id: local_id.to_string(), proof };
     match tokio::time::timeout_at(deadline, framed.send(hello)).await {
@@ -274,11 +298,20 @@ pub(crate) async fn dial(
 pub(crate) async fn accept(
     stream: TcpStream,
     local_id: &str,
-    credentials: &ClusterCredentials,
+    security: Security<'_>,
     max_frame_bytes: usize,
     deadline: Instant,
 ) -> Result<(String, FramedStream), String> {
     stream.set_nodelay(true).map_err(|e| format!("cannot set TCP_NODELAY: {e}"))?;
+    let credentials = security.credentials;
+    let stream: Box<dyn DataStream> = match security.tls {
+        None => Box::new(stream),
+        Some(tls) => match tokio::time::timeout_at(deadline, tls.acceptor().accept(stream)).await {
+            Ok(Ok(stream)) => Box::new(stream),
+            Ok(Err(e)) => return Err(format!("TLS handshake failed (a plaintext peer?): {e}")),
+            Err(_) => return Err("timed out in the TLS handshake".to_string()),
+        },
+    };
     let mut framed = Framed::new(stream, FrameCodec::new(MAX_HELLO_FRAME_BYTES));
     let peer_id = match tokio::time::timeout_at(deadline, framed.next()).await {
         Err(_) => return Err("no hello before the handshake timeout".to_string()),

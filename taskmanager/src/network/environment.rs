@@ -10,6 +10,7 @@
 //! most `connect_timeout`. A new connection from a peer replaces the old one (the peer restarted); the
 //! channels of a closed connection fail.
 use sluice_common::cluster_auth::ClusterCredentials;
+use sluice_common::tls::Tls;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -127,11 +128,17 @@ pub(crate) struct Shared {
     next_connection_id: AtomicU64,
     /// What a hello proves membership of the cluster with.
     credentials: Arc<ClusterCredentials>,
+    /// TLS on every data connection, if on.
+    tls: Option<Tls>,
     /// Cancelled when the environment is dropped: stops the accept loop and every connection.
     shutdown: CancellationToken,
 }
 
 impl Shared {
+    fn security(&self) -> connection::Security<'_> {
+        connection::Security { credentials: &self.credentials, tls: self.tls.as_ref() }
+    }
+
     pub(crate) fn config(&self) -> &NetworkConfig {
         &self.config
     }
@@ -171,8 +178,7 @@ impl Shared {
                 return Ok(connection);
             }
             let framed =
-                connection::dial(&self.local_id, &self.credentials, peer, self.config.max_frame_bytes, deadline)
-                    .await?;
+                connection::dial(&self.local_id, self.security(), peer, self.config.max_frame_bytes, deadline).await?;
             return Ok(self.install(&peer.task_manager_id, framed));
         }
         let mut receiver = slot.current.subscribe();
@@ -313,16 +319,18 @@ impl NetworkEnvironment {
         local_task_manager_id: String,
         config: NetworkConfig,
     ) -> Result<Arc<Self>, NetworkError> {
-        Self::start_with_credentials(bind, local_task_manager_id, config, Arc::new(ClusterCredentials::none())).await
+        Self::start_with_credentials(bind, local_task_manager_id, config, Arc::new(ClusterCredentials::none()), None)
+            .await
     }
 
-    /// [`NetworkEnvironment::start`] whose hellos prove membership of the cluster with `credentials`, and
-    /// which refuses connections whose hello does not.
+    /// [`NetworkEnvironment::start`] whose hellos prove membership of the cluster with `credentials` (and
+    /// which refuses connections whose hello does not), over TLS when `tls` is given.
     pub async fn start_with_credentials(
         bind: &str,
         local_task_manager_id: String,
         config: NetworkConfig,
         credentials: Arc<ClusterCredentials>,
+        tls: Option<Tls>,
     ) -> Result<Arc<Self>, NetworkError> {
         config.validate()?;
         if local_task_manager_id.is_empty() || local_task_manager_id.len() > super::frame::MAX_TASK_MANAGER_ID_BYTES {
@@ -344,6 +352,7 @@ impl NetworkEnvironment {
             counters: Counters::default(),
             next_connection_id: AtomicU64::new(1),
             credentials,
+            tls,
             shutdown: CancellationToken::new(),
         });
         tokio::spawn(accept_loop(shared.clone(), listener));
@@ -516,7 +525,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             let deadline = Instant::now() + shared.config.connect_timeout;
             let handshake = tokio::select! {
                 _ = shared.shutdown.cancelled() => return,
-                handshake = connection::accept(stream, &shared.local_id, &shared.credentials, shared.config.max_frame_bytes, deadline) => handshake,
+                handshake = connection::accept(stream, &shared.local_id, shared.security(), shared.config.max_frame_bytes, deadline) => handshake,
             };
             match handshake {
                 Ok((peer_id, framed)) => {

@@ -867,7 +867,7 @@ async fn only_a_peer_proving_the_cluster_secret_may_open_a_data_channel() {
     let ours = credentials(dir.path(), "ours", &"s".repeat(40));
     let theirs = credentials(dir.path(), "theirs", &"t".repeat(40));
     let start_with = |id: &str, credentials: Arc<sluice_common::cluster_auth::ClusterCredentials>| {
-        NetworkEnvironment::start_with_credentials("127.0.0.1:0", id.to_string(), config(), credentials)
+        NetworkEnvironment::start_with_credentials("127.0.0.1:0", id.to_string(), config(), credentials, None)
     };
     let a = start_with("tm-a", ours.clone()).await.expect("tm-a starts");
     let b = start_with("tm-b", ours.clone()).await.expect("tm-b starts");

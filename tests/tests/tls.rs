@@ -1,0 +1,77 @@
+//! TLS on all three transports, and plaintext refused once it is on.
+//!
+//! Goal: with `--tls on` (certificates from `scripts/gen-certs.sh`, as the README says), a job whose records
+//! cross the data port between two TaskManagers runs to the end, REST answers over https (the CLI too, with
+//! `SLUICE_CA_FILE`), and a plaintext client of each transport (REST, gRPC, the data port) is refused.
+//!
+//! Method: a real cluster with TLS on every process; plaintext clients written here.
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use serde_json::json;
+use sluice_common::proto::job_manager_service_client::JobManagerServiceClient;
+use sluice_common::proto::HeartbeatRequest;
+use sluice_tests::{Cluster, ClusterSpec, JobStatus};
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+const ROWS: u64 = 20_000;
+
+#[test]
+fn a_job_runs_across_task_managers_over_tls_and_plaintext_is_refused_on_every_transport() {
+    let mut cluster = Cluster::start(ClusterSpec { task_managers: 2, slots: 1, tls: true, ..ClusterSpec::default() });
+    assert!(cluster.rest_url().starts_with("https://"));
+
+    // Parallelism 2 on two one-slot TaskManagers: the rebalance sends rows both ways over the data port.
+    let job = json!({
+        "name": "tls",
+        "vertices": [
+            {"id": "gen", "parallelism": 2, "datagen": {"seed": 3, "rows": ROWS, "columns": [{"name": "n", "sequence": {"start": 0}}]}},
+            {"id": "sink", "parallelism": 2, "blackhole_sink": {}}
+        ],
+        "edges": [{"from": "gen", "to": "sink", "partitioning": "REBALANCE"}]
+    });
+    let id = cluster.submit_json(&job);
+    cluster.wait_for_status(&id, JobStatus::Finished, TIMEOUT);
+    let metrics = cluster.job_metrics(&id);
+    let sink = metrics["vertices"]
+        .as_array()
+        .and_then(|vertices| vertices.iter().find(|v| v["id"] == "sink"))
+        .unwrap_or_else(|| panic!("no sink in {metrics}"));
+    assert_eq!(sink["records_in"].as_u64(), Some(ROWS), "{metrics}");
+    assert!(metrics["remote_bytes_in"].as_u64().is_some_and(|b| b > 0), "rows crossed the data port: {metrics}");
+
+    let listed = cluster.cli(&["list"]);
+    assert!(listed.status.success(), "sluice list over https: {}", listed.stderr);
+    assert!(listed.stdout.contains(&id.0), "{}", listed.stdout);
+
+    // REST: a plaintext request is not answered as HTTP.
+    let rest = cluster.rest_url().replace("https://", "");
+    let plain =
+        reqwest::blocking::Client::new().get(format!("http://{rest}/health")).timeout(Duration::from_secs(10)).send();
+    assert!(plain.is_err() || plain.is_ok_and(|r| !r.status().is_success()), "plaintext REST must fail");
+
+    // gRPC: a plaintext call to the JobManager fails.
+    let rpc = format!("http://{}", cluster.rpc_address());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap_or_else(|e| panic!("{e}"));
+    let plain_rpc = runtime.block_on(async {
+        let mut client = JobManagerServiceClient::new(tonic::transport::Endpoint::from_shared(rpc)?.connect().await?);
+        let heartbeat = HeartbeatRequest { task_manager_id: "tm-x".into(), tasks: Vec::new() };
+        client.heartbeat(heartbeat).await.map_err(anyhow::Error::from)?;
+        anyhow::Ok(())
+    });
+    assert!(plain_rpc.is_err(), "a plaintext gRPC call must fail");
+
+    // The data port: a plaintext hello is not answered; the connection is closed.
+    let task_managers = cluster.get("/taskmanagers");
+    let data = task_managers["taskmanagers"][0]["data_address"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no data address: {task_managers}"))
+        .to_string();
+    let mut stream = std::net::TcpStream::connect(&data).unwrap_or_else(|e| panic!("{data}: {e}"));
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap_or_else(|e| panic!("{e}"));
+    // A length-prefixed frame as a plaintext peer would send it; its bytes are no TLS record.
+    let _ = stream.write_all(&[0, 0, 0, 30, 0, b'S', b'L', b'C', b'E']);
+    let mut answer = Vec::new();
+    let read = stream.read_to_end(&mut answer);
+    assert!(read.is_err() || !answer.windows(4).any(|w| w == b"SLCE"), "no hello answered in plaintext: {answer:?}");
+}
