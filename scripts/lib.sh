@@ -258,3 +258,59 @@ stop_postgres() {
   rm -rf "$PG_DATA" "$PG_DATA.initdb.log"
   PG_DATA=""
 }
+
+# Debian packages the workspace's build needs, by the command that shows they are present:
+#   cc: build-essential (libsqlite3-sys compiles the bundled SQLite, zstd-sys its C sources);
+#   pkg-config: the -sys build scripts probe it; curl and ca-certificates: rustup; git: cargo git sources;
+#   libclang-dev and clang: librocksdb-sys (the RocksDB state backend) runs bindgen, which loads libclang,
+#   and compiles RocksDB's C++ with the C++ compiler of build-essential; postgresql: a server for the tests
+#   (only its binaries are used: the tests start a throwaway cluster of their own).
+#   libssl-dev: librdkafka's TLS (Kafka over SSL/SASL_SSL, e.g. MSK, Confluent Cloud) links the system OpenSSL;
+#   openssl: scripts/gen-certs.sh (certificates for TLS clusters, used by the TLS tests).
+# No protoc (protox compiles the .proto in Rust). Sluice's own TLS is rustls (no OpenSSL).
+install_system_packages() {
+  local missing=()
+  command -v cc >/dev/null || missing+=(build-essential)
+  command -v pkg-config >/dev/null || missing+=(pkg-config)
+  command -v curl >/dev/null || missing+=(curl)
+  command -v git >/dev/null || missing+=(git)
+  dpkg -s ca-certificates >/dev/null 2>&1 || missing+=(ca-certificates)
+  dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
+  command -v clang >/dev/null || missing+=(clang)
+  postgres_bin_dir >/dev/null || missing+=(postgresql)
+  dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
+  command -v openssl >/dev/null || missing+=(openssl)
+  if ((${#missing[@]} == 0)); then
+    info "all present (cc, pkg-config, curl, git, ca-certificates, libclang-dev, clang, postgresql, libssl-dev, openssl)"
+    return 0
+  fi
+  info "installing: ${missing[*]}"
+  local sudo=()
+  if [[ "$(id -u)" != 0 ]]; then
+    command -v sudo >/dev/null || fail "missing packages (${missing[*]}) and not root; install them and rerun"
+    sudo=(sudo)
+  fi
+  "${sudo[@]}" apt-get update -qq || fail "apt-get update failed"
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" \
+    || fail "apt-get install ${missing[*]} failed"
+}
+
+install_rust() {
+  if [[ -f "$HOME/.cargo/env" ]]; then
+    # shellcheck source=/dev/null
+    source "$HOME/.cargo/env"
+  fi
+  if ! command -v cargo >/dev/null; then
+    info "cargo not found: installing Rust with rustup (minimal profile, stable)"
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs \
+      | sh -s -- -y --no-modify-path --profile minimal --default-toolchain stable -c rustfmt -c clippy \
+      || fail "the Rust installation failed"
+    # shellcheck source=/dev/null
+    source "$HOME/.cargo/env"
+  fi
+  if command -v rustup >/dev/null; then
+    cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt || fail "cannot add rustfmt"
+    cargo clippy --version >/dev/null 2>&1 || rustup component add clippy || fail "cannot add clippy"
+  fi
+  info "$(cargo --version), $(rustc --version)"
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Quickstart: builds Sluice, starts a local cluster (1 JobManager, 2 TaskManagers) under ./data/quickstart,
-# runs the word-count example over examples/data/sample.txt, prints the 20 most frequent words, and stops
-# the cluster again (also on failure or Ctrl-C).
+# Quickstart: installs what is missing (Debian packages, Rust), builds Sluice, starts a local cluster
+# (1 JobManager, 2 TaskManagers) under ./data/quickstart, runs the word-count example over
+# examples/data/sample.txt, prints the 20 most frequent words, and stops the cluster again (also on failure
+# or Ctrl-C).
 #
 # Usage: scripts/quickstart.sh
 # Environment: CARGO_TARGET_DIR (default ~/.cache/sluice/target), QUICKSTART_TIMEOUT_S (default 300).
@@ -25,8 +26,11 @@ readonly SLUICE="$BIN/sluice"
 
 trap stop_cluster EXIT
 
+section "System packages and Rust (installed only when missing)"
+install_system_packages
+install_rust
+
 section "Building (cargo build --bins; the first build takes several minutes)"
-command -v cargo >/dev/null || fail "cargo is not installed; run scripts/test.sh once (it installs Rust) or see https://rustup.rs"
 cargo build --bins
 
 section "Starting a local cluster under $DIR"

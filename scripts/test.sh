@@ -24,58 +24,6 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-auto}"
 # A panicking test shows where it panicked.
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 
-# Debian packages the workspace's build needs, by the command that shows they are present:
-#   cc: build-essential (libsqlite3-sys compiles the bundled SQLite, zstd-sys its C sources);
-#   pkg-config: the -sys build scripts probe it; curl and ca-certificates: rustup; git: cargo git sources;
-#   libclang-dev and clang: librocksdb-sys (the RocksDB state backend) runs bindgen, which loads libclang,
-#   and compiles RocksDB's C++ with the C++ compiler of build-essential; postgresql: a server for the tests
-#   (only its binaries are used: the tests start a throwaway cluster of their own).
-# No protoc (protox compiles the .proto in Rust) and no OpenSSL (reqwest without TLS, plain HTTP).
-install_system_packages() {
-  local missing=()
-  command -v cc >/dev/null || missing+=(build-essential)
-  command -v pkg-config >/dev/null || missing+=(pkg-config)
-  command -v curl >/dev/null || missing+=(curl)
-  command -v git >/dev/null || missing+=(git)
-  dpkg -s ca-certificates >/dev/null 2>&1 || missing+=(ca-certificates)
-  dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
-  command -v clang >/dev/null || missing+=(clang)
-  postgres_bin_dir >/dev/null || missing+=(postgresql)
-  if ((${#missing[@]} == 0)); then
-    info "all present (cc, pkg-config, curl, git, ca-certificates, libclang-dev, clang, postgresql)"
-    return 0
-  fi
-  info "installing: ${missing[*]}"
-  local sudo=()
-  if [[ "$(id -u)" != 0 ]]; then
-    command -v sudo >/dev/null || fail "missing packages (${missing[*]}) and not root; install them and rerun"
-    sudo=(sudo)
-  fi
-  "${sudo[@]}" apt-get update -qq || fail "apt-get update failed"
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" \
-    || fail "apt-get install ${missing[*]} failed"
-}
-
-install_rust() {
-  if [[ -f "$HOME/.cargo/env" ]]; then
-    # shellcheck source=/dev/null
-    source "$HOME/.cargo/env"
-  fi
-  if ! command -v cargo >/dev/null; then
-    info "cargo not found: installing Rust with rustup (minimal profile, stable)"
-    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs \
-      | sh -s -- -y --no-modify-path --profile minimal --default-toolchain stable -c rustfmt -c clippy \
-      || fail "the Rust installation failed"
-    # shellcheck source=/dev/null
-    source "$HOME/.cargo/env"
-  fi
-  if command -v rustup >/dev/null; then
-    cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt || fail "cannot add rustfmt"
-    cargo clippy --version >/dev/null 2>&1 || rustup component add clippy || fail "cannot add clippy"
-  fi
-  info "$(cargo --version), $(rustc --version)"
-}
-
 # The nextest binary, installed when missing; falls back to cargo test when that fails too.
 have_nextest() {
   cargo nextest --version >/dev/null 2>&1 && return 0

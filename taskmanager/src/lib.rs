@@ -208,7 +208,7 @@ pub async fn run_with_registry(
         &config.jobmanager,
         addresses,
         TaskServices {
-            network,
+            network: network.clone(),
             metrics: metrics.clone(),
             data_runtime,
             state,
@@ -219,7 +219,16 @@ pub async fn run_with_registry(
     )?;
 
     let metrics_app = axum::Router::new()
-        .route("/metrics", axum::routing::get(move || std::future::ready(metrics.render())))
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                // Data connections refused at the handshake (no proof of membership, no TLS, garbage) are
+                // counted by the network stack; the series follows its count.
+                let refused = metrics.requests_refused.with_label_values(&["data", "handshake"]);
+                refused.inc_by(network.stats().connections_refused.saturating_sub(refused.get()));
+                std::future::ready(metrics.render())
+            }),
+        )
         .route("/health", axum::routing::get(|| std::future::ready(axum::Json(serde_json::json!({"status": "ok"})))));
     let metrics_shutdown = shutdown.clone();
     let metrics_server = tokio::spawn(async move {

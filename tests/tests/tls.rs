@@ -11,6 +11,8 @@ use std::time::Duration;
 use serde_json::json;
 use sluice_common::proto::job_manager_service_client::JobManagerServiceClient;
 use sluice_common::proto::HeartbeatRequest;
+use sluice_tests::prometheus::samples;
+use sluice_tests::wait::{poll_until, Progress};
 use sluice_tests::{Cluster, ClusterSpec, JobStatus};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -67,6 +69,10 @@ fn a_job_runs_across_task_managers_over_tls_and_plaintext_is_refused_on_every_tr
         .as_str()
         .unwrap_or_else(|| panic!("no data address: {task_managers}"))
         .to_string();
+    let id = task_managers["taskmanagers"][0]["id"].as_str().unwrap_or_default().to_string();
+    let index = (0..cluster.task_manager_count())
+        .find(|&i| cluster.task_manager_id(i) == id)
+        .unwrap_or_else(|| panic!("{id} is not one of the cluster's"));
     let mut stream = std::net::TcpStream::connect(&data).unwrap_or_else(|e| panic!("{data}: {e}"));
     stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap_or_else(|e| panic!("{e}"));
     // A length-prefixed frame as a plaintext peer would send it; its bytes are no TLS record.
@@ -74,4 +80,15 @@ fn a_job_runs_across_task_managers_over_tls_and_plaintext_is_refused_on_every_tr
     let mut answer = Vec::new();
     let read = stream.read_to_end(&mut answer);
     assert!(read.is_err() || !answer.windows(4).any(|w| w == b"SLCE"), "no hello answered in plaintext: {answer:?}");
+    poll_until("the refused data connection to be counted", TIMEOUT, || {
+        let text = cluster.task_manager_metrics(index);
+        let series = samples(&text, "sluice_requests_refused_total")?;
+        let refused: f64 = series
+            .iter()
+            .filter(|s| s.labels.get("transport").map(String::as_str) == Some("data"))
+            .map(|s| s.value)
+            .sum();
+        Ok(if refused >= 1.0 { Progress::Ready(()) } else { Progress::Pending(format!("{refused} refused")) })
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
 }
