@@ -141,7 +141,9 @@ jm_curl() {
   shift
   local tls=()
   [[ -n "${SLUICE_CA_FILE:-}" ]] && tls=(--cacert "$SLUICE_CA_FILE")
-  curl -fsS "${tls[@]}" -H "Authorization: Bearer $(head -n 1 "$SLUICE_TOKEN_FILE")" "$@" "$SLUICE_JOBMANAGER$path"
+  # The header comes from a file (printf is a builtin), so the token never shows in curl's command line.
+  curl -fsS "${tls[@]}" -H @<(printf 'Authorization: Bearer %s\n' "$(head -n 1 "$SLUICE_TOKEN_FILE")") "$@" \
+    "$SLUICE_JOBMANAGER$path"
 }
 
 # start_taskmanager BIN_DIR DIR ID SLOTS: starts a TaskManager named ID with SLOTS slots on free ports,

@@ -154,7 +154,8 @@ impl Tls {
     /// The TLS configuration of a tonic server.
     pub fn tonic_server(&self) -> tonic::transport::ServerTlsConfig {
         let identity = tonic::transport::Identity::from_pem(&self.cert_pem, &self.key_pem);
-        tonic::transport::ServerTlsConfig::new().identity(identity)
+        // Bounded: tonic waits for handshakes without a limit unless told one.
+        tonic::transport::ServerTlsConfig::new().identity(identity).timeout(TLS_HANDSHAKE_TIMEOUT)
     }
 
     /// The TLS configuration of a tonic client calling `address` (`host:port`).

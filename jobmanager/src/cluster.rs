@@ -197,8 +197,8 @@ impl Cluster {
         Ok(Registration { incarnation, session })
     }
 
-    /// The TaskManager whose live registration has `session`, if any.
-    pub fn session_owner(&self, session: &str) -> Option<TaskManagerId> {
+    /// The TaskManager, and its incarnation, whose live registration has `session`, if any.
+    pub fn session_owner(&self, session: &str) -> Option<(TaskManagerId, u64)> {
         use subtle::ConstantTimeEq as _;
         let registry = self.lock();
         let mut owner = None;
@@ -206,7 +206,7 @@ impl Cluster {
         for (id, entry) in &registry.task_managers {
             if bool::from(entry.session.as_bytes().ct_eq(session.as_bytes())) && entry.state == TaskManagerState::Active
             {
-                owner = Some(id.clone());
+                owner = Some((id.clone(), entry.incarnation));
             }
         }
         owner

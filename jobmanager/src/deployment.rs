@@ -30,6 +30,9 @@ impl TaskKey {
 pub struct TaskEntry {
     /// Its TaskManager.
     pub task_manager: TaskManagerId,
+    /// The registration (incarnation) of that TaskManager it was deployed to: only that incarnation may
+    /// report on it.
+    pub incarnation: u64,
     /// Its last reported state (DEPLOYING until it reports).
     pub state: TaskState,
 }

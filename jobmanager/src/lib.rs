@@ -176,7 +176,8 @@ pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyho
     let tls = sluice_common::tls::Tls::from_args(&config.tls).context("TLS")?;
     let savepoint_locations = [checkpoint_storage.location(), savepoint_storage.location()];
     let confinement = sluice_common::confine::Confinement::from_args(&config.confinement, &savepoint_locations)
-        .context("cannot resolve the allowed directories")?;
+        .context("cannot resolve the allowed directories")?
+        .protect(own_data(&config));
     let ctx = Arc::new(Context {
         store,
         cluster: cluster.clone(),
@@ -269,6 +270,22 @@ pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyho
     rpc_result.context("the RPC server task panicked")?.context("the RPC server failed")?;
     tracing::info!("JobManager stopped");
     Ok(())
+}
+
+/// Where this JobManager keeps what no job may read or write: its data directory (metadata, generated
+/// secrets), checkpoints and savepoints, and its secret, token and key files.
+fn own_data(config: &JobManagerConfig) -> Vec<std::path::PathBuf> {
+    let files = [
+        &config.cluster_auth.cluster_secret_file,
+        &config.rest_auth.admin_token_file,
+        &config.rest_auth.read_token_file,
+        &config.tls.tls_key_file,
+        &config.tls.tls_cert_file,
+    ];
+    [config.data_dir.clone(), config.checkpoint_location().into(), config.savepoint_location().into()]
+        .into_iter()
+        .chain(files.into_iter().flatten().cloned())
+        .collect()
 }
 
 /// Writes `{"rest": ..., "rpc": ...}` to `<data-dir>/jobmanager.addr`, atomically (write then rename), so a

@@ -47,17 +47,21 @@ impl JobManagerRpc {
     }
 }
 
-/// The TaskManager a call comes from: the owner of the session it carries (see
+/// The TaskManager (and its incarnation) a call comes from: the owner of the session it carries (see
 /// `sluice_common::cluster_auth`); None for a call without a live session.
-fn caller(ctx: &Context, metadata: &tonic::metadata::MetadataMap) -> Option<TaskManagerId> {
+fn caller(ctx: &Context, metadata: &tonic::metadata::MetadataMap) -> Option<(TaskManagerId, u64)> {
     let session = metadata.get(sluice_common::cluster_auth::SESSION_METADATA)?.to_str().ok()?;
     ctx.cluster.session_owner(session)
 }
 
-/// Whether `caller` is the TaskManager the job's current deployment runs `task` on.
-fn runs_task(job: &JobShared, task: &TaskRef, caller: Option<&TaskManagerId>) -> bool {
+/// Whether `caller` is the incarnation of the TaskManager the job's current deployment runs `task` on.
+fn runs_task(job: &JobShared, task: &TaskRef, caller: Option<&(TaskManagerId, u64)>) -> bool {
     let live = job.live();
-    caller.is_some_and(|caller| live.tasks.get(&TaskKey::of(task)).is_some_and(|entry| &entry.task_manager == caller))
+    caller.is_some_and(|(id, incarnation)| {
+        live.tasks
+            .get(&TaskKey::of(task))
+            .is_some_and(|entry| &entry.task_manager == id && entry.incarnation == *incarnation)
+    })
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -91,7 +95,7 @@ impl JobManagerService for JobManagerRpc {
             )));
         }
         let id = TaskManagerId(request.task_manager_id.clone());
-        if caller.as_ref() != Some(&id) {
+        if caller.as_ref().map(|(owner, _)| owner) != Some(&id) {
             // Another incarnation's session (the TaskManager then registers anew), or a forgery (which learns
             // nothing and changes nothing).
             self.ctx.metrics.requests_refused.with_label_values(&["rpc", "session"]).inc();
@@ -173,7 +177,7 @@ impl JobManagerRpc {
     async fn forward_checkpoint_event(
         &self,
         task: Option<&TaskRef>,
-        caller: Option<TaskManagerId>,
+        caller: Option<(TaskManagerId, u64)>,
         event: JobEvent,
     ) -> Result<Response<CheckpointReply>, Status> {
         let task = task.ok_or_else(|| Status::invalid_argument("a checkpoint message needs a task"))?;
@@ -251,11 +255,12 @@ mod tests {
         let (shared, inbox) = JobShared::new(JobId("j".into()), Arc::new(job), None);
         shared.live().attempt = sluice_common::ids::Attempt(2);
         let key = TaskKey::of(&TaskRef { job_id: "j".into(), attempt: 2, chain: 0, subtask: 0 });
-        let entry = TaskEntry { task_manager: TaskManagerId("tm".into()), state: TaskState::Deploying };
-        shared.live().tasks.insert(key, entry);
-        ctx.jobs.insert(shared);
+        ctx.jobs.insert(shared.clone());
         let rpc = JobManagerRpc::new(ctx);
         let session = register(&rpc, "tm");
+        let incarnation = rpc.ctx.cluster.session_owner(&session).map(|(_, i)| i).unwrap_or_default();
+        let entry = TaskEntry { task_manager: TaskManagerId("tm".into()), incarnation, state: TaskState::Deploying };
+        shared.live().tasks.insert(key, entry);
         (dir, rpc, inbox, session)
     }
 
@@ -342,13 +347,18 @@ mod tests {
         assert!(inbox.try_recv().is_err(), "no forged message reached the job");
         let forged_count = rpc.ctx.metrics.requests_refused.with_label_values(&["rpc", "not_the_tasks_task_manager"]);
         assert_eq!(forged_count.get(), 4);
+        // The incarnation running the task is heard.
+        assert!(rpc.acknowledge_checkpoint(with_session(current_ack(), &session)).await.is_ok());
+        assert!(matches!(inbox.try_recv(), Ok(JobEvent::CheckpointAck(_))), "the running incarnation's ack");
 
-        // The same TaskManager registered again: its old session is gone with its old incarnation.
+        // The same TaskManager registered again: its old session is gone with its old incarnation, and the new
+        // incarnation may not speak for tasks deployed to the old one.
         let renewed = register(&rpc, "tm");
         let answer = rpc.report_task_state(with_session(forged(), &session)).await;
         assert_eq!(answer.ok().map(|a| a.into_inner().accepted), Some(false), "the old incarnation's session");
-        assert!(rpc.acknowledge_checkpoint(with_session(current_ack(), &renewed)).await.is_ok());
-        assert!(matches!(inbox.try_recv(), Ok(JobEvent::CheckpointAck(_))), "the new incarnation's ack is forwarded");
+        let status = rpc.acknowledge_checkpoint(with_session(current_ack(), &renewed)).await.err();
+        assert_eq!(status.map(|s| s.code()), Some(tonic::Code::PermissionDenied), "a task of the old incarnation");
+        assert!(inbox.try_recv().is_err(), "nothing of another incarnation reached the job");
     }
 
     #[tokio::test]

@@ -149,8 +149,11 @@ pub async fn run_with_registry(
         sluice_common::cluster_auth::ClusterCredentials::for_task_manager(&config.cluster_auth)
             .context("the cluster secret")?,
     );
+    // What no job may read or write here: this TaskManager's data (state, spills) and its secret and key files.
+    let own_data = [&config.cluster_auth.cluster_secret_file, &config.tls.tls_key_file, &config.tls.tls_cert_file];
     let confinement = sluice_common::confine::Confinement::from_args(&config.confinement, &[])
-        .context("cannot resolve the allowed directories")?;
+        .context("cannot resolve the allowed directories")?
+        .protect(std::iter::once(config.data_dir.clone()).chain(own_data.into_iter().flatten().cloned()));
     let state = state::StateSettings::from_config(&config, Arc::new(confinement));
 
     let network_config = NetworkConfig {

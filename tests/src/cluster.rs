@@ -650,7 +650,7 @@ impl Drop for Cluster {
 
 /// Makes a CA and a certificate for 127.0.0.1 in `<dir>/certs` with `scripts/gen-certs.sh` (the way the
 /// README tells users to), and returns that directory.
-fn make_certificates(dir: &Path) -> anyhow::Result<PathBuf> {
+pub fn make_certificates(dir: &Path) -> anyhow::Result<PathBuf> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("scripts").join("gen-certs.sh");
     let certs = dir.join("certs");
     let output = std::process::Command::new("bash")

@@ -58,6 +58,8 @@ pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
 /// A running broker owned by a test.
 pub struct KafkaBroker {
     port: u16,
+    /// The CA clients trust when the broker listens with TLS only.
+    tls_ca: Option<PathBuf>,
     _process: Process,
     _dir: tempfile::TempDir,
 }
@@ -65,6 +67,16 @@ pub struct KafkaBroker {
 impl KafkaBroker {
     /// Starts a broker with in-memory storage; returns once it answers metadata requests.
     pub fn start() -> anyhow::Result<KafkaBroker> {
+        KafkaBroker::start_with(None)
+    }
+
+    /// Starts a broker that accepts TLS connections only, presenting `cert` and `key`; its own clients
+    /// (topics, produce, read) trust `ca`, as a job must ([`KafkaBroker::client_properties`]).
+    pub fn start_tls(cert: &Path, key: &Path, ca: &Path) -> anyhow::Result<KafkaBroker> {
+        KafkaBroker::start_with(Some((cert, key, ca)))
+    }
+
+    fn start_with(tls: Option<(&Path, &Path, &Path)>) -> anyhow::Result<KafkaBroker> {
         let dir = tempfile::Builder::new().prefix("sluice-test-kafka").tempdir()?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let url = format!("tcp://127.0.0.1:{port}");
@@ -79,12 +91,18 @@ impl KafkaBroker {
                 url,
                 "--storage-engine".into(),
                 "memory://nisshi/".into(),
-            ],
+            ]
+            .into_iter()
+            .chain(tls.iter().flat_map(|(cert, key, _)| {
+                ["--cert".to_string(), cert.display().to_string(), "--key".to_string(), key.display().to_string()]
+            }))
+            .collect(),
             env: &[],
             cwd: dir.path(),
             log_dir: dir.path(),
         })?;
-        let broker = KafkaBroker { port, _process: process, _dir: dir };
+        let tls_ca = tls.map(|(_, _, ca)| ca.to_path_buf());
+        let broker = KafkaBroker { port, tls_ca, _process: process, _dir: dir };
         let consumer = broker.consumer("sluice-test-probe")?;
         poll_until("the Kafka broker to answer", Duration::from_secs(30), || {
             Ok(match consumer.fetch_metadata(None, Duration::from_secs(2)) {
@@ -93,6 +111,27 @@ impl KafkaBroker {
             })
         })?;
         Ok(broker)
+    }
+
+    /// The librdkafka properties a client of this broker needs (TLS and its CA, or none).
+    pub fn client_properties(&self) -> Vec<(String, String)> {
+        match &self.tls_ca {
+            Some(ca) => vec![
+                ("security.protocol".to_string(), "ssl".to_string()),
+                ("ssl.ca.location".to_string(), ca.display().to_string()),
+            ],
+            None => Vec::new(),
+        }
+    }
+
+    /// A client configuration for this broker.
+    fn config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", self.bootstrap_servers());
+        for (key, value) in self.client_properties() {
+            config.set(key, value);
+        }
+        config
     }
 
     /// host:port for `bootstrap_servers`.
@@ -107,8 +146,7 @@ impl KafkaBroker {
 
     /// Creates `topic` with `partitions` partitions.
     pub fn create_topic(&self, topic: &str, partitions: i32) -> anyhow::Result<()> {
-        let admin: AdminClient<DefaultClientContext> =
-            ClientConfig::new().set("bootstrap.servers", self.bootstrap_servers()).create()?;
+        let admin: AdminClient<DefaultClientContext> = self.config().create()?;
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let results = runtime.block_on(admin.create_topics(
             &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
@@ -128,8 +166,7 @@ impl KafkaBroker {
 
     /// Grows `topic` to `partitions` partitions (CreatePartitions).
     pub fn add_partitions(&self, topic: &str, partitions: usize) -> anyhow::Result<()> {
-        let admin: AdminClient<DefaultClientContext> =
-            ClientConfig::new().set("bootstrap.servers", self.bootstrap_servers()).create()?;
+        let admin: AdminClient<DefaultClientContext> = self.config().create()?;
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let results = runtime.block_on(admin.create_partitions(
             &[NewPartitions::new(topic, partitions)],
@@ -142,11 +179,7 @@ impl KafkaBroker {
     }
 
     fn consumer(&self, group: &str) -> anyhow::Result<BaseConsumer> {
-        Ok(ClientConfig::new()
-            .set("bootstrap.servers", self.bootstrap_servers())
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .create()?)
+        Ok(self.config().set("group.id", group).set("enable.auto.commit", "false").create()?)
     }
 
     /// Writes `values` to `topic` (the record i to partition i mod `partitions`, with timestamp
@@ -171,11 +204,8 @@ impl KafkaBroker {
         records: &[KeyValue<'_>],
         timestamp: impl Fn(usize) -> Option<i64>,
     ) -> anyhow::Result<()> {
-        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-            .set("bootstrap.servers", self.bootstrap_servers())
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "5")
-            .create()?;
+        let producer: ThreadedProducer<DefaultProducerContext> =
+            self.config().set("enable.idempotence", "true").set("linger.ms", "5").create()?;
         for (i, (key, value)) in records.iter().enumerate() {
             let mut record = BaseRecord::<[u8], [u8]>::to(topic).partition(i as i32 % partitions);
             if let Some(value) = value {

@@ -15,6 +15,8 @@ pub const SCRUBBED_ENV: &[&str] = &[
     "REST_AUTH",
     "ADMIN_TOKEN_FILE",
     "READ_TOKEN_FILE",
+    "ADMIN_TOKENS",
+    "READ_TOKENS",
     "METRICS_AUTH",
     "INSECURE",
     "CLUSTER_AUTH",

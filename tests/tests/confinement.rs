@@ -269,3 +269,17 @@ fn a_task_manager_refuses_what_its_own_settings_forbid_even_when_the_job_manager
     assert_mentions(&cause, &["this TaskManager does not allow", "file_source", "file_sink", "narrow"]);
     assert!(!output.exists(), "the sink created {} although the TaskManager refused it", output.display());
 }
+
+#[test]
+fn the_cluster_s_own_secrets_and_metadata_are_out_of_reach_even_inside_an_allowed_root() {
+    // The test clusters allow their whole directory ("."), which holds the JobManager's data directory, as the
+    // default roots (examples, data) hold the default data directories.
+    let cluster = Cluster::start(ClusterSpec { task_managers: 1, ..ClusterSpec::default() });
+    for path in ["jobmanager/cluster.secret", "jobmanager/admin.token", "jobmanager/sluice.db", "jobmanager", "."] {
+        let message = refused(&cluster, &job(lines_source(path), file_sink("out")));
+        assert_mentions(&message, &["vertex 'src'", "keeps its own data"]);
+    }
+    let message = refused(&cluster, &job(words(None), file_sink("jobmanager/out")));
+    assert_mentions(&message, &["vertex 'sink'", "keeps its own data"]);
+    assert!(!cluster.dir().join("jobmanager").join("out").exists(), "nothing was written there");
+}

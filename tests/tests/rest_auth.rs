@@ -207,3 +207,16 @@ fn with_authentication_off_on_loopback_requests_need_no_token() {
     let plain = cluster.http().post(&url).header(header::CONTENT_TYPE, "text/plain").body(job().to_string());
     assert_eq!(cluster.send_raw(plain).status, 415);
 }
+
+#[test]
+fn tokens_given_in_the_environment_work_and_no_token_file_is_generated() {
+    let (admin, read) = ("an-admin-token-from-a-kubernetes-secret-0123", "a-read-token-from-a-kubernetes-secret-0123");
+    let cluster = Cluster::start(
+        ClusterSpec { task_managers: 0, ..ClusterSpec::default() }.env("ADMIN_TOKENS", admin).env("READ_TOKENS", read),
+    );
+    assert!(!cluster.token_path().exists(), "tokens from the environment: nothing generated");
+    assert_eq!(send(&cluster, "GET", "/jobs", None), 401);
+    assert_eq!(send(&cluster, "GET", "/jobs", Some(read)), 200);
+    assert_eq!(send(&cluster, "POST", "/jobs/submit", Some(read)), 403);
+    assert_eq!(send(&cluster, "POST", "/jobs/submit", Some(admin)), 400, "admin: the empty job itself is refused");
+}

@@ -52,16 +52,22 @@ fn a_job_runs_across_task_managers_over_tls_and_plaintext_is_refused_on_every_tr
         reqwest::blocking::Client::new().get(format!("http://{rest}/health")).timeout(Duration::from_secs(10)).send();
     assert!(plain.is_err() || plain.is_ok_and(|r| !r.status().is_success()), "plaintext REST must fail");
 
-    // gRPC: a plaintext call to the JobManager fails.
+    // gRPC: a plaintext call to the JobManager fails, though it carries the cluster secret (a plaintext
+    // JobManager would answer it).
+    let secret_file = cluster.dir().join("jobmanager").join("cluster.secret");
+    let secret = std::fs::read_to_string(&secret_file).unwrap_or_else(|e| panic!("{e}")).trim().to_string();
     let rpc = format!("http://{}", cluster.rpc_address());
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap_or_else(|e| panic!("{e}"));
     let plain_rpc = runtime.block_on(async {
         let mut client = JobManagerServiceClient::new(tonic::transport::Endpoint::from_shared(rpc)?.connect().await?);
-        let heartbeat = HeartbeatRequest { task_manager_id: "tm-x".into(), tasks: Vec::new() };
+        let mut heartbeat = tonic::Request::new(HeartbeatRequest { task_manager_id: "tm-x".into(), tasks: Vec::new() });
+        heartbeat.metadata_mut().insert("authorization", format!("Bearer {secret}").parse()?);
         client.heartbeat(heartbeat).await.map_err(anyhow::Error::from)?;
         anyhow::Ok(())
     });
-    assert!(plain_rpc.is_err(), "a plaintext gRPC call must fail");
+    let error = plain_rpc.err().unwrap_or_else(|| panic!("a plaintext gRPC call was answered"));
+    let status = error.downcast_ref::<tonic::Status>();
+    assert!(status.is_none_or(|s| s.code() != tonic::Code::Unauthenticated), "refused as TLS, not by auth: {error:#}");
 
     // The data port: a plaintext hello is not answered; the connection is closed.
     let task_managers = cluster.get("/taskmanagers");
@@ -73,13 +79,31 @@ fn a_job_runs_across_task_managers_over_tls_and_plaintext_is_refused_on_every_tr
     let index = (0..cluster.task_manager_count())
         .find(|&i| cluster.task_manager_id(i) == id)
         .unwrap_or_else(|| panic!("{id} is not one of the cluster's"));
+    // A complete hello with a valid proof of membership: a plaintext data port would answer it with its own.
+    let stranger = "tl-stranger"; // sorts before every tm-N, so it is the one to dial
+    let args = sluice_common::cluster_auth::ClusterAuthArgs {
+        cluster_auth: "secret".into(),
+        cluster_secret_file: Some(secret_file.clone()),
+    };
+    let credentials =
+        sluice_common::cluster_auth::ClusterCredentials::for_task_manager(&args).unwrap_or_else(|e| panic!("{e}"));
+    let proof = credentials.hello_proof(stranger, &id);
+    let mut body = vec![0u8]; // the hello kind
+    body.extend_from_slice(&[0u8; 8 + 4 + 4 + 4]); // no channel
+    body.extend_from_slice(b"SLCE");
+    body.extend_from_slice(&2u16.to_be_bytes()); // the protocol version
+    body.extend_from_slice(&(stranger.len() as u16).to_be_bytes());
+    body.extend_from_slice(stranger.as_bytes());
+    body.extend_from_slice(&(proof.len() as u16).to_be_bytes());
+    body.extend_from_slice(&proof);
+    let mut hello = (body.len() as u32).to_be_bytes().to_vec();
+    hello.extend_from_slice(&body);
     let mut stream = std::net::TcpStream::connect(&data).unwrap_or_else(|e| panic!("{data}: {e}"));
     stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap_or_else(|e| panic!("{e}"));
-    // A length-prefixed frame as a plaintext peer would send it; its bytes are no TLS record.
-    let _ = stream.write_all(&[0, 0, 0, 30, 0, b'S', b'L', b'C', b'E']);
+    let _ = stream.write_all(&hello);
     let mut answer = Vec::new();
     let read = stream.read_to_end(&mut answer);
-    assert!(read.is_err() || !answer.windows(4).any(|w| w == b"SLCE"), "no hello answered in plaintext: {answer:?}");
+    assert!(read.is_err() || !answer.windows(4).any(|w| w == b"SLCE"), "a hello answered in plaintext: {answer:?}");
     poll_until("the refused data connection to be counted", TIMEOUT, || {
         let text = cluster.task_manager_metrics(index);
         let series = samples(&text, "sluice_requests_refused_total")?;

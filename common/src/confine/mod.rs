@@ -115,6 +115,9 @@ pub struct Confinement {
     savepoints: SavepointTargets,
     /// Lowercase `host` or `host:port`; empty: any broker.
     brokers: Vec<String>,
+    /// Where the process keeps its own data (data directory, checkpoints, secrets, keys): never readable or
+    /// writable by a job, even inside an allowed root (the default roots contain the default data dirs).
+    protected: Vec<PathBuf>,
 }
 
 impl Confinement {
@@ -147,17 +150,50 @@ impl Confinement {
                 .map(|b| b.trim().to_ascii_lowercase())
                 .filter(|b| !b.is_empty())
                 .collect(),
+            protected: Vec::new(),
         })
+    }
+
+    /// Adds paths no job may read or write, nor read a directory above: the process's data directory,
+    /// checkpoint and savepoint directories, secret, token and key files. Paths that cannot be resolved
+    /// (an `s3://` location) are skipped: jobs cannot name those as files anyway.
+    pub fn protect<P: AsRef<Path>>(mut self, paths: impl IntoIterator<Item = P>) -> Confinement {
+        for path in paths {
+            if let Some(text) = path.as_ref().to_str().filter(|t| !t.contains("://")) {
+                if let Ok(resolved) = resolve(&self.base, text) {
+                    self.protected.push(resolved);
+                }
+            }
+        }
+        self
+    }
+
+    /// Refuses `resolved` if it lies in a protected path (or, for what a job reads, above one: a directory
+    /// source reads what is in it).
+    fn check_protected(&self, path: &str, resolved: &Path, reading: bool) -> Result<(), String> {
+        let hit = self.protected.iter().find(|p| resolved.starts_with(p) || (reading && p.starts_with(resolved)));
+        match hit {
+            Some(protected) => Err(format!(
+                "'{path}' reaches {}, where the cluster keeps its own data (metadata, state, secrets): jobs may \
+                 never read or write there",
+                protected.display()
+            )),
+            None => Ok(()),
+        }
     }
 
     /// A file a job reads, resolved, if it lies under an allowed input directory.
     pub fn input_path(&self, path: &str) -> Result<PathBuf, String> {
-        self.under(&self.inputs, path, "input", "--allowed-input-dirs (ALLOWED_INPUT_DIRS)")
+        let resolved = self.under(&self.inputs, path, "input", "--allowed-input-dirs (ALLOWED_INPUT_DIRS)")?;
+        self.check_protected(path, &resolved, true)?;
+        Ok(resolved)
     }
 
     /// A directory a job writes into, resolved, if it lies under an allowed output directory.
     pub fn output_path(&self, path: &str) -> Result<PathBuf, String> {
-        self.under(&self.outputs, path, "output", "--allowed-output-dirs (ALLOWED_OUTPUT_DIRS)")
+        let resolved = self.under(&self.outputs, path, "output", "--allowed-output-dirs (ALLOWED_OUTPUT_DIRS)")?;
+        self.check_protected(path, &resolved, false)?;
+        Ok(resolved)
     }
 
     fn under(&self, roots: &Roots, path: &str, what: &str, flag: &str) -> Result<PathBuf, String> {

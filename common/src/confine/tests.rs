@@ -88,6 +88,27 @@ fn the_defaults_allow_the_examples_and_data_and_nothing_else() {
 }
 
 #[test]
+fn the_processes_own_data_is_refused_even_inside_an_allowed_root() {
+    let ws = Workspace::new();
+    std::fs::create_dir_all(ws.path("data/jobmanager")).unwrap_or_else(|e| panic!("{e}"));
+    let confinement = ws.confinement(&[]).protect(["data/jobmanager", "data/tm/cluster.secret"]);
+    for (path, reading) in [
+        ("data/jobmanager/cluster.secret", true),
+        ("data/jobmanager/sluice.db", true),
+        ("data/jobmanager/../jobmanager/admin.token", true),
+        ("data/tm/cluster.secret", true),
+        ("data", true),
+        ("data/jobmanager/out", false),
+    ] {
+        let result = if reading { confinement.input_path(path) } else { confinement.output_path(path) };
+        let error = result.err().unwrap_or_else(|| panic!("{path} was allowed"));
+        assert!(error.contains("keeps its own data"), "{path}: {error}");
+    }
+    assert!(confinement.input_path("data/input/words.txt").is_ok(), "the rest of data/ stays usable");
+    assert!(confinement.output_path("data/output/x").is_ok());
+}
+
+#[test]
 fn paths_out_of_the_roots_are_refused_naming_the_vertex_and_field() {
     let ws = Workspace::new();
     let confinement = ws.confinement(&[]);

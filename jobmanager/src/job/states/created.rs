@@ -41,13 +41,15 @@ impl JobActor {
         {
             return Next::failed(JobStatus::Failed, format!("cannot record attempt {}: {e}", self.attempt));
         }
+        let incarnations: std::collections::HashMap<&TaskManagerId, u64> =
+            self.slots.iter().map(|slot| (&slot.task_manager, slot.incarnation)).collect();
         self.tasks = placements
             .iter()
             .map(|p| {
                 let key = TaskKey { chain: ChainIndex(p.chain), subtask: SubtaskIndex(p.subtask) };
-                let entry =
-                    TaskEntry { task_manager: TaskManagerId(p.task_manager_id.clone()), state: TaskState::Deploying };
-                (key, entry)
+                let task_manager = TaskManagerId(p.task_manager_id.clone());
+                let incarnation = incarnations.get(&task_manager).copied().unwrap_or_default();
+                (key, TaskEntry { task_manager, incarnation, state: TaskState::Deploying })
             })
             .collect();
         {
