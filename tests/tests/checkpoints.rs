@@ -275,8 +275,8 @@ fn bad_checkpoint_settings_are_refused_by_name() {
 }
 
 /// Checkpoints that expire under back-pressure (their barriers stuck behind data) are aborted, and what the
-/// slow tasks still write for them afterwards is swept away: at most the checkpoint in flight and a couple of late
-/// writes are on disk at any time, never a pile of aborted ones.
+/// slow tasks still write for them afterwards is swept away: the files on disk come back down to the checkpoint
+/// in flight and a couple of late writes, never a pile of aborted ones that stays.
 #[test]
 fn expired_checkpoints_leave_no_files_behind() {
     let mut cluster = Cluster::start(ClusterSpec::default());
@@ -297,8 +297,14 @@ fn expired_checkpoints_leave_no_files_behind() {
     let answer = checkpoints(&cluster, &id);
     let failure = answer["latest"]["failed"]["failure"].as_str().unwrap_or_default();
     assert!(failure.contains("expired after 10 ms"), "{answer}");
-    let on_disk = checkpoint_dirs(&job_dir(&cluster, &id));
-    assert!(on_disk.len() <= 3, "aborted checkpoints left files: {on_disk:?}");
+    // The janitor deletes behind the coordinator, so on a loaded machine a few more directories than that may
+    // exist for a moment; what must never happen is a pile that stays. Checkpoints keep expiring meanwhile, so a
+    // broken sweep would never get back down to the one in flight and a couple of late writes.
+    poll_until("the aborted checkpoints' files to be swept", TIMEOUT, || {
+        let on_disk = checkpoint_dirs(&job_dir(&cluster, &id));
+        Ok(if on_disk.len() <= 3 { Progress::Ready(()) } else { Progress::Pending(format!("on disk: {on_disk:?}")) })
+    })
+    .unwrap_or_else(|e| panic!("aborted checkpoints left files: {e:#}"));
     cluster.cancel(&id);
     cluster.wait_for_status(&id, JobStatus::Canceled, TIMEOUT);
     let dir = job_dir(&cluster, &id);
