@@ -76,6 +76,9 @@ pub(crate) struct Context {
     pub task_managers: Arc<dyn TaskManagerClient>,
     /// The REST tokens accepted; `None` when REST authentication is off.
     pub rest_auth: Option<Arc<security::RestAuth>>,
+    /// `--insecure`: with authentication off, requests addressed to any host name are answered (otherwise only
+    /// loopback names, against DNS rebinding).
+    pub rest_insecure: bool,
 }
 
 impl Context {
@@ -135,6 +138,7 @@ impl Context {
             shutdown: CancellationToken::new(),
             task_managers,
             rest_auth: None,
+            rest_insecure: false,
         })
     }
 }
@@ -190,6 +194,7 @@ pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyho
         shutdown: shutdown.clone(),
         task_managers: Arc::new(GrpcTaskManagerClient::new(cluster_credentials.clone(), cluster, tls.clone())),
         rest_auth,
+        rest_insecure: config.rest_auth.insecure,
     });
 
     let (resumed, closed) = job::recovery::resume_unfinished_jobs(&ctx)

@@ -206,6 +206,9 @@ fn with_authentication_off_on_loopback_requests_need_no_token() {
     let url = format!("{}/jobs/submit", cluster.rest_url());
     let plain = cluster.http().post(&url).header(header::CONTENT_TYPE, "text/plain").body(job().to_string());
     assert_eq!(cluster.send_raw(plain).status, 415);
+    // DNS rebinding: a page of another site whose name now resolves to 127.0.0.1 sends its own name as Host.
+    let rebound = cluster.http().get(format!("{}/jobs", cluster.rest_url())).header(header::HOST, "evil.example:8081");
+    assert_eq!(cluster.send_raw(rebound).status, 403);
 }
 
 #[test]

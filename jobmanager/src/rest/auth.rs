@@ -29,6 +29,9 @@ pub(super) enum Refusal {
     ContentType,
     /// A state-changing request from a page of another origin.
     CrossOrigin,
+    /// With authentication off, a request addressed to a name other than loopback (DNS rebinding: a page of
+    /// another site whose name now resolves to 127.0.0.1).
+    Host,
 }
 
 impl Refusal {
@@ -39,6 +42,7 @@ impl Refusal {
             Refusal::Scope => "scope",
             Refusal::ContentType => "content_type",
             Refusal::CrossOrigin => "cross_origin",
+            Refusal::Host => "host",
         }
     }
 
@@ -62,6 +66,10 @@ impl Refusal {
             Refusal::CrossOrigin => {
                 (StatusCode::FORBIDDEN, "a state-changing request from a page of another origin is refused".into())
             }
+            Refusal::Host => (
+                StatusCode::FORBIDDEN,
+                "without authentication this JobManager answers only requests addressed to a loopback name".into(),
+            ),
         };
         let mut response = ApiError::new(status, message).into_response();
         if status == StatusCode::UNAUTHORIZED {
@@ -76,7 +84,13 @@ impl Refusal {
 /// The middleware: passes the request on, or answers the refusal and counts it.
 pub(super) async fn guard(State(ctx): State<Arc<Context>>, request: Request, next: Next) -> Response {
     let needed = needed_scope(request.method(), request.uri().path(), ctx.rest_auth.as_deref());
-    match check(ctx.rest_auth.as_deref(), needed, request.method(), request.headers()) {
+    let host_refused = ctx.rest_auth.is_none() && !ctx.rest_insecure && !is_loopback_host(request.headers());
+    let checked = if host_refused {
+        Err(Refusal::Host)
+    } else {
+        check(ctx.rest_auth.as_deref(), needed, request.method(), request.headers())
+    };
+    match checked {
         Ok(()) => next.run(request).await,
         Err(refusal) => {
             ctx.metrics.requests_refused.with_label_values(&["rest", refusal.reason()]).inc();
@@ -137,6 +151,17 @@ fn same_origin(headers: &HeaderMap) -> bool {
     !authority.is_empty() && authority.eq_ignore_ascii_case(host)
 }
 
+/// Whether the `Host` header names loopback: `localhost`, `127.*` or `[::1]`, with any port.
+fn is_loopback_host(headers: &HeaderMap) -> bool {
+    let Some(Ok(host)) = headers.get(header::HOST).map(|h| h.to_str()) else { return false };
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Whether the request has a body (a non-zero length, or a chunked one).
 fn has_body(headers: &HeaderMap) -> bool {
     let length = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
@@ -170,6 +195,15 @@ mod tests {
         assert_eq!(needed_scope(&Method::POST, "/jobs/submit", None), Some(Scope::Admin));
         assert_eq!(needed_scope(&Method::OPTIONS, "/jobs", None), Some(Scope::Admin));
         assert_eq!(needed_scope(&Method::POST, "/health", None), None, "health answers 405, not 401");
+    }
+
+    #[test]
+    fn only_loopback_names_count_as_loopback_hosts() {
+        let host = |value: &str| is_loopback_host(&headers(&[(header::HOST, value)]));
+        assert!(host("127.0.0.1:8081") && host("localhost:8081") && host("LOCALHOST") && host("[::1]:8081"));
+        assert!(host("127.1.2.3"));
+        assert!(!host("evil.example:8081") && !host("10.0.0.1:8081") && !host("localhost.evil.example"));
+        assert!(!is_loopback_host(&HeaderMap::new()), "no Host header");
     }
 
     #[test]

@@ -243,15 +243,7 @@ async fn two_task_managers_exchange_every_row_in_order_over_one_connection() {
 #[tokio::test]
 async fn a_producer_on_the_task_manager_that_does_not_dial_is_served() {
     let (a, b) = (start("tm-a", config()).await, start("tm-b", config()).await);
-    let channel = key(2, 0, 0, 0);
-    let (gate, partition) = tokio::join!(
-        a.create_input_gate(vec![(channel, peer(&b))]),
-        b.create_result_partition(vec![(channel, peer(&a))], Duration::ZERO)
-    );
-    let (mut gate, partition) = (gate.expect("gate"), partition.expect("partition"));
-    let (produced, rows) = tokio::join!(produce(partition, vec![0], 50, 10), drain(&mut gate));
-    produced.expect("produce");
-    assert_eq!(rows.expect("drain"), vec![expected(0, 50, 10)]);
+    assert_exchange(&b, &a, 2, 50).await;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -886,13 +878,24 @@ async fn only_a_peer_proving_the_cluster_secret_may_open_a_data_channel() {
     }
 
     // Members exchange data as before.
-    let channel = key(9, 0, 0, 0);
+    assert_exchange(&a, &b, 9, 20).await;
+}
+
+/// Sends `batches` batches of 10 rows from `producer` to `consumer` over a channel of execution
+/// `execution_id`, and checks that all of them arrive in order.
+async fn assert_exchange(
+    producer: &NetworkEnvironment,
+    consumer: &NetworkEnvironment,
+    execution_id: u64,
+    batches: i64,
+) {
+    let channel = key(execution_id, 0, 0, 0);
     let (gate, partition) = tokio::join!(
-        b.create_input_gate(vec![(channel, peer(&a))]),
-        a.create_result_partition(vec![(channel, peer(&b))], Duration::ZERO)
+        consumer.create_input_gate(vec![(channel, peer(producer))]),
+        producer.create_result_partition(vec![(channel, peer(consumer))], Duration::ZERO)
     );
     let (mut gate, partition) = (gate.expect("gate"), partition.expect("partition"));
-    let (produced, rows) = tokio::join!(produce(partition, vec![0], 20, 10), drain(&mut gate));
+    let (produced, rows) = tokio::join!(produce(partition, vec![0], batches, 10), drain(&mut gate));
     produced.expect("produce");
-    assert_eq!(rows.expect("drain"), vec![expected(0, 20, 10)]);
+    assert_eq!(rows.expect("drain"), vec![expected(0, batches, 10)]);
 }
