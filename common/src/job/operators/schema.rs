@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType as ArrowType, Field as ArrowField, Schema, SchemaRef, TimeUnit};
 
+use crate::job::bounds::check_name_length;
 use crate::job::hint;
 use crate::keygroup::is_hashable_key_type;
 use crate::proto::{self, DataType, Edge, Partitioning};
@@ -80,6 +81,8 @@ pub(crate) fn unique_names<'a>(names: impl Iterator<Item = &'a str>, what: &str,
     for name in names {
         if name.is_empty() {
             report(format!("a {what} has no name"));
+        } else if let Some(problem) = check_name_length(&format!("{what} name"), name) {
+            report(problem);
         } else if !seen.insert(name) {
             report(format!("duplicate {what} name '{name}'"));
         }
