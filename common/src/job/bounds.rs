@@ -20,6 +20,11 @@ pub const EDGES_MAX: usize = 4 * VERTICES_MAX;
 /// in every log line, metric label and error message about the vertex; 256 bytes is a sentence.
 pub const NAME_BYTES_MAX: usize = 256;
 
+/// The most columns a list in a job file may name: a declared schema, a select's columns, a datagen's
+/// columns, an operator's keys. Problems about a column list the input's columns, so this also bounds the
+/// length of every such message.
+pub const COLUMNS_MAX: usize = 1_000;
+
 /// The longest SQL expression (a select column, a filter predicate, an aggregate argument, a reduce
 /// expression), in bytes. A hand-written expression is a line or two; 16 KiB leaves room for a long CASE.
 pub const EXPRESSION_BYTES_MAX: usize = 16 * 1024;

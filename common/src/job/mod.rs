@@ -27,6 +27,10 @@ pub use operators::{
 };
 pub use validate::{validate, ValidatedJob, WATERMARK_INTERVAL_MS_DEFAULT};
 
+/// The most problems one [`JobError`] lists. A user fixes a job file from the first problems; a file with
+/// thousands of broken edges must not produce an answer of megabytes.
+pub const PROBLEMS_REPORTED_MAX: usize = 200;
+
 /// Everything wrong with a job file or graph. Displayed as one problem per line; each names the vertex,
 /// edge or field concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,9 +39,15 @@ pub struct JobError {
 }
 
 impl JobError {
-    /// An error made of these problems (at least one).
-    pub fn new(problems: Vec<String>) -> Self {
+    /// An error made of these problems (at least one), of which the first [`PROBLEMS_REPORTED_MAX`] are
+    /// kept, followed by a line counting the rest.
+    pub fn new(mut problems: Vec<String>) -> Self {
         debug_assert!(!problems.is_empty(), "a JobError needs at least one problem");
+        if problems.len() > PROBLEMS_REPORTED_MAX {
+            let more = problems.len() - PROBLEMS_REPORTED_MAX;
+            problems.truncate(PROBLEMS_REPORTED_MAX);
+            problems.push(format!("... and {more} more problems, not shown"));
+        }
         Self { problems }
     }
 
@@ -61,8 +71,8 @@ impl std::error::Error for JobError {}
 pub const DID_YOU_MEAN_CHARS_MAX: usize = 64;
 
 /// The most candidates [`did_you_mean`] compares a word with (the first ones given). With
-/// [`DID_YOU_MEAN_CHARS_MAX`] this bounds one suggestion to about 4 million steps, a few milliseconds.
-pub const DID_YOU_MEAN_CANDIDATES_MAX: usize = 1_000;
+/// [`DID_YOU_MEAN_CHARS_MAX`] this bounds one suggestion to about 800,000 steps, a millisecond or so.
+pub const DID_YOU_MEAN_CANDIDATES_MAX: usize = 200;
 
 /// The candidate closest to `word` by edit distance, if it is close enough to be a plausible typo. Words
 /// and candidates longer than [`DID_YOU_MEAN_CHARS_MAX`] are not compared, and only the first
@@ -100,8 +110,29 @@ fn edit_distance(a: &str, b: &str) -> usize {
     previous[b.len()]
 }
 
-/// ` (did you mean 'x'?)` or the empty string.
+/// The most suggestions one parse or one validation computes. A job file can name thousands of unknown
+/// vertices or columns, each costing a [`did_you_mean`]; after this many, problems come without a
+/// suggestion (a user fixes the first ones first anyway).
+pub const SUGGESTIONS_PER_JOB_MAX: usize = 50;
+
+thread_local! {
+    /// How many suggestions [`hint`] may still compute on this thread. Parsing and validation each run on
+    /// one thread from start to end and call [`reset_suggestion_budget`] first, so this counts per job.
+    static SUGGESTIONS_LEFT: std::cell::Cell<usize> = const { std::cell::Cell::new(SUGGESTIONS_PER_JOB_MAX) };
+}
+
+/// Gives this thread a fresh [`SUGGESTIONS_PER_JOB_MAX`]; called as parsing and validation begin.
+pub(crate) fn reset_suggestion_budget() {
+    SUGGESTIONS_LEFT.set(SUGGESTIONS_PER_JOB_MAX);
+}
+
+/// ` (did you mean 'x'?)` or the empty string (always, once this job's suggestion budget is spent).
 pub(crate) fn hint(word: &str, candidates: &[&str]) -> String {
+    let left = SUGGESTIONS_LEFT.get();
+    if left == 0 {
+        return String::new();
+    }
+    SUGGESTIONS_LEFT.set(left - 1);
     did_you_mean(word, candidates.iter().copied()).map(|c| format!(" (did you mean '{c}'?)")).unwrap_or_default()
 }
 

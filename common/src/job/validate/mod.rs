@@ -149,6 +149,7 @@ impl ValidatedJob {
 
 /// Validates `graph`, reporting every problem found.
 pub fn validate(mut graph: JobGraph) -> Result<ValidatedJob, JobError> {
+    super::reset_suggestion_budget();
     let mut problems = Vec::new();
     let config = normalize_config(graph.config.take().unwrap_or_default(), &mut problems);
     let max_parallelism = config.max_parallelism.unwrap_or(MAX_PARALLELISM_DEFAULT);
@@ -358,6 +359,25 @@ mod tests {
             text.contains("vertex 'sink' (print_sink): max_rows_per_batch is 1001; the most allowed is 1000"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn suggestions_stop_after_the_budget_of_one_job() {
+        let edges: Vec<String> = (0..60).map(|_| r#"{"from": "a", "to": "bb"}"#.to_string()).collect();
+        let job = format!(
+            r#"{{"vertices": [
+                {{"id": "a", "parallelism": 1, "datagen": {{"columns": [{{"name": "x", "sequence": {{}}}}]}}}},
+                {{"id": "b", "parallelism": 1, "print_sink": {{}}}}],
+               "edges": [{}]}}"#,
+            edges.join(", ")
+        );
+        let found = problems_of(&job);
+        let suggested = found.iter().filter(|p| p.contains("did you mean 'b'")).count();
+        assert_eq!(suggested, crate::job::SUGGESTIONS_PER_JOB_MAX, "{found:?}");
+        assert_eq!(found.iter().filter(|p| p.contains("names unknown vertex 'bb'")).count(), 60);
+        // A second job on the same thread gets a fresh budget.
+        let again = problems_of(&job);
+        assert_eq!(again.iter().filter(|p| p.contains("did you mean 'b'")).count(), suggested);
     }
 
     #[test]
