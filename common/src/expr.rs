@@ -119,8 +119,8 @@ impl CompiledExpr {
 /// Refuses an expression over [`EXPRESSION_BYTES_MAX`], [`EXPRESSION_TOKENS_MAX`] or
 /// [`EXPRESSION_NESTING_MAX`], before DataFusion sees it: DataFusion recurses once per level of the syntax
 /// tree, and a tree is never deeper than the expression has tokens. The scan is one linear pass that only
-/// tells tokens apart roughly (a run of operator characters is one token, a quoted string or identifier is
-/// one token); it can only over-count relative to SQL's own tokenizer, never under-count depth.
+/// tells tokens apart roughly (a quoted string or identifier is one token, an operator one or two
+/// characters); it can only over-count relative to SQL's own tokenizer, never under-count depth.
 fn check_size(sql: &str) -> Result<(), String> {
     if sql.len() > EXPRESSION_BYTES_MAX {
         return Err(format!("the expression is {} bytes long; the most allowed is {EXPRESSION_BYTES_MAX}", sql.len()));
@@ -152,7 +152,13 @@ fn check_size(sql: &str) -> Result<(), String> {
             c if c.is_alphanumeric() || c == '_' || c == '.' || c == '$' => {
                 while chars.next_if(|d| d.is_alphanumeric() || *d == '_' || *d == '.' || *d == '$').is_some() {}
             }
-            _ => while chars.next_if(|d| is_operator_char(*d)).is_some() {},
+            // An operator: one character, or two for the operators SQL spells with two (`||`, `<=`, ...).
+            // Each other character counts alone, since `-+-x` nests one unary operator per character.
+            _ => {
+                if chars.peek().is_some_and(|d| TWO_CHARACTER_OPERATORS.contains(&[c, *d])) {
+                    chars.next();
+                }
+            }
         }
     }
     if tokens > EXPRESSION_TOKENS_MAX {
@@ -169,9 +175,9 @@ fn check_size(sql: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn is_operator_char(c: char) -> bool {
-    matches!(c, '|' | '+' | '-' | '*' | '/' | '%' | '=' | '<' | '>' | '!' | '&' | '^' | '~' | ':' | '@' | '#')
-}
+/// The operators SQL spells with two characters, each one token for [`check_size`].
+const TWO_CHARACTER_OPERATORS: [[char; 2]; 8] =
+    [['|', '|'], ['<', '='], ['>', '='], ['<', '>'], ['!', '='], [':', ':'], ['<', '<'], ['>', '>']];
 
 fn first_line(error: &datafusion::error::DataFusionError) -> String {
     let text = error.to_string();
@@ -213,19 +219,23 @@ mod tests {
     fn expressions_over_their_bounds_are_refused_by_name() {
         let compiler = ExprCompiler::new();
         let refused = |sql: &str| compiler.compile(sql, &schema()).err().map(|e| e.to_string()).unwrap_or_default();
-        // 501 terms and 500 operators: 1,001 tokens.
-        let text = refused(&concatenation(501));
-        assert!(text.contains("has 1001 terms") && text.contains("the most allowed is 1000"), "{text}");
+        // 201 terms and 200 operators: 401 tokens.
+        let text = refused(&concatenation(201));
+        assert!(text.contains("has 401 terms") && text.contains("the most allowed is 400"), "{text}");
         assert!(text.len() < 300, "the message must not echo the expression: {text}");
         let text = refused(&concatenation(200_000));
         assert!(text.contains("bytes long; the most allowed is 16384"), "{text}");
-        let nested = format!("{}word{}", "lower(".repeat(65), ")".repeat(65));
+        let nested = format!("{}word{}", "lower(".repeat(33), ")".repeat(33));
         let text = refused(&nested);
-        assert!(text.contains("nests parentheses 65 deep; the most allowed is 64"), "{text}");
+        assert!(text.contains("nests parentheses 33 deep; the most allowed is 32"), "{text}");
         // Quoted text is one token whatever it holds.
-        let quoted = format!("word || '{}'", "a || ".repeat(2_000));
+        let quoted = format!("word || '{}'", "a || ".repeat(1_000));
         assert!(compiler.compile(&quoted, &schema()).is_ok());
         assert!(compiler.compile("word || 'it''s' || \"word\"", &schema()).is_ok());
+        // Each character of a run of unary operators nests one level: each is counted.
+        let unary = format!("{}n", "-+".repeat(201));
+        let text = refused(&unary);
+        assert!(text.contains("has 403 terms"), "{text}");
     }
 
     /// The token bound keeps DataFusion's recursion shallow: the largest expression allowed compiles (and
@@ -234,8 +244,8 @@ mod tests {
     fn expressions_at_the_token_bound_compile_on_a_small_stack() -> Result<(), Box<dyn std::error::Error>> {
         /// A tokio worker's default stack.
         const WORKER_STACK_BYTES: usize = 2 * 1024 * 1024;
-        // 500 terms and 499 operators: 999 tokens, the deepest tree the bound lets through.
-        let sql = concatenation(500);
+        // 200 terms and 199 operators: 399 tokens, the deepest tree the bound lets through.
+        let sql = concatenation(200);
         let compiled = std::thread::Builder::new()
             .stack_size(WORKER_STACK_BYTES)
             .spawn(move || ExprCompiler::new().compile(&sql, &schema()).map(|e| e.data_type))?

@@ -34,15 +34,19 @@ pub const EXPRESSION_BYTES_MAX: usize = 16 * 1024;
 /// DataFusion plans, simplifies, type-coerces and drops an expression by recursing once per level of its
 /// syntax tree, and `a || a || a ...` is a tree as deep as it has terms; with DataFusion's
 /// `recursive_protection` feature off (it is, to keep builds small), a 5,001-term expression overflowed the
-/// 2 MiB stack of a tokio worker and aborted the JobManager. A tree cannot be deeper than the expression
-/// has tokens, so bounding tokens bounds the depth. Measured on a debug build on a 2 MiB thread (the
-/// test `expressions_at_the_token_bound_compile_on_a_small_stack` in `crate::expr` keeps this honest):
-/// 1,000 tokens compile with room to spare; the bound leaves a wide margin below where recursion overflows.
-pub const EXPRESSION_TOKENS_MAX: usize = 1_000;
+/// 2 MiB stack of a tokio worker and aborted the JobManager. A tree cannot be deeper than half its tokens
+/// (every level of `a || b` or `f(x)` costs at least two), so bounding tokens bounds the depth.
+///
+/// Measured (debug build, compiling on a thread with a 2 MiB stack, as tokio's workers and blocking threads
+/// have): `word || ...` of 700 terms compiles, 800 terms overflow the stack. 400 tokens allow at most 200
+/// terms, a margin of 3.5 below the measured limit, which a release build (smaller frames) only widens. The
+/// test `expressions_at_the_token_bound_compile_on_a_small_stack` in `crate::expr` compiles the largest
+/// expression allowed on such a stack.
+pub const EXPRESSION_TOKENS_MAX: usize = 400;
 
 /// The deepest nesting of parentheses in one SQL expression (function calls, sub-expressions). Counted
 /// apart from tokens so the message says what is wrong with `f(f(f(...)))`.
-pub const EXPRESSION_NESTING_MAX: usize = 64;
+pub const EXPRESSION_NESTING_MAX: usize = 32;
 const _: () = assert!(EXPRESSION_NESTING_MAX < EXPRESSION_TOKENS_MAX);
 
 /// The most windows one record may belong to: a sliding window's `size_ms / slide_ms` (rounded up). Each
