@@ -30,6 +30,13 @@ pub fn heartbeat_bounds_fit(interval: Duration, timeout: Duration) -> bool {
     interval.saturating_mul(HEARTBEATS_PER_TIMEOUT_MIN) <= timeout
 }
 
+/// The largest gRPC message the JobManager and the TaskManagers send or accept, in bytes, set explicitly on
+/// every tonic server and client (tonic's default is 4 MiB). A DeployTasks request carries the whole job
+/// graph, so this must sit comfortably above the largest job file the REST API accepts (8 MiB): a graph
+/// that passes submission must also deploy, with room for the chains and placements the request adds. A
+/// message over this bound is refused by tonic with `OutOfRange`, which fails the call, not the process.
+pub const GRPC_MESSAGE_BYTES_MAX: usize = 32 * 1024 * 1024;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,8 @@ use datafusion::common::DFSchema;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 
+use crate::job::bounds::{shown, EXPRESSION_BYTES_MAX, EXPRESSION_NESTING_MAX, EXPRESSION_TOKENS_MAX};
+
 /// A SQL expression compiled against one input schema.
 #[derive(Debug, Clone)]
 pub struct CompiledExpr {
@@ -61,6 +63,7 @@ impl ExprCompiler {
         if sql.trim().is_empty() {
             return Err(ExprError { sql: sql.to_string(), message: "the expression is empty".into() });
         }
+        check_size(sql).map_err(|message| ExprError { sql: shown(sql), message })?;
         let df_schema = DFSchema::try_from(schema.as_ref().clone()).map_err(error)?;
         let logical = self.session.parse_sql_expr(sql, &df_schema).map_err(error)?;
         let physical = self.session.create_physical_expr(logical, &df_schema).map_err(error)?;
@@ -76,6 +79,7 @@ impl ExprCompiler {
         if sql.trim().is_empty() {
             return Err(ExprError { sql: sql.to_string(), message: "the expression is empty".into() });
         }
+        check_size(sql).map_err(|message| ExprError { sql: shown(sql), message })?;
         let a = DFSchema::try_from_qualified_schema("a", schema.as_ref()).map_err(error)?;
         let b = DFSchema::try_from_qualified_schema("b", schema.as_ref()).map_err(error)?;
         let mut df_schema = a;
@@ -112,6 +116,69 @@ impl CompiledExpr {
     }
 }
 
+/// Refuses an expression over [`EXPRESSION_BYTES_MAX`], [`EXPRESSION_TOKENS_MAX`] or
+/// [`EXPRESSION_NESTING_MAX`], before DataFusion sees it: DataFusion recurses once per level of the syntax
+/// tree, and a tree is never deeper than the expression has tokens. The scan is one linear pass that only
+/// tells tokens apart roughly (a quoted string or identifier is one token, an operator one or two
+/// characters); it can only over-count relative to SQL's own tokenizer, never under-count depth.
+fn check_size(sql: &str) -> Result<(), String> {
+    if sql.len() > EXPRESSION_BYTES_MAX {
+        return Err(format!("the expression is {} bytes long; the most allowed is {EXPRESSION_BYTES_MAX}", sql.len()));
+    }
+    let (mut tokens, mut depth, mut depth_max) = (0usize, 0usize, 0usize);
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_whitespace() {
+            continue;
+        }
+        tokens += 1;
+        match c {
+            '(' | '[' => {
+                depth += 1;
+                depth_max = depth_max.max(depth);
+            }
+            ')' | ']' => depth = depth.saturating_sub(1),
+            '\'' | '"' | '`' => {
+                // A quoted literal or identifier, whose quote doubles to escape itself: one token.
+                while let Some(d) = chars.next() {
+                    if d == c && chars.peek() != Some(&c) {
+                        break;
+                    }
+                    if d == c {
+                        chars.next();
+                    }
+                }
+            }
+            c if c.is_alphanumeric() || c == '_' || c == '.' || c == '$' => {
+                while chars.next_if(|d| d.is_alphanumeric() || *d == '_' || *d == '.' || *d == '$').is_some() {}
+            }
+            // An operator: one character, or two for the operators SQL spells with two (`||`, `<=`, ...).
+            // Each other character counts alone, since `-+-x` nests one unary operator per character.
+            _ => {
+                if chars.peek().is_some_and(|d| TWO_CHARACTER_OPERATORS.contains(&[c, *d])) {
+                    chars.next();
+                }
+            }
+        }
+    }
+    if tokens > EXPRESSION_TOKENS_MAX {
+        return Err(format!(
+            "the expression has {tokens} terms (names, literals, operators, parentheses); the most allowed is \
+             {EXPRESSION_TOKENS_MAX}"
+        ));
+    }
+    if depth_max > EXPRESSION_NESTING_MAX {
+        return Err(format!(
+            "the expression nests parentheses {depth_max} deep; the most allowed is {EXPRESSION_NESTING_MAX}"
+        ));
+    }
+    Ok(())
+}
+
+/// The operators SQL spells with two characters, each one token for [`check_size`].
+const TWO_CHARACTER_OPERATORS: [[char; 2]; 8] =
+    [['|', '|'], ['<', '='], ['>', '='], ['<', '>'], ['!', '='], [':', ':'], ['<', '<'], ['>', '>']];
+
 fn first_line(error: &datafusion::error::DataFusionError) -> String {
     let text = error.to_string();
     text.lines().next().unwrap_or_default().to_string()
@@ -141,6 +208,50 @@ mod tests {
         assert_eq!(strings, vec!["hello", "world"]);
         let predicate = compiler.compile("n > 5", &schema())?;
         assert_eq!(predicate.data_type, DataType::Boolean);
+        Ok(())
+    }
+
+    fn concatenation(terms: usize) -> String {
+        vec!["word"; terms].join(" || ")
+    }
+
+    #[test]
+    fn expressions_over_their_bounds_are_refused_by_name() {
+        let compiler = ExprCompiler::new();
+        let refused = |sql: &str| compiler.compile(sql, &schema()).err().map(|e| e.to_string()).unwrap_or_default();
+        // 201 terms and 200 operators: 401 tokens.
+        let text = refused(&concatenation(201));
+        assert!(text.contains("has 401 terms") && text.contains("the most allowed is 400"), "{text}");
+        assert!(text.len() < 300, "the message must not echo the expression: {text}");
+        let text = refused(&concatenation(200_000));
+        assert!(text.contains("bytes long; the most allowed is 16384"), "{text}");
+        let nested = format!("{}word{}", "lower(".repeat(33), ")".repeat(33));
+        let text = refused(&nested);
+        assert!(text.contains("nests parentheses 33 deep; the most allowed is 32"), "{text}");
+        // Quoted text is one token whatever it holds.
+        let quoted = format!("word || '{}'", "a || ".repeat(1_000));
+        assert!(compiler.compile(&quoted, &schema()).is_ok());
+        assert!(compiler.compile("word || 'it''s' || \"word\"", &schema()).is_ok());
+        // Each character of a run of unary operators nests one level: each is counted.
+        let unary = format!("{}n", "-+".repeat(201));
+        let text = refused(&unary);
+        assert!(text.contains("has 403 terms"), "{text}");
+    }
+
+    /// The token bound keeps DataFusion's recursion shallow: the largest expression allowed compiles (and
+    /// is dropped) on a thread with the 2 MiB stack of a tokio worker, in a debug build.
+    #[test]
+    fn expressions_at_the_token_bound_compile_on_a_small_stack() -> Result<(), Box<dyn std::error::Error>> {
+        /// A tokio worker's default stack.
+        const WORKER_STACK_BYTES: usize = 2 * 1024 * 1024;
+        // 200 terms and 199 operators: 399 tokens, the deepest tree the bound lets through.
+        let sql = concatenation(200);
+        let compiled = std::thread::Builder::new()
+            .stack_size(WORKER_STACK_BYTES)
+            .spawn(move || ExprCompiler::new().compile(&sql, &schema()).map(|e| e.data_type))?
+            .join()
+            .map_err(|_| "compiling panicked")?;
+        assert_eq!(compiled?, DataType::Utf8);
         Ok(())
     }
 

@@ -36,6 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use sluice_common::bounds::GRPC_MESSAGE_BYTES_MAX;
 use sluice_common::cluster_auth::ClusterCredentials;
 use sluice_common::ids::JobId;
 use sluice_common::job::ValidatedJob;
@@ -240,24 +241,27 @@ pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyho
             None => tokio::spawn(async move { axum::serve(rest_listener, app).with_graceful_shutdown(stopped).await }),
         }
     };
-    let mut builder = tonic::transport::Server::builder();
+    let mut builder = rpc::limited_server();
     if let Some(tls) = &tls {
         builder = builder.tls_config(tls.tonic_server()).context("TLS on the RPC port")?;
     }
     let rpc = {
         let refused = ctx.metrics.requests_refused.clone();
         let credentials = cluster_credentials.clone();
-        let service = JobManagerServiceServer::with_interceptor(
-            rpc::JobManagerRpc::new(ctx.clone()),
-            move |request: tonic::Request<()>| match credentials.check(request.metadata()) {
-                Ok(()) => Ok(request),
-                Err(refusal) => {
-                    refused.with_label_values(&["rpc", refusal.reason()]).inc();
-                    Err(refusal.status())
+        let service = JobManagerServiceServer::new(rpc::JobManagerRpc::new(ctx.clone()))
+            .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
+        let service =
+            tonic::service::interceptor::InterceptedService::new(service, move |request: tonic::Request<()>| {
+                match credentials.check(request.metadata()) {
+                    Ok(()) => Ok(request),
+                    Err(refusal) => {
+                        refused.with_label_values(&["rpc", refusal.reason()]).inc();
+                        Err(refusal.status())
+                    }
                 }
-            },
-        );
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(rpc_listener);
+            });
+        let incoming = rpc::incoming(rpc_listener);
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             builder

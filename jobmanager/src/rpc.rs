@@ -22,6 +22,42 @@ use crate::deployment::TaskKey;
 use crate::job::{JobEvent, JobShared, REPORT_FORWARD_TIMEOUT};
 use crate::Context;
 
+/// The longest one RPC from a TaskManager may take. Handlers only update the registry or hand a report to
+/// a job's actor (waiting at most [`REPORT_FORWARD_TIMEOUT`]), so anything longer is a stuck connection.
+pub(crate) const RPC_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const _: () = assert!(RPC_REQUEST_TIMEOUT.as_secs() > 2 * REPORT_FORWARD_TIMEOUT.as_secs());
+
+/// The most RPCs one connection may have in progress at once. A TaskManager sends a heartbeat and a few
+/// reports at a time; a connection asking for more waits (HTTP/2 flow control), it is not served unboundedly.
+pub(crate) const RPC_CONCURRENCY_PER_CONNECTION_MAX: usize = 64;
+
+/// Idle time before the kernel probes an RPC connection (TCP keepalive): a TaskManager host that vanished
+/// without closing its sockets is noticed and its connection freed.
+pub(crate) const RPC_TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// How often the RPC server pings an HTTP/2 connection, and how long it waits for the answer before it
+/// closes the connection: a peer that stopped answering does not hold its connection forever.
+pub(crate) const RPC_HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// See [`RPC_HTTP2_KEEPALIVE_INTERVAL`].
+pub(crate) const RPC_HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The RPC server with every limit of this module set (message sizes are set on the service).
+pub(crate) fn limited_server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .timeout(RPC_REQUEST_TIMEOUT)
+        .concurrency_limit_per_connection(RPC_CONCURRENCY_PER_CONNECTION_MAX)
+        .http2_keepalive_interval(Some(RPC_HTTP2_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(RPC_HTTP2_KEEPALIVE_TIMEOUT))
+}
+
+/// The accepted RPC connections of `listener`, with TCP keepalive ([`RPC_TCP_KEEPALIVE`]) and no Nagle delay.
+/// (The server's own `tcp_keepalive` is ignored for connections it did not accept itself.)
+pub(crate) fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener)
+        .with_keepalive(Some(RPC_TCP_KEEPALIVE))
+        .with_nodelay(Some(true))
+}
+
 /// The most task metrics one heartbeat may carry; a heartbeat with more is refused as malformed (a
 /// TaskManager runs at most a few slots' worth of tasks).
 pub const HEARTBEAT_TASKS_MAX: usize = 65_536;

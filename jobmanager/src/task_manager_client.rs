@@ -19,6 +19,7 @@ use sluice_common::proto::{
 };
 use tonic::transport::{Channel, Endpoint};
 
+use sluice_common::bounds::GRPC_MESSAGE_BYTES_MAX;
 use sluice_common::cluster_auth::{ClusterCredentials, SESSION_METADATA};
 use sluice_common::tls::Tls;
 
@@ -128,7 +129,9 @@ impl GrpcTaskManagerClient {
     /// below, waits for that test to build its back-pressure deterministically.
     async fn channel(&self, address: &str) -> Result<TaskManagerServiceClient<Channel>, TaskManagerCallError> {
         let channel = connect(address, TASK_MANAGER_CONNECT_TIMEOUT, self.tls.as_ref()).await?;
-        Ok(TaskManagerServiceClient::new(channel))
+        Ok(TaskManagerServiceClient::new(channel)
+            .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX))
     }
 
     /// Turns a failed call into its error. With a fresh connection per call, a connection refused is already

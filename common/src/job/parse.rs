@@ -14,6 +14,7 @@ const VERTEX_FIELDS: &[&str] = &["id", "parallelism", "event_time"];
 
 /// Reads a job file. Every problem is reported, each naming where it is.
 pub fn parse_job_file(bytes: &[u8]) -> Result<JobGraph, JobError> {
+    super::reset_suggestion_budget();
     let value: Value = serde_json::from_slice(bytes)
         .map_err(|e| JobError::new(vec![format!("the job file is not valid JSON: {e}")]))?;
     let Value::Object(top) = value else {

@@ -1,5 +1,6 @@
 //! The REST handlers. They read the store and the live job views and write desired state only.
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
@@ -7,10 +8,10 @@ use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use sluice_common::confine::redact_graph;
+use sluice_common::confine::{redact_graph, RefusalReason};
 use sluice_common::ids::JobId;
 use sluice_common::job::JOB_FILE_FIELD;
-use sluice_common::job::{parse_job_file, validate};
+use sluice_common::job::{parse_job_file, validate, ValidatedJob};
 use sluice_common::lifecycle::{CheckpointKind, CheckpointStatus, JobStatus};
 
 use super::views::{ClusterMetrics, JobDetails, JobFacts, JobMetricsView, JobSummary, TaskManagerJson};
@@ -78,20 +79,13 @@ pub(super) async fn submit_job(
         ctx.metrics.submissions.with_label_values(&["rejected"]).inc();
         ApiError::invalid_job(problems)
     };
-    let graph = parse_job_file(&bytes).map_err(|e| rejected(e.problems()))?;
-    // What the job reaches outside itself is checked before anything else, and reported with every
-    // validation problem, so one answer lists all there is to fix.
-    let refusals = ctx.confinement.check_graph(&graph);
-    let validated = validate(graph);
-    if !refusals.is_empty() {
-        ctx.metrics.refused(refusals.iter().map(|r| r.reason));
-        let mut problems: Vec<String> = refusals.into_iter().map(|r| r.problem).collect();
-        if let Err(e) = &validated {
-            problems.extend(e.problems().iter().cloned());
+    let job = match check_job_file(&ctx, bytes).await? {
+        Checked::Valid(job) => *job,
+        Checked::Invalid { problems, refusals } => {
+            ctx.metrics.refused(refusals);
+            return Err(rejected(&problems));
         }
-        return Err(rejected(&problems));
-    }
-    let job = validated.map_err(|e| rejected(e.problems()))?;
+    };
     let restore = match params.savepoint_path {
         Some(path) => match plan_requested_restore(&path, &job, &ctx.confinement).await {
             Ok(planned) => Some(planned),
@@ -106,6 +100,77 @@ pub(super) async fn submit_job(
     let job_id = ctx.start_job(job, restore).await.map_err(|e| ApiError::internal(format!("{e:#}")))?;
     ctx.metrics.submissions.with_label_values(&["accepted"]).inc();
     Ok((StatusCode::OK, Json(json!({ "job_id": job_id.0, "status": JobStatus::Created.as_str() }))).into_response())
+}
+
+/// How long parsing and validating one job file may take before the submission is answered 400. The
+/// bounds of `sluice_common::job::bounds` keep any job file's validation to well under a second; this
+/// deadline is the backstop should a cost have been missed.
+const VALIDATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many job files may be validated at once. Validation is CPU work (DataFusion plans every expression)
+/// on the blocking pool; a few at a time keep the cores for the rest of the JobManager. A submission that
+/// finds every permit taken waits for one within [`VALIDATION_TIMEOUT`].
+const VALIDATIONS_IN_FLIGHT_MAX: usize = 4;
+
+/// The permits for [`VALIDATIONS_IN_FLIGHT_MAX`]. A permit moves into the blocking thread and is released
+/// when that thread ends, not when the request gives up on it: a validation that overran its deadline
+/// still holds its permit, so overrunning validations can never pile up more than this many threads.
+static VALIDATIONS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(VALIDATIONS_IN_FLIGHT_MAX);
+
+/// What [`check_job_file`] concluded.
+enum Checked {
+    /// The job validated.
+    Valid(Box<ValidatedJob>),
+    /// Every problem found, and the reasons of the confinement refusals among them (for the metrics).
+    Invalid { problems: Vec<String>, refusals: Vec<RefusalReason> },
+}
+
+/// Parses, confines and validates a job file off the async workers (on the blocking pool, whose threads
+/// have 2 MiB stacks like the workers; the bounds on expressions keep DataFusion's recursion far from that)
+/// and within [`VALIDATION_TIMEOUT`]. What the job reaches outside itself is reported with every validation
+/// problem, so one answer lists all there is to fix.
+///
+/// On timeout the thread is left to finish on its own (a thread cannot be stopped); it holds one of the
+/// [`VALIDATIONS_IN_FLIGHT_MAX`] permits until it does, and its result is dropped.
+async fn check_job_file(ctx: &Arc<Context>, bytes: Vec<u8>) -> Result<Checked, ApiError> {
+    let timed_out = || {
+        ApiError::invalid_job(&[format!(
+            "the job file took longer than {} s to validate; make it smaller",
+            VALIDATION_TIMEOUT.as_secs()
+        )])
+    };
+    let deadline = tokio::time::Instant::now() + VALIDATION_TIMEOUT;
+    let permit = tokio::time::timeout_at(deadline, VALIDATIONS.acquire())
+        .await
+        .map_err(|_| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too many job files are being validated; retry shortly")
+        })?
+        .map_err(|e| ApiError::internal(format!("the validation semaphore is closed: {e}")))?;
+    let ctx = ctx.clone();
+    let work = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let graph = match parse_job_file(&bytes) {
+            Ok(graph) => graph,
+            Err(e) => return Checked::Invalid { problems: e.problems().to_vec(), refusals: Vec::new() },
+        };
+        let confined = ctx.confinement.check_graph(&graph);
+        match (validate(graph), confined.is_empty()) {
+            (Ok(job), true) => Checked::Valid(Box::new(job)),
+            (validated, _) => {
+                let refusals = confined.iter().map(|r| r.reason).collect();
+                let mut problems: Vec<String> = confined.into_iter().map(|r| r.problem).collect();
+                if let Err(e) = validated {
+                    problems.extend(e.problems().iter().cloned());
+                }
+                Checked::Invalid { problems, refusals }
+            }
+        }
+    });
+    match tokio::time::timeout_at(deadline, work).await {
+        Ok(Ok(checked)) => Ok(checked),
+        Ok(Err(e)) => Err(ApiError::internal(format!("validating the job file failed: {e}"))),
+        Err(_) => Err(timed_out()),
+    }
 }
 
 async fn job_file_from_multipart(request: Request) -> Result<Vec<u8>, ApiError> {
@@ -431,7 +496,7 @@ async fn request_checkpoint(ctx: &Context, job_id: &str, kind: Kind) -> Result<u
 
 /// How long a checkpoint or savepoint request waits for the job to start it (not to complete it): the one
 /// in flight may have to end first.
-const CHECKPOINT_TRIGGER_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+pub(super) const CHECKPOINT_TRIGGER_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// `GET /`: a small page that lists jobs and TaskManagers from the JSON API.
 pub(super) async fn ui() -> Html<&'static str> {

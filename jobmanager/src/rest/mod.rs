@@ -8,6 +8,7 @@
 mod auth;
 mod error;
 mod handlers;
+mod limits;
 mod tls_listener;
 mod views;
 
@@ -26,6 +27,8 @@ use crate::Context;
 /// The largest job submission accepted, in bytes (a job file, JSON or multipart). Job files are small
 /// (kilobytes); a larger body is answered 413 without being read further.
 pub const SUBMIT_BODY_BYTES_MAX: usize = 8 * 1024 * 1024;
+// A job that passes submission must deploy: the DeployTasks request carries its graph (issue 19).
+const _: () = assert!(2 * SUBMIT_BODY_BYTES_MAX <= sluice_common::bounds::GRPC_MESSAGE_BYTES_MAX);
 
 /// The routes of the REST API and the web UI.
 pub(crate) fn router(ctx: Arc<Context>) -> Router {
@@ -47,5 +50,6 @@ pub(crate) fn router(ctx: Arc<Context>) -> Router {
         .route("/cluster/metrics", get(handlers::cluster_metrics))
         .fallback(handlers::not_found)
         .layer(middleware::from_fn_with_state(ctx.clone(), auth::guard))
+        .layer(middleware::from_fn_with_state(limits::in_flight(), limits::limit))
         .with_state(ctx)
 }

@@ -5,6 +5,7 @@ use datafusion::arrow::datatypes::{DataType as ArrowType, Field as ArrowField, S
 
 use super::schema::{check_batch_size, unique_names};
 use super::{OperatorSpec, Role, SchemaInput};
+use crate::job::bounds::DATAGEN_WORDS_PER_VALUE_MAX;
 use crate::proto::{self, generated_column::Generator};
 
 impl OperatorSpec for proto::DatagenSource {
@@ -54,6 +55,15 @@ impl OperatorSpec for proto::DatagenSource {
                             "column '{}': words min_words {} > max_words {}",
                             column.name, g.min_words, g.max_words
                         ));
+                    }
+                    for (field, words) in [("min_words", g.min_words), ("max_words", g.max_words)] {
+                        if words > DATAGEN_WORDS_PER_VALUE_MAX {
+                            report(format!(
+                                "column '{}': words {field} is {words}; the most allowed is \
+                                 {DATAGEN_WORDS_PER_VALUE_MAX}",
+                                column.name
+                            ));
+                        }
                     }
                     if g.vocabulary.iter().any(|w| w.is_empty() || w.contains(char::is_whitespace)) {
                         report(format!(

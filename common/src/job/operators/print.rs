@@ -2,6 +2,7 @@
 use datafusion::arrow::datatypes::SchemaRef;
 
 use super::{OperatorSpec, Role, SchemaInput};
+use crate::job::bounds::PRINT_ROWS_PER_BATCH_MAX;
 use crate::proto;
 
 impl OperatorSpec for proto::PrintSink {
@@ -9,6 +10,9 @@ impl OperatorSpec for proto::PrintSink {
     const ROLE: Role = Role::Sink;
 
     fn output_schema(&self, input: &mut SchemaInput<'_, '_>) -> Option<SchemaRef> {
+        if let Some(rows) = self.max_rows_per_batch.filter(|rows| *rows > PRINT_ROWS_PER_BATCH_MAX) {
+            (input.report)(format!("max_rows_per_batch is {rows}; the most allowed is {PRINT_ROWS_PER_BATCH_MAX}"));
+        }
         Some(input.input.clone())
     }
 }

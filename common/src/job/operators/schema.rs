@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType as ArrowType, Field as ArrowField, Schema, SchemaRef, TimeUnit};
 
+use crate::job::bounds::{check_name_length, COLUMNS_MAX};
 use crate::job::hint;
 use crate::keygroup::is_hashable_key_type;
 use crate::proto::{self, DataType, Edge, Partitioning};
@@ -46,6 +47,10 @@ pub(crate) fn check_keys(
         report("'keys' is missing: the key columns".into());
         return Vec::new();
     }
+    if keys.len() > COLUMNS_MAX {
+        report(format!("'keys' names {} columns; the most allowed is {COLUMNS_MAX}", keys.len()));
+        return Vec::new();
+    }
     let mut fields = Vec::new();
     let names: Vec<&str> = input.fields().iter().map(|f| f.name().as_str()).collect();
     for key in keys {
@@ -77,9 +82,15 @@ pub(crate) fn check_batch_size(batch_size: Option<u32>, report: &mut dyn FnMut(S
 
 pub(crate) fn unique_names<'a>(names: impl Iterator<Item = &'a str>, what: &str, report: &mut dyn FnMut(String)) {
     let mut seen = HashSet::new();
-    for name in names {
+    for (index, name) in names.enumerate() {
+        if index == COLUMNS_MAX {
+            report(format!("more than {COLUMNS_MAX} {what}s; the most allowed is {COLUMNS_MAX}"));
+            return;
+        }
         if name.is_empty() {
             report(format!("a {what} has no name"));
+        } else if let Some(problem) = check_name_length(&format!("{what} name"), name) {
+            report(problem);
         } else if !seen.insert(name) {
             report(format!("duplicate {what} name '{name}'"));
         }

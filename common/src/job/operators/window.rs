@@ -9,6 +9,7 @@ use super::aggregate::{aggregate_field, check_functions};
 use super::schema::{check_keys, unique_names};
 use super::{OperatorSpec, Role, SchemaInput};
 use crate::expr::ExprCompiler;
+use crate::job::bounds::{windows_per_record, WINDOWS_PER_RECORD_MAX};
 use crate::job::hint;
 use crate::proto;
 
@@ -59,6 +60,13 @@ fn window_schema(
             "sliding.slide_ms ({}) is larger than size_ms ({}): records between windows would be lost",
             s.slide_ms, s.size_ms
         )),
+        Some(Assigner::Sliding(s)) if windows_per_record(s.size_ms, s.slide_ms) > WINDOWS_PER_RECORD_MAX => {
+            report(format!(
+                "sliding.size_ms / sliding.slide_ms puts each record in {} windows; the most allowed is \
+                 {WINDOWS_PER_RECORD_MAX} (raise slide_ms or lower size_ms)",
+                windows_per_record(s.size_ms, s.slide_ms)
+            ))
+        }
         Some(Assigner::Session(s)) if s.gap_ms == 0 => report("session.gap_ms must be positive".into()),
         Some(_) => {}
     }

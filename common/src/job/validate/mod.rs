@@ -1,6 +1,8 @@
 //! Validating a job graph as a whole: structure, parameters, and the Arrow schema of every vertex.
 //!
 //! Steps, each adding to one list of problems:
+//! 0. sizes: vertex and edge counts, id and name lengths within [`crate::job::bounds`] (alone: the later
+//!    steps run only on a graph whose sizes are bounded);
 //! 1. vertices: ids unique and non-empty, parallelism in `1..=max_parallelism`, an operator present;
 //! 2. edges: endpoints exist (with a "did you mean"), partitioning fits (HASH has a key, FORWARD joins equal
 //!    parallelisms), no self-loops, no cycles, sources have no inputs, everything else has inputs, only sinks
@@ -27,6 +29,7 @@ use crate::proto::{self, vertex::Operator, Edge, JobConfig, JobGraph, Placement}
 
 mod graph;
 mod schemas;
+mod sizes;
 
 /// How often a source emits its watermark when the job does not say.
 pub const WATERMARK_INTERVAL_MS_DEFAULT: u64 = 200;
@@ -146,11 +149,15 @@ impl ValidatedJob {
 
 /// Validates `graph`, reporting every problem found.
 pub fn validate(mut graph: JobGraph) -> Result<ValidatedJob, JobError> {
+    super::reset_suggestion_budget();
     let mut problems = Vec::new();
     let config = normalize_config(graph.config.take().unwrap_or_default(), &mut problems);
     let max_parallelism = config.max_parallelism.unwrap_or(MAX_PARALLELISM_DEFAULT);
     graph.config = Some(config);
 
+    if !sizes::check_sizes(&graph, &mut problems) {
+        return Err(JobError::new(problems));
+    }
     graph::check_vertices(&graph, max_parallelism, &mut problems);
     graph::resolve_edges(&mut graph, &mut problems);
     let order = if problems.is_empty() { graph::topological_order(&graph, &mut problems) } else { Vec::new() };
@@ -310,6 +317,74 @@ mod tests {
            "edges": [{"from": "src", "to": "sink"}]}"#;
         let text = problems_of(file).join("\n");
         assert!(text.contains("format BYTES is for Kafka record values"), "{text}");
+    }
+
+    #[test]
+    fn operator_settings_over_their_bounds_are_refused_by_name() {
+        let job = |datagen: &str, window: &str, print: &str| {
+            format!(
+                r#"{{"vertices": [
+                {{"id": "src", "parallelism": 1, "datagen": {{"columns": [
+                    {{"name": "w", "words": {datagen}}}, {{"name": "ts", "event_time": {{"step_ms": 1}}}}]}},
+                    "event_time": {{"column": "ts", "monotonous": {{}}}}}},
+                {{"id": "win", "parallelism": 1, "window": {{"keys": ["w"], "sliding": {window},
+                    "aggregates": [{{"function": "count", "name": "n"}}]}}}},
+                {{"id": "sink", "parallelism": 1, "print_sink": {print}}}],
+               "edges": [{{"from": "src", "to": "win", "partitioning": "HASH", "key": ["w"]}},
+                         {{"from": "win", "to": "sink"}}]}}"#
+            )
+        };
+        let ok =
+            job(r#"{"max_words": 1000}"#, r#"{"size_ms": 1000, "slide_ms": 1}"#, r#"{"max_rows_per_batch": 1000}"#);
+        assert_eq!(problems_of(&ok), Vec::<String>::new());
+        let bombs = job(
+            r#"{"min_words": 1001, "max_words": 4000000000}"#,
+            r#"{"size_ms": 1000000000000, "slide_ms": 1}"#,
+            r#"{"max_rows_per_batch": 1001}"#,
+        );
+        let text = problems_of(&bombs).join("\n");
+        assert!(
+            text.contains("vertex 'src' (datagen): column 'w': words min_words is 1001; the most allowed is 1000"),
+            "{text}"
+        );
+        assert!(text.contains("words max_words is 4000000000; the most allowed is 1000"), "{text}");
+        assert!(
+            text.contains(
+                "vertex 'win' (window): sliding.size_ms / sliding.slide_ms puts each record in \
+             1000000000000 windows; the most allowed is 1000"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("vertex 'sink' (print_sink): max_rows_per_batch is 1001; the most allowed is 1000"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn suggestions_stop_after_the_budget_of_one_job() {
+        let edges: Vec<String> = (0..60).map(|_| r#"{"from": "a", "to": "bb"}"#.to_string()).collect();
+        let job = format!(
+            r#"{{"vertices": [
+                {{"id": "a", "parallelism": 1, "datagen": {{"columns": [{{"name": "x", "sequence": {{}}}}]}}}},
+                {{"id": "b", "parallelism": 1, "print_sink": {{}}}}],
+               "edges": [{}]}}"#,
+            edges.join(", ")
+        );
+        let found = problems_of(&job);
+        let suggested = found.iter().filter(|p| p.contains("did you mean 'b'")).count();
+        assert_eq!(suggested, crate::job::SUGGESTIONS_PER_JOB_MAX, "{found:?}");
+        assert_eq!(found.iter().filter(|p| p.contains("names unknown vertex 'bb'")).count(), 60);
+        // A second job on the same thread gets a fresh budget.
+        let again = problems_of(&job);
+        assert_eq!(again.iter().filter(|p| p.contains("did you mean 'b'")).count(), suggested);
+    }
+
+    #[test]
+    fn a_column_name_over_its_bound_is_refused() {
+        let long = "c".repeat(257);
+        let text = problems_of(&WORD_COUNT.replace(r#""name": "n""#, &format!(r#""name": "{long}""#))).join("\n");
+        assert!(text.contains("is 257 bytes long; the most allowed is 256"), "{text}");
     }
 
     #[test]
