@@ -30,6 +30,31 @@ pub fn heartbeat_bounds_fit(interval: Duration, timeout: Duration) -> bool {
     interval.saturating_mul(HEARTBEATS_PER_TIMEOUT_MIN) <= timeout
 }
 
+/// The largest gRPC message a TaskManager's server decodes (a deployment carries the whole job graph) and its
+/// client to the JobManager encodes or decodes. Set explicitly on both, instead of tonic's 4 MiB default, so a
+/// graph the REST API accepted (its submit body limit is 8 MiB of JSON, `SUBMIT_BODY_BYTES_MAX` in the
+/// JobManager, and protobuf encodes the same graph smaller) can always be deployed: twice that body, for
+/// headroom. A bigger message is refused with `OUT_OF_RANGE` before it is buffered.
+pub const RPC_MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// tonic's default limit on a decoded message: what a gRPC server applies that sets none. Heartbeats stay well
+/// under it (see [`HEARTBEAT_METRICS_BYTES_MAX`]), so a JobManager with default limits never refuses one.
+pub const RPC_DEFAULT_DECODING_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// The most task metrics one heartbeat carries. A TaskManager with more tasks sends them in turns (round
+/// robin over its tasks, one share per heartbeat), so every task's metrics still arrive, each a few heartbeats
+/// apart at most. 256 tasks is more than a TaskManager's slots run in practice, so usually one heartbeat
+/// carries everything; the JobManager refuses a heartbeat with more than its own, larger, limit.
+pub const HEARTBEAT_TASK_METRICS_MAX: usize = 256;
+
+/// The most bytes of encoded task metrics one heartbeat carries (vertex ids make a task's metrics as large as
+/// its chain's ids). A share is closed when the next task's metrics would pass this; a single task whose
+/// metrics alone would is sent without its per-vertex counters (its totals still arrive). A quarter of
+/// [`RPC_DEFAULT_DECODING_BYTES_MAX`], so a heartbeat is never refused for its size.
+pub const HEARTBEAT_METRICS_BYTES_MAX: usize = 1024 * 1024;
+const _: () = assert!(HEARTBEAT_METRICS_BYTES_MAX * 4 <= RPC_DEFAULT_DECODING_BYTES_MAX);
+const _: () = assert!(RPC_DEFAULT_DECODING_BYTES_MAX < RPC_MESSAGE_BYTES_MAX);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,8 +23,9 @@ use crate::job::{JobEvent, JobShared, REPORT_FORWARD_TIMEOUT};
 use crate::Context;
 
 /// The most task metrics one heartbeat may carry; a heartbeat with more is refused as malformed (a
-/// TaskManager runs at most a few slots' worth of tasks).
+/// TaskManager sends at most `HEARTBEAT_TASK_METRICS_MAX` per heartbeat, taking turns over its tasks).
 pub const HEARTBEAT_TASKS_MAX: usize = 65_536;
+const _: () = assert!(sluice_common::bounds::HEARTBEAT_TASK_METRICS_MAX <= HEARTBEAT_TASKS_MAX);
 
 /// The JobManager side of `JobManagerService`.
 pub struct JobManagerRpc {
