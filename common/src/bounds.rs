@@ -37,6 +37,24 @@ pub fn heartbeat_bounds_fit(interval: Duration, timeout: Duration) -> bool {
 /// message over this bound is refused by tonic with `OutOfRange`, which fails the call, not the process.
 pub const GRPC_MESSAGE_BYTES_MAX: usize = 32 * 1024 * 1024;
 
+/// tonic's default limit on a decoded message: what a gRPC server applies that sets none. Heartbeats stay well
+/// under it (see [`HEARTBEAT_METRICS_BYTES_MAX`]), so a JobManager with default limits never refuses one.
+pub const RPC_DEFAULT_DECODING_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// The most task metrics one heartbeat carries. A TaskManager with more tasks sends them in turns (round
+/// robin over its tasks, one share per heartbeat), so every task's metrics still arrive, each a few heartbeats
+/// apart at most. 256 tasks is more than a TaskManager's slots run in practice, so usually one heartbeat
+/// carries everything; the JobManager refuses a heartbeat with more than its own, larger, limit.
+pub const HEARTBEAT_TASK_METRICS_MAX: usize = 256;
+
+/// The most bytes of encoded task metrics one heartbeat carries (vertex ids make a task's metrics as large as
+/// its chain's ids). A share is closed when the next task's metrics would pass this; a single task whose
+/// metrics alone would is sent without its per-vertex counters (its totals still arrive). A quarter of
+/// [`RPC_DEFAULT_DECODING_BYTES_MAX`], so a heartbeat is never refused for its size.
+pub const HEARTBEAT_METRICS_BYTES_MAX: usize = 1024 * 1024;
+const _: () = assert!(HEARTBEAT_METRICS_BYTES_MAX * 4 <= RPC_DEFAULT_DECODING_BYTES_MAX);
+const _: () = assert!(RPC_DEFAULT_DECODING_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -59,8 +59,9 @@ pub(crate) fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::s
 }
 
 /// The most task metrics one heartbeat may carry; a heartbeat with more is refused as malformed (a
-/// TaskManager runs at most a few slots' worth of tasks).
+/// TaskManager sends at most `HEARTBEAT_TASK_METRICS_MAX` per heartbeat, taking turns over its tasks).
 pub const HEARTBEAT_TASKS_MAX: usize = 65_536;
+const _: () = assert!(sluice_common::bounds::HEARTBEAT_TASK_METRICS_MAX <= HEARTBEAT_TASKS_MAX);
 
 /// The JobManager side of `JobManagerService`.
 pub struct JobManagerRpc {

@@ -5,9 +5,11 @@
 //! through its handle.
 //!
 //! Registration retries forever with capped exponential backoff, so a TaskManager may start before its
-//! JobManager. A heartbeat that fails, or that the JobManager answers with `registered = false` (it
-//! restarted, or declared us lost), sends the TaskManager back to registration. Every registration
-//! starts a new incarnation in the JobManager's eyes, so the tasks of the previous one are cancelled.
+//! JobManager. A heartbeat the JobManager answers with `registered = false` (it restarted, or declared us
+//! lost) sends the TaskManager back to registration; a heartbeat that fails (transport error, timeout,
+//! refusal) is retried, and sends it back only once none was answered for the heartbeat timeout (see
+//! [`crate::heartbeat`]). Every registration starts a new incarnation in the JobManager's eyes, so the
+//! tasks of the previous one are cancelled.
 //!
 //! Attempt fencing: the TaskManager remembers the newest attempt it saw per job and refuses deployments of
 //! older ones; a task's reports carry its attempt and the JobManager refuses stale ones.
@@ -15,15 +17,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sluice_common::bounds::CHECKPOINT_COMMIT_WAIT_MAX;
+use sluice_common::bounds::{CHECKPOINT_COMMIT_WAIT_MAX, GRPC_MESSAGE_BYTES_MAX, HEARTBEAT_TIMEOUT_DEFAULT};
 use sluice_common::cluster_auth::{ClusterCredentials, SESSION_METADATA};
 use sluice_common::job::validate;
 use sluice_common::proto::job_manager_service_client::JobManagerServiceClient;
 use sluice_common::proto::task_manager_service_server::TaskManagerService;
 use sluice_common::proto::{
     CancelTasksRequest, CancelTasksResponse, DeployTasksRequest, DeployTasksResponse, HeartbeatRequest,
-    NotifyCheckpointCompleteRequest, NotifyCheckpointCompleteResponse, RegisterTaskManagerRequest, TaskMetrics,
-    TaskRef, TaskState, TaskStateReport, TriggerCheckpointRequest, TriggerCheckpointResponse,
+    NotifyCheckpointCompleteRequest, NotifyCheckpointCompleteResponse, RegisterTaskManagerRequest,
+    RegisterTaskManagerResponse, TaskMetrics, TaskRef, TaskState, TaskStateReport, TriggerCheckpointRequest,
+    TriggerCheckpointResponse,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +34,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
 use crate::checkpoint::{CheckpointCommand, CheckpointOutcome, CheckpointReporter, CHECKPOINT_COMMANDS_MAX};
+use crate::heartbeat::{Liveness, MetricsRotation, NextStep, HEARTBEAT_METRICS_BYTES_MAX, HEARTBEAT_TASK_METRICS_MAX};
 use crate::metrics::{Metrics, TaskCounters};
 use crate::network::NetworkEnvironment;
 use crate::operators::native::OperatorRegistry;
@@ -114,6 +118,18 @@ struct Executions {
     closing: std::collections::HashSet<u64>,
 }
 
+/// The heartbeat interval and timeout a registration answer gives, raised to sane minimums: the interval to
+/// [`HEARTBEAT_INTERVAL_MIN`], the timeout to room for the fewest heartbeats a timeout must hold (a JobManager
+/// that sends none, 0, gets the default).
+fn heartbeat_settings(answer: &RegisterTaskManagerResponse) -> (Duration, Duration) {
+    let interval = Duration::from_millis(answer.heartbeat_interval_ms).max(HEARTBEAT_INTERVAL_MIN);
+    let timeout = match answer.heartbeat_timeout_ms {
+        0 => HEARTBEAT_TIMEOUT_DEFAULT,
+        ms => Duration::from_millis(ms),
+    };
+    (interval, timeout.max(interval * sluice_common::bounds::HEARTBEATS_PER_TIMEOUT_MIN))
+}
+
 fn task_key(task: &TaskRef) -> String {
     format!("{}/{}/{}/{}", task.job_id, task.attempt, task.chain, task.subtask)
 }
@@ -149,7 +165,9 @@ impl TaskManager {
         if let Some(tls) = &tls {
             endpoint = endpoint.tls_config(tls.tonic_client(jobmanager_address))?;
         }
-        let jobmanager = JobManagerServiceClient::new(endpoint.connect_lazy());
+        let jobmanager = JobManagerServiceClient::new(endpoint.connect_lazy())
+            .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+            .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX);
         Ok(Arc::new(Self {
             id,
             slots,
@@ -233,10 +251,10 @@ impl TaskManager {
             match self.jobmanager.clone().register_task_manager(self.to_jobmanager(request)).await {
                 Ok(response) => {
                     backoff = REGISTER_BACKOFF_MIN;
-                    let interval =
-                        Duration::from_millis(response.get_ref().heartbeat_interval_ms).max(HEARTBEAT_INTERVAL_MIN);
-                    tracing::info!(task_manager = %self.id, interval_ms = interval.as_millis() as u64, "registered with the JobManager");
-                    if !self.heartbeat_until_lost(interval, &shutdown).await {
+                    let (interval, timeout) = heartbeat_settings(response.get_ref());
+                    tracing::info!(task_manager = %self.id, interval_ms = interval.as_millis() as u64,
+                        timeout_ms = timeout.as_millis() as u64, "registered with the JobManager");
+                    if !self.heartbeat_until_lost(interval, timeout, &shutdown).await {
                         return;
                     }
                 }
@@ -252,40 +270,62 @@ impl TaskManager {
         }
     }
 
-    /// Heartbeats every `interval`. Returns true when registration must be renewed, false on shutdown.
-    async fn heartbeat_until_lost(&self, interval: Duration, shutdown: &CancellationToken) -> bool {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    /// Heartbeats every `interval`. Returns true when registration must be renewed (the caller cancels the
+    /// tasks then), false on shutdown. A failed heartbeat is retried and keeps the tasks, until none was
+    /// answered for `timeout` (see [`Liveness`]).
+    async fn heartbeat_until_lost(&self, interval: Duration, timeout: Duration, shutdown: &CancellationToken) -> bool {
+        let mut liveness = Liveness::new(interval, timeout, tokio::time::Instant::now());
+        let mut rotation = MetricsRotation::default();
+        let call_timeout = liveness.call_timeout(RPC_TIMEOUT);
+        let mut pause = Duration::ZERO;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return false,
-                _ = ticker.tick() => {}
+                _ = tokio::time::sleep(pause) => {}
             }
-            let request = HeartbeatRequest { task_manager_id: self.id.clone(), tasks: self.task_metrics() };
-            match self.jobmanager.clone().heartbeat(self.to_jobmanager(request)).await {
-                Ok(response) if response.get_ref().registered => {}
-                Ok(_) => {
-                    // The JobManager declared us lost (we were frozen or cut off for longer than the
-                    // heartbeat timeout) or restarted: its jobs have moved on without our tasks, which must
-                    // not write anything more. They are cancelled at once, before registering again.
+            let tasks =
+                rotation.next_share(self.task_metrics(), HEARTBEAT_TASK_METRICS_MAX, HEARTBEAT_METRICS_BYTES_MAX);
+            let request = HeartbeatRequest { task_manager_id: self.id.clone(), tasks };
+            let mut client = self.jobmanager.clone();
+            let call = client.heartbeat(self.to_jobmanager(request));
+            let answer = match tokio::time::timeout(call_timeout, call).await {
+                Ok(answer) => answer,
+                Err(_) => Err(Status::deadline_exceeded(format!("no answer within {call_timeout:?}"))),
+            };
+            let now = tokio::time::Instant::now();
+            let step = match answer {
+                Ok(response) => liveness.answered(response.get_ref().registered, now),
+                Err(status) => {
+                    let step = liveness.failed(now);
+                    if let NextStep::Beat(retry_in) = step {
+                        tracing::warn!(error = %status.message(), code = ?status.code(),
+                            retry_in_ms = retry_in.as_millis() as u64, "heartbeat failed; keeping the tasks and retrying");
+                    }
+                    step
+                }
+            };
+            match step {
+                NextStep::Beat(next) => pause = next,
+                NextStep::Register => {
+                    // The JobManager does not know us (we were frozen or cut off for longer than the heartbeat
+                    // timeout, or it restarted), or has not heard from us for that long: its jobs have moved
+                    // on without our tasks, which must not write anything more. They are cancelled at once,
+                    // before registering again.
                     let cancelled = self.cancel_all();
                     tracing::warn!(
                         tasks_cancelled = cancelled,
-                        "the JobManager does not know this TaskManager; registering again"
+                        "the JobManager does not know this TaskManager, or has not answered a heartbeat for the timeout; registering again"
                     );
-                    return true;
-                }
-                Err(status) => {
-                    tracing::warn!(error = %status.message(), "heartbeat failed; registering again");
                     return true;
                 }
             }
         }
     }
 
-    fn task_metrics(&self) -> Vec<TaskMetrics> {
+    /// Every running task's metrics, with its key (the order heartbeats take turns in).
+    fn task_metrics(&self) -> Vec<(String, TaskMetrics)> {
         let tasks = self.tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        tasks.values().map(|t| t.counters.snapshot()).collect()
+        tasks.iter().map(|(key, t)| (key.clone(), t.counters.snapshot())).collect()
     }
 
     async fn report(&self, task: &TaskRef, state: TaskState, error: String, metrics: Option<TaskMetrics>) {

@@ -4,6 +4,8 @@
 //!
 //! ## Layout
 //! - [`control`]: registration, heartbeats, and the deploy/cancel RPCs (on a small control runtime).
+//! - [`heartbeat`]: what a heartbeat carries (a bounded share of task metrics, in turns) and what its answer
+//!   or failure means (only "unknown TaskManager" or a whole timeout of silence cancels the tasks).
 //! - [`task`]: one subtask of one chain: its channels ([`task::plan`]), its loop, barrier alignment
 //!   ([`task::alignment`]), snapshots and restore, timers, time accounting, output routing.
 //! - [`factory`]: builds the connector or operator of a vertex; the only module that knows them all.
@@ -25,7 +27,7 @@
 //! each other:
 //!
 //! ```text
-//!   control                                   registration, RPCs
+//!   control   heartbeat                       registration, RPCs, what a heartbeat carries
 //!   task                                      the task loop
 //!   factory                                   vertex → implementation
 //!   connectors   operators (native/ …)        implementations
@@ -50,6 +52,7 @@ pub mod config;
 pub mod connectors;
 pub mod control;
 pub mod factory;
+pub mod heartbeat;
 pub mod metrics;
 pub mod network;
 pub mod operator_api;
@@ -246,8 +249,13 @@ pub async fn run_with_registry(
         server = server.tls_config(tls.tonic_server()).context("TLS on the RPC port")?;
     }
     server
-        .add_service(sluice_common::proto::task_manager_service_server::TaskManagerServiceServer::with_interceptor(
-            TaskManagerRpc(task_manager),
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            // Explicit limits, not tonic's 4 MiB default: a deployment carries the whole job graph.
+            sluice_common::proto::task_manager_service_server::TaskManagerServiceServer::new(TaskManagerRpc(
+                task_manager,
+            ))
+            .max_decoding_message_size(sluice_common::bounds::GRPC_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(sluice_common::bounds::GRPC_MESSAGE_BYTES_MAX),
             move |request| gate.check_call(request),
         ))
         .serve_with_incoming_shutdown(tokio_stream_listener(rpc_listener), rpc_shutdown.cancelled_owned())

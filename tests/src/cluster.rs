@@ -228,6 +228,22 @@ impl Cluster {
         self.job_manager.pid()
     }
 
+    /// Freezes the JobManager with SIGSTOP: its sockets stay open but nothing answers, as in a long pause.
+    pub fn freeze_job_manager(&mut self) {
+        signal(self.job_manager_pid(), "STOP");
+    }
+
+    /// Lets a frozen JobManager go on with SIGCONT.
+    pub fn thaw_job_manager(&mut self) {
+        signal(self.job_manager_pid(), "CONT");
+    }
+
+    /// The text of TaskManager `index`'s log so far.
+    pub fn task_manager_log(&self, index: usize) -> String {
+        let path = self.task_manager(index).process.log_path();
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+    }
+
     /// How many TaskManagers were started (killed ones included).
     pub fn task_manager_count(&self) -> usize {
         self.task_managers.len()
@@ -281,13 +297,8 @@ impl Cluster {
         self.signal_task_manager(index, "CONT");
     }
 
-    fn signal_task_manager(&mut self, index: usize, signal: &str) {
-        let pid = self.task_manager_pid(index).to_string();
-        let status = std::process::Command::new("kill")
-            .args([format!("-{signal}").as_str(), pid.as_str()])
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run kill -{signal} {pid}: {e}"));
-        assert!(status.success(), "kill -{signal} {pid} failed: {status}");
+    fn signal_task_manager(&mut self, index: usize, name: &str) {
+        signal(self.task_manager_pid(index), name);
     }
 
     /// Starts TaskManager `index` again with the same id and directory (killing it first if it still runs),
@@ -702,4 +713,14 @@ fn into_http_response(response: reqwest::blocking::Response) -> HttpResponse {
     let text = response.text().unwrap_or_else(|e| format!("(cannot read the body: {e})"));
     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
     HttpResponse { status, body }
+}
+
+/// Sends the signal `name` (`STOP`, `CONT`) to the process `pid`, one the cluster started.
+fn signal(pid: u32, name: &str) {
+    let pid = pid.to_string();
+    let status = std::process::Command::new("kill")
+        .args([format!("-{name}").as_str(), pid.as_str()])
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run kill -{name} {pid}: {e}"));
+    assert!(status.success(), "kill -{name} {pid} failed: {status}");
 }

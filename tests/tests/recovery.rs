@@ -269,3 +269,67 @@ fn a_restarted_jobmanager_resumes_its_jobs_from_their_latest_checkpoints() {
     let (all, _) = committed(&sink);
     assert_exactly(&all, &expected);
 }
+
+/// The longest a TaskManager's heartbeat to a frozen JobManager takes to fail: the heartbeat call's own
+/// deadline (half the cluster's 10 s heartbeat timeout, at most the 5 s RPC timeout), plus room for a loaded
+/// machine. It stays under the heartbeat timeout, so the JobManager never declares anyone lost meanwhile.
+const HEARTBEAT_FAILURE_BOUND: Duration = Duration::from_secs(8);
+
+/// Issue 19: a failed heartbeat keeps the tasks. Before, a heartbeat that failed (a JobManager that paused, a
+/// refused heartbeat) made the TaskManager cancel all its tasks and register anew, which restarted (or with
+/// no restart strategy, failed) every job on it.
+///
+/// Method: a job without checkpoints or restarts runs; the JobManager is frozen (SIGSTOP) until both
+/// TaskManagers log a failed heartbeat, then thawed. The job is still in its first attempt, RUNNING and
+/// making progress, and no TaskManager registered again.
+#[test]
+fn a_failed_heartbeat_keeps_the_task_managers_tasks() {
+    let mut cluster = Cluster::start(ClusterSpec::default());
+    let mut job = unbounded_job(None);
+    // No checkpoints (a checkpoint timing out in the pause is not what this is about), and no restarts: a
+    // cancelled task would fail the job for good.
+    job["config"] = json!({"restart_strategy": {"strategy": "NO_RESTART"}});
+    let id = cluster.submit_json(&job);
+    cluster.wait_for_status(&id, JobStatus::Running, TIMEOUT);
+    let generated = |cluster: &Cluster| source_records(&cluster.job_metrics(&id));
+    poll_until("the source to emit records", TIMEOUT, || {
+        let n = generated(&cluster);
+        Ok(if n > 0 { Progress::Ready(()) } else { Progress::Pending(format!("{n} records")) })
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+
+    cluster.freeze_job_manager();
+    let failed = poll_until("both TaskManagers' heartbeats to fail", HEARTBEAT_FAILURE_BOUND, || {
+        let logged = (0..2).filter(|&i| cluster.task_manager_log(i).contains("heartbeat failed; keeping the tasks"));
+        let count = logged.count();
+        Ok(if count == 2 { Progress::Ready(()) } else { Progress::Pending(format!("{count} of 2 logged it")) })
+    });
+    cluster.thaw_job_manager();
+    failed.unwrap_or_else(|e| panic!("{e:#}"));
+
+    let before = generated(&cluster);
+    poll_until("the job to make progress after the pause", TIMEOUT, || {
+        let details = cluster.job(&id);
+        anyhow::ensure!(details["status"] == "RUNNING", "the job stopped running: {details}");
+        let n = generated(&cluster);
+        Ok(if n > before { Progress::Ready(()) } else { Progress::Pending(format!("{n} records, {before} before")) })
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let details = cluster.job(&id);
+    assert_eq!(details["attempt"], 1, "{details}");
+    assert_eq!(details["restarts"], 0, "{details}");
+    for index in 0..2 {
+        let log = cluster.task_manager_log(index);
+        assert!(!log.contains("registering again"), "tm-{index} registered again:\n{log}");
+        assert!(!log.contains("cancelled the tasks"), "tm-{index} cancelled its tasks:\n{log}");
+    }
+}
+
+/// Records the `gen` vertex emitted, as `GET /jobs/{id}/metrics` shows them (from the heartbeats).
+fn source_records(metrics: &Value) -> u64 {
+    metrics["vertices"]
+        .as_array()
+        .and_then(|vertices| vertices.iter().find(|v| v["id"] == "gen"))
+        .and_then(|v| v["records_out"].as_u64())
+        .unwrap_or(0)
+}

@@ -10,16 +10,20 @@
 //! At the end of input the operators are finished in chain order (each one's final output flows through
 //! the rest), end-of-partition goes to every consumer, and the task reports FINISHED. Cancellation is
 //! checked at every wait; a cancelled task drops its channels without sending end-of-partition, so
-//! consumers cannot mistake a cancelled producer for a finished one.
+//! consumers cannot mistake a cancelled producer for a finished one. A panic anywhere in the body (operator
+//! code, Arrow on unexpected data) is caught ([`panics`]) and ends the task as FAILED with the panic's message
+//! and location, cleaned up as any failed task: unwinding drops the chain, its gates and partitions.
 //!
 //! Layout: `run` the loop; `build` setting a task up; [`alignment`] when a checkpoint's barriers are
 //! aligned (pure: no I/O, unit-tested); `snapshot` taking the task's part of a checkpoint; `restore` loading
 //! it back; `timers` watermarks and processing-time timers; `accounting` busy, back-pressured and idle time;
-//! [`output`] routing to result partitions; [`plan`] the channels of a subtask.
+//! [`output`] routing to result partitions; [`plan`] the channels of a subtask; [`panics`] catching a
+//! panic of the body.
 mod accounting;
 pub mod alignment;
 mod build;
 pub mod output;
+pub mod panics;
 pub mod plan;
 mod restore;
 mod run;
@@ -56,6 +60,9 @@ pub enum TaskError {
     Network(#[from] NetworkError),
     #[error("cancelled")]
     Cancelled,
+    /// The task's body panicked: a bug (in an operator, or data it did not expect), reported as a failure.
+    #[error("{0}")]
+    Panicked(panics::Panic),
 }
 
 impl From<OperatorError> for TaskError {
@@ -121,19 +128,19 @@ impl Task {
         let Task { job, plan, counters, cancel, state, registry, checkpoints } = self;
         let token = cancel.clone();
         let (writers, mut writers_done) = snapshot::WriterGuard::new();
-        let work = async {
+        let work = panics::catch(async {
             let mut runner =
                 Runner::build(&job, &plan, &network, &counters, cancel, &state, &registry, checkpoints, writers)
                     .await?;
             on_running();
             runner.run(&counters).await
-        };
+        });
         // Cancellation wins wherever the task waits (a full output queue, a peer connection): dropping the
         // work future drops its partitions and gates, which is all the cleanup a cancelled task needs...
         let result = tokio::select! {
             biased;
             _ = token.cancelled() => Err(TaskError::Cancelled),
-            result = work => result,
+            result = work => result.unwrap_or_else(|panic| Err(TaskError::Panicked(panic))),
         };
         // ...except a snapshot write under way: the task's end is reported once its writers are done.
         if tokio::time::timeout(snapshot::SNAPSHOT_WRITERS_DRAIN_MAX, writers_done.recv()).await.is_err() {
