@@ -46,6 +46,20 @@ pub const MAX_SENDER_CHANNELS: usize = 1 << 20;
 /// First pause of the accept loop after an accept error (e.g. out of file descriptors), and the reset value
 /// after a success; it doubles on each further error up to [`ACCEPT_ERROR_BACKOFF_MAX`], so a persistent
 /// error does not spin. A millisecond: a transient error (a peer resetting mid-accept) costs almost nothing.
+/// At most one WARN line about refused data connections per this interval; the others go to DEBUG, and all are
+/// counted (`connections_refused`, exported as `sluice_requests_refused_total{transport="data"}`), so a stranger
+/// cannot flood the log.
+pub const REFUSED_WARN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Whether a refusal seen at `now` may be logged at WARN, given when the last one was; records it if so.
+fn may_warn(last: &mut Option<Instant>, now: Instant) -> bool {
+    if last.is_some_and(|last| now.duration_since(last) < REFUSED_WARN_INTERVAL) {
+        return false;
+    }
+    *last = Some(now);
+    true
+}
+
 const ACCEPT_ERROR_BACKOFF_MIN: Duration = Duration::from_millis(1);
 /// Longest pause of the accept loop after an accept error; see [`ACCEPT_ERROR_BACKOFF_MIN`]. A second keeps
 /// the data port answering soon after descriptors free up.
@@ -128,6 +142,8 @@ pub(crate) struct Shared {
     next_connection_id: AtomicU64,
     /// What a hello proves membership of the cluster with.
     credentials: Arc<ClusterCredentials>,
+    /// When a refused connection was last logged at WARN (see [`REFUSED_WARN_INTERVAL`]).
+    refusal_warned_at: std::sync::Mutex<Option<Instant>>,
     /// TLS on every data connection, if on.
     tls: Option<Tls>,
     /// Cancelled when the environment is dropped: stops the accept loop and every connection.
@@ -352,6 +368,7 @@ impl NetworkEnvironment {
             counters: Counters::default(),
             next_connection_id: AtomicU64::new(1),
             credentials,
+            refusal_warned_at: std::sync::Mutex::new(None),
             tls,
             shutdown: CancellationToken::new(),
         });
@@ -532,10 +549,31 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                     shared.install(&peer_id, framed);
                 }
                 Err(reason) => {
-                    shared.counters.connections_refused.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%address, reason, "refused a data connection");
+                    let refused = shared.counters.connections_refused.fetch_add(1, Ordering::Relaxed) + 1;
+                    if may_warn(&mut lock(&shared.refusal_warned_at), Instant::now()) {
+                        tracing::warn!(%address, reason, refused_so_far = refused,
+                            "refused a data connection (more within 10 s are logged at debug only)");
+                    } else {
+                        tracing::debug!(%address, reason, "refused a data connection");
+                    }
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod refusal_log_tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_warned_at_most_once_per_interval() {
+        let start = Instant::now();
+        let mut last = None;
+        assert!(may_warn(&mut last, start));
+        assert!(!may_warn(&mut last, start + REFUSED_WARN_INTERVAL / 2));
+        assert!(!may_warn(&mut last, start + REFUSED_WARN_INTERVAL - Duration::from_millis(1)));
+        assert!(may_warn(&mut last, start + REFUSED_WARN_INTERVAL));
+        assert!(!may_warn(&mut last, start + REFUSED_WARN_INTERVAL + Duration::from_secs(1)));
     }
 }
