@@ -131,3 +131,49 @@ fn checkpoints_are_recorded_in_postgresql_and_resume_after_it_restarts() {
     cluster.cancel(&id);
     cluster.wait_for_status(&id, JobStatus::Canceled, TIMEOUT);
 }
+
+/// A job that ends while the database is down keeps trying to record its end, past the few tries other
+/// transitions get, and records it once the database is back: a JobManager restarted afterwards finds it
+/// FINISHED and does not run it again.
+#[test]
+fn a_job_that_finishes_while_the_database_is_down_is_recorded_finished_once_it_is_back() {
+    let server = sluice_tests::postgres::PostgresServer::start().unwrap_or_else(|e| panic!("{e:#}"));
+    let mut cluster =
+        Cluster::start(ClusterSpec { task_managers: 1, ..ClusterSpec::default() }.env("DATABASE_URL", server.url()));
+    // About five seconds of input: enough to stop the database while it runs.
+    let job = json!({
+        "name": "ends during an outage",
+        "vertices": [
+            {"id": "numbers", "parallelism": 1, "datagen": {"seed": 1, "rows": 5000, "rows_per_second": 1000.0,
+                "batch_size": 50, "columns": [{"name": "n", "sequence": {"start": 0}}]}},
+            {"id": "sink", "parallelism": 1, "blackhole_sink": {}}
+        ],
+        "edges": [{"from": "numbers", "to": "sink"}]
+    });
+    let id = cluster.submit_json(&job);
+    cluster.wait_for_status(&id, JobStatus::Running, TIMEOUT);
+    server.stop().unwrap_or_else(|e| panic!("{e:#}"));
+
+    // More tries than a non-terminal transition gets (three): only a terminal status is retried this long.
+    let log = cluster.dir().join("jobmanager.log");
+    poll_until("the JobManager to retry recording FINISHED several times", TIMEOUT, || {
+        let text = std::fs::read_to_string(&log)?;
+        let retries = text
+            .lines()
+            .filter(|l| l.contains("cannot record transition; retrying") && l.contains("status=FINISHED"))
+            .count();
+        Ok(if retries >= 4 { Progress::Ready(()) } else { Progress::Pending(format!("{retries} retries so far")) })
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    server.start_again().unwrap_or_else(|e| panic!("{e:#}"));
+    cluster.wait_for_status(&id, JobStatus::Finished, TIMEOUT);
+
+    cluster.restart_job_manager();
+    let details = poll_until("the restarted JobManager to answer", TIMEOUT, || {
+        let answer = cluster.request(reqwest::Method::GET, &format!("/jobs/{}", id.0), None);
+        Ok(if answer.status == 200 { Progress::Ready(answer.body) } else { Progress::Pending(answer.body.to_string()) })
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(details["status"], "FINISHED", "{details}");
+    assert_eq!(details["restarts"], 0, "the job was not run again: {details}");
+}

@@ -40,11 +40,14 @@ use crate::store::StatusUpdate;
 use crate::task_manager_client::TaskManagerCallError;
 use crate::Context;
 
-/// How many times a transition is written to the store before the actor gives up on persisting it (and
-/// goes on with the transition in memory, logged as an error).
+/// How many times a transition to a non-terminal status is written to the store before the actor gives up on
+/// persisting it (and goes on with the transition in memory, logged as an error: the job's next transition
+/// records the state again). A terminal status is retried until it lands (see `persist`).
 const STORE_WRITE_ATTEMPTS: u32 = 3;
-/// The pause between two attempts to write a transition.
+/// The first pause between two attempts to write a transition; it doubles up to [`STORE_RETRY_BACKOFF_MAX`].
 const STORE_RETRY_BACKOFF: Duration = Duration::from_millis(200);
+/// The longest pause between two attempts to write a terminal status.
+const STORE_RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// The next transition a phase decided, with the failure cause when the target is FAILING or FAILED.
 pub(in crate::job) struct Next {
@@ -198,19 +201,39 @@ impl JobActor {
         self.status_since = Instant::now();
     }
 
+    /// Writes a transition to the store. A terminal status (FINISHED, CANCELED, FAILED) is retried until it
+    /// lands or the JobManager stops: lost in a database outage, it would make the next JobManager run the job
+    /// again. The job's status reason says why it waits. Other statuses get [`STORE_WRITE_ATTEMPTS`] tries.
     async fn persist(&self, update: &StatusUpdate) {
-        for attempt in 1..=STORE_WRITE_ATTEMPTS {
-            match self.ctx.store.update_status(&self.shared.job_id, update).await {
+        let terminal = update.status.is_terminal();
+        let mut backoff = STORE_RETRY_BACKOFF;
+        let mut attempt: u32 = 0;
+        // Ends when the write lands, when a non-terminal status ran out of attempts, or at shutdown.
+        loop {
+            attempt = attempt.saturating_add(1);
+            let error = match self.ctx.store.update_status(&self.shared.job_id, update).await {
                 Ok(()) => return,
-                Err(e) if attempt < STORE_WRITE_ATTEMPTS => {
-                    tracing::warn!(job_id = %self.shared.job_id, error = %e, attempt, "cannot record transition; retrying");
-                    tokio::time::sleep(STORE_RETRY_BACKOFF).await;
-                }
-                Err(e) => {
-                    tracing::error!(job_id = %self.shared.job_id, error = %e, status = %update.status,
-                        "cannot record transition; going on with it in memory only");
-                }
+                Err(e) => e,
+            };
+            if !terminal && attempt >= STORE_WRITE_ATTEMPTS {
+                tracing::error!(job_id = %self.shared.job_id, %error, status = %update.status,
+                    "cannot record transition; going on with it in memory only");
+                return;
             }
+            tracing::warn!(job_id = %self.shared.job_id, %error, attempt, status = %update.status,
+                "cannot record transition; retrying");
+            if terminal {
+                self.set_reason(format!("cannot record {} in the metadata store ({error}); retrying", update.status));
+            }
+            tokio::select! {
+                _ = self.ctx.shutdown.cancelled() => {
+                    tracing::warn!(job_id = %self.shared.job_id, status = %update.status,
+                        "the JobManager stops before the transition was recorded; the next one takes the job over");
+                    return;
+                }
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(STORE_RETRY_BACKOFF_MAX);
         }
     }
 
