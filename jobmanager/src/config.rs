@@ -68,6 +68,11 @@ pub struct JobManagerConfig {
     #[arg(long, env = "CHECKPOINT_INTERVAL", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
     pub checkpoint_interval_ms: u64,
 
+    /// The most jobs that may be unfinished at once (running, waiting for slots, restarting); a submission beyond
+    /// it is answered 429 until one ends.
+    #[arg(long, env = "MAX_RUNNING_JOBS", default_value_t = MAX_RUNNING_JOBS_DEFAULT, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_running_jobs: u64,
+
     /// REST authentication.
     #[command(flatten)]
     pub rest_auth: crate::security::RestAuthArgs,
@@ -114,6 +119,7 @@ impl JobManagerConfig {
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
             heartbeat_timeout: Duration::from_millis(self.heartbeat_timeout_ms),
             cancel_timeout: Duration::from_millis(self.cancel_timeout_ms),
+            max_running_jobs: usize::try_from(self.max_running_jobs).unwrap_or(usize::MAX),
             checkpoint_interval: (self.checkpoint_interval_ms > 0)
                 .then(|| Duration::from_millis(self.checkpoint_interval_ms.max(CHECKPOINT_INTERVAL_MS_MIN))),
         })
@@ -145,7 +151,13 @@ pub struct Settings {
     pub cancel_timeout: Duration,
     /// Periodic checkpoints for jobs that configure none (CHECKPOINT_INTERVAL).
     pub checkpoint_interval: Option<Duration>,
+    /// The most unfinished jobs at once (MAX_RUNNING_JOBS).
+    pub max_running_jobs: usize,
 }
+
+/// The default of `--max-running-jobs`: far above what a cluster's slots run, low enough that a script submitting
+/// in a loop is stopped before the JobManager holds an actor and a store row per submission without end.
+pub const MAX_RUNNING_JOBS_DEFAULT: u64 = 1_000;
 
 /// A default duration as the whole milliseconds a flag takes.
 const fn millis(duration: Duration) -> u64 {

@@ -14,6 +14,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use sluice_tests::wait::{poll_until, Progress};
 use sluice_tests::{Cluster, ClusterSpec, JobStatus};
 
 /// The most a refusal may take here. The bounded paths answer in milliseconds; this is loose on purpose.
@@ -183,4 +184,39 @@ fn a_six_mib_graph_deploys_or_is_refused_at_submission() {
         400 | 413 => assert!(error.contains("bytes"), "a refusal must say which size is too large: {error}"),
         other => panic!("HTTP {other}: {error}"),
     }
+}
+
+/// Submissions beyond `MAX_RUNNING_JOBS` unfinished jobs are answered 429, store nothing, and are taken again
+/// once a job has ended.
+#[test]
+fn submissions_beyond_the_cap_on_unfinished_jobs_are_refused_until_one_ends() {
+    let mut cluster =
+        Cluster::start(ClusterSpec { task_managers: 1, slots: 2, ..ClusterSpec::default() }.env("MAX_RUNNING_JOBS", 1));
+    let endless = json!({
+        "name": "endless",
+        "vertices": [
+            {"id": "gen", "parallelism": 1, "datagen": {"seed": 1, "rows_per_second": 100.0,
+                "columns": [{"name": "n", "sequence": {"start": 0}}]}},
+            {"id": "sink", "parallelism": 1, "blackhole_sink": {}}
+        ],
+        "edges": [{"from": "gen", "to": "sink"}]
+    });
+    let first = cluster.submit_json(&endless);
+    let answer = cluster.request(reqwest::Method::POST, "/jobs/submit", Some(&endless));
+    assert_eq!(answer.status, 429, "{}", answer.body);
+    assert!(answer.body["error"].as_str().is_some_and(|e| e.contains("MAX_RUNNING_JOBS")), "{}", answer.body);
+    assert_eq!(cluster.get("/jobs")["jobs"].as_array().map(Vec::len), Some(1), "the refused job was not stored");
+    cluster.cancel(&first);
+    cluster.wait_for_status(&first, JobStatus::Canceled, RUN_TIMEOUT);
+    // The actor leaves the registry a moment after the status is recorded: poll, bounded.
+    let second = poll_until("a submission to be taken again", RUN_TIMEOUT, || {
+        let answer = cluster.request(reqwest::Method::POST, "/jobs/submit", Some(&endless));
+        match answer.status {
+            200 => Ok(Progress::Ready(answer.body["job_id"].as_str().unwrap_or_default().to_string())),
+            429 => Ok(Progress::Pending(answer.body.to_string())),
+            other => anyhow::bail!("a submission after the first job ended was refused: {other} {}", answer.body),
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(!second.is_empty());
 }

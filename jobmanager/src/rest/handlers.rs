@@ -79,6 +79,18 @@ pub(super) async fn submit_job(
         ctx.metrics.submissions.with_label_values(&["rejected"]).inc();
         ApiError::invalid_job(problems)
     };
+    // A soft cap: two submissions racing for the last place may both be taken.
+    let unfinished = ctx.jobs.all().len();
+    if unfinished >= ctx.settings.max_running_jobs {
+        ctx.metrics.submissions.with_label_values(&["rejected"]).inc();
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "{unfinished} jobs are unfinished, the most this JobManager takes (--max-running-jobs / \
+                 MAX_RUNNING_JOBS); submit again when one has ended"
+            ),
+        ));
+    }
     let job = match check_job_file(&ctx, bytes).await? {
         Checked::Valid(job) => *job,
         Checked::Invalid { problems, refusals } => {
