@@ -35,6 +35,12 @@ pub fn samples(text: &str, name: &str) -> anyhow::Result<Vec<Sample>> {
     Ok(parse(text)?.into_iter().filter(|s| s.name == name).collect())
 }
 
+/// The sum of the series of `name` whose labels include every `(label, value)` of `labels` (0 when none).
+pub fn sum(text: &str, name: &str, labels: &[(&str, &str)]) -> anyhow::Result<f64> {
+    let matches = |s: &Sample| labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v));
+    Ok(samples(text, name)?.iter().filter(|s| matches(s)).map(|s| s.value).sum())
+}
+
 fn parse_line(line: &str) -> Option<Sample> {
     let name_end = line.find(|c: char| c == '{' || c.is_whitespace())?;
     let name = line[..name_end].to_string();

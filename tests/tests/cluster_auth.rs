@@ -18,20 +18,15 @@ use sluice_common::proto::{
 };
 use sluice_tests::binaries;
 use sluice_tests::process::{Launch, Process};
-use sluice_tests::prometheus::samples;
+use sluice_tests::prometheus::sum;
 use sluice_tests::wait::{poll_until, Progress};
 use sluice_tests::{Cluster, ClusterSpec, JobStatus};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 fn refused(metrics: &str, transport: &str, reason: &str) -> f64 {
-    let series = samples(metrics, "sluice_requests_refused_total").unwrap_or_else(|e| panic!("{e:#}"));
-    series
-        .iter()
-        .filter(|s| s.labels.get("transport").map(String::as_str) == Some(transport))
-        .filter(|s| s.labels.get("reason").map(String::as_str) == Some(reason))
-        .map(|s| s.value)
-        .sum()
+    let labels = [("transport", transport), ("reason", reason)];
+    sum(metrics, "sluice_requests_refused_total", &labels).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// `message` as a request with `secret` (if any) as the cluster secret.

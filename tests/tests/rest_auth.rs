@@ -16,7 +16,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use sluice_tests::binaries;
 use sluice_tests::process::{Launch, Process};
-use sluice_tests::prometheus::samples;
+use sluice_tests::prometheus::sum;
 use sluice_tests::wait::{poll_until, Progress};
 use sluice_tests::{Cluster, ClusterSpec};
 
@@ -69,13 +69,8 @@ fn send(cluster: &Cluster, method: &str, path: &str, token: Option<&str>) -> u16
 
 fn refused(cluster: &Cluster, reason: &str) -> f64 {
     let text = cluster.job_manager_metrics();
-    let series = samples(&text, "sluice_requests_refused_total").unwrap_or_else(|e| panic!("{e:#}"));
-    series
-        .iter()
-        .filter(|s| s.labels.get("transport").map(String::as_str) == Some("rest"))
-        .filter(|s| s.labels.get("reason").map(String::as_str) == Some(reason))
-        .map(|s| s.value)
-        .sum()
+    let labels = [("transport", "rest"), ("reason", reason)];
+    sum(&text, "sluice_requests_refused_total", &labels).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 #[test]

@@ -11,12 +11,15 @@ use std::time::Duration;
 use serde_json::json;
 use sluice_common::proto::job_manager_service_client::JobManagerServiceClient;
 use sluice_common::proto::HeartbeatRequest;
-use sluice_tests::prometheus::samples;
+use sluice_tests::prometheus::sum;
 use sluice_tests::wait::{poll_until, Progress};
 use sluice_tests::{Cluster, ClusterSpec, JobStatus};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 const ROWS: u64 = 20_000;
+/// How long the plaintext hello waits for an answer: longer than the data port's 10 s handshake timeout, so the
+/// port has closed the connection (and counted the refusal) before the read gives up.
+const HANDSHAKE_ANSWER_WAIT: Duration = Duration::from_secs(20);
 
 #[test]
 fn a_job_runs_across_task_managers_over_tls_and_plaintext_is_refused_on_every_transport() {
@@ -99,19 +102,14 @@ fn a_job_runs_across_task_managers_over_tls_and_plaintext_is_refused_on_every_tr
     let mut hello = (body.len() as u32).to_be_bytes().to_vec();
     hello.extend_from_slice(&body);
     let mut stream = std::net::TcpStream::connect(&data).unwrap_or_else(|e| panic!("{data}: {e}"));
-    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap_or_else(|e| panic!("{e}"));
+    stream.set_read_timeout(Some(HANDSHAKE_ANSWER_WAIT)).unwrap_or_else(|e| panic!("{e}"));
     let _ = stream.write_all(&hello);
     let mut answer = Vec::new();
     let read = stream.read_to_end(&mut answer);
     assert!(read.is_err() || !answer.windows(4).any(|w| w == b"SLCE"), "a hello answered in plaintext: {answer:?}");
     poll_until("the refused data connection to be counted", TIMEOUT, || {
         let text = cluster.task_manager_metrics(index);
-        let series = samples(&text, "sluice_requests_refused_total")?;
-        let refused: f64 = series
-            .iter()
-            .filter(|s| s.labels.get("transport").map(String::as_str) == Some("data"))
-            .map(|s| s.value)
-            .sum();
+        let refused = sum(&text, "sluice_requests_refused_total", &[("transport", "data")])?;
         Ok(if refused >= 1.0 { Progress::Ready(()) } else { Progress::Pending(format!("{refused} refused")) })
     })
     .unwrap_or_else(|e| panic!("{e:#}"));
