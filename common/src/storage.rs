@@ -35,8 +35,38 @@ const UPLOAD_CONCURRENCY: usize = 4;
 
 /// A storage operation failed; the message names the location.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct StorageError(pub String);
+#[error("{message}")]
+pub struct StorageError {
+    /// What failed, and where.
+    pub message: String,
+    /// Whether the file or object is known to be absent. Anything else (a refused connection, a timeout, a
+    /// server error, a local I/O error) says nothing about what is stored: the caller may try again.
+    pub not_found: bool,
+}
+
+impl StorageError {
+    /// A failure that says nothing of whether the file is there.
+    pub fn new(message: impl Into<String>) -> Self {
+        StorageError { message: message.into(), not_found: false }
+    }
+}
+
+/// Whether an error of the layer below says the file is absent.
+trait Absence: std::fmt::Display {
+    fn is_not_found(&self) -> bool;
+}
+
+impl Absence for std::io::Error {
+    fn is_not_found(&self) -> bool {
+        self.kind() == std::io::ErrorKind::NotFound
+    }
+}
+
+impl Absence for object_store::Error {
+    fn is_not_found(&self) -> bool {
+        matches!(self, object_store::Error::NotFound { .. })
+    }
+}
 
 /// A checkpoint location: a local directory or a prefix in an object store.
 #[derive(Clone)]
@@ -71,7 +101,7 @@ impl Storage {
     pub fn open(location: &str) -> Result<Self, StorageError> {
         let location = location.trim();
         if location.is_empty() {
-            return Err(StorageError("an empty storage location".into()));
+            return Err(StorageError::new("an empty storage location"));
         }
         if let Some(path) = location.strip_prefix("file://") {
             return Self::local(Path::new(path));
@@ -79,13 +109,14 @@ impl Storage {
         if !location.contains("://") {
             return Self::local(Path::new(location));
         }
-        let url = url::Url::parse(location).map_err(|e| StorageError(format!("'{location}' is not a URL: {e}")))?;
+        let url =
+            url::Url::parse(location).map_err(|e| StorageError::new(format!("'{location}' is not a URL: {e}")))?;
         let bucket = url.host_str().filter(|b| !b.is_empty()).ok_or_else(|| {
-            StorageError(format!("'{location}' names no bucket (expected {}://bucket/prefix)", url.scheme()))
+            StorageError::new(format!("'{location}' names no bucket (expected {}://bucket/prefix)", url.scheme()))
         })?;
         let bucket_url = format!("{}://{bucket}", url.scheme());
         let prefix = ObjectPath::from_url_path(url.path())
-            .map_err(|e| StorageError(format!("'{location}' has an invalid path: {e}")))?;
+            .map_err(|e| StorageError::new(format!("'{location}' has an invalid path: {e}")))?;
         let retry = RetryConfig {
             max_retries: STORAGE_MAX_RETRIES,
             retry_timeout: STORAGE_RETRY_TIMEOUT,
@@ -103,7 +134,7 @@ impl Storage {
                     .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout), &connect_timeout)
                     .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), &request_timeout)
                     .build()
-                    .map_err(|e| StorageError(format!("cannot configure S3 for '{location}': {e}")))?,
+                    .map_err(|e| StorageError::new(format!("cannot configure S3 for '{location}': {e}")))?,
             ),
             "gs" => Arc::new(
                 GoogleCloudStorageBuilder::from_env()
@@ -112,10 +143,10 @@ impl Storage {
                     .with_config(GoogleConfigKey::Client(ClientConfigKey::ConnectTimeout), &connect_timeout)
                     .with_config(GoogleConfigKey::Client(ClientConfigKey::Timeout), &request_timeout)
                     .build()
-                    .map_err(|e| StorageError(format!("cannot configure GCS for '{location}': {e}")))?,
+                    .map_err(|e| StorageError::new(format!("cannot configure GCS for '{location}': {e}")))?,
             ),
             other => {
-                return Err(StorageError(format!(
+                return Err(StorageError::new(format!(
                     "'{location}': unsupported scheme '{other}' (use a directory, file://, s3:// or gs://)"
                 )))
             }
@@ -125,7 +156,7 @@ impl Storage {
 
     fn local(path: &Path) -> Result<Self, StorageError> {
         let absolute = std::path::absolute(path)
-            .map_err(|e| StorageError(format!("cannot resolve the directory {}: {e}", path.display())))?;
+            .map_err(|e| StorageError::new(format!("cannot resolve the directory {}: {e}", path.display())))?;
         Ok(Storage::Local(absolute))
     }
 
@@ -170,8 +201,8 @@ impl Storage {
         }
     }
 
-    fn failed(&self, what: &str, name: &str, e: impl std::fmt::Display) -> StorageError {
-        StorageError(format!("cannot {what} {}: {e}", self.describe(name)))
+    fn failed(&self, what: &str, name: &str, e: impl Absence) -> StorageError {
+        StorageError { message: format!("cannot {what} {}: {e}", self.describe(name)), not_found: e.is_not_found() }
     }
 
     /// Writes `bytes` as `name`, atomically: a reader sees all of it or nothing (a local file is written
@@ -412,11 +443,13 @@ impl Storage {
                 std::fs::rename(&from, &target).map(|()| true).or(Ok(false))
             })
             .await;
-            if flatten(renamed).map_err(|e| StorageError(format!("cannot move {} to {to:?}: {e}", self.location())))? {
+            if flatten(renamed)
+                .map_err(|e| StorageError::new(format!("cannot move {} to {to:?}: {e}", self.location())))?
+            {
                 return Ok(());
             }
         } else if !to.list_files().await?.is_empty() {
-            return Err(StorageError(format!("cannot move {} to {}: it exists", self.location(), to.location())));
+            return Err(StorageError::new(format!("cannot move {} to {}: it exists", self.location(), to.location())));
         }
         for (name, _) in self.list_files().await? {
             let bytes = self.get(&name).await?;
@@ -541,12 +574,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_local_directory_supports_every_operation() -> Result<(), StorageError> {
-        let dir = tempfile::tempdir().map_err(|e| StorageError(e.to_string()))?;
+        let dir = tempfile::tempdir().map_err(|e| StorageError::new(e.to_string()))?;
         let root = Storage::open(&dir.path().display().to_string())?;
         let chk = root.child("job/chk-1");
         chk.put("_metadata", b"{}".to_vec()).await?;
         let source = dir.path().join("source");
-        std::fs::write(&source, b"snapshot").map_err(|e| StorageError(e.to_string()))?;
+        std::fs::write(&source, b"snapshot").map_err(|e| StorageError::new(e.to_string()))?;
         assert_eq!(chk.upload("0-0.snapshot", &source).await?, 8);
         assert!(chk.exists("_metadata").await? && !chk.exists("missing").await?);
         assert_eq!(chk.get("0-0.snapshot").await?, b"snapshot");
@@ -555,7 +588,7 @@ mod tests {
         assert_eq!(files, vec![("chk-1/0-0.snapshot".to_string(), 8), ("chk-1/_metadata".to_string(), 2)]);
         assert_eq!(root.child("job").list_dirs().await?, vec!["chk-1".to_string()]);
         let fetched = chk.fetch("0-0.snapshot", dir.path()).await?;
-        assert_eq!(std::fs::read(fetched.path()).map_err(|e| StorageError(e.to_string()))?, b"snapshot");
+        assert_eq!(std::fs::read(fetched.path()).map_err(|e| StorageError::new(e.to_string()))?, b"snapshot");
 
         let savepoint = root.child("savepoints/sp-1");
         chk.move_to(&savepoint).await?;

@@ -98,6 +98,10 @@ impl Context {
             graph_json: serde_json::to_string(&job.graph).context("cannot serialize the job graph")?,
             chains_json: serde_json::to_string(&job.chains).context("cannot serialize the chains")?,
             start_time_ms,
+            submitted_restore_json: match &restore {
+                Some(spec) => Some(serde_json::to_string(spec).context("cannot serialize the restore point")?),
+                None => None,
+            },
         };
         self.store.insert_job(&new_job).await?;
         if let Some(restore) = &restore {

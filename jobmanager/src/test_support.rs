@@ -28,6 +28,7 @@ pub(crate) async fn insert_job(store: &Store) -> JobId {
         graph_json: "{}".into(),
         chains_json: "[]".into(),
         start_time_ms: 0,
+        submitted_restore_json: None,
     };
     store.insert_job(&new_job).await.unwrap_or_else(|e| panic!("{e}"));
     job_id

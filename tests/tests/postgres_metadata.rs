@@ -177,3 +177,55 @@ fn a_job_that_finishes_while_the_database_is_down_is_recorded_finished_once_it_i
     assert_eq!(details["status"], "FINISHED", "{details}");
     assert_eq!(details["restarts"], 0, "the job was not run again: {details}");
 }
+
+/// Issue 19: PostgreSQL stops in the middle of a cancel. The job's CANCELED is retried until the database is
+/// back and lands there, so a JobManager restarted afterwards finds the job CANCELED and does not run it
+/// again.
+///
+/// Method: the job's only TaskManager is frozen (SIGSTOP) before the cancel, so the job stays CANCELLING
+/// (its tasks cannot answer) while the database is stopped; the JobManager then declares the TaskManager
+/// lost, which ends the cancel during the outage.
+#[test]
+fn a_job_cancelled_while_the_database_is_down_is_recorded_canceled_once_it_is_back() {
+    let server = sluice_tests::postgres::PostgresServer::start().unwrap_or_else(|e| panic!("{e:#}"));
+    let mut cluster =
+        Cluster::start(ClusterSpec { task_managers: 1, ..ClusterSpec::default() }.env("DATABASE_URL", server.url()));
+    let job = json!({
+        "name": "cancelled during an outage",
+        "vertices": [
+            {"id": "numbers", "parallelism": 1, "datagen": {"seed": 1, "rows_per_second": 1000.0,
+                "batch_size": 50, "columns": [{"name": "n", "sequence": {"start": 0}}]}},
+            {"id": "sink", "parallelism": 1, "blackhole_sink": {}}
+        ],
+        "edges": [{"from": "numbers", "to": "sink"}]
+    });
+    let id = cluster.submit_json(&job);
+    cluster.wait_for_status(&id, JobStatus::Running, TIMEOUT);
+    cluster.freeze_task_manager(0);
+    cluster.cancel(&id);
+    cluster.wait_for_status(&id, JobStatus::Cancelling, TIMEOUT);
+    server.stop().unwrap_or_else(|e| panic!("{e:#}"));
+
+    let log = cluster.dir().join("jobmanager.log");
+    poll_until("the JobManager to retry recording CANCELED", TIMEOUT, || {
+        let text = std::fs::read_to_string(&log)?;
+        let retries = text
+            .lines()
+            .filter(|l| l.contains("cannot record transition; retrying") && l.contains("status=CANCELED"))
+            .count();
+        Ok(if retries >= 2 { Progress::Ready(()) } else { Progress::Pending(format!("{retries} retries so far")) })
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    server.start_again().unwrap_or_else(|e| panic!("{e:#}"));
+    cluster.wait_for_status(&id, JobStatus::Canceled, TIMEOUT);
+    cluster.thaw_task_manager(0);
+
+    cluster.restart_job_manager();
+    let details = poll_until("the restarted JobManager to answer", TIMEOUT, || {
+        let answer = cluster.request(reqwest::Method::GET, &format!("/jobs/{}", id.0), None);
+        Ok(if answer.status == 200 { Progress::Ready(answer.body) } else { Progress::Pending(answer.body.to_string()) })
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(details["status"], "CANCELED", "{details}");
+    assert_eq!(details["restarts"], 0, "the job was not run again: {details}");
+}

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use sluice_common::checkpoint_layout::METADATA_FILE;
 use sluice_common::storage::{Storage, StorageError};
 
+use super::restore::RestoreError;
+
 /// The format this build writes and reads.
 pub const METADATA_FORMAT: u32 = 1;
 
@@ -54,22 +56,38 @@ pub struct MetadataFile {
 
 /// Writes `_metadata` into `dir` atomically (a local file: temporary file, sync, rename).
 pub(crate) async fn write_metadata(dir: &Storage, metadata: &CheckpointMetadata) -> Result<(), StorageError> {
-    let bytes = serde_json::to_vec_pretty(metadata).map_err(|e| StorageError(e.to_string()))?;
+    let bytes = serde_json::to_vec_pretty(metadata).map_err(|e| StorageError::new(e.to_string()))?;
     dir.put(METADATA_FILE, bytes).await
 }
 
 /// Reads the `_metadata` of a checkpoint or savepoint (`path` is its directory or the file itself).
-pub(crate) async fn read_metadata(path: &str) -> Result<(Storage, CheckpointMetadata), String> {
+///
+/// A file that is absent, damaged or of another format makes the checkpoint [`RestoreError::Unusable`]; a
+/// store that does not answer (or answers with an error that says nothing of the file) is
+/// [`RestoreError::Unavailable`], and the caller may try again.
+pub(crate) async fn read_metadata(path: &str) -> Result<(Storage, CheckpointMetadata), RestoreError> {
     let trimmed = path.trim().trim_end_matches('/');
     let location = trimmed.strip_suffix(METADATA_FILE).map_or(trimmed, |l| l.trim_end_matches('/'));
-    let dir = Storage::open(if location.is_empty() { "/" } else { location }).map_err(|e| e.to_string())?;
-    let file = dir.describe(METADATA_FILE);
-    let bytes =
-        dir.get(METADATA_FILE).await.map_err(|e| format!("{e} (is {path} a completed checkpoint or savepoint?)"))?;
-    let metadata: CheckpointMetadata =
-        serde_json::from_slice(&bytes).map_err(|e| format!("{file} is not checkpoint metadata: {e}"))?;
-    if metadata.format != METADATA_FORMAT {
-        return Err(format!("{file}: metadata format {}; this build reads {METADATA_FORMAT}", metadata.format));
-    }
+    let dir = Storage::open(if location.is_empty() { "/" } else { location })
+        .map_err(|e| RestoreError::Unusable(e.to_string()))?;
+    let bytes = dir.get(METADATA_FILE).await.map_err(|e| {
+        if e.not_found {
+            RestoreError::Unusable(format!("{e} (is {path} a completed checkpoint or savepoint?)"))
+        } else {
+            RestoreError::Unavailable(e.to_string())
+        }
+    })?;
+    let metadata =
+        parse_metadata(&bytes).map_err(|e| RestoreError::Unusable(format!("{}: {e}", dir.describe(METADATA_FILE))))?;
     Ok((dir, metadata))
+}
+
+/// Parses a `_metadata` file's bytes; the error says what is wrong with them.
+pub fn parse_metadata(bytes: &[u8]) -> Result<CheckpointMetadata, String> {
+    let metadata: CheckpointMetadata =
+        serde_json::from_slice(bytes).map_err(|e| format!("not checkpoint metadata: {e}"))?;
+    if metadata.format != METADATA_FORMAT {
+        return Err(format!("metadata format {}; this build reads {METADATA_FORMAT}", metadata.format));
+    }
+    Ok(metadata)
 }

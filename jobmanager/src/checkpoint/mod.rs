@@ -41,7 +41,7 @@ use tokio::sync::oneshot;
 
 pub(crate) use coordinator::Coordinator;
 pub use metadata::CheckpointMetadata;
-pub use restore::{plan_requested_restore, plan_restore, RestoreRequestError};
+pub use restore::{plan_requested_restore, plan_restore, RestoreError, RestoreRequestError};
 pub(crate) use restore::{retained_checkpoint, RetainedCheckpoint};
 
 use crate::metrics::CheckpointMetrics;

@@ -12,11 +12,32 @@ use super::metadata::read_metadata;
 /// A completed checkpoint an earlier JobManager retained: (id, directory, shared files it references).
 pub(crate) type RetainedCheckpoint = (u64, Storage, Vec<String>);
 
+/// Why a checkpoint cannot start the job, as far as can be told now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RestoreError {
+    /// The store did not answer, or answered with an error that says nothing of what is stored (a refused
+    /// connection, a timeout, a server error, a local I/O error): the checkpoint may be fine. Try again later;
+    /// never fall back to an older checkpoint or to the start because of this.
+    Unavailable(String),
+    /// Proven unusable: its `_metadata` is absent, damaged or of another format, a file it names is missing, or
+    /// it does not fit the job. An older retained checkpoint may do.
+    Unusable(String),
+}
+
+impl std::fmt::Display for RestoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RestoreError::Unavailable(why) => write!(f, "checkpoint storage unavailable: {why}"),
+            RestoreError::Unusable(why) => f.write_str(why),
+        }
+    }
+}
+
 /// Reads a checkpoint's or savepoint's `_metadata` (`path` is its directory or the file itself) and checks
 /// that it can start `job`: same number of key groups, every vertex of the checkpoint still in the job,
 /// sources at their old parallelism (except Kafka sources), every snapshot file present. The error says
-/// what is wrong and where.
-pub async fn plan_restore(path: &str, job: &ValidatedJob) -> Result<RestoreSpec, String> {
+/// what is wrong and where, and whether it is the checkpoint or the store ([`RestoreError`]).
+pub async fn plan_restore(path: &str, job: &ValidatedJob) -> Result<RestoreSpec, RestoreError> {
     let (dir, metadata) = read_metadata(path).await?;
     plan_restore_from(dir, metadata, job).await
 }
@@ -28,6 +49,17 @@ pub enum RestoreRequestError {
     Refused(Refusal),
     /// The checkpoint cannot start the job (see [`plan_restore`]).
     Invalid(String),
+    /// The store did not answer; the request may be sent again.
+    Unavailable(String),
+}
+
+impl From<RestoreError> for RestoreRequestError {
+    fn from(e: RestoreError) -> Self {
+        match e {
+            RestoreError::Unavailable(_) => RestoreRequestError::Unavailable(e.to_string()),
+            RestoreError::Unusable(why) => RestoreRequestError::Invalid(why),
+        }
+    }
 }
 
 /// [`plan_restore`] for a location a request names (`?savepoint_path=`): the location must be an allowed
@@ -39,25 +71,28 @@ pub async fn plan_requested_restore(
     confinement: &Confinement,
 ) -> Result<RestoreSpec, RestoreRequestError> {
     confinement.check_savepoint_target(path).map_err(RestoreRequestError::Refused)?;
-    let (dir, metadata) = read_metadata(path).await.map_err(RestoreRequestError::Invalid)?;
+    let (dir, metadata) = read_metadata(path).await?;
     if let Some(shared) = &metadata.shared_dir {
         confinement.check_savepoint_target(shared).map_err(|refusal| {
             let problem = format!("{}: its shared folder {}", dir.describe(METADATA_FILE), refusal.problem);
             RestoreRequestError::Refused(Refusal { reason: refusal.reason, problem })
         })?;
     }
-    plan_restore_from(dir, metadata, job).await.map_err(RestoreRequestError::Invalid)
+    Ok(plan_restore_from(dir, metadata, job).await?)
 }
 
 async fn plan_restore_from(
     dir: Storage,
     metadata: super::CheckpointMetadata,
     job: &ValidatedJob,
-) -> Result<RestoreSpec, String> {
+) -> Result<RestoreSpec, RestoreError> {
     let file = dir.describe(METADATA_FILE);
+    let unavailable = |e: sluice_common::storage::StorageError| RestoreError::Unavailable(e.to_string());
     let mut problems = Vec::new();
     let shared = match &metadata.shared_dir {
-        Some(location) => Some(Storage::open(location).map_err(|e| format!("{file}: its shared folder: {e}"))?),
+        Some(location) => Some(
+            Storage::open(location).map_err(|e| RestoreError::Unusable(format!("{file}: its shared folder: {e}")))?,
+        ),
         None => None,
     };
     if metadata.max_parallelism != job.max_parallelism() {
@@ -88,14 +123,12 @@ async fn plan_restore_from(
         }
     }
     for f in &metadata.files {
-        if !is_single_component(&f.file) || !dir.exists(&f.file).await.map_err(|e| format!("cannot restore: {e}"))? {
+        if !is_single_component(&f.file) || !dir.exists(&f.file).await.map_err(unavailable)? {
             problems.push(format!("snapshot file {} is missing", dir.describe(&f.file)));
         }
         for name in &f.shared {
             let present = match &shared {
-                Some(shared) if is_single_component(name) => {
-                    shared.exists(name).await.map_err(|e| format!("cannot restore: {e}"))?
-                }
+                Some(shared) if is_single_component(name) => shared.exists(name).await.map_err(unavailable)?,
                 _ => false,
             };
             if !present {
@@ -105,7 +138,7 @@ async fn plan_restore_from(
         }
     }
     if !problems.is_empty() {
-        return Err(format!("cannot restore from {}: {}", dir.location(), problems.join("; ")));
+        return Err(RestoreError::Unusable(format!("cannot restore from {}: {}", dir.location(), problems.join("; "))));
     }
     Ok(RestoreSpec {
         dir: dir.location(),
@@ -120,7 +153,7 @@ async fn plan_restore_from(
 }
 
 /// Reads what a retained checkpoint at `location` references, for a JobManager that takes the job over.
-pub(crate) async fn retained_checkpoint(id: u64, location: &str) -> Result<RetainedCheckpoint, String> {
+pub(crate) async fn retained_checkpoint(id: u64, location: &str) -> Result<RetainedCheckpoint, RestoreError> {
     let (dir, metadata) = read_metadata(location).await?;
     let shared = metadata.files.into_iter().flat_map(|f| f.shared).collect();
     Ok((id, dir, shared))

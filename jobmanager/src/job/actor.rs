@@ -88,6 +88,9 @@ pub(crate) struct JobActor {
     pub(in crate::job) checkpoints: Option<Coordinator>,
     /// Checkpoints an earlier JobManager retained, handed to the coordinator when it is made.
     pub(in crate::job) adopted: Vec<RetainedCheckpoint>,
+    /// For a job an earlier JobManager ran: its completed checkpoints (id, location; newest first), read
+    /// and chosen from before the first deployment (`restore_point`).
+    pub(in crate::job) taken_over: Option<Vec<(u64, String)>>,
 }
 impl JobActor {
     pub(crate) fn new(ctx: Arc<Context>, shared: Arc<JobShared>, inbox: mpsc::Receiver<JobEvent>) -> Self {
@@ -110,6 +113,7 @@ impl JobActor {
             tasks: BTreeMap::new(),
             checkpoints: None,
             adopted: Vec::new(),
+            taken_over: None,
         }
     }
 
@@ -121,11 +125,11 @@ impl JobActor {
         shared: Arc<JobShared>,
         inbox: mpsc::Receiver<JobEvent>,
         attempt: Attempt,
-        adopted: Vec<RetainedCheckpoint>,
+        completed: Vec<(u64, String)>,
     ) -> Self {
         let mut actor = JobActor::new(ctx, shared, inbox);
         actor.attempt = attempt;
-        actor.adopted = adopted;
+        actor.taken_over = Some(completed);
         actor.failed_at = Some(Instant::now());
         actor
     }

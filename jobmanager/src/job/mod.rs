@@ -15,6 +15,7 @@
 pub(crate) mod actor;
 pub mod recovery;
 pub mod restart;
+mod restore_point;
 mod states;
 #[cfg(test)]
 mod tests;

@@ -2,9 +2,11 @@
 //!
 //! A job found in a non-terminal status is taken over: its graph comes from the store, its state from
 //! the newest completed checkpoint whose files are all there (older retained ones are the fallback, and
-//! the log says so), and its next attempt follows the last one recorded, so TaskManagers that still know
-//! the old attempt refuse nothing. The TaskManagers cancel the old attempt's tasks themselves when they
-//! register with the new JobManager. Nobody resubmits anything.
+//! the log says so; a checkpoint store that does not answer is waited for, never taken as a reason to fall
+//! back, see [`super::restore_point`]), else the savepoint it was submitted from, and its next attempt
+//! follows the last one recorded, so TaskManagers that still know the old attempt refuse nothing. The
+//! TaskManagers cancel the old attempt's tasks themselves when they register with the new JobManager.
+//! Nobody resubmits anything.
 //!
 //! A job that cannot be taken over (a status text that names no state, a stored graph that no longer
 //! validates) is closed as FAILED with the reason, written to the store directly: no actor owns it.
@@ -16,7 +18,6 @@ use sluice_common::proto::{JobGraph, RestoreSpec};
 
 use super::actor::JobActor;
 use super::JobShared;
-use crate::checkpoint::{plan_restore, retained_checkpoint, RetainedCheckpoint};
 use crate::cluster::now_ms;
 use crate::store::{CheckpointRecord, CHECKPOINTS_LISTED_MAX};
 use crate::store::{StatusUpdate, Store, StoreError};
@@ -61,55 +62,39 @@ async fn resume(ctx: &Arc<Context>, job_id: &JobId) -> Result<Result<(), String>
         Ok(job) => job,
         Err(e) => return Ok(Err(format!("{JOBMANAGER_RESTARTED}; the stored job graph no longer validates: {e}"))),
     };
-    let completed: Vec<CheckpointRecord> = ctx
+    let submitted_restore: Option<RestoreSpec> = match record.submitted_restore_json.as_deref() {
+        None => None,
+        Some(text) => match serde_json::from_str(text) {
+            Ok(spec) => Some(spec),
+            Err(e) => {
+                return Ok(Err(format!("{JOBMANAGER_RESTARTED}; the stored savepoint it started from is corrupt: {e}")))
+            }
+        },
+    };
+    // Newest first. Reading them (and choosing the one to go on from) is the actor's first step, so that a
+    // checkpoint store that is down is waited for there, with the reason in the job's status, and no other
+    // job waits for it (see `restore_point`).
+    let completed: Vec<(u64, String)> = ctx
         .store
         .checkpoints(job_id, CHECKPOINTS_LISTED_MAX)
         .await?
         .into_iter()
         .filter(CheckpointRecord::is_restorable_checkpoint)
+        .map(|checkpoint| (checkpoint.id, checkpoint.location))
         .collect();
-    // Newest first: the first one whose files are all there is the state to go on from.
-    let mut restore: Option<RestoreSpec> = None;
-    for checkpoint in &completed {
-        match plan_restore(&checkpoint.location, &job).await {
-            Ok(spec) => {
-                restore = Some(spec);
-                break;
-            }
-            Err(e) => tracing::warn!(job_id = %job_id, checkpoint = checkpoint.id, error = %e,
-                "cannot resume from this checkpoint; trying the previous retained one"),
-        }
-    }
-    if restore.is_none() && !completed.is_empty() {
-        return Ok(Err(format!("{JOBMANAGER_RESTARTED}; none of its retained checkpoints can be restored")));
-    }
-    // Oldest first, as the coordinator keeps them; one that cannot be read is left to the sweep.
-    let mut adopted: Vec<RetainedCheckpoint> = Vec::new();
-    for checkpoint in completed.iter().rev() {
-        match retained_checkpoint(checkpoint.id, &checkpoint.location).await {
-            Ok(retained) => adopted.push(retained),
-            Err(e) => {
-                tracing::warn!(job_id = %job_id, checkpoint = checkpoint.id, error = %e, "cannot adopt a retained checkpoint")
-            }
-        }
-    }
     let now = now_ms();
     let update = StatusUpdate { status: JobStatus::Created, at_ms: now, end_time_ms: None, failure_cause: None };
     ctx.store.update_status(job_id, &update).await?;
-    let (shared, inbox) = JobShared::new(job_id.clone(), Arc::new(job), restore.clone());
+    let (shared, inbox) = JobShared::new(job_id.clone(), Arc::new(job), submitted_restore);
     {
         let mut live = shared.live();
         live.restarts = record.attempt.0;
         live.failure_cause = Some(JOBMANAGER_RESTARTED.to_string());
     }
     ctx.jobs.insert(shared.clone());
-    match &restore {
-        Some(spec) => tracing::info!(job_id = %job_id, checkpoint = spec.checkpoint_id, from = %spec.dir,
-            attempt = record.attempt.0, "resuming a job of an earlier JobManager"),
-        None => tracing::warn!(job_id = %job_id, attempt = record.attempt.0,
-            "resuming a job of an earlier JobManager from the start: it has no completed checkpoint"),
-    }
-    let actor = JobActor::resumed(ctx.clone(), shared, inbox, record.attempt, adopted);
+    tracing::info!(job_id = %job_id, attempt = record.attempt.0, retained_checkpoints = completed.len(),
+        "taking over a job of an earlier JobManager");
+    let actor = JobActor::resumed(ctx.clone(), shared, inbox, record.attempt, completed);
     tokio::spawn(actor.run());
     Ok(Ok(()))
 }

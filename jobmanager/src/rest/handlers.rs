@@ -106,6 +106,9 @@ pub(super) async fn submit_job(
                 return Err(rejected(&[format!("savepoint_path {}", refusal.problem)]));
             }
             Err(RestoreRequestError::Invalid(problem)) => return Err(rejected(&[problem])),
+            Err(RestoreRequestError::Unavailable(why)) => {
+                return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("savepoint_path: {why}; retry")))
+            }
         },
         None => None,
     };

@@ -62,6 +62,8 @@ pub struct NewJob {
     pub chains_json: String,
     /// Submission time, ms since the epoch.
     pub start_time_ms: u64,
+    /// The checkpoint or savepoint it was submitted to start from (proto3 JSON `RestoreSpec`).
+    pub submitted_restore_json: Option<String>,
 }
 
 /// A job as recorded.
@@ -89,6 +91,8 @@ pub struct JobRecord {
     pub failure_cause: Option<String>,
     /// The last metrics of every task, once the job has ended (proto3 JSON array of TaskMetrics).
     pub final_metrics_json: Option<String>,
+    /// The checkpoint or savepoint it was submitted to start from (proto3 JSON `RestoreSpec`).
+    pub submitted_restore_json: Option<String>,
 }
 
 /// A transition to record.
@@ -114,7 +118,7 @@ pub struct Store {
 macro_rules! job_columns {
     () => {
         "job_id, name, graph_json, chains_json, status, desired_status, attempt, start_time_ms, end_time_ms, \
-         failure_cause, final_metrics_json"
+         failure_cause, final_metrics_json, submitted_restore_json"
     };
 }
 
@@ -163,8 +167,8 @@ impl Store {
     /// Inserts a newly submitted job in status CREATED.
     pub async fn insert_job(&self, job: &NewJob) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO jobs (job_id, name, graph_json, chains_json, status, attempt, start_time_ms, status_changed_ms) \
-             VALUES ($1, $2, $3, $4, $5, 0, $6, $7)",
+            "INSERT INTO jobs (job_id, name, graph_json, chains_json, status, attempt, start_time_ms, status_changed_ms, \
+             submitted_restore_json) VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8)",
         )
         .bind(job.job_id.0.clone())
         .bind(job.name.clone())
@@ -173,6 +177,7 @@ impl Store {
         .bind(JobStatus::Created.as_str())
         .bind(ms(job.start_time_ms))
         .bind(ms(job.start_time_ms))
+        .bind(job.submitted_restore_json.clone())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -316,6 +321,7 @@ fn job_record(row: &AnyRow) -> Result<JobRecord, StoreError> {
         end_time_ms: row.try_get::<Option<i64>, _>("end_time_ms")?.map(from_ms),
         failure_cause: row.try_get("failure_cause")?,
         final_metrics_json: row.try_get("final_metrics_json")?,
+        submitted_restore_json: row.try_get("submitted_restore_json")?,
     })
 }
 
@@ -445,6 +451,7 @@ mod tests {
             graph_json: "{\"name\":\"g\"}".into(),
             chains_json: "[]".into(),
             start_time_ms: start,
+            submitted_restore_json: None,
         }
     }
 

@@ -18,6 +18,11 @@ impl JobActor {
         if self.cancel_requested().await {
             return Some(Next::to(JobStatus::Canceled));
         }
+        if let Some(completed) = self.taken_over.take() {
+            if let Err(next) = self.take_over_checkpoints(completed).await? {
+                return Some(next);
+            }
+        }
         match self.wait_for_slots().await? {
             Ok(slots) => self.slots = slots,
             Err(_) if self.cancel_requested().await => return Some(Next::to(JobStatus::Canceled)),
@@ -31,6 +36,25 @@ impl JobActor {
     pub(in crate::job) async fn deploy(&mut self) -> Next {
         let job = self.shared.job.clone();
         let job_id = self.shared.job_id.clone();
+        if self.checkpoints.is_none() {
+            // Ids only grow (retention and the orphan sweep depend on it): without the last one, no attempt.
+            let last_id = match self.ctx.store.max_checkpoint_id(&job_id).await {
+                Ok(id) => id,
+                Err(e) => {
+                    return Next::failed(JobStatus::Failing, format!("cannot read the job's last checkpoint id: {e}"))
+                }
+            };
+            let policy = checkpoint_policy(&self.ctx, &job);
+            let dir = self.ctx.checkpoint_storage.child(&job_id.0);
+            let services = CheckpointServices {
+                store: self.ctx.store.clone(),
+                metrics: self.ctx.metrics.checkpoint_metrics(),
+                client: self.ctx.task_managers.clone(),
+            };
+            let mut coordinator = Coordinator::new(job_id.clone(), job.clone(), policy, dir, last_id, services);
+            coordinator.adopt(std::mem::take(&mut self.adopted));
+            self.checkpoints = Some(coordinator);
+        }
         self.attempt = Attempt(self.attempt.0 + 1);
         let execution_id = ExecutionId(rand::random::<u64>());
         let slot_task_managers: Vec<TaskManagerId> = self.slots.iter().map(|s| s.task_manager.clone()).collect();
@@ -39,7 +63,8 @@ impl JobActor {
         if let Err(e) =
             self.ctx.store.record_attempt(&job_id, self.attempt, execution_id, &placements_json, now_ms()).await
         {
-            return Next::failed(JobStatus::Failed, format!("cannot record attempt {}: {e}", self.attempt));
+            // A database blip: the restart strategy decides, as for any failure of an attempt.
+            return Next::failed(JobStatus::Failing, format!("cannot record attempt {}: {e}", self.attempt));
         }
         let incarnations: std::collections::HashMap<&TaskManagerId, u64> =
             self.slots.iter().map(|slot| (&slot.task_manager, slot.incarnation)).collect();
@@ -57,22 +82,6 @@ impl JobActor {
             live.attempt = self.attempt;
             live.tasks = self.tasks.clone();
             live.metrics.clear();
-        }
-        if self.checkpoints.is_none() {
-            let last_id = self.ctx.store.max_checkpoint_id(&job_id).await.unwrap_or_else(|e| {
-                tracing::warn!(job_id = %job_id, error = %e, "cannot read the last checkpoint id; starting from 0");
-                0
-            });
-            let policy = checkpoint_policy(&self.ctx, &job);
-            let dir = self.ctx.checkpoint_storage.child(&job_id.0);
-            let services = CheckpointServices {
-                store: self.ctx.store.clone(),
-                metrics: self.ctx.metrics.checkpoint_metrics(),
-                client: self.ctx.task_managers.clone(),
-            };
-            let mut coordinator = Coordinator::new(job_id.clone(), job.clone(), policy, dir, last_id, services);
-            coordinator.adopt(std::mem::take(&mut self.adopted));
-            self.checkpoints = Some(coordinator);
         }
         let requests = self.deploy_requests(execution_id, &placements);
         tracing::info!(job_id = %job_id, attempt = %self.attempt, execution_id = execution_id.0,

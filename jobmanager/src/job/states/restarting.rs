@@ -1,15 +1,15 @@
 //! RESTARTING: release the slots, wait the restart strategy's delay, take slots again (a TaskManager that
 //! restarted offers fresh ones), and deploy the next attempt from the latest completed checkpoint (falling
-//! back to an older retained one whose files are all there) → RUNNING, or FAILING.
+//! back to an older retained one whose files are all there; waiting while the store does not answer, see
+//! [`crate::job::restore_point`]) → RUNNING, or FAILING (FAILED when no retained checkpoint is usable).
 
 use sluice_common::lifecycle::job::JobStatus;
-use sluice_common::proto::RestoreSpec;
 use tokio::time::Instant;
 
-use crate::checkpoint::{plan_restore, Coordinator};
 use crate::cluster::HeldSlot;
 use crate::job::actor::{JobActor, Next};
 use crate::job::restart::RestartDecision;
+use crate::job::restore_point::{Choice, Interrupted};
 
 impl JobActor {
     /// Waits the restart delay, takes slots again and deploys the next attempt from the latest checkpoint.
@@ -64,9 +64,16 @@ impl JobActor {
         if let Some(coordinator) = self.checkpoints.as_mut() {
             coordinator.on_restart();
         }
-        if let Some(restore) = self.latest_restore_point().await {
-            self.shared.live().restored_from = Some((restore.checkpoint_id, restore.dir.clone()));
-            self.restore = Some(restore);
+        match self.latest_restore_point().await {
+            Err(Interrupted::Shutdown) => return None,
+            Err(Interrupted::Cancel) => return Some(Next::to(JobStatus::Cancelling)),
+            Ok(Choice::Checkpoint(restore)) => {
+                self.shared.live().restored_from = Some((restore.checkpoint_id, restore.dir.clone()));
+                self.restore = Some(restore);
+            }
+            // What the job was submitted from (a savepoint, or the beginning) stays the starting point.
+            Ok(Choice::NoCheckpoint) => {}
+            Ok(Choice::NoneUsable(why)) => return Some(Next::failed(JobStatus::Failed, why)),
         }
         Some(self.deploy().await)
     }
@@ -100,25 +107,5 @@ impl JobActor {
                 }
             }
         }
-    }
-
-    /// The newest retained checkpoint whose files are all there. A newer one that cannot be used is
-    /// skipped with a warning naming what is wrong; None keeps what the job restored from before.
-    pub(in crate::job) async fn latest_restore_point(&mut self) -> Option<RestoreSpec> {
-        let job = self.shared.job.clone();
-        let candidates = self.checkpoints.as_ref().map(Coordinator::restore_candidates).unwrap_or_default();
-        for (id, location) in candidates {
-            match plan_restore(&location, &job).await {
-                Ok(spec) => {
-                    tracing::info!(job_id = %self.shared.job_id, checkpoint = id, %location, "restoring from checkpoint");
-                    return Some(spec);
-                }
-                Err(e) => {
-                    tracing::warn!(job_id = %self.shared.job_id, checkpoint = id, error = %e,
-                        "cannot restore from this checkpoint; trying the previous retained one");
-                }
-            }
-        }
-        None
     }
 }

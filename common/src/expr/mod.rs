@@ -16,6 +16,9 @@ use datafusion::prelude::SessionContext;
 
 use crate::job::bounds::{shown, EXPRESSION_BYTES_MAX, EXPRESSION_NESTING_MAX, EXPRESSION_TOKENS_MAX};
 
+mod growth;
+pub use growth::FUNCTION_RESULT_BYTES_MAX;
+
 /// A SQL expression compiled against one input schema.
 #[derive(Debug, Clone)]
 pub struct CompiledExpr {
@@ -52,9 +55,12 @@ impl Default for ExprCompiler {
 }
 
 impl ExprCompiler {
-    /// A compiler with DataFusion's built-in scalar functions.
+    /// A compiler with DataFusion's built-in scalar functions, those whose result grows with an argument
+    /// bounded ([`growth`]).
     pub fn new() -> Self {
-        Self { session: SessionContext::new() }
+        let session = SessionContext::new();
+        growth::bound_growing_functions(&session);
+        Self { session }
     }
 
     /// Parses, type-checks and plans `sql` against `schema`.
