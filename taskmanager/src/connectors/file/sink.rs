@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use datafusion::arrow::json::LineDelimitedWriter;
 use datafusion::arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
+use sluice_common::durable::{rename_durably, sync_dir};
 use sluice_common::proto::OperatorSnapshot;
 
 use crate::operator_api::{Operator, OperatorError, SubtaskInfo};
@@ -106,7 +107,7 @@ impl FileSinkWriter {
         let (in_progress, pending, committed) = self.names(&token, n);
         let path = self.dir.join(&in_progress);
         close(writer, &path)?;
-        std::fs::rename(&path, self.dir.join(&pending)).map_err(io_error(&path))?;
+        rename_durably(&path, &self.dir.join(&pending)).map_err(io_error(&path))?;
         let Mode::Transactional(t) = &mut self.mode else { return Ok(()) };
         t.pending.push(Pending { checkpoint, pending, committed });
         Ok(())
@@ -125,20 +126,27 @@ impl FileSinkWriter {
     }
 }
 
-/// Renames a pending file to its visible name. Done already (by another subtask restoring the same
+/// Renames a pending file to its visible name, durably (the directory is synced: a commit a crash undoes
+/// would lose records whose checkpoint completed). Done already (by another subtask restoring the same
 /// checkpoint, or before a failure) is fine; gone altogether is data loss, and an error.
 fn commit(dir: &Path, file: &Pending) -> Result<(), OperatorError> {
     let (from, to) = (dir.join(&file.pending), dir.join(&file.committed));
     match std::fs::rename(&from, &to) {
-        Ok(()) => Ok(()),
-        Err(_) if to.is_file() => Ok(()),
-        Err(e) => Err(OperatorError::new(format!(
-            "cannot commit {} of checkpoint {} as {}: {e}",
-            from.display(),
-            file.checkpoint,
-            to.display()
-        ))),
+        Ok(()) => {}
+        Err(_) if to.is_file() => {}
+        Err(e) => {
+            return Err(OperatorError::new(format!(
+                "cannot commit {} of checkpoint {} as {}: {e}",
+                from.display(),
+                file.checkpoint,
+                to.display()
+            )))
+        }
     }
+    // Synced also when the rename was done already: by another subtask, whose sync may not have happened yet.
+    sync_dir(dir).map_err(|e| {
+        OperatorError::new(format!("cannot commit {} of checkpoint {}: {e}", to.display(), file.checkpoint))
+    })
 }
 
 fn close(writer: Writer, path: &Path) -> Result<(), OperatorError> {
