@@ -283,6 +283,13 @@ impl Store {
         rows.iter().map(|row| Ok((JobId(row.try_get(0)?), row.try_get(1)?))).collect()
     }
 
+    /// Runs `sql` as is: tests break and mend the schema with it to make queries fail for a while.
+    #[cfg(test)]
+    pub(crate) async fn execute_for_tests(&self, sql: &'static str) -> Result<(), StoreError> {
+        self.pool.execute(sqlx::raw_sql(sql)).await?;
+        Ok(())
+    }
+
     /// Closes the pool, waiting for queries in flight.
     pub async fn close(&self) {
         self.pool.close().await;
@@ -409,8 +416,14 @@ mod tests {
             tasks_json: "[]".into(),
         };
         assert_eq!(store.complete_checkpoint(id, 1, &done).await.ok(), Some(true));
-        // Completing twice, or completing a failed one, changes nothing.
-        assert_eq!(store.complete_checkpoint(id, 1, &done).await.ok(), Some(false));
+        // Completing twice is a no-op that answers "completed" (a retry whose first try landed); completing
+        // it elsewhere, failing it after, or completing a failed one, changes nothing.
+        assert_eq!(store.complete_checkpoint(id, 1, &done).await.ok(), Some(true));
+        let elsewhere = CompletedCheckpoint { location: "/elsewhere".into(), ..done.clone() };
+        assert_eq!(store.complete_checkpoint(id, 1, &elsewhere).await.ok(), Some(false));
+        store.fail_checkpoint(id, 1, 170, "too late").await.unwrap_or_else(|e| panic!("{e}"));
+        let first = store.checkpoint(id, 1).await.ok().flatten().map(|c| (c.status, c.location));
+        assert_eq!(first, Some((CheckpointStatus::Completed, "/checkpoints/cp/chk-1".to_string())));
         store.fail_checkpoint(id, 2, 260, "declined by count#0").await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(store.complete_checkpoint(id, 2, &done).await.ok(), Some(false));
         store.discard_checkpoint(id, 1).await.unwrap_or_else(|e| panic!("{e}"));
