@@ -21,6 +21,7 @@
 //! - [`secret`]: secret files (REST tokens, the cluster secret): generated, read, rotated, compared.
 //! - [`tls`]: rustls for REST, gRPC and the data port, from certificate files.
 //! - [`storage`]: checkpoint locations: a local directory, `s3://` or `gs://`.
+//! - [`durable`]: renames that commit, followed by a sync of the directory, so they survive a crash.
 //! - [`confine`]: what jobs may read, write and reach (allowed directories, Kafka properties and brokers,
 //!   savepoint locations), checked by the JobManager at submission and again by each TaskManager, and
 //!   the secrets of job files hidden from everything the REST API returns.
@@ -32,6 +33,7 @@ pub mod checkpoint_layout;
 pub mod cluster_auth;
 pub mod config;
 pub mod confine;
+pub mod durable;
 pub mod expr;
 pub mod ids;
 pub mod job;

@@ -3,7 +3,7 @@
 //!
 //! A [`Storage`] is a location that names a directory-like prefix; files are addressed by names relative
 //! to it (`chk-3/1-0.snapshot`). A local directory is worked with through the file system directly (atomic
-//! writes with fsync, directory renames, `remove_dir_all`); an object store through the `object_store`
+//! writes with fsync of the file and its directory, directory renames, `remove_dir_all`); an object store through the `object_store`
 //! crate, configured from the environment as its builders read it: `AWS_ACCESS_KEY_ID`,
 //! `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT` (an S3-compatible server), `AWS_ALLOW_HTTP`;
 //! `GOOGLE_SERVICE_ACCOUNT` (a key file) or `GOOGLE_SERVICE_ACCOUNT_KEY`, else the instance's credentials.
@@ -19,6 +19,8 @@ use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::path::Path as ObjectPath;
 use object_store::{ClientConfigKey, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig, WriteMultipart};
+
+use crate::durable::{create_dir_all_durably, rename_durably, sync_dir};
 
 /// How long one request to an object store may be retried before it fails.
 pub const STORAGE_RETRY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -438,9 +440,16 @@ impl Storage {
                     ));
                 }
                 if let Some(parent) = target.parent() {
-                    std::fs::create_dir_all(parent)?;
+                    create_dir_all_durably(parent)?;
                 }
-                std::fs::rename(&from, &target).map(|()| true).or(Ok(false))
+                // A rename that fails (another file system) falls back to copying; one that was made but
+                // whose directory sync failed is an error.
+                if std::fs::rename(&from, &target).is_err() {
+                    return Ok(false);
+                }
+                sync_dir(parent_or_dot(&target))?;
+                sync_dir(parent_or_dot(&from))?;
+                Ok(true)
             })
             .await;
             if flatten(renamed)
@@ -492,7 +501,7 @@ fn write_local_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let mut file = std::fs::File::create(&temporary)?;
         file.write_all(bytes)?;
         file.sync_all()?;
-        std::fs::rename(&temporary, path)
+        rename_durably(&temporary, path)
     })();
     if written.is_err() {
         let _ = std::fs::remove_file(&temporary);
@@ -506,7 +515,7 @@ fn copy_local_atomically(source: &Path, target: &Path) -> std::io::Result<u64> {
     let copied = (|| {
         let length = std::fs::copy(source, &temporary)?;
         std::fs::File::open(&temporary)?.sync_all()?;
-        std::fs::rename(&temporary, target)?;
+        rename_durably(&temporary, target)?;
         Ok(length)
     })();
     if copied.is_err() {
@@ -517,9 +526,13 @@ fn copy_local_atomically(source: &Path, target: &Path) -> std::io::Result<u64> {
 
 fn temporary_beside(path: &Path) -> std::io::Result<PathBuf> {
     let parent = path.parent().ok_or_else(|| std::io::Error::other(format!("{} has no directory", path.display())))?;
-    std::fs::create_dir_all(parent)?;
+    create_dir_all_durably(parent)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     Ok(parent.join(format!(".{name}.{}", uuid::Uuid::new_v4().simple())))
+}
+
+fn parent_or_dot(path: &Path) -> &Path {
+    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
 fn list_local(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) -> std::io::Result<()> {

@@ -9,6 +9,9 @@ use sluice_common::bounds::{
 use sluice_common::confine::ConfinementArgs;
 use sluice_common::job::checkpoint::CHECKPOINT_INTERVAL_MS_MIN;
 
+use crate::rest::SUBMISSIONS_PER_SECOND_DEFAULT;
+use crate::store::{RetentionPolicy, CHECKPOINT_HISTORY_ROWS_DEFAULT, FINISHED_JOB_RETENTION_DEFAULT};
+
 /// A Sluice JobManager: the REST API, the TaskManagers' gRPC service, the scheduler and the job actors.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "sluice-jobmanager", version)]
@@ -73,6 +76,21 @@ pub struct JobManagerConfig {
     #[arg(long, env = "MAX_RUNNING_JOBS", default_value_t = MAX_RUNNING_JOBS_DEFAULT, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub max_running_jobs: u64,
 
+    /// The most job submissions a second (a token bucket holding 3 s worth); one beyond it is answered 429
+    /// with Retry-After.
+    #[arg(long, env = "SUBMISSIONS_PER_SECOND", default_value_t = SUBMISSIONS_PER_SECOND_DEFAULT, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub submissions_per_second: u32,
+
+    /// Checkpoint rows kept per job whose files are gone (failed, or discarded by retention), newest first;
+    /// older ones are deleted from the metadata store. The retained checkpoints are always kept.
+    #[arg(long, env = "CHECKPOINT_HISTORY_ROWS", default_value_t = CHECKPOINT_HISTORY_ROWS_DEFAULT, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub checkpoint_history_rows: u32,
+
+    /// Finished jobs (FINISHED, FAILED, CANCELED) that ended longer ago than this (ms) are deleted from the
+    /// metadata store with their attempts and checkpoint rows; 0 keeps them for good. Default: 7 days.
+    #[arg(long, env = "FINISHED_JOB_RETENTION", default_value_t = millis(FINISHED_JOB_RETENTION_DEFAULT), value_parser = clap::value_parser!(u64).range(0..=3_153_600_000_000))]
+    pub finished_job_retention_ms: u64,
+
     /// REST authentication.
     #[command(flatten)]
     pub rest_auth: crate::security::RestAuthArgs,
@@ -122,6 +140,12 @@ impl JobManagerConfig {
             max_running_jobs: usize::try_from(self.max_running_jobs).unwrap_or(usize::MAX),
             checkpoint_interval: (self.checkpoint_interval_ms > 0)
                 .then(|| Duration::from_millis(self.checkpoint_interval_ms.max(CHECKPOINT_INTERVAL_MS_MIN))),
+            submissions_per_second: self.submissions_per_second,
+            retention: RetentionPolicy {
+                checkpoint_history_rows: self.checkpoint_history_rows.max(1),
+                finished_job_age: (self.finished_job_retention_ms > 0)
+                    .then(|| Duration::from_millis(self.finished_job_retention_ms)),
+            },
         })
     }
 
@@ -153,6 +177,10 @@ pub struct Settings {
     pub checkpoint_interval: Option<Duration>,
     /// The most unfinished jobs at once (MAX_RUNNING_JOBS).
     pub max_running_jobs: usize,
+    /// Job submissions a second (SUBMISSIONS_PER_SECOND).
+    pub submissions_per_second: u32,
+    /// What the metadata retention task keeps (CHECKPOINT_HISTORY_ROWS, FINISHED_JOB_RETENTION).
+    pub retention: RetentionPolicy,
 }
 
 /// The default of `--max-running-jobs`: far above what a cluster's slots run, low enough that a script submitting

@@ -233,6 +233,9 @@ pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyho
         shutdown.clone(),
     ));
 
+    let retention =
+        tokio::spawn(store::run_metadata_retention(ctx.store.clone(), settings.retention, shutdown.clone()));
+
     let rest = {
         let app = rest::router(ctx.clone());
         let shutdown = shutdown.clone();
@@ -278,6 +281,8 @@ pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyho
     let (rest_result, rpc_result) = tokio::join!(rest, rpc);
     shutdown.cancel();
     let _ = monitor.await;
+    // A retention task that panicked has nothing left to clean up; the store is closed either way.
+    let _ = retention.await;
     ctx.store.close().await;
     rest_result.context("the REST server task panicked")?.context("the REST server failed")?;
     rpc_result.context("the RPC server task panicked")?.context("the RPC server failed")?;

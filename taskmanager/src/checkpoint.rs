@@ -12,7 +12,8 @@
 //! trailer    : kind 0xFF | records (u64 BE) | CRC-32C of every byte before the trailer (u32 BE)
 //! ```
 //!
-//! The file is written under a temporary name, synced, then renamed, so a reader never sees half a file;
+//! The file is written under a temporary name, synced, then renamed (and the directory synced, so the
+//! rename survives a crash), so a reader never sees half a file;
 //! the trailer's count and checksum catch one that was truncated or damaged afterwards. A task writes it
 //! after it has sent the barrier on (the asynchronous part): processing goes on while the bytes go out.
 use std::collections::{BTreeMap, HashSet};
@@ -229,10 +230,12 @@ impl<W: std::io::Write> Checksummed<'_, W> {
 /// atomically.
 pub fn write_snapshot(dir: &Path, name: &str, parts: SnapshotParts) -> Result<Written, SnapshotError> {
     let path = dir.join(name);
-    std::fs::create_dir_all(dir).map_err(|source| SnapshotError::Io { path: path.clone(), source })?;
+    sluice_common::durable::create_dir_all_durably(dir)
+        .map_err(|source| SnapshotError::Io { path: path.clone(), source })?;
     let temporary = dir.join(format!(".{name}.{}", uuid::Uuid::new_v4().simple()));
     let written = write_parts(&temporary, parts).and_then(|written| {
-        std::fs::rename(&temporary, &path).map_err(|source| SnapshotError::Io { path: path.clone(), source })?;
+        sluice_common::durable::rename_durably(&temporary, &path)
+            .map_err(|source| SnapshotError::Io { path: path.clone(), source })?;
         Ok(written)
     });
     if written.is_err() {

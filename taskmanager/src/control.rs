@@ -42,6 +42,41 @@ use crate::state::StateSettings;
 use crate::task::plan::plan_subtasks;
 use crate::task::{Task, TaskCheckpoints, TaskError};
 
+/// The longest one RPC from the JobManager may take on this server. The JobManager's own deadline
+/// (`TASK_MANAGER_REQUEST_TIMEOUT`) is shorter and decides; this frees the server's side of a call whose
+/// caller is gone.
+pub(crate) const CONTROL_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+const _: () =
+    assert!(CONTROL_REQUEST_TIMEOUT.as_millis() > sluice_common::bounds::TASK_MANAGER_REQUEST_TIMEOUT.as_millis());
+/// The most RPCs one connection may have in progress at once. The JobManager opens a connection per call;
+/// a connection asking for more waits (HTTP/2 flow control), it is not served unboundedly.
+pub(crate) const CONTROL_CONCURRENCY_PER_CONNECTION_MAX: usize = 32;
+/// Idle time before the kernel probes a control connection (TCP keepalive): a JobManager host that
+/// vanished without closing its sockets is noticed and the connection freed.
+pub(crate) const CONTROL_TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+/// How often the control server pings an HTTP/2 connection, and how long it waits for the answer before
+/// it closes the connection: a peer that stopped answering does not hold its connection forever.
+pub(crate) const CONTROL_HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// See [`CONTROL_HTTP2_KEEPALIVE_INTERVAL`].
+pub(crate) const CONTROL_HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The control (gRPC) server with every limit above set (message sizes are set on the service).
+pub(crate) fn limited_server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .timeout(CONTROL_REQUEST_TIMEOUT)
+        .concurrency_limit_per_connection(CONTROL_CONCURRENCY_PER_CONNECTION_MAX)
+        .http2_keepalive_interval(Some(CONTROL_HTTP2_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(CONTROL_HTTP2_KEEPALIVE_TIMEOUT))
+}
+
+/// The accepted control connections of `listener`, with TCP keepalive ([`CONTROL_TCP_KEEPALIVE`]) and no
+/// Nagle delay (the server's own `tcp_keepalive` applies only to connections it accepts itself).
+pub(crate) fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener)
+        .with_keepalive(Some(CONTROL_TCP_KEEPALIVE))
+        .with_nodelay(Some(true))
+}
+
 /// Bound on connecting to the JobManager.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Bound on any one RPC to the JobManager.

@@ -244,7 +244,7 @@ pub async fn run_with_registry(
     let registration = tokio::spawn(task_manager.clone().run_registration(shutdown.clone()));
     let rpc_shutdown = shutdown.clone();
     let gate = task_manager.clone();
-    let mut server = tonic::transport::Server::builder();
+    let mut server = control::limited_server();
     if let Some(tls) = &tls {
         server = server.tls_config(tls.tonic_server()).context("TLS on the RPC port")?;
     }
@@ -258,7 +258,7 @@ pub async fn run_with_registry(
             .max_encoding_message_size(sluice_common::bounds::GRPC_MESSAGE_BYTES_MAX),
             move |request| gate.check_call(request),
         ))
-        .serve_with_incoming_shutdown(tokio_stream_listener(rpc_listener), rpc_shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(control::incoming(rpc_listener), rpc_shutdown.cancelled_owned())
         .await
         .context("the RPC server failed")?;
     registration.abort();
@@ -267,8 +267,4 @@ pub async fn run_with_registry(
         tracing::warn!(error = %e, "the metrics server failed");
     }
     Ok(())
-}
-
-fn tokio_stream_listener(listener: tokio::net::TcpListener) -> tokio_stream::wrappers::TcpListenerStream {
-    tokio_stream::wrappers::TcpListenerStream::new(listener)
 }

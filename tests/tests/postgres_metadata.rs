@@ -60,8 +60,10 @@ fn jobs_live_in_postgresql_and_outlive_the_job_manager() {
 
 /// Checkpoint metadata lives in PostgreSQL too, and a restart of the database loses none of it: while the
 /// server is down the REST API answers 503 and checkpoints cannot be recorded (they fail, within the job's
-/// tolerance); once it is back, checkpoints complete again, ids going on from the last one, and the job
-/// never left RUNNING.
+/// tolerance, or their completion is retried until it lands); once it is back, checkpoints complete again,
+/// ids going on from the last one, and the job never left RUNNING. Every checkpoint the store calls
+/// COMPLETED and not discarded still has its `_metadata` (issue 19: a store error while completing never
+/// deletes a checkpoint that the store may record as completed).
 #[test]
 fn checkpoints_are_recorded_in_postgresql_and_resume_after_it_restarts() {
     let server = sluice_tests::postgres::PostgresServer::start().unwrap_or_else(|e| panic!("{e:#}"));
@@ -128,6 +130,26 @@ fn checkpoints_are_recorded_in_postgresql_and_resume_after_it_restarts() {
     }
     let status = cluster.get(&format!("/jobs/{}/status", id.0));
     assert_eq!(status["status"], "RUNNING", "{status}");
+    // Retention may discard a checkpoint between reading the list and looking at its files: a file missing
+    // counts only if the checkpoint is still listed as kept afterwards.
+    let kept = |answer: &serde_json::Value| -> Vec<(u64, String)> {
+        let history = answer["history"].as_array().cloned().unwrap_or_default();
+        history
+            .iter()
+            .filter(|c| c["status"] == "COMPLETED" && c["discarded"] == false)
+            .filter_map(|c| Some((c["id"].as_u64()?, c["location"].as_str()?.to_string())))
+            .collect()
+    };
+    let listed = kept(&cluster.get(&path));
+    assert!(!listed.is_empty(), "no kept checkpoint is listed");
+    let missing: Vec<u64> = listed
+        .iter()
+        .filter(|(_, location)| !std::path::Path::new(location).join("_metadata").is_file())
+        .map(|(id, _)| *id)
+        .collect();
+    let still_kept = kept(&cluster.get(&path));
+    let lost: Vec<&u64> = missing.iter().filter(|id| still_kept.iter().any(|(k, _)| k == *id)).collect();
+    assert!(lost.is_empty(), "kept COMPLETED checkpoints without their _metadata: {lost:?}");
     cluster.cancel(&id);
     cluster.wait_for_status(&id, JobStatus::Canceled, TIMEOUT);
 }

@@ -62,6 +62,11 @@ pub const DATAGEN_WORDS_PER_VALUE_MAX: u32 = 1_000;
 /// TaskManager's log; more than this per batch floods it without telling a human anything more.
 pub const PRINT_ROWS_PER_BATCH_MAX: u32 = 1_000;
 
+/// The longest a job may wait for slots (`config.slot_wait_timeout_ms`) before the wait counts as a
+/// failure. A waiting job holds an actor and a place under the JobManager's cap on unfinished jobs; past a
+/// day it is surely a unit mistake (and `u64::MAX` ms would overflow the deadline's arithmetic).
+pub const SLOT_WAIT_TIMEOUT_MS_MAX: u64 = 24 * 3600 * 1000;
+
 /// `text` shortened for an error message: a refused 3 MB id must not be echoed back 3 MB long.
 pub fn shown(text: &str) -> String {
     /// How many characters of an oversized name or expression a message shows.

@@ -2,23 +2,79 @@
 //! 1. refuse it if it reuses a shared file that is no longer kept;
 //! 2. a savepoint moves to its own directory and gets its own copy of the shared files it references;
 //! 3. `_metadata` goes in, last of the files;
-//! 4. the store's row becomes COMPLETED: the commit point (a failure here aborts the checkpoint);
+//! 4. the store's row becomes COMPLETED: the commit point. The write is retried with a bounded back-off
+//!    ([`COMPLETION_RECORD_ATTEMPTS`]) and is idempotent (a retry whose earlier try landed answers
+//!    "completed"). A row the store refuses (it is not in progress) aborts the checkpoint and deletes its
+//!    files; a write still failing after the retries leaves the outcome *unknown*, since the last try may
+//!    have landed: the checkpoint is counted as failed but its files and shared files are kept (out of the
+//!    sweep too), because the store may say it is COMPLETED and a later JobManager may restore from it.
+//!    At the next completion the store records, each checkpoint in doubt is settled by reading its row;
 //! 5. the TaskManagers are told, so sinks commit (awaited only before a stop-with-savepoint);
 //! 6. retention: the checkpoint is retained and the oldest beyond the policy's count, with the shared files
 //!    no retained checkpoint references any more, are handed to the janitor.
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
+use std::future::Future;
+use std::time::Duration;
 
 use futures::future::join_all;
 use sluice_common::checkpoint_layout::SHARED_DIR;
+use sluice_common::lifecycle::CheckpointStatus;
 use sluice_common::proto::{AcknowledgeCheckpointRequest, NotifyCheckpointCompleteRequest};
+use sluice_common::storage::Storage;
 
-use super::coordinator::{instant_of, Coordinator, Pending};
+use super::coordinator::{instant_of, Coordinator, Pending, UNRECORDED_CHECKPOINTS_MAX};
 use super::metadata::{write_metadata, CheckpointMetadata, MetadataFile, MetadataVertex, METADATA_FORMAT};
 use super::retention::Cleanup;
 use super::{Kind, Verdict};
 use crate::cluster::now_ms;
 use crate::deployment::Deployment;
-use crate::store::CompletedCheckpoint;
+use crate::store::{CompletedCheckpoint, StoreError};
+
+/// Tries of the store write that completes a checkpoint before its outcome counts as unknown. The tries
+/// and their back-off span about 3 s (plus each query's own bound, `STORE_ACQUIRE_TIMEOUT`): a database
+/// blip is ridden out, a longer outage costs one checkpoint, not the job's actor.
+pub(crate) const COMPLETION_RECORD_ATTEMPTS: u32 = 5;
+/// The back-off before the second try; it doubles up to [`COMPLETION_RECORD_BACKOFF_MAX`].
+const COMPLETION_RECORD_BACKOFF_FIRST: Duration = Duration::from_millis(200);
+/// The longest back-off between two tries.
+const COMPLETION_RECORD_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// What the store made of a checkpoint's completion.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum CompletionRecord {
+    /// The row is COMPLETED (by this try or an earlier one).
+    Completed,
+    /// The row is not in progress (failed, or gone): the checkpoint is not completed.
+    Refused,
+    /// Every try failed; the last error. The row may or may not be COMPLETED.
+    Unknown(String),
+}
+
+/// Writes a completion with `write` (the store's idempotent `complete_checkpoint`), retrying errors with a
+/// bounded, doubling back-off.
+pub(crate) async fn record_completion<F, Fut>(checkpoint: u64, mut write: F) -> CompletionRecord
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<bool, StoreError>>,
+{
+    let mut backoff = COMPLETION_RECORD_BACKOFF_FIRST;
+    let mut last = String::new();
+    for attempt in 1..=COMPLETION_RECORD_ATTEMPTS {
+        match write().await {
+            Ok(true) => return CompletionRecord::Completed,
+            Ok(false) => return CompletionRecord::Refused,
+            Err(e) => {
+                tracing::warn!(checkpoint, attempt, error = %e, "cannot record a checkpoint as completed; retrying");
+                last = e.to_string();
+            }
+        }
+        if attempt < COMPLETION_RECORD_ATTEMPTS {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(COMPLETION_RECORD_BACKOFF_MAX);
+        }
+    }
+    CompletionRecord::Unknown(last)
+}
 
 impl Coordinator {
     /// The `_metadata` of a checkpoint whose every task acknowledged.
@@ -119,12 +175,15 @@ impl Coordinator {
             tasks_json,
         };
         let trigger = instant_of(pending.trigger_ms);
-        match self.services.store.complete_checkpoint(job_id, pending.id, &done).await {
-            Ok(true) => {}
-            Ok(false) | Err(_) => {
-                let reason = format!("cannot record checkpoint {} as completed", pending.id);
+        let store = &self.services.store;
+        match record_completion(pending.id, || store.complete_checkpoint(job_id, pending.id, &done)).await {
+            CompletionRecord::Completed => self.resolve_unrecorded().await,
+            CompletionRecord::Refused => {
+                let reason =
+                    format!("cannot record checkpoint {} as completed: it is no longer in progress", pending.id);
                 return self.abort_pending(pending, moved.then_some(final_dir), reason, true).await;
             }
+            CompletionRecord::Unknown(error) => return self.abandon_unrecorded(pending, &final_dir, &error).await,
         }
         let duration_ms = end_ms.saturating_sub(pending.trigger_ms);
         tracing::info!(job_id = %job_id, checkpoint = pending.id, kind = %pending.kind.kind(), duration_ms,
@@ -183,5 +242,65 @@ impl Coordinator {
         }
         self.sweep().await;
         Verdict::Continue
+    }
+}
+
+impl Coordinator {
+    /// A checkpoint whose completion may or may not be recorded (the store kept failing): counted as failed,
+    /// its files and the shared files it uploaded kept (a leak at worst, never a COMPLETED checkpoint without
+    /// its files). Marking its row FAILED changes nothing if the completion did land (only IN_PROGRESS rows
+    /// are failed).
+    async fn abandon_unrecorded(&mut self, pending: Pending, final_dir: &Storage, error: &str) -> Verdict {
+        let job_id = &self.job_id.clone();
+        self.schedule_next(Some(instant_of(pending.trigger_ms)));
+        let reason = format!(
+            "cannot record checkpoint {} as completed after {COMPLETION_RECORD_ATTEMPTS} tries ({error}); its files in {} are kept",
+            pending.id,
+            final_dir.location()
+        );
+        tracing::warn!(job_id = %job_id, checkpoint = pending.id, %reason, "checkpoint failed");
+        let uploaded: Vec<String> = pending.acks.iter().flat_map(|a| a.uploaded_shared_files.clone()).collect();
+        self.unrecorded.push_back((pending.id, final_dir.clone(), uploaded));
+        if self.unrecorded.len() > UNRECORDED_CHECKPOINTS_MAX {
+            if let Some((id, dir, _)) = self.unrecorded.pop_front() {
+                tracing::warn!(job_id = %job_id, checkpoint = id, dir = %dir.location(),
+                    "too many checkpoints in doubt; the oldest is no longer protected from the sweep");
+            }
+        }
+        if let Err(e) = self.services.store.fail_checkpoint(job_id, pending.id, now_ms(), &reason).await {
+            tracing::warn!(job_id = %job_id, checkpoint = pending.id, error = %e, "cannot record a failed checkpoint");
+        }
+        self.count_failure(&reason)
+    }
+
+    /// The store answers again (a completion was just recorded): settles the checkpoints in doubt. One the
+    /// store has as COMPLETED is discarded like a checkpoint that fell out of retention (a newer one is
+    /// retained now); one it has otherwise is failed (a no-op if it is failed already) and deleted. One the
+    /// store cannot be asked about stays in doubt.
+    async fn resolve_unrecorded(&mut self) {
+        let job_id = &self.job_id.clone();
+        let mut still = VecDeque::new();
+        for (id, dir, uploaded) in std::mem::take(&mut self.unrecorded) {
+            let cleanup = match self.services.store.checkpoint(job_id, id).await {
+                Err(_) => {
+                    still.push_back((id, dir, uploaded));
+                    continue;
+                }
+                Ok(Some(record)) if record.status == CheckpointStatus::Completed => Cleanup::Discard { id, dir },
+                Ok(_) => {
+                    let reason = "its completion could not be recorded";
+                    if let Err(e) = self.services.store.fail_checkpoint(job_id, id, now_ms(), reason).await {
+                        tracing::warn!(job_id = %job_id, checkpoint = id, error = %e, "cannot record a failed checkpoint");
+                        still.push_back((id, dir, uploaded));
+                        continue;
+                    }
+                    Cleanup::Delete(dir)
+                }
+            };
+            tracing::info!(job_id = %job_id, checkpoint = id, "settled a checkpoint whose completion was in doubt");
+            self.shared.unreferenced(&uploaded);
+            self.janitor.submit(cleanup).await;
+        }
+        self.unrecorded = still;
     }
 }

@@ -53,9 +53,18 @@ pub(crate) struct Coordinator {
     /// Completed checkpoints whose files are kept, oldest first, with the shared files they reference.
     pub(super) retained: VecDeque<RetainedCheckpoint>,
     pub(super) shared: SharedRegistry,
+    /// Checkpoints whose completion may or may not be recorded (the store kept failing), oldest first, with
+    /// the shared files they uploaded: kept out of the sweep until the store answers (`completion.rs`), at
+    /// most [`UNRECORDED_CHECKPOINTS_MAX`].
+    pub(super) unrecorded: VecDeque<(u64, Storage, Vec<String>)>,
     /// Deletes what is no longer kept, off the actor.
     pub(super) janitor: Janitor,
 }
+
+/// The most checkpoints kept in doubt at once (see [`Coordinator::unrecorded`]). Each is one checkpoint
+/// interval of a store outage that `tolerable_failures` did not end; beyond it, the oldest is no longer
+/// protected from the sweep (a warning says so).
+pub(super) const UNRECORDED_CHECKPOINTS_MAX: usize = 64;
 
 impl Coordinator {
     pub(crate) fn new(
@@ -81,6 +90,7 @@ impl Coordinator {
             consecutive_failures: 0,
             retained: VecDeque::new(),
             shared: SharedRegistry::default(),
+            unrecorded: VecDeque::new(),
             janitor,
         }
     }
@@ -328,7 +338,7 @@ impl Coordinator {
         }
     }
 
-    fn count_failure(&mut self, reason: &str) -> Verdict {
+    pub(super) fn count_failure(&mut self, reason: &str) -> Verdict {
         self.services.metrics.failed(&self.job_id.0);
         self.consecutive_failures += 1;
         let tolerable = self.policy.as_ref().map_or(u32::MAX, |p| p.tolerable_failures);
@@ -353,6 +363,7 @@ impl Coordinator {
     pub(super) async fn sweep(&self) {
         let mut keep: BTreeSet<u64> = self.retained.iter().map(|(id, _, _)| *id).collect();
         keep.extend(self.pending.as_ref().map(|p| p.id));
+        keep.extend(self.unrecorded.iter().map(|(id, _, _)| *id));
         self.janitor.submit(Cleanup::Sweep { keep, newest: self.last_id }).await;
     }
 

@@ -108,6 +108,22 @@ async fn harness(config: CheckpointConfig, client: FakeTaskManagers) -> Harness 
     Harness { _dir: dir, store, job_id, job_dir, client, coordinator }
 }
 
+impl Harness {
+    /// Returns once the janitor has done everything queued before: it works in order, so a marker
+    /// directory queued for deletion now is gone only after all of it.
+    async fn janitor_barrier(&self) {
+        let marker = self._dir.path().join("janitor-marker");
+        std::fs::create_dir_all(&marker).unwrap_or_else(|e| panic!("{e}"));
+        let storage = Storage::open(&marker.display().to_string()).unwrap_or_else(|e| panic!("{e}"));
+        self.coordinator.janitor.submit(super::retention::Cleanup::Delete(storage)).await;
+        let deadline = StdInstant::now() + Duration::from_secs(5);
+        while marker.exists() {
+            assert!(StdInstant::now() < deadline, "the janitor did not reach the marker within 5 s");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
 fn deployment(attempt: u32, source_task_manager: &str) -> Deployment {
     Deployment {
         attempt,
@@ -257,4 +273,73 @@ async fn an_acknowledgement_naming_a_file_outside_the_job_fails_the_checkpoint_a
     assert_eq!(status_of(&h, 2).await, Some(CheckpointStatus::Completed));
     h.coordinator.on_job_end(true).await;
     assert!(victim.exists(), "a file outside the job's directory was deleted");
+}
+
+/// Goal: a store error while recording a completion is retried, and a completion whose record is in doubt
+/// never costs the checkpoint its files (issue 19). Method: a write that fails twice, then lands; and a
+/// store closed under the coordinator, so every try fails.
+#[tokio::test]
+async fn a_completion_write_that_fails_and_then_lands_is_recorded() {
+    use super::completion::{record_completion, CompletionRecord, COMPLETION_RECORD_ATTEMPTS};
+    use crate::store::StoreError;
+    let tries = std::cell::Cell::new(0u32);
+    let recorded = record_completion(1, || {
+        tries.set(tries.get() + 1);
+        let answer = if tries.get() < 3 { Err(StoreError::Database(sqlx::Error::PoolTimedOut)) } else { Ok(true) };
+        std::future::ready(answer)
+    })
+    .await;
+    assert_eq!((recorded, tries.get()), (CompletionRecord::Completed, 3));
+
+    tries.set(0);
+    let refused = record_completion(1, || {
+        tries.set(tries.get() + 1);
+        std::future::ready(Ok(false))
+    })
+    .await;
+    assert_eq!((refused, tries.get()), (CompletionRecord::Refused, 1), "a refusal is an answer, not retried");
+
+    tries.set(0);
+    let unknown = record_completion(1, || {
+        tries.set(tries.get() + 1);
+        std::future::ready(Err(StoreError::Database(sqlx::Error::PoolTimedOut)))
+    })
+    .await;
+    assert!(matches!(unknown, CompletionRecord::Unknown(_)), "{unknown:?}");
+    assert_eq!(tries.get(), COMPLETION_RECORD_ATTEMPTS, "the tries are bounded");
+}
+
+/// The store fails for a while (its table renamed away) while checkpoint 1 completes: its files stay, also
+/// through a sweep; once the store answers again, the next completion settles checkpoint 1 (FAILED in the
+/// store, so its files go).
+#[tokio::test]
+async fn a_completion_the_store_cannot_record_keeps_the_files_until_the_store_answers() {
+    let mut h = harness(policy(10, 60_000, 3, 1), FakeTaskManagers::default()).await;
+    trigger(&mut h, 1, TASK_MANAGER).await;
+    let chk = h.job_dir.child("chk-1");
+    chk.put("0-0.snapshot", b"state".to_vec()).await.unwrap_or_else(|e| panic!("{e}"));
+    let away = h.store.execute_for_tests("ALTER TABLE checkpoints RENAME TO checkpoints_away").await;
+    away.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(h.coordinator.on_ack(deployment(1, TASK_MANAGER), ack(1, 1)).await, Verdict::Continue);
+    assert!(h.coordinator.restore_candidates().is_empty(), "an unrecorded checkpoint is not restored from");
+    // A sweep (queued after every abort and completion) must not take it; the janitor runs apart, so a
+    // later queued deletion is the barrier that shows the sweep ran.
+    h.coordinator.sweep().await;
+    h.janitor_barrier().await;
+    assert!(chk.exists("_metadata").await.unwrap_or(false), "the committed _metadata was deleted");
+    assert!(chk.exists("0-0.snapshot").await.unwrap_or(false), "the snapshot file was deleted");
+
+    let back = h.store.execute_for_tests("ALTER TABLE checkpoints_away RENAME TO checkpoints").await;
+    back.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status_of(&h, 1).await, Some(CheckpointStatus::InProgress), "the store never heard of the end");
+    trigger(&mut h, 1, TASK_MANAGER).await;
+    h.coordinator.on_ack(deployment(1, TASK_MANAGER), ack(1, 2)).await;
+    assert_eq!(status_of(&h, 2).await, Some(CheckpointStatus::Completed));
+    assert_eq!(status_of(&h, 1).await, Some(CheckpointStatus::Failed), "checkpoint 1 is settled");
+    let deadline = StdInstant::now() + Duration::from_secs(5);
+    while chk.exists("_metadata").await.unwrap_or(true) {
+        assert!(StdInstant::now() < deadline, "checkpoint 1's files were not deleted within 5 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(h.job_dir.child("chk-2").exists("_metadata").await.unwrap_or(false));
 }

@@ -9,6 +9,7 @@ mod auth;
 mod error;
 mod handlers;
 mod limits;
+mod submission_rate;
 mod tls_listener;
 mod views;
 
@@ -20,6 +21,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 pub use error::ApiError;
+pub use submission_rate::SUBMISSIONS_PER_SECOND_DEFAULT;
 pub(crate) use tls_listener::TlsListener;
 
 use crate::Context;
@@ -32,12 +34,19 @@ const _: () = assert!(2 * SUBMIT_BODY_BYTES_MAX <= sluice_common::bounds::GRPC_M
 
 /// The routes of the REST API and the web UI.
 pub(crate) fn router(ctx: Arc<Context>) -> Router {
+    let submissions =
+        submission_rate::SubmissionBucket::new(ctx.settings.submissions_per_second, std::time::Instant::now());
     Router::new()
         .route("/", get(handlers::ui))
         .route("/health", get(handlers::health))
         .route("/metrics", get(handlers::prometheus_metrics))
         .route("/jobs", get(handlers::list_jobs))
-        .route("/jobs/submit", post(handlers::submit_job).layer(DefaultBodyLimit::max(SUBMIT_BODY_BYTES_MAX)))
+        .route(
+            "/jobs/submit",
+            post(handlers::submit_job)
+                .layer(DefaultBodyLimit::max(SUBMIT_BODY_BYTES_MAX))
+                .layer(middleware::from_fn_with_state(submissions, submission_rate::limit_submissions)),
+        )
         .route("/jobs/{job_id}", get(handlers::job_details))
         .route("/jobs/{job_id}/status", get(handlers::job_status))
         .route("/jobs/{job_id}/cancel", post(handlers::cancel_job))

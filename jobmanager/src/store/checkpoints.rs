@@ -91,7 +91,8 @@ impl Store {
     }
 
     /// Marks an in-progress checkpoint COMPLETED with its statistics, in one statement (so one transaction).
-    /// False when it was not in progress (already failed, or unknown).
+    /// Idempotent: true also when it is COMPLETED already at the same location (a retry whose earlier try
+    /// landed although its answer was lost). False when it was not in progress otherwise (failed, or unknown).
     pub async fn complete_checkpoint(
         &self,
         job_id: &JobId,
@@ -116,7 +117,11 @@ impl Store {
         .bind(CheckpointStatus::InProgress.as_str())
         .execute(&self.pool)
         .await?;
-        Ok(result.rows_affected() == 1)
+        if result.rows_affected() == 1 {
+            return Ok(true);
+        }
+        let recorded = self.checkpoint(job_id, id).await?;
+        Ok(recorded.is_some_and(|c| c.status == CheckpointStatus::Completed && c.location == done.location))
     }
 
     /// Marks an in-progress checkpoint FAILED with the reason.

@@ -11,6 +11,7 @@
 //! Statuses are stored as text. Text that names no status is not an error here: [`JobRecord::status`]
 //! carries it, and callers turn it into a FAILED job with a reason.
 mod checkpoints;
+mod retention;
 
 use std::time::Duration;
 
@@ -20,6 +21,11 @@ use sqlx::{Any, Pool};
 use sqlx::{Executor, Row};
 
 pub use checkpoints::{CheckpointRecord, CompletedCheckpoint, CHECKPOINTS_LISTED_MAX};
+pub use retention::{
+    run_metadata_retention, RetentionPass, RetentionPolicy, CHECKPOINT_HISTORY_ROWS_DEFAULT,
+    FINISHED_JOB_RETENTION_DEFAULT, METADATA_RETENTION_INTERVAL, RETENTION_CHECKPOINT_ROWS_PER_PASS,
+    RETENTION_JOBS_PER_PASS,
+};
 use sluice_common::lifecycle::job::{DesiredStatus, JobStatus, UnknownJobStatus};
 use sluice_common::lifecycle::sql_list;
 
@@ -288,6 +294,13 @@ impl Store {
         rows.iter().map(|row| Ok((JobId(row.try_get(0)?), row.try_get(1)?))).collect()
     }
 
+    /// Runs `sql` as is: tests break and mend the schema with it to make queries fail for a while.
+    #[cfg(test)]
+    pub(crate) async fn execute_for_tests(&self, sql: &'static str) -> Result<(), StoreError> {
+        self.pool.execute(sqlx::raw_sql(sql)).await?;
+        Ok(())
+    }
+
     /// Closes the pool, waiting for queries in flight.
     pub async fn close(&self) {
         self.pool.close().await;
@@ -392,6 +405,92 @@ mod tests {
     on_both_backends!(unknown_stored_status_text_is_carried_not_fatal);
     on_both_backends!(jobs_are_listed_newest_first);
     on_both_backends!(checkpoints_are_recorded_once_and_counted);
+    on_both_backends!(checkpoint_history_beyond_the_newest_rows_is_deleted_and_retained_rows_are_kept);
+    on_both_backends!(finished_jobs_older_than_the_retention_age_are_deleted_with_their_rows);
+
+    /// Goal: rule 1 of `store::retention` (issue 19). Method: 10 checkpoints of one job: 1-6 failed, 7-8
+    /// completed and discarded, 9 completed and retained, 10 in progress; keep 3 history rows.
+    async fn checkpoint_history_beyond_the_newest_rows_is_deleted_and_retained_rows_are_kept(store: Store) {
+        let job = new_job("history", 1);
+        store.insert_job(&job).await.unwrap_or_else(|e| panic!("{e}"));
+        let id = &job.job_id;
+        for n in 1..=10 {
+            let location = format!("/checkpoints/history/chk-{n}");
+            store
+                .insert_checkpoint(id, n, 1, CheckpointKind::Checkpoint, n, &location)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let done = CompletedCheckpoint { end_ms: n, location, ..Default::default() };
+            match n {
+                1..=6 => store.fail_checkpoint(id, n, n, "declined").await.unwrap_or_else(|e| panic!("{e}")),
+                7..=9 => assert_eq!(store.complete_checkpoint(id, n, &done).await.ok(), Some(true)),
+                _ => {}
+            }
+            if (7..=8).contains(&n) {
+                store.discard_checkpoint(id, n).await.unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+        // Another job's history is counted apart.
+        let other = new_job("other", 2);
+        store.insert_job(&other).await.unwrap_or_else(|e| panic!("{e}"));
+        store
+            .insert_checkpoint(&other.job_id, 1, 1, CheckpointKind::Checkpoint, 1, "/o")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        store.fail_checkpoint(&other.job_id, 1, 1, "declined").await.unwrap_or_else(|e| panic!("{e}"));
+
+        // A batch of 2 deletes 2 of the 5 rows due; the next pass the rest; then nothing.
+        assert_eq!(store.delete_checkpoint_history(3, 2).await.ok(), Some(2));
+        assert_eq!(store.delete_checkpoint_history(3, 100).await.ok(), Some(3));
+        assert_eq!(store.delete_checkpoint_history(3, 100).await.ok(), Some(0));
+        let ids: Vec<u64> = store.checkpoints(id, 100).await.unwrap_or_default().iter().map(|c| c.id).collect();
+        assert_eq!(ids, vec![10, 9, 8, 7, 6], "3 history rows (8, 7, 6), the retained 9 and the in-progress 10");
+        assert_eq!(store.max_checkpoint_id(id).await.ok(), Some(10));
+        assert_eq!(store.checkpoints(&other.job_id, 100).await.map(|c| c.len()).ok(), Some(1));
+    }
+
+    /// Goal: rule 2 of `store::retention` (issue 19). Method: a job that ended at 1000 ms with an attempt and
+    /// a checkpoint, one that ended at 5000 ms, one still running; delete what ended before 2000 ms.
+    async fn finished_jobs_older_than_the_retention_age_are_deleted_with_their_rows(store: Store) {
+        let end = |id: &str, at: u64| {
+            let store = store.clone();
+            let id = JobId(id.into());
+            async move {
+                let update =
+                    StatusUpdate { status: JobStatus::Finished, at_ms: at, end_time_ms: Some(at), failure_cause: None };
+                store.update_status(&id, &update).await.unwrap_or_else(|e| panic!("{e}"));
+            }
+        };
+        for name in ["old", "recent", "running"] {
+            store.insert_job(&new_job(name, 1)).await.unwrap_or_else(|e| panic!("{e}"));
+            let id = JobId(name.into());
+            store.record_attempt(&id, Attempt(1), ExecutionId(7), "[]", 2).await.unwrap_or_else(|e| panic!("{e}"));
+            store
+                .insert_checkpoint(&id, 1, 1, CheckpointKind::Checkpoint, 3, "/c")
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        end("old", 1000).await;
+        end("recent", 5000).await;
+        let running = StatusUpdate { status: JobStatus::Running, at_ms: 4, end_time_ms: None, failure_cause: None };
+        store.update_status(&JobId("running".into()), &running).await.unwrap_or_else(|e| panic!("{e}"));
+
+        let policy = RetentionPolicy { checkpoint_history_rows: 100, finished_job_age: Some(Duration::from_secs(3)) };
+        let pass = store.apply_retention(&policy, 5000).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(pass, RetentionPass { checkpoint_rows: 0, jobs: 1 });
+        assert!(store.job(&JobId("old".into())).await.ok().flatten().is_none(), "the old job is gone");
+        assert_eq!(store.checkpoints(&JobId("old".into()), 10).await.map(|c| c.len()).ok(), Some(0));
+        let attempts =
+            sqlx::query("SELECT COUNT(*) FROM job_attempts WHERE job_id = 'old'").fetch_one(&store.pool).await;
+        assert_eq!(attempts.ok().and_then(|r| r.try_get::<i64, _>(0).ok()), Some(0));
+        for kept in ["recent", "running"] {
+            assert!(store.job(&JobId(kept.into())).await.ok().flatten().is_some(), "{kept} is kept");
+            assert_eq!(store.checkpoints(&JobId(kept.into()), 10).await.map(|c| c.len()).ok(), Some(1));
+        }
+        let forever = RetentionPolicy { finished_job_age: None, ..policy };
+        assert_eq!(store.apply_retention(&forever, u64::MAX).await.ok(), Some(RetentionPass::default()));
+        assert!(store.job(&JobId("recent".into())).await.ok().flatten().is_some(), "0 keeps finished jobs");
+    }
 
     async fn checkpoints_are_recorded_once_and_counted(store: Store) {
         let job = new_job("cp", 1);
@@ -415,8 +514,14 @@ mod tests {
             tasks_json: "[]".into(),
         };
         assert_eq!(store.complete_checkpoint(id, 1, &done).await.ok(), Some(true));
-        // Completing twice, or completing a failed one, changes nothing.
-        assert_eq!(store.complete_checkpoint(id, 1, &done).await.ok(), Some(false));
+        // Completing twice is a no-op that answers "completed" (a retry whose first try landed); completing
+        // it elsewhere, failing it after, or completing a failed one, changes nothing.
+        assert_eq!(store.complete_checkpoint(id, 1, &done).await.ok(), Some(true));
+        let elsewhere = CompletedCheckpoint { location: "/elsewhere".into(), ..done.clone() };
+        assert_eq!(store.complete_checkpoint(id, 1, &elsewhere).await.ok(), Some(false));
+        store.fail_checkpoint(id, 1, 170, "too late").await.unwrap_or_else(|e| panic!("{e}"));
+        let first = store.checkpoint(id, 1).await.ok().flatten().map(|c| (c.status, c.location));
+        assert_eq!(first, Some((CheckpointStatus::Completed, "/checkpoints/cp/chk-1".to_string())));
         store.fail_checkpoint(id, 2, 260, "declined by count#0").await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(store.complete_checkpoint(id, 2, &done).await.ok(), Some(false));
         store.discard_checkpoint(id, 1).await.unwrap_or_else(|e| panic!("{e}"));

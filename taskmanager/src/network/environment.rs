@@ -43,6 +43,26 @@ pub const MAX_RELEASED_EXECUTIONS: usize = 4096;
 /// counted as stale (with a warning); creating a partition beyond it fails. Far above what the slots of a
 /// TaskManager can use (channels per subtask × subtasks).
 pub const MAX_SENDER_CHANNELS: usize = 1 << 20;
+/// Connections whose handshake is done that the accept loop keeps at once (peers dialing us). A connection
+/// beyond it is closed right after its handshake and counted as refused: each may make this TaskManager
+/// buffer up to `max_frame_bytes`, so strangers holding the secret (or any, without one) cannot grow its
+/// memory by opening more. A TaskManager has one connection per peer TaskManager; 256 peers is a large
+/// cluster for one job's exchange.
+pub const MAX_ACCEPTED_CONNECTIONS: usize = 256;
+/// How long an accepted connection may take to send its hello (TLS included), however long
+/// `connect_timeout` is: a real peer sends its hello as soon as it is connected, so an idle stranger
+/// holds one of the [`MAX_PENDING_HANDSHAKES`] places for this long at most.
+pub const ACCEPT_HANDSHAKE_TIMEOUT_MAX: Duration = Duration::from_secs(3);
+/// Sending states created by a credit (the receiving gate announced credit before the producing
+/// partition exists here) that no partition has claimed yet. Beyond it, such credits are dropped and
+/// counted as stale. Legitimately, a few per channel of the jobs being deployed.
+pub const MAX_UNCLAIMED_SENDER_CHANNELS: usize = 65_536;
+/// How long a sending state created by a credit waits for its partition before it is dropped (also when
+/// its connection closes). Deployments of one attempt reach every TaskManager within seconds; a state
+/// unclaimed for two minutes belongs to no task here (a stranger's credits, an attempt deployed elsewhere).
+pub const UNCLAIMED_SENDER_TTL: Duration = Duration::from_secs(120);
+const _: () = assert!(MAX_UNCLAIMED_SENDER_CHANNELS <= MAX_SENDER_CHANNELS);
+
 /// First pause of the accept loop after an accept error (e.g. out of file descriptors), and the reset value
 /// after a success; it doubles on each further error up to [`ACCEPT_ERROR_BACKOFF_MAX`], so a persistent
 /// error does not spin. A millisecond: a transient error (a peer resetting mid-accept) costs almost nothing.
@@ -95,6 +115,11 @@ struct Registry {
     receivers: HashMap<ChannelKey, (Arc<GateShared>, usize)>,
     released: HashSet<u64>,
     released_order: VecDeque<u64>,
+    /// Senders created by a credit and not yet claimed by a partition or a local gate, with when they were
+    /// created. Invariant: every key here is in `senders`.
+    unclaimed: HashMap<ChannelKey, Instant>,
+    /// `unclaimed` in creation order, for expiry; entries claimed since are skipped.
+    unclaimed_order: VecDeque<(Instant, ChannelKey)>,
 }
 
 impl Registry {
@@ -105,11 +130,70 @@ impl Registry {
         Ok(())
     }
 
+    /// The sender of `key` for its partition (or local gate), created if need be: it is claimed.
     fn sender(&mut self, key: ChannelKey) -> Result<Arc<SenderChannel>, NetworkError> {
+        self.check_not_released(key.execution_id)?;
+        if let Some(sender) = self.senders.get(&key) {
+            self.unclaimed.remove(&key);
+            return Ok(sender.clone());
+        }
+        self.create_sender(key)
+    }
+
+    /// The sender a credit for `key` goes to: the existing one, or a new unclaimed one (see
+    /// [`MAX_UNCLAIMED_SENDER_CHANNELS`] and [`UNCLAIMED_SENDER_TTL`]).
+    fn sender_for_credit(&mut self, key: ChannelKey, now: Instant) -> Result<Arc<SenderChannel>, NetworkError> {
         self.check_not_released(key.execution_id)?;
         if let Some(sender) = self.senders.get(&key) {
             return Ok(sender.clone());
         }
+        self.expire_unclaimed(now);
+        if self.unclaimed.len() >= MAX_UNCLAIMED_SENDER_CHANNELS {
+            return Err(NetworkError::InvalidConfig(format!(
+                "more than {MAX_UNCLAIMED_SENDER_CHANNELS} channels were granted credit before their partition exists"
+            )));
+        }
+        let sender = self.create_sender(key)?;
+        self.unclaimed.insert(key, now);
+        self.unclaimed_order.push_back((now, key));
+        Ok(sender)
+    }
+
+    /// Drops the unclaimed senders older than [`UNCLAIMED_SENDER_TTL`].
+    fn expire_unclaimed(&mut self, now: Instant) {
+        while let Some(&(created, key)) = self.unclaimed_order.front() {
+            if now.saturating_duration_since(created) < UNCLAIMED_SENDER_TTL {
+                break;
+            }
+            self.unclaimed_order.pop_front();
+            if self.unclaimed.get(&key) == Some(&created) {
+                self.unclaimed.remove(&key);
+                self.senders.remove(&key);
+            }
+        }
+        // Claimed entries leave `unclaimed` but not the order; keep the order within a bound of its own.
+        if self.unclaimed_order.len() > 2 * MAX_UNCLAIMED_SENDER_CHANNELS {
+            let unclaimed = &self.unclaimed;
+            self.unclaimed_order.retain(|(created, key)| unclaimed.get(key) == Some(created));
+        }
+    }
+
+    /// Drops the unclaimed senders whose credits came over `connection_id` (it closed: they are void).
+    fn drop_unclaimed_of(&mut self, connection_id: u64) {
+        let senders = &self.senders;
+        let void: Vec<ChannelKey> = self
+            .unclaimed
+            .keys()
+            .filter(|key| senders.get(key).is_some_and(|s| s.uses_connection(connection_id)))
+            .copied()
+            .collect();
+        for key in void {
+            self.unclaimed.remove(&key);
+            self.senders.remove(&key);
+        }
+    }
+
+    fn create_sender(&mut self, key: ChannelKey) -> Result<Arc<SenderChannel>, NetworkError> {
         if self.senders.len() >= MAX_SENDER_CHANNELS {
             return Err(NetworkError::InvalidConfig(format!(
                 "more than {MAX_SENDER_CHANNELS} output channels on one TaskManager"
@@ -174,6 +258,17 @@ impl Shared {
                 Arc::new(PeerSlot { current: watch::Sender::new(None), dial_lock: tokio::sync::Mutex::new(()) })
             })
             .clone()
+    }
+
+    /// Whether [`MAX_ACCEPTED_CONNECTIONS`] other peers have a live connection, so one from `peer_id` (which
+    /// would replace its own) is refused. Forgets the slots of peers with no connection that nobody waits
+    /// on, so strangers' ids do not pile up.
+    fn accepted_connections_full(&self, peer_id: &str) -> bool {
+        let mut peers = lock(&self.peers);
+        // Under the lock, a slot held only by the map cannot be handed out meanwhile.
+        peers.retain(|_, slot| slot.alive().is_some() || Arc::strong_count(slot) > 1);
+        let others = peers.iter().filter(|(id, slot)| id.as_str() != peer_id && slot.alive().is_some()).count();
+        others >= MAX_ACCEPTED_CONNECTIONS
     }
 
     /// Whether this TaskManager is the one that dials `peer_id` (its id sorts first).
@@ -243,7 +338,8 @@ impl Shared {
         });
         let failure = Failure::ConnectionLost { peer: connection.peer_id.clone(), reason: reason.to_string() };
         let (senders, gates): (Vec<_>, Vec<_>) = {
-            let registry = lock(&self.registry);
+            let mut registry = lock(&self.registry);
+            registry.drop_unclaimed_of(connection.id);
             (
                 registry.senders.values().cloned().collect(),
                 registry.receivers.values().map(|(gate, _)| gate.clone()).collect(),
@@ -296,7 +392,7 @@ impl Shared {
     }
 
     fn on_credit(&self, connection: &Arc<Connection>, key: ChannelKey, credits: u32) -> Result<(), String> {
-        let sender = match lock(&self.registry).sender(key) {
+        let sender = match lock(&self.registry).sender_for_credit(key, Instant::now()) {
             Ok(sender) => sender,
             Err(e) => {
                 self.counters.stale_frames_dropped.fetch_add(1, Ordering::Relaxed);
@@ -469,6 +565,9 @@ impl NetworkEnvironment {
             registry.remember_released(execution_id);
             let sender_keys: Vec<ChannelKey> =
                 registry.senders.keys().filter(|k| k.execution_id == execution_id).copied().collect();
+            for key in &sender_keys {
+                registry.unclaimed.remove(key);
+            }
             let senders: Vec<_> = sender_keys.iter().filter_map(|k| registry.senders.remove(k)).collect();
             let receiver_keys: Vec<ChannelKey> =
                 registry.receivers.keys().filter(|k| k.execution_id == execution_id).copied().collect();
@@ -490,8 +589,10 @@ impl NetworkEnvironment {
     pub fn stats(&self) -> NetworkStats {
         let counters = &self.shared.counters;
         let connections = lock(&self.shared.peers).values().filter(|slot| slot.alive().is_some()).count();
+        let sender_channels = lock(&self.shared.registry).senders.len();
         NetworkStats {
             connections,
+            sender_channels,
             connections_opened: counters.connections_opened.load(Ordering::Relaxed),
             connections_refused: counters.connections_refused.load(Ordering::Relaxed),
             stale_frames_dropped: counters.stale_frames_dropped.load(Ordering::Relaxed),
@@ -539,11 +640,17 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         let shared = shared.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let deadline = Instant::now() + shared.config.connect_timeout;
+            let deadline = Instant::now() + shared.config.connect_timeout.min(ACCEPT_HANDSHAKE_TIMEOUT_MAX);
             let handshake = tokio::select! {
                 _ = shared.shutdown.cancelled() => return,
                 handshake = connection::accept(stream, &shared.local_id, shared.security(), shared.config.max_frame_bytes, deadline) => handshake,
             };
+            let handshake = handshake.and_then(|(peer_id, framed)| match shared.accepted_connections_full(&peer_id) {
+                false => Ok((peer_id, framed)),
+                true => Err(format!(
+                    "{peer_id} completed its handshake, but {MAX_ACCEPTED_CONNECTIONS} accepted connections are open"
+                )),
+            });
             match handshake {
                 Ok((peer_id, framed)) => {
                     shared.install(&peer_id, framed);

@@ -21,7 +21,11 @@
 //!   (that wait is its backpressure time);
 //! - frame length: `max_frame_bytes`, checked before allocating ([`frame`]); a few hundred bytes until the
 //!   handshake is done;
-//! - waits: `connect_timeout` for dialing, for a peer to dial us, and for a handshake.
+//! - waits: `connect_timeout` for dialing, for a peer to dial us, and for a handshake we dialed; an accepted
+//!   connection must finish its handshake within `ACCEPT_HANDSHAKE_TIMEOUT_MAX`;
+//! - connections: `MAX_PENDING_HANDSHAKES` in their handshake, `MAX_ACCEPTED_CONNECTIONS` after it;
+//! - sending state: `MAX_SENDER_CHANNELS` in all, of which `MAX_UNCLAIMED_SENDER_CHANNELS` created by an
+//!   early credit, each dropped after `UNCLAIMED_SENDER_TTL` or when its connection closes unless claimed.
 //!
 //! Layout: [`frame`] (wire format), [`credit`] (receiver accounting), `buffer` (batches into buffers, IPC),
 //! `channel` (sender state), `gate` ([`InputGate`]), `partition` ([`ResultPartition`]), `connection` (TCP,
@@ -44,7 +48,10 @@ mod partition;
 mod tests;
 
 pub use connection::MAX_BUFFERS_PER_CHANNEL_TURN;
-pub use environment::{NetworkEnvironment, MAX_PENDING_HANDSHAKES, MAX_RELEASED_EXECUTIONS, MAX_SENDER_CHANNELS};
+pub use environment::{
+    NetworkEnvironment, ACCEPT_HANDSHAKE_TIMEOUT_MAX, MAX_ACCEPTED_CONNECTIONS, MAX_PENDING_HANDSHAKES,
+    MAX_RELEASED_EXECUTIONS, MAX_SENDER_CHANNELS, MAX_UNCLAIMED_SENDER_CHANNELS, UNCLAIMED_SENDER_TTL,
+};
 pub use error::NetworkError;
 pub use gate::{InputGate, MAX_QUEUED_EVENTS_PER_CHANNEL};
 pub use partition::ResultPartition;
@@ -186,6 +193,9 @@ pub enum StreamEvent {
 pub struct NetworkStats {
     /// Connections to peers that are open now.
     pub connections: usize,
+    /// Sending states held (one per output channel, including those created by an early credit and not
+    /// yet claimed by their partition).
+    pub sender_channels: usize,
     /// Connections established since start (dialed or accepted).
     pub connections_opened: u64,
     /// Incoming connections refused (bad handshake, too many pending handshakes).

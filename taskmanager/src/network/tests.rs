@@ -899,3 +899,90 @@ async fn assert_exchange(
     produced.expect("produce");
     assert_eq!(rows.expect("drain"), vec![expected(0, batches, 10)]);
 }
+
+/// Connects as TaskManager `id` (no proof: the environments here have no cluster secret) and sends a hello;
+/// returns the connection and the reply, if one came before the server closed it.
+async fn handshake_as(env: &NetworkEnvironment, id: &str) -> (Framed<TcpStream, FrameCodec>, Option<Frame>) {
+    let stream = TcpStream::connect(env.local_addr()).await.expect("connect");
+    let mut framed = Framed::new(stream, FrameCodec::new(1 << 20));
+    let hello = Frame::Hello { version: PROTOCOL_VERSION, task_manager_id: id.to_string(), proof: Bytes::new() };
+    framed.send(hello).await.expect("hello");
+    let reply = tokio::time::timeout(WAIT, framed.next()).await.expect("an answer or a close in time");
+    (framed, reply.and_then(Result::ok))
+}
+
+/// Whether the server closed `framed` (EOF or reset) within [`WAIT`].
+async fn closed_by_server(framed: &mut Framed<TcpStream, FrameCodec>) -> bool {
+    matches!(tokio::time::timeout(WAIT, framed.next()).await, Ok(None | Some(Err(_))))
+}
+
+/// Goal: an idle stranger holds a pending-handshake place for [`super::ACCEPT_HANDSHAKE_TIMEOUT_MAX`] at
+/// most, however long `connect_timeout` is (issue 19). Method: a socket that connects and sends nothing,
+/// against an environment whose connect timeout is a minute; the time until the server closes it is
+/// measured.
+#[tokio::test]
+async fn an_idle_stranger_is_closed_within_the_accept_handshake_bound() {
+    let config = NetworkConfig { connect_timeout: Duration::from_secs(60), ..config() };
+    let b = start("tm-b", config).await;
+    let started = Instant::now();
+    let mut idle = TcpStream::connect(b.local_addr()).await.expect("connect");
+    let mut sink = Vec::new();
+    let closed = tokio::time::timeout(WAIT, idle.read_to_end(&mut sink)).await;
+    let took = started.elapsed();
+    assert!(closed.is_ok(), "the idle stranger was not closed within {WAIT:?}");
+    assert!(took < super::ACCEPT_HANDSHAKE_TIMEOUT_MAX + Duration::from_secs(2), "closed after {took:?}");
+    eventually("the stranger is counted as refused", || b.stats().connections_refused == 1).await;
+}
+
+/// Goal: connections past their handshake are capped at [`super::MAX_ACCEPTED_CONNECTIONS`] (issue 19).
+/// Method: that many fake peers complete their handshake with tm-b and stay; one more is answered and then
+/// closed, counted as refused; when one of the first closes, a new one is taken again.
+#[tokio::test]
+async fn accepted_connections_beyond_the_cap_are_closed_after_the_handshake() {
+    let b = start("tm-b", config()).await;
+    let mut peers = Vec::new();
+    for n in 0..super::MAX_ACCEPTED_CONNECTIONS {
+        let (framed, reply) = handshake_as(&b, &format!("tm-0-{n:03}")).await;
+        assert!(matches!(reply, Some(Frame::Hello { .. })), "peer {n} was not answered: {reply:?}");
+        peers.push(framed);
+    }
+    eventually("every peer is connected", || b.stats().connections == super::MAX_ACCEPTED_CONNECTIONS).await;
+    let (mut extra, _) = handshake_as(&b, "tm-0-extra").await;
+    assert!(closed_by_server(&mut extra).await, "the connection beyond the cap stayed open");
+    eventually("the connection beyond the cap is counted as refused", || b.stats().connections_refused == 1).await;
+    assert_eq!(b.stats().connections, super::MAX_ACCEPTED_CONNECTIONS);
+
+    drop(peers.pop());
+    eventually("the closed peer is gone", || b.stats().connections == super::MAX_ACCEPTED_CONNECTIONS - 1).await;
+    let (mut again, reply) = handshake_as(&b, "tm-0-again").await;
+    assert!(matches!(reply, Some(Frame::Hello { .. })), "{reply:?}");
+    eventually("a new peer is taken below the cap", || b.stats().connections == super::MAX_ACCEPTED_CONNECTIONS).await;
+    assert!(!closed_by_server_quickly(&mut again).await, "the peer below the cap was closed");
+}
+
+/// Whether the server closes `framed` within [`PENDING_GRACE`] (a negative check: a slow machine only
+/// makes it weaker).
+async fn closed_by_server_quickly(framed: &mut Framed<TcpStream, FrameCodec>) -> bool {
+    matches!(tokio::time::timeout(PENDING_GRACE, framed.next()).await, Ok(None | Some(Err(_))))
+}
+
+/// Goal: credits for channels no partition here claims do not leave sending state behind (issue 19).
+/// Method: a fake peer sends credits for 100 unknown channels (each creates an unclaimed sender, since a
+/// gate may legitimately grant credit before its producer is deployed); a partition claims one of them;
+/// when the peer's connection closes, the 99 unclaimed are dropped and the claimed one stays.
+#[tokio::test]
+async fn credits_for_unknown_channels_leave_no_sending_state_once_their_connection_closes() {
+    let b = start("tm-b", config()).await;
+    let mut peer = fake_peer(&b).await;
+    for n in 0..100 {
+        peer.send(Frame::Credit { channel: key(9, 0, n, 0), credits: 2 }).await.expect("credit");
+    }
+    eventually("100 senders exist", || b.stats().sender_channels == 100).await;
+    let fake = PeerAddress { task_manager_id: "tm-0".to_string(), data_address: "127.0.0.1:1".to_string() };
+    let partition = b.create_result_partition(vec![(key(9, 0, 0, 0), fake)], Duration::ZERO).await;
+    let _partition = partition.expect("the partition claims the credited channel");
+    assert_eq!(b.stats().sender_channels, 100);
+    drop(peer);
+    eventually("the unclaimed senders are dropped", || b.stats().sender_channels == 1).await;
+    assert_eq!(b.stats().protocol_errors, 0, "credits for unknown channels are not a protocol error");
+}

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use datafusion::arrow::datatypes::SchemaRef;
 
+use super::bounds::SLOT_WAIT_TIMEOUT_MS_MAX;
 use super::chain::build_chains;
 use super::operators::edge_source_key;
 use super::JobError;
@@ -35,6 +36,7 @@ mod sizes;
 pub const WATERMARK_INTERVAL_MS_DEFAULT: u64 = 200;
 /// How long a job waits for slots before it fails, when its config does not say.
 const SLOT_WAIT_TIMEOUT_MS_DEFAULT: u64 = 60_000;
+const _: () = assert!(SLOT_WAIT_TIMEOUT_MS_DEFAULT <= SLOT_WAIT_TIMEOUT_MS_MAX);
 /// How long a partially filled output buffer may wait before it is sent, when the config does not say:
 /// a few milliseconds of latency buy full buffers under load.
 const BUFFER_TIMEOUT_MS_DEFAULT: u64 = 5;
@@ -187,7 +189,12 @@ fn normalize_config(mut config: JobConfig, problems: &mut Vec<String>) -> JobCon
     if config.placement() == Placement::Unspecified {
         config.set_placement(Placement::Spread);
     }
-    config.slot_wait_timeout_ms.get_or_insert(SLOT_WAIT_TIMEOUT_MS_DEFAULT);
+    let slot_wait = *config.slot_wait_timeout_ms.get_or_insert(SLOT_WAIT_TIMEOUT_MS_DEFAULT);
+    if slot_wait > SLOT_WAIT_TIMEOUT_MS_MAX {
+        problems.push(format!(
+            "config.slot_wait_timeout_ms is {slot_wait}; the most allowed is {SLOT_WAIT_TIMEOUT_MS_MAX}"
+        ));
+    }
     let buffer_timeout = *config.buffer_timeout_ms.get_or_insert(BUFFER_TIMEOUT_MS_DEFAULT);
     if buffer_timeout > BUFFER_TIMEOUT_MS_MAX {
         problems
@@ -230,6 +237,22 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(e) => e.problems().to_vec(),
         }
+    }
+
+    #[test]
+    fn a_slot_wait_beyond_its_bound_is_refused_naming_the_field_and_the_bound() {
+        let with_wait = |ms: u64| {
+            WORD_COUNT.replacen(
+                "\"name\": \"wc\",",
+                &format!("\"name\": \"wc\", \"config\": {{\"slot_wait_timeout_ms\": {ms}}},"),
+                1,
+            )
+        };
+        assert!(problems_of(&with_wait(SLOT_WAIT_TIMEOUT_MS_MAX)).is_empty());
+        let problems = problems_of(&with_wait(u64::MAX));
+        let expected =
+            format!("config.slot_wait_timeout_ms is {}; the most allowed is {SLOT_WAIT_TIMEOUT_MS_MAX}", u64::MAX);
+        assert_eq!(problems, vec![expected]);
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! `file_sink`: newline-delimited JSON part files under the sink's directory.
 //!
 //! Two modes, chosen by the deployment:
-//! - **Direct** (the job takes no periodic checkpoints): one part file per subtask,
-//!   `<path>/part-<subtask>.jsonl`, written as records come. At least once: what a failed attempt wrote
-//!   stays; a checkpoint flushes and syncs it.
+//! - **Direct** (the job takes no periodic checkpoints): one part file per subtask and attempt, written as
+//!   records come: `<path>/part-<subtask>.jsonl`, or, when that exists (a restarted attempt, or a job
+//!   restored from a savepoint or retained checkpoint into the same path), `part-<subtask>.<k>.jsonl` with
+//!   the first free `k`. A file is only ever created new (`O_EXCL`), never truncated or appended to: at
+//!   least once means what an earlier attempt wrote stays, so its records may appear again in a later file,
+//!   never vanish. A checkpoint flushes and syncs the file.
 //! - **Exactly once** (the job checkpoints): a two-phase commit, as Flink's `FileSink`. Records go to a hidden
 //!   in-progress file `.part-<subtask>-<token>-<n>.inprogress`; at a checkpoint's barrier it is closed,
 //!   synced and renamed to `.part-…-<n>.pending` (pre-commit), and the checkpoint's state lists it; when the
@@ -19,6 +22,7 @@ use std::path::{Path, PathBuf};
 use datafusion::arrow::json::LineDelimitedWriter;
 use datafusion::arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
+use sluice_common::durable::{rename_durably, sync_dir};
 use sluice_common::proto::OperatorSnapshot;
 
 use crate::operator_api::{Operator, OperatorError, SubtaskInfo};
@@ -80,14 +84,7 @@ impl FileSinkWriter {
             let token = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
             Mode::Transactional(Transaction { token, next: 0, current: None, pending: Vec::new() })
         } else {
-            let path = dir.join(format!("part-{}.jsonl", subtask.index));
-            // Creating follows a symlink: one planted under the part file's name would redirect the writes
-            // out of the allowed directory.
-            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
-                return Err(OperatorError::new(format!("{} is a symlink; a sink writes only files", path.display())));
-            }
-            let file = File::create(&path)
-                .map_err(|e| OperatorError::new(format!("cannot create {}: {e}", path.display())))?;
+            let (path, file) = create_direct_part(&dir, subtask.index)?;
             Mode::Direct { path, writer: Some(LineDelimitedWriter::new(BufWriter::new(file))) }
         };
         Ok(Self { dir, subtask: subtask.index, mode })
@@ -106,7 +103,7 @@ impl FileSinkWriter {
         let (in_progress, pending, committed) = self.names(&token, n);
         let path = self.dir.join(&in_progress);
         close(writer, &path)?;
-        std::fs::rename(&path, self.dir.join(&pending)).map_err(io_error(&path))?;
+        rename_durably(&path, &self.dir.join(&pending)).map_err(io_error(&path))?;
         let Mode::Transactional(t) = &mut self.mode else { return Ok(()) };
         t.pending.push(Pending { checkpoint, pending, committed });
         Ok(())
@@ -125,20 +122,59 @@ impl FileSinkWriter {
     }
 }
 
-/// Renames a pending file to its visible name. Done already (by another subtask restoring the same
+/// The most part files one subtask may have in a direct sink's directory: `part-<subtask>.jsonl` and
+/// `part-<subtask>.<k>.jsonl` for `k` up to this. Each restart adds one; at the limit the sink fails to
+/// open, naming the directory, rather than scan without end (clear out the directory, or use a new path).
+pub const DIRECT_PART_FILES_PER_SUBTASK_MAX: u32 = 10_000;
+
+/// Creates the direct mode's next part file of `subtask`: the first of `part-<subtask>.jsonl`,
+/// `part-<subtask>.1.jsonl`, ... that does not exist, created exclusively so nothing is ever truncated.
+/// Its directory is synced, so the new file is not lost with a crash once its data is synced.
+fn create_direct_part(dir: &Path, subtask: u32) -> Result<(PathBuf, File), OperatorError> {
+    for k in 0..=DIRECT_PART_FILES_PER_SUBTASK_MAX {
+        let name = if k == 0 { format!("part-{subtask}.jsonl") } else { format!("part-{subtask}.{k}.jsonl") };
+        let path = dir.join(name);
+        // A symlink planted under a part file's name would redirect the writes out of the allowed directory
+        // (an exclusive create refuses it too, but this says why).
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(OperatorError::new(format!("{} is a symlink; a sink writes only files", path.display())));
+        }
+        match File::options().write(true).create_new(true).open(&path) {
+            Ok(file) => {
+                sync_dir(dir).map_err(|e| OperatorError::new(format!("cannot create {}: {e}", path.display())))?;
+                return Ok((path, file));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(OperatorError::new(format!("cannot create {}: {e}", path.display()))),
+        }
+    }
+    Err(OperatorError::new(format!(
+        "{} holds {DIRECT_PART_FILES_PER_SUBTASK_MAX} part files of subtask {subtask} already; clear it out or use another path",
+        dir.display()
+    )))
+}
+
+/// Renames a pending file to its visible name, durably (the directory is synced: a commit a crash undoes
+/// would lose records whose checkpoint completed). Done already (by another subtask restoring the same
 /// checkpoint, or before a failure) is fine; gone altogether is data loss, and an error.
 fn commit(dir: &Path, file: &Pending) -> Result<(), OperatorError> {
     let (from, to) = (dir.join(&file.pending), dir.join(&file.committed));
     match std::fs::rename(&from, &to) {
-        Ok(()) => Ok(()),
-        Err(_) if to.is_file() => Ok(()),
-        Err(e) => Err(OperatorError::new(format!(
-            "cannot commit {} of checkpoint {} as {}: {e}",
-            from.display(),
-            file.checkpoint,
-            to.display()
-        ))),
+        Ok(()) => {}
+        Err(_) if to.is_file() => {}
+        Err(e) => {
+            return Err(OperatorError::new(format!(
+                "cannot commit {} of checkpoint {} as {}: {e}",
+                from.display(),
+                file.checkpoint,
+                to.display()
+            )))
+        }
     }
+    // Synced also when the rename was done already: by another subtask, whose sync may not have happened yet.
+    sync_dir(dir).map_err(|e| {
+        OperatorError::new(format!("cannot commit {} of checkpoint {}: {e}", to.display(), file.checkpoint))
+    })
 }
 
 fn close(writer: Writer, path: &Path) -> Result<(), OperatorError> {
@@ -310,6 +346,31 @@ mod tests {
         let Err(error) = opened else { panic!("a symlinked part file must be refused") };
         assert!(error.0.contains("is a symlink"), "{}", error.0);
         assert_eq!(std::fs::read_to_string(&target).expect("read"), "untouched");
+    }
+
+    /// Goal: a restart (a new attempt, or a job restored from a savepoint into the same path) keeps what
+    /// the at-least-once sink wrote before (issue 19). Method: two openings of one subtask's sink into one
+    /// directory, each writing and finishing; the first file is intact, the second is another file.
+    #[test]
+    fn a_restarted_direct_sink_keeps_what_was_written_before() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let open = || FileSinkWriter::open(dir.path(), SubtaskInfo { index: 0, parallelism: 1 }, false);
+        let mut first = open().expect("open");
+        first.process(batch(&[1, 2]), &mut Vec::new()).expect("write");
+        let mut snapshot = OperatorSnapshot::default();
+        first.snapshot_state(&mut snapshot).expect("a checkpoint syncs the file");
+        drop(first); // A crash: no finish.
+        let mut second = open().expect("open again");
+        second.process(batch(&[3]), &mut Vec::new()).expect("write");
+        second.finish(&mut Vec::new()).expect("finish");
+        assert_eq!(visible(dir.path()), vec![1, 2, 3], "nothing written before was truncated");
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into())
+            .collect();
+        names.sort();
+        assert_eq!(names, vec!["part-0.1.jsonl".to_string(), "part-0.jsonl".to_string()]);
     }
 
     #[test]
