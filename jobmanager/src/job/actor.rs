@@ -46,6 +46,8 @@ use crate::Context;
 const STORE_WRITE_ATTEMPTS: u32 = 3;
 /// The first pause between two attempts to write a transition; it doubles up to [`STORE_RETRY_BACKOFF_MAX`].
 const STORE_RETRY_BACKOFF: Duration = Duration::from_millis(200);
+/// The pause before a cancel that failed other than by a refused connection is sent once more.
+const CANCEL_PROBE_PAUSE: Duration = Duration::from_millis(200);
 /// The longest pause between two attempts to write a terminal status.
 const STORE_RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -298,7 +300,18 @@ impl JobActor {
         let request = CancelTasksRequest { job_id: self.shared.job_id.0.clone(), attempt: self.attempt.0 };
         let results = join_all(targets.iter().map(|slot| {
             let request = request.clone();
-            async move { (*slot, self.ctx.task_managers.cancel_tasks(&slot.rpc_address, request).await) }
+            async move {
+                let client = &self.ctx.task_managers;
+                let mut result = client.cancel_tasks(&slot.rpc_address, request.clone()).await;
+                if matches!(&result, Err(e) if !e.is_unreachable()) {
+                    // A call that broke mid-way (a TaskManager killed as it accepted the connection) says nothing
+                    // of whether it lives; asked once more, a dead one refuses the connection and is lost at
+                    // once instead of after the heartbeat timeout. Cancelling twice is harmless.
+                    tokio::time::sleep(CANCEL_PROBE_PAUSE).await;
+                    result = client.cancel_tasks(&slot.rpc_address, request).await;
+                }
+                (*slot, result)
+            }
         }))
         .await;
         for (slot, result) in results {

@@ -92,6 +92,11 @@ impl Runner {
             .iter()
             .map(|(channel, _)| job.input_index_of_edge(&head_vertex.id, channel.edge as usize))
             .collect();
+        let channel_schemas = plan
+            .inputs
+            .iter()
+            .map(|(channel, _)| job.graph.edges.get(channel.edge as usize).and_then(|edge| job.edge_schema(edge)))
+            .collect();
         Ok(Self {
             head,
             operators,
@@ -103,6 +108,7 @@ impl Runner {
             input_watermarks: InputWatermarks::new(plan.inputs.len()),
             side: Vec::new(),
             channel_inputs,
+            channel_schemas,
             checkpointing: Checkpointing {
                 task: checkpoints.task,
                 dir: checkpoints.dir,

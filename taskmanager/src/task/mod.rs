@@ -174,10 +174,38 @@ struct Runner {
     side: Vec<(&'static str, RecordBatch)>,
     /// A gate head: which input of the head operator each channel feeds (joins have two).
     channel_inputs: Vec<usize>,
+    /// A gate head: the schema the plan says each channel carries; a batch that arrives with another is
+    /// refused before an operator reads it ([`batch_fits`]).
+    channel_schemas: Vec<Option<datafusion::arrow::datatypes::SchemaRef>>,
     checkpointing: Checkpointing,
     /// The chain's vertex ids, head first.
     vertex_ids: Vec<String>,
     parallelism: u32,
+}
+
+/// Whether `batch` has the columns `expected` names, of the same types, in order: what operators assume when
+/// they read a column by position and type. Nullability and metadata may differ. Err says what differs.
+pub(super) fn batch_fits(batch: &RecordBatch, expected: &datafusion::arrow::datatypes::Schema) -> Result<(), String> {
+    let actual = batch.schema();
+    if actual.fields().len() != expected.fields().len() {
+        return Err(format!(
+            "a batch of {} columns arrived where the plan has {}",
+            actual.fields().len(),
+            expected.fields().len()
+        ));
+    }
+    for (got, want) in actual.fields().iter().zip(expected.fields().iter()) {
+        if got.data_type() != want.data_type() {
+            return Err(format!(
+                "column '{}' arrived as {} where the plan has '{}' as {}",
+                got.name(),
+                got.data_type(),
+                want.name(),
+                want.data_type()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// An operator's error, naming its vertex.
@@ -189,4 +217,42 @@ pub(super) fn operator_error(counters: &TaskCounters, vertex: usize, error: Oper
 /// An error building or restoring `vertex`, naming it.
 fn named(vertex: &sluice_common::proto::Vertex, error: OperatorError) -> TaskError {
     TaskError::Operator(format!("vertex '{}': {}", vertex.id, error.0))
+}
+
+#[cfg(test)]
+mod batch_schema_tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::record_batch::RecordBatch;
+
+    use super::batch_fits;
+
+    fn batch(fields: Vec<Field>, columns: Vec<datafusion::arrow::array::ArrayRef>) -> RecordBatch {
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_batch_is_checked_against_the_plans_schema_by_column_count_and_type() {
+        let plan =
+            Schema::new(vec![Field::new("word", DataType::Utf8, false), Field::new("n", DataType::Int64, false)]);
+        let words = Arc::new(StringArray::from(vec!["a"]));
+        let numbers = Arc::new(Int64Array::from(vec![1]));
+        // Nullability and names may differ (a projection renames nothing an operator reads by position).
+        let fits = batch(
+            vec![Field::new("word", DataType::Utf8, true), Field::new("count", DataType::Int64, true)],
+            vec![words.clone(), numbers.clone()],
+        );
+        assert_eq!(batch_fits(&fits, &plan), Ok(()));
+        let swapped = batch(
+            vec![Field::new("n", DataType::Int64, false), Field::new("word", DataType::Utf8, false)],
+            vec![numbers.clone(), words.clone()],
+        );
+        let error = batch_fits(&swapped, &plan).err().unwrap_or_default();
+        assert!(error.contains("column 'n' arrived as Int64 where the plan has 'word' as Utf8"), "{error}");
+        let short = batch(vec![Field::new("word", DataType::Utf8, false)], vec![words]);
+        let error = batch_fits(&short, &plan).err().unwrap_or_default();
+        assert!(error.contains("a batch of 1 columns arrived where the plan has 2"), "{error}");
+    }
 }

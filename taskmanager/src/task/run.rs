@@ -9,7 +9,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use tokio_util::sync::CancellationToken;
 
 use super::snapshot::next_command;
-use super::{accounting, operator_error, timers, Head, Runner, TaskError};
+use super::{accounting, batch_fits, operator_error, timers, Head, Runner, TaskError};
 use crate::checkpoint::CheckpointCommand;
 use crate::metrics::TaskCounters;
 use crate::network::{NetworkError, StreamEvent};
@@ -103,6 +103,10 @@ impl Runner {
                 Wake::Event(None) => return Ok(None),
                 Wake::Event(Some(Err(e))) => return Err(e.into()),
                 Wake::Event(Some(Ok((channel, StreamEvent::Batch(batch))))) => {
+                    if let Some(Some(expected)) = self.channel_schemas.get(channel) {
+                        batch_fits(&batch, expected)
+                            .map_err(|e| TaskError::Operator(format!("input channel {channel}: {e}")))?;
+                    }
                     for watermark in self.input_watermarks.on_record(channel) {
                         self.advance_watermark(watermark, counters).await?;
                     }
