@@ -495,8 +495,12 @@ pub fn decode_batches(bytes: &[u8]) -> Result<Vec<RecordBatch>, String> {
     if bytes.is_empty() {
         return Ok(Vec::new());
     }
-    let reader = StreamReader::try_new(std::io::Cursor::new(bytes), None).map_err(|e| e.to_string())?;
-    reader.collect::<Result<Vec<_>, _>>().map_err(|e| format!("buffered records: {e}"))
+    // Arrow's IPC reader panics on some malformed schemas: damaged state is an error, not a panic.
+    sluice_common::untrusted::catch_panic(|| {
+        let reader = StreamReader::try_new(std::io::Cursor::new(bytes), None).map_err(|e| e.to_string())?;
+        reader.collect::<Result<Vec<_>, _>>().map_err(|e| format!("buffered records: {e}"))
+    })
+    .unwrap_or_else(|panic| Err(format!("buffered records: malformed IPC stream: {panic}")))
 }
 
 /// CRC-32C (Castagnoli), as iSCSI and ext4 use it.
@@ -553,6 +557,17 @@ mod tests {
         let (mut header, state) = sample();
         header.operators[1].keyed = to_messages(state);
         header
+    }
+
+    /// Issue 19: the `snapshot` fuzz target found buffered records whose IPC buffers point past the message
+    /// body, on which Arrow's reader panics (`slice_with_length`). Restoring them must be an error.
+    #[test]
+    fn gh_19_buffered_records_arrow_cannot_read_are_an_error_not_a_panic() {
+        let seed = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/corpus/snapshot/issue-19-arrow-ipc-buffer-out-of-range");
+        let snapshot = read_snapshot(&seed).expect("the committed crash input reads (its checksum is right)");
+        let decoded: Vec<_> = snapshot.operators.iter().map(|o| decode_batches(&o.operator_state)).collect();
+        assert!(decoded.iter().any(Result::is_err), "{decoded:?}");
     }
 
     #[test]
