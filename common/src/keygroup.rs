@@ -193,3 +193,112 @@ mod tests {
         assert_eq!(key_group_of(hashes[0], 128), key_group_of(pinned[0], 128));
     }
 }
+
+/// Properties of key-group assignment over generated keys and parallelisms: what rescaling and restore rely
+/// on, checked for far more cases than the examples above.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use datafusion::arrow::array::{Int32Array, Int64Array, LargeStringArray, StringArray, StringViewArray};
+    use proptest::prelude::*;
+    use std::sync::Arc;
+
+    /// The largest max_parallelism whose every parallelism (1..=max) and every subtask is checked one by one:
+    /// `max²/2` ranges per case keeps a case in milliseconds.
+    const EXHAUSTIVE_MAX_PARALLELISM: u32 = 300;
+
+    fn hashes_of(column: ArrayRef) -> Vec<u64> {
+        let mut hashes = Vec::new();
+        assert!(hash_key_columns(&[column], &mut hashes).is_ok(), "a supported key type");
+        hashes
+    }
+
+    proptest! {
+        #[test]
+        fn every_key_lands_in_exactly_one_key_group_in_range_and_one_owner(
+            keys in proptest::collection::vec(any::<String>(), 1..20),
+            max_parallelism in 1..=MAX_PARALLELISM_LIMIT,
+            parallelism_seed in any::<u32>(),
+        ) {
+            let parallelism = 1 + parallelism_seed % max_parallelism;
+            for hash in hashes_of(Arc::new(StringArray::from(keys.clone()))) {
+                let group = key_group_of(hash, max_parallelism);
+                prop_assert!(group.0 < max_parallelism, "key group {} of {max_parallelism}", group.0);
+                let owner = subtask_for_key_group(group, parallelism, max_parallelism);
+                prop_assert!(owner < parallelism, "owner {owner} of parallelism {parallelism}");
+                let owners: Vec<u32> = (0..parallelism)
+                    .filter(|&s| key_group_range(s, parallelism, max_parallelism).contains(&group.0))
+                    .collect();
+                prop_assert_eq!(owners, vec![owner], "key group {} of {}", group.0, max_parallelism);
+            }
+        }
+
+        #[test]
+        fn ranges_partition_the_key_groups_contiguously_for_every_parallelism(
+            max_parallelism in 1..=EXHAUSTIVE_MAX_PARALLELISM,
+        ) {
+            for parallelism in 1..=max_parallelism {
+                let mut next = 0;
+                for subtask in 0..parallelism {
+                    let range = key_group_range(subtask, parallelism, max_parallelism);
+                    prop_assert_eq!(range.start, next, "gap or overlap before subtask {} of {}", subtask, parallelism);
+                    prop_assert!(!range.is_empty(), "subtask {subtask} of {parallelism} owns no key group");
+                    for group in range.clone() {
+                        prop_assert_eq!(subtask_for_key_group(KeyGroup(group), parallelism, max_parallelism), subtask);
+                    }
+                    next = range.end;
+                }
+                prop_assert_eq!(next, max_parallelism, "parallelism {} leaves key groups unowned", parallelism);
+            }
+        }
+
+        #[test]
+        fn ranges_partition_the_key_groups_at_large_max_parallelism(
+            max_parallelism in EXHAUSTIVE_MAX_PARALLELISM..=MAX_PARALLELISM_LIMIT,
+            parallelism_seed in any::<u32>(),
+        ) {
+            let parallelism = 1 + parallelism_seed % max_parallelism;
+            let mut next = 0;
+            for subtask in 0..parallelism {
+                let range = key_group_range(subtask, parallelism, max_parallelism);
+                prop_assert_eq!(range.start, next);
+                prop_assert!(!range.is_empty());
+                // The owner function agrees at both ends of every range (and so, ranges being contiguous, inside).
+                prop_assert_eq!(subtask_for_key_group(KeyGroup(range.start), parallelism, max_parallelism), subtask);
+                prop_assert_eq!(subtask_for_key_group(KeyGroup(range.end - 1), parallelism, max_parallelism), subtask);
+                next = range.end;
+            }
+            prop_assert_eq!(next, max_parallelism);
+        }
+
+        #[test]
+        fn assignment_is_stable_whatever_the_batch_and_the_string_layout(
+            keys in proptest::collection::vec(any::<String>(), 1..20),
+            rotation in any::<usize>(),
+        ) {
+            let plain = hashes_of(Arc::new(StringArray::from(keys.clone())));
+            prop_assert_eq!(&plain, &hashes_of(Arc::new(StringArray::from(keys.clone()))), "hashing twice");
+            prop_assert_eq!(&plain, &hashes_of(Arc::new(StringViewArray::from(keys.clone()))));
+            prop_assert_eq!(&plain, &hashes_of(Arc::new(LargeStringArray::from(keys.clone()))));
+            // A key's hash does not depend on the other rows of its batch or on its position.
+            let mut rotated = keys.clone();
+            let by = rotation % keys.len();
+            rotated.rotate_left(by);
+            let mut expected = plain.clone();
+            expected.rotate_left(by);
+            prop_assert_eq!(hashes_of(Arc::new(StringArray::from(rotated))), expected);
+            for (key, hash) in keys.iter().zip(&plain) {
+                prop_assert_eq!(hashes_of(Arc::new(StringArray::from(vec![key.clone()]))), vec![*hash]);
+            }
+        }
+
+        #[test]
+        fn an_int32_key_lands_where_the_same_int64_key_does(values in proptest::collection::vec(any::<i32>(), 1..20)) {
+            let wide: Vec<i64> = values.iter().map(|&v| i64::from(v)).collect();
+            prop_assert_eq!(
+                hashes_of(Arc::new(Int32Array::from(values))),
+                hashes_of(Arc::new(Int64Array::from(wide)))
+            );
+        }
+    }
+}

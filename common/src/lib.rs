@@ -20,6 +20,7 @@
 //! - [`process`]: what every Sluice binary does at start and stop (logging, shutdown signals).
 //! - [`secret`]: secret files (REST tokens, the cluster secret): generated, read, rotated, compared.
 //! - [`tls`]: rustls for REST, gRPC and the data port, from certificate files.
+//! - [`untrusted`]: third-party decoders on outside bytes, with their panics turned into errors.
 //! - [`storage`]: checkpoint locations: a local directory, `s3://` or `gs://`.
 //! - [`durable`]: renames that commit, followed by a sync of the directory, so they survive a crash.
 //! - [`confine`]: what jobs may read, write and reach (allowed directories, Kafka properties and brokers,
@@ -43,6 +44,7 @@ pub mod process;
 pub mod secret;
 pub mod storage;
 pub mod tls;
+pub mod untrusted;
 
 /// Generated from `proto/sluice.proto` (prost messages, tonic services, pbjson serde impls).
 pub mod proto {

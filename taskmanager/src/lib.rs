@@ -52,6 +52,8 @@ pub mod config;
 pub mod connectors;
 pub mod control;
 pub mod factory;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod heartbeat;
 pub mod metrics;
 pub mod network;

@@ -55,6 +55,12 @@ pub(crate) fn encode_batch(batch: &RecordBatch) -> Result<Bytes, ArrowError> {
 
 /// Decodes an IPC stream that must hold exactly one batch.
 pub(crate) fn decode_batch(ipc: Bytes) -> Result<RecordBatch, ArrowError> {
+    // Arrow's IPC reader panics on some malformed schemas: an error here, like any other bad frame.
+    sluice_common::untrusted::catch_panic(|| decode_one_batch(ipc))
+        .unwrap_or_else(|panic| Err(ArrowError::IpcError(format!("malformed IPC stream: {panic}"))))
+}
+
+fn decode_one_batch(ipc: Bytes) -> Result<RecordBatch, ArrowError> {
     let mut buffer = Buffer::from(ipc);
     let mut decoder = StreamDecoder::new();
     let batch = decoder
@@ -169,6 +175,20 @@ mod tests {
             *byte = byte.wrapping_mul(31).wrapping_add(i as u8);
         }
         let _ = decode_batch(Bytes::from(corrupt));
+    }
+
+    /// Issue 19: the `frame` fuzz target found a data frame whose IPC schema has a field of type NONE, on
+    /// which Arrow's reader panics (`unimplemented!`). It must be a decode error.
+    #[test]
+    fn gh_19_an_ipc_schema_arrow_cannot_read_is_an_error_not_a_panic() {
+        let seed =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/frame/issue-19-arrow-ipc-type-none");
+        let bytes = std::fs::read(&seed).expect("the committed crash input");
+        let mut wire = bytes::BytesMut::from(&bytes[1..]);
+        let frame = super::super::frame::decode_frame(&mut wire, 16 * 1024).expect("a well-formed frame");
+        let Some(super::super::frame::Frame::Data { ipc, .. }) = frame else { panic!("a data frame: {frame:?}") };
+        let error = decode_batch(ipc).expect_err("a schema Arrow cannot read");
+        assert!(error.to_string().contains("malformed IPC stream"), "{error}");
     }
 
     #[test]

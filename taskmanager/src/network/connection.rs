@@ -303,7 +303,6 @@ pub(crate) async fn accept(
     deadline: Instant,
 ) -> Result<(String, FramedStream), String> {
     stream.set_nodelay(true).map_err(|e| format!("cannot set TCP_NODELAY: {e}"))?;
-    let credentials = security.credentials;
     let stream: Box<dyn DataStream> = match security.tls {
         None => Box::new(stream),
         Some(tls) => match tokio::time::timeout_at(deadline, tls.acceptor().accept(stream)).await {
@@ -312,6 +311,18 @@ pub(crate) async fn accept(
             Err(_) => return Err("timed out in the TLS handshake".to_string()),
         },
     };
+    accept_hello(stream, local_id, security.credentials, max_frame_bytes, deadline).await
+}
+
+/// The hello exchange of [`accept`], on a stream whose TLS (if any) is done: what a dialer's first bytes
+/// reach. The `handshake` fuzz target drives it over an in-memory stream.
+pub(crate) async fn accept_hello(
+    stream: Box<dyn DataStream>,
+    local_id: &str,
+    credentials: &ClusterCredentials,
+    max_frame_bytes: usize,
+    deadline: Instant,
+) -> Result<(String, FramedStream), String> {
     let mut framed = Framed::new(stream, FrameCodec::new(MAX_HELLO_FRAME_BYTES));
     let peer_id = match tokio::time::timeout_at(deadline, framed.next()).await {
         Err(_) => return Err("no hello before the handshake timeout".to_string()),

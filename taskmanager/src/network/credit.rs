@@ -322,4 +322,115 @@ mod tests {
         assert_eq!(ledger.on_buffer_received(2, 3), Ok(vec![Grant { channel: 2, credits: 3 }]));
         assert_eq!(ledger.floating_available(), 1);
     }
+
+    /// One step of the traffic the credit properties generate.
+    #[derive(Clone, Debug)]
+    enum Step {
+        /// The sender of `channel` ships a buffer if it holds a credit, reporting its queue as the backlog.
+        Send { channel: usize },
+        /// A hostile or buggy sender ships a buffer whether or not it holds a credit.
+        SendAnyway { channel: usize, backlog: u32 },
+        /// The consumer finishes the oldest received buffer.
+        Consume,
+        /// The sender of `channel` queues `buffers` more.
+        Produce { channel: usize, buffers: u32 },
+        /// The sender of `channel` ends its partition.
+        End { channel: usize },
+    }
+
+    /// Channels, exclusive credits per channel, floating credits, and the steps to run.
+    fn traffic() -> impl proptest::strategy::Strategy<Value = (usize, u32, u32, Vec<Step>)> {
+        use proptest::prelude::*;
+        (1usize..6, 0u32..4, 0u32..6).prop_flat_map(|(channels, exclusive, floating)| {
+            let channel = 0..channels;
+            let step = prop_oneof![
+                4 => channel.clone().prop_map(|channel| Step::Send { channel }),
+                1 => (channel.clone(), 0u32..10).prop_map(|(channel, backlog)| Step::SendAnyway { channel, backlog }),
+                3 => Just(Step::Consume),
+                2 => (channel.clone(), 1u32..8).prop_map(|(channel, buffers)| Step::Produce { channel, buffers }),
+                1 => channel.prop_map(|channel| Step::End { channel }),
+            ];
+            (Just(channels), Just(exclusive), Just(floating), proptest::collection::vec(step, 0..200))
+        })
+    }
+
+    proptest::proptest! {
+        /// Goal: whatever the interleaving of grants, sends (with and without credit), consumption and
+        /// ends of partition, a sender's credits never go negative and never exceed what the ledger
+        /// announced; in-flight buffers stay within `channels × exclusive + floating`; floating credits are
+        /// neither lost nor duplicated. Method: a model sender per channel counts the credits it was granted
+        /// and spent, and is compared with the ledger after every step.
+        #[test]
+        fn credits_stay_within_the_announced_bound_whatever_the_interleaving((channels, exclusive, floating, steps) in traffic()) {
+            use proptest::prop_assert;
+            use proptest::prop_assert_eq;
+            let mut ledger = CreditLedger::new(channels, exclusive, floating);
+            // What each sender holds: a credit count that a send must be able to decrement.
+            let mut held = vec![0u32; channels];
+            let mut queued = vec![0u32; channels];
+            let mut ended = vec![false; channels];
+            let mut received: std::collections::VecDeque<usize> = Default::default();
+            let take = |grants: Vec<Grant>, held: &mut Vec<u32>| {
+                for grant in grants {
+                    assert!(grant.credits >= 1, "an empty grant to channel {}", grant.channel);
+                    held[grant.channel] += grant.credits;
+                }
+            };
+            take(ledger.initial_grants(), &mut held);
+            for step in steps {
+                match step {
+                    Step::Send { channel } if held[channel] > 0 && !ended[channel] => {
+                        held[channel] -= 1;
+                        queued[channel] = queued[channel].saturating_sub(1);
+                        let grants = ledger.on_buffer_received(channel, queued[channel]);
+                        prop_assert!(grants.is_ok(), "a send against a held credit was refused: {grants:?}");
+                        take(grants.unwrap_or_default(), &mut held);
+                        received.push_back(channel);
+                    }
+                    Step::Send { .. } => {}
+                    Step::SendAnyway { channel, backlog } => {
+                        let in_use = ledger.slots_in_use();
+                        match ledger.on_buffer_received(channel, backlog) {
+                            Ok(grants) => {
+                                prop_assert!(held[channel] > 0 && !ended[channel], "a send without credit was accepted");
+                                held[channel] -= 1;
+                                take(grants, &mut held);
+                                received.push_back(channel);
+                            }
+                            Err(_) => {
+                                prop_assert!(held[channel] == 0 || ended[channel], "a send with a credit was refused");
+                                prop_assert_eq!(ledger.slots_in_use(), in_use, "a refused send changed the ledger");
+                            }
+                        }
+                    }
+                    Step::Consume => {
+                        if let Some(channel) = received.pop_front() {
+                            take(ledger.on_buffer_consumed(channel), &mut held);
+                        }
+                    }
+                    Step::Produce { channel, buffers } => queued[channel] = queued[channel].saturating_add(buffers),
+                    Step::End { channel } if !ended[channel] => {
+                        ended[channel] = true;
+                        // The sender drops what it held: an ended channel sends nothing more.
+                        held[channel] = 0;
+                        take(ledger.on_end_of_partition(channel), &mut held);
+                    }
+                    Step::End { .. } => {}
+                }
+                prop_assert!(ledger.slots_in_use() <= ledger.slots_max());
+                let floating_held: u32 = ledger.channels.iter().map(|c| c.floating_held).sum();
+                prop_assert_eq!(floating_held + ledger.floating_available(), floating, "floating credits leaked");
+                for (channel, credits) in ledger.channels.iter().enumerate() {
+                    if ended[channel] {
+                        prop_assert_eq!(held[channel], 0, "credits granted to ended channel {}", channel);
+                    } else {
+                        prop_assert_eq!(held[channel], credits.announced, "channel {}: sender and ledger disagree", channel);
+                    }
+                    prop_assert!(credits.announced + credits.occupied <= exclusive + credits.floating_held);
+                }
+                let in_flight = held.iter().map(|&c| u64::from(c)).sum::<u64>() + received.len() as u64;
+                prop_assert!(in_flight <= ledger.slots_max(), "{in_flight} buffers in flight over {}", ledger.slots_max());
+            }
+        }
+    }
 }

@@ -48,6 +48,11 @@ mod partition;
 mod tests;
 
 pub use connection::MAX_BUFFERS_PER_CHANNEL_TURN;
+// For the fuzz targets' entry points (`crate::fuzzing`) only.
+pub(crate) use buffer::decode_batch;
+#[cfg(test)]
+pub(crate) use buffer::encode_batch;
+pub(crate) use connection::accept_hello;
 pub use environment::{
     NetworkEnvironment, ACCEPT_HANDSHAKE_TIMEOUT_MAX, MAX_ACCEPTED_CONNECTIONS, MAX_PENDING_HANDSHAKES,
     MAX_RELEASED_EXECUTIONS, MAX_SENDER_CHANNELS, MAX_UNCLAIMED_SENDER_CHANNELS, UNCLAIMED_SENDER_TTL,

@@ -46,7 +46,19 @@ pub(crate) fn restore_buffered(
     let mut hashes = Vec::new();
     for snapshot in snapshots {
         for batch in checkpoint::decode_batches(&snapshot.operator_state).map_err(OperatorError::new)? {
-            let keys: Vec<ArrayRef> = key_columns.iter().map(|&i| batch.column(i).clone()).collect();
+            // A damaged snapshot may hold batches of another shape: a missing key column is an error.
+            let keys = key_columns
+                .iter()
+                .map(|&i| {
+                    batch.columns().get(i).cloned().ok_or_else(|| {
+                        OperatorError::new(format!(
+                            "buffered records of vertex '{}' have {} columns; key column {i} is missing",
+                            snapshot.vertex_id,
+                            batch.num_columns()
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<ArrayRef>, _>>()?;
             sluice_common::keygroup::hash_key_columns(&keys, &mut hashes)
                 .map_err(|e| OperatorError::new(e.to_string()))?;
             let mine: BooleanArray = hashes

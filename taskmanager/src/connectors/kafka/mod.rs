@@ -2,7 +2,7 @@
 //! writing at least once or exactly once. See docs/kafka.md.
 use crate::operator_api::OperatorError;
 
-mod codec;
+pub(crate) mod codec;
 mod sink;
 mod source;
 
