@@ -137,6 +137,19 @@ fi
 
 phase_done "tests"
 
+# Fuzzing (issue 19): every fuzz target for a bounded time (scripts/fuzz.sh, its own target directory
+# ~/.cache/sluice/target-fuzz; cold about 50 CPU-minutes, so 25 minutes on 2 cores; warm seconds to 3 minutes, plus
+# 15 s of fuzzing a target). A crash fails the run and prints the input and how to replay it.
+section "Fuzz (scripts/fuzz.sh)"
+fuzz_status=0
+if ((build_status != 0)); then
+  info "skipped: the build failed"
+  fuzz_status=$build_status
+else
+  FUZZ_SECONDS_PER_TARGET="${FUZZ_SECONDS_PER_TARGET:-15}" bash scripts/fuzz.sh || fuzz_status=$?
+fi
+phase_done "fuzz"
+
 section "Summary"
 summarize() {
   if (($2 == 0)); then ok "$1: passed"; else printf '%s    %s: FAILED (exit %s)%s\n' "$_red" "$1" "$2" "$_reset"; fi
@@ -147,6 +160,7 @@ summarize "clippy" "$clippy_status"
 summarize "s3s-fs" "$s3_status"
 summarize "nisshi" "$kafka_status"
 summarize "tests" "$test_status"
+summarize "fuzz" "$fuzz_status"
 info "phase durations (seconds):"
 for i in "${!PHASE_NAMES[@]}"; do
   info "  ${PHASE_NAMES[$i]}: ${PHASE_SECONDS[$i]}"
@@ -155,7 +169,7 @@ info "  total: $SECONDS"
 
 if ((test_status != 0)); then
   exit "$test_status"
-elif ((fmt_status != 0 || clippy_status != 0 || s3_status != 0 || kafka_status != 0)); then
+elif ((fmt_status != 0 || clippy_status != 0 || s3_status != 0 || kafka_status != 0 || fuzz_status != 0)); then
   exit 1
 fi
 exit 0
