@@ -240,7 +240,12 @@ impl Storage {
     /// Whether `name` exists (and is a file).
     pub async fn exists(&self, name: &str) -> Result<bool, StorageError> {
         match self {
-            Storage::Local(dir) => Ok(tokio::fs::metadata(dir.join(name)).await.is_ok_and(|m| m.is_file())),
+            // Only "not found" proves absence; another error (EIO, EACCES, a stale NFS handle) says nothing.
+            Storage::Local(dir) => match tokio::fs::metadata(dir.join(name)).await {
+                Ok(metadata) => Ok(metadata.is_file()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(self.failed("look up", name, e)),
+            },
             Storage::Object { store, prefix, .. } => match store.head(&Self::object_path(prefix, name)).await {
                 Ok(_) => Ok(true),
                 Err(object_store::Error::NotFound { .. }) => Ok(false),

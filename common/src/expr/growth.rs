@@ -123,10 +123,9 @@ fn result_bytes(growth: Growth, args: &[ColumnarValue], rows: usize) -> Result<u
         },
         Growth::Pad => PerRow::Same(UTF8_CHAR_BYTES_MAX),
     };
-    let rows = match (&counts, &per_row_unit) {
-        (PerRow::Same(_), PerRow::Same(_)) => 1,
-        _ => rows,
-    };
+    // One row only when every argument is a scalar (the result is one value); a column anywhere (the
+    // string or the fill of a pad included) makes the result one value per row of the batch.
+    let rows = if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) { 1 } else { rows };
     let mut total: u64 = 0;
     for row in 0..rows {
         let count = u64::try_from(counts.at(row)).unwrap_or(0);
@@ -200,11 +199,14 @@ mod tests {
 
     #[test]
     fn growing_functions_refuse_a_result_past_the_bound_by_name() {
+        // `lpad(word, 16000000)` is under the bound for one row and over it for the batch's two.
         for sql in [
             "repeat(word, 1000000000)",
             "lpad(word, 2000000000)",
             "rpad('x', 100000000, 'y')",
             "repeat('abc', 40000000)",
+            "lpad(word, 16000000)",
+            "rpad('x', 16000000, word)",
         ] {
             let error = evaluate(sql).err().unwrap_or_else(|| panic!("{sql} was evaluated"));
             let name = &sql[..sql.find('(').unwrap_or(0)];

@@ -273,6 +273,39 @@ impl Coordinator {
         self.count_failure(&reason)
     }
 
+    /// Before a restore from the retained checkpoints: settles every checkpoint in doubt so that the store
+    /// agrees with the choice. It was never announced (its sink output is not committed) and is not among
+    /// the candidates; one the store has as COMPLETED is marked discarded first, so that a JobManager taking
+    /// the job over later does not restore from it either (a restore from an older checkpoint deletes what
+    /// its sinks pre-committed). Err (the store's error) leaves the rest in doubt: the caller waits and
+    /// asks again.
+    pub(crate) async fn settle_before_restore(&mut self) -> Result<(), String> {
+        let job_id = &self.job_id.clone();
+        while let Some((id, dir, uploaded)) = self.unrecorded.front().cloned() {
+            let record = self.services.store.checkpoint(job_id, id).await.map_err(|e| e.to_string())?;
+            let cleanup = match record {
+                Some(record) if record.status == CheckpointStatus::Completed => {
+                    self.services.store.discard_checkpoint(job_id, id).await.map_err(|e| e.to_string())?;
+                    Cleanup::Discard { id, dir }
+                }
+                _ => {
+                    let reason = "its completion could not be recorded";
+                    self.services
+                        .store
+                        .fail_checkpoint(job_id, id, now_ms(), reason)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Cleanup::Delete(dir)
+                }
+            };
+            tracing::info!(job_id = %job_id, checkpoint = id, "settled a checkpoint in doubt before a restore");
+            self.unrecorded.pop_front();
+            self.shared.unreferenced(&uploaded);
+            self.janitor.submit(cleanup).await;
+        }
+        Ok(())
+    }
+
     /// The store answers again (a completion was just recorded): settles the checkpoints in doubt. One the
     /// store has as COMPLETED is discarded like a checkpoint that fell out of retention (a newer one is
     /// retained now); one it has otherwise is failed (a no-op if it is failed already) and deleted. One the

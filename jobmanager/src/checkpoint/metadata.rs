@@ -70,13 +70,20 @@ pub(crate) async fn read_metadata(path: &str) -> Result<(Storage, CheckpointMeta
     let location = trimmed.strip_suffix(METADATA_FILE).map_or(trimmed, |l| l.trim_end_matches('/'));
     let dir = Storage::open(if location.is_empty() { "/" } else { location })
         .map_err(|e| RestoreError::Unusable(e.to_string()))?;
-    let bytes = dir.get(METADATA_FILE).await.map_err(|e| {
-        if e.not_found {
-            RestoreError::Unusable(format!("{e} (is {path} a completed checkpoint or savepoint?)"))
-        } else {
-            RestoreError::Unavailable(e.to_string())
+    let bytes = match dir.get(METADATA_FILE).await {
+        Ok(bytes) => bytes,
+        Err(e) if !e.not_found => return Err(RestoreError::Unavailable(e.to_string())),
+        Err(e) => {
+            // An object store answers "not found" for a missing bucket too (or a proxy's 404): absence is proof
+            // only if the store lists the location normally. A local "not found" is proof by itself.
+            if dir.local_dir().is_none() {
+                if let Err(listing) = dir.list_files().await {
+                    return Err(RestoreError::Unavailable(format!("{e}, and {listing}")));
+                }
+            }
+            return Err(RestoreError::Unusable(format!("{e} (is {path} a completed checkpoint or savepoint?)")));
         }
-    })?;
+    };
     let metadata =
         parse_metadata(&bytes).map_err(|e| RestoreError::Unusable(format!("{}: {e}", dir.describe(METADATA_FILE))))?;
     Ok((dir, metadata))

@@ -303,7 +303,9 @@ impl JobActor {
             async move {
                 let client = &self.ctx.task_managers;
                 let mut result = client.cancel_tasks(&slot.rpc_address, request.clone()).await;
-                if matches!(&result, Err(e) if !e.is_unreachable()) {
+                if matches!(&result, Err(TaskManagerCallError::Status { code, .. })
+                    if matches!(code, tonic::Code::Unknown | tonic::Code::Unavailable | tonic::Code::Cancelled))
+                {
                     // A call that broke mid-way (a TaskManager killed as it accepted the connection) says nothing
                     // of whether it lives; asked once more, a dead one refuses the connection and is lost at
                     // once instead of after the heartbeat timeout. Cancelling twice is harmless.

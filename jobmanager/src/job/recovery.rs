@@ -19,7 +19,7 @@ use sluice_common::proto::{JobGraph, RestoreSpec};
 use super::actor::JobActor;
 use super::JobShared;
 use crate::cluster::now_ms;
-use crate::store::{CheckpointRecord, CHECKPOINTS_LISTED_MAX};
+use crate::store::CHECKPOINTS_LISTED_MAX;
 use crate::store::{StatusUpdate, Store, StoreError};
 use crate::Context;
 use sluice_common::lifecycle::JobStatus;
@@ -76,10 +76,9 @@ async fn resume(ctx: &Arc<Context>, job_id: &JobId) -> Result<Result<(), String>
     // job waits for it (see `restore_point`).
     let completed: Vec<(u64, String)> = ctx
         .store
-        .checkpoints(job_id, CHECKPOINTS_LISTED_MAX)
+        .restorable_checkpoints(job_id, CHECKPOINTS_LISTED_MAX)
         .await?
         .into_iter()
-        .filter(CheckpointRecord::is_restorable_checkpoint)
         .map(|checkpoint| (checkpoint.id, checkpoint.location))
         .collect();
     let now = now_ms();

@@ -75,29 +75,42 @@ impl JobActor {
                             "waiting for checkpoint storage; the job will not start from an older state meanwhile");
                     }
                     waited = true;
-                    self.set_reason(format!(
-                        "waiting for checkpoint storage to {what}: {unavailable} (next try in {} ms)",
-                        backoff.as_millis()
-                    ));
-                    let wake = Instant::now() + backoff;
-                    loop {
-                        if self.cancel_requested().await {
-                            return Err(Interrupted::Cancel);
-                        }
-                        tokio::select! {
-                            _ = self.ctx.shutdown.cancelled() => return Err(Interrupted::Shutdown),
-                            _ = self.shared.desired_changed.notified() => {}
-                            _ = tokio::time::sleep_until(wake) => break,
-                        }
-                    }
+                    self.pause(format!("waiting for checkpoint storage to {what}: {unavailable}"), backoff).await?;
                     backoff = (backoff * 2).min(STORAGE_RETRY_BACKOFF_MAX);
                 }
             }
         }
     }
 
-    /// The newest retained checkpoint that can start the job (see the module's doc).
+    /// Shows `reason` (with the time to the next try) and waits `backoff`, or until a cancel or a shutdown.
+    async fn pause(&mut self, reason: String, backoff: Duration) -> Result<(), Interrupted> {
+        self.set_reason(format!("{reason} (next try in {} ms)", backoff.as_millis()));
+        let wake = Instant::now() + backoff;
+        loop {
+            if self.cancel_requested().await {
+                return Err(Interrupted::Cancel);
+            }
+            tokio::select! {
+                _ = self.ctx.shutdown.cancelled() => return Err(Interrupted::Shutdown),
+                _ = self.shared.desired_changed.notified() => {}
+                _ = tokio::time::sleep_until(wake) => return Ok(()),
+            }
+        }
+    }
+
+    /// The newest retained checkpoint that can start the job (see the module's doc). Checkpoints whose
+    /// completion is in doubt are settled first (the metadata store waited for like checkpoint storage).
     pub(in crate::job) async fn latest_restore_point(&mut self) -> Result<Choice, Interrupted> {
+        let mut backoff = STORAGE_RETRY_BACKOFF_FIRST;
+        loop {
+            let settled = match self.checkpoints.as_mut() {
+                Some(coordinator) => coordinator.settle_before_restore().await,
+                None => Ok(()),
+            };
+            let Err(e) = settled else { break };
+            self.pause(format!("waiting for the metadata store to settle a checkpoint in doubt: {e}"), backoff).await?;
+            backoff = (backoff * 2).min(STORAGE_RETRY_BACKOFF_MAX);
+        }
         let candidates = self.checkpoints.as_ref().map(Coordinator::restore_candidates).unwrap_or_default();
         self.choose_among(candidates).await
     }

@@ -188,6 +188,28 @@ impl Store {
         rows.iter().map(checkpoint_record).collect()
     }
 
+    /// A job's restorable checkpoints (completed periodic checkpoints whose files are kept), newest first, at
+    /// most `limit`. Not a filter over [`Store::checkpoints`]: newer failed rows or savepoints must not hide
+    /// them (a take-over that found none would start the job from its beginning).
+    pub async fn restorable_checkpoints(
+        &self,
+        job_id: &JobId,
+        limit: u32,
+    ) -> Result<Vec<CheckpointRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT checkpoint_id, attempt, kind, status, trigger_ms, end_ms, location, state_size_bytes, \
+             alignment_ms, sync_ms, async_ms, failure, discarded FROM checkpoints WHERE job_id = $1 \
+             AND status = $2 AND kind = $3 AND discarded = 0 ORDER BY checkpoint_id DESC LIMIT $4",
+        )
+        .bind(job_id.0.clone())
+        .bind(CheckpointStatus::Completed.as_str())
+        .bind(CheckpointKind::Checkpoint.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(checkpoint_record).collect()
+    }
+
     /// One checkpoint of a job.
     pub async fn checkpoint(&self, job_id: &JobId, id: u64) -> Result<Option<CheckpointRecord>, StoreError> {
         let row = sqlx::query(

@@ -28,6 +28,18 @@ impl JobActor {
             live.tasks.clear();
             live.metrics.clear();
         }
+        // The restore point first: a wait for checkpoint storage must not hold slots other jobs could use.
+        match self.latest_restore_point().await {
+            Err(Interrupted::Shutdown) => return None,
+            Err(Interrupted::Cancel) => return Some(Next::to(JobStatus::Cancelling)),
+            Ok(Choice::Checkpoint(restore)) => {
+                self.shared.live().restored_from = Some((restore.checkpoint_id, restore.dir.clone()));
+                self.restore = Some(restore);
+            }
+            // What the job was submitted from (a savepoint, or the beginning) stays the starting point.
+            Ok(Choice::NoCheckpoint) => {}
+            Ok(Choice::NoneUsable(why)) => return Some(Next::failed(JobStatus::Failed, why)),
+        }
         let mut delay = self.restart_delay;
         loop {
             self.set_reason(format!("restarting in {} ms", delay.as_millis()));
@@ -63,17 +75,6 @@ impl JobActor {
         self.shared.live().reason = None;
         if let Some(coordinator) = self.checkpoints.as_mut() {
             coordinator.on_restart();
-        }
-        match self.latest_restore_point().await {
-            Err(Interrupted::Shutdown) => return None,
-            Err(Interrupted::Cancel) => return Some(Next::to(JobStatus::Cancelling)),
-            Ok(Choice::Checkpoint(restore)) => {
-                self.shared.live().restored_from = Some((restore.checkpoint_id, restore.dir.clone()));
-                self.restore = Some(restore);
-            }
-            // What the job was submitted from (a savepoint, or the beginning) stays the starting point.
-            Ok(Choice::NoCheckpoint) => {}
-            Ok(Choice::NoneUsable(why)) => return Some(Next::failed(JobStatus::Failed, why)),
         }
         Some(self.deploy().await)
     }
