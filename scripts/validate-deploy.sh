@@ -2,8 +2,9 @@
 # Validates the deployment files without a Kubernetes cluster or a container engine:
 #   1. each kustomize overlay renders (`kubectl kustomize`) and passes `kubernetes-validate --strict` (the
 #      Kubernetes OpenAPI schemas; unknown fields are errors);
-#   2. every Sluice setting the manifests give is a real one and `--check-config` accepts it, container by
-#      container (scripts/deploy/check_settings.py).
+#   2. deploy/compose/docker-compose.yml passes the compose-spec JSON schema;
+#   3. every Sluice setting the manifests and the compose file give is a real one and `--check-config` accepts
+#      it, container by container (scripts/deploy/check_settings.py).
 # kubernetes-validate, jsonschema and PyYAML go into a virtualenv under ~/.cache/sluice on first use. The
 # compose schema is the one PyPI's docker-compose 1.29.2 carries (compose/config/compose_spec.json), unpacked
 # once into the same cache; COMPOSE_SCHEMA=FILE uses another (e.g. schema/compose-spec.json of the compose-spec
@@ -57,3 +58,18 @@ for overlay in "${OVERLAYS[@]}"; do
     || fail "overlays/${overlay}: a setting is unknown or invalid"
   ok "overlays/${overlay} renders, validates, and every setting is real"
 done
+
+section "compose: ${COMPOSE_FILE}"
+"${VENV}/bin/python" - "${schema}" "${COMPOSE_FILE}" <<'PY' || fail "${COMPOSE_FILE} does not pass the compose-spec schema"
+import json, sys
+import jsonschema, yaml
+schema = json.load(open(sys.argv[1]))
+document = yaml.safe_load(open(sys.argv[2]))
+errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(document), key=lambda e: list(e.path))
+for error in errors:
+    print(f"    {'/'.join(map(str, error.path)) or '(top)'}: {error.message}", file=sys.stderr)
+sys.exit(1 if errors else 0)
+PY
+"${VENV}/bin/python" scripts/deploy/check_settings.py compose "${COMPOSE_FILE}" "${BIN_DIR}" \
+  || fail "${COMPOSE_FILE}: a setting is unknown or invalid"
+ok "${COMPOSE_FILE} passes the compose-spec schema, and every setting is real"
