@@ -257,7 +257,7 @@ mod tests {
         Ok(())
     }
 
-    /// Goal: every contradiction is reported at once, each naming its setting. Method: four at the same time.
+    /// Goal: every problem is reported at once, each naming its setting. Method: six at the same time.
     #[test]
     fn every_problem_is_reported_naming_its_setting() -> Result<(), clap::Error> {
         let config = config(&[

@@ -240,7 +240,14 @@ pub async fn run_with_registry(
                 std::future::ready(metrics.render())
             }),
         )
-        .route("/health", axum::routing::get(|| std::future::ready(axum::Json(serde_json::json!({"status": "ok"})))));
+        .route(
+            "/health",
+            axum::routing::get(|| {
+                std::future::ready(axum::Json(
+                    serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}),
+                ))
+            }),
+        );
     let metrics_shutdown = shutdown.clone();
     let metrics_server = tokio::spawn(async move {
         axum::serve(metrics_listener, metrics_app).with_graceful_shutdown(metrics_shutdown.cancelled_owned()).await
