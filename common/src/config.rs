@@ -62,19 +62,42 @@ pub fn parse_with_config_file<T: clap::Parser>() -> Result<T, ConfigError> {
 pub fn parse_from_with_config_file<T: clap::Parser>(
     args: impl IntoIterator<Item = OsString>,
 ) -> Result<T, ConfigError> {
+    Ok(load_from_args::<T>(args)?.settings)
+}
+
+/// The settings of this process, as [`parse_with_config_file`] reads them, with where each value came from
+/// (what `--check-config` prints).
+pub fn load_with_config_file<T: clap::Parser>() -> Result<Loaded<T>, ConfigError> {
+    load_from_args(std::env::args_os())
+}
+
+/// [`load_with_config_file`] with the given command line (its first item is the program's name).
+pub fn load_from_args<T: clap::Parser>(args: impl IntoIterator<Item = OsString>) -> Result<Loaded<T>, ConfigError> {
     let args: Vec<OsString> = args.into_iter().collect();
-    let command = command_with_config_file(T::command(), &args)?;
-    let matches = command.get_matches_from(args);
-    Ok(T::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()))
+    let with_file = command_with_config_file(T::command(), &args)?;
+    let matches = with_file.command.clone().get_matches_from(args);
+    let settings = T::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let effective = EffectiveConfig::new(&with_file, &matches);
+    Ok(Loaded { settings, effective })
+}
+
+/// A command whose arguments' defaults are a config file's values.
+struct CommandWithFile {
+    command: clap::Command,
+    /// The config file read, if any.
+    path: Option<PathBuf>,
+    /// The ids of the arguments the file set.
+    from_file: Vec<String>,
 }
 
 /// `command` with the config file's values (if a file is named) as its arguments' defaults.
-fn command_with_config_file(mut command: clap::Command, args: &[OsString]) -> Result<clap::Command, ConfigError> {
+fn command_with_config_file(mut command: clap::Command, args: &[OsString]) -> Result<CommandWithFile, ConfigError> {
     let named = config_path_from_args(args.iter().map(|a| a.to_string_lossy().into_owned()));
     let Some(path) = named.or_else(|| std::env::var_os("SLUICE_CONFIG").map(PathBuf::from)) else {
-        return Ok(command);
+        return Ok(CommandWithFile { command, path: None, from_file: Vec::new() });
     };
     let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+    let mut from_file = Vec::new();
     for (env_name, value) in config_assignments(&command, &path, &text)? {
         let id = command.get_arguments().find(|arg| arg.get_env() == Some(OsStr::new(&env_name))).map(|a| a.get_id());
         // Every assignment names an argument of this command (config_assignments checked each key).
@@ -82,9 +105,155 @@ fn command_with_config_file(mut command: clap::Command, args: &[OsString]) -> Re
         // clap keeps defaults as `'static` text. A process reads its config file once, at start: the few
         // leaked bytes are the configuration itself, alive for the whole process anyway.
         let value: &'static str = Box::leak(value.into_boxed_str());
-        command = command.mut_arg(id, |arg| arg.default_value(value));
+        command = command.mut_arg(&id, |arg| arg.default_value(value));
+        from_file.push(id);
     }
-    Ok(command)
+    Ok(CommandWithFile { command, path: Some(path), from_file })
+}
+
+/// Typed settings with the effective configuration they were read from.
+pub struct Loaded<T> {
+    /// The typed settings.
+    pub settings: T,
+    /// Every setting's value and where it came from, secrets masked.
+    pub effective: EffectiveConfig,
+}
+
+/// Where a setting's value came from, in the order of precedence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A command-line flag.
+    Flag,
+    /// The setting's environment variable.
+    Environment,
+    /// The config file.
+    File,
+    /// The built-in default.
+    Default,
+    /// Not set, and no default.
+    Unset,
+}
+
+impl Source {
+    fn name(self) -> &'static str {
+        match self {
+            Source::Flag => "flag",
+            Source::Environment => "env",
+            Source::File => "file",
+            Source::Default => "default",
+            Source::Unset => "unset",
+        }
+    }
+}
+
+/// One setting as it is in effect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EffectiveSetting {
+    /// The flag's long name, which is also the config file's key.
+    pub key: String,
+    /// The environment variable.
+    pub env: String,
+    /// The value (several joined with commas), secrets masked; `None` when unset.
+    pub value: Option<String>,
+    /// Where the value came from.
+    pub source: Source,
+}
+
+/// Every setting of a process as it is in effect, printable as a config file: `key = "value"  # source (ENV)`.
+/// Secrets never appear: values of settings whose environment values are hidden (tokens) print as `***`, and a
+/// password in any URL (`postgres://user:password@host/db`) prints as `***`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EffectiveConfig {
+    /// The config file read, if any.
+    pub file: Option<PathBuf>,
+    /// The settings, in the order the command declares them.
+    pub settings: Vec<EffectiveSetting>,
+}
+
+/// What a masked secret prints as.
+pub const MASKED: &str = "***";
+
+impl EffectiveConfig {
+    fn new(with_file: &CommandWithFile, matches: &clap::ArgMatches) -> Self {
+        let mut settings = Vec::new();
+        for arg in with_file.command.get_arguments() {
+            let (Some(long), Some(env)) = (arg.get_long(), arg.get_env().and_then(OsStr::to_str)) else { continue };
+            if long == "config" {
+                continue;
+            }
+            let id = arg.get_id().as_str();
+            let raw: Option<Vec<String>> =
+                matches.get_raw(id).map(|values| values.map(|v| v.to_string_lossy().into_owned()).collect());
+            let source = match (raw.is_some(), matches.value_source(id)) {
+                (false, _) | (true, None) => Source::Unset,
+                (true, Some(clap::parser::ValueSource::CommandLine)) => Source::Flag,
+                (true, Some(clap::parser::ValueSource::EnvVariable)) => Source::Environment,
+                (true, Some(_)) if with_file.from_file.iter().any(|f| f == id) => Source::File,
+                (true, Some(_)) => Source::Default,
+            };
+            let value = raw.map(|values| mask(&values.join(","), arg.is_hide_env_values_set()));
+            settings.push(EffectiveSetting { key: long.to_string(), env: env.to_string(), value, source });
+        }
+        EffectiveConfig { file: with_file.path.clone(), settings }
+    }
+}
+
+impl std::fmt::Display for EffectiveConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.file {
+            Some(path) => writeln!(f, "# effective configuration (flag > env > file {} > default)", path.display())?,
+            None => writeln!(f, "# effective configuration (flag > env > default; no config file)")?,
+        }
+        for setting in &self.settings {
+            match &setting.value {
+                Some(value) => writeln!(
+                    f,
+                    "{} = {}  # {} ({})",
+                    setting.key,
+                    toml::Value::String(value.clone()),
+                    setting.source.name(),
+                    setting.env
+                )?,
+                None => writeln!(f, "# {} unset ({})", setting.key, setting.env)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What `--check-config` does once the settings are parsed: prints the effective configuration to stdout and
+/// each problem to stderr, and returns the exit code (0 valid, 1 with problems).
+pub fn print_check(effective: &EffectiveConfig, problems: &[String]) -> i32 {
+    print!("{effective}");
+    for problem in problems {
+        eprintln!("invalid configuration: {problem}");
+    }
+    i32::from(!problems.is_empty())
+}
+
+/// `value` with its secrets masked: the password of any URL in it; and when `secret`, a URL's query (which may
+/// carry `?password=`) or, for anything but a URL, all of it.
+fn mask(value: &str, secret: bool) -> String {
+    if secret && !value.contains("://") {
+        return MASKED.to_string();
+    }
+    let masked = value.split(',').map(mask_url_password).collect::<Vec<_>>().join(",");
+    match masked.split_once('?') {
+        Some((before, _)) if secret => format!("{before}?{MASKED}"),
+        _ => masked,
+    }
+}
+
+/// `scheme://user:password@host...` with the password replaced by [`MASKED`]; anything else unchanged.
+pub fn mask_url_password(value: &str) -> String {
+    let Some(scheme_end) = value.find("://") else { return value.to_string() };
+    let rest = &value[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    // The last '@' ends the user information (a password may itself contain '@' when not percent-encoded).
+    let Some(at) = authority.rfind('@') else { return value.to_string() };
+    let Some(colon) = authority[..at].find(':') else { return value.to_string() };
+    format!("{}{}:{MASKED}{}", &value[..scheme_end + 3], &authority[..colon], &value[scheme_end + 3 + at..])
 }
 
 fn config_path_from_args(args: impl Iterator<Item = String>) -> Option<PathBuf> {
@@ -98,6 +267,40 @@ fn config_path_from_args(args: impl Iterator<Item = String>) -> Option<PathBuf> 
         }
     }
     None
+}
+
+/// What `--check-config` finds wrong with an address setting `key` = `value` (`host:port`, the port a number
+/// that fits 16 bits; the host a name or an IP, bracketed for IPv6), or `None`. The host is not resolved: the
+/// check runs where the process will not (a CI job validating manifests).
+pub fn host_port_problem(key: &str, value: &str) -> Option<String> {
+    if value.parse::<std::net::SocketAddr>().is_ok() {
+        return None;
+    }
+    let Some((host, port)) = value.rsplit_once(':') else {
+        return Some(format!("{key} '{value}' is not host:port"));
+    };
+    if port.parse::<u16>().is_err() {
+        return Some(format!("{key} '{value}': the port '{port}' is not a number from 0 to 65535"));
+    }
+    let name_ok = !host.is_empty()
+        && !host.contains(':')
+        && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_');
+    (!name_ok).then(|| format!("{key} '{value}': '{host}' is neither an IP address nor a host name"))
+}
+
+/// What `--check-config` finds wrong with a checkpoint or savepoint location setting, or `None`: a directory,
+/// `file://dir`, or `s3://bucket/prefix` (`s3a://`), `gs://bucket/prefix`. Nothing is opened.
+pub fn storage_location_problem(key: &str, value: &str) -> Option<String> {
+    let value = value.trim();
+    let (scheme, rest) = value.split_once("://")?;
+    if !matches!(scheme, "file" | "s3" | "s3a" | "gs") {
+        return Some(format!(
+            "{key} '{value}': unsupported scheme '{scheme}' (use a directory, file://, s3:// or gs://)"
+        ));
+    }
+    let bucket = rest.split('/').next().unwrap_or_default();
+    (scheme != "file" && bucket.is_empty())
+        .then(|| format!("{key} '{value}' names no bucket (expected {scheme}://bucket/prefix)"))
 }
 
 /// Maps each key of the TOML `text` to (environment variable, value), validating every key.
@@ -192,7 +395,7 @@ mod tests {
             args
         };
         let parse = |args: Vec<OsString>| -> Result<Settings, Box<dyn std::error::Error>> {
-            let matches = command_with_config_file(Settings::command(), &args)?.try_get_matches_from(args)?;
+            let matches = command_with_config_file(Settings::command(), &args)?.command.try_get_matches_from(args)?;
             Ok(Settings::from_arg_matches(&matches)?)
         };
         let from_file = parse(args(&[]))?;
@@ -205,6 +408,111 @@ mod tests {
         let default = parse(vec!["bin".into()])?;
         assert_eq!((default.rest_addr.as_str(), default.slots), ("127.0.0.1:8081", 1));
         Ok(())
+    }
+
+    #[derive(clap::Parser, Debug)]
+    struct Secrets {
+        #[arg(long, env = "SLUICE_TEST_EFFECTIVE_REST_ADDR", default_value = "127.0.0.1:8081")]
+        rest_addr: String,
+        #[arg(long, env = "SLUICE_TEST_EFFECTIVE_SLOTS", default_value_t = 1)]
+        slots: u32,
+        #[arg(long, env = "SLUICE_TEST_EFFECTIVE_DIRS", value_delimiter = ',', default_value = "examples,data")]
+        dirs: Vec<String>,
+        #[arg(long, env = "SLUICE_TEST_EFFECTIVE_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+        #[arg(long, env = "SLUICE_TEST_EFFECTIVE_TOKENS", hide_env_values = true)]
+        tokens: Option<String>,
+        #[arg(long, env = "SLUICE_TEST_EFFECTIVE_ID")]
+        id: Option<String>,
+        #[arg(long, env = "SLUICE_TEST_EFFECTIVE_INSECURE")]
+        insecure: bool,
+        #[arg(long, env = "SLUICE_TEST_EFFECTIVE_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        check_config: bool,
+    }
+
+    fn setting<'a>(effective: &'a EffectiveConfig, key: &str) -> Option<&'a EffectiveSetting> {
+        effective.settings.iter().find(|s| s.key == key)
+    }
+
+    /// Goal: `--check-config` names the layer each value came from and never prints a secret. Method: one
+    /// setting from each layer (the environment variable is unique to this test), a token and a database
+    /// password among them.
+    #[test]
+    fn the_effective_configuration_names_each_source_and_masks_secrets() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("sluice.toml");
+        std::fs::write(&file, "slots = 4\ndatabase-url = \"postgres://sluice:hunter2@db:5432/sluice\"\n")?;
+        std::env::set_var("SLUICE_TEST_EFFECTIVE_ID", "tm-env");
+        let args: Vec<OsString> =
+            ["bin", "--config", &file.display().to_string(), "--tokens", "s3cr3t", "--check-config", "--insecure"]
+                .iter()
+                .map(OsString::from)
+                .collect();
+        let loaded = load_from_args::<Secrets>(args)?;
+        let effective = &loaded.effective;
+        assert_eq!(loaded.settings.slots, 4);
+        assert!(loaded.settings.check_config);
+        let source = |key| setting(effective, key).map(|s| s.source);
+        let value = |key| setting(effective, key).and_then(|s| s.value.clone());
+        assert_eq!(source("slots"), Some(Source::File));
+        assert_eq!(source("rest-addr"), Some(Source::Default));
+        assert_eq!(source("id"), Some(Source::Environment));
+        assert_eq!(source("tokens"), Some(Source::Flag));
+        assert_eq!(source("insecure"), Some(Source::Flag));
+        assert_eq!(value("insecure").as_deref(), Some("true"));
+        assert_eq!(value("dirs").as_deref(), Some("examples,data"));
+        assert_eq!(value("tokens").as_deref(), Some(MASKED));
+        assert_eq!(value("database-url").as_deref(), Some("postgres://sluice:***@db:5432/sluice"));
+        assert!(setting(effective, "config").is_none(), "the config file is the header, not a setting");
+        assert!(setting(effective, "check-config").is_none(), "a flag without a variable is not a setting");
+        let printed = effective.to_string();
+        assert!(!printed.contains("hunter2") && !printed.contains("s3cr3t"), "{printed}");
+        assert!(printed.contains("slots = \"4\"  # file (SLUICE_TEST_EFFECTIVE_SLOTS)"), "{printed}");
+        Ok(())
+    }
+
+    /// The printed configuration is itself a config file this process accepts (secrets aside).
+    #[test]
+    fn the_printed_configuration_reads_back_as_a_config_file() -> Result<(), Box<dyn std::error::Error>> {
+        use clap::CommandFactory;
+        let loaded = load_from_args::<Secrets>(vec![OsString::from("bin"), "--slots".into(), "3".into()])?;
+        let printed = loaded.effective.to_string();
+        let assignments = config_assignments(&Secrets::command(), Path::new("printed.toml"), &printed)?;
+        assert!(assignments.contains(&("SLUICE_TEST_EFFECTIVE_SLOTS".into(), "3".into())), "{assignments:?}");
+        assert_eq!(loaded.effective.settings.iter().find(|s| s.key == "tokens").map(|s| s.source), Some(Source::Unset));
+        Ok(())
+    }
+
+    #[test]
+    fn addresses_and_locations_are_checked_without_resolving_or_opening_them() {
+        for good in ["0.0.0.0:6123", "[::]:8081", "sluice-jobmanager-rpc:6123", "jm.sluice.svc.cluster.local:6123"] {
+            assert_eq!(host_port_problem("RPC_ADDR", good), None, "{good}");
+        }
+        for bad in ["6123", "host:port", "host:70000", ":6123", "a b:1"] {
+            assert!(host_port_problem("RPC_ADDR", bad).is_some_and(|p| p.contains("RPC_ADDR")), "{bad}");
+        }
+        for good in ["/var/lib/sluice", "data/checkpoints", "s3://b/p", "s3a://b", "gs://b/p", "file:///x"] {
+            assert_eq!(storage_location_problem("CHECKPOINT_DIR", good), None, "{good}");
+        }
+        let refused = storage_location_problem("CHECKPOINT_DIR", "hdfs://nn/x").unwrap_or_default();
+        assert!(refused.contains("unsupported scheme 'hdfs'"), "{refused}");
+        assert!(storage_location_problem("CHECKPOINT_DIR", "gs:///p").is_some_and(|p| p.contains("no bucket")));
+    }
+
+    #[test]
+    fn url_passwords_are_masked_and_other_values_are_not() {
+        assert_eq!(mask_url_password("postgres://u:p@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(
+            mask_url_password("postgres://u:p@ss@h/db?sslmode=require"),
+            "postgres://u:***@h/db?sslmode=require"
+        );
+        assert_eq!(mask_url_password("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(mask_url_password("s3://bucket/a:b@c"), "s3://bucket/a:b@c");
+        assert_eq!(mask_url_password("127.0.0.1:8081"), "127.0.0.1:8081");
+        assert_eq!(mask("a,b", true), MASKED);
+        assert_eq!(mask("postgres://u:p@h/db?password=q", true), "postgres://u:***@h/db?***");
     }
 
     #[test]

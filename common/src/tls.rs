@@ -39,6 +39,21 @@ pub struct TlsArgs {
     pub tls_ca_file: Option<PathBuf>,
 }
 
+impl TlsArgs {
+    /// What `--check-config` finds wrong without reading the files: `--tls on` without one of them.
+    pub fn problems(&self) -> Vec<String> {
+        if self.tls != "on" {
+            return Vec::new();
+        }
+        let files = [
+            (&self.tls_cert_file, "--tls-cert-file (TLS_CERT_FILE)"),
+            (&self.tls_key_file, "--tls-key-file (TLS_KEY_FILE)"),
+            (&self.tls_ca_file, "--tls-ca-file (TLS_CA_FILE)"),
+        ];
+        files.iter().filter(|(file, _)| file.is_none()).map(|(_, name)| format!("--tls on needs {name}")).collect()
+    }
+}
+
 /// Why TLS cannot be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

@@ -20,6 +20,11 @@ pub struct JobManagerConfig {
     #[arg(long, env = "SLUICE_CONFIG")]
     pub config: Option<PathBuf>,
 
+    /// Print the effective configuration (flags > environment > file > defaults; secrets masked) and exit:
+    /// 0 when it is valid, 1 naming each invalid value. Reads no secret file and opens nothing.
+    #[arg(long)]
+    pub check_config: bool,
+
     /// Where to serve the REST API and the web UI (port 0: pick a free one). Loopback by default: serving
     /// other hosts is a choice (`0.0.0.0:8081`), and needs authentication or --insecure.
     #[arg(long, env = "REST_ADDR", default_value = "127.0.0.1:8081")]
@@ -35,7 +40,8 @@ pub struct JobManagerConfig {
     pub data_dir: PathBuf,
 
     /// The metadata database; by default a SQLite file `<data-dir>/sluice.db`, created when missing.
-    #[arg(long, env = "DATABASE_URL")]
+    /// (`--help` does not show the variable's value: it may hold a password.)
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
     /// How often TaskManagers send heartbeats, in milliseconds.
@@ -149,6 +155,36 @@ impl JobManagerConfig {
         })
     }
 
+    /// What `--check-config` finds wrong beyond what clap checks value by value (ranges, choices): settings
+    /// that contradict each other, addresses and locations that cannot work. Every problem, not just the first.
+    /// Nothing is opened, resolved or read.
+    pub fn problems(&self) -> Vec<String> {
+        use sluice_common::config::{host_port_problem, storage_location_problem};
+        let mut problems: Vec<String> = self.settings().err().into_iter().collect();
+        problems.extend(host_port_problem("REST_ADDR", &self.rest_addr));
+        problems.extend(host_port_problem("RPC_ADDR", &self.rpc_addr));
+        problems.extend(storage_location_problem("CHECKPOINT_DIR / S3_CHECKPOINT_PATH", &self.checkpoint_location()));
+        problems.extend(storage_location_problem("SAVEPOINT_DIR", &self.savepoint_location()));
+        if let Some(path) = self.s3_checkpoint_path.as_deref().filter(|p| !p.trim().is_empty()) {
+            if !(path.starts_with("s3://") || path.starts_with("s3a://")) {
+                problems.push(format!("S3_CHECKPOINT_PATH '{path}' is not an s3:// location (use CHECKPOINT_DIR)"));
+            }
+        }
+        let url = self.database_url();
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            let shown = self.database_url.as_ref().map_or(String::new(), |_| {
+                let masked = sluice_common::config::mask_url_password(&url);
+                format!(" '{masked}'")
+            });
+            problems.push(format!("DATABASE_URL{shown} is neither sqlite:... nor postgres://..."));
+        }
+        if let Ok(rest) = self.rest_addr.parse::<std::net::SocketAddr>() {
+            problems.extend(crate::security::check_bind_policy(&self.rest_auth, rest).err().map(|e| e.to_string()));
+        }
+        problems.extend(self.tls.problems());
+        problems
+    }
+
     /// The savepoint location in effect.
     pub fn savepoint_location(&self) -> String {
         let default = || self.data_dir.join("savepoints").display().to_string();
@@ -190,4 +226,64 @@ pub const MAX_RUNNING_JOBS_DEFAULT: u64 = 1_000;
 /// A default duration as the whole milliseconds a flag takes.
 const fn millis(duration: Duration) -> u64 {
     duration.as_millis() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> Result<JobManagerConfig, clap::Error> {
+        JobManagerConfig::try_parse_from(std::iter::once("sluice-jobmanager").chain(args.iter().copied()))
+    }
+
+    /// Goal: the settings the Kubernetes manifests give the JobManager pass `--check-config`. Method: the
+    /// JobManager container's flags of `deploy/k8s/base`, with PostgreSQL and an object-store checkpoint location.
+    #[test]
+    fn the_kubernetes_settings_have_no_problems() -> Result<(), clap::Error> {
+        let config = config(&[
+            "--check-config",
+            "--rest-addr=0.0.0.0:8081",
+            "--rpc-addr=0.0.0.0:6123",
+            "--data-dir=/var/lib/sluice",
+            "--database-url=postgres://sluice:pw@postgres:5432/sluice",
+            "--checkpoint-dir=gs://bucket/checkpoints",
+            "--savepoint-dir=gs://bucket/savepoints",
+            "--admin-token-file=/etc/sluice/secret/admin.token",
+            "--cluster-secret-file=/etc/sluice/secret/cluster.secret",
+            "--metrics-auth=open",
+        ])?;
+        assert!(config.check_config);
+        assert_eq!(config.problems(), Vec::<String>::new());
+        Ok(())
+    }
+
+    /// Goal: every problem is reported at once, each naming its setting. Method: six at the same time.
+    #[test]
+    fn every_problem_is_reported_naming_its_setting() -> Result<(), clap::Error> {
+        let config = config(&[
+            "--heartbeat-interval-ms=1000",
+            "--heartbeat-timeout-ms=1500",
+            "--rpc-addr=jobmanager",
+            "--checkpoint-dir=hdfs://nn/checkpoints",
+            "--database-url=mysql://u:hunter2@db/sluice",
+            "--rest-addr=0.0.0.0:8081",
+            "--rest-auth=none",
+            "--tls=on",
+        ])?;
+        let problems = config.problems();
+        let joined = problems.join("\n");
+        for expected in
+            ["HEARTBEAT_TIMEOUT", "RPC_ADDR", "hdfs", "DATABASE_URL", "without authentication", "--tls-key-file"]
+        {
+            assert!(joined.contains(expected), "{expected} missing from:\n{joined}");
+        }
+        assert!(!joined.contains("hunter2"), "a password in a problem: {joined}");
+        Ok(())
+    }
+
+    #[test]
+    fn a_value_out_of_range_is_refused_by_the_parser() {
+        let refused = config(&["--heartbeat-interval-ms=1"]).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(refused.contains("heartbeat-interval-ms"), "{refused}");
+    }
 }

@@ -5,7 +5,12 @@ use tokio_util::sync::CancellationToken;
 fn main() -> anyhow::Result<()> {
     // The whole configuration (flags > environment > config file > defaults) is read before any runtime or
     // thread starts.
-    let config: JobManagerConfig = sluice_common::config::parse_with_config_file()?;
+    let loaded = sluice_common::config::load_with_config_file::<JobManagerConfig>()?;
+    let config = loaded.settings;
+    if config.check_config {
+        let problems = config.problems();
+        std::process::exit(sluice_common::config::print_check(&loaded.effective, &problems));
+    }
     sluice_common::process::init_logging(&config.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -17,6 +17,11 @@ pub struct TaskManagerConfig {
     #[arg(long, env = "SLUICE_CONFIG")]
     pub config: Option<PathBuf>,
 
+    /// Print the effective configuration (flags > environment > file > defaults; secrets masked) and exit:
+    /// 0 when it is valid, 1 naming each invalid value. Reads no secret file and opens nothing.
+    #[arg(long)]
+    pub check_config: bool,
+
     /// The JobManager's RPC address.
     #[arg(long, env = "JOBMANAGER", default_value = "127.0.0.1:6123")]
     pub jobmanager: String,
@@ -109,4 +114,80 @@ pub struct TaskManagerConfig {
     /// What jobs may read, write and reach (see `sluice_common::confine`).
     #[command(flatten)]
     pub confinement: ConfinementArgs,
+}
+
+impl TaskManagerConfig {
+    /// What `--check-config` finds wrong beyond what clap checks value by value: addresses that cannot work, a
+    /// missing cluster secret or TLS file. Every problem, not just the first. Nothing is opened, resolved or read.
+    pub fn problems(&self) -> Vec<String> {
+        use sluice_common::config::host_port_problem;
+        let mut problems = Vec::new();
+        problems.extend(host_port_problem("JOBMANAGER", &self.jobmanager));
+        problems.extend(host_port_problem("TM_RPC_ADDR", &self.rpc_addr));
+        problems.extend(host_port_problem("TM_DATA_ADDR", &self.data_addr));
+        problems.extend(host_port_problem("TM_METRICS_ADDR", &self.metrics_addr));
+        if let Some(host) = &self.advertise_host {
+            if let Some(problem) = host_port_problem("TM_ADVERTISE_HOST", &format!("{host}:0")) {
+                problems.push(format!("{problem} (give a host or IP without a port)"));
+            }
+        }
+        if self.cluster_auth.cluster_auth == "secret" && self.cluster_auth.cluster_secret_file.is_none() {
+            problems.push(
+                "--cluster-auth secret needs --cluster-secret-file (CLUSTER_SECRET_FILE), the JobManager's secret"
+                    .to_string(),
+            );
+        }
+        if self.data_threads == Some(0) {
+            problems.push("TM_DATA_THREADS must be at least 1".to_string());
+        }
+        problems.extend(self.tls.problems());
+        problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> Result<TaskManagerConfig, clap::Error> {
+        TaskManagerConfig::try_parse_from(std::iter::once("sluice-taskmanager").chain(args.iter().copied()))
+    }
+
+    /// Goal: the settings the Kubernetes manifests give a TaskManager pass `--check-config`. Method: the
+    /// TaskManager container's flags of `deploy/k8s/base`, the pod IP as the advertised host.
+    #[test]
+    fn the_kubernetes_settings_have_no_problems() -> Result<(), clap::Error> {
+        let config = config(&[
+            "--check-config",
+            "--jobmanager=sluice-jobmanager-rpc:6123",
+            "--rpc-addr=0.0.0.0:6124",
+            "--data-addr=0.0.0.0:6125",
+            "--metrics-addr=0.0.0.0:9249",
+            "--advertise-host=10.4.2.17",
+            "--slots=4",
+            "--data-dir=/var/lib/sluice",
+            "--cluster-secret-file=/etc/sluice/secret/cluster.secret",
+            "--state-backend=rocksdb",
+        ])?;
+        assert!(config.check_config);
+        assert_eq!(config.problems(), Vec::<String>::new());
+        Ok(())
+    }
+
+    #[test]
+    fn every_problem_is_reported_naming_its_setting() -> Result<(), clap::Error> {
+        let config =
+            config(&["--jobmanager=jobmanager", "--advertise-host=10.0.0.1:6124", "--data-threads=0", "--tls=on"])?;
+        let joined = config.problems().join("\n");
+        for expected in ["JOBMANAGER", "TM_ADVERTISE_HOST", "CLUSTER_SECRET_FILE", "TM_DATA_THREADS", "--tls-ca-file"] {
+            assert!(joined.contains(expected), "{expected} missing from:\n{joined}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn an_unknown_choice_is_refused_by_the_parser_with_the_valid_ones() {
+        let refused = config(&["--state-backend=disk"]).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(refused.contains("heap") && refused.contains("rocksdb"), "{refused}");
+    }
 }

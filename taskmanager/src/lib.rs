@@ -96,7 +96,12 @@ const DATA_RUNTIME_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::
 pub fn main_with_registry(registry: operators::native::OperatorRegistry) -> anyhow::Result<()> {
     // The whole configuration (flags > environment > config file > defaults) is read before any runtime or
     // thread starts.
-    let config: TaskManagerConfig = sluice_common::config::parse_with_config_file()?;
+    let loaded = sluice_common::config::load_with_config_file::<TaskManagerConfig>()?;
+    let config = loaded.settings;
+    if config.check_config {
+        let problems = config.problems();
+        std::process::exit(sluice_common::config::print_check(&loaded.effective, &problems));
+    }
     sluice_common::process::init_logging(&config.log_format);
 
     let data_threads =
@@ -237,7 +242,14 @@ pub async fn run_with_registry(
                 std::future::ready(metrics.render())
             }),
         )
-        .route("/health", axum::routing::get(|| std::future::ready(axum::Json(serde_json::json!({"status": "ok"})))));
+        .route(
+            "/health",
+            axum::routing::get(|| {
+                std::future::ready(axum::Json(
+                    serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}),
+                ))
+            }),
+        );
     let metrics_shutdown = shutdown.clone();
     let metrics_server = tokio::spawn(async move {
         axum::serve(metrics_listener, metrics_app).with_graceful_shutdown(metrics_shutdown.cancelled_owned()).await

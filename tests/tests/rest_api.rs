@@ -52,6 +52,7 @@ fn cluster_metrics_track_slots_and_every_endpoint_has_its_documented_shape() {
     let total = u64::from(2 * SLOTS_PER_TASK_MANAGER);
 
     assert_eq!(cluster.get("/health")["status"], "ok");
+    assert_eq!(cluster.get("/health")["version"], env!("CARGO_PKG_VERSION"), "the version is baked in");
     let idle = cluster.get("/cluster/metrics");
     let expected_keys = BTreeSet::from([
         "total_task_managers",

@@ -25,8 +25,10 @@ use sluice_common::storage::Storage;
 
 type Ctx = State<Arc<Context>>;
 
+/// Answered by the process alone (no database, no TaskManager): Kubernetes probes it for liveness. The version
+/// tells which image a pod runs.
 pub(super) async fn health() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+    Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
 }
 
 pub(super) async fn not_found() -> ApiError {

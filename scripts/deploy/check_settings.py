@@ -1,0 +1,121 @@
+"""Checks that every setting a deployment file gives Sluice is a real one, and valid together.
+
+Reads rendered Kubernetes manifests (a `kubectl kustomize` output) or a compose file, finds each container that
+runs sluice-jobmanager or sluice-taskmanager, and builds the environment that container would get: its `env`
+(values from the downward API and from Secrets replaced by stand-ins: a distinct 10.0.0.x per pod IP, the pod's
+name, a placeholder database URL) and the ConfigMaps it takes with `envFrom`. Then:
+
+1. every variable must be a setting of that binary (the `(NAME)` list `--check-config` prints) or one the
+   object-store client reads (AWS_*, GOOGLE_*), so a misspelt or invented variable is refused instead of being
+   silently ignored;
+2. the binary's own `--check-config` must accept the environment (exit 0): types, ranges, choices, and the checks
+   across settings.
+
+Usage: check_settings.py k8s RENDERED.yaml BIN_DIR | check_settings.py compose COMPOSE.yml BIN_DIR
+"""
+import re
+import subprocess
+import sys
+
+import yaml
+
+BINARIES = ("sluice-jobmanager", "sluice-taskmanager")
+# Variables the object-store client (object_store's from_env builders) reads, and the log filter.
+FOREIGN = re.compile(r"^(AWS_[A-Z0-9_]+|GOOGLE_[A-Z0-9_]+|RUST_LOG)$")
+STAND_INS = {
+    "metadata.name": lambda pod, n: pod,
+    "status.podIP": lambda pod, n: f"10.0.0.{n}",
+}
+DATABASE_URL_STAND_IN = "postgres://sluice:stand-in@postgres:5432/sluice"
+
+
+def known_settings(binary):
+    """The environment variables `binary --check-config` lists, one per setting."""
+    out = subprocess.run([binary, "--check-config"], env={"CLUSTER_SECRET_FILE": "/dev/null"},
+                         capture_output=True, text=True, check=False).stdout
+    names = set(re.findall(r"\(([A-Z0-9_]+)\)$", out, re.MULTILINE))
+    if not names:
+        sys.exit(f"{binary} --check-config listed no settings; is it a build with --check-config?")
+    return names
+
+
+def binary_of(command):
+    for word in command or []:
+        for binary in BINARIES:
+            if word.endswith(binary):
+                return binary
+    return None
+
+
+def k8s_containers(documents):
+    """(where, binary, environment) for each Sluice container of each pod the workloads would start."""
+    config_maps = {d["metadata"]["name"]: d.get("data", {}) for d in documents if d.get("kind") == "ConfigMap"}
+    for doc in documents:
+        if doc.get("kind") not in ("Deployment", "StatefulSet"):
+            continue
+        name = doc["metadata"]["name"]
+        replicas = doc["spec"].get("replicas", 1)
+        pod_names = [f"{name}-{i}" for i in range(replicas)] if doc["kind"] == "StatefulSet" else [f"{name}-pod"]
+        for container in doc["spec"]["template"]["spec"]["containers"]:
+            binary = binary_of(container.get("command"))
+            if binary is None:
+                continue
+            for n, pod in enumerate(pod_names, start=1):
+                env = {}
+                for source in container.get("envFrom", []):
+                    ref = source.get("configMapRef")
+                    if ref is None or ref["name"] not in config_maps:
+                        raise SystemExit(f"{name}/{container['name']}: envFrom names a missing ConfigMap: {source}")
+                    env.update(config_maps[ref["name"]])
+                for var in container.get("env", []):
+                    value_from = var.get("valueFrom")
+                    if value_from is None:
+                        env[var["name"]] = var.get("value", "")
+                    elif "fieldRef" in value_from:
+                        env[var["name"]] = STAND_INS[value_from["fieldRef"]["fieldPath"]](pod, n)
+                    elif "secretKeyRef" in value_from and var["name"] == "DATABASE_URL":
+                        env[var["name"]] = DATABASE_URL_STAND_IN
+                    else:
+                        raise SystemExit(f"{name}/{container['name']}: no stand-in for {var['name']}: {value_from}")
+                yield f"{doc['kind']} {name} ({pod})", binary, env
+
+
+def compose_containers(compose):
+    for name, service in compose.get("services", {}).items():
+        binary = binary_of(service.get("command"))
+        if binary is None:
+            continue
+        env = service.get("environment", {})
+        if isinstance(env, list):
+            env = dict(item.split("=", 1) for item in env)
+        yield f"service {name}", binary, {k: str(v) for k, v in env.items()}
+
+
+def main():
+    kind, path, bin_dir = sys.argv[1:4]
+    with open(path) as f:
+        if kind == "k8s":
+            containers = list(k8s_containers([d for d in yaml.safe_load_all(f) if d]))
+        else:
+            containers = list(compose_containers(yaml.safe_load(f)))
+    if not containers:
+        sys.exit(f"{path}: no container runs {' or '.join(BINARIES)}")
+    known = {b: known_settings(f"{bin_dir}/{b}") for b in BINARIES}
+    problems = []
+    for where, binary, env in containers:
+        unknown = sorted(v for v in env if v not in known[binary] and not FOREIGN.match(v))
+        if unknown:
+            problems.append(f"{where}: {', '.join(unknown)} is no setting of {binary}")
+        check = subprocess.run([f"{bin_dir}/{binary}", "--check-config"], env=env, capture_output=True, text=True,
+                               check=False)
+        if check.returncode != 0:
+            problems.append(f"{where}: {binary} --check-config exited {check.returncode}: {check.stderr.strip()}")
+        else:
+            print(f"    {where}: {binary} --check-config accepts its {len(env)} variables")
+    for problem in problems:
+        print(f"    PROBLEM {problem}", file=sys.stderr)
+    sys.exit(1 if problems else 0)
+
+
+if __name__ == "__main__":
+    main()
