@@ -40,6 +40,22 @@ impl OperatorError {
     }
 }
 
+/// Decodes rows of stored state (keys or values an operator wrote with `converter`'s layout) into columns.
+/// Stored bytes come back from snapshots, whose CRC catches damage in storage but not a bug or bytes of
+/// another layout; Arrow's row decoder panics on bytes that are not a row of its layout (it does not check
+/// them first), so that panic is this error, naming the state as undecodable, rather than a task panic.
+pub fn decode_stored_rows<'a>(
+    converter: &datafusion::arrow::row::RowConverter,
+    rows: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<Vec<datafusion::arrow::array::ArrayRef>, OperatorError> {
+    let parser = converter.parser();
+    sluice_common::untrusted::catch_panic(|| converter.convert_rows(rows.into_iter().map(|r| parser.parse(r))))
+        .map_err(|panic| {
+            OperatorError::new(format!("stored state cannot be decoded (damaged, or of another layout): {panic}"))
+        })?
+        .map_err(|e| OperatorError::new(format!("stored state cannot be decoded: {e}")))
+}
+
 impl From<datafusion::arrow::error::ArrowError> for OperatorError {
     fn from(e: datafusion::arrow::error::ArrowError) -> Self {
         Self(e.to_string())
@@ -203,4 +219,32 @@ pub struct SubtaskInfo {
     pub index: u32,
     /// The vertex's parallelism.
     pub parallelism: u32,
+}
+
+#[cfg(test)]
+mod stored_rows_tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Array, Int64Array, StringArray};
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::arrow::row::{RowConverter, SortField};
+
+    use super::decode_stored_rows;
+
+    #[test]
+    fn stored_rows_decode_and_bytes_of_another_layout_are_an_error_not_a_panic() {
+        let converter = RowConverter::new(vec![SortField::new(DataType::Utf8), SortField::new(DataType::Int64)])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let rows = converter
+            .convert_columns(&[Arc::new(StringArray::from(vec!["apple"])), Arc::new(Int64Array::from(vec![7]))])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let stored = rows.row(0).as_ref().to_vec();
+        let columns = decode_stored_rows(&converter, [stored.as_slice()]).unwrap_or_else(|e| panic!("{}", e.0));
+        assert_eq!(columns[1].len(), 1);
+        // Cut short: Arrow's decoder indexes past the end of the bytes.
+        for damaged in [&stored[..3], &[1u8, 0xff][..]] {
+            let error = decode_stored_rows(&converter, [damaged]).err().map(|e| e.0).unwrap_or_default();
+            assert!(error.starts_with("stored state cannot be decoded"), "{damaged:?}: {error}");
+        }
+    }
 }

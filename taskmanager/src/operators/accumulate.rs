@@ -175,8 +175,7 @@ impl GenericAgg {
         if state.is_empty() {
             return Ok(());
         }
-        let parser = self.converter.parser();
-        let columns = self.converter.convert_rows([parser.parse(state)])?;
+        let columns = crate::operator_api::decode_stored_rows(&self.converter, [state])?;
         accumulator.merge_batch(&columns).map_err(|e| OperatorError::new(e.to_string()))
     }
 

@@ -90,11 +90,11 @@ impl Joined {
         if self.first.is_empty() {
             return Ok(());
         }
-        let first_parser = first.row_converter.parser();
-        let mut columns = first.row_converter.convert_rows(self.first.iter().map(|r| first_parser.parse(r)))?;
-        let second_parser = second.row_converter.parser();
+        let mut columns =
+            crate::operator_api::decode_stored_rows(&first.row_converter, self.first.iter().map(Vec::as_slice))?;
         let present: Vec<&Vec<u8>> = self.second.iter().flatten().collect();
-        let second_columns = second.row_converter.convert_rows(present.iter().map(|r| second_parser.parse(r)))?;
+        let second_columns =
+            crate::operator_api::decode_stored_rows(&second.row_converter, present.iter().map(|r| r.as_slice()))?;
         let mut next = 0u32;
         let indices: UInt32Array = self
             .second

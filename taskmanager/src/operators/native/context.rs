@@ -34,8 +34,7 @@ impl Context<'_> {
     pub fn current_key(&self) -> Result<Vec<ScalarValue>, OperatorError> {
         let (_, key, _) = split_state_key(self.env.key.as_bytes())
             .ok_or_else(|| OperatorError::new("the current key is malformed"))?;
-        let parser = self.env.converter.parser();
-        let columns = self.env.converter.convert_rows([parser.parse(key)])?;
+        let columns = crate::operator_api::decode_stored_rows(&self.env.converter, [key])?;
         columns
             .iter()
             .map(|c| ScalarValue::try_from_array(c, 0).map_err(|e| OperatorError::new(e.to_string())))

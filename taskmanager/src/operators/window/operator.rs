@@ -208,7 +208,6 @@ impl WindowOp {
             return Ok(());
         }
         let fired = std::mem::take(&mut self.fired);
-        let parser = self.converter.parser();
         let mut rows = Vec::with_capacity(fired.len());
         let mut starts = Vec::with_capacity(fired.len());
         let mut ends = Vec::with_capacity(fired.len());
@@ -217,7 +216,7 @@ impl WindowOp {
                 .ok_or_else(|| OperatorError::new("corrupt window state: a key without its key group"))?;
             let (start, end) = decode_window(namespace)
                 .ok_or_else(|| OperatorError::new("corrupt window state: bad window bounds"))?;
-            rows.push(parser.parse(key));
+            rows.push(key);
             starts.push(start);
             ends.push(end);
         }
@@ -227,7 +226,7 @@ impl WindowOp {
                 histogram.observe(now.saturating_sub(*end).max(0) as f64 / 1000.0);
             }
         }
-        let mut columns = self.converter.convert_rows(rows)?;
+        let mut columns = crate::operator_api::decode_stored_rows(&self.converter, rows)?;
         columns.push(Arc::new(TimestampMillisecondArray::from(starts)));
         columns.push(Arc::new(TimestampMillisecondArray::from(ends)));
         if let Some(reducer) = &self.reducer {

@@ -86,7 +86,6 @@ impl Reducer {
     }
 
     pub(super) fn decode<'a>(&self, records: impl Iterator<Item = &'a [u8]>) -> Result<Vec<ArrayRef>, OperatorError> {
-        let parser = self.converter.parser();
-        Ok(self.converter.convert_rows(records.map(|r| parser.parse(r)))?)
+        crate::operator_api::decode_stored_rows(&self.converter, records)
     }
 }
