@@ -207,6 +207,52 @@ impl Storage {
         StorageError { message: format!("cannot {what} {}: {e}", self.describe(name)), not_found: e.is_not_found() }
     }
 
+    /// Checks that this location can be used: writes a small probe object (`.sluice-probe-<uuid>`), reads it
+    /// back, compares, and deletes it. Err says which step failed and why.
+    pub async fn probe(&self) -> Result<(), StorageError> {
+        let name = format!(".sluice-probe-{}", uuid::Uuid::new_v4().simple());
+        let bytes = format!("sluice storage probe {name}").into_bytes();
+        self.put(&name, bytes.clone()).await?;
+        let read = self.get(&name).await;
+        let deleted = self.delete(&name).await;
+        if read? != bytes {
+            return Err(StorageError::new(format!("{} read back other bytes than were written", self.describe(&name))));
+        }
+        deleted
+    }
+
+    /// Where this location's client takes its credentials from, as the environment configures it (what
+    /// `object_store`'s builders read, in their order).
+    pub fn credentials_source(&self) -> &'static str {
+        let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+        match self {
+            Storage::Local(_) => "the local file system (this process's permissions)",
+            Storage::Object { bucket_url, .. } if bucket_url.starts_with("gs://") => {
+                if set("GOOGLE_SERVICE_ACCOUNT")
+                    || set("GOOGLE_SERVICE_ACCOUNT_PATH")
+                    || set("GOOGLE_SERVICE_ACCOUNT_KEY")
+                {
+                    "a service account key (GOOGLE_SERVICE_ACCOUNT*)"
+                } else if set("GOOGLE_APPLICATION_CREDENTIALS") {
+                    "application default credentials (GOOGLE_APPLICATION_CREDENTIALS)"
+                } else {
+                    "the metadata server (GKE Workload Identity, or the node's service account)"
+                }
+            }
+            Storage::Object { .. } => {
+                if set("AWS_ACCESS_KEY_ID") {
+                    "static keys (AWS_ACCESS_KEY_ID)"
+                } else if set("AWS_WEB_IDENTITY_TOKEN_FILE") {
+                    "web identity (IRSA: AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN)"
+                } else if set("AWS_CONTAINER_CREDENTIALS_FULL_URI") || set("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") {
+                    "container credentials (EKS Pod Identity or ECS: AWS_CONTAINER_CREDENTIALS_*)"
+                } else {
+                    "the instance metadata service (IMDS)"
+                }
+            }
+        }
+    }
+
     /// Writes `bytes` as `name`, atomically: a reader sees all of it or nothing (a local file is written
     /// under a temporary name, synced, then renamed).
     pub async fn put(&self, name: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
@@ -588,6 +634,23 @@ mod tests {
         for bad in ["", "ftp://host/x", "s3:///no-bucket"] {
             assert!(Storage::open(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[tokio::test]
+    async fn a_probe_writes_reads_and_deletes_and_names_what_fails() -> Result<(), StorageError> {
+        let dir = tempfile::tempdir().map_err(|e| StorageError::new(e.to_string()))?;
+        let root = Storage::open(&dir.path().join("checkpoints").display().to_string())?;
+        root.probe().await?;
+        let left: Vec<_> =
+            std::fs::read_dir(dir.path().join("checkpoints")).map_err(|e| StorageError::new(e.to_string()))?.collect();
+        assert!(left.is_empty(), "the probe object is deleted: {left:?}");
+        // A location under a regular file cannot hold anything.
+        std::fs::write(dir.path().join("file"), b"x").map_err(|e| StorageError::new(e.to_string()))?;
+        let blocked = Storage::open(&dir.path().join("file/checkpoints").display().to_string())?;
+        let error = blocked.probe().await.err().map(|e| e.message).unwrap_or_default();
+        assert!(error.contains("cannot write") && error.contains(".sluice-probe-"), "{error}");
+        assert_eq!(root.credentials_source(), "the local file system (this process's permissions)");
+        Ok(())
     }
 
     #[tokio::test]

@@ -158,6 +158,26 @@ pub struct BoundAddresses {
 }
 
 /// Runs a JobManager until `shutdown` is cancelled.
+/// How long the start-up probe of a storage location may take before it is reported as failed.
+const STORAGE_PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Writes, reads and deletes a probe object at `storage` and logs the outcome with the credentials used: an
+/// operator sees a wrong bucket, a missing permission or an unreachable endpoint at start, not at the first
+/// checkpoint.
+async fn probe_storage(storage: sluice_common::storage::Storage, what: &'static str) {
+    let location = storage.location();
+    let credentials = storage.credentials_source();
+    match tokio::time::timeout(STORAGE_PROBE_TIMEOUT, storage.probe()).await {
+        Ok(Ok(())) => {
+            tracing::info!(%location, credentials, "{what} storage works (a probe object was written, read and deleted)")
+        }
+        Ok(Err(e)) => tracing::error!(%location, credentials, error = %e,
+            "{what} storage probe failed: checkpoints will fail and restores wait until it works"),
+        Err(_) => tracing::error!(%location, credentials, timeout_s = STORAGE_PROBE_TIMEOUT.as_secs(),
+            "{what} storage probe failed: no answer within the timeout"),
+    }
+}
+
 pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let settings = config.settings().map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&config.data_dir)
@@ -177,6 +197,12 @@ pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyho
         .context("cannot open the savepoint storage (SAVEPOINT_DIR)")?;
     tracing::info!(checkpoints = %checkpoint_storage.location(), savepoints = %savepoint_storage.location(),
         "checkpoint storage");
+    // Off the start-up path: a store that is down is logged (and jobs wait for it, see `job::restore_point`),
+    // never a JobManager that does not start.
+    tokio::spawn(probe_storage(checkpoint_storage.clone(), "checkpoint"));
+    if savepoint_storage.location() != checkpoint_storage.location() {
+        tokio::spawn(probe_storage(savepoint_storage.clone(), "savepoint"));
+    }
     let rest_auth = security::RestAuth::from_args(&config.rest_auth, &config.data_dir)?.map(Arc::new);
     let cluster_credentials = Arc::new(
         ClusterCredentials::for_job_manager(&config.cluster_auth, &config.data_dir).context("the cluster secret")?,

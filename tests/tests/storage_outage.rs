@@ -45,6 +45,19 @@ fn start_job(cluster: &mut Cluster, sink: &std::path::Path) -> (JobId, u64) {
     (id, latest)
 }
 
+/// Waits until the JobManager's log has a line containing `text`, and returns the line.
+fn wait_for_log(cluster: &Cluster, text: &str) -> String {
+    let log = cluster.dir().join("jobmanager.log");
+    poll_until(&format!("the JobManager to log '{text}'"), TIMEOUT, || {
+        let all = std::fs::read_to_string(&log)?;
+        Ok(match all.lines().rev().find(|l| l.contains(text)) {
+            Some(line) => Progress::Ready(line.to_string()),
+            None => Progress::Pending(format!("{} lines", all.lines().count())),
+        })
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
 /// Waits until the job says it waits for the store, and returns its details then.
 fn wait_for_waiting(cluster: &Cluster, id: &JobId) -> Value {
     poll_until("the job to wait for checkpoint storage", TIMEOUT, || {
@@ -85,6 +98,7 @@ fn assert_resumed_exactly(cluster: &mut Cluster, id: &JobId, latest: u64, sink: 
 fn a_restart_during_an_s3_outage_waits_for_s3_and_resumes_from_the_latest_checkpoint() {
     let mut s3 = S3Server::start_in_temp_dir().unwrap_or_else(|e| panic!("{e:#}"));
     let mut cluster = cluster_on(&s3);
+    wait_for_log(&cluster, "checkpoint storage works");
     let sink = cluster.dir().join("exactly-once");
     let (id, latest) = start_job(&mut cluster, &sink);
 
@@ -112,6 +126,9 @@ fn a_jobmanager_restarted_during_an_s3_outage_waits_for_s3_and_resumes_its_job()
     cluster.restart_job_manager();
     let details = wait_for_waiting(&cluster, &id);
     assert_eq!(details["status"], "CREATED", "{details}");
+    // The start-up probe said so, naming the credentials, and did not keep the JobManager from starting.
+    let line = wait_for_log(&cluster, "checkpoint storage probe failed");
+    assert!(line.contains("static keys (AWS_ACCESS_KEY_ID)"), "{line}");
 
     s3.start_again().unwrap_or_else(|e| panic!("{e:#}"));
     assert_resumed_exactly(&mut cluster, &id, latest, &sink);
