@@ -137,6 +137,20 @@ fi
 
 phase_done "tests"
 
+# Deployment manifests (issue 20): both kustomize overlays render and pass kubernetes-validate, every
+# container's settings pass the binaries' --check-config, and the compose file passes its schema. Needs kubectl
+# (not among Debian's packages); without it the step is reported as skipped, not failed.
+section "Deployment manifests (scripts/validate-deploy.sh)"
+deploy_status=0
+if ((build_status != 0)); then
+  info "skipped: the build failed"
+elif ! command -v kubectl >/dev/null; then
+  info "skipped: kubectl is not installed (it renders the kustomize overlays)"
+else
+  bash scripts/validate-deploy.sh || deploy_status=$?
+fi
+phase_done "deployment manifests"
+
 # Fuzzing (issue 19): every fuzz target for a bounded time (scripts/fuzz.sh, its own target directory
 # ~/.cache/sluice/target-fuzz; cold about 50 CPU-minutes, so 25 minutes on 2 cores; warm seconds to 3 minutes, plus
 # 15 s of fuzzing a target). A crash fails the run and prints the input and how to replay it.
@@ -160,6 +174,7 @@ summarize "clippy" "$clippy_status"
 summarize "s3s-fs" "$s3_status"
 summarize "nisshi" "$kafka_status"
 summarize "tests" "$test_status"
+summarize "deployment manifests" "$deploy_status"
 summarize "fuzz" "$fuzz_status"
 info "phase durations (seconds):"
 for i in "${!PHASE_NAMES[@]}"; do
@@ -169,7 +184,7 @@ info "  total: $SECONDS"
 
 if ((test_status != 0)); then
   exit "$test_status"
-elif ((fmt_status != 0 || clippy_status != 0 || s3_status != 0 || kafka_status != 0 || fuzz_status != 0)); then
+elif ((fmt_status != 0 || clippy_status != 0 || s3_status != 0 || kafka_status != 0 || fuzz_status != 0 || deploy_status != 0)); then
   exit 1
 fi
 exit 0
