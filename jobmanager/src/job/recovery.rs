@@ -13,6 +13,7 @@
 use std::sync::Arc;
 
 use sluice_common::ids::JobId;
+use sluice_common::job::bounds::SLOT_WAIT_TIMEOUT_MS_MAX;
 use sluice_common::job::validate;
 use sluice_common::proto::{JobGraph, RestoreSpec};
 
@@ -58,6 +59,18 @@ async fn resume(ctx: &Arc<Context>, job_id: &JobId) -> Result<Result<(), String>
         Ok(graph) => graph,
         Err(e) => return Ok(Err(format!("{JOBMANAGER_RESTARTED}; the stored job graph is corrupt: {e}"))),
     };
+    // A job accepted before a bound was introduced keeps running under it, not FAILED by the upgrade: the
+    // slot wait is clamped to its bound (the one bound added to a value earlier builds accepted as is).
+    let mut graph = graph;
+    if let Some(config) = graph.config.as_mut() {
+        if let Some(wait) = config.slot_wait_timeout_ms.as_mut() {
+            if *wait > SLOT_WAIT_TIMEOUT_MS_MAX {
+                tracing::warn!(job_id = %job_id, from_ms = *wait, to_ms = SLOT_WAIT_TIMEOUT_MS_MAX,
+                    "clamping the slot wait of a job submitted before its bound");
+                *wait = SLOT_WAIT_TIMEOUT_MS_MAX;
+            }
+        }
+    }
     let job = match validate(graph) {
         Ok(job) => job,
         Err(e) => return Ok(Err(format!("{JOBMANAGER_RESTARTED}; the stored job graph no longer validates: {e}"))),

@@ -242,3 +242,32 @@ async fn a_cancel_that_breaks_mid_call_is_retried_and_a_refusing_task_manager_is
     assert!(views.iter().all(|tm| tm.slots_total == 0), "the TaskManager is lost: {views:?}");
     actor.abort();
 }
+
+/// A job accepted before `slot_wait_timeout_ms` had a bound is taken over by a restarted JobManager with its wait
+/// clamped to the bound, not closed FAILED because its stored graph no longer validates.
+#[tokio::test]
+async fn a_job_stored_with_a_slot_wait_beyond_todays_bound_is_taken_over_with_it_clamped() {
+    use sluice_common::job::bounds::SLOT_WAIT_TIMEOUT_MS_MAX;
+
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let ctx = Context::for_tests(dir.path(), Arc::new(CountingTaskManagers::default())).await;
+    let mut graph = one_task_job("{}").graph;
+    if let Some(config) = graph.config.as_mut() {
+        config.slot_wait_timeout_ms = Some(SLOT_WAIT_TIMEOUT_MS_MAX * 10);
+    }
+    let job = crate::store::NewJob {
+        job_id: sluice_common::ids::JobId("old".into()),
+        name: "old".into(),
+        graph_json: serde_json::to_string(&graph).unwrap_or_else(|e| panic!("{e}")),
+        chains_json: "[]".into(),
+        start_time_ms: 0,
+        submitted_restore_json: None,
+    };
+    ctx.store.insert_job(&job).await.unwrap_or_else(|e| panic!("{e}"));
+    let (resumed, closed) = super::recovery::resume_unfinished_jobs(&ctx).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(closed, Vec::new(), "nothing is closed");
+    assert_eq!(resumed, vec![job.job_id.clone()]);
+    let taken = ctx.jobs.get(&job.job_id).unwrap_or_else(|| panic!("the job runs"));
+    assert_eq!(taken.job.slot_wait_timeout(), Duration::from_millis(SLOT_WAIT_TIMEOUT_MS_MAX));
+    ctx.shutdown.cancel();
+}
