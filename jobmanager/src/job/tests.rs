@@ -27,6 +27,9 @@ const ACTOR_DEADLINE: Duration = Duration::from_secs(20);
 struct CountingTaskManagers {
     deploys: AtomicU32,
     cancels: AtomicU32,
+    /// The TaskManager dies during the first cancel: that call breaks mid-way (as when it is killed while it
+    /// accepts the connection), and every later one finds nothing listening.
+    dies_in_a_cancel: bool,
 }
 
 #[tonic::async_trait]
@@ -36,9 +39,24 @@ impl TaskManagerClient for CountingTaskManagers {
         Ok(())
     }
 
-    async fn cancel_tasks(&self, _: &str, _: CancelTasksRequest) -> Result<(), TaskManagerCallError> {
-        self.cancels.fetch_add(1, Ordering::SeqCst);
-        Ok(())
+    async fn cancel_tasks(&self, address: &str, _: CancelTasksRequest) -> Result<(), TaskManagerCallError> {
+        let earlier = self.cancels.fetch_add(1, Ordering::SeqCst);
+        if !self.dies_in_a_cancel {
+            return Ok(());
+        }
+        if earlier == 0 {
+            let message = "transport error".to_string();
+            return Err(TaskManagerCallError::Status {
+                address: address.to_string(),
+                code: tonic::Code::Unknown,
+                message,
+            });
+        }
+        // A real refused connection: nothing listens on port 1.
+        match tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect().await {
+            Ok(_) => Ok(()),
+            Err(source) => Err(TaskManagerCallError::Connect { address: address.to_string(), source }),
+        }
     }
 
     async fn trigger_checkpoint(&self, _: &str, _: TriggerCheckpointRequest) -> Result<u32, TaskManagerCallError> {
@@ -170,54 +188,13 @@ async fn a_task_report_that_would_move_a_task_back_is_ignored() {
     assert_eq!(client.deploys.load(Ordering::SeqCst), 1);
 }
 
-/// A TaskManager whose first cancel breaks mid-call (as one killed while it accepts the connection does) and
-/// which refuses connections afterwards.
-#[derive(Default)]
-struct DyingTaskManager {
-    cancels: AtomicU32,
-}
-
-#[tonic::async_trait]
-impl TaskManagerClient for DyingTaskManager {
-    async fn deploy_tasks(&self, _: &str, _: DeployTasksRequest) -> Result<(), TaskManagerCallError> {
-        Ok(())
-    }
-
-    async fn cancel_tasks(&self, address: &str, _: CancelTasksRequest) -> Result<(), TaskManagerCallError> {
-        if self.cancels.fetch_add(1, Ordering::SeqCst) == 0 {
-            return Err(TaskManagerCallError::Status {
-                address: address.to_string(),
-                code: tonic::Code::Unknown,
-                message: "transport error".into(),
-            });
-        }
-        // A real refused connection: nothing listens on port 1.
-        match tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect().await {
-            Ok(_) => Ok(()),
-            Err(source) => Err(TaskManagerCallError::Connect { address: address.to_string(), source }),
-        }
-    }
-
-    async fn trigger_checkpoint(&self, _: &str, _: TriggerCheckpointRequest) -> Result<u32, TaskManagerCallError> {
-        Ok(1)
-    }
-
-    async fn notify_checkpoint_complete(
-        &self,
-        _: &str,
-        _: NotifyCheckpointCompleteRequest,
-    ) -> Result<(), TaskManagerCallError> {
-        Ok(())
-    }
-}
-
 /// A cancel that breaks other than by a refused connection is sent once more; a TaskManager that then refuses
 /// the connection is lost at once, and the job goes on to its restart without waiting for the heartbeat timeout
 /// (in the chaos test, a TaskManager killed as it accepted the cancel cost a 10 s recovery).
 #[tokio::test]
 async fn a_cancel_that_breaks_mid_call_is_retried_and_a_refusing_task_manager_is_lost_at_once() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let client = Arc::new(DyingTaskManager::default());
+    let client = Arc::new(CountingTaskManagers { dies_in_a_cancel: true, ..Default::default() });
     let ctx = Context::for_tests(dir.path(), client.clone()).await;
     let config = r#"{"restart_strategy": {"strategy": "FIXED_DELAY", "delay_ms": 60000, "attempts": 3}}"#;
     let job_id = insert_job(&ctx.store).await;
