@@ -7,8 +7,11 @@
 # Prints every kill with its recovery time (kill → job RUNNING with every task of the new attempt running),
 # the share of time RUNNING, the records verified; exits 1 if anything was lost, duplicated or wrong.
 #
+# With --drain, TaskManagers get SIGTERM instead (what `kubectl drain` and a pod deletion send): each leaves
+# gracefully, the JobManager checkpoints the job and moves it elsewhere, and the run prints each move's stall.
+#
 # Usage: scripts/chaos_test.sh [--duration S] [--kill-every MIN-MAX] [--kill-jobmanager N] [--seed N]
-#                              [--restart-after S] [--rows-per-second R]
+#                              [--restart-after S] [--rows-per-second R] [--drain]
 #   defaults: --duration 120 --kill-every 10-20 --kill-jobmanager 0 --seed 1 --restart-after 2
 #             --rows-per-second 2000
 # Environment: CARGO_TARGET_DIR (default ~/.cache/sluice/target). Needs a built toolchain: run

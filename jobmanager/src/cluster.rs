@@ -94,6 +94,8 @@ pub struct TaskManagerView {
     pub last_heartbeat_ms: u64,
     /// ACTIVE or LOST.
     pub state: TaskManagerState,
+    /// Whether it is leaving (draining): active, but no new slots go to it.
+    pub leaving: bool,
 }
 
 struct TaskManagerEntry {
@@ -108,6 +110,8 @@ struct TaskManagerEntry {
     last_heartbeat: Instant,
     last_heartbeat_ms: u64,
     state: TaskManagerState,
+    /// It said it is leaving: its slots are no longer offered, and jobs that hold some move off it.
+    leaving: bool,
 }
 
 #[derive(Default)]
@@ -189,6 +193,7 @@ impl Cluster {
                 last_heartbeat: Instant::now(),
                 last_heartbeat_ms: now_ms(),
                 state: TaskManagerState::Active,
+                leaving: false,
             };
             registry.task_managers.insert(TaskManagerId(request.task_manager_id.clone()), entry);
             incarnation
@@ -289,6 +294,39 @@ impl Cluster {
         marked
     }
 
+    /// The TaskManager `id`, in its incarnation `incarnation`, is leaving (`done`: it has left). Leaving: it stays
+    /// active (its tasks run and report; heartbeats count) but offers no slot. Left: it is LOST at once, with a
+    /// cause saying so. Returns false when that incarnation is not active (the TaskManager may exit at once).
+    pub fn leave(&self, id: &TaskManagerId, incarnation: u64, done: bool) -> bool {
+        let known = {
+            let mut registry = self.lock();
+            match registry.task_managers.get_mut(id) {
+                Some(entry) if entry.incarnation == incarnation && entry.state == TaskManagerState::Active => {
+                    entry.leaving = true;
+                    if done {
+                        entry.state = TaskManagerState::Lost(format!("TaskManager {id} left the cluster"));
+                        entry.slots.clear();
+                    }
+                    true
+                }
+                _ => false,
+            }
+        };
+        if known {
+            self.notify();
+        }
+        known
+    }
+
+    /// The first TaskManager among these slots' that is leaving, if any.
+    pub fn leaving_among(&self, slots: &[HeldSlot]) -> Option<TaskManagerId> {
+        let registry = self.lock();
+        slots.iter().find_map(|slot| match registry.task_managers.get(&slot.task_manager) {
+            Some(entry) if entry.incarnation == slot.incarnation && entry.leaving => Some(slot.task_manager.clone()),
+            _ => None,
+        })
+    }
+
     /// Atomically takes `needed` free slots for `job` with the given placement; element `j` is the job's
     /// slot `j`.
     pub fn allocate(&self, job: &JobId, needed: u32, placement: Placement) -> Result<Vec<HeldSlot>, NotEnoughSlots> {
@@ -297,7 +335,7 @@ impl Cluster {
             let free: Vec<FreeSlots> = registry
                 .task_managers
                 .iter()
-                .filter(|(_, entry)| entry.state == TaskManagerState::Active)
+                .filter(|(_, entry)| entry.state == TaskManagerState::Active && !entry.leaving)
                 .map(|(id, entry)| FreeSlots {
                     task_manager: id.clone(),
                     free: entry.slots.iter().filter(|s| s.is_none()).count() as u32,
@@ -358,12 +396,13 @@ impl Cluster {
             .is_some_and(|e| e.incarnation == slot.incarnation && e.state == TaskManagerState::Active)
     }
 
-    /// Free and total slots over active TaskManagers.
+    /// Free and total slots over active TaskManagers (a leaving one offers none: its free slots do not count).
     pub fn slot_counts(&self) -> (u32, u32) {
         let registry = self.lock();
         let active = registry.task_managers.values().filter(|e| e.state == TaskManagerState::Active);
         active.fold((0, 0), |(free, total), e| {
-            (free + e.slots.iter().filter(|s| s.is_none()).count() as u32, total + e.slots.len() as u32)
+            let offered = if e.leaving { 0 } else { e.slots.iter().filter(|s| s.is_none()).count() as u32 };
+            (free + offered, total + e.slots.len() as u32)
         })
     }
 
@@ -382,6 +421,7 @@ impl Cluster {
                 slots_free: e.slots.iter().filter(|s| s.is_none()).count() as u32,
                 last_heartbeat_ms: e.last_heartbeat_ms,
                 state: e.state.clone(),
+                leaving: e.leaving,
             })
             .collect();
         views.sort_by(|a, b| a.id.cmp(&b.id));
@@ -494,6 +534,35 @@ mod tests {
         assert_eq!(cluster.lost_cause(&held).as_deref(), Some("TaskManager 2 lost (no heartbeat for 500 ms)"));
         assert_eq!(cluster.slot_counts(), (1, 2), "the lost TaskManager's slots are removed");
         assert!(!cluster.heartbeat(&TaskManagerId("2".into())), "a lost TaskManager must register anew");
+    }
+
+    /// Goal: a leaving TaskManager keeps the slots jobs hold (their tasks run on until moved) but offers no
+    /// new one, and once it has left, jobs still holding its slots see it as lost.
+    #[test]
+    fn a_leaving_task_manager_offers_no_slots_and_keeps_the_held_ones_until_it_left() {
+        let cluster = Cluster::new(Duration::from_secs(5));
+        let (Ok(one), Ok(_)) = (cluster.register(&request("1", 2)), cluster.register(&request("2", 2))) else {
+            panic!("registrations refused")
+        };
+        let held = cluster.allocate(&job("j"), 2, Placement::Spread).unwrap_or_default();
+        let tm1 = TaskManagerId("1".into());
+        assert_eq!(cluster.leaving_among(&held), None);
+        assert!(!cluster.leave(&tm1, one.incarnation + 7, false), "another incarnation is not the one leaving");
+        assert!(cluster.leave(&tm1, one.incarnation, false));
+        assert_eq!(cluster.leaving_among(&held), Some(tm1.clone()));
+        assert_eq!(cluster.lost_cause(&held), None, "its tasks still run");
+        assert!(held.iter().all(|slot| cluster.is_active(slot)));
+        assert_eq!(cluster.slot_counts(), (1, 4), "only TaskManager 2's free slot is offered");
+        assert_eq!(
+            cluster.allocate(&job("k"), 2, Placement::Spread).err(),
+            Some(NotEnoughSlots { needed: 2, available: 1 })
+        );
+        let moved = cluster.allocate(&job("k"), 1, Placement::Spread).unwrap_or_default();
+        assert_eq!(moved.iter().map(|s| s.task_manager.0.as_str()).collect::<Vec<_>>(), ["2"]);
+        assert!(cluster.heartbeat(&tm1), "a leaving TaskManager still heartbeats");
+        assert!(cluster.leave(&tm1, one.incarnation, true));
+        assert_eq!(cluster.lost_cause(&held).as_deref(), Some("TaskManager 1 left the cluster"));
+        assert!(!cluster.leave(&tm1, one.incarnation, true), "it left already");
     }
 
     #[test]

@@ -42,6 +42,10 @@ pub struct Metrics {
     pub restarts: IntCounterVec,
     /// Failure detected → every task of the next attempt RUNNING, by job.
     pub recovery_duration: HistogramVec,
+    /// Moves of a job off a TaskManager that is leaving (redeployments that are no failure), by job.
+    pub relocations: IntCounterVec,
+    /// A TaskManager said it is leaving → every task of the job's next attempt RUNNING elsewhere, by job.
+    pub relocation_duration: HistogramVec,
     /// How long each running job has had every task up since its last (re)start.
     uptime: GaugeVec,
 }
@@ -134,6 +138,19 @@ impl Metrics {
             .buckets(RECOVERY_DURATION_BUCKETS.to_vec()),
             &["job"],
         )?;
+        let relocations = IntCounterVec::new(
+            Opts::new("job_relocations_total", "Moves of a job off a TaskManager that is leaving (not failures)"),
+            &["job"],
+        )?;
+        let relocation_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "job_relocation_duration_seconds",
+                "Time from a TaskManager's notice that it is leaving to every task of the job running elsewhere \
+                 (the job's stall: the drain checkpoint, the cancel, the redeployment and the restore)",
+            )
+            .buckets(RECOVERY_DURATION_BUCKETS.to_vec()),
+            &["job"],
+        )?;
         let uptime = GaugeVec::new(
             Opts::new("job_uptime_seconds", "Time since every task of the job's current attempt was running"),
             &["job"],
@@ -141,6 +158,8 @@ impl Metrics {
         registry.register(Box::new(uptime.clone()))?;
         registry.register(Box::new(restarts.clone()))?;
         registry.register(Box::new(recovery_duration.clone()))?;
+        registry.register(Box::new(relocations.clone()))?;
+        registry.register(Box::new(relocation_duration.clone()))?;
         registry.register(Box::new(checkpoint_duration.clone()))?;
         registry.register(Box::new(checkpoint_size.clone()))?;
         registry.register(Box::new(checkpoints.clone()))?;
@@ -171,6 +190,8 @@ impl Metrics {
             checkpoints,
             restarts,
             recovery_duration,
+            relocations,
+            relocation_duration,
             uptime,
         })
     }
@@ -224,10 +245,12 @@ impl Metrics {
         }
         let active: Vec<&TaskManagerView> =
             task_managers.iter().filter(|tm| tm.state == TaskManagerState::Active).collect();
-        self.task_managers.with_label_values(&["ACTIVE"]).set(active.len() as i64);
+        let leaving = active.iter().filter(|tm| tm.leaving).count();
+        self.task_managers.with_label_values(&["ACTIVE"]).set((active.len() - leaving) as i64);
+        self.task_managers.with_label_values(&["LEAVING"]).set(leaving as i64);
         self.task_managers.with_label_values(&["LOST"]).set((task_managers.len() - active.len()) as i64);
         self.slots_total.set(active.iter().map(|tm| i64::from(tm.slots_total)).sum());
-        self.slots_available.set(active.iter().map(|tm| i64::from(tm.slots_free)).sum());
+        self.slots_available.set(active.iter().filter(|tm| !tm.leaving).map(|tm| i64::from(tm.slots_free)).sum());
         let mut buffer = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
         Ok(String::from_utf8_lossy(&buffer).into_owned())

@@ -13,7 +13,7 @@ use sluice_common::lifecycle;
 use sluice_common::proto::job_manager_service_server::JobManagerService;
 use sluice_common::proto::{
     AcknowledgeCheckpointRequest, CheckpointReply, DeclineCheckpointRequest, HeartbeatRequest, HeartbeatResponse,
-    RegisterTaskManagerRequest, RegisterTaskManagerResponse, TaskMetrics, TaskRef, TaskStateAck, TaskStateReport,
+    LeaveClusterRequest, LeaveClusterResponse, RegisterTaskManagerRequest, RegisterTaskManagerResponse, TaskMetrics, TaskRef, TaskStateAck, TaskStateReport,
 };
 use tonic::{Request, Response, Status};
 
@@ -146,6 +146,27 @@ impl JobManagerService for JobManagerRpc {
             tracing::debug!(task_manager = %request.task_manager_id, "heartbeat of an unregistered TaskManager");
         }
         Ok(Response::new(HeartbeatResponse { registered }))
+    }
+
+    async fn leave_cluster(
+        &self,
+        request: Request<LeaveClusterRequest>,
+    ) -> Result<Response<LeaveClusterResponse>, Status> {
+        let caller = caller(&self.ctx, request.metadata());
+        let request = request.into_inner();
+        let id = TaskManagerId(request.task_manager_id.clone());
+        let Some((owner, incarnation)) = caller.filter(|(owner, _)| owner == &id) else {
+            // Only a TaskManager's own incarnation can say it leaves; anyone else learns nothing.
+            self.ctx.metrics.requests_refused.with_label_values(&["rpc", "session"]).inc();
+            return Ok(Response::new(LeaveClusterResponse { known: false }));
+        };
+        let known = self.ctx.cluster.leave(&owner, incarnation, request.done);
+        if request.done {
+            tracing::info!(task_manager = %id, "TaskManager left the cluster");
+        } else {
+            tracing::info!(task_manager = %id, "TaskManager is leaving: its jobs move off it");
+        }
+        Ok(Response::new(LeaveClusterResponse { known }))
     }
 
     async fn report_task_state(&self, request: Request<TaskStateReport>) -> Result<Response<TaskStateAck>, Status> {

@@ -9,6 +9,10 @@ use crate::network::{
     OUTPUT_QUEUE_BUFFERS_DEFAULT,
 };
 
+/// The default of `--drain-timeout-ms`: a minute covers a checkpoint of moderate state to object storage and
+/// the redeployment; Kubernetes' default grace period (30 s) is raised above it by the manifests.
+pub const DRAIN_TIMEOUT_MS_DEFAULT: u64 = 60_000;
+
 /// A Sluice TaskManager: runs the tasks the JobManager deploys into its slots.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "sluice-taskmanager", version)]
@@ -106,6 +110,12 @@ pub struct TaskManagerConfig {
     /// TLS on the RPC and data ports and on calls to the JobManager.
     #[command(flatten)]
     pub tls: sluice_common::tls::TlsArgs,
+
+    /// On SIGTERM, how long (ms) the TaskManager waits for the JobManager to checkpoint its jobs and move their
+    /// tasks elsewhere before it cancels what still runs and exits (a second SIGTERM or Ctrl-C exits at once).
+    /// Keep it below the pod's `terminationGracePeriodSeconds`.
+    #[arg(long, env = "TM_DRAIN_TIMEOUT_MS", default_value_t = DRAIN_TIMEOUT_MS_DEFAULT, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    pub drain_timeout_ms: u64,
 
     /// Log format: text or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]

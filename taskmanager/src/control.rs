@@ -24,7 +24,7 @@ use sluice_common::proto::job_manager_service_client::JobManagerServiceClient;
 use sluice_common::proto::task_manager_service_server::TaskManagerService;
 use sluice_common::proto::{
     CancelTasksRequest, CancelTasksResponse, DeployTasksRequest, DeployTasksResponse, HeartbeatRequest,
-    NotifyCheckpointCompleteRequest, NotifyCheckpointCompleteResponse, RegisterTaskManagerRequest,
+    LeaveClusterRequest, NotifyCheckpointCompleteRequest, NotifyCheckpointCompleteResponse, RegisterTaskManagerRequest,
     RegisterTaskManagerResponse, TaskMetrics, TaskRef, TaskState, TaskStateReport, TriggerCheckpointRequest,
     TriggerCheckpointResponse,
 };
@@ -136,6 +136,29 @@ pub struct TaskManager {
     attempts: Mutex<HashMap<String, u32>>,
     /// Network lifetimes of deployments, see [`Executions`].
     executions: Mutex<Executions>,
+    /// Set once this TaskManager is leaving (see [`TaskManager::leave`]): it registers no more.
+    leaving: std::sync::atomic::AtomicBool,
+    /// Woken whenever a task ends, for [`TaskManager::leave`] to wait on.
+    task_ended: tokio::sync::Notify,
+}
+
+/// How often a TaskManager that is leaving tries to tell the JobManager, and the pause between tries; past
+/// them it cancels its tasks and exits (its jobs then fail over as after a crash).
+const LEAVE_ATTEMPTS_MAX: u32 = 3;
+const LEAVE_RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// How a leave ended, for the log and the caller.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LeaveOutcome {
+    /// Every task ended (the JobManager moved them) within the drain timeout.
+    Drained,
+    /// The JobManager did not answer, or does not know this TaskManager: nothing waits for its tasks.
+    NotHeard,
+    /// Tasks still ran when the drain timeout passed, or a second signal came.
+    Cut {
+        /// Tasks that still ran.
+        tasks: usize,
+    },
 }
 
 /// When a deployment's network channels are released.
@@ -218,6 +241,8 @@ impl TaskManager {
             tasks: Mutex::new(HashMap::new()),
             attempts: Mutex::new(HashMap::new()),
             executions: Mutex::new(Executions::default()),
+            leaving: std::sync::atomic::AtomicBool::new(false),
+            task_ended: tokio::sync::Notify::new(),
         }))
     }
 
@@ -264,6 +289,11 @@ impl TaskManager {
     pub async fn run_registration(self: Arc<Self>, shutdown: CancellationToken) {
         let mut backoff = REGISTER_BACKOFF_MIN;
         loop {
+            if self.leaving.load(std::sync::atomic::Ordering::SeqCst) {
+                tracing::info!("leaving: not registering again");
+                shutdown.cancelled().await;
+                return;
+            }
             let request = RegisterTaskManagerRequest {
                 task_manager_id: self.id.clone(),
                 rpc_address: self.addresses.rpc.clone(),
@@ -355,6 +385,76 @@ impl TaskManager {
                 }
             }
         }
+    }
+
+    /// Leaves the cluster gracefully (on SIGTERM): tells the JobManager, which takes a checkpoint of every job
+    /// with tasks here and moves them to other TaskManagers (cancelling them here); waits until no task runs
+    /// here, at most `timeout` or until `cut` fires; then says it has left. Heartbeats go on meanwhile, so the
+    /// JobManager does not take the drain for a crash. Whatever still runs afterwards is cancelled.
+    pub async fn leave(&self, timeout: Duration, cut: &CancellationToken) -> LeaveOutcome {
+        self.leaving.store(true, std::sync::atomic::Ordering::SeqCst);
+        let started = tokio::time::Instant::now();
+        let running = self.task_count();
+        tracing::info!(tasks = running, timeout_ms = timeout.as_millis() as u64,
+            "leaving the cluster: the JobManager moves this TaskManager's tasks elsewhere");
+        let heard = self.tell_leaving(false).await;
+        let outcome = if !heard {
+            LeaveOutcome::NotHeard
+        } else {
+            let deadline = started + timeout;
+            loop {
+                let ended = self.task_ended.notified();
+                tokio::pin!(ended);
+                ended.as_mut().enable();
+                let tasks = self.task_count();
+                if tasks == 0 {
+                    break LeaveOutcome::Drained;
+                }
+                tokio::select! {
+                    _ = ended => {}
+                    _ = tokio::time::sleep_until(deadline) => break LeaveOutcome::Cut { tasks },
+                    _ = cut.cancelled() => break LeaveOutcome::Cut { tasks },
+                }
+            }
+        };
+        let cancelled = self.cancel_all();
+        if heard {
+            self.tell_leaving(true).await;
+        }
+        let took_ms = started.elapsed().as_millis() as u64;
+        match &outcome {
+            LeaveOutcome::Drained => tracing::info!(took_ms, "left the cluster: every task moved elsewhere"),
+            LeaveOutcome::NotHeard => {
+                tracing::warn!(tasks_cancelled = cancelled, "the JobManager did not hear that this TaskManager leaves; cancelled its tasks")
+            }
+            LeaveOutcome::Cut { tasks } => {
+                tracing::warn!(tasks, took_ms, "tasks still ran when the drain ended; cancelled them (their jobs fail over)")
+            }
+        }
+        outcome
+    }
+
+    /// Tells the JobManager that this TaskManager leaves (`done`: has left). Whether it heard and knows it.
+    async fn tell_leaving(&self, done: bool) -> bool {
+        let attempts = if done { 1 } else { LEAVE_ATTEMPTS_MAX };
+        for attempt in 1..=attempts {
+            let request = LeaveClusterRequest { task_manager_id: self.id.clone(), done };
+            match self.jobmanager.clone().leave_cluster(self.to_jobmanager(request)).await {
+                Ok(answer) => return answer.get_ref().known,
+                Err(status) => {
+                    tracing::warn!(error = %status.message(), attempt, done, "cannot tell the JobManager that this TaskManager leaves");
+                    if attempt < attempts {
+                        tokio::time::sleep(LEAVE_RETRY_PAUSE).await;
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    /// How many tasks run here.
+    fn task_count(&self) -> usize {
+        self.tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
     }
 
     /// Every running task's metrics, with its key (the order heartbeats take turns in).
@@ -479,6 +579,7 @@ impl TaskManager {
     fn task_ended(&self, key: &str) {
         let mut tasks = self.tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let Some(ended) = tasks.remove(key) else { return };
+        self.task_ended.notify_waiters();
         if !tasks.values().any(|t| t.task.job_id == ended.task.job_id) {
             // Under the lock: a task of the job deployed after this makes its series anew.
             self.metrics.remove_kafka_job(&ended.task.job_id);

@@ -84,7 +84,8 @@ const CONTROL_THREADS: usize = 2;
 const DATA_RUNTIME_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The whole TaskManager process: reads the configuration (flags, environment, config file), starts the
-/// runtimes, and runs until SIGINT or SIGTERM. The stock binary passes an empty registry; a binary with
+/// runtimes, and runs until SIGINT or SIGTERM: the first leaves the cluster gracefully (the JobManager moves
+/// the tasks elsewhere, bounded by `--drain-timeout-ms`), a second one stops at once. The stock binary passes an empty registry; a binary with
 /// native operators passes its own:
 ///
 /// ```no_run
@@ -120,37 +121,53 @@ pub fn main_with_registry(registry: operators::native::OperatorRegistry) -> anyh
         .context("cannot start the control runtime")?;
 
     let shutdown = CancellationToken::new();
+    let leave = CancellationToken::new();
     let data_handle = data_runtime.handle().clone();
     let result = control_runtime.block_on(async {
-        let signal = shutdown.clone();
+        let (signal_leave, signal_shutdown) = (leave.clone(), shutdown.clone());
+        let mut signals = sluice_common::process::StopSignals::new();
         tokio::spawn(async move {
-            sluice_common::process::shutdown_signal().await;
-            tracing::info!("shutting down");
-            signal.cancel();
+            signals.next().await;
+            tracing::info!("stop signal: leaving the cluster (a second signal stops at once)");
+            signal_leave.cancel();
+            signals.next().await;
+            tracing::warn!("second stop signal: stopping at once");
+            signal_shutdown.cancel();
         });
-        run_with_registry(config, data_handle, shutdown, registry).await
+        run_with_registry(config, data_handle, Stop { leave, now: shutdown }, registry).await
     });
     data_runtime.shutdown_timeout(DATA_RUNTIME_SHUTDOWN_TIMEOUT);
     result
 }
 
-/// Runs a TaskManager without native operators until `shutdown` fires; see [`run_with_registry`].
+/// Runs a TaskManager without native operators until `shutdown` fires (at once, without leaving gracefully);
+/// see [`run_with_registry`].
 pub async fn run(
     config: TaskManagerConfig,
     data_runtime: tokio::runtime::Handle,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    run_with_registry(config, data_runtime, shutdown, operators::native::OperatorRegistry::new()).await
+    let stop = Stop { leave: CancellationToken::new(), now: shutdown };
+    run_with_registry(config, data_runtime, stop, operators::native::OperatorRegistry::new()).await
 }
 
-/// Runs a TaskManager offering the native operators of `registry` until `shutdown` fires. Network and tasks
-/// live on `data_runtime`; the control plane on the runtime this future is polled on.
+/// When a TaskManager stops.
+pub struct Stop {
+    /// Leave the cluster gracefully ([`control::TaskManager::leave`]), then stop.
+    pub leave: CancellationToken,
+    /// Stop at once: tasks are cancelled, their jobs fail over.
+    pub now: CancellationToken,
+}
+
+/// Runs a TaskManager offering the native operators of `registry` until it stops (see [`Stop`]). Network and
+/// tasks live on `data_runtime`; the control plane on the runtime this future is polled on.
 pub async fn run_with_registry(
     config: TaskManagerConfig,
     data_runtime: tokio::runtime::Handle,
-    shutdown: CancellationToken,
+    stop: Stop,
     registry: operators::native::OperatorRegistry,
 ) -> anyhow::Result<()> {
+    let Stop { leave, now: shutdown } = stop;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let id = config.id.clone().unwrap_or_else(|| format!("tm-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
@@ -256,6 +273,17 @@ pub async fn run_with_registry(
     });
 
     let registration = tokio::spawn(task_manager.clone().run_registration(shutdown.clone()));
+    let leaver = task_manager.clone();
+    let drain_timeout = std::time::Duration::from_millis(config.drain_timeout_ms);
+    let drain_shutdown = shutdown.clone();
+    let drain = tokio::spawn(async move {
+        tokio::select! {
+            _ = leave.cancelled() => {}
+            _ = drain_shutdown.cancelled() => return,
+        }
+        leaver.leave(drain_timeout, &drain_shutdown).await;
+        drain_shutdown.cancel();
+    });
     let rpc_shutdown = shutdown.clone();
     let gate = task_manager.clone();
     let mut server = control::limited_server();
@@ -276,6 +304,7 @@ pub async fn run_with_registry(
         .await
         .context("the RPC server failed")?;
     registration.abort();
+    drain.abort();
     // The metrics server ends with the same shutdown signal; its own error is only worth a log line here.
     if let Ok(Err(e)) = metrics_server.await {
         tracing::warn!(error = %e, "the metrics server failed");

@@ -1,6 +1,7 @@
 //! Chaos runs: an exactly-once job on a local cluster while TaskManagers (and optionally the JobManager)
-//! are killed with SIGKILL at random moments, then its output checked against what an uninterrupted run
-//! emits, computed independently ([`crate::windows::expected_of`]).
+//! are killed with SIGKILL at random moments (or, with [`ChaosOptions::drain`], sent SIGTERM so that they
+//! leave gracefully), then its output checked against what an uninterrupted run emits, computed
+//! independently ([`crate::windows::expected_of`]).
 //!
 //! Used by `scripts/chaos_test.sh` (through the `sluice-chaos` binary) and by a short run in the test suite.
 //! Every process is started here and killed by PID when the run ends ([`Cluster`]'s guard). The schedule
@@ -29,6 +30,9 @@ pub struct ChaosOptions {
     pub restart_after: Duration,
     /// JobManager kills, spread evenly over the run (each restarted at once on the same store and ports).
     pub kill_jobmanager: u32,
+    /// TaskManagers get SIGTERM instead of SIGKILL: each leaves gracefully (the JobManager checkpoints the job
+    /// and moves it elsewhere) and must exit by itself, with status 0, within the recovery timeout.
+    pub drain: bool,
     /// Seeds the schedule.
     pub seed: u64,
     /// TaskManagers, and slots each.
@@ -54,6 +58,7 @@ impl Default for ChaosOptions {
             kill_every: (Duration::from_secs(10), Duration::from_secs(20)),
             restart_after: Duration::from_secs(2),
             kill_jobmanager: 0,
+            drain: false,
             seed: 1,
             task_managers: 3,
             slots: 4,
@@ -77,6 +82,10 @@ pub struct Recovery {
     pub took: Option<Duration>,
     /// The checkpoint the new attempt restored, if any.
     pub restored_checkpoint: Option<u64>,
+    /// A drain (SIGTERM), not a kill: how the TaskManager exited.
+    pub drained: Option<std::process::ExitStatus>,
+    /// For a drain: the stall the JobManager measured (notice → every task running elsewhere).
+    pub reported_stall: Option<Duration>,
 }
 
 /// What a chaos run saw and found.
@@ -86,6 +95,8 @@ pub struct ChaosReport {
     pub recoveries: Vec<Recovery>,
     /// Restarts of the job, as the JobManager counts them (a JobManager restart counts too).
     pub restarts: u64,
+    /// Moves of the job off a leaving TaskManager, as the JobManager counts them (not restarts).
+    pub relocations: u64,
     /// The job's final status.
     pub final_status: String,
     /// The run from submission to the job's end.
@@ -127,7 +138,18 @@ impl fmt::Display for Recovery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let took = self.took.map_or("no restart (no task there)".to_string(), |d| format!("{} ms", d.as_millis()));
         let restored = self.restored_checkpoint.map_or(String::new(), |c| format!(", restored checkpoint {c}"));
-        write!(f, "  {:>6.1} s  killed {:<14} recovered in {took}{restored}", self.at.as_secs_f64(), self.killed)
+        let (what, how) = match self.drained {
+            Some(exit) => ("drained", format!(", exited {exit}")),
+            None => ("killed", String::new()),
+        };
+        let reported =
+            self.reported_stall.map_or(String::new(), |d| format!(" (JobManager: {} ms)", d.as_millis()));
+        write!(
+            f,
+            "  {:>6.1} s  {what} {:<14} running again in {took}{reported}{restored}{how}",
+            self.at.as_secs_f64(),
+            self.killed
+        )
     }
 }
 
@@ -136,7 +158,11 @@ impl fmt::Display for ChaosReport {
         let tm_kills = self.recoveries.iter().filter(|r| r.killed != "jobmanager").count();
         let jm_kills = self.recoveries.len() - tm_kills;
         writeln!(f, "chaos run: {:.0} s, job {}", self.elapsed.as_secs_f64(), self.final_status)?;
-        writeln!(f, "  kills: {tm_kills} TaskManager, {jm_kills} JobManager; job restarts: {}", self.restarts)?;
+        writeln!(
+            f,
+            "  kills: {tm_kills} TaskManager, {jm_kills} JobManager; job restarts: {}, moves: {}",
+            self.restarts, self.relocations
+        )?;
         for recovery in &self.recoveries {
             writeln!(f, "{recovery}")?;
         }
@@ -229,9 +255,19 @@ pub fn run(options: &ChaosOptions) -> anyhow::Result<ChaosReport> {
                 let before = attempt(&cluster, &id);
                 let at = now.duration_since(start);
                 let killed_at = Instant::now();
-                cluster.kill_task_manager(index);
-                down = Some((index, killed_at));
-                let recovery = await_recovery(&cluster, &id, &killed, at, killed_at, before, options, &mut sampler)?;
+                if options.drain {
+                    cluster.terminate_task_manager(index);
+                } else {
+                    cluster.kill_task_manager(index);
+                }
+                let mut recovery =
+                    await_recovery(&cluster, &id, &killed, at, killed_at, before, options, &mut sampler)?;
+                if options.drain {
+                    recovery.reported_stall =
+                        cluster.job(&id)["last_relocation_ms"].as_u64().map(Duration::from_millis);
+                    recovery.drained = Some(cluster.wait_for_task_manager_exit(index, options.recovery_timeout));
+                }
+                down = Some((index, Instant::now()));
                 eprintln!("{recovery}");
                 report.recoveries.push(recovery);
             }
@@ -247,6 +283,7 @@ pub fn run(options: &ChaosOptions) -> anyhow::Result<ChaosReport> {
     let details = cluster.job(&id);
     report.final_status = details["status"].as_str().unwrap_or_default().to_string();
     report.restarts = details["restarts"].as_u64().unwrap_or(0);
+    report.relocations = details["relocations"].as_u64().unwrap_or(0);
     verify(&sink, rows, &mut report)?;
     let slow = report.recovery_times().iter().any(|took| *took > options.slow_recovery);
     if !report.exact() || slow {
@@ -299,14 +336,28 @@ fn await_recovery(
         if attempt > before && status == JobStatus::Running.as_str() && all_tasks_running(cluster, id) {
             let took = since.elapsed();
             let restored_checkpoint = details["restored_checkpoint"].as_u64();
-            return Ok(Recovery { killed: killed.to_string(), at, took: Some(took), restored_checkpoint });
+            return Ok(Recovery {
+                killed: killed.to_string(),
+                at,
+                took: Some(took),
+                restored_checkpoint,
+                drained: None,
+                reported_stall: None,
+            });
         }
         if is_terminal_status(status) {
             anyhow::ensure!(
                 status == JobStatus::Finished.as_str(),
                 "the job ended {status} after killing {killed}: {details}"
             );
-            return Ok(Recovery { killed: killed.to_string(), at, took: None, restored_checkpoint: None });
+            return Ok(Recovery {
+                killed: killed.to_string(),
+                at,
+                took: None,
+                restored_checkpoint: None,
+                drained: None,
+                reported_stall: None,
+            });
         }
         anyhow::ensure!(
             Instant::now() < deadline,

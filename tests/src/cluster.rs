@@ -281,6 +281,25 @@ impl Cluster {
         self.task_manager_mut(index).process.kill();
     }
 
+    /// Sends TaskManager `index` SIGTERM (what Kubernetes sends a pod it deletes): it leaves the cluster
+    /// gracefully, its jobs moving elsewhere.
+    pub fn terminate_task_manager(&mut self, index: usize) {
+        self.signal_task_manager(index, "TERM");
+    }
+
+    /// Waits (at most `timeout`) until TaskManager `index`'s process has exited, and returns its exit status.
+    pub fn wait_for_task_manager_exit(&mut self, index: usize, timeout: Duration) -> std::process::ExitStatus {
+        let what = format!("TaskManager {index} to exit");
+        let result = poll_until(&what, timeout, || {
+            let tm = self.task_manager_mut(index);
+            Ok(match tm.process.exit_status()? {
+                Some(status) => Progress::Ready(status),
+                None => Progress::Pending(tm.process.log_tail(5)),
+            })
+        });
+        result.unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
     /// Keeps the cluster's directory (logs, data, output) when the cluster is dropped, and says where.
     pub fn keep_directory(&mut self) {
         self.dir.disable_cleanup(true);

@@ -16,6 +16,10 @@
 //!
 //!   restarts:  FAILING ──▶ RESTARTING ──▶ RUNNING (next attempt, from the latest checkpoint)
 //!                               └──────▶ FAILING (deploy failed) | CANCELLING | FAILED (no slots, no more restarts)
+//!   moves:     RUNNING ──▶ RESTARTING     (a redeployment that is no failure: a TaskManager is leaving and the
+//!                                          job took a checkpoint first, or a stop-with-savepoint failed after
+//!                                          its sources stopped; the tasks are cancelled within RUNNING, and
+//!                                          the restart strategy is not asked)
 //!   reserved:  CREATED | RUNNING ──▶ SUSPENDED ──▶ CREATED | FAILED      (JobManager failover)
 //! ```
 //!
@@ -46,7 +50,8 @@ pub enum JobStatus {
     Canceled,
     /// Terminal: every task finished.
     Finished,
-    /// Waiting (the restart strategy's delay, then slots) to redeploy after a failure.
+    /// Waiting (the restart strategy's delay, then slots) to redeploy after a failure, or (no delay) to move the
+    /// job off a TaskManager that is leaving.
     Restarting,
     /// Reserved: the JobManager stopped while the job must live on (failover is a later issue).
     Suspended,
@@ -104,7 +109,7 @@ impl JobStatus {
         use JobStatus::*;
         match self {
             Created => matches!(to, Running | Failing | Failed | Canceled | Suspended),
-            Running => matches!(to, Finished | Failing | Cancelling | Suspended),
+            Running => matches!(to, Finished | Failing | Cancelling | Restarting | Suspended),
             Failing => matches!(to, Failed | Restarting),
             Cancelling => matches!(to, Canceled),
             Restarting => matches!(to, Running | Failing | Cancelling | Failed),
@@ -192,6 +197,7 @@ mod tests {
         (Running, Finished),
         (Running, Failing),
         (Running, Cancelling),
+        (Running, Restarting),
         (Running, Suspended),
         (Failing, Failed),
         (Failing, Restarting),

@@ -138,7 +138,7 @@ impl Coordinator {
         let tasks_json = serde_json::to_string(&metadata.files).unwrap_or_else(|_| "[]".into());
         // A savepoint moves to its own directory first; then the metadata goes in, last of the files.
         let final_dir = match &pending.kind {
-            Kind::Checkpoint => pending.dir.clone(),
+            Kind::Checkpoint | Kind::Drain => pending.dir.clone(),
             Kind::Savepoint { dir, .. } => dir.clone(),
         };
         let moved = matches!(pending.kind, Kind::Savepoint { .. });
@@ -193,8 +193,8 @@ impl Coordinator {
         self.consecutive_failures = 0;
         self.schedule_next(Some(trigger));
 
-        // Tell the tasks (sinks commit). Without holding up the actor, except before a stop: the tasks are
-        // cancelled next, and their sinks must have committed what the savepoint covers.
+        // Tell the tasks (sinks commit). Without holding up the actor, except before a stop or a move: the tasks
+        // are cancelled next, and their sinks must have committed what the checkpoint covers.
         let request = NotifyCheckpointCompleteRequest {
             job_id: job_id.0.clone(),
             attempt: pending.attempt,
@@ -211,13 +211,14 @@ impl Coordinator {
                 }
             }
         };
-        if matches!(pending.kind, Kind::Savepoint { stop: true, .. }) {
+        if pending.kind.stops_sources() {
             notify.await;
         } else {
             tokio::spawn(notify);
         }
 
         self.shared.completions += 1;
+        let (pending_id, drain) = (pending.id, matches!(pending.kind, Kind::Drain));
         match pending.kind {
             Kind::Savepoint { stop, .. } => {
                 self.shared.unreferenced(&shared_files);
@@ -225,7 +226,7 @@ impl Coordinator {
                     return Verdict::Stop;
                 }
             }
-            Kind::Checkpoint => {
+            Kind::Checkpoint | Kind::Drain => {
                 self.shared.retain(&shared_files);
                 self.retained.push_back((pending.id, pending.dir, shared_files));
                 let keep = self.policy.as_ref().map_or(1, |p| p.retained) as usize;
@@ -241,6 +242,9 @@ impl Coordinator {
             self.janitor.submit(Cleanup::SharedFiles(garbage)).await;
         }
         self.sweep().await;
+        if drain {
+            return Verdict::Redeploy(format!("checkpoint {pending_id} before moving off a leaving TaskManager completed"));
+        }
         Verdict::Continue
     }
 }

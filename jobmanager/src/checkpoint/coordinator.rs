@@ -127,6 +127,12 @@ impl Coordinator {
         self.policy.is_some()
     }
 
+    /// Whether a drain checkpoint is in flight or waits to start.
+    pub(crate) fn drain_in_progress(&self) -> bool {
+        let drain = |kind: &Kind| matches!(kind, Kind::Drain);
+        self.pending.as_ref().is_some_and(|p| drain(&p.kind)) || self.queued.iter().any(|(kind, _)| drain(kind))
+    }
+
     /// Whether requests wait that can start now.
     pub(crate) fn has_startable_requests(&self) -> bool {
         self.pending.is_none() && !self.queued.is_empty()
@@ -210,7 +216,7 @@ impl Coordinator {
         let trigger_ms = now_ms();
         let dir = self.job_dir.child(&checkpoint_dir_name(CheckpointId(id)));
         let location = match &kind {
-            Kind::Checkpoint => dir.location(),
+            Kind::Checkpoint | Kind::Drain => dir.location(),
             Kind::Savepoint { dir, .. } => dir.location(),
         };
         let job_id = &self.job_id.clone();
@@ -223,7 +229,7 @@ impl Coordinator {
             return Err((self.count_failure(&reason), reason));
         }
         tracing::info!(job_id = %job_id, checkpoint = id, kind = %kind.kind(), "triggering");
-        let stop_sources = matches!(kind, Kind::Savepoint { stop: true, .. });
+        let stop_sources = kind.stops_sources();
         self.pending = Some(Pending {
             id,
             kind,
@@ -331,11 +337,12 @@ impl Coordinator {
         if let Err(e) = self.services.store.fail_checkpoint(job_id, pending.id, now_ms(), &reason).await {
             tracing::warn!(job_id = %job_id, checkpoint = pending.id, error = %e, "cannot record a failed checkpoint");
         }
-        if counts {
-            self.count_failure(&reason)
-        } else {
-            Verdict::Continue
+        let verdict = if counts { self.count_failure(&reason) } else { Verdict::Continue };
+        if pending.kind.stops_sources() && verdict == Verdict::Continue {
+            // Its sources emit nothing more and wait to be cancelled: the job runs again only when redeployed.
+            return Verdict::Redeploy(format!("{reason}; the sources had stopped at its barrier"));
         }
+        verdict
     }
 
     pub(super) fn count_failure(&mut self, reason: &str) -> Verdict {

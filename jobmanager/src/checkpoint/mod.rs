@@ -52,6 +52,11 @@ use crate::task_manager_client::TaskManagerClient;
 #[derive(Clone, Debug)]
 pub(crate) enum Kind {
     Checkpoint,
+    /// A checkpoint before the job moves off a TaskManager that is leaving: the sources stop after their
+    /// barrier (nothing is processed that the next attempt would process again), the sinks commit before the
+    /// tasks are cancelled, and the job is redeployed from it once it completed (or from the latest one if it
+    /// failed). Stored and retained as a checkpoint.
+    Drain,
     /// A savepoint going to `dir` (its final location); `stop`: the job stops once it completed.
     Savepoint {
         dir: Storage,
@@ -63,9 +68,14 @@ impl Kind {
     /// The kind as stored and shown.
     pub(crate) fn kind(&self) -> CheckpointKind {
         match self {
-            Kind::Checkpoint => CheckpointKind::Checkpoint,
+            Kind::Checkpoint | Kind::Drain => CheckpointKind::Checkpoint,
             Kind::Savepoint { .. } => CheckpointKind::Savepoint,
         }
+    }
+
+    /// Whether the sources stop after this checkpoint's barrier and wait to be cancelled.
+    pub(crate) fn stops_sources(&self) -> bool {
+        matches!(self, Kind::Drain | Kind::Savepoint { stop: true, .. })
     }
 }
 
@@ -81,6 +91,10 @@ pub(crate) enum Verdict {
     FailJob(String),
     /// A stop-with-savepoint completed: stop the job.
     Stop,
+    /// Cancel the tasks and deploy the job anew from its latest checkpoint, without asking the restart strategy
+    /// (this is no failure): a drain checkpoint ended, or a stop-with-savepoint failed after its sources stopped.
+    /// Carries why.
+    Redeploy(String),
 }
 
 /// What a coordinator needs from the JobManager.

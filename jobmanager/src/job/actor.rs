@@ -79,6 +79,13 @@ pub(crate) struct JobActor {
     pub(in crate::job) running_since: Option<Instant>,
     /// When the failure being recovered from was detected; cleared once every task runs again.
     pub(in crate::job) failed_at: Option<Instant>,
+    /// When a TaskManager the job runs on said it is leaving, while the job moves off it (see
+    /// `states::running`); cleared once every task runs again elsewhere, or when the job fails instead.
+    pub(in crate::job) moving_since: Option<Instant>,
+    /// The next RESTARTING is a redeployment that is no failure: no restart strategy, no delay.
+    pub(in crate::job) redeploying: bool,
+    /// This attempt asked for a drain checkpoint (it ends with a redeployment, whatever becomes of it).
+    pub(in crate::job) drain_requested: bool,
     pub(in crate::job) status: JobStatus,
     pub(in crate::job) status_since: Instant,
     pub(in crate::job) attempt: Attempt,
@@ -108,6 +115,9 @@ impl JobActor {
             restore,
             running_since: None,
             failed_at: None,
+            moving_since: None,
+            redeploying: false,
+            drain_requested: false,
             status: JobStatus::Created,
             status_since: Instant::now(),
             attempt: Attempt(0),
@@ -176,6 +186,13 @@ impl JobActor {
         }
         if to == JobStatus::Failing && self.failed_at.is_none() {
             self.failed_at = Some(Instant::now());
+        }
+        if from == JobStatus::Running {
+            self.drain_requested = false;
+        }
+        if !matches!(to, JobStatus::Restarting | JobStatus::Running) {
+            // The move became a failure (or the job ends): its stall is not measured as a move's.
+            self.moving_since = None;
         }
         if from == JobStatus::Running && to != JobStatus::Running {
             if let Some(coordinator) = self.checkpoints.as_mut() {
@@ -328,11 +345,18 @@ impl JobActor {
         }
     }
 
-    /// Notes that every task of the current attempt runs; ends a recovery in progress.
+    /// Notes that every task of the current attempt runs; ends a recovery or a move in progress.
     pub(in crate::job) fn all_tasks_running(&mut self) {
         let now = Instant::now();
         self.running_since = Some(now);
         self.shared.live().up_since_ms = Some(now_ms());
+        if let Some(since) = self.moving_since.take() {
+            let took = now.saturating_duration_since(since);
+            self.ctx.metrics.relocation_duration.with_label_values(&[&self.shared.job_id.0]).observe(took.as_secs_f64());
+            self.shared.live().last_relocation_ms = Some(took.as_millis() as u64);
+            tracing::info!(job_id = %self.shared.job_id, attempt = %self.attempt, duration_ms = took.as_millis() as u64,
+                "moved: every task runs again, off the leaving TaskManager");
+        }
         if let Some(failed_at) = self.failed_at.take() {
             let took = now.saturating_duration_since(failed_at);
             self.ctx.metrics.recovery_duration.with_label_values(&[&self.shared.job_id.0]).observe(took.as_secs_f64());

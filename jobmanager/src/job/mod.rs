@@ -66,6 +66,11 @@ pub struct JobLive {
     pub restarts: u32,
     /// How long the last recovery took: failure detected → every task of the next attempt RUNNING.
     pub last_recovery_ms: Option<u64>,
+    /// Moves off a leaving TaskManager so far (redeployments that are no failure; not in `restarts`).
+    pub relocations: u32,
+    /// How long the last move stalled the job: the TaskManager's notice → every task of the next attempt
+    /// RUNNING elsewhere.
+    pub last_relocation_ms: Option<u64>,
     /// The checkpoint or savepoint the current attempt's state started from: (id, location).
     pub restored_from: Option<(u64, String)>,
     /// When every task of the current attempt was first running (ms since the epoch); None while not.
@@ -105,6 +110,8 @@ impl JobShared {
             failure_cause: None,
             restarts: 0,
             last_recovery_ms: None,
+            relocations: 0,
+            last_relocation_ms: None,
             end_time_ms: None,
             restored_from: restore.as_ref().map(|r| (r.checkpoint_id, r.dir.clone())),
             up_since_ms: None,

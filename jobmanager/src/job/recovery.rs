@@ -100,7 +100,9 @@ async fn resume(ctx: &Arc<Context>, job_id: &JobId) -> Result<Result<(), String>
     let (shared, inbox) = JobShared::new(job_id.clone(), Arc::new(job), submitted_restore);
     {
         let mut live = shared.live();
-        live.restarts = record.attempt.0;
+        // The take-over is a restart too.
+        live.restarts = record.attempt.0.saturating_sub(record.relocations);
+        live.relocations = record.relocations;
         live.failure_cause = Some(JOBMANAGER_RESTARTED.to_string());
     }
     ctx.jobs.insert(shared.clone());

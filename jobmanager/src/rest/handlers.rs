@@ -248,6 +248,8 @@ pub(super) async fn job_details(State(ctx): Ctx, Path(job_id): Path<String>) -> 
         failure_cause: facts.failure_cause,
         restarts: facts.restarts,
         last_recovery_ms: facts.last_recovery_ms,
+        relocations: facts.relocations,
+        last_relocation_ms: facts.last_relocation_ms,
         restored_checkpoint: facts.restored_from.as_ref().map(|(id, _)| *id),
         restored_from: facts.restored_from.map(|(_, location)| location),
         remote_bytes_out,
@@ -311,6 +313,7 @@ pub(super) async fn task_managers(State(ctx): Ctx) -> Json<Value> {
             slots_free: tm.slots_free,
             last_heartbeat: tm.last_heartbeat_ms,
             state: match tm.state {
+                TaskManagerState::Active if tm.leaving => "LEAVING",
                 TaskManagerState::Active => "ACTIVE",
                 TaskManagerState::Lost(_) => "LOST",
             },
@@ -323,7 +326,8 @@ pub(super) async fn cluster_metrics(State(ctx): Ctx) -> Json<ClusterMetrics> {
     let snapshot = ctx.cluster.snapshot();
     let active: Vec<_> = snapshot.iter().filter(|tm| tm.state == TaskManagerState::Active).collect();
     let total_slots: u32 = active.iter().map(|tm| tm.slots_total).sum();
-    let available_slots: u32 = active.iter().map(|tm| tm.slots_free).sum();
+    // A leaving TaskManager's free slots are not offered to jobs.
+    let available_slots: u32 = active.iter().filter(|tm| !tm.leaving).map(|tm| tm.slots_free).sum();
     let utilization =
         if total_slots == 0 { 0.0 } else { f64::from(total_slots - available_slots) / f64::from(total_slots) };
     Json(ClusterMetrics {

@@ -29,6 +29,8 @@ pub(super) struct JobFacts {
     pub failure_cause: Option<String>,
     pub restarts: u32,
     pub last_recovery_ms: Option<u64>,
+    pub relocations: u32,
+    pub last_relocation_ms: Option<u64>,
     pub restored_from: Option<(u64, String)>,
     pub graph_json: String,
     pub chains_json: String,
@@ -60,9 +62,11 @@ impl JobFacts {
             start_time: record.start_time_ms,
             end_time: record.end_time_ms,
             failure_cause: record.failure_cause,
-            // Every attempt after the first is a restart.
-            restarts: record.attempt.0.saturating_sub(1),
+            // Every attempt after the first is a restart or a move.
+            restarts: record.attempt.0.saturating_sub(1).saturating_sub(record.relocations),
             last_recovery_ms: None,
+            relocations: record.relocations,
+            last_relocation_ms: None,
             restored_from: None,
             graph_json: record.graph_json,
             chains_json: record.chains_json,
@@ -78,6 +82,8 @@ impl JobFacts {
             facts.failure_cause = live.failure_cause.or(facts.failure_cause);
             facts.restarts = live.restarts;
             facts.last_recovery_ms = live.last_recovery_ms;
+            facts.relocations = live.relocations;
+            facts.last_relocation_ms = live.last_relocation_ms;
             facts.restored_from = live.restored_from;
             facts.tasks = live.tasks;
             facts.metrics = live.metrics.into_values().collect();
@@ -196,6 +202,11 @@ pub(super) struct JobDetails {
     pub restarts: u32,
     /// Failure detected → every task of the next attempt RUNNING, for the last recovery (while the job runs).
     pub last_recovery_ms: Option<u64>,
+    /// Moves off TaskManagers that were leaving (drained), which are not failures and not in `restarts`
+    /// (while the job runs).
+    pub relocations: u32,
+    /// The stall of the last move: the TaskManager's notice → every task running elsewhere (while the job runs).
+    pub last_relocation_ms: Option<u64>,
     /// The checkpoint or savepoint the running attempt's state started from (while the job runs).
     pub restored_checkpoint: Option<u64>,
     pub restored_from: Option<String>,

@@ -89,6 +89,8 @@ pub struct JobRecord {
     pub desired_status: Option<DesiredStatus>,
     /// The current attempt (0 before the first deployment).
     pub attempt: Attempt,
+    /// How many attempts were moves off a leaving TaskManager rather than restarts after a failure.
+    pub relocations: u32,
     /// Submission time, ms since the epoch.
     pub start_time_ms: u64,
     /// When the job ended, ms since the epoch.
@@ -124,7 +126,7 @@ pub struct Store {
 macro_rules! job_columns {
     () => {
         "job_id, name, graph_json, chains_json, status, desired_status, attempt, start_time_ms, end_time_ms, \
-         failure_cause, final_metrics_json, submitted_restore_json"
+         failure_cause, final_metrics_json, submitted_restore_json, relocations"
     };
 }
 
@@ -219,7 +221,8 @@ impl Store {
         Ok(())
     }
 
-    /// Records a deployment: the job's current attempt becomes `attempt`.
+    /// Records a deployment: the job's current attempt becomes `attempt`; `moved`: it moves the job off a
+    /// leaving TaskManager (counted in `relocations`, not as a restart).
     pub async fn record_attempt(
         &self,
         job_id: &JobId,
@@ -227,6 +230,7 @@ impl Store {
         execution_id: ExecutionId,
         placements_json: &str,
         at_ms: u64,
+        moved: bool,
     ) -> Result<(), StoreError> {
         let mut transaction = self.pool.begin().await?;
         sqlx::query(
@@ -239,8 +243,9 @@ impl Store {
         .bind(ms(at_ms))
         .execute(&mut *transaction)
         .await?;
-        sqlx::query("UPDATE jobs SET attempt = $1 WHERE job_id = $2")
+        sqlx::query("UPDATE jobs SET attempt = $1, relocations = relocations + $2 WHERE job_id = $3")
             .bind(i64::from(attempt.0))
+            .bind(i64::from(moved))
             .bind(job_id.0.clone())
             .execute(&mut *transaction)
             .await?;
@@ -322,6 +327,7 @@ fn desired_status(text: &str) -> Option<DesiredStatus> {
 fn job_record(row: &AnyRow) -> Result<JobRecord, StoreError> {
     let status: String = row.try_get("status")?;
     let attempt: i64 = row.try_get("attempt")?;
+    let relocations: i64 = row.try_get("relocations")?;
     Ok(JobRecord {
         job_id: JobId(row.try_get("job_id")?),
         name: row.try_get("name")?,
@@ -330,6 +336,7 @@ fn job_record(row: &AnyRow) -> Result<JobRecord, StoreError> {
         status: status.parse(),
         desired_status: row.try_get::<Option<String>, _>("desired_status")?.as_deref().and_then(desired_status),
         attempt: Attempt(u32::try_from(attempt).unwrap_or(0)),
+        relocations: u32::try_from(relocations).unwrap_or(0),
         start_time_ms: from_ms(row.try_get("start_time_ms")?),
         end_time_ms: row.try_get::<Option<i64>, _>("end_time_ms")?.map(from_ms),
         failure_cause: row.try_get("failure_cause")?,
@@ -464,7 +471,7 @@ mod tests {
         for name in ["old", "recent", "running"] {
             store.insert_job(&new_job(name, 1)).await.unwrap_or_else(|e| panic!("{e}"));
             let id = JobId(name.into());
-            store.record_attempt(&id, Attempt(1), ExecutionId(7), "[]", 2).await.unwrap_or_else(|e| panic!("{e}"));
+            store.record_attempt(&id, Attempt(1), ExecutionId(7), "[]", 2, false).await.unwrap_or_else(|e| panic!("{e}"));
             store
                 .insert_checkpoint(&id, 1, 1, CheckpointKind::Checkpoint, 3, "/c")
                 .await
@@ -576,7 +583,8 @@ mod tests {
     async fn status_updates_attempts_and_cancel_requests_are_recorded(store: Store) {
         let id = JobId("a".into());
         assert!(store.insert_job(&new_job("a", 10)).await.is_ok());
-        assert!(store.record_attempt(&id, Attempt(1), ExecutionId(u64::MAX), "[]", 11).await.is_ok());
+        assert!(store.record_attempt(&id, Attempt(1), ExecutionId(u64::MAX), "[]", 11, false).await.is_ok());
+        assert!(store.record_attempt(&id, Attempt(2), ExecutionId(3), "[]", 12, true).await.is_ok());
         let running = StatusUpdate { status: JobStatus::Running, at_ms: 12, end_time_ms: None, failure_cause: None };
         assert!(store.update_status(&id, &running).await.is_ok());
         assert_eq!(store.unfinished_jobs().await.ok(), Some(vec![(id.clone(), "RUNNING".to_string())]));
@@ -594,7 +602,7 @@ mod tests {
         let record = store.job(&id).await.ok().flatten();
         let Some(record) = record else { panic!("job a not found") };
         assert_eq!(record.status, Ok(JobStatus::Failed));
-        assert_eq!(record.attempt, Attempt(1));
+        assert_eq!((record.attempt, record.relocations), (Attempt(2), 1), "the second attempt was a move");
         assert_eq!(record.end_time_ms, Some(20));
         assert_eq!(record.failure_cause.as_deref(), Some("boom"));
         assert_eq!(store.unfinished_jobs().await.ok(), Some(vec![]));

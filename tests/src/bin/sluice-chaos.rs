@@ -1,6 +1,7 @@
 //! `sluice-chaos`: runs an exactly-once job on a local cluster (1 JobManager, 3 TaskManagers × 4 slots) while
-//! killing TaskManagers (and optionally the JobManager) with SIGKILL, then checks the output against an
-//! uninterrupted run's, computed independently. Exits 1 if a record was lost, duplicated or wrong.
+//! killing TaskManagers (and optionally the JobManager) with SIGKILL, or with `--drain` sending them SIGTERM
+//! (a graceful leave, as a Kubernetes drain does), then checks the output against an uninterrupted run's,
+//! computed independently. Exits 1 if a record was lost, duplicated or wrong.
 //! `scripts/chaos_test.sh` builds and runs it; see docs/failures.md.
 use std::process::ExitCode;
 use std::time::Duration;
@@ -23,6 +24,9 @@ struct Args {
     /// How many times to kill (and restart at once) the JobManager, spread evenly over the run.
     #[arg(long, default_value_t = 0)]
     kill_jobmanager: u32,
+    /// Send TaskManagers SIGTERM instead of SIGKILL: each leaves gracefully and the job moves off it.
+    #[arg(long)]
+    drain: bool,
     /// Seeds the kill schedule.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -41,8 +45,14 @@ fn main() -> ExitCode {
         }
     };
     println!(
-        "chaos: {} s of input at {} rows/s, a TaskManager killed every {} s (down {} s), {} JobManager kill(s), seed {}",
-        args.duration, args.rows_per_second, args.kill_every, args.restart_after, args.kill_jobmanager, args.seed
+        "chaos: {} s of input at {} rows/s, a TaskManager {} every {} s (down {} s), {} JobManager kill(s), seed {}",
+        args.duration,
+        args.rows_per_second,
+        if args.drain { "drained (SIGTERM)" } else { "killed (SIGKILL)" },
+        args.kill_every,
+        args.restart_after,
+        args.kill_jobmanager,
+        args.seed
     );
     match run(&options) {
         Ok(report) => {
@@ -76,6 +86,7 @@ fn options(args: &Args) -> anyhow::Result<ChaosOptions> {
         kill_every: parse_range(&args.kill_every)?,
         restart_after: Duration::from_secs_f64(args.restart_after),
         kill_jobmanager: args.kill_jobmanager,
+        drain: args.drain,
         seed: args.seed,
         rows_per_second: args.rows_per_second,
         ..ChaosOptions::default()

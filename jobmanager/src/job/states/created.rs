@@ -56,12 +56,13 @@ impl JobActor {
             self.checkpoints = Some(coordinator);
         }
         self.attempt = Attempt(self.attempt.0 + 1);
+        let moved = self.moving_since.is_some();
         let execution_id = ExecutionId(rand::random::<u64>());
         let slot_task_managers: Vec<TaskManagerId> = self.slots.iter().map(|s| s.task_manager.clone()).collect();
         let placements = subtask_placements(&job.chains, &slot_task_managers);
         let placements_json = serde_json::to_string(&placements).unwrap_or_else(|_| "[]".to_string());
         if let Err(e) =
-            self.ctx.store.record_attempt(&job_id, self.attempt, execution_id, &placements_json, now_ms()).await
+            self.ctx.store.record_attempt(&job_id, self.attempt, execution_id, &placements_json, now_ms(), moved).await
         {
             // A database blip: the restart strategy decides, as for any failure of an attempt.
             return Next::failed(JobStatus::Failing, format!("cannot record attempt {}: {e}", self.attempt));

@@ -21,12 +21,25 @@ impl JobActor {
         self.slots.clear();
         self.tasks.clear();
         self.running_since = None;
-        self.ctx.metrics.restarts.with_label_values(&[&job_id.0]).inc();
+        let moving = self.moving_since.is_some();
+        if moving {
+            self.ctx.metrics.relocations.with_label_values(&[&job_id.0]).inc();
+        } else {
+            self.ctx.metrics.restarts.with_label_values(&[&job_id.0]).inc();
+        }
         {
             let mut live = self.shared.live();
-            live.restarts += 1;
+            if moving {
+                live.relocations += 1;
+            } else {
+                live.restarts += 1;
+            }
             live.tasks.clear();
             live.metrics.clear();
+        }
+        if std::mem::take(&mut self.redeploying) {
+            // No failure: no restart strategy, no delay.
+            self.restart_delay = std::time::Duration::ZERO;
         }
         // The restore point first: a wait for checkpoint storage must not hold slots other jobs could use.
         match self.latest_restore_point().await {

@@ -1,6 +1,13 @@
 //! RUNNING: follow task reports and TaskManager losses until every task finished (→ FINISHED), a task
 //! failed or a TaskManager was lost (→ FAILING), or a cancel was requested (→ CANCELLING). Checkpoint
 //! events go to the coordinator, whose verdict may fail the job or stop it after a savepoint.
+//!
+//! A TaskManager the job runs on that is leaving (SIGTERM: a drained node, a deleted pod) moves the job
+//! (→ RESTARTING, no failure): a drain checkpoint whose sources stop at their barrier and whose sinks commit,
+//! then every task is cancelled and the next attempt is deployed from that checkpoint on the other
+//! TaskManagers. Nothing is lost (the checkpoint covers everything emitted) and nothing is duplicated (nothing
+//! is processed after the barrier). Without checkpoints, or if the drain checkpoint fails, the job moves from
+//! its latest checkpoint, as after a failure but without asking the restart strategy.
 use std::collections::BTreeSet;
 
 use sluice_common::lifecycle::job::JobStatus;
@@ -8,7 +15,7 @@ use sluice_common::lifecycle::task;
 use sluice_common::proto::{TaskState, TaskStateReport};
 use tokio::time::Instant;
 
-use crate::checkpoint::{Coordinator, Verdict};
+use crate::checkpoint::{Coordinator, Kind, Verdict};
 use crate::deployment::{task_manager_addresses, Deployment};
 use crate::job::actor::{sleep_until_opt, JobActor, Next};
 use crate::job::{JobEvent, TaskKey};
@@ -19,6 +26,9 @@ impl JobActor {
         loop {
             if let Some(cause) = self.ctx.cluster.lost_cause(&self.slots) {
                 return Some(Next::failed(JobStatus::Failing, cause));
+            }
+            if let Some(next) = self.move_off_leaving().await {
+                return Some(next);
             }
             if self.tasks.values().all(|t| t.state == TaskState::TaskFinished) {
                 return Some(Next::to(JobStatus::Finished));
@@ -70,6 +80,7 @@ impl JobActor {
             match verdict {
                 Verdict::FailJob(cause) => return Some(Next::failed(JobStatus::Failing, cause)),
                 Verdict::Stop => return Some(self.stop_after_savepoint().await),
+                Verdict::Redeploy(why) => return Some(self.redeploy(&why).await),
                 Verdict::Continue => {}
             }
             let deployment = self.deployment();
@@ -81,10 +92,57 @@ impl JobActor {
         }
     }
 
+    /// Starts or finishes moving the job off a TaskManager that is leaving: the first time one of its
+    /// TaskManagers is, a drain checkpoint; once none is in flight or queued any more (it failed, or could not
+    /// start), the redeployment. Returns the transition out of RUNNING when there is one.
+    async fn move_off_leaving(&mut self) -> Option<Next> {
+        if self.drain_requested {
+            if self.checkpoints.as_ref().is_some_and(Coordinator::drain_in_progress) {
+                return None;
+            }
+            return Some(self.redeploy("the checkpoint before the move did not complete").await);
+        }
+        let leaving = self.ctx.cluster.leaving_among(&self.slots)?;
+        self.moving_since.get_or_insert_with(Instant::now);
+        let deployment = self.deployment();
+        if self.checkpoints.is_none() || deployment.is_none() {
+            let why = format!(
+                "TaskManager {leaving} is leaving; no checkpoint can be taken first (the job takes none, or not \
+                 every task runs)"
+            );
+            return Some(self.redeploy(&why).await);
+        }
+        tracing::info!(job_id = %self.shared.job_id, task_manager = %leaving,
+            "a TaskManager of the job is leaving: a checkpoint, then the job moves off it");
+        self.set_reason(format!("TaskManager {leaving} is leaving: checkpointing before moving off it"));
+        let coordinator = self.checkpoints.as_mut()?;
+        // The answer tells only whether it started; what follows comes as a verdict, here or when it ends.
+        let (reply, _started) = tokio::sync::oneshot::channel();
+        self.drain_requested = true;
+        let verdict = coordinator.request(deployment, Kind::Drain, reply).await;
+        self.after_verdict(verdict).await
+    }
+
+    /// Cancels every task and moves to RESTARTING for a redeployment that is no failure: the restart strategy
+    /// is not asked, and there is no delay.
+    pub(in crate::job) async fn redeploy(&mut self, why: &str) -> Next {
+        tracing::info!(job_id = %self.shared.job_id, attempt = %self.attempt, why, "redeploying the job");
+        self.cancel_and_wait("the job is being redeployed").await;
+        self.redeploying = true;
+        Next::to(JobStatus::Restarting)
+    }
+
     /// A stop-with-savepoint completed: the tasks are cancelled (their state is in the savepoint) and the
     /// job ends FINISHED, as in Flink.
     pub(in crate::job) async fn stop_after_savepoint(&mut self) -> Next {
         tracing::info!(job_id = %self.shared.job_id, "savepoint complete; stopping the job");
+        self.cancel_and_wait("the job is stopping").await;
+        Next::to(JobStatus::Finished)
+    }
+
+    /// Cancels every task and waits (bounded by the cancel timeout) until each is terminal or its TaskManager
+    /// gone; checkpoint requests meanwhile are refused with `refusal`.
+    async fn cancel_and_wait(&mut self, refusal: &str) {
         self.send_cancels().await;
         let deadline = Instant::now() + self.ctx.settings.cancel_timeout;
         let mut changes = self.ctx.cluster.subscribe();
@@ -94,18 +152,17 @@ impl JobActor {
                     let Some(event) = event else { break };
                     for other in self.apply_events(event).1 {
                         if let JobEvent::CheckpointRequest(_, reply) = other {
-                            let _ = reply.send(Err("the job is stopping".into()));
+                            let _ = reply.send(Err(refusal.into()));
                         }
                     }
                 }
                 changed = changes.changed() => if changed.is_err() { break },
                 _ = tokio::time::sleep_until(deadline) => {
-                    tracing::warn!(job_id = %self.shared.job_id, "tasks did not confirm the stop in time; giving up on them");
+                    tracing::warn!(job_id = %self.shared.job_id, "tasks did not confirm their cancellation in time; giving up on them");
                     break;
                 }
             }
         }
-        Next::to(JobStatus::Finished)
     }
 
     /// Where a checkpoint of the current attempt goes; None unless every task is RUNNING.
