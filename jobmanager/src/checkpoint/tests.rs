@@ -343,3 +343,55 @@ async fn a_completion_the_store_cannot_record_keeps_the_files_until_the_store_an
     }
     assert!(h.job_dir.child("chk-2").exists("_metadata").await.unwrap_or(false));
 }
+
+/// A user's or the actor's request, answered through a channel; the id it started, or why none did.
+async fn request(h: &mut Harness, kind: super::Kind) -> (Verdict, Option<Result<u64, String>>) {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let verdict = h.coordinator.request(Some(deployment(1, TASK_MANAGER)), kind, reply).await;
+    (verdict, answer.await.ok())
+}
+
+/// Goal: a drain checkpoint (a TaskManager is leaving) stops the sources at its barrier, is retained as a
+/// checkpoint, waits for the sinks' commit before the verdict, and ends with a redeployment. Method: request
+/// one, acknowledge it, and look at the trigger, the notification, the store and the verdict.
+#[tokio::test]
+async fn a_completed_drain_checkpoint_is_retained_committed_and_redeploys_the_job() {
+    let mut h = harness(policy(60_000, 60_000, 3, 1), FakeTaskManagers::default()).await;
+    let (verdict, started) = request(&mut h, super::Kind::Drain).await;
+    assert_eq!((verdict, started), (Verdict::Continue, Some(Ok(1))));
+    assert!(h.coordinator.drain_in_progress());
+    let stops = h.client.triggers.lock().map(|t| t.iter().map(|t| t.stop_sources).collect::<Vec<_>>());
+    assert_eq!(stops.unwrap_or_default(), vec![true], "the sources stop at the drain's barrier");
+
+    let verdict = h.coordinator.on_ack(deployment(1, TASK_MANAGER), ack(1, 1)).await;
+    let Verdict::Redeploy(why) = verdict else { panic!("expected a redeployment, got {verdict:?}") };
+    assert!(why.contains("checkpoint 1"), "{why}");
+    assert!(!h.coordinator.drain_in_progress());
+    // Awaited before the verdict (not spawned): the tasks are cancelled right after it.
+    assert_eq!(h.client.notifications.lock().map(|n| n.len()).unwrap_or(0), 1, "the sinks were told to commit");
+    assert_eq!(status_of(&h, 1).await, Some(CheckpointStatus::Completed));
+    assert_eq!(h.coordinator.restore_candidates().first().map(|(id, _)| *id), Some(1), "the move restores it");
+}
+
+/// Goal: a drain checkpoint that fails (its sources have stopped) still ends with a redeployment, from the
+/// latest checkpoint, instead of a job that emits nothing more; and so does a failed stop-with-savepoint.
+/// Method: let a drain expire, and decline a stop-with-savepoint.
+#[tokio::test]
+async fn a_failed_drain_or_stop_with_savepoint_redeploys_the_job_instead_of_leaving_its_sources_stopped() {
+    let mut h = harness(policy(60_000, 30, 3, 1), FakeTaskManagers::default()).await;
+    let (_, started) = request(&mut h, super::Kind::Drain).await;
+    assert_eq!(started, Some(Ok(1)));
+    if let Some(deadline) = h.coordinator.deadline() {
+        tokio::time::sleep_until(deadline).await;
+    }
+    let verdict = h.coordinator.on_deadline(Some(deployment(1, TASK_MANAGER))).await;
+    let Verdict::Redeploy(why) = verdict else { panic!("expected a redeployment, got {verdict:?}") };
+    assert!(why.contains("expired") && why.contains("sources had stopped"), "{why}");
+    assert_eq!(status_of(&h, 1).await, Some(CheckpointStatus::Failed));
+
+    let dir = Storage::open(&h._dir.path().join("savepoint").display().to_string()).unwrap_or_else(|e| panic!("{e}"));
+    let (_, started) = request(&mut h, super::Kind::Savepoint { dir, stop: true }).await;
+    assert_eq!(started, Some(Ok(2)));
+    let verdict = h.coordinator.on_decline(2, "the disk is full".into()).await;
+    assert!(matches!(verdict, Verdict::Redeploy(ref why) if why.contains("the disk is full")), "{verdict:?}");
+}
