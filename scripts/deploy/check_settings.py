@@ -9,7 +9,9 @@ name, a placeholder database URL) and the ConfigMaps it takes with `envFrom`. Th
    object-store client reads (AWS_*, GOOGLE_*), so a misspelt or invented variable is refused instead of being
    silently ignored;
 2. the binary's own `--check-config` must accept the environment (exit 0): types, ranges, choices, and the checks
-   across settings.
+   across settings;
+3. a TaskManager's grace period (`terminationGracePeriodSeconds`, compose's `stop_grace_period`) must exceed its
+   drain timeout (TM_DRAIN_TIMEOUT_MS) by DRAIN_MARGIN_S, or a drain is cut short by SIGKILL.
 
 Usage: check_settings.py k8s RENDERED.yaml BIN_DIR | check_settings.py compose COMPOSE.yml BIN_DIR
 """
@@ -27,6 +29,22 @@ STAND_INS = {
     "status.podIP": lambda pod, n: f"10.0.0.{n}",
 }
 DATABASE_URL_STAND_IN = "postgres://sluice:stand-in@postgres:5432/sluice"
+# sluice-taskmanager's default --drain-timeout-ms (DRAIN_TIMEOUT_MS_DEFAULT in taskmanager/src/config.rs).
+DRAIN_TIMEOUT_MS_DEFAULT = 60_000
+# What a TaskManager does after its drain before it exits: cancel what still runs, tell the JobManager, and give the
+# data runtime up to 5 s (DATA_RUNTIME_SHUTDOWN_TIMEOUT) to stop.
+DRAIN_MARGIN_S = 10
+# The platforms' defaults when a file sets none.
+K8S_GRACE_DEFAULT_S = 30
+COMPOSE_GRACE_DEFAULT_S = 10
+
+
+def seconds(text):
+    """A compose duration ("2m", "90s", "1m30s") in seconds."""
+    total, units = 0, {"h": 3600, "m": 60, "s": 1}
+    for amount, unit in re.findall(r"(\d+)([hms])", str(text)):
+        total += int(amount) * units[unit]
+    return total
 
 
 def known_settings(binary):
@@ -77,7 +95,8 @@ def k8s_containers(documents):
                         env[var["name"]] = DATABASE_URL_STAND_IN
                     else:
                         raise SystemExit(f"{name}/{container['name']}: no stand-in for {var['name']}: {value_from}")
-                yield f"{doc['kind']} {name} ({pod})", binary, env
+                grace = doc["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", K8S_GRACE_DEFAULT_S)
+                yield f"{doc['kind']} {name} ({pod})", binary, env, grace
 
 
 def compose_containers(compose):
@@ -88,7 +107,8 @@ def compose_containers(compose):
         env = service.get("environment", {})
         if isinstance(env, list):
             env = dict(item.split("=", 1) for item in env)
-        yield f"service {name}", binary, {k: str(v) for k, v in env.items()}
+        grace = seconds(service["stop_grace_period"]) if "stop_grace_period" in service else COMPOSE_GRACE_DEFAULT_S
+        yield f"service {name}", binary, {k: str(v) for k, v in env.items()}, grace
 
 
 def main():
@@ -102,7 +122,12 @@ def main():
         sys.exit(f"{path}: no container runs {' or '.join(BINARIES)}")
     known = {b: known_settings(f"{bin_dir}/{b}") for b in BINARIES}
     problems = []
-    for where, binary, env in containers:
+    for where, binary, env, grace in containers:
+        if binary == "sluice-taskmanager":
+            drain_s = int(env.get("TM_DRAIN_TIMEOUT_MS", DRAIN_TIMEOUT_MS_DEFAULT)) / 1000
+            if grace < drain_s + DRAIN_MARGIN_S:
+                problems.append(f"{where}: a grace period of {grace} s is shorter than the drain timeout ({drain_s:g} s) "
+                                f"+ {DRAIN_MARGIN_S} s: a drain would be cut short by SIGKILL")
         unknown = sorted(v for v in env if v not in known[binary] and not FOREIGN.match(v))
         if unknown:
             problems.append(f"{where}: {', '.join(unknown)} is no setting of {binary}")
