@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Builds the Sluice image (deploy/docker/Dockerfile) with podman and prints its size.
 #
-# FIRST DRAFT, NOT YET RUN: no container engine was installed when it was written. What it does:
 #   - with public bases (the default where images can be pulled): podman build, nothing else;
 #   - with LOCAL_BASES=1 (this machine, which cannot pull): makes the two bases first, once —
 #       localhost/sluice-runtime-base: a minimal Debian (debootstrap --variant=minbase) with the runtime libraries,
@@ -24,7 +23,15 @@ revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 created=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 readonly DEBIAN_SUITE="${DEBIAN_SUITE:-bookworm}"
 readonly PODMAN=(podman --runtime runc --cgroup-manager cgroupfs)
-command -v podman >/dev/null || fail "podman is missing (apt-get install podman)"
+if ! command -v podman >/dev/null || ! command -v runc >/dev/null; then
+  info "installing podman and runc (apt-get)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q podman runc >/dev/null || fail "cannot install podman and runc"
+fi
+# Containers may not set resource limits on these machines (setrlimit is refused): no default ulimits. The test
+# that replays the manifests (tests/tests/deploy_replay.rs) uses the same file.
+mkdir -p "$HOME/.cache/sluice"
+export CONTAINERS_CONF="$HOME/.cache/sluice/containers.conf"
+printf '[containers]\ndefault_ulimits = []\n' >"$CONTAINERS_CONF"
 
 build_args=(--build-arg "SLUICE_VERSION=${version}" --build-arg "SLUICE_REVISION=${revision}"
   --build-arg "SLUICE_CREATED=${created}")
@@ -37,7 +44,8 @@ make_base() {
     info "localhost/${name} exists"
     return
   fi
-  command -v debootstrap >/dev/null || fail "debootstrap is missing (apt-get install debootstrap)"
+  command -v debootstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null ||
+    fail "debootstrap is missing and cannot be installed (apt-get install debootstrap)"
   root=$(mktemp -d)
   info "debootstrap ${DEBIAN_SUITE} into ${root} with ${packages}"
   debootstrap --variant=minbase --include="${packages}" "${DEBIAN_SUITE}" "${root}" >/dev/null

@@ -13,7 +13,8 @@ use sluice_common::lifecycle;
 use sluice_common::proto::job_manager_service_server::JobManagerService;
 use sluice_common::proto::{
     AcknowledgeCheckpointRequest, CheckpointReply, DeclineCheckpointRequest, HeartbeatRequest, HeartbeatResponse,
-    LeaveClusterRequest, LeaveClusterResponse, RegisterTaskManagerRequest, RegisterTaskManagerResponse, TaskMetrics, TaskRef, TaskStateAck, TaskStateReport,
+    LeaveClusterRequest, LeaveClusterResponse, RegisterTaskManagerRequest, RegisterTaskManagerResponse, TaskMetrics,
+    TaskRef, TaskStateAck, TaskStateReport,
 };
 use tonic::{Request, Response, Status};
 

@@ -14,7 +14,14 @@ name, a placeholder database URL) and the ConfigMaps it takes with `envFrom`. Th
    drain timeout (TM_DRAIN_TIMEOUT_MS) by DRAIN_MARGIN_S, or a drain is cut short by SIGKILL.
 
 Usage: check_settings.py k8s RENDERED.yaml BIN_DIR | check_settings.py compose COMPOSE.yml BIN_DIR
+
+`check_settings.py replay RENDERED.yaml FIRST_IP` prints, as JSON, what a test needs to start each Sluice pod of
+the manifests as a container on one host (tests/tests/deploy_replay.rs): per pod its command, args and
+environment (the downward API's pod IP replaced by a distinct 127.0.0.x from FIRST_IP on, the pod name kept, the
+database URL left for the test), its volume mounts, user and read-only root; and each Service's name with the IP
+of the pod it selects.
 """
+import json
 import re
 import subprocess
 import sys
@@ -111,7 +118,75 @@ def compose_containers(compose):
         yield f"service {name}", binary, {k: str(v) for k, v in env.items()}, grace
 
 
+def replay(documents, first_ip):
+    """The pods of the manifests as JSON for a replay, pod IPs counting up from FIRST_IP (127.0.0.x)."""
+    prefix, last = first_ip.rsplit(".", 1)
+    next_ip = int(last)
+    pods, services = [], {}
+    config_maps = {d["metadata"]["name"]: d.get("data", {}) for d in documents if d.get("kind") == "ConfigMap"}
+    for doc in documents:
+        if doc.get("kind") not in ("Deployment", "StatefulSet"):
+            continue
+        name = doc["metadata"]["name"]
+        template = doc["spec"]["template"]
+        spec = template["spec"]
+        replicas = doc["spec"].get("replicas", 1)
+        for i in range(replicas):
+            pod = f"{name}-{i}" if doc["kind"] == "StatefulSet" else f"{name}-pod"
+            ip = f"{prefix}.{next_ip}"
+            next_ip += 1
+            for container in spec["containers"]:
+                binary = binary_of(container.get("command"))
+                if binary is None:
+                    continue
+                env = {}
+                for source in container.get("envFrom", []):
+                    env.update(config_maps[source["configMapRef"]["name"]])
+                secrets = []
+                for var in container.get("env", []):
+                    value_from = var.get("valueFrom")
+                    if value_from is None:
+                        env[var["name"]] = var.get("value", "")
+                    elif "fieldRef" in value_from:
+                        path = value_from["fieldRef"]["fieldPath"]
+                        env[var["name"]] = ip if path == "status.podIP" else pod
+                    elif "secretKeyRef" in value_from:
+                        secrets.append(var["name"])
+                security = container.get("securityContext", {})
+                pod_security = spec.get("securityContext", {})
+                pods.append({
+                    "workload": name,
+                    "pod": pod,
+                    "ip": ip,
+                    "labels": template["metadata"].get("labels", {}),
+                    "binary": binary,
+                    "command": container.get("command", []),
+                    "args": container.get("args", []),
+                    "env": env,
+                    "env_from_secrets": secrets,
+                    "mounts": [{"path": m["mountPath"], "read_only": m.get("readOnly", False)}
+                               for m in container.get("volumeMounts", [])],
+                    "user": security.get("runAsUser", pod_security.get("runAsUser")),
+                    "group": security.get("runAsGroup", pod_security.get("runAsGroup")),
+                    "read_only_root": security.get("readOnlyRootFilesystem", False),
+                    "grace_seconds": spec.get("terminationGracePeriodSeconds", K8S_GRACE_DEFAULT_S),
+                })
+    for doc in documents:
+        if doc.get("kind") != "Service":
+            continue
+        selector = doc["spec"].get("selector", {})
+        chosen = [p for p in pods if all(p["labels"].get(k) == v for k, v in selector.items())]
+        if len(chosen) == 1:
+            services[doc["metadata"]["name"]] = chosen[0]["ip"]
+    return {"pods": pods, "services": services}
+
+
 def main():
+    if sys.argv[1] == "replay":
+        with open(sys.argv[2]) as f:
+            documents = [d for d in yaml.safe_load_all(f) if d]
+        json.dump(replay(documents, sys.argv[3]), sys.stdout, indent=1)
+        return
     kind, path, bin_dir = sys.argv[1:4]
     with open(path) as f:
         if kind == "k8s":

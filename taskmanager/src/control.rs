@@ -395,8 +395,11 @@ impl TaskManager {
         self.leaving.store(true, std::sync::atomic::Ordering::SeqCst);
         let started = tokio::time::Instant::now();
         let running = self.task_count();
-        tracing::info!(tasks = running, timeout_ms = timeout.as_millis() as u64,
-            "leaving the cluster: the JobManager moves this TaskManager's tasks elsewhere");
+        tracing::info!(
+            tasks = running,
+            timeout_ms = timeout.as_millis() as u64,
+            "leaving the cluster: the JobManager moves this TaskManager's tasks elsewhere"
+        );
         let heard = self.tell_leaving(false).await;
         let outcome = if !heard {
             LeaveOutcome::NotHeard
@@ -425,10 +428,17 @@ impl TaskManager {
         match &outcome {
             LeaveOutcome::Drained => tracing::info!(took_ms, "left the cluster: every task moved elsewhere"),
             LeaveOutcome::NotHeard => {
-                tracing::warn!(tasks_cancelled = cancelled, "the JobManager did not hear that this TaskManager leaves; cancelled its tasks")
+                tracing::warn!(
+                    tasks_cancelled = cancelled,
+                    "the JobManager did not hear that this TaskManager leaves; cancelled its tasks"
+                )
             }
             LeaveOutcome::Cut { tasks } => {
-                tracing::warn!(tasks, took_ms, "tasks still ran when the drain ended; cancelled them (their jobs fail over)")
+                tracing::warn!(
+                    tasks,
+                    took_ms,
+                    "tasks still ran when the drain ended; cancelled them (their jobs fail over)"
+                )
             }
         }
         outcome

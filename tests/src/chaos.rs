@@ -142,8 +142,7 @@ impl fmt::Display for Recovery {
             Some(exit) => ("drained", format!(", exited {exit}")),
             None => ("killed", String::new()),
         };
-        let reported =
-            self.reported_stall.map_or(String::new(), |d| format!(" (JobManager: {} ms)", d.as_millis()));
+        let reported = self.reported_stall.map_or(String::new(), |d| format!(" (JobManager: {} ms)", d.as_millis()));
         write!(
             f,
             "  {:>6.1} s  {what} {:<14} running again in {took}{reported}{restored}{how}",

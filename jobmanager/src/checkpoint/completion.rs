@@ -243,7 +243,9 @@ impl Coordinator {
         }
         self.sweep().await;
         if drain {
-            return Verdict::Redeploy(format!("checkpoint {pending_id} before moving off a leaving TaskManager completed"));
+            return Verdict::Redeploy(format!(
+                "checkpoint {pending_id} before moving off a leaving TaskManager completed"
+            ));
         }
         Verdict::Continue
     }

@@ -352,7 +352,11 @@ impl JobActor {
         self.shared.live().up_since_ms = Some(now_ms());
         if let Some(since) = self.moving_since.take() {
             let took = now.saturating_duration_since(since);
-            self.ctx.metrics.relocation_duration.with_label_values(&[&self.shared.job_id.0]).observe(took.as_secs_f64());
+            self.ctx
+                .metrics
+                .relocation_duration
+                .with_label_values(&[&self.shared.job_id.0])
+                .observe(took.as_secs_f64());
             self.shared.live().last_relocation_ms = Some(took.as_millis() as u64);
             tracing::info!(job_id = %self.shared.job_id, attempt = %self.attempt, duration_ms = took.as_millis() as u64,
                 "moved: every task runs again, off the leaving TaskManager");

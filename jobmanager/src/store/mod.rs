@@ -471,7 +471,10 @@ mod tests {
         for name in ["old", "recent", "running"] {
             store.insert_job(&new_job(name, 1)).await.unwrap_or_else(|e| panic!("{e}"));
             let id = JobId(name.into());
-            store.record_attempt(&id, Attempt(1), ExecutionId(7), "[]", 2, false).await.unwrap_or_else(|e| panic!("{e}"));
+            store
+                .record_attempt(&id, Attempt(1), ExecutionId(7), "[]", 2, false)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
             store
                 .insert_checkpoint(&id, 1, 1, CheckpointKind::Checkpoint, 3, "/c")
                 .await

@@ -1,0 +1,346 @@
+//! Replays the Kubernetes manifests against containers of the built image: proof of the manifests'
+//! configuration, not just of their syntax (scripts/validate-deploy.sh checks that).
+//!
+//! The EKS overlay is rendered (`kubectl kustomize`), and `scripts/deploy/check_settings.py replay` lists each
+//! Sluice pod's command, args, environment, mounts and user. Each pod becomes a podman container of the image
+//! (host network; each pod a distinct 127.0.0.x, which stands in for its pod IP and for the `0.0.0.0` it binds
+//! in its own network namespace; each Service name resolves to its pod's address), run as the manifests' user
+//! with a read-only root, its volumes host directories. PostgreSQL (the Secret's database URL) and an S3
+//! server holding the overlay's bucket run on the host. A checkpointed exactly-once job runs; one TaskManager
+//! gets SIGTERM mid-run (a drain: it must exit 0 and the job move without a restart) and is started again, as
+//! the StatefulSet would; another gets SIGKILL (a crash: the job restarts from its latest checkpoint). The
+//! committed output must be exactly an uninterrupted run's.
+//!
+//! Ignored by default: it needs podman and the image, which `scripts/image.sh` builds (about 40 minutes the
+//! first time). `scripts/test.sh` runs it when the image `localhost/sluice:dev` (or `$SLUICE_IMAGE`) exists.
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sluice_tests::wait::{poll_until, Progress};
+use sluice_tests::windows::{every_window_row, expected_of, job_of, Shape};
+
+/// The image, unless `$SLUICE_IMAGE` names another.
+const IMAGE_DEFAULT: &str = "localhost/sluice:dev";
+/// The user and group the manifests run Sluice as (`runAsUser`/`runAsGroup`), who must own the volumes.
+const SLUICE_UID: u32 = 10001;
+/// The first pod address; the others count up from it.
+const FIRST_POD_IP: &str = "127.0.0.2";
+/// How long a cluster may take to come up, a job to finish, a drained TaskManager to exit.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+const JOB_TIMEOUT: Duration = Duration::from_secs(180);
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// The job: rows at a rate, so that it runs long enough for a drain and a kill mid-stream.
+const ROWS: i64 = 60_000;
+const ROWS_PER_SECOND: f64 = 2_000.0;
+
+fn podman(args: &[&str]) -> std::process::Output {
+    let mut command = Command::new("podman");
+    // scripts/image.sh writes the settings podman needs on these machines (no setrlimit in containers).
+    let conf = Path::new(&std::env::var("HOME").unwrap_or_default()).join(".cache/sluice/containers.conf");
+    if conf.exists() {
+        command.env("CONTAINERS_CONF", conf);
+    }
+    command.args(["--runtime", "runc", "--cgroup-manager", "cgroupfs"]).args(args);
+    command.output().unwrap_or_else(|e| panic!("cannot run podman {args:?}: {e}"))
+}
+
+fn podman_ok(args: &[&str]) -> String {
+    let output = podman(args);
+    assert!(
+        output.status.success(),
+        "podman {args:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// The containers of one replay, removed (`podman rm -f`, by their ids) when the test ends, pass or fail.
+#[derive(Default)]
+struct Containers {
+    /// Pod name → container id.
+    ids: BTreeMap<String, String>,
+}
+
+impl Containers {
+    fn id(&self, pod: &str) -> &str {
+        self.ids.get(pod).unwrap_or_else(|| panic!("no container for pod {pod}"))
+    }
+
+    fn logs(&self) -> String {
+        let mut all = String::new();
+        for (pod, id) in &self.ids {
+            let output = podman(&["logs", "--tail", "40", id]);
+            all.push_str(&format!(
+                "--- {pod}\n{}{}\n",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        all
+    }
+}
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+        for id in self.ids.values() {
+            let _ = podman(&["rm", "--force", "--time", "0", id]);
+        }
+    }
+}
+
+/// A host directory owned by the Sluice user (a volume of the pod).
+fn volume(root: &Path, name: &str) -> PathBuf {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    std::os::unix::fs::chown(&dir, Some(SLUICE_UID), Some(SLUICE_UID))
+        .unwrap_or_else(|e| panic!("cannot chown {}: {e}", dir.display()));
+    dir
+}
+
+fn write_secret(dir: &Path, name: &str, value: &str) {
+    let path = dir.join(name);
+    std::fs::write(&path, value).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::chown(&path, Some(SLUICE_UID), Some(SLUICE_UID)).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The rendered overlay's pods, as `check_settings.py replay` lists them.
+fn rendered_pods(overlay: &str, dir: &Path) -> Value {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let rendered = Command::new("kubectl")
+        .args(["kustomize", &repo.join(overlay).display().to_string()])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run kubectl: {e}"));
+    assert!(rendered.status.success(), "kubectl kustomize {overlay}: {}", String::from_utf8_lossy(&rendered.stderr));
+    let path = dir.join("rendered.yaml");
+    std::fs::write(&path, &rendered.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let python = std::env::var("SLUICE_DEPLOY_PYTHON").unwrap_or_else(|_| {
+        format!("{}/.cache/sluice/venv-deploy/bin/python", std::env::var("HOME").unwrap_or_default())
+    });
+    let script = repo.join("scripts/deploy/check_settings.py");
+    let listed = Command::new(&python)
+        .args([&script.display().to_string(), "replay", &path.display().to_string(), FIRST_POD_IP])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+    assert!(listed.status.success(), "check_settings.py replay: {}", String::from_utf8_lossy(&listed.stderr));
+    serde_json::from_slice(&listed.stdout).unwrap_or_else(|e| panic!("check_settings.py printed no JSON: {e}"))
+}
+
+/// Starts one pod as a container; returns its id.
+fn start_pod(pod: &Value, services: &Value, root: &Path, extra_env: &[(String, String)], image: &str) -> String {
+    let name = pod["pod"].as_str().unwrap_or_default();
+    let ip = pod["ip"].as_str().unwrap_or_default();
+    let pod_dir = root.join(name);
+    let mut args: Vec<String> = ["run", "--detach", "--network", "host"].map(String::from).to_vec();
+    args.push(format!("--name=sluice-replay-{}-{name}", std::process::id()));
+    for (service, address) in services.as_object().into_iter().flatten() {
+        args.push(format!("--add-host={service}:{}", address.as_str().unwrap_or_default()));
+    }
+    if let (Some(user), Some(group)) = (pod["user"].as_u64(), pod["group"].as_u64()) {
+        args.push(format!("--user={user}:{group}"));
+    }
+    if pod["read_only_root"] == true {
+        args.push("--read-only".into());
+    }
+    for mount in pod["mounts"].as_array().into_iter().flatten() {
+        let path = mount["path"].as_str().unwrap_or_default();
+        let host = if path == "/etc/sluice/secrets" {
+            root.join("secrets")
+        } else {
+            volume(&pod_dir, &path.trim_start_matches('/').replace('/', "_"))
+        };
+        let options = if mount["read_only"] == true { ":ro" } else { "" };
+        args.push(format!("--volume={}:{path}{options}", host.display()));
+    }
+    // What jobs read and write: one directory every pod shares (on Kubernetes, a ReadWriteMany volume).
+    args.push(format!("--volume={}:/srv/sluice/output", root.join("output").display()));
+    for (key, value) in pod["env"].as_object().into_iter().flatten() {
+        // Binding 0.0.0.0 in the pod's own network namespace is binding its pod IP.
+        let value = value.as_str().unwrap_or_default().replace("0.0.0.0:", &format!("{ip}:"));
+        args.push(format!("--env={key}={value}"));
+    }
+    for (key, value) in extra_env {
+        args.push(format!("--env={key}={value}"));
+    }
+    args.push(image.to_string());
+    args.extend(pod["command"].as_array().into_iter().flatten().filter_map(|c| c.as_str().map(String::from)));
+    args.extend(pod["args"].as_array().into_iter().flatten().filter_map(|c| c.as_str().map(String::from)));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    podman_ok(&args)
+}
+
+struct Rest {
+    base: String,
+    token: String,
+    http: reqwest::blocking::Client,
+}
+
+impl Rest {
+    fn try_get(&self, path: &str) -> anyhow::Result<Value> {
+        let response = self.http.get(format!("{}{path}", self.base)).bearer_auth(&self.token).send()?;
+        Ok(response.json()?)
+    }
+
+    fn get(&self, path: &str) -> Value {
+        self.try_get(path).unwrap_or_else(|e| panic!("GET {path}: {e:#}"))
+    }
+
+    fn job(&self, id: &str) -> Value {
+        self.get(&format!("/jobs/{id}"))
+    }
+
+    /// Waits until `check` holds for the job.
+    fn wait_for_job(&self, id: &str, what: &str, timeout: Duration, check: impl Fn(&Value) -> bool) -> Value {
+        let result = poll_until(what, timeout, || {
+            let job = self.try_get(&format!("/jobs/{id}"))?;
+            Ok(if check(&job) { Progress::Ready(job) } else { Progress::Pending(job.to_string()) })
+        });
+        result.unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// The pods (TaskManager ids) that run a task of the job now.
+    fn task_hosts(&self, id: &str) -> Vec<String> {
+        let metrics = self.get(&format!("/jobs/{id}/metrics"));
+        let mut hosts: Vec<String> = metrics["tasks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["task_manager_id"].as_str().map(String::from))
+            .collect();
+        hosts.sort();
+        hosts.dedup();
+        hosts
+    }
+}
+
+fn all_running(job: &Value, attempt_after: u64) -> bool {
+    job["status"] == "RUNNING" && job["attempt"].as_u64().unwrap_or(0) > attempt_after
+}
+
+#[test]
+#[ignore = "needs podman and the image: scripts/image.sh builds it, and scripts/test.sh then runs this test"]
+fn the_eks_manifests_run_an_exactly_once_job_through_a_drain_and_a_kill() {
+    let image = std::env::var("SLUICE_IMAGE").unwrap_or_else(|_| IMAGE_DEFAULT.to_string());
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let root = dir.path();
+    let rendered = rendered_pods("deploy/k8s/overlays/eks", root);
+    let pods = rendered["pods"].as_array().cloned().unwrap_or_default();
+    let job_manager = pods.iter().find(|p| p["binary"] == "sluice-jobmanager").cloned();
+    let job_manager = job_manager.unwrap_or_else(|| panic!("no JobManager pod in {rendered}"));
+    let task_managers: Vec<&Value> = pods.iter().filter(|p| p["binary"] == "sluice-taskmanager").collect();
+    assert_eq!(task_managers.len(), 3, "the base runs 3 TaskManagers: {rendered}");
+
+    // The host services the Secret and the overlay point at: PostgreSQL, and S3 with the overlay's bucket.
+    let database_url = sluice_tests::postgres::fresh_database("replay");
+    let s3 = sluice_tests::s3::S3Server::start(&root.join("s3")).unwrap_or_else(|e| panic!("{e:#}"));
+    let bucket = job_manager["env"]["CHECKPOINT_DIR"].as_str().unwrap_or_default();
+    let bucket = bucket.strip_prefix("s3://").and_then(|rest| rest.split('/').next()).unwrap_or_default();
+    assert!(!bucket.is_empty(), "the EKS overlay checkpoints to s3://: {job_manager}");
+    std::fs::create_dir_all(s3.root().join(bucket)).unwrap_or_else(|e| panic!("{e}"));
+    // Credentials as IRSA or Pod Identity would give them, and the S3 server's endpoint.
+    let s3_env = s3.env();
+
+    // The Secret's files (mounted read-only at /etc/sluice/secrets), and the jobs' shared output directory.
+    let secrets = volume(root, "secrets");
+    let token = sluice_common::secret::generate();
+    write_secret(&secrets, "admin.token", &token);
+    write_secret(&secrets, "cluster.secret", &sluice_common::secret::generate());
+    volume(root, "output");
+
+    let mut containers = Containers::default();
+    let services = &rendered["services"];
+    let mut jm_env = s3_env.clone();
+    jm_env.push(("DATABASE_URL".into(), database_url.replace("localhost", "127.0.0.1")));
+    let jm_name = job_manager["pod"].as_str().unwrap_or_default().to_string();
+    containers.ids.insert(jm_name.clone(), start_pod(&job_manager, services, root, &jm_env, &image));
+    for tm in &task_managers {
+        let name = tm["pod"].as_str().unwrap_or_default().to_string();
+        containers.ids.insert(name, start_pod(tm, services, root, &s3_env, &image));
+    }
+
+    let rest_address = services["sluice-jobmanager-rest"].as_str().unwrap_or_default();
+    let rest = Rest { base: format!("http://{rest_address}:8081"), token, http: reqwest::blocking::Client::new() };
+    let registered = poll_until("3 ACTIVE TaskManagers", STARTUP_TIMEOUT, || {
+        let Ok(list) = rest.try_get("/taskmanagers") else { return Ok(Progress::Pending("no answer".into())) };
+        let active = list["taskmanagers"].as_array().into_iter().flatten().filter(|t| t["state"] == "ACTIVE").count();
+        Ok(if active == 3 { Progress::Ready(()) } else { Progress::Pending(list.to_string()) })
+    });
+    if let Err(e) = registered {
+        panic!("{e:#}\n{}", containers.logs());
+    }
+    let health = rest.get("/health");
+    assert_eq!(health["version"], env!("CARGO_PKG_VERSION"), "the image runs this version: {health}");
+
+    let shape = Shape { rows: ROWS, rows_per_second: ROWS_PER_SECOND, source_parallelism: 4, window_parallelism: 4 };
+    let mut job = job_of(&shape, "ROCKSDB", Path::new("/srv/sluice/output/replay"));
+    job["config"]["checkpointing"] = json!({"interval_ms": 500, "retained": 2});
+    job["config"]["restart_strategy"] =
+        json!({"strategy": "EXPONENTIAL_DELAY", "initial_delay_ms": 0, "max_delay_ms": 1000});
+    let answer = rest.http.post(format!("{}/jobs/submit", rest.base)).bearer_auth(&rest.token).json(&job).send();
+    let answer: Value = answer.and_then(|r| r.json()).unwrap_or_else(|e| panic!("submit: {e}"));
+    let id = answer["job_id"].as_str().unwrap_or_else(|| panic!("the job was not accepted: {answer}")).to_string();
+    let running = rest.wait_for_job(&id, "the job RUNNING", STARTUP_TIMEOUT, |j| all_running(j, 0));
+    // Mid-stream: a few checkpoints in (into the S3 server, through the overlay's s3:// location).
+    rest.wait_for_job(&id, "3 completed checkpoints", Duration::from_secs(20), |_| {
+        rest.get(&format!("/jobs/{id}/checkpoints"))["counts"]["completed"].as_u64() >= Some(3)
+    });
+
+    // A drain: SIGTERM to a TaskManager running tasks of the job (what Kubernetes sends a pod it deletes).
+    let drained = rest.task_hosts(&id).first().cloned().unwrap_or_else(|| panic!("no task hosts"));
+    let attempt = running["attempt"].as_u64().unwrap_or(0);
+    podman_ok(&["kill", "--signal", "TERM", containers.id(&drained)]);
+    let moved = rest.wait_for_job(&id, "the job moved off the drained TaskManager", DRAIN_TIMEOUT, |j| {
+        all_running(j, attempt) && j["relocations"].as_u64() == Some(1)
+    });
+    assert_eq!(moved["restarts"], 0, "a drain is no failure: {moved}");
+    let exit = podman_ok(&["wait", containers.id(&drained)]);
+    assert_eq!(exit, "0", "the drained TaskManager exited by itself with status 0");
+    assert!(!rest.task_hosts(&id).contains(&drained), "no task runs on {drained} any more");
+    println!("drain of {drained}: the job stalled {} ms", moved["last_relocation_ms"]);
+    // The StatefulSet starts the pod again.
+    podman_ok(&["start", containers.id(&drained)]);
+
+    // A crash: SIGKILL to another TaskManager running tasks.
+    let attempt = moved["attempt"].as_u64().unwrap_or(0);
+    let killed = rest.task_hosts(&id).into_iter().find(|h| h != &drained).unwrap_or_else(|| panic!("no host left"));
+    podman_ok(&["kill", "--signal", "KILL", containers.id(&killed)]);
+    let recovered = rest.wait_for_job(&id, "the job restarted after the kill", STARTUP_TIMEOUT, |j| {
+        all_running(j, attempt) || j["status"] == "FINISHED"
+    });
+    println!("kill of {killed}: restarts {}, recovery {} ms", recovered["restarts"], recovered["last_recovery_ms"]);
+
+    let finished = rest.wait_for_job(&id, "the job FINISHED", JOB_TIMEOUT, |j| {
+        matches!(j["status"].as_str(), Some("FINISHED" | "FAILED" | "CANCELED"))
+    });
+    assert_eq!(finished["status"], "FINISHED", "{finished}");
+    let expected = expected_of(ROWS);
+    let committed = every_window_row(&root.join("output").join("replay")).unwrap_or_else(|e| panic!("{e:#}"));
+    let mut lost = 0;
+    let mut repeated_or_wrong = 0;
+    for (window, value) in &expected {
+        match committed.get(window).map(Vec::as_slice) {
+            None | Some([]) => lost += 1,
+            Some([only]) if only == value => {}
+            Some(_) => repeated_or_wrong += 1,
+        }
+    }
+    let unexpected = committed.keys().filter(|w| !expected.contains_key(w)).count();
+    assert_eq!(
+        (lost, repeated_or_wrong, unexpected),
+        (0, 0, 0),
+        "windows lost, repeated or wrong, unexpected, of {}",
+        expected.len()
+    );
+    println!(
+        "replayed the EKS overlay in containers of {image}: {} windows exact through a drain and a kill",
+        expected.len()
+    );
+}
