@@ -16,6 +16,8 @@ pub struct PostgresServer {
     data: PathBuf,
     port: u16,
     as_postgres: bool,
+    /// Extra `-c` settings for the server (TLS).
+    settings: String,
     _dir: tempfile::TempDir,
 }
 
@@ -50,9 +52,39 @@ impl PostgresServer {
             }
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let server = PostgresServer { bin, data, port, as_postgres, _dir: dir };
+        let server = PostgresServer { bin, data, port, as_postgres, settings: String::new(), _dir: dir };
         server
             .run("initdb", &["-D", &server.data_arg(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])?;
+        server.start_again()?;
+        Ok(server)
+    }
+
+    /// Like [`PostgresServer::start`], but the server speaks TLS with `cert` and `key` (PEM) and refuses every TCP
+    /// connection that is not encrypted (`hostnossl ... reject`), as a managed database that enforces TLS does.
+    pub fn start_with_tls(cert: &Path, key: &Path) -> anyhow::Result<PostgresServer> {
+        let mut server = PostgresServer::start()?;
+        server.stop()?;
+        let (cert_copy, key_copy) = (server.data.join("server.crt"), server.data.join("server.key"));
+        std::fs::copy(cert, &cert_copy)?;
+        std::fs::copy(key, &key_copy)?;
+        std::fs::set_permissions(&key_copy, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        std::fs::write(
+            server.data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+        )?;
+        if server.as_postgres {
+            for path in [&cert_copy, &key_copy] {
+                let status = Command::new("chown").arg("postgres:postgres").arg(path).status()?;
+                if !status.success() {
+                    bail!("chown postgres {} failed", path.display());
+                }
+            }
+        }
+        server.settings = format!(
+            " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+            cert_copy.display(),
+            key_copy.display()
+        );
         server.start_again()?;
         Ok(server)
     }
@@ -83,7 +115,12 @@ impl PostgresServer {
 
     /// Starts the (stopped) server; returns once it accepts connections.
     pub fn start_again(&self) -> anyhow::Result<()> {
-        let options = format!("-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off", self.port, self.data_arg());
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off{}",
+            self.port,
+            self.data_arg(),
+            self.settings
+        );
         let log = self.data.join("server.log").display().to_string();
         self.run("pg_ctl", &["-D", &self.data_arg(), "-l", &log, "-w", "-t", "30", "-o", &options, "start"])
     }

@@ -193,10 +193,6 @@ impl Rest {
         self.try_get(path).unwrap_or_else(|e| panic!("GET {path}: {e:#}"))
     }
 
-    fn job(&self, id: &str) -> Value {
-        self.get(&format!("/jobs/{id}"))
-    }
-
     /// Waits until `check` holds for the job.
     fn wait_for_job(&self, id: &str, what: &str, timeout: Duration, check: impl Fn(&Value) -> bool) -> Value {
         let result = poll_until(what, timeout, || {

@@ -251,3 +251,72 @@ fn a_job_cancelled_while_the_database_is_down_is_recorded_canceled_once_it_is_ba
     assert_eq!(details["status"], "CANCELED", "{details}");
     assert_eq!(details["restarts"], 0, "the job was not run again: {details}");
 }
+
+/// Goal: the metadata connection is encrypted and its server verified when the URL asks for it
+/// (`sslmode=verify-full&sslrootcert=CA`), as Cloud SQL and RDS expect; a JobManager whose URL turns TLS off is
+/// refused by a server that enforces it, and says so instead of hanging. Method: a PostgreSQL server with a
+/// certificate of a local CA that rejects every unencrypted TCP connection; a cluster whose JobManager has the
+/// verify-full URL runs a job to FINISHED (only possible over TLS), and the server lists its connections as
+/// encrypted; a JobManager with `sslmode=disable` exits within the bound with the server's refusal in its log.
+#[test]
+fn the_metadata_connection_uses_tls_when_the_url_asks_for_it() {
+    use sluice_tests::postgres::PostgresServer;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let certs = sluice_tests::cluster::make_certificates(dir.path()).unwrap_or_else(|e| panic!("{e:#}"));
+    let server = PostgresServer::start_with_tls(&certs.join("node.pem"), &certs.join("node.key"))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let verified = format!("{}?sslmode=verify-full&sslrootcert={}", server.url(), certs.join("ca.pem").display());
+    let mut cluster = Cluster::start(ClusterSpec::default().env("DATABASE_URL", &verified));
+    let job = json!({
+        "name": "metadata over TLS",
+        "vertices": [
+            {"id": "numbers", "parallelism": 1, "datagen": {"seed": 1, "rows": 100,
+                "columns": [{"name": "n", "sequence": {"start": 0}}]}},
+            {"id": "sink", "parallelism": 1, "blackhole_sink": {}}
+        ],
+        "edges": [{"from": "numbers", "to": "sink"}]
+    });
+    let id = cluster.submit_json(&job);
+    cluster.wait_for_status(&id, JobStatus::Finished, TIMEOUT);
+    let encrypted: i64 = runtime().block_on(async {
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new().max_connections(1).connect(&verified).await;
+        let pool = pool.unwrap_or_else(|e| panic!("connect to {verified}: {e}"));
+        let row = sqlx::query(
+            "SELECT COUNT(*) FROM pg_stat_ssl s JOIN pg_stat_activity a ON a.pid = s.pid \
+             WHERE s.ssl AND a.datname = 'postgres' AND a.pid <> pg_backend_pid()",
+        )
+        .fetch_one(&pool)
+        .await;
+        row.unwrap_or_else(|e| panic!("pg_stat_ssl: {e}")).get(0)
+    });
+    assert!(encrypted >= 1, "the JobManager's connections are encrypted ({encrypted} seen)");
+    drop(cluster);
+
+    let plain = format!("{}?sslmode=disable", server.url());
+    let data_dir = dir.path().join("plain");
+    let program = sluice_tests::binaries::binary(sluice_tests::binaries::JOB_MANAGER).unwrap_or_else(|e| panic!("{e}"));
+    let args = ["--rest-addr", "127.0.0.1:0", "--rpc-addr", "127.0.0.1:0", "--data-dir", &data_dir.display().to_string()]
+        .map(String::from)
+        .to_vec();
+    let env = [("DATABASE_URL".to_string(), plain)];
+    let launch = sluice_tests::process::Launch {
+        name: "jobmanager-plain",
+        program: &program,
+        args,
+        env: &env,
+        cwd: dir.path(),
+        log_dir: dir.path(),
+    };
+    let mut process = sluice_tests::Process::spawn(launch).unwrap_or_else(|e| panic!("{e:#}"));
+    let exited = poll_until("the JobManager without TLS to exit", TIMEOUT, || {
+        Ok(match process.exit_status()? {
+            Some(status) => Progress::Ready(status),
+            None => Progress::Pending(process.log_tail(5)),
+        })
+    });
+    let status = exited.unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(!status.success(), "a JobManager that cannot open its database does not run: {status}");
+    let log = process.log_tail(1000);
+    assert!(log.contains("no encryption") || log.contains("pg_hba.conf"), "the server's refusal is in the log:\n{log}");
+}
