@@ -152,7 +152,7 @@ else
   # built it on this machine: building it takes ~40 minutes cold, more than this suite's budget.
   image="${SLUICE_IMAGE:-localhost/sluice:dev}"
   if ((test_status == 0)) && command -v podman >/dev/null && podman image exists "$image" 2>/dev/null; then
-    info "replaying the EKS overlay in containers of $image"
+    info "replaying the EKS and GKE overlays in containers of $image"
     cargo nextest run --workspace --run-ignored only -E 'binary(deploy_replay)' || deploy_status=$?
   else
     info "skipped the container replay: no image $image here (scripts/image.sh builds it), or the tests failed"

@@ -80,11 +80,8 @@ impl PostgresServer {
                 }
             }
         }
-        server.settings = format!(
-            " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
-            cert_copy.display(),
-            key_copy.display()
-        );
+        server.settings =
+            format!(" -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}", cert_copy.display(), key_copy.display());
         server.start_again()?;
         Ok(server)
     }

@@ -1,7 +1,7 @@
 //! Replays the Kubernetes manifests against containers of the built image: proof of the manifests'
 //! configuration, not just of their syntax (scripts/validate-deploy.sh checks that).
 //!
-//! The EKS overlay is rendered (`kubectl kustomize`), and `scripts/deploy/check_settings.py replay` lists each
+//! Each overlay is rendered (`kubectl kustomize`), and `scripts/deploy/check_settings.py replay` lists each
 //! Sluice pod's command, args, environment, mounts and user. Each pod becomes a podman container of the image
 //! (host network; each pod a distinct 127.0.0.x, which stands in for its pod IP and for the `0.0.0.0` it binds
 //! in its own network namespace; each Service name resolves to its pod's address), run as the manifests' user
@@ -10,6 +10,10 @@
 //! gets SIGTERM mid-run (a drain: it must exit 0 and the job move without a restart) and is started again, as
 //! the StatefulSet would; another gets SIGKILL (a crash: the job restarts from its latest checkpoint). The
 //! committed output must be exactly an uninterrupted run's.
+//!
+//! The EKS overlay runs as rendered (its `s3://` bucket is served by the S3 server, with static keys standing in
+//! for IRSA). No GCS server runs here, so the GKE overlay's `gs://` locations are replayed as `s3://` locations of
+//! the same bucket: everything else (command, settings, mounts, user) is the overlay's.
 //!
 //! Ignored by default: it needs podman and the image, which `scripts/image.sh` builds (about 40 minutes the
 //! first time). `scripts/test.sh` runs it when the image `localhost/sluice:dev` (or `$SLUICE_IMAGE`) exists.
@@ -27,8 +31,6 @@ use sluice_tests::windows::{every_window_row, expected_of, job_of, Shape};
 const IMAGE_DEFAULT: &str = "localhost/sluice:dev";
 /// The user and group the manifests run Sluice as (`runAsUser`/`runAsGroup`), who must own the volumes.
 const SLUICE_UID: u32 = 10001;
-/// The first pod address; the others count up from it.
-const FIRST_POD_IP: &str = "127.0.0.2";
 /// How long a cluster may take to come up, a job to finish, a drained TaskManager to exit.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 const JOB_TIMEOUT: Duration = Duration::from_secs(180);
@@ -113,7 +115,7 @@ fn write_secret(dir: &Path, name: &str, value: &str) {
 }
 
 /// The rendered overlay's pods, as `check_settings.py replay` lists them.
-fn rendered_pods(overlay: &str, dir: &Path) -> Value {
+fn rendered_pods(overlay: &str, dir: &Path, first_ip: &str) -> Value {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let rendered = Command::new("kubectl")
         .args(["kustomize", &repo.join(overlay).display().to_string()])
@@ -127,7 +129,7 @@ fn rendered_pods(overlay: &str, dir: &Path) -> Value {
     });
     let script = repo.join("scripts/deploy/check_settings.py");
     let listed = Command::new(&python)
-        .args([&script.display().to_string(), "replay", &path.display().to_string(), FIRST_POD_IP])
+        .args([&script.display().to_string(), "replay", &path.display().to_string(), first_ip])
         .output()
         .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
     assert!(listed.status.success(), "check_settings.py replay: {}", String::from_utf8_lossy(&listed.stderr));
@@ -224,10 +226,34 @@ fn all_running(job: &Value, attempt_after: u64) -> bool {
 #[test]
 #[ignore = "needs podman and the image: scripts/image.sh builds it, and scripts/test.sh then runs this test"]
 fn the_eks_manifests_run_an_exactly_once_job_through_a_drain_and_a_kill() {
+    // Each replay its own addresses: nextest runs the two at once.
+    replay("deploy/k8s/overlays/eks", "127.0.0.2");
+}
+
+#[test]
+#[ignore = "needs podman and the image: scripts/image.sh builds it, and scripts/test.sh then runs this test"]
+fn the_gke_manifests_run_an_exactly_once_job_through_a_drain_and_a_kill() {
+    replay("deploy/k8s/overlays/gke", "127.0.1.2");
+}
+
+/// `gs://bucket/path` as `s3://bucket/path` (no GCS server runs here); other locations unchanged.
+fn served_here(location: &str) -> String {
+    location.strip_prefix("gs://").map_or_else(|| location.to_string(), |rest| format!("s3://{rest}"))
+}
+
+/// Replays `overlay`, its pods at `first_ip` and the addresses after it.
+fn replay(overlay: &str, first_ip: &str) {
     let image = std::env::var("SLUICE_IMAGE").unwrap_or_else(|_| IMAGE_DEFAULT.to_string());
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let root = dir.path();
-    let rendered = rendered_pods("deploy/k8s/overlays/eks", root);
+    let mut rendered = rendered_pods(overlay, root, first_ip);
+    for pod in rendered["pods"].as_array_mut().into_iter().flatten() {
+        for key in ["CHECKPOINT_DIR", "SAVEPOINT_DIR"] {
+            if let Some(location) = pod["env"][key].as_str().map(served_here) {
+                pod["env"][key] = json!(location);
+            }
+        }
+    }
     let pods = rendered["pods"].as_array().cloned().unwrap_or_default();
     let job_manager = pods.iter().find(|p| p["binary"] == "sluice-jobmanager").cloned();
     let job_manager = job_manager.unwrap_or_else(|| panic!("no JobManager pod in {rendered}"));
@@ -239,7 +265,7 @@ fn the_eks_manifests_run_an_exactly_once_job_through_a_drain_and_a_kill() {
     let s3 = sluice_tests::s3::S3Server::start(&root.join("s3")).unwrap_or_else(|e| panic!("{e:#}"));
     let bucket = job_manager["env"]["CHECKPOINT_DIR"].as_str().unwrap_or_default();
     let bucket = bucket.strip_prefix("s3://").and_then(|rest| rest.split('/').next()).unwrap_or_default();
-    assert!(!bucket.is_empty(), "the EKS overlay checkpoints to s3://: {job_manager}");
+    assert!(!bucket.is_empty(), "{overlay} checkpoints to an object store: {job_manager}");
     std::fs::create_dir_all(s3.root().join(bucket)).unwrap_or_else(|e| panic!("{e}"));
     // Credentials as IRSA or Pod Identity would give them, and the S3 server's endpoint.
     let s3_env = s3.env();
@@ -336,7 +362,7 @@ fn the_eks_manifests_run_an_exactly_once_job_through_a_drain_and_a_kill() {
         expected.len()
     );
     println!(
-        "replayed the EKS overlay in containers of {image}: {} windows exact through a drain and a kill",
+        "replayed {overlay} in containers of {image}: {} windows exact through a drain and a kill",
         expected.len()
     );
 }

@@ -296,9 +296,10 @@ fn the_metadata_connection_uses_tls_when_the_url_asks_for_it() {
     let plain = format!("{}?sslmode=disable", server.url());
     let data_dir = dir.path().join("plain");
     let program = sluice_tests::binaries::binary(sluice_tests::binaries::JOB_MANAGER).unwrap_or_else(|e| panic!("{e}"));
-    let args = ["--rest-addr", "127.0.0.1:0", "--rpc-addr", "127.0.0.1:0", "--data-dir", &data_dir.display().to_string()]
-        .map(String::from)
-        .to_vec();
+    let args =
+        ["--rest-addr", "127.0.0.1:0", "--rpc-addr", "127.0.0.1:0", "--data-dir", &data_dir.display().to_string()]
+            .map(String::from)
+            .to_vec();
     let env = [("DATABASE_URL".to_string(), plain)];
     let launch = sluice_tests::process::Launch {
         name: "jobmanager-plain",
