@@ -27,32 +27,40 @@ pub async fn shutdown_signal() {
 /// signal between two [`StopSignals::next`] calls is missed.
 pub struct StopSignals {
     terminate: Option<tokio::signal::unix::Signal>,
+    interrupt: Option<tokio::signal::unix::Signal>,
 }
 
 impl StopSignals {
     /// Starts listening. Must be called inside a tokio runtime.
     pub fn new() -> Self {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => StopSignals { terminate: Some(signal) },
+        use tokio::signal::unix::{signal, SignalKind};
+        let listen = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(signal) => Some(signal),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops this process");
-                StopSignals { terminate: None }
+                tracing::warn!(error = %e, "cannot listen for {name}");
+                None
             }
+        };
+        StopSignals {
+            terminate: listen(SignalKind::terminate(), "SIGTERM"),
+            interrupt: listen(SignalKind::interrupt(), "SIGINT"),
         }
     }
 
-    /// Returns on the next SIGTERM or Ctrl-C.
+    /// Returns on the next SIGTERM or Ctrl-C (never, if neither can be listened for).
     pub async fn next(&mut self) {
-        match &mut self.terminate {
-            Some(terminate) => {
-                tokio::select! {
-                    _ = terminate.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+        async fn one(signal: &mut Option<tokio::signal::unix::Signal>) {
+            match signal {
+                // None: the stream ended, which a signal stream never does while the runtime runs.
+                Some(signal) => {
+                    let _ = signal.recv().await;
                 }
+                None => std::future::pending().await,
             }
-            None => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+        }
+        tokio::select! {
+            _ = one(&mut self.terminate) => {}
+            _ = one(&mut self.interrupt) => {}
         }
     }
 }

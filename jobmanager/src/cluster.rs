@@ -296,26 +296,29 @@ impl Cluster {
 
     /// The TaskManager `id`, in its incarnation `incarnation`, is leaving (`done`: it has left). Leaving: it stays
     /// active (its tasks run and report; heartbeats count) but offers no slot. Left: it is LOST at once, with a
-    /// cause saying so. Returns false when that incarnation is not active (the TaskManager may exit at once).
-    pub fn leave(&self, id: &TaskManagerId, incarnation: u64, done: bool) -> bool {
-        let known = {
+    /// cause saying so. Returns how many of its slots jobs still hold (before it left) and whether this call
+    /// changed its state, or None when that incarnation is not active (the TaskManager may exit at once).
+    pub fn leave(&self, id: &TaskManagerId, incarnation: u64, done: bool) -> Option<(u32, bool)> {
+        let (held, changed) = {
             let mut registry = self.lock();
             match registry.task_managers.get_mut(id) {
                 Some(entry) if entry.incarnation == incarnation && entry.state == TaskManagerState::Active => {
+                    let held = entry.slots.iter().filter(|s| s.is_some()).count() as u32;
+                    let changed = !entry.leaving || done;
                     entry.leaving = true;
                     if done {
                         entry.state = TaskManagerState::Lost(format!("TaskManager {id} left the cluster"));
                         entry.slots.clear();
                     }
-                    true
+                    (Some((held, changed)), changed)
                 }
-                _ => false,
+                _ => (None, false),
             }
         };
-        if known {
+        if changed {
             self.notify();
         }
-        known
+        held
     }
 
     /// The first TaskManager among these slots' that is leaving, if any.
@@ -547,8 +550,8 @@ mod tests {
         let held = cluster.allocate(&job("j"), 2, Placement::Spread).unwrap_or_default();
         let tm1 = TaskManagerId("1".into());
         assert_eq!(cluster.leaving_among(&held), None);
-        assert!(!cluster.leave(&tm1, one.incarnation + 7, false), "another incarnation is not the one leaving");
-        assert!(cluster.leave(&tm1, one.incarnation, false));
+        assert_eq!(cluster.leave(&tm1, one.incarnation + 7, false), None, "another incarnation is not the one leaving");
+        assert_eq!(cluster.leave(&tm1, one.incarnation, false), Some((1, true)), "job j holds one of its slots");
         assert_eq!(cluster.leaving_among(&held), Some(tm1.clone()));
         assert_eq!(cluster.lost_cause(&held), None, "its tasks still run");
         assert!(held.iter().all(|slot| cluster.is_active(slot)));
@@ -560,9 +563,11 @@ mod tests {
         let moved = cluster.allocate(&job("k"), 1, Placement::Spread).unwrap_or_default();
         assert_eq!(moved.iter().map(|s| s.task_manager.0.as_str()).collect::<Vec<_>>(), ["2"]);
         assert!(cluster.heartbeat(&tm1), "a leaving TaskManager still heartbeats");
-        assert!(cluster.leave(&tm1, one.incarnation, true));
+        cluster.release(&job("j"));
+        assert_eq!(cluster.leave(&tm1, one.incarnation, false), Some((0, false)), "once j moved, none is held");
+        assert_eq!(cluster.leave(&tm1, one.incarnation, true), Some((0, true)));
         assert_eq!(cluster.lost_cause(&held).as_deref(), Some("TaskManager 1 left the cluster"));
-        assert!(!cluster.leave(&tm1, one.incarnation, true), "it left already");
+        assert_eq!(cluster.leave(&tm1, one.incarnation, true), None, "it left already");
     }
 
     #[test]

@@ -249,8 +249,9 @@ impl Metrics {
         self.task_managers.with_label_values(&["ACTIVE"]).set((active.len() - leaving) as i64);
         self.task_managers.with_label_values(&["LEAVING"]).set(leaving as i64);
         self.task_managers.with_label_values(&["LOST"]).set((task_managers.len() - active.len()) as i64);
-        self.slots_total.set(active.iter().map(|tm| i64::from(tm.slots_total)).sum());
-        self.slots_available.set(active.iter().filter(|tm| !tm.leaving).map(|tm| i64::from(tm.slots_free)).sum());
+        let offering = || active.iter().filter(|tm| !tm.leaving);
+        self.slots_total.set(offering().map(|tm| i64::from(tm.slots_total)).sum());
+        self.slots_available.set(offering().map(|tm| i64::from(tm.slots_free)).sum());
         let mut buffer = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
         Ok(String::from_utf8_lossy(&buffer).into_owned())

@@ -159,15 +159,19 @@ impl JobManagerService for JobManagerRpc {
         let Some((owner, incarnation)) = caller.filter(|(owner, _)| owner == &id) else {
             // Only a TaskManager's own incarnation can say it leaves; anyone else learns nothing.
             self.ctx.metrics.requests_refused.with_label_values(&["rpc", "session"]).inc();
-            return Ok(Response::new(LeaveClusterResponse { known: false }));
+            return Ok(Response::new(LeaveClusterResponse { known: false, slots_held: 0 }));
         };
-        let known = self.ctx.cluster.leave(&owner, incarnation, request.done);
-        if request.done {
-            tracing::info!(task_manager = %id, "TaskManager left the cluster");
-        } else {
-            tracing::info!(task_manager = %id, "TaskManager is leaving: its jobs move off it");
+        let Some((held, changed)) = self.ctx.cluster.leave(&owner, incarnation, request.done) else {
+            return Ok(Response::new(LeaveClusterResponse { known: false, slots_held: 0 }));
+        };
+        match (request.done, changed) {
+            (true, _) => tracing::info!(task_manager = %id, "TaskManager left the cluster"),
+            (false, true) => {
+                tracing::info!(task_manager = %id, slots_held = held, "TaskManager is leaving: its jobs move off it")
+            }
+            (false, false) => {}
         }
-        Ok(Response::new(LeaveClusterResponse { known }))
+        Ok(Response::new(LeaveClusterResponse { known: true, slots_held: held }))
     }
 
     async fn report_task_state(&self, request: Request<TaskStateReport>) -> Result<Response<TaskStateAck>, Status> {

@@ -47,11 +47,12 @@ COMPOSE_GRACE_DEFAULT_S = 10
 
 
 def seconds(text):
-    """A compose duration ("2m", "90s", "1m30s") in seconds."""
-    total, units = 0, {"h": 3600, "m": 60, "s": 1}
-    for amount, unit in re.findall(r"(\d+)([hms])", str(text)):
-        total += int(amount) * units[unit]
-    return total
+    """A compose duration ("2m", "90s", "1m30s", "1.5s", "500ms") in seconds; None if it is not one."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001, "us": 1e-6}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", str(text))
+    if not parts or "".join(a + u for a, u in parts) != str(text):
+        return None
+    return sum(float(amount) * units[unit] for amount, unit in parts)
 
 
 def known_settings(binary):
@@ -115,6 +116,8 @@ def compose_containers(compose):
         if isinstance(env, list):
             env = dict(item.split("=", 1) for item in env)
         grace = seconds(service["stop_grace_period"]) if "stop_grace_period" in service else COMPOSE_GRACE_DEFAULT_S
+        if grace is None:
+            raise SystemExit(f"service {name}: stop_grace_period {service['stop_grace_period']!r} is no duration")
         yield f"service {name}", binary, {k: str(v) for k, v in env.items()}, grace
 
 
@@ -198,8 +201,9 @@ def main():
     known = {b: known_settings(f"{bin_dir}/{b}") for b in BINARIES}
     problems = []
     for where, binary, env, grace in containers:
-        if binary == "sluice-taskmanager":
-            drain_s = int(env.get("TM_DRAIN_TIMEOUT_MS", DRAIN_TIMEOUT_MS_DEFAULT)) / 1000
+        drain_ms = env.get("TM_DRAIN_TIMEOUT_MS", str(DRAIN_TIMEOUT_MS_DEFAULT))
+        if binary == "sluice-taskmanager" and drain_ms.isdigit():  # --check-config below reports a bad value
+            drain_s = int(drain_ms) / 1000
             if grace < drain_s + DRAIN_MARGIN_S:
                 problems.append(f"{where}: a grace period of {grace} s is shorter than the drain timeout ({drain_s:g} s) "
                                 f"+ {DRAIN_MARGIN_S} s: a drain would be cut short by SIGKILL")

@@ -140,12 +140,18 @@ pub struct TaskManager {
     leaving: std::sync::atomic::AtomicBool,
     /// Woken whenever a task ends, for [`TaskManager::leave`] to wait on.
     task_ended: tokio::sync::Notify,
+    /// Held across a registration call, so that a leave is told to the JobManager only once the registration
+    /// it concerns is known (a leave sent with a session the JobManager does not know yet would be ignored).
+    registering: tokio::sync::Mutex<()>,
 }
 
 /// How often a TaskManager that is leaving tries to tell the JobManager, and the pause between tries; past
 /// them it cancels its tasks and exits (its jobs then fail over as after a crash).
 const LEAVE_ATTEMPTS_MAX: u32 = 3;
 const LEAVE_RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// While leaving, how often the TaskManager asks the JobManager again how many of its slots jobs still hold (a
+/// task ending wakes it sooner).
+const LEAVE_POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 /// How a leave ended, for the log and the caller.
 #[derive(Debug, PartialEq, Eq)]
@@ -154,11 +160,20 @@ pub enum LeaveOutcome {
     Drained,
     /// The JobManager did not answer, or does not know this TaskManager: nothing waits for its tasks.
     NotHeard,
-    /// Tasks still ran when the drain timeout passed, or a second signal came.
+    /// Tasks still ran (or slots were still held) when the drain timeout passed, or a second signal came.
     Cut {
         /// Tasks that still ran.
         tasks: usize,
     },
+}
+
+/// What the JobManager said to a leave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LeaveAnswer {
+    /// It knows this TaskManager; jobs hold this many of its slots.
+    Known { slots_held: u32 },
+    /// It does not know this registration, or could not be reached.
+    NotHeard,
 }
 
 /// When a deployment's network channels are released.
@@ -243,6 +258,7 @@ impl TaskManager {
             executions: Mutex::new(Executions::default()),
             leaving: std::sync::atomic::AtomicBool::new(false),
             task_ended: tokio::sync::Notify::new(),
+            registering: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -312,8 +328,14 @@ impl TaskManager {
             }
             // The new session is in force before the request goes out, for the same reason: the first
             // deployment may arrive before the answer.
+            let registering = self.registering.lock().await;
+            if self.leaving.load(std::sync::atomic::Ordering::SeqCst) {
+                continue; // Leaving began meanwhile: the top of the loop stops registering.
+            }
             *self.session.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(request.session.clone());
-            match self.jobmanager.clone().register_task_manager(self.to_jobmanager(request)).await {
+            let registered = self.jobmanager.clone().register_task_manager(self.to_jobmanager(request)).await;
+            drop(registering);
+            match registered {
                 Ok(response) => {
                     backoff = REGISTER_BACKOFF_MIN;
                     let (interval, timeout) = heartbeat_settings(response.get_ref());
@@ -389,37 +411,39 @@ impl TaskManager {
 
     /// Leaves the cluster gracefully (on SIGTERM): tells the JobManager, which takes a checkpoint of every job
     /// with tasks here and moves them to other TaskManagers (cancelling them here); waits until no task runs
-    /// here, at most `timeout` or until `cut` fires; then says it has left. Heartbeats go on meanwhile, so the
-    /// JobManager does not take the drain for a crash. Whatever still runs afterwards is cancelled.
+    /// here and no job holds a slot here (asking again every [`LEAVE_POLL_INTERVAL`]), at most `timeout` or until
+    /// `cut` fires; then says it has left. Heartbeats go on meanwhile, so the JobManager does not take the drain
+    /// for a crash. Whatever still runs afterwards is cancelled.
     pub async fn leave(&self, timeout: Duration, cut: &CancellationToken) -> LeaveOutcome {
         self.leaving.store(true, std::sync::atomic::Ordering::SeqCst);
         let started = tokio::time::Instant::now();
-        let running = self.task_count();
+        let deadline = started + timeout;
         tracing::info!(
-            tasks = running,
+            tasks = self.task_count(),
             timeout_ms = timeout.as_millis() as u64,
             "leaving the cluster: the JobManager moves this TaskManager's tasks elsewhere"
         );
-        let heard = self.tell_leaving(false).await;
-        let outcome = if !heard {
-            LeaveOutcome::NotHeard
-        } else {
-            let deadline = started + timeout;
-            loop {
-                let ended = self.task_ended.notified();
-                tokio::pin!(ended);
-                ended.as_mut().enable();
-                let tasks = self.task_count();
-                if tasks == 0 {
-                    break LeaveOutcome::Drained;
-                }
-                tokio::select! {
-                    _ = ended => {}
-                    _ = tokio::time::sleep_until(deadline) => break LeaveOutcome::Cut { tasks },
-                    _ = cut.cancelled() => break LeaveOutcome::Cut { tasks },
-                }
+        // A registration in flight finishes first: the leave must carry the session the JobManager knows.
+        drop(self.registering.lock().await);
+        let mut answer = self.tell_leaving(false).await;
+        let outcome = loop {
+            let LeaveAnswer::Known { slots_held } = answer else { break LeaveOutcome::NotHeard };
+            let ended = self.task_ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            let tasks = self.task_count();
+            if tasks == 0 && slots_held == 0 {
+                break LeaveOutcome::Drained;
             }
+            tokio::select! {
+                _ = ended => {}
+                _ = tokio::time::sleep(LEAVE_POLL_INTERVAL) => {}
+                _ = tokio::time::sleep_until(deadline) => break LeaveOutcome::Cut { tasks },
+                _ = cut.cancelled() => break LeaveOutcome::Cut { tasks },
+            }
+            answer = self.tell_leaving(false).await;
         };
+        let heard = outcome != LeaveOutcome::NotHeard;
         let cancelled = self.cancel_all();
         if heard {
             self.tell_leaving(true).await;
@@ -444,13 +468,16 @@ impl TaskManager {
         outcome
     }
 
-    /// Tells the JobManager that this TaskManager leaves (`done`: has left). Whether it heard and knows it.
-    async fn tell_leaving(&self, done: bool) -> bool {
+    /// Tells the JobManager that this TaskManager leaves (`done`: has left).
+    async fn tell_leaving(&self, done: bool) -> LeaveAnswer {
         let attempts = if done { 1 } else { LEAVE_ATTEMPTS_MAX };
         for attempt in 1..=attempts {
             let request = LeaveClusterRequest { task_manager_id: self.id.clone(), done };
             match self.jobmanager.clone().leave_cluster(self.to_jobmanager(request)).await {
-                Ok(answer) => return answer.get_ref().known,
+                Ok(answer) if answer.get_ref().known => {
+                    return LeaveAnswer::Known { slots_held: answer.get_ref().slots_held };
+                }
+                Ok(_) => return LeaveAnswer::NotHeard,
                 Err(status) => {
                     tracing::warn!(error = %status.message(), attempt, done, "cannot tell the JobManager that this TaskManager leaves");
                     if attempt < attempts {
@@ -459,7 +486,7 @@ impl TaskManager {
                 }
             }
         }
-        false
+        LeaveAnswer::NotHeard
     }
 
     /// How many tasks run here.

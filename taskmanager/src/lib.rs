@@ -279,10 +279,11 @@ pub async fn run_with_registry(
     let drain = tokio::spawn(async move {
         tokio::select! {
             _ = leave.cancelled() => {}
-            _ = drain_shutdown.cancelled() => return,
+            _ = drain_shutdown.cancelled() => return None,
         }
-        leaver.leave(drain_timeout, &drain_shutdown).await;
+        let outcome = leaver.leave(drain_timeout, &drain_shutdown).await;
         drain_shutdown.cancel();
+        Some(outcome)
     });
     let rpc_shutdown = shutdown.clone();
     let gate = task_manager.clone();
@@ -304,10 +305,15 @@ pub async fn run_with_registry(
         .await
         .context("the RPC server failed")?;
     registration.abort();
-    drain.abort();
     // The metrics server ends with the same shutdown signal; its own error is only worth a log line here.
     if let Ok(Err(e)) = metrics_server.await {
         tracing::warn!(error = %e, "the metrics server failed");
+    }
+    // A drain cut short (timeout, second signal) exits non-zero, so that a supervisor or a test tells it from one
+    // that moved everything. Stopped without a drain, or drained: 0.
+    // It ends promptly now: a drain is bounded and ends at shutdown; without one it returns at shutdown.
+    if let Ok(Some(control::LeaveOutcome::Cut { tasks })) = drain.await {
+        anyhow::bail!("left the cluster with {tasks} tasks still running (the drain was cut short)");
     }
     Ok(())
 }

@@ -86,6 +86,9 @@ pub struct Recovery {
     pub drained: Option<std::process::ExitStatus>,
     /// For a drain: the stall the JobManager measured (notice → every task running elsewhere).
     pub reported_stall: Option<Duration>,
+    /// For a drain: whether the checkpoint restored was triggered after the SIGTERM (the drain's own), not an
+    /// earlier periodic one the job fell back to.
+    pub fresh_checkpoint: Option<bool>,
 }
 
 /// What a chaos run saw and found.
@@ -254,6 +257,8 @@ pub fn run(options: &ChaosOptions) -> anyhow::Result<ChaosReport> {
                 let before = attempt(&cluster, &id);
                 let at = now.duration_since(start);
                 let killed_at = Instant::now();
+                let signalled_ms = chrono::Utc::now().timestamp_millis();
+                let previous_stall = cluster.job(&id)["last_relocation_ms"].as_u64();
                 if options.drain {
                     cluster.terminate_task_manager(index);
                 } else {
@@ -262,8 +267,9 @@ pub fn run(options: &ChaosOptions) -> anyhow::Result<ChaosReport> {
                 let mut recovery =
                     await_recovery(&cluster, &id, &killed, at, killed_at, before, options, &mut sampler)?;
                 if options.drain {
-                    recovery.reported_stall =
-                        cluster.job(&id)["last_relocation_ms"].as_u64().map(Duration::from_millis);
+                    recovery.reported_stall = reported_stall(&cluster, &id, previous_stall);
+                    recovery.fresh_checkpoint =
+                        recovery.restored_checkpoint.map(|c| triggered_ms(&cluster, &id, c) >= Some(signalled_ms));
                     recovery.drained = Some(cluster.wait_for_task_manager_exit(index, options.recovery_timeout));
                 }
                 down = Some((index, Instant::now()));
@@ -342,6 +348,7 @@ fn await_recovery(
                 restored_checkpoint,
                 drained: None,
                 reported_stall: None,
+                fresh_checkpoint: None,
             });
         }
         if is_terminal_status(status) {
@@ -356,6 +363,7 @@ fn await_recovery(
                 restored_checkpoint: None,
                 drained: None,
                 reported_stall: None,
+                fresh_checkpoint: None,
             });
         }
         anyhow::ensure!(
@@ -365,6 +373,29 @@ fn await_recovery(
         );
         std::thread::sleep(SAMPLE_EVERY);
     }
+}
+
+/// The stall of the move that just ended, as the JobManager measured it: its `last_relocation_ms` once it differs
+/// from `previous` (the actor records it just after REST shows every task running). None if it does not change
+/// within a second.
+fn reported_stall(cluster: &Cluster, id: &JobId, previous: Option<u64>) -> Option<Duration> {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let now = cluster.job(id)["last_relocation_ms"].as_u64();
+        if now.is_some() && now != previous {
+            return now.map(Duration::from_millis);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(SAMPLE_EVERY);
+    }
+}
+
+/// When checkpoint `checkpoint` of the job was triggered (ms since the epoch), from its history.
+fn triggered_ms(cluster: &Cluster, id: &JobId, checkpoint: u64) -> Option<i64> {
+    let history = cluster.get(&format!("/jobs/{}/checkpoints", id.0))["history"].clone();
+    history.as_array()?.iter().find(|c| c["id"].as_u64() == Some(checkpoint))?["trigger_time"].as_i64()
 }
 
 fn all_tasks_running(cluster: &Cluster, id: &JobId) -> bool {

@@ -219,8 +219,18 @@ impl Rest {
     }
 }
 
-fn all_running(job: &Value, attempt_after: u64) -> bool {
-    job["status"] == "RUNNING" && job["attempt"].as_u64().unwrap_or(0) > attempt_after
+impl Rest {
+    /// Whether the job (`job`, its `GET /jobs/{id}`) is RUNNING in an attempt after `attempt_after`, every task
+    /// of it running.
+    fn all_running(&self, job: &Value, attempt_after: u64) -> bool {
+        if job["status"] != "RUNNING" || job["attempt"].as_u64().unwrap_or(0) <= attempt_after {
+            return false;
+        }
+        let Some(id) = job["job_id"].as_str() else { return false };
+        let Ok(metrics) = self.try_get(&format!("/jobs/{id}/metrics")) else { return false };
+        let tasks = metrics["tasks"].as_array().cloned().unwrap_or_default();
+        metrics["attempt"] == job["attempt"] && !tasks.is_empty() && tasks.iter().all(|t| t["state"] == "TASK_RUNNING")
+    }
 }
 
 #[test]
@@ -309,7 +319,7 @@ fn replay(overlay: &str, first_ip: &str) {
     let answer = rest.http.post(format!("{}/jobs/submit", rest.base)).bearer_auth(&rest.token).json(&job).send();
     let answer: Value = answer.and_then(|r| r.json()).unwrap_or_else(|e| panic!("submit: {e}"));
     let id = answer["job_id"].as_str().unwrap_or_else(|| panic!("the job was not accepted: {answer}")).to_string();
-    let running = rest.wait_for_job(&id, "the job RUNNING", STARTUP_TIMEOUT, |j| all_running(j, 0));
+    let running = rest.wait_for_job(&id, "the job RUNNING", STARTUP_TIMEOUT, |j| rest.all_running(j, 0));
     // Mid-stream: a few checkpoints in (into the S3 server, through the overlay's s3:// location).
     rest.wait_for_job(&id, "3 completed checkpoints", Duration::from_secs(20), |_| {
         rest.get(&format!("/jobs/{id}/checkpoints"))["counts"]["completed"].as_u64() >= Some(3)
@@ -320,7 +330,7 @@ fn replay(overlay: &str, first_ip: &str) {
     let attempt = running["attempt"].as_u64().unwrap_or(0);
     podman_ok(&["kill", "--signal", "TERM", containers.id(&drained)]);
     let moved = rest.wait_for_job(&id, "the job moved off the drained TaskManager", DRAIN_TIMEOUT, |j| {
-        all_running(j, attempt) && j["relocations"].as_u64() == Some(1)
+        rest.all_running(j, attempt) && j["relocations"].as_u64() == Some(1)
     });
     assert_eq!(moved["restarts"], 0, "a drain is no failure: {moved}");
     let exit = podman_ok(&["wait", containers.id(&drained)]);
@@ -335,7 +345,7 @@ fn replay(overlay: &str, first_ip: &str) {
     let killed = rest.task_hosts(&id).into_iter().find(|h| h != &drained).unwrap_or_else(|| panic!("no host left"));
     podman_ok(&["kill", "--signal", "KILL", containers.id(&killed)]);
     let recovered = rest.wait_for_job(&id, "the job restarted after the kill", STARTUP_TIMEOUT, |j| {
-        all_running(j, attempt) || j["status"] == "FINISHED"
+        rest.all_running(j, attempt) || j["status"] == "FINISHED"
     });
     println!("kill of {killed}: restarts {}, recovery {} ms", recovered["restarts"], recovered["last_recovery_ms"]);
 

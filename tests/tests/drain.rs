@@ -32,6 +32,12 @@ fn draining_task_managers_moves_the_job_without_a_restart_and_loses_nothing() {
         assert!(exit.success(), "{} exited by itself with status 0 (got {exit}):\n{report}", drain.killed);
         assert!(drain.took.is_some(), "draining {} moved the job:\n{report}", drain.killed);
         assert!(drain.restored_checkpoint.is_some(), "the move from {} restored a checkpoint:\n{report}", drain.killed);
+        assert_eq!(
+            drain.fresh_checkpoint,
+            Some(true),
+            "the move from {} restored the checkpoint taken for it, not an earlier one:\n{report}",
+            drain.killed
+        );
     }
     assert_eq!(report.restarts, 0, "a drain is no failure: no restart is counted:\n{report}");
     assert_eq!(report.relocations, drains.len() as u64, "one move per drain:\n{report}");

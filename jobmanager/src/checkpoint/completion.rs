@@ -276,7 +276,7 @@ impl Coordinator {
         if let Err(e) = self.services.store.fail_checkpoint(job_id, pending.id, now_ms(), &reason).await {
             tracing::warn!(job_id = %job_id, checkpoint = pending.id, error = %e, "cannot record a failed checkpoint");
         }
-        self.count_failure(&reason)
+        self.verdict_on_failure(&pending.kind, &reason, true)
     }
 
     /// Before a restore from the retained checkpoints: settles every checkpoint in doubt so that the store

@@ -177,8 +177,13 @@ impl Coordinator {
         self.trigger(deployment, Kind::Checkpoint).await.err().map_or(Verdict::Continue, |(verdict, _)| verdict)
     }
 
-    /// A user's request: starts at once when nothing is in flight, else waits for the pending one to end.
+    /// A user's request: starts at once when nothing is in flight, else waits for the pending one to end. A
+    /// drain does not wait for a periodic checkpoint: that one is aborted (not counted as a failure), since the
+    /// TaskManager that leaves gives the drain a bounded time.
     pub(crate) async fn request(&mut self, deployment: Option<Deployment>, kind: Kind, reply: Reply) -> Verdict {
+        if matches!(kind, Kind::Drain) && self.pending.as_ref().is_some_and(|p| matches!(p.kind, Kind::Checkpoint)) {
+            self.abort("aborted for a drain checkpoint (a TaskManager is leaving)".into(), false).await;
+        }
         if self.pending.is_some() {
             self.queued.push_back((kind, reply));
             return Verdict::Continue;
@@ -301,13 +306,15 @@ impl Coordinator {
     }
 
     /// A task ended: the pending checkpoint cannot complete without it (not the checkpoint's fault, so it
-    /// does not count towards the tolerable failures).
-    pub(crate) async fn on_task_ended(&mut self, task: TaskKey) {
+    /// does not count towards the tolerable failures). The verdict matters for a checkpoint whose sources had
+    /// stopped (a redeployment).
+    pub(crate) async fn on_task_ended(&mut self, task: TaskKey) -> Verdict {
         if self.pending.as_ref().is_some_and(|p| p.waiting.contains(&task)) {
             let id = self.pending.as_ref().map_or(0, |p| p.id);
             let reason = format!("checkpoint {id} aborted: a task ended before it took its part");
-            self.abort(reason, false).await;
+            return self.abort(reason, false).await;
         }
+        Verdict::Continue
     }
 
     /// Aborts the pending checkpoint (if any): FAILED in the store, its files deleted.
@@ -337,9 +344,17 @@ impl Coordinator {
         if let Err(e) = self.services.store.fail_checkpoint(job_id, pending.id, now_ms(), &reason).await {
             tracing::warn!(job_id = %job_id, checkpoint = pending.id, error = %e, "cannot record a failed checkpoint");
         }
-        let verdict = if counts { self.count_failure(&reason) } else { Verdict::Continue };
-        if pending.kind.stops_sources() && verdict == Verdict::Continue {
-            // Its sources emit nothing more and wait to be cancelled: the job runs again only when redeployed.
+        self.verdict_on_failure(&pending.kind, &reason, counts)
+    }
+
+    /// What a failed checkpoint of `kind` means for the job. One whose sources stopped at its barrier (a drain,
+    /// a stop-with-savepoint) leaves a job that emits nothing more: it is redeployed from the latest checkpoint.
+    /// A drain's failure does not count against the tolerance (it is a move, whatever becomes of its
+    /// checkpoint); a stop-with-savepoint's does, and beyond the tolerance the job fails over instead.
+    pub(super) fn verdict_on_failure(&mut self, kind: &Kind, reason: &str, counts: bool) -> Verdict {
+        let counts = counts && !matches!(kind, Kind::Drain);
+        let verdict = if counts { self.count_failure(reason) } else { Verdict::Continue };
+        if kind.stops_sources() && verdict == Verdict::Continue {
             return Verdict::Redeploy(format!("{reason}; the sources had stopped at its barrier"));
         }
         verdict

@@ -325,9 +325,10 @@ pub(super) async fn task_managers(State(ctx): Ctx) -> Json<Value> {
 pub(super) async fn cluster_metrics(State(ctx): Ctx) -> Json<ClusterMetrics> {
     let snapshot = ctx.cluster.snapshot();
     let active: Vec<_> = snapshot.iter().filter(|tm| tm.state == TaskManagerState::Active).collect();
-    let total_slots: u32 = active.iter().map(|tm| tm.slots_total).sum();
-    // A leaving TaskManager's free slots are not offered to jobs.
-    let available_slots: u32 = active.iter().filter(|tm| !tm.leaving).map(|tm| tm.slots_free).sum();
+    // A leaving TaskManager offers no slot: neither its slots nor its free ones count.
+    let offering = || active.iter().filter(|tm| !tm.leaving);
+    let total_slots: u32 = offering().map(|tm| tm.slots_total).sum();
+    let available_slots: u32 = offering().map(|tm| tm.slots_free).sum();
     let utilization =
         if total_slots == 0 { 0.0 } else { f64::from(total_slots - available_slots) / f64::from(total_slots) };
     Json(ClusterMetrics {

@@ -50,7 +50,10 @@ impl JobActor {
                     if let Some(cause) = failure {
                         return Some(Next::failed(JobStatus::Failing, cause));
                     }
-                    self.tasks_ended_during_checkpoint().await;
+                    let verdict = self.tasks_ended_during_checkpoint().await;
+                    if let Some(next) = self.after_verdict(verdict).await {
+                        return Some(next);
+                    }
                     for event in others {
                         let verdict = self.on_checkpoint_event(event).await;
                         if let Some(next) = self.after_verdict(verdict).await {
@@ -120,13 +123,27 @@ impl JobActor {
         let (reply, _started) = tokio::sync::oneshot::channel();
         self.drain_requested = true;
         let verdict = coordinator.request(deployment, Kind::Drain, reply).await;
-        self.after_verdict(verdict).await
+        if let Some(next) = self.after_verdict(verdict).await {
+            return Some(next);
+        }
+        if !self.checkpoints.as_ref().is_some_and(Coordinator::drain_in_progress) {
+            // It could not start (the store did not record it, a source's TaskManager refused the trigger): move
+            // now rather than at the next wake-up.
+            return Some(self.redeploy("the checkpoint before the move could not start").await);
+        }
+        None
     }
 
     /// Cancels every task and moves to RESTARTING for a redeployment that is no failure: the restart strategy
     /// is not asked, and there is no delay.
     pub(in crate::job) async fn redeploy(&mut self, why: &str) -> Next {
         tracing::info!(job_id = %self.shared.job_id, attempt = %self.attempt, why, "redeploying the job");
+        if self.moving_since.is_none() {
+            // Not a move (a stop-with-savepoint that failed after its sources stopped): it counts as a restart,
+            // and its recovery is measured as one.
+            self.failed_at.get_or_insert_with(Instant::now);
+            self.shared.live().failure_cause = Some(why.to_string());
+        }
         self.cancel_and_wait("the job is being redeployed").await;
         self.redeploying = true;
         Next::to(JobStatus::Restarting)
@@ -184,14 +201,18 @@ impl JobActor {
         })
     }
 
-    /// Aborts the pending checkpoint if a task it waits for has ended.
-    pub(in crate::job) async fn tasks_ended_during_checkpoint(&mut self) {
-        let Some(coordinator) = self.checkpoints.as_mut() else { return };
+    /// Aborts the pending checkpoint if a task it waits for has ended; the verdict of that abort.
+    pub(in crate::job) async fn tasks_ended_during_checkpoint(&mut self) -> Verdict {
+        let Some(coordinator) = self.checkpoints.as_mut() else { return Verdict::Continue };
         let ended: Vec<TaskKey> =
             self.tasks.iter().filter(|(_, t)| task::is_terminal(t.state)).map(|(k, _)| *k).collect();
         for key in ended {
-            coordinator.on_task_ended(key).await;
+            let verdict = coordinator.on_task_ended(key).await;
+            if verdict != Verdict::Continue {
+                return verdict;
+            }
         }
+        Verdict::Continue
     }
 
     /// Handles a checkpoint message or request while RUNNING.
