@@ -183,6 +183,8 @@ pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyho
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
     let database_url = config.database_url();
+    // Held until this function returns (the process ends): no second JobManager opens the same SQLite file.
+    let _single = Store::lock_sqlite(&database_url).map_err(anyhow::Error::msg)?;
     let store =
         Store::open(&database_url).await.with_context(|| format!("cannot open the metadata store {database_url}"))?;
     let backend = store.backend_name().await.context("the metadata store")?;

@@ -166,6 +166,36 @@ impl Store {
         Ok(Store { pool })
     }
 
+    /// For a SQLite store (a file), an exclusive lock that keeps any other JobManager off it while the returned
+    /// value lives: a SQLite store serves one JobManager (two would both resume every job). None for PostgreSQL or
+    /// an in-memory database. The lock is `flock` on `<file>.lock`, released by the kernel when the process ends,
+    /// however it ends.
+    pub fn lock_sqlite(url: &str) -> Result<Option<std::fs::File>, String> {
+        let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) else {
+            return Ok(None);
+        };
+        let path = rest.split('?').next().unwrap_or(rest);
+        if path.is_empty() || path.contains(":memory:") {
+            return Ok(None);
+        }
+        let lock_path = format!("{path}.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| format!("cannot open the store's lock file {lock_path}: {e}"))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+                "another JobManager already uses the SQLite metadata store {path} (it holds {lock_path}); a SQLite \
+                 store serves one JobManager: stop the other one, give this one another --data-dir, or use PostgreSQL \
+                 (DATABASE_URL) to run several"
+            )),
+            Err(std::fs::TryLockError::Error(e)) => Err(format!("cannot lock {lock_path}: {e}")),
+        }
+    }
+
     /// "SQLite" or "PostgreSQL".
     pub async fn backend_name(&self) -> Result<String, StoreError> {
         let connection = self.pool.acquire().await?;
