@@ -19,7 +19,9 @@ Usage: check_settings.py k8s RENDERED.yaml BIN_DIR | check_settings.py compose C
 the manifests as a container on one host (tests/tests/deploy_replay.rs): per pod its command, args and
 environment (the downward API's pod IP replaced by a distinct 127.0.0.x from FIRST_IP on, the pod name kept, the
 database URL left for the test), its volume mounts, user and read-only root; and each Service's name with the IP
-of the pod it selects.
+of the pod it selects. `check_settings.py replay-compose COMPOSE.yml FIRST_IP` does the same for the compose
+file's Sluice services (volumes as given: named ones and bind mounts), every other service's name mapped to
+127.0.0.1, where the test runs what stands in for it.
 """
 import json
 import re
@@ -184,7 +186,36 @@ def replay(documents, first_ip):
     return {"pods": pods, "services": services}
 
 
+def replay_compose(compose, first_ip):
+    """The compose file's Sluice services as JSON for a replay, addresses counting up from FIRST_IP."""
+    prefix, last = first_ip.rsplit(".", 1)
+    pods, services = [], {}
+    for n, (name, service) in enumerate(compose.get("services", {}).items()):
+        binary = binary_of(service.get("command"))
+        if binary is None:
+            services[name] = "127.0.0.1"
+            continue
+        ip = f"{prefix}.{int(last) + len(pods)}"
+        services[name] = ip
+        env = service.get("environment", {})
+        if isinstance(env, list):
+            env = dict(item.split("=", 1) for item in env)
+        volumes = []
+        for volume in service.get("volumes", []):
+            source, target, *mode = volume.split(":")
+            volumes.append({"source": source, "named": not source.startswith((".", "/")), "target": target,
+                            "read_only": mode == ["ro"]})
+        pods.append({"pod": name, "ip": ip, "binary": binary, "command": service.get("command", []),
+                     "env": {k: str(v) for k, v in env.items()}, "volumes": volumes,
+                     "grace": seconds(service.get("stop_grace_period", f"{COMPOSE_GRACE_DEFAULT_S}s"))})
+    return {"pods": pods, "services": services}
+
+
 def main():
+    if sys.argv[1] == "replay-compose":
+        with open(sys.argv[2]) as f:
+            json.dump(replay_compose(yaml.safe_load(f), sys.argv[3]), sys.stdout, indent=1)
+        return
     if sys.argv[1] == "replay":
         with open(sys.argv[2]) as f:
             documents = [d for d in yaml.safe_load_all(f) if d]

@@ -376,3 +376,129 @@ fn replay(overlay: &str, first_ip: &str) {
         expected.len()
     );
 }
+
+/// The compose file's laptop cluster: its JobManager and 3 TaskManagers as containers of the image, with their
+/// settings, volumes (named ones as host directories, the examples bind-mounted) and service names as given;
+/// PostgreSQL and the S3 server on the host stand in for the `postgres` and `minio` services (their URL and
+/// credentials replaced). `GET /cluster/metrics` must show 3 TaskManagers and 12 slots, as the file's header
+/// promises, and the word count example must run to FINISHED with its output in the `output` volume.
+#[test]
+#[ignore = "needs podman and the image: scripts/image.sh builds it, and scripts/test.sh then runs this test"]
+fn the_compose_file_runs_a_cluster_of_3_task_managers_and_12_slots_that_runs_an_example() {
+    let image = std::env::var("SLUICE_IMAGE").unwrap_or_else(|_| IMAGE_DEFAULT.to_string());
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let root = dir.path();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let compose_dir = repo.join("deploy/compose");
+    let python = std::env::var("SLUICE_DEPLOY_PYTHON").unwrap_or_else(|_| {
+        format!("{}/.cache/sluice/venv-deploy/bin/python", std::env::var("HOME").unwrap_or_default())
+    });
+    let listed = Command::new(&python)
+        .arg(repo.join("scripts/deploy/check_settings.py"))
+        .args(["replay-compose", &compose_dir.join("docker-compose.yml").display().to_string(), "127.0.2.2"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+    assert!(listed.status.success(), "replay-compose: {}", String::from_utf8_lossy(&listed.stderr));
+    let rendered: Value = serde_json::from_slice(&listed.stdout).unwrap_or_else(|e| panic!("no JSON: {e}"));
+    let pods = rendered["pods"].as_array().cloned().unwrap_or_default();
+    assert_eq!(pods.len(), 4, "a JobManager and 3 TaskManagers: {rendered}");
+
+    let database_url = sluice_tests::postgres::fresh_database("compose");
+    let s3 = sluice_tests::s3::S3Server::start(&root.join("s3")).unwrap_or_else(|e| panic!("{e:#}"));
+    let job_manager = pods.iter().find(|p| p["binary"] == "sluice-jobmanager").cloned().unwrap_or_default();
+    let location = job_manager["env"]["CHECKPOINT_DIR"].as_str().unwrap_or_default();
+    let bucket = location.strip_prefix("s3://").and_then(|rest| rest.split('/').next()).unwrap_or_default();
+    assert!(!bucket.is_empty(), "the compose file checkpoints to S3 (MinIO): {job_manager}");
+    std::fs::create_dir_all(s3.root().join(bucket)).unwrap_or_else(|e| panic!("{e}"));
+    // What stands in for the `postgres` and `minio` services.
+    let mut stand_ins = s3.env();
+    stand_ins.push(("DATABASE_URL".into(), database_url));
+
+    let mut containers = Containers::default();
+    let mut start = |pod: &Value| {
+        let name = pod["pod"].as_str().unwrap_or_default();
+        let ip = pod["ip"].as_str().unwrap_or_default();
+        let mut args: Vec<String> = ["run", "--detach", "--network", "host"].map(String::from).to_vec();
+        args.push(format!("--name=sluice-compose-{}-{name}", std::process::id()));
+        for (service, address) in rendered["services"].as_object().into_iter().flatten() {
+            args.push(format!("--add-host={service}:{}", address.as_str().unwrap_or_default()));
+        }
+        for volume in pod["volumes"].as_array().into_iter().flatten() {
+            let source = volume["source"].as_str().unwrap_or_default();
+            let host = if volume["named"] == true { volume_dir(root, source) } else { compose_dir.join(source) };
+            let options = if volume["read_only"] == true { ":ro" } else { "" };
+            args.push(format!(
+                "--volume={}:{}{options}",
+                host.display(),
+                volume["target"].as_str().unwrap_or_default()
+            ));
+        }
+        let overridden: Vec<&str> = stand_ins.iter().map(|(k, _)| k.as_str()).collect();
+        for (key, value) in pod["env"].as_object().into_iter().flatten() {
+            if !overridden.contains(&key.as_str()) {
+                let value = value.as_str().unwrap_or_default().replace("0.0.0.0:", &format!("{ip}:"));
+                args.push(format!("--env={key}={value}"));
+            }
+        }
+        for (key, value) in &stand_ins {
+            args.push(format!("--env={key}={value}"));
+        }
+        args.push(image.clone());
+        args.extend(pod["command"].as_array().into_iter().flatten().filter_map(|c| c.as_str().map(String::from)));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        containers.ids.insert(name.to_string(), podman_ok(&args));
+    };
+    start(&job_manager);
+    // The TaskManagers read the cluster secret the JobManager generates into its volume (compose restarts them
+    // until it is there; here they start once it is).
+    let secret = volume_dir(root, "jobmanager-data").join("cluster.secret");
+    poll_until("the JobManager's cluster secret", STARTUP_TIMEOUT, || {
+        Ok(if secret.exists() { Progress::Ready(()) } else { Progress::Pending(String::new()) })
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    for pod in pods.iter().filter(|p| p["binary"] == "sluice-taskmanager") {
+        start(pod);
+    }
+
+    let token = std::fs::read_to_string(volume_dir(root, "jobmanager-data").join("admin.token"))
+        .unwrap_or_else(|e| panic!("the admin token: {e}"));
+    let rest_ip = rendered["services"]["jobmanager"].as_str().unwrap_or_default();
+    let rest = Rest {
+        base: format!("http://{rest_ip}:8081"),
+        token: token.trim().to_string(),
+        http: reqwest::blocking::Client::new(),
+    };
+    let cluster = poll_until("3 TaskManagers and 12 slots", STARTUP_TIMEOUT, || {
+        let Ok(metrics) = rest.try_get("/cluster/metrics") else { return Ok(Progress::Pending("no answer".into())) };
+        let ready = metrics["active_task_managers"] == 3 && metrics["total_slots"] == 12;
+        Ok(if ready { Progress::Ready(metrics) } else { Progress::Pending(metrics.to_string()) })
+    });
+    let cluster = cluster.unwrap_or_else(|e| panic!("{e:#}\n{}", containers.logs()));
+    assert_eq!(cluster["available_slots"], 12, "{cluster}");
+
+    let job: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo.join("examples/jobs/word_count.json")).unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let answer = rest.http.post(format!("{}/jobs/submit", rest.base)).bearer_auth(&rest.token).json(&job).send();
+    let answer: Value = answer.and_then(|r| r.json()).unwrap_or_else(|e| panic!("submit: {e}"));
+    let id = answer["job_id"].as_str().unwrap_or_else(|| panic!("the example was not accepted: {answer}")).to_string();
+    let finished = rest.wait_for_job(&id, "the example to end", JOB_TIMEOUT, |j| {
+        matches!(j["status"].as_str(), Some("FINISHED" | "FAILED" | "CANCELED"))
+    });
+    assert_eq!(finished["status"], "FINISHED", "{finished}\n{}", containers.logs());
+    let output = volume_dir(root, "output").join("word_count");
+    let written: usize = std::fs::read_dir(&output)
+        .unwrap_or_else(|e| panic!("no output in {}: {e}", output.display()))
+        .flatten()
+        .filter_map(|f| std::fs::read_to_string(f.path()).ok())
+        .map(|text| text.lines().count())
+        .sum();
+    assert!(written > 0, "the example wrote its counts into the output volume");
+    println!("compose: {cluster}; the word count example wrote {written} rows");
+}
+
+/// The host directory standing in for a compose named volume (owned by the image's user).
+fn volume_dir(root: &Path, name: &str) -> PathBuf {
+    volume(&root.join("volumes"), name)
+}
