@@ -148,14 +148,17 @@ elif ! command -v kubectl >/dev/null; then
   info "skipped: kubectl is not installed (it renders the kustomize overlays)"
 else
   bash scripts/validate-deploy.sh || deploy_status=$?
-  # The manifests replayed in containers of the image (tests/tests/deploy_replay.rs), when scripts/image.sh has
-  # built it on this machine: building it takes ~40 minutes cold, more than this suite's budget.
+  # The manifests and the compose file replayed in containers of the image (tests/tests/deploy_replay.rs), when
+  # scripts/image.sh has built it from this very commit: building it takes ~40 minutes cold, more than this
+  # suite's budget, and an image of another commit would test other binaries.
   image="${SLUICE_IMAGE:-localhost/sluice:dev}"
-  if ((test_status == 0)) && command -v podman >/dev/null && podman image exists "$image" 2>/dev/null; then
-    info "replaying the EKS and GKE overlays in containers of $image"
+  revision=$(podman image inspect --format '{{index .Labels "org.opencontainers.image.revision"}}' "$image" 2>/dev/null || true)
+  if ((test_status == 0)) && [[ -n "$revision" && "$revision" == "$(git rev-parse HEAD 2>/dev/null)" ]]; then
+    info "replaying the EKS and GKE overlays and the compose file in containers of $image"
     cargo nextest run --workspace --run-ignored only -E 'binary(deploy_replay)' || deploy_status=$?
   else
-    info "skipped the container replay: no image $image here (scripts/image.sh builds it), or the tests failed"
+    info "skipped the container replay: no image $image of this commit here (scripts/image.sh builds it; then run"
+    info "  cargo nextest run --run-ignored only -E 'binary(deploy_replay)'), or the tests failed"
   fi
 fi
 phase_done "deployment manifests"
