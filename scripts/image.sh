@@ -49,6 +49,9 @@ make_base() {
   root=$(mktemp -d)
   info "debootstrap ${DEBIAN_SUITE} into ${root} with ${packages}"
   debootstrap --variant=minbase --include="${packages}" "${DEBIAN_SUITE}" "${root}" >/dev/null
+  # What a runtime needs none of: the downloaded packages, package lists, documentation, manuals and translations.
+  rm -rf "${root}"/var/cache/apt/archives/*.deb "${root}"/var/lib/apt/lists/* "${root}"/usr/share/doc/* \
+    "${root}"/usr/share/man/* "${root}"/usr/share/locale/* "${root}"/usr/share/info/*
   if [[ "${name}" == sluice-builder-base ]]; then
     # This machine's Rust toolchain, as the rust image lays it out (/usr/local/cargo, /usr/local/rustup).
     mkdir -p "${root}/usr/local/cargo" "${root}/usr/local/rustup"
