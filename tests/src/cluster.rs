@@ -697,6 +697,33 @@ pub fn make_certificates(dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(certs)
 }
 
+/// Starts a JobManager on `data_dir` with `env` (and loopback ports of its own) that is expected to refuse to
+/// start, and returns its exit status and whole log once it has exited. Panics if it still runs after `timeout`.
+/// Its log goes to `<log_dir>/<name>.log`; it is killed by PID if the wait fails.
+pub fn job_manager_that_refuses_to_start(
+    name: &str,
+    data_dir: &Path,
+    env: &[(String, String)],
+    log_dir: &Path,
+    timeout: Duration,
+) -> (ExitStatus, String) {
+    let program = binaries::binary(binaries::JOB_MANAGER).unwrap_or_else(|e| panic!("{e:#}"));
+    let args =
+        ["--rest-addr", "127.0.0.1:0", "--rpc-addr", "127.0.0.1:0", "--data-dir", &data_dir.display().to_string()]
+            .map(String::from)
+            .to_vec();
+    let launch = Launch { name, program: &program, args, env, cwd: log_dir, log_dir };
+    let mut process = Process::spawn(launch).unwrap_or_else(|e| panic!("{e:#}"));
+    let exited = poll_until(&format!("{name} to exit"), timeout, || {
+        Ok(match process.exit_status()? {
+            Some(status) => Progress::Ready(status),
+            None => Progress::Pending(process.log_tail(5)),
+        })
+    });
+    let status = exited.unwrap_or_else(|e| panic!("{e:#}"));
+    (status, process.log_tail(usize::MAX))
+}
+
 /// Starts a JobManager binding `(rest, rpc)` (port 0: any free port).
 fn spawn_job_manager(dir: &Path, spec: &ClusterSpec, (rest, rpc): (&str, &str)) -> anyhow::Result<Process> {
     let program = binaries::binary(binaries::JOB_MANAGER)?;

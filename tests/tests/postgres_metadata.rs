@@ -294,30 +294,14 @@ fn the_metadata_connection_uses_tls_when_the_url_asks_for_it() {
     drop(cluster);
 
     let plain = format!("{}?sslmode=disable", server.url());
-    let data_dir = dir.path().join("plain");
-    let program = sluice_tests::binaries::binary(sluice_tests::binaries::JOB_MANAGER).unwrap_or_else(|e| panic!("{e}"));
-    let args =
-        ["--rest-addr", "127.0.0.1:0", "--rpc-addr", "127.0.0.1:0", "--data-dir", &data_dir.display().to_string()]
-            .map(String::from)
-            .to_vec();
     let env = [("DATABASE_URL".to_string(), plain)];
-    let launch = sluice_tests::process::Launch {
-        name: "jobmanager-plain",
-        program: &program,
-        args,
-        env: &env,
-        cwd: dir.path(),
-        log_dir: dir.path(),
-    };
-    let mut process = sluice_tests::Process::spawn(launch).unwrap_or_else(|e| panic!("{e:#}"));
-    let exited = poll_until("the JobManager without TLS to exit", TIMEOUT, || {
-        Ok(match process.exit_status()? {
-            Some(status) => Progress::Ready(status),
-            None => Progress::Pending(process.log_tail(5)),
-        })
-    });
-    let status = exited.unwrap_or_else(|e| panic!("{e:#}"));
+    let (status, log) = sluice_tests::cluster::job_manager_that_refuses_to_start(
+        "jobmanager-plain",
+        &dir.path().join("plain"),
+        &env,
+        dir.path(),
+        TIMEOUT,
+    );
     assert!(!status.success(), "a JobManager that cannot open its database does not run: {status}");
-    let log = process.log_tail(1000);
     assert!(log.contains("no encryption") || log.contains("pg_hba.conf"), "the server's refusal is in the log:\n{log}");
 }
