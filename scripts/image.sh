@@ -20,11 +20,14 @@ version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
 [[ -n "${version}" ]] || fail "no version in Cargo.toml"
 tag="${1:-sluice:${version}}"
 revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+# An image of a tree with changes is not an image of that commit (scripts/test.sh replays only an image of HEAD).
+if [[ -n "$(git status --porcelain 2>/dev/null)" ]]; then revision="${revision}-dirty"; fi
 created=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 readonly DEBIAN_SUITE="${DEBIAN_SUITE:-bookworm}"
 readonly PODMAN=(podman --runtime runc --cgroup-manager cgroupfs)
 if ! command -v podman >/dev/null || ! command -v runc >/dev/null; then
   info "installing podman and runc (apt-get)"
+  apt-get update -q >/dev/null || true
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q podman runc >/dev/null || fail "cannot install podman and runc"
 fi
 # Containers may not set resource limits on these machines (setrlimit is refused): no default ulimits. The test

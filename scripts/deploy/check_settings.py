@@ -40,9 +40,10 @@ STAND_INS = {
 DATABASE_URL_STAND_IN = "postgres://sluice:stand-in@postgres:5432/sluice"
 # sluice-taskmanager's default --drain-timeout-ms (DRAIN_TIMEOUT_MS_DEFAULT in taskmanager/src/config.rs).
 DRAIN_TIMEOUT_MS_DEFAULT = 60_000
-# What a TaskManager does after its drain before it exits: cancel what still runs, tell the JobManager, and give the
-# data runtime up to 5 s (DATA_RUNTIME_SHUTDOWN_TIMEOUT) to stop.
-DRAIN_MARGIN_S = 10
+# What a TaskManager may still do after its drain timeout before it exits: tell the JobManager it left (one call, at
+# most 5 s: RPC_TIMEOUT), let its control server finish the calls in progress (at most 15 s:
+# CONTROL_REQUEST_TIMEOUT) and give the data runtime up to 5 s (DATA_RUNTIME_SHUTDOWN_TIMEOUT) to stop.
+DRAIN_MARGIN_S = 5 + 15 + 5
 # The platforms' defaults when a file sets none.
 K8S_GRACE_DEFAULT_S = 30
 COMPOSE_GRACE_DEFAULT_S = 10
@@ -92,7 +93,7 @@ def k8s_containers(documents):
                 env = {}
                 for source in container.get("envFrom", []):
                     ref = source.get("configMapRef")
-                    if ref is None or ref["name"] not in config_maps:
+                    if ref is None or ref.get("name") not in config_maps:
                         raise SystemExit(f"{name}/{container['name']}: envFrom names a missing ConfigMap: {source}")
                     env.update(config_maps[ref["name"]])
                 for var in container.get("env", []):
@@ -100,7 +101,10 @@ def k8s_containers(documents):
                     if value_from is None:
                         env[var["name"]] = var.get("value", "")
                     elif "fieldRef" in value_from:
-                        env[var["name"]] = STAND_INS[value_from["fieldRef"]["fieldPath"]](pod, n)
+                        path = value_from["fieldRef"]["fieldPath"]
+                        if path not in STAND_INS:
+                            raise SystemExit(f"{name}/{container['name']}: no stand-in for the field {path}")
+                        env[var["name"]] = STAND_INS[path](pod, n)
                     elif "secretKeyRef" in value_from and var["name"] == "DATABASE_URL":
                         env[var["name"]] = DATABASE_URL_STAND_IN
                     else:
@@ -146,6 +150,8 @@ def replay(documents, first_ip):
                     continue
                 env = {}
                 for source in container.get("envFrom", []):
+                    if "configMapRef" not in source:
+                        raise SystemExit(f"{name}: the replay takes envFrom ConfigMaps only, not {source}")
                     env.update(config_maps[source["configMapRef"]["name"]])
                 secrets = []
                 for var in container.get("env", []):
@@ -154,6 +160,8 @@ def replay(documents, first_ip):
                         env[var["name"]] = var.get("value", "")
                     elif "fieldRef" in value_from:
                         path = value_from["fieldRef"]["fieldPath"]
+                        if path not in ("status.podIP", "metadata.name"):
+                            raise SystemExit(f"{name}: the replay has no stand-in for the field {path}")
                         env[var["name"]] = ip if path == "status.podIP" else pod
                     elif "secretKeyRef" in value_from:
                         secrets.append(var["name"])
@@ -202,6 +210,8 @@ def replay_compose(compose, first_ip):
             env = dict(item.split("=", 1) for item in env)
         volumes = []
         for volume in service.get("volumes", []):
+            if not isinstance(volume, str) or volume.count(":") not in (1, 2):
+                raise SystemExit(f"service {name}: the replay takes SOURCE:TARGET[:ro] volumes only, not {volume!r}")
             source, target, *mode = volume.split(":")
             volumes.append({"source": source, "named": not source.startswith((".", "/")), "target": target,
                             "read_only": mode == ["ro"]})

@@ -156,15 +156,35 @@ const LEAVE_POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// How a leave ended, for the log and the caller.
 #[derive(Debug, PartialEq, Eq)]
 pub enum LeaveOutcome {
-    /// Every task ended (the JobManager moved them) within the drain timeout.
+    /// Every task ended and no job holds a slot here (the JobManager moved them) within the drain timeout.
     Drained,
-    /// The JobManager did not answer, or does not know this TaskManager: nothing waits for its tasks.
-    NotHeard,
-    /// Tasks still ran (or slots were still held) when the drain timeout passed, or a second signal came.
+    /// The JobManager could not be reached at the start, or does not know this TaskManager: nothing waits for
+    /// its tasks, which are cancelled.
+    NotHeard {
+        /// Tasks cancelled.
+        cancelled: usize,
+    },
+    /// Tasks still ran or slots were still held when the drain timeout passed, or a second signal came.
     Cut {
         /// Tasks that still ran.
         tasks: usize,
+        /// Slots jobs still held, as the JobManager last said.
+        slots_held: u32,
     },
+}
+
+/// `wait`, unless `deadline` passes or `cut` fires first (None then).
+async fn bounded<T>(
+    wait: impl std::future::Future<Output = T>,
+    deadline: tokio::time::Instant,
+    cut: &CancellationToken,
+) -> Option<T> {
+    tokio::select! {
+        biased;
+        _ = cut.cancelled() => None,
+        _ = tokio::time::sleep_until(deadline) => None,
+        value = wait => Some(value),
+    }
 }
 
 /// What the JobManager said to a leave.
@@ -172,8 +192,10 @@ pub enum LeaveOutcome {
 enum LeaveAnswer {
     /// It knows this TaskManager; jobs hold this many of its slots.
     Known { slots_held: u32 },
-    /// It does not know this registration, or could not be reached.
-    NotHeard,
+    /// It does not know this registration (it restarted, or declared this TaskManager lost).
+    Unknown,
+    /// It could not be reached (after [`LEAVE_ATTEMPTS_MAX`] tries), or the drain's time ran out first.
+    Unreachable,
 }
 
 /// When a deployment's network channels are released.
@@ -423,47 +445,72 @@ impl TaskManager {
             timeout_ms = timeout.as_millis() as u64,
             "leaving the cluster: the JobManager moves this TaskManager's tasks elsewhere"
         );
+        // Every wait below ends at the deadline or at a second signal (`bounded`).
         // A registration in flight finishes first: the leave must carry the session the JobManager knows.
-        drop(self.registering.lock().await);
-        let mut answer = self.tell_leaving(false).await;
+        let first = match bounded(
+            async {
+                drop(self.registering.lock().await);
+                self.tell_leaving(false).await
+            },
+            deadline,
+            cut,
+        )
+        .await
+        {
+            Some(answer) => answer,
+            None => LeaveAnswer::Unreachable,
+        };
+        let mut slots_held = match first {
+            LeaveAnswer::Known { slots_held } => Some(slots_held),
+            LeaveAnswer::Unknown | LeaveAnswer::Unreachable => None,
+        };
         let outcome = loop {
-            let LeaveAnswer::Known { slots_held } = answer else { break LeaveOutcome::NotHeard };
+            let Some(held) = slots_held else { break LeaveOutcome::NotHeard { cancelled: 0 } };
             let ended = self.task_ended.notified();
             tokio::pin!(ended);
             ended.as_mut().enable();
             let tasks = self.task_count();
-            if tasks == 0 && slots_held == 0 {
+            if tasks == 0 && held == 0 {
                 break LeaveOutcome::Drained;
             }
-            tokio::select! {
-                _ = ended => {}
-                _ = tokio::time::sleep(LEAVE_POLL_INTERVAL) => {}
-                _ = tokio::time::sleep_until(deadline) => break LeaveOutcome::Cut { tasks },
-                _ = cut.cancelled() => break LeaveOutcome::Cut { tasks },
+            let poll = async {
+                tokio::select! {
+                    _ = ended => {}
+                    _ = tokio::time::sleep(LEAVE_POLL_INTERVAL) => {}
+                }
+            };
+            let waited = bounded(poll, deadline, cut).await;
+            let Some(()) = waited else { break LeaveOutcome::Cut { tasks, slots_held: held } };
+            match bounded(self.tell_leaving(false), deadline, cut).await {
+                Some(LeaveAnswer::Known { slots_held: now }) => slots_held = Some(now),
+                Some(LeaveAnswer::Unknown) => slots_held = None,
+                // A blip mid-drain: the JobManager still moves the jobs; ask again at the next poll.
+                Some(LeaveAnswer::Unreachable) | None => {}
             }
-            answer = self.tell_leaving(false).await;
         };
-        let heard = outcome != LeaveOutcome::NotHeard;
         let cancelled = self.cancel_all();
-        if heard {
+        let outcome = match outcome {
+            LeaveOutcome::NotHeard { .. } => LeaveOutcome::NotHeard { cancelled },
+            other => other,
+        };
+        if !matches!(outcome, LeaveOutcome::NotHeard { .. }) {
+            // One try, bounded by the RPC timeout: if it is lost, the heartbeat timeout marks this TaskManager lost,
+            // and no job holds its slots any more.
             self.tell_leaving(true).await;
         }
         let took_ms = started.elapsed().as_millis() as u64;
         match &outcome {
             LeaveOutcome::Drained => tracing::info!(took_ms, "left the cluster: every task moved elsewhere"),
-            LeaveOutcome::NotHeard => {
-                tracing::warn!(
-                    tasks_cancelled = cancelled,
-                    "the JobManager did not hear that this TaskManager leaves; cancelled its tasks"
-                )
-            }
-            LeaveOutcome::Cut { tasks } => {
-                tracing::warn!(
-                    tasks,
-                    took_ms,
-                    "tasks still ran when the drain ended; cancelled them (their jobs fail over)"
-                )
-            }
+            LeaveOutcome::NotHeard { cancelled } => tracing::warn!(
+                tasks_cancelled = cancelled,
+                "the JobManager did not hear that this TaskManager leaves; cancelled its tasks"
+            ),
+            LeaveOutcome::Cut { tasks, slots_held } => tracing::warn!(
+                tasks,
+                slots_held,
+                took_ms,
+                "the drain ended before every task moved; cancelled what still ran (those jobs fail over)"
+            ),
         }
         outcome
     }
@@ -477,7 +524,7 @@ impl TaskManager {
                 Ok(answer) if answer.get_ref().known => {
                     return LeaveAnswer::Known { slots_held: answer.get_ref().slots_held };
                 }
-                Ok(_) => return LeaveAnswer::NotHeard,
+                Ok(_) => return LeaveAnswer::Unknown,
                 Err(status) => {
                     tracing::warn!(error = %status.message(), attempt, done, "cannot tell the JobManager that this TaskManager leaves");
                     if attempt < attempts {
@@ -486,7 +533,7 @@ impl TaskManager {
                 }
             }
         }
-        LeaveAnswer::NotHeard
+        LeaveAnswer::Unreachable
     }
 
     /// How many tasks run here.

@@ -278,8 +278,9 @@ pub async fn run_with_registry(
     let drain_shutdown = shutdown.clone();
     let drain = tokio::spawn(async move {
         tokio::select! {
-            _ = leave.cancelled() => {}
+            biased;
             _ = drain_shutdown.cancelled() => return None,
+            _ = leave.cancelled() => {}
         }
         let outcome = leaver.leave(drain_timeout, &drain_shutdown).await;
         drain_shutdown.cancel();
@@ -312,8 +313,14 @@ pub async fn run_with_registry(
     // A drain cut short (timeout, second signal) exits non-zero, so that a supervisor or a test tells it from one
     // that moved everything. Stopped without a drain, or drained: 0.
     // It ends promptly now: a drain is bounded and ends at shutdown; without one it returns at shutdown.
-    if let Ok(Some(control::LeaveOutcome::Cut { tasks })) = drain.await {
-        anyhow::bail!("left the cluster with {tasks} tasks still running (the drain was cut short)");
+    match drain.await {
+        Ok(Some(control::LeaveOutcome::Cut { tasks, slots_held })) => anyhow::bail!(
+            "left the cluster with {tasks} tasks still running and {slots_held} slots still held (the drain was cut short)"
+        ),
+        Ok(Some(control::LeaveOutcome::NotHeard { cancelled })) if cancelled > 0 => {
+            anyhow::bail!("the JobManager did not hear this TaskManager leave; {cancelled} tasks were cancelled")
+        }
+        _ => {}
     }
     Ok(())
 }

@@ -142,7 +142,14 @@ impl fmt::Display for Recovery {
         let took = self.took.map_or("no restart (no task there)".to_string(), |d| format!("{} ms", d.as_millis()));
         let restored = self.restored_checkpoint.map_or(String::new(), |c| format!(", restored checkpoint {c}"));
         let (what, how) = match self.drained {
-            Some(exit) => ("drained", format!(", exited {exit}")),
+            Some(exit) => {
+                let checkpoint = match self.fresh_checkpoint {
+                    Some(true) => "",
+                    Some(false) => " (an EARLIER checkpoint than the drain's)",
+                    None => " (its trigger time is not in the history)",
+                };
+                ("drained", format!("{checkpoint}, exited {exit}"))
+            }
             None => ("killed", String::new()),
         };
         let reported = self.reported_stall.map_or(String::new(), |d| format!(" (JobManager: {} ms)", d.as_millis()));
@@ -258,7 +265,7 @@ pub fn run(options: &ChaosOptions) -> anyhow::Result<ChaosReport> {
                 let at = now.duration_since(start);
                 let killed_at = Instant::now();
                 let signalled_ms = chrono::Utc::now().timestamp_millis();
-                let previous_stall = cluster.job(&id)["last_relocation_ms"].as_u64();
+                let moves_before = cluster.job(&id)["relocations"].as_u64().unwrap_or(0);
                 if options.drain {
                     cluster.terminate_task_manager(index);
                 } else {
@@ -267,7 +274,7 @@ pub fn run(options: &ChaosOptions) -> anyhow::Result<ChaosReport> {
                 let mut recovery =
                     await_recovery(&cluster, &id, &killed, at, killed_at, before, options, &mut sampler)?;
                 if options.drain {
-                    recovery.reported_stall = reported_stall(&cluster, &id, previous_stall);
+                    recovery.reported_stall = reported_stall(&cluster, &id, moves_before);
                     recovery.fresh_checkpoint =
                         recovery.restored_checkpoint.map(|c| triggered_ms(&cluster, &id, c) >= Some(signalled_ms));
                     recovery.drained = Some(cluster.wait_for_task_manager_exit(index, options.recovery_timeout));
@@ -291,7 +298,8 @@ pub fn run(options: &ChaosOptions) -> anyhow::Result<ChaosReport> {
     report.relocations = details["relocations"].as_u64().unwrap_or(0);
     verify(&sink, rows, &mut report)?;
     let slow = report.recovery_times().iter().any(|took| *took > options.slow_recovery);
-    if !report.exact() || slow {
+    let stale_move = report.recoveries.iter().any(|r| r.fresh_checkpoint == Some(false));
+    if !report.exact() || slow || stale_move {
         cluster.print_logs();
         cluster.keep_directory();
     }
@@ -375,15 +383,17 @@ fn await_recovery(
     }
 }
 
-/// The stall of the move that just ended, as the JobManager measured it: its `last_relocation_ms` once it differs
-/// from `previous` (the actor records it just after REST shows every task running). None if it does not change
-/// within a second.
-fn reported_stall(cluster: &Cluster, id: &JobId, previous: Option<u64>) -> Option<Duration> {
+/// The stall of the move that just ended, as the JobManager measured it: its `last_relocation_ms` once the
+/// job counts more moves than `moves_before` and the stall is recorded (the actor records it just after REST shows
+/// every task running). None if that does not happen within a second.
+fn reported_stall(cluster: &Cluster, id: &JobId, moves_before: u64) -> Option<Duration> {
     let deadline = Instant::now() + Duration::from_secs(1);
     loop {
-        let now = cluster.job(id)["last_relocation_ms"].as_u64();
-        if now.is_some() && now != previous {
-            return now.map(Duration::from_millis);
+        let details = cluster.job(id);
+        let stall = details["last_relocation_ms"].as_u64();
+        // The count goes up when the move starts redeploying, and clears the stall until every task runs again.
+        if details["relocations"].as_u64().unwrap_or(0) > moves_before && stall.is_some() {
+            return stall.map(Duration::from_millis);
         }
         if Instant::now() >= deadline {
             return None;

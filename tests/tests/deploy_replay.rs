@@ -344,9 +344,10 @@ fn replay(overlay: &str, first_ip: &str) {
     let attempt = moved["attempt"].as_u64().unwrap_or(0);
     let killed = rest.task_hosts(&id).into_iter().find(|h| h != &drained).unwrap_or_else(|| panic!("no host left"));
     podman_ok(&["kill", "--signal", "KILL", containers.id(&killed)]);
-    let recovered = rest.wait_for_job(&id, "the job restarted after the kill", STARTUP_TIMEOUT, |j| {
-        rest.all_running(j, attempt) || j["status"] == "FINISHED"
-    });
+    let recovered =
+        rest.wait_for_job(&id, "the job restarted after the kill", STARTUP_TIMEOUT, |j| rest.all_running(j, attempt));
+    assert!(recovered["restarts"].as_u64() >= Some(1), "the kill restarted the job: {recovered}");
+    assert!(recovered["restored_checkpoint"].is_u64(), "from a checkpoint: {recovered}");
     println!("kill of {killed}: restarts {}, recovery {} ms", recovered["restarts"], recovered["last_recovery_ms"]);
 
     let finished = rest.wait_for_job(&id, "the job FINISHED", JOB_TIMEOUT, |j| {

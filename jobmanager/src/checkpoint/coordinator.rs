@@ -231,7 +231,9 @@ impl Coordinator {
             let reason = format!("cannot record checkpoint {id}: {e}");
             tracing::warn!(job_id = %job_id, %reason, "checkpoint not started");
             self.schedule_next(Some(Instant::now()));
-            return Err((self.count_failure(&reason), reason));
+            // A drain that cannot start is no checkpoint failure: the job moves anyway (`move_off_leaving`).
+            let verdict = if matches!(kind, Kind::Drain) { Verdict::Continue } else { self.count_failure(&reason) };
+            return Err((verdict, reason));
         }
         tracing::info!(job_id = %job_id, checkpoint = id, kind = %kind.kind(), "triggering");
         let stop_sources = kind.stops_sources();

@@ -171,13 +171,21 @@ impl Store {
     /// an in-memory database. The lock is `flock` on `<file>.lock`, released by the kernel when the process ends,
     /// however it ends.
     pub fn lock_sqlite(url: &str) -> Result<Option<std::fs::File>, String> {
-        let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) else {
-            return Ok(None);
-        };
-        let path = rest.split('?').next().unwrap_or(rest);
-        if path.is_empty() || path.contains(":memory:") {
+        use std::str::FromStr as _;
+        if !url.starts_with("sqlite:") || url.contains("mode=memory") {
             return Ok(None);
         }
+        // The file sqlx opens (percent-decoded), canonicalized through its directory, so that another spelling
+        // of the same file (a symlink, `./`, `%20`) takes the same lock.
+        let options = sqlx::sqlite::SqliteConnectOptions::from_str(url).map_err(|e| format!("{url}: {e}"))?;
+        let file = options.get_filename();
+        if file.as_os_str().is_empty() || file.to_string_lossy().contains(":memory:") {
+            return Ok(None);
+        }
+        let parent = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        let parent = parent.canonicalize().map_err(|e| format!("the directory of {}: {e}", file.display()))?;
+        let path = parent.join(file.file_name().unwrap_or_default());
+        let path = path.canonicalize().unwrap_or(path).display().to_string();
         let lock_path = format!("{path}.lock");
         let file = std::fs::OpenOptions::new()
             .create(true)

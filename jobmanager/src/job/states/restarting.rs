@@ -31,6 +31,8 @@ impl JobActor {
             let mut live = self.shared.live();
             if moving {
                 live.relocations += 1;
+                // Measured anew when every task runs again (`all_tasks_running`).
+                live.last_relocation_ms = None;
             } else {
                 live.restarts += 1;
             }
