@@ -33,10 +33,6 @@ import yaml
 BINARIES = ("sluice-jobmanager", "sluice-taskmanager")
 # Variables the object-store client (object_store's from_env builders) reads, and the log filter.
 FOREIGN = re.compile(r"^(AWS_[A-Z0-9_]+|GOOGLE_[A-Z0-9_]+|RUST_LOG)$")
-STAND_INS = {
-    "metadata.name": lambda pod, n: pod,
-    "status.podIP": lambda pod, n: f"10.0.0.{n}",
-}
 DATABASE_URL_STAND_IN = "postgres://sluice:stand-in@postgres:5432/sluice"
 # sluice-taskmanager's default --drain-timeout-ms (DRAIN_TIMEOUT_MS_DEFAULT in taskmanager/src/config.rs).
 DRAIN_TIMEOUT_MS_DEFAULT = 60_000
@@ -76,6 +72,33 @@ def binary_of(command):
     return None
 
 
+def container_env(where, container, config_maps, fields, secret):
+    """The environment a container gets: its envFrom ConfigMaps, then its env. `fields` maps each downward-API field
+    path to its stand-in; `secret(variable, value_from)` gives a secretKeyRef variable's value (None: left out)."""
+    env = {}
+    for source in container.get("envFrom", []):
+        ref = source.get("configMapRef")
+        if ref is None or ref.get("name") not in config_maps:
+            raise SystemExit(f"{where}: envFrom names no ConfigMap of the manifests: {source}")
+        env.update(config_maps[ref["name"]])
+    for var in container.get("env", []):
+        value_from = var.get("valueFrom")
+        if value_from is None:
+            env[var["name"]] = var.get("value", "")
+        elif "fieldRef" in value_from:
+            path = value_from["fieldRef"]["fieldPath"]
+            if path not in fields:
+                raise SystemExit(f"{where}: no stand-in for the field {path}")
+            env[var["name"]] = fields[path]
+        elif "secretKeyRef" in value_from:
+            value = secret(var["name"], value_from)
+            if value is not None:
+                env[var["name"]] = value
+        else:
+            raise SystemExit(f"{where}: no stand-in for {var['name']}: {value_from}")
+    return env
+
+
 def k8s_containers(documents):
     """(where, binary, environment) for each Sluice container of each pod the workloads would start."""
     config_maps = {d["metadata"]["name"]: d.get("data", {}) for d in documents if d.get("kind") == "ConfigMap"}
@@ -90,25 +113,14 @@ def k8s_containers(documents):
             if binary is None:
                 continue
             for n, pod in enumerate(pod_names, start=1):
-                env = {}
-                for source in container.get("envFrom", []):
-                    ref = source.get("configMapRef")
-                    if ref is None or ref.get("name") not in config_maps:
-                        raise SystemExit(f"{name}/{container['name']}: envFrom names a missing ConfigMap: {source}")
-                    env.update(config_maps[ref["name"]])
-                for var in container.get("env", []):
-                    value_from = var.get("valueFrom")
-                    if value_from is None:
-                        env[var["name"]] = var.get("value", "")
-                    elif "fieldRef" in value_from:
-                        path = value_from["fieldRef"]["fieldPath"]
-                        if path not in STAND_INS:
-                            raise SystemExit(f"{name}/{container['name']}: no stand-in for the field {path}")
-                        env[var["name"]] = STAND_INS[path](pod, n)
-                    elif "secretKeyRef" in value_from and var["name"] == "DATABASE_URL":
-                        env[var["name"]] = DATABASE_URL_STAND_IN
-                    else:
-                        raise SystemExit(f"{name}/{container['name']}: no stand-in for {var['name']}: {value_from}")
+                fields = {"metadata.name": pod, "status.podIP": f"10.0.0.{n}"}
+
+                def secret(var, value_from):
+                    if var != "DATABASE_URL":
+                        raise SystemExit(f"{name}/{container['name']}: no stand-in for {var}: {value_from}")
+                    return DATABASE_URL_STAND_IN
+
+                env = container_env(f"{name}/{container['name']}", container, config_maps, fields, secret)
                 grace = doc["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", K8S_GRACE_DEFAULT_S)
                 yield f"{doc['kind']} {name} ({pod})", binary, env, grace
 
@@ -148,23 +160,12 @@ def replay(documents, first_ip):
                 binary = binary_of(container.get("command"))
                 if binary is None:
                     continue
-                env = {}
-                for source in container.get("envFrom", []):
-                    if "configMapRef" not in source:
-                        raise SystemExit(f"{name}: the replay takes envFrom ConfigMaps only, not {source}")
-                    env.update(config_maps[source["configMapRef"]["name"]])
                 secrets = []
-                for var in container.get("env", []):
-                    value_from = var.get("valueFrom")
-                    if value_from is None:
-                        env[var["name"]] = var.get("value", "")
-                    elif "fieldRef" in value_from:
-                        path = value_from["fieldRef"]["fieldPath"]
-                        if path not in ("status.podIP", "metadata.name"):
-                            raise SystemExit(f"{name}: the replay has no stand-in for the field {path}")
-                        env[var["name"]] = ip if path == "status.podIP" else pod
-                    elif "secretKeyRef" in value_from:
-                        secrets.append(var["name"])
+
+                def secret(var, _value_from):
+                    secrets.append(var)  # the test gives its own value
+
+                env = container_env(name, container, config_maps, {"status.podIP": ip, "metadata.name": pod}, secret)
                 security = container.get("securityContext", {})
                 pod_security = spec.get("securityContext", {})
                 pods.append({
