@@ -245,7 +245,8 @@ pub fn run(options: &ChaosOptions) -> anyhow::Result<ChaosReport> {
                 down = None;
             }
         }
-        let in_input = now.duration_since(start) < options.duration;
+        // No kill in the input's last seconds: the job may finish before it notices, and the kill proves nothing.
+        let in_input = now.duration_since(start) + QUIET_BEFORE_END < options.duration;
         if in_input && next_jm < jm_kills_at.len() && now.duration_since(start) >= jm_kills_at[next_jm] {
             next_jm += 1;
             let before = attempt(&cluster, &id);
@@ -305,6 +306,9 @@ pub fn run(options: &ChaosOptions) -> anyhow::Result<ChaosReport> {
     }
     Ok(report)
 }
+
+/// How long before the end of the input no kill (or drain) starts.
+const QUIET_BEFORE_END: Duration = Duration::from_secs(3);
 
 /// How often the job's status is sampled (for the share of time RUNNING and recovery times).
 const SAMPLE_EVERY: Duration = Duration::from_millis(50);
