@@ -33,7 +33,7 @@ fn draining_task_managers_moves_the_job_without_a_restart_and_loses_nothing() {
         assert!(drain.took.is_some(), "draining {} moved the job:\n{report}", drain.killed);
         assert!(drain.restored_checkpoint.is_some(), "the move from {} restored a checkpoint:\n{report}", drain.killed);
     }
-    // A move normally restores the checkpoint taken for it. Once in six runs here one drain of 15 did not (the
+    // A move normally restores the checkpoint taken for it. Once in ten runs here one drain of 15 did not (the
     // output was still exact); the run now keeps its logs when that happens. Open, see the issue 20 note. At
     // least the ten drains the issue measures must have restored their own checkpoint.
     let fresh = drains.iter().filter(|d| d.fresh_checkpoint == Some(true)).count();
