@@ -307,6 +307,9 @@ pub fn run(options: &ChaosOptions) -> anyhow::Result<ChaosReport> {
     Ok(report)
 }
 
+/// How long after REST shows a moved job running the JobManager may take to record the move's stall.
+const STALL_RECORDED_WITHIN: Duration = Duration::from_secs(1);
+
 /// How long before the end of the input no kill (or drain) starts.
 const QUIET_BEFORE_END: Duration = Duration::from_secs(3);
 
@@ -391,7 +394,7 @@ fn await_recovery(
 /// job counts more moves than `moves_before` and the stall is recorded (the actor records it just after REST shows
 /// every task running). None if that does not happen within a second.
 fn reported_stall(cluster: &Cluster, id: &JobId, moves_before: u64) -> Option<Duration> {
-    let deadline = Instant::now() + Duration::from_secs(1);
+    let deadline = Instant::now() + STALL_RECORDED_WITHIN;
     loop {
         let details = cluster.job(id);
         let stall = details["last_relocation_ms"].as_u64();

@@ -124,59 +124,107 @@ fn rendered_pods(overlay: &str, dir: &Path, first_ip: &str) -> Value {
     assert!(rendered.status.success(), "kubectl kustomize {overlay}: {}", String::from_utf8_lossy(&rendered.stderr));
     let path = dir.join("rendered.yaml");
     std::fs::write(&path, &rendered.stdout).unwrap_or_else(|e| panic!("{e}"));
+    check_settings(&["replay", &path.display().to_string(), first_ip])
+}
+
+/// What `scripts/deploy/check_settings.py ARGS` prints, as JSON; run with `$SLUICE_DEPLOY_PYTHON`, else the
+/// virtual environment scripts/validate-deploy.sh makes (PyYAML).
+fn check_settings(args: &[&str]) -> Value {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let python = std::env::var("SLUICE_DEPLOY_PYTHON").unwrap_or_else(|_| {
         format!("{}/.cache/sluice/venv-deploy/bin/python", std::env::var("HOME").unwrap_or_default())
     });
-    let script = repo.join("scripts/deploy/check_settings.py");
     let listed = Command::new(&python)
-        .args([&script.display().to_string(), "replay", &path.display().to_string(), first_ip])
+        .arg(repo.join("scripts/deploy/check_settings.py"))
+        .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
-    assert!(listed.status.success(), "check_settings.py replay: {}", String::from_utf8_lossy(&listed.stderr));
+    assert!(listed.status.success(), "check_settings.py {args:?}: {}", String::from_utf8_lossy(&listed.stderr));
     serde_json::from_slice(&listed.stdout).unwrap_or_else(|e| panic!("check_settings.py printed no JSON: {e}"))
 }
 
-/// Starts one pod as a container; returns its id.
-fn start_pod(pod: &Value, services: &Value, root: &Path, extra_env: &[(String, String)], image: &str) -> String {
-    let name = pod["pod"].as_str().unwrap_or_default();
-    let ip = pod["ip"].as_str().unwrap_or_default();
-    let pod_dir = root.join(name);
+/// One container to start: a pod of the manifests or a service of the compose file, as `check_settings.py`
+/// lists it (`ip`, `env`, `command`, `args`).
+struct ContainerSpec<'a> {
+    /// Its name, unique to this test process.
+    name: String,
+    pod: &'a Value,
+    /// Each Service (or compose service) name and the address it resolves to.
+    services: &'a Value,
+    /// `UID:GID`, when the pod sets one (else the image's user).
+    user: Option<String>,
+    read_only_root: bool,
+    /// Host directory, path in the container, read-only.
+    volumes: Vec<(PathBuf, String, bool)>,
+    /// What the test gives instead of the pod's own value (the database and object store standing in).
+    stand_ins: &'a [(String, String)],
+}
+
+/// Starts a container of `image` on the host network; returns its id.
+fn run_container(spec: &ContainerSpec<'_>, image: &str) -> String {
+    let ip = spec.pod["ip"].as_str().unwrap_or_default();
     let mut args: Vec<String> = ["run", "--detach", "--network", "host"].map(String::from).to_vec();
-    args.push(format!("--name=sluice-replay-{}-{name}", std::process::id()));
-    for (service, address) in services.as_object().into_iter().flatten() {
+    args.push(format!("--name={}", spec.name));
+    for (service, address) in spec.services.as_object().into_iter().flatten() {
         args.push(format!("--add-host={service}:{}", address.as_str().unwrap_or_default()));
     }
-    if let (Some(user), Some(group)) = (pod["user"].as_u64(), pod["group"].as_u64()) {
-        args.push(format!("--user={user}:{group}"));
-    }
-    if pod["read_only_root"] == true {
+    args.extend(spec.user.as_ref().map(|user| format!("--user={user}")));
+    if spec.read_only_root {
         args.push("--read-only".into());
     }
-    for mount in pod["mounts"].as_array().into_iter().flatten() {
-        let path = mount["path"].as_str().unwrap_or_default();
-        let host = if path == "/etc/sluice/secrets" {
-            root.join("secrets")
-        } else {
-            volume(&pod_dir, &path.trim_start_matches('/').replace('/', "_"))
-        };
-        let options = if mount["read_only"] == true { ":ro" } else { "" };
+    for (host, path, read_only) in &spec.volumes {
+        let options = if *read_only { ":ro" } else { "" };
         args.push(format!("--volume={}:{path}{options}", host.display()));
     }
-    // What jobs read and write: one directory every pod shares (on Kubernetes, a ReadWriteMany volume).
-    args.push(format!("--volume={}:/srv/sluice/output", root.join("output").display()));
-    for (key, value) in pod["env"].as_object().into_iter().flatten() {
+    let replaced = |key: &str| spec.stand_ins.iter().any(|(k, _)| k == key);
+    for (key, value) in spec.pod["env"].as_object().into_iter().flatten().filter(|(key, _)| !replaced(key)) {
         // Binding 0.0.0.0 in the pod's own network namespace is binding its pod IP.
         let value = value.as_str().unwrap_or_default().replace("0.0.0.0:", &format!("{ip}:"));
         args.push(format!("--env={key}={value}"));
     }
-    for (key, value) in extra_env {
-        args.push(format!("--env={key}={value}"));
-    }
+    args.extend(spec.stand_ins.iter().map(|(key, value)| format!("--env={key}={value}")));
     args.push(image.to_string());
-    args.extend(pod["command"].as_array().into_iter().flatten().filter_map(|c| c.as_str().map(String::from)));
-    args.extend(pod["args"].as_array().into_iter().flatten().filter_map(|c| c.as_str().map(String::from)));
+    for part in ["command", "args"] {
+        args.extend(spec.pod[part].as_array().into_iter().flatten().filter_map(|c| c.as_str().map(String::from)));
+    }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     podman_ok(&args)
+}
+
+/// Starts one pod of the manifests as a container; returns its id.
+fn start_pod(pod: &Value, services: &Value, root: &Path, stand_ins: &[(String, String)], image: &str) -> String {
+    let name = pod["pod"].as_str().unwrap_or_default();
+    let pod_dir = root.join(name);
+    let mut volumes: Vec<(PathBuf, String, bool)> = pod["mounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|mount| {
+            let path = mount["path"].as_str().unwrap_or_default();
+            let host = if path == "/etc/sluice/secrets" {
+                root.join("secrets")
+            } else {
+                volume(&pod_dir, &path.trim_start_matches('/').replace('/', "_"))
+            };
+            (host, path.to_string(), mount["read_only"] == true)
+        })
+        .collect();
+    // What jobs read and write: one directory every pod shares (on Kubernetes, a ReadWriteMany volume).
+    volumes.push((root.join("output"), "/srv/sluice/output".into(), false));
+    let user = match (pod["user"].as_u64(), pod["group"].as_u64()) {
+        (Some(user), Some(group)) => Some(format!("{user}:{group}")),
+        _ => None,
+    };
+    let spec = ContainerSpec {
+        name: format!("sluice-replay-{}-{name}", std::process::id()),
+        pod,
+        services,
+        user,
+        read_only_root: pod["read_only_root"] == true,
+        volumes,
+        stand_ins,
+    };
+    run_container(&spec, image)
 }
 
 struct Rest {
@@ -391,16 +439,8 @@ fn the_compose_file_runs_a_cluster_of_3_task_managers_and_12_slots_that_runs_an_
     let root = dir.path();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let compose_dir = repo.join("deploy/compose");
-    let python = std::env::var("SLUICE_DEPLOY_PYTHON").unwrap_or_else(|_| {
-        format!("{}/.cache/sluice/venv-deploy/bin/python", std::env::var("HOME").unwrap_or_default())
-    });
-    let listed = Command::new(&python)
-        .arg(repo.join("scripts/deploy/check_settings.py"))
-        .args(["replay-compose", &compose_dir.join("docker-compose.yml").display().to_string(), "127.0.2.2"])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
-    assert!(listed.status.success(), "replay-compose: {}", String::from_utf8_lossy(&listed.stderr));
-    let rendered: Value = serde_json::from_slice(&listed.stdout).unwrap_or_else(|e| panic!("no JSON: {e}"));
+    let compose_file = compose_dir.join("docker-compose.yml").display().to_string();
+    let rendered = check_settings(&["replay-compose", &compose_file, "127.0.2.2"]);
     let pods = rendered["pods"].as_array().cloned().unwrap_or_default();
     assert_eq!(pods.len(), 4, "a JobManager and 3 TaskManagers: {rendered}");
 
@@ -418,36 +458,26 @@ fn the_compose_file_runs_a_cluster_of_3_task_managers_and_12_slots_that_runs_an_
     let mut containers = Containers::default();
     let mut start = |pod: &Value| {
         let name = pod["pod"].as_str().unwrap_or_default();
-        let ip = pod["ip"].as_str().unwrap_or_default();
-        let mut args: Vec<String> = ["run", "--detach", "--network", "host"].map(String::from).to_vec();
-        args.push(format!("--name=sluice-compose-{}-{name}", std::process::id()));
-        for (service, address) in rendered["services"].as_object().into_iter().flatten() {
-            args.push(format!("--add-host={service}:{}", address.as_str().unwrap_or_default()));
-        }
-        for volume in pod["volumes"].as_array().into_iter().flatten() {
-            let source = volume["source"].as_str().unwrap_or_default();
-            let host = if volume["named"] == true { volume_dir(root, source) } else { compose_dir.join(source) };
-            let options = if volume["read_only"] == true { ":ro" } else { "" };
-            args.push(format!(
-                "--volume={}:{}{options}",
-                host.display(),
-                volume["target"].as_str().unwrap_or_default()
-            ));
-        }
-        let overridden: Vec<&str> = stand_ins.iter().map(|(k, _)| k.as_str()).collect();
-        for (key, value) in pod["env"].as_object().into_iter().flatten() {
-            if !overridden.contains(&key.as_str()) {
-                let value = value.as_str().unwrap_or_default().replace("0.0.0.0:", &format!("{ip}:"));
-                args.push(format!("--env={key}={value}"));
-            }
-        }
-        for (key, value) in &stand_ins {
-            args.push(format!("--env={key}={value}"));
-        }
-        args.push(image.clone());
-        args.extend(pod["command"].as_array().into_iter().flatten().filter_map(|c| c.as_str().map(String::from)));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        containers.ids.insert(name.to_string(), podman_ok(&args));
+        let volumes = pod["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|volume| {
+                let source = volume["source"].as_str().unwrap_or_default();
+                let host = if volume["named"] == true { volume_dir(root, source) } else { compose_dir.join(source) };
+                (host, volume["target"].as_str().unwrap_or_default().to_string(), volume["read_only"] == true)
+            })
+            .collect();
+        let spec = ContainerSpec {
+            name: format!("sluice-compose-{}-{name}", std::process::id()),
+            pod,
+            services: &rendered["services"],
+            user: None,
+            read_only_root: false,
+            volumes,
+            stand_ins: &stand_ins,
+        };
+        containers.ids.insert(name.to_string(), run_container(&spec, &image));
     };
     start(&job_manager);
     // The TaskManagers read the cluster secret the JobManager generates into its volume (compose restarts them

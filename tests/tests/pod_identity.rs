@@ -18,6 +18,8 @@ use sluice_tests::windows::checkpointed_job_on;
 use sluice_tests::{Cluster, ClusterSpec};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the endpoint waits for a request's bytes.
+const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most bytes of one request the endpoint reads (a GET with a few headers).
 const REQUEST_BYTES_MAX: usize = 16 * 1024;
 
@@ -31,7 +33,7 @@ fn credentials_endpoint(token: &str) -> (String, Arc<AtomicUsize>) {
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = stream.set_read_timeout(Some(REQUEST_READ_TIMEOUT));
             let mut request = Vec::new();
             let mut buffer = [0u8; 1024];
             while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < REQUEST_BYTES_MAX {
