@@ -10,8 +10,12 @@
 # With --drain, TaskManagers get SIGTERM instead (what `kubectl drain` and a pod deletion send): each leaves
 # gracefully, the JobManager checkpoints the job and moves it elsewhere, and the run prints each move's stall.
 #
-# Usage: scripts/chaos_test.sh [--duration S] [--kill-every MIN-MAX] [--kill-jobmanager N] [--seed N]
-#                              [--restart-after S] [--rows-per-second R] [--drain]
+# With --jobmanagers K (K > 1), K JobManagers share a PostgreSQL database this script starts; --kill-jobmanager N
+# then kills the *leader* N times: a standby takes over and adopts the running job, and the run prints each
+# takeover's duration and the restarts it caused (0 when the job was adopted).
+#
+# Usage: scripts/chaos_test.sh [--duration S] [--kill-every MIN-MAX] [--kill-jobmanager N] [--jobmanagers K]
+#                              [--seed N] [--restart-after S] [--rows-per-second R] [--drain]
 #   defaults: --duration 120 --kill-every 10-20 --kill-jobmanager 0 --seed 1 --restart-after 2
 #             --rows-per-second 2000
 # Environment: CARGO_TARGET_DIR (default ~/.cache/sluice/target). Needs a built toolchain: run
@@ -28,4 +32,11 @@ command -v cargo >/dev/null || fail "cargo is not installed; run scripts/test.sh
 cargo build --bins
 
 section "Chaos run"
-exec "$CARGO_TARGET_DIR/debug/sluice-chaos" "$@"
+if [[ " $* " =~ \ --jobmanagers[\ =]([0-9]+) ]] && (( BASH_REMATCH[1] > 1 )); then
+  # Several JobManagers share a PostgreSQL database: start one for the run, stopped when it ends.
+  start_postgres
+  trap stop_postgres EXIT
+  "$CARGO_TARGET_DIR/debug/sluice-chaos" "$@"
+else
+  exec "$CARGO_TARGET_DIR/debug/sluice-chaos" "$@"
+fi

@@ -4,7 +4,12 @@
 #      Kubernetes OpenAPI schemas; unknown fields are errors);
 #   2. deploy/compose/docker-compose.yml passes the compose-spec JSON schema;
 #   3. every Sluice setting the manifests and the compose file give is a real one and `--check-config` accepts
-#      it, container by container (scripts/deploy/check_settings.py).
+#      it, container by container (scripts/deploy/check_settings.py);
+#   4. the JobManagers can run as a leader and standbys (check_settings.py too): at least 2 replicas on PostgreSQL,
+#      readiness on /ready (the leader only) and startup/liveness on /health, ADVERTISE_HOST from the pod IP, a
+#      rolling update that finishes though only the leader is ever Ready, and no disruption budget that would never
+#      let the leader go; in the compose file, JobManagers that share one database and one set of secrets, each
+#      listed in the TaskManagers' JOBMANAGER.
 # kubernetes-validate, jsonschema and PyYAML go into a virtualenv under ~/.cache/sluice on first use. The
 # compose schema is the one PyPI's docker-compose 1.29.2 carries (compose/config/compose_spec.json), unpacked
 # once into the same cache; COMPOSE_SCHEMA=FILE uses another (e.g. schema/compose-spec.json of the compose-spec
@@ -55,8 +60,8 @@ for overlay in "${OVERLAYS[@]}"; do
   "${VENV}/bin/kubernetes-validate" --strict --kubernetes-version "${KUBERNETES_VERSION}" "${rendered}" \
     || fail "overlays/${overlay}: kubernetes-validate --strict refused it"
   "${VENV}/bin/python" scripts/deploy/check_settings.py k8s "${rendered}" "${BIN_DIR}" \
-    || fail "overlays/${overlay}: a setting is unknown or invalid"
-  ok "overlays/${overlay} renders, validates, and every setting is real"
+    || fail "overlays/${overlay}: a setting is unknown or invalid, or the JobManagers cannot lead and stand by"
+  ok "overlays/${overlay} renders, validates, every setting is real, and the JobManagers run as leader and standby"
 done
 
 section "compose: ${COMPOSE_FILE}"
@@ -71,5 +76,5 @@ for error in errors:
 sys.exit(1 if errors else 0)
 PY
 "${VENV}/bin/python" scripts/deploy/check_settings.py compose "${COMPOSE_FILE}" "${BIN_DIR}" \
-  || fail "${COMPOSE_FILE}: a setting is unknown or invalid"
+  || fail "${COMPOSE_FILE}: a setting is unknown or invalid, or its JobManagers cannot run as leader and standby"
 ok "${COMPOSE_FILE} passes the compose-spec schema, and every setting is real"

@@ -22,6 +22,11 @@ pub const CLUSTER_SECRET_FILE_NAME: &str = "cluster.secret";
 /// The gRPC metadata key of a TaskManager's session.
 pub const SESSION_METADATA: &str = "x-sluice-session";
 
+/// The gRPC metadata key of the leader epoch every JobManager call to a TaskManager carries (decimal): a
+/// TaskManager refuses a call with an older epoch than the newest it has seen, so a JobManager that lost its
+/// leadership (and has not noticed yet) cannot command it.
+pub const LEADER_EPOCH_METADATA: &str = "x-sluice-leader-epoch";
+
 /// What the data port's hello proof is computed over, before the two ids.
 const HELLO_PROOF_CONTEXT: &[u8] = b"sluice data-port hello v2";
 

@@ -364,6 +364,97 @@ impl Cluster {
         Ok(held)
     }
 
+    /// Takes `count` free slots for `job` on one TaskManager, as registered under `incarnation` (the slots an
+    /// adopted attempt's tasks run in). None, taking nothing, if it is not active under that incarnation or has
+    /// fewer free slots.
+    pub fn claim(
+        &self,
+        job: &JobId,
+        task_manager: &TaskManagerId,
+        incarnation: u64,
+        count: u32,
+    ) -> Option<Vec<HeldSlot>> {
+        let held = {
+            let mut registry = self.lock();
+            let entry = registry.task_managers.get_mut(task_manager)?;
+            let free = entry.slots.iter().filter(|s| s.is_none()).count();
+            if entry.incarnation != incarnation || entry.state != TaskManagerState::Active || free < count as usize {
+                return None;
+            }
+            let mut held = Vec::with_capacity(count as usize);
+            for slot in entry.slots.iter_mut().filter(|s| s.is_none()).take(count as usize) {
+                *slot = Some(job.clone());
+                held.push(HeldSlot {
+                    task_manager: task_manager.clone(),
+                    incarnation,
+                    rpc_address: entry.rpc_address.clone(),
+                    data_address: entry.data_address.clone(),
+                });
+            }
+            held
+        };
+        self.notify();
+        Some(held)
+    }
+
+    /// Every slot `job` holds on an active TaskManager, one entry per slot.
+    pub fn held_by(&self, job: &JobId) -> Vec<HeldSlot> {
+        let registry = self.lock();
+        let mut held = Vec::new();
+        for (id, entry) in &registry.task_managers {
+            if entry.state != TaskManagerState::Active {
+                continue;
+            }
+            for _ in entry.slots.iter().filter(|s| s.as_ref() == Some(job)) {
+                held.push(HeldSlot {
+                    task_manager: id.clone(),
+                    incarnation: entry.incarnation,
+                    rpc_address: entry.rpc_address.clone(),
+                    data_address: entry.data_address.clone(),
+                });
+            }
+        }
+        held
+    }
+
+    /// Whether the TaskManager is active under `incarnation`.
+    pub fn is_registered(&self, task_manager: &TaskManagerId, incarnation: u64) -> bool {
+        let registry = self.lock();
+        registry
+            .task_managers
+            .get(task_manager)
+            .is_some_and(|e| e.incarnation == incarnation && e.state == TaskManagerState::Active)
+    }
+
+    /// The RPC address of the TaskManager, if it is active under `incarnation`.
+    pub fn rpc_address_of(&self, task_manager: &TaskManagerId, incarnation: u64) -> Option<String> {
+        let registry = self.lock();
+        registry
+            .task_managers
+            .get(task_manager)
+            .filter(|e| e.incarnation == incarnation && e.state == TaskManagerState::Active)
+            .map(|e| e.rpc_address.clone())
+    }
+
+    /// Forgets every TaskManager (this JobManager stepped down: they register with the next leader).
+    pub fn clear(&self) {
+        self.lock().task_managers.clear();
+        self.notify();
+    }
+
+    /// Frees the slots `job` holds on one TaskManager.
+    pub fn release_on(&self, job: &JobId, task_manager: &TaskManagerId) {
+        {
+            let mut registry = self.lock();
+            if let Some(entry) = registry.task_managers.get_mut(task_manager) {
+                for slot in entry.slots.iter_mut().filter(|s| s.as_ref() == Some(job)) {
+                    *slot = None;
+                }
+            }
+        }
+        self.notify();
+    }
+
     /// Frees every slot `job` holds.
     pub fn release(&self, job: &JobId) {
         {
@@ -482,6 +573,7 @@ mod tests {
             metrics_address: String::new(),
             slots,
             session: format!("session-of-task-manager-{id}"),
+            running: Vec::new(),
         }
     }
 

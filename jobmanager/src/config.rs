@@ -44,6 +44,22 @@ pub struct JobManagerConfig {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
+    /// The host name or IP other processes reach this JobManager at (in Kubernetes, the pod IP). It goes into
+    /// the leader lease, so that standbys can say where the leader is. Default: the bound address (loopback
+    /// for an unspecified one).
+    #[arg(long, env = "ADVERTISE_HOST")]
+    pub advertise_host: Option<String>,
+
+    /// How often the leader renews its lease in the metadata store, and a standby tries to take it (ms).
+    #[arg(long, env = "LEASE_RENEW_INTERVAL_MS", default_value_t = millis(crate::leader::LEASE_RENEW_INTERVAL_DEFAULT), value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub lease_renew_interval_ms: u64,
+
+    /// How long the lease lasts after a renewal (ms): a leader that renews nothing for this long (dead, stalled,
+    /// or cut off from the database) is replaced by a standby, and its writes are refused from then on. At least
+    /// 3 × the renew interval.
+    #[arg(long, env = "LEASE_TIMEOUT_MS", default_value_t = millis(crate::leader::LEASE_TIMEOUT_DEFAULT), value_parser = clap::value_parser!(u64).range(30..=600_000))]
+    pub lease_timeout_ms: u64,
+
     /// How often TaskManagers send heartbeats, in milliseconds.
     #[arg(long, env = "HEARTBEAT_INTERVAL", default_value_t = millis(HEARTBEAT_INTERVAL_DEFAULT), value_parser = clap::value_parser!(u64).range(10..=600_000))]
     pub heartbeat_interval_ms: u64,
@@ -139,6 +155,14 @@ impl JobManagerConfig {
                 self.heartbeat_timeout_ms, self.heartbeat_interval_ms
             ));
         }
+        let renewals = u64::from(crate::leader::RENEWALS_PER_LEASE_MIN);
+        if self.lease_renew_interval_ms.saturating_mul(renewals) > self.lease_timeout_ms {
+            return Err(format!(
+                "LEASE_TIMEOUT_MS ({} ms) must be at least {renewals} × LEASE_RENEW_INTERVAL_MS ({} ms): one slow \
+                 renewal would cost the lead",
+                self.lease_timeout_ms, self.lease_renew_interval_ms
+            ));
+        }
         Ok(Settings {
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
             heartbeat_timeout: Duration::from_millis(self.heartbeat_timeout_ms),
@@ -153,6 +177,14 @@ impl JobManagerConfig {
                     .then(|| Duration::from_millis(self.finished_job_retention_ms)),
             },
         })
+    }
+
+    /// The leader lease's settings.
+    pub fn lease_settings(&self) -> crate::leader::LeaseSettings {
+        crate::leader::LeaseSettings {
+            renew_interval: Duration::from_millis(self.lease_renew_interval_ms),
+            timeout: Duration::from_millis(self.lease_timeout_ms),
+        }
     }
 
     /// What `--check-config` finds wrong beyond what clap checks value by value (ranges, choices): settings

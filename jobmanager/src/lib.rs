@@ -21,6 +21,7 @@ pub mod cluster;
 pub mod config;
 pub mod deployment;
 pub mod job;
+pub mod leader;
 pub mod metrics;
 mod rest;
 pub mod rpc;
@@ -54,10 +55,10 @@ use task_manager_client::{GrpcTaskManagerClient, TaskManagerClient};
 
 /// How often the heartbeat monitor looks for silent TaskManagers, as a fraction of the heartbeat timeout:
 /// a silent TaskManager is noticed at most a quarter of the timeout late.
-const HEARTBEAT_CHECKS_PER_TIMEOUT: u32 = 4;
+pub(crate) const HEARTBEAT_CHECKS_PER_TIMEOUT: u32 = 4;
 /// The shortest pause between two looks for silent TaskManagers, whatever the timeout: a look walks the
 /// registry under its lock, so it must not spin.
-const HEARTBEAT_CHECK_INTERVAL_MIN: Duration = Duration::from_millis(10);
+pub(crate) const HEARTBEAT_CHECK_INTERVAL_MIN: Duration = Duration::from_millis(10);
 
 /// Everything the REST handlers, the gRPC service and the job actors share.
 pub(crate) struct Context {
@@ -72,7 +73,8 @@ pub(crate) struct Context {
     pub savepoint_storage: sluice_common::storage::Storage,
     /// What jobs may read, write and reach, and where savepoints may go.
     pub confinement: sluice_common::confine::Confinement,
-    pub shutdown: CancellationToken,
+    /// Whether this JobManager leads, and the term its job actors run in.
+    pub leadership: Arc<leader::Leadership>,
     /// How the JobManager calls TaskManagers.
     pub task_managers: Arc<dyn TaskManagerClient>,
     /// The REST tokens accepted; `None` when REST authentication is off.
@@ -110,7 +112,7 @@ impl Context {
         let (shared, inbox) = JobShared::new(job_id.clone(), Arc::new(job), restore);
         self.jobs.insert(shared.clone());
         let actor = JobActor::new(self.clone(), shared, inbox);
-        tokio::spawn(actor.run());
+        self.leadership.spawn(actor.run());
         tracing::info!(job_id = %job_id, name = %new_job.name, "job submitted");
         Ok(job_id)
     }
@@ -140,7 +142,7 @@ impl Context {
             checkpoint_storage: open(config.checkpoint_location()),
             savepoint_storage: open(config.savepoint_location()),
             confinement,
-            shutdown: CancellationToken::new(),
+            leadership: Arc::new(leader::Leadership::leading_for_tests(1)),
             task_managers,
             rest_auth: None,
             rest_insecure: false,
@@ -184,15 +186,14 @@ pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyho
         .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
     let database_url = config.database_url();
     // Held until this function returns (the process ends): no second JobManager opens the same SQLite file.
-    let _single = Store::lock_sqlite(&database_url).map_err(anyhow::Error::msg)?;
-    let store =
-        Store::open(&database_url).await.with_context(|| format!("cannot open the metadata store {database_url}"))?;
+    let single = Store::lock_sqlite(&database_url).map_err(anyhow::Error::msg)?;
+    let fence = Arc::new(store::Fence::default());
+    let store = Store::open(&database_url)
+        .await
+        .with_context(|| format!("cannot open the metadata store {database_url}"))?
+        .fenced(fence.clone());
     let backend = store.backend_name().await.context("the metadata store")?;
     tracing::info!(backend = %backend, "metadata store open");
-    let failed = store.fail_in_progress_checkpoints(cluster::now_ms(), "the JobManager restarted").await?;
-    if failed > 0 {
-        tracing::warn!(checkpoints = failed, "failed the checkpoints an earlier JobManager left in progress");
-    }
     let checkpoint_storage = sluice_common::storage::Storage::open(&config.checkpoint_location())
         .context("cannot open the checkpoint storage (CHECKPOINT_DIR / S3_CHECKPOINT_PATH)")?;
     let savepoint_storage = sluice_common::storage::Storage::open(&config.savepoint_location())
@@ -215,31 +216,6 @@ pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyho
     let confinement = sluice_common::confine::Confinement::from_args(&config.confinement, &savepoint_locations)
         .context("cannot resolve the allowed directories")?
         .protect(own_data(&config));
-    let ctx = Arc::new(Context {
-        store,
-        cluster: cluster.clone(),
-        jobs: JobRegistry::default(),
-        metrics: Metrics::new().context("cannot register the metrics")?,
-        settings,
-        checkpoint_storage,
-        savepoint_storage,
-        confinement,
-        shutdown: shutdown.clone(),
-        task_managers: Arc::new(GrpcTaskManagerClient::new(cluster_credentials.clone(), cluster, tls.clone())),
-        rest_auth,
-        rest_insecure: config.rest_auth.insecure,
-    });
-
-    let (resumed, closed) = job::recovery::resume_unfinished_jobs(&ctx)
-        .await
-        .context("cannot take over the jobs of an earlier JobManager")?;
-    if !resumed.is_empty() || !closed.is_empty() {
-        tracing::warn!(
-            resumed = resumed.len(),
-            closed = closed.len(),
-            "took over the unfinished jobs of an earlier JobManager"
-        );
-    }
 
     let rest_listener = tokio::net::TcpListener::bind(&config.rest_addr)
         .await
@@ -249,20 +225,39 @@ pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyho
         .with_context(|| format!("cannot bind the RPC address {}", config.rpc_addr))?;
     let bound = BoundAddresses { rest: rest_listener.local_addr()?, rpc: rpc_listener.local_addr()? };
     security::check_bind_policy(&config.rest_auth, bound.rest)?;
+    let advertised = |addr: SocketAddr| advertise(config.advertise_host.as_deref(), addr);
+    let leadership = Arc::new(leader::Leadership::new(
+        leader::instance_id(&config.data_dir)?,
+        advertised(bound.rest),
+        advertised(bound.rpc),
+        fence,
+    ));
+    let ctx = Arc::new(Context {
+        store,
+        cluster: cluster.clone(),
+        jobs: JobRegistry::default(),
+        metrics: Metrics::new().context("cannot register the metrics")?,
+        settings,
+        checkpoint_storage,
+        savepoint_storage,
+        confinement,
+        leadership: leadership.clone(),
+        task_managers: Arc::new(GrpcTaskManagerClient::new(
+            cluster_credentials.clone(),
+            cluster,
+            tls.clone(),
+            leadership.clone(),
+        )),
+        rest_auth,
+        rest_insecure: config.rest_auth.insecure,
+    });
     tracing::info!("REST listening on {}", bound.rest);
     tracing::info!("RPC listening on {}", bound.rpc);
     write_address_file(&config, &bound, tls.is_some())?;
 
-    let check_interval = settings.heartbeat_timeout / HEARTBEAT_CHECKS_PER_TIMEOUT;
-    let monitor = tokio::spawn(cluster::run_heartbeat_monitor(
-        ctx.cluster.clone(),
-        check_interval.max(HEARTBEAT_CHECK_INTERVAL_MIN),
-        ctx.metrics.task_managers_lost.clone(),
-        shutdown.clone(),
-    ));
-
-    let retention =
-        tokio::spawn(store::run_metadata_retention(ctx.store.clone(), settings.retention, shutdown.clone()));
+    // Standby until this JobManager takes the leader lease; then it drives the jobs (see `leader`).
+    let election =
+        tokio::spawn(leader::run_election(ctx.clone(), config.lease_settings(), single.is_some(), shutdown.clone()));
 
     let rest = {
         let app = rest::router(ctx.clone());
@@ -283,18 +278,21 @@ pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyho
     let rpc = {
         let refused = ctx.metrics.requests_refused.clone();
         let credentials = cluster_credentials.clone();
+        let leadership = ctx.leadership.clone();
         let service = JobManagerServiceServer::new(rpc::JobManagerRpc::new(ctx.clone()))
             .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
         let service =
             tonic::service::interceptor::InterceptedService::new(service, move |request: tonic::Request<()>| {
-                match credentials.check(request.metadata()) {
-                    Ok(()) => Ok(request),
-                    Err(refusal) => {
-                        refused.with_label_values(&["rpc", refusal.reason()]).inc();
-                        Err(refusal.status())
-                    }
+                if let Err(refusal) = credentials.check(request.metadata()) {
+                    refused.with_label_values(&["rpc", refusal.reason()]).inc();
+                    return Err(refusal.status());
                 }
+                // A standby drives nothing: TaskManagers go to the leader (they try the next address).
+                if !leadership.is_leader() {
+                    return Err(rpc::not_the_leader(&leadership));
+                }
+                Ok(request)
             });
         let incoming = rpc::incoming(rpc_listener);
         let shutdown = shutdown.clone();
@@ -308,14 +306,23 @@ pub async fn run(config: JobManagerConfig, shutdown: CancellationToken) -> anyho
 
     let (rest_result, rpc_result) = tokio::join!(rest, rpc);
     shutdown.cancel();
-    let _ = monitor.await;
-    // A retention task that panicked has nothing left to clean up; the store is closed either way.
-    let _ = retention.await;
+    // The election ends the term (the job actors stop) and releases the lease.
+    let _ = election.await;
     ctx.store.close().await;
     rest_result.context("the REST server task panicked")?.context("the REST server failed")?;
     rpc_result.context("the RPC server task panicked")?.context("the RPC server failed")?;
     tracing::info!("JobManager stopped");
     Ok(())
+}
+
+/// `addr` as others reach it: with `host` (ADVERTISE_HOST) when set, else loopback for an unspecified address.
+fn advertise(host: Option<&str>, addr: SocketAddr) -> String {
+    match host.map(str::trim).filter(|h| !h.is_empty()) {
+        Some(host) if host.contains(':') && !host.starts_with('[') => format!("[{host}]:{}", addr.port()),
+        Some(host) => format!("{host}:{}", addr.port()),
+        None if addr.ip().is_unspecified() => format!("127.0.0.1:{}", addr.port()),
+        None => addr.to_string(),
+    }
 }
 
 /// Where this JobManager keeps what no job may read or write: its data directory (metadata, generated

@@ -46,6 +46,14 @@ pub struct Metrics {
     pub relocations: IntCounterVec,
     /// A TaskManager said it is leaving → every task of the job's next attempt RUNNING elsewhere, by job.
     pub relocation_duration: HistogramVec,
+    /// 1 while this JobManager leads, 0 while it is a standby.
+    pub is_leader: IntGauge,
+    /// The epoch this JobManager leads under (0 on a standby).
+    pub leader_epoch: IntGauge,
+    /// Times this JobManager took the lead.
+    pub leader_changes: IntCounter,
+    /// From taking the lead to every unfinished job adopted or redeployed.
+    pub takeover_duration: prometheus::Histogram,
     /// How long each running job has had every task up since its last (re)start.
     uptime: GaugeVec,
 }
@@ -155,6 +163,23 @@ impl Metrics {
             Opts::new("job_uptime_seconds", "Time since every task of the job's current attempt was running"),
             &["job"],
         )?;
+        let is_leader = IntGauge::new("jobmanager_is_leader", "1 while this JobManager leads, 0 on a standby")?;
+        let leader_epoch =
+            IntGauge::new("jobmanager_leader_epoch", "The lease epoch this JobManager leads under (0 on a standby)")?;
+        let leader_changes =
+            IntCounter::new("jobmanager_leader_changes_total", "Times this JobManager took the leader lease")?;
+        let takeover_duration = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "jobmanager_takeover_duration_seconds",
+                "Time from taking the leader lease to every unfinished job adopted (its running tasks kept) or \
+                 redeployed",
+            )
+            .buckets(RECOVERY_DURATION_BUCKETS.to_vec()),
+        )?;
+        registry.register(Box::new(is_leader.clone()))?;
+        registry.register(Box::new(leader_epoch.clone()))?;
+        registry.register(Box::new(leader_changes.clone()))?;
+        registry.register(Box::new(takeover_duration.clone()))?;
         registry.register(Box::new(uptime.clone()))?;
         registry.register(Box::new(restarts.clone()))?;
         registry.register(Box::new(recovery_duration.clone()))?;
@@ -192,6 +217,10 @@ impl Metrics {
             recovery_duration,
             relocations,
             relocation_duration,
+            is_leader,
+            leader_epoch,
+            leader_changes,
+            takeover_duration,
             uptime,
         })
     }

@@ -18,9 +18,14 @@ use sluice_common::proto::{
 };
 use tonic::{Request, Response, Status};
 
+use std::collections::BTreeMap;
+
+use sluice_common::proto::JobAttempt;
+
 use crate::cluster::TaskManagerId;
 use crate::deployment::TaskKey;
 use crate::job::{JobEvent, JobShared, REPORT_FORWARD_TIMEOUT};
+use crate::leader::Leadership;
 use crate::Context;
 
 /// The longest one RPC from a TaskManager may take. Handlers only update the registry or hand a report to
@@ -63,6 +68,23 @@ pub(crate) fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::s
 /// TaskManager sends at most `HEARTBEAT_TASK_METRICS_MAX` per heartbeat, taking turns over its tasks).
 pub const HEARTBEAT_TASKS_MAX: usize = 65_536;
 const _: () = assert!(sluice_common::bounds::HEARTBEAT_TASK_METRICS_MAX <= HEARTBEAT_TASKS_MAX);
+
+/// The most running tasks one registration may report (a TaskManager runs at most its slots × the chains of
+/// its jobs; this is far above any real one and bounds the work a stranger's registration can cause).
+pub const REGISTRATION_RUNNING_TASKS_MAX: usize = 65_536;
+
+/// The refusal of a standby to a TaskManager's call: UNAVAILABLE, naming the leader when it is known, so the
+/// TaskManager tries its next JobManager address.
+pub(crate) fn not_the_leader(leadership: &Leadership) -> Status {
+    let state = leadership.state();
+    match state.lease.filter(|lease| lease.is_held()) {
+        Some(lease) => Status::unavailable(format!(
+            "this JobManager is a standby; the leader (epoch {}) is at {}",
+            lease.epoch, lease.rpc_address
+        )),
+        None => Status::unavailable("this JobManager is a standby and no leader is known yet"),
+    }
+}
 
 /// The JobManager side of `JobManagerService`.
 pub struct JobManagerRpc {
@@ -113,17 +135,31 @@ impl JobManagerService for JobManagerRpc {
         request: Request<RegisterTaskManagerRequest>,
     ) -> Result<Response<RegisterTaskManagerResponse>, Status> {
         let request = request.into_inner();
+        if request.running.len() > REGISTRATION_RUNNING_TASKS_MAX {
+            return Err(Status::invalid_argument(format!(
+                "a registration reports {} running tasks, more than the limit {REGISTRATION_RUNNING_TASKS_MAX}",
+                request.running.len()
+            )));
+        }
         let registration = self.ctx.cluster.register(&request).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let keep = self.adoptable(&request, registration.incarnation);
         tracing::info!(task_manager = %request.task_manager_id, rpc_address = %request.rpc_address,
             data_address = %request.data_address, slots = request.slots, incarnation = registration.incarnation,
-            "TaskManager registered");
+            running = request.running.len(), kept_attempts = keep.len(), "TaskManager registered");
         Ok(Response::new(RegisterTaskManagerResponse {
             heartbeat_interval_ms: millis(self.ctx.settings.heartbeat_interval),
             heartbeat_timeout_ms: millis(self.ctx.settings.heartbeat_timeout),
+            leader_epoch: self.ctx.leadership.epoch(),
+            keep,
         }))
     }
 
     async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
+        if !self.ctx.leadership.is_leader() {
+            // Stepping down as the call came: "unknown" from a JobManager that no longer leads would make the
+            // TaskManager cancel its tasks.
+            return Err(not_the_leader(&self.ctx.leadership));
+        }
         let caller = caller(&self.ctx, request.metadata());
         let request = request.into_inner();
         if request.tasks.len() > HEARTBEAT_TASKS_MAX {
@@ -138,7 +174,10 @@ impl JobManagerService for JobManagerRpc {
             // nothing and changes nothing).
             self.ctx.metrics.requests_refused.with_label_values(&["rpc", "session"]).inc();
             tracing::debug!(task_manager = %id, "heartbeat without this TaskManager's session");
-            return Ok(Response::new(HeartbeatResponse { registered: false }));
+            return Ok(Response::new(HeartbeatResponse {
+                registered: false,
+                leader_epoch: self.ctx.leadership.epoch(),
+            }));
         }
         let registered = self.ctx.cluster.heartbeat(&id);
         if registered {
@@ -146,7 +185,7 @@ impl JobManagerService for JobManagerRpc {
         } else {
             tracing::debug!(task_manager = %request.task_manager_id, "heartbeat of an unregistered TaskManager");
         }
-        Ok(Response::new(HeartbeatResponse { registered }))
+        Ok(Response::new(HeartbeatResponse { registered, leader_epoch: self.ctx.leadership.epoch() }))
     }
 
     async fn leave_cluster(
@@ -199,6 +238,25 @@ impl JobManagerService for JobManagerRpc {
         if !job.is_current_attempt(task.attempt) {
             return refuse("stale attempt");
         }
+        if caller.is_none() && job.adopting(task.attempt) {
+            // A report sent with the session of the TaskManager's previous registration: retried after it registered
+            // with this leader (a refusal would make it cancel the task).
+            return Err(Status::unavailable(format!("job {job_id} is being adopted; retry the report")));
+        }
+        if caller.is_some() && job.adopting(task.attempt) {
+            // No actor follows the attempt's tasks yet. One that ended or failed spoils the adoption (the job
+            // restarts); any other report is stale news of a running task, accepted so it is not cancelled.
+            if lifecycle::task::is_terminal(report.state()) {
+                let why = format!(
+                    "task {}#{} reported {} while its attempt was being adopted",
+                    task.chain,
+                    task.subtask,
+                    report.state().as_str_name()
+                );
+                job.spoil_adoption(task.attempt, why);
+            }
+            return Ok(Response::new(TaskStateAck { accepted: true }));
+        }
         if !runs_task(&job, task, caller.as_ref()) {
             self.ctx.metrics.requests_refused.with_label_values(&["rpc", "not_the_tasks_task_manager"]).inc();
             return refuse("not from the TaskManager incarnation that runs the task");
@@ -234,6 +292,47 @@ impl JobManagerService for JobManagerRpc {
 }
 
 impl JobManagerRpc {
+    /// Offers the tasks a registering TaskManager still runs to the adoptions open for their jobs; returns the
+    /// attempts it keeps (every other reported task it cancels).
+    fn adoptable(&self, request: &RegisterTaskManagerRequest, incarnation: u64) -> Vec<JobAttempt> {
+        let mut by_attempt: BTreeMap<(String, u32, u64), Vec<TaskKey>> = BTreeMap::new();
+        for running in &request.running {
+            let Some(task) = running.task.as_ref() else { continue };
+            let key = (task.job_id.clone(), task.attempt, running.execution_id);
+            by_attempt.entry(key).or_default().push(TaskKey::of(task));
+        }
+        let task_manager = TaskManagerId(request.task_manager_id.clone());
+        let mut keep: Vec<JobAttempt> = Vec::new();
+        for ((job_id, attempt, execution_id), tasks) in by_attempt {
+            let id = JobId(job_id.clone());
+            let Some(job) = self.ctx.jobs.get(&id) else { continue };
+            if !job.adopting(attempt) {
+                continue;
+            }
+            // Only tasks the job has (a bogus key would reserve slots for nothing); slot j runs subtask j of
+            // every chain, so the TaskManager needs one slot per distinct subtask it reports.
+            let tasks: Vec<TaskKey> = tasks.into_iter().filter(|key| job.has_task(key)).collect();
+            let slots = tasks.iter().map(|key| key.subtask.0).collect::<std::collections::BTreeSet<_>>().len();
+            let slots = u32::try_from(slots).unwrap_or(u32::MAX);
+            // The slots are reserved now, under the registry's lock, so that no other job takes them first.
+            if self.ctx.cluster.claim(&id, &task_manager, incarnation, slots).is_none() {
+                job.spoil_adoption(
+                    attempt,
+                    format!("cannot reserve {slots} slots for its tasks on TaskManager {task_manager}"),
+                );
+                continue;
+            }
+            if job.offer(&task_manager, incarnation, attempt, execution_id, &tasks) {
+                tracing::info!(job_id = %job_id, attempt, task_manager = %task_manager, tasks = tasks.len(),
+                    "a TaskManager reported running tasks of an attempt being adopted");
+                keep.push(JobAttempt { job_id, attempt });
+            } else {
+                self.ctx.cluster.release_on(&id, &task_manager);
+            }
+        }
+        keep
+    }
+
     /// Hands a checkpoint message of the current attempt to its job's actor; messages of ended jobs and
     /// other attempts are dropped (their checkpoint is gone with them). A message from another TaskManager
     /// than the one running the task is refused and counted.
@@ -297,6 +396,7 @@ mod tests {
             metrics_address: "127.0.0.1:3".into(),
             slots: 1,
             session: sluice_common::secret::generate(),
+            running: Vec::new(),
         };
         rpc.ctx.cluster.register(&request).unwrap_or_else(|e| panic!("{e}")).session
     }

@@ -20,10 +20,11 @@ use sluice_common::proto::{
 use tonic::transport::{Channel, Endpoint};
 
 use sluice_common::bounds::GRPC_MESSAGE_BYTES_MAX;
-use sluice_common::cluster_auth::{ClusterCredentials, SESSION_METADATA};
+use sluice_common::cluster_auth::{ClusterCredentials, LEADER_EPOCH_METADATA, SESSION_METADATA};
 use sluice_common::tls::Tls;
 
 use crate::cluster::Cluster;
+use crate::leader::Leadership;
 
 /// How long to wait for a TCP (HTTP/2) connection to a TaskManager. A TaskManager that cannot be reached
 /// in this time is considered unreachable for this call.
@@ -100,12 +101,24 @@ pub struct GrpcTaskManagerClient {
     credentials: Option<Arc<ClusterCredentials>>,
     cluster: Option<Arc<Cluster>>,
     tls: Option<Tls>,
+    /// The leader epoch every call carries (TaskManagers refuse one older than the newest they have seen).
+    leadership: Option<Arc<Leadership>>,
 }
 
 impl GrpcTaskManagerClient {
     /// A client that proves its calls with `credentials` and the sessions `cluster` holds.
-    pub fn new(credentials: Arc<ClusterCredentials>, cluster: Arc<Cluster>, tls: Option<Tls>) -> Self {
-        GrpcTaskManagerClient { credentials: Some(credentials), cluster: Some(cluster), tls }
+    pub fn new(
+        credentials: Arc<ClusterCredentials>,
+        cluster: Arc<Cluster>,
+        tls: Option<Tls>,
+        leadership: Arc<Leadership>,
+    ) -> Self {
+        GrpcTaskManagerClient {
+            credentials: Some(credentials),
+            cluster: Some(cluster),
+            tls,
+            leadership: Some(leadership),
+        }
     }
 
     /// `message` as a call to the TaskManager at `address`, with the secret and that TaskManager's session.
@@ -117,6 +130,11 @@ impl GrpcTaskManagerClient {
         let session = self.cluster.as_ref().and_then(|cluster| cluster.session_at(address));
         if let Some(value) = session.and_then(|session| session.parse().ok()) {
             request.metadata_mut().insert(SESSION_METADATA, value);
+        }
+        if let Some(leadership) = &self.leadership {
+            if let Ok(value) = leadership.epoch().to_string().parse() {
+                request.metadata_mut().insert(LEADER_EPOCH_METADATA, value);
+            }
         }
         request
     }

@@ -26,7 +26,8 @@ pub struct TaskManagerConfig {
     #[arg(long)]
     pub check_config: bool,
 
-    /// The JobManager's RPC address.
+    /// The JobManager's RPC address; with several JobManagers (a leader and standbys), each of them,
+    /// comma-separated (`jm-a:6123,jm-b:6123`): the TaskManager finds the leader among them.
     #[arg(long, env = "JOBMANAGER", default_value = "127.0.0.1:6123")]
     pub jobmanager: String,
 
@@ -132,7 +133,13 @@ impl TaskManagerConfig {
     pub fn problems(&self) -> Vec<String> {
         use sluice_common::config::host_port_problem;
         let mut problems = Vec::new();
-        problems.extend(host_port_problem("JOBMANAGER", &self.jobmanager));
+        let addresses: Vec<&str> = crate::control::jobmanager_addresses(&self.jobmanager).collect();
+        if addresses.is_empty() {
+            problems.push("JOBMANAGER names no address".to_string());
+        }
+        for address in addresses {
+            problems.extend(host_port_problem("JOBMANAGER", address));
+        }
         problems.extend(host_port_problem("TM_RPC_ADDR", &self.rpc_addr));
         problems.extend(host_port_problem("TM_DATA_ADDR", &self.data_addr));
         problems.extend(host_port_problem("TM_METRICS_ADDR", &self.metrics_addr));

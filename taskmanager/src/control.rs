@@ -5,11 +5,17 @@
 //! through its handle.
 //!
 //! Registration retries forever with capped exponential backoff, so a TaskManager may start before its
-//! JobManager. A heartbeat the JobManager answers with `registered = false` (it restarted, or declared us
-//! lost) sends the TaskManager back to registration; a heartbeat that fails (transport error, timeout,
-//! refusal) is retried, and sends it back only once none was answered for the heartbeat timeout (see
-//! [`crate::heartbeat`]). Every registration starts a new incarnation in the JobManager's eyes, so the
-//! tasks of the previous one are cancelled.
+//! JobManager; with several JobManager addresses (`JOBMANAGER=a,b,c`: a leader and standbys) it tries the next
+//! one after each refusal. A heartbeat the leader answers with `registered = false` (it declared us lost)
+//! cancels every task and sends the TaskManager back to registration. A heartbeat that fails (transport error,
+//! timeout, a standby's refusal) is retried, and sends it back only once none was answered for the heartbeat
+//! timeout (see [`crate::heartbeat`]); so does `registered = false` from a newer leader epoch. In those two
+//! cases the leader is gone or changed: the tasks keep running, and the registration reports them. The new
+//! leader answers with the attempts it adopts (their tasks go on) and the TaskManager cancels every other
+//! reported task. Tasks are kept without a leader for at most [`TASKS_KEPT_WITHOUT_LEADER_MAX`].
+//!
+//! Leader fencing: every call of the JobManager carries its leader epoch; the TaskManager refuses a call whose
+//! epoch is older than its registration's (an old leader that has not noticed it lost the lease).
 //!
 //! Attempt fencing: the TaskManager remembers the newest attempt it saw per job and refuses deployments of
 //! older ones; a task's reports carry its attempt and the JobManager refuses stale ones.
@@ -18,15 +24,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sluice_common::bounds::{CHECKPOINT_COMMIT_WAIT_MAX, GRPC_MESSAGE_BYTES_MAX, HEARTBEAT_TIMEOUT_DEFAULT};
-use sluice_common::cluster_auth::{ClusterCredentials, SESSION_METADATA};
+use sluice_common::cluster_auth::{ClusterCredentials, LEADER_EPOCH_METADATA, SESSION_METADATA};
 use sluice_common::job::validate;
 use sluice_common::proto::job_manager_service_client::JobManagerServiceClient;
 use sluice_common::proto::task_manager_service_server::TaskManagerService;
 use sluice_common::proto::{
     CancelTasksRequest, CancelTasksResponse, DeployTasksRequest, DeployTasksResponse, HeartbeatRequest,
     LeaveClusterRequest, NotifyCheckpointCompleteRequest, NotifyCheckpointCompleteResponse, RegisterTaskManagerRequest,
-    RegisterTaskManagerResponse, TaskMetrics, TaskRef, TaskState, TaskStateReport, TriggerCheckpointRequest,
-    TriggerCheckpointResponse,
+    RegisterTaskManagerResponse, RunningTask as ReportedTask, TaskMetrics, TaskRef, TaskState, TaskStateReport,
+    TriggerCheckpointRequest, TriggerCheckpointResponse,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -85,6 +91,12 @@ const RPC_TIMEOUT: Duration = Duration::from_secs(5);
 const REGISTER_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const REGISTER_BACKOFF_MAX: Duration = Duration::from_secs(5);
 const _: () = assert!(REGISTER_BACKOFF_MIN.as_millis() < REGISTER_BACKOFF_MAX.as_millis());
+/// The longest time tasks keep running while no JobManager leader answers (the leader died or changed, and
+/// no new one has registered this TaskManager yet): past it, they are cancelled, since a leader elsewhere may
+/// have restarted their jobs on other TaskManagers. Well above a takeover: the lease timeout plus the heartbeat
+/// timeout plus the adoption wait (defaults 5 + 5 + 10 s).
+pub const TASKS_KEPT_WITHOUT_LEADER_MAX: Duration = Duration::from_secs(60);
+
 /// A task state report is retried this often before it is given up (the heartbeat still carries metrics,
 /// and the JobManager's failure detection covers a TaskManager that cannot reach it).
 const REPORT_ATTEMPTS_MAX: u32 = 5;
@@ -125,7 +137,13 @@ pub struct TaskManager {
     /// Where keyed state goes.
     state: StateSettings,
     registry: Arc<OperatorRegistry>,
-    jobmanager: JobManagerServiceClient<Channel>,
+    /// One client per JobManager address (a leader and its standbys), tried in turn.
+    jobmanagers: Vec<JobManagerServiceClient<Channel>>,
+    /// The index (modulo their number) of the JobManager calls go to: the last one that took a registration.
+    current: std::sync::atomic::AtomicUsize,
+    /// The epoch of the leader this TaskManager registered with (from its answer): calls with an older one are
+    /// refused. (Not the largest ever seen: a metadata store recreated from scratch starts its epochs again.)
+    leader_epoch: std::sync::atomic::AtomicU64,
     /// The cluster secret every call to and from the JobManager carries.
     credentials: Arc<ClusterCredentials>,
     /// The session of the current registration: sent with calls to the JobManager, and required of its calls.
@@ -185,6 +203,22 @@ async fn bounded<T>(
         _ = tokio::time::sleep_until(deadline) => None,
         value = wait => Some(value),
     }
+}
+
+/// Why the heartbeat loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lost {
+    /// The TaskManager shuts down.
+    Shutdown,
+    /// The leader answered that it does not know this registration: every task was cancelled.
+    Forgotten,
+    /// The leader stopped answering, or another one answers: the tasks keep running, to be reported.
+    LeaderGone,
+}
+
+/// Every JobManager address of a `JOBMANAGER` list (`host:port[,host:port...]`), trimmed, empty ones dropped.
+pub fn jobmanager_addresses(list: &str) -> impl Iterator<Item = &str> {
+    list.split(',').map(str::trim).filter(|address| !address.is_empty())
 }
 
 /// What the JobManager said to a leave.
@@ -254,15 +288,20 @@ impl TaskManager {
     ) -> anyhow::Result<Arc<Self>> {
         let TaskServices { network, metrics, data_runtime, state, registry, credentials, tls } = services;
         let scheme = sluice_common::tls::scheme(tls.as_ref());
-        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{jobmanager_address}"))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(RPC_TIMEOUT);
-        if let Some(tls) = &tls {
-            endpoint = endpoint.tls_config(tls.tonic_client(jobmanager_address))?;
+        let mut jobmanagers = Vec::new();
+        for address in jobmanager_addresses(jobmanager_address) {
+            let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))?
+                .connect_timeout(CONNECT_TIMEOUT)
+                .timeout(RPC_TIMEOUT);
+            if let Some(tls) = &tls {
+                endpoint = endpoint.tls_config(tls.tonic_client(address))?;
+            }
+            let client = JobManagerServiceClient::new(endpoint.connect_lazy())
+                .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+                .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX);
+            jobmanagers.push(client);
         }
-        let jobmanager = JobManagerServiceClient::new(endpoint.connect_lazy())
-            .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX)
-            .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX);
+        anyhow::ensure!(!jobmanagers.is_empty(), "JOBMANAGER names no address");
         Ok(Arc::new(Self {
             id,
             slots,
@@ -272,7 +311,9 @@ impl TaskManager {
             data_runtime,
             state,
             registry,
-            jobmanager,
+            jobmanagers,
+            current: std::sync::atomic::AtomicUsize::new(0),
+            leader_epoch: std::sync::atomic::AtomicU64::new(0),
             credentials,
             session: std::sync::RwLock::new(None),
             tasks: Mutex::new(HashMap::new()),
@@ -282,6 +323,27 @@ impl TaskManager {
             task_ended: tokio::sync::Notify::new(),
             registering: tokio::sync::Mutex::new(()),
         }))
+    }
+
+    /// The client of the JobManager calls go to now.
+    fn jobmanager(&self) -> JobManagerServiceClient<Channel> {
+        let index = self.current.load(std::sync::atomic::Ordering::SeqCst) % self.jobmanagers.len();
+        self.jobmanagers[index].clone()
+    }
+
+    /// Calls go to the next JobManager address from now on.
+    fn next_jobmanager(&self) {
+        self.current.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The tasks running here, as a registration reports them.
+    fn running_tasks(&self) -> Vec<ReportedTask> {
+        let tasks = self.tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        tasks
+            .values()
+            .filter(|t| !t.cancel.is_cancelled())
+            .map(|t| ReportedTask { task: Some(t.task.clone()), execution_id: t.execution_id })
+            .collect()
     }
 
     /// `message` as a call to the JobManager: with the cluster secret and this registration's session.
@@ -319,6 +381,17 @@ impl TaskManager {
                 tonic::Status::permission_denied("only this TaskManager's JobManager may call it (wrong session)"),
             );
         }
+        let epoch = request.metadata().get(LEADER_EPOCH_METADATA).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let epoch = epoch.unwrap_or(0);
+        let registered = self.leader_epoch.load(std::sync::atomic::Ordering::SeqCst);
+        if epoch < registered {
+            return refuse(
+                "leader_epoch",
+                tonic::Status::failed_precondition(format!(
+                    "stale leader epoch {epoch}: this TaskManager follows epoch {registered} (the caller lost the lead)"
+                )),
+            );
+        }
         Ok(request)
     }
 
@@ -326,12 +399,28 @@ impl TaskManager {
     /// until `shutdown` fires.
     pub async fn run_registration(self: Arc<Self>, shutdown: CancellationToken) {
         let mut backoff = REGISTER_BACKOFF_MIN;
+        let mut refused_in_round = 0;
+        // Since when tasks run here without a leader that knows of them.
+        let mut leaderless_since: Option<tokio::time::Instant> = None;
         loop {
             if self.leaving.load(std::sync::atomic::Ordering::SeqCst) {
                 tracing::info!("leaving: not registering again");
                 shutdown.cancelled().await;
                 return;
             }
+            if leaderless_since.is_some_and(|since| since.elapsed() >= TASKS_KEPT_WITHOUT_LEADER_MAX) {
+                leaderless_since = None;
+                let cancelled = self.cancel_all();
+                tracing::warn!(
+                    tasks_cancelled = cancelled,
+                    kept_for_ms = TASKS_KEPT_WITHOUT_LEADER_MAX.as_millis() as u64,
+                    "no JobManager leader took this TaskManager's tasks over in time; cancelled them"
+                );
+            }
+            // The tasks still running are reported: a new leader adopts the attempts it can (they go on), and
+            // the answer's `keep` says which; every other one is cancelled below. Tasks deployed after the
+            // request went out (the leader may deploy before its answer arrives) are not in it, and live.
+            let running = self.running_tasks();
             let request = RegisterTaskManagerRequest {
                 task_manager_id: self.id.clone(),
                 rpc_address: self.addresses.rpc.clone(),
@@ -339,63 +428,100 @@ impl TaskManager {
                 metrics_address: self.addresses.metrics.clone(),
                 slots: self.slots,
                 session: sluice_common::secret::generate(),
+                running: running.clone(),
             };
-            // A registration starts a new incarnation: the JobManager counts every task of an earlier one as
-            // gone (and restarts its jobs elsewhere), so none of them may go on writing. They are cancelled
-            // before the request goes out: once it is accepted, the JobManager may deploy to the new
-            // incarnation before its answer arrives here, and those tasks must live.
-            let cancelled = self.cancel_all();
-            if cancelled > 0 {
-                tracing::warn!(tasks = cancelled, "cancelled the tasks of this TaskManager's previous registration");
-            }
-            // The new session is in force before the request goes out, for the same reason: the first
-            // deployment may arrive before the answer.
+            // The new session is in force before the request goes out: the first deployment may arrive before
+            // the answer.
             let registering = self.registering.lock().await;
             if self.leaving.load(std::sync::atomic::Ordering::SeqCst) {
                 continue; // Leaving began meanwhile: the top of the loop stops registering.
             }
             *self.session.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(request.session.clone());
-            let registered = self.jobmanager.clone().register_task_manager(self.to_jobmanager(request)).await;
+            let registered = self.jobmanager().register_task_manager(self.to_jobmanager(request)).await;
             drop(registering);
             match registered {
                 Ok(response) => {
                     backoff = REGISTER_BACKOFF_MIN;
-                    let (interval, timeout) = heartbeat_settings(response.get_ref());
+                    refused_in_round = 0;
+                    leaderless_since = None;
+                    let answer = response.into_inner();
+                    let epoch = answer.leader_epoch;
+                    self.leader_epoch.store(epoch, std::sync::atomic::Ordering::SeqCst);
+                    let kept: std::collections::HashSet<(String, u32)> =
+                        answer.keep.iter().map(|k| (k.job_id.clone(), k.attempt)).collect();
+                    let cancelled = self.cancel_reported(&running, &kept);
+                    let (interval, timeout) = heartbeat_settings(&answer);
                     tracing::info!(task_manager = %self.id, interval_ms = interval.as_millis() as u64,
-                        timeout_ms = timeout.as_millis() as u64, "registered with the JobManager");
-                    if !self.heartbeat_until_lost(interval, timeout, &shutdown).await {
-                        return;
+                        timeout_ms = timeout.as_millis() as u64, leader_epoch = epoch, tasks_reported = running.len(),
+                        tasks_cancelled = cancelled, "registered with the JobManager");
+                    match self.heartbeat_until_lost(interval, timeout, answer.leader_epoch, &shutdown).await {
+                        Lost::Shutdown => return,
+                        Lost::Forgotten => {}
+                        Lost::LeaderGone => {
+                            leaderless_since = Some(tokio::time::Instant::now());
+                            self.next_jobmanager();
+                        }
                     }
                 }
                 Err(status) => {
-                    tracing::warn!(error = %status.message(), retry_in_ms = backoff.as_millis() as u64, "cannot register with the JobManager");
+                    // A standby's refusal, or no JobManager at this address: the next address is tried at once,
+                    // the back-off grows only after a whole round of them.
+                    self.next_jobmanager();
+                    refused_in_round += 1;
+                    let pause = if refused_in_round < self.jobmanagers.len() {
+                        REGISTER_BACKOFF_MIN
+                    } else {
+                        refused_in_round = 0;
+                        let pause = backoff;
+                        backoff = (backoff * 2).min(REGISTER_BACKOFF_MAX);
+                        pause
+                    };
+                    tracing::warn!(error = %status.message(), retry_in_ms = pause.as_millis() as u64, "cannot register with the JobManager");
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(pause) => {}
                     }
-                    backoff = (backoff * 2).min(REGISTER_BACKOFF_MAX);
                 }
             }
         }
     }
 
-    /// Heartbeats every `interval`. Returns true when registration must be renewed (the caller cancels the
-    /// tasks then), false on shutdown. A failed heartbeat is retried and keeps the tasks, until none was
-    /// answered for `timeout` (see [`Liveness`]).
-    async fn heartbeat_until_lost(&self, interval: Duration, timeout: Duration, shutdown: &CancellationToken) -> bool {
+    /// Cancels the tasks of `reported` whose (job, attempt) is not in `kept` (with their deployments' channels,
+    /// as a `CancelTasks` would); returns how many tasks.
+    fn cancel_reported(&self, reported: &[ReportedTask], kept: &std::collections::HashSet<(String, u32)>) -> usize {
+        let dropped: std::collections::BTreeSet<(String, u32)> = reported
+            .iter()
+            .filter_map(|running| running.task.as_ref())
+            .map(|task| (task.job_id.clone(), task.attempt))
+            .filter(|attempt| !kept.contains(attempt))
+            .collect();
+        // `cancel` takes every attempt up to the one named: a newer attempt deployed meanwhile lives.
+        dropped.iter().map(|(job, attempt)| self.cancel(job, *attempt)).sum()
+    }
+
+    /// Heartbeats every `interval` to the leader of `epoch`, until it is lost (see [`Lost`]) or `shutdown`. A
+    /// failed heartbeat is retried and keeps the tasks, until none was answered for `timeout` (see
+    /// [`Liveness`]).
+    async fn heartbeat_until_lost(
+        &self,
+        interval: Duration,
+        timeout: Duration,
+        epoch: u64,
+        shutdown: &CancellationToken,
+    ) -> Lost {
         let mut liveness = Liveness::new(interval, timeout, tokio::time::Instant::now());
         let mut rotation = MetricsRotation::default();
         let call_timeout = liveness.call_timeout(RPC_TIMEOUT);
         let mut pause = Duration::ZERO;
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return false,
+                _ = shutdown.cancelled() => return Lost::Shutdown,
                 _ = tokio::time::sleep(pause) => {}
             }
             let tasks =
                 rotation.next_share(self.task_metrics(), HEARTBEAT_TASK_METRICS_MAX, HEARTBEAT_METRICS_BYTES_MAX);
             let request = HeartbeatRequest { task_manager_id: self.id.clone(), tasks };
-            let mut client = self.jobmanager.clone();
+            let mut client = self.jobmanager();
             let call = client.heartbeat(self.to_jobmanager(request));
             let answer = match tokio::time::timeout(call_timeout, call).await {
                 Ok(answer) => answer,
@@ -403,12 +529,35 @@ impl TaskManager {
             };
             let now = tokio::time::Instant::now();
             let step = match answer {
-                Ok(response) => liveness.answered(response.get_ref().registered, now),
+                Ok(response) => {
+                    let answer = response.get_ref();
+                    if !answer.registered && answer.leader_epoch != epoch {
+                        // Another leader answers (the address now reaches it, or this one restarted): it has never
+                        // known this registration. The tasks are reported to it, not cancelled.
+                        tracing::warn!(
+                            from_epoch = epoch,
+                            to_epoch = answer.leader_epoch,
+                            "the JobManager leader changed; registering with the new one, keeping the tasks"
+                        );
+                        return Lost::LeaderGone;
+                    }
+                    liveness.answered(answer.registered, now)
+                }
                 Err(status) => {
                     let step = liveness.failed(now);
-                    if let NextStep::Beat(retry_in) = step {
-                        tracing::warn!(error = %status.message(), code = ?status.code(),
-                            retry_in_ms = retry_in.as_millis() as u64, "heartbeat failed; keeping the tasks and retrying");
+                    match step {
+                        NextStep::Beat(retry_in) => {
+                            tracing::warn!(error = %status.message(), code = ?status.code(),
+                                retry_in_ms = retry_in.as_millis() as u64, "heartbeat failed; keeping the tasks and retrying");
+                        }
+                        NextStep::Register => {
+                            // No answer for the heartbeat timeout: the leader died, stalled, or stepped down. The
+                            // tasks keep running (bounded by TASKS_KEPT_WITHOUT_LEADER_MAX) and are reported to
+                            // whichever JobManager leads now.
+                            tracing::warn!(tasks = self.task_count(),
+                                "the JobManager has not answered a heartbeat for the timeout; looking for the leader, keeping the tasks");
+                            return Lost::LeaderGone;
+                        }
                     }
                     step
                 }
@@ -416,16 +565,15 @@ impl TaskManager {
             match step {
                 NextStep::Beat(next) => pause = next,
                 NextStep::Register => {
-                    // The JobManager does not know us (we were frozen or cut off for longer than the heartbeat
-                    // timeout, or it restarted), or has not heard from us for that long: its jobs have moved
-                    // on without our tasks, which must not write anything more. They are cancelled at once,
-                    // before registering again.
+                    // The leader does not know us (we were frozen or cut off for longer than the heartbeat timeout):
+                    // its jobs have moved on without our tasks, which must not write anything more. They are
+                    // cancelled at once, before registering again.
                     let cancelled = self.cancel_all();
                     tracing::warn!(
                         tasks_cancelled = cancelled,
-                        "the JobManager does not know this TaskManager, or has not answered a heartbeat for the timeout; registering again"
+                        "the JobManager does not know this TaskManager any more; cancelled its tasks, registering again"
                     );
-                    return true;
+                    return Lost::Forgotten;
                 }
             }
         }
@@ -520,7 +668,7 @@ impl TaskManager {
         let attempts = if done { 1 } else { LEAVE_ATTEMPTS_MAX };
         for attempt in 1..=attempts {
             let request = LeaveClusterRequest { task_manager_id: self.id.clone(), done };
-            match self.jobmanager.clone().leave_cluster(self.to_jobmanager(request)).await {
+            match self.jobmanager().leave_cluster(self.to_jobmanager(request)).await {
                 Ok(answer) if answer.get_ref().known => {
                     return LeaveAnswer::Known { slots_held: answer.get_ref().slots_held };
                 }
@@ -551,7 +699,7 @@ impl TaskManager {
         let report = TaskStateReport { task: Some(task.clone()), state: state as i32, error, metrics };
         let mut backoff = REGISTER_BACKOFF_MIN;
         for attempt in 1..=REPORT_ATTEMPTS_MAX {
-            match self.jobmanager.clone().report_task_state(self.to_jobmanager(report.clone())).await {
+            match self.jobmanager().report_task_state(self.to_jobmanager(report.clone())).await {
                 Ok(ack) => {
                     if !ack.get_ref().accepted {
                         tracing::info!(task = %task_key(task), "the JobManager refused a report (stale attempt); cancelling");
@@ -641,7 +789,7 @@ impl TaskManager {
         Arc::new(move |outcome: CheckpointOutcome| {
             let Some(this) = this.upgrade() else { return };
             control.spawn(async move {
-                let mut client = this.jobmanager.clone();
+                let mut client = this.jobmanager();
                 let result = match outcome {
                     CheckpointOutcome::Acknowledge(ack) => {
                         client.acknowledge_checkpoint(this.to_jobmanager(ack)).await.map(|_| ())

@@ -28,8 +28,13 @@ pub struct ChaosOptions {
     pub kill_every: (Duration, Duration),
     /// How long a killed TaskManager stays down before it is started again.
     pub restart_after: Duration,
-    /// JobManager kills, spread evenly over the run (each restarted at once on the same store and ports).
+    /// JobManager kills, spread evenly over the run. With one JobManager, it is started again at once on the
+    /// same store and ports; with several ([`ChaosOptions::job_managers`]) the **leader** is killed, a standby
+    /// takes over, and the killed one is started again (as a standby) after `restart_after`.
     pub kill_jobmanager: u32,
+    /// JobManagers: more than one runs them on a fresh PostgreSQL database of the server at
+    /// `SLUICE_TEST_POSTGRES_URL` (which `scripts/chaos_test.sh` starts), one leading, the others standing by.
+    pub job_managers: usize,
     /// TaskManagers get SIGTERM instead of SIGKILL: each leaves gracefully (the JobManager checkpoints the job
     /// and moves it elsewhere) and must exit by itself, with status 0, within the recovery timeout.
     pub drain: bool,
@@ -58,6 +63,7 @@ impl Default for ChaosOptions {
             kill_every: (Duration::from_secs(10), Duration::from_secs(20)),
             restart_after: Duration::from_secs(2),
             kill_jobmanager: 0,
+            job_managers: 1,
             drain: false,
             seed: 1,
             task_managers: 3,
@@ -89,6 +95,10 @@ pub struct Recovery {
     /// For a drain: whether the checkpoint restored was triggered after the SIGTERM (the drain's own), not an
     /// earlier periodic one the job fell back to.
     pub fresh_checkpoint: Option<bool>,
+    /// For a JobManager kill: kill → another JobManager leads (with one JobManager: its restart).
+    pub takeover: Option<Duration>,
+    /// For a JobManager kill: the restarts it caused (0 when the new leader adopted the running attempt).
+    pub restarts_caused: Option<u64>,
 }
 
 /// What a chaos run saw and found.
@@ -153,6 +163,12 @@ impl fmt::Display for Recovery {
             None => ("killed", String::new()),
         };
         let reported = self.reported_stall.map_or(String::new(), |d| format!(" (JobManager: {} ms)", d.as_millis()));
+        let how = match (self.takeover, self.restarts_caused) {
+            (Some(takeover), Some(restarts)) => {
+                format!("{how}; new leader in {} ms, restarts caused: {restarts}", takeover.as_millis())
+            }
+            _ => how,
+        };
         write!(
             f,
             "  {:>6.1} s  {what} {:<14} running again in {took}{reported}{restored}{how}",
@@ -164,7 +180,7 @@ impl fmt::Display for Recovery {
 
 impl fmt::Display for ChaosReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let tm_kills = self.recoveries.iter().filter(|r| r.killed != "jobmanager").count();
+        let tm_kills = self.recoveries.iter().filter(|r| !r.killed.starts_with("jobmanager")).count();
         let jm_kills = self.recoveries.len() - tm_kills;
         writeln!(f, "chaos run: {:.0} s, job {}", self.elapsed.as_secs_f64(), self.final_status)?;
         writeln!(
@@ -200,8 +216,19 @@ impl fmt::Display for ChaosReport {
 
 /// Runs the job under the options' schedule and checks its output.
 pub fn run(options: &ChaosOptions) -> anyhow::Result<ChaosReport> {
-    let spec = ClusterSpec { task_managers: options.task_managers, slots: options.slots, ..ClusterSpec::default() };
+    let mut spec = ClusterSpec { task_managers: options.task_managers, slots: options.slots, ..ClusterSpec::default() };
+    if options.job_managers > 1 {
+        spec = spec
+            .job_managers(options.job_managers)
+            .env("DATABASE_URL", crate::postgres::fresh_database("sluice_chaos"))
+            .env("LEASE_TIMEOUT_MS", LEASE_TIMEOUT.as_millis())
+            .env("LEASE_RENEW_INTERVAL_MS", LEASE_RENEW.as_millis())
+            .env("HEARTBEAT_TIMEOUT", LEADER_LOSS_HEARTBEAT_TIMEOUT.as_millis());
+    }
     let mut cluster = Cluster::start(spec);
+    if options.job_managers > 1 {
+        cluster.wait_for_leader(&[], options.recovery_timeout);
+    }
     let mut rng = StdRng::seed_from_u64(options.seed);
     let rows = (options.duration.as_secs_f64() * options.rows_per_second) as i64;
     let shape = Shape {
@@ -228,6 +255,8 @@ pub fn run(options: &ChaosOptions) -> anyhow::Result<ChaosReport> {
         .collect();
     let mut next_jm = 0;
     let mut down: Option<(usize, Instant)> = None;
+    // A JobManager killed (with standbys) and when, to be started again after `restart_after`.
+    let mut jm_down: Option<(usize, Instant)> = None;
     let mut next_kill = start + draw(&mut rng, options.kill_every);
     let mut sampler = Sampler::new();
     loop {
@@ -245,14 +274,35 @@ pub fn run(options: &ChaosOptions) -> anyhow::Result<ChaosReport> {
                 down = None;
             }
         }
+        if let Some((index, since)) = jm_down {
+            if now.duration_since(since) >= options.restart_after {
+                cluster.start_job_manager_at(index);
+                jm_down = None;
+            }
+        }
         // No kill in the input's last seconds: the job may finish before it notices, and the kill proves nothing.
         let in_input = now.duration_since(start) + QUIET_BEFORE_END < options.duration;
-        if in_input && next_jm < jm_kills_at.len() && now.duration_since(start) >= jm_kills_at[next_jm] {
+        if in_input
+            && jm_down.is_none()
+            && next_jm < jm_kills_at.len()
+            && now.duration_since(start) >= jm_kills_at[next_jm]
+        {
             next_jm += 1;
             let before = attempt(&cluster, &id);
             let at = now.duration_since(start);
-            cluster.restart_job_manager();
-            let recovery = await_recovery(&cluster, &id, "jobmanager", at, now, before, options, &mut sampler)?;
+            let (killed, takeover) = if options.job_managers > 1 {
+                let (leader, _) = cluster.wait_for_leader(&[], options.recovery_timeout);
+                cluster.kill_job_manager_at(leader);
+                cluster.wait_for_leader(&[leader], options.recovery_timeout);
+                jm_down = Some((leader, Instant::now()));
+                (format!("jobmanager-{leader}"), now.elapsed())
+            } else {
+                cluster.restart_job_manager();
+                ("jobmanager".to_string(), now.elapsed())
+            };
+            let mut recovery = await_recovery(&cluster, &id, &killed, at, now, None, options, &mut sampler)?;
+            recovery.takeover = Some(takeover);
+            recovery.restarts_caused = Some(attempt(&cluster, &id).saturating_sub(before));
             eprintln!("{recovery}");
             report.recoveries.push(recovery);
         } else if in_input && down.is_none() && now >= next_kill {
@@ -273,7 +323,7 @@ pub fn run(options: &ChaosOptions) -> anyhow::Result<ChaosReport> {
                     cluster.kill_task_manager(index);
                 }
                 let mut recovery =
-                    await_recovery(&cluster, &id, &killed, at, killed_at, before, options, &mut sampler)?;
+                    await_recovery(&cluster, &id, &killed, at, killed_at, Some(before), options, &mut sampler)?;
                 if options.drain {
                     recovery.reported_stall = reported_stall(&cluster, &id, moves_before);
                     recovery.fresh_checkpoint =
@@ -290,6 +340,9 @@ pub fn run(options: &ChaosOptions) -> anyhow::Result<ChaosReport> {
     }
     if let Some((index, _)) = down {
         cluster.restart_task_manager(index);
+    }
+    if let Some((index, _)) = jm_down {
+        cluster.start_job_manager_at(index);
     }
     report.elapsed = start.elapsed();
     report.running = sampler.running;
@@ -309,6 +362,15 @@ pub fn run(options: &ChaosOptions) -> anyhow::Result<ChaosReport> {
 
 /// How long after REST shows a moved job running the JobManager may take to record the move's stall.
 const STALL_RECORDED_WITHIN: Duration = Duration::from_secs(1);
+
+/// The lease of the JobManagers of a run with standbys (a takeover comes within it after a leader's death).
+const LEASE_TIMEOUT: Duration = Duration::from_millis(2000);
+/// Their lease's renew interval.
+const LEASE_RENEW: Duration = Duration::from_millis(500);
+/// The TaskManagers' heartbeat timeout in a run with standbys: how long they wait for a dead leader before
+/// looking for the next one (and reporting their tasks to it). The default 10 s of the test clusters would
+/// make every takeover wait that long.
+const LEADER_LOSS_HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(3000);
 
 /// How long before the end of the input no kill (or drain) starts.
 const QUIET_BEFORE_END: Duration = Duration::from_secs(3);
@@ -334,7 +396,8 @@ fn task_hosts(cluster: &Cluster, id: &JobId) -> Vec<String> {
     tasks.iter().filter_map(|t| t["task_manager_id"].as_str().map(str::to_string)).collect()
 }
 
-/// Waits until a new attempt (after `before`) runs every task, and measures from `since`.
+/// Waits until a new attempt (after `before`; any attempt when None, as after a JobManager kill, whose attempt
+/// may be adopted) runs every task, and measures from `since`.
 #[allow(clippy::too_many_arguments)]
 fn await_recovery(
     cluster: &Cluster,
@@ -342,7 +405,7 @@ fn await_recovery(
     killed: &str,
     at: Duration,
     since: Instant,
-    before: u64,
+    before: Option<u64>,
     options: &ChaosOptions,
     sampler: &mut Sampler,
 ) -> anyhow::Result<Recovery> {
@@ -353,7 +416,10 @@ fn await_recovery(
         sampler.record(false);
         let status = details["status"].as_str().unwrap_or_default();
         let attempt = details["attempt"].as_u64().unwrap_or(0);
-        if attempt > before && status == JobStatus::Running.as_str() && all_tasks_running(cluster, id) {
+        if before.is_none_or(|before| attempt > before)
+            && status == JobStatus::Running.as_str()
+            && all_tasks_running(cluster, id)
+        {
             let took = since.elapsed();
             let restored_checkpoint = details["restored_checkpoint"].as_u64();
             return Ok(Recovery {
@@ -364,6 +430,8 @@ fn await_recovery(
                 drained: None,
                 reported_stall: None,
                 fresh_checkpoint: None,
+                takeover: None,
+                restarts_caused: None,
             });
         }
         if is_terminal_status(status) {
@@ -379,6 +447,8 @@ fn await_recovery(
                 drained: None,
                 reported_stall: None,
                 fresh_checkpoint: None,
+                takeover: None,
+                restarts_caused: None,
             });
         }
         anyhow::ensure!(

@@ -4,6 +4,7 @@
 //! ```text
 //!   <tmp>/sluice-test-XXXX/
 //!     jobmanager/            --data-dir of the JobManager (SQLite file, jobmanager.addr)
+//!     jobmanager-1/ ...      --data-dir of each further JobManager (`ClusterSpec::job_managers`, on PostgreSQL)
 //!     tm-0/ tm-1/ ...        --data-dir of each TaskManager (taskmanager.addr)
 //!     jobmanager.log tm-0.log ...   every process's stdout and stderr
 //! ```
@@ -72,6 +73,10 @@ pub struct ClusterSpec {
     /// TLS on every transport, with a CA and certificate made by `scripts/gen-certs.sh` in the cluster's
     /// directory (`certs/`).
     pub tls: bool,
+    /// How many JobManagers (more than one needs a shared PostgreSQL `DATABASE_URL` in `env`): the first is
+    /// started first and leads; the others share its cluster secret and admin token, and TaskManagers get all
+    /// their RPC addresses.
+    pub job_managers: usize,
 }
 
 impl Default for ClusterSpec {
@@ -82,6 +87,7 @@ impl Default for ClusterSpec {
             env: Vec::new(),
             task_manager_binary: binaries::TASK_MANAGER.into(),
             tls: false,
+            job_managers: 1,
         }
     }
 }
@@ -99,11 +105,27 @@ impl ClusterSpec {
         self
     }
 
+    /// Runs `count` JobManagers (on the PostgreSQL database the spec's `DATABASE_URL` names).
+    pub fn job_managers(mut self, count: usize) -> Self {
+        self.job_managers = count;
+        self
+    }
+
     /// Runs the TaskManagers from the binary `name` (looked up like every binary under test).
     pub fn task_manager_binary(mut self, name: &str) -> Self {
         self.task_manager_binary = name.to_string();
         self
     }
+}
+
+/// One JobManager of the cluster.
+struct JobManager {
+    process: Process,
+    /// Its data directory's name in the cluster's directory (`jobmanager`, `jobmanager-1`, ...), also its
+    /// process name.
+    name: String,
+    rest_address: String,
+    rpc_address: String,
 }
 
 /// One TaskManager of the cluster.
@@ -140,9 +162,9 @@ pub struct CliOutput {
 pub struct Cluster {
     spec: ClusterSpec,
     dir: tempfile::TempDir,
-    job_manager: Process,
-    rest_address: String,
-    rpc_address: String,
+    job_managers: Vec<JobManager>,
+    /// The JobManager REST requests go to (see [`Cluster::use_job_manager`]).
+    current: usize,
     task_managers: Vec<TaskManager>,
     http: reqwest::blocking::Client,
     /// The admin token the JobManager generated (none when REST authentication is off).
@@ -172,14 +194,24 @@ impl Cluster {
             spec.env.push(("TLS".to_string(), "on".to_string()));
         }
         let http = http.build().unwrap_or_else(|e| panic!("cannot build the HTTP client: {e}"));
+        if spec.job_managers > 1 {
+            // JobManagers that take over each other's jobs share their checkpoint and savepoint storage (the
+            // defaults are under each one's own data directory).
+            for (key, sub) in [("CHECKPOINT_DIR", "checkpoints"), ("SAVEPOINT_DIR", "savepoints")] {
+                if !spec.env.iter().any(|(k, _)| k == key) {
+                    spec.env.push((key.to_string(), dir.path().join(sub).display().to_string()));
+                }
+            }
+        }
         let ports = ("127.0.0.1:0", "127.0.0.1:0");
-        let job_manager = spawn_job_manager(dir.path(), &spec, ports).unwrap_or_else(|e| panic!("{e:#}"));
+        let process = spawn_job_manager(dir.path(), &spec, "jobmanager", ports).unwrap_or_else(|e| panic!("{e:#}"));
+        let first =
+            JobManager { process, name: "jobmanager".into(), rest_address: String::new(), rpc_address: String::new() };
         let mut cluster = Cluster {
             spec,
             dir,
-            job_manager,
-            rest_address: String::new(),
-            rpc_address: String::new(),
+            job_managers: vec![first],
+            current: 0,
             task_managers: Vec::new(),
             http,
             token: None,
@@ -187,6 +219,14 @@ impl Cluster {
         };
         // From here on a panic drops `cluster`, which prints the logs.
         cluster.await_job_manager_address().unwrap_or_else(|e| panic!("{e:#}"));
+        for index in 1..cluster.spec.job_managers {
+            let name = format!("jobmanager-{index}");
+            let process =
+                spawn_job_manager(cluster.dir(), &cluster.spec, &name, ports).unwrap_or_else(|e| panic!("{e:#}"));
+            let standby = JobManager { process, name, rest_address: String::new(), rpc_address: String::new() };
+            cluster.job_managers.push(standby);
+            cluster.await_job_manager_address_of(index).unwrap_or_else(|e| panic!("{e:#}"));
+        }
         for _ in 0..cluster.spec.task_managers {
             cluster.add_task_manager();
         }
@@ -201,31 +241,112 @@ impl Cluster {
 
     /// `http://127.0.0.1:<port>` of the REST API (`https://` with TLS).
     pub fn rest_url(&self) -> String {
+        self.rest_url_of(self.current)
+    }
+
+    /// `http(s)://127.0.0.1:<port>` of JobManager `index`'s REST API.
+    pub fn rest_url_of(&self, index: usize) -> String {
         let scheme = if self.spec.tls { "https" } else { "http" };
-        format!("{scheme}://{}", self.rest_address)
+        format!("{scheme}://{}", self.job_managers[index].rest_address)
     }
 
     /// The JobManager's gRPC address (`127.0.0.1:<port>`).
     pub fn rpc_address(&self) -> &str {
-        &self.rpc_address
+        &self.job_managers[self.current].rpc_address
     }
 
     /// Kills the JobManager (SIGKILL) and starts a new one with the same data directory and environment on
     /// the same ports (so the TaskManagers find it again), and returns once it has written its address file.
     pub fn restart_job_manager(&mut self) {
-        self.job_manager.kill();
-        let address_file = self.dir().join("jobmanager").join("jobmanager.addr");
-        if let Err(e) = std::fs::remove_file(&address_file) {
-            assert!(e.kind() == std::io::ErrorKind::NotFound, "cannot remove {}: {e}", address_file.display());
-        }
-        let ports = (self.rest_address.as_str(), self.rpc_address.as_str());
-        self.job_manager = spawn_job_manager(self.dir(), &self.spec, ports).unwrap_or_else(|e| panic!("{e:#}"));
-        self.await_job_manager_address().unwrap_or_else(|e| panic!("{e:#}"));
+        self.kill_job_manager_at(self.current);
+        self.start_job_manager_at(self.current);
     }
 
     /// The JobManager's process id.
     pub fn job_manager_pid(&self) -> u32 {
-        self.job_manager.pid()
+        self.job_manager_pid_at(self.current)
+    }
+
+    /// How many JobManagers the cluster has (running or not).
+    pub fn job_manager_count(&self) -> usize {
+        self.job_managers.len()
+    }
+
+    /// Sends REST requests to JobManager `index` from now on.
+    pub fn use_job_manager(&mut self, index: usize) {
+        assert!(index < self.job_managers.len(), "no JobManager {index}");
+        self.current = index;
+    }
+
+    /// JobManager `index`'s process id.
+    pub fn job_manager_pid_at(&self, index: usize) -> u32 {
+        self.job_managers[index].process.pid()
+    }
+
+    /// Kills JobManager `index` (SIGKILL).
+    pub fn kill_job_manager_at(&mut self, index: usize) {
+        self.job_managers[index].process.kill();
+    }
+
+    /// Sends JobManager `index` a signal (`STOP`, `CONT`, `TERM`).
+    pub fn signal_job_manager_at(&mut self, index: usize, name: &str) {
+        signal(self.job_manager_pid_at(index), name);
+    }
+
+    /// Waits until JobManager `index` has exited, at most `timeout`; its exit status.
+    pub fn wait_for_job_manager_exit_at(&mut self, index: usize, timeout: Duration) -> ExitStatus {
+        let process = &mut self.job_managers[index].process;
+        poll_until(&format!("JobManager {index} to exit"), timeout, || {
+            Ok(process.exit_status()?.map_or_else(|| Progress::Pending("running".into()), Progress::Ready))
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// Starts JobManager `index` again (after it was killed or exited) with the same data directory and
+    /// environment on the same ports, and returns once it has written its address file.
+    pub fn start_job_manager_at(&mut self, index: usize) {
+        let name = self.job_managers[index].name.clone();
+        let address_file = self.dir().join(&name).join("jobmanager.addr");
+        if let Err(e) = std::fs::remove_file(&address_file) {
+            assert!(e.kind() == std::io::ErrorKind::NotFound, "cannot remove {}: {e}", address_file.display());
+        }
+        let (rest, rpc) = (self.job_managers[index].rest_address.clone(), self.job_managers[index].rpc_address.clone());
+        let process =
+            spawn_job_manager(self.dir(), &self.spec, &name, (&rest, &rpc)).unwrap_or_else(|e| panic!("{e:#}"));
+        self.job_managers[index].process = process;
+        self.await_job_manager_address_of(index).unwrap_or_else(|e| panic!("{e:#}"));
+    }
+
+    /// JobManager `index`'s `GET /health` (no token needed), or why it did not answer.
+    pub fn job_manager_health(&self, index: usize) -> anyhow::Result<Value> {
+        let url = format!("{}/health", self.rest_url_of(index));
+        let response = self.http.get(&url).send().with_context(|| format!("GET {url}"))?;
+        let answer = into_http_response(response);
+        anyhow::ensure!(answer.status == 200, "GET {url} answered {}: {}", answer.status, answer.body);
+        Ok(answer.body)
+    }
+
+    /// Waits until exactly one of the JobManagers whose index is not in `excluded` says it leads, and sends
+    /// REST requests to it from then on; returns its index and its `/health`.
+    pub fn wait_for_leader(&mut self, excluded: &[usize], timeout: Duration) -> (usize, Value) {
+        let found = poll_until("one JobManager to lead", timeout, || {
+            let mut leaders = Vec::new();
+            let mut seen = Vec::new();
+            for index in (0..self.job_managers.len()).filter(|i| !excluded.contains(i)) {
+                match self.job_manager_health(index) {
+                    Ok(health) if health["role"] == "leader" => leaders.push((index, health)),
+                    Ok(health) => seen.push(format!("{index}: {}", health["role"])),
+                    Err(e) => seen.push(format!("{index}: {e:#}")),
+                }
+            }
+            Ok(match leaders.len() {
+                1 => Progress::Ready(leaders.remove(0)),
+                n => Progress::Pending(format!("{n} leaders; {}", seen.join("; "))),
+            })
+        });
+        let (index, health) = found.unwrap_or_else(|e| panic!("{e:#}"));
+        self.current = index;
+        (index, health)
     }
 
     /// Freezes the JobManager with SIGSTOP: its sockets stay open but nothing answers, as in a long pause.
@@ -574,18 +695,25 @@ impl Cluster {
     }
 
     fn ensure_job_manager_running(&mut self) -> anyhow::Result<()> {
-        self.job_manager.ensure_running()
+        self.job_managers[self.current].process.ensure_running()
     }
 
     fn await_job_manager_address(&mut self) -> anyhow::Result<()> {
-        let path = self.dir().join("jobmanager").join("jobmanager.addr");
-        let job_manager = &mut self.job_manager;
+        self.await_job_manager_address_of(0)
+    }
+
+    fn await_job_manager_address_of(&mut self, index: usize) -> anyhow::Result<()> {
+        let path = self.dir().join(&self.job_managers[index].name).join("jobmanager.addr");
+        let job_manager = &mut self.job_managers[index].process;
         let address = poll_until("the JobManager's address file", STARTUP_TIMEOUT, || {
             job_manager.ensure_running()?;
             Ok(read_address_file(&path).map_or_else(Progress::Pending, Progress::Ready))
         })?;
-        self.rest_address = string_field(&address, "rest", &path)?;
-        self.rpc_address = string_field(&address, "rpc", &path)?;
+        self.job_managers[index].rest_address = string_field(&address, "rest", &path)?;
+        self.job_managers[index].rpc_address = string_field(&address, "rpc", &path)?;
+        if index > 0 {
+            return Ok(()); // The others share the first one's token.
+        }
         // The JobManager writes its token before it binds, so it is there once the address file is.
         let token_path = self.token_path();
         self.token = match std::fs::read_to_string(&token_path) {
@@ -607,9 +735,10 @@ impl Cluster {
             Err(e) => return Err(e).with_context(|| format!("cannot remove {}", address_path.display())),
         }
         let program = binaries::binary(&self.spec.task_manager_binary)?;
+        let job_managers: Vec<&str> = self.job_managers.iter().map(|jm| jm.rpc_address.as_str()).collect();
         let args = [
             "--jobmanager",
-            &self.rpc_address,
+            &job_managers.join(","),
             "--rpc-addr",
             "127.0.0.1:0",
             "--data-addr",
@@ -650,7 +779,8 @@ impl Cluster {
 
     /// Prints the tail of every process's log to stderr.
     pub fn print_logs(&self) {
-        let processes = std::iter::once(&self.job_manager).chain(self.task_managers.iter().map(|tm| &tm.process));
+        let processes =
+            self.job_managers.iter().map(|jm| &jm.process).chain(self.task_managers.iter().map(|tm| &tm.process));
         for process in processes {
             eprintln!(
                 "\n===== {} (pid {}): last {LOG_TAIL_LINES} lines of {} =====\n{}",
@@ -669,7 +799,9 @@ impl Drop for Cluster {
         for tm in &mut self.task_managers {
             tm.process.kill();
         }
-        self.job_manager.kill();
+        for jm in &mut self.job_managers {
+            jm.process.kill();
+        }
         if std::thread::panicking() {
             self.print_logs();
             self.dir.disable_cleanup(true);
@@ -725,15 +857,25 @@ pub fn job_manager_that_refuses_to_start(
 }
 
 /// Starts a JobManager binding `(rest, rpc)` (port 0: any free port).
-fn spawn_job_manager(dir: &Path, spec: &ClusterSpec, (rest, rpc): (&str, &str)) -> anyhow::Result<Process> {
+/// Starts the JobManager `name` (its data directory and process name). Any but the first (`jobmanager`) uses
+/// the first one's cluster secret and admin token, unless the spec names its own.
+fn spawn_job_manager(dir: &Path, spec: &ClusterSpec, name: &str, (rest, rpc): (&str, &str)) -> anyhow::Result<Process> {
     let program = binaries::binary(binaries::JOB_MANAGER)?;
-    let data_dir = dir.join("jobmanager");
+    let data_dir = dir.join(name);
     let args = ["--rest-addr", rest, "--rpc-addr", rpc, "--data-dir", &data_dir.display().to_string()]
         .iter()
         .map(ToString::to_string)
         .collect();
-    let env = environment(spec);
-    Process::spawn(Launch { name: "jobmanager", program: &program, args, env: &env, cwd: dir, log_dir: dir })
+    let mut env = environment(spec);
+    if name != "jobmanager" {
+        let first = dir.join("jobmanager");
+        for (key, file) in [("CLUSTER_SECRET_FILE", "cluster.secret"), ("ADMIN_TOKEN_FILE", "admin.token")] {
+            if !env.iter().any(|(k, _)| k == key) && first.join(file).exists() {
+                env.push((key.to_string(), first.join(file).display().to_string()));
+            }
+        }
+    }
+    Process::spawn(Launch { name, program: &program, args, env: &env, cwd: dir, log_dir: dir })
 }
 
 /// [`DEFAULT_ENV`] then the spec's variables (later entries win).

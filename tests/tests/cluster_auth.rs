@@ -60,6 +60,7 @@ fn without_the_secret_no_call_is_answered_and_without_a_session_no_task_manager_
             metrics_address: "127.0.0.1:3".into(),
             slots: 8,
             session: "a-session-the-stranger-chose-0123456789".into(),
+            running: Vec::new(),
         };
         let unauthenticated = Some(tonic::Code::Unauthenticated);
         for secret in [None, Some("a-wrong-secret-of-enough-length-0123456789")] {

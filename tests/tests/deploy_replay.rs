@@ -426,7 +426,7 @@ fn replay(overlay: &str, first_ip: &str) {
     );
 }
 
-/// The compose file's laptop cluster: its JobManager and 3 TaskManagers as containers of the image, with their
+/// The compose file's laptop cluster: its 2 JobManagers and 3 TaskManagers as containers of the image, with their
 /// settings, volumes (named ones as host directories, the examples bind-mounted) and service names as given;
 /// PostgreSQL and the S3 server on the host stand in for the `postgres` and `minio` services (their URL and
 /// credentials replaced). `GET /cluster/metrics` must show 3 TaskManagers and 12 slots, as the file's header
@@ -442,7 +442,7 @@ fn the_compose_file_runs_a_cluster_of_3_task_managers_and_12_slots_that_runs_an_
     let compose_file = compose_dir.join("docker-compose.yml").display().to_string();
     let rendered = check_settings(&["replay-compose", &compose_file, "127.0.2.2"]);
     let pods = rendered["pods"].as_array().cloned().unwrap_or_default();
-    assert_eq!(pods.len(), 4, "a JobManager and 3 TaskManagers: {rendered}");
+    assert_eq!(pods.len(), 5, "2 JobManagers (a leader and a standby) and 3 TaskManagers: {rendered}");
 
     let database_url = sluice_tests::postgres::fresh_database("compose");
     let s3 = sluice_tests::s3::S3Server::start(&root.join("s3")).unwrap_or_else(|e| panic!("{e:#}"));
@@ -487,6 +487,10 @@ fn the_compose_file_runs_a_cluster_of_3_task_managers_and_12_slots_that_runs_an_
         Ok(if secret.exists() { Progress::Ready(()) } else { Progress::Pending(String::new()) })
     })
     .unwrap_or_else(|e| panic!("{e:#}"));
+    // The standby JobManager shares the first one's secret and token (read from its volume).
+    for pod in pods.iter().filter(|p| p["binary"] == "sluice-jobmanager" && p["pod"] != job_manager["pod"]) {
+        start(pod);
+    }
     for pod in pods.iter().filter(|p| p["binary"] == "sluice-taskmanager") {
         start(pod);
     }

@@ -1,6 +1,6 @@
 //! The REST API's shapes and slot accounting, as dashboards and scripts read them.
 //!
-//! Goal: `/cluster/metrics` has exactly its five keys and tracks slots as jobs come and go; `/taskmanagers`,
+//! Goal: `/cluster/metrics` has exactly its six keys and tracks slots as jobs come and go; `/taskmanagers`,
 //! `/jobs`, `/jobs/{id}`, `/jobs/{id}/status` and `/jobs/{id}/metrics` carry the fields the README promises;
 //! unknown jobs and routes are 404 with `{"error"}`.
 //!
@@ -60,8 +60,11 @@ fn cluster_metrics_track_slots_and_every_endpoint_has_its_documented_shape() {
         "total_slots",
         "available_slots",
         "utilization",
+        "leader",
     ]);
     assert_eq!(keys(&idle), expected_keys, "{idle}");
+    assert_eq!(idle["leader"]["this_jobmanager"], true, "a lone JobManager leads: {idle}");
+    assert_eq!(cluster.get("/health")["role"], "leader");
     assert_eq!(idle["total_task_managers"], 2);
     assert_eq!(idle["active_task_managers"], 2);
     assert_eq!(idle["total_slots"], total);

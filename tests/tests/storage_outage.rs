@@ -113,8 +113,9 @@ fn a_restart_during_an_s3_outage_waits_for_s3_and_resumes_from_the_latest_checkp
     assert_resumed_exactly(&mut cluster, &id, latest, &sink);
 }
 
-/// The JobManager restarts while S3 is down: the job it takes over waits for S3 (CREATED, the reason shown),
-/// is neither failed nor started from the beginning, and goes on from its latest checkpoint once S3 is back.
+/// The JobManager restarts while S3 is down: the job it takes over (its tasks kept running) waits for S3 to read
+/// its retained checkpoints back (RUNNING, the reason shown), is neither failed nor started from the beginning,
+/// and goes on from its latest checkpoint once S3 is back.
 #[test]
 fn a_jobmanager_restarted_during_an_s3_outage_waits_for_s3_and_resumes_its_job() {
     let mut s3 = S3Server::start_in_temp_dir().unwrap_or_else(|e| panic!("{e:#}"));
@@ -125,7 +126,7 @@ fn a_jobmanager_restarted_during_an_s3_outage_waits_for_s3_and_resumes_its_job()
     s3.stop();
     cluster.restart_job_manager();
     let details = wait_for_waiting(&cluster, &id);
-    assert_eq!(details["status"], "CREATED", "{details}");
+    assert_eq!(details["status"], "RUNNING", "adopted, its tasks still running: {details}");
     // The start-up probe said so, naming the credentials, and did not keep the JobManager from starting.
     let line = wait_for_log(&cluster, "checkpoint storage probe failed");
     assert!(line.contains("static keys (AWS_ACCESS_KEY_ID)"), "{line}");

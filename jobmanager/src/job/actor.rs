@@ -100,12 +100,18 @@ pub(crate) struct JobActor {
     /// For a job an earlier JobManager ran: its completed checkpoints (id, location; newest first), read
     /// and chosen from before the first deployment (`restore_point`).
     pub(in crate::job) taken_over: Option<Vec<(u64, String)>>,
+    /// For a job an earlier leader left RUNNING: the attempt to adopt before anything else (`states::adopting`).
+    pub(in crate::job) adopting: Option<super::states::adopting::PendingAdoption>,
+    /// Ends this actor: the end of the leader's term it runs in (shutdown, or this JobManager stepped down).
+    /// The job stays as the store has it, for the next leader.
+    pub(in crate::job) stop: tokio_util::sync::CancellationToken,
 }
 impl JobActor {
     pub(crate) fn new(ctx: Arc<Context>, shared: Arc<JobShared>, inbox: mpsc::Receiver<JobEvent>) -> Self {
         let checkpoints = checkpoint_policy(&ctx, &shared.job).is_some();
         let restarts = Restarts::new(shared.job.restart_policy(checkpoints));
         let restore = shared.restore.clone();
+        let stop = ctx.leadership.term_stop();
         JobActor {
             ctx,
             shared,
@@ -126,7 +132,24 @@ impl JobActor {
             checkpoints: None,
             adopted: Vec::new(),
             taken_over: None,
+            adopting: None,
+            stop,
         }
+    }
+
+    /// An actor for a job an earlier leader left RUNNING: it adopts that attempt if its tasks all report in,
+    /// else takes the job over as [`JobActor::resumed`] does.
+    pub(crate) fn adopting(
+        ctx: Arc<Context>,
+        shared: Arc<JobShared>,
+        inbox: mpsc::Receiver<JobEvent>,
+        pending: super::states::adopting::PendingAdoption,
+    ) -> Self {
+        let mut actor = JobActor::new(ctx, shared, inbox);
+        actor.attempt = pending.attempt;
+        actor.status = JobStatus::Running;
+        actor.adopting = Some(pending);
+        actor
     }
 
     /// An actor for a job an earlier JobManager ran: its next attempt follows `attempt` (TaskManagers refuse
@@ -149,6 +172,12 @@ impl JobActor {
     /// Drives the job until it ends or the JobManager shuts down.
     pub(crate) async fn run(mut self) {
         tracing::info!(job_id = %self.shared.job_id, status = %self.status, "job actor started");
+        if let Some(pending) = self.adopting.take() {
+            if self.adopt(pending).await.is_none() {
+                tracing::info!(job_id = %self.shared.job_id, "job actor stopped: the leader's term ended");
+                return;
+            }
+        }
         loop {
             let next = match self.status {
                 JobStatus::Created => self.created().await,
@@ -167,6 +196,12 @@ impl JobActor {
                 return;
             };
             self.transition(next).await;
+            if self.stop.is_cancelled() {
+                // The term ended (maybe before the transition was recorded): nothing more of this job is done
+                // here, least of all the end of a job (deleting its checkpoints) the store may not record.
+                tracing::info!(job_id = %self.shared.job_id, status = %self.status, "job actor stopped: the leader's term ended");
+                return;
+            }
         }
         self.finish().await;
     }
@@ -249,7 +284,7 @@ impl JobActor {
                 self.set_reason(format!("cannot record {} in the metadata store ({error}); retrying", update.status));
             }
             tokio::select! {
-                _ = self.ctx.shutdown.cancelled() => {
+                _ = self.stop.cancelled() => {
                     tracing::warn!(job_id = %self.shared.job_id, status = %update.status,
                         "the JobManager stops before the transition was recorded; the next one takes the job over");
                     return;

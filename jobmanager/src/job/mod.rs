@@ -13,6 +13,7 @@
 //! A job is in the [`JobRegistry`] while its actor runs. When it ends, its final record (status, cause,
 //! final metrics) is in the store and the registry forgets it, so memory does not grow with history.
 pub(crate) mod actor;
+mod adoption;
 pub mod recovery;
 pub mod restart;
 mod restore_point;
@@ -29,6 +30,7 @@ use sluice_common::proto::{AcknowledgeCheckpointRequest, DeclineCheckpointReques
 use tokio::sync::{mpsc, Notify};
 
 pub use crate::deployment::{TaskEntry, TaskKey};
+pub(crate) use adoption::{Adoption, FoundTask};
 use sluice_common::lifecycle::JobStatus;
 
 /// Capacity of a job actor's inbox (task reports). A job has at most a few thousand subtasks, each
@@ -94,6 +96,11 @@ pub(crate) struct JobShared {
     pub desired_changed: Notify,
     /// The checkpoint or savepoint the job's state starts from.
     pub restore: Option<sluice_common::proto::RestoreSpec>,
+    /// While a new leader decides whether to adopt the attempt an earlier leader ran: the tasks TaskManagers
+    /// report running (see [`adoption`]). None otherwise.
+    pub adoption: Mutex<Option<Adoption>>,
+    /// Notified when `adoption` changes.
+    pub adoption_changed: Notify,
 }
 
 impl JobShared {
@@ -118,7 +125,16 @@ impl JobShared {
             tasks: BTreeMap::new(),
             metrics: BTreeMap::new(),
         };
-        let shared = JobShared { job_id, job, live: Mutex::new(live), inbox, desired_changed: Notify::new(), restore };
+        let shared = JobShared {
+            job_id,
+            job,
+            live: Mutex::new(live),
+            inbox,
+            desired_changed: Notify::new(),
+            restore,
+            adoption: Mutex::new(None),
+            adoption_changed: Notify::new(),
+        };
         (Arc::new(shared), receiver)
     }
 
@@ -180,5 +196,10 @@ impl JobRegistry {
     /// Every job whose actor runs.
     pub fn all(&self) -> Vec<Arc<JobShared>> {
         self.lock().values().cloned().collect()
+    }
+
+    /// Forgets every job (this JobManager stepped down: their actors have stopped).
+    pub fn clear(&self) {
+        self.lock().clear();
     }
 }

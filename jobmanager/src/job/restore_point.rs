@@ -91,7 +91,7 @@ impl JobActor {
                 return Err(Interrupted::Cancel);
             }
             tokio::select! {
-                _ = self.ctx.shutdown.cancelled() => return Err(Interrupted::Shutdown),
+                _ = self.stop.cancelled() => return Err(Interrupted::Shutdown),
                 _ = self.shared.desired_changed.notified() => {}
                 _ = tokio::time::sleep_until(wake) => return Ok(()),
             }

@@ -100,6 +100,7 @@ fn register_task_manager(ctx: &Context) {
         metrics_address: "127.0.0.1:3".into(),
         slots: 1,
         session: "the-session-of-tm-1-for-tests".into(),
+        running: Vec::new(),
     };
     ctx.cluster.register(&request).unwrap_or_else(|e| panic!("{e}"));
 }
@@ -241,10 +242,10 @@ async fn a_job_stored_with_a_slot_wait_beyond_todays_bound_is_taken_over_with_it
         submitted_restore_json: None,
     };
     ctx.store.insert_job(&job).await.unwrap_or_else(|e| panic!("{e}"));
-    let (resumed, closed) = super::recovery::resume_unfinished_jobs(&ctx).await.unwrap_or_else(|e| panic!("{e}"));
+    let (resumed, closed, _) = super::recovery::resume_unfinished_jobs(&ctx).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(closed, Vec::new(), "nothing is closed");
     assert_eq!(resumed, vec![job.job_id.clone()]);
     let taken = ctx.jobs.get(&job.job_id).unwrap_or_else(|| panic!("the job runs"));
     assert_eq!(taken.job.slot_wait_timeout(), Duration::from_millis(SLOT_WAIT_TIMEOUT_MS_MAX));
-    ctx.shutdown.cancel();
+    ctx.leadership.term_stop().cancel();
 }

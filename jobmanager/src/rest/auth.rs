@@ -105,7 +105,7 @@ pub(super) async fn guard(State(ctx): State<Arc<Context>>, request: Request, nex
 /// for a token), `read` for every GET, `admin` for anything else.
 fn needed_scope(method: &Method, path: &str, auth: Option<&RestAuth>) -> Option<Scope> {
     match path {
-        "/health" | "/" => None,
+        "/health" | "/ready" | "/" => None,
         "/metrics" if auth.is_some_and(|auth| auth.metrics_open) => None,
         _ if method == Method::GET || method == Method::HEAD => Some(Scope::Read),
         _ => Some(Scope::Admin),

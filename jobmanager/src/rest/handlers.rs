@@ -25,10 +25,70 @@ use sluice_common::storage::Storage;
 
 type Ctx = State<Arc<Context>>;
 
-/// Answered by the process alone (no database, no TaskManager): Kubernetes probes it for liveness. The version
-/// tells which image a pod runs.
-pub(super) async fn health() -> Json<Value> {
-    Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+/// Answered by the process alone (no database, no TaskManager): Kubernetes probes it for liveness, on the leader
+/// and on standbys alike. The version tells which image a pod runs; `role` and `leader` who leads.
+pub(super) async fn health(State(ctx): Ctx) -> Json<Value> {
+    Json(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "role": role(&ctx),
+        "leader": leader_json(&ctx),
+    }))
+}
+
+/// 200 on the leader, 503 on a standby: Kubernetes sends traffic only to a ready pod, so its Services reach the
+/// leader.
+pub(super) async fn ready(State(ctx): Ctx) -> Response {
+    let body = json!({ "ready": ctx.leadership.is_leader(), "role": role(&ctx), "leader": leader_json(&ctx) });
+    let status = if ctx.leadership.is_leader() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
+
+fn role(ctx: &Context) -> &'static str {
+    if ctx.leadership.is_leader() {
+        "leader"
+    } else {
+        "standby"
+    }
+}
+
+/// Who leads, since when (ms since the epoch) and where; null while no JobManager is known to lead.
+pub(super) fn leader_json(ctx: &Context) -> Value {
+    let state = ctx.leadership.state();
+    if state.leading {
+        return json!({
+            "epoch": state.epoch,
+            "since_ms": state.since_ms,
+            "rest_address": ctx.leadership.rest_address,
+            "rpc_address": ctx.leadership.rpc_address,
+            "this_jobmanager": true,
+        });
+    }
+    match state.lease.filter(|lease| lease.is_held()) {
+        Some(lease) => json!({
+            "epoch": lease.epoch,
+            "since_ms": lease.acquired_ms,
+            "rest_address": lease.rest_address,
+            "rpc_address": lease.rpc_address,
+            "this_jobmanager": false,
+        }),
+        None => Value::Null,
+    }
+}
+
+/// On a standby, every request that would change something is refused with 503 and the leader's address:
+/// only the leader drives jobs. Reads are answered from the store.
+pub(super) async fn standby_writes(State(ctx): Ctx, request: Request, next: axum::middleware::Next) -> Response {
+    let reads = request.method() == axum::http::Method::GET || request.method() == axum::http::Method::HEAD;
+    if reads || ctx.leadership.is_leader() {
+        return next.run(request).await;
+    }
+    let leader = leader_json(&ctx);
+    let message = match leader["rest_address"].as_str() {
+        Some(address) => format!("this JobManager is a standby; send this request to the leader at {address}"),
+        None => "this JobManager is a standby and no leader is known yet; retry shortly".to_string(),
+    };
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message).into_response()
 }
 
 pub(super) async fn not_found() -> ApiError {
@@ -337,6 +397,7 @@ pub(super) async fn cluster_metrics(State(ctx): Ctx) -> Json<ClusterMetrics> {
         total_slots,
         available_slots,
         utilization,
+        leader: leader_json(&ctx),
     })
 }
 

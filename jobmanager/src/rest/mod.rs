@@ -39,6 +39,7 @@ pub(crate) fn router(ctx: Arc<Context>) -> Router {
     Router::new()
         .route("/", get(handlers::ui))
         .route("/health", get(handlers::health))
+        .route("/ready", get(handlers::ready))
         .route("/metrics", get(handlers::prometheus_metrics))
         .route("/jobs", get(handlers::list_jobs))
         .route(
@@ -58,6 +59,7 @@ pub(crate) fn router(ctx: Arc<Context>) -> Router {
         .route("/taskmanagers", get(handlers::task_managers))
         .route("/cluster/metrics", get(handlers::cluster_metrics))
         .fallback(handlers::not_found)
+        .layer(middleware::from_fn_with_state(ctx.clone(), handlers::standby_writes))
         .layer(middleware::from_fn_with_state(ctx.clone(), auth::guard))
         .layer(middleware::from_fn_with_state(limits::in_flight(), limits::limit))
         .with_state(ctx)

@@ -317,7 +317,7 @@ pub(super) struct TaskManagerJson {
     pub state: &'static str,
 }
 
-/// `GET /cluster/metrics`: exactly these five keys.
+/// `GET /cluster/metrics`: exactly these six keys.
 #[derive(Serialize)]
 pub(super) struct ClusterMetrics {
     pub total_task_managers: usize,
@@ -325,6 +325,8 @@ pub(super) struct ClusterMetrics {
     pub total_slots: u32,
     pub available_slots: u32,
     pub utilization: f64,
+    /// Who leads: epoch, since_ms, rest_address, rpc_address, this_jobmanager; null while nobody is known to.
+    pub leader: serde_json::Value,
 }
 
 /// min, p50, p99 and max of some values (nearest rank), all 0 when there are none.

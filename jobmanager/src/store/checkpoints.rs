@@ -74,6 +74,7 @@ impl Store {
         trigger_ms: u64,
         location: &str,
     ) -> Result<(), StoreError> {
+        let mut transaction = self.write().await?;
         sqlx::query(
             "INSERT INTO checkpoints (job_id, checkpoint_id, attempt, kind, status, trigger_ms, location) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -85,8 +86,9 @@ impl Store {
         .bind(CheckpointStatus::InProgress.as_str())
         .bind(ms(trigger_ms))
         .bind(location.to_string())
-        .execute(&self.pool)
+        .execute(&mut *transaction)
         .await?;
+        transaction.commit().await?;
         Ok(())
     }
 
@@ -99,6 +101,7 @@ impl Store {
         id: u64,
         done: &CompletedCheckpoint,
     ) -> Result<bool, StoreError> {
+        let mut transaction = self.write().await?;
         let result = sqlx::query(
             "UPDATE checkpoints SET status = $1, end_ms = $2, state_size_bytes = $3, alignment_ms = $4, \
              sync_ms = $5, async_ms = $6, tasks_json = $7, location = $8 \
@@ -115,8 +118,9 @@ impl Store {
         .bind(job_id.0.clone())
         .bind(ms(id))
         .bind(CheckpointStatus::InProgress.as_str())
-        .execute(&self.pool)
+        .execute(&mut *transaction)
         .await?;
+        transaction.commit().await?;
         if result.rows_affected() == 1 {
             return Ok(true);
         }
@@ -126,6 +130,7 @@ impl Store {
 
     /// Marks an in-progress checkpoint FAILED with the reason.
     pub async fn fail_checkpoint(&self, job_id: &JobId, id: u64, end_ms: u64, reason: &str) -> Result<(), StoreError> {
+        let mut transaction = self.write().await?;
         sqlx::query(
             "UPDATE checkpoints SET status = $1, end_ms = $2, failure = $3, discarded = 1 \
              WHERE job_id = $4 AND checkpoint_id = $5 AND status = $6",
@@ -136,23 +141,27 @@ impl Store {
         .bind(job_id.0.clone())
         .bind(ms(id))
         .bind(CheckpointStatus::InProgress.as_str())
-        .execute(&self.pool)
+        .execute(&mut *transaction)
         .await?;
+        transaction.commit().await?;
         Ok(())
     }
 
     /// Records that a completed checkpoint's files were deleted.
     pub async fn discard_checkpoint(&self, job_id: &JobId, id: u64) -> Result<(), StoreError> {
+        let mut transaction = self.write().await?;
         sqlx::query("UPDATE checkpoints SET discarded = 1 WHERE job_id = $1 AND checkpoint_id = $2")
             .bind(job_id.0.clone())
             .bind(ms(id))
-            .execute(&self.pool)
+            .execute(&mut *transaction)
             .await?;
+        transaction.commit().await?;
         Ok(())
     }
 
     /// Fails every checkpoint still IN_PROGRESS (their coordinator is gone: a JobManager restart).
     pub async fn fail_in_progress_checkpoints(&self, end_ms: u64, reason: &str) -> Result<u64, StoreError> {
+        let mut transaction = self.write().await?;
         let result = sqlx::query(
             "UPDATE checkpoints SET status = $1, end_ms = $2, failure = $3, discarded = 1 WHERE status = $4",
         )
@@ -160,8 +169,9 @@ impl Store {
         .bind(ms(end_ms))
         .bind(reason.to_string())
         .bind(CheckpointStatus::InProgress.as_str())
-        .execute(&self.pool)
+        .execute(&mut *transaction)
         .await?;
+        transaction.commit().await?;
         Ok(result.rows_affected())
     }
 

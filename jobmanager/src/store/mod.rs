@@ -11,6 +11,7 @@
 //! Statuses are stored as text. Text that names no status is not an error here: [`JobRecord::status`]
 //! carries it, and callers turn it into a FAILED job with a reason.
 mod checkpoints;
+mod lease;
 mod retention;
 
 use std::time::Duration;
@@ -21,6 +22,7 @@ use sqlx::{Any, Pool};
 use sqlx::{Executor, Row};
 
 pub use checkpoints::{CheckpointRecord, CompletedCheckpoint, CHECKPOINTS_LISTED_MAX};
+pub use lease::{Fence, LeaseRecord};
 pub use retention::{
     run_metadata_retention, RetentionPass, RetentionPolicy, CHECKPOINT_HISTORY_ROWS_DEFAULT,
     FINISHED_JOB_RETENTION_DEFAULT, METADATA_RETENTION_INTERVAL, RETENTION_CHECKPOINT_ROWS_PER_PASS,
@@ -53,6 +55,17 @@ pub enum StoreError {
     /// not help.
     #[error("metadata store: a corrupt row: {0}")]
     Corrupt(String),
+    /// This JobManager no longer leads: the lease's epoch is not its own, so the write was refused (fencing).
+    /// Retrying does not help; the JobManager steps down.
+    #[error(
+        "metadata store: write refused, this JobManager no longer leads (its epoch {held}, the lease's {current})"
+    )]
+    Fenced {
+        /// The epoch this JobManager led under (0: it does not lead).
+        held: u64,
+        /// The lease's epoch now.
+        current: u64,
+    },
 }
 
 /// A job to insert at submission.
@@ -120,6 +133,11 @@ pub struct StatusUpdate {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: Pool<Any>,
+    /// PostgreSQL (else SQLite): writes check the fence there (a SQLite store serves one JobManager, see
+    /// [`Store::lock_sqlite`]), and the database clock is read with the backend's own function.
+    postgres: bool,
+    /// The leader epoch writes are conditional on; None: unconditional (unit tests, tools).
+    fence: Option<std::sync::Arc<Fence>>,
 }
 
 /// The columns [`job_record`] reads, as a literal so that queries stay `&'static str`.
@@ -163,7 +181,37 @@ impl Store {
             .connect(&url)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Store { pool })
+        Ok(Store { pool, postgres: url.starts_with("postgres"), fence: None })
+    }
+
+    /// This store with every metadata write conditional on `fence` (see [`Store::write`]).
+    pub fn fenced(mut self, fence: std::sync::Arc<Fence>) -> Store {
+        self.fence = Some(fence);
+        self
+    }
+
+    /// Begins a write transaction. With a fence on PostgreSQL, it first reads the lease's epoch with a shared
+    /// row lock held until the transaction ends, and refuses ([`StoreError::Fenced`]) unless the epoch is the
+    /// fence's: a new leader takes the lease by updating that row, which waits for every such transaction to
+    /// end, so no write of an old leader commits after a new leader took over. (SQLite needs no check: one
+    /// JobManager per file.)
+    pub(crate) async fn write(&self) -> Result<sqlx::Transaction<'static, Any>, StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        if let (Some(fence), true) = (&self.fence, self.postgres) {
+            let row = sqlx::query("SELECT epoch FROM leader_lease WHERE id = 1 FOR SHARE")
+                .fetch_optional(&mut *transaction)
+                .await?;
+            let current = match row {
+                Some(row) => from_ms(row.try_get::<i64, _>(0)?),
+                None => 0,
+            };
+            let held = fence.epoch();
+            if held == 0 || held != current {
+                fence.deposed(current);
+                return Err(StoreError::Fenced { held, current });
+            }
+        }
+        Ok(transaction)
     }
 
     /// For a SQLite store (a file), an exclusive lock that keeps any other JobManager off it while the returned
@@ -212,6 +260,7 @@ impl Store {
 
     /// Inserts a newly submitted job in status CREATED.
     pub async fn insert_job(&self, job: &NewJob) -> Result<(), StoreError> {
+        let mut transaction = self.write().await?;
         sqlx::query(
             "INSERT INTO jobs (job_id, name, graph_json, chains_json, status, attempt, start_time_ms, status_changed_ms, \
              submitted_restore_json) VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8)",
@@ -224,8 +273,9 @@ impl Store {
         .bind(ms(job.start_time_ms))
         .bind(ms(job.start_time_ms))
         .bind(job.submitted_restore_json.clone())
-        .execute(&self.pool)
+        .execute(&mut *transaction)
         .await?;
+        transaction.commit().await?;
         Ok(())
     }
 
@@ -245,6 +295,7 @@ impl Store {
 
     /// Records a transition.
     pub async fn update_status(&self, job_id: &JobId, update: &StatusUpdate) -> Result<(), StoreError> {
+        let mut transaction = self.write().await?;
         sqlx::query(
             "UPDATE jobs SET status = $1, status_changed_ms = $2, end_time_ms = COALESCE($3, end_time_ms), \
              failure_cause = COALESCE($4, failure_cause) WHERE job_id = $5",
@@ -254,8 +305,9 @@ impl Store {
         .bind(update.end_time_ms.map(ms))
         .bind(update.failure_cause.clone())
         .bind(job_id.0.clone())
-        .execute(&self.pool)
+        .execute(&mut *transaction)
         .await?;
+        transaction.commit().await?;
         Ok(())
     }
 
@@ -270,7 +322,7 @@ impl Store {
         at_ms: u64,
         moved: bool,
     ) -> Result<(), StoreError> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.write().await?;
         sqlx::query(
             "INSERT INTO job_attempts (job_id, attempt, execution_id, placements_json, deployed_ms) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -291,13 +343,31 @@ impl Store {
         Ok(())
     }
 
+    /// The execution id and placements (JSON) recorded for one attempt of a job.
+    pub async fn attempt(&self, job_id: &JobId, attempt: Attempt) -> Result<Option<(ExecutionId, String)>, StoreError> {
+        let row =
+            sqlx::query("SELECT execution_id, placements_json FROM job_attempts WHERE job_id = $1 AND attempt = $2")
+                .bind(job_id.0.clone())
+                .bind(i64::from(attempt.0))
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(row) = row else { return Ok(None) };
+        let execution: String = row.try_get(0)?;
+        let execution = execution
+            .parse::<u64>()
+            .map_err(|e| StoreError::Corrupt(format!("execution id {execution:?} of attempt {attempt}: {e}")))?;
+        Ok(Some((ExecutionId(execution), row.try_get(1)?)))
+    }
+
     /// Records that a user wants the job cancelled. False: no such job.
     pub async fn request_cancel(&self, job_id: &JobId) -> Result<bool, StoreError> {
+        let mut transaction = self.write().await?;
         let result = sqlx::query("UPDATE jobs SET desired_status = $1 WHERE job_id = $2")
             .bind(DesiredStatus::Canceled.as_str())
             .bind(job_id.0.clone())
-            .execute(&self.pool)
+            .execute(&mut *transaction)
             .await?;
+        transaction.commit().await?;
         Ok(result.rows_affected() > 0)
     }
 
@@ -313,11 +383,13 @@ impl Store {
 
     /// Keeps the last metrics of every task once the job has ended.
     pub async fn save_final_metrics(&self, job_id: &JobId, metrics_json: &str) -> Result<(), StoreError> {
+        let mut transaction = self.write().await?;
         sqlx::query("UPDATE jobs SET final_metrics_json = $1 WHERE job_id = $2")
             .bind(metrics_json.to_string())
             .bind(job_id.0.clone())
-            .execute(&self.pool)
+            .execute(&mut *transaction)
             .await?;
+        transaction.commit().await?;
         Ok(())
     }
 
@@ -452,6 +524,82 @@ mod tests {
     on_both_backends!(checkpoints_are_recorded_once_and_counted);
     on_both_backends!(checkpoint_history_beyond_the_newest_rows_is_deleted_and_retained_rows_are_kept);
     on_both_backends!(finished_jobs_older_than_the_retention_age_are_deleted_with_their_rows);
+    on_both_backends!(the_lease_is_taken_once_renewed_by_its_holder_only_and_released);
+
+    /// Goal: the lease (issue 21). Method: A takes it (epoch 1); B cannot while it is held; A renews; B cannot
+    /// renew A's; A releases; B takes it at once (epoch 2); A's renewal now fails; A restarted on the same data
+    /// directory (same holder id) takes it back without waiting (epoch 3).
+    async fn the_lease_is_taken_once_renewed_by_its_holder_only_and_released(store: Store) {
+        let long = 60_000;
+        assert_eq!(store.acquire_lease("a", "ra", "pa", long).await.ok(), Some(Some(1)));
+        assert_eq!(store.acquire_lease("b", "rb", "pb", long).await.ok(), Some(None), "held by a");
+        assert_eq!(store.renew_lease("a", 1, long).await.ok(), Some(true));
+        assert_eq!(store.renew_lease("b", 1, long).await.ok(), Some(false), "b does not hold it");
+        let lease = store.lease().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((lease.epoch, lease.holder.as_str(), lease.rpc_address.as_str()), (1, "a", "pa"));
+        assert!(lease.is_held() && lease.expires_ms > lease.now_ms, "{lease:?}");
+        store.release_lease("a", 1).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(!store.lease().await.is_ok_and(|l| l.is_held()), "released");
+        assert_eq!(store.acquire_lease("b", "rb", "pb", long).await.ok(), Some(Some(2)));
+        assert_eq!(store.renew_lease("a", 1, long).await.ok(), Some(false), "a lost it");
+        assert_eq!(store.acquire_lease("b", "rb", "pb", long).await.ok(), Some(Some(3)), "its own holder retakes it");
+        // An expired lease is taken by anyone.
+        assert_eq!(store.renew_lease("b", 3, 0).await.ok(), Some(true));
+        let expired = async {
+            loop {
+                if let Ok(Some(epoch)) = store.acquire_lease("c", "rc", "pc", long).await {
+                    return epoch;
+                }
+                tokio::task::yield_now().await;
+            }
+        };
+        assert_eq!(tokio::time::timeout(Duration::from_secs(10), expired).await.ok(), Some(4));
+    }
+
+    /// Goal: fencing (issue 21): a write of a JobManager whose epoch is no longer the lease's changes nothing
+    /// and says so, and tells the fence it was deposed. Method: two stores on one PostgreSQL database, each
+    /// with its own fence, play the old and the new leader.
+    #[tokio::test]
+    async fn a_deposed_leaders_writes_are_refused_and_change_nothing() {
+        let (_database, plain) = postgres_store().await;
+        let old_fence = std::sync::Arc::new(Fence::default());
+        let new_fence = std::sync::Arc::new(Fence::default());
+        let old = plain.clone().fenced(old_fence.clone());
+        let new = plain.clone().fenced(new_fence.clone());
+        let first = plain.acquire_lease("old", "", "", 60_000).await.ok().flatten();
+        assert_eq!(first, Some(1));
+        old_fence.set(1);
+        assert!(old.insert_job(&new_job("a", 1)).await.is_ok(), "the leader writes");
+        // The old leader stalls; its lease expires and the new one takes it.
+        assert_eq!(plain.renew_lease("old", 1, 0).await.ok(), Some(true));
+        let taken = async {
+            loop {
+                if let Ok(Some(epoch)) = plain.acquire_lease("new", "", "", 60_000).await {
+                    return epoch;
+                }
+                tokio::task::yield_now().await;
+            }
+        };
+        let taken = tokio::time::timeout(Duration::from_secs(10), taken).await.unwrap_or_else(|_| panic!("not taken"));
+        assert_eq!(taken, 2);
+        new_fence.set(taken);
+        let deposed = old_fence.subscribe_deposed();
+        let running = StatusUpdate { status: JobStatus::Running, at_ms: 5, end_time_ms: None, failure_cause: None };
+        let refused = old.update_status(&JobId("a".into()), &running).await;
+        assert!(matches!(refused, Err(StoreError::Fenced { held: 1, current: 2 })), "{refused:?}");
+        assert!(matches!(
+            old.insert_checkpoint(&JobId("a".into()), 1, 1, CheckpointKind::Checkpoint, 1, "/x").await,
+            Err(StoreError::Fenced { .. })
+        ));
+        assert!(deposed.has_changed().unwrap_or(false), "the fence heard it was deposed");
+        let record = new.job(&JobId("a".into())).await.ok().flatten().map(|r| r.status);
+        assert_eq!(record, Some(Ok(JobStatus::Created)), "the old leader's write changed nothing");
+        assert_eq!(new.max_checkpoint_id(&JobId("a".into())).await.ok(), Some(0));
+        assert!(new.update_status(&JobId("a".into()), &running).await.is_ok(), "the new leader writes");
+        // A JobManager that does not lead (epoch 0) writes nothing either.
+        new_fence.set(0);
+        assert!(matches!(new.request_cancel(&JobId("a".into())).await, Err(StoreError::Fenced { held: 0, .. })));
+    }
 
     /// Goal: rule 1 of `store::retention` (issue 19). Method: 10 checkpoints of one job: 1-6 failed, 7-8
     /// completed and discarded, 9 completed and retained, 10 in progress; keep 3 history rows.

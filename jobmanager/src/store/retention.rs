@@ -54,6 +54,7 @@ impl Store {
     /// Deletes at most `batch` checkpoint history rows beyond the newest `keep` of each job (rule 1).
     pub async fn delete_checkpoint_history(&self, keep: u32, batch: u32) -> Result<u64, StoreError> {
         assert!(keep >= 1, "a job's newest checkpoint row is what its next checkpoint id continues from");
+        let mut transaction = self.write().await?;
         let result = sqlx::query(
             "DELETE FROM checkpoints WHERE (job_id, checkpoint_id) IN (\
                SELECT job_id, checkpoint_id FROM (\
@@ -65,8 +66,9 @@ impl Store {
         .bind(CheckpointStatus::InProgress.as_str())
         .bind(i64::from(keep))
         .bind(i64::from(batch))
-        .execute(&self.pool)
+        .execute(&mut *transaction)
         .await?;
+        transaction.commit().await?;
         Ok(result.rows_affected())
     }
 
@@ -86,7 +88,7 @@ impl Store {
         let mut deleted = 0;
         for row in rows {
             let job_id = JobId(row.try_get(0)?);
-            let mut transaction = self.pool.begin().await?;
+            let mut transaction = self.write().await?;
             for table in ["checkpoints", "job_attempts", "jobs"] {
                 let sql = format!("DELETE FROM {table} WHERE job_id = $1");
                 sqlx::query(sqlx::AssertSqlSafe(sql)).bind(job_id.0.clone()).execute(&mut *transaction).await?;

@@ -1,4 +1,5 @@
-//! `sluice-chaos`: runs an exactly-once job on a local cluster (1 JobManager, 3 TaskManagers × 4 slots) while
+//! `sluice-chaos`: runs an exactly-once job on a local cluster (1 JobManager, or `--jobmanagers K` on PostgreSQL;
+//! 3 TaskManagers × 4 slots) while
 //! killing TaskManagers (and optionally the JobManager) with SIGKILL, or with `--drain` sending them SIGTERM
 //! (a graceful leave, as a Kubernetes drain does), then checks the output against an uninterrupted run's,
 //! computed independently. Exits 1 if a record was lost, duplicated or wrong.
@@ -21,9 +22,15 @@ struct Args {
     /// How long a killed TaskManager stays down, in seconds.
     #[arg(long, default_value_t = 2.0)]
     restart_after: f64,
-    /// How many times to kill (and restart at once) the JobManager, spread evenly over the run.
+    /// How many times to kill the JobManager, spread evenly over the run: with one, it is restarted at once; with
+    /// standbys (`--jobmanagers`), the leader is killed, a standby takes over, and the killed one comes back as a
+    /// standby after --restart-after.
     #[arg(long, default_value_t = 0)]
     kill_jobmanager: u32,
+    /// JobManagers to run; more than one runs them on PostgreSQL (the server at SLUICE_TEST_POSTGRES_URL, which
+    /// scripts/chaos_test.sh starts), one leading and the others standing by.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=9))]
+    jobmanagers: u64,
     /// Send TaskManagers SIGTERM instead of SIGKILL: each leaves gracefully and the job moves off it.
     #[arg(long)]
     drain: bool,
@@ -45,13 +52,14 @@ fn main() -> ExitCode {
         }
     };
     println!(
-        "chaos: {} s of input at {} rows/s, a TaskManager {} every {} s (down {} s), {} JobManager kill(s), seed {}",
+        "chaos: {} s of input at {} rows/s, a TaskManager {} every {} s (down {} s), {} JobManager kill(s) of {}, seed {}",
         args.duration,
         args.rows_per_second,
         if args.drain { "drained (SIGTERM)" } else { "killed (SIGKILL)" },
         args.kill_every,
         args.restart_after,
         args.kill_jobmanager,
+        args.jobmanagers,
         args.seed
     );
     match run(&options) {
@@ -86,6 +94,7 @@ fn options(args: &Args) -> anyhow::Result<ChaosOptions> {
         kill_every: parse_range(&args.kill_every)?,
         restart_after: Duration::from_secs_f64(args.restart_after),
         kill_jobmanager: args.kill_jobmanager,
+        job_managers: usize::try_from(args.jobmanagers).unwrap_or(1),
         drain: args.drain,
         seed: args.seed,
         rows_per_second: args.rows_per_second,

@@ -36,24 +36,8 @@ impl JobActor {
     pub(in crate::job) async fn deploy(&mut self) -> Next {
         let job = self.shared.job.clone();
         let job_id = self.shared.job_id.clone();
-        if self.checkpoints.is_none() {
-            // Ids only grow (retention and the orphan sweep depend on it): without the last one, no attempt.
-            let last_id = match self.ctx.store.max_checkpoint_id(&job_id).await {
-                Ok(id) => id,
-                Err(e) => {
-                    return Next::failed(JobStatus::Failing, format!("cannot read the job's last checkpoint id: {e}"))
-                }
-            };
-            let policy = checkpoint_policy(&self.ctx, &job);
-            let dir = self.ctx.checkpoint_storage.child(&job_id.0);
-            let services = CheckpointServices {
-                store: self.ctx.store.clone(),
-                metrics: self.ctx.metrics.checkpoint_metrics(),
-                client: self.ctx.task_managers.clone(),
-            };
-            let mut coordinator = Coordinator::new(job_id.clone(), job.clone(), policy, dir, last_id, services);
-            coordinator.adopt(std::mem::take(&mut self.adopted));
-            self.checkpoints = Some(coordinator);
+        if let Err(cause) = self.make_coordinator().await {
+            return Next::failed(JobStatus::Failing, cause);
         }
         self.attempt = Attempt(self.attempt.0 + 1);
         let moved = self.moving_since.is_some();
@@ -110,6 +94,33 @@ impl JobActor {
             Some(cause) => Next::failed(JobStatus::Failing, cause),
             None => Next::to(JobStatus::Running),
         }
+    }
+
+    /// Makes the job's checkpoint coordinator, once: its ids go on after the last one the store has.
+    pub(in crate::job) async fn make_coordinator(&mut self) -> Result<(), String> {
+        if self.checkpoints.is_some() {
+            return Ok(());
+        }
+        let job = self.shared.job.clone();
+        let job_id = self.shared.job_id.clone();
+        // Ids only grow (retention and the orphan sweep depend on it): without the last one, no attempt.
+        let last_id = self
+            .ctx
+            .store
+            .max_checkpoint_id(&job_id)
+            .await
+            .map_err(|e| format!("cannot read the job's last checkpoint id: {e}"))?;
+        let policy = checkpoint_policy(&self.ctx, &job);
+        let dir = self.ctx.checkpoint_storage.child(&job_id.0);
+        let services = CheckpointServices {
+            store: self.ctx.store.clone(),
+            metrics: self.ctx.metrics.checkpoint_metrics(),
+            client: self.ctx.task_managers.clone(),
+        };
+        let mut coordinator = Coordinator::new(job_id, job, policy, dir, last_id, services);
+        coordinator.adopt(std::mem::take(&mut self.adopted));
+        self.checkpoints = Some(coordinator);
+        Ok(())
     }
 
     /// One request per TaskManager involved, each carrying the whole execution graph.

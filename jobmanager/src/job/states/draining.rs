@@ -20,7 +20,7 @@ impl JobActor {
                 break;
             }
             tokio::select! {
-                _ = self.ctx.shutdown.cancelled() => return None,
+                _ = self.stop.cancelled() => return None,
                 event = self.inbox.recv() => {
                     let event = event?;
                     // Failures while draining add nothing: the job is already failing or cancelling. Checkpoint

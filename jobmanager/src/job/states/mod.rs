@@ -10,6 +10,10 @@
 //! | FAILING, CANCELLING | [`draining`] | FAILED, RESTARTING, CANCELED |
 //! | RESTARTING | [`restarting`] | RUNNING, FAILING, CANCELLING, FAILED |
 //! | FINISHED, FAILED, CANCELED | [`finished`] | (the actor ends) |
+//!
+//! Before its first phase, the actor of a job an earlier leader left RUNNING adopts that attempt
+//! ([`adopting`]: the job stays RUNNING) or sets out to redeploy it (CREATED).
+pub(crate) mod adopting;
 mod created;
 mod draining;
 mod finished;

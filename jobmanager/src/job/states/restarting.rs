@@ -64,7 +64,7 @@ impl JobActor {
                     return Some(Next::to(JobStatus::Cancelling));
                 }
                 tokio::select! {
-                    _ = self.ctx.shutdown.cancelled() => return None,
+                    _ = self.stop.cancelled() => return None,
                     _ = self.shared.desired_changed.notified() => {}
                     _ = tokio::time::sleep_until(wake) => break,
                 }
@@ -108,7 +108,7 @@ impl JobActor {
                 Err(not_enough) => self.set_reason(not_enough.to_string()),
             }
             tokio::select! {
-                _ = self.ctx.shutdown.cancelled() => return None,
+                _ = self.stop.cancelled() => return None,
                 _ = self.shared.desired_changed.notified() => {
                     if self.cancel_requested().await {
                         return Some(Err("cancelled while waiting for slots".to_string()));

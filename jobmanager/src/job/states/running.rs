@@ -41,7 +41,7 @@ impl JobActor {
             }
             let checkpoint_deadline = self.checkpoints.as_ref().and_then(Coordinator::deadline);
             tokio::select! {
-                _ = self.ctx.shutdown.cancelled() => return None,
+                _ = self.stop.cancelled() => return None,
                 event = self.inbox.recv() => {
                     // The shared handle holds a sender for as long as this actor runs: None is impossible,
                     // but if it came, there would be nothing left to listen to.
