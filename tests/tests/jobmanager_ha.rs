@@ -98,6 +98,17 @@ fn assert_checkpoint_ids_unique(cluster: &Cluster, id: &JobId) {
     assert_eq!(unique.len(), ids.len(), "a checkpoint id was reused: {ids:?}");
 }
 
+/// Waits for the job to finish; it did in its first attempt (0 restarts), no checkpoint id was used twice, and
+/// its committed output is exactly the uninterrupted run's.
+fn assert_finished_exactly_without_a_restart(cluster: &mut Cluster, id: &JobId, sink: &std::path::Path) {
+    cluster.wait_for_status(id, JobStatus::Finished, TIMEOUT);
+    let done = cluster.job(id);
+    assert_eq!((done["restarts"].clone(), done["attempt"].clone()), (0.into(), 1.into()), "{done}");
+    assert_checkpoint_ids_unique(cluster, id);
+    let (all, _) = committed(sink);
+    assert_exactly(&all, &expected_of(ROWS));
+}
+
 /// Goal: a killed leader is replaced within the lease timeout + 1 s, and its running exactly-once job is
 /// adopted: 0 restarts, still attempt 1, checkpoints go on after the last id, output exact.
 #[test]
@@ -119,12 +130,7 @@ fn a_killed_leader_is_replaced_within_the_lease_and_its_job_keeps_running() {
     assert_eq!(metric(&cluster, "jobmanager_is_leader"), 1.0);
     assert_eq!(metric(&cluster, "jobmanager_takeover_duration_seconds_count"), 1.0);
 
-    cluster.wait_for_status(&id, JobStatus::Finished, TIMEOUT);
-    let done = cluster.job(&id);
-    assert_eq!((done["restarts"].clone(), done["attempt"].clone()), (0.into(), 1.into()), "{done}");
-    assert_checkpoint_ids_unique(&cluster, &id);
-    let (all, _) = committed(&sink);
-    assert_exactly(&all, &expected_of(ROWS));
+    assert_finished_exactly_without_a_restart(&mut cluster, &id, &sink);
     // The other standby still stands by.
     let other = (1..3).find(|&i| i != leader).unwrap_or(1);
     let health = cluster.job_manager_health(other).unwrap_or_else(|e| panic!("{e:#}"));
@@ -167,12 +173,7 @@ fn a_frozen_leader_is_fenced_off_and_steps_down_when_it_wakes() {
     assert_eq!(refused.status, 503, "{:?}", refused.body);
     cluster.use_job_manager(leader);
 
-    cluster.wait_for_status(&id, JobStatus::Finished, TIMEOUT);
-    let done = cluster.job(&id);
-    assert_eq!((done["restarts"].clone(), done["attempt"].clone()), (0.into(), 1.into()), "{done}");
-    assert_checkpoint_ids_unique(&cluster, &id);
-    let (all, _) = committed(&sink);
-    assert_exactly(&all, &expected_of(ROWS));
+    assert_finished_exactly_without_a_restart(&mut cluster, &id, &sink);
 }
 
 /// Goal: a rolling replacement. The leader stopped gracefully (SIGTERM) releases the lease, so a standby leads
@@ -194,9 +195,5 @@ fn a_leader_stopped_gracefully_hands_over_at_once() {
     assert!(took < long_lease / 2, "a standby led {took:?} after the SIGTERM, as if the lease had to expire: {health}");
 
     wait_for_checkpoints_after(&cluster, &id, before);
-    cluster.wait_for_status(&id, JobStatus::Finished, TIMEOUT);
-    let done = cluster.job(&id);
-    assert_eq!((done["restarts"].clone(), done["attempt"].clone()), (0.into(), 1.into()), "{done}");
-    let (all, _) = committed(&sink);
-    assert_exactly(&all, &expected_of(ROWS));
+    assert_finished_exactly_without_a_restart(&mut cluster, &id, &sink);
 }

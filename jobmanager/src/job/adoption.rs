@@ -40,6 +40,14 @@ impl JobShared {
         self.adoption.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The tasks found so far, and why the adoption cannot succeed if that is known (also when it is closed).
+    pub fn adoption_so_far(&self) -> (BTreeMap<TaskKey, FoundTask>, Option<String>) {
+        match self.adoption_lock().as_ref() {
+            Some(open) => (open.found.clone(), open.spoiled.clone()),
+            None => (BTreeMap::new(), Some("the adoption was closed".to_string())),
+        }
+    }
+
     /// Opens an adoption of `attempt` (execution `execution_id`).
     pub fn open_adoption(&self, attempt: Attempt, execution_id: ExecutionId) {
         *self.adoption_lock() = Some(Adoption { attempt, execution_id, found: BTreeMap::new(), spoiled: None });

@@ -145,6 +145,32 @@ impl JobActor {
         Ok(Choice::NoneUsable(format!("none of its retained checkpoints can be restored ({})", problems.join("; "))))
     }
 
+    /// Reads what the retained checkpoints `completed` (newest first) reference, oldest first as the coordinator
+    /// keeps them, so that retention goes on deleting them in turn and a restart can restore from them. Storage
+    /// that does not answer is waited for; one proven unusable is left to the sweep.
+    pub(in crate::job) async fn read_retained(
+        &mut self,
+        completed: &[(u64, String)],
+    ) -> Result<Vec<RetainedCheckpoint>, Interrupted> {
+        let mut retained = Vec::new();
+        for (id, location) in completed.iter().rev() {
+            let what = format!("read checkpoint {id}");
+            let read = self
+                .until_storage_answers(&what, || {
+                    let location = location.clone();
+                    async move { retained_checkpoint(*id, &location).await }
+                })
+                .await?;
+            match read {
+                Ok(checkpoint) => retained.push(checkpoint),
+                Err(why) => {
+                    tracing::warn!(job_id = %self.shared.job_id, checkpoint = id, error = %why, "cannot adopt a retained checkpoint")
+                }
+            }
+        }
+        Ok(retained)
+    }
+
     /// For a job an earlier JobManager ran: reads what its retained checkpoints (`completed`, newest first)
     /// reference, so that retention goes on deleting them in turn, and chooses the one the next attempt
     /// starts from. Storage that does not answer is waited for. Err with the next transition when the job
@@ -153,26 +179,11 @@ impl JobActor {
         &mut self,
         completed: Vec<(u64, String)>,
     ) -> Option<Result<(), Next>> {
-        let mut adopted: Vec<RetainedCheckpoint> = Vec::new();
-        // Oldest first, as the coordinator keeps them; one proven unusable is left to the sweep.
-        for (id, location) in completed.iter().rev() {
-            let what = format!("read checkpoint {id}");
-            let read = self
-                .until_storage_answers(&what, || {
-                    let location = location.clone();
-                    async move { retained_checkpoint(*id, &location).await }
-                })
-                .await;
-            match read {
-                Ok(Ok(retained)) => adopted.push(retained),
-                Ok(Err(why)) => {
-                    tracing::warn!(job_id = %self.shared.job_id, checkpoint = id, error = %why, "cannot adopt a retained checkpoint")
-                }
-                Err(Interrupted::Shutdown) => return None,
-                Err(Interrupted::Cancel) => return Some(Err(Next::to(JobStatus::Canceled))),
-            }
+        match self.read_retained(&completed).await {
+            Ok(adopted) => self.adopted = adopted,
+            Err(Interrupted::Shutdown) => return None,
+            Err(Interrupted::Cancel) => return Some(Err(Next::to(JobStatus::Canceled))),
         }
-        self.adopted = adopted;
         match self.choose_among(completed).await {
             Err(Interrupted::Shutdown) => None,
             Err(Interrupted::Cancel) => Some(Err(Next::to(JobStatus::Canceled))),

@@ -15,7 +15,6 @@ use sluice_common::lifecycle::job::JobStatus;
 use sluice_common::proto::{CancelTasksRequest, NotifyCheckpointCompleteRequest, TaskState};
 use tokio::time::Instant;
 
-use crate::checkpoint::restore::retained_checkpoint;
 use crate::checkpoint::RetainedCheckpoint;
 use crate::cluster::{now_ms, TaskManagerId};
 use crate::job::actor::JobActor;
@@ -68,13 +67,7 @@ impl JobActor {
         ));
         let outcome: Result<BTreeMap<TaskKey, FoundTask>, String> = loop {
             let changed = self.shared.adoption_changed.notified();
-            let (found, spoiled) = {
-                let adoption = self.shared.adoption.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                match adoption.as_ref() {
-                    Some(open) => (open.found.clone(), open.spoiled.clone()),
-                    None => (BTreeMap::new(), Some("the adoption was closed".to_string())),
-                }
-            };
+            let (found, spoiled) = self.shared.adoption_so_far();
             if let Some(why) = spoiled {
                 break Err(why);
             }
@@ -152,17 +145,13 @@ impl JobActor {
     /// lost), a task of the attempt ended meanwhile, or a cancel came while checkpoint storage was waited for;
     /// None when the term ended.
     async fn take_adopted(&mut self, pending: &PendingAdoption) -> Option<Result<(), String>> {
-        let retained = match self.read_retained(pending).await? {
+        // The tasks run meanwhile; a wait for storage shows in the job's reason.
+        let retained = match self.read_retained(&pending.completed).await {
             Ok(retained) => retained,
-            Err(why) => return Some(Err(why)),
+            Err(Interrupted::Shutdown) => return None,
+            Err(Interrupted::Cancel) => return Some(Err("a cancel was requested".into())),
         };
-        let (found, spoiled) = {
-            let adoption = self.shared.adoption.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            match adoption.as_ref() {
-                Some(open) => (open.found.clone(), open.spoiled.clone()),
-                None => (BTreeMap::new(), Some("the adoption was closed".to_string())),
-            }
-        };
+        let (found, spoiled) = self.shared.adoption_so_far();
         if let Some(why) = spoiled {
             return Some(Err(why));
         }
@@ -177,31 +166,6 @@ impl JobActor {
         let mut live = self.shared.live();
         live.tasks.clear();
         live.status = JobStatus::Created;
-    }
-
-    /// The retained checkpoints, read back so that retention goes on deleting them in turn and a later restart
-    /// can restore from them; storage that does not answer is waited for (the tasks run meanwhile), one proven
-    /// unusable is left to the sweep. Err when a cancel came meanwhile; None when the term ended.
-    async fn read_retained(&mut self, pending: &PendingAdoption) -> Option<Result<Vec<RetainedCheckpoint>, String>> {
-        let mut retained = Vec::new();
-        for (id, location) in pending.completed.iter().rev() {
-            let what = format!("read checkpoint {id}");
-            let read = self
-                .until_storage_answers(&what, || {
-                    let location = location.clone();
-                    async move { retained_checkpoint(*id, &location).await }
-                })
-                .await;
-            match read {
-                Ok(Ok(checkpoint)) => retained.push(checkpoint),
-                Ok(Err(why)) => {
-                    tracing::warn!(job_id = %self.shared.job_id, checkpoint = id, error = %why, "cannot adopt a retained checkpoint")
-                }
-                Err(Interrupted::Shutdown) => return None,
-                Err(Interrupted::Cancel) => return Some(Err("a cancel was requested".into())),
-            }
-        }
-        Some(Ok(retained))
     }
 
     async fn take_slots_and_tasks(
