@@ -197,3 +197,42 @@ fn a_leader_stopped_gracefully_hands_over_at_once() {
     wait_for_checkpoints_after(&cluster, &id, before);
     assert_finished_exactly_without_a_restart(&mut cluster, &id, &sink);
 }
+
+/// Goal: the leader killed while a savepoint is being taken. The savepoint request's status, asked of the new
+/// leader, is either COMPLETED (with its `_metadata` in place) or FAILED with the reason, never left in progress;
+/// the job is adopted (0 restarts), no checkpoint id is used twice, and its output is exact.
+#[test]
+fn a_leader_killed_during_a_savepoint_leaves_it_completed_or_clearly_failed() {
+    let mut cluster = ha_cluster(LEASE_TIMEOUT);
+    let sink = cluster.dir().join("exactly-once");
+    let id = start_job(&mut cluster, &sink);
+
+    let answer = cluster.request(reqwest::Method::POST, &format!("/jobs/{}/savepoint", id.0), None);
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    let trigger = answer.body["trigger_id"].as_str().unwrap_or_default().to_string();
+    cluster.kill_job_manager_at(0);
+    cluster.wait_for_leader(&[0], TIMEOUT);
+
+    let savepoint = poll_until("the savepoint to be settled by the new leader", TIMEOUT, || {
+        let status = cluster.get(&format!("/jobs/{}/savepoints/{trigger}", id.0));
+        Ok(if status["status"] == "IN_PROGRESS" {
+            Progress::Pending(status.to_string())
+        } else {
+            Progress::Ready(status)
+        })
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    match savepoint["status"].as_str() {
+        Some("COMPLETED") => {
+            let location = savepoint["location"].as_str().unwrap_or_default();
+            let metadata = std::path::Path::new(location).join("_metadata");
+            assert!(metadata.exists(), "a completed savepoint has its _metadata: {savepoint}");
+        }
+        Some("FAILED") => {
+            let failure = savepoint["failure"].as_str().unwrap_or_default();
+            assert!(failure.contains("leading changed"), "the failure says why: {savepoint}");
+        }
+        _ => panic!("the savepoint is neither completed nor failed: {savepoint}"),
+    }
+    assert_finished_exactly_without_a_restart(&mut cluster, &id, &sink);
+}
