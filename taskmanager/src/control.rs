@@ -205,6 +205,19 @@ async fn bounded<T>(
     }
 }
 
+/// Refuses a call whose leader epoch (gRPC metadata [`LEADER_EPOCH_METADATA`], none counting as 0) is older than
+/// `registered`, the epoch of the leader this TaskManager registered with: it comes from a JobManager that lost
+/// the lead and has not noticed.
+fn check_leader_epoch(metadata: &tonic::metadata::MetadataMap, registered: u64) -> Result<(), Status> {
+    let offered = metadata.get(LEADER_EPOCH_METADATA).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).unwrap_or(0);
+    if offered < registered {
+        return Err(Status::failed_precondition(format!(
+            "stale leader epoch {offered}: this TaskManager follows epoch {registered} (the caller lost the lead)"
+        )));
+    }
+    Ok(())
+}
+
 /// Why the heartbeat loop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lost {
@@ -381,16 +394,9 @@ impl TaskManager {
                 tonic::Status::permission_denied("only this TaskManager's JobManager may call it (wrong session)"),
             );
         }
-        let epoch = request.metadata().get(LEADER_EPOCH_METADATA).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        let epoch = epoch.unwrap_or(0);
         let registered = self.leader_epoch.load(std::sync::atomic::Ordering::SeqCst);
-        if epoch < registered {
-            return refuse(
-                "leader_epoch",
-                tonic::Status::failed_precondition(format!(
-                    "stale leader epoch {epoch}: this TaskManager follows epoch {registered} (the caller lost the lead)"
-                )),
-            );
+        if let Err(status) = check_leader_epoch(request.metadata(), registered) {
+            return refuse("leader_epoch", status);
         }
         Ok(request)
     }
@@ -1005,5 +1011,36 @@ impl TaskManagerService for TaskManagerRpc {
             tracing::warn!(job = %request.job_id, checkpoint = request.checkpoint_id, "tasks did not confirm their commit in time");
         }
         Ok(Response::new(NotifyCheckpointCompleteResponse {}))
+    }
+}
+
+#[cfg(test)]
+mod epoch_tests {
+    use super::*;
+
+    fn metadata(epoch: Option<&str>) -> tonic::metadata::MetadataMap {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        if let Some(value) = epoch.and_then(|e| e.parse().ok()) {
+            metadata.insert(LEADER_EPOCH_METADATA, value);
+        }
+        metadata
+    }
+
+    /// Goal: leader fencing on the TaskManager (issue 21). A call of the leader it registered with, or of a newer
+    /// one, passes; an older epoch, a missing one or one that is not a number (read as 0) is refused once this
+    /// TaskManager follows a leader; before its first registration (0) nothing is refused for its epoch.
+    #[test]
+    fn calls_of_an_older_leader_epoch_are_refused() {
+        assert!(check_leader_epoch(&metadata(Some("3")), 3).is_ok());
+        assert!(check_leader_epoch(&metadata(Some("4")), 3).is_ok());
+        for stale in [Some("2"), None, Some("not-a-number"), Some("-1")] {
+            let refused = check_leader_epoch(&metadata(stale), 3);
+            assert_eq!(
+                refused.as_ref().map_err(|s| s.code()).err(),
+                Some(tonic::Code::FailedPrecondition),
+                "{stale:?}"
+            );
+        }
+        assert!(check_leader_epoch(&metadata(None), 0).is_ok());
     }
 }
