@@ -344,14 +344,8 @@ fn own_data(config: &JobManagerConfig) -> Vec<std::path::PathBuf> {
 /// Writes `{"rest": ..., "rpc": ...}` to `<data-dir>/jobmanager.addr`, atomically (write then rename), so a
 /// reader never sees half a file.
 fn write_address_file(config: &JobManagerConfig, bound: &BoundAddresses, tls: bool) -> anyhow::Result<()> {
-    let advertise = |addr: SocketAddr| {
-        if addr.ip().is_unspecified() {
-            format!("127.0.0.1:{}", addr.port())
-        } else {
-            addr.to_string()
-        }
-    };
-    let json = serde_json::json!({ "rest": advertise(bound.rest), "rpc": advertise(bound.rpc), "tls": tls });
+    let json =
+        serde_json::json!({ "rest": advertise(None, bound.rest), "rpc": advertise(None, bound.rpc), "tls": tls });
     let path = config.data_dir.join("jobmanager.addr");
     let temporary = config.data_dir.join("jobmanager.addr.tmp");
     std::fs::write(&temporary, json.to_string()).with_context(|| format!("cannot write {}", temporary.display()))?;

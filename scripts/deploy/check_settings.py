@@ -297,6 +297,27 @@ def volume_location(volumes, path):
     return None if best is None else (best[0], path[len(best[1]):].lstrip("/"))
 
 
+def env_of(service):
+    """A compose service's environment as a dict of strings (it may be written as a list of NAME=value)."""
+    env = service.get("environment", {})
+    return {k: str(v) for k, v in (dict(i.split("=", 1) for i in env) if isinstance(env, list) else env).items()}
+
+
+def shared_files(services, variable, file_name, generates):
+    """Where each service reads the file `variable` names, as (volume, path inside it) when a volume holds it, else
+    (service, path); a service without the variable uses the JobManager's generated `<DATA_DIR>/<file_name>` when
+    `generates(name, env)` says it makes one."""
+    files = {}
+    for name, service in services.items():
+        env = env_of(service)
+        path = env.get(variable)
+        if path is None and generates(name, env):
+            path = env.get("DATA_DIR", JOBMANAGER_DATA_DIR_DEFAULT).rstrip("/") + "/" + file_name
+        if path is not None:
+            files[name] = volume_location(service.get("volumes", []), path) or (f"service {name}", path)
+    return files
+
+
 def compose_jobmanager_problems(compose):
     """Several JobManagers in a compose file: each advertises its own host, they share one PostgreSQL database, one
     admin token file and one cluster secret (the TaskManagers' too), and every TaskManager's JOBMANAGER lists them
@@ -304,36 +325,20 @@ def compose_jobmanager_problems(compose):
     problems = []
     services = compose.get("services", {})
 
-    def env_of(service):
-        env = service.get("environment", {})
-        return {k: str(v) for k, v in (dict(i.split("=", 1) for i in env) if isinstance(env, list) else env).items()}
-
     jobmanagers = {n: s for n, s in services.items() if binary_of(s.get("command")) == "sluice-jobmanager"}
     taskmanagers = {n: s for n, s in services.items() if binary_of(s.get("command")) == "sluice-taskmanager"}
     # The cluster secret every Sluice service uses must be one file: a JobManager without CLUSTER_SECRET_FILE
     # generates its own in its data directory, which a standby must not do.
-    secrets = {}
-    for name, service in {**jobmanagers, **taskmanagers}.items():
-        env = env_of(service)
-        path = env.get("CLUSTER_SECRET_FILE")
-        if path is None and name in jobmanagers:
-            path = env.get("DATA_DIR", JOBMANAGER_DATA_DIR_DEFAULT).rstrip("/") + "/cluster.secret"
-        if path is not None:
-            secrets[name] = volume_location(service.get("volumes", []), path) or (f"service {name}", path)
+    secrets = shared_files({**jobmanagers, **taskmanagers}, "CLUSTER_SECRET_FILE", "cluster.secret",
+                           lambda name, env: name in jobmanagers)
     if len(set(secrets.values())) > 1:
         problems.append("the Sluice services do not share one cluster secret: "
                         + ", ".join(f"{n} {s[0]}:{s[1]}" for n, s in secrets.items()))
     if len(jobmanagers) < 2:
         return problems
     # Likewise the admin token (else clients' token stops working when a standby takes over).
-    tokens = {}
-    for name, service in jobmanagers.items():
-        env = env_of(service)
-        path = env.get("ADMIN_TOKEN_FILE")
-        if path is None and "ADMIN_TOKENS" not in env:
-            path = env.get("DATA_DIR", JOBMANAGER_DATA_DIR_DEFAULT).rstrip("/") + "/admin.token"
-        if path is not None:
-            tokens[name] = volume_location(service.get("volumes", []), path) or (f"service {name}", path)
+    tokens = shared_files(jobmanagers, "ADMIN_TOKEN_FILE", "admin.token",
+                          lambda name, env: "ADMIN_TOKENS" not in env)
     if len(set(tokens.values())) > 1:
         problems.append("the JobManagers do not share one admin token file: "
                         + ", ".join(f"{n} {s[0]}:{s[1]}" for n, s in tokens.items()))

@@ -99,10 +99,36 @@ impl Store {
         timeout_ms: u64,
     ) -> Result<Option<u64>, StoreError> {
         let now = self.now_ms_sql();
+        let free = format!("holder = '' OR holder = $1 OR expires_ms < {now}");
+        self.take_lease(holder, rest_address, rpc_address, timeout_ms, &free).await
+    }
+
+    /// Takes the lease whoever holds it (a SQLite store, which one JobManager uses at a time): the epoch grows by
+    /// one. Returns the new epoch.
+    pub async fn force_lease(
+        &self,
+        holder: &str,
+        rest_address: &str,
+        rpc_address: &str,
+        timeout_ms: u64,
+    ) -> Result<u64, StoreError> {
+        let taken = self.take_lease(holder, rest_address, rpc_address, timeout_ms, "TRUE").await?;
+        taken.ok_or_else(|| StoreError::Corrupt("the leader_lease row is missing".into()))
+    }
+
+    /// Takes the lease where `condition` (SQL over the lease row) holds; the new epoch, or None.
+    async fn take_lease(
+        &self,
+        holder: &str,
+        rest_address: &str,
+        rpc_address: &str,
+        timeout_ms: u64,
+        condition: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        let now = self.now_ms_sql();
         let sql = format!(
             "UPDATE leader_lease SET epoch = epoch + 1, holder = $1, rest_address = $2, rpc_address = $3, \
-             acquired_ms = {now}, expires_ms = {now} + $4 \
-             WHERE id = 1 AND (holder = '' OR holder = $1 OR expires_ms < {now}) RETURNING epoch"
+             acquired_ms = {now}, expires_ms = {now} + $4 WHERE id = 1 AND ({condition}) RETURNING epoch"
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(holder.to_string())
@@ -115,30 +141,6 @@ impl Store {
             Some(row) => Ok(Some(from_ms(row.try_get::<i64, _>(0)?))),
             None => Ok(None),
         }
-    }
-
-    /// Takes the lease whoever holds it (a SQLite store, which one JobManager uses at a time): the epoch grows by
-    /// one. Returns the new epoch.
-    pub async fn force_lease(
-        &self,
-        holder: &str,
-        rest_address: &str,
-        rpc_address: &str,
-        timeout_ms: u64,
-    ) -> Result<u64, StoreError> {
-        let now = self.now_ms_sql();
-        let sql = format!(
-            "UPDATE leader_lease SET epoch = epoch + 1, holder = $1, rest_address = $2, rpc_address = $3, \
-             acquired_ms = {now}, expires_ms = {now} + $4 WHERE id = 1 RETURNING epoch"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(holder.to_string())
-            .bind(rest_address.to_string())
-            .bind(rpc_address.to_string())
-            .bind(ms(timeout_ms))
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(from_ms(row.try_get::<i64, _>(0)?))
     }
 
     /// Extends the lease `holder` holds under `epoch` by `timeout_ms` from now, even if it expired meanwhile as
