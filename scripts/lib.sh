@@ -231,6 +231,7 @@ free_port() {
 # start_postgres: a throwaway PostgreSQL cluster on 127.0.0.1 (trust auth, fsync off) in a new temporary
 # directory; exports SLUICE_TEST_POSTGRES_URL. Sets PG_DATA for stop_postgres. Runs the server as the
 # postgres user when root (initdb refuses root).
+readonly PG_PORT_ATTEMPTS_MAX=5
 start_postgres() {
   local bin port as=()
   bin="$(postgres_bin_dir)" || fail "no PostgreSQL server under /usr/lib/postgresql (apt-get install postgresql)"
@@ -243,9 +244,20 @@ start_postgres() {
   chmod 700 "$PG_DATA"
   "${as[@]}" "$bin/initdb" -D "$PG_DATA" -U postgres --auth=trust -E UTF8 --no-sync >"$PG_DATA.initdb.log" 2>&1 \
     || { cat "$PG_DATA.initdb.log" >&2; fail "initdb failed"; }
-  "${as[@]}" "$bin/pg_ctl" -D "$PG_DATA" -l "$PG_DATA/server.log" -w -t 30 \
-    -o "-c listen_addresses=127.0.0.1 -p $port -k $PG_DATA -c fsync=off -c max_connections=200" start >/dev/null \
-    || { cat "$PG_DATA/server.log" >&2; fail "PostgreSQL did not start"; }
+  # A port free when probed can still be taken when the server binds it (this range is also the kernel's for
+  # outgoing connections): then the next free one is tried, a bounded number of times.
+  local attempt
+  for ((attempt = 1; ; attempt++)); do
+    "${as[@]}" "$bin/pg_ctl" -D "$PG_DATA" -l "$PG_DATA/server.log" -w -t 30 \
+      -o "-c listen_addresses=127.0.0.1 -p $port -k $PG_DATA -c fsync=off -c max_connections=200" start >/dev/null \
+      && break
+    if ((attempt < PG_PORT_ATTEMPTS_MAX)) && grep -q 'Address already in use' "$PG_DATA/server.log"; then
+      port="$(free_port $((port + 1)))" || fail "no free port for PostgreSQL"
+      continue
+    fi
+    cat "$PG_DATA/server.log" >&2
+    fail "PostgreSQL did not start"
+  done
   export SLUICE_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$port/postgres"
   info "PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port (data in $PG_DATA)"
 }

@@ -96,6 +96,16 @@ pub struct TaskManagerView {
     pub state: TaskManagerState,
     /// Whether it is leaving (draining): active, but no new slots go to it.
     pub leaving: bool,
+    /// Its resident memory, as its last heartbeat said.
+    pub memory_rss_bytes: Option<u64>,
+}
+
+/// A TaskManager a job held slots of that is lost, gone or restarted.
+pub struct LostTaskManager {
+    pub task_manager: TaskManagerId,
+    pub cause: String,
+    /// How long it had been silent when it was declared lost (zero when it left or restarted).
+    pub silent_for: Duration,
 }
 
 struct TaskManagerEntry {
@@ -112,6 +122,9 @@ struct TaskManagerEntry {
     state: TaskManagerState,
     /// It said it is leaving: its slots are no longer offered, and jobs that hold some move off it.
     leaving: bool,
+    memory_rss_bytes: Option<u64>,
+    /// When it was declared LOST (meaningless while active).
+    lost_at: Instant,
 }
 
 #[derive(Default)]
@@ -192,6 +205,8 @@ impl Cluster {
                 slots: vec![None; request.slots as usize],
                 last_heartbeat: Instant::now(),
                 last_heartbeat_ms: now_ms(),
+                memory_rss_bytes: None,
+                lost_at: Instant::now(),
                 state: TaskManagerState::Active,
                 leaving: false,
             };
@@ -246,6 +261,13 @@ impl Cluster {
         }
     }
 
+    /// Notes what a TaskManager's heartbeat said of its memory.
+    pub fn note_memory(&self, id: &TaskManagerId, memory_rss_bytes: Option<u64>) {
+        if let Some(entry) = self.lock().task_managers.get_mut(id) {
+            entry.memory_rss_bytes = memory_rss_bytes;
+        }
+    }
+
     /// Marks LOST every active TaskManager silent for longer than the heartbeat timeout at `now`, and
     /// returns them with their causes.
     pub fn mark_silent_lost(&self, now: Instant) -> Vec<(TaskManagerId, String)> {
@@ -258,6 +280,7 @@ impl Cluster {
                 if entry.state == TaskManagerState::Active && silence > self.heartbeat_timeout {
                     let cause = format!("TaskManager {id} lost (no heartbeat for {timeout_ms} ms)");
                     entry.state = TaskManagerState::Lost(cause.clone());
+                    entry.lost_at = now;
                     entry.slots.clear();
                     lost.push((id.clone(), cause));
                 }
@@ -280,6 +303,7 @@ impl Cluster {
             let marked = match registry.task_managers.get_mut(&slot.task_manager) {
                 Some(entry) if entry.incarnation == slot.incarnation && entry.state == TaskManagerState::Active => {
                     entry.state = TaskManagerState::Lost(format!("TaskManager {} lost ({cause})", slot.task_manager));
+                    entry.lost_at = Instant::now();
                     entry.slots.clear();
                     true
                 }
@@ -308,6 +332,7 @@ impl Cluster {
                     entry.leaving = true;
                     if done {
                         entry.state = TaskManagerState::Lost(format!("TaskManager {id} left the cluster"));
+                        entry.lost_at = Instant::now();
                         entry.slots.clear();
                     }
                     (Some((held, changed)), changed)
@@ -470,14 +495,25 @@ impl Cluster {
 
     /// Why one of these slots is gone, if one is: its TaskManager was lost or registered anew.
     pub fn lost_cause(&self, slots: &[HeldSlot]) -> Option<String> {
+        self.lost(slots).map(|lost| lost.cause)
+    }
+
+    /// The first TaskManager of `slots` that is lost, gone or restarted, with the cause and its silence.
+    pub fn lost(&self, slots: &[HeldSlot]) -> Option<LostTaskManager> {
         let registry = self.lock();
-        slots.iter().find_map(|slot| match registry.task_managers.get(&slot.task_manager) {
-            None => Some(format!("TaskManager {} is gone", slot.task_manager)),
-            Some(entry) if entry.incarnation != slot.incarnation => {
-                Some(format!("TaskManager {} registered anew (restarted); its tasks are gone", slot.task_manager))
-            }
-            Some(TaskManagerEntry { state: TaskManagerState::Lost(cause), .. }) => Some(cause.clone()),
-            Some(_) => None,
+        slots.iter().find_map(|slot| {
+            let (cause, silent_for) = match registry.task_managers.get(&slot.task_manager) {
+                None => (format!("TaskManager {} is gone", slot.task_manager), Duration::ZERO),
+                Some(entry) if entry.incarnation != slot.incarnation => (
+                    format!("TaskManager {} registered anew (restarted); its tasks are gone", slot.task_manager),
+                    Duration::ZERO,
+                ),
+                Some(entry @ TaskManagerEntry { state: TaskManagerState::Lost(cause), .. }) => {
+                    (cause.clone(), entry.lost_at.saturating_duration_since(entry.last_heartbeat))
+                }
+                Some(_) => return None,
+            };
+            Some(LostTaskManager { task_manager: slot.task_manager.clone(), cause, silent_for })
         })
     }
 
@@ -516,6 +552,7 @@ impl Cluster {
                 last_heartbeat_ms: e.last_heartbeat_ms,
                 state: e.state.clone(),
                 leaving: e.leaving,
+                memory_rss_bytes: e.memory_rss_bytes,
             })
             .collect();
         views.sort_by(|a, b| a.id.cmp(&b.id));

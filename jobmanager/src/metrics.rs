@@ -42,6 +42,8 @@ pub struct Metrics {
     pub restarts: IntCounterVec,
     /// Failure detected → every task of the next attempt RUNNING, by job.
     pub recovery_duration: HistogramVec,
+    /// Each phase of a recovery, by job and phase (`RecoveryPhase`).
+    pub recovery_phase: HistogramVec,
     /// Moves of a job off a TaskManager that is leaving (redeployments that are no failure), by job.
     pub relocations: IntCounterVec,
     /// A TaskManager said it is leaving → every task of the job's next attempt RUNNING elsewhere, by job.
@@ -146,6 +148,16 @@ impl Metrics {
             .buckets(RECOVERY_DURATION_BUCKETS.to_vec()),
             &["job"],
         )?;
+        let recovery_phase = HistogramVec::new(
+            HistogramOpts::new(
+                "job_recovery_phase_seconds",
+                "Each phase of a job's recovery from a failure: detection (last sign of life of what failed to the \
+                 failure noticed), cancel, scheduling (the restart delay and the wait for slots), restore \
+                 (deployment to every task running) and catch_up (running to the first checkpoint completed)",
+            )
+            .buckets(RECOVERY_DURATION_BUCKETS.to_vec()),
+            &["job", "phase"],
+        )?;
         let relocations = IntCounterVec::new(
             Opts::new("job_relocations_total", "Moves of a job off a TaskManager that is leaving (not failures)"),
             &["job"],
@@ -183,6 +195,8 @@ impl Metrics {
         registry.register(Box::new(uptime.clone()))?;
         registry.register(Box::new(restarts.clone()))?;
         registry.register(Box::new(recovery_duration.clone()))?;
+        registry.register(Box::new(recovery_phase.clone()))?;
+        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         registry.register(Box::new(relocations.clone()))?;
         registry.register(Box::new(relocation_duration.clone()))?;
         registry.register(Box::new(checkpoint_duration.clone()))?;
@@ -215,6 +229,7 @@ impl Metrics {
             checkpoints,
             restarts,
             recovery_duration,
+            recovery_phase,
             relocations,
             relocation_duration,
             is_leader,
@@ -249,6 +264,9 @@ impl Metrics {
         let _ = self.checkpoint_size.remove_label_values(&[job_id]);
         let _ = self.restarts.remove_label_values(&[job_id]);
         let _ = self.recovery_duration.remove_label_values(&[job_id]);
+        for phase in crate::job::RecoveryPhase::ALL {
+            let _ = self.recovery_phase.remove_label_values(&[job_id, phase.as_str()]);
+        }
         let _ = self.uptime.remove_label_values(&[job_id]);
         for result in [CHECKPOINT_RESULT_COMPLETED, CHECKPOINT_RESULT_FAILED] {
             let _ = self.checkpoints.remove_label_values(&[job_id, result]);

@@ -181,6 +181,7 @@ impl JobManagerService for JobManagerRpc {
         }
         let registered = self.ctx.cluster.heartbeat(&id);
         if registered {
+            self.ctx.cluster.note_memory(&id, request.memory_rss_bytes);
             self.record_task_metrics(&request.tasks);
         } else {
             tracing::debug!(task_manager = %request.task_manager_id, "heartbeat of an unregistered TaskManager");
@@ -479,6 +480,7 @@ mod tests {
         let request = HeartbeatRequest {
             task_manager_id: "tm".into(),
             tasks: vec![TaskMetrics::default(); HEARTBEAT_TASKS_MAX + 1],
+            ..Default::default()
         };
         let status = rpc.heartbeat(Request::new(request)).await.err();
         assert_eq!(status.map(|s| s.code()), Some(tonic::Code::InvalidArgument));
@@ -528,7 +530,7 @@ mod tests {
     async fn a_heartbeat_counts_only_with_the_task_managers_own_session() {
         let (_dir, rpc, _inbox, session) = service().await;
         let other = register(&rpc, "tm-other");
-        let heartbeat = || HeartbeatRequest { task_manager_id: "tm".into(), tasks: Vec::new() };
+        let heartbeat = || HeartbeatRequest { task_manager_id: "tm".into(), ..Default::default() };
         let registered =
             |answer: Result<Response<HeartbeatResponse>, Status>| answer.ok().map(|a| a.into_inner().registered);
         assert_eq!(registered(rpc.heartbeat(with_session(heartbeat(), &other)).await), Some(false));

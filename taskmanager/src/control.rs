@@ -38,6 +38,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::checkpoint::{CheckpointCommand, CheckpointOutcome, CheckpointReporter, CHECKPOINT_COMMANDS_MAX};
 use crate::heartbeat::{Liveness, MetricsRotation, NextStep, HEARTBEAT_METRICS_BYTES_MAX, HEARTBEAT_TASK_METRICS_MAX};
@@ -526,7 +527,11 @@ impl TaskManager {
             }
             let tasks =
                 rotation.next_share(self.task_metrics(), HEARTBEAT_TASK_METRICS_MAX, HEARTBEAT_METRICS_BYTES_MAX);
-            let request = HeartbeatRequest { task_manager_id: self.id.clone(), tasks };
+            let request = HeartbeatRequest {
+                task_manager_id: self.id.clone(),
+                tasks,
+                memory_rss_bytes: self.metrics.memory_rss_bytes(),
+            };
             let mut client = self.jobmanager();
             let call = client.heartbeat(self.to_jobmanager(request));
             let answer = match tokio::time::timeout(call_timeout, call).await {
@@ -886,6 +891,15 @@ impl TaskManager {
             };
             let chain = &job.chains[plan.chain as usize];
             let name = format!("{}#{}", chain.vertex_ids.join("->"), plan.subtask);
+            // Every line the task logs carries these fields (in JSON logs: `span` and `spans`).
+            let span = tracing::info_span!(
+                "task",
+                job = %task_ref.job_id,
+                attempt = task_ref.attempt,
+                vertex = %chain.vertex_ids.join("->"),
+                chain = task_ref.chain,
+                subtask = task_ref.subtask,
+            );
             let counters = Arc::new(self.metrics.task(task_ref.clone(), name, &chain.vertex_ids));
             let cancel = CancellationToken::new();
             let key = task_key(&task_ref);
@@ -923,30 +937,33 @@ impl TaskManager {
             let network = self.network.clone();
             let control = tokio::runtime::Handle::current();
             self.metrics.tasks_running.inc();
-            self.data_runtime.spawn(async move {
-                let running_report = {
-                    let (this, task_ref) = (this.clone(), task_ref.clone());
-                    move || {
-                        control.spawn(async move {
-                            this.report(&task_ref, TaskState::TaskRunning, String::new(), None).await
-                        });
+            self.data_runtime.spawn(
+                async move {
+                    let running_report = {
+                        let (this, task_ref) = (this.clone(), task_ref.clone());
+                        move || {
+                            control.spawn(async move {
+                                this.report(&task_ref, TaskState::TaskRunning, String::new(), None).await
+                            });
+                        }
+                    };
+                    let result = task.run(network, running_report).await;
+                    let (state, error) = match result {
+                        Ok(()) => (TaskState::TaskFinished, String::new()),
+                        Err(TaskError::Cancelled) => (TaskState::TaskCanceled, String::new()),
+                        Err(e) => (TaskState::TaskFailed, e.to_string()),
+                    };
+                    match state {
+                        TaskState::TaskFailed => tracing::warn!(task = %key, error = %error, "task failed"),
+                        _ => tracing::info!(task = %key, state = state.as_str_name(), "task ended"),
                     }
-                };
-                let result = task.run(network, running_report).await;
-                let (state, error) = match result {
-                    Ok(()) => (TaskState::TaskFinished, String::new()),
-                    Err(TaskError::Cancelled) => (TaskState::TaskCanceled, String::new()),
-                    Err(e) => (TaskState::TaskFailed, e.to_string()),
-                };
-                match state {
-                    TaskState::TaskFailed => tracing::warn!(task = %key, error = %error, "task failed"),
-                    _ => tracing::info!(task = %key, state = state.as_str_name(), "task ended"),
+                    this.report(&task_ref, state, error, Some(counters.snapshot())).await;
+                    this.task_ended(&key);
+                    this.metrics.tasks_running.dec();
+                    counters.remove();
                 }
-                this.report(&task_ref, state, error, Some(counters.snapshot())).await;
-                this.task_ended(&key);
-                this.metrics.tasks_running.dec();
-                counters.remove();
-            });
+                .instrument(span),
+            );
         }
         Ok(count)
     }

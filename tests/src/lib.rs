@@ -31,6 +31,7 @@
 //! - [`sink`]: reading what the file sink wrote.
 //! - [`windows`]: the windowed exactly-once job, its expected output, and what its sink committed.
 //! - [`memory`]: the resident memory of a process, from `/proc`.
+//! - [`openapi`]: checking REST answers against the OpenAPI document.
 //! - [`postgres`], [`s3`]: PostgreSQL and S3 servers of a test's own, to stop and start.
 //! - [`binaries`]: where the binaries under test are found.
 //! - [`chaos`]: chaos runs (random kills of TaskManagers and the JobManager, then an exact output check).
@@ -46,6 +47,7 @@ pub mod chaos;
 pub mod cluster;
 pub mod kafka;
 pub mod memory;
+pub mod openapi;
 pub mod postgres;
 pub mod process;
 pub mod prometheus;

@@ -65,7 +65,7 @@ fn without_the_secret_no_call_is_answered_and_without_a_session_no_task_manager_
         let unauthenticated = Some(tonic::Code::Unauthenticated);
         for secret in [None, Some("a-wrong-secret-of-enough-length-0123456789")] {
             assert_eq!(code(jm.register_task_manager(request(register.clone(), secret)).await), unauthenticated);
-            let heartbeat = HeartbeatRequest { task_manager_id: "tm-0".into(), tasks: Vec::new() };
+            let heartbeat = HeartbeatRequest { task_manager_id: "tm-0".into(), ..Default::default() };
             assert_eq!(code(jm.heartbeat(request(heartbeat, secret)).await), unauthenticated);
             assert_eq!(code(jm.report_task_state(request(TaskStateReport::default(), secret)).await), unauthenticated);
             let ack = AcknowledgeCheckpointRequest::default();

@@ -157,3 +157,164 @@ fn cluster_metrics_track_slots_and_every_endpoint_has_its_documented_shape() {
         assert!(answer.body["error"].is_string(), "GET {path}: {}", answer.body);
     }
 }
+
+/// A job whose sink is the bottleneck: an unthrottled generator feeding, across the network, a sink that
+/// takes at most 20,000 rows a second, with a checkpoint every second.
+fn slow_sink_job() -> Value {
+    json!({
+        "name": "slow_sink",
+        "vertices": [
+            {"id": "gen", "parallelism": 2, "datagen": {"seed": 7, "columns": [
+                {"name": "n", "sequence": {"start": 0}}]}},
+            {"id": "sink", "parallelism": 1, "blackhole_sink": {"rows_per_second": 20000.0}}
+        ],
+        "edges": [{"from": "gen", "to": "sink", "partitioning": "REBALANCE"}],
+        "config": {"checkpointing": {"interval_ms": "1000", "retained": 2}}
+    })
+}
+
+/// Fails with every way `answer` (to `method` on the templated `path`) departs from openapi.json.
+fn assert_documented(document: &Value, method: &str, path: &str, answer: &sluice_tests::cluster::HttpResponse) {
+    let Some(schema) = sluice_tests::openapi::response_schema(document, method, path, answer.status) else {
+        panic!("openapi.json documents no JSON answer {} to {method} {path}: {}", answer.status, answer.body);
+    };
+    let violations = sluice_tests::openapi::violations(document, schema, &answer.body);
+    assert!(violations.is_empty(), "{method} {path} ({}) departs from openapi.json: {violations:#?}", answer.status);
+}
+
+/// Goal: what the web UI shows is right, and every answer is what openapi.json says. A slow sink is named
+/// the bottleneck with its upstream back-pressured HIGH; the plan, a vertex's subtasks, a checkpoint's
+/// acknowledgements and a savepoint answer; a killed TaskManager shows in the exception history with the
+/// recovery's phases; every documented GET answers in its documented shape, and so do errors.
+///
+/// Method: the slow-sink job on two TaskManagers (a 2 s heartbeat timeout); the routes are read while it
+/// runs, after a savepoint, and after the TaskManager running the sink was killed and the job recovered.
+#[test]
+fn introspection_names_the_bottleneck_records_failures_and_matches_the_openapi_document() {
+    let spec = ClusterSpec::default().env("HEARTBEAT_TIMEOUT", 2000).env("LOG_FORMAT", "json");
+    let mut cluster = Cluster::start(spec);
+    let document = sluice_tests::openapi::document();
+    assert_eq!(cluster.get("/openapi.json"), document, "the served document is the file");
+    let job = cluster.submit_json(&slow_sink_job());
+    cluster.wait_for_status(&job, JobStatus::Running, TIMEOUT);
+
+    // Rates are over the last heartbeat interval: the first ones include the burst that filled the buffers, so
+    // the poll waits for the sink's steady rate too.
+    let vertex = |details: &Value, id: &str| {
+        details["vertices"].as_array().and_then(|v| v.iter().find(|v| v["id"] == id)).cloned().unwrap_or_default()
+    };
+    let details = poll_until("the sink named the bottleneck at its steady rate", TIMEOUT, || {
+        let details = cluster.job(&job);
+        let (gen, sink) = (vertex(&details, "gen"), vertex(&details, "sink"));
+        let rate = sink["records_in_per_second"].as_f64().unwrap_or(0.0);
+        let named = details["bottleneck"]["vertex_id"] == "sink";
+        Ok(if named && gen["backpressure_level"] == "HIGH" && (10_000.0..=30_000.0).contains(&rate) {
+            Progress::Ready(details)
+        } else {
+            Progress::Pending(format!("vertices {} bottleneck {}", details["vertices"], details["bottleneck"]))
+        })
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let sink = vertex(&details, "sink");
+    assert_eq!(sink["busy_level"], "HIGH", "the throttled sink is busy: {sink}");
+    assert!(details["bottleneck"]["reason"].as_str().is_some_and(|r| r.contains("gen")), "{}", details["bottleneck"]);
+
+    let plan = cluster.get(&format!("/jobs/{job}/plan"));
+    assert_eq!(plan["vertices"].as_array().map(Vec::len), Some(2), "{plan}");
+    assert_eq!(plan["chains"].as_array().map(Vec::len), Some(2), "a rebalance splits the chain: {plan}");
+    assert_eq!(plan["edges"][0]["chained"], false, "{plan}");
+    assert_eq!(plan["vertices"][1]["inputs"], json!(["gen"]), "{plan}");
+
+    let vertex = cluster.get(&format!("/jobs/{job}/vertices/gen"));
+    let subtasks = vertex["subtasks"].as_array().cloned().unwrap_or_default();
+    assert_eq!(subtasks.len(), 2, "{vertex}");
+    assert!(subtasks.iter().all(|s| s["task_manager_id"].is_string() && s["state"] == "TASK_RUNNING"), "{vertex}");
+    let unknown = cluster.request(reqwest::Method::GET, &format!("/jobs/{job}/vertices/nope"), None);
+    assert_eq!(unknown.status, 404);
+    assert_documented(&document, "GET", "/jobs/{job_id}/vertices/{vertex_id}", &unknown);
+
+    // A completed checkpoint lists its three tasks' acknowledgements.
+    let checkpoint_id = poll_until("a completed checkpoint", TIMEOUT, || {
+        let checkpoints = cluster.get(&format!("/jobs/{job}/checkpoints"));
+        Ok(match checkpoints["latest"]["completed"]["id"].as_u64() {
+            Some(id) => Progress::Ready(id),
+            None => Progress::Pending(checkpoints["counts"].to_string()),
+        })
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let checkpoint = cluster.get(&format!("/jobs/{job}/checkpoints/{checkpoint_id}"));
+    assert_eq!(checkpoint["tasks"].as_array().map(Vec::len), Some(3), "{checkpoint}");
+    let savepoint = cluster.request(reqwest::Method::POST, &format!("/jobs/{job}/savepoint"), None);
+    assert_documented(&document, "POST", "/jobs/{job_id}/savepoint", &savepoint);
+    let trigger = savepoint.body["trigger_id"].as_str().unwrap_or_default().to_string();
+    poll_until("the savepoint completed", TIMEOUT, || {
+        let status = cluster.get(&format!("/jobs/{job}/savepoints/{trigger}"));
+        Ok(if status["status"] == "COMPLETED" { Progress::Ready(()) } else { Progress::Pending(status.to_string()) })
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+
+    // Kill the TaskManager running the sink: the failure and its recovery are recorded, phase by phase.
+    let sink_tm = cluster.get(&format!("/jobs/{job}/vertices/sink"))["subtasks"][0]["task_manager_id"].clone();
+    let index = (0..cluster.task_manager_count()).find(|&i| sink_tm == cluster.task_manager_id(i));
+    let index = index.unwrap_or_else(|| panic!("the sink runs on no known TaskManager: {sink_tm}"));
+    cluster.kill_task_manager(index);
+    let exception = poll_until("the failure recorded with its recovery", TIMEOUT, || {
+        let exceptions = cluster.get(&format!("/jobs/{job}/exceptions"));
+        let first = exceptions["exceptions"][0].clone();
+        Ok(if first["recovery"]["catch_up_ms"].is_u64() {
+            Progress::Ready(first)
+        } else {
+            Progress::Pending(exceptions.to_string())
+        })
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(exception["attempt"], 1, "{exception}");
+    assert_eq!(exception["restarted"], true, "{exception}");
+    assert!(exception["task_manager_id"].is_string(), "where it came from: {exception}");
+    let recovery = &exception["recovery"];
+    let phases: u64 = ["cancel_ms", "scheduling_ms", "restore_ms"].iter().filter_map(|p| recovery[p].as_u64()).sum();
+    assert!(phases <= recovery["total_ms"].as_u64().unwrap_or(0), "the phases add up to at most the total: {recovery}");
+    assert_eq!(cluster.job(&job)["status"], "RUNNING");
+
+    // Every documented GET, with this job's ids, answers in its documented shape.
+    let concrete = |template: &str| {
+        template
+            .replace("{job_id}", &job.to_string())
+            .replace("{vertex_id}", "sink")
+            .replace("{checkpoint_id}", &checkpoint_id.to_string())
+            .replace("{trigger_id}", &trigger)
+            .replace("{file}", "app.js")
+    };
+    let paths: Vec<String> = document["paths"].as_object().map(|p| p.keys().cloned().collect()).unwrap_or_default();
+    let mut checked = 0;
+    for template in paths.iter().filter(|p| document["paths"][p.as_str()].get("get").is_some()) {
+        let answer = cluster.request(reqwest::Method::GET, &concrete(template), None);
+        assert!((200..300).contains(&answer.status), "GET {template}: {} {}", answer.status, answer.body);
+        if sluice_tests::openapi::response_schema(&document, "GET", template, answer.status).is_some() {
+            assert_documented(&document, "GET", template, &answer);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 15, "only {checked} JSON routes were checked");
+    let missing = cluster.request(reqwest::Method::GET, "/jobs/00000000000000000000000000000000", None);
+    assert_eq!(missing.status, 404);
+    assert_documented(&document, "GET", "/jobs/{job_id}", &missing);
+    let cancelled = cluster.request(reqwest::Method::POST, &format!("/jobs/{job}/cancel"), None);
+    assert_documented(&document, "POST", "/jobs/{job_id}/cancel", &cancelled);
+    cluster.wait_for_status(&job, JobStatus::Canceled, TIMEOUT);
+
+    // JSON logs: a task's lines carry its job, attempt, vertex and subtask.
+    let survivor = 1 - index;
+    let log = cluster.task_manager_log(survivor);
+    let ended: Vec<Value> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["fields"]["message"] == "task ended")
+        .collect();
+    assert!(!ended.is_empty(), "no JSON 'task ended' line in the log of TaskManager {survivor}:\n{log}");
+    for line in &ended {
+        let span = &line["span"];
+        assert_eq!(span["job"], job.to_string(), "{line}");
+        assert!(span["attempt"].is_u64() && span["subtask"].is_u64() && span["vertex"].is_string(), "{line}");
+    }
+}

@@ -63,7 +63,8 @@ fn a_job_runs_across_task_managers_over_tls_and_plaintext_is_refused_on_every_tr
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap_or_else(|e| panic!("{e}"));
     let plain_rpc = runtime.block_on(async {
         let mut client = JobManagerServiceClient::new(tonic::transport::Endpoint::from_shared(rpc)?.connect().await?);
-        let mut heartbeat = tonic::Request::new(HeartbeatRequest { task_manager_id: "tm-x".into(), tasks: Vec::new() });
+        let mut heartbeat =
+            tonic::Request::new(HeartbeatRequest { task_manager_id: "tm-x".into(), ..Default::default() });
         heartbeat.metadata_mut().insert("authorization", format!("Bearer {secret}").parse()?);
         client.heartbeat(heartbeat).await.map_err(anyhow::Error::from)?;
         anyhow::Ok(())

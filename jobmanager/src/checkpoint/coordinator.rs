@@ -122,6 +122,11 @@ impl Coordinator {
         self.consecutive_failures = 0;
     }
 
+    /// The newest completed checkpoint whose files are kept.
+    pub(crate) fn newest_retained_id(&self) -> Option<u64> {
+        self.retained.back().map(|(id, _, _)| *id)
+    }
+
     /// Whether the job takes periodic checkpoints.
     pub(crate) fn is_periodic(&self) -> bool {
         self.policy.is_some()

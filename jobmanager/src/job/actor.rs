@@ -79,6 +79,11 @@ pub(crate) struct JobActor {
     pub(in crate::job) running_since: Option<Instant>,
     /// When the failure being recovered from was detected; cleared once every task runs again.
     pub(in crate::job) failed_at: Option<Instant>,
+    /// The failure being recovered from, for the exception history (`super::exceptions`); cleared once the
+    /// new attempt caught up.
+    pub(in crate::job) recovery: Option<super::exceptions::RecoveryClock>,
+    /// Where the failure about to be recorded came from: set with its cause, taken by the transition.
+    pub(in crate::job) failure_origin: Option<super::exceptions::FailureOrigin>,
     /// When a TaskManager the job runs on said it is leaving, while the job moves off it (see
     /// `states::running`); cleared once every task runs again elsewhere, or when the job fails instead.
     pub(in crate::job) moving_since: Option<Instant>,
@@ -121,6 +126,8 @@ impl JobActor {
             restore,
             running_since: None,
             failed_at: None,
+            recovery: None,
+            failure_origin: None,
             moving_since: None,
             redeploying: false,
             drain_requested: false,
@@ -245,6 +252,12 @@ impl JobActor {
             failure_cause: cause.clone(),
         };
         self.persist(&update).await;
+        match (to, cause.as_deref()) {
+            (JobStatus::Failing | JobStatus::Failed, Some(cause)) => self.note_failure(to, cause).await,
+            (JobStatus::Restarting, _) if from == JobStatus::Failing => self.note_restart().await,
+            (to, _) if to.is_terminal() => self.recovery = None,
+            _ => {}
+        }
         {
             let mut live = self.shared.live();
             live.status = to;

@@ -14,6 +14,7 @@
 //! final metrics) is in the store and the registry forgets it, so memory does not grow with history.
 pub(crate) mod actor;
 mod adoption;
+pub(crate) mod exceptions;
 pub mod recovery;
 pub mod restart;
 mod restore_point;
@@ -31,6 +32,7 @@ use tokio::sync::{mpsc, Notify};
 
 pub use crate::deployment::{TaskEntry, TaskKey};
 pub(crate) use adoption::{Adoption, FoundTask};
+pub use exceptions::RecoveryPhase;
 use sluice_common::lifecycle::JobStatus;
 
 /// Capacity of a job actor's inbox (task reports). A job has at most a few thousand subtasks, each

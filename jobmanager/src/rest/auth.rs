@@ -101,11 +101,12 @@ pub(super) async fn guard(State(ctx): State<Arc<Context>>, request: Request, nex
     }
 }
 
-/// The scope a route needs: none for the health check and the web page itself (it holds no data and asks
+/// The scope a route needs: none for the health check and the web page's files (they hold no data; the page asks
 /// for a token), `read` for every GET, `admin` for anything else.
 fn needed_scope(method: &Method, path: &str, auth: Option<&RestAuth>) -> Option<Scope> {
     match path {
-        "/health" | "/ready" | "/" => None,
+        "/health" | "/ready" | "/" | "/openapi.json" => None,
+        _ if path.starts_with("/ui/") && (method == Method::GET || method == Method::HEAD) => None,
         "/metrics" if auth.is_some_and(|auth| auth.metrics_open) => None,
         _ if method == Method::GET || method == Method::HEAD => Some(Scope::Read),
         _ => Some(Scope::Admin),

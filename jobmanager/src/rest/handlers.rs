@@ -5,7 +5,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 use sluice_common::confine::{redact_graph, RefusalReason};
@@ -23,7 +23,7 @@ use crate::store::{CheckpointRecord, CHECKPOINTS_LISTED_MAX};
 use crate::Context;
 use sluice_common::storage::Storage;
 
-type Ctx = State<Arc<Context>>;
+pub(super) type Ctx = State<Arc<Context>>;
 
 /// Answered by the process alone (no database, no TaskManager): Kubernetes probes it for liveness, on the leader
 /// and on standbys alike. The version tells which image a pod runs; `role` and `leader` who leads.
@@ -271,7 +271,12 @@ pub(super) async fn list_jobs(State(ctx): Ctx) -> Result<Json<Value>, ApiError> 
         .into_iter()
         .map(|record| {
             let facts = JobFacts::from_record(&ctx, record);
+            // A graph that does not parse has no sources to count: the rate is unknown, the rest stands.
+            let records_per_second = facts.graph().ok().and_then(|graph| facts.records_per_second(&graph));
+            let end = facts.end_time.unwrap_or_else(crate::cluster::now_ms);
             JobSummary {
+                duration_ms: end.saturating_sub(facts.start_time),
+                records_per_second,
                 job_id: facts.job_id,
                 name: facts.name,
                 status: facts.status,
@@ -283,7 +288,7 @@ pub(super) async fn list_jobs(State(ctx): Ctx) -> Result<Json<Value>, ApiError> 
     Ok(Json(json!({ "jobs": jobs })))
 }
 
-async fn facts(ctx: &Context, job_id: &str) -> Result<JobFacts, ApiError> {
+pub(super) async fn facts(ctx: &Context, job_id: &str) -> Result<JobFacts, ApiError> {
     JobFacts::load(ctx, &JobId(job_id.to_string())).await?.ok_or_else(|| ApiError::job_not_found(job_id))
 }
 
@@ -295,8 +300,10 @@ pub(super) async fn job_details(State(ctx): Ctx, Path(job_id): Path<String>) -> 
     // The graph as submitted, but never the secrets in it (Kafka passwords): those are for TaskManagers only.
     let shown = redact_graph(graph.clone());
     let graph_value = serde_json::to_value(&shown).map_err(|e| ApiError::internal(format!("job {job_id}: {e}")))?;
+    let bottleneck = super::bottleneck::bottleneck(&facts.chain_loads(&graph, &chains));
     Ok(Json(JobDetails {
-        vertices: facts.vertex_views(&graph),
+        vertices: facts.vertex_views(&graph, &chains),
+        bottleneck,
         chains: chains.iter().map(Into::into).collect(),
         status_reason: facts.status_reason(),
         job_id: facts.job_id,
@@ -349,7 +356,7 @@ pub(super) async fn job_metrics(State(ctx): Ctx, Path(job_id): Path<String>) -> 
     let chains = facts.chains()?;
     let (remote_bytes_out, remote_bytes_in) = facts.remote_bytes();
     Ok(Json(JobMetricsView {
-        vertices: facts.vertex_views(&graph),
+        vertices: facts.vertex_views(&graph, &chains),
         tasks: facts.task_views(&chains),
         job_id: facts.job_id,
         status: facts.status,
@@ -360,11 +367,21 @@ pub(super) async fn job_metrics(State(ctx): Ctx, Path(job_id): Path<String>) -> 
 }
 
 pub(super) async fn task_managers(State(ctx): Ctx) -> Json<Value> {
+    let now = crate::cluster::now_ms();
+    let mut tasks_on: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for shared in ctx.jobs.all() {
+        for entry in shared.snapshot().tasks.values() {
+            *tasks_on.entry(entry.task_manager.0.clone()).or_default() += 1;
+        }
+    }
     let task_managers: Vec<TaskManagerJson> = ctx
         .cluster
         .snapshot()
         .into_iter()
         .map(|tm| TaskManagerJson {
+            heartbeat_age_ms: now.saturating_sub(tm.last_heartbeat_ms),
+            tasks: tasks_on.get(&tm.id.0).copied().unwrap_or(0),
+            memory_rss_bytes: tm.memory_rss_bytes,
             id: tm.id.0,
             rpc_address: tm.rpc_address,
             data_address: tm.data_address,
@@ -439,7 +456,7 @@ pub(super) async fn job_checkpoints(State(ctx): Ctx, Path(job_id): Path<String>)
     })))
 }
 
-fn checkpoint_json(c: &CheckpointRecord) -> Value {
+pub(super) fn checkpoint_json(c: &CheckpointRecord) -> Value {
     json!({
         "id": c.id,
         "attempt": c.attempt,
@@ -580,8 +597,3 @@ async fn request_checkpoint(ctx: &Context, job_id: &str, kind: Kind) -> Result<u
 /// How long a checkpoint or savepoint request waits for the job to start it (not to complete it): the one
 /// in flight may have to end first.
 pub(super) const CHECKPOINT_TRIGGER_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
-
-/// `GET /`: a small page that lists jobs and TaskManagers from the JSON API.
-pub(super) async fn ui() -> Html<&'static str> {
-    Html(include_str!("ui.html"))
-}

@@ -6,11 +6,15 @@
 //! `/taskmanagers`, ...). Every error is `{"error": "..."}` ([`error::ApiError`]). Every request passes
 //! [`auth::guard`] first: a bearer token of the route's scope, and no request another site's page could send.
 mod auth;
+mod bottleneck;
 mod error;
 mod handlers;
+mod introspection;
 mod limits;
+mod openapi;
 mod submission_rate;
 mod tls_listener;
+mod ui;
 mod views;
 
 use std::sync::Arc;
@@ -37,7 +41,9 @@ pub(crate) fn router(ctx: Arc<Context>) -> Router {
     let submissions =
         submission_rate::SubmissionBucket::new(ctx.settings.submissions_per_second, std::time::Instant::now());
     Router::new()
-        .route("/", get(handlers::ui))
+        .route("/", get(ui::index))
+        .route("/ui/{file}", get(ui::file))
+        .route("/openapi.json", get(openapi::document))
         .route("/health", get(handlers::health))
         .route("/ready", get(handlers::ready))
         .route("/metrics", get(handlers::prometheus_metrics))
@@ -53,6 +59,10 @@ pub(crate) fn router(ctx: Arc<Context>) -> Router {
         .route("/jobs/{job_id}/cancel", post(handlers::cancel_job))
         .route("/jobs/{job_id}/metrics", get(handlers::job_metrics))
         .route("/jobs/{job_id}/checkpoints", get(handlers::job_checkpoints).post(handlers::trigger_checkpoint))
+        .route("/jobs/{job_id}/checkpoints/{checkpoint_id}", get(introspection::checkpoint))
+        .route("/jobs/{job_id}/plan", get(introspection::plan))
+        .route("/jobs/{job_id}/vertices/{vertex_id}", get(introspection::vertex))
+        .route("/jobs/{job_id}/exceptions", get(introspection::exceptions))
         .route("/jobs/{job_id}/savepoint", post(handlers::trigger_savepoint))
         .route("/jobs/{job_id}/savepoints/{trigger_id}", get(handlers::savepoint_status))
         .route("/jobs/{job_id}/stop", post(handlers::stop_job))

@@ -6,10 +6,11 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use sluice_common::ids::JobId;
+use sluice_common::ids::{ChainIndex, JobId, SubtaskIndex};
 use sluice_common::job::operator_kind;
 use sluice_common::proto::{Chain, JobGraph, TaskMetrics};
 
+use super::bottleneck::{level, Bottleneck, ChainLoad};
 use super::ApiError;
 use sluice_common::lifecycle::JobStatus;
 
@@ -108,30 +109,158 @@ impl JobFacts {
             .map_err(|e| ApiError::internal(format!("job {}: the stored chains are corrupt: {e}", self.job_id)))
     }
 
-    /// Per-vertex totals over every task's metrics, in the graph's vertex order.
-    pub fn vertex_views(&self, graph: &JobGraph) -> Vec<VertexView> {
+    /// Whether rates, shares and watermarks describe now: only while the job runs (a job that ended keeps
+    /// its totals, but its last rates are history).
+    fn is_live(&self) -> bool {
+        self.status == JobStatus::Running
+    }
+
+    /// Per-vertex totals over every task's metrics, with rates, shares and watermarks while the job runs, in
+    /// the graph's vertex order.
+    pub fn vertex_views(&self, graph: &JobGraph, chains: &[Chain]) -> Vec<VertexView> {
+        let live = self.is_live();
+        let now = crate::cluster::now_ms() as i64;
         graph
             .vertices
             .iter()
             .map(|vertex| {
+                let chain = chain_of(chains, &vertex.id);
                 let mut view = VertexView {
                     id: vertex.id.clone(),
                     operator: vertex.operator.as_ref().map(operator_kind).unwrap_or("unknown"),
                     parallelism: vertex.parallelism,
+                    chain,
                     records_in: 0,
                     records_out: 0,
                     bytes_in: 0,
                     bytes_out: 0,
                     late_records: 0,
+                    records_in_per_second: 0.0,
+                    records_out_per_second: 0.0,
+                    bytes_in_per_second: 0.0,
+                    bytes_out_per_second: 0.0,
+                    busy_ratio: 0.0,
+                    backpressured_ratio: 0.0,
+                    busy_level: "OK",
+                    backpressure_level: "OK",
+                    watermark_ms: None,
+                    watermark_lag_ms: None,
                 };
-                for m in self.metrics.iter().flat_map(|t| t.vertices.iter()).filter(|m| m.vertex_id == vertex.id) {
+                for task in &self.metrics {
+                    let Some(m) = task.vertices.iter().find(|m| m.vertex_id == vertex.id) else { continue };
                     view.records_in += m.records_in;
                     view.records_out += m.records_out;
                     view.bytes_in += m.bytes_in;
                     view.bytes_out += m.bytes_out;
                     view.late_records += m.late_records;
+                    if live {
+                        view.records_in_per_second += m.records_in_per_second;
+                        view.records_out_per_second += m.records_out_per_second;
+                        view.bytes_in_per_second += m.bytes_in_per_second;
+                        view.bytes_out_per_second += m.bytes_out_per_second;
+                        view.busy_ratio = view.busy_ratio.max(task.busy_ratio);
+                        view.backpressured_ratio = view.backpressured_ratio.max(task.backpressured_ratio);
+                        if let Some(watermark) = task.watermark_ms {
+                            view.watermark_ms = Some(view.watermark_ms.map_or(watermark, |w: i64| w.min(watermark)));
+                        }
+                    }
                 }
+                view.busy_level = level(view.busy_ratio);
+                view.backpressure_level = level(view.backpressured_ratio);
+                view.watermark_lag_ms = view.watermark_ms.map(|w| now.saturating_sub(w).max(0));
                 view
+            })
+            .collect()
+    }
+
+    /// Each chain's load, for the bottleneck verdict (empty unless the job runs).
+    pub fn chain_loads(&self, graph: &JobGraph, chains: &[Chain]) -> Vec<ChainLoad> {
+        if !self.is_live() {
+            return Vec::new();
+        }
+        chains
+            .iter()
+            .map(|chain| {
+                let mut load = ChainLoad {
+                    index: chain.index,
+                    vertex_ids: chain.vertex_ids.clone(),
+                    subtask_rates: vec![0.0; chain.parallelism as usize],
+                    ..ChainLoad::default()
+                };
+                let head = chain.vertex_ids.first();
+                for task in self.metrics.iter().filter(|t| t.task.as_ref().is_some_and(|t| t.chain == chain.index)) {
+                    load.busy = load.busy.max(task.busy_ratio);
+                    load.backpressured = load.backpressured.max(task.backpressured_ratio);
+                    let subtask = task.task.as_ref().map_or(0, |t| t.subtask) as usize;
+                    let rate =
+                        task.vertices.iter().find(|v| Some(&v.vertex_id) == head).map(|v| v.records_in_per_second);
+                    if let (Some(slot), Some(rate)) = (load.subtask_rates.get_mut(subtask), rate) {
+                        *slot = rate;
+                    }
+                }
+                for edge in &graph.edges {
+                    let (Some(from), Some(to)) = (chain_of(chains, &edge.from), chain_of(chains, &edge.to)) else {
+                        continue;
+                    };
+                    if to == chain.index && from != chain.index && !load.upstream.contains(&from) {
+                        load.upstream.push(from);
+                    }
+                }
+                load
+            })
+            .collect()
+    }
+
+    /// Records a second the job's sources read (their output), while it runs.
+    pub fn records_per_second(&self, graph: &JobGraph) -> Option<f64> {
+        if !self.is_live() {
+            return None;
+        }
+        let sources: Vec<&str> = graph
+            .vertices
+            .iter()
+            .map(|v| v.id.as_str())
+            .filter(|id| !graph.edges.iter().any(|e| e.to == *id))
+            .collect();
+        Some(
+            self.metrics
+                .iter()
+                .flat_map(|t| t.vertices.iter())
+                .filter(|v| sources.contains(&v.vertex_id.as_str()))
+                .map(|v| v.records_out_per_second)
+                .sum(),
+        )
+    }
+
+    /// Every subtask of `vertex_id` (of chain `chain` with `parallelism` subtasks): placement, state, counters,
+    /// rates and shares.
+    pub fn subtask_views(&self, vertex_id: &str, chain: u32, parallelism: u32) -> Vec<SubtaskView> {
+        let live = self.is_live();
+        (0..parallelism)
+            .map(|subtask| {
+                let key = TaskKey { chain: ChainIndex(chain), subtask: SubtaskIndex(subtask) };
+                let entry = self.tasks.get(&key);
+                let task = self
+                    .metrics
+                    .iter()
+                    .find(|m| m.task.as_ref().is_some_and(|t| t.chain == chain && t.subtask == subtask));
+                let vertex = task.and_then(|t| t.vertices.iter().find(|v| v.vertex_id == vertex_id));
+                let live_value = |v: f64| if live { v } else { 0.0 };
+                SubtaskView {
+                    subtask,
+                    task_manager_id: entry.map(|e| e.task_manager.0.clone()),
+                    state: entry.map(|e| e.state.as_str_name()),
+                    records_in: vertex.map_or(0, |v| v.records_in),
+                    records_out: vertex.map_or(0, |v| v.records_out),
+                    bytes_in: vertex.map_or(0, |v| v.bytes_in),
+                    bytes_out: vertex.map_or(0, |v| v.bytes_out),
+                    records_in_per_second: live_value(vertex.map_or(0.0, |v| v.records_in_per_second)),
+                    records_out_per_second: live_value(vertex.map_or(0.0, |v| v.records_out_per_second)),
+                    busy_ratio: live_value(task.map_or(0.0, |t| t.busy_ratio)),
+                    backpressured_ratio: live_value(task.map_or(0.0, |t| t.backpressured_ratio)),
+                    idle_ratio: live_value(task.map_or(0.0, |t| t.idle_ratio)),
+                    watermark_ms: task.and_then(|t| t.watermark_ms).filter(|_| live),
+                }
             })
             .collect()
     }
@@ -176,6 +305,11 @@ impl JobFacts {
     }
 }
 
+/// The chain a vertex runs in.
+pub(super) fn chain_of(chains: &[Chain], vertex_id: &str) -> Option<u32> {
+    chains.iter().find(|c| c.vertex_ids.iter().any(|v| v == vertex_id)).map(|c| c.index)
+}
+
 /// A job in `GET /jobs`.
 #[derive(Serialize)]
 pub(super) struct JobSummary {
@@ -184,6 +318,28 @@ pub(super) struct JobSummary {
     pub status: JobStatus,
     pub start_time: u64,
     pub end_time: Option<u64>,
+    /// Start to end, or to now.
+    pub duration_ms: u64,
+    /// Records a second its sources read, while it runs.
+    pub records_per_second: Option<f64>,
+}
+
+/// One subtask of a vertex, in `GET /jobs/{id}/vertices/{vertex}`.
+#[derive(Serialize)]
+pub(super) struct SubtaskView {
+    pub subtask: u32,
+    pub task_manager_id: Option<String>,
+    pub state: Option<&'static str>,
+    pub records_in: u64,
+    pub records_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub records_in_per_second: f64,
+    pub records_out_per_second: f64,
+    pub busy_ratio: f64,
+    pub backpressured_ratio: f64,
+    pub idle_ratio: f64,
+    pub watermark_ms: Option<i64>,
 }
 
 /// `GET /jobs/{id}`.
@@ -214,22 +370,40 @@ pub(super) struct JobDetails {
     pub remote_bytes_out: u64,
     pub remote_bytes_in: u64,
     pub chains: Vec<ChainView>,
+    /// Which chain limits the job, while it runs and one is clear (`super::bottleneck`).
+    pub bottleneck: Option<Bottleneck>,
     /// The validated job graph in its job-file (proto3 JSON) form.
     pub graph: serde_json::Value,
 }
 
-/// One vertex with totals over its subtasks.
+/// One vertex with totals over its subtasks, and (while the job runs) rates, shares and its watermark.
 #[derive(Serialize)]
 pub(super) struct VertexView {
     pub id: String,
     pub operator: &'static str,
     pub parallelism: u32,
+    /// The chain (task) it runs in.
+    pub chain: Option<u32>,
     pub records_in: u64,
     pub records_out: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
     /// Records that came later than a window's allowed lateness (see the "late" side output).
     pub late_records: u64,
+    /// Sums over its subtasks, over their last reporting interval.
+    pub records_in_per_second: f64,
+    pub records_out_per_second: f64,
+    pub bytes_in_per_second: f64,
+    pub bytes_out_per_second: f64,
+    /// The highest share over its subtasks (a chain's vertices share their task's).
+    pub busy_ratio: f64,
+    pub backpressured_ratio: f64,
+    /// OK, LOW or HIGH (`super::bottleneck::level`).
+    pub busy_level: &'static str,
+    pub backpressure_level: &'static str,
+    /// The lowest event-time watermark over its subtasks, and how far it is behind the wall clock.
+    pub watermark_ms: Option<i64>,
+    pub watermark_lag_ms: Option<i64>,
 }
 
 /// One chain (a task's operators).
@@ -314,6 +488,11 @@ pub(super) struct TaskManagerJson {
     pub slots_total: u32,
     pub slots_free: u32,
     pub last_heartbeat: u64,
+    pub heartbeat_age_ms: u64,
+    /// Tasks of running jobs placed on it.
+    pub tasks: usize,
+    /// Its resident memory, as its last heartbeat said.
+    pub memory_rss_bytes: Option<u64>,
     pub state: &'static str,
 }
 

@@ -220,6 +220,25 @@ impl Store {
         rows.iter().map(checkpoint_record).collect()
     }
 
+    /// One checkpoint with its tasks' acknowledgements (JSON; recorded once it completed).
+    pub async fn checkpoint_with_tasks(
+        &self,
+        job_id: &JobId,
+        id: u64,
+    ) -> Result<(Option<CheckpointRecord>, Option<String>), StoreError> {
+        let row = sqlx::query(
+            "SELECT checkpoint_id, attempt, kind, status, trigger_ms, end_ms, location, state_size_bytes, \
+             alignment_ms, sync_ms, async_ms, failure, discarded, tasks_json FROM checkpoints WHERE job_id = $1 \
+             AND checkpoint_id = $2",
+        )
+        .bind(job_id.0.clone())
+        .bind(ms(id))
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok((None, None)) };
+        Ok((Some(checkpoint_record(&row)?), row.try_get(13)?))
+    }
+
     /// One checkpoint of a job.
     pub async fn checkpoint(&self, job_id: &JobId, id: u64) -> Result<Option<CheckpointRecord>, StoreError> {
         let row = sqlx::query(

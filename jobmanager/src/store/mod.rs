@@ -11,6 +11,7 @@
 //! Statuses are stored as text. Text that names no status is not an error here: [`JobRecord::status`]
 //! carries it, and callers turn it into a FAILED job with a reason.
 mod checkpoints;
+mod exceptions;
 mod lease;
 mod retention;
 
@@ -22,6 +23,7 @@ use sqlx::{Any, Pool};
 use sqlx::{Executor, Row};
 
 pub use checkpoints::{CheckpointRecord, CompletedCheckpoint, CHECKPOINTS_LISTED_MAX};
+pub use exceptions::{ExceptionRecord, RecoveryRecord, EXCEPTIONS_KEPT_MAX};
 pub use lease::{Fence, LeaseRecord};
 pub use retention::{
     run_metadata_retention, RetentionPass, RetentionPolicy, CHECKPOINT_HISTORY_ROWS_DEFAULT,
@@ -525,6 +527,46 @@ mod tests {
     on_both_backends!(checkpoint_history_beyond_the_newest_rows_is_deleted_and_retained_rows_are_kept);
     on_both_backends!(finished_jobs_older_than_the_retention_age_are_deleted_with_their_rows);
     on_both_backends!(the_lease_is_taken_once_renewed_by_its_holder_only_and_released);
+    on_both_backends!(exceptions_are_replaced_per_attempt_listed_newest_first_and_bounded);
+
+    /// Goal: the exception history (issue 22). Method: attempt 1 recorded, then replaced with its recovery;
+    /// attempt 2 recorded; read back newest first; then more than the bound, of which only the newest stay.
+    async fn exceptions_are_replaced_per_attempt_listed_newest_first_and_bounded(store: Store) {
+        let id = JobId("a".into());
+        assert!(store.insert_job(&new_job("a", 10)).await.is_ok());
+        let failure = |attempt: u32| ExceptionRecord {
+            attempt,
+            time_ms: 100 + u64::from(attempt),
+            cause: format!("cause {attempt}"),
+            task: Some("gen (chain 0, subtask 1)".into()),
+            task_manager_id: None,
+            restarted: false,
+            recovery: None,
+        };
+        let recovered = ExceptionRecord {
+            restarted: true,
+            recovery: Some(RecoveryRecord {
+                detection_ms: 1,
+                restore_ms: 4,
+                catch_up_ms: Some(9),
+                total_ms: 20,
+                ..Default::default()
+            }),
+            ..failure(1)
+        };
+        for record in [failure(1), recovered.clone(), failure(2)] {
+            store.record_exception(&id, &record).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        let listed = store.exceptions(&id).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(listed, vec![failure(2), recovered]);
+        for attempt in 3..=EXCEPTIONS_KEPT_MAX + 5 {
+            store.record_exception(&id, &failure(attempt)).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        let listed = store.exceptions(&id).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(listed.len(), EXCEPTIONS_KEPT_MAX as usize);
+        assert_eq!(listed.first().map(|e| e.attempt), Some(EXCEPTIONS_KEPT_MAX + 5));
+        assert_eq!(listed.last().map(|e| e.attempt), Some(6));
+    }
 
     /// Goal: the lease (issue 21). Method: A takes it (epoch 1); B cannot while it is held; A renews; B cannot
     /// renew A's; A releases; B takes it at once (epoch 2); A's renewal now fails; A restarted on the same data

@@ -89,7 +89,7 @@ impl Store {
         for row in rows {
             let job_id = JobId(row.try_get(0)?);
             let mut transaction = self.write().await?;
-            for table in ["checkpoints", "job_attempts", "jobs"] {
+            for table in ["checkpoints", "job_attempts", "job_exceptions", "jobs"] {
                 let sql = format!("DELETE FROM {table} WHERE job_id = $1");
                 sqlx::query(sqlx::AssertSqlSafe(sql)).bind(job_id.0.clone()).execute(&mut *transaction).await?;
             }

@@ -11,6 +11,7 @@ impl Runner {
     /// Event time reached `watermark` (or the task went idle): each operator in chain order fires what it
     /// completes, its output flowing through the rest, then the watermark goes to every consumer.
     pub(super) async fn advance_watermark(&mut self, watermark: i64, counters: &TaskCounters) -> Result<(), TaskError> {
+        counters.set_watermark(watermark);
         if watermark != IDLE {
             for index in 0..self.operators.len() {
                 let mut out = Vec::new();

@@ -88,6 +88,7 @@ impl JobActor {
             }
         }
         self.shared.live().reason = None;
+        self.note_deploying();
         if let Some(coordinator) = self.checkpoints.as_mut() {
             coordinator.on_restart();
         }

@@ -18,14 +18,20 @@ use tokio::time::Instant;
 use crate::checkpoint::{Coordinator, Kind, Verdict};
 use crate::deployment::{task_manager_addresses, Deployment};
 use crate::job::actor::{sleep_until_opt, JobActor, Next};
+use crate::job::exceptions::FailureOrigin;
 use crate::job::{JobEvent, TaskKey};
 
 impl JobActor {
     pub(in crate::job) async fn running(&mut self) -> Option<Next> {
         let mut changes = self.ctx.cluster.subscribe();
         loop {
-            if let Some(cause) = self.ctx.cluster.lost_cause(&self.slots) {
-                return Some(Next::failed(JobStatus::Failing, cause));
+            if let Some(lost) = self.ctx.cluster.lost(&self.slots) {
+                self.failure_origin = Some(FailureOrigin {
+                    task: None,
+                    task_manager: Some(lost.task_manager.0),
+                    silent_for: lost.silent_for,
+                });
+                return Some(Next::failed(JobStatus::Failing, lost.cause));
             }
             if let Some(next) = self.move_off_leaving().await {
                 return Some(next);
@@ -35,7 +41,9 @@ impl JobActor {
             }
             if self.running_since.is_none() && self.tasks.values().all(|t| t.state == TaskState::TaskRunning) {
                 self.all_tasks_running();
+                self.note_running_again().await;
             }
+            self.note_checkpoint_progress().await;
             if self.cancel_requested().await {
                 return Some(Next::to(JobStatus::Cancelling));
             }
@@ -47,7 +55,8 @@ impl JobActor {
                     // but if it came, there would be nothing left to listen to.
                     let event = event?;
                     let (failure, others) = self.apply_events(event);
-                    if let Some(cause) = failure {
+                    if let Some((cause, origin)) = failure {
+                        self.failure_origin = Some(origin);
                         return Some(Next::failed(JobStatus::Failing, cause));
                     }
                     let verdict = self.tasks_ended_during_checkpoint().await;
@@ -231,8 +240,8 @@ impl JobActor {
     }
 
     /// Applies the task reports among `first` and whatever else is already queued (drained in one go).
-    /// Returns the cause of the first task failure among them, and the other events, in order.
-    pub(in crate::job) fn apply_events(&mut self, first: JobEvent) -> (Option<String>, Vec<JobEvent>) {
+    /// Returns the cause and origin of the first task failure among them, and the other events, in order.
+    pub(in crate::job) fn apply_events(&mut self, first: JobEvent) -> (Option<(String, FailureOrigin)>, Vec<JobEvent>) {
         let mut failure = None;
         let mut others = Vec::new();
         let mut event = Some(first);
@@ -241,8 +250,8 @@ impl JobActor {
         while let Some(next) = event.take() {
             match next {
                 JobEvent::TaskReport(report) => {
-                    if let Some(cause) = self.apply_report(report) {
-                        failure.get_or_insert(cause);
+                    if let Some(failed) = self.apply_report(report) {
+                        failure.get_or_insert(failed);
                     }
                 }
                 other => others.push(other),
@@ -255,8 +264,8 @@ impl JobActor {
         (failure, others)
     }
 
-    /// Records a task's new state. Returns the failure cause if the task failed.
-    pub(in crate::job) fn apply_report(&mut self, report: TaskStateReport) -> Option<String> {
+    /// Records a task's new state. Returns the failure's cause and origin if the task failed.
+    pub(in crate::job) fn apply_report(&mut self, report: TaskStateReport) -> Option<(String, FailureOrigin)> {
         let task = report.task.as_ref()?;
         if task.attempt != self.attempt.0 {
             tracing::debug!(job_id = %self.shared.job_id, attempt = task.attempt, "ignoring report of another attempt");
@@ -296,10 +305,11 @@ impl JobActor {
             _ => return None,
         };
         let vertices = self.chain_vertices(task.chain);
-        Some(format!(
-            "task {vertices} (chain {}, subtask {}) on TaskManager {task_manager} {what}",
-            task.chain, task.subtask
-        ))
+        let which = format!("{vertices} (chain {}, subtask {})", task.chain, task.subtask);
+        let cause = format!("task {which} on TaskManager {task_manager} {what}");
+        let origin =
+            FailureOrigin { task: Some(which), task_manager: Some(task_manager.0), silent_for: Default::default() };
+        Some((cause, origin))
     }
 
     pub(in crate::job) fn chain_vertices(&self, chain: u32) -> String {
