@@ -35,6 +35,7 @@ pub struct Metrics {
     in_flight_bytes_max: IntGaugeVec,
     floating_credits: IntGaugeVec,
     window_emit_latency: HistogramVec,
+    processing_latency: HistogramVec,
     busy_ratio: GaugeVec,
     backpressure_ratio: GaugeVec,
     watermark_lag: GaugeVec,
@@ -203,6 +204,10 @@ const EMIT_LATENCY_BUCKETS: &[f64] = &[
     60.0,
 ];
 
+/// Buckets of `processing_latency_seconds`: from a millisecond (a local hop) to a minute (a back-pressured job).
+const PROCESSING_LATENCY_BUCKETS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
 fn int_counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
     let vec = IntCounterVec::new(Opts::new(name, help), labels)?;
     registry.register(Box::new(vec.clone()))?;
@@ -298,6 +303,17 @@ impl Metrics {
                      event time follows the clock)",
                 )
                 .buckets(EMIT_LATENCY_BUCKETS.to_vec());
+                let vec = HistogramVec::new(opts, OPERATOR_LABELS)?;
+                r.register(Box::new(vec.clone()))?;
+                vec
+            },
+            processing_latency: {
+                let opts = HistogramOpts::new(
+                    "processing_latency_seconds",
+                    "Time from a source to an operator, measured by latency markers a source emits every second \
+                     and that travel behind its records (queueing and network time; operator work is not included)",
+                )
+                .buckets(PROCESSING_LATENCY_BUCKETS.to_vec());
                 let vec = HistogramVec::new(opts, OPERATOR_LABELS)?;
                 r.register(Box::new(vec.clone()))?;
                 vec
@@ -488,6 +504,15 @@ impl TaskCounters {
         self.metrics.window_emit_latency.with_label_values(&[self.task.job_id.as_str(), self.name.as_str(), vertex])
     }
 
+    /// Notes a latency marker emitted at `emitted_ms` that reached every vertex of this task now.
+    pub fn observe_latency_marker(&self, emitted_ms: i64) {
+        let seconds = crate::time::now_millis().saturating_sub(emitted_ms).max(0) as f64 / 1000.0;
+        for vertex in &self.vertices {
+            let labels = [self.task.job_id.as_str(), self.name.as_str(), vertex.id.as_str()];
+            self.metrics.processing_latency.with_label_values(&labels).observe(seconds);
+        }
+    }
+
     /// The Kafka connector's series of this task's job.
     pub fn kafka(&self) -> KafkaCounters {
         KafkaCounters { job: self.task.job_id.clone(), families: self.metrics.kafka.clone() }
@@ -571,6 +596,7 @@ impl TaskCounters {
             let _ = m.late_records.remove_label_values(&l);
             let _ = m.state_size_bytes.remove_label_values(&l);
             let _ = m.window_emit_latency.remove_label_values(&l);
+            let _ = m.processing_latency.remove_label_values(&l);
         }
         let _ = m.busy.remove_label_values(&labels);
         let _ = m.backpressured.remove_label_values(&labels);

@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use sluice_tests::prometheus;
 use sluice_tests::wait::{poll_until, Progress};
 use sluice_tests::{Cluster, ClusterSpec, JobStatus};
 
@@ -253,10 +254,28 @@ fn introspection_names_the_bottleneck_records_failures_and_matches_the_openapi_d
     })
     .unwrap_or_else(|e| panic!("{e:#}"));
 
-    // Kill the TaskManager running the sink: the failure and its recovery are recorded, phase by phase.
     let sink_tm = cluster.get(&format!("/jobs/{job}/vertices/sink"))["subtasks"][0]["task_manager_id"].clone();
     let index = (0..cluster.task_manager_count()).find(|&i| sink_tm == cluster.task_manager_id(i));
     let index = index.unwrap_or_else(|| panic!("the sink runs on no known TaskManager: {sink_tm}"));
+
+    // The seed's metric names, on the TaskManager running the sink: latency markers reached it, and its
+    // back-pressure and busy shares are there (0-1).
+    let job_label = job.to_string();
+    poll_until("latency markers measured at the sink", TIMEOUT, || {
+        let text = cluster.task_manager_metrics(index);
+        let markers =
+            prometheus::sum(&text, "processing_latency_seconds_count", &[("job", &job_label), ("operator", "sink")])?;
+        Ok(if markers > 0.0 { Progress::Ready(()) } else { Progress::Pending(format!("{markers} markers")) })
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let text = cluster.task_manager_metrics(index);
+    let busy = prometheus::sum(&text, "busy_ratio", &[("job", &job_label)]).unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(busy > 0.5, "the sink's task is busy: busy_ratio {busy}");
+    for name in ["backpressure_ratio", "records_processed_total", "state_size_bytes"] {
+        assert!(prometheus::samples(&text, name).is_ok_and(|s| !s.is_empty()), "no {name} series:\n{text}");
+    }
+
+    // Kill the TaskManager running the sink: the failure and its recovery are recorded, phase by phase.
     cluster.kill_task_manager(index);
     let exception = poll_until("the failure recorded with its recovery", TIMEOUT, || {
         let exceptions = cluster.get(&format!("/jobs/{job}/exceptions"));

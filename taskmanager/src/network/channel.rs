@@ -40,6 +40,8 @@ pub(crate) enum Event {
     Watermark(i64),
     Barrier(u64),
     EndOfPartition,
+    /// When a source emitted it (ms since the epoch).
+    LatencyMarker(i64),
 }
 
 /// An element of an output queue.

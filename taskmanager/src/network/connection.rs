@@ -214,6 +214,7 @@ fn to_frame(channel: ChannelKey, item: Outgoing, backlog: u32) -> Frame {
         Outgoing::Event(Event::Watermark(timestamp_ms)) => Frame::Watermark { channel, timestamp_ms },
         Outgoing::Event(Event::Barrier(checkpoint_id)) => Frame::Barrier { channel, checkpoint_id },
         Outgoing::Event(Event::EndOfPartition) => Frame::EndOfPartition { channel },
+        Outgoing::Event(Event::LatencyMarker(emitted_ms)) => Frame::LatencyMarker { channel, emitted_ms },
     }
 }
 

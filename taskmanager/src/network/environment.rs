@@ -370,6 +370,9 @@ impl Shared {
                 (channel, Incoming::Event(Event::Watermark(timestamp_ms)), 0, 0)
             }
             Frame::EndOfPartition { channel } => (channel, Incoming::Event(Event::EndOfPartition), 0, 0),
+            Frame::LatencyMarker { channel, emitted_ms } => {
+                (channel, Incoming::Event(Event::LatencyMarker(emitted_ms)), 0, 0)
+            }
         };
         self.counters.remote_bytes_in.fetch_add(bytes, Ordering::Relaxed);
         let receiver = lock(&self.registry).receivers.get(&key).cloned();

@@ -31,7 +31,7 @@ use super::ChannelKey;
 /// The first payload bytes of a hello frame: a peer that does not send them is not a Sluice TaskManager.
 pub const PROTOCOL_MAGIC: [u8; 4] = *b"SLCE";
 /// Bumped on any incompatible change of this file; a peer with another version is refused at the handshake.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Bytes of the length prefix in front of every frame body.
 pub const LENGTH_PREFIX_BYTES: usize = 4;
 /// Bytes of the header at the start of every frame body: kind, execution id, edge, from and to subtask.
@@ -53,6 +53,7 @@ const KIND_BARRIER: u8 = 2;
 const KIND_WATERMARK: u8 = 3;
 const KIND_END_OF_PARTITION: u8 = 4;
 const KIND_CREDIT: u8 = 5;
+const KIND_LATENCY_MARKER: u8 = 6;
 
 /// One decoded frame.
 #[derive(Clone, Debug, PartialEq)]
@@ -69,6 +70,8 @@ pub enum Frame {
     Watermark { channel: ChannelKey, timestamp_ms: i64 },
     /// The sender will send nothing more on this channel.
     EndOfPartition { channel: ChannelKey },
+    /// A latency marker: when a source emitted it (ms since the epoch); it consumes no credit.
+    LatencyMarker { channel: ChannelKey, emitted_ms: i64 },
     /// Receiver to sender: this many more data buffers may be sent on the channel.
     Credit { channel: ChannelKey, credits: u32 },
 }
@@ -86,6 +89,7 @@ impl Frame {
             Frame::Data { channel, .. }
             | Frame::Barrier { channel, .. }
             | Frame::Watermark { channel, .. }
+            | Frame::LatencyMarker { channel, .. }
             | Frame::EndOfPartition { channel }
             | Frame::Credit { channel, .. } => Some(*channel),
         }
@@ -99,7 +103,7 @@ impl Frame {
                     PROTOCOL_MAGIC.len() + 2 + 2 + task_manager_id.len() + 2 + proof.len()
                 }
                 Frame::Data { ipc, .. } => 4 + ipc.len(),
-                Frame::Barrier { .. } | Frame::Watermark { .. } => 8,
+                Frame::Barrier { .. } | Frame::Watermark { .. } | Frame::LatencyMarker { .. } => 8,
                 Frame::EndOfPartition { .. } => 0,
                 Frame::Credit { .. } => 4,
             }
@@ -111,6 +115,7 @@ impl Frame {
             Frame::Data { .. } => KIND_DATA,
             Frame::Barrier { .. } => KIND_BARRIER,
             Frame::Watermark { .. } => KIND_WATERMARK,
+            Frame::LatencyMarker { .. } => KIND_LATENCY_MARKER,
             Frame::EndOfPartition { .. } => KIND_END_OF_PARTITION,
             Frame::Credit { .. } => KIND_CREDIT,
         }
@@ -125,6 +130,7 @@ fn kind_name(kind: u8) -> &'static str {
         KIND_WATERMARK => "watermark",
         KIND_END_OF_PARTITION => "end-of-partition",
         KIND_CREDIT => "credit",
+        KIND_LATENCY_MARKER => "latency-marker",
         _ => "unknown",
     }
 }
@@ -179,6 +185,7 @@ pub fn encode_frame(frame: &Frame, dst: &mut BytesMut) {
         }
         Frame::Barrier { checkpoint_id, .. } => dst.put_u64(*checkpoint_id),
         Frame::Watermark { timestamp_ms, .. } => dst.put_i64(*timestamp_ms),
+        Frame::LatencyMarker { emitted_ms, .. } => dst.put_i64(*emitted_ms),
         Frame::EndOfPartition { .. } => {}
         Frame::Credit { credits, .. } => dst.put_u32(*credits),
     }
@@ -232,6 +239,10 @@ pub fn decode_frame_body(mut body: Bytes) -> Result<Frame, FrameError> {
             Frame::Watermark { channel, timestamp_ms: body.get_i64() }
         }
         KIND_END_OF_PARTITION => Frame::EndOfPartition { channel },
+        KIND_LATENCY_MARKER => {
+            need(&body, name, 8)?;
+            Frame::LatencyMarker { channel, emitted_ms: body.get_i64() }
+        }
         KIND_CREDIT => {
             need(&body, name, 4)?;
             Frame::Credit { channel, credits: body.get_u32() }
@@ -346,6 +357,7 @@ mod tests {
             Frame::Data { channel: channel(), backlog: 0, ipc: Bytes::new() },
             Frame::Barrier { channel: channel(), checkpoint_id: u64::MAX },
             Frame::Watermark { channel: channel(), timestamp_ms: -5 },
+            Frame::LatencyMarker { channel: channel(), emitted_ms: 1_700_000_000_000 },
             Frame::EndOfPartition { channel: channel() },
             Frame::Credit { channel: channel(), credits: 3 },
         ]

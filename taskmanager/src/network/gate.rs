@@ -329,6 +329,7 @@ impl InputGate {
                         Event::Watermark(timestamp_ms) => StreamEvent::Watermark(timestamp_ms),
                         Event::Barrier(checkpoint_id) => StreamEvent::Barrier(checkpoint_id),
                         Event::EndOfPartition => StreamEvent::EndOfPartition,
+                        Event::LatencyMarker(emitted_ms) => StreamEvent::LatencyMarker(emitted_ms),
                     };
                     return Some(Ok((index, event)));
                 }

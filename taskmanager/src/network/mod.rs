@@ -191,6 +191,9 @@ pub enum StreamEvent {
     Barrier(u64),
     /// The upstream subtask will send nothing more on this channel.
     EndOfPartition,
+    /// A latency marker: when a source emitted it (ms since the epoch). It travels behind the data a source
+    /// emitted before it, on one channel of each partition it crosses.
+    LatencyMarker(i64),
 }
 
 /// Counters of one [`NetworkEnvironment`].

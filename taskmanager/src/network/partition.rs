@@ -54,6 +54,8 @@ pub struct ResultPartition {
     /// IPC bytes of data buffers queued for receivers on other TaskManagers.
     remote_bytes_queued: u64,
     remote_bytes_out: Arc<AtomicU64>,
+    /// The subpartition the next latency marker goes to.
+    next_marker_subpartition: usize,
 }
 
 impl ResultPartition {
@@ -71,6 +73,7 @@ impl ResultPartition {
             bytes_out: 0,
             remote_bytes_queued: 0,
             remote_bytes_out,
+            next_marker_subpartition: 0,
         }
     }
 
@@ -103,6 +106,18 @@ impl ResultPartition {
         Ok(())
     }
 
+    /// Sends a latency marker on one subpartition, the next in turn, behind what is pending there: on one
+    /// path only, so markers do not multiply at every shuffle.
+    pub async fn send_latency_marker(&mut self, emitted_ms: i64) -> Result<(), NetworkError> {
+        if self.subpartitions.is_empty() {
+            return Ok(());
+        }
+        let subpartition = self.next_marker_subpartition % self.subpartitions.len();
+        self.next_marker_subpartition = subpartition + 1;
+        self.flush_subpartition(subpartition).await?;
+        self.enqueue(subpartition, Outgoing::Event(Event::LatencyMarker(emitted_ms))).await
+    }
+
     /// Sends `event` on every subpartition, behind what is pending there. A `Batch` is sent to every
     /// subpartition, like [`Self::send_batch`] on each.
     pub async fn broadcast_event(&mut self, event: StreamEvent) -> Result<(), NetworkError> {
@@ -116,6 +131,7 @@ impl ResultPartition {
             StreamEvent::Watermark(timestamp_ms) => Event::Watermark(timestamp_ms),
             StreamEvent::Barrier(checkpoint_id) => Event::Barrier(checkpoint_id),
             StreamEvent::EndOfPartition => Event::EndOfPartition,
+            StreamEvent::LatencyMarker(emitted_ms) => Event::LatencyMarker(emitted_ms),
         };
         for subpartition in 0..self.subpartitions.len() {
             self.flush_subpartition(subpartition).await?;

@@ -93,7 +93,7 @@ async fn drain(gate: &mut InputGate) -> Result<Vec<Vec<i64>>, NetworkError> {
             match event {
                 StreamEvent::Batch(batch) => rows[index].extend(values(&batch)),
                 StreamEvent::EndOfPartition => ended[index] = true,
-                StreamEvent::Watermark(_) | StreamEvent::Barrier(_) => {}
+                StreamEvent::Watermark(_) | StreamEvent::Barrier(_) | StreamEvent::LatencyMarker(_) => {}
             }
         }
         Ok::<_, NetworkError>(())
@@ -760,7 +760,7 @@ async fn next_inside_select_with_a_timer_loses_no_event() {
                     Some(event) => match event.expect("no error") {
                         (index, StreamEvent::Batch(batch)) => rows[index].extend(values(&batch)),
                         (index, StreamEvent::Barrier(id)) => barriers[index].push(id),
-                        (_, StreamEvent::Watermark(_) | StreamEvent::EndOfPartition) => {}
+                        (_, StreamEvent::Watermark(_) | StreamEvent::EndOfPartition | StreamEvent::LatencyMarker(_)) => {}
                     },
                 },
             }

@@ -106,6 +106,7 @@ impl Runner {
             offset,
             generator,
             input_watermarks: InputWatermarks::new(plan.inputs.len()),
+            next_latency_marker: std::time::Instant::now() + super::timers::LATENCY_MARKER_INTERVAL,
             side: Vec::new(),
             channel_inputs,
             channel_schemas,

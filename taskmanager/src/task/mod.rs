@@ -170,6 +170,8 @@ struct Runner {
     generator: Option<WatermarkGenerator>,
     /// A gate head: the watermark over its channels.
     input_watermarks: InputWatermarks,
+    /// A source head: when it sends its next latency marker.
+    next_latency_marker: std::time::Instant,
     /// Side-output batches of the tail operator, waiting to be routed.
     side: Vec<(&'static str, RecordBatch)>,
     /// A gate head: which input of the head operator each channel feeds (joins have two).

@@ -62,6 +62,10 @@ impl Runner {
             if let Some(watermark) = self.generator.as_mut().and_then(|g| g.poll(Instant::now())) {
                 self.advance_watermark(watermark, counters).await?;
             }
+            if matches!(self.head, Head::Source(_)) && Instant::now() >= self.next_latency_marker {
+                self.next_latency_marker = Instant::now() + timers::LATENCY_MARKER_INTERVAL;
+                self.forward_latency_marker(crate::time::now_millis()).await?;
+            }
             self.fire_due_timers(counters).await?;
             let now = tokio::time::Instant::now();
             if self.outputs.iter().any(|o| o.partition.next_flush_deadline().is_some_and(|d| d <= now)) {
@@ -122,6 +126,10 @@ impl Runner {
                 }
                 Wake::Event(Some(Ok((channel, StreamEvent::EndOfPartition)))) => {
                     self.on_channel_ended(channel, counters).await?
+                }
+                Wake::Event(Some(Ok((_, StreamEvent::LatencyMarker(emitted_ms))))) => {
+                    counters.observe_latency_marker(emitted_ms);
+                    self.forward_latency_marker(emitted_ms).await?;
                 }
             }
         }

@@ -7,6 +7,10 @@ use crate::metrics::TaskCounters;
 use crate::network::StreamEvent;
 use crate::time::{now_millis, IDLE};
 
+/// How often a source sends a latency marker (`processing_latency_seconds`): one small event a second per
+/// source subtask, on one channel of each partition it crosses.
+pub(super) const LATENCY_MARKER_INTERVAL: Duration = Duration::from_secs(1);
+
 impl Runner {
     /// Event time reached `watermark` (or the task went idle): each operator in chain order fires what it
     /// completes, its output flowing through the rest, then the watermark goes to every consumer.
@@ -23,6 +27,14 @@ impl Runner {
         }
         for output in &mut self.outputs {
             output.partition.broadcast_event(StreamEvent::Watermark(watermark)).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends a latency marker on along one channel of each output (a sink's task has none).
+    pub(super) async fn forward_latency_marker(&mut self, emitted_ms: i64) -> Result<(), TaskError> {
+        for output in &mut self.outputs {
+            output.partition.send_latency_marker(emitted_ms).await?;
         }
         Ok(())
     }
