@@ -293,15 +293,21 @@ let page = null;
 let pollTimer = null;
 /** Bumped on every route change, so a refresh of a page that was left cannot schedule the next one. */
 let generation = 0;
+/** Whether a refresh of the current page is under way (the tab becoming visible then starts none). */
+let ticking = false;
 
 function stopPolling() {
   clearTimeout(pollTimer);
   pollTimer = null;
+  ticking = false;
   generation += 1;
 }
 
 async function tick(myGeneration) {
   clearTimeout(pollTimer);
+  pollTimer = null;
+  ticking = true;
+  let signedOut = false;
   try {
     await page.refresh();
     if (myGeneration !== generation) return;
@@ -315,10 +321,12 @@ async function tick(myGeneration) {
       refreshed.textContent = "";
       showSignedIn(false);
       tokenInput.focus();
-      return; // nothing to show until a token is given
+      signedOut = true; // nothing to show until a token is given
     }
+  } finally {
+    if (myGeneration === generation) ticking = false;
   }
-  if (myGeneration === generation && document.visibilityState === "visible") {
+  if (!signedOut && myGeneration === generation && document.visibilityState === "visible") {
     pollTimer = setTimeout(() => tick(myGeneration), POLL_INTERVAL_MS);
   }
 }
@@ -346,7 +354,7 @@ function route() {
 
 window.addEventListener("hashchange", route);
 document.addEventListener("visibilitychange", () => {
-  if (document.visibilityState === "visible" && page && pollTimer === null) {
+  if (document.visibilityState === "visible" && page && pollTimer === null && !ticking) {
     const myGeneration = generation;
     tick(myGeneration);
   } else if (document.visibilityState !== "visible") {
@@ -386,6 +394,7 @@ function overviewPage(root) {
         h("a", { href: `#/jobs/${encodeURIComponent(answer.job_id)}`, "data-submitted-job-id": answer.job_id }, answer.job_id),
         ` (${answer.status})`);
       form.reset();
+      // Show the new job now rather than at the next poll, which reports any error of its own.
       page.refresh().catch(() => {});
     } catch (e) {
       showResult(submitResult, "error", e.message);
@@ -1074,6 +1083,8 @@ function checkpointChart(history, now) {
 
 /** The acknowledgement fields shown first, in this order; any others the server sends follow. */
 const ACK_COLUMNS = ["chain", "subtask", "vertex_ids", "state_size_bytes", "sync_ms", "async_ms", "alignment_ms", "file", "shared_files"];
+const ACK_HEADINGS = { chain: "Task", subtask: "Subtask", vertex_ids: "Vertices", state_size_bytes: "State size", sync_ms: "Sync",
+  async_ms: "Async", alignment_ms: "Alignment", file: "File", shared_files: "Shared files" };
 
 function renderCheckpointDetail(id, answer) {
   if (answer.missing) {
@@ -1098,7 +1109,7 @@ function renderCheckpointDetail(id, answer) {
   const numeric = key => tasks.some(task => typeof task[key] === "number");
   return [heading, summary, h("div", { class: "scroll" }, h("table", { class: "data", id: "checkpoint-tasks" },
     h("caption", { class: "visually-hidden" }, `Acknowledgements of checkpoint ${id}`),
-    h("thead", {}, h("tr", {}, columns.map(c => h("th", { scope: "col", class: numeric(c) ? "num" : null }, c.replaceAll("_", " "))))),
+    h("thead", {}, h("tr", {}, columns.map(c => h("th", { scope: "col", class: numeric(c) ? "num" : null }, ACK_HEADINGS[c] ?? c.replaceAll("_", " "))))),
     h("tbody", {}, tasks.map(task => h("tr", { "data-chain": task.chain, "data-subtask": task.subtask },
       columns.map(c => h("td", { class: numeric(c) ? "num" : null }, format(c, task[c])))))))) ];
 }
