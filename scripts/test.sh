@@ -7,7 +7,9 @@
 #   linted as it builds: clippy-driver compiles the workspace's own crates (see "Lint while building");
 #   5. the S3 server the object-storage tests start (s3s-fs) and the Kafka broker of the Kafka tests (nisshi),
 #   each installed once into ~/.cache/sluice/tools, a throwaway PostgreSQL server (the metadata-store tests
-#   use it), then cargo nextest run --workspace (cargo test when nextest is missing).
+#   use it), then cargo nextest run --workspace (cargo test when nextest is missing);
+#   6. the deployment manifests, the monitoring configuration against a real Prometheus, the web UI in a real
+#   Chromium, and a bounded fuzzing run.
 # Every step runs even after an earlier one failed, so one run shows every problem. The exit code is the
 # test suite's when it failed, else 1 if the format or lint check failed, else 0. The summary ends with how
 # long each phase took.
@@ -163,6 +165,34 @@ else
 fi
 phase_done "deployment manifests"
 
+# Monitoring (issue 22): deploy/monitoring against a real Prometheus (Debian's package, installed when missing)
+# scraping a local cluster and Kafka broker that run jobs: promtool on the rules and configurations, the Kubernetes
+# configuration's relabelling on the manifests' pods, and every dashboard and alert expression returning data
+# (about 15 s warm; two minutes when an expression lacks data; needs nisshi, installed above).
+section "Monitoring (scripts/monitoring-check.sh)"
+monitoring_status=0
+if ((build_status != 0)); then
+  info "skipped: the build failed"
+  monitoring_status=$build_status
+else
+  bash scripts/monitoring-check.sh || monitoring_status=$?
+fi
+phase_done "monitoring"
+
+# The web UI in a real browser (issue 22): Debian's Chromium driven by playwright-core (npm, pinned; installed once
+# into tests/browser/node_modules with its cache under ~/.cache/sluice/npm) against a local cluster: log in, submit,
+# graph, back-pressure and bottleneck, savepoint, a killed TaskManager in the timeline (about 20 s warm; its budget
+# is 170 s).
+section "Web UI in Chromium (scripts/browser-check.sh)"
+browser_status=0
+if ((build_status != 0)); then
+  info "skipped: the build failed"
+  browser_status=$build_status
+else
+  bash scripts/browser-check.sh || browser_status=$?
+fi
+phase_done "browser"
+
 # Fuzzing (issue 19): every fuzz target for a bounded time (scripts/fuzz.sh, its own target directory
 # ~/.cache/sluice/target-fuzz; cold about 50 CPU-minutes, so 25 minutes on 2 cores; warm seconds to 3 minutes, plus
 # 15 s of fuzzing a target). A crash fails the run and prints the input and how to replay it.
@@ -187,6 +217,8 @@ summarize "s3s-fs" "$s3_status"
 summarize "nisshi" "$kafka_status"
 summarize "tests" "$test_status"
 summarize "deployment manifests" "$deploy_status"
+summarize "monitoring" "$monitoring_status"
+summarize "browser" "$browser_status"
 summarize "fuzz" "$fuzz_status"
 info "phase durations (seconds):"
 for i in "${!PHASE_NAMES[@]}"; do
@@ -196,7 +228,8 @@ info "  total: $SECONDS"
 
 if ((test_status != 0)); then
   exit "$test_status"
-elif ((fmt_status != 0 || clippy_status != 0 || s3_status != 0 || kafka_status != 0 || fuzz_status != 0 || deploy_status != 0)); then
+elif ((fmt_status != 0 || clippy_status != 0 || s3_status != 0 || kafka_status != 0 || fuzz_status != 0 \
+  || deploy_status != 0 || monitoring_status != 0 || browser_status != 0)); then
   exit 1
 fi
 exit 0

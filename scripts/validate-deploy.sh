@@ -9,7 +9,10 @@
 #      readiness on /ready (the leader only) and startup/liveness on /health, ADVERTISE_HOST from the pod IP, a
 #      rolling update that finishes though only the leader is ever Ready, and no disruption budget that would never
 #      let the leader go; in the compose file, JobManagers that share one database and one set of secrets, each
-#      listed in the TaskManagers' JOBMANAGER.
+#      listed in the TaskManagers' JOBMANAGER;
+#   5. deploy/monitoring renders (`kubectl kustomize`), passes kubernetes-validate --strict, and its dashboards
+#      ConfigMap holds every dashboard of deploy/monitoring/grafana/dashboards (scripts/monitoring-check.sh tests
+#      what they query); every file or directory the compose file mounts exists.
 # kubernetes-validate, jsonschema and PyYAML go into a virtualenv under ~/.cache/sluice on first use. The
 # compose schema is the one PyPI's docker-compose 1.29.2 carries (compose/config/compose_spec.json), unpacked
 # once into the same cache; COMPOSE_SCHEMA=FILE uses another (e.g. schema/compose-spec.json of the compose-spec
@@ -64,6 +67,32 @@ for overlay in "${OVERLAYS[@]}"; do
   ok "overlays/${overlay} renders, validates, every setting is real, and the JobManagers run as leader and standby"
 done
 
+section "kubernetes: deploy/monitoring"
+rendered="${rendered_dir}/monitoring.yaml"
+kubectl kustomize deploy/monitoring >"${rendered}" || fail "deploy/monitoring does not render"
+"${VENV}/bin/kubernetes-validate" --strict --quiet --kubernetes-version "${KUBERNETES_VERSION}" "${rendered}" \
+  || fail "deploy/monitoring: kubernetes-validate --strict refused it"
+"${VENV}/bin/python" - "${rendered}" deploy/monitoring/grafana/dashboards <<'PY' \
+  || fail "deploy/monitoring: the dashboards ConfigMap is not the dashboards folder"
+import json, os, sys
+import yaml
+rendered, folder = sys.argv[1], sys.argv[2]
+maps = {d["metadata"]["name"]: d for d in yaml.safe_load_all(open(rendered)) if d and d["kind"] == "ConfigMap"}
+dashboards = maps.get("sluice-grafana-dashboards")
+if dashboards is None or dashboards["metadata"].get("labels", {}).get("grafana_dashboard") != "1":
+    sys.exit("    no ConfigMap sluice-grafana-dashboards labelled grafana_dashboard: \"1\"")
+files = sorted(f for f in os.listdir(folder) if f.endswith(".json"))
+if sorted(dashboards["data"]) != files:
+    sys.exit(f"    the ConfigMap holds {sorted(dashboards['data'])}, the folder {files}: list every dashboard in "
+             "deploy/monitoring/kustomization.yaml")
+for name, text in dashboards["data"].items():
+    uid = json.loads(text).get("uid")
+    if not uid:
+        sys.exit(f"    {name}: a dashboard without a uid is duplicated at every reload")
+print(f"    ConfigMaps {', '.join(sorted(maps))}; dashboards {', '.join(files)}")
+PY
+ok "deploy/monitoring renders, validates, and ships every dashboard"
+
 section "compose: ${COMPOSE_FILE}"
 "${VENV}/bin/python" - "${schema}" "${COMPOSE_FILE}" <<'PY' || fail "${COMPOSE_FILE} does not pass the compose-spec schema"
 import json, sys
@@ -75,6 +104,19 @@ for error in errors:
     print(f"    {'/'.join(map(str, error.path)) or '(top)'}: {error.message}", file=sys.stderr)
 sys.exit(1 if errors else 0)
 PY
+"${VENV}/bin/python" - "${COMPOSE_FILE}" <<'PY' || fail "${COMPOSE_FILE} mounts a file or directory that does not exist"
+import os, sys
+import yaml
+path = sys.argv[1]
+missing = []
+for name, service in yaml.safe_load(open(path))["services"].items():
+    for volume in service.get("volumes", []):
+        source = volume.split(":", 1)[0] if isinstance(volume, str) else volume.get("source", "")
+        if source.startswith((".", "/")) and not os.path.exists(os.path.join(os.path.dirname(path), source)):
+            missing.append(f"    service {name}: {source}")
+if missing:
+    sys.exit("\n".join(missing))
+PY
 "${VENV}/bin/python" scripts/deploy/check_settings.py compose "${COMPOSE_FILE}" "${BIN_DIR}" \
   || fail "${COMPOSE_FILE}: a setting is unknown or invalid, or its JobManagers cannot run as leader and standby"
-ok "${COMPOSE_FILE} passes the compose-spec schema, and every setting is real"
+ok "${COMPOSE_FILE} passes the compose-spec schema, every file it mounts exists, and every setting is real"

@@ -102,7 +102,7 @@ impl Metrics {
         let jobs = IntGaugeVec::new(Opts::new("sluice_jobs", "Jobs by status"), &["status"])?;
         let task_managers =
             IntGaugeVec::new(Opts::new("sluice_task_managers", "Registered TaskManagers by state"), &["state"])?;
-        let slots_total = IntGauge::new("sluice_slots_total", "Slots offered by active TaskManagers")?;
+        let slots_total = IntGauge::new("sluice_slots", "Slots offered by active TaskManagers")?;
         let slots_available = IntGauge::new("sluice_slots_available", "Slots no job holds")?;
         let submissions =
             IntCounterVec::new(Opts::new("sluice_job_submissions_total", "Job submissions by result"), &["result"])?;

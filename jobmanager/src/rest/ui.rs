@@ -1,4 +1,4 @@
-//! The web UI: three static files compiled into the binary (no CDN, works offline), served without a token
+//! The web UI: static files (a page, its ES modules, a style sheet) compiled into the binary (no CDN, works offline), served without a token
 //! (they hold no data; the page asks for a token and sends it with every API call it makes).
 //!
 //! For UI development, `SLUICE_UI_DIR=<dir>` serves the files from that directory instead, read at each
@@ -13,6 +13,17 @@ use super::ApiError;
 const ASSETS: &[(&str, &str, &str)] = &[
     ("index.html", "text/html; charset=utf-8", include_str!("ui/index.html")),
     ("app.js", "text/javascript; charset=utf-8", include_str!("ui/app.js")),
+    ("api.js", "text/javascript; charset=utf-8", include_str!("ui/api.js")),
+    ("dom.js", "text/javascript; charset=utf-8", include_str!("ui/dom.js")),
+    ("format.js", "text/javascript; charset=utf-8", include_str!("ui/format.js")),
+    ("status.js", "text/javascript; charset=utf-8", include_str!("ui/status.js")),
+    ("overview.js", "text/javascript; charset=utf-8", include_str!("ui/overview.js")),
+    ("taskmanagers.js", "text/javascript; charset=utf-8", include_str!("ui/taskmanagers.js")),
+    ("job.js", "text/javascript; charset=utf-8", include_str!("ui/job.js")),
+    ("graph.js", "text/javascript; charset=utf-8", include_str!("ui/graph.js")),
+    ("vertices.js", "text/javascript; charset=utf-8", include_str!("ui/vertices.js")),
+    ("checkpoints.js", "text/javascript; charset=utf-8", include_str!("ui/checkpoints.js")),
+    ("timeline.js", "text/javascript; charset=utf-8", include_str!("ui/timeline.js")),
     ("style.css", "text/css; charset=utf-8", include_str!("ui/style.css")),
 ];
 
@@ -24,7 +35,7 @@ pub(super) async fn index() -> Response {
     asset("index.html").await
 }
 
-/// `GET /ui/{file}`: a script or style sheet of the page.
+/// `GET /ui/{file}`: a module or the style sheet of the page.
 pub(super) async fn file(Path(name): Path<String>) -> Response {
     asset(&name).await
 }
