@@ -5,7 +5,7 @@
 //! JobManager, so the two views cannot disagree. A task's series are removed when it ends, after its final
 //! values were reported; a job's Kafka series (shared by its tasks here) when the last of them ended.
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -393,6 +393,9 @@ impl Metrics {
             backpressure_ratio: self.backpressure_ratio.with_label_values(&labels),
             watermark: AtomicI64::new(NO_WATERMARK),
             interval: Mutex::new(Interval::default()),
+            last_booked: AtomicU64::new(crate::time::monotonic_nanos()),
+            input_wait_since: AtomicU64::new(0),
+            output_waits: Mutex::new(Vec::new()),
             task,
             name,
             metrics: self.clone(),
@@ -429,6 +432,13 @@ pub struct TaskCounters {
     watermark: AtomicI64,
     /// The recent reports' totals, which rates and shares are measured over.
     interval: Mutex<Interval>,
+    /// When the task last booked its time, and since when it waits for input (0: it does not), in
+    /// [`crate::time::monotonic_nanos`]: the time since the last booking is counted where it goes while it
+    /// goes, so a long wait shows as it lasts.
+    last_booked: AtomicU64,
+    input_wait_since: AtomicU64,
+    /// Its output partitions' wait clocks (`ResultPartition::waiting_since`).
+    output_waits: Mutex<Vec<Arc<std::sync::atomic::AtomicU64>>>,
     metrics: Arc<Metrics>,
 }
 
@@ -518,6 +528,44 @@ impl TaskCounters {
         KafkaCounters { job: self.task.job_id.clone(), families: self.metrics.kafka.clone() }
     }
 
+    /// The task booked its time up to now (`busy`, `backpressured`, `idle`).
+    pub fn note_booked(&self) {
+        self.last_booked.store(crate::time::monotonic_nanos(), Ordering::Relaxed);
+    }
+
+    /// The task starts (true) or stops (false) waiting for input.
+    pub fn note_waiting_for_input(&self, waiting: bool) {
+        let since = if waiting { crate::time::monotonic_nanos() } else { 0 };
+        self.input_wait_since.store(since, Ordering::Relaxed);
+    }
+
+    /// Follows an output partition's waits for room.
+    pub fn watch_output(&self, waiting_since: Arc<AtomicU64>) {
+        self.output_waits.lock().unwrap_or_else(|p| p.into_inner()).push(waiting_since);
+    }
+
+    /// The time since the task's last booking, where it went: busy, back-pressured, idle (seconds).
+    fn unbooked(&self) -> [f64; 3] {
+        let now = crate::time::monotonic_nanos();
+        let last = self.last_booked.load(Ordering::Relaxed);
+        let seconds = |from: u64| now.saturating_sub(from.max(last)) as f64 / 1e9;
+        let output_wait = {
+            let waits = self.output_waits.lock().unwrap_or_else(|p| p.into_inner());
+            waits.iter().map(|w| w.load(Ordering::Relaxed)).filter(|&since| since != 0).min()
+        };
+        let input_wait = Some(self.input_wait_since.load(Ordering::Relaxed)).filter(|&since| since != 0);
+        match (output_wait, input_wait) {
+            // Waiting for room downstream: back-pressured since the wait began, busy before.
+            (Some(since), _) => {
+                let (total, waited) = (seconds(last), seconds(since));
+                [total - waited, waited, 0.0]
+            }
+            (None, Some(since)) => [0.0, 0.0, seconds(since)],
+            // Neither: working (a throttled sink's pause included).
+            (None, None) => [seconds(last), 0.0, 0.0],
+        }
+    }
+
     /// Notes the task's current event-time watermark (the idle marker and the end of input are none).
     pub fn set_watermark(&self, watermark: i64) {
         if watermark != crate::time::IDLE && watermark != crate::time::END_OF_TIME {
@@ -534,7 +582,11 @@ impl TaskCounters {
             .map(|v| [v.records_in.get(), v.records_out.get(), v.bytes_in.get(), v.bytes_out.get()])
             .collect();
         let (busy_s, backpressured_s, idle_s) = (self.busy.get(), self.backpressured.get(), self.idle.get());
-        let sample = Sample { at: Instant::now(), vertices: totals.clone(), times: [busy_s, backpressured_s, idle_s] };
+        // Booked time plus the time since the last booking where it goes now, so the figures move while a
+        // long wait lasts (a booked wait replaces the estimate: the sum only grows).
+        let unbooked = self.unbooked();
+        let times = [busy_s + unbooked[0], backpressured_s + unbooked[1], idle_s + unbooked[2]];
+        let sample = Sample { at: Instant::now(), vertices: totals.clone(), times };
         let (rates, ratios) = self.interval.lock().unwrap_or_else(|p| p.into_inner()).observe(sample);
         self.busy_ratio.set(ratios[0]);
         self.backpressure_ratio.set(ratios[1]);
@@ -643,5 +695,29 @@ mod tests {
             }
         }
         assert!(interval.samples.len() <= RATE_SAMPLES_MAX);
+    }
+
+    /// Goal: a wait under way counts where it goes while it lasts (a producer blocked for credit shows as
+    /// back-pressured before its wait ends). Method: the booking and the waits set at the clock's start, so
+    /// all the time since is unbooked; then an output wait, an input wait, and neither.
+    #[test]
+    fn time_since_the_last_booking_goes_to_the_wait_under_way() {
+        let metrics = Metrics::new().unwrap_or_else(|e| panic!("{e}"));
+        let task = TaskRef { job_id: "j".into(), attempt: 1, chain: 0, subtask: 0 };
+        let counters = metrics.task(task, "v#0".into(), &["v".to_string()]);
+        counters.last_booked.store(1, Ordering::Relaxed);
+        let output = Arc::new(AtomicU64::new(1));
+        counters.watch_output(output.clone());
+        let [busy, backpressured, idle] = counters.unbooked();
+        assert!(backpressured > 0.0 && busy == 0.0 && idle == 0.0, "{busy} {backpressured} {idle}");
+        output.store(0, Ordering::Relaxed);
+        counters.input_wait_since.store(1, Ordering::Relaxed);
+        let [busy, backpressured, idle] = counters.unbooked();
+        assert!(idle > 0.0 && busy == 0.0 && backpressured == 0.0, "{busy} {backpressured} {idle}");
+        counters.note_waiting_for_input(false);
+        let [busy, backpressured, idle] = counters.unbooked();
+        assert!(busy > 0.0 && backpressured == 0.0 && idle == 0.0, "{busy} {backpressured} {idle}");
+        let snapshot = counters.snapshot();
+        assert!(snapshot.busy_ratio == 0.0, "a first report has no interval to measure over");
     }
 }

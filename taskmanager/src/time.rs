@@ -29,6 +29,14 @@ pub const IDLE: i64 = i64::MIN;
 /// The last watermark of a bounded input: all of event time has passed.
 pub const END_OF_TIME: i64 = i64::MAX;
 
+/// Nanoseconds since this process first asked (never 0, so 0 can mean "not set"): the clock a task and its
+/// metrics share for waits under way.
+pub fn monotonic_nanos() -> u64 {
+    static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(std::time::Instant::now);
+    u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX).saturating_add(1)
+}
+
 /// Milliseconds since the Unix epoch, for processing time.
 pub fn now_millis() -> i64 {
     std::time::SystemTime::now()

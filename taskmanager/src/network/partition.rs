@@ -56,6 +56,9 @@ pub struct ResultPartition {
     remote_bytes_out: Arc<AtomicU64>,
     /// The subpartition the next latency marker goes to.
     next_marker_subpartition: usize,
+    /// While a send waits for room: since when ([`crate::time::monotonic_nanos`]); 0 otherwise. Read by the
+    /// task's metrics, so a long wait counts as back-pressure while it lasts, not only once it ended.
+    waiting_since: Arc<AtomicU64>,
 }
 
 impl ResultPartition {
@@ -74,6 +77,7 @@ impl ResultPartition {
             remote_bytes_queued: 0,
             remote_bytes_out,
             next_marker_subpartition: 0,
+            waiting_since: Arc::default(),
         }
     }
 
@@ -104,6 +108,11 @@ impl ResultPartition {
             self.flush_subpartition(subpartition).await?;
         }
         Ok(())
+    }
+
+    /// The clock of this partition's wait under way (see the field).
+    pub fn waiting_since(&self) -> Arc<AtomicU64> {
+        self.waiting_since.clone()
     }
 
     /// Sends a latency marker on one subpartition, the next in turn, behind what is pending there: on one
@@ -227,11 +236,15 @@ impl ResultPartition {
                 Ok(Some(returned)) => item = returned,
                 Err(e) => break Err(e),
             }
-            waiting_since.get_or_insert_with(Instant::now);
+            if waiting_since.is_none() {
+                waiting_since = Some(Instant::now());
+                self.waiting_since.store(crate::time::monotonic_nanos(), Ordering::Relaxed);
+            }
             channel.space_changed().await;
         };
         if let Some(since) = waiting_since {
             self.backpressured += since.elapsed();
+            self.waiting_since.store(0, Ordering::Relaxed);
         }
         result?;
         announce(channel.pump(self.env.counters()), self.env.counters());

@@ -37,11 +37,14 @@ impl Runner {
         let new_backpressure = new_backpressure.min(elapsed);
         counters.backpressured.inc_by(new_backpressure.as_secs_f64());
         counters.busy.inc_by((elapsed - new_backpressure).as_secs_f64());
+        counters.note_booked();
     }
 
     pub(super) fn account_idle(&mut self, counters: &TaskCounters) {
         counters.idle.inc_by(self.clock.last.elapsed().as_secs_f64());
         self.clock.last = Instant::now();
+        counters.note_booked();
+        counters.note_waiting_for_input(false);
     }
 }
 

@@ -80,6 +80,7 @@ impl Runner {
         let mut outputs = Vec::with_capacity(plan.outputs.len());
         for output in &plan.outputs {
             let partition = network.create_result_partition(output.subpartitions.clone(), job.buffer_timeout()).await?;
+            counters.watch_output(partition.waiting_since());
             outputs.push(Output::new(output.clone(), partition));
         }
         let mut head = head;

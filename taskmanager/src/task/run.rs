@@ -41,6 +41,7 @@ impl Runner {
                             Some(deadline) => wait.min(deadline.saturating_duration_since(tokio::time::Instant::now())),
                             None => wait,
                         };
+                        counters.note_waiting_for_input(true);
                         let command = tokio::select! {
                             biased;
                             _ = self.cancel.cancelled() => return Err(TaskError::Cancelled),
@@ -87,6 +88,7 @@ impl Runner {
             let deadline = self.outputs.iter().filter_map(|o| o.partition.next_flush_deadline()).min();
             let timer = self.timer_deadline();
             let Head::Gate(gate) = &mut self.head else { return Ok(None) };
+            counters.note_waiting_for_input(true);
             let event = tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => return Err(TaskError::Cancelled),
