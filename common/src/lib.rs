@@ -40,6 +40,7 @@ pub mod ids;
 pub mod job;
 pub mod keygroup;
 pub mod lifecycle;
+pub mod nexmark;
 pub mod process;
 pub mod secret;
 pub mod storage;

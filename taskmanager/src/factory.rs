@@ -8,7 +8,7 @@ use sluice_common::confine::Confinement;
 use sluice_common::job::ValidatedJob;
 use sluice_common::proto::{vertex::Operator as Spec, Vertex};
 
-use crate::connectors::{blackhole, datagen, file, kafka, print};
+use crate::connectors::{blackhole, datagen, file, kafka, nexmark, print};
 use crate::metrics::TaskCounters;
 use crate::operator_api::{Operator, OperatorError, Source, SubtaskInfo};
 use crate::operators::native::{OperatorRegistry, ProcessOperator};
@@ -27,6 +27,7 @@ pub fn build_source(
     let schema = output_schema(job, &vertex.id)?;
     match &vertex.operator {
         Some(Spec::Datagen(spec)) => Ok(Box::new(datagen::Datagen::new(spec, schema, subtask))),
+        Some(Spec::Nexmark(spec)) => Ok(Box::new(nexmark::Nexmark::new(spec, schema, subtask)?)),
         Some(Spec::FileSource(spec)) => {
             let path = confinement.input_path(&spec.path).map_err(|e| OperatorError::new(format!("path {e}")))?;
             Ok(Box::new(file::FileSourceReader::open(spec, &path, schema, subtask)?))
@@ -130,7 +131,7 @@ pub fn build_operator(vertex: &Vertex, ctx: &BuildContext<'_>) -> Result<Box<dyn
             job.max_parallelism(),
             backend()?,
         )?),
-        Some(Spec::Datagen(_) | Spec::FileSource(_) | Spec::KafkaSource(_)) | None => {
+        Some(Spec::Datagen(_) | Spec::FileSource(_) | Spec::KafkaSource(_) | Spec::Nexmark(_)) | None => {
             return Err(OperatorError::new(format!("vertex '{}' is not a transformation or sink", vertex.id)))
         }
     })

@@ -25,6 +25,7 @@ pub use operators::{
     arrow_type, is_time_type, operator_kind, role, Role, AGGREGATE_FUNCTIONS, BATCH_SIZE_DEFAULT, BATCH_SIZE_MAX,
     KAFKA_TRANSACTION_TIMEOUT_MS_DEFAULT, LATE_SIDE_OUTPUT, OPERATOR_KINDS, WINDOW_END_COLUMN, WINDOW_START_COLUMN,
 };
+pub use operators::{nexmark_kind, nexmark_timeline, NEXMARK_OUT_OF_ORDER_GROUP_MAX};
 pub use validate::{validate, ValidatedJob, WATERMARK_INTERVAL_MS_DEFAULT};
 
 /// The most problems one [`JobError`] lists. A user fixes a job file from the first problems; a file with

@@ -9,4 +9,5 @@ pub(crate) mod blackhole;
 pub(crate) mod datagen;
 pub(crate) mod file;
 pub mod kafka;
+pub(crate) mod nexmark;
 pub(crate) mod print;

@@ -26,6 +26,7 @@ mod filter;
 mod flat_map;
 mod join;
 mod kafka;
+mod nexmark;
 mod print;
 pub(crate) mod schema;
 mod select;
@@ -34,6 +35,7 @@ mod window;
 pub use aggregate::AGGREGATE_FUNCTIONS;
 pub use kafka::KAFKA_TRANSACTION_TIMEOUT_MS_DEFAULT;
 pub(crate) use kafka::{SINK_OWNED_PROPERTIES, SOURCE_OWNED_PROPERTIES};
+pub use nexmark::{nexmark_kind, nexmark_timeline, NEXMARK_OUT_OF_ORDER_GROUP_MAX};
 pub use schema::{arrow_type, is_time_type, BATCH_SIZE_DEFAULT, BATCH_SIZE_MAX};
 pub use window::{LATE_SIDE_OUTPUT, WINDOW_END_COLUMN, WINDOW_START_COLUMN};
 
@@ -162,6 +164,7 @@ operator_kinds! {
     Custom => proto::CustomOperator,
     KafkaSource => proto::KafkaSource,
     KafkaSink => proto::KafkaSink,
+    Nexmark => proto::NexmarkSource,
 }
 
 /// Whether an operator reads its inputs as one union (everything but joins, which read two inputs apart).
