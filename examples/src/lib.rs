@@ -2,6 +2,7 @@
 //! `examples/jobs/<name>.json`; a test keeps the checked-in files equal to what these functions build.
 pub mod data;
 pub mod fraud;
+pub mod nexmark;
 
 use sluice_common::job::builder::{
     aggregate, avg, bounded_out_of_orderness, count, max, min, monotonous, session, sliding, tumbling, JobBuilder,
@@ -26,6 +27,9 @@ pub fn all() -> Vec<(&'static str, JobGraph)> {
         ("checkpointed_word_count", checkpointed_word_count()),
         ("word_count_kafka", word_count_kafka("127.0.0.1:9092")),
     ]
+    .into_iter()
+    .chain(nexmark::all())
+    .collect()
 }
 
 fn field(name: &str, data_type: DataType) -> Field {

@@ -1,0 +1,102 @@
+//! Nexmark queries as jobs (`examples/jobs/nexmark/qN.json`), each on the `nexmark` source with the
+//! benchmark's defaults (10 M events a second of event time, emitted as fast as possible) and a blackhole
+//! sink. The functions take the event count, the parallelism and the sink, so tests run the same queries on
+//! a small input into file sinks. Column names are the generator's (`bid.auction`, `bid.date_time`, ...);
+//! the query texts they follow are Flink's (`nexmark.md` §2).
+use sluice_common::job::builder::{count, session, JobBuilder, Stream};
+use sluice_common::proto::{vertex::Operator, BlackholeSink, EventTime, JobGraph, NexmarkSource, NexmarkTable};
+
+/// Where a query's results go.
+#[derive(Clone, Debug)]
+pub enum Sink {
+    /// Discarded (what the benchmark measures).
+    Blackhole,
+    /// Newline-JSON part files under this directory (what tests compare).
+    Files(String),
+}
+
+/// The watermark of the Nexmark source: Flink's `dateTime - 4 s`.
+const WATERMARK_DELAY_MS: u64 = 4_000;
+
+/// A `nexmark` source of `table`, `events` events in all (None: unbounded), with event time on `date_time`.
+fn source(job: &JobBuilder, id: &str, table: NexmarkTable, events: Option<u64>, parallelism: u32) -> Stream {
+    let spec = NexmarkSource { table: table as i32, events, ..Default::default() };
+    job.source(id, parallelism, Operator::Nexmark(spec)).with_event_time(EventTime {
+        column: "date_time".into(),
+        watermarks: Some(sluice_common::proto::event_time::Watermarks::BoundedOutOfOrdernessMs(WATERMARK_DELAY_MS)),
+        ..Default::default()
+    })
+}
+
+fn sink(stream: Stream, sink: &Sink) -> Stream {
+    match sink {
+        Sink::Blackhole => stream.then("sink", Operator::BlackholeSink(BlackholeSink::default())),
+        Sink::Files(dir) => stream.file_sink("sink", dir),
+    }
+}
+
+/// q0, pass-through: every bid's columns, unchanged (measures the source, serialization and the sink).
+pub fn q0(events: Option<u64>, parallelism: u32, out: &Sink) -> JobGraph {
+    let job = JobBuilder::new("nexmark_q0");
+    let bids = source(&job, "bid", NexmarkTable::Bid, events, parallelism).select(
+        "q0",
+        &[
+            ("auction", "auction"),
+            ("bidder", "bidder"),
+            ("price", "price"),
+            ("date_time", "date_time"),
+            ("extra", "extra"),
+        ],
+    );
+    sink(bids, out);
+    job.build()
+}
+
+/// q1, currency conversion: every bid with its price in euros (0.908 per dollar).
+pub fn q1(events: Option<u64>, parallelism: u32, out: &Sink) -> JobGraph {
+    let job = JobBuilder::new("nexmark_q1");
+    let bids = source(&job, "bid", NexmarkTable::Bid, events, parallelism).select(
+        "q1",
+        &[
+            ("auction", "auction"),
+            ("bidder", "bidder"),
+            ("price", "CAST(price AS DOUBLE) * 0.908"),
+            ("date_time", "date_time"),
+            ("extra", "extra"),
+        ],
+    );
+    sink(bids, out);
+    job.build()
+}
+
+/// q2, selection: the auction and price of bids on every 123rd auction.
+pub fn q2(events: Option<u64>, parallelism: u32, out: &Sink) -> JobGraph {
+    let job = JobBuilder::new("nexmark_q2");
+    let bids = source(&job, "bid", NexmarkTable::Bid, events, parallelism)
+        .filter("selection", "auction % 123 = 0")
+        .select("q2", &[("auction", "auction"), ("price", "price")]);
+    sink(bids, out);
+    job.build()
+}
+
+/// q11, user sessions: bids per bidder per session (10 s of inactivity ends one).
+pub fn q11(events: Option<u64>, parallelism: u32, out: &Sink) -> JobGraph {
+    let job = JobBuilder::new("nexmark_q11");
+    let sessions = source(&job, "bid", NexmarkTable::Bid, events, parallelism)
+        .select("bidders", &[("bidder", "bidder"), ("date_time", "date_time")])
+        .key_by(&["bidder"])
+        .window("sessions", session(10_000), &[count("bid_count")]);
+    sink(sessions, out);
+    job.build()
+}
+
+/// Every query shipped as a job file: name (under `examples/jobs/`) and graph, unbounded into a blackhole.
+pub fn all() -> Vec<(&'static str, JobGraph)> {
+    let (events, parallelism) = (None, 2);
+    vec![
+        ("nexmark/q0", q0(events, parallelism, &Sink::Blackhole)),
+        ("nexmark/q1", q1(events, parallelism, &Sink::Blackhole)),
+        ("nexmark/q2", q2(events, parallelism, &Sink::Blackhole)),
+        ("nexmark/q11", q11(events, parallelism, &Sink::Blackhole)),
+    ]
+}
