@@ -43,6 +43,7 @@ pub mod lifecycle;
 pub mod nexmark;
 pub mod process;
 pub mod secret;
+pub mod splitmix;
 pub mod storage;
 pub mod tls;
 pub mod untrusted;

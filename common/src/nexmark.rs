@@ -16,6 +16,8 @@ use std::sync::{Arc, OnceLock};
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
+use crate::splitmix::SplitMix64;
+
 /// Events in one cycle of the mix: 1 person, 3 auctions, 46 bids.
 pub const PROPORTION_DENOMINATOR: u64 = 50;
 const PERSON_PROPORTION: u64 = 1;
@@ -334,11 +336,11 @@ fn extra_source() -> &'static Arc<str> {
 }
 
 /// SplitMix64 seeded with an event id: every field of an event is drawn from its own stream.
-pub struct Rng(u64);
+pub struct Rng(SplitMix64);
 
 impl Rng {
     fn new(seed: u64) -> Self {
-        let mut rng = Rng(seed ^ 0x6E65_786D_6172_6B21);
+        let mut rng = Rng(SplitMix64(seed ^ 0x6E65_786D_6172_6B21));
         rng.next();
         rng
     }
@@ -349,11 +351,7 @@ impl Rng {
     }
 
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in `0..n` (n > 0; 0 gives 0).
@@ -366,7 +364,7 @@ impl Rng {
     }
 
     fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        self.0.next_f64()
     }
 
     fn pick<T: Copy>(&mut self, items: &[T]) -> T {

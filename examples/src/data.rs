@@ -2,20 +2,17 @@
 //! the sensor readings, a few far later than that). `cargo run -p sluice-examples --bin generate-data`
 //! writes them to `examples/data/`.
 use serde_json::json;
+use sluice_common::splitmix::SplitMix64;
 
 /// Event times start here: 2023-11-14T22:13:20Z.
 pub const BASE_MS: i64 = 1_700_000_000_000;
 
 /// A small deterministic generator (SplitMix64), so the files are the same on every machine.
-struct Random(u64);
+struct Random(SplitMix64);
 
 impl Random {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in `low..high`.
@@ -32,7 +29,7 @@ fn by_arrival(mut rows: Vec<(i64, serde_json::Value)>) -> String {
 
 /// `lines.jsonl`: the lines of `sample.txt`, one every 300 ms, each up to 2 s late.
 pub fn lines(sample_text: &str) -> String {
-    let mut random = Random(1);
+    let mut random = Random(SplitMix64(1));
     let rows = sample_text
         .lines()
         .enumerate()
@@ -48,7 +45,7 @@ pub fn lines(sample_text: &str) -> String {
 /// `sensors.jsonl`: 5 sensors reading once a second for 3 minutes, up to 1.5 s late; a dozen readings 5–9 s
 /// late (within the example's allowed lateness for some of their windows) and a few 45–60 s late (beyond it).
 pub fn sensors() -> String {
-    let mut random = Random(2);
+    let mut random = Random(SplitMix64(2));
     let mut rows = Vec::new();
     for second in 0..180i64 {
         for sensor in 1..=5 {
@@ -72,7 +69,7 @@ pub fn sensors() -> String {
 /// `events.jsonl`: 600 events two a second; about one in six is delivered again 1–50 s later (a repeat
 /// within the 60 s TTL) and one in twenty 70–120 s later (a new delivery after the TTL).
 pub fn events() -> String {
-    let mut random = Random(3);
+    let mut random = Random(SplitMix64(3));
     let mut rows = Vec::new();
     for i in 0..600i64 {
         let ts = BASE_MS + i * 500;
@@ -96,7 +93,7 @@ pub fn events() -> String {
 /// apart. Views arrive up to 3 s late.
 pub fn page_views() -> String {
     const PAGES: &[&str] = &["/", "/search", "/product", "/cart", "/checkout", "/help"];
-    let mut random = Random(4);
+    let mut random = Random(SplitMix64(4));
     let mut rows = Vec::new();
     for user in 1..=12 {
         let mut ts = BASE_MS + random.range(0, 60_000);
@@ -117,7 +114,7 @@ pub fn page_views() -> String {
 /// later (outside the example's 30 s bound), the rest never. Both arrive up to 3 s late.
 pub fn orders_and_payments() -> (String, String) {
     const METHODS: &[&str] = &["card", "transfer", "wallet"];
-    let mut random = Random(5);
+    let mut random = Random(SplitMix64(5));
     let (mut orders, mut payments) = (Vec::new(), Vec::new());
     for i in 0..300i64 {
         let ts = BASE_MS + i * 1_000;
@@ -145,7 +142,7 @@ pub fn orders_and_payments() -> (String, String) {
 pub fn clicks_and_profiles() -> (String, String) {
     const TIERS: &[&str] = &["free", "silver", "gold"];
     const PAGES: &[&str] = &["/", "/search", "/product", "/cart"];
-    let mut random = Random(6);
+    let mut random = Random(SplitMix64(6));
     let (mut clicks, mut profiles) = (Vec::new(), Vec::new());
     for user in 1..=20 {
         let name = format!("user-{user:02}");
@@ -172,7 +169,7 @@ pub fn clicks_and_profiles() -> (String, String) {
 /// in ten is small (under 1.00); after a small one, the next is large (500–2000) half of the time, sometimes
 /// sooner and sometimes later than a minute.
 pub fn transactions() -> String {
-    let mut random = Random(7);
+    let mut random = Random(SplitMix64(7));
     let mut rows = Vec::new();
     for account in 1..=12 {
         let name = format!("acct-{account:02}");

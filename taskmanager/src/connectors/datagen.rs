@@ -188,26 +188,23 @@ impl Source for Datagen {
     }
 }
 
-/// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, and good enough for test data.
-struct SplitMix64(u64);
+/// The generator of one column's value in one row: SplitMix64 seeded from (seed, column, row).
+struct SplitMix64(sluice_common::splitmix::SplitMix64);
 
 impl SplitMix64 {
     fn new(seed: u64, column: u64, row: u64) -> Self {
-        let mut s = Self(seed ^ column.wrapping_mul(0xD1B5_4A32_D192_ED03));
-        s.0 ^= s.next() ^ row.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        s
+        let mut s = sluice_common::splitmix::SplitMix64(seed ^ column.wrapping_mul(0xD1B5_4A32_D192_ED03));
+        let first = s.next_u64();
+        s.0 ^= first ^ row.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        Self(s)
     }
 
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     fn next_f64(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        self.0.next_f64()
     }
 }
 
