@@ -3,7 +3,7 @@
 //! sink. The functions take the event count, the parallelism and the sink, so tests run the same queries on
 //! a small input into file sinks. Column names are the generator's (`bid.auction`, `bid.date_time`, ...);
 //! the query texts they follow are Flink's (`nexmark.md` §2).
-use sluice_common::job::builder::{count, session, JobBuilder, Stream};
+use sluice_common::job::builder::{count, max, session, tumbling, JobBuilder, Stream};
 use sluice_common::proto::{vertex::Operator, BlackholeSink, EventTime, JobGraph, NexmarkSource, NexmarkTable};
 
 /// Where a query's results go.
@@ -79,6 +79,60 @@ pub fn q2(events: Option<u64>, parallelism: u32, out: &Sink) -> JobGraph {
     job.build()
 }
 
+/// The size of q7's and q8's tumbling windows.
+const WINDOW_MS: u64 = 10_000;
+
+/// q7, highest bid: per 10 s tumbling window, the bids whose price is the window's highest, with `date_time`
+/// in `[window_end - 10 s, window_end]` (both ends, as Flink's text). The maximum per window (one key: the
+/// whole stream) is joined back to the bids on price by an interval join over that range.
+pub fn q7(events: Option<u64>, parallelism: u32, out: &Sink) -> JobGraph {
+    let job = JobBuilder::new("nexmark_q7");
+    let bids = source(&job, "bid", NexmarkTable::Bid, events, parallelism);
+    let maxima = bids
+        .clone()
+        .select("priced", &[("all_bids", "0"), ("price", "price"), ("date_time", "date_time")])
+        .key_by(&["all_bids"])
+        .window("max_price", tumbling(WINDOW_MS), &[max("max_price", "price")])
+        .set_parallelism(1);
+    let highest = maxima
+        .interval_join("highest", bids, (&["max_price"], &["price"]), -(WINDOW_MS as i64), 0)
+        .set_parallelism(parallelism)
+        .select(
+            "q7",
+            &[
+                ("auction", "auction"),
+                ("price", "max_price"),
+                ("bidder", "bidder"),
+                ("date_time", "date_time"),
+                ("extra", "extra"),
+            ],
+        );
+    sink(highest, out);
+    job.build()
+}
+
+/// q8, new users: people who registered and opened an auction in the same 10 s tumbling window: the
+/// distinct (id, name) of persons per window, joined with the distinct sellers of auctions per window on id
+/// and window (an interval join of the two windows' results, whose time is their window's end, over [0, 0]).
+pub fn q8(events: Option<u64>, parallelism: u32, out: &Sink) -> JobGraph {
+    let job = JobBuilder::new("nexmark_q8");
+    let persons = source(&job, "person", NexmarkTable::Person, events, parallelism)
+        .select("people", &[("id", "id"), ("name", "name"), ("date_time", "date_time")])
+        .key_by(&["id", "name"])
+        .window("new_people", tumbling(WINDOW_MS), &[count("registrations")]);
+    let sellers = source(&job, "auction", NexmarkTable::Auction, events, parallelism)
+        .select("sellers", &[("seller", "seller"), ("date_time", "date_time")])
+        .key_by(&["seller"])
+        .window("active_sellers", tumbling(WINDOW_MS), &[count("auctions")])
+        // One window's bounds suffice in the join's output (and its end stays the event time).
+        .select("sellers_per_window", &[("seller", "seller"), ("sold_in", "window_end")]);
+    let new_users = persons
+        .interval_join("new_users", sellers, (&["id"], &["seller"]), 0, 0)
+        .select("q8", &[("id", "id"), ("name", "name"), ("starttime", "window_start")]);
+    sink(new_users, out);
+    job.build()
+}
+
 /// q11, user sessions: bids per bidder per session (10 s of inactivity ends one).
 pub fn q11(events: Option<u64>, parallelism: u32, out: &Sink) -> JobGraph {
     let job = JobBuilder::new("nexmark_q11");
@@ -97,6 +151,8 @@ pub fn all() -> Vec<(&'static str, JobGraph)> {
         ("nexmark/q0", q0(events, parallelism, &Sink::Blackhole)),
         ("nexmark/q1", q1(events, parallelism, &Sink::Blackhole)),
         ("nexmark/q2", q2(events, parallelism, &Sink::Blackhole)),
+        ("nexmark/q7", q7(events, parallelism, &Sink::Blackhole)),
+        ("nexmark/q8", q8(events, parallelism, &Sink::Blackhole)),
         ("nexmark/q11", q11(events, parallelism, &Sink::Blackhole)),
     ]
 }

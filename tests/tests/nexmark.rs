@@ -1,14 +1,16 @@
 //! The Nexmark queries shipped as job files (`examples/jobs/nexmark/`) give what a naive evaluation of the
 //! same generated events gives.
 //!
-//! Goal: the `nexmark` source emits the generator's events exactly once at any parallelism, and q0, q1, q2
-//! and q11 (session windows) compute the query texts' answers, on the heap and on RocksDB.
+//! Goal: the `nexmark` source emits the generator's events exactly once at any parallelism, and q0, q1, q2,
+//! q7 (highest bid per window, joined back), q8 (new users: a join of two windows' results) and q11
+//! (sessions) compute the query texts' answers, on the heap and on RocksDB.
 //!
-//! Method: each job file as shipped, with its source bounded to 200,000 events (q11's event time slowed to
-//! 1,000 events a second, so the input spans 200 s and sessions split), its parallelism set to 1 (heap)
-//! and 3 (RocksDB), and its blackhole sink replaced by a file sink. The expected rows come from
-//! `sluice_common::nexmark` (the generator itself is the input) and plain Rust: a filter, a product, a
-//! session split per bidder where two bids 10 s or more apart begin a new session.
+//! Method: each job file as shipped, with its sources bounded to 200,000 events (for the windowed queries,
+//! event time slowed to 1,000 events a second, so the input spans 200 s: twenty 10 s windows, and sessions
+//! that split), its parallelism set to 1 (heap) and 3 (RocksDB), and its blackhole sink replaced by a file
+//! sink. The expected rows come from `sluice_common::nexmark` (the generator itself is the input) and plain
+//! Rust, straight from the query texts: a filter, a product, per-window maxima and the bids at them, per-window
+//! sets of persons and sellers intersected, a session split per bidder.
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,8 +20,9 @@ use sluice_common::nexmark::{Bid, Event, Timeline};
 use sluice_tests::{sink, Cluster, ClusterSpec, JobStatus};
 
 const EVENTS: u64 = 200_000;
-/// q11's event time: 1,000 events a second, so 200,000 events span 200 s of sessions with a 10 s gap.
-const Q11_EVENT_RATE: f64 = 1_000.0;
+/// The windowed queries' event time: 1,000 events a second, so 200,000 events span 200 s.
+const SLOW_EVENT_RATE: f64 = 1_000.0;
+const WINDOW_MS: i64 = 10_000;
 const SESSION_GAP_MS: i64 = 10_000;
 const JOB_TIMEOUT: Duration = Duration::from_secs(180);
 const RUNS: [(u32, &str); 2] = [(1, "heap"), (3, "rocksdb")];
@@ -108,8 +111,11 @@ fn nexmark_queries_match_a_naive_evaluation_at_parallelism_1_and_3_on_heap_and_r
     let timeline = Timeline::default();
     let all = bids(&timeline);
     assert_eq!(all.len() as u64, EVENTS / 50 * 46, "46 bids in every 50 events");
-    let slow = Timeline { event_rate: Q11_EVENT_RATE, ..timeline };
-    let expected_sessions = sessions(&bids(&slow));
+    let slow = Timeline { event_rate: SLOW_EVENT_RATE, ..timeline };
+    let slow_bids = bids(&slow);
+    let expected_sessions = sessions(&slow_bids);
+    let expected_highest = highest_bids(&slow_bids);
+    let expected_new_users = new_users(&slow);
     for (parallelism, backend) in RUNS {
         let mut cluster =
             Cluster::start(ClusterSpec { slots: 3, ..ClusterSpec::default() }.env("STATE_BACKEND", backend));
@@ -137,7 +143,17 @@ fn nexmark_queries_match_a_naive_evaluation_at_parallelism_1_and_3_on_heap_and_r
         assert!(!expected.is_empty(), "q2 selects some bids");
         assert_same("q2", got, expected);
 
-        let q11 = run(&mut cluster, "q11", parallelism, Some(Q11_EVENT_RATE));
+        let q7 = run(&mut cluster, "q7", parallelism, Some(SLOW_EVENT_RATE));
+        let got = q7
+            .iter()
+            .map(|r| (int(r, "auction"), int(r, "price"), int(r, "bidder"), int(r, "date_time"), text(r, "extra")));
+        assert_same("q7", got.collect(), expected_highest.clone());
+
+        let q8 = run(&mut cluster, "q8", parallelism, Some(SLOW_EVENT_RATE));
+        let got = q8.iter().map(|r| (int(r, "id"), text(r, "name"), int(r, "starttime")));
+        assert_same("q8", got.collect(), expected_new_users.clone());
+
+        let q11 = run(&mut cluster, "q11", parallelism, Some(SLOW_EVENT_RATE));
         let got =
             q11.iter().map(|r| (int(r, "bidder"), int(r, "window_start"), int(r, "window_end"), int(r, "bid_count")));
         assert_same("q11", got.collect(), expected_sessions.clone());
@@ -166,5 +182,50 @@ fn sessions(bids: &[Bid]) -> Vec<(i64, i64, i64, i64)> {
         out.push((bidder, first, last + SESSION_GAP_MS, count));
     }
     assert!(out.len() > 1_000, "the input splits into many sessions: {}", out.len());
+    out
+}
+
+/// The start of the 10 s tumbling window `time` falls in.
+fn window_of(time: i64) -> i64 {
+    time - time.rem_euclid(WINDOW_MS)
+}
+
+/// q7 naively: per window, the highest price; then every bid at that price with `date_time` in
+/// `[window_end - 10 s, window_end]`.
+fn highest_bids(bids: &[Bid]) -> Vec<(i64, i64, i64, i64, String)> {
+    let mut highest: BTreeMap<i64, i64> = BTreeMap::new();
+    for bid in bids {
+        let max = highest.entry(window_of(bid.date_time)).or_insert(bid.price);
+        *max = (*max).max(bid.price);
+    }
+    let mut out = Vec::new();
+    for (&start, &price) in &highest {
+        let end = start + WINDOW_MS;
+        out.extend(
+            bids.iter()
+                .filter(|b| b.price == price && (end - WINDOW_MS..=end).contains(&b.date_time))
+                .map(|b| (b.auction, b.price, b.bidder, b.date_time, b.extra.clone())),
+        );
+    }
+    assert!(out.len() >= highest.len() && highest.len() >= 10, "{} windows, {} rows", highest.len(), out.len());
+    out
+}
+
+/// q8 naively: per window, the persons who registered in it and the sellers of auctions opened in it; the
+/// persons among those sellers, with the window's start.
+fn new_users(timeline: &Timeline) -> Vec<(i64, String, i64)> {
+    let mut persons = Vec::new();
+    let mut sellers = std::collections::BTreeSet::new();
+    for n in 0..EVENTS {
+        match timeline.event(timeline.event_id(n)) {
+            Event::Person(p) => persons.push((p.id, p.name, window_of(p.date_time))),
+            Event::Auction(a) => {
+                sellers.insert((a.seller, window_of(a.date_time)));
+            }
+            Event::Bid(_) => {}
+        }
+    }
+    let out: Vec<_> = persons.into_iter().filter(|(id, _, window)| sellers.contains(&(*id, *window))).collect();
+    assert!(out.len() >= 10, "some persons open an auction in their first window: {}", out.len());
     out
 }

@@ -25,10 +25,16 @@ impl OperatorSpec for proto::Window {
     const ROLE: Role = Role::Transform;
 
     fn output_schema(&self, input: &mut SchemaInput<'_, '_>) -> Option<SchemaRef> {
-        // A window's results carry its bounds, not an event-time column.
-        input.output_time = None;
+        // An event-time window's results happen at its end: `window_end` is their event time downstream (an
+        // interval join matching results back to records, as Nexmark q7 does; a window of windows). They are
+        // emitted before the watermark that closed the window goes on, so they are on time there; a late
+        // firing (allowed lateness) comes after it, and downstream it is late. Flink uses window_end - 1 ms
+        // (`window_time`); the exclusive end keeps Flink's query texts' bounds (`BETWEEN window_end - 10 s
+        // AND window_end`) as they are.
+        let event_time = self.time() != proto::TimeDomain::ProcessingTime;
         let (received, input_time) = (input.input.clone(), input.input_time.clone());
         let schema = window_schema(self, &received, input_time.as_deref(), input);
+        input.output_time = (event_time && schema.is_some()).then(|| WINDOW_END_COLUMN.to_string());
         if schema.is_some() {
             // Late records leave unchanged, with the input's schema and event time.
             input.side_outputs.push((LATE_SIDE_OUTPUT.to_string(), received, input_time));
