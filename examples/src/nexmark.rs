@@ -3,7 +3,7 @@
 //! sink. The functions take the event count, the parallelism and the sink, so tests run the same queries on
 //! a small input into file sinks. Column names are the generator's (`bid.auction`, `bid.date_time`, ...);
 //! the query texts they follow are Flink's (`nexmark.md` §2).
-use sluice_common::job::builder::{count, max, session, tumbling, JobBuilder, Stream};
+use sluice_common::job::builder::{count, max, session, sliding, tumbling, JobBuilder, Stream};
 use sluice_common::proto::{vertex::Operator, BlackholeSink, EventTime, JobGraph, NexmarkSource, NexmarkTable};
 
 /// Where a query's results go.
@@ -82,6 +82,32 @@ pub fn q2(events: Option<u64>, parallelism: u32, out: &Sink) -> JobGraph {
 /// The size of q7's and q8's tumbling windows.
 const WINDOW_MS: u64 = 10_000;
 
+/// q5's sliding windows: 10 s, every 2 s.
+const HOT_WINDOW_MS: u64 = 10_000;
+const HOT_SLIDE_MS: u64 = 2_000;
+
+/// q5, hot items: per sliding window (10 s every 2 s), the auctions with the most bids. Bids are counted per
+/// auction and window; the counts of each window (their event time is the window's end) fall into one 2 s
+/// tumbling window of the maxima, keyed by that end; an interval join brings each count together with its
+/// window's maximum, and the counts that reach it are kept (ties all kept, as in Flink's text).
+pub fn q5(events: Option<u64>, parallelism: u32, out: &Sink) -> JobGraph {
+    let job = JobBuilder::new("nexmark_q5");
+    let counts = source(&job, "bid", NexmarkTable::Bid, events, parallelism)
+        .select("auctions", &[("auction", "auction"), ("date_time", "date_time")])
+        .key_by(&["auction"])
+        .window("bids_per_auction", sliding(HOT_WINDOW_MS, HOT_SLIDE_MS), &[count("num")])
+        // The window's end is the count's event time, renamed so the next window's bounds do not clash.
+        .select("counts", &[("auction", "auction"), ("num", "num"), ("ends", "window_end")]);
+    let maxima =
+        counts.clone().key_by(&["ends"]).window("max_per_window", tumbling(HOT_SLIDE_MS), &[max("maxn", "num")]);
+    let hot = counts
+        .interval_join("with_max", maxima, (&["ends"], &["ends"]), HOT_SLIDE_MS as i64, HOT_SLIDE_MS as i64)
+        .filter("hottest", "num >= maxn")
+        .select("q5", &[("auction", "auction"), ("num", "num")]);
+    sink(hot, out);
+    job.build()
+}
+
 /// q7, highest bid: per 10 s tumbling window, the bids whose price is the window's highest, with `date_time`
 /// in `[window_end - 10 s, window_end]` (both ends, as Flink's text). The maximum per window (one key: the
 /// whole stream) is joined back to the bids on price by an interval join over that range.
@@ -151,6 +177,7 @@ pub fn all() -> Vec<(&'static str, JobGraph)> {
         ("nexmark/q0", q0(events, parallelism, &Sink::Blackhole)),
         ("nexmark/q1", q1(events, parallelism, &Sink::Blackhole)),
         ("nexmark/q2", q2(events, parallelism, &Sink::Blackhole)),
+        ("nexmark/q5", q5(events, parallelism, &Sink::Blackhole)),
         ("nexmark/q7", q7(events, parallelism, &Sink::Blackhole)),
         ("nexmark/q8", q8(events, parallelism, &Sink::Blackhole)),
         ("nexmark/q11", q11(events, parallelism, &Sink::Blackhole)),

@@ -2,15 +2,15 @@
 //! same generated events gives.
 //!
 //! Goal: the `nexmark` source emits the generator's events exactly once at any parallelism, and q0, q1, q2,
-//! q7 (highest bid per window, joined back), q8 (new users: a join of two windows' results) and q11
+//! q5 (hot items per sliding window), q7 (highest bid per window, joined back), q8 (new users: a join of two windows' results) and q11
 //! (sessions) compute the query texts' answers, on the heap and on RocksDB.
 //!
 //! Method: each job file as shipped, with its sources bounded to 200,000 events (for the windowed queries,
 //! event time slowed to 1,000 events a second, so the input spans 200 s: twenty 10 s windows, and sessions
 //! that split), its parallelism set to 1 (heap) and 3 (RocksDB), and its blackhole sink replaced by a file
 //! sink. The expected rows come from `sluice_common::nexmark` (the generator itself is the input) and plain
-//! Rust, straight from the query texts: a filter, a product, per-window maxima and the bids at them, per-window
-//! sets of persons and sellers intersected, a session split per bidder.
+//! Rust, straight from the query texts: a filter, a product, per-window counts and their maxima, per-window
+//! maxima and the bids at them, per-window sets of persons and sellers intersected, a session split per bidder.
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -115,6 +115,7 @@ fn nexmark_queries_match_a_naive_evaluation_at_parallelism_1_and_3_on_heap_and_r
     let slow_bids = bids(&slow);
     let expected_sessions = sessions(&slow_bids);
     let expected_highest = highest_bids(&slow_bids);
+    let expected_hot = hot_items(&slow_bids);
     let expected_new_users = new_users(&slow);
     for (parallelism, backend) in RUNS {
         let mut cluster =
@@ -142,6 +143,10 @@ fn nexmark_queries_match_a_naive_evaluation_at_parallelism_1_and_3_on_heap_and_r
             all.iter().filter(|b| b.auction % 123 == 0).map(|b| (b.auction, b.price)).collect();
         assert!(!expected.is_empty(), "q2 selects some bids");
         assert_same("q2", got, expected);
+
+        let q5 = run(&mut cluster, "q5", parallelism, Some(SLOW_EVENT_RATE));
+        let got = q5.iter().map(|r| (int(r, "auction"), int(r, "num")));
+        assert_same("q5", got.collect(), expected_hot.clone());
 
         let q7 = run(&mut cluster, "q7", parallelism, Some(SLOW_EVENT_RATE));
         let got = q7
@@ -227,5 +232,33 @@ fn new_users(timeline: &Timeline) -> Vec<(i64, String, i64)> {
     }
     let out: Vec<_> = persons.into_iter().filter(|(id, _, window)| sellers.contains(&(*id, *window))).collect();
     assert!(out.len() >= 10, "some persons open an auction in their first window: {}", out.len());
+    out
+}
+
+/// q5 naively: every sliding window (10 s, every 2 s) a bid falls in; per window, bids per auction; the
+/// auctions whose count is the window's highest.
+fn hot_items(bids: &[Bid]) -> Vec<(i64, i64)> {
+    const SIZE_MS: i64 = 10_000;
+    const SLIDE_MS: i64 = 2_000;
+    let mut counts: BTreeMap<(i64, i64), i64> = BTreeMap::new();
+    for bid in bids {
+        let last_start = bid.date_time - bid.date_time.rem_euclid(SLIDE_MS);
+        let mut start = last_start;
+        while start > bid.date_time - SIZE_MS {
+            *counts.entry((start, bid.auction)).or_default() += 1;
+            start -= SLIDE_MS;
+        }
+    }
+    let mut highest: BTreeMap<i64, i64> = BTreeMap::new();
+    for (&(start, _), &n) in &counts {
+        let max = highest.entry(start).or_insert(n);
+        *max = (*max).max(n);
+    }
+    let out: Vec<(i64, i64)> = counts
+        .iter()
+        .filter(|(&(start, _), &n)| highest.get(&start) == Some(&n))
+        .map(|(&(_, auction), &n)| (auction, n))
+        .collect();
+    assert!(out.len() >= highest.len() && highest.len() >= 50, "{} windows, {} rows", highest.len(), out.len());
     out
 }
