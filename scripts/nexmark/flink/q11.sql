@@ -1,0 +1,46 @@
+-- Nexmark q11, user sessions (nexmark/nexmark nexmark-flink q11.sql): bids per bidder and session
+-- (event time, a gap of 10 s).
+-- The Nexmark bid stream from Flink's `datagen` (Flink bundles no Nexmark generator): the bid columns of
+-- nexmark/nexmark's ddl_gen.sql with the generator's sizes (channel 8, url 60, extra 68 characters: a bid of
+-- ~100 bytes), uniform keys instead of the generator's hot ones (~400,000 bidders and 1.2 M auctions, what
+-- 20 M Nexmark events hold), and `dateTime` = the time the row is generated (datagen's max-past 0), with
+-- Nexmark's watermark 4 s behind it.
+CREATE TABLE bid (
+  auction    BIGINT,
+  bidder     BIGINT,
+  price      BIGINT,
+  channel    VARCHAR,
+  url        VARCHAR,
+  `dateTime` TIMESTAMP(3),
+  extra      VARCHAR,
+  WATERMARK FOR `dateTime` AS `dateTime` - INTERVAL '4' SECOND
+) WITH (
+  'connector'            = 'datagen',
+  'number-of-rows'       = '${ROWS}',
+  'rows-per-second'      = '1000000000',
+  'fields.auction.min'   = '1000',
+  'fields.auction.max'   = '1200999',
+  'fields.bidder.min'    = '1000',
+  'fields.bidder.max'    = '400999',
+  'fields.price.min'     = '100',
+  'fields.price.max'     = '99999999',
+  'fields.channel.length' = '8',
+  'fields.url.length'    = '60',
+  'fields.extra.length'  = '68'
+);
+
+CREATE TABLE nexmark_q11 (
+  bidder    BIGINT,
+  bid_count BIGINT,
+  starttime TIMESTAMP(3),
+  endtime   TIMESTAMP(3)
+) WITH ('connector' = 'blackhole');
+
+INSERT INTO nexmark_q11
+SELECT
+    B.bidder,
+    count(*) as bid_count,
+    SESSION_START(B.`dateTime`, INTERVAL '10' SECOND) as starttime,
+    SESSION_END(B.`dateTime`, INTERVAL '10' SECOND) as endtime
+FROM bid B
+GROUP BY B.bidder, SESSION(B.`dateTime`, INTERVAL '10' SECOND);

@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""The Nexmark queries of scripts/nexmark/flink/qN.sql on Apache Flink, through the Flink peer's bench.py.
+
+bench.py (../shared/peers/flink/bench.py) knows its own benchmarks only; this registers one per query and state
+backend (SQL from scripts/nexmark/flink/, a checkpoint every --interval-ms), and runs them with bench.py's own
+orchestration: its cluster (1 JobManager, 1 TaskManager with 2 slots), its warm-up job, its wait for an idle
+machine, a fresh client per run, and its discarding of runs that other processes disturbed. On top it measures
+the CPU time of the TaskManager process over each run (utime + stime from /proc, as scripts/nexmark.sh does for
+Sluice) to give rows per second per core used.
+
+Prints one line per query, backend and parallelism on stdout (bench.py's own output goes to stderr):
+    nexmark-flink query=q0 backend=heap p=1 rows=N secs=S rows_per_s=R tm_cpu_s=C rows_per_core=X ckpts=K
+        ckpt_ms_mean=M runs=k foreign_cpu_max=F
+the figures of the run with the median rows/s. `secs` is bench.py's processing time (first task RUNNING to
+FINISHED, from the REST API); `rows` are bids (datagen rows).
+"""
+
+import argparse
+import contextlib
+import os
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SQL_DIR = os.path.join(HERE, "flink")
+STATEFUL = {"q11"}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--peer", required=True, help="the Flink peer's directory (holds bench.py)")
+    ap.add_argument("--queries", default="q0,q1,q2,q11")
+    ap.add_argument("--rows", required=True, help="rows per query: q0=N,q1=N,...")
+    ap.add_argument("--p", default="1,2")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--interval-ms", type=int, default=1000)
+    ap.add_argument("--idle-wait", type=int, default=300)
+    ap.add_argument("--max-foreign", type=float, default=0.15)
+    ap.add_argument("--retries", type=int, default=3)
+    args = ap.parse_args()
+
+    sys.path.insert(0, os.path.abspath(args.peer))
+    import bench  # noqa: E402 (the peer's orchestrator, standard library only)
+
+    rows = dict(kv.split("=", 1) for kv in args.rows.split(","))
+    names = []
+    for query in args.queries.split(","):
+        sql = os.path.join(SQL_DIR, query + ".sql")
+        if not os.path.exists(sql):
+            raise SystemExit("no Flink SQL for %s (%s)" % (query, sql))
+        for backend in (("heap", "rocksdb") if query in STATEFUL else ("heap",)):
+            conf = {
+                "state.backend.type": "hashmap" if backend == "heap" else "rocksdb",
+                "execution.checkpointing.interval": "%dms" % args.interval_ms,
+                "execution.checkpointing.dir": "file://" + bench.CKPT_DIR,
+                "execution.checkpointing.checkpoints-after-tasks-finish": "false",
+            }
+            if backend == "rocksdb":
+                conf["execution.checkpointing.incremental"] = "true"
+            name = "nexmark_%s_%s" % (query, backend)
+            # render_script joins SQL_DIR with this path: an absolute path wins.
+            bench.BENCHES[name] = dict(sql=sql, rows=int(rows[query]), conf=conf, ckpt=True,
+                                       doc="Nexmark %s, %s state" % (query, backend))
+            names.append((name, query, backend))
+
+    def taskmanager_pid():
+        for f in os.listdir(bench.RUN_DIR):
+            if "taskexecutor" in f and f.endswith(".pid"):
+                for line in open(os.path.join(bench.RUN_DIR, f)):
+                    if line.strip().isdigit() and os.path.exists("/proc/" + line.strip()):
+                        return int(line.strip())
+        raise SystemExit("no running Flink TaskManager in " + bench.RUN_DIR)
+
+    # Every run's result, with the TaskManager's CPU seconds over the run added. The TaskManager is idle
+    # while the client process starts and plans (a few seconds of heartbeats at most).
+    results = []
+    run_one = bench.run_one
+
+    def measured_run_one(bench_name, p, n, rep, run_dir, explain=False):
+        pid = taskmanager_pid()
+        before = bench.proc_ticks([pid])
+        result = run_one(bench_name, p, n, rep, run_dir, explain=explain)
+        result["tm_cpu_secs"] = (bench.proc_ticks([pid]) - before) / bench.HZ
+        results.append(result)
+        return result
+
+    bench.run_one = measured_run_one
+    run_args = argparse.Namespace(
+        bench=",".join(n for n, _, _ in names), p=args.p, reps=args.reps, scale=1.0, no_warmup=False,
+        keep_cluster=False, max_foreign=args.max_foreign, retries=args.retries, idle_wait=args.idle_wait)
+    with contextlib.redirect_stdout(sys.stderr):
+        bench.main_run(run_args)
+
+    for name, query, backend in names:
+        for p in (int(x) for x in args.p.split(",")):
+            runs = [r for r in results if r["bench"] == name and r["p"] == p and r.get("ok") and r["rep"] > 0]
+            if not runs:
+                print("nexmark-flink query=%s backend=%s p=%d FAILED" % (query, backend, p), flush=True)
+                continue
+            runs.sort(key=lambda r: r["rows"] / r["proc_secs"])
+            r = runs[(len(runs) - 1) // 2]
+            ck = r.get("checkpoints") or {}
+            completed = ((ck.get("counts") or {}).get("completed")) or 0
+            mean = (ck.get("summary_e2e") or {}).get("avg")
+            print("nexmark-flink query=%s backend=%s p=%d rows=%d secs=%.2f rows_per_s=%d tm_cpu_s=%.2f "
+                  "rows_per_core=%d ckpts=%d ckpt_ms_mean=%s runs=%d foreign_cpu_max=%.2f"
+                  % (query, backend, p, r["rows"], r["proc_secs"], r["rows"] / r["proc_secs"], r["tm_cpu_secs"],
+                     r["rows"] / r["tm_cpu_secs"] if r["tm_cpu_secs"] > 0 else 0, completed,
+                     "%.0f" % mean if mean is not None else "-", len(runs),
+                     max(x.get("foreign_cpu_cores", 0) for x in runs)), flush=True)
+
+
+if __name__ == "__main__":
+    started = time.time()
+    main()
+    print("# flink runs took %.0f s" % (time.time() - started), file=sys.stderr)
