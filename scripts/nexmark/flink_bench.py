@@ -8,9 +8,13 @@ machine, a fresh client per run, and its discarding of runs that other processes
 the CPU time of the TaskManager process over each run (utime + stime from /proc, as scripts/nexmark.sh does for
 Sluice) to give rows per second per core used.
 
+A run of E events is the bids among E Nexmark events (46 in 50) as datagen rows, their bidders uniform over as
+many persons as E events create (E/50) and their auctions over as many auctions (3E/50): the SQL's ${BIDDER_MAX}
+and ${AUCTION_MAX}, substituted here (bench.py substitutes ${ROWS}) into copies under $FLINKPEER/nexmark-sql/.
+
 Prints one line per query, backend and parallelism on stdout (bench.py's own output goes to stderr):
-    nexmark-flink query=q0 backend=heap p=1 rows=N secs=S rows_per_s=R tm_cpu_s=C rows_per_core=X ckpts=K
-        ckpt_ms_mean=M runs=k foreign_cpu_max=F
+    nexmark-flink query=q0 backend=heap p=1 events=E rows=N secs=S rows_per_s=R tm_cpu_s=C rows_per_core=X
+        ckpts=K ckpt_ms_mean=M runs=k foreign_cpu_max=F
 the figures of the run with the median rows/s. `secs` is bench.py's processing time (first task RUNNING to
 FINISHED, from the REST API); `rows` are bids (datagen rows).
 """
@@ -31,7 +35,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--peer", required=True, help="the Flink peer's directory (holds bench.py)")
     ap.add_argument("--queries", default="q0,q1,q2,q11")
-    ap.add_argument("--rows", required=True, help="rows per query: q0=N,q1=N,...")
+    ap.add_argument("--events", required=True,
+                    help="Nexmark events per query and backend: q0:heap=N,q11:rocksdb=N,...")
     ap.add_argument("--p", default="1,2")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--interval-ms", type=int, default=1000)
@@ -43,13 +48,21 @@ def main():
     sys.path.insert(0, os.path.abspath(args.peer))
     import bench  # noqa: E402 (the peer's orchestrator, standard library only)
 
-    rows = dict(kv.split("=", 1) for kv in args.rows.split(","))
+    events = {k: int(v) for k, v in (kv.split("=", 1) for kv in args.events.split(","))}
+    rendered = os.path.join(bench.PEER, "nexmark-sql")
+    os.makedirs(rendered, exist_ok=True)
     names = []
     for query in args.queries.split(","):
-        sql = os.path.join(SQL_DIR, query + ".sql")
-        if not os.path.exists(sql):
-            raise SystemExit("no Flink SQL for %s (%s)" % (query, sql))
+        source = os.path.join(SQL_DIR, query + ".sql")
+        if not os.path.exists(source):
+            raise SystemExit("no Flink SQL for %s (%s)" % (query, source))
         for backend in (("heap", "rocksdb") if query in STATEFUL else ("heap",)):
+            n = events["%s:%s" % (query, backend)]
+            rows = n // 50 * 46 + max(n % 50 - 4, 0)
+            sql = os.path.join(rendered, "%s_%s.sql" % (query, backend))
+            with open(sql, "w") as fh:
+                fh.write(open(source).read().replace("${BIDDER_MAX}", str(1000 + max(n // 50, 1) - 1))
+                         .replace("${AUCTION_MAX}", str(1000 + max(3 * n // 50, 1) - 1)))
             conf = {
                 "state.backend.type": "hashmap" if backend == "heap" else "rocksdb",
                 "execution.checkpointing.interval": "%dms" % args.interval_ms,
@@ -60,9 +73,9 @@ def main():
                 conf["execution.checkpointing.incremental"] = "true"
             name = "nexmark_%s_%s" % (query, backend)
             # render_script joins SQL_DIR with this path: an absolute path wins.
-            bench.BENCHES[name] = dict(sql=sql, rows=int(rows[query]), conf=conf, ckpt=True,
+            bench.BENCHES[name] = dict(sql=sql, rows=rows, conf=conf, ckpt=True,
                                        doc="Nexmark %s, %s state" % (query, backend))
-            names.append((name, query, backend))
+            names.append((name, query, backend, n))
 
     def taskmanager_pid():
         for f in os.listdir(bench.RUN_DIR):
@@ -87,12 +100,12 @@ def main():
 
     bench.run_one = measured_run_one
     run_args = argparse.Namespace(
-        bench=",".join(n for n, _, _ in names), p=args.p, reps=args.reps, scale=1.0, no_warmup=False,
+        bench=",".join(name for name, _, _, _ in names), p=args.p, reps=args.reps, scale=1.0, no_warmup=False,
         keep_cluster=False, max_foreign=args.max_foreign, retries=args.retries, idle_wait=args.idle_wait)
     with contextlib.redirect_stdout(sys.stderr):
         bench.main_run(run_args)
 
-    for name, query, backend in names:
+    for name, query, backend, n in names:
         for p in (int(x) for x in args.p.split(",")):
             runs = [r for r in results if r["bench"] == name and r["p"] == p and r.get("ok") and r["rep"] > 0]
             if not runs:
@@ -103,9 +116,9 @@ def main():
             ck = r.get("checkpoints") or {}
             completed = ((ck.get("counts") or {}).get("completed")) or 0
             mean = (ck.get("summary_e2e") or {}).get("avg")
-            print("nexmark-flink query=%s backend=%s p=%d rows=%d secs=%.2f rows_per_s=%d tm_cpu_s=%.2f "
+            print("nexmark-flink query=%s backend=%s p=%d events=%d rows=%d secs=%.2f rows_per_s=%d tm_cpu_s=%.2f "
                   "rows_per_core=%d ckpts=%d ckpt_ms_mean=%s runs=%d foreign_cpu_max=%.2f"
-                  % (query, backend, p, r["rows"], r["proc_secs"], r["rows"] / r["proc_secs"], r["tm_cpu_secs"],
+                  % (query, backend, p, n, r["rows"], r["proc_secs"], r["rows"] / r["proc_secs"], r["tm_cpu_secs"],
                      r["rows"] / r["tm_cpu_secs"] if r["tm_cpu_secs"] > 0 else 0, completed,
                      "%.0f" % mean if mean is not None else "-", len(runs),
                      max(x.get("foreign_cpu_cores", 0) for x in runs)), flush=True)

@@ -1,8 +1,9 @@
 -- Nexmark q2, selection (nexmark/nexmark nexmark-flink q2.sql): bids on every 123rd auction.
 -- The Nexmark bid stream from Flink's `datagen` (Flink bundles no Nexmark generator): the bid columns of
 -- nexmark/nexmark's ddl_gen.sql with the generator's sizes (channel 8, url 60, extra 68 characters: a bid of
--- ~100 bytes), uniform keys instead of the generator's hot ones (~400,000 bidders and 1.2 M auctions, what
--- 20 M Nexmark events hold), and `dateTime` = the time the row is generated (datagen's max-past 0), with
+-- ~100 bytes), keys uniform over as many bidders and auctions as the Nexmark events the ROWS bids are 92 % of
+-- would create (${BIDDER_MAX}, ${AUCTION_MAX}: substituted by scripts/nexmark/flink_bench.py; the generator's
+-- hot keys are not modelled), and `dateTime` = the time the row is generated (datagen's max-past 0), with
 -- Nexmark's watermark 4 s behind it.
 CREATE TABLE bid (
   auction    BIGINT,
@@ -18,9 +19,9 @@ CREATE TABLE bid (
   'number-of-rows'       = '${ROWS}',
   'rows-per-second'      = '1000000000',
   'fields.auction.min'   = '1000',
-  'fields.auction.max'   = '1200999',
+  'fields.auction.max'   = '${AUCTION_MAX}',
   'fields.bidder.min'    = '1000',
-  'fields.bidder.max'    = '400999',
+  'fields.bidder.max'    = '${BIDDER_MAX}',
   'fields.price.min'     = '100',
   'fields.price.max'     = '99999999',
   'fields.channel.length' = '8',
