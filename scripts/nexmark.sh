@@ -27,13 +27,13 @@
 # Each configuration runs REPS times; the run with the median events/s is reported.
 #
 # --flink: then the same queries in Flink 2.3 through ../shared/peers/flink (its setup.sh first if FLINKPEER,
-# default /tmp/flinkpeer, has no PyFlink): scripts/nexmark/flink/qN.sql (datagen bids, Flink's query texts) run by
+# default /tmp/flinkpeer, has no PyFlink): scripts/nexmark/flink/qN.sql (datagen rows, Flink's query texts) run by
 # scripts/nexmark/flink_bench.py on bench.py's cluster (1 JobManager, 1 TaskManager with 2 slots; after the Sluice
-# cluster stopped), the same checkpoint interval and state backends, REPS runs each, on the bids of as many
+# cluster stopped), the same checkpoint interval and state backends, REPS runs each, on the rows of as many
 # events as the Sluice run (at most 10 M for the stateless queries: see flink_default_events). Flink's
 # throughput is bench.py's (rows / processing time: first task RUNNING to FINISHED); its per-core figure is
-# rows / CPU seconds of its TaskManager process over the run, as for Sluice. The comparison is on bids:
-# Sluice bids/s (and per core) over Flink rows/s (and per core).
+# rows / CPU seconds of its TaskManager process over the run, as for Sluice. The comparison is on the rows a
+# query reads (bids; persons and auctions for q8): Sluice's rows/s (and per core) over Flink's.
 #
 # Usage: scripts/nexmark.sh [--flink] [--events N] [--queries q0,q1,...] [--reps N]
 #   --events N: events per run for every query (default: per query, see default_events; ~10-20 s a run).
@@ -57,7 +57,7 @@ usage() {
 readonly COMMAND_LINE="scripts/nexmark.sh${*:+ $*}"
 FLINK=0
 EVENTS=""
-QUERIES="q0,q1,q2,q11"
+QUERIES="q0,q1,q2,q5,q7,q8,q11"
 REPS="${REPS:-3}"
 while (($# > 0)); do
   case "$1" in
@@ -102,22 +102,28 @@ command -v jq >/dev/null || fail "jq is missing (apt-get install jq): job files 
 command -v curl >/dev/null || fail "curl is missing (apt-get install curl)"
 
 # default_events QUERY BACKEND: events per Sluice run, so that one takes ~10-20 s on 2 cores (measured
-# 2026-12-07: q0 6.7 M events/s at p=1, q11 0.93 M on the heap and 93 K on RocksDB).
+# 2026-12-07 at p=1: q0 6.7 M events/s; q5 0.53 M on the heap, 0.28 M on RocksDB; q7 0.16 M; q8 9.5 M and 4.5 M
+# (its sources generate only the persons and auctions, 8 % of the events); q11 0.93 M and 93 K).
 default_events() {
   case "$1:$2" in
-    q0:* | q1:* | q2:*) echo 100000000 ;;
-    q11:ROCKSDB) echo 2000000 ;;
+    q0:* | q1:* | q2:* | q8:HEAP) echo 100000000 ;;
+    q8:ROCKSDB) echo 50000000 ;;
+    q5:HEAP) echo 10000000 ;;
+    q5:ROCKSDB) echo 4000000 ;;
+    q7:* | q11:ROCKSDB) echo 2000000 ;;
     *) echo 20000000 ;;
   esac
 }
 
 # flink_default_events QUERY BACKEND: events per Flink run: as many as Sluice's where the state grows with
-# them (q11's sessions), at most 10 M for the stateless queries (Flink's q0 runs at ~0.38 M rows/s at p=1).
+# them, at most 10 M for the stateless queries (Flink's q0 runs at ~0.38 M rows/s at p=1) and 20 M for q8
+# (1.6 M persons and auctions).
 flink_default_events() {
   local events
   events="$(default_events "$1" "$2")"
   case "$1" in
     q0 | q1 | q2) echo $((events < 10000000 ? events : 10000000)) ;;
+    q8) echo $((events < 20000000 ? events : 20000000)) ;;
     *) echo "$events" ;;
   esac
 }
@@ -133,9 +139,14 @@ goal_per_core() {
   esac
 }
 
-# bids EVENTS: how many of events 0..EVENTS-1 are bids (46 of every 50: ids 4-49 of each cycle).
-bids() {
-  echo $(($1 / 50 * 46 + ($1 % 50 > 4 ? $1 % 50 - 4 : 0)))
+# input_rows QUERY EVENTS: the rows a query reads of events 0..EVENTS-1: persons and auctions for q8 (1 and
+# 3 of every 50: ids 0 and 1-3 of each cycle), bids for the others (46 of every 50: ids 4-49).
+input_rows() {
+  local n="$2"
+  case "$1" in
+    q8) echo $((n / 50 + (n % 50 > 0 ? 1 : 0) + n / 50 * 3 + (n % 50 > 4 ? 3 : (n % 50 > 1 ? n % 50 - 1 : 0)))) ;;
+    *) echo $((n / 50 * 46 + (n % 50 > 4 ? n % 50 - 4 : 0))) ;;
+  esac
 }
 
 # backends QUERY: the state backends a query runs on (only stateful queries run on RocksDB too).
@@ -368,10 +379,10 @@ for line in "${results[@]}"; do
 done
 
 if ((FLINK == 1)); then
-  printf '\n    Sluice and Flink side by side, on bids (Sluice: 92 %% of its events; Flink: datagen rows);'
-  printf ' per core: per CPU second of the TaskManager process\n'
+  printf '\n    Sluice and Flink side by side, on the rows each query reads (bids; persons and auctions for q8: Sluice:'
+  printf ' 92 %% (8 %%) of its events; Flink: datagen rows); per core: per CPU second of the TaskManager process\n'
   printf '    %-5s %-8s %2s %10s %10s %12s %12s %12s %12s %6s %10s %7s %6s %9s %6s %9s\n' QUERY STATE P S_EVENTS F_EVENTS \
-    SLUICE_BID/S FLINK_ROW/S SLUICE/CORE FLINK/CORE RATIO "RATIO/CORE" "GOAL_3X" S_CKPT S_CKPT_MS F_CKPT F_CKPT_MS
+    SLUICE_ROW/S FLINK_ROW/S SLUICE/CORE FLINK/CORE RATIO "RATIO/CORE" "GOAL_3X" S_CKPT S_CKPT_MS F_CKPT F_CKPT_MS
   for line in "${results[@]}"; do
     read -r q backend p events wall_ms tm_ticks _ _ ckpts ckpt_mean _ <<<"$line"
     f_events="$(flink_field "$q" "$backend" "$p" events)"
@@ -379,7 +390,7 @@ if ((FLINK == 1)); then
     f_core="$(flink_field "$q" "$backend" "$p" rows_per_core)"
     f_ckpts="$(flink_field "$q" "$backend" "$p" ckpts)"
     f_ckpt_ms="$(flink_field "$q" "$backend" "$p" ckpt_ms_mean)"
-    awk -v q="$q" -v b="$backend" -v p="$p" -v e="$events" -v fe="${f_events:--}" -v n="$(bids "$events")" \
+    awk -v q="$q" -v b="$backend" -v p="$p" -v e="$events" -v fe="${f_events:--}" -v n="$(input_rows "$q" "$events")" \
       -v ms="$wall_ms" -v t="$tm_ticks" -v hz="$HZ" \
       -v fr="${f_rate:-0}" -v fc="${f_core:-0}" -v c="$ckpts" -v m="$ckpt_mean" -v fk="${f_ckpts:--}" \
       -v fm="${f_ckpt_ms:--}" 'BEGIN {

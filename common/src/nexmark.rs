@@ -5,7 +5,8 @@
 //! strings, auction lengths and timestamps, with the choices `../shared/nexmark.md` §1.8 recommends for
 //! reproducibility:
 //! - every field of event `i` is drawn from a generator seeded with `i` alone, so event `i` is the same
-//!   whatever the parallelism, the batch boundaries or the restarts; subtask `k` of `p` emits `k, k+p, ...`;
+//!   whatever the parallelism, the batch boundaries or the restarts; subtask `k` of `p` emits the 50-event
+//!   cycles `k, k+p, ...`;
 //! - one global timeline: event `i` happens at `base + i · 10⁶ / rate` µs (f64, never f32);
 //! - event ids start at 0 (Beam's), so the first event is person 1000, and the bidder id gets
 //!   `FIRST_PERSON_ID` once (Flink adds it twice: nexmark/nexmark#30);

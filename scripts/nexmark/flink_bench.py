@@ -11,12 +11,14 @@ Sluice) to give rows per second per core used.
 A run of E events is the bids among E Nexmark events (46 in 50) as datagen rows, their bidders uniform over as
 many persons as E events create (E/50) and their auctions over as many auctions (3E/50): the SQL's ${BIDDER_MAX}
 and ${AUCTION_MAX}, substituted here (bench.py substitutes ${ROWS}) into copies under $FLINKPEER/nexmark-sql/.
+q8 reads persons and auctions instead: ${PERSON_ROWS} and ${AUCTION_ROWS} (the 1 and 3 in 50 of E events), ids
+up to ${PERSON_MAX} and ${AUCTION_MAX}; its rows are persons and auctions.
 
 Prints one line per query, backend and parallelism on stdout (bench.py's own output goes to stderr):
     nexmark-flink query=q0 backend=heap p=1 events=E rows=N secs=S rows_per_s=R tm_cpu_s=C rows_per_core=X
         ckpts=K ckpt_ms_mean=M runs=k foreign_cpu_max=F
 the figures of the run with the median rows/s. `secs` is bench.py's processing time (first task RUNNING to
-FINISHED, from the REST API); `rows` are bids (datagen rows).
+FINISHED, from the REST API); `rows` are datagen rows (bids; persons and auctions for q8).
 """
 
 import argparse
@@ -28,13 +30,15 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SQL_DIR = os.path.join(HERE, "flink")
-STATEFUL = {"q11"}
+STATEFUL = {"q5", "q7", "q8", "q11"}
+# Queries over persons and auctions (the others read bids).
+PERSONS_AND_AUCTIONS = {"q8"}
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--peer", required=True, help="the Flink peer's directory (holds bench.py)")
-    ap.add_argument("--queries", default="q0,q1,q2,q11")
+    ap.add_argument("--queries", default="q0,q1,q2,q5,q7,q8,q11")
     ap.add_argument("--events", required=True,
                     help="Nexmark events per query and backend: q0:heap=N,q11:rocksdb=N,...")
     ap.add_argument("--p", default="1,2")
@@ -58,11 +62,20 @@ def main():
             raise SystemExit("no Flink SQL for %s (%s)" % (query, source))
         for backend in (("heap", "rocksdb") if query in STATEFUL else ("heap",)):
             n = events["%s:%s" % (query, backend)]
-            rows = n // 50 * 46 + max(n % 50 - 4, 0)
+            # Events 0..n-1 of each kind: a person at 0 of every 50, auctions at 1-3, bids at 4-49.
+            persons = n // 50 + (1 if n % 50 > 0 else 0)
+            auctions = n // 50 * 3 + min(max(n % 50 - 1, 0), 3)
+            bids = n // 50 * 46 + max(n % 50 - 4, 0)
+            rows = persons + auctions if query in PERSONS_AND_AUCTIONS else bids
             sql = os.path.join(rendered, "%s_%s.sql" % (query, backend))
+            text = open(source).read()
+            for name, value in (("${BIDDER_MAX}", 1000 + max(persons, 1) - 1),
+                                ("${PERSON_MAX}", 1000 + max(persons, 1) - 1),
+                                ("${AUCTION_MAX}", 1000 + max(auctions, 1) - 1),
+                                ("${PERSON_ROWS}", persons), ("${AUCTION_ROWS}", auctions), ("${EVENTS}", n)):
+                text = text.replace(name, str(value))
             with open(sql, "w") as fh:
-                fh.write(open(source).read().replace("${BIDDER_MAX}", str(1000 + max(n // 50, 1) - 1))
-                         .replace("${AUCTION_MAX}", str(1000 + max(3 * n // 50, 1) - 1)))
+                fh.write(text)
             conf = {
                 "state.backend.type": "hashmap" if backend == "heap" else "rocksdb",
                 "execution.checkpointing.interval": "%dms" % args.interval_ms,

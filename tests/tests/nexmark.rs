@@ -11,12 +11,16 @@
 //! sink. The expected rows come from `sluice_common::nexmark` (the generator itself is the input) and plain
 //! Rust, straight from the query texts: a filter, a product, per-window counts and their maxima, per-window
 //! maxima and the bids at them, per-window sets of persons and sellers intersected, a session split per bidder.
+//!
+//! The stateful q5, q7 and q8 run once more each with a TaskManager killed (SIGKILL) mid-run: their output
+//! must still be exactly the naive one, nothing lost and nothing repeated.
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 use sluice_common::nexmark::{Bid, Event, Timeline};
+use sluice_tests::wait::{poll_until, Progress};
 use sluice_tests::{sink, Cluster, ClusterSpec, JobStatus};
 
 const EVENTS: u64 = 200_000;
@@ -35,10 +39,16 @@ fn job_file(query: &str) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// Runs `query` bounded to [`EVENTS`] at `parallelism` into a file sink; returns its rows.
-fn run(cluster: &mut Cluster, query: &str, parallelism: u32, event_rate: Option<f64>) -> Vec<Map<String, Value>> {
+/// The kill test's sources emit this many events per second (over all subtasks): 200,000 events take 5 s,
+/// long enough to kill a TaskManager after the first checkpoint and before the end.
+const KILL_RUN_EVENTS_PER_SECOND: f64 = 40_000.0;
+const KILL_RUN_CHECKPOINT_INTERVAL_MS: u64 = 300;
+const KILL_RUN_PARALLELISM: u32 = 2;
+
+/// `query` as shipped, bounded to [`EVENTS`], at `parallelism`, with `event_rate`, into a file sink under
+/// `output` (relative to the cluster's directory).
+fn bounded_job(query: &str, parallelism: u32, event_rate: Option<f64>, output: &str) -> Value {
     let mut job = job_file(query);
-    let output = format!("data/output/nexmark_{query}_{parallelism}");
     for vertex in job["vertices"].as_array_mut().into_iter().flatten() {
         vertex["parallelism"] = parallelism.into();
         if let Some(source) = vertex.get_mut("nexmark") {
@@ -53,14 +63,75 @@ fn run(cluster: &mut Cluster, query: &str, parallelism: u32, event_rate: Option<
             object.insert("file_sink".into(), json!({ "path": output }));
         }
     }
-    let id = cluster.submit_json(&job);
-    cluster.wait_for_status(&id, JobStatus::Finished, JOB_TIMEOUT);
-    let dir = cluster.dir().join(&output);
+    job
+}
+
+/// The committed rows of the file sink under `output`.
+fn sink_rows(cluster: &Cluster, output: &str) -> Vec<Map<String, Value>> {
+    let dir = cluster.dir().join(output);
     let mut rows = Vec::new();
     for file in sink::part_files(&dir).unwrap_or_else(|e| panic!("{e:#}")) {
         rows.extend(sink::read_rows(&file).unwrap_or_else(|e| panic!("{e:#}")));
     }
     rows
+}
+
+/// Runs `query` bounded to [`EVENTS`] at `parallelism` into a file sink; returns its rows.
+fn run(cluster: &mut Cluster, query: &str, parallelism: u32, event_rate: Option<f64>) -> Vec<Map<String, Value>> {
+    let output = format!("data/output/nexmark_{query}_{parallelism}");
+    let id = cluster.submit_json(&bounded_job(query, parallelism, event_rate, &output));
+    cluster.wait_for_status(&id, JobStatus::Finished, JOB_TIMEOUT);
+    sink_rows(cluster, &output)
+}
+
+/// Runs `query` (slow event time, sources throttled to [`KILL_RUN_EVENTS_PER_SECOND`], a checkpoint every
+/// [`KILL_RUN_CHECKPOINT_INTERVAL_MS`], state on `backend`) and kills, with SIGKILL, the TaskManager of the
+/// sink's first subtask once a checkpoint has completed; then starts a TaskManager in its place. Returns the
+/// rows committed when the job has finished, after asserting it restarted from a checkpoint.
+fn run_with_a_kill(cluster: &mut Cluster, query: &str, backend: &str) -> Vec<Map<String, Value>> {
+    let output = format!("data/output/nexmark_{query}_{backend}_killed");
+    let mut job = bounded_job(query, KILL_RUN_PARALLELISM, Some(SLOW_EVENT_RATE), &output);
+    for source in job["vertices"].as_array_mut().into_iter().flatten().filter_map(|v| v.get_mut("nexmark")) {
+        source["events_per_second"] = KILL_RUN_EVENTS_PER_SECOND.into();
+    }
+    job["config"] = json!({
+        "state_backend": backend.to_uppercase(),
+        "checkpointing": {"interval_ms": KILL_RUN_CHECKPOINT_INTERVAL_MS},
+    });
+    let id = cluster.submit_json(&job);
+    cluster.wait_for_status(&id, JobStatus::Running, JOB_TIMEOUT);
+    let victim = poll_until(&format!("{query}: a completed checkpoint while it runs"), JOB_TIMEOUT, || {
+        let completed = cluster.get(&format!("/jobs/{}/checkpoints", id.0))["counts"]["completed"].as_u64();
+        let sink = cluster.get(&format!("/jobs/{}/vertices/sink", id.0));
+        let task_manager = sink["subtasks"][0]["task_manager_id"].as_str().map(str::to_string);
+        Ok(match (completed, task_manager) {
+            (Some(1..), Some(tm)) => Progress::Ready(tm),
+            _ => Progress::Pending(format!("{completed:?} checkpoints, sink {sink}")),
+        })
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let index = (0..cluster.task_manager_count())
+        .find(|&i| cluster.task_manager_id(i) == victim)
+        .unwrap_or_else(|| panic!("{query}: the sink runs on {victim}, not a TaskManager of this cluster"));
+    let status = cluster.job(&id)["status"].clone();
+    assert_eq!(status, "RUNNING", "{query} must still run when its TaskManager is killed (throttle it more)");
+    cluster.kill_task_manager(index);
+    // A finished job's details no longer say which checkpoint its attempt restored: look while it runs.
+    poll_until(&format!("{query}: a restart from a checkpoint"), JOB_TIMEOUT, || {
+        let details = cluster.job(&id);
+        anyhow::ensure!(details["status"] != "FINISHED", "{query} finished before it was seen restored: {details}");
+        let restored = details["restarts"].as_u64() >= Some(1) && details["restored_checkpoint"].is_u64();
+        Ok(if restored && details["status"] == "RUNNING" {
+            Progress::Ready(())
+        } else {
+            Progress::Pending(format!("{} after {} restarts", details["status"], details["restarts"]))
+        })
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    cluster.wait_for_status(&id, JobStatus::Finished, JOB_TIMEOUT);
+    cluster.add_task_manager();
+    cluster.wait_for_active_task_managers(2, JOB_TIMEOUT);
+    sink_rows(cluster, &output)
 }
 
 fn bids(timeline: &Timeline) -> Vec<Bid> {
@@ -162,6 +233,28 @@ fn nexmark_queries_match_a_naive_evaluation_at_parallelism_1_and_3_on_heap_and_r
         let got =
             q11.iter().map(|r| (int(r, "bidder"), int(r, "window_start"), int(r, "window_end"), int(r, "bid_count")));
         assert_same("q11", got.collect(), expected_sessions.clone());
+    }
+}
+
+#[test]
+fn q5_q7_and_q8_lose_and_repeat_nothing_when_a_taskmanager_is_killed_mid_run() {
+    let slow = Timeline { event_rate: SLOW_EVENT_RATE, ..Timeline::default() };
+    let slow_bids = bids(&slow);
+    let mut cluster = Cluster::start(ClusterSpec { task_managers: 2, slots: 2, ..ClusterSpec::default() });
+    for backend in ["rocksdb", "heap"] {
+        let q5 = run_with_a_kill(&mut cluster, "q5", backend);
+        let got = q5.iter().map(|r| (int(r, "auction"), int(r, "num")));
+        assert_same(&format!("q5 on {backend}, killed"), got.collect(), hot_items(&slow_bids));
+
+        let q7 = run_with_a_kill(&mut cluster, "q7", backend);
+        let got = q7
+            .iter()
+            .map(|r| (int(r, "auction"), int(r, "price"), int(r, "bidder"), int(r, "date_time"), text(r, "extra")));
+        assert_same(&format!("q7 on {backend}, killed"), got.collect(), highest_bids(&slow_bids));
+
+        let q8 = run_with_a_kill(&mut cluster, "q8", backend);
+        let got = q8.iter().map(|r| (int(r, "id"), text(r, "name"), int(r, "starttime")));
+        assert_same(&format!("q8 on {backend}, killed"), got.collect(), new_users(&slow));
     }
 }
 

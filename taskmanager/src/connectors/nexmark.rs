@@ -1,9 +1,12 @@
 //! `nexmark`: one table of the Nexmark generator (`sluice_common::nexmark`) as a source.
 //!
-//! Subtask `k` of `p` generates event numbers `k, k+p, k+2p, ...` of the one global sequence and emits those
-//! of its table (the others are skipped by their number alone: the kind of an event is its id mod 50). Its
-//! position is the next event number it would look at, so a restored source continues exactly where the
-//! checkpoint left it, and the output is the same at any parallelism.
+//! The one global sequence of event numbers is cut in blocks of [`BLOCK`] (one cycle of the generator's mix:
+//! 1 person, 3 auctions, 46 bids); subtask `k` of `p` generates blocks `k, k+p, k+2p, ...` and emits the
+//! events of its table (the others are skipped by their number alone: the kind of an event is its id mod 50).
+//! Whole cycles, not every p-th event: at a parallelism that divides 50, every p-th event would give one
+//! subtask all the persons and the others none. Its position is the next event number it would look at, so a
+//! restored source continues exactly where the checkpoint left it, and the output is the same at any
+//! parallelism.
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +21,10 @@ use crate::operator_api::{OperatorError, Source, SourcePoll, SubtaskInfo};
 
 /// The longest a rate-limited generator asks its task to wait at once, so cancellation stays prompt.
 const WAIT_MAX: Duration = Duration::from_millis(50);
+/// Event numbers per block a subtask takes at a time: one cycle of the generator's mix of kinds.
+const BLOCK: u64 = 50;
+/// A rate-limited source emits at most this share of a second's events in one batch, so it does not burst.
+const THROTTLED_BATCH_SHARE: f64 = 0.1;
 
 pub struct Nexmark {
     kind: Kind,
@@ -26,7 +33,7 @@ pub struct Nexmark {
     /// This subtask's index and the parallelism.
     k: u64,
     p: u64,
-    /// The next event number this subtask looks at (a multiple of p, plus k).
+    /// The next event number this subtask looks at (in one of its blocks: `(next / BLOCK) % p == k`).
     next: u64,
     /// Event numbers below this exist (None: unbounded).
     end: Option<u64>,
@@ -34,7 +41,8 @@ pub struct Nexmark {
     /// Event numbers (of all kinds, this subtask's) a second of wall-clock time; 0: as fast as possible.
     events_per_second: f64,
     started: Option<Instant>,
-    resumed_at: u64,
+    /// Event numbers looked at since the start or the restore (the rate limit's count).
+    looked_at: u64,
 }
 
 impl Nexmark {
@@ -47,28 +55,40 @@ impl Nexmark {
             schema,
             k,
             p,
-            next: k,
+            next: k * BLOCK,
             end: spec.events,
             batch_size: spec.batch_size.unwrap_or(BATCH_SIZE_DEFAULT).max(1) as usize,
             events_per_second: spec.events_per_second / p as f64,
             started: None,
-            resumed_at: k,
+            looked_at: 0,
         })
     }
 
-    /// Generates rows of this source's table from event numbers `next..` until `rows` rows or the end.
-    fn generate(&mut self, rows: usize) -> Result<RecordBatch, OperatorError> {
+    /// The event number after `n` in this subtask's blocks.
+    fn after(&self, n: u64) -> u64 {
+        if (n + 1).is_multiple_of(BLOCK) {
+            n + 1 + (self.p - 1) * BLOCK
+        } else {
+            n + 1
+        }
+    }
+
+    /// Generates rows of this source's table from event numbers `next..` until `rows` rows, `events` event
+    /// numbers looked at, or the end.
+    fn generate(&mut self, rows: usize, events: u64) -> Result<RecordBatch, OperatorError> {
         let mut table = Table::new(self.kind, rows);
-        let mut emitted = 0;
-        while emitted < rows && self.end.is_none_or(|end| self.next < end) {
+        let (mut emitted, mut looked_at) = (0, 0);
+        while emitted < rows && looked_at < events && self.end.is_none_or(|end| self.next < end) {
             let id = self.timeline.event_id(self.next);
-            self.next += self.p;
+            self.next = self.after(self.next);
+            looked_at += 1;
             if Kind::of(id) != self.kind {
                 continue;
             }
             table.push(self.timeline.event(id));
             emitted += 1;
         }
+        self.looked_at += looked_at;
         Ok(RecordBatch::try_new(self.schema.clone(), table.finish())?)
     }
 }
@@ -78,22 +98,24 @@ impl Source for Nexmark {
         if self.end.is_some_and(|end| self.next >= end) {
             return Ok(SourcePoll::End);
         }
+        let mut events = u64::MAX;
         if self.events_per_second > 0.0 {
             let started = *self.started.get_or_insert_with(Instant::now);
-            let done = (self.next - self.resumed_at) / self.p;
-            let due = Duration::from_secs_f64(done as f64 / self.events_per_second);
+            let due = Duration::from_secs_f64(self.looked_at as f64 / self.events_per_second);
             if let Some(wait) = due.checked_sub(started.elapsed()).filter(|w| !w.is_zero()) {
                 return Ok(SourcePoll::Wait(wait.min(WAIT_MAX)));
             }
+            // Counted in events of all kinds, not rows: a person source emits one row in fifty events.
+            events = (self.events_per_second * THROTTLED_BATCH_SHARE).ceil().max(1.0) as u64;
         }
-        let mut rows = self.batch_size;
-        if self.events_per_second > 0.0 {
-            // Small batches at low rates, so a throttled source does not emit in bursts.
-            rows = rows.min((self.events_per_second / 10.0).ceil().max(1.0) as usize);
-        }
-        let batch = self.generate(rows)?;
+        let batch = self.generate(self.batch_size, events)?;
         if batch.num_rows() == 0 {
-            return Ok(SourcePoll::End);
+            // Nothing of this table among the events looked at: the end, or only a throttled batch's worth.
+            return Ok(if self.end.is_some_and(|end| self.next >= end) {
+                SourcePoll::End
+            } else {
+                SourcePoll::Wait(Duration::ZERO)
+            });
         }
         Ok(SourcePoll::Batch(batch))
     }
@@ -106,7 +128,7 @@ impl Source for Nexmark {
         let next = <[u8; 8]>::try_from(position)
             .map(u64::from_be_bytes)
             .map_err(|_| OperatorError::new(format!("a nexmark position is 8 bytes, not {}", position.len())))?;
-        if next % self.p != self.k {
+        if (next / BLOCK) % self.p != self.k {
             return Err(OperatorError::new(format!(
                 "nexmark position {next} is not one of subtask {} of {}'s event numbers (a checkpoint of another \
                  parallelism?)",
@@ -114,7 +136,7 @@ impl Source for Nexmark {
             )));
         }
         self.next = next;
-        self.resumed_at = next;
+        self.looked_at = 0;
         Ok(())
     }
 }
@@ -338,7 +360,8 @@ mod tests {
         assert_eq!(bids(3, 10_000, Some(2)), one);
     }
 
-    /// Goal: a position of another subtask is refused, not misread. Method: subtask 1 of 2 given event 4.
+    /// Goal: a position of another subtask is refused, not misread. Method: subtask 1 of 2 given event 4
+    /// (in block 0, subtask 0's), then event 54 (block 1, its own).
     #[test]
     fn a_position_of_another_subtask_is_refused() {
         let spec = NexmarkSource { table: NexmarkTable::Person as i32, ..Default::default() };
@@ -346,6 +369,36 @@ mod tests {
         let mut source = Nexmark::new(&spec, schema(Kind::Person), subtask).unwrap_or_else(|e| panic!("{e}"));
         assert!(source.seek(&4u64.to_be_bytes()).is_err());
         assert!(source.seek(&[1, 2]).is_err());
-        assert!(source.seek(&5u64.to_be_bytes()).is_ok());
+        assert!(source.seek(&54u64.to_be_bytes()).is_ok());
+    }
+
+    /// Goal: every subtask of a person source has persons to emit, rate-limited or not (a split of every p-th
+    /// event gave subtask 1 of 2 none: persons are the events 0 mod 50). Method: 1,000 events at parallelism 2,
+    /// unthrottled and at 1,000 events/s (polls that must wait are retried), counting each subtask's persons.
+    #[test]
+    fn every_subtask_of_a_person_source_emits_persons() {
+        for events_per_second in [0.0, 1_000.0] {
+            let spec = NexmarkSource {
+                table: NexmarkTable::Person as i32,
+                events: Some(1_000),
+                events_per_second,
+                ..Default::default()
+            };
+            for index in 0..2 {
+                let subtask = SubtaskInfo { index, parallelism: 2 };
+                let mut source = Nexmark::new(&spec, schema(Kind::Person), subtask).unwrap_or_else(|e| panic!("{e}"));
+                let (mut persons, mut polls) = (0, 0);
+                while polls < 100_000 {
+                    polls += 1;
+                    match source.poll_next() {
+                        Ok(SourcePoll::Batch(b)) => persons += b.num_rows(),
+                        Ok(SourcePoll::Wait(wait)) => std::thread::sleep(wait),
+                        Ok(SourcePoll::End) => break,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                assert_eq!(persons, 10, "subtask {index} at {events_per_second} events/s: its 10 cycles' persons");
+            }
+        }
     }
 }
