@@ -33,7 +33,7 @@
 # events as flink_default_events says (fewer than Sluice's: Flink is slower, and the figures are rates). Flink's
 # throughput is bench.py's (rows / processing time: first task RUNNING to FINISHED); its per-core figure is
 # rows / CPU seconds of its TaskManager process over the run, as for Sluice. The comparison is on the rows a
-# query reads (bids; persons and auctions for q8): Sluice's rows/s (and per core) over Flink's.
+# query reads (bids; persons and auctions for q3 and q8): Sluice's rows/s (and per core) over Flink's.
 #
 # Usage: scripts/nexmark.sh [--flink] [--events N] [--queries q0,q1,...] [--reps N]
 #   --events N: events per run for every query (default: per query, see default_events; ~10-20 s a run).
@@ -57,7 +57,7 @@ usage() {
 readonly COMMAND_LINE="scripts/nexmark.sh${*:+ $*}"
 FLINK=0
 EVENTS=""
-QUERIES="q0,q1,q2,q5,q7,q8,q11"
+QUERIES="q0,q1,q2,q3,q5,q7,q8,q11"
 REPS="${REPS:-3}"
 while (($# > 0)); do
   case "$1" in
@@ -103,11 +103,12 @@ command -v curl >/dev/null || fail "curl is missing (apt-get install curl)"
 
 # default_events QUERY BACKEND: events per Sluice run, so that one takes ~10-20 s on 2 cores (measured
 # 2026-12-07 at p=1: q0 6.7 M events/s; q5 0.53 M on the heap, 0.28 M on RocksDB; q7 0.16 M; q8 9.5 M and 4.5 M
-# (its sources generate only the persons and auctions, 8 % of the events); q11 0.93 M and 93 K).
+# (its sources generate only the persons and auctions, 8 % of the events; q3's too); q11 0.93 M and 93 K).
 default_events() {
   case "$1:$2" in
     q0:* | q1:* | q2:* | q8:HEAP) echo 100000000 ;;
-    q8:ROCKSDB) echo 50000000 ;;
+    q3:HEAP | q8:ROCKSDB) echo 50000000 ;;
+    q3:ROCKSDB) echo 20000000 ;;
     q5:HEAP) echo 10000000 ;;
     q5:ROCKSDB) echo 4000000 ;;
     q7:* | q11:ROCKSDB) echo 2000000 ;;
@@ -122,7 +123,7 @@ flink_default_events() {
   case "$1" in
     q0 | q1 | q2) echo 10000000 ;;
     q5 | q7) echo 1000000 ;;
-    q8) echo 5000000 ;;
+    q3 | q8) echo 5000000 ;;
     *) echo 2000000 ;;
   esac
 }
@@ -138,12 +139,12 @@ goal_per_core() {
   esac
 }
 
-# input_rows QUERY EVENTS: the rows a query reads of events 0..EVENTS-1: persons and auctions for q8 (1 and
+# input_rows QUERY EVENTS: the rows a query reads of events 0..EVENTS-1: persons and auctions for q3 and q8 (1 and
 # 3 of every 50: ids 0 and 1-3 of each cycle), bids for the others (46 of every 50: ids 4-49).
 input_rows() {
   local n="$2"
   case "$1" in
-    q8) echo $((n / 50 + (n % 50 > 0 ? 1 : 0) + n / 50 * 3 + (n % 50 > 4 ? 3 : (n % 50 > 1 ? n % 50 - 1 : 0)))) ;;
+    q3 | q8) echo $((n / 50 + (n % 50 > 0 ? 1 : 0) + n / 50 * 3 + (n % 50 > 4 ? 3 : (n % 50 > 1 ? n % 50 - 1 : 0)))) ;;
     *) echo $((n / 50 * 46 + (n % 50 > 4 ? n % 50 - 4 : 0))) ;;
   esac
 }
@@ -378,7 +379,7 @@ for line in "${results[@]}"; do
 done
 
 if ((FLINK == 1)); then
-  printf '\n    Sluice and Flink side by side, on the rows each query reads (bids; persons and auctions for q8: Sluice:'
+  printf '\n    Sluice and Flink side by side, on the rows each query reads (bids; persons and auctions for q3, q8: Sluice:'
   printf ' 92 %% (8 %%) of its events; Flink: datagen rows); per core: per CPU second of the TaskManager process\n'
   printf '    %-5s %-8s %2s %10s %10s %12s %12s %12s %12s %6s %10s %7s %6s %9s %6s %9s\n' QUERY STATE P S_EVENTS F_EVENTS \
     SLUICE_ROW/S FLINK_ROW/S SLUICE/CORE FLINK/CORE RATIO "RATIO/CORE" "GOAL_3X" S_CKPT S_CKPT_MS F_CKPT F_CKPT_MS

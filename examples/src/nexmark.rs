@@ -79,6 +79,24 @@ pub fn q2(events: Option<u64>, parallelism: u32, out: &Sink) -> JobGraph {
     job.build()
 }
 
+/// q3, local item suggestion: the auctions in category 10 of sellers in Oregon, Idaho or California, with the
+/// seller's name, city and state: a regular join of auctions and persons on the seller (both sides stay in
+/// state for good, as in Flink without a state TTL).
+pub fn q3(events: Option<u64>, parallelism: u32, out: &Sink) -> JobGraph {
+    let job = JobBuilder::new("nexmark_q3");
+    let auctions = source(&job, "auction", NexmarkTable::Auction, events, parallelism)
+        .filter("category_10", "category = 10")
+        .select("auctions", &[("auction_id", "id"), ("seller", "seller")]);
+    let sellers = source(&job, "person", NexmarkTable::Person, events, parallelism)
+        .filter("local", "state = 'OR' OR state = 'ID' OR state = 'CA'")
+        .select("sellers", &[("id", "id"), ("name", "name"), ("city", "city"), ("state", "state")]);
+    let local_items = auctions
+        .join("local_items", sellers, (&["seller"], &["id"]))
+        .select("q3", &[("name", "name"), ("city", "city"), ("state", "state"), ("id", "auction_id")]);
+    sink(local_items, out);
+    job.build()
+}
+
 /// The size of q7's and q8's tumbling windows.
 const WINDOW_MS: u64 = 10_000;
 
@@ -177,6 +195,7 @@ pub fn all() -> Vec<(&'static str, JobGraph)> {
         ("nexmark/q0", q0(events, parallelism, &Sink::Blackhole)),
         ("nexmark/q1", q1(events, parallelism, &Sink::Blackhole)),
         ("nexmark/q2", q2(events, parallelism, &Sink::Blackhole)),
+        ("nexmark/q3", q3(events, parallelism, &Sink::Blackhole)),
         ("nexmark/q5", q5(events, parallelism, &Sink::Blackhole)),
         ("nexmark/q7", q7(events, parallelism, &Sink::Blackhole)),
         ("nexmark/q8", q8(events, parallelism, &Sink::Blackhole)),

@@ -11,14 +11,14 @@ Sluice) to give rows per second per core used.
 A run of E events is the bids among E Nexmark events (46 in 50) as datagen rows, their bidders uniform over as
 many persons as E events create (E/50) and their auctions over as many auctions (3E/50): the SQL's ${BIDDER_MAX}
 and ${AUCTION_MAX}, substituted here (bench.py substitutes ${ROWS}) into copies under $FLINKPEER/nexmark-sql/.
-q8 reads persons and auctions instead: ${PERSON_ROWS} and ${AUCTION_ROWS} (the 1 and 3 in 50 of E events), ids
+q3 and q8 read persons and auctions instead: ${PERSON_ROWS} and ${AUCTION_ROWS} (the 1 and 3 in 50 of E events), ids
 up to ${PERSON_MAX} and ${AUCTION_MAX}; its rows are persons and auctions.
 
 Prints one line per query, backend and parallelism on stdout (bench.py's own output goes to stderr):
     nexmark-flink query=q0 backend=heap p=1 events=E rows=N secs=S rows_per_s=R tm_cpu_s=C rows_per_core=X
         ckpts=K ckpt_ms_mean=M runs=k foreign_cpu_max=F
 the figures of the run with the median rows/s. `secs` is bench.py's processing time (first task RUNNING to
-FINISHED, from the REST API); `rows` are datagen rows (bids; persons and auctions for q8).
+FINISHED, from the REST API); `rows` are datagen rows (bids; persons and auctions for q3 and q8).
 """
 
 import argparse
@@ -30,9 +30,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SQL_DIR = os.path.join(HERE, "flink")
-STATEFUL = {"q5", "q7", "q8", "q11"}
+STATEFUL = {"q3", "q5", "q7", "q8", "q11"}
 # Queries over persons and auctions (the others read bids).
-PERSONS_AND_AUCTIONS = {"q8"}
+PERSONS_AND_AUCTIONS = {"q3", "q8"}
 
 
 def main():

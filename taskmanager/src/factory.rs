@@ -90,6 +90,11 @@ pub fn build_operator(vertex: &Vertex, ctx: &BuildContext<'_>) -> Result<Box<dyn
             window::WindowOp::new(spec, &input, output, event_time, job.max_parallelism(), backend()?)?
                 .with_emit_latency(counters.window_emit_latency(&vertex.id)),
         ),
+        Some(Spec::Join(spec)) => {
+            let (left, _) = join_input(job, &vertex.id, &spec.left)?;
+            let (right, _) = join_input(job, &vertex.id, &spec.right)?;
+            Box::new(join::IntervalJoinOp::regular(spec, &left, &right, output, job.max_parallelism(), backend()?)?)
+        }
         Some(Spec::IntervalJoin(spec)) => {
             let (left, left_time) = join_input(job, &vertex.id, &spec.left)?;
             let (right, right_time) = join_input(job, &vertex.id, &spec.right)?;

@@ -2,14 +2,14 @@
 //! same generated events gives.
 //!
 //! Goal: the `nexmark` source emits the generator's events exactly once at any parallelism, and q0, q1, q2,
-//! q5 (hot items per sliding window), q7 (highest bid per window, joined back), q8 (new users: a join of two windows' results) and q11
+//! q3 (local item suggestion: a regular join of auctions and persons), q5 (hot items per sliding window), q7 (highest bid per window, joined back), q8 (new users: a join of two windows' results) and q11
 //! (sessions) compute the query texts' answers, on the heap and on RocksDB.
 //!
 //! Method: each job file as shipped, with its sources bounded to 200,000 events (for the windowed queries,
 //! event time slowed to 1,000 events a second, so the input spans 200 s: twenty 10 s windows, and sessions
 //! that split), its parallelism set to 1 (heap) and 3 (RocksDB), and its blackhole sink replaced by a file
 //! sink. The expected rows come from `sluice_common::nexmark` (the generator itself is the input) and plain
-//! Rust, straight from the query texts: a filter, a product, per-window counts and their maxima, per-window
+//! Rust, straight from the query texts: a filter, a product, a lookup of each auction's seller, per-window counts and their maxima, per-window
 //! maxima and the bids at them, per-window sets of persons and sellers intersected, a session split per bidder.
 //!
 //! The stateful q5, q7 and q8 run once more each with a TaskManager killed (SIGKILL) mid-run: their output
@@ -188,6 +188,7 @@ fn nexmark_queries_match_a_naive_evaluation_at_parallelism_1_and_3_on_heap_and_r
     let expected_highest = highest_bids(&slow_bids);
     let expected_hot = hot_items(&slow_bids);
     let expected_new_users = new_users(&slow);
+    let expected_local_items = local_items(&timeline);
     for (parallelism, backend) in RUNS {
         let mut cluster =
             Cluster::start(ClusterSpec { slots: 3, ..ClusterSpec::default() }.env("STATE_BACKEND", backend));
@@ -214,6 +215,10 @@ fn nexmark_queries_match_a_naive_evaluation_at_parallelism_1_and_3_on_heap_and_r
             all.iter().filter(|b| b.auction % 123 == 0).map(|b| (b.auction, b.price)).collect();
         assert!(!expected.is_empty(), "q2 selects some bids");
         assert_same("q2", got, expected);
+
+        let q3 = run(&mut cluster, "q3", parallelism, None);
+        let got = q3.iter().map(|r| (text(r, "name"), text(r, "city"), text(r, "state"), int(r, "id")));
+        assert_same("q3", got.collect(), expected_local_items.clone());
 
         let q5 = run(&mut cluster, "q5", parallelism, Some(SLOW_EVENT_RATE));
         let got = q5.iter().map(|r| (int(r, "auction"), int(r, "num")));
@@ -256,6 +261,31 @@ fn q5_q7_and_q8_lose_and_repeat_nothing_when_a_taskmanager_is_killed_mid_run() {
         let got = q8.iter().map(|r| (int(r, "id"), text(r, "name"), int(r, "starttime")));
         assert_same(&format!("q8 on {backend}, killed"), got.collect(), new_users(&slow));
     }
+}
+
+/// q3 naively: every auction in category 10 whose seller (a person among the same events) lives in OR, ID or
+/// CA, with the seller's name, city and state.
+fn local_items(timeline: &Timeline) -> Vec<(String, String, String, i64)> {
+    let mut persons = BTreeMap::new();
+    let mut auctions = Vec::new();
+    for n in 0..EVENTS {
+        match timeline.event(timeline.event_id(n)) {
+            Event::Person(p) => {
+                persons.insert(p.id, p);
+            }
+            Event::Auction(a) => auctions.push(a),
+            Event::Bid(_) => {}
+        }
+    }
+    let out: Vec<_> = auctions
+        .iter()
+        .filter(|a| a.category == 10)
+        .filter_map(|a| persons.get(&a.seller).map(|p| (p, a.id)))
+        .filter(|(p, _)| ["OR", "ID", "CA"].contains(&p.state))
+        .map(|(p, id)| (p.name.clone(), p.city.to_string(), p.state.to_string(), id))
+        .collect();
+    assert!(out.len() >= 100, "some auctions are local items: {}", out.len());
+    out
 }
 
 /// q11 naively: per bidder, bids in time order; a bid 10 s or more after the previous one starts a session;

@@ -30,7 +30,7 @@ use std::rc::Rc;
 use crate::proto::{
     event_time::Watermarks, vertex::Operator, window::Assigner, Aggregate, AggregateCall, BlackholeSink,
     CustomOperator, DataType, DatagenSource, Deduplicate, Edge, EventTime, Field, FileSink, FileSource, Filter,
-    FlatMap, IntervalJoin, JobConfig, JobGraph, KafkaSink, KafkaSource, Monotonous, Partitioning, PrintSink,
+    FlatMap, IntervalJoin, JobConfig, JobGraph, Join, KafkaSink, KafkaSource, Monotonous, Partitioning, PrintSink,
     Projection, Reduce, Select, SessionWindow, SlidingWindow, TemporalJoin, TumblingWindow, Vertex, Window,
 };
 
@@ -132,6 +132,18 @@ impl Stream {
             key: Vec::new(),
             side_output: String::new(),
         }
+    }
+
+    /// Joins this stream (left) with `right`: every pair of rows with equal keys, whenever each arrives (a
+    /// regular join; its state keeps every row). Both inputs are HASH-partitioned on their keys.
+    pub fn join(self, id: &str, right: Stream, keys: (&[&str], &[&str])) -> Stream {
+        let join = Join {
+            left: self.vertex.clone(),
+            right: right.vertex.clone(),
+            left_keys: strings(keys.0),
+            right_keys: strings(keys.1),
+        };
+        self.join_with(id, right, keys, Operator::Join(join))
     }
 
     /// Joins this stream (left) with `right`: rows with equal keys whose right time lies in

@@ -1,4 +1,4 @@
-//! `interval_join` and `temporal_join`: two inputs, read apart (not unioned), joined on equal keys.
+//! `join`, `interval_join` and `temporal_join`: two inputs, read apart (not unioned), joined on equal keys.
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{Field as ArrowField, Schema, SchemaRef};
@@ -7,6 +7,24 @@ use super::schema::check_keys;
 use super::{edge_source_key, OperatorSpec, Role, SchemaInput};
 use crate::job::hint;
 use crate::proto;
+
+impl OperatorSpec for proto::Join {
+    const KIND: &'static str = "join";
+    const ROLE: Role = Role::Transform;
+
+    fn output_schema(&self, input: &mut SchemaInput<'_, '_>) -> Option<SchemaRef> {
+        let sides = JoinSides {
+            roles: [("left", &self.left), ("right", &self.right)],
+            first_keys: &self.left_keys,
+            second_keys: &self.right_keys,
+            nullable_second: false,
+            needs_event_time: false,
+        };
+        // A pair is emitted when its second row arrives, at any time: the output carries no event time.
+        input.output_time = None;
+        join_schema(&sides, input)
+    }
+}
 
 impl OperatorSpec for proto::IntervalJoin {
     const KIND: &'static str = "interval_join";
@@ -24,6 +42,7 @@ impl OperatorSpec for proto::IntervalJoin {
             first_keys: &self.left_keys,
             second_keys: &self.right_keys,
             nullable_second: false,
+            needs_event_time: true,
         };
         join_schema(&sides, input)
     }
@@ -39,17 +58,20 @@ impl OperatorSpec for proto::TemporalJoin {
             first_keys: &self.stream_keys,
             second_keys: &self.table_keys,
             nullable_second: self.keep_unmatched,
+            needs_event_time: true,
         };
         join_schema(&sides, input)
     }
 }
 
-/// A join's two inputs: their roles and vertex ids, their keys, and whether the second side may be missing.
+/// A join's two inputs: their roles and vertex ids, their keys, whether the second side may be missing, and
+/// whether both need an event time.
 struct JoinSides<'a> {
     roles: [(&'static str, &'a String); 2],
     first_keys: &'a [String],
     second_keys: &'a [String],
     nullable_second: bool,
+    needs_event_time: bool,
 }
 
 /// The output schema of a join: its first (left, stream) input's columns, then its second (right, table)
@@ -78,7 +100,7 @@ fn join_schema(join: &JoinSides<'_>, input: &mut SchemaInput<'_, '_>) -> Option<
             return None;
         };
         let schema = upstream.schemas.get(&edge.from)?.clone();
-        if !upstream.event_time.contains_key(&edge_source_key(edge)) {
+        if join.needs_event_time && !upstream.event_time.contains_key(&edge_source_key(edge)) {
             report(format!("its {role} input '{id}' has no event-time column: set 'event_time' on its source"));
         }
         let fields = check_keys(keys, &schema, &[*edge], report);

@@ -159,6 +159,7 @@ operator_kinds! {
     BlackholeSink => proto::BlackholeSink,
     Window => proto::Window,
     Deduplicate => proto::Deduplicate,
+    Join => proto::Join,
     IntervalJoin => proto::IntervalJoin,
     TemporalJoin => proto::TemporalJoin,
     Custom => proto::CustomOperator,
@@ -169,7 +170,7 @@ operator_kinds! {
 
 /// Whether an operator reads its inputs as one union (everything but joins, which read two inputs apart).
 pub(crate) fn unions_inputs(operator: &Operator) -> bool {
-    !matches!(operator, Operator::IntervalJoin(_) | Operator::TemporalJoin(_))
+    !matches!(operator, Operator::Join(_) | Operator::IntervalJoin(_) | Operator::TemporalJoin(_))
 }
 
 #[cfg(test)]

@@ -135,6 +135,7 @@ impl ValidatedJob {
     pub fn input_index_of_edge(&self, id: &str, edge: usize) -> usize {
         let Some(edge) = self.graph.edges.get(edge) else { return 0 };
         match self.vertex(id).and_then(|v| v.operator.as_ref()) {
+            Some(Operator::Join(join)) => usize::from(edge.from == join.right),
             Some(Operator::IntervalJoin(join)) => usize::from(edge.from == join.right),
             Some(Operator::TemporalJoin(join)) => usize::from(edge.from == join.table),
             _ => 0,

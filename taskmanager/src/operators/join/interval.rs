@@ -1,11 +1,12 @@
 //! The interval join: a left and a right row with equal keys join when `l.ts + lower <= r.ts <= l.ts +
-//! upper`; each row is stored until the watermark says no partner can still come. See [`super`].
+//! upper`; each row is stored until the watermark says no partner can still come. See [`super`]. Without
+//! times (a regular join) every row is stored at time 0 with unbounded bounds, is never late and is kept.
 use std::collections::BTreeSet;
 use std::ops::RangeInclusive;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use sluice_common::proto::{IntervalJoin, OperatorSnapshot};
+use sluice_common::proto::{IntervalJoin, Join, OperatorSnapshot};
 
 use super::side::{scan_key, Joined, Side};
 use crate::operator_api::restore::{restore_keyed, stored_keys};
@@ -20,6 +21,8 @@ pub struct IntervalJoinOp {
     ids: [StateId; 2],
     lower: i64,
     upper: i64,
+    /// False for a regular join: rows have no time, are never late, and stay.
+    timed: bool,
     max_parallelism: u32,
     backend: Box<dyn KeyedStateBackend>,
     /// (time after which the entry is useless, side, full key).
@@ -41,23 +44,51 @@ impl IntervalJoinOp {
         right_time: Option<&str>,
         output: SchemaRef,
         max_parallelism: u32,
-        mut backend: Box<dyn KeyedStateBackend>,
+        backend: Box<dyn KeyedStateBackend>,
     ) -> Result<Self, OperatorError> {
         let sides = [Side::new(left, &spec.left_keys, left_time)?, Side::new(right, &spec.right_keys, right_time)?];
+        let joined = Joined::new(output, right, &spec.right_keys);
+        let bounds = (spec.lower_bound_ms, spec.upper_bound_ms);
+        Self::with_sides(sides, bounds, true, joined, max_parallelism, backend)
+    }
+
+    /// A regular join (`proto::Join`): every pair of rows with equal keys, whenever each arrives.
+    pub fn regular(
+        spec: &Join,
+        left: &SchemaRef,
+        right: &SchemaRef,
+        output: SchemaRef,
+        max_parallelism: u32,
+        backend: Box<dyn KeyedStateBackend>,
+    ) -> Result<Self, OperatorError> {
+        let sides = [Side::untimed(left, &spec.left_keys)?, Side::untimed(right, &spec.right_keys)?];
+        let joined = Joined::new(output, right, &spec.right_keys);
+        Self::with_sides(sides, (i64::MIN, i64::MAX), false, joined, max_parallelism, backend)
+    }
+
+    fn with_sides(
+        sides: [Side; 2],
+        (lower, upper): (i64, i64),
+        timed: bool,
+        joined: Joined,
+        max_parallelism: u32,
+        mut backend: Box<dyn KeyedStateBackend>,
+    ) -> Result<Self, OperatorError> {
         let stored = [ListState::new(backend.as_mut(), "left")?, ListState::new(backend.as_mut(), "right")?];
         let ids = [backend.register("left")?, backend.register("right")?];
         Ok(Self {
             sides,
             stored,
             ids,
-            lower: spec.lower_bound_ms,
-            upper: spec.upper_bound_ms,
+            lower,
+            upper,
+            timed,
             max_parallelism,
             backend,
             cleanup: BTreeSet::new(),
             watermark: i64::MIN,
             late: 0,
-            joined: Joined::new(output, right, &spec.right_keys),
+            joined,
             hashes: Vec::new(),
             key: StateKey::default(),
         })
@@ -72,9 +103,14 @@ impl IntervalJoinOp {
         let decoded = self.sides[side].decode(batch, self.max_parallelism, &mut self.hashes)?;
         let other = 1 - side;
         for row in 0..batch.num_rows() {
-            let Some(t) = decoded.times[row].filter(|&t| t > self.watermark) else {
-                self.late += 1;
-                continue;
+            let t = if self.timed {
+                let Some(t) = decoded.times[row].filter(|&t| t > self.watermark) else {
+                    self.late += 1;
+                    continue;
+                };
+                t
+            } else {
+                0
             };
             // The other side's times that join with t.
             let (low, high) = if side == 0 {
@@ -113,6 +149,9 @@ impl IntervalJoinOp {
             }
             self.key.set_namespace(&time_bytes(t));
             self.stored[side].add(self.backend.as_mut(), self.key.as_bytes(), own.as_ref())?;
+            if !self.timed {
+                continue;
+            }
             let useless_from = if side == 0 { t.saturating_add(self.upper) } else { t.saturating_sub(self.lower) };
             self.cleanup.insert((useless_from, side as u8, self.key.as_bytes().to_vec()));
         }
@@ -132,8 +171,11 @@ impl Operator for IntervalJoinOp {
         key_groups: RangeInclusive<u16>,
     ) -> Result<(), OperatorError> {
         restore_keyed(self.backend.as_mut(), snapshots, key_groups)?;
-        // Each stored row list is under `key | time`: its cleanup time follows from the time and the bounds.
         self.cleanup.clear();
+        if !self.timed {
+            return Ok(());
+        }
+        // Each stored row list is under `key | time`: its cleanup time follows from the time and the bounds.
         for side in 0..2 {
             for full in stored_keys(self.backend.as_mut(), self.ids[side])? {
                 let time = full.len().checked_sub(8).and_then(|at| time_from_bytes(&full[at..]));

@@ -14,7 +14,8 @@ use crate::time::timestamps_of;
 /// One input of a join: how to read its keys, times and whole rows.
 pub(super) struct Side {
     pub(super) keys: Vec<usize>,
-    pub(super) time: usize,
+    /// The event-time column (None: a regular join's input, read without times).
+    pub(super) time: Option<usize>,
     pub(super) key_converter: RowConverter,
     pub(super) row_converter: RowConverter,
 }
@@ -28,9 +29,19 @@ pub(super) struct Decoded {
 }
 
 impl Side {
+    /// An input read with its event time (`time`, which must be there).
     pub(super) fn new(schema: &SchemaRef, keys: &[String], time: Option<&str>) -> Result<Self, OperatorError> {
-        let keys = keys.iter().map(|k| schema.index_of(k)).collect::<Result<Vec<_>, _>>()?;
         let time = schema.index_of(time.ok_or_else(|| OperatorError::new("a join input has no event-time column"))?)?;
+        Self::with_time(schema, keys, Some(time))
+    }
+
+    /// An input read without times (every decoded time is None).
+    pub(super) fn untimed(schema: &SchemaRef, keys: &[String]) -> Result<Self, OperatorError> {
+        Self::with_time(schema, keys, None)
+    }
+
+    fn with_time(schema: &SchemaRef, keys: &[String], time: Option<usize>) -> Result<Self, OperatorError> {
+        let keys = keys.iter().map(|k| schema.index_of(k)).collect::<Result<Vec<_>, _>>()?;
         let key_fields = keys.iter().map(|&i| SortField::new(schema.field(i).data_type().clone())).collect();
         let row_fields = schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect();
         Ok(Self {
@@ -50,7 +61,10 @@ impl Side {
         let keys: Vec<ArrayRef> = self.keys.iter().map(|&i| batch.column(i).clone()).collect();
         hash_key_columns(&keys, hashes).map_err(|e| OperatorError::new(e.to_string()))?;
         let key_groups = hashes.iter().map(|&h| key_group_of(h, max_parallelism).0 as u16).collect();
-        let times = timestamps_of(batch.column(self.time))?.as_primitive::<Int64Type>().iter().collect();
+        let times = match self.time {
+            Some(time) => timestamps_of(batch.column(time))?.as_primitive::<Int64Type>().iter().collect(),
+            None => vec![None; batch.num_rows()],
+        };
         Ok(Decoded {
             key_groups,
             keys: self.key_converter.convert_columns(&keys)?,

@@ -3,7 +3,7 @@
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::{Int64Type, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
-use sluice_common::proto::{IntervalJoin, TemporalJoin};
+use sluice_common::proto::{IntervalJoin, Join, TemporalJoin};
 
 use super::{IntervalJoinOp, TemporalJoinOp};
 use crate::operator_api::{Operator, OperatorError};
@@ -95,6 +95,39 @@ fn interval_join_pairs_rows_within_the_bounds_whatever_arrives_first() -> Result
     let expected = vec!["a 1 10", "a 3 10"];
     assert_eq!(run(false)?, expected, "a@1080 is within [1000, 1100] and [1050, 1150]; b@999 is before b's order");
     assert_eq!(run(true)?, expected);
+    Ok(())
+}
+
+/// Goal: a regular join pairs every left and right row with equal keys, whatever their times, the watermark or
+/// the order they come in, and emits each pair when its second row arrives. Method: orders, then the
+/// watermark at the end of time, then payments far from the orders' times (an interval join would call them
+/// late or out of bounds), then another order; and the same with payments first.
+#[test]
+fn regular_join_pairs_rows_with_equal_keys_whenever_they_arrive() -> Result<(), OperatorError> {
+    let (orders, payments) = (schema("order"), schema("payment"));
+    let spec = Join {
+        left: "orders".into(),
+        right: "payments".into(),
+        left_keys: vec!["id".into()],
+        right_keys: vec!["id".into()],
+    };
+    let run = |payments_first: bool| -> Result<(Vec<String>, u64), OperatorError> {
+        let output = output(&orders, &payments, false);
+        let mut op = IntervalJoinOp::regular(&spec, &orders, &payments, output, 128, Box::new(HeapBackend::default()))?;
+        let left = batch(&orders, &[("a", 1_000, 1), ("b", 1_000, 2)])?;
+        let right = batch(&payments, &[("a", 5, 10), ("a", 9_000_000, 11), ("c", 1_000, 13)])?;
+        let mut out = Vec::new();
+        let (first, second) = if payments_first { ((1, right), (0, left)) } else { ((0, left), (1, right)) };
+        op.process_input(first.0, first.1, &mut out)?;
+        op.on_watermark(END_OF_TIME, &mut out)?;
+        op.process_input(second.0, second.1, &mut out)?;
+        assert_eq!(pairs(&out).len(), 2, "both pairs of key a, emitted as their second row arrived");
+        op.process_input(0, batch(&orders, &[("a", 0, 4)])?, &mut out)?;
+        Ok((pairs(&out), op.late_records()))
+    };
+    let expected: Vec<String> = ["a 1 10", "a 1 11", "a 4 10", "a 4 11"].map(String::from).to_vec();
+    assert_eq!(run(false)?, (expected.clone(), 0), "no row is late, and every pair of key a is there");
+    assert_eq!(run(true)?, (expected, 0));
     Ok(())
 }
 

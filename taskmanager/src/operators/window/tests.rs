@@ -151,6 +151,38 @@ fn sessions_merge_when_a_record_bridges_them() -> Result<(), OperatorError> {
     Ok(())
 }
 
+/// Goal: a key's records merged into sessions a batch at a time give what record by record gives, late
+/// records and late firings included. Method: the same records and watermarks, once in two batches and once a
+/// record per batch: out-of-order times bridging sessions (all on time), then, after a watermark, a batch with
+/// a record within the allowed lateness (it fires its session again), an on-time one, and an expired one.
+#[test]
+fn sessions_come_out_the_same_a_batch_at_a_time_or_record_by_record() -> Result<(), OperatorError> {
+    let first = [("a", 40, 1), ("a", 0, 2), ("b", 5, 3), ("a", 18, 4), ("a", 9, 5), ("a", 55, 6), ("a", 3, 7)];
+    let second = [("a", 12, 10), ("a", 29, 20), ("c", 1, 30), ("b", 100, 40)];
+    let run = |one_by_one: bool| -> Result<(Vec<String>, u64), OperatorError> {
+        let mut op = window(session_of(10), 5)?;
+        let mut out = Vec::new();
+        for (records, watermark) in [(&first[..], 30), (&second[..], END_OF_TIME)] {
+            if one_by_one {
+                for record in records {
+                    op.process(batch(&[*record])?, &mut out)?;
+                }
+            } else {
+                op.process(batch(records)?, &mut out)?;
+            }
+            op.on_watermark(watermark, &mut out)?;
+        }
+        Ok((rows(&out), op.late_records()))
+    };
+    let (together, late) = run(false)?;
+    assert_eq!((together.clone(), late), run(true)?);
+    assert_eq!(late, 1, "c at 1: its session ended before the watermark 30 less the lateness");
+    for expected in ["a 0 28 4 18", "a 0 28 5 28", "a 29 39 1 20", "a 40 50 1 1", "a 55 65 1 6", "b 5 15 1 3"] {
+        assert!(together.contains(&expected.to_string()), "{expected} in {together:?}");
+    }
+    Ok(())
+}
+
 #[test]
 fn processing_time_windows_fire_on_the_wall_clock_or_at_the_end() -> Result<(), OperatorError> {
     let spec = Window {
