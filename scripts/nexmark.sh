@@ -30,13 +30,14 @@
 # default /tmp/flinkpeer, has no PyFlink): scripts/nexmark/flink/qN.sql (datagen rows, Flink's query texts) run by
 # scripts/nexmark/flink_bench.py on bench.py's cluster (1 JobManager, 1 TaskManager with 2 slots; after the Sluice
 # cluster stopped), the same checkpoint interval and state backends, REPS runs each, on the rows of as many
-# events as flink_default_events says (fewer than Sluice's: Flink is slower, and the figures are rates). Flink's
+# events as flink_default_events says (the stateful queries: as many as Sluice's; the stateless ones: fewer, a
+# steady rate is reached sooner than Flink's q0 would take on Sluice's count). Flink's
 # throughput is bench.py's (rows / processing time: first task RUNNING to FINISHED); its per-core figure is
 # rows / CPU seconds of its TaskManager process over the run, as for Sluice. The comparison is on the rows a
 # query reads (bids; persons and auctions for q3 and q8): Sluice's rows/s (and per core) over Flink's.
 #
 # Usage: scripts/nexmark.sh [--flink] [--events N] [--queries q0,q1,...] [--reps N]
-#   --events N: events per run for every query (default: per query, see default_events; ~10-20 s a run).
+#   --events N: events per run for every query, on both systems (default: per query, see default_events).
 # Environment: CARGO_TARGET_DIR (default ~/.cache/sluice/target-release), BENCHMARK_SKIP_BUILD (set: use the
 #              release binaries already built), PARALLELISMS (default "1 2"), REPS (default 3),
 #              CHECKPOINT_INTERVAL_MS (default 1000), NEXMARK_TIMEOUT_S (a run's limit, default 600),
@@ -101,29 +102,24 @@ done
 command -v jq >/dev/null || fail "jq is missing (apt-get install jq): job files and REST answers are read with it"
 command -v curl >/dev/null || fail "curl is missing (apt-get install curl)"
 
-# default_events QUERY BACKEND: events per Sluice run, so that one takes ~10-20 s on 2 cores (measured
-# 2026-12-07 at p=1: q0 6.7 M events/s; q5 0.53 M on the heap, 0.28 M on RocksDB; q7 0.16 M; q8 9.5 M and 4.5 M
-# (its sources generate only the persons and auctions, 8 % of the events; q3's too); q11 0.93 M and 93 K).
+# default_events QUERY BACKEND: events per Sluice run. The stateless queries run long enough (~10-15 s on 2
+# cores; measured 2026-12-07 at p=1: 6.5 M events/s) for a steady rate. The stateful ones run on as many events
+# as Flink's runs (flink_default_events), since their state, and with it the cost of each checkpoint, grows
+# with the events: a longer run would be a harder one.
 default_events() {
-  case "$1:$2" in
-    q0:* | q1:* | q2:* | q8:HEAP) echo 100000000 ;;
-    q3:HEAP | q8:ROCKSDB) echo 50000000 ;;
-    q3:ROCKSDB) echo 20000000 ;;
-    q5:HEAP) echo 10000000 ;;
-    q5:ROCKSDB) echo 4000000 ;;
-    q7:* | q11:ROCKSDB) echo 2000000 ;;
-    *) echo 20000000 ;;
+  case "$1" in
+    q0 | q1 | q2) echo 100000000 ;;
+    *) flink_default_events "$1" "$2" ;;
   esac
 }
 
 # flink_default_events QUERY BACKEND: events per Flink run, so that one takes ~10-60 s (measured 2026-12-07 at
-# p=1: q0-q2 ~0.4 M rows/s; q5 16-32 K; q7 28-63 K; q8 ~40 K persons and auctions): its figures are rates, so
-# the runs need not be as long as Sluice's.
+# p=1: q0-q2 ~0.4 M rows/s; q5 90-170 K; q7 40-155 K; q8 80-100 K persons and auctions; q11 27-190 K). q3 and
+# q8 read only the persons and auctions, 8 % of the events.
 flink_default_events() {
   case "$1" in
     q0 | q1 | q2) echo 10000000 ;;
-    q5 | q7) echo 1000000 ;;
-    q3 | q8) echo 5000000 ;;
+    q3 | q8) echo 20000000 ;;
     *) echo 2000000 ;;
   esac
 }
