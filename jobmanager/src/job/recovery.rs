@@ -159,6 +159,9 @@ async fn resume(
             live.attempt = record.attempt;
             live.relocations = record.relocations;
             live.restarts = record.attempt.0.saturating_sub(1).saturating_sub(record.relocations);
+            // What the adoption will go on from (it sets the same when it ends): shown from the start, since
+            // the job reads RUNNING, with its tasks' heartbeats, while the adoption is under way.
+            live.restored_from = completed.first().cloned();
         }
         shared.open_adoption(record.attempt, execution_id);
         ctx.jobs.insert(shared.clone());
