@@ -11,7 +11,8 @@ Sluice) to give rows per second per core used.
 A run of E events is the bids among E Nexmark events (46 in 50) as datagen rows, their bidders uniform over as
 many persons as E events create (E/50) and their auctions over as many auctions (3E/50): the SQL's ${BIDDER_MAX}
 and ${AUCTION_MAX}, substituted here (bench.py substitutes ${ROWS}) into copies under $FLINKPEER/nexmark-sql/.
-q3 and q8 read persons and auctions instead: ${PERSON_ROWS} and ${AUCTION_ROWS} (the 1 and 3 in 50 of E events), ids
+The shared source tables are in flink/tables/, pulled in by `-- include:` lines. q3 and q8 read persons and
+auctions instead: ${PERSON_ROWS} and ${AUCTION_ROWS} (the 1 and 3 in 50 of E events), ids
 up to ${PERSON_MAX} and ${AUCTION_MAX}; its rows are persons and auctions.
 
 Prints one line per query, backend and parallelism on stdout (bench.py's own output goes to stderr):
@@ -33,6 +34,18 @@ SQL_DIR = os.path.join(HERE, "flink")
 STATEFUL = {"q3", "q5", "q7", "q8", "q11"}
 # Queries over persons and auctions (the others read bids).
 PERSONS_AND_AUCTIONS = {"q3", "q8"}
+
+
+def render_includes(path):
+    """The SQL file with each `-- include: FILE` line replaced by that file (relative to SQL_DIR): the tables
+    the queries share are defined once, under flink/tables/."""
+    out = []
+    for line in open(path):
+        if line.startswith("-- include: "):
+            out.append(open(os.path.join(SQL_DIR, line[len("-- include: "):].strip())).read())
+        else:
+            out.append(line)
+    return "".join(out)
 
 
 def main():
@@ -68,7 +81,7 @@ def main():
             bids = n // 50 * 46 + max(n % 50 - 4, 0)
             rows = persons + auctions if query in PERSONS_AND_AUCTIONS else bids
             sql = os.path.join(rendered, "%s_%s.sql" % (query, backend))
-            text = open(source).read()
+            text = render_includes(source)
             for name, value in (("${BIDDER_MAX}", 1000 + max(persons, 1) - 1),
                                 ("${PERSON_MAX}", 1000 + max(persons, 1) - 1),
                                 ("${AUCTION_MAX}", 1000 + max(auctions, 1) - 1),
