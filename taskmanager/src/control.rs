@@ -26,6 +26,7 @@ use std::time::Duration;
 use sluice_common::bounds::{CHECKPOINT_COMMIT_WAIT_MAX, GRPC_MESSAGE_BYTES_MAX, HEARTBEAT_TIMEOUT_DEFAULT};
 use sluice_common::cluster_auth::{ClusterCredentials, LEADER_EPOCH_METADATA, SESSION_METADATA};
 use sluice_common::job::validate;
+use sluice_common::lifecycle::FailureKind;
 use sluice_common::proto::job_manager_service_client::JobManagerServiceClient;
 use sluice_common::proto::task_manager_service_server::TaskManagerService;
 use sluice_common::proto::{
@@ -706,8 +707,19 @@ impl TaskManager {
         tasks.iter().map(|(key, t)| (key.clone(), t.counters.snapshot())).collect()
     }
 
-    async fn report(&self, task: &TaskRef, state: TaskState, error: String, metrics: Option<TaskMetrics>) {
-        let report = TaskStateReport { task: Some(task.clone()), state: state as i32, error, metrics };
+    /// Reports a task's state (with its failure, kind and message, when it failed) to the JobManager.
+    async fn report(
+        &self,
+        task: &TaskRef,
+        state: TaskState,
+        failure: Option<(FailureKind, String)>,
+        metrics: Option<TaskMetrics>,
+    ) {
+        let (failure_kind, error) = match failure {
+            Some((kind, error)) => (kind.to_proto() as i32, error),
+            None => (0, String::new()),
+        };
+        let report = TaskStateReport { task: Some(task.clone()), state: state as i32, error, metrics, failure_kind };
         let mut backoff = REGISTER_BACKOFF_MIN;
         for attempt in 1..=REPORT_ATTEMPTS_MAX {
             match self.jobmanager().report_task_state(self.to_jobmanager(report.clone())).await {
@@ -942,22 +954,21 @@ impl TaskManager {
                     let running_report = {
                         let (this, task_ref) = (this.clone(), task_ref.clone());
                         move || {
-                            control.spawn(async move {
-                                this.report(&task_ref, TaskState::TaskRunning, String::new(), None).await
-                            });
+                            control
+                                .spawn(async move { this.report(&task_ref, TaskState::TaskRunning, None, None).await });
                         }
                     };
                     let result = task.run(network, running_report).await;
-                    let (state, error) = match result {
-                        Ok(()) => (TaskState::TaskFinished, String::new()),
-                        Err(TaskError::Cancelled) => (TaskState::TaskCanceled, String::new()),
-                        Err(e) => (TaskState::TaskFailed, e.to_string()),
+                    let (state, failure) = match result {
+                        Ok(()) => (TaskState::TaskFinished, None),
+                        Err(TaskError::Cancelled) => (TaskState::TaskCanceled, None),
+                        Err(e) => (TaskState::TaskFailed, Some((e.kind(), e.to_string()))),
                     };
-                    match state {
-                        TaskState::TaskFailed => tracing::warn!(task = %key, error = %error, "task failed"),
-                        _ => tracing::info!(task = %key, state = state.as_str_name(), "task ended"),
+                    match &failure {
+                        Some((kind, error)) => tracing::warn!(task = %key, %kind, %error, "task failed"),
+                        None => tracing::info!(task = %key, state = state.as_str_name(), "task ended"),
                     }
-                    this.report(&task_ref, state, error, Some(counters.snapshot())).await;
+                    this.report(&task_ref, state, failure, Some(counters.snapshot())).await;
                     this.task_ended(&key);
                     this.metrics.tasks_running.dec();
                     counters.remove();

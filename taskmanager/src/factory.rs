@@ -29,13 +29,14 @@ pub fn build_source(
         Some(Spec::Datagen(spec)) => Ok(Box::new(datagen::Datagen::new(spec, schema, subtask))),
         Some(Spec::Nexmark(spec)) => Ok(Box::new(nexmark::Nexmark::new(spec, schema, subtask)?)),
         Some(Spec::FileSource(spec)) => {
-            let path = confinement.input_path(&spec.path).map_err(|e| OperatorError::new(format!("path {e}")))?;
+            let path =
+                confinement.input_path(&spec.path).map_err(|e| OperatorError::configuration(format!("path {e}")))?;
             Ok(Box::new(file::FileSourceReader::open(spec, &path, schema, subtask)?))
         }
         Some(Spec::KafkaSource(spec)) => {
             Ok(Box::new(kafka::KafkaSourceReader::open(spec, &vertex.id, schema, subtask, counters.kafka())?))
         }
-        _ => Err(OperatorError::new(format!("vertex '{}' is not a source", vertex.id))),
+        _ => Err(OperatorError::internal(format!("vertex '{}' is not a source", vertex.id))),
     }
 }
 
@@ -57,7 +58,7 @@ pub fn build_operator(vertex: &Vertex, ctx: &BuildContext<'_>) -> Result<Box<dyn
     let BuildContext { job, subtask, state, registry, counters, exactly_once_sinks } = *ctx;
     let input = job
         .input_schema(&vertex.id)
-        .ok_or_else(|| OperatorError::new(format!("vertex '{}' has no input schema", vertex.id)))?;
+        .ok_or_else(|| OperatorError::internal(format!("vertex '{}' has no input schema", vertex.id)))?;
     let output = output_schema(job, &vertex.id)?;
     let event_time = job.input_event_time_column(&vertex.id);
     let backend = || {
@@ -72,12 +73,15 @@ pub fn build_operator(vertex: &Vertex, ctx: &BuildContext<'_>) -> Result<Box<dyn
             Box::new(aggregate::RunningAggregate::new(spec, &input, output, job.max_parallelism())?)
         }
         Some(Spec::FileSink(spec)) => {
-            let dir = state.confinement.output_path(&spec.path).map_err(|e| OperatorError::new(format!("path {e}")))?;
+            let dir = state
+                .confinement
+                .output_path(&spec.path)
+                .map_err(|e| OperatorError::configuration(format!("path {e}")))?;
             Box::new(file::FileSinkWriter::open(&dir, subtask, exactly_once_sinks)?)
         }
         Some(Spec::KafkaSink(spec)) => {
             if spec.delivery() == sluice_common::proto::KafkaDelivery::ExactlyOnce && !exactly_once_sinks {
-                return Err(OperatorError::new(
+                return Err(OperatorError::configuration(
                     "a kafka_sink with delivery EXACTLY_ONCE commits on checkpoints: turn checkpointing on \
                      (config.checkpointing.interval_ms or CHECKPOINT_INTERVAL)",
                 ));
@@ -137,7 +141,7 @@ pub fn build_operator(vertex: &Vertex, ctx: &BuildContext<'_>) -> Result<Box<dyn
             backend()?,
         )?),
         Some(Spec::Datagen(_) | Spec::FileSource(_) | Spec::KafkaSource(_) | Spec::Nexmark(_)) | None => {
-            return Err(OperatorError::new(format!("vertex '{}' is not a transformation or sink", vertex.id)))
+            return Err(OperatorError::internal(format!("vertex '{}' is not a transformation or sink", vertex.id)))
         }
     })
 }
@@ -150,11 +154,12 @@ fn join_input<'a>(
 ) -> Result<(SchemaRef, Option<&'a str>), OperatorError> {
     let edge = job
         .edge_between(from, vertex)
-        .ok_or_else(|| OperatorError::new(format!("vertex '{vertex}' has no input from '{from}'")))?;
-    let schema = job.edge_schema(edge).ok_or_else(|| OperatorError::new(format!("vertex '{from}' has no schema")))?;
+        .ok_or_else(|| OperatorError::internal(format!("vertex '{vertex}' has no input from '{from}'")))?;
+    let schema =
+        job.edge_schema(edge).ok_or_else(|| OperatorError::internal(format!("vertex '{from}' has no schema")))?;
     Ok((schema, job.edge_event_time_column(edge)))
 }
 
 fn output_schema(job: &ValidatedJob, vertex: &str) -> Result<SchemaRef, OperatorError> {
-    job.schemas.get(vertex).cloned().ok_or_else(|| OperatorError::new(format!("vertex '{vertex}' has no schema")))
+    job.schemas.get(vertex).cloned().ok_or_else(|| OperatorError::internal(format!("vertex '{vertex}' has no schema")))
 }

@@ -598,6 +598,12 @@ fn a_taskmanager_without_the_native_operator_fails_the_job_with_a_clear_cause() 
         cause.contains("no native operator 'fraud_detector'") && cause.contains("registers none"),
         "cause: {cause:?}"
     );
+    // A configuration error: the same job would meet it again, so it is not restarted, and the exception
+    // history says what kind of failure it was.
+    assert!(cause.contains("not restarted: a CONFIGURATION error"), "cause: {cause:?}");
+    assert_eq!(details["restarts"], 0, "{details}");
+    let exceptions = cluster.get(&format!("/jobs/{}/exceptions", job.0));
+    assert_eq!(exceptions["exceptions"][0]["failure_kind"], "CONFIGURATION", "{exceptions}");
 }
 
 /// Each golden file row as JSON, in the file sink's form (timestamps as Arrow writes them).

@@ -7,14 +7,17 @@
 //!
 //! - [`job`]: a job's status ([`JobStatus`], Flink's states) and what a user asked for ([`DesiredStatus`]);
 //! - [`checkpoint`]: a checkpoint's status ([`CheckpointStatus`]) and kind ([`CheckpointKind`]);
-//! - [`task`]: the rules of a task's state as reported by TaskManagers (the proto `TaskState`).
+//! - [`task`]: the rules of a task's state as reported by TaskManagers (the proto `TaskState`);
+//! - [`failure`]: what kind of failure ended a task ([`FailureKind`]), and whether a restart can help.
 //!
 //! Both processes use these: the JobManager to drive and store, the CLI and tests to read what REST says.
 pub mod checkpoint;
+pub mod failure;
 pub mod job;
 pub mod task;
 
 pub use checkpoint::{CheckpointKind, CheckpointStatus};
+pub use failure::FailureKind;
 pub use job::{DesiredStatus, JobStatus};
 
 /// Stored or received text that names no value of a lifecycle enum.
@@ -27,7 +30,7 @@ pub struct UnknownName {
     pub text: String,
 }
 
-/// Defines `ALL`, `as_str`, `Display`, `Serialize` (as the name) and `FromStr` (with [`UnknownName`]) for a field-less enum whose
+/// Defines `ALL`, `as_str`, `Display`, `Serialize` and `Deserialize` (as the name) and `FromStr` (with [`UnknownName`]) for a field-less enum whose
 /// values each have one name. The enum itself, with its docs, is written out by the caller. (`JobStatus`
 /// spells these out by hand: its parse error names the store, which its callers report as is.)
 macro_rules! named_values {
@@ -55,6 +58,13 @@ macro_rules! named_values {
         impl serde::Serialize for $enum {
             fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
                 serializer.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $enum {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(deserializer)?;
+                text.parse().map_err(serde::de::Error::custom)
             }
         }
 

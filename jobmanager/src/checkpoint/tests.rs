@@ -395,3 +395,44 @@ async fn a_failed_drain_or_stop_with_savepoint_redeploys_the_job_instead_of_leav
     let verdict = h.coordinator.on_decline(2, "the disk is full".into()).await;
     assert!(matches!(verdict, Verdict::Redeploy(ref why) if why.contains("the disk is full")), "{verdict:?}");
 }
+
+/// Goal: the periodic trigger comes at its interval and a checkpoint expires at its timeout (the default),
+/// neither a millisecond early. Method: on a paused clock moved only by the test, the coordinator is asked
+/// a millisecond before each bound (nothing happens) and at it.
+#[tokio::test]
+async fn on_a_paused_clock_a_checkpoint_is_triggered_at_its_interval_and_expires_at_its_timeout() {
+    use sluice_common::job::checkpoint::CHECKPOINT_TIMEOUT_MS_DEFAULT;
+    use tokio::time::{advance, Instant};
+
+    const TICK: Duration = Duration::from_millis(1);
+    let _clock = crate::test_support::ManualClock::start();
+    let interval = Duration::from_secs(30);
+    let timeout = Duration::from_millis(CHECKPOINT_TIMEOUT_MS_DEFAULT);
+    let mut h = harness(policy(30_000, CHECKPOINT_TIMEOUT_MS_DEFAULT, 5, 1), FakeTaskManagers::default()).await;
+    let triggers = |h: &Harness| h.client.triggers.lock().map(|t| t.len()).unwrap_or(0);
+
+    let due = h.coordinator.deadline().unwrap_or_else(|| panic!("no periodic trigger scheduled"));
+    advance(due.saturating_duration_since(Instant::now()) - TICK).await;
+    assert_eq!(h.coordinator.on_deadline(Some(deployment(1, TASK_MANAGER))).await, Verdict::Continue);
+    assert_eq!(triggers(&h), 0, "not triggered a millisecond early");
+    advance(TICK).await;
+    assert_eq!(h.coordinator.on_deadline(Some(deployment(1, TASK_MANAGER))).await, Verdict::Continue);
+    assert_eq!(triggers(&h), 1, "triggered at its time");
+    let triggered = Instant::now();
+    assert_eq!(h.coordinator.deadline(), Some(triggered + timeout), "the pending checkpoint's expiry comes next");
+
+    advance(timeout - TICK).await;
+    assert_eq!(h.coordinator.on_deadline(Some(deployment(1, TASK_MANAGER))).await, Verdict::Continue);
+    assert_eq!(status_of(&h, 1).await, Some(CheckpointStatus::InProgress), "not expired a millisecond early");
+    advance(TICK).await;
+    assert_eq!(h.coordinator.on_deadline(Some(deployment(1, TASK_MANAGER))).await, Verdict::Continue, "tolerated");
+    assert_eq!(status_of(&h, 1).await, Some(CheckpointStatus::Failed));
+    let failure = h.store.checkpoint(&h.job_id, 1).await.ok().flatten().and_then(|c| c.failure);
+    assert!(failure.as_deref().is_some_and(|f| f.contains("expired after 60000 ms")), "{failure:?}");
+    // The next periodic trigger is an interval after the expired one's, or later.
+    assert!(
+        h.coordinator.deadline().is_some_and(|next| next >= triggered + interval),
+        "{:?}",
+        h.coordinator.deadline()
+    );
+}

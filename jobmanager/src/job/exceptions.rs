@@ -17,6 +17,7 @@
 use std::time::Duration;
 
 use sluice_common::lifecycle::job::JobStatus;
+use sluice_common::lifecycle::FailureKind;
 use tokio::time::Instant;
 
 use crate::cluster::now_ms;
@@ -61,6 +62,8 @@ pub(crate) struct FailureOrigin {
     pub task_manager: Option<String>,
     /// How long what failed had been silent when the failure was noticed.
     pub silent_for: Duration,
+    /// What kind of failure the task reported (None: no task reported one, or it did not say).
+    pub kind: Option<FailureKind>,
 }
 
 /// One failure and how far its recovery got.
@@ -76,6 +79,11 @@ pub(in crate::job) struct RecoveryClock {
 }
 
 impl RecoveryClock {
+    /// What kind of failure started this recovery, when a task said.
+    pub(in crate::job) fn failure_kind(&self) -> Option<FailureKind> {
+        self.record.failure_kind
+    }
+
     fn phases(&self) -> Option<RecoveryRecord> {
         let running = self.running?;
         let cancelled = self.cancelled.unwrap_or(self.noticed);
@@ -101,6 +109,7 @@ impl JobActor {
             attempt: self.attempt.0,
             time_ms: now_ms(),
             cause: cause.to_string(),
+            failure_kind: origin.kind,
             task: origin.task,
             task_manager_id: origin.task_manager,
             restarted: false,

@@ -249,3 +249,108 @@ async fn a_job_stored_with_a_slot_wait_beyond_todays_bound_is_taken_over_with_it
     assert_eq!(taken.job.slot_wait_timeout(), Duration::from_millis(SLOT_WAIT_TIMEOUT_MS_MAX));
     ctx.leadership.term_stop().cancel();
 }
+
+/// The phases' own timing on a paused clock: the bounds are the real defaults (a minute), asserted to the
+/// millisecond on both sides, and the test takes milliseconds. (The tests above run on real time with the
+/// job's timeouts shortened.)
+mod paused_clock {
+    use super::*;
+    use crate::test_support::ManualClock;
+
+    /// A millisecond: how close to a bound the clock is moved on either side of it.
+    const TICK: Duration = Duration::from_millis(1);
+
+    fn reason(shared: &JobShared) -> String {
+        shared.live().reason.clone().unwrap_or_default()
+    }
+
+    async fn stored_status(ctx: &Context) -> Option<JobStatus> {
+        let record = ctx.store.job(&sluice_common::ids::JobId(JOB_ID.into())).await.ok().flatten()?;
+        record.status.ok()
+    }
+
+    /// Goal: a job that cannot get its slots fails at its slot wait timeout (the default, 60 s), not before.
+    /// Method: no TaskManager; the clock is moved to a millisecond short of the bound, then past it.
+    #[tokio::test]
+    async fn the_slot_wait_ends_at_its_default_timeout_and_not_a_millisecond_before() {
+        let clock = ManualClock::start();
+        let started = start("{}").await;
+        clock.until("the job waits for slots", || reason(&started.shared).contains("slot")).await;
+        let timeout = started.shared.job.slot_wait_timeout();
+        assert_eq!(timeout, Duration::from_secs(60), "the default");
+        tokio::time::advance(timeout - TICK).await;
+        assert_eq!(stored_status(&started.ctx).await, Some(JobStatus::Created), "still waiting");
+        assert!(!started.actor.is_finished());
+        tokio::time::advance(2 * TICK).await;
+        clock.until("the actor to end", || started.actor.is_finished()).await;
+        let (status, cause, client) = ended(started).await;
+        assert_eq!(status, JobStatus::Failed);
+        assert!(cause.as_deref().is_some_and(|c| c.contains("could not get 1 slots within 60 s")), "{cause:?}");
+        assert_eq!(client.deploys.load(Ordering::SeqCst), 0, "nothing was deployed");
+    }
+
+    /// Goal: a restart waits the fixed delay its strategy names, and no longer. Method: a task fails; the
+    /// clock is moved to a millisecond short of the delay (no second deployment), then past it (the second
+    /// attempt is deployed and runs).
+    #[tokio::test]
+    async fn a_restart_waits_its_fixed_delay_and_not_a_millisecond_longer() {
+        let clock = ManualClock::start();
+        let config = r#"{"restart_strategy": {"strategy": "FIXED_DELAY", "delay_ms": 45000, "attempts": 3}}"#;
+        let started = start(config).await;
+        register_task_manager(&started.ctx);
+        let shared = started.shared.clone();
+        clock.until("the first attempt runs", || shared.live().status == JobStatus::Running).await;
+        let failed = TaskStateReport {
+            task: Some(TaskRef { job_id: JOB_ID.into(), attempt: 1, chain: 0, subtask: 0 }),
+            state: TaskState::TaskFailed.into(),
+            error: "boom".into(),
+            failure_kind: sluice_common::proto::FailureKind::Io.into(),
+            ..Default::default()
+        };
+        shared.inbox.send(JobEvent::TaskReport(failed)).await.unwrap_or_else(|e| panic!("{e}"));
+        clock.until("the restart's delay begins", || reason(&shared).contains("restarting in 45000 ms")).await;
+        // The actor may still be reading the desired state as the clock moves; a read that times out counts as
+        // no cancel and the actor waits for the same instant, so the outcome is the same either way.
+        tokio::time::advance(Duration::from_millis(45_000) - TICK).await;
+        assert_eq!(started.client.deploys.load(Ordering::SeqCst), 1, "no second deployment before the delay");
+        assert_eq!(shared.live().status, JobStatus::Restarting);
+        tokio::time::advance(2 * TICK).await;
+        let client = started.client.clone();
+        clock.until("the second deployment", || client.deploys.load(Ordering::SeqCst) == 2).await;
+        clock.until("the second attempt runs", || shared.live().status == JobStatus::Running).await;
+        assert_eq!(shared.live().restarts, 1);
+        started.actor.abort();
+    }
+}
+
+/// Goal: a failure of a kind no restart can get past (CONFIGURATION) fails the job at once, whatever the
+/// strategy allows, and the exception history says which kind it was. Method: a strategy with restarts
+/// left; a task reports a configuration failure.
+#[tokio::test]
+async fn a_configuration_failure_is_not_restarted_whatever_the_strategy_allows() {
+    let config = r#"{"restart_strategy": {"strategy": "FIXED_DELAY", "delay_ms": 10, "attempts": 100}}"#;
+    let started = start(config).await;
+    register_task_manager(&started.ctx);
+    wait_for(&started.shared, JobStatus::Running).await;
+    let failed = TaskStateReport {
+        task: Some(TaskRef { job_id: JOB_ID.into(), attempt: 1, chain: 0, subtask: 0 }),
+        state: TaskState::TaskFailed.into(),
+        error: "vertex 'src': this TaskManager has no native operator 'x'".into(),
+        failure_kind: sluice_common::proto::FailureKind::Configuration.into(),
+        ..Default::default()
+    };
+    started.shared.inbox.send(JobEvent::TaskReport(failed)).await.unwrap_or_else(|e| panic!("{e}"));
+    let ctx = started.ctx.clone();
+    let job_id = started.shared.job_id.clone();
+    let (status, cause, client) = ended(started).await;
+    assert_eq!(status, JobStatus::Failed);
+    let cause = cause.unwrap_or_default();
+    assert!(
+        cause.contains("no native operator 'x'") && cause.contains("not restarted: a CONFIGURATION error"),
+        "{cause}"
+    );
+    assert_eq!(client.deploys.load(Ordering::SeqCst), 1, "no second deployment");
+    let exceptions = ctx.store.exceptions(&job_id).await.unwrap_or_else(|e| panic!("{e}"));
+    let kinds: Vec<_> = exceptions.iter().map(|e| (e.failure_kind, e.restarted)).collect();
+    assert_eq!(kinds, vec![(Some(sluice_common::lifecycle::FailureKind::Configuration), false)]);
+}

@@ -2,6 +2,7 @@
 //! is noticed and updated as the recovery goes (`crate::job::exceptions`).
 use serde::{Deserialize, Serialize};
 use sluice_common::ids::JobId;
+use sluice_common::lifecycle::FailureKind;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
@@ -18,6 +19,10 @@ pub struct ExceptionRecord {
     /// When the failure was noticed, ms since the epoch.
     pub time_ms: u64,
     pub cause: String,
+    /// What kind of failure the task reported; None when no task reported one (a lost TaskManager, a failed
+    /// checkpoint) or its TaskManager did not say.
+    #[serde(default)]
+    pub failure_kind: Option<FailureKind>,
     /// The task that failed, when one did.
     pub task: Option<String>,
     /// The TaskManager the failure came from, when known.
@@ -63,7 +68,7 @@ impl Store {
             .await?;
         sqlx::query(
             "INSERT INTO job_exceptions (job_id, attempt, time_ms, cause, task, task_manager_id, restarted, \
-             recovery_json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             recovery_json, failure_kind) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(job_id.0.clone())
         .bind(i64::from(exception.attempt))
@@ -73,6 +78,7 @@ impl Store {
         .bind(exception.task_manager_id.clone())
         .bind(i64::from(exception.restarted))
         .bind(recovery_json)
+        .bind(exception.failure_kind.map(|kind| kind.as_str()))
         .execute(&mut *transaction)
         .await?;
         sqlx::query(
@@ -90,7 +96,8 @@ impl Store {
     /// A job's failures, newest first (at most [`EXCEPTIONS_KEPT_MAX`]).
     pub async fn exceptions(&self, job_id: &JobId) -> Result<Vec<ExceptionRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT attempt, time_ms, cause, task, task_manager_id, restarted, recovery_json FROM job_exceptions \
+            "SELECT attempt, time_ms, cause, task, task_manager_id, restarted, recovery_json, failure_kind \
+             FROM job_exceptions \
              WHERE job_id = $1 ORDER BY attempt DESC LIMIT $2",
         )
         .bind(job_id.0.clone())
@@ -111,10 +118,18 @@ fn exception_record(row: &AnyRow) -> Result<ExceptionRecord, StoreError> {
         ),
         None => None,
     };
+    let failure_kind = match row.try_get::<Option<String>, _>(7)? {
+        Some(text) => Some(
+            text.parse::<FailureKind>()
+                .map_err(|e| StoreError::Corrupt(format!("the failure of attempt {attempt}: {e}")))?,
+        ),
+        None => None,
+    };
     Ok(ExceptionRecord {
         attempt: u32::try_from(attempt).map_err(|_| StoreError::Corrupt(format!("attempt {attempt}")))?,
         time_ms: from_ms(row.try_get::<i64, _>(1)?),
         cause: row.try_get(2)?,
+        failure_kind,
         task: row.try_get(3)?,
         task_manager_id: row.try_get(4)?,
         restarted: row.try_get::<i64, _>(5)? != 0,

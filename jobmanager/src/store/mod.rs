@@ -538,6 +538,8 @@ mod tests {
             attempt,
             time_ms: 100 + u64::from(attempt),
             cause: format!("cause {attempt}"),
+            // Both with and without a kind (rows of failures no task reported).
+            failure_kind: attempt.is_multiple_of(2).then_some(sluice_common::lifecycle::FailureKind::Configuration),
             task: Some("gen (chain 0, subtask 1)".into()),
             task_manager_id: None,
             restarted: false,

@@ -155,9 +155,9 @@ impl Source for Datagen {
     fn seek(&mut self, position: &[u8]) -> Result<(), OperatorError> {
         let next = <[u8; 8]>::try_from(position)
             .map(u64::from_be_bytes)
-            .map_err(|_| OperatorError::new(format!("a datagen position is 8 bytes, not {}", position.len())))?;
+            .map_err(|_| OperatorError::input(format!("a datagen position is 8 bytes, not {}", position.len())))?;
         if self.local_rows.is_some_and(|total| next > total) {
-            return Err(OperatorError::new(format!("position {next} is past this subtask's rows")));
+            return Err(OperatorError::input(format!("position {next} is past this subtask's rows")));
         }
         self.next_local = next;
         // A rate-limited source paces itself from here, not from row 0.

@@ -47,7 +47,7 @@ pub struct Nexmark {
 
 impl Nexmark {
     pub fn new(spec: &NexmarkSource, schema: SchemaRef, subtask: SubtaskInfo) -> Result<Self, OperatorError> {
-        let kind = nexmark_kind(spec).ok_or_else(|| OperatorError::new("nexmark: table is unspecified"))?;
+        let kind = nexmark_kind(spec).ok_or_else(|| OperatorError::configuration("nexmark: table is unspecified"))?;
         let (k, p) = (u64::from(subtask.index), u64::from(subtask.parallelism.max(1)));
         Ok(Self {
             kind,
@@ -127,9 +127,9 @@ impl Source for Nexmark {
     fn seek(&mut self, position: &[u8]) -> Result<(), OperatorError> {
         let next = <[u8; 8]>::try_from(position)
             .map(u64::from_be_bytes)
-            .map_err(|_| OperatorError::new(format!("a nexmark position is 8 bytes, not {}", position.len())))?;
+            .map_err(|_| OperatorError::input(format!("a nexmark position is 8 bytes, not {}", position.len())))?;
         if (next / BLOCK) % self.p != self.k {
-            return Err(OperatorError::new(format!(
+            return Err(OperatorError::input(format!(
                 "nexmark position {next} is not one of subtask {} of {}'s event numbers (a checkpoint of another \
                  parallelism?)",
                 self.k, self.p

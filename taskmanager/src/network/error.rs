@@ -47,6 +47,19 @@ pub enum NetworkError {
     Frame(#[from] FrameError),
 }
 
+impl NetworkError {
+    /// What kind of task failure this is: a row too large for any frame is the data's; everything else is
+    /// the network's, a peer's or this TaskManager's limits (I/O, the resources kind: another placement or
+    /// a later try may get through).
+    pub fn kind(&self) -> sluice_common::lifecycle::FailureKind {
+        use sluice_common::lifecycle::FailureKind;
+        match self {
+            NetworkError::FrameTooLarge { .. } => FailureKind::Input,
+            _ => FailureKind::Io,
+        }
+    }
+}
+
 /// Why a channel stopped working: kept in shared channel state and handed to every waiter as an error.
 #[derive(Clone, Debug)]
 pub(crate) enum Failure {

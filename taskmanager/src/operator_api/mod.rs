@@ -27,16 +27,65 @@ use std::time::Duration;
 use datafusion::arrow::record_batch::RecordBatch;
 use sluice_common::proto::OperatorSnapshot;
 
+use sluice_common::lifecycle::FailureKind;
+
 use crate::state::StateError;
 
-/// An operator failed; the task fails with this message, naming the vertex.
+/// An operator failed; the task fails with this message, naming the vertex, and reports its [`FailureKind`]
+/// (which decides whether a restart can help: `sluice_common::lifecycle::failure`).
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct OperatorError(pub String);
+#[error("{message}")]
+pub struct OperatorError {
+    kind: FailureKind,
+    message: String,
+}
 
 impl OperatorError {
+    /// A failure of the given kind.
+    pub fn of(kind: FailureKind, message: impl Into<String>) -> Self {
+        OperatorError { kind, message: message.into() }
+    }
+
+    /// Data the operator was given cannot be processed (a record, or stored state that does not read back).
+    pub fn input(message: impl Into<String>) -> Self {
+        Self::of(FailureKind::Input, message)
+    }
+
+    /// The job asks for something that cannot work (it is not restarted).
+    pub fn configuration(message: impl Into<String>) -> Self {
+        Self::of(FailureKind::Configuration, message)
+    }
+
+    /// Something outside the operator failed (a file, Kafka, storage).
+    pub fn io(message: impl Into<String>) -> Self {
+        Self::of(FailureKind::Io, message)
+    }
+
+    /// A broken invariant: a bug.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::of(FailureKind::Internal, message)
+    }
+
+    /// An error of a native (user-written) operator that does not say its kind: counted as input, the
+    /// usual reason user code refuses a record. Use [`OperatorError::configuration`] for a misfit that a
+    /// restart would meet again.
     pub fn new(message: impl Into<String>) -> Self {
-        Self(message.into())
+        Self::input(message)
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> FailureKind {
+        self.kind
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The same failure, its message prefixed with `context` ("vertex 'v': ...").
+    pub fn context(self, context: impl std::fmt::Display) -> Self {
+        OperatorError { kind: self.kind, message: format!("{context}: {}", self.message) }
     }
 }
 
@@ -51,26 +100,31 @@ pub fn decode_stored_rows<'a>(
     let parser = converter.parser();
     sluice_common::untrusted::catch_panic(|| converter.convert_rows(rows.into_iter().map(|r| parser.parse(r))))
         .map_err(|panic| {
-            OperatorError::new(format!("stored state cannot be decoded (damaged, or of another layout): {panic}"))
+            OperatorError::input(format!("stored state cannot be decoded (damaged, or of another layout): {panic}"))
         })?
-        .map_err(|e| OperatorError::new(format!("stored state cannot be decoded: {e}")))
+        .map_err(|e| OperatorError::input(format!("stored state cannot be decoded: {e}")))
 }
 
+/// Arrow's errors inside an operator: a computation on the data (a cast, an overflow, a parse) that the
+/// data did not allow, or a batch that does not fit its schema. The first is by far the common one; the
+/// second is caught when the job is validated.
 impl From<datafusion::arrow::error::ArrowError> for OperatorError {
     fn from(e: datafusion::arrow::error::ArrowError) -> Self {
-        Self(e.to_string())
+        Self::input(e.to_string())
     }
 }
 
+/// The state backend failed to read or write (RocksDB, the local disk).
 impl From<StateError> for OperatorError {
     fn from(e: StateError) -> Self {
-        OperatorError(e.to_string())
+        Self::io(e.to_string())
     }
 }
 
+/// An expression (compiled at validation) could not be evaluated on the data.
 impl From<sluice_common::expr::ExprError> for OperatorError {
     fn from(e: sluice_common::expr::ExprError) -> Self {
-        Self(e.to_string())
+        Self::input(e.to_string())
     }
 }
 
@@ -101,7 +155,7 @@ pub trait Source: Send {
         if position.is_empty() {
             Ok(())
         } else {
-            Err(OperatorError::new("this source cannot resume from a position"))
+            Err(OperatorError::internal("this source cannot resume from a position"))
         }
     }
 
@@ -239,12 +293,42 @@ mod stored_rows_tests {
             .convert_columns(&[Arc::new(StringArray::from(vec!["apple"])), Arc::new(Int64Array::from(vec![7]))])
             .unwrap_or_else(|e| panic!("{e}"));
         let stored = rows.row(0).as_ref().to_vec();
-        let columns = decode_stored_rows(&converter, [stored.as_slice()]).unwrap_or_else(|e| panic!("{}", e.0));
+        let columns = decode_stored_rows(&converter, [stored.as_slice()]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(columns[1].len(), 1);
         // Cut short: Arrow's decoder indexes past the end of the bytes.
         for damaged in [&stored[..3], &[1u8, 0xff][..]] {
-            let error = decode_stored_rows(&converter, [damaged]).err().map(|e| e.0).unwrap_or_default();
+            let error = decode_stored_rows(&converter, [damaged]).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(error.starts_with("stored state cannot be decoded"), "{damaged:?}: {error}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod failure_kind_tests {
+    use sluice_common::lifecycle::FailureKind;
+
+    use super::OperatorError;
+    use crate::state::StateError;
+
+    /// Goal: an error keeps its kind through the conversions and the context a task adds, since the kind
+    /// decides whether the job is restarted. Method: each constructor and conversion, then a context.
+    #[test]
+    fn an_error_keeps_its_kind_through_conversions_and_context() {
+        let arrow = datafusion::arrow::error::ArrowError::CastError("'x' is not a number".into());
+        let cases = [
+            (OperatorError::input("a"), FailureKind::Input),
+            (OperatorError::configuration("b"), FailureKind::Configuration),
+            (OperatorError::io("c"), FailureKind::Io),
+            (OperatorError::internal("d"), FailureKind::Internal),
+            (OperatorError::new("a native operator's refusal"), FailureKind::Input),
+            (arrow.into(), FailureKind::Input),
+            (StateError("RocksDB: no space left on device".into()).into(), FailureKind::Io),
+        ];
+        for (error, kind) in cases {
+            let message = error.message().to_string();
+            let named = error.context("vertex 'v'");
+            assert_eq!(named.kind(), kind, "{named}");
+            assert_eq!(named.to_string(), format!("vertex 'v': {message}"));
         }
     }
 }

@@ -18,8 +18,8 @@ pub(crate) fn restore_keyed(
     snapshots: &[&OperatorSnapshot],
     key_groups: RangeInclusive<u16>,
 ) -> Result<(), OperatorError> {
-    let merged = checkpoint::merge_keyed(snapshots).map_err(OperatorError::new)?;
-    backend.restore(&merged, key_groups).map_err(|e| OperatorError::new(e.to_string()))
+    let merged = checkpoint::merge_keyed(snapshots).map_err(OperatorError::input)?;
+    backend.restore(&merged, key_groups).map_err(|e| OperatorError::io(e.to_string()))
 }
 
 /// Every key stored in `state`.
@@ -30,7 +30,7 @@ pub(crate) fn stored_keys(backend: &mut dyn KeyedStateBackend, state: StateId) -
             keys.push(key.to_vec());
             true
         })
-        .map_err(|e| OperatorError::new(e.to_string()))?;
+        .map_err(|e| OperatorError::io(e.to_string()))?;
     Ok(keys)
 }
 
@@ -45,13 +45,13 @@ pub(crate) fn restore_buffered(
     let mut kept = Vec::new();
     let mut hashes = Vec::new();
     for snapshot in snapshots {
-        for batch in checkpoint::decode_batches(&snapshot.operator_state).map_err(OperatorError::new)? {
+        for batch in checkpoint::decode_batches(&snapshot.operator_state).map_err(OperatorError::input)? {
             // A damaged snapshot may hold batches of another shape: a missing key column is an error.
             let keys = key_columns
                 .iter()
                 .map(|&i| {
                     batch.columns().get(i).cloned().ok_or_else(|| {
-                        OperatorError::new(format!(
+                        OperatorError::input(format!(
                             "buffered records of vertex '{}' have {} columns; key column {i} is missing",
                             snapshot.vertex_id,
                             batch.num_columns()
@@ -60,7 +60,7 @@ pub(crate) fn restore_buffered(
                 })
                 .collect::<Result<Vec<ArrayRef>, _>>()?;
             sluice_common::keygroup::hash_key_columns(&keys, &mut hashes)
-                .map_err(|e| OperatorError::new(e.to_string()))?;
+                .map_err(|e| OperatorError::internal(e.to_string()))?;
             let mine: BooleanArray = hashes
                 .iter()
                 .map(|&h| {

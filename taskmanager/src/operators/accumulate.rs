@@ -83,8 +83,8 @@ impl AggregateFn {
             if let (Some(expr), false) = (&argument, NATIVE.contains(&function.as_str())) {
                 let field = Field::new(&expr.sql, expr.data_type.clone(), expr.nullable);
                 let typed = generic_aggregate(&function, &field)
-                    .ok_or_else(|| OperatorError::new(format!("unknown aggregate function '{function}'")))?
-                    .map_err(|e| OperatorError::new(format!("aggregate {function}({}): {e}", expr.sql)))?;
+                    .ok_or_else(|| OperatorError::configuration(format!("unknown aggregate function '{function}'")))?
+                    .map_err(|e| OperatorError::configuration(format!("aggregate {function}({}): {e}", expr.sql)))?;
                 let generic = Some(GenericAgg::new(typed)?);
                 functions.push(AggregateFn { kind: Kind::Generic, argument, output_type, generic });
                 continue;
@@ -100,7 +100,9 @@ impl AggregateFn {
                 ("min", true, _) => Kind::MinFloat,
                 ("max", true, _) => Kind::MaxFloat,
                 ("avg", _, _) => Kind::Avg,
-                (other, _, _) => return Err(OperatorError::new(format!("unknown aggregate function '{other}'"))),
+                (other, _, _) => {
+                    return Err(OperatorError::configuration(format!("unknown aggregate function '{other}'")))
+                }
             };
             functions.push(AggregateFn { kind, argument, output_type, generic: None });
         }
@@ -136,7 +138,7 @@ pub struct GenericAgg {
 
 impl GenericAgg {
     fn new(typed: GenericAggregate) -> Result<Self, OperatorError> {
-        let df = |e: datafusion::error::DataFusionError| OperatorError::new(e.to_string());
+        let df = |e: datafusion::error::DataFusionError| OperatorError::internal(e.to_string());
         let schema = Schema::new(vec![typed.argument.as_ref().clone()]);
         let exprs: Vec<Arc<dyn PhysicalExpr>> = vec![Arc::new(Column::new(typed.argument.name(), 0))];
         let expr_fields = vec![typed.argument.clone()];
@@ -152,7 +154,7 @@ impl GenericAgg {
             .map_err(df)?;
         let sort_fields: Vec<SortField> = state_fields.iter().map(|f| SortField::new(f.data_type().clone())).collect();
         let converter = RowConverter::new(sort_fields)
-            .map_err(|e| OperatorError::new(format!("{}: its state cannot be stored ({e})", typed.udaf.name())))?;
+            .map_err(|e| OperatorError::internal(format!("{}: its state cannot be stored ({e})", typed.udaf.name())))?;
         Ok(Self { typed, schema, exprs, expr_fields, converter })
     }
 
@@ -168,7 +170,7 @@ impl GenericAgg {
             exprs: &self.exprs,
             expr_fields: &self.expr_fields,
         };
-        self.typed.udaf.accumulator(args).map_err(|e| OperatorError::new(e.to_string()))
+        self.typed.udaf.accumulator(args).map_err(|e| OperatorError::internal(e.to_string()))
     }
 
     fn load(&self, accumulator: &mut dyn Accumulator, state: &[u8]) -> Result<(), OperatorError> {
@@ -176,11 +178,11 @@ impl GenericAgg {
             return Ok(());
         }
         let columns = crate::operator_api::decode_stored_rows(&self.converter, [state])?;
-        accumulator.merge_batch(&columns).map_err(|e| OperatorError::new(e.to_string()))
+        accumulator.merge_batch(&columns).map_err(|e| OperatorError::input(e.to_string()))
     }
 
     fn save(&self, accumulator: &mut dyn Accumulator) -> Result<Vec<u8>, OperatorError> {
-        let df = |e: datafusion::error::DataFusionError| OperatorError::new(e.to_string());
+        let df = |e: datafusion::error::DataFusionError| OperatorError::internal(e.to_string());
         let columns = accumulator
             .state()
             .map_err(df)?
@@ -196,7 +198,7 @@ impl GenericAgg {
         let mut accumulator = self.accumulator()?;
         self.load(accumulator.as_mut(), state)?;
         let taken = take(values, &UInt32Array::from(rows.to_vec()), None)?;
-        accumulator.update_batch(&[taken]).map_err(|e| OperatorError::new(e.to_string()))?;
+        accumulator.update_batch(&[taken]).map_err(|e| OperatorError::input(e.to_string()))?;
         self.save(accumulator.as_mut())
     }
 
@@ -214,12 +216,12 @@ impl GenericAgg {
         for state in states {
             let mut accumulator = self.accumulator()?;
             self.load(accumulator.as_mut(), state)?;
-            values.push(accumulator.evaluate().map_err(|e| OperatorError::new(e.to_string()))?);
+            values.push(accumulator.evaluate().map_err(|e| OperatorError::input(e.to_string()))?);
         }
         if values.is_empty() {
             return Ok(datafusion::arrow::array::new_empty_array(self.typed.result.data_type()));
         }
-        ScalarValue::iter_to_array(values).map_err(|e| OperatorError::new(e.to_string()))
+        ScalarValue::iter_to_array(values).map_err(|e| OperatorError::internal(e.to_string()))
     }
 }
 
@@ -311,7 +313,7 @@ impl Acc {
     /// Decodes `n` accumulators; a stored value of another length is corrupt.
     pub fn decode(bytes: &[u8], n: usize, out: &mut Vec<Acc>) -> Result<(), OperatorError> {
         if bytes.len() != n * ACC_BYTES {
-            return Err(OperatorError::new(format!(
+            return Err(OperatorError::input(format!(
                 "corrupt window state: {} bytes where {n} accumulators take {}",
                 bytes.len(),
                 n * ACC_BYTES
@@ -340,7 +342,7 @@ pub fn evaluate(f: &AggregateFn, accs: impl Iterator<Item = Acc>) -> Result<Arra
         Kind::Avg => {
             Arc::new(accs.map(|a| (a.count > 0).then(|| a.float() / a.count as f64)).collect::<Float64Array>())
         }
-        Kind::Generic => return Err(OperatorError::new("a DataFusion aggregate is evaluated from its states")),
+        Kind::Generic => return Err(OperatorError::internal("a DataFusion aggregate is evaluated from its states")),
     };
     if array.data_type() == &f.output_type {
         Ok(array)

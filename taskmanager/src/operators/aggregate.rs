@@ -69,7 +69,9 @@ impl RunningAggregate {
         let group_keys = converter.empty_rows(1024, 16 * 1024);
         let functions = AggregateFn::compile_all(&spec.aggregates, input, &output, key_columns.len())?;
         if functions.iter().any(|f| f.kind == Kind::Generic) {
-            return Err(OperatorError::new("the running aggregate computes count, sum, min, max and avg only"));
+            return Err(OperatorError::configuration(
+                "the running aggregate computes count, sum, min, max and avg only",
+            ));
         }
         let accumulators = functions
             .into_iter()
@@ -146,7 +148,7 @@ impl Operator for RunningAggregate {
         }
         let columns = self.converter.convert_rows(self.group_keys.iter())?;
         let mut hashes = Vec::new();
-        hash_key_columns(&columns, &mut hashes).map_err(|e| OperatorError::new(e.to_string()))?;
+        hash_key_columns(&columns, &mut hashes).map_err(|e| OperatorError::internal(e.to_string()))?;
         let mut state = KeyedStateSnapshot { name: GROUPS_STATE.into(), ..Default::default() };
         let mut key = StateKey::default();
         for (g, &hash) in hashes.iter().enumerate().take(count) {
@@ -169,7 +171,7 @@ impl Operator for RunningAggregate {
         snapshots: &[&OperatorSnapshot],
         key_groups: std::ops::RangeInclusive<u16>,
     ) -> Result<(), OperatorError> {
-        let corrupt = |what: &str| OperatorError::new(format!("a stored group is malformed ({what})"));
+        let corrupt = |what: &str| OperatorError::input(format!("a stored group is malformed ({what})"));
         let parser = self.converter.parser();
         let width = 24 * self.accumulators.len();
         for state in snapshots.iter().flat_map(|s| &s.keyed).filter(|s| s.name == GROUPS_STATE) {
@@ -306,7 +308,7 @@ impl Accumulator {
                     .map(|&g| present(g).then(|| self.floats[g as usize] / self.values[g as usize] as f64))
                     .collect::<Float64Array>(),
             ),
-            Kind::Generic => return Err(OperatorError::new("the running aggregate has no DataFusion aggregates")),
+            Kind::Generic => return Err(OperatorError::internal("the running aggregate has no DataFusion aggregates")),
         };
         if array.data_type() == &self.output_type {
             Ok(array)

@@ -69,7 +69,7 @@ impl DedupOp {
     fn decide(&mut self, batch: &RecordBatch, times: &[i64], out: &mut Vec<RecordBatch>) -> Result<(), OperatorError> {
         let keys: Vec<ArrayRef> = self.key_columns.iter().map(|&i| batch.column(i).clone()).collect();
         let rows = self.converter.convert_columns(&keys)?;
-        hash_key_columns(&keys, &mut self.hashes).map_err(|e| OperatorError::new(e.to_string()))?;
+        hash_key_columns(&keys, &mut self.hashes).map_err(|e| OperatorError::internal(e.to_string()))?;
         let mut keep = Vec::new();
         for (row, &t) in times.iter().enumerate() {
             let key_group = key_group_of(self.hashes[row], self.max_parallelism).0 as u16;
@@ -77,7 +77,7 @@ impl DedupOp {
             let duplicate = match self.last_emitted.get(self.backend.as_mut(), self.key.as_bytes(), t)? {
                 Some(last) => {
                     let last = i64::from_be_bytes(last.try_into().map_err(|_| {
-                        OperatorError::new("corrupt deduplication state: a stored time is not 8 bytes")
+                        OperatorError::input("corrupt deduplication state: a stored time is not 8 bytes")
                     })?);
                     t.saturating_sub(last) < self.ttl
                 }
@@ -132,7 +132,9 @@ impl Operator for DedupOp {
             Some(pending) => buffered.into_iter().for_each(|batch| pending.push(batch)),
             None if buffered.is_empty() => {}
             None => {
-                return Err(OperatorError::new("the snapshot holds buffered records, but this input has no event time"))
+                return Err(OperatorError::configuration(
+                    "the snapshot holds buffered records, but this input has no event time",
+                ))
             }
         }
         Ok(())

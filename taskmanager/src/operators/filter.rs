@@ -17,7 +17,7 @@ impl FilterOp {
     pub fn new(spec: &Filter, input: &SchemaRef) -> Result<Self, OperatorError> {
         let predicate = ExprCompiler::new().compile(&spec.predicate, input)?;
         if predicate.data_type != DataType::Boolean {
-            return Err(OperatorError::new(format!("predicate '{}' is not boolean", spec.predicate)));
+            return Err(OperatorError::configuration(format!("predicate '{}' is not boolean", spec.predicate)));
         }
         Ok(Self { predicate })
     }

@@ -12,6 +12,7 @@ use super::{named, restore, Checkpointing, Clock, Head, Output, Runner, TaskChec
 use crate::factory::{build_operator, build_source, BuildContext};
 use crate::metrics::TaskCounters;
 use crate::network::NetworkEnvironment;
+use crate::operator_api::OperatorError;
 use crate::operator_api::SubtaskInfo;
 use crate::operators::native::OperatorRegistry;
 use crate::state::StateSettings;
@@ -33,26 +34,26 @@ impl Runner {
         let chain = job
             .chains
             .get(plan.chain as usize)
-            .ok_or_else(|| TaskError::Operator(format!("unknown chain {}", plan.chain)))?;
+            .ok_or_else(|| TaskError::internal(format!("unknown chain {}", plan.chain)))?;
         let subtask = SubtaskInfo { index: plan.subtask, parallelism: chain.parallelism };
         let exactly_once_sinks = checkpoints.periodic;
         let context = BuildContext { job, subtask, state, registry, counters, exactly_once_sinks };
         let mut vertices = Vec::with_capacity(chain.vertex_ids.len());
         for id in &chain.vertex_ids {
-            vertices.push(job.vertex(id).ok_or_else(|| TaskError::Operator(format!("unknown vertex '{id}'")))?);
+            vertices.push(job.vertex(id).ok_or_else(|| TaskError::internal(format!("unknown vertex '{id}'")))?);
         }
         let Some((head_vertex, rest)) = vertices.split_first() else {
-            return Err(TaskError::Operator(format!("chain {} is empty", plan.chain)));
+            return Err(TaskError::internal(format!("chain {} is empty", plan.chain)));
         };
         // Before any source or sink opens anything: the JobManager checked with its settings, this
         // TaskManager checks with its own.
         let refused: Vec<String> =
             vertices.iter().flat_map(|v| state.confinement.check_vertex(v)).map(|r| r.problem).collect();
         if !refused.is_empty() {
-            return Err(TaskError::Operator(format!(
+            return Err(TaskError::Operator(OperatorError::configuration(format!(
                 "this TaskManager does not allow what the job reaches: {}",
                 refused.join("; ")
-            )));
+            ))));
         }
         let mut operators = Vec::with_capacity(vertices.len());
         let mut generator = None;
@@ -61,7 +62,7 @@ impl Runner {
                 let schema = job
                     .schemas
                     .get(&head_vertex.id)
-                    .ok_or_else(|| TaskError::Operator(format!("vertex '{}' has no schema", head_vertex.id)))?;
+                    .ok_or_else(|| TaskError::internal(format!("vertex '{}' has no schema", head_vertex.id)))?;
                 generator = Some(WatermarkGenerator::new(event_time, schema).map_err(|e| named(head_vertex, e))?);
             }
             Head::Source(

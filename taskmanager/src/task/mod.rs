@@ -34,6 +34,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::record_batch::RecordBatch;
 use sluice_common::job::ValidatedJob;
+use sluice_common::lifecycle::FailureKind;
 use sluice_common::proto::{RestoreSpec, TaskRef};
 use sluice_common::storage::Storage;
 use tokio::sync::mpsc;
@@ -54,8 +55,9 @@ use snapshot::Checkpointing;
 /// Why a task stopped before finishing.
 #[derive(Debug, thiserror::Error)]
 pub enum TaskError {
+    /// An operator, connector or the task's own set-up failed (its message names the vertex where known).
     #[error("{0}")]
-    Operator(String),
+    Operator(OperatorError),
     #[error("network: {0}")]
     Network(#[from] NetworkError),
     #[error("cancelled")]
@@ -67,13 +69,30 @@ pub enum TaskError {
 
 impl From<OperatorError> for TaskError {
     fn from(e: OperatorError) -> Self {
-        Self::Operator(e.0)
+        Self::Operator(e)
     }
 }
 
 impl From<datafusion::arrow::error::ArrowError> for TaskError {
     fn from(e: datafusion::arrow::error::ArrowError) -> Self {
-        Self::Operator(e.to_string())
+        Self::Operator(e.into())
+    }
+}
+
+impl TaskError {
+    /// A failure of the task's own machinery (a plan that does not fit the job, a key that does not hash).
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
+        Self::Operator(OperatorError::internal(message))
+    }
+
+    /// What kind of failure this is, for the report to the JobManager (which decides whether a restart can
+    /// help). A cancelled task reports no failure; its kind is never sent.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            TaskError::Operator(e) => e.kind(),
+            TaskError::Network(e) => e.kind(),
+            TaskError::Cancelled | TaskError::Panicked(_) => FailureKind::Internal,
+        }
     }
 }
 
@@ -213,12 +232,12 @@ pub(super) fn batch_fits(batch: &RecordBatch, expected: &datafusion::arrow::data
 /// An operator's error, naming its vertex.
 pub(super) fn operator_error(counters: &TaskCounters, vertex: usize, error: OperatorError) -> TaskError {
     let id = counters.vertices.get(vertex).map_or("?", |v| v.id.as_str());
-    TaskError::Operator(format!("vertex '{id}': {}", error.0))
+    TaskError::Operator(error.context(format_args!("vertex '{id}'")))
 }
 
 /// An error building or restoring `vertex`, naming it.
 fn named(vertex: &sluice_common::proto::Vertex, error: OperatorError) -> TaskError {
-    TaskError::Operator(format!("vertex '{}': {}", vertex.id, error.0))
+    TaskError::Operator(error.context(format_args!("vertex '{}'", vertex.id)))
 }
 
 #[cfg(test)]

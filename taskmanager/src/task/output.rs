@@ -33,7 +33,7 @@ impl Output {
         match self.plan.partitioning {
             Partitioning::Hash if n > 1 => {
                 let keys: Vec<ArrayRef> = self.plan.key_columns.iter().map(|&i| batch.column(i).clone()).collect();
-                hash_key_columns(&keys, &mut self.hashes).map_err(|e| TaskError::Operator(e.to_string()))?;
+                hash_key_columns(&keys, &mut self.hashes).map_err(|e| TaskError::internal(e.to_string()))?;
                 self.targets.iter_mut().for_each(Vec::clear);
                 let parallelism = n as u32;
                 for (row, &hash) in self.hashes.iter().enumerate() {

@@ -2,12 +2,13 @@
 //! subtask's key groups while reading, and hand each source and operator its part, once, before any input.
 use sluice_common::checkpoint_layout::is_single_component;
 use sluice_common::job::ValidatedJob;
+use sluice_common::lifecycle::FailureKind;
 use sluice_common::proto::{OperatorSnapshot, RestoreSpec};
 use sluice_common::storage::Storage;
 
 use super::plan::SubtaskPlan;
 use super::{Head, TaskError};
-use crate::checkpoint::read_snapshot_keeping;
+use crate::checkpoint::{read_snapshot_keeping, SnapshotError};
 use crate::operator_api::{Operator, OperatorError};
 use crate::state::StateSettings;
 
@@ -32,14 +33,17 @@ pub(super) async fn restore_chain(
         .map(|f| (f.file.clone(), f.subtask == plan.subtask))
         .collect();
     let checkpoint = restore.checkpoint_id;
-    let failed = |e: String| TaskError::Operator(format!("cannot restore checkpoint {checkpoint}: {e}"));
-    let storage = Storage::open(&restore.dir).map_err(|e| failed(e.to_string()))?;
+    // Storage that cannot be opened or read is I/O; a snapshot that reads but does not decode is input.
+    let failed = |kind: FailureKind, e: String| {
+        TaskError::Operator(OperatorError::of(kind, format!("cannot restore checkpoint {checkpoint}: {e}")))
+    };
+    let storage = Storage::open(&restore.dir).map_err(|e| failed(FailureKind::Io, e.to_string()))?;
     let spool = state.spool_dir();
     let spool = spool.as_path();
     // Local copies (the files themselves in a local directory; downloads from an object store).
     let mut copies = Vec::with_capacity(files.len());
     for (file, own) in files {
-        let copy = storage.fetch(&file, spool).await.map_err(|e| failed(e.to_string()))?;
+        let copy = storage.fetch(&file, spool).await.map_err(|e| failed(FailureKind::Io, e.to_string()))?;
         copies.push((copy, storage.describe(&file), own));
     }
     let chain = job.chains.get(plan.chain as usize).map_or(1, |c| c.parallelism);
@@ -55,21 +59,25 @@ pub(super) async fn restore_chain(
             .map(|(copy, shown, own)| {
                 // Errors name the file where it is stored, not the temporary download.
                 let local = copy.path().display().to_string();
-                read_snapshot_keeping(copy.path(), &keep)
-                    .map(|s| (s, own))
-                    .map_err(|e| e.to_string().replace(&local, &shown))
+                read_snapshot_keeping(copy.path(), &keep).map(|s| (s, own)).map_err(|e| {
+                    let kind = match e {
+                        SnapshotError::Io { .. } => FailureKind::Io,
+                        SnapshotError::Corrupt { .. } => FailureKind::Input,
+                    };
+                    (kind, e.to_string().replace(&local, &shown))
+                })
             })
             .collect::<Result<Vec<_>, _>>()
     })
     .await
-    .map_err(|e| TaskError::Operator(format!("restoring checkpoint {checkpoint}: {e}")))?
-    .map_err(failed)?;
+    .map_err(|e| TaskError::internal(format!("restoring checkpoint {checkpoint}: {e}")))?
+    .map_err(|(kind, e)| failed(kind, e))?;
     for (snapshot, _) in &mut snapshots {
         for operator in &mut snapshot.operators {
             if let Some(native) = operator.rocksdb.take() {
                 let keyed = restore_native(&storage, &restore.shared_dir, native, state, keep_groups.clone())
                     .await
-                    .map_err(|e| failed(format!("vertex '{}': {e}", operator.vertex_id)))?;
+                    .map_err(|e| failed(FailureKind::Io, format!("vertex '{}': {e}", operator.vertex_id)))?;
                 operator.keyed.extend(keyed);
             }
         }
@@ -82,7 +90,7 @@ pub(super) async fn restore_chain(
             .collect()
     };
     let named = |id: &str, e: OperatorError| {
-        TaskError::Operator(format!("vertex '{id}': cannot restore checkpoint {checkpoint}: {}", e.0))
+        TaskError::Operator(e.context(format_args!("vertex '{id}': cannot restore checkpoint {checkpoint}")))
     };
     let (first_operator, head_id) = if is_source { (1, ids.first().copied()) } else { (0, None) };
     if let (Head::Source(source), Some(id)) = (head, head_id) {

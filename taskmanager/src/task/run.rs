@@ -111,7 +111,7 @@ impl Runner {
                 Wake::Event(Some(Ok((channel, StreamEvent::Batch(batch))))) => {
                     if let Some(Some(expected)) = self.channel_schemas.get(channel) {
                         batch_fits(&batch, expected)
-                            .map_err(|e| TaskError::Operator(format!("input channel {channel}: {e}")))?;
+                            .map_err(|e| TaskError::internal(format!("input channel {channel}: {e}")))?;
                     }
                     for watermark in self.input_watermarks.on_record(channel) {
                         self.advance_watermark(watermark, counters).await?;

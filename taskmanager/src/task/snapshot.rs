@@ -247,7 +247,7 @@ impl Runner {
         };
         if let Head::Source(source) = &mut self.head {
             let head = self.vertex_ids.first().cloned().unwrap_or_default();
-            let position = source.position(id).map_err(|e| format!("vertex '{head}': {}", e.0))?;
+            let position = source.position(id).map_err(|e| format!("vertex '{head}': {e}"))?;
             snapshot.operators.push(OperatorSnapshot {
                 vertex_id: head,
                 source_position: position,
@@ -260,7 +260,7 @@ impl Runner {
             let vertex_id = self.vertex_ids.get(index + self.offset).cloned().unwrap_or_default();
             let named = |e: String| format!("vertex '{vertex_id}': {e}");
             let mut state = OperatorSnapshot { vertex_id: vertex_id.clone(), checkpoint_id: id, ..Default::default() };
-            operator.snapshot_state(&mut state).map_err(|e| named(e.0))?;
+            operator.snapshot_state(&mut state).map_err(|e| named(e.to_string()))?;
             if let Some(backend) = operator.keyed_backend() {
                 let deferred = backend.deferred_snapshot().map_err(|e| named(e.to_string()))?;
                 keyed.push(((index + self.offset) as u32, deferred));

@@ -45,9 +45,19 @@ impl JobActor {
         Some(Next::to(target))
     }
 
-    /// Asks the restart strategy what follows the failure that took the job to FAILING.
+    /// Asks the restart strategy what follows the failure that took the job to FAILING; a failure whose kind
+    /// no restart can get past (a configuration error) fails the job without asking.
     pub(in crate::job) fn after_failure(&mut self) -> Next {
         let cause = self.shared.live().failure_cause.clone().unwrap_or_default();
+        let kind = self.recovery.as_ref().and_then(|clock| clock.failure_kind());
+        if let Some(kind) = kind.filter(|kind| !kind.restart_can_help()) {
+            tracing::warn!(job_id = %self.shared.job_id, attempt = %self.attempt, %kind, %cause,
+                "not restarting: the same job would fail the same way");
+            return Next::failed(
+                JobStatus::Failed,
+                format!("{cause} (not restarted: a {} error, which the same job meets again)", kind.as_str()),
+            );
+        }
         match self.restarts.on_failure(Instant::now(), self.running_since) {
             RestartDecision::Restart { delay } => {
                 tracing::warn!(job_id = %self.shared.job_id, attempt = %self.attempt, strategy = self.restarts.name(),

@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 
 use sluice_common::lifecycle::job::JobStatus;
-use sluice_common::lifecycle::task;
+use sluice_common::lifecycle::{task, FailureKind};
 use sluice_common::proto::{TaskState, TaskStateReport};
 use tokio::time::Instant;
 
@@ -30,6 +30,7 @@ impl JobActor {
                     task: None,
                     task_manager: Some(lost.task_manager.0),
                     silent_for: lost.silent_for,
+                    kind: None,
                 });
                 return Some(Next::failed(JobStatus::Failing, lost.cause));
             }
@@ -307,8 +308,16 @@ impl JobActor {
         let vertices = self.chain_vertices(task.chain);
         let which = format!("{vertices} (chain {}, subtask {})", task.chain, task.subtask);
         let cause = format!("task {which} on TaskManager {task_manager} {what}");
-        let origin =
-            FailureOrigin { task: Some(which), task_manager: Some(task_manager.0), silent_for: Default::default() };
+        let kind = match state {
+            TaskState::TaskFailed => FailureKind::from_proto(report.failure_kind),
+            _ => None,
+        };
+        let origin = FailureOrigin {
+            task: Some(which),
+            task_manager: Some(task_manager.0),
+            silent_for: Default::default(),
+            kind,
+        };
         Some((cause, origin))
     }
 

@@ -34,13 +34,23 @@ export function renderTimeline(list, note, answer, details) {
   list.replaceChildren(...items);
 }
 
+// What each kind of failure means (sluice_common::lifecycle::failure), shown on hover.
+const FAILURE_KINDS = {
+  INPUT: "Data the task was given cannot be processed: a record, a value, or stored state.",
+  CONFIGURATION: "The job asks for something that cannot work; it is not restarted. Fix the job and submit it again.",
+  IO: "Something outside the task failed: a file, checkpoint storage, Kafka, the network, a peer TaskManager.",
+  INTERNAL: "A bug in Sluice: an invariant broke, or the task panicked.",
+};
+
 function timelineEntry(e) {
   const recovery = e.recovery;
   const li = h("li", { class: "timeline-entry", "data-attempt": e.attempt, "data-restarted": String(Boolean(e.restarted)) },
     h("div", { class: "timeline-head" },
       h("time", { datetime: isNumber(e.time_ms) ? new Date(e.time_ms).toISOString() : null }, formatTime(e.time_ms)),
       h("span", { class: "badge" }, `attempt ${e.attempt}`),
-      e.restarted ? h("span", { class: "badge status-restarting" }, "restarted") : h("span", { class: "badge status-failed" }, "not restarted")),
+      e.restarted ? h("span", { class: "badge status-restarting" }, "restarted") : h("span", { class: "badge status-failed" }, "not restarted"),
+      e.failure_kind ? h("span", { class: "badge", "data-failure-kind": e.failure_kind, title: FAILURE_KINDS[e.failure_kind] ?? "" },
+        `${e.failure_kind.toLowerCase()} error`) : null),
     h("p", { class: "cause", "data-cause": "" }, e.cause),
     h("p", { class: "muted" }, `task ${e.task ?? DASH} · TaskManager ${e.task_manager_id ?? DASH}`));
   if (recovery) li.append(recoveryView(recovery));

@@ -70,7 +70,7 @@ struct SinkState {
 }
 
 fn io_error(path: &Path) -> impl Fn(std::io::Error) -> OperatorError + '_ {
-    move |e| OperatorError::new(format!("{}: {e}", path.display()))
+    move |e| OperatorError::io(format!("{}: {e}", path.display()))
 }
 
 impl FileSinkWriter {
@@ -79,7 +79,7 @@ impl FileSinkWriter {
     pub fn open(dir: &Path, subtask: SubtaskInfo, exactly_once: bool) -> Result<Self, OperatorError> {
         let dir = dir.to_path_buf();
         std::fs::create_dir_all(&dir)
-            .map_err(|e| OperatorError::new(format!("cannot create {}: {e}", dir.display())))?;
+            .map_err(|e| OperatorError::io(format!("cannot create {}: {e}", dir.display())))?;
         let mode = if exactly_once {
             let token = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
             Mode::Transactional(Transaction { token, next: 0, current: None, pending: Vec::new() })
@@ -137,18 +137,21 @@ fn create_direct_part(dir: &Path, subtask: u32) -> Result<(PathBuf, File), Opera
         // A symlink planted under a part file's name would redirect the writes out of the allowed directory
         // (an exclusive create refuses it too, but this says why).
         if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
-            return Err(OperatorError::new(format!("{} is a symlink; a sink writes only files", path.display())));
+            return Err(OperatorError::configuration(format!(
+                "{} is a symlink; a sink writes only files",
+                path.display()
+            )));
         }
         match File::options().write(true).create_new(true).open(&path) {
             Ok(file) => {
-                sync_dir(dir).map_err(|e| OperatorError::new(format!("cannot create {}: {e}", path.display())))?;
+                sync_dir(dir).map_err(|e| OperatorError::io(format!("cannot create {}: {e}", path.display())))?;
                 return Ok((path, file));
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(OperatorError::new(format!("cannot create {}: {e}", path.display()))),
+            Err(e) => return Err(OperatorError::io(format!("cannot create {}: {e}", path.display()))),
         }
     }
-    Err(OperatorError::new(format!(
+    Err(OperatorError::io(format!(
         "{} holds {DIRECT_PART_FILES_PER_SUBTASK_MAX} part files of subtask {subtask} already; clear it out or use another path",
         dir.display()
     )))
@@ -163,7 +166,7 @@ fn commit(dir: &Path, file: &Pending) -> Result<(), OperatorError> {
         Ok(()) => {}
         Err(_) if to.is_file() => {}
         Err(e) => {
-            return Err(OperatorError::new(format!(
+            return Err(OperatorError::io(format!(
                 "cannot commit {} of checkpoint {} as {}: {e}",
                 from.display(),
                 file.checkpoint,
@@ -173,13 +176,13 @@ fn commit(dir: &Path, file: &Pending) -> Result<(), OperatorError> {
     }
     // Synced also when the rename was done already: by another subtask, whose sync may not have happened yet.
     sync_dir(dir).map_err(|e| {
-        OperatorError::new(format!("cannot commit {} of checkpoint {}: {e}", to.display(), file.checkpoint))
+        OperatorError::io(format!("cannot commit {} of checkpoint {}: {e}", to.display(), file.checkpoint))
     })
 }
 
 fn close(writer: Writer, path: &Path) -> Result<(), OperatorError> {
     let mut writer = writer;
-    writer.finish().map_err(|e| OperatorError::new(format!("cannot write {}: {e}", path.display())))?;
+    writer.finish().map_err(|e| OperatorError::io(format!("cannot write {}: {e}", path.display())))?;
     let mut file = writer.into_inner();
     file.flush().map_err(io_error(path))?;
     file.get_ref().sync_all().map_err(io_error(path))
@@ -191,7 +194,7 @@ impl Operator for FileSinkWriter {
         let (writer, path) = match &mut self.mode {
             Mode::Direct { path, writer } => {
                 let Some(writer) = writer.as_mut() else {
-                    return Err(OperatorError::new(format!("{} is already closed", path.display())));
+                    return Err(OperatorError::internal(format!("{} is already closed", path.display())));
                 };
                 (writer, path.clone())
             }
@@ -208,7 +211,7 @@ impl Operator for FileSinkWriter {
                 (writer, path)
             }
         };
-        writer.write(&batch).map_err(|e| OperatorError::new(format!("cannot write {}: {e}", path.display())))
+        writer.write(&batch).map_err(|e| OperatorError::io(format!("cannot write {}: {e}", path.display())))
     }
 
     fn snapshot_state(&mut self, snapshot: &mut OperatorSnapshot) -> Result<(), OperatorError> {
@@ -227,7 +230,7 @@ impl Operator for FileSinkWriter {
                 let Mode::Transactional(t) = &self.mode else { return Ok(()) };
                 let state = SinkState { token: t.token.clone(), pending: t.pending.clone() };
                 snapshot.operator_state = serde_json::to_vec(&state)
-                    .map_err(|e| OperatorError::new(format!("cannot encode the sink's state: {e}")))?;
+                    .map_err(|e| OperatorError::internal(format!("cannot encode the sink's state: {e}")))?;
                 Ok(())
             }
         }
@@ -241,7 +244,7 @@ impl Operator for FileSinkWriter {
         let mut states = Vec::new();
         for snapshot in snapshots.iter().filter(|s| !s.operator_state.is_empty()) {
             let state: SinkState = serde_json::from_slice(&snapshot.operator_state)
-                .map_err(|e| OperatorError::new(format!("the sink's state is corrupt: {e}")))?;
+                .map_err(|e| OperatorError::input(format!("the sink's state is corrupt: {e}")))?;
             states.push(state);
         }
         // Every restoring subtask commits every listed file: a rename that another one did already is fine.
@@ -344,7 +347,7 @@ mod tests {
         std::os::unix::fs::symlink(&target, out.join("part-0.jsonl")).expect("symlink");
         let opened = FileSinkWriter::open(&out, SubtaskInfo { index: 0, parallelism: 1 }, false);
         let Err(error) = opened else { panic!("a symlinked part file must be refused") };
-        assert!(error.0.contains("is a symlink"), "{}", error.0);
+        assert!(error.message().contains("is a symlink"), "{error}");
         assert_eq!(std::fs::read_to_string(&target).expect("read"), "untouched");
     }
 

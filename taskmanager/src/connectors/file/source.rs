@@ -94,7 +94,9 @@ impl FileSourceReader {
                     .build_decoder(),
             )),
             FileFormat::Lines => Decoder::Lines(StringBuilder::new()),
-            FileFormat::Bytes => return Err(OperatorError::new("format BYTES is for Kafka record values, not files")),
+            FileFormat::Bytes => {
+                return Err(OperatorError::configuration("format BYTES is for Kafka record values, not files"))
+            }
             FileFormat::Json | FileFormat::Unspecified => Decoder::Json(
                 json::ReaderBuilder::new(self.schema.clone()).with_batch_size(self.batch_size).build_decoder()?,
             ),
@@ -104,7 +106,7 @@ impl FileSourceReader {
     fn open_next_split(&mut self) -> Result<bool, OperatorError> {
         let Some(path) = self.files.get(self.next_file).cloned() else { return Ok(false) };
         self.next_file += 1;
-        let error = |e: std::io::Error| OperatorError::new(format!("cannot read {}: {e}", path.display()));
+        let error = |e: std::io::Error| OperatorError::io(format!("cannot read {}: {e}", path.display()));
         let file = File::open(&path).map_err(error)?;
         let len = file.metadata().map_err(error)?.len();
         let (k, p) = (u64::from(self.subtask.index), u64::from(self.subtask.parallelism.max(1)));
@@ -140,7 +142,7 @@ impl FileSourceReader {
             if line.iter().all(u8::is_ascii_whitespace) && self.format != FileFormat::Lines {
                 continue;
             }
-            let at = |e: String| OperatorError::new(format!("{} at byte {offset}: {e}", split.path.display()));
+            let at = |e: String| OperatorError::input(format!("{} at byte {offset}: {e}", split.path.display()));
             match &mut self.decoder {
                 Decoder::Lines(builder) => builder.append_value(String::from_utf8_lossy(line)),
                 Decoder::Json(decoder) => {
@@ -165,7 +167,7 @@ impl FileSourceReader {
         }
         self.rows_in_decoder = 0;
         let path = self.current.as_ref().map(|s| s.path.display().to_string()).unwrap_or_default();
-        let at = |e: datafusion::arrow::error::ArrowError| OperatorError::new(format!("{path}: {e}"));
+        let at = |e: datafusion::arrow::error::ArrowError| OperatorError::input(format!("{path}: {e}"));
         Ok(match &mut self.decoder {
             Decoder::Lines(builder) => {
                 Some(RecordBatch::try_new(self.schema.clone(), vec![Arc::new(builder.finish())])?)
@@ -186,7 +188,7 @@ impl Source for FileSourceReader {
     }
 
     fn seek(&mut self, position: &[u8]) -> Result<(), OperatorError> {
-        let bad = |why: String| OperatorError::new(format!("cannot resume the file source: {why}"));
+        let bad = |why: String| OperatorError::input(format!("cannot resume the file source: {why}"));
         if position.len() != 16 {
             return Err(bad(format!("a position is 16 bytes, not {}", position.len())));
         }
@@ -243,7 +245,7 @@ impl Source for FileSourceReader {
 }
 
 fn list_files(path: &Path) -> Result<Vec<PathBuf>, OperatorError> {
-    let error = |e: std::io::Error| OperatorError::new(format!("cannot read {}: {e}", path.display()));
+    let error = |e: std::io::Error| OperatorError::io(format!("cannot read {}: {e}", path.display()));
     let metadata = std::fs::metadata(path).map_err(error)?;
     if metadata.is_file() {
         return Ok(vec![path.to_path_buf()]);
@@ -271,9 +273,9 @@ fn read_line(
     let mut limited = reader.by_ref().take(LINE_BYTES_MAX as u64 + 1);
     let n = limited
         .read_until(b'\n', line)
-        .map_err(|e| OperatorError::new(format!("cannot read {} at byte {offset}: {e}", path.display())))?;
+        .map_err(|e| OperatorError::input(format!("cannot read {} at byte {offset}: {e}", path.display())))?;
     if n > LINE_BYTES_MAX {
-        return Err(OperatorError::new(format!(
+        return Err(OperatorError::input(format!(
             "{} at byte {offset}: a line is longer than {LINE_BYTES_MAX} bytes",
             path.display()
         )));

@@ -55,10 +55,10 @@ impl RecordDecoder {
         };
         let single = |wanted: &DataType| value_fields.len() == 1 && value_fields[0].data_type() == wanted;
         if format == FileFormat::Lines && !single(&DataType::Utf8) {
-            return Err(OperatorError::new("format LINES decodes the value into one STRING column"));
+            return Err(OperatorError::configuration("format LINES decodes the value into one STRING column"));
         }
         if format == FileFormat::Bytes && !single(&DataType::Binary) {
-            return Err(OperatorError::new("format BYTES decodes the value into one BINARY column"));
+            return Err(OperatorError::configuration("format BYTES decodes the value into one BINARY column"));
         }
         Ok(Self { schema, value_schema: Arc::new(Schema::new(value_fields)), format, timestamp_column, key_column })
     }
@@ -78,7 +78,7 @@ impl RecordDecoder {
             }
         }
         // Each of `good` decoded alone; together they decode too (the decoders hold no state across rows).
-        let batch = self.decode_all(&good).map_err(OperatorError::new)?;
+        let batch = self.decode_all(&good).map_err(OperatorError::internal)?;
         Ok((batch, bad))
     }
 
@@ -201,7 +201,9 @@ impl RecordEncoder {
     pub fn new(schema: &Schema, format: FileFormat, key_column: &str) -> Result<Self, OperatorError> {
         let key_column = match key_column {
             "" => None,
-            name => Some(schema.index_of(name).map_err(|_| OperatorError::new(format!("no key column '{name}'")))?),
+            name => Some(
+                schema.index_of(name).map_err(|_| OperatorError::configuration(format!("no key column '{name}'")))?,
+            ),
         };
         let format = match format {
             FileFormat::Unspecified => FileFormat::Json,
@@ -211,10 +213,14 @@ impl RecordEncoder {
         let value_column = values.first().copied().unwrap_or(0);
         let single = |wanted: &DataType| values.len() == 1 && schema.field(value_column).data_type() == wanted;
         if format == FileFormat::Lines && !single(&DataType::Utf8) {
-            return Err(OperatorError::new("format LINES writes one STRING column besides the key as the value"));
+            return Err(OperatorError::configuration(
+                "format LINES writes one STRING column besides the key as the value",
+            ));
         }
         if format == FileFormat::Bytes && !single(&DataType::Binary) {
-            return Err(OperatorError::new("format BYTES writes one BINARY column besides the key as the value"));
+            return Err(OperatorError::configuration(
+                "format BYTES writes one BINARY column besides the key as the value",
+            ));
         }
         Ok(Self { format, key_column, value_column })
     }
@@ -253,7 +259,11 @@ impl RecordEncoder {
             }
         };
         if values.len() != batch.num_rows() {
-            return Err(OperatorError::new(format!("{} rows encoded into {} values", batch.num_rows(), values.len())));
+            return Err(OperatorError::internal(format!(
+                "{} rows encoded into {} values",
+                batch.num_rows(),
+                values.len()
+            )));
         }
         Ok(keys.into_iter().zip(values).collect())
     }
@@ -264,7 +274,7 @@ fn column_bytes(column: &ArrayRef) -> Result<Vec<Option<Vec<u8>>>, OperatorError
     Ok(match column.data_type() {
         DataType::Utf8 => column.as_string::<i32>().iter().map(|v| v.map(|text| text.as_bytes().to_vec())).collect(),
         DataType::Binary => column.as_binary::<i32>().iter().map(|v| v.map(<[u8]>::to_vec)).collect(),
-        other => return Err(OperatorError::new(format!("a {other} column cannot be written as bytes"))),
+        other => return Err(OperatorError::configuration(format!("a {other} column cannot be written as bytes"))),
     })
 }
 

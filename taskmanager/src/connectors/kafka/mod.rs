@@ -12,7 +12,7 @@ pub use sink::{transactional_prefix, KafkaSinkWriter};
 /// failed, and never a secret property's value (librdkafka quotes a value it refuses).
 fn client_error(what: &str, config: &rdkafka::ClientConfig, error: rdkafka::error::KafkaError) -> OperatorError {
     let message = format!("{what}: {error}");
-    OperatorError::new(sluice_common::confine::redact_text(&message, config.config_map()))
+    OperatorError::io(sluice_common::confine::redact_text(&message, config.config_map()))
 }
 pub use source::{group_id, owner_of, KafkaSourceReader};
 

@@ -181,7 +181,7 @@ impl KafkaSinkWriter {
     fn check_deliveries(&self) -> Result<(), OperatorError> {
         let Mode::AtLeastOnce { deliveries, .. } = &self.mode else { return Ok(()) };
         match deliveries.take().1 {
-            Some(error) => Err(OperatorError::new(format!("a record could not be written to Kafka: {error}"))),
+            Some(error) => Err(OperatorError::io(format!("a record could not be written to Kafka: {error}"))),
             None => Ok(()),
         }
     }
@@ -189,7 +189,7 @@ impl KafkaSinkWriter {
     /// At least once: waits until the broker acknowledged everything sent, or fails.
     fn flush(&mut self) -> Result<(), OperatorError> {
         let Mode::AtLeastOnce { producer, .. } = &self.mode else { return Ok(()) };
-        producer.flush(OPERATION_TIMEOUT).map_err(|e| OperatorError::new(format!("Kafka flush failed: {e}")))?;
+        producer.flush(OPERATION_TIMEOUT).map_err(|e| OperatorError::io(format!("Kafka flush failed: {e}")))?;
         self.check_deliveries()
     }
 }
@@ -217,7 +217,7 @@ fn send_blocking<'a>(
                 out = back;
                 poll();
             }
-            Err((e, _)) => return Err(OperatorError::new(format!("cannot send a record to Kafka: {e}"))),
+            Err((e, _)) => return Err(OperatorError::io(format!("cannot send a record to Kafka: {e}"))),
         }
     }
 }
@@ -341,7 +341,7 @@ impl Transactional {
             let producer = start_producer(&config, &self.transactional_id, self.deliveries.clone())?;
             self.producer = Some(producer);
         }
-        self.producer.as_ref().ok_or_else(|| OperatorError::new("no producer"))
+        self.producer.as_ref().ok_or_else(|| OperatorError::internal("no producer"))
     }
 
     /// The client of `transactional_id`'s marker group, made on first use.
@@ -350,7 +350,7 @@ impl Transactional {
             let consumer = marker_consumer(&self.spec.bootstrap_servers, transactional_id)?;
             self.marker_consumers.insert(transactional_id.to_string(), consumer);
         }
-        self.marker_consumers.get(transactional_id).ok_or_else(|| OperatorError::new("no marker consumer"))
+        self.marker_consumers.get(transactional_id).ok_or_else(|| OperatorError::internal("no marker consumer"))
     }
 
     /// Writes the records of every pending checkpoint up to `id` (and adopted ones) in one transaction.
@@ -374,14 +374,14 @@ impl Transactional {
             let consumer = self.marker_consumer(&origin)?;
             let group = consumer
                 .group_metadata()
-                .ok_or_else(|| OperatorError::new(format!("no consumer group metadata for '{origin}'")))?;
+                .ok_or_else(|| OperatorError::internal(format!("no consumer group metadata for '{origin}'")))?;
             groups.push((group, checkpoint));
         }
         self.producer()?;
         let mut records: Vec<&KafkaRecord> = self.adopted.values().flatten().collect();
         records.extend(due.iter().filter_map(|k| self.pending.get(k)).flatten());
         let id_for_log = id;
-        let producer = self.producer.as_ref().ok_or_else(|| OperatorError::new("no producer"))?;
+        let producer = self.producer.as_ref().ok_or_else(|| OperatorError::internal("no producer"))?;
         let mut last_error = None;
         for attempt in 1..=COMMIT_ATTEMPTS {
             match write_transaction(producer, topic, &records, &groups) {
@@ -399,21 +399,21 @@ impl Transactional {
                     metrics.transactions(topic, "aborted").inc();
                     producer
                         .abort_transaction(OPERATION_TIMEOUT)
-                        .map_err(|e| OperatorError::new(format!("cannot abort a failed Kafka transaction: {e}")))?;
+                        .map_err(|e| OperatorError::io(format!("cannot abort a failed Kafka transaction: {e}")))?;
                     // The aborted attempt's reports: what it wrote does not count.
                     serve_delivery_reports(producer);
                     drop(self.deliveries.take());
                     last_error = Some(e);
                 }
                 Err(TxnError::Fatal(e)) => {
-                    return Err(OperatorError::new(format!(
+                    return Err(OperatorError::io(format!(
                         "the Kafka transaction of checkpoint {id_for_log} failed: {e} (it is written again after the restart)"
                     )))
                 }
             }
         }
         if let Some(e) = last_error {
-            return Err(OperatorError::new(format!(
+            return Err(OperatorError::io(format!(
                 "the Kafka transaction of checkpoint {id_for_log} failed {COMMIT_ATTEMPTS} times: {e}"
             )));
         }
@@ -461,11 +461,11 @@ impl Transactional {
                 continue;
             }
             let groups = decode_state(&snapshot.operator_state)
-                .map_err(|e| OperatorError::new(format!("a Kafka sink state that does not parse: {e}")))?;
+                .map_err(|e| OperatorError::input(format!("a Kafka sink state that does not parse: {e}")))?;
             for (origin, id, records) in groups {
                 let Some(index) = origin.strip_prefix(&format!("{}-", self.prefix)).and_then(|i| i.parse::<u32>().ok())
                 else {
-                    return Err(OperatorError::new(format!(
+                    return Err(OperatorError::configuration(format!(
                         "the checkpoint holds records of transactional id '{origin}', not of prefix '{}'",
                         self.prefix
                     )));
@@ -605,7 +605,7 @@ fn start_producer<C: ProducerContext>(
     })?;
     producer
         .init_transactions(OPERATION_TIMEOUT)
-        .map_err(|e| OperatorError::new(format!("cannot start transactions for '{transactional_id}': {e}")))?;
+        .map_err(|e| OperatorError::io(format!("cannot start transactions for '{transactional_id}': {e}")))?;
     Ok(producer)
 }
 
@@ -620,7 +620,7 @@ fn committed_marker(
     list.add_partition(topic, 0);
     let committed = consumer
         .committed_offsets(list, OPERATION_TIMEOUT)
-        .map_err(|e| OperatorError::new(format!("cannot read the commit marker of '{transactional_id}': {e}")))?;
+        .map_err(|e| OperatorError::io(format!("cannot read the commit marker of '{transactional_id}': {e}")))?;
     Ok(match committed.find_partition(topic, 0).map(|p| p.offset()) {
         Some(Offset::Offset(n)) if n >= 0 => Some(n as u64),
         _ => None,
@@ -635,7 +635,7 @@ fn marker_consumer(bootstrap_servers: &str, transactional_id: &str) -> Result<Ba
         .set("group.id", transactional_id)
         .set("enable.auto.commit", "false")
         .create()
-        .map_err(|e| OperatorError::new(format!("cannot create a Kafka consumer: {e}")))
+        .map_err(|e| OperatorError::io(format!("cannot create a Kafka consumer: {e}")))
 }
 
 enum TxnError {
@@ -668,7 +668,7 @@ fn write_transaction(
             topic,
             record,
         )
-        .map_err(|e| TxnError::Abortable(e.0))?;
+        .map_err(|e| TxnError::Abortable(e.to_string()))?;
     }
     for (group, checkpoint) in markers {
         let mut offsets = TopicPartitionList::new();

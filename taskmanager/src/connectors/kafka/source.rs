@@ -247,7 +247,7 @@ impl KafkaSourceReader {
         let thread = std::thread::Builder::new()
             .name("kafka-discovery".into())
             .spawn(move || job.run(&events_tx, &stop))
-            .map_err(|e| OperatorError::new(format!("cannot start the Kafka partition discovery thread: {e}")))?;
+            .map_err(|e| OperatorError::io(format!("cannot start the Kafka partition discovery thread: {e}")))?;
         self.discovery = Some(Discovery { events, _stop: stop_tx, _thread: thread });
         Ok(())
     }
@@ -290,9 +290,9 @@ impl KafkaSourceReader {
                 continue;
             }
             list.add_partition_offset(topic, *partition, Offset::Offset(state.fetched))
-                .map_err(|e| OperatorError::new(format!("topic {topic} partition {partition}: {e}")))?;
+                .map_err(|e| OperatorError::io(format!("topic {topic} partition {partition}: {e}")))?;
         }
-        self.consumer.assign(&list).map_err(|e| OperatorError::new(format!("cannot assign Kafka partitions: {e}")))
+        self.consumer.assign(&list).map_err(|e| OperatorError::io(format!("cannot assign Kafka partitions: {e}")))
     }
 
     fn bounded_done(&self) -> bool {
@@ -394,7 +394,7 @@ impl KafkaSourceReader {
             }
             BadRecordPolicy::DeadLetter => {
                 let Some(dead) = &self.dead_letters else {
-                    return Err(OperatorError::new("no dead-letter producer"));
+                    return Err(OperatorError::internal("no dead-letter producer"));
                 };
                 let mut headers = record.headers.clone().unwrap_or_default();
                 let partition_text = partition.to_string();
@@ -419,12 +419,12 @@ impl KafkaSourceReader {
                 }
                 dead.producer
                     .send(out)
-                    .map_err(|(e, _)| OperatorError::new(format!("{at}: cannot dead-letter the record: {e}")))?;
+                    .map_err(|(e, _)| OperatorError::io(format!("{at}: cannot dead-letter the record: {e}")))?;
                 self.count_bad_record(topic, "dead_lettered");
                 Ok(())
             }
             BadRecordPolicy::Fail | BadRecordPolicy::Unspecified => {
-                Err(OperatorError::new(format!("{at}: cannot decode the record: {reason}")))
+                Err(OperatorError::input(format!("{at}: cannot decode the record: {reason}")))
             }
         }
     }
@@ -462,7 +462,7 @@ impl KafkaSourceReader {
             Some(dead) => dead
                 .producer
                 .flush(DEAD_LETTER_FLUSH_TIMEOUT)
-                .map_err(|e| OperatorError::new(format!("cannot flush the dead-letter topic: {e}"))),
+                .map_err(|e| OperatorError::io(format!("cannot flush the dead-letter topic: {e}"))),
             None => Ok(()),
         }
     }
@@ -547,7 +547,7 @@ impl Source for KafkaSourceReader {
         let offsets = self.partitions.iter().map(|(tp, state)| (tp.clone(), state.next)).collect();
         self.pending_commits.insert(checkpoint, offsets);
         serde_json::to_vec(&self.position_now())
-            .map_err(|e| OperatorError::new(format!("cannot encode the Kafka source's position: {e}")))
+            .map_err(|e| OperatorError::internal(format!("cannot encode the Kafka source's position: {e}")))
     }
 
     fn seek_all(&mut self, _own: Option<&[u8]>, all: &[&[u8]]) -> Result<(), OperatorError> {
@@ -557,7 +557,7 @@ impl Source for KafkaSourceReader {
                 continue;
             }
             let position: Position = serde_json::from_slice(bytes)
-                .map_err(|e| OperatorError::new(format!("a Kafka source position that does not parse: {e}")))?;
+                .map_err(|e| OperatorError::input(format!("a Kafka source position that does not parse: {e}")))?;
             merged.started &= position.started;
             for (topic, partitions) in position.next {
                 merged.next.entry(topic).or_default().extend(partitions);
@@ -607,7 +607,7 @@ impl DiscoveryJob {
             Ok(client) => client,
             Err(e) => {
                 let error = super::client_error("cannot create the Kafka discovery client", &self.config, e);
-                tracing::error!(error = %error.0, "cannot create the Kafka discovery client");
+                tracing::error!(%error, "cannot create the Kafka discovery client");
                 return;
             }
         };

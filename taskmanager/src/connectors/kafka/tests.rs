@@ -150,7 +150,7 @@ fn a_restored_sink_writes_the_pending_checkpoint_of_the_crashed_attempt_and_a_fe
     checkpoint(&mut zombie, 3);
     cluster.request_errors(RDKafkaApiKey::EndTxn, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_PRODUCER_FENCED]);
     let error = zombie.notify_checkpoint_complete(3).expect_err("a fenced producer cannot commit");
-    assert!(error.0.to_lowercase().contains("fenced"), "{}", error.0);
+    assert!(error.message().to_lowercase().contains("fenced"), "{error}");
     assert_eq!(metrics.transactions("out", "aborted").get(), 0, "a fenced producer is not retried");
 }
 
@@ -179,7 +179,7 @@ fn a_commit_that_meets_retriable_broker_errors_is_retried_and_persistent_failure
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TRANSACTIONAL_ID_AUTHORIZATION_FAILED; 20],
     );
     let error = sink.notify_checkpoint_complete(2).expect_err("a refused commit fails the task");
-    assert!(error.0.contains("checkpoint 2"), "{}", error.0);
+    assert!(error.message().contains("checkpoint 2"), "{error}");
 }
 
 #[test]

@@ -130,7 +130,7 @@ impl IntervalJoinOp {
                     match list_elements(value) {
                         Ok(rows) => partners.extend(rows.into_iter().map(<[u8]>::to_vec)),
                         Err(e) => {
-                            failure = Some(OperatorError::new(format!("corrupt join state: {e}")));
+                            failure = Some(OperatorError::input(format!("corrupt join state: {e}")));
                             return false;
                         }
                     }
@@ -180,7 +180,7 @@ impl Operator for IntervalJoinOp {
             for full in stored_keys(self.backend.as_mut(), self.ids[side])? {
                 let time = full.len().checked_sub(8).and_then(|at| time_from_bytes(&full[at..]));
                 let Some(t) = time else {
-                    return Err(OperatorError::new("a stored join key has no time; the snapshot is corrupt"));
+                    return Err(OperatorError::input("a stored join key has no time; the snapshot is corrupt"));
                 };
                 let useless_from = if side == 0 { t.saturating_add(self.upper) } else { t.saturating_sub(self.lower) };
                 self.cleanup.insert((useless_from, side as u8, full));

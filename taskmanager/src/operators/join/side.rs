@@ -31,7 +31,8 @@ pub(super) struct Decoded {
 impl Side {
     /// An input read with its event time (`time`, which must be there).
     pub(super) fn new(schema: &SchemaRef, keys: &[String], time: Option<&str>) -> Result<Self, OperatorError> {
-        let time = schema.index_of(time.ok_or_else(|| OperatorError::new("a join input has no event-time column"))?)?;
+        let time = schema
+            .index_of(time.ok_or_else(|| OperatorError::configuration("a join input has no event-time column"))?)?;
         Self::with_time(schema, keys, Some(time))
     }
 
@@ -59,7 +60,7 @@ impl Side {
         hashes: &mut Vec<u64>,
     ) -> Result<Decoded, OperatorError> {
         let keys: Vec<ArrayRef> = self.keys.iter().map(|&i| batch.column(i).clone()).collect();
-        hash_key_columns(&keys, hashes).map_err(|e| OperatorError::new(e.to_string()))?;
+        hash_key_columns(&keys, hashes).map_err(|e| OperatorError::internal(e.to_string()))?;
         let key_groups = hashes.iter().map(|&h| key_group_of(h, max_parallelism).0 as u16).collect();
         let times = match self.time {
             Some(time) => timestamps_of(batch.column(time))?.as_primitive::<Int64Type>().iter().collect(),
@@ -146,7 +147,7 @@ pub(super) fn scan_key(
     {
         Some(t) => visit(full, t, value),
         None => {
-            failure = Some(OperatorError::new("corrupt join state: a stored row has no time"));
+            failure = Some(OperatorError::input("corrupt join state: a stored row has no time"));
             false
         }
     })?;

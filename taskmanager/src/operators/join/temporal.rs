@@ -41,7 +41,9 @@ impl TemporalJoinOp {
         mut backend: Box<dyn KeyedStateBackend>,
     ) -> Result<Self, OperatorError> {
         let stream_side = Side::new(stream, &spec.stream_keys, stream_time)?;
-        let time = stream_side.time.ok_or_else(|| OperatorError::new("the stream input has no event-time column"))?;
+        let time = stream_side
+            .time
+            .ok_or_else(|| OperatorError::configuration("the stream input has no event-time column"))?;
         Ok(Self {
             pending: EventTimeBuffer::new(stream.clone(), time),
             stream: stream_side,

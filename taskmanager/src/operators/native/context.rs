@@ -33,11 +33,11 @@ impl Context<'_> {
     /// The current key: the values of the vertex's key columns, in their order.
     pub fn current_key(&self) -> Result<Vec<ScalarValue>, OperatorError> {
         let (_, key, _) = split_state_key(self.env.key.as_bytes())
-            .ok_or_else(|| OperatorError::new("the current key is malformed"))?;
+            .ok_or_else(|| OperatorError::input("the current key is malformed"))?;
         let columns = crate::operator_api::decode_stored_rows(&self.env.converter, [key])?;
         columns
             .iter()
-            .map(|c| ScalarValue::try_from_array(c, 0).map_err(|e| OperatorError::new(e.to_string())))
+            .map(|c| ScalarValue::try_from_array(c, 0).map_err(|e| OperatorError::internal(e.to_string())))
             .collect()
     }
 
@@ -149,5 +149,5 @@ impl Context<'_> {
 }
 
 fn unknown_state() -> OperatorError {
-    OperatorError::new("a state handle of another operator was used")
+    OperatorError::configuration("a state handle of another operator was used")
 }

@@ -102,7 +102,7 @@ impl Operator for ProcessOperator {
         for stored in stored_keys(self.env.backend.as_mut(), self.env.timers)? {
             let parsed = stored.len().checked_sub(9).and_then(|at| Some((at, time_from_bytes(&stored[at + 1..])?)));
             let Some((at, time)) = parsed else {
-                return Err(OperatorError::new("a stored timer is malformed; the snapshot is corrupt"));
+                return Err(OperatorError::input("a stored timer is malformed; the snapshot is corrupt"));
             };
             let entry = (time, stored[..at].to_vec());
             match stored[at] {
@@ -119,7 +119,7 @@ impl Operator for ProcessOperator {
         }
         let keys: Vec<ArrayRef> = self.key_columns.iter().map(|&i| batch.column(i).clone()).collect();
         let rows = self.env.converter.convert_columns(&keys)?;
-        hash_key_columns(&keys, &mut self.hashes).map_err(|e| OperatorError::new(e.to_string()))?;
+        hash_key_columns(&keys, &mut self.hashes).map_err(|e| OperatorError::internal(e.to_string()))?;
         let times = self.time_column.map(|c| timestamps_of(batch.column(c))).transpose()?;
         let times = times.as_ref().map(|t| t.as_primitive::<Int64Type>());
         for row in 0..batch.num_rows() {
@@ -315,7 +315,7 @@ mod tests {
 
     #[test]
     fn bad_settings_and_unknown_operators_are_clear_errors() {
-        let error = operator(&[("wall", "maybe")]).err().map(|e| e.0).unwrap_or_default();
+        let error = operator(&[("wall", "maybe")]).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(error.contains("config 'wall' = 'maybe' is not valid"), "{error}");
         let spec = CustomOperator { name: "nope".into(), keys: vec!["k".into()], ..Default::default() };
         let input = Arc::new(Schema::new(vec![Field::new("k", DataType::Utf8, false)]));
@@ -323,7 +323,7 @@ mod tests {
         let backend = Box::new(HeapBackend::default());
         let error = ProcessOperator::new(&spec, &registry(), &input, input.clone(), None, subtask, 128, backend)
             .err()
-            .map(|e| e.0)
+            .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(error.contains("no native operator 'nope' (it has: sum_until)"), "{error}");
     }
@@ -331,7 +331,7 @@ mod tests {
     #[test]
     fn a_row_of_the_wrong_width_is_an_error_not_a_panic() {
         let mut collector = Collector::new(Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, false)])));
-        let error = collector.emit(vec![ScalarValue::from(1i64), ScalarValue::from(2i64)]).err().map(|e| e.0);
+        let error = collector.emit(vec![ScalarValue::from(1i64), ScalarValue::from(2i64)]).err().map(|e| e.to_string());
         assert!(error.unwrap_or_default().contains("a row of 2 values was emitted; the output has 1 columns (a)"));
         // Int32 values go into an INT64 column.
         assert!(collector.emit(vec![ScalarValue::Int32(Some(3))]).is_ok());

@@ -37,7 +37,7 @@ impl<'a> Record<'a> {
 
     /// The value of column `name`.
     pub fn value(&self, name: &str) -> Result<ScalarValue, OperatorError> {
-        ScalarValue::try_from_array(self.column(name)?, self.row).map_err(|e| OperatorError::new(e.to_string()))
+        ScalarValue::try_from_array(self.column(name)?, self.row).map_err(|e| OperatorError::internal(e.to_string()))
     }
 
     /// An integer or timestamp column's value as i64 (None when null).
@@ -64,9 +64,9 @@ impl<'a> Record<'a> {
     /// A string column's value (None when null).
     pub fn str(&self, name: &str) -> Result<Option<&'a str>, OperatorError> {
         let column = self.column(name)?;
-        let strings = column
-            .as_string_opt::<i32>()
-            .ok_or_else(|| OperatorError::new(format!("column '{name}' is {}, not a string", column.data_type())))?;
+        let strings = column.as_string_opt::<i32>().ok_or_else(|| {
+            OperatorError::configuration(format!("column '{name}' is {}, not a string", column.data_type()))
+        })?;
         Ok((!strings.is_null(self.row)).then(|| strings.value(self.row)))
     }
 }
@@ -92,7 +92,7 @@ impl Collector {
     /// can (an Int32 into an INT64 column); [`ScalarValue::Null`] is a null of the column's type.
     pub fn emit(&mut self, row: Vec<ScalarValue>) -> Result<(), OperatorError> {
         if row.len() != self.schema.fields().len() {
-            return Err(OperatorError::new(format!(
+            return Err(OperatorError::configuration(format!(
                 "a row of {} values was emitted; the output has {} columns ({})",
                 row.len(),
                 self.schema.fields().len(),
@@ -118,10 +118,11 @@ impl Collector {
         let rows = std::mem::take(&mut self.rows);
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
         for (i, field) in self.schema.fields().iter().enumerate() {
-            let typed_null = ScalarValue::try_from(field.data_type()).map_err(|e| OperatorError::new(e.to_string()))?;
+            let typed_null =
+                ScalarValue::try_from(field.data_type()).map_err(|e| OperatorError::internal(e.to_string()))?;
             let values = rows.iter().map(|row| if row[i].is_null() { typed_null.clone() } else { row[i].clone() });
             let array = ScalarValue::iter_to_array(values).map_err(|e| {
-                OperatorError::new(format!("column '{}' got values of different types: {e}", field.name()))
+                OperatorError::input(format!("column '{}' got values of different types: {e}", field.name()))
             })?;
             columns.push(if array.data_type() == field.data_type() { array } else { cast(&array, field.data_type())? });
         }

@@ -42,7 +42,7 @@ impl OperatorRegistry {
     pub(super) fn factory(&self, name: &str) -> Result<Arc<Factory>, OperatorError> {
         self.factories.get(name).cloned().ok_or_else(|| {
             let names = self.names();
-            OperatorError::new(format!(
+            OperatorError::configuration(format!(
                 "this TaskManager has no native operator '{name}' ({}); start a TaskManager binary that registers it",
                 if names.is_empty() {
                     "it registers none".to_string()

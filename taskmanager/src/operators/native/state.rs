@@ -56,7 +56,7 @@ impl OpenContext<'_> {
             Some(text) => text
                 .trim()
                 .parse()
-                .map_err(|e| OperatorError::new(format!("config '{name}' = '{text}' is not valid: {e}"))),
+                .map_err(|e| OperatorError::configuration(format!("config '{name}' = '{text}' is not valid: {e}"))),
         }
     }
 
@@ -101,9 +101,9 @@ fn ttl_of(ttl: Option<Duration>) -> Option<Ttl> {
 }
 
 pub(super) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, OperatorError> {
-    serde_json::to_vec(value).map_err(|e| OperatorError::new(format!("cannot encode a state value: {e}")))
+    serde_json::to_vec(value).map_err(|e| OperatorError::input(format!("cannot encode a state value: {e}")))
 }
 
 pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, OperatorError> {
-    serde_json::from_slice(bytes).map_err(|e| OperatorError::new(format!("cannot decode a state value: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| OperatorError::input(format!("cannot decode a state value: {e}")))
 }

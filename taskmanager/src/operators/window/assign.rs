@@ -26,7 +26,7 @@ impl Assign {
                 Assign::Sliding { size: millis(s.size_ms), slide: millis(s.slide_ms), offset: s.offset_ms }
             }
             Some(Assigner::Session(s)) if s.gap_ms > 0 => Assign::Session { gap: millis(s.gap_ms) },
-            _ => return Err(OperatorError::new("the window has no valid assigner")),
+            _ => return Err(OperatorError::configuration("the window has no valid assigner")),
         })
     }
 

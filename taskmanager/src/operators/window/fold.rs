@@ -89,7 +89,7 @@ impl WindowOp {
                 // Folded record by record in arrival order: one small evaluation per record.
                 let mut rows = rows.iter().map(|&r| r as usize);
                 let mut acc = if created {
-                    let first = rows.next().ok_or_else(|| OperatorError::new("a window group without records"))?;
+                    let first = rows.next().ok_or_else(|| OperatorError::internal("a window group without records"))?;
                     reducer.record(batch, first)
                 } else {
                     reducer.decode(std::iter::once(self.states[0].as_slice()))?
@@ -123,7 +123,7 @@ impl WindowOp {
         late_rows: &mut Vec<u32>,
     ) -> Result<(), OperatorError> {
         let Assign::Session { gap } = self.assign else {
-            return Err(OperatorError::new("process_sessions on a window that is not a session window"));
+            return Err(OperatorError::internal("process_sessions on a window that is not a session window"));
         };
         // Rows by key, and by time within a key (a stable sort: equal times keep their batch order).
         let mut order: Vec<usize> = (0..times.len()).collect();
@@ -208,7 +208,7 @@ impl WindowOp {
         let mut stored_states = Vec::new();
         for (full, value) in &sessions {
             let (s, e) = decode_window(&full[prefix.len()..])
-                .ok_or_else(|| OperatorError::new("corrupt window state: bad session bounds"))?;
+                .ok_or_else(|| OperatorError::input("corrupt window state: bad session bounds"))?;
             // Sessions that touch or overlap merge (Flink's TimeWindow.intersects).
             if s <= end && e >= start {
                 start = start.min(s);
@@ -253,7 +253,7 @@ impl WindowOp {
                     None => record,
                 });
             }
-            let acc = acc.ok_or_else(|| OperatorError::new("a session without records"))?;
+            let acc = acc.ok_or_else(|| OperatorError::internal("a session without records"))?;
             self.states.push(reducer.encode(&acc)?);
         }
         self.store()?;

@@ -78,8 +78,9 @@ impl WindowOp {
         let time_column = match spec.time() {
             TimeDomain::ProcessingTime => None,
             TimeDomain::EventTime | TimeDomain::Unspecified => {
-                let column = event_time_column
-                    .ok_or_else(|| OperatorError::new("an event-time window's input has no event-time column"))?;
+                let column = event_time_column.ok_or_else(|| {
+                    OperatorError::configuration("an event-time window's input has no event-time column")
+                })?;
                 Some(input.index_of(column)?)
             }
         };
@@ -213,9 +214,9 @@ impl WindowOp {
         let mut ends = Vec::with_capacity(fired.len());
         for (full, _, _) in &fired {
             let (_, key, namespace) = split_state_key(full)
-                .ok_or_else(|| OperatorError::new("corrupt window state: a key without its key group"))?;
+                .ok_or_else(|| OperatorError::input("corrupt window state: a key without its key group"))?;
             let (start, end) = decode_window(namespace)
-                .ok_or_else(|| OperatorError::new("corrupt window state: bad window bounds"))?;
+                .ok_or_else(|| OperatorError::input("corrupt window state: bad window bounds"))?;
             rows.push(key);
             starts.push(start);
             ends.push(end);
@@ -259,7 +260,7 @@ impl Operator for WindowOp {
         }
         let keys: Vec<ArrayRef> = self.key_columns.iter().map(|&i| batch.column(i).clone()).collect();
         let key_rows = self.converter.convert_columns(&keys)?;
-        hash_key_columns(&keys, &mut self.hashes).map_err(|e| OperatorError::new(e.to_string()))?;
+        hash_key_columns(&keys, &mut self.hashes).map_err(|e| OperatorError::internal(e.to_string()))?;
         let times: Vec<Option<i64>> = match self.time_column {
             Some(column) => {
                 let times = timestamps_of(batch.column(column))?;
@@ -340,7 +341,7 @@ impl Operator for WindowOp {
                     continue;
                 }
                 let Some((_, end)) = key.len().checked_sub(16).and_then(|at| decode_window(&key[at..])) else {
-                    return Err(OperatorError::new("a stored window key has no window; the snapshot is corrupt"));
+                    return Err(OperatorError::input("a stored window key has no window; the snapshot is corrupt"));
                 };
                 let last = end.saturating_sub(1);
                 if last > watermark || self.time_column.is_none() {

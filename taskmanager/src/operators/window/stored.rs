@@ -44,7 +44,7 @@ pub(super) fn decode_value(
     states: &mut Vec<Vec<u8>>,
 ) -> Result<(), OperatorError> {
     let fixed = n * ACC_BYTES;
-    let corrupt = || OperatorError::new(format!("corrupt window state: {} bytes for {n} aggregates", bytes.len()));
+    let corrupt = || OperatorError::input(format!("corrupt window state: {} bytes for {n} aggregates", bytes.len()));
     Acc::decode(bytes.get(..fixed).ok_or_else(corrupt)?, n, accs)?;
     states.clear();
     let mut rest = &bytes[fixed..];

@@ -202,7 +202,7 @@ fn processing_time_windows_fire_on_the_wall_clock_or_at_the_end() -> Result<(), 
     let mut op = WindowOp::new(&spec, &input(), output, None, 128, Box::new(HeapBackend::default()))?;
     let mut out = Vec::new();
     op.process(batch(&[("a", 0, 1), ("a", 0, 1)])?, &mut out)?;
-    let due = op.next_timer().ok_or_else(|| OperatorError::new("no timer"))?;
+    let due = op.next_timer().ok_or_else(|| OperatorError::input("no timer"))?;
     op.on_processing_time(due - 1, &mut out)?;
     assert!(out.is_empty(), "not before the window's end");
     op.on_processing_time(due, &mut out)?;
