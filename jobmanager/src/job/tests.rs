@@ -128,9 +128,14 @@ async fn ended(started: Started) -> (JobStatus, Option<String>, Arc<CountingTask
 #[tokio::test]
 async fn a_job_without_slots_fails_when_its_slot_wait_times_out() {
     let started = start(r#"{"slot_wait_timeout_ms": 50}"#).await;
-    let (status, cause, client) = ended(started).await;
+    assert_failed_for_want_of_slots(ended(started).await, "could not get 1 slots");
+}
+
+/// The job ended FAILED, its cause naming `cause`, with nothing deployed.
+fn assert_failed_for_want_of_slots(ended: (JobStatus, Option<String>, Arc<CountingTaskManagers>), cause: &str) {
+    let (status, found, client) = ended;
     assert_eq!(status, JobStatus::Failed);
-    assert!(cause.as_deref().is_some_and(|c| c.contains("could not get 1 slots")), "{cause:?}");
+    assert!(found.as_deref().is_some_and(|c| c.contains(cause)), "{found:?}");
     assert_eq!(client.deploys.load(Ordering::SeqCst), 0, "nothing was deployed");
 }
 
@@ -283,10 +288,7 @@ mod paused_clock {
         assert!(!started.actor.is_finished());
         tokio::time::advance(2 * TICK).await;
         clock.until("the actor to end", || started.actor.is_finished()).await;
-        let (status, cause, client) = ended(started).await;
-        assert_eq!(status, JobStatus::Failed);
-        assert!(cause.as_deref().is_some_and(|c| c.contains("could not get 1 slots within 60 s")), "{cause:?}");
-        assert_eq!(client.deploys.load(Ordering::SeqCst), 0, "nothing was deployed");
+        assert_failed_for_want_of_slots(ended(started).await, "could not get 1 slots within 60 s");
     }
 
     /// Goal: a restart waits the fixed delay its strategy names, and no longer. Method: a task fails; the
