@@ -342,8 +342,13 @@ async fn a_configuration_failure_is_not_restarted_whatever_the_strategy_allows()
         ..Default::default()
     };
     started.shared.inbox.send(JobEvent::TaskReport(failed)).await.unwrap_or_else(|e| panic!("{e}"));
-    let ctx = started.ctx.clone();
-    let job_id = started.shared.job_id.clone();
+    // The store's file lives as long as `started`: read the exception history before `ended` drops it.
+    let deadline = tokio::time::Instant::now() + ACTOR_DEADLINE;
+    while !started.actor.is_finished() {
+        assert!(tokio::time::Instant::now() < deadline, "the actor did not end");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let exceptions = started.ctx.store.exceptions(&started.shared.job_id).await.unwrap_or_else(|e| panic!("{e}"));
     let (status, cause, client) = ended(started).await;
     assert_eq!(status, JobStatus::Failed);
     let cause = cause.unwrap_or_default();
@@ -352,7 +357,6 @@ async fn a_configuration_failure_is_not_restarted_whatever_the_strategy_allows()
         "{cause}"
     );
     assert_eq!(client.deploys.load(Ordering::SeqCst), 1, "no second deployment");
-    let exceptions = ctx.store.exceptions(&job_id).await.unwrap_or_else(|e| panic!("{e}"));
     let kinds: Vec<_> = exceptions.iter().map(|e| (e.failure_kind, e.restarted)).collect();
     assert_eq!(kinds, vec![(Some(sluice_common::lifecycle::FailureKind::Configuration), false)]);
 }
