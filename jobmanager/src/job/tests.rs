@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use sluice_common::lifecycle::JobStatus;
 use sluice_common::proto::{
-    CancelTasksRequest, DeployTasksRequest, NotifyCheckpointCompleteRequest, RegisterTaskManagerRequest, TaskRef,
-    TaskState, TaskStateReport, TriggerCheckpointRequest,
+    CancelTasksRequest, DeployTasksRequest, FailureKind, NotifyCheckpointCompleteRequest, RegisterTaskManagerRequest,
+    TaskRef, TaskState, TaskStateReport, TriggerCheckpointRequest,
 };
 
 use super::actor::JobActor;
@@ -114,6 +114,17 @@ async fn wait_for(shared: &JobShared, status: JobStatus) {
     }
 }
 
+/// A report that the job's one task (attempt 1) failed with `error`, of `kind`.
+fn task_failed(error: &str, kind: FailureKind) -> TaskStateReport {
+    TaskStateReport {
+        task: Some(TaskRef { job_id: JOB_ID.into(), attempt: 1, chain: 0, subtask: 0 }),
+        state: TaskState::TaskFailed.into(),
+        error: error.into(),
+        failure_kind: kind.into(),
+        ..Default::default()
+    }
+}
+
 async fn ended(started: Started) -> (JobStatus, Option<String>, Arc<CountingTaskManagers>) {
     tokio::time::timeout(ACTOR_DEADLINE, started.actor)
         .await
@@ -145,12 +156,7 @@ async fn a_cancel_while_restarting_ends_the_job_canceled_without_a_second_deploy
     let started = start(config).await;
     register_task_manager(&started.ctx);
     wait_for(&started.shared, JobStatus::Running).await;
-    let failed = TaskStateReport {
-        task: Some(TaskRef { job_id: JOB_ID.into(), attempt: 1, chain: 0, subtask: 0 }),
-        state: TaskState::TaskFailed.into(),
-        error: "boom".into(),
-        ..Default::default()
-    };
+    let failed = task_failed("boom", FailureKind::Unspecified);
     started.shared.inbox.send(JobEvent::TaskReport(failed)).await.unwrap_or_else(|e| panic!("{e}"));
     wait_for(&started.shared, JobStatus::Restarting).await;
     assert!(started.ctx.store.request_cancel(&started.shared.job_id).await.unwrap_or(false));
@@ -209,12 +215,7 @@ async fn a_cancel_that_breaks_mid_call_is_retried_and_a_refusing_task_manager_is
     let actor = tokio::spawn(JobActor::new(ctx.clone(), shared.clone(), inbox).run());
     register_task_manager(&ctx);
     wait_for(&shared, JobStatus::Running).await;
-    let failed = TaskStateReport {
-        task: Some(TaskRef { job_id: JOB_ID.into(), attempt: 1, chain: 0, subtask: 0 }),
-        state: TaskState::TaskFailed.into(),
-        error: "a peer's connection was lost".into(),
-        ..Default::default()
-    };
+    let failed = task_failed("a peer's connection was lost", FailureKind::Unspecified);
     shared.inbox.send(JobEvent::TaskReport(failed)).await.unwrap_or_else(|e| panic!("{e}"));
     // The heartbeat timeout of the test context is seconds; RESTARTING well before it means the refusal decided.
     let started = tokio::time::Instant::now();
@@ -302,13 +303,7 @@ mod paused_clock {
         register_task_manager(&started.ctx);
         let shared = started.shared.clone();
         clock.until("the first attempt runs", || shared.live().status == JobStatus::Running).await;
-        let failed = TaskStateReport {
-            task: Some(TaskRef { job_id: JOB_ID.into(), attempt: 1, chain: 0, subtask: 0 }),
-            state: TaskState::TaskFailed.into(),
-            error: "boom".into(),
-            failure_kind: sluice_common::proto::FailureKind::Io.into(),
-            ..Default::default()
-        };
+        let failed = task_failed("boom", FailureKind::Io);
         shared.inbox.send(JobEvent::TaskReport(failed)).await.unwrap_or_else(|e| panic!("{e}"));
         clock.until("the restart's delay begins", || reason(&shared).contains("restarting in 45000 ms")).await;
         // The actor may still be reading the desired state as the clock moves; a read that times out counts as
@@ -334,13 +329,7 @@ async fn a_configuration_failure_is_not_restarted_whatever_the_strategy_allows()
     let started = start(config).await;
     register_task_manager(&started.ctx);
     wait_for(&started.shared, JobStatus::Running).await;
-    let failed = TaskStateReport {
-        task: Some(TaskRef { job_id: JOB_ID.into(), attempt: 1, chain: 0, subtask: 0 }),
-        state: TaskState::TaskFailed.into(),
-        error: "vertex 'src': this TaskManager has no native operator 'x'".into(),
-        failure_kind: sluice_common::proto::FailureKind::Configuration.into(),
-        ..Default::default()
-    };
+    let failed = task_failed("vertex 'src': this TaskManager has no native operator 'x'", FailureKind::Configuration);
     started.shared.inbox.send(JobEvent::TaskReport(failed)).await.unwrap_or_else(|e| panic!("{e}"));
     // The store's file lives as long as `started`: read the exception history before `ended` drops it.
     let deadline = tokio::time::Instant::now() + ACTOR_DEADLINE;
