@@ -138,13 +138,12 @@ impl GrpcTaskManagerClient {
         }
     }
 
-    /// `message` as a call to the TaskManager at `address`, with the secret and that TaskManager's session.
-    fn request<T>(&self, address: &str, message: T) -> tonic::Request<T> {
+    /// `message` as a call to the TaskManager incarnation that has `session`, with the secret.
+    fn request<T>(&self, session: Option<&str>, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         if let Some(credentials) = &self.credentials {
             credentials.authorize(request.metadata_mut());
         }
-        let session = self.cluster.as_ref().and_then(|cluster| cluster.session_at(address));
         if let Some(value) = session.and_then(|session| session.parse().ok()) {
             request.metadata_mut().insert(SESSION_METADATA, value);
         }
@@ -166,9 +165,12 @@ impl GrpcTaskManagerClient {
         (address.to_string(), self.cluster.as_ref().and_then(|cluster| cluster.session_at(address)))
     }
 
-    /// A client on the pooled channel to the TaskManager now at `address`, connecting (bounded by the connect
-    /// timeout) when there is none.
-    async fn channel(&self, address: &str) -> Result<TaskManagerServiceClient<Channel>, TaskManagerCallError> {
+    /// A client on the pooled channel to the TaskManager now at `address` (connecting, bounded by the connect
+    /// timeout, when there is none), and that incarnation's session for the call's metadata.
+    async fn channel(
+        &self,
+        address: &str,
+    ) -> Result<(TaskManagerServiceClient<Channel>, Option<String>), TaskManagerCallError> {
         let incarnation = self.incarnation(address);
         let pooled = self.pool().get(&incarnation).cloned();
         let channel = match pooled {
@@ -181,13 +183,14 @@ impl GrpcTaskManagerClient {
                 if pool.len() >= TASK_MANAGER_CHANNELS_MAX {
                     pool.clear();
                 }
-                pool.insert(incarnation, channel.clone());
+                pool.insert(incarnation.clone(), channel.clone());
                 channel
             }
         };
-        Ok(TaskManagerServiceClient::new(channel)
+        let client = TaskManagerServiceClient::new(channel)
             .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX))
+            .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
+        Ok((client, incarnation.1))
     }
 
     /// Turns a failed call into its error. The channel that failed is dropped from the pool, and the address
@@ -228,16 +231,16 @@ async fn connect(address: &str, timeout: Duration, tls: Option<&Tls>) -> Result<
 #[tonic::async_trait]
 impl TaskManagerClient for GrpcTaskManagerClient {
     async fn deploy_tasks(&self, address: &str, request: DeployTasksRequest) -> Result<(), TaskManagerCallError> {
-        let mut client = self.channel(address).await?;
-        match client.deploy_tasks(self.request(address, request)).await {
+        let (mut client, session) = self.channel(address).await?;
+        match client.deploy_tasks(self.request(session.as_deref(), request)).await {
             Ok(_) => Ok(()),
             Err(status) => Err(self.failed(address, status).await),
         }
     }
 
     async fn cancel_tasks(&self, address: &str, request: CancelTasksRequest) -> Result<(), TaskManagerCallError> {
-        let mut client = self.channel(address).await?;
-        match client.cancel_tasks(self.request(address, request)).await {
+        let (mut client, session) = self.channel(address).await?;
+        match client.cancel_tasks(self.request(session.as_deref(), request)).await {
             Ok(_) => Ok(()),
             Err(status) => Err(self.failed(address, status).await),
         }
@@ -248,8 +251,8 @@ impl TaskManagerClient for GrpcTaskManagerClient {
         address: &str,
         request: TriggerCheckpointRequest,
     ) -> Result<u32, TaskManagerCallError> {
-        let mut client = self.channel(address).await?;
-        match client.trigger_checkpoint(self.request(address, request)).await {
+        let (mut client, session) = self.channel(address).await?;
+        match client.trigger_checkpoint(self.request(session.as_deref(), request)).await {
             Ok(response) => Ok(response.into_inner().triggered),
             Err(status) => Err(self.failed(address, status).await),
         }
@@ -260,8 +263,8 @@ impl TaskManagerClient for GrpcTaskManagerClient {
         address: &str,
         request: NotifyCheckpointCompleteRequest,
     ) -> Result<(), TaskManagerCallError> {
-        let mut client = self.channel(address).await?;
-        match client.notify_checkpoint_complete(self.request(address, request)).await {
+        let (mut client, session) = self.channel(address).await?;
+        match client.notify_checkpoint_complete(self.request(session.as_deref(), request)).await {
             Ok(_) => Ok(()),
             Err(status) => Err(self.failed(address, status).await),
         }
