@@ -33,9 +33,7 @@ pub fn build_source(
                 confinement.input_path(&spec.path).map_err(|e| OperatorError::configuration(format!("path {e}")))?;
             Ok(Box::new(file::FileSourceReader::open(spec, &path, schema, subtask)?))
         }
-        Some(Spec::KafkaSource(spec)) => {
-            Ok(Box::new(kafka::KafkaSourceReader::open(spec, &vertex.id, schema, subtask, counters.kafka())?))
-        }
+        Some(Spec::KafkaSource(spec)) => kafka::open_source(spec, &vertex.id, schema, subtask, counters.kafka()),
         _ => Err(OperatorError::internal(format!("vertex '{}' is not a source", vertex.id))),
     }
 }
@@ -86,7 +84,7 @@ pub fn build_operator(vertex: &Vertex, ctx: &BuildContext<'_>) -> Result<Box<dyn
                      (config.checkpointing.interval_ms or CHECKPOINT_INTERVAL)",
                 ));
             }
-            Box::new(kafka::KafkaSinkWriter::open(spec, &vertex.id, &input, subtask, counters.kafka())?)
+            kafka::open_sink(spec, &vertex.id, &input, subtask, counters.kafka())?
         }
         Some(Spec::PrintSink(spec)) => Box::new(print::PrintSinkOp::new(spec, &vertex.id, subtask)),
         Some(Spec::BlackholeSink(spec)) => Box::new(blackhole::BlackholeOp::new(spec)),

@@ -27,6 +27,10 @@
 //!   exactly those entries; nothing from before the restore survives.
 //! - Entries come out of a snapshot sorted by state, then key (so by key group).
 mod heap;
+#[cfg(feature = "rocksdb")]
+mod rocksdb;
+#[cfg(not(feature = "rocksdb"))]
+#[path = "rocksdb_absent.rs"]
 mod rocksdb;
 
 use std::ops::RangeInclusive;
