@@ -29,8 +29,9 @@
 #
 # Kafka (KAFKA_ROWS): `sluice-kafka-bench` starts a nisshi broker (installed by scripts/test.sh), writes
 # KAFKA_ROWS lines into a 4-partition topic and reads them back (the broker's own produce and consume
-# ceilings), then runs a bounded kafka_source -> split -> lower -> HASH -> running count -> kafka_sink (at least
-# once) job on this cluster at each of KAFKA_PARALLELISMS and prints rows/s.
+# ceilings: scripts/test.sh builds the broker at opt-level 1, so read the job's rate against these), then
+# runs a bounded kafka_source -> split -> lower -> HASH -> running count -> kafka_sink (at least once) job on
+# this cluster at each of KAFKA_PARALLELISMS and prints rows/s.
 #
 # Usage: scripts/benchmark.sh
 # Environment: ROWS (default 20000000), PARALLELISMS (default "1 2"), BENCHMARK_TIMEOUT_S (default 1800),

@@ -11,6 +11,9 @@
 #                            ~/.cache/sluice/fuzz-corpus/<target>); the committed seeds (fuzz/corpus/<target>)
 #                            are read, never written
 #
+# `scripts/fuzz.sh --build-only` installs cargo-fuzz and builds the targets, and stops there (scripts/test.sh
+# builds them in the background while the workspace builds and the tests run).
+#
 # What the targets are and what a crash means: docs/failures.md, "Fuzzing". The toolchain is stable: cargo fuzz
 # needs `-Z` flags, allowed by RUSTC_BOOTSTRAP=1. The build has no sanitizer (the code it fuzzes forbids
 # `unsafe`; a panic is what we look for) and keeps debug assertions and overflow checks on. It writes inside
@@ -32,6 +35,12 @@ readonly FUZZ_MAX_LEN_BYTES="${FUZZ_MAX_LEN_BYTES:-8192}"
 readonly FUZZ_TARGET_DIR="${FUZZ_TARGET_DIR:-$HOME/.cache/sluice/target-fuzz}"
 readonly FUZZ_CORPUS_DIR="${FUZZ_CORPUS_DIR:-$HOME/.cache/sluice/fuzz-corpus}"
 readonly TOOLS_ROOT="$HOME/.cache/sluice/tools"
+build_only=0
+case "${1:-}" in
+  --build-only) build_only=1 ;;
+  "") ;;
+  *) printf 'usage: scripts/fuzz.sh [--build-only]\n' >&2; exit 2 ;;
+esac
 readonly TRIPLE="x86_64-unknown-linux-gnu"
 # The build flags; the same for every build, so a warm target directory is reused.
 readonly BUILD_FLAGS=(--sanitizer none --debug-assertions --codegen-units 16 --target "$TRIPLE"
@@ -67,13 +76,14 @@ fi
 
 section "Build (${targets[*]})"
 build_started=$SECONDS
-# A cold cache compiles DataFusion, RocksDB and librdkafka with coverage instrumentation (minutes); a warm
-# one only relinks what changed.
+# A cold cache compiles DataFusion and the rest with coverage instrumentation (minutes; not RocksDB or
+# librdkafka, which no target needs: fuzz/Cargo.toml); a warm one only relinks what changed.
 if ! (cd fuzz && cargo fuzz build "${BUILD_FLAGS[@]}"); then
   printf 'error: the fuzz targets do not build\n' >&2
   exit 2
 fi
 info "built in $((SECONDS - build_started)) s"
+((build_only == 0)) || exit 0
 
 section "Fuzz (${FUZZ_SECONDS_PER_TARGET} s per target)"
 logs="$(mktemp -d)"

@@ -5,11 +5,13 @@
 #   2. the Rust toolchain (rustup, minimal profile, stable) with rustfmt and clippy, only when missing;
 #   3. cargo fmt --check; 4. cargo build --workspace --all-targets (the integration tests start the binaries),
 #   linted as it builds: clippy-driver compiles the workspace's own crates (see "Lint while building");
-#   5. the S3 server the object-storage tests start (s3s-fs) and the Kafka broker of the Kafka tests (nisshi),
-#   each installed once into ~/.cache/sluice/tools, a throwaway PostgreSQL server (the metadata-store tests
-#   use it), then cargo nextest run --workspace (cargo test when nextest is missing);
+#   5. the test tools (scripts/install-test-tools.sh: cargo-nextest, the S3 server s3s-fs, the Kafka broker
+#   nisshi, each built once), a throwaway PostgreSQL server (the metadata-store tests use it), then
+#   cargo nextest run --workspace (cargo test when nextest is missing);
 #   6. the deployment manifests, the monitoring configuration against a real Prometheus, the web UI in a real
 #   Chromium, and a bounded fuzzing run.
+# The test tools and the fuzz targets build in the background, at a lower CPU priority, from the start (see
+# "Background builds").
 # Every step runs even after an earlier one failed, so one run shows every problem. The exit code is the
 # test suite's when it failed, else 1 if the format or lint check failed, else 0. The summary ends with how
 # long each phase took.
@@ -25,15 +27,6 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-auto}"
 # A panicking test shows where it panicked.
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
-
-# The nextest binary, installed when missing; falls back to cargo test when that fails too.
-have_nextest() {
-  cargo nextest --version >/dev/null 2>&1 && return 0
-  info "cargo-nextest not found: installing it (cargo install cargo-nextest --locked)"
-  RUSTC_WORKSPACE_WRAPPER= cargo install cargo-nextest --locked >/dev/null 2>&1 && return 0
-  info "cannot install cargo-nextest; falling back to cargo test"
-  return 1
-}
 
 # Phase durations, printed in the summary: names and seconds, in order.
 PHASE_NAMES=()
@@ -54,6 +47,54 @@ section "Rust toolchain"
 install_rust
 info "CARGO_TARGET_DIR=$CARGO_TARGET_DIR"
 phase_done "Rust toolchain"
+
+# Background builds. A cold cache has two builds besides the workspace's: the test tools
+# (scripts/install-test-tools.sh) and the fuzz targets (scripts/fuzz.sh --build-only, their own target
+# directory and flags, so nothing is shared with the workspace build). Run one after another, they took about 30
+# of a cold run's minutes on 2 cores, while the workspace build leaves CPU idle whenever one crate is all
+# that can compile. So both start now, at a lower CPU priority (nice 10 and 19): they take what the build,
+# and then the tests, leave idle, and the steps that need them wait for them. Each runs in a session of its
+# own, so that a run that ends early (the build failed, an interrupt) stops it by its process group.
+readonly TOOLS_NICENESS=10
+readonly FUZZ_BUILD_NICENESS=19
+background_dir="$(mktemp -d)"
+declare -A BACKGROUND_PID=()
+# start_background NAME NICENESS COMMAND...: starts COMMAND in the background, its output in a log file.
+start_background() {
+  local name="$1" niceness="$2"
+  shift 2
+  setsid nice -n "$niceness" bash -c \
+    'started=$SECONDS; "$@"; status=$?; echo "$((SECONDS - started))" >"$0"; exit "$status"' \
+    "$background_dir/$name.seconds" "$@" >"$background_dir/$name.log" 2>&1 &
+  BACKGROUND_PID[$name]=$!
+  info "$name: building in the background (nice $niceness)"
+}
+# wait_background NAME: waits for NAME to end and returns its exit status; its log is printed when it failed
+# or when SHOW is "show".
+wait_background() {
+  local name="$1" show="${2:-}" status=0
+  wait "${BACKGROUND_PID[$name]}" || status=$?
+  unset "BACKGROUND_PID[$name]"
+  if ((status != 0)) || [[ "$show" == show ]]; then
+    cat "$background_dir/$name.log"
+  fi
+  BACKGROUND_NAMES+=("$name")
+  BACKGROUND_SECONDS+=("$(cat "$background_dir/$name.seconds" 2>/dev/null || echo '?')")
+  return "$status"
+}
+BACKGROUND_NAMES=()
+BACKGROUND_SECONDS=()
+cleanup() {
+  local name
+  for name in "${!BACKGROUND_PID[@]}"; do
+    kill -TERM -- "-${BACKGROUND_PID[$name]}" 2>/dev/null || true
+  done
+  stop_postgres
+  rm -rf "$background_dir"
+}
+trap cleanup EXIT
+start_background "test tools" "$TOOLS_NICENESS" bash scripts/install-test-tools.sh
+start_background "fuzz build" "$FUZZ_BUILD_NICENESS" bash scripts/fuzz.sh --build-only
 
 section "Format (cargo fmt --all --check)"
 fmt_status=0
@@ -90,46 +131,18 @@ fi
 rm -f "$build_log"
 phase_done "build and lint"
 
-# install_tool CRATE VERSION [cargo install flags...]: the test server CRATE@VERSION, built once into a cache
-# outside the clone (~/.cache/sluice/tools). The tools share one build directory (their dependencies
-# overlap: tokio, hyper, ...), removed once every tool is installed: it takes gigabytes. They are built by
-# plain rustc (no workspace wrapper: they are not ours to lint).
-tools_build="$HOME/.cache/sluice/tools-target"
-install_tool() {
-  local name="$1" version="$2"
-  shift 2
-  local root="$HOME/.cache/sluice/tools"
-  if [[ -x "$root/bin/$name" ]] && grep -q "$name $version" "$root/.crates.toml" 2>/dev/null; then
-    info "$name $version present ($root/bin/$name)"
-    return 0
-  fi
-  info "installing $name $version into $root (once; minutes)"
-  RUSTC_WORKSPACE_WRAPPER='' cargo install "$name@$version" --locked "$@" --root "$root" --target-dir "$tools_build"
-}
-
-# The S3 server of the object-storage tests: s3s-fs from crates.io (a directory served over the S3 API); the
-# tests find it in the cache (tests/src/s3.rs).
-section "S3 server (s3s-fs)"
-s3_status=0
-install_tool s3s-fs 0.14.1 --features binary || s3_status=$?
-phase_done "s3s-fs"
-
-# The Kafka broker of the Kafka tests: nisshi from crates.io (a Kafka-protocol broker, in-memory storage;
-# about 11 minutes to build the first time); the tests find it in the cache (tests/src/kafka.rs).
-section "Kafka broker (nisshi)"
-kafka_status=0
-install_tool nisshi 0.8.1 --ignore-rust-version --no-default-features --features dynostore || kafka_status=$?
-rm -rf "$tools_build"
-phase_done "nisshi"
+section "Test tools (scripts/install-test-tools.sh, in the background since the start)"
+tools_status=0
+wait_background "test tools" show || tools_status=$?
+phase_done "test tools (waiting)"
 
 section "Tests"
 test_status=0
-trap stop_postgres EXIT
 ((build_status != 0)) || start_postgres
 if ((build_status != 0)); then
   info "skipped: the build failed"
   test_status=$build_status
-elif have_nextest; then
+elif cargo nextest --version >/dev/null 2>&1; then
   info "cargo nextest run --workspace"
   cargo nextest run --workspace --no-fail-fast || test_status=$?
 else
@@ -194,10 +207,13 @@ fi
 phase_done "browser"
 
 # Fuzzing (issue 19): every fuzz target for a bounded time (scripts/fuzz.sh, its own target directory
-# ~/.cache/sluice/target-fuzz; cold about 50 CPU-minutes, so 25 minutes on 2 cores; warm seconds to 3 minutes, plus
-# 15 s of fuzzing a target). A crash fails the run and prints the input and how to replay it.
+# ~/.cache/sluice/target-fuzz, built in the background since the start: cold 17 minutes alone on 2 cores,
+# warm seconds to 3 minutes; then 15 s of fuzzing a target). A crash fails the run and prints the input and how to
+# replay it. When the background build failed, scripts/fuzz.sh builds again in the foreground and shows why.
 section "Fuzz (scripts/fuzz.sh)"
 fuzz_status=0
+wait_background "fuzz build" || info "the background fuzz build failed (its log is above)"
+phase_done "fuzz build (waiting)"
 if ((build_status != 0)); then
   info "skipped: the build failed"
   fuzz_status=$build_status
@@ -213,8 +229,7 @@ summarize() {
 summarize "format" "$fmt_status"
 summarize "build" "$build_status"
 summarize "clippy" "$clippy_status"
-summarize "s3s-fs" "$s3_status"
-summarize "nisshi" "$kafka_status"
+summarize "test tools" "$tools_status"
 summarize "tests" "$test_status"
 summarize "deployment manifests" "$deploy_status"
 summarize "monitoring" "$monitoring_status"
@@ -225,10 +240,14 @@ for i in "${!PHASE_NAMES[@]}"; do
   info "  ${PHASE_NAMES[$i]}: ${PHASE_SECONDS[$i]}"
 done
 info "  total: $SECONDS"
+info "background builds (seconds each took, from the end of the toolchain step, overlapping the phases above):"
+for i in "${!BACKGROUND_NAMES[@]}"; do
+  info "  ${BACKGROUND_NAMES[$i]}: ${BACKGROUND_SECONDS[$i]}"
+done
 
 if ((test_status != 0)); then
   exit "$test_status"
-elif ((fmt_status != 0 || clippy_status != 0 || s3_status != 0 || kafka_status != 0 || fuzz_status != 0 \
+elif ((fmt_status != 0 || clippy_status != 0 || tools_status != 0 || fuzz_status != 0 \
   || deploy_status != 0 || monitoring_status != 0 || browser_status != 0)); then
   exit 1
 fi
