@@ -27,11 +27,11 @@
 # RECOVERY_STATE_ROWS keys (~31 bytes of RocksDB state each), tm-1 is killed with SIGKILL and started again at
 # once, RECOVERY_KILLS times, each after a checkpoint completed since the last recovery.
 #
-# Kafka (KAFKA_ROWS): `sluice-kafka-bench` starts a nisshi broker (installed by scripts/test.sh), writes
-# KAFKA_ROWS lines into a 4-partition topic and reads them back (the broker's own produce and consume
-# ceilings: scripts/test.sh builds the broker at opt-level 1, so read the job's rate against these), then
-# runs a bounded kafka_source -> split -> lower -> HASH -> running count -> kafka_sink (at least once) job on
-# this cluster at each of KAFKA_PARALLELISMS and prints rows/s.
+# Kafka (KAFKA_ROWS): `sluice-kafka-bench` starts a nisshi broker (scripts/install-test-tools.sh installs it,
+# at opt-level 1), writes KAFKA_ROWS lines into a 4-partition topic and reads them back (the broker's own
+# produce and consume ceilings: read the job's rate against these), then runs a bounded kafka_source ->
+# split -> lower -> HASH -> running count -> kafka_sink (at least once) job on this cluster at each of
+# KAFKA_PARALLELISMS and prints rows/s.
 #
 # Usage: scripts/benchmark.sh
 # Environment: ROWS (default 20000000), PARALLELISMS (default "1 2"), BENCHMARK_TIMEOUT_S (default 1800),

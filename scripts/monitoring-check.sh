@@ -17,7 +17,7 @@
 # Every process it starts is stopped by PID on exit, pass or fail; every wait has a named bound. About 15 s with
 # warm binaries on an idle machine when everything passes; an expression without data waits out DATA_TIMEOUT_S.
 # The binaries come from SLUICE_BIN_DIR, else $CARGO_TARGET_DIR/debug (build them first); nisshi from
-# SLUICE_NISSHI, else ~/.cache/sluice/tools/bin (scripts/test.sh installs it).
+# SLUICE_NISSHI, else ~/.cache/sluice/tools/bin (scripts/install-test-tools.sh installs it).
 #
 # Usage: scripts/monitoring-check.sh            (from anywhere; exit 0 when everything passes)
 #        MONITORING_HOLD_S=600 scripts/monitoring-check.sh   (then query the cluster's Prometheus by hand)
@@ -128,7 +128,7 @@ if ! "${VENV}/bin/python" -c 'import yaml' 2>/dev/null; then
 fi
 readonly PYTHON="${VENV}/bin/python"
 [[ -x "${NISSHI}" ]] \
-  || fail "no Kafka broker at ${NISSHI}: scripts/test.sh installs nisshi there (or set SLUICE_NISSHI)"
+  || fail "no Kafka broker at ${NISSHI}: scripts/install-test-tools.sh installs nisshi there (or set SLUICE_NISSHI)"
 for binary in sluice sluice-jobmanager sluice-taskmanager; do
   [[ -x "${BIN_DIR}/${binary}" ]] || fail "${BIN_DIR}/${binary} is missing: build the workspace or set SLUICE_BIN_DIR"
 done

@@ -55,7 +55,8 @@ fn candidate_dirs() -> Vec<PathBuf> {
 }
 
 /// A test server installed outside the build (`s3s-fs`, `nisshi`): `$<variable>`, else `name` on the PATH, else
-/// `$HOME/.cache/sluice/tools/bin/<name>`, where `scripts/test.sh` installs it.
+/// `$HOME/.cache/sluice/tools/bin/<name>`, where `scripts/install-test-tools.sh` (run by `scripts/test.sh`)
+/// installs it.
 pub fn test_tool(name: &str, variable: &str) -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os(variable) {
         return Ok(PathBuf::from(path));
@@ -69,8 +70,8 @@ pub fn test_tool(name: &str, variable: &str) -> anyhow::Result<PathBuf> {
     match cached {
         Some(path) if path.is_file() => Ok(path),
         _ => anyhow::bail!(
-            "{name} not found (${variable}, PATH, ~/.cache/sluice/tools/bin): run the tests with scripts/test.sh, \
-             which installs it"
+            "{name} not found (${variable}, PATH, ~/.cache/sluice/tools/bin): scripts/install-test-tools.sh \
+             installs it (scripts/test.sh runs it)"
         ),
     }
 }

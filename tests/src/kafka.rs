@@ -4,8 +4,9 @@
 //! against librdkafka's mock cluster instead (taskmanager/src/operators/kafka/tests.rs).
 //!
 //! The binary is found as `$SLUICE_NISSHI`, else `nisshi` on the PATH, else
-//! `$HOME/.cache/sluice/tools/bin/nisshi`, where `scripts/test.sh` installs it. The broker listens on
-//! 127.0.0.1 and a port the test picks, and is killed by its PID when the value is dropped, pass or fail.
+//! `$HOME/.cache/sluice/tools/bin/nisshi`, where `scripts/install-test-tools.sh` installs it. The broker
+//! listens on 127.0.0.1 and a port the test picks, and is killed by its PID when the value is dropped, pass or
+//! fail.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
