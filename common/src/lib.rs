@@ -13,7 +13,8 @@
 //! - [`keygroup`]: key hashing and the key-group ranges that assign keys to subtasks.
 //! - [`ids`]: newtypes for the identifiers that cross process boundaries.
 //! - [`lifecycle`]: typed job, checkpoint and task lifecycles, each with its transition table.
-//! - [`checkpoint_layout`]: every name of the checkpoint storage layout, for both sides.
+//! - [`checkpoint_layout`]: every name of the checkpoint storage layout, for both sides;
+//!   [`checkpoint_metadata`]: the format of a completed checkpoint's `_metadata`.
 //! - [`bounds`]: the time bounds the JobManager and TaskManagers must agree on, with their relations checked.
 //! - [`cluster_auth`]: the cluster secret: gRPC calls and data-port hellos prove membership.
 //! - [`config`]: configuration files merged under flags and environment variables.
@@ -31,6 +32,7 @@
 pub mod aggregates;
 pub mod bounds;
 pub mod checkpoint_layout;
+pub mod checkpoint_metadata;
 pub mod cluster_auth;
 pub mod config;
 pub mod confine;

@@ -1,8 +1,8 @@
-//! A checkpoint's `_metadata` file as the JobManager reads it before a restore: any bytes give metadata or
+//! A checkpoint's `_metadata` file as the JobManager parses it before a restore: any bytes give metadata or
 //! an error; metadata that parses writes back to metadata that parses the same.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use sluice_jobmanager::checkpoint::metadata::parse_metadata;
+use sluice_common::checkpoint_metadata::parse_metadata;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(metadata) = parse_metadata(data) else { return };
