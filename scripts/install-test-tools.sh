@@ -6,22 +6,37 @@
 # The two servers go into ~/.cache/sluice/tools/bin, where the tests look for them (tests/src/s3.rs,
 # tests/src/kafka.rs). A tool already there at its version is left alone, so a warm run takes a second.
 #
-# scripts/test.sh runs this in the background while the workspace builds, at a lower CPU priority. Exits 1
+# Usage: scripts/install-test-tools.sh [TOOL...]   (default: all three, in the order above)
+#
+# scripts/test.sh runs it in the background while the workspace builds, at a lower CPU priority: nextest
+# and s3s-fs in one run, nisshi in another, so the tests that need no Kafka broker start without it. Exits 1
 # when a tool could not be installed, after naming it; the tests that need it then fail with a message that
 # says where they looked.
+#
+# Every tool is built at opt-level 1: a test runner waits for tests, and a test server moves a few thousand
+# records; opt-level 3 costs CPU a cold run on 2 cores does not have.
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 readonly TOOLS_ROOT="$HOME/.cache/sluice/tools"
-# The tools share one build directory (their dependencies overlap: tokio, hyper, ...), removed once every
-# tool is installed: it takes gigabytes.
-readonly TOOLS_BUILD="$HOME/.cache/sluice/tools-target"
 readonly NEXTEST_VERSION="0.9.143"
+readonly S3S_FS_VERSION="0.14.1"
+readonly NISSHI_VERSION="0.8.1"
 
-# They are built by plain rustc: not ours to lint.
+# They are built by plain rustc (not ours to lint), at opt-level 1.
 unset RUSTC_WORKSPACE_WRAPPER
+export CARGO_PROFILE_RELEASE_OPT_LEVEL=1
+
+tools=("$@")
+((${#tools[@]} > 0)) || tools=(cargo-nextest s3s-fs nisshi)
+
+# A build directory of this run's own (another run may be building other tools at the same time), shared by
+# its tools (their dependencies overlap: tokio, hyper, ...) and removed at the end: it takes gigabytes.
+mkdir -p "$HOME/.cache/sluice"
+build_dir="$(mktemp -d "$HOME/.cache/sluice/tools-target.XXXXXX")"
+trap 'rm -rf "$build_dir"' EXIT
 
 # install_tool CRATE VERSION [cargo install flags...]: CRATE@VERSION into $TOOLS_ROOT, unless it is there.
 install_tool() {
@@ -32,31 +47,41 @@ install_tool() {
     return 0
   fi
   info "installing $name $version into $TOOLS_ROOT (once; minutes)"
-  cargo install "$name@$version" --locked "$@" --root "$TOOLS_ROOT" --target-dir "$TOOLS_BUILD"
+  cargo install "$name@$version" --locked "$@" --root "$TOOLS_ROOT" --target-dir "$build_dir"
 }
 
 failed=()
+for tool in "${tools[@]}"; do
+  case "$tool" in
+    cargo-nextest)
+      # Without its self-update feature (an HTTP client and archive formats nobody here uses).
+      section "cargo-nextest"
+      if cargo nextest --version >/dev/null 2>&1; then
+        info "present ($(cargo nextest --version 2>/dev/null | head -n 1))"
+      else
+        info "installing cargo-nextest $NEXTEST_VERSION (cargo install --locked)"
+        cargo install "cargo-nextest@$NEXTEST_VERSION" --locked --no-default-features --features default-no-update \
+          --target-dir "$build_dir" || failed+=(cargo-nextest)
+      fi
+      ;;
+    s3s-fs)
+      section "S3 server (s3s-fs)"
+      install_tool s3s-fs "$S3S_FS_VERSION" --features binary || failed+=(s3s-fs)
+      ;;
+    nisshi)
+      section "Kafka broker (nisshi)"
+      install_tool nisshi "$NISSHI_VERSION" --ignore-rust-version --no-default-features --features dynostore \
+        || failed+=(nisshi)
+      ;;
+    *)
+      printf 'error: unknown tool %s (cargo-nextest, s3s-fs, nisshi)\n' "$tool" >&2
+      exit 2
+      ;;
+  esac
+done
 
-section "cargo-nextest"
-if cargo nextest --version >/dev/null 2>&1; then
-  info "present ($(cargo nextest --version 2>/dev/null | head -n 1))"
-else
-  info "installing cargo-nextest $NEXTEST_VERSION (cargo install --locked)"
-  cargo install "cargo-nextest@$NEXTEST_VERSION" --locked --target-dir "$TOOLS_BUILD" || failed+=(cargo-nextest)
-fi
-
-section "S3 server (s3s-fs)"
-install_tool s3s-fs 0.14.1 --features binary || failed+=(s3s-fs)
-
-# Built at opt-level 1: a test moves a few thousand records through it, and opt-level 3 took 11.5 minutes
-# of a cold run on 2 cores against about half that.
-section "Kafka broker (nisshi)"
-CARGO_PROFILE_RELEASE_OPT_LEVEL=1 \
-  install_tool nisshi 0.8.1 --ignore-rust-version --no-default-features --features dynostore || failed+=(nisshi)
-
-rm -rf "$TOOLS_BUILD"
 if ((${#failed[@]} > 0)); then
   printf 'error: could not install: %s\n' "${failed[*]}" >&2
   exit 1
 fi
-ok "test tools installed"
+ok "installed: ${tools[*]}"

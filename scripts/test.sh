@@ -7,7 +7,7 @@
 #   linted as it builds: clippy-driver compiles the workspace's own crates (see "Lint while building");
 #   5. the test tools (scripts/install-test-tools.sh: cargo-nextest, the S3 server s3s-fs, the Kafka broker
 #   nisshi, each built once), a throwaway PostgreSQL server (the metadata-store tests use it), then
-#   cargo nextest run --workspace (cargo test when nextest is missing);
+#   cargo nextest run --workspace (cargo test when nextest is missing), the Kafka tests last;
 #   6. the deployment manifests, the monitoring configuration against a real Prometheus, the web UI in a real
 #   Chromium, and a bounded fuzzing run.
 # The test tools and the fuzz targets build in the background, at a lower CPU priority, from the start (see
@@ -48,12 +48,14 @@ install_rust
 info "CARGO_TARGET_DIR=$CARGO_TARGET_DIR"
 phase_done "Rust toolchain"
 
-# Background builds. A cold cache has two builds besides the workspace's: the test tools
-# (scripts/install-test-tools.sh) and the fuzz targets (scripts/fuzz.sh --build-only, their own target
-# directory and flags, so nothing is shared with the workspace build). Run one after another, they took about 30
-# of a cold run's minutes on 2 cores, while the workspace build leaves CPU idle whenever one crate is all
-# that can compile. So both start now, at a lower CPU priority (nice 10 and 19): they take what the build,
-# and then the tests, leave idle, and the steps that need them wait for them. Each runs in a session of its
+# Background builds. A cold cache has more to build than the workspace: the test tools
+# (scripts/install-test-tools.sh; the test runner and S3 server in one job, the Kafka broker in another) and
+# the fuzz targets (scripts/fuzz.sh --build-only, their own target directory and flags, so nothing is shared
+# with the workspace build). Run one after another, they took about 30 of a cold run's minutes on 2 cores,
+# while the workspace build leaves CPU idle whenever one crate is all that can compile, and the tests leave
+# it idle while they wait on their clusters. So they start now, at a lower CPU priority (nice 10 for the
+# tools, 19 for the fuzz build): they take what the build, and then the tests, leave idle, and each step
+# that needs one waits for it (the Kafka tests run after the others, for the broker). Each runs in a session of its
 # own, so that a run that ends early (the build failed, an interrupt) stops it by its process group. A new
 # session is also a new scheduling group where the kernel groups by session (autogroup, on by default in
 # Debian): there a niceness orders processes only within their group, and the groups share the CPU equally
@@ -105,7 +107,8 @@ cleanup() {
   rm -rf "$background_dir"
 }
 trap cleanup EXIT
-start_background "test tools" "$TOOLS_NICENESS" bash scripts/install-test-tools.sh
+start_background "test runner and S3 server" "$TOOLS_NICENESS" bash scripts/install-test-tools.sh cargo-nextest s3s-fs
+start_background "Kafka broker" "$TOOLS_NICENESS" bash scripts/install-test-tools.sh nisshi
 start_background "fuzz build" "$FUZZ_BUILD_NICENESS" bash scripts/fuzz.sh --build-only
 
 section "Format (cargo fmt --all --check)"
@@ -143,26 +146,45 @@ fi
 rm -f "$build_log"
 phase_done "build and lint"
 
-section "Test tools (scripts/install-test-tools.sh, in the background since the start)"
+section "Test runner and S3 server (scripts/install-test-tools.sh, in the background since the start)"
 tools_status=0
-wait_background "test tools" show || tools_status=$?
-phase_done "test tools (waiting)"
+wait_background "test runner and S3 server" show || tools_status=$?
+phase_done "test runner and S3 server (waiting)"
 
+# The two test binaries that start a Kafka broker run last, once the broker's build (in the background, and
+# the longest of the tools) is done: the other tests do not wait for it.
+readonly KAFKA_TESTS='binary(kafka) | binary(kafka_tls)'
+# record_test_status STATUS: the first failure's code is the suite's.
+record_test_status() { ((test_status != 0)) || test_status=$1; }
 section "Tests"
 test_status=0
+have_nextest=0
+cargo nextest --version >/dev/null 2>&1 && have_nextest=1
 ((build_status != 0)) || start_postgres
 if ((build_status != 0)); then
   info "skipped: the build failed"
   test_status=$build_status
-elif cargo nextest --version >/dev/null 2>&1; then
-  info "cargo nextest run --workspace"
-  cargo nextest run --workspace --no-fail-fast || test_status=$?
-else
-  info "cargo test --workspace"
-  cargo test --workspace --no-fail-fast || test_status=$?
+elif ((have_nextest)); then
+  info "cargo nextest run --workspace -E 'not ($KAFKA_TESTS)'"
+  cargo nextest run --workspace --no-fail-fast -E "not ($KAFKA_TESTS)" || record_test_status $?
 fi
-
 phase_done "tests"
+
+section "Kafka broker (scripts/install-test-tools.sh nisshi, in the background since the start)"
+wait_background "Kafka broker" show || tools_status=$?
+phase_done "Kafka broker (waiting)"
+
+section "Kafka tests"
+if ((build_status != 0)); then
+  info "skipped: the build failed"
+elif ((have_nextest)); then
+  info "cargo nextest run --workspace -E '$KAFKA_TESTS'"
+  cargo nextest run --workspace --no-fail-fast -E "$KAFKA_TESTS" || record_test_status $?
+else
+  info "no cargo-nextest: cargo test --workspace (every test, here)"
+  cargo test --workspace --no-fail-fast || record_test_status $?
+fi
+phase_done "Kafka tests"
 
 # Deployment manifests (issue 20): both kustomize overlays render and pass kubernetes-validate, every
 # container's settings pass the binaries' --check-config, and the compose file passes its schema. Needs kubectl
