@@ -3,7 +3,8 @@
 //! Only the fuzz build (fuzz/) leaves the feature out: its targets decode snapshots through the heap
 //! backend, and compiling RocksDB's C++ again, with coverage flags, was the largest part of a cold fuzz
 //! build. The settings keep their shape so that the configuration parses the same; opening an instance or
-//! reading a native checkpoint is a configuration error that says why.
+//! reading a native checkpoint is a state error that says why (an I/O failure to the job: no job runs on
+//! this build).
 use std::path::PathBuf;
 
 use super::{EntryVisitor, HeapBackend, StateError};
