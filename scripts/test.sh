@@ -28,15 +28,32 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-auto}"
 # A panicking test shows where it panicked.
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 
-# Phase durations, printed in the summary: names and seconds, in order.
+# machine_cpu_seconds: the CPU time the whole machine has spent busy since it booted, all cores, in seconds
+# (/proc/stat: user, nice, system, irq, softirq, steal); 0 where there is no /proc/stat.
+machine_cpu_seconds() {
+  awk -v hz="$(getconf CLK_TCK 2>/dev/null || echo 100)" \
+    '/^cpu / { print int(($2 + $3 + $4 + $7 + $8 + $9) / hz); found = 1 } END { if (!found) print 0 }' \
+    /proc/stat 2>/dev/null || echo 0
+}
+readonly CORES="$(nproc 2>/dev/null || echo 1)"
+
+# Phase durations, printed in the summary: names, seconds, and how busy the machine was meanwhile (CPU seconds
+# of all its processes, out of seconds x cores), in order. A cold run is bound by CPU: the background builds
+# fill what a phase leaves idle, and this shows how much was left.
 PHASE_NAMES=()
 PHASE_SECONDS=()
+PHASE_CPU=()
 phase_started=$SECONDS
+phase_cpu_started="$(machine_cpu_seconds)"
 # phase_done NAME: records how long the phase that just ended took (since the previous phase ended).
 phase_done() {
+  local cpu_now
+  cpu_now="$(machine_cpu_seconds)"
   PHASE_NAMES+=("$1")
   PHASE_SECONDS+=($((SECONDS - phase_started)))
+  PHASE_CPU+=($((cpu_now - phase_cpu_started)))
   phase_started=$SECONDS
+  phase_cpu_started=$cpu_now
 }
 
 section "System packages"
@@ -77,7 +94,12 @@ start_background() {
       started=$SECONDS
       "$@"
       status=$?
-      echo "$((SECONDS - started))" >"$seconds_file"
+      # Its CPU time: user and system of the command and everything it waited for (the second line of the
+      # builtin times, written to a file: in a pipe it would run in a subshell, which has no children).
+      times >"$seconds_file"
+      cpu=$(awk '\''NR == 2 { for (i = 1; i <= NF; i++) { split($i, t, "m"); s += t[1] * 60 + t[2] } }
+        END { print int(s) }'\'' "$seconds_file")
+      echo "$((SECONDS - started)) s, CPU $cpu s" >"$seconds_file"
       exit "$status"' \
     "$background_dir/$name.seconds" "$niceness" "$@" >"$background_dir/$name.log" 2>&1 &
   BACKGROUND_PID[$name]=$!
@@ -269,12 +291,15 @@ summarize "deployment manifests" "$deploy_status"
 summarize "monitoring" "$monitoring_status"
 summarize "browser" "$browser_status"
 summarize "fuzz" "$fuzz_status"
-info "phase durations (seconds):"
+info "phase durations (seconds; CPU: what the whole machine used meanwhile, out of seconds x $CORES cores):"
+total_cpu=0
 for i in "${!PHASE_NAMES[@]}"; do
-  info "  ${PHASE_NAMES[$i]}: ${PHASE_SECONDS[$i]}"
+  info "  ${PHASE_NAMES[$i]}: ${PHASE_SECONDS[$i]} (CPU ${PHASE_CPU[$i]} of $((PHASE_SECONDS[i] * CORES)))"
+  total_cpu=$((total_cpu + PHASE_CPU[i]))
 done
-info "  total: $SECONDS"
-info "background builds (seconds each took, from the end of the toolchain step, overlapping the phases above):"
+info "  total: $SECONDS (CPU $total_cpu of $((SECONDS * CORES)))"
+info "background builds (how long each took from the end of the toolchain step, overlapping the phases above,"
+info "and its own CPU time):"
 for i in "${!BACKGROUND_NAMES[@]}"; do
   info "  ${BACKGROUND_NAMES[$i]}: ${BACKGROUND_SECONDS[$i]}"
 done
