@@ -174,8 +174,8 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts a JobManager and `spec.task_managers` TaskManagers, and returns once every TaskManager is
-    /// registered and ACTIVE. Panics (printing the logs) if that does not happen within [`STARTUP_TIMEOUT`].
+    /// Starts a JobManager and `spec.task_managers` TaskManagers, and returns once the (first) JobManager
+    /// leads and every TaskManager is registered and ACTIVE. Panics (printing the logs) if that does not happen within [`STARTUP_TIMEOUT`].
     pub fn start(mut spec: ClusterSpec) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("sluice-test-")
@@ -219,6 +219,10 @@ impl Cluster {
         };
         // From here on a panic drops `cluster`, which prints the logs.
         cluster.await_job_manager_address().unwrap_or_else(|e| panic!("{e:#}"));
+        // A JobManager answers REST once it listens, but refuses submissions (503, "a standby") until it holds
+        // the leader lease, which its election takes a moment later: a test's first request must not race it
+        // (seen on a loaded machine). The standbys start after it, so it is the leader.
+        cluster.wait_for_leader(&[], STARTUP_TIMEOUT);
         for index in 1..cluster.spec.job_managers {
             let name = format!("jobmanager-{index}");
             let process =
