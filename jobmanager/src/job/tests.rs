@@ -115,6 +115,16 @@ async fn wait_for(shared: &JobShared, status: JobStatus) {
 }
 
 /// A report that the job's one task (attempt 1) failed with `error`, of `kind`.
+/// Starts a job with `config`, lets it run on one TaskManager, then has its task report a failure.
+async fn running_then_failed(config: &str, error: &str, kind: FailureKind) -> Started {
+    let started = start(config).await;
+    register_task_manager(&started.ctx);
+    wait_for(&started.shared, JobStatus::Running).await;
+    let failed = task_failed(error, kind);
+    started.shared.inbox.send(JobEvent::TaskReport(failed)).await.unwrap_or_else(|e| panic!("{e}"));
+    started
+}
+
 fn task_failed(error: &str, kind: FailureKind) -> TaskStateReport {
     TaskStateReport {
         task: Some(TaskRef { job_id: JOB_ID.into(), attempt: 1, chain: 0, subtask: 0 }),
@@ -153,11 +163,7 @@ fn assert_failed_for_want_of_slots(ended: (JobStatus, Option<String>, Arc<Counti
 #[tokio::test]
 async fn a_cancel_while_restarting_ends_the_job_canceled_without_a_second_deployment() {
     let config = r#"{"restart_strategy": {"strategy": "FIXED_DELAY", "delay_ms": 60000, "attempts": 3}}"#;
-    let started = start(config).await;
-    register_task_manager(&started.ctx);
-    wait_for(&started.shared, JobStatus::Running).await;
-    let failed = task_failed("boom", FailureKind::Unspecified);
-    started.shared.inbox.send(JobEvent::TaskReport(failed)).await.unwrap_or_else(|e| panic!("{e}"));
+    let started = running_then_failed(config, "boom", FailureKind::Unspecified).await;
     wait_for(&started.shared, JobStatus::Restarting).await;
     assert!(started.ctx.store.request_cancel(&started.shared.job_id).await.unwrap_or(false));
     started.shared.desired_changed.notify_one();
@@ -326,11 +332,8 @@ mod paused_clock {
 #[tokio::test]
 async fn a_configuration_failure_is_not_restarted_whatever_the_strategy_allows() {
     let config = r#"{"restart_strategy": {"strategy": "FIXED_DELAY", "delay_ms": 10, "attempts": 100}}"#;
-    let started = start(config).await;
-    register_task_manager(&started.ctx);
-    wait_for(&started.shared, JobStatus::Running).await;
-    let failed = task_failed("vertex 'src': this TaskManager has no native operator 'x'", FailureKind::Configuration);
-    started.shared.inbox.send(JobEvent::TaskReport(failed)).await.unwrap_or_else(|e| panic!("{e}"));
+    let message = "vertex 'src': this TaskManager has no native operator 'x'";
+    let started = running_then_failed(config, message, FailureKind::Configuration).await;
     // The store's file lives as long as `started`: read the exception history before `ended` drops it.
     let deadline = tokio::time::Instant::now() + ACTOR_DEADLINE;
     while !started.actor.is_finished() {
