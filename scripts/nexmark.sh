@@ -34,7 +34,7 @@
 # steady rate is reached sooner than Flink's q0 would take on Sluice's count). Flink's
 # throughput is bench.py's (rows / processing time: first task RUNNING to FINISHED); its per-core figure is
 # rows / CPU seconds of its TaskManager process over the run, as for Sluice. The comparison is on the rows a
-# query reads (bids; persons and auctions for q3 and q8): Sluice's rows/s (and per core) over Flink's.
+# query reads (bids; persons and auctions for q3 and q8; auctions and bids for q4): Sluice's rows/s (and per core) over Flink's.
 #
 # Usage: scripts/nexmark.sh [--flink] [--events N] [--queries q0,q1,...] [--reps N]
 #   --events N: events per run for every query, on both systems (default: per query, see default_events).
@@ -58,7 +58,7 @@ usage() {
 readonly COMMAND_LINE="scripts/nexmark.sh${*:+ $*}"
 FLINK=0
 EVENTS=""
-QUERIES="q0,q1,q2,q3,q5,q7,q8,q11"
+QUERIES="q0,q1,q2,q3,q4,q5,q7,q8,q11"
 REPS="${REPS:-3}"
 while (($# > 0)); do
   case "$1" in
@@ -136,11 +136,13 @@ goal_per_core() {
 }
 
 # input_rows QUERY EVENTS: the rows a query reads of events 0..EVENTS-1: persons and auctions for q3 and q8 (1 and
-# 3 of every 50: ids 0 and 1-3 of each cycle), bids for the others (46 of every 50: ids 4-49).
+# 3 of every 50: ids 0 and 1-3 of each cycle), auctions and bids for q4 (49 of every 50: ids 1-49), bids for the
+# others (46 of every 50: ids 4-49).
 input_rows() {
   local n="$2"
   case "$1" in
     q3 | q8) echo $((n / 50 + (n % 50 > 0 ? 1 : 0) + n / 50 * 3 + (n % 50 > 4 ? 3 : (n % 50 > 1 ? n % 50 - 1 : 0)))) ;;
+    q4) echo $((n / 50 * 49 + (n % 50 > 1 ? n % 50 - 1 : 0))) ;;
     *) echo $((n / 50 * 46 + (n % 50 > 4 ? n % 50 - 4 : 0))) ;;
   esac
 }
@@ -375,8 +377,9 @@ for line in "${results[@]}"; do
 done
 
 if ((FLINK == 1)); then
-  printf '\n    Sluice and Flink side by side, on the rows each query reads (bids; persons and auctions for q3, q8: Sluice:'
-  printf ' 92 %% (8 %%) of its events; Flink: datagen rows); per core: per CPU second of the TaskManager process\n'
+  printf '\n    Sluice and Flink side by side, on the rows each query reads (bids; persons and auctions for q3, q8;'
+  printf ' auctions and bids for q4: Sluice: 92 %%, 8 %%, 98 %% of its events; Flink: datagen rows); per core: per CPU'
+  printf ' second of the TaskManager process\n'
   printf '    %-5s %-8s %2s %10s %10s %12s %12s %12s %12s %6s %10s %7s %6s %9s %6s %9s\n' QUERY STATE P S_EVENTS F_EVENTS \
     SLUICE_ROW/S FLINK_ROW/S SLUICE/CORE FLINK/CORE RATIO "RATIO/CORE" "GOAL_3X" S_CKPT S_CKPT_MS F_CKPT F_CKPT_MS
   for line in "${results[@]}"; do

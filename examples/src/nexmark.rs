@@ -3,7 +3,7 @@
 //! sink. The functions take the event count, the parallelism and the sink, so tests run the same queries on
 //! a small input into file sinks. Column names are the generator's (`bid.auction`, `bid.date_time`, ...);
 //! the query texts they follow are Flink's (`nexmark.md` §2).
-use sluice_common::job::builder::{count, max, session, sliding, tumbling, JobBuilder, Stream};
+use sluice_common::job::builder::{avg, count, max, session, sliding, tumbling, JobBuilder, Stream};
 use sluice_common::proto::{vertex::Operator, BlackholeSink, EventTime, JobGraph, NexmarkSource, NexmarkTable};
 
 /// Where a query's results go.
@@ -94,6 +94,28 @@ pub fn q3(events: Option<u64>, parallelism: u32, out: &Sink) -> JobGraph {
         .join("local_items", sellers, (&["seller"], &["id"]))
         .select("q3", &[("name", "name"), ("city", "city"), ("state", "state"), ("id", "auction_id")]);
     sink(local_items, out);
+    job.build()
+}
+
+/// q4, average price per category: the winning bid of every auction (its highest among the bids made while
+/// it was open, `date_time BETWEEN` its opening and `expires`), averaged per category. A regular join pairs
+/// each auction with its bids; an auction's winning bid changes as higher bids come, so the maximum per
+/// auction is a changelog (`emit: CHANGELOG`), and the average per category takes each superseded maximum
+/// back out. The output is a changelog too: the current average of a category is its last row not taken back
+/// (Flink's q4 emits the same retract stream).
+pub fn q4(events: Option<u64>, parallelism: u32, out: &Sink) -> JobGraph {
+    let job = JobBuilder::new("nexmark_q4");
+    let auctions = source(&job, "auction", NexmarkTable::Auction, events, parallelism)
+        .select("auctions", &[("id", "id"), ("category", "category"), ("opened", "date_time"), ("expires", "expires")]);
+    let bids = source(&job, "bid", NexmarkTable::Bid, events, parallelism)
+        .select("bids", &[("auction", "auction"), ("price", "price"), ("bid_time", "date_time")]);
+    let winning_bids = auctions
+        .join("auction_bids", bids, (&["id"], &["auction"]))
+        .filter("while_open", "bid_time BETWEEN opened AND expires")
+        .key_by(&["id", "category"])
+        .aggregate_changelog("winning_bids", &[max("final", "price")]);
+    let averages = winning_bids.key_by(&["category"]).aggregate_changelog("q4", &[avg("avg_final", "final")]);
+    sink(averages, out);
     job.build()
 }
 
@@ -196,6 +218,7 @@ pub fn all() -> Vec<(&'static str, JobGraph)> {
         ("nexmark/q1", q1(events, parallelism, &Sink::Blackhole)),
         ("nexmark/q2", q2(events, parallelism, &Sink::Blackhole)),
         ("nexmark/q3", q3(events, parallelism, &Sink::Blackhole)),
+        ("nexmark/q4", q4(events, parallelism, &Sink::Blackhole)),
         ("nexmark/q5", q5(events, parallelism, &Sink::Blackhole)),
         ("nexmark/q7", q7(events, parallelism, &Sink::Blackhole)),
         ("nexmark/q8", q8(events, parallelism, &Sink::Blackhole)),

@@ -13,13 +13,14 @@ many persons as E events create (E/50) and their auctions over as many auctions 
 and ${AUCTION_MAX}, substituted here (bench.py substitutes ${ROWS}) into copies under $FLINKPEER/nexmark-sql/.
 The shared source tables are in flink/tables/, pulled in by `-- include:` lines. q3 and q8 read persons and
 auctions instead: ${PERSON_ROWS} and ${AUCTION_ROWS} (the 1 and 3 in 50 of E events), ids
-up to ${PERSON_MAX} and ${AUCTION_MAX}; its rows are persons and auctions.
+up to ${PERSON_MAX} and ${AUCTION_MAX}; its rows are persons and auctions. q4 reads auctions and bids: its rows
+are both.
 
 Prints one line per query, backend and parallelism on stdout (bench.py's own output goes to stderr):
     nexmark-flink query=q0 backend=heap p=1 events=E rows=N secs=S rows_per_s=R tm_cpu_s=C rows_per_core=X
         ckpts=K ckpt_ms_mean=M runs=k foreign_cpu_max=F
 the figures of the run with the median rows/s. `secs` is bench.py's processing time (first task RUNNING to
-FINISHED, from the REST API); `rows` are datagen rows (bids; persons and auctions for q3 and q8).
+FINISHED, from the REST API); `rows` are datagen rows (bids; persons and auctions for q3 and q8; auctions and bids for q4).
 """
 
 import argparse
@@ -31,9 +32,10 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SQL_DIR = os.path.join(HERE, "flink")
-STATEFUL = {"q3", "q5", "q7", "q8", "q11"}
-# Queries over persons and auctions (the others read bids).
+STATEFUL = {"q3", "q4", "q5", "q7", "q8", "q11"}
+# Queries over persons and auctions, and over auctions and bids (the others read bids).
 PERSONS_AND_AUCTIONS = {"q3", "q8"}
+AUCTIONS_AND_BIDS = {"q4"}
 
 
 def render_includes(path):
@@ -79,9 +81,18 @@ def main():
             persons = n // 50 + (1 if n % 50 > 0 else 0)
             auctions = n // 50 * 3 + min(max(n % 50 - 1, 0), 3)
             bids = n // 50 * 46 + max(n % 50 - 4, 0)
-            rows = persons + auctions if query in PERSONS_AND_AUCTIONS else bids
+            if query in PERSONS_AND_AUCTIONS:
+                rows = persons + auctions
+            elif query in AUCTIONS_AND_BIDS:
+                rows = auctions + bids
+            else:
+                rows = bids
             sql = os.path.join(rendered, "%s_%s.sql" % (query, backend))
             text = render_includes(source)
+            # bench.py puts `rows` for ${ROWS}, the bid table's row count: when the query reads auctions too,
+            # the bids are fewer than its rows and are put in here.
+            if query in AUCTIONS_AND_BIDS:
+                text = text.replace("${ROWS}", str(bids))
             for name, value in (("${BIDDER_MAX}", 1000 + max(persons, 1) - 1),
                                 ("${PERSON_MAX}", 1000 + max(persons, 1) - 1),
                                 ("${AUCTION_MAX}", 1000 + max(auctions, 1) - 1),

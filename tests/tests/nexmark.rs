@@ -2,14 +2,16 @@
 //! same generated events gives.
 //!
 //! Goal: the `nexmark` source emits the generator's events exactly once at any parallelism, and q0, q1, q2,
-//! q3 (local item suggestion: a regular join of auctions and persons), q5 (hot items per sliding window), q7 (highest bid per window, joined back), q8 (new users: a join of two windows' results) and q11
+//! q3 (local item suggestion: a regular join of auctions and persons), q4 (average winning bid per category:
+//! a join, then a changelog of the maximum per auction averaged per category), q5 (hot items per sliding window), q7 (highest bid per window, joined back), q8 (new users: a join of two windows' results) and q11
 //! (sessions) compute the query texts' answers, on the heap and on RocksDB.
 //!
 //! Method: each job file as shipped, with its sources bounded to 200,000 events (for the windowed queries,
 //! event time slowed to 1,000 events a second, so the input spans 200 s: twenty 10 s windows, and sessions
 //! that split), its parallelism set to 1 (heap) and 3 (RocksDB), and its blackhole sink replaced by a file
 //! sink. The expected rows come from `sluice_common::nexmark` (the generator itself is the input) and plain
-//! Rust, straight from the query texts: a filter, a product, a lookup of each auction's seller, per-window counts and their maxima, per-window
+//! Rust, straight from the query texts: a filter, a product, a lookup of each auction's seller, each auction's
+//! highest bid while open averaged per category (q4's changelog is added up first), per-window counts and their maxima, per-window
 //! maxima and the bids at them, per-window sets of persons and sellers intersected, a session split per bidder.
 //!
 //! The stateful q5, q7 and q8 run once more each with a TaskManager killed (SIGKILL) mid-run: their output
@@ -189,6 +191,7 @@ fn nexmark_queries_match_a_naive_evaluation_at_parallelism_1_and_3_on_heap_and_r
     let expected_hot = hot_items(&slow_bids);
     let expected_new_users = new_users(&slow);
     let expected_local_items = local_items(&timeline);
+    let expected_averages = average_final_prices(&timeline);
     for (parallelism, backend) in RUNS {
         let mut cluster =
             Cluster::start(ClusterSpec { slots: 3, ..ClusterSpec::default() }.env("STATE_BACKEND", backend));
@@ -219,6 +222,10 @@ fn nexmark_queries_match_a_naive_evaluation_at_parallelism_1_and_3_on_heap_and_r
         let q3 = run(&mut cluster, "q3", parallelism, None);
         let got = q3.iter().map(|r| (text(r, "name"), text(r, "city"), text(r, "state"), int(r, "id")));
         assert_same("q3", got.collect(), expected_local_items.clone());
+
+        let q4 = run(&mut cluster, "q4", parallelism, None);
+        let got = current_rows(&q4).into_iter().map(|r| (int(&r, "category"), in_thousandths(&r, "avg_final")));
+        assert_same("q4", got.collect(), expected_averages.clone());
 
         let q5 = run(&mut cluster, "q5", parallelism, Some(SLOW_EVENT_RATE));
         let got = q5.iter().map(|r| (int(r, "auction"), int(r, "num")));
@@ -261,6 +268,69 @@ fn q5_q7_and_q8_lose_and_repeat_nothing_when_a_taskmanager_is_killed_mid_run() {
         let got = q8.iter().map(|r| (int(r, "id"), text(r, "name"), int(r, "starttime")));
         assert_same(&format!("q8 on {backend}, killed"), got.collect(), new_users(&slow));
     }
+}
+
+/// The rows a changelog leaves standing: each row without `_retract` (or with it false) adds one, each with
+/// it true takes one back, in any order; every row must end up out at most once.
+fn current_rows(changelog: &[Map<String, Value>]) -> Vec<Map<String, Value>> {
+    let mut standing: BTreeMap<String, (i64, Map<String, Value>)> = BTreeMap::new();
+    for row in changelog {
+        let mut values = row.clone();
+        let retract = match values.remove("_retract") {
+            Some(Value::Bool(retract)) => retract,
+            other => panic!("a changelog row has a boolean _retract: {other:?} in {row:?}"),
+        };
+        let entry = standing.entry(Value::Object(values.clone()).to_string()).or_insert((0, values));
+        entry.0 += if retract { -1 } else { 1 };
+    }
+    standing
+        .into_values()
+        .filter_map(|(count, row)| {
+            assert!((0..=1).contains(&count), "a changelog row is out {count} times: {row:?}");
+            (count == 1).then_some(row)
+        })
+        .collect()
+}
+
+/// A float column in thousandths (the output's averages are compared to the thousandth).
+fn in_thousandths(row: &Map<String, Value>, column: &str) -> i64 {
+    let value = row.get(column).and_then(Value::as_f64).unwrap_or_else(|| panic!("no number {column} in {row:?}"));
+    (value * 1000.0).round() as i64
+}
+
+/// q4 naively: per auction, the highest bid among those made while it was open (its `date_time` to its
+/// `expires`, both included); per category, the average of those winning bids, in thousandths.
+fn average_final_prices(timeline: &Timeline) -> Vec<(i64, i64)> {
+    let mut auctions = BTreeMap::new();
+    let mut bids = Vec::new();
+    for n in 0..EVENTS {
+        match timeline.event(timeline.event_id(n)) {
+            Event::Auction(a) => {
+                auctions.insert(a.id, a);
+            }
+            Event::Bid(b) => bids.push(b),
+            Event::Person(_) => {}
+        }
+    }
+    let mut winning: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+    for bid in &bids {
+        let Some(auction) = auctions.get(&bid.auction) else { continue };
+        if (auction.date_time..=auction.expires).contains(&bid.date_time) {
+            let entry = winning.entry(auction.id).or_insert((auction.category, bid.price));
+            entry.1 = entry.1.max(bid.price);
+        }
+    }
+    let mut per_category: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+    for (category, price) in winning.into_values() {
+        let entry = per_category.entry(category).or_default();
+        entry.0 += price;
+        entry.1 += 1;
+    }
+    assert!(per_category.len() >= 3, "auctions with bids in several categories: {per_category:?}");
+    per_category
+        .into_iter()
+        .map(|(category, (sum, count))| (category, (sum as f64 / count as f64 * 1000.0).round() as i64))
+        .collect()
 }
 
 /// q3 naively: every auction in category 10 whose seller (a person among the same events) lives in OR, ID or

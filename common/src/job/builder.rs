@@ -28,7 +28,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use crate::proto::{
-    event_time::Watermarks, vertex::Operator, window::Assigner, Aggregate, AggregateCall, BlackholeSink,
+    event_time::Watermarks, vertex::Operator, window::Assigner, Aggregate, AggregateCall, AggregateEmit, BlackholeSink,
     CustomOperator, DataType, DatagenSource, Deduplicate, Edge, EventTime, Field, FileSink, FileSource, Filter,
     FlatMap, IntervalJoin, JobConfig, JobGraph, Join, KafkaSink, KafkaSource, Monotonous, Partitioning, PrintSink,
     Projection, Reduce, Select, SessionWindow, SlidingWindow, TemporalJoin, TumblingWindow, Vertex, Window,
@@ -279,8 +279,19 @@ impl Stream {
 impl KeyedStream {
     /// A running aggregate per key, emitting each touched key's current values.
     pub fn aggregate(self, id: &str, aggregates: &[AggregateCall]) -> Stream {
+        self.running_aggregate(id, aggregates, AggregateEmit::Updates)
+    }
+
+    /// A running aggregate per key emitting a changelog: a key's previous row taken back (`_retract`
+    /// true), then its new one, whenever its values change (see `AggregateEmit` in the proto).
+    pub fn aggregate_changelog(self, id: &str, aggregates: &[AggregateCall]) -> Stream {
+        self.running_aggregate(id, aggregates, AggregateEmit::Changelog)
+    }
+
+    fn running_aggregate(self, id: &str, aggregates: &[AggregateCall], emit: AggregateEmit) -> Stream {
         let keys = self.stream.key.clone();
-        self.stream.then(id, Operator::Aggregate(Aggregate { keys, aggregates: aggregates.to_vec() }))
+        let aggregate = Aggregate { keys, aggregates: aggregates.to_vec(), emit: emit as i32 };
+        self.stream.then(id, Operator::Aggregate(aggregate))
     }
 
     /// An event-time window per key, emitting `aggregates` when each window closes.

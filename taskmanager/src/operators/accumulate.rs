@@ -50,6 +50,11 @@ impl Kind {
     pub fn floating(self) -> bool {
         matches!(self, Kind::SumFloat | Kind::MinFloat | Kind::MaxFloat | Kind::Avg)
     }
+
+    /// Whether a row can be taken back out of it (a changelog's retraction): counts, sums and averages.
+    pub fn retractable(self) -> bool {
+        matches!(self, Kind::CountRows | Kind::CountValues | Kind::SumInt | Kind::SumFloat | Kind::Avg)
+    }
 }
 
 /// One aggregate call, compiled against its input schema.

@@ -14,26 +14,68 @@ use crate::proto;
 /// The functions of the keyed running aggregate.
 pub const AGGREGATE_FUNCTIONS: &[&str] = &["count", "sum", "min", "max", "avg"];
 
+/// The functions of the running aggregate that can take a row back out (a changelog input's retraction).
+pub const RETRACTABLE_FUNCTIONS: &[&str] = &["count", "sum", "avg"];
+
+/// The column that makes a stream a changelog: BOOLEAN, true for a row that takes back one emitted before,
+/// false for a row that adds (see `AggregateEmit` in the proto). A running aggregate with `emit: CHANGELOG`
+/// writes it; filters, selects that keep it, running aggregates and sinks take it; the other operators
+/// refuse a changelog input, as their results would count a retracted row as a new one.
+pub const RETRACT_COLUMN: &str = "_retract";
+
+/// The changelog column's field.
+pub fn retract_field() -> ArrowField {
+    ArrowField::new(RETRACT_COLUMN, ArrowType::Boolean, false)
+}
+
+/// Whether a stream of this schema is a changelog (it has the [`RETRACT_COLUMN`]).
+pub fn is_changelog(schema: &Schema) -> bool {
+    schema.column_with_name(RETRACT_COLUMN).is_some()
+}
+
 impl OperatorSpec for proto::Aggregate {
     const KIND: &'static str = "aggregate";
     const ROLE: Role = Role::Transform;
+    const TAKES_CHANGELOG: bool = true;
 
     fn output_schema(&self, input: &mut SchemaInput<'_, '_>) -> Option<SchemaRef> {
         // A running aggregate's updates carry no event time.
         input.output_time = None;
         let report = &mut *input.report;
+        if proto::AggregateEmit::try_from(self.emit).is_err() {
+            report(format!("'emit' is {}: it is UPDATES (the default) or CHANGELOG", self.emit));
+        }
         if self.keys.is_empty() {
             report("'keys' is missing: the key columns".into());
             return None;
+        }
+        let changelog_input = is_changelog(&input.input);
+        if changelog_input && self.keys.iter().any(|k| k == RETRACT_COLUMN) {
+            report(format!("'{RETRACT_COLUMN}' says whether a row is a retraction; it cannot be a key"));
         }
         let mut fields = check_keys(&self.keys, &input.input, input.in_edges, report);
         if self.aggregates.is_empty() {
             report("'aggregates' is missing: e.g. [{\"function\": \"count\", \"name\": \"count\"}]".into());
         }
         for call in &self.aggregates {
+            let function = call.function.to_lowercase();
+            if changelog_input
+                && AGGREGATE_FUNCTIONS.contains(&function.as_str())
+                && !RETRACTABLE_FUNCTIONS.contains(&function.as_str())
+            {
+                report(format!(
+                    "aggregate '{}': {function} cannot take a retracted row back out, and the input is a changelog \
+                     (it has a '{RETRACT_COLUMN}' column); use {} here, or aggregate before the changelog",
+                    call.name,
+                    RETRACTABLE_FUNCTIONS.join(", ")
+                ));
+            }
             if let Some(field) = aggregate_field(call, &input.input, input.compiler, false, report) {
                 fields.push(field);
             }
+        }
+        if self.emit == proto::AggregateEmit::Changelog as i32 {
+            fields.push(retract_field());
         }
         unique_names(fields.iter().map(|f| f.name().as_str()), "output column", report);
         Some(Arc::new(Schema::new(fields)))

@@ -7,6 +7,7 @@ use crate::proto;
 impl OperatorSpec for proto::BlackholeSink {
     const KIND: &'static str = "blackhole_sink";
     const ROLE: Role = Role::Sink;
+    const TAKES_CHANGELOG: bool = true;
 
     fn output_schema(&self, input: &mut SchemaInput<'_, '_>) -> Option<SchemaRef> {
         if !(self.rows_per_second >= 0.0 && self.rows_per_second.is_finite()) {

@@ -36,6 +36,7 @@ impl OperatorSpec for proto::FileSource {
 impl OperatorSpec for proto::FileSink {
     const KIND: &'static str = "file_sink";
     const ROLE: Role = Role::Sink;
+    const TAKES_CHANGELOG: bool = true;
 
     fn output_schema(&self, input: &mut SchemaInput<'_, '_>) -> Option<SchemaRef> {
         if self.path.trim().is_empty() {

@@ -7,6 +7,7 @@ use crate::proto;
 impl OperatorSpec for proto::Filter {
     const KIND: &'static str = "filter";
     const ROLE: Role = Role::Transform;
+    const TAKES_CHANGELOG: bool = true;
 
     fn output_schema(&self, input: &mut SchemaInput<'_, '_>) -> Option<SchemaRef> {
         match input.compiler.compile(&self.predicate, &input.input) {

@@ -26,6 +26,7 @@ impl OperatorSpec for proto::KafkaSource {
 impl OperatorSpec for proto::KafkaSink {
     const KIND: &'static str = "kafka_sink";
     const ROLE: Role = Role::Sink;
+    const TAKES_CHANGELOG: bool = true;
 
     fn output_schema(&self, input: &mut SchemaInput<'_, '_>) -> Option<SchemaRef> {
         check_kafka_sink(self, &input.input, input.config, input.report);

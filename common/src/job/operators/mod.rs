@@ -32,7 +32,7 @@ pub(crate) mod schema;
 mod select;
 mod window;
 
-pub use aggregate::AGGREGATE_FUNCTIONS;
+pub use aggregate::{is_changelog, retract_field, AGGREGATE_FUNCTIONS, RETRACTABLE_FUNCTIONS, RETRACT_COLUMN};
 pub use kafka::KAFKA_TRANSACTION_TIMEOUT_MS_DEFAULT;
 pub(crate) use kafka::{SINK_OWNED_PROPERTIES, SOURCE_OWNED_PROPERTIES};
 pub use nexmark::{nexmark_kind, nexmark_timeline, NEXMARK_OUT_OF_ORDER_GROUP_MAX};
@@ -61,6 +61,11 @@ pub(crate) trait OperatorSpec {
     /// reporting every problem with its settings to `input.report`. None when it cannot say (a problem
     /// was reported); validation then skips what depends on it.
     fn output_schema(&self, input: &mut SchemaInput<'_, '_>) -> Option<SchemaRef>;
+
+    /// Whether the kind takes a changelog input (a [`RETRACT_COLUMN`]): those that handle a retraction row
+    /// as one (filters pass it on, running aggregates take it back out, sinks write it) and selects, which
+    /// must keep the column.
+    const TAKES_CHANGELOG: bool = false;
 
     /// The checks that need no input schema, run when the input's schema is unknown (an upstream vertex
     /// failed already) so that one submission still shows every mistake.
@@ -135,6 +140,13 @@ macro_rules! operator_kinds {
         pub(crate) fn output_schema(operator: &Operator, input: &mut SchemaInput<'_, '_>) -> Option<SchemaRef> {
             match operator {
                 $(Operator::$variant(spec) => spec.output_schema(input)),+
+            }
+        }
+
+        /// Whether `operator` takes a changelog input (see [`OperatorSpec::TAKES_CHANGELOG`]).
+        pub(crate) fn takes_changelog(operator: &Operator) -> bool {
+            match operator {
+                $(Operator::$variant(_) => <$message as OperatorSpec>::TAKES_CHANGELOG),+
             }
         }
 

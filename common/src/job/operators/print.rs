@@ -8,6 +8,7 @@ use crate::proto;
 impl OperatorSpec for proto::PrintSink {
     const KIND: &'static str = "print_sink";
     const ROLE: Role = Role::Sink;
+    const TAKES_CHANGELOG: bool = true;
 
     fn output_schema(&self, input: &mut SchemaInput<'_, '_>) -> Option<SchemaRef> {
         if let Some(rows) = self.max_rows_per_batch.filter(|rows| *rows > PRINT_ROWS_PER_BATCH_MAX) {

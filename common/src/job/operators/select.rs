@@ -3,6 +3,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{Field as ArrowField, Schema, SchemaRef};
 
+use super::aggregate::{is_changelog, RETRACT_COLUMN};
 use super::schema::unique_names;
 use super::{OperatorSpec, Role, SchemaInput};
 use crate::proto;
@@ -10,6 +11,7 @@ use crate::proto;
 impl OperatorSpec for proto::Select {
     const KIND: &'static str = "select";
     const ROLE: Role = Role::Transform;
+    const TAKES_CHANGELOG: bool = true;
 
     fn output_schema(&self, input: &mut SchemaInput<'_, '_>) -> Option<SchemaRef> {
         let schema = &input.input;
@@ -21,6 +23,14 @@ impl OperatorSpec for proto::Select {
         if self.columns.is_empty() {
             report("no columns; list the output columns as [{\"name\": ..., \"expr\": ...}]".into());
             return None;
+        }
+        if is_changelog(schema)
+            && !self.columns.iter().any(|c| c.expr.trim() == RETRACT_COLUMN && output_name(c, schema) == RETRACT_COLUMN)
+        {
+            report(format!(
+                "its input is a changelog: keep its '{RETRACT_COLUMN}' column as it is (a column \
+                 {{\"name\": \"{RETRACT_COLUMN}\", \"expr\": \"{RETRACT_COLUMN}\"}}), or retractions would read as new rows"
+            ));
         }
         let mut fields = Vec::with_capacity(self.columns.len());
         let mut ok = true;

@@ -434,6 +434,60 @@ mod tests {
         assert!(found.iter().any(|p| p.contains("vertex 'count'") && p.contains("did you mean 'count'")), "{found:?}");
     }
 
+    /// Word count whose counts go on as a changelog into `downstream` (a vertex "next" between "count" and
+    /// "sink"; `emit` is the count's).
+    fn changelog_job(emit: &str, downstream: &str) -> String {
+        let job = WORD_COUNT
+            .replace(
+                r#""aggregates": [{"function": "count", "name": "n"}]}}"#,
+                &format!(r#""aggregates": [{{"function": "count", "name": "n"}}], "emit": "{emit}"}}}}"#),
+            )
+            .replace(
+                r#"{"id": "sink", "parallelism": 2"#,
+                &format!(r#"{{"id": "next", "parallelism": 2, {downstream}}}, {{"id": "sink", "parallelism": 2"#),
+            )
+            .replace(
+                r#"{"from": "count", "to": "sink"}"#,
+                r#"{"from": "count", "to": "next", "partitioning": "HASH", "key": ["n"]}, {"from": "next", "to": "sink"}"#,
+            );
+        assert!(job.contains("\"next\"") && job.contains(emit), "the word count job changed: {job}");
+        job
+    }
+
+    #[test]
+    fn a_changelog_goes_only_where_a_retraction_is_handled_as_one() -> Result<(), JobError> {
+        let sum_by_count = r#""aggregate": {"keys": ["n"], "aggregates": [{"function": "sum", "argument": "n", "name": "s"},
+            {"function": "count", "name": "words"}, {"function": "avg", "argument": "n", "name": "a"}]}"#;
+        // A changelog's retractions are taken back out by a downstream count, sum and avg.
+        let job = validate(parse_job_file(changelog_job("CHANGELOG", sum_by_count).as_bytes())?)?;
+        let schema = |id: &str| job.schemas.get(id).map(|s| describe(s));
+        assert_eq!(schema("count").as_deref(), Some("[word Utf8, n Int64, _retract Boolean]"));
+        assert_eq!(schema("next").as_deref(), Some("[n Int64, s Int64, words Int64, a Float64]"));
+        // The same aggregate behind an update stream: no changelog anywhere.
+        let job = validate(parse_job_file(changelog_job("UPDATES", sum_by_count).as_bytes())?)?;
+        assert_eq!(job.schemas.get("count").map(|s| describe(s)).as_deref(), Some("[word Utf8, n Int64]"));
+
+        let problems = |downstream: &str| problems_of(&changelog_job("CHANGELOG", downstream)).join("\n");
+        let max = problems(
+            r#""aggregate": {"keys": ["n"], "aggregates": [{"function": "max", "argument": "n", "name": "m"}]}"#,
+        );
+        assert!(max.contains("aggregate 'm': max cannot take a retracted row back out"), "{max}");
+        let window = problems(
+            r#""window": {"keys": ["n"], "tumbling": {"size_ms": 1000}, "aggregates": [{"function": "count", "name": "c"}]}"#,
+        );
+        assert!(window.contains("vertex 'next' (window): its input 'count' is a changelog"), "{window}");
+        let dropped = problems(r#""select": {"columns": [{"name": "n", "expr": "n"}]}"#);
+        assert!(dropped.contains("keep its '_retract' column as it is"), "{dropped}");
+        let kept = problems(
+            r#""select": {"columns": [{"name": "n", "expr": "n"}, {"name": "_retract", "expr": "_retract"}]}"#,
+        );
+        assert_eq!(kept, "");
+        assert_eq!(problems(r#""filter": {"predicate": "n > 1"}"#), "");
+        let emit = problems_of(&WORD_COUNT.replace(r#""name": "n"}]}"#, r#""name": "n"}], "emit": "SOMETIMES"}"#));
+        assert!(emit.join("\n").contains("SOMETIMES"), "{emit:?}");
+        Ok(())
+    }
+
     #[test]
     fn an_aggregate_needs_its_input_hashed_by_its_keys() {
         let bad = WORD_COUNT.replace(r#", "partitioning": "HASH", "key": ["word"]"#, "");

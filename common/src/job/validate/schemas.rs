@@ -9,7 +9,8 @@ use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use crate::expr::ExprCompiler;
 use crate::job::hint;
 use crate::job::operators::{
-    self, edge_source_key, is_time_type, operator_kind, role, unions_inputs, Role, SchemaInput, Upstream,
+    self, edge_source_key, is_changelog, is_time_type, operator_kind, role, unions_inputs, Role, SchemaInput, Upstream,
+    RETRACT_COLUMN,
 };
 use crate::proto::{self, vertex::Operator, Edge, JobGraph};
 
@@ -39,6 +40,16 @@ pub(super) fn infer_schemas(graph: &JobGraph, order: &[usize], problems: &mut Ve
             }
         }
         let kind = operator_kind(operator);
+        if !operators::takes_changelog(operator) {
+            for edge in in_edges.iter().filter(|e| schema_of_edge(e, &inferred).is_some_and(|s| is_changelog(s))) {
+                problems.push(format!(
+                    "vertex '{}' ({kind}): its input '{}' is a changelog (a '{RETRACT_COLUMN}' column, from a running \
+                     aggregate with emit CHANGELOG), and {kind} would take a retraction for a new row; a running \
+                     aggregate, a filter, a select or a sink takes a changelog",
+                    vertex.id, edge.from
+                ));
+            }
+        }
         if !unions_inputs(operator) {
             // A join reads its two inputs apart, and its output carries no event-time column of its own.
             let mut report = |problem: String| problems.push(format!("vertex '{}' ({kind}): {problem}", vertex.id));
@@ -150,14 +161,7 @@ fn input_schema(
     inferred: &Upstream,
     problems: &mut Vec<String>,
 ) -> Option<SchemaRef> {
-    let schema_of = |e: &Edge| {
-        if e.side_output.is_empty() {
-            inferred.schemas.get(&e.from)
-        } else {
-            inferred.side_outputs.get(&(e.from.clone(), e.side_output.clone()))
-        }
-    };
-    let mut inputs = in_edges.iter().map(|e| (e.from.as_str(), schema_of(e)));
+    let mut inputs = in_edges.iter().map(|e| (e.from.as_str(), schema_of_edge(e, inferred)));
     let (first_id, first) = inputs.next()?;
     let first = first?.clone();
     for (id, schema) in inputs {
@@ -173,6 +177,15 @@ fn input_schema(
         }
     }
     Some(first)
+}
+
+/// The schema of what an edge carries (its vertex's main output or side output), when known.
+fn schema_of_edge<'u>(edge: &Edge, inferred: &'u Upstream) -> Option<&'u SchemaRef> {
+    if edge.side_output.is_empty() {
+        inferred.schemas.get(&edge.from)
+    } else {
+        inferred.side_outputs.get(&(edge.from.clone(), edge.side_output.clone()))
+    }
 }
 
 fn same_columns(a: &Schema, b: &Schema) -> bool {
