@@ -29,6 +29,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice/target}"
 
 section "Building (cargo build --bins; the first build takes several minutes)"
 command -v cargo >/dev/null || fail "cargo is not installed; run scripts/test.sh once (it installs Rust) or see https://rustup.rs"
+use_fast_debug_cxx
 cargo build --bins
 
 section "Chaos run"

@@ -29,6 +29,7 @@ trap stop_cluster EXIT
 section "System packages and Rust (installed only when missing)"
 install_system_packages
 install_rust
+use_fast_debug_cxx
 
 section "Building (cargo build --bins; the first build takes several minutes)"
 cargo build --bins

@@ -62,6 +62,7 @@ phase_done "system packages"
 
 section "Rust toolchain"
 install_rust
+use_fast_debug_cxx
 info "CARGO_TARGET_DIR=$CARGO_TARGET_DIR"
 phase_done "Rust toolchain"
 
