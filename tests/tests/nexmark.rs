@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
-use sluice_common::nexmark::{Bid, Event, Timeline};
+use sluice_common::nexmark::{Auction, Bid, Event, Person, Timeline};
 use sluice_tests::wait::{poll_until, Progress};
 use sluice_tests::{sink, Cluster, ClusterSpec, JobStatus};
 
@@ -136,13 +136,21 @@ fn run_with_a_kill(cluster: &mut Cluster, query: &str, backend: &str) -> Vec<Map
     sink_rows(cluster, &output)
 }
 
+/// Events 0..[`EVENTS`] of `timeline`, by kind: persons, auctions, bids, each in event order.
+fn events_by_kind(timeline: &Timeline) -> (Vec<Person>, Vec<Auction>, Vec<Bid>) {
+    let (mut persons, mut auctions, mut bids) = (Vec::new(), Vec::new(), Vec::new());
+    for n in 0..EVENTS {
+        match timeline.event(timeline.event_id(n)) {
+            Event::Person(p) => persons.push(p),
+            Event::Auction(a) => auctions.push(a),
+            Event::Bid(b) => bids.push(b),
+        }
+    }
+    (persons, auctions, bids)
+}
+
 fn bids(timeline: &Timeline) -> Vec<Bid> {
-    (0..EVENTS)
-        .filter_map(|n| match timeline.event(timeline.event_id(n)) {
-            Event::Bid(bid) => Some(bid),
-            _ => None,
-        })
-        .collect()
+    events_by_kind(timeline).2
 }
 
 fn int(row: &Map<String, Value>, column: &str) -> i64 {
@@ -301,17 +309,8 @@ fn in_thousandths(row: &Map<String, Value>, column: &str) -> i64 {
 /// q4 naively: per auction, the highest bid among those made while it was open (its `date_time` to its
 /// `expires`, both included); per category, the average of those winning bids, in thousandths.
 fn average_final_prices(timeline: &Timeline) -> Vec<(i64, i64)> {
-    let mut auctions = BTreeMap::new();
-    let mut bids = Vec::new();
-    for n in 0..EVENTS {
-        match timeline.event(timeline.event_id(n)) {
-            Event::Auction(a) => {
-                auctions.insert(a.id, a);
-            }
-            Event::Bid(b) => bids.push(b),
-            Event::Person(_) => {}
-        }
-    }
+    let (_, auctions, bids) = events_by_kind(timeline);
+    let auctions: BTreeMap<i64, Auction> = auctions.into_iter().map(|a| (a.id, a)).collect();
     let mut winning: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
     for bid in &bids {
         let Some(auction) = auctions.get(&bid.auction) else { continue };
@@ -336,17 +335,8 @@ fn average_final_prices(timeline: &Timeline) -> Vec<(i64, i64)> {
 /// q3 naively: every auction in category 10 whose seller (a person among the same events) lives in OR, ID or
 /// CA, with the seller's name, city and state.
 fn local_items(timeline: &Timeline) -> Vec<(String, String, String, i64)> {
-    let mut persons = BTreeMap::new();
-    let mut auctions = Vec::new();
-    for n in 0..EVENTS {
-        match timeline.event(timeline.event_id(n)) {
-            Event::Person(p) => {
-                persons.insert(p.id, p);
-            }
-            Event::Auction(a) => auctions.push(a),
-            Event::Bid(_) => {}
-        }
-    }
+    let (persons, auctions, _) = events_by_kind(timeline);
+    let persons: BTreeMap<i64, Person> = persons.into_iter().map(|p| (p.id, p)).collect();
     let out: Vec<_> = auctions
         .iter()
         .filter(|a| a.category == 10)
@@ -412,18 +402,14 @@ fn highest_bids(bids: &[Bid]) -> Vec<(i64, i64, i64, i64, String)> {
 /// q8 naively: per window, the persons who registered in it and the sellers of auctions opened in it; the
 /// persons among those sellers, with the window's start.
 fn new_users(timeline: &Timeline) -> Vec<(i64, String, i64)> {
-    let mut persons = Vec::new();
-    let mut sellers = std::collections::BTreeSet::new();
-    for n in 0..EVENTS {
-        match timeline.event(timeline.event_id(n)) {
-            Event::Person(p) => persons.push((p.id, p.name, window_of(p.date_time))),
-            Event::Auction(a) => {
-                sellers.insert((a.seller, window_of(a.date_time)));
-            }
-            Event::Bid(_) => {}
-        }
-    }
-    let out: Vec<_> = persons.into_iter().filter(|(id, _, window)| sellers.contains(&(*id, *window))).collect();
+    let (persons, auctions, _) = events_by_kind(timeline);
+    let sellers: std::collections::BTreeSet<(i64, i64)> =
+        auctions.iter().map(|a| (a.seller, window_of(a.date_time))).collect();
+    let out: Vec<_> = persons
+        .into_iter()
+        .map(|p| (p.id, p.name, window_of(p.date_time)))
+        .filter(|(id, _, window)| sellers.contains(&(*id, *window)))
+        .collect();
     assert!(out.len() >= 10, "some persons open an auction in their first window: {}", out.len());
     out
 }
