@@ -3,8 +3,8 @@
 //! sink. The functions take the event count, the parallelism and the sink, so tests run the same queries on
 //! a small input into file sinks. Column names are the generator's (`bid.auction`, `bid.date_time`, ...);
 //! the query texts they follow are Flink's (`nexmark.md` §2).
-use sluice_common::job::builder::{avg, count, max, session, sliding, tumbling, JobBuilder, Stream};
-use sluice_common::proto::{vertex::Operator, BlackholeSink, EventTime, JobGraph, NexmarkSource, NexmarkTable};
+use sluice_common::job::builder::{avg, count, descending, max, session, sliding, tumbling, JobBuilder, Stream};
+use sluice_common::proto::{vertex::Operator, BlackholeSink, EventTime, JobGraph, NexmarkSource, NexmarkTable, TopN};
 
 /// Where a query's results go.
 #[derive(Clone, Debug)]
@@ -128,52 +128,59 @@ const HOT_SLIDE_MS: u64 = 2_000;
 
 /// q5, hot items: per sliding window (10 s every 2 s), the auctions with the most bids. Bids are counted per
 /// auction and window; the counts of each window (their event time is the window's end) fall into one 2 s
-/// tumbling window of the maxima, keyed by that end; an interval join brings each count together with its
-/// window's maximum, and the counts that reach it are kept (ties all kept, as in Flink's text).
+/// tumbling window keyed by that end, whose Top-N keeps the highest count with its ties (Flink's text keeps
+/// every auction at the maximum).
 pub fn q5(events: Option<u64>, parallelism: u32, out: &Sink) -> JobGraph {
     let job = JobBuilder::new("nexmark_q5");
-    let counts = source(&job, "bid", NexmarkTable::Bid, events, parallelism)
+    let hot = source(&job, "bid", NexmarkTable::Bid, events, parallelism)
         .select("auctions", &[("auction", "auction"), ("date_time", "date_time")])
         .key_by(&["auction"])
         .window("bids_per_auction", sliding(HOT_WINDOW_MS, HOT_SLIDE_MS), &[count("num")])
         // The window's end is the count's event time, renamed so the next window's bounds do not clash.
-        .select("counts", &[("auction", "auction"), ("num", "num"), ("ends", "window_end")]);
-    let maxima =
-        counts.clone().key_by(&["ends"]).window("max_per_window", tumbling(HOT_SLIDE_MS), &[max("maxn", "num")]);
-    let hot = counts
-        .interval_join("with_max", maxima, (&["ends"], &["ends"]), HOT_SLIDE_MS as i64, HOT_SLIDE_MS as i64)
-        .filter("hottest", "num >= maxn")
+        .select("counts", &[("auction", "auction"), ("num", "num"), ("ends", "window_end")])
+        .key_by(&["ends"])
+        .top_n("hottest", tumbling(HOT_SLIDE_MS), highest("num"))
         .select("q5", &[("auction", "auction"), ("num", "num")]);
     sink(hot, out);
     job.build()
 }
 
-/// q7, highest bid: per 10 s tumbling window, the bids whose price is the window's highest, with `date_time`
-/// in `[window_end - 10 s, window_end]` (both ends, as Flink's text). The maximum per window (one key: the
-/// whole stream) is joined back to the bids on price by an interval join over that range.
+/// The records with the largest `column`, ties all kept (SQL's `RANK() = 1`, or `= max(...)`).
+fn highest(column: &str) -> TopN {
+    TopN { order_by: vec![descending(column)], n: 1, with_ties: true, rank_column: String::new() }
+}
+
+/// q7, highest bid: per 10 s tumbling window, the bids whose price is the window's highest. One key (the
+/// whole stream) and a Top-N with ties per window. Flink's text joins the window's maximum back to the bids
+/// with `date_time BETWEEN window_end - 10 s AND window_end`, which also takes a bid at exactly the next
+/// window's first millisecond when it ties the maximum; this keeps each window's own bids, as Nexmark's
+/// description of the query has it.
 pub fn q7(events: Option<u64>, parallelism: u32, out: &Sink) -> JobGraph {
     let job = JobBuilder::new("nexmark_q7");
-    let bids = source(&job, "bid", NexmarkTable::Bid, events, parallelism);
-    let maxima = bids
-        .clone()
-        .select("priced", &[("all_bids", "0"), ("price", "price"), ("date_time", "date_time")])
+    let columns = [
+        ("all_bids", "0"),
+        ("auction", "auction"),
+        ("price", "price"),
+        ("bidder", "bidder"),
+        ("date_time", "date_time"),
+        ("extra", "extra"),
+    ];
+    let highest_bids = source(&job, "bid", NexmarkTable::Bid, events, parallelism)
+        .select("priced", &columns)
         .key_by(&["all_bids"])
-        .window("max_price", tumbling(WINDOW_MS), &[max("max_price", "price")])
-        .set_parallelism(1);
-    let highest = maxima
-        .interval_join("highest", bids, (&["max_price"], &["price"]), -(WINDOW_MS as i64), 0)
-        .set_parallelism(parallelism)
+        .top_n("highest", tumbling(WINDOW_MS), highest("price"))
+        .set_parallelism(1)
         .select(
             "q7",
             &[
                 ("auction", "auction"),
-                ("price", "max_price"),
+                ("price", "price"),
                 ("bidder", "bidder"),
                 ("date_time", "date_time"),
                 ("extra", "extra"),
             ],
         );
-    sink(highest, out);
+    sink(highest_bids, out);
     job.build()
 }
 

@@ -187,7 +187,25 @@ fn cases() -> Vec<Case> {
                     "aggregates": [{"function": "count", "name": "n"}],
                     "reduce": {"columns": [{"name": "word", "expr": "b.word"}]}}));
             }),
-            &["vertex 'count' (window)", "either 'aggregates' or 'reduce'"],
+            &["vertex 'count' (window)", "one of 'aggregates', 'reduce' or 'top_n', not several"],
+        ),
+        case(
+            "Top-N keeping no records, ordered by a column the input does not have",
+            broken(|j| {
+                *vertex(j, "count") = processing_time_window(json!({
+                    "top_n": {"n": 0, "order_by": [{"column": "wrod", "descending": true}]}}));
+            }),
+            &["vertex 'count' (window)", "top_n.n is 0; it must be 1 to 1000", "column 'wrod' (did you mean"],
+        ),
+        case(
+            "Top-N over session windows",
+            broken(|j| {
+                let mut window = processing_time_window(json!({
+                    "top_n": {"n": 3, "order_by": [{"column": "word"}]}, "session": {"gap_ms": 1000}}));
+                window["window"].as_object_mut().map(|w| w.remove("tumbling"));
+                *vertex(j, "count") = window;
+            }),
+            &["vertex 'count' (window)", "'top_n' works on tumbling and sliding windows, not sessions"],
         ),
         case(
             "reduce of a column the input does not have",

@@ -54,6 +54,15 @@ const _: () = assert!(EXPRESSION_NESTING_MAX < EXPRESSION_TOKENS_MAX);
 /// state updates per record.
 pub const WINDOWS_PER_RECORD_MAX: u64 = 1_000;
 
+/// The most records a window Top-N keeps per key and window (`top_n.n`). They sit in one state value that
+/// is read and rewritten whenever a batch brings a record good enough to enter.
+pub const TOP_N_MAX: u32 = 1_000;
+
+/// The most records a Top-N with ties keeps per key and window, ties included: records tied with the n-th
+/// beyond this are dropped (and logged), so a window of equal values cannot grow one state value without
+/// bound.
+pub const TOP_N_KEPT_MAX: usize = 10 * TOP_N_MAX as usize;
+
 /// The most words a `datagen` words column may put in one value (`min_words`, `max_words`). The generator
 /// reserves room for a batch of maximal values up front: `max_words = 4e9` asked for a 33 TB allocation.
 pub const DATAGEN_WORDS_PER_VALUE_MAX: u32 = 1_000;

@@ -31,7 +31,8 @@ use crate::proto::{
     event_time::Watermarks, vertex::Operator, window::Assigner, Aggregate, AggregateCall, AggregateEmit, BlackholeSink,
     CustomOperator, DataType, DatagenSource, Deduplicate, Edge, EventTime, Field, FileSink, FileSource, Filter,
     FlatMap, IntervalJoin, JobConfig, JobGraph, Join, KafkaSink, KafkaSource, Monotonous, Partitioning, PrintSink,
-    Projection, Reduce, Select, SessionWindow, SlidingWindow, TemporalJoin, TumblingWindow, Vertex, Window,
+    Projection, Reduce, Select, SessionWindow, SlidingWindow, SortKey, TemporalJoin, TopN, TumblingWindow, Vertex,
+    Window,
 };
 
 /// Builds a [`JobGraph`].
@@ -307,6 +308,12 @@ impl KeyedStream {
         self.window_with(id, Window { assigner: Some(assigner), reduce: Some(reduce), ..Default::default() })
     }
 
+    /// A window keeping, per key and window, its first `top_n.n` records in `top_n.order_by` (Flink's
+    /// window Top-N); it emits one row per kept record when the window closes.
+    pub fn top_n(self, id: &str, assigner: Assigner, top_n: TopN) -> Stream {
+        self.window_with(id, Window { assigner: Some(assigner), top_n: Some(top_n), ..Default::default() })
+    }
+
     /// A window with every setting given (time domain, allowed lateness); its keys are this stream's.
     pub fn window_with(self, id: &str, mut window: Window) -> Stream {
         window.keys = self.stream.key.clone();
@@ -363,6 +370,16 @@ pub fn tumbling(size_ms: u64) -> Assigner {
 /// Windows of `size_ms` starting every `slide_ms`.
 pub fn sliding(size_ms: u64, slide_ms: u64) -> Assigner {
     Assigner::Sliding(SlidingWindow { size_ms, slide_ms, offset_ms: 0 })
+}
+
+/// Ranks by `column`, largest first.
+pub fn descending(column: &str) -> SortKey {
+    SortKey { column: column.to_string(), descending: true }
+}
+
+/// Ranks by `column`, smallest first.
+pub fn ascending(column: &str) -> SortKey {
+    SortKey { column: column.to_string(), descending: false }
 }
 
 /// Sessions closed by `gap_ms` without records.

@@ -1,15 +1,16 @@
-//! `window`: keyed tumbling, sliding and session windows in event or processing time, with aggregates or a
-//! reduce, and a side output for late records.
+//! `window`: keyed tumbling, sliding and session windows in event or processing time, with aggregates, a
+//! reduce or a Top-N, and a side output for late records.
 use std::sync::Arc;
 
 use datafusion::arrow::compute::can_cast_types;
 use datafusion::arrow::datatypes::{DataType as ArrowType, Field as ArrowField, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::row::{RowConverter, SortField};
 
 use super::aggregate::{aggregate_field, check_functions};
 use super::schema::{check_keys, unique_names};
 use super::{OperatorSpec, Role, SchemaInput};
 use crate::expr::ExprCompiler;
-use crate::job::bounds::{windows_per_record, WINDOWS_PER_RECORD_MAX};
+use crate::job::bounds::{windows_per_record, TOP_N_MAX, WINDOWS_PER_RECORD_MAX};
 use crate::job::hint;
 use crate::proto;
 
@@ -90,15 +91,24 @@ fn window_schema(
     let bound = ArrowType::Timestamp(TimeUnit::Millisecond, None);
     fields.push(ArrowField::new(WINDOW_START_COLUMN, bound.clone(), false));
     fields.push(ArrowField::new(WINDOW_END_COLUMN, bound, false));
-    match &window.reduce {
-        Some(_) if !window.aggregates.is_empty() => {
-            report("a window has either 'aggregates' or 'reduce', not both".into())
+    let given = [!window.aggregates.is_empty(), window.reduce.is_some(), window.top_n.is_some()];
+    if given.iter().filter(|&&g| g).count() > 1 {
+        report("a window has one of 'aggregates', 'reduce' or 'top_n', not several".into());
+    }
+    match (&window.reduce, &window.top_n) {
+        (Some(reduce), _) => fields.extend(reduce_fields(reduce, &window.keys, schema, input.compiler, report)),
+        (None, Some(top_n)) => {
+            if matches!(window.assigner, Some(Assigner::Session(_))) {
+                report("'top_n' works on tumbling and sliding windows, not sessions".into());
+            }
+            fields.extend(top_n_fields(top_n, &window.keys, schema, report));
         }
-        Some(reduce) => fields.extend(reduce_fields(reduce, &window.keys, schema, input.compiler, report)),
-        None if window.aggregates.is_empty() => report(
-            "'aggregates' is missing: e.g. [{\"function\": \"count\", \"name\": \"count\"}] (or give 'reduce')".into(),
+        (None, None) if window.aggregates.is_empty() => report(
+            "'aggregates' is missing: e.g. [{\"function\": \"count\", \"name\": \"count\"}] (or give 'reduce' or \
+             'top_n')"
+                .into(),
         ),
-        None => {}
+        (None, None) => {}
     }
     for call in &window.aggregates {
         if let Some(field) = aggregate_field(call, schema, input.compiler, true, report) {
@@ -107,6 +117,42 @@ fn window_schema(
     }
     unique_names(fields.iter().map(|f| f.name().as_str()), "output column", report);
     Some(Arc::new(Schema::new(fields)))
+}
+
+/// A Top-N window's value columns: the input's columns other than the keys, then the rank when named.
+fn top_n_fields(
+    top_n: &proto::TopN,
+    keys: &[String],
+    input: &SchemaRef,
+    report: &mut dyn FnMut(String),
+) -> Vec<ArrowField> {
+    if top_n.n == 0 || top_n.n > TOP_N_MAX {
+        report(format!("top_n.n is {}; it must be 1 to {TOP_N_MAX}", top_n.n));
+    }
+    if top_n.order_by.is_empty() {
+        report("top_n.order_by is empty: give the column(s) to rank by, e.g. [{\"column\": \"price\", \"descending\": true}]".into());
+    }
+    let names: Vec<&str> = input.fields().iter().map(|f| f.name().as_str()).collect();
+    for key in &top_n.order_by {
+        match input.field_with_name(&key.column) {
+            Ok(field) if !RowConverter::supports_fields(&[SortField::new(field.data_type().clone())]) => report(
+                format!("top_n.order_by column '{}' is {}, which cannot be ordered", key.column, field.data_type()),
+            ),
+            Ok(_) => {}
+            Err(_) => report(format!(
+                "top_n.order_by column '{}'{} is not in the input: {}",
+                key.column,
+                hint(&key.column, &names),
+                names.join(", ")
+            )),
+        }
+    }
+    let mut values: Vec<ArrowField> =
+        input.fields().iter().filter(|f| !keys.contains(f.name())).map(|f| f.as_ref().clone()).collect();
+    if !top_n.rank_column.is_empty() {
+        values.push(ArrowField::new(&top_n.rank_column, ArrowType::UInt64, false));
+    }
+    values
 }
 
 /// A reducing window's value columns: the input's columns other than the keys, each listed one checked.

@@ -53,7 +53,7 @@ impl WindowOp {
                         groups.insert(self.key.as_bytes().to_vec(), group);
                         partials.resize(partials.len() + n, Acc::default());
                         group_ends.push(end);
-                        if !self.generic.is_empty() || self.reducer.is_some() {
+                        if !self.generic.is_empty() || self.reducer.is_some() || self.ranker.is_some() {
                             group_rows.push(Vec::new());
                         }
                         group
@@ -72,9 +72,18 @@ impl WindowOp {
         }
         let mut by_group: Vec<(&Vec<u8>, usize)> = groups.iter().map(|(k, &g)| (k, g)).collect();
         by_group.sort_unstable_by_key(|&(_, g)| g);
+        let order = self.ranker.as_ref().map(|ranker| ranker.order_rows(batch)).transpose()?;
         for (full, group) in by_group {
             self.key.set_full(full);
             let created = !self.load()?;
+            if let (Some(ranker), Some(order), Some(rows)) = (&self.ranker, &order, group_rows.get(group)) {
+                match ranker.fold(&self.states[0], rows, order, batch)? {
+                    Some(kept) => self.states[0] = kept,
+                    // None of the records enters: the stored window stands as it was (timers included).
+                    None if !created => continue,
+                    None => return Err(OperatorError::internal("a new Top-N window kept none of its records")),
+                }
+            }
             for (f, function) in self.functions.iter().enumerate() {
                 self.accs[f].merge(function.kind, partials[group * n + f]);
             }

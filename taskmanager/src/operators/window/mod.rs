@@ -21,11 +21,13 @@
 //! bounded input they fire whatever they hold. Timers live on the heap, ordered by time.
 //!
 //! Layout: [`assign`] which windows hold a time; [`stored`] the state layout (window bounds in the key,
-//! accumulators in the value); [`reduce`] reducing windows' pair expressions; [`fold`] folding a batch into
+//! accumulators in the value); [`reduce`] reducing windows' pair expressions; [`rank`] Top-N windows (the
+//! first n records per key and window, in an order); [`fold`] folding a batch into
 //! windows; [`operator`] the operator: timers, firing, checkpoints.
 mod assign;
 mod fold;
 mod operator;
+mod rank;
 mod reduce;
 mod stored;
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, AsArray, TimestampMillisecondArray, UInt32Array};
-use datafusion::arrow::compute::{cast, take_record_batch};
+use datafusion::arrow::compute::{cast, take, take_record_batch};
 use datafusion::arrow::datatypes::{Int64Type, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, SortField};
@@ -15,6 +15,7 @@ use sluice_common::keygroup::hash_key_columns;
 use sluice_common::proto::{OperatorSnapshot, TimeDomain, Window};
 
 use super::assign::{millis, Assign};
+use super::rank::Ranker;
 use super::reduce::Reducer;
 use super::stored::{decode_value, decode_window, encode_value, Fired, WINDOWS_STATE};
 use crate::operator_api::{restore, Operator, OperatorError};
@@ -58,6 +59,8 @@ pub struct WindowOp {
     pub(super) emit_latency: Option<Histogram>,
     /// A reducing window (no aggregates): its reduced record is the single entry of `states`.
     pub(super) reducer: Option<Reducer>,
+    /// A Top-N window (no aggregates): its kept records are the single entry of `states`.
+    pub(super) ranker: Option<Ranker>,
     /// Restored windows that had fired before the checkpoint (full state keys): one gets its fire timer back
     /// when a late record updates it (the watermark starts over, so the update is not seen as late). Empty
     /// unless restored, so the common path pays one `is_empty` per update.
@@ -88,9 +91,11 @@ impl WindowOp {
         let windows = backend.register(WINDOWS_STATE)?;
         let generic: Vec<usize> = (0..functions.len()).filter(|&f| functions[f].generic.is_some()).collect();
         let reducer = spec.reduce.as_ref().map(|r| Reducer::new(r, &key_columns, input)).transpose()?;
-        let stored_states = generic.len() + usize::from(reducer.is_some());
+        let ranker = spec.top_n.as_ref().map(|t| Ranker::new(t, &key_columns, input)).transpose()?;
+        let stored_states = generic.len() + usize::from(reducer.is_some() || ranker.is_some());
         Ok(Self {
             reducer,
+            ranker,
             states: vec![Vec::new(); stored_states],
             generic,
             key_columns,
@@ -127,7 +132,7 @@ impl WindowOp {
 
     /// (aggregates, DataFusion aggregates among them): what a stored value holds.
     pub(super) fn shape(&self) -> (usize, usize) {
-        (self.functions.len(), self.generic.len() + usize::from(self.reducer.is_some()))
+        (self.functions.len(), self.generic.len() + usize::from(self.reducer.is_some() || self.ranker.is_some()))
     }
 
     /// Whether state for a window ending at `end` is gone (or would be) at the current watermark.
@@ -233,6 +238,13 @@ impl WindowOp {
         if let Some(reducer) = &self.reducer {
             let reduced = reducer.decode(fired.iter().map(|(_, _, states)| states[0].as_slice()))?;
             columns.extend(reduced);
+        }
+        if let Some(ranker) = &self.ranker {
+            // A row per kept record: its window's keys and bounds repeated, then the record.
+            let (values, window_of) = ranker.emit(fired.iter().map(|(_, _, states)| states[0].as_slice()))?;
+            let window_of = UInt32Array::from(window_of);
+            columns = columns.iter().map(|c| take(c, &window_of, None)).collect::<Result<Vec<_>, _>>()?;
+            columns.extend(values);
         }
         for (i, function) in self.functions.iter().enumerate() {
             columns.push(match (&function.generic, self.generic.iter().position(|&g| g == i)) {

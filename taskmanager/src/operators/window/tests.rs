@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{AsArray, TimestampMillisecondArray};
-use datafusion::arrow::datatypes::{Int64Type, SchemaRef};
+use datafusion::arrow::datatypes::{Int64Type, SchemaRef, UInt64Type};
 use datafusion::arrow::record_batch::RecordBatch;
 use sluice_common::proto::{window::Assigner, Reduce, TimeDomain, Window};
 
@@ -305,6 +305,115 @@ fn reduce_folds_records_with_pair_expressions() -> Result<(), OperatorError> {
         }
         found.sort();
         assert_eq!(found, vec![("a".to_string(), 40, 113), ("b".to_string(), 5, 7)], "{assigner:?}");
+    }
+    Ok(())
+}
+
+/// A Top-N window's output row: word, window start and end, t, v, rank.
+type RankedRow = (String, i64, i64, i64, i64, u64);
+
+/// Top-N windows: the output rows (word, start, end, t, v, rank) of a window keeping the first `n` records
+/// by `v` descending, per word and window, fed `batches` and closed at the end of time.
+fn top_n_rows(
+    assigner: &Assigner,
+    n: u32,
+    with_ties: bool,
+    batches: &[Vec<(String, i64, i64)>],
+) -> Result<Vec<RankedRow>, OperatorError> {
+    use sluice_common::proto::{SortKey, TopN};
+    let time = DataType::Timestamp(TimeUnit::Millisecond, None);
+    let output = Arc::new(Schema::new(vec![
+        Field::new("word", DataType::Utf8, false),
+        Field::new("window_start", time.clone(), false),
+        Field::new("window_end", time.clone(), false),
+        Field::new("t", time, false),
+        Field::new("v", DataType::Int64, false),
+        Field::new("rank", DataType::UInt64, false),
+    ]));
+    let top_n = TopN {
+        order_by: vec![SortKey { column: "v".into(), descending: true }],
+        n,
+        with_ties,
+        rank_column: "rank".into(),
+    };
+    let spec =
+        Window { keys: vec!["word".into()], assigner: Some(*assigner), top_n: Some(top_n), ..Default::default() };
+    let mut op = WindowOp::new(&spec, &input(), output, Some("t"), 128, Box::new(HeapBackend::default()))?;
+    let mut out = Vec::new();
+    for rows in batches {
+        let rows: Vec<(&str, i64, i64)> = rows.iter().map(|(w, t, v)| (w.as_str(), *t, *v)).collect();
+        op.process(batch(&rows)?, &mut out)?;
+    }
+    op.on_watermark(END_OF_TIME, &mut out)?;
+    let mut found = Vec::new();
+    for b in &out {
+        let ts =
+            |c: usize| b.column(c).as_primitive::<datafusion::arrow::datatypes::TimestampMillisecondType>().clone();
+        let (words, starts, ends, t) = (b.column(0).as_string::<i32>(), ts(1), ts(2), ts(3));
+        let (v, rank) = (b.column(4).as_primitive::<Int64Type>(), b.column(5).as_primitive::<UInt64Type>());
+        for r in 0..b.num_rows() {
+            let row = (words.value(r).to_string(), starts.value(r), ends.value(r), t.value(r), v.value(r));
+            found.push((row.0, row.1, row.2, row.3, row.4, rank.value(r)));
+        }
+    }
+    Ok(found)
+}
+
+/// Goal: a Top-N window keeps, per key and window, the first n records by its order, earlier arrivals
+/// first among equals (or every tie with `with_ties`), ranked from 1 as SQL's ROW_NUMBER()/RANK() do, in any
+/// batching. Method: pseudo-random records (few values, so ties are common) in batches, against a naive
+/// evaluation over all records at once, for tumbling and sliding windows and several n.
+#[test]
+fn top_n_keeps_the_first_n_records_per_key_and_window_as_a_naive_ranking_does() -> Result<(), OperatorError> {
+    let assigners = [
+        Assigner::Tumbling(TumblingWindow { size_ms: 100, offset_ms: 0 }),
+        Assigner::Sliding(SlidingWindow { size_ms: 100, slide_ms: 50, offset_ms: 0 }),
+    ];
+    let mut random = sluice_common::splitmix::SplitMix64(7);
+    let records: Vec<(String, i64, i64)> = (0..600)
+        .map(|_| {
+            let word = ["a", "b", "c"][(random.next_u64() % 3) as usize].to_string();
+            (word, (random.next_u64() % 400) as i64, (random.next_u64() % 6) as i64)
+        })
+        .collect();
+    for assigner in &assigners {
+        for n in [1, 2, 5] {
+            for with_ties in [false, true] {
+                // Naive: every (word, window) with its records in arrival order, stably sorted by v descending.
+                let mut windows: std::collections::BTreeMap<(String, i64, i64), Vec<(i64, i64)>> = Default::default();
+                for (word, t, v) in &records {
+                    let mut assigned = Vec::new();
+                    super::assign::Assign::of(&Window { assigner: Some(*assigner), ..Default::default() })?
+                        .windows(*t, &mut assigned);
+                    for (start, end) in assigned {
+                        windows.entry((word.clone(), start, end)).or_default().push((*t, *v));
+                    }
+                }
+                let mut expected = Vec::new();
+                for ((word, start, end), mut kept) in windows {
+                    kept.sort_by_key(|&(_, v)| std::cmp::Reverse(v));
+                    let n = n as usize;
+                    let cut = if kept.len() <= n {
+                        kept.len()
+                    } else if with_ties {
+                        n + kept[n..].iter().take_while(|r| r.1 == kept[n - 1].1).count()
+                    } else {
+                        n
+                    };
+                    for (i, &(t, v)) in kept[..cut].iter().enumerate() {
+                        let rank = if with_ties { kept.iter().position(|r| r.1 == v).unwrap_or(i) + 1 } else { i + 1 };
+                        expected.push((word.clone(), start, end, t, v, rank as u64));
+                    }
+                }
+                expected.sort();
+                for batch_rows in [1, 7, 600] {
+                    let batches: Vec<Vec<_>> = records.chunks(batch_rows).map(|c| c.to_vec()).collect();
+                    let mut found = top_n_rows(assigner, n, with_ties, &batches)?;
+                    found.sort();
+                    assert_eq!(found, expected, "{assigner:?}, n {n}, ties {with_ties}, batches of {batch_rows}");
+                }
+            }
+        }
     }
     Ok(())
 }
