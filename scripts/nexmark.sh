@@ -5,7 +5,7 @@
 # Builds the release binaries of the cluster (into CARGO_TARGET_DIR, default ~/.cache/sluice/target-release: not the debug
 # builds' target directory, so neither blocks the other on cargo's lock), starts a local cluster under
 # data/nexmark (1 JobManager, 1 TaskManager with 2 slots, loopback, ports the processes pick; stopped by PID on
-# exit), and runs every query at parallelism 1 and 2 (the stateful q11 on heap and on RocksDB state), each
+# exit), and runs every query at parallelism 1 and 2 (the stateful ones, q3 onwards, on heap and on RocksDB state), each
 # with a checkpoint every CHECKPOINT_INTERVAL_MS. Each run is the query's job file with every vertex's
 # parallelism, the source's `events` (bounded), the checkpoint interval and the state backend rewritten (jq),
 # submitted and waited for until FINISHED. Per run:
@@ -58,7 +58,7 @@ usage() {
 readonly COMMAND_LINE="scripts/nexmark.sh${*:+ $*}"
 FLINK=0
 EVENTS=""
-QUERIES="q0,q1,q2,q3,q4,q5,q7,q8,q11"
+QUERIES="q0,q1,q2,q3,q4,q5,q7,q8,q11,q12"
 REPS="${REPS:-3}"
 while (($# > 0)); do
   case "$1" in

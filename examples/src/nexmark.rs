@@ -4,7 +4,9 @@
 //! a small input into file sinks. Column names are the generator's (`bid.auction`, `bid.date_time`, ...);
 //! the query texts they follow are Flink's (`nexmark.md` §2).
 use sluice_common::job::builder::{avg, count, descending, max, session, sliding, tumbling, JobBuilder, Stream};
-use sluice_common::proto::{vertex::Operator, BlackholeSink, EventTime, JobGraph, NexmarkSource, NexmarkTable, TopN};
+use sluice_common::proto::{
+    vertex::Operator, BlackholeSink, EventTime, JobGraph, NexmarkSource, NexmarkTable, TimeDomain, TopN, Window,
+};
 
 /// Where a query's results go.
 #[derive(Clone, Debug)]
@@ -217,6 +219,25 @@ pub fn q11(events: Option<u64>, parallelism: u32, out: &Sink) -> JobGraph {
     job.build()
 }
 
+/// q12, processing-time windows: bids per bidder per 10 s tumbling window of the wall clock (Flink's text
+/// windows `PROCTIME()`). Its windows depend on when records arrive, so only their sums can be checked: every
+/// bid is counted once, in some window of its bidder (a bounded run fires what its windows hold at the end).
+pub fn q12(events: Option<u64>, parallelism: u32, out: &Sink) -> JobGraph {
+    let job = JobBuilder::new("nexmark_q12");
+    let windows = Window {
+        assigner: Some(tumbling(WINDOW_MS)),
+        time: TimeDomain::ProcessingTime as i32,
+        aggregates: vec![count("bid_count")],
+        ..Default::default()
+    };
+    let counts = source(&job, "bid", NexmarkTable::Bid, events, parallelism)
+        .select("bidders", &[("bidder", "bidder")])
+        .key_by(&["bidder"])
+        .window_with("bids_per_window", windows);
+    sink(counts, out);
+    job.build()
+}
+
 /// Every query shipped as a job file: name (under `examples/jobs/`) and graph, unbounded into a blackhole.
 pub fn all() -> Vec<(&'static str, JobGraph)> {
     let (events, parallelism) = (None, 2);
@@ -230,5 +251,6 @@ pub fn all() -> Vec<(&'static str, JobGraph)> {
         ("nexmark/q7", q7(events, parallelism, &Sink::Blackhole)),
         ("nexmark/q8", q8(events, parallelism, &Sink::Blackhole)),
         ("nexmark/q11", q11(events, parallelism, &Sink::Blackhole)),
+        ("nexmark/q12", q12(events, parallelism, &Sink::Blackhole)),
     ]
 }

@@ -32,7 +32,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SQL_DIR = os.path.join(HERE, "flink")
-STATEFUL = {"q3", "q4", "q5", "q7", "q8", "q11"}
+STATEFUL = {"q3", "q4", "q5", "q7", "q8", "q11", "q12"}
 # Queries over persons and auctions, and over auctions and bids (the others read bids).
 PERSONS_AND_AUCTIONS = {"q3", "q8"}
 AUCTIONS_AND_BIDS = {"q4"}
@@ -53,7 +53,7 @@ def render_includes(path):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--peer", required=True, help="the Flink peer's directory (holds bench.py)")
-    ap.add_argument("--queries", default="q0,q1,q2,q5,q7,q8,q11")
+    ap.add_argument("--queries", default="q0,q1,q2,q3,q4,q5,q7,q8,q11,q12")
     ap.add_argument("--events", required=True,
                     help="Nexmark events per query and backend: q0:heap=N,q11:rocksdb=N,...")
     ap.add_argument("--p", default="1,2")
