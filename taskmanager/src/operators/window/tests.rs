@@ -269,17 +269,24 @@ fn session_of(gap_ms: u64) -> Assigner {
     Assigner::Session(SessionWindow { gap_ms })
 }
 
-/// A reducing window folds records pairwise with its expressions, across batches and session merges.
-#[test]
-fn reduce_folds_records_with_pair_expressions() -> Result<(), OperatorError> {
+/// The output of a window emitting records (reduce, Top-N): word, the bounds, t, v, then `more`.
+fn record_window_output(more: &[Field]) -> SchemaRef {
     let time = DataType::Timestamp(TimeUnit::Millisecond, None);
-    let output = Arc::new(Schema::new(vec![
+    let mut fields = vec![
         Field::new("word", DataType::Utf8, false),
         Field::new("window_start", time.clone(), false),
         Field::new("window_end", time.clone(), false),
         Field::new("t", time, false),
         Field::new("v", DataType::Int64, false),
-    ]));
+    ];
+    fields.extend_from_slice(more);
+    Arc::new(Schema::new(fields))
+}
+
+/// A reducing window folds records pairwise with its expressions, across batches and session merges.
+#[test]
+fn reduce_folds_records_with_pair_expressions() -> Result<(), OperatorError> {
+    let output = record_window_output(&[]);
     let projection = |name: &str, expr: &str| sluice_common::proto::Projection { name: name.into(), expr: expr.into() };
     // v: the sum; t: the latest time (the default would be the last record's).
     let reduce = Reduce { columns: vec![projection("v", "a.v + b.v"), projection("t", "greatest(a.t, b.t)")] };
@@ -321,15 +328,7 @@ fn top_n_rows(
     batches: &[Vec<(String, i64, i64)>],
 ) -> Result<Vec<RankedRow>, OperatorError> {
     use sluice_common::proto::{SortKey, TopN};
-    let time = DataType::Timestamp(TimeUnit::Millisecond, None);
-    let output = Arc::new(Schema::new(vec![
-        Field::new("word", DataType::Utf8, false),
-        Field::new("window_start", time.clone(), false),
-        Field::new("window_end", time.clone(), false),
-        Field::new("t", time, false),
-        Field::new("v", DataType::Int64, false),
-        Field::new("rank", DataType::UInt64, false),
-    ]));
+    let output = record_window_output(&[Field::new("rank", DataType::UInt64, false)]);
     let top_n = TopN {
         order_by: vec![SortKey { column: "v".into(), descending: true }],
         n,
