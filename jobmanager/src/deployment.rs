@@ -43,24 +43,24 @@ pub(crate) struct Deployment {
     pub attempt: u32,
     /// Every task of the attempt (each must acknowledge).
     pub tasks: Vec<TaskKey>,
-    /// RPC addresses of the TaskManagers running source tasks.
-    pub source_task_managers: Vec<String>,
+    /// The TaskManagers running source tasks: id and RPC address.
+    pub source_task_managers: Vec<(TaskManagerId, String)>,
     /// RPC addresses of every TaskManager of the attempt.
     pub all_task_managers: Vec<String>,
 }
 
-/// The source tasks' TaskManagers and all TaskManagers of a placement, as RPC addresses.
+/// The source tasks' TaskManagers (id and RPC address) and all TaskManagers of a placement (RPC addresses).
 pub(crate) fn task_manager_addresses(
     tasks: &BTreeMap<TaskKey, TaskEntry>,
     source_chains: &BTreeSet<u32>,
     rpc_address: impl Fn(&TaskManagerId) -> Option<String>,
-) -> (Vec<String>, Vec<String>) {
+) -> (Vec<(TaskManagerId, String)>, Vec<String>) {
     let mut sources = BTreeSet::new();
     let mut all = BTreeSet::new();
     for (key, entry) in tasks {
         if let Some(address) = rpc_address(&entry.task_manager) {
             if source_chains.contains(&key.chain.0) {
-                sources.insert(address.clone());
+                sources.insert((entry.task_manager.clone(), address.clone()));
             }
             all.insert(address);
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use sluice_common::checkpoint_layout::{checkpoint_dir_name, is_single_component};
-use sluice_common::ids::{CheckpointId, JobId};
+use sluice_common::ids::{CheckpointId, JobId, TaskManagerId};
 use sluice_common::job::checkpoint::{CheckpointPolicy, CHECKPOINT_TIMEOUT_MS_DEFAULT};
 use sluice_common::job::ValidatedJob;
 use sluice_common::proto::{AcknowledgeCheckpointRequest, TriggerCheckpointRequest};
@@ -259,20 +259,22 @@ impl Coordinator {
             timestamp_ms: trigger_ms,
             stop_sources,
         };
-        let client = &self.services.client;
-        let calls =
-            deployment.source_task_managers.iter().map(|address| client.trigger_checkpoint(address, request.clone()));
-        let errors: Vec<TaskManagerCallError> = join_all(calls).await.into_iter().filter_map(Result::err).collect();
-        if let Some(gone) = errors.iter().find(|e| e.is_unreachable()) {
+        let (client, request) = (&self.services.client, &request);
+        let calls = deployment.source_task_managers.iter().map(|(task_manager, address)| async move {
+            (task_manager, client.trigger_checkpoint(address, request.clone()).await)
+        });
+        let errors: Vec<(&TaskManagerId, TaskManagerCallError)> =
+            join_all(calls).await.into_iter().filter_map(|(tm, result)| result.err().map(|e| (tm, e))).collect();
+        if let Some((task_manager, gone)) = errors.iter().find(|(_, e)| e.is_unreachable()) {
             // No process behind a source TaskManager's address: its tasks are gone, so the job fails over now
             // rather than after the tolerated checkpoint failures (a job whose tasks all ran there would
             // otherwise hear of the loss only through them). The restart marks that TaskManager lost.
-            let reason = format!("cannot trigger checkpoint {id}: {gone}");
+            let reason = format!("cannot trigger checkpoint {id}: TaskManager {task_manager} is unreachable: {gone}");
             self.abort(reason.clone(), false).await;
             return Err((Verdict::FailJob(reason.clone()), reason));
         }
-        if let Some(error) = errors.first() {
-            let reason = format!("cannot trigger checkpoint {id}: {error}");
+        if let Some((task_manager, error)) = errors.first() {
+            let reason = format!("cannot trigger checkpoint {id} on TaskManager {task_manager}: {error}");
             let verdict = self.abort(reason.clone(), true).await;
             return Err((verdict, reason));
         }

@@ -92,7 +92,7 @@ impl SharedRegistry {
 /// One piece of work for the janitor.
 #[derive(Debug)]
 pub(super) enum Cleanup {
-    /// A retained checkpoint fell out of retention: delete its directory, then record it as discarded.
+    /// A retained checkpoint fell out of retention: record it as discarded, then delete its directory.
     Discard { id: u64, dir: Storage },
     /// Delete a directory (an aborted checkpoint, or a savepoint that could not be completed).
     Delete(Storage),
@@ -144,10 +144,13 @@ impl Janitor {
 async fn clean(job_id: &JobId, job_dir: &Storage, store: &Store, cleanup: Cleanup) {
     match cleanup {
         Cleanup::Discard { id, dir } => {
-            delete_dir(&dir).await;
+            // Recorded first, as Flink removes a checkpoint from its store before deleting its state: whoever
+            // reads the store (the REST API, a JobManager taking over) never finds a checkpoint kept whose
+            // files are gone. Deleted even when the record fails: it fell out of retention either way.
             if let Err(e) = store.discard_checkpoint(job_id, id).await {
                 tracing::warn!(job_id = %job_id, checkpoint = id, error = %e, "cannot record a discarded checkpoint");
             }
+            delete_dir(&dir).await;
         }
         Cleanup::Delete(dir) => delete_dir(&dir).await,
         Cleanup::SharedFiles(files) => {

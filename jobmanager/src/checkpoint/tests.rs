@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as StdInstant};
 
-use sluice_common::ids::{ChainIndex, JobId, SubtaskIndex};
+use sluice_common::ids::{ChainIndex, JobId, SubtaskIndex, TaskManagerId};
 use sluice_common::job::checkpoint::CheckpointPolicy;
 use sluice_common::lifecycle::CheckpointStatus;
 use sluice_common::proto::{
@@ -128,7 +128,7 @@ fn deployment(attempt: u32, source_task_manager: &str) -> Deployment {
     Deployment {
         attempt,
         tasks: vec![TaskKey { chain: ChainIndex(0), subtask: SubtaskIndex(0) }],
-        source_task_managers: vec![source_task_manager.to_string()],
+        source_task_managers: vec![(TaskManagerId("tm-0".into()), source_task_manager.to_string())],
         all_task_managers: vec![source_task_manager.to_string()],
     }
 }
