@@ -120,6 +120,8 @@ flink_default_events() {
   case "$1" in
     q0 | q1 | q2) echo 10000000 ;;
     q3 | q8) echo 20000000 ;;
+    # A count per bidder and wall-clock window: light, and its state is only the open windows'.
+    q12) echo 10000000 ;;
     *) echo 2000000 ;;
   esac
 }
