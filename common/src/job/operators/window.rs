@@ -119,6 +119,28 @@ fn window_schema(
     Some(Arc::new(Schema::new(fields)))
 }
 
+/// The input's columns other than the keys: the record a reducing or Top-N window stores (in Arrow's row
+/// format, so each must have one; otherwise the task would fail when it starts).
+fn stored_record_fields(
+    keys: &[String],
+    input: &SchemaRef,
+    kind: &str,
+    report: &mut dyn FnMut(String),
+) -> Vec<ArrowField> {
+    let values: Vec<ArrowField> =
+        input.fields().iter().filter(|f| !keys.contains(f.name())).map(|f| f.as_ref().clone()).collect();
+    for field in &values {
+        if !RowConverter::supports_fields(&[SortField::new(field.data_type().clone())]) {
+            report(format!(
+                "'{kind}' keeps column '{}', whose type {} cannot be stored",
+                field.name(),
+                field.data_type()
+            ));
+        }
+    }
+    values
+}
+
 /// A Top-N window's value columns: the input's columns other than the keys, then the rank when named.
 fn top_n_fields(
     top_n: &proto::TopN,
@@ -147,8 +169,7 @@ fn top_n_fields(
             )),
         }
     }
-    let mut values: Vec<ArrowField> =
-        input.fields().iter().filter(|f| !keys.contains(f.name())).map(|f| f.as_ref().clone()).collect();
+    let mut values = stored_record_fields(keys, input, "top_n", report);
     if !top_n.rank_column.is_empty() {
         values.push(ArrowField::new(&top_n.rank_column, ArrowType::UInt64, false));
     }
@@ -163,8 +184,7 @@ fn reduce_fields(
     compiler: &ExprCompiler,
     report: &mut dyn FnMut(String),
 ) -> Vec<ArrowField> {
-    let values: Vec<ArrowField> =
-        input.fields().iter().filter(|f| !keys.contains(f.name())).map(|f| f.as_ref().clone()).collect();
+    let values = stored_record_fields(keys, input, "reduce", report);
     let names: Vec<&str> = values.iter().map(|f| f.name().as_str()).collect();
     if values.is_empty() {
         report("'reduce' needs columns besides the keys to fold".into());

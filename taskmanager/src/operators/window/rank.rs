@@ -123,7 +123,7 @@ impl Ranker {
         entering.sort_by(|&a, &b| order.row(a as usize).cmp(&order.row(b as usize)));
         let sorted: Vec<&[u8]> = entering.iter().map(|&r| order.row(r as usize).data()).collect();
         entering.truncate(self.kept(&sorted));
-        let indices = UInt32Array::from(entering.clone());
+        let indices = UInt32Array::from_iter_values(entering.iter().copied());
         let columns =
             self.columns.iter().map(|&c| take(batch.column(c), &indices, None)).collect::<Result<Vec<_>, _>>()?;
         let records = self.records.convert_columns(&columns)?;
