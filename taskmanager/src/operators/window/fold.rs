@@ -16,7 +16,7 @@ use crate::operators::accumulate::Acc;
 
 impl WindowOp {
     /// Folds a batch into tumbling or sliding windows: one partial result per (key, window) of the batch,
-    /// then one read and one write per group.
+    /// then one read and one write per group (no read for a window its timers say is new).
     pub(super) fn process_aligned(
         &mut self,
         batch: &RecordBatch,
@@ -75,7 +75,12 @@ impl WindowOp {
         let order = self.ranker.as_ref().map(|ranker| ranker.order_rows(batch)).transpose()?;
         for (full, group) in by_group {
             self.key.set_full(full);
-            let created = !self.load()?;
+            let created = if self.surely_absent(group_ends[group]) {
+                self.clear_loaded();
+                true
+            } else {
+                !self.load()?
+            };
             if let (Some(ranker), Some(order), Some(rows)) = (&self.ranker, &order, group_rows.get(group)) {
                 match ranker.fold(&self.states[0], rows, order, batch)? {
                     Some(kept) => self.states[0] = kept,
