@@ -121,41 +121,34 @@ impl IntervalJoinOp {
             self.key.set_key(decoded.key_groups[row], decoded.keys.row(row).as_ref());
             let own = decoded.rows.row(row);
             self.key.set_namespace(&time_bytes(t));
-            if !self.timed {
+            let partners = if self.timed {
+                let mut partners: Vec<Vec<u8>> = Vec::new();
+                let mut failure = None;
+                scan_key(self.backend.as_mut(), self.ids[other], self.key.key_prefix(), &mut |_, time, value| {
+                    if time > high {
+                        return false;
+                    }
+                    if time >= low {
+                        match list_elements(value) {
+                            Ok(rows) => partners.extend(rows.into_iter().map(<[u8]>::to_vec)),
+                            Err(e) => {
+                                failure = Some(OperatorError::input(format!("corrupt join state: {e}")));
+                                return false;
+                            }
+                        }
+                    }
+                    true
+                })?;
+                if let Some(e) = failure {
+                    return Err(e);
+                }
+                partners
+            } else {
                 // A regular join stores each key's rows under one state key (time 0): a point read, which
                 // RocksDB answers through its bloom filters, where a prefix scan would open an iterator
                 // and seek through every level.
-                let partners = self.stored[other].get(self.backend.as_mut(), self.key.as_bytes())?;
-                for partner in &partners {
-                    if side == 0 {
-                        self.joined.push(own.as_ref(), Some(partner));
-                    } else {
-                        self.joined.push(partner, Some(own.as_ref()));
-                    }
-                }
-                self.stored[side].add(self.backend.as_mut(), self.key.as_bytes(), own.as_ref())?;
-                continue;
-            }
-            let mut partners: Vec<Vec<u8>> = Vec::new();
-            let mut failure = None;
-            scan_key(self.backend.as_mut(), self.ids[other], self.key.key_prefix(), &mut |_, time, value| {
-                if time > high {
-                    return false;
-                }
-                if time >= low {
-                    match list_elements(value) {
-                        Ok(rows) => partners.extend(rows.into_iter().map(<[u8]>::to_vec)),
-                        Err(e) => {
-                            failure = Some(OperatorError::input(format!("corrupt join state: {e}")));
-                            return false;
-                        }
-                    }
-                }
-                true
-            })?;
-            if let Some(e) = failure {
-                return Err(e);
-            }
+                self.stored[other].get(self.backend.as_mut(), self.key.as_bytes())?
+            };
             for partner in &partners {
                 if side == 0 {
                     self.joined.push(own.as_ref(), Some(partner));
@@ -164,6 +157,9 @@ impl IntervalJoinOp {
                 }
             }
             self.stored[side].add(self.backend.as_mut(), self.key.as_bytes(), own.as_ref())?;
+            if !self.timed {
+                continue;
+            }
             let useless_from = if side == 0 { t.saturating_add(self.upper) } else { t.saturating_sub(self.lower) };
             self.cleanup.insert((useless_from, side as u8, self.key.as_bytes().to_vec()));
         }
