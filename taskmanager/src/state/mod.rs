@@ -397,10 +397,15 @@ impl ListState {
 
     /// The elements under `key`, in the order added.
     pub fn get(&mut self, backend: &mut dyn KeyedStateBackend, key: &[u8]) -> Result<Vec<Vec<u8>>, StateError> {
+        Ok(self.elements(backend, key)?.into_iter().map(<[u8]>::to_vec).collect())
+    }
+
+    /// The elements under `key`, in the order added, borrowed from the state's read buffer (no copy each).
+    pub fn elements(&mut self, backend: &mut dyn KeyedStateBackend, key: &[u8]) -> Result<Vec<&[u8]>, StateError> {
         if !backend.get(self.id, key, &mut self.buffer)? {
             return Ok(Vec::new());
         }
-        Ok(list_elements(&self.buffer)?.into_iter().map(<[u8]>::to_vec).collect())
+        list_elements(&self.buffer)
     }
 
     pub fn clear(&mut self, backend: &mut dyn KeyedStateBackend, key: &[u8]) -> Result<(), StateError> {

@@ -121,7 +121,16 @@ impl IntervalJoinOp {
             self.key.set_key(decoded.key_groups[row], decoded.keys.row(row).as_ref());
             let own = decoded.rows.row(row);
             self.key.set_namespace(&time_bytes(t));
-            let partners = if self.timed {
+            if !self.timed {
+                // A regular join stores each key's rows under one state key (time 0): a point read, which
+                // RocksDB answers through its bloom filters, where a prefix scan would open an iterator
+                // and seek through every level. The partners are borrowed from the read, not copied.
+                let partners = self.stored[other].elements(self.backend.as_mut(), self.key.as_bytes())?;
+                push_pairs(&mut self.joined, side, own.as_ref(), &partners);
+                self.stored[side].add(self.backend.as_mut(), self.key.as_bytes(), own.as_ref())?;
+                continue;
+            }
+            let partners = {
                 let mut partners: Vec<Vec<u8>> = Vec::new();
                 let mut failure = None;
                 scan_key(self.backend.as_mut(), self.ids[other], self.key.key_prefix(), &mut |_, time, value| {
@@ -143,28 +152,26 @@ impl IntervalJoinOp {
                     return Err(e);
                 }
                 partners
-            } else {
-                // A regular join stores each key's rows under one state key (time 0): a point read, which
-                // RocksDB answers through its bloom filters, where a prefix scan would open an iterator
-                // and seek through every level.
-                self.stored[other].get(self.backend.as_mut(), self.key.as_bytes())?
             };
-            for partner in &partners {
-                if side == 0 {
-                    self.joined.push(own.as_ref(), Some(partner));
-                } else {
-                    self.joined.push(partner, Some(own.as_ref()));
-                }
-            }
+            let partners: Vec<&[u8]> = partners.iter().map(Vec::as_slice).collect();
+            push_pairs(&mut self.joined, side, own.as_ref(), &partners);
             self.stored[side].add(self.backend.as_mut(), self.key.as_bytes(), own.as_ref())?;
-            if !self.timed {
-                continue;
-            }
             let useless_from = if side == 0 { t.saturating_add(self.upper) } else { t.saturating_sub(self.lower) };
             self.cleanup.insert((useless_from, side as u8, self.key.as_bytes().to_vec()));
         }
         let [left, right] = &self.sides;
         self.joined.emit(left, right, out)
+    }
+}
+
+/// The joined pairs of a row of `side` with its partners from the other side (left first).
+fn push_pairs(joined: &mut Joined, side: usize, own: &[u8], partners: &[&[u8]]) {
+    for &partner in partners {
+        if side == 0 {
+            joined.push(own, Some(partner));
+        } else {
+            joined.push(partner, Some(own));
+        }
     }
 }
 

