@@ -8,8 +8,12 @@
 //! refused with both numbers, never misread.
 use serde::{Deserialize, Serialize};
 
-/// The format this build writes and reads.
+/// The format this build writes when no task had finished: builds before [`METADATA_FORMAT_FINISHED`] read it.
 pub const METADATA_FORMAT: u32 = 1;
+
+/// The format this build writes when some task had finished before the checkpoint ([`CheckpointMetadata::finished`]).
+/// A build that knows only format 1 refuses it rather than restart a finished source from its beginning.
+pub const METADATA_FORMAT_FINISHED: u32 = 2;
 
 /// A completed checkpoint's `_metadata`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +35,32 @@ pub struct CheckpointMetadata {
     /// Where the shared files the tasks' incremental snapshots reference are (a location).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared_dir: Option<String>,
+    /// Tasks that had finished before the checkpoint and took no part in it (Flink's FLIP-147): a restore
+    /// starts their sources at the end.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finished: Vec<FinishedTask>,
+}
+
+impl CheckpointMetadata {
+    /// The format to write: [`METADATA_FORMAT_FINISHED`] when it names finished tasks, else [`METADATA_FORMAT`].
+    pub fn format_needed(&self) -> u32 {
+        if self.finished.is_empty() {
+            METADATA_FORMAT
+        } else {
+            METADATA_FORMAT_FINISHED
+        }
+    }
+}
+
+/// A task that had finished before the checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinishedTask {
+    /// The task's chain (its index among the job's chains).
+    pub chain: u32,
+    /// The task's subtask index.
+    pub subtask: u32,
+    /// The vertices chained in the task, in chain order.
+    pub vertex_ids: Vec<String>,
 }
 
 /// A vertex of the job that took the checkpoint.
@@ -73,8 +103,14 @@ pub struct MetadataFile {
 pub fn parse_metadata(bytes: &[u8]) -> Result<CheckpointMetadata, String> {
     let metadata: CheckpointMetadata =
         serde_json::from_slice(bytes).map_err(|e| format!("not checkpoint metadata: {e}"))?;
-    if metadata.format != METADATA_FORMAT {
-        return Err(format!("metadata format {}; this build reads {METADATA_FORMAT}", metadata.format));
+    if metadata.format != METADATA_FORMAT && metadata.format != METADATA_FORMAT_FINISHED {
+        return Err(format!(
+            "metadata format {}; this build reads {METADATA_FORMAT} and {METADATA_FORMAT_FINISHED}",
+            metadata.format
+        ));
+    }
+    if metadata.format == METADATA_FORMAT && !metadata.finished.is_empty() {
+        return Err(format!("metadata format {METADATA_FORMAT} names finished tasks, which it cannot hold"));
     }
     Ok(metadata)
 }
@@ -102,7 +138,10 @@ mod tests {
     fn metadata_of_another_format_or_not_metadata_at_all_is_refused_with_the_reason() {
         let other = br#"{"format":7,"job_id":"j","checkpoint_id":1,"kind":"CHECKPOINT","max_parallelism":128,
             "vertices":[],"files":[]}"#;
-        assert_eq!(parse_metadata(other), Err("metadata format 7; this build reads 1".to_string()));
+        assert_eq!(parse_metadata(other), Err("metadata format 7; this build reads 1 and 2".to_string()));
+        let finished_in_1 = br#"{"format":1,"job_id":"j","checkpoint_id":1,"kind":"CHECKPOINT","max_parallelism":128,
+            "vertices":[],"files":[],"finished":[{"chain":0,"subtask":0,"vertex_ids":["s"]}]}"#;
+        assert!(parse_metadata(finished_in_1).is_err_and(|e| e.contains("cannot hold")));
         let garbage = parse_metadata(b"\x00not json").expect_err("garbage");
         assert!(garbage.starts_with("not checkpoint metadata: "), "{garbage}");
     }

@@ -35,21 +35,41 @@ pub struct TaskEntry {
     pub incarnation: u64,
     /// Its last reported state (DEPLOYING until it reports).
     pub state: TaskState,
+    /// FINISHED: the newest checkpoint it took part in before it ended (0: none).
+    pub last_checkpoint: u64,
+}
+
+impl TaskEntry {
+    /// A task just deployed to `task_manager` (DEPLOYING until it reports).
+    pub fn deployed(task_manager: TaskManagerId, incarnation: u64) -> Self {
+        Self { task_manager, incarnation, state: TaskState::Deploying, last_checkpoint: 0 }
+    }
 }
 
 /// Where a checkpoint of the current attempt goes: its tasks and TaskManagers.
 #[derive(Clone, Debug)]
 pub(crate) struct Deployment {
     pub attempt: u32,
-    /// Every task of the attempt (each must acknowledge).
+    /// Every running task of the attempt (each must acknowledge).
     pub tasks: Vec<TaskKey>,
-    /// The TaskManagers running source tasks: id and RPC address.
+    /// The tasks of the attempt that have finished, with the newest checkpoint each took part in: a checkpoint
+    /// above that counts them as finished (Flink's FLIP-147).
+    pub finished: Vec<(TaskKey, u64)>,
+    /// The TaskManagers running source tasks that still run: id and RPC address.
     pub source_task_managers: Vec<(TaskManagerId, String)>,
     /// RPC addresses of every TaskManager of the attempt.
     pub all_task_managers: Vec<String>,
 }
 
-/// The source tasks' TaskManagers (id and RPC address) and all TaskManagers of a placement (RPC addresses).
+impl Deployment {
+    /// Whether a source task still runs: a checkpoint's barriers start there.
+    pub(crate) fn has_running_source(&self) -> bool {
+        !self.source_task_managers.is_empty()
+    }
+}
+
+/// The TaskManagers of the running source tasks (id and RPC address) and all TaskManagers of a placement (RPC
+/// addresses).
 pub(crate) fn task_manager_addresses(
     tasks: &BTreeMap<TaskKey, TaskEntry>,
     source_chains: &BTreeSet<u32>,
@@ -59,7 +79,7 @@ pub(crate) fn task_manager_addresses(
     let mut all = BTreeSet::new();
     for (key, entry) in tasks {
         if let Some(address) = rpc_address(&entry.task_manager) {
-            if source_chains.contains(&key.chain.0) {
+            if source_chains.contains(&key.chain.0) && entry.state == TaskState::TaskRunning {
                 sources.insert((entry.task_manager.clone(), address.clone()));
             }
             all.insert(address);

@@ -423,7 +423,7 @@ mod tests {
         let rpc = JobManagerRpc::new(ctx);
         let session = register(&rpc, "tm");
         let incarnation = rpc.ctx.cluster.session_owner(&session).map(|(_, i)| i).unwrap_or_default();
-        let entry = TaskEntry { task_manager: TaskManagerId("tm".into()), incarnation, state: TaskState::Deploying };
+        let entry = TaskEntry::deployed(TaskManagerId("tm".into()), incarnation);
         shared.live().tasks.insert(key, entry);
         (dir, rpc, inbox, session)
     }

@@ -714,12 +714,20 @@ impl TaskManager {
         state: TaskState,
         failure: Option<(FailureKind, String)>,
         metrics: Option<TaskMetrics>,
+        last_checkpoint: u64,
     ) {
         let (failure_kind, error) = match failure {
             Some((kind, error)) => (kind.to_proto() as i32, error),
             None => (0, String::new()),
         };
-        let report = TaskStateReport { task: Some(task.clone()), state: state as i32, error, metrics, failure_kind };
+        let report = TaskStateReport {
+            task: Some(task.clone()),
+            state: state as i32,
+            error,
+            metrics,
+            failure_kind,
+            last_checkpoint,
+        };
         let mut backoff = REGISTER_BACKOFF_MIN;
         for attempt in 1..=REPORT_ATTEMPTS_MAX {
             match self.jobmanager().report_task_state(self.to_jobmanager(report.clone())).await {
@@ -954,21 +962,22 @@ impl TaskManager {
                     let running_report = {
                         let (this, task_ref) = (this.clone(), task_ref.clone());
                         move || {
-                            control
-                                .spawn(async move { this.report(&task_ref, TaskState::TaskRunning, None, None).await });
+                            control.spawn(async move {
+                                this.report(&task_ref, TaskState::TaskRunning, None, None, 0).await
+                            });
                         }
                     };
                     let result = task.run(network, running_report).await;
-                    let (state, failure) = match result {
-                        Ok(()) => (TaskState::TaskFinished, None),
-                        Err(TaskError::Cancelled) => (TaskState::TaskCanceled, None),
-                        Err(e) => (TaskState::TaskFailed, Some((e.kind(), e.to_string()))),
+                    let (state, failure, last_checkpoint) = match result {
+                        Ok(last_checkpoint) => (TaskState::TaskFinished, None, last_checkpoint),
+                        Err(TaskError::Cancelled) => (TaskState::TaskCanceled, None, 0),
+                        Err(e) => (TaskState::TaskFailed, Some((e.kind(), e.to_string())), 0),
                     };
                     match &failure {
                         Some((kind, error)) => tracing::warn!(task = %key, %kind, %error, "task failed"),
                         None => tracing::info!(task = %key, state = state.as_str_name(), "task ended"),
                     }
-                    this.report(&task_ref, state, failure, Some(counters.snapshot())).await;
+                    this.report(&task_ref, state, failure, Some(counters.snapshot()), last_checkpoint).await;
                     this.task_ended(&key);
                     this.metrics.tasks_running.dec();
                     counters.remove();

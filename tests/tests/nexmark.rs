@@ -90,39 +90,52 @@ fn run(cluster: &mut Cluster, query: &str, parallelism: u32, event_rate: Option<
 
 /// Runs `query` (slow event time, sources throttled to [`KILL_RUN_EVENTS_PER_SECOND`], a checkpoint every
 /// [`KILL_RUN_CHECKPOINT_INTERVAL_MS`], state on `backend`) and kills, with SIGKILL, the TaskManager of the
-/// sink's first subtask once a checkpoint has completed; then starts a TaskManager in its place. Returns the
-/// rows committed when the job has finished, after asserting it restarted from a checkpoint.
+/// sink's first subtask once a checkpoint has completed ([`kill_the_sinks_task_manager`]). Returns the rows
+/// committed when the job has finished.
 fn run_with_a_kill(cluster: &mut Cluster, query: &str, backend: &str) -> Vec<Map<String, Value>> {
     let output = format!("data/output/nexmark_{query}_{backend}_killed");
     let mut job = bounded_job(query, KILL_RUN_PARALLELISM, Some(SLOW_EVENT_RATE), &output);
     for source in job["vertices"].as_array_mut().into_iter().flatten().filter_map(|v| v.get_mut("nexmark")) {
         source["events_per_second"] = KILL_RUN_EVENTS_PER_SECOND.into();
     }
-    job["config"] = json!({
-        "state_backend": backend.to_uppercase(),
-        "checkpointing": {"interval_ms": KILL_RUN_CHECKPOINT_INTERVAL_MS},
-    });
+    job["config"] = kill_run_config(backend);
     let id = cluster.submit_json(&job);
     cluster.wait_for_status(&id, JobStatus::Running, JOB_TIMEOUT);
-    let victim = poll_until(&format!("{query}: a completed checkpoint while it runs"), JOB_TIMEOUT, || {
-        let completed = cluster.get(&format!("/jobs/{}/checkpoints", id.0))["counts"]["completed"].as_u64();
-        let sink = cluster.get(&format!("/jobs/{}/vertices/sink", id.0));
-        let task_manager = sink["subtasks"][0]["task_manager_id"].as_str().map(str::to_string);
-        Ok(match (completed, task_manager) {
-            (Some(1..), Some(tm)) => Progress::Ready(tm),
-            _ => Progress::Pending(format!("{completed:?} checkpoints, sink {sink}")),
+    let completed = poll_until(&format!("{query}: a completed checkpoint while it runs"), JOB_TIMEOUT, || {
+        let latest = &cluster.get(&format!("/jobs/{}/checkpoints", id.0))["latest"]["completed"];
+        Ok(match latest["id"].as_u64() {
+            Some(checkpoint) => Progress::Ready(checkpoint),
+            None => Progress::Pending("no completed checkpoint".into()),
         })
     })
     .unwrap_or_else(|e| panic!("{e:#}"));
+    kill_the_sinks_task_manager(cluster, &id, query, completed);
+    sink_rows(cluster, &output)
+}
+
+fn kill_run_config(backend: &str) -> Value {
+    json!({
+        "state_backend": backend.to_uppercase(),
+        "checkpointing": {"interval_ms": KILL_RUN_CHECKPOINT_INTERVAL_MS},
+    })
+}
+
+/// Kills, with SIGKILL, the TaskManager of the running job's sink's first subtask; asserts that the job
+/// restarts from checkpoint `restored_at_least` or a newer one, waits for it to finish, and starts a
+/// TaskManager in the killed one's place.
+fn kill_the_sinks_task_manager(cluster: &mut Cluster, id: &sluice_tests::JobId, query: &str, restored_at_least: u64) {
+    let sink = cluster.get(&format!("/jobs/{}/vertices/sink", id.0));
+    let victim = sink["subtasks"][0]["task_manager_id"].as_str().map(str::to_string);
+    let victim = victim.unwrap_or_else(|| panic!("{query}: the sink's first subtask is placed nowhere: {sink}"));
     let index = (0..cluster.task_manager_count())
         .find(|&i| cluster.task_manager_id(i) == victim)
         .unwrap_or_else(|| panic!("{query}: the sink runs on {victim}, not a TaskManager of this cluster"));
-    let status = cluster.job(&id)["status"].clone();
+    let status = cluster.job(id)["status"].clone();
     assert_eq!(status, "RUNNING", "{query} must still run when its TaskManager is killed (throttle it more)");
     cluster.kill_task_manager(index);
     // A finished job's details no longer say which checkpoint its attempt restored: look while it runs.
     poll_until(&format!("{query}: a restart from a checkpoint"), JOB_TIMEOUT, || {
-        let details = cluster.job(&id);
+        let details = cluster.job(id);
         anyhow::ensure!(details["status"] != "FINISHED", "{query} finished before it was seen restored: {details}");
         let restored = details["restarts"].as_u64() >= Some(1) && details["restored_checkpoint"].is_u64();
         Ok(if restored && details["status"] == "RUNNING" {
@@ -132,10 +145,11 @@ fn run_with_a_kill(cluster: &mut Cluster, query: &str, backend: &str) -> Vec<Map
         })
     })
     .unwrap_or_else(|e| panic!("{e:#}"));
-    cluster.wait_for_status(&id, JobStatus::Finished, JOB_TIMEOUT);
+    let restored = cluster.job(id)["restored_checkpoint"].as_u64();
+    assert!(restored >= Some(restored_at_least), "{query} restored {restored:?}, before {restored_at_least}");
+    cluster.wait_for_status(id, JobStatus::Finished, JOB_TIMEOUT);
     cluster.add_task_manager();
     cluster.wait_for_active_task_managers(2, JOB_TIMEOUT);
-    sink_rows(cluster, &output)
 }
 
 /// Events 0..[`EVENTS`] of `timeline`, by kind: persons, auctions, bids, each in event order.
@@ -293,6 +307,49 @@ fn q5_q7_and_q8_lose_and_repeat_nothing_when_a_taskmanager_is_killed_mid_run() {
         let got = q8.iter().map(|r| (int(r, "id"), text(r, "name"), int(r, "starttime")));
         assert_same(&format!("q8 on {backend}, killed"), got.collect(), new_users(&slow));
     }
+}
+
+/// Goal: checkpoints go on after a source finished (Flink's FLIP-147), and a job restored from one starts that
+/// source at its end: nothing it read is read again, nothing is lost. Method: q3 joins persons and auctions
+/// (a regular join, whose output repeats rows if persons come twice); its person source runs unthrottled
+/// and finishes within a second, its auction source is throttled to run for seconds. Once a completed
+/// checkpoint's `_metadata` names every person subtask finished, the sink's TaskManager is killed; the job
+/// must restart from that checkpoint or a newer one and commit exactly the naive join.
+#[test]
+fn a_source_that_finished_before_a_checkpoint_is_not_read_again_after_a_restore() {
+    let mut cluster = Cluster::start(ClusterSpec { task_managers: 2, slots: 2, ..ClusterSpec::default() });
+    let output = "data/output/nexmark_q3_finished_source";
+    let mut job = bounded_job("q3", KILL_RUN_PARALLELISM, None, output);
+    for vertex in job["vertices"].as_array_mut().into_iter().flatten().filter(|v| v["id"] == "auction") {
+        vertex["nexmark"]["events_per_second"] = KILL_RUN_EVENTS_PER_SECOND.into();
+    }
+    job["config"] = kill_run_config("rocksdb");
+    let id = cluster.submit_json(&job);
+    cluster.wait_for_status(&id, JobStatus::Running, JOB_TIMEOUT);
+    let checkpoint = poll_until("q3: a checkpoint that names the person source finished", JOB_TIMEOUT, || {
+        let latest = cluster.get(&format!("/jobs/{}/checkpoints", id.0))["latest"]["completed"].clone();
+        let (Some(checkpoint), Some(location)) = (latest["id"].as_u64(), latest["location"].as_str()) else {
+            return Ok(Progress::Pending("no completed checkpoint".into()));
+        };
+        let file = PathBuf::from(location.trim_start_matches("file://")).join("_metadata");
+        // A newer checkpoint may have replaced it meanwhile: look again.
+        let Ok(bytes) = std::fs::read(&file) else {
+            return Ok(Progress::Pending(format!("{} is gone", file.display())));
+        };
+        let metadata: Value = serde_json::from_slice(&bytes)?;
+        let finished = metadata["finished"].as_array().into_iter().flatten();
+        let persons = finished.filter(|f| f["vertex_ids"][0] == "person").count();
+        Ok(if persons == KILL_RUN_PARALLELISM as usize {
+            Progress::Ready(checkpoint)
+        } else {
+            Progress::Pending(format!("checkpoint {checkpoint} names {persons} person subtasks finished"))
+        })
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    kill_the_sinks_task_manager(&mut cluster, &id, "q3", checkpoint);
+    let rows = sink_rows(&cluster, output);
+    let got = rows.iter().map(|r| (text(r, "name"), text(r, "city"), text(r, "state"), int(r, "id")));
+    assert_same("q3 restored after its person source finished", got.collect(), local_items(&Timeline::default()));
 }
 
 /// The rows a changelog leaves standing: each row without `_retract` (or with it false) adds one, each with

@@ -23,7 +23,9 @@ use sluice_common::proto::{AcknowledgeCheckpointRequest, NotifyCheckpointComplet
 use sluice_common::storage::Storage;
 
 use super::coordinator::{instant_of, Coordinator, Pending, UNRECORDED_CHECKPOINTS_MAX};
-use super::metadata::{write_metadata, CheckpointMetadata, MetadataFile, MetadataVertex, METADATA_FORMAT};
+use super::metadata::{
+    write_metadata, CheckpointMetadata, FinishedTask, MetadataFile, MetadataVertex, METADATA_FORMAT,
+};
 use super::retention::Cleanup;
 use super::{Kind, Verdict};
 use crate::cluster::now_ms;
@@ -110,7 +112,15 @@ impl Coordinator {
                 })
             })
             .collect();
-        CheckpointMetadata {
+        let finished = pending
+            .finished
+            .iter()
+            .filter_map(|key| {
+                let chain = job.chains.iter().find(|c| c.index == key.chain.0)?;
+                Some(FinishedTask { chain: key.chain.0, subtask: key.subtask.0, vertex_ids: chain.vertex_ids.clone() })
+            })
+            .collect();
+        let mut metadata = CheckpointMetadata {
             format: METADATA_FORMAT,
             job_id: self.job_id.0.clone(),
             checkpoint_id: pending.id,
@@ -119,7 +129,10 @@ impl Coordinator {
             vertices,
             files,
             shared_dir: None,
-        }
+            finished,
+        };
+        metadata.format = metadata.format_needed();
+        metadata
     }
 
     /// Commits `pending` (steps 1-6 above).

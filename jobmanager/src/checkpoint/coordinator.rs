@@ -32,6 +32,8 @@ pub(super) struct Pending {
     /// Tasks that have not acknowledged yet.
     pub(super) waiting: BTreeSet<TaskKey>,
     pub(super) acks: Vec<AcknowledgeCheckpointRequest>,
+    /// Tasks that finished before they took part: the checkpoint records them as finished.
+    pub(super) finished: Vec<TaskKey>,
 }
 
 /// One job's checkpoint coordinator.
@@ -155,7 +157,7 @@ impl Coordinator {
     }
 
     /// The deadline passed: times out the pending checkpoint, or triggers the periodic one (when every
-    /// task runs; otherwise it is skipped and retried an interval later).
+    /// task runs or finished, and a source still runs; otherwise it is skipped and retried an interval later).
     pub(crate) async fn on_deadline(&mut self, deployment: Option<Deployment>) -> Verdict {
         let now = Instant::now();
         if let Some(pending) = &self.pending {
@@ -174,8 +176,8 @@ impl Coordinator {
         if self.next_trigger.is_none_or(|t| t > now) {
             return Verdict::Continue;
         }
-        let Some(deployment) = deployment else {
-            tracing::debug!(job_id = %self.job_id, "skipping a periodic checkpoint: not every task is running");
+        let Some(deployment) = deployment.filter(Deployment::has_running_source) else {
+            tracing::debug!(job_id = %self.job_id, "skipping a periodic checkpoint: a task is neither running nor finished, or no source runs");
             self.schedule_next(Some(now));
             return Verdict::Continue;
         };
@@ -195,9 +197,13 @@ impl Coordinator {
         }
         let Some(deployment) = deployment else {
             // The requester may have given up waiting; nothing else to do then.
-            let _ = reply.send(Err("not every task of the job is running".into()));
+            let _ = reply.send(Err("not every task of the job is running or finished".into()));
             return Verdict::Continue;
         };
+        if !deployment.has_running_source() {
+            let _ = reply.send(Err("no source of the job runs any more: the job is ending".into()));
+            return Verdict::Continue;
+        }
         match self.trigger(deployment, kind).await {
             Ok(id) => {
                 let _ = reply.send(Ok(id));
@@ -251,7 +257,14 @@ impl Coordinator {
             dir,
             waiting: deployment.tasks.iter().copied().collect(),
             acks: Vec::new(),
+            // A task that took part in a checkpoint at or above this one cannot have; it is waited for (and the
+            // checkpoint times out) rather than believed.
+            finished: deployment.finished.iter().filter(|(_, last)| *last < id).map(|(key, _)| *key).collect(),
         });
+        if let Some(pending) = self.pending.as_mut() {
+            let took_part = deployment.finished.iter().filter(|(_, last)| *last >= id).map(|(key, _)| *key);
+            pending.waiting.extend(took_part);
+        }
         let request = TriggerCheckpointRequest {
             job_id: job_id.0.clone(),
             attempt: deployment.attempt,
@@ -314,16 +327,40 @@ impl Coordinator {
         self.abort(format!("checkpoint {checkpoint_id} declined: {reason}"), true).await
     }
 
-    /// A task ended: the pending checkpoint cannot complete without it (not the checkpoint's fault, so it
-    /// does not count towards the tolerable failures). The verdict matters for a checkpoint whose sources had
-    /// stopped (a redeployment).
-    pub(crate) async fn on_task_ended(&mut self, task: TaskKey) -> Verdict {
-        if self.pending.as_ref().is_some_and(|p| p.waiting.contains(&task)) {
-            let id = self.pending.as_ref().map_or(0, |p| p.id);
-            let reason = format!("checkpoint {id} aborted: a task ended before it took its part");
-            return self.abort(reason, false).await;
+    /// A task ended while the pending checkpoint waits for it. `finished_after`: it FINISHED, and this is the
+    /// newest checkpoint it took part in.
+    ///
+    /// A task that finished without taking part counts as finished (Flink's FLIP-147): everything it sent
+    /// reached the tasks below it before they took their part, as a channel that ended counts as aligned. One
+    /// that took part still acknowledges (its report and its acknowledgement travel apart). Any other end
+    /// aborts the checkpoint (not the checkpoint's fault, so it does not count towards the tolerable failures);
+    /// the verdict matters for a checkpoint whose sources had stopped (a redeployment).
+    pub(crate) async fn on_task_ended(
+        &mut self,
+        task: TaskKey,
+        finished_after: Option<u64>,
+        deployment: Option<Deployment>,
+    ) -> Verdict {
+        let Some(pending) = self.pending.as_mut().filter(|p| p.waiting.contains(&task)) else {
+            return Verdict::Continue;
+        };
+        let id = pending.id;
+        match (finished_after, deployment) {
+            (Some(last), _) if last >= id => Verdict::Continue,
+            (Some(_), Some(deployment)) => {
+                pending.waiting.remove(&task);
+                pending.finished.push(task);
+                if !pending.waiting.is_empty() {
+                    return Verdict::Continue;
+                }
+                let Some(pending) = self.pending.take() else { return Verdict::Continue };
+                self.complete(deployment, pending).await
+            }
+            _ => {
+                let reason = format!("checkpoint {id} aborted: a task ended before it took its part");
+                self.abort(reason, false).await
+            }
         }
-        Verdict::Continue
     }
 
     /// Aborts the pending checkpoint (if any): FAILED in the store, its files deleted.

@@ -9,7 +9,7 @@ use sluice_common::storage::{Storage, StorageError};
 use super::restore::RestoreError;
 
 pub use sluice_common::checkpoint_metadata::{
-    parse_metadata, CheckpointMetadata, MetadataFile, MetadataVertex, METADATA_FORMAT,
+    parse_metadata, CheckpointMetadata, FinishedTask, MetadataFile, MetadataVertex, METADATA_FORMAT,
 };
 
 /// Writes `_metadata` into `dir` atomically (a local file: temporary file, sync, rename).

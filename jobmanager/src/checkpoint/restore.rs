@@ -1,10 +1,12 @@
 //! Choosing and checking the state a deployment starts from: a checkpoint or savepoint is read back
 //! (`_metadata` first) and checked against the job before any task is deployed with it.
+use std::collections::BTreeSet;
+
 use sluice_common::checkpoint_layout::{is_single_component, METADATA_FILE};
 use sluice_common::confine::{Confinement, Refusal};
 use sluice_common::job::ValidatedJob;
 use sluice_common::proto::vertex::Operator;
-use sluice_common::proto::{RestoreSpec, SnapshotFile};
+use sluice_common::proto::{FinishedSubtask, RestoreSpec, SnapshotFile};
 use sluice_common::storage::Storage;
 
 use super::metadata::read_metadata;
@@ -122,6 +124,33 @@ async fn plan_restore_from(
             Some(_) => {}
         }
     }
+    // A source that had finished starts at its end: per subtask at its old parallelism, and at any parallelism
+    // once every subtask had finished (a Kafka source's partitions change owner when it rescales).
+    let mut finished: Vec<FinishedSubtask> = metadata
+        .finished
+        .iter()
+        .map(|f| FinishedSubtask { subtask: f.subtask, vertex_ids: f.vertex_ids.clone() })
+        .collect();
+    for vertex in metadata.vertices.iter().filter(|v| v.source) {
+        let Some(now) = job.vertex(&vertex.id).filter(|now| now.parallelism != vertex.parallelism) else { continue };
+        let ended: BTreeSet<u32> =
+            metadata.finished.iter().filter(|f| f.vertex_ids.contains(&vertex.id)).map(|f| f.subtask).collect();
+        if ended.is_empty() {
+            continue;
+        }
+        if (0..vertex.parallelism).all(|s| ended.contains(&s)) {
+            let all =
+                (0..now.parallelism).map(|subtask| FinishedSubtask { subtask, vertex_ids: vec![vertex.id.clone()] });
+            finished.extend(all);
+        } else {
+            problems.push(format!(
+                "source '{}' had finished on {} of its {} subtasks; it resumes only at its old parallelism",
+                vertex.id,
+                ended.len(),
+                vertex.parallelism
+            ));
+        }
+    }
     for f in &metadata.files {
         if !is_single_component(&f.file) || !dir.exists(&f.file).await.map_err(unavailable)? {
             problems.push(format!("snapshot file {} is missing", dir.describe(&f.file)));
@@ -149,6 +178,7 @@ async fn plan_restore_from(
             .map(|f| SnapshotFile { file: f.file, subtask: f.subtask, vertex_ids: f.vertex_ids })
             .collect(),
         shared_dir: metadata.shared_dir.unwrap_or_default(),
+        finished,
     })
 }
 

@@ -128,9 +128,38 @@ fn deployment(attempt: u32, source_task_manager: &str) -> Deployment {
     Deployment {
         attempt,
         tasks: vec![TaskKey { chain: ChainIndex(0), subtask: SubtaskIndex(0) }],
+        finished: Vec::new(),
         source_task_managers: vec![(TaskManagerId("tm-0".into()), source_task_manager.to_string())],
         all_task_managers: vec![source_task_manager.to_string()],
     }
+}
+
+fn subtask(index: u32) -> TaskKey {
+    TaskKey { chain: ChainIndex(0), subtask: SubtaskIndex(index) }
+}
+
+/// A deployment of subtasks 0..`running` running and the `finished` ones (with the newest checkpoint each
+/// took part in) finished.
+fn deployment_with(running: u32, finished: &[(u32, u64)]) -> Deployment {
+    Deployment {
+        tasks: (0..running).map(subtask).collect(),
+        finished: finished.iter().map(|&(index, last)| (subtask(index), last)).collect(),
+        ..deployment(1, TASK_MANAGER)
+    }
+}
+
+fn ack_of(index: u32, checkpoint_id: u64) -> AcknowledgeCheckpointRequest {
+    AcknowledgeCheckpointRequest {
+        task: Some(TaskRef { job_id: JOB_ID.into(), attempt: 1, chain: 0, subtask: index }),
+        checkpoint_id,
+        ..Default::default()
+    }
+}
+
+/// The `_metadata` of a completed checkpoint of the harness's job.
+async fn metadata_of(h: &Harness, id: u64) -> super::metadata::CheckpointMetadata {
+    let bytes = h.job_dir.child(&format!("chk-{id}")).get("_metadata").await.unwrap_or_else(|e| panic!("{e}"));
+    super::metadata::parse_metadata(&bytes).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn ack(attempt: u32, checkpoint_id: u64) -> AcknowledgeCheckpointRequest {
@@ -435,4 +464,64 @@ async fn on_a_paused_clock_a_checkpoint_is_triggered_at_its_interval_and_expires
         "{:?}",
         h.coordinator.deadline()
     );
+}
+
+/// Goal: checkpoints go on after a task finished (Flink's FLIP-147): a task that finished before the trigger,
+/// or finishes without taking part, is recorded as finished and not waited for; one that finished after
+/// taking part is waited for until it acknowledges (its report and its acknowledgement travel apart).
+/// Method: drive the coordinator with deployments of subtasks in both states and read the `_metadata`.
+#[tokio::test]
+async fn a_finished_task_is_recorded_as_finished_unless_it_took_part() {
+    let mut h = harness(policy(10, 60_000, 3, 1), FakeTaskManagers::default()).await;
+    if let Some(deadline) = h.coordinator.deadline() {
+        tokio::time::sleep_until(deadline).await;
+    }
+    // Subtask 2 finished before checkpoint 1; 0 and 1 run.
+    assert_eq!(h.coordinator.on_deadline(Some(deployment_with(2, &[(2, 0)]))).await, Verdict::Continue);
+    assert_eq!(status_of(&h, 1).await, Some(CheckpointStatus::InProgress));
+    // Subtask 1 finishes after it took part in checkpoint 1: its acknowledgement is still awaited.
+    let after = deployment_with(1, &[(1, 1), (2, 0)]);
+    assert_eq!(h.coordinator.on_task_ended(subtask(1), Some(1), Some(after.clone())).await, Verdict::Continue);
+    assert_eq!(h.coordinator.on_ack(after.clone(), ack_of(0, 1)).await, Verdict::Continue);
+    assert_eq!(status_of(&h, 1).await, Some(CheckpointStatus::InProgress), "subtask 1's acknowledgement is due");
+    assert_eq!(h.coordinator.on_ack(after, ack_of(1, 1)).await, Verdict::Continue);
+    assert_eq!(status_of(&h, 1).await, Some(CheckpointStatus::Completed));
+    let first = metadata_of(&h, 1).await;
+    assert_eq!(first.format, sluice_common::checkpoint_metadata::METADATA_FORMAT_FINISHED);
+    assert_eq!(first.finished.iter().map(|f| f.subtask).collect::<Vec<_>>(), vec![2]);
+    assert_eq!(first.files.iter().map(|f| f.subtask).collect::<Vec<_>>(), vec![0, 1]);
+
+    // Checkpoint 2: subtask 0 finishes without taking part, which completes it with nothing acknowledged.
+    if let Some(deadline) = h.coordinator.deadline() {
+        tokio::time::sleep_until(deadline).await;
+    }
+    let before = deployment_with(1, &[(1, 1), (2, 0)]);
+    assert_eq!(h.coordinator.on_deadline(Some(before)).await, Verdict::Continue);
+    let ended = Deployment { tasks: Vec::new(), ..deployment_with(0, &[(0, 1), (1, 1), (2, 0)]) };
+    assert_eq!(h.coordinator.on_task_ended(subtask(0), Some(1), Some(ended)).await, Verdict::Continue);
+    assert_eq!(status_of(&h, 2).await, Some(CheckpointStatus::Completed));
+    let second = metadata_of(&h, 2).await;
+    assert_eq!(second.finished.iter().map(|f| f.subtask).collect::<Vec<_>>(), vec![1, 2, 0]);
+    assert!(second.files.is_empty());
+}
+
+/// Goal: a task that ends any other way while a checkpoint waits for it aborts the checkpoint, and no
+/// checkpoint starts once no source runs (its barriers would have nowhere to start).
+#[tokio::test]
+async fn a_failed_task_aborts_the_checkpoint_and_none_starts_without_a_running_source() {
+    let mut h = harness(policy(10, 60_000, 3, 1), FakeTaskManagers::default()).await;
+    if let Some(deadline) = h.coordinator.deadline() {
+        tokio::time::sleep_until(deadline).await;
+    }
+    assert_eq!(h.coordinator.on_deadline(Some(deployment_with(2, &[]))).await, Verdict::Continue);
+    assert_eq!(h.coordinator.on_task_ended(subtask(1), None, None).await, Verdict::Continue, "not counted");
+    assert_eq!(status_of(&h, 1).await, Some(CheckpointStatus::Failed));
+
+    if let Some(deadline) = h.coordinator.deadline() {
+        tokio::time::sleep_until(deadline).await;
+    }
+    let no_source = Deployment { source_task_managers: Vec::new(), ..deployment_with(1, &[(1, 0)]) };
+    assert_eq!(h.coordinator.on_deadline(Some(no_source)).await, Verdict::Continue);
+    assert_eq!(h.client.triggers.lock().map(|t| t.len()).unwrap_or(0), 1, "only checkpoint 1 was triggered");
+    assert_eq!(status_of(&h, 2).await, None);
 }

@@ -142,8 +142,10 @@ impl Task {
         Self { job, plan, counters, cancel, state, registry, checkpoints }
     }
 
-    /// Runs the task to its end. `on_running` is called once its channels are set up.
-    pub async fn run(self, network: Arc<NetworkEnvironment>, on_running: impl FnOnce()) -> Result<(), TaskError> {
+    /// Runs the task to its end. `on_running` is called once its channels are set up. A task that finishes
+    /// returns the newest checkpoint it took part in (0: none), for the JobManager to tell whether a checkpoint
+    /// in flight waits for its acknowledgement or records it as finished.
+    pub async fn run(self, network: Arc<NetworkEnvironment>, on_running: impl FnOnce()) -> Result<u64, TaskError> {
         let Task { job, plan, counters, cancel, state, registry, checkpoints } = self;
         let token = cancel.clone();
         let (writers, mut writers_done) = snapshot::WriterGuard::new();

@@ -9,7 +9,7 @@ use sluice_common::storage::Storage;
 use super::plan::SubtaskPlan;
 use super::{Head, TaskError};
 use crate::checkpoint::{read_snapshot_keeping, SnapshotError};
-use crate::operator_api::{Operator, OperatorError};
+use crate::operator_api::{Operator, OperatorError, Source, SourcePoll};
 use crate::state::StateSettings;
 
 /// Restores a chain's state: the source continues from its subtask's position, every other operator loads
@@ -94,10 +94,17 @@ pub(super) async fn restore_chain(
     };
     let (first_operator, head_id) = if is_source { (1, ids.first().copied()) } else { (0, None) };
     if let (Head::Source(source), Some(id)) = (head, head_id) {
-        let all: Vec<&[u8]> = of_vertex(id, false).iter().map(|s| s.source_position.as_slice()).collect();
-        let own = of_vertex(id, true).first().map(|s| s.source_position.as_slice());
-        if own.is_some() || !all.is_empty() {
-            source.seek_all(own, &all).map_err(|e| named(id, e))?;
+        let finished =
+            restore.finished.iter().any(|f| f.subtask == plan.subtask && f.vertex_ids.iter().any(|v| v == id));
+        if finished {
+            // It had finished before the checkpoint: what it read is in the state of the tasks below.
+            *source = Box::new(FinishedSource);
+        } else {
+            let all: Vec<&[u8]> = of_vertex(id, false).iter().map(|s| s.source_position.as_slice()).collect();
+            let own = of_vertex(id, true).first().map(|s| s.source_position.as_slice());
+            if own.is_some() || !all.is_empty() {
+                source.seek_all(own, &all).map_err(|e| named(id, e))?;
+            }
         }
     }
     for (operator, id) in operators.iter_mut().zip(ids.iter().skip(first_operator)) {
@@ -107,6 +114,16 @@ pub(super) async fn restore_chain(
         }
     }
     Ok(())
+}
+
+/// A source that had finished before the checkpoint it is restored from (Flink's FLIP-147): it starts at
+/// its end.
+struct FinishedSource;
+
+impl Source for FinishedSource {
+    fn poll_next(&mut self) -> Result<SourcePoll, OperatorError> {
+        Ok(SourcePoll::End)
+    }
 }
 
 /// The entries of an incremental RocksDB snapshot whose key group is in `key_groups`: its files are

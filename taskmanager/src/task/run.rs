@@ -17,7 +17,8 @@ use crate::operator_api::SourcePoll;
 use crate::time::END_OF_TIME;
 
 impl Runner {
-    pub(super) async fn run(&mut self, counters: &TaskCounters) -> Result<(), TaskError> {
+    /// Runs the chain until its input ends; the newest checkpoint it took part in.
+    pub(super) async fn run(&mut self, counters: &TaskCounters) -> Result<u64, TaskError> {
         loop {
             if matches!(self.head, Head::Source(_)) {
                 while let Some(command) = self.checkpointing.commands.as_mut().and_then(|c| c.try_recv().ok()) {
@@ -77,7 +78,8 @@ impl Runner {
             // A bounded source ended: all of event time has passed.
             self.advance_watermark(END_OF_TIME, counters).await?;
         }
-        self.finish(counters).await
+        self.finish(counters).await?;
+        Ok(self.checkpointing.aligner.last_aligned())
     }
 
     /// The next batch from the input gate. Meanwhile: flushes output buffers whose timeout expires, forwards

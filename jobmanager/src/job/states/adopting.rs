@@ -209,9 +209,8 @@ impl JobActor {
             .iter()
             .map(|(key, at)| {
                 let entry = TaskEntry {
-                    task_manager: at.task_manager.clone(),
-                    incarnation: at.incarnation,
                     state: TaskState::TaskRunning,
+                    ..TaskEntry::deployed(at.task_manager.clone(), at.incarnation)
                 };
                 (*key, entry)
             })

@@ -59,7 +59,7 @@ impl JobActor {
                 let key = TaskKey { chain: ChainIndex(p.chain), subtask: SubtaskIndex(p.subtask) };
                 let task_manager = TaskManagerId(p.task_manager_id.clone());
                 let incarnation = incarnations.get(&task_manager).copied().unwrap_or_default();
-                (key, TaskEntry { task_manager, incarnation, state: TaskState::Deploying })
+                (key, TaskEntry::deployed(task_manager, incarnation))
             })
             .collect();
         {

@@ -16,7 +16,7 @@ use sluice_common::proto::{TaskState, TaskStateReport};
 use tokio::time::Instant;
 
 use crate::checkpoint::{Coordinator, Kind, Verdict};
-use crate::deployment::{task_manager_addresses, Deployment};
+use crate::deployment::{task_manager_addresses, Deployment, TaskEntry};
 use crate::job::actor::{sleep_until_opt, JobActor, Next};
 use crate::job::exceptions::FailureOrigin;
 use crate::job::{JobEvent, TaskKey};
@@ -120,8 +120,8 @@ impl JobActor {
         let deployment = self.deployment();
         if self.checkpoints.is_none() || deployment.is_none() {
             let why = format!(
-                "TaskManager {leaving} is leaving; no checkpoint can be taken first (the job takes none, or not \
-                 every task runs)"
+                "TaskManager {leaving} is leaving; no checkpoint can be taken first (the job takes none, or a \
+                 task is neither running nor finished)"
             );
             return Some(self.redeploy(&why).await);
         }
@@ -192,9 +192,12 @@ impl JobActor {
         }
     }
 
-    /// Where a checkpoint of the current attempt goes; None unless every task is RUNNING.
+    /// Where a checkpoint of the current attempt goes; None unless every task is RUNNING or FINISHED and one
+    /// still runs. Finished tasks take no part (Flink's FLIP-147); see [`Deployment::finished`].
     pub(in crate::job) fn deployment(&self) -> Option<Deployment> {
-        if self.tasks.is_empty() || self.tasks.values().any(|t| t.state != TaskState::TaskRunning) {
+        let running = |t: &TaskEntry| t.state == TaskState::TaskRunning;
+        let finished = |t: &TaskEntry| t.state == TaskState::TaskFinished;
+        if !self.tasks.values().any(running) || !self.tasks.values().all(|t| running(t) || finished(t)) {
             return None;
         }
         let job = &self.shared.job;
@@ -205,19 +208,26 @@ impl JobActor {
         });
         Some(Deployment {
             attempt: self.attempt.0,
-            tasks: self.tasks.keys().copied().collect(),
+            tasks: self.tasks.iter().filter(|(_, t)| running(t)).map(|(k, _)| *k).collect(),
+            finished: self.tasks.iter().filter(|(_, t)| finished(t)).map(|(k, t)| (*k, t.last_checkpoint)).collect(),
             source_task_managers,
             all_task_managers,
         })
     }
 
-    /// Aborts the pending checkpoint if a task it waits for has ended; the verdict of that abort.
+    /// Tells the pending checkpoint of the tasks that have ended ([`Coordinator::on_task_ended`]); the verdict
+    /// of the first that aborts it.
     pub(in crate::job) async fn tasks_ended_during_checkpoint(&mut self) -> Verdict {
+        let deployment = self.deployment();
         let Some(coordinator) = self.checkpoints.as_mut() else { return Verdict::Continue };
-        let ended: Vec<TaskKey> =
-            self.tasks.iter().filter(|(_, t)| task::is_terminal(t.state)).map(|(k, _)| *k).collect();
-        for key in ended {
-            let verdict = coordinator.on_task_ended(key).await;
+        let ended: Vec<(TaskKey, Option<u64>)> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| task::is_terminal(t.state))
+            .map(|(k, t)| (*k, (t.state == TaskState::TaskFinished).then_some(t.last_checkpoint)))
+            .collect();
+        for (key, finished_after) in ended {
+            let verdict = coordinator.on_task_ended(key, finished_after, deployment.clone()).await;
             if verdict != Verdict::Continue {
                 return verdict;
             }
@@ -287,6 +297,9 @@ impl JobActor {
             return None;
         }
         entry.state = state;
+        if state == TaskState::TaskFinished {
+            entry.last_checkpoint = report.last_checkpoint;
+        }
         let task_manager = entry.task_manager.clone();
         {
             let mut live = self.shared.live();
