@@ -50,10 +50,59 @@ impl Assign {
     }
 }
 
+/// A sliding window kept as slices (Flink's slice-shared windows): when the size is a whole number of slides,
+/// the windows are unions of consecutive `slide`-long slices, so a record updates the one slice holding it
+/// rather than every window, and a window merges its slices when it fires.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Slicing {
+    pub(super) size: i64,
+    pub(super) slide: i64,
+    offset: i64,
+}
+
+impl Slicing {
+    /// The slicing of `assign`: a sliding window of at least two slides per size, a whole number of them.
+    pub(super) fn of(assign: Assign) -> Option<Self> {
+        match assign {
+            Assign::Sliding { size, slide, offset } if size > slide && size % slide == 0 => {
+                Some(Slicing { size, slide, offset })
+            }
+            _ => None,
+        }
+    }
+
+    /// The slice `[start, end)` holding time `t`.
+    pub(super) fn slice(self, t: i64) -> (i64, i64) {
+        let start = t.saturating_sub(t.wrapping_sub(self.offset).rem_euclid(self.slide));
+        (start, start.saturating_add(self.slide))
+    }
+
+    /// The end of the last window holding the slice that starts at `start`.
+    pub(super) fn last_end(self, start: i64) -> i64 {
+        start.saturating_add(self.size)
+    }
+
+    /// The end of the first window holding the slice that ends at `slice_end` whose last millisecond is after
+    /// `watermark` (one that has not fired), if any: the windows holding it end at `slice_end`, one slide
+    /// later, and so on up to [`Slicing::last_end`].
+    pub(super) fn first_window_after(self, slice_end: i64, watermark: i64) -> Option<i64> {
+        let last = self.last_end(slice_end.saturating_sub(self.slide));
+        let mut end = slice_end;
+        // At most size / slide steps.
+        while end.saturating_sub(1) <= watermark {
+            if end >= last {
+                return None;
+            }
+            end = end.saturating_add(self.slide);
+        }
+        Some(end)
+    }
+}
+
 /// Properties of window assignment over generated times, sizes, slides and offsets.
 #[cfg(test)]
 mod properties {
-    use super::Assign;
+    use super::{Assign, Slicing};
     use proptest::prelude::*;
     use sluice_common::job::bounds::windows_per_record;
 
@@ -104,6 +153,32 @@ mod properties {
                 prop_assert!(first.0 + slide > t, "a later window [{}, ..) would hold {}", first.0 + slide, t);
                 prop_assert!(last.0 - slide + size <= t, "an earlier window would hold {}", t);
             }
+        }
+
+        #[test]
+        fn the_windows_holding_a_time_are_those_holding_its_slice(
+            t in -TIME_MS_MAX..TIME_MS_MAX,
+            slide in 1i64..SIZE_MS_MAX,
+            slides_per_size in 2i64..=20,
+            offset in -SIZE_MS_MAX..SIZE_MS_MAX,
+            behind in 0i64..SIZE_MS_MAX,
+        ) {
+            let size = slide * slides_per_size;
+            let assign = Assign::Sliding { size, slide, offset };
+            let slicing = Slicing::of(assign).ok_or_else(|| TestCaseError::fail("not sliced"))?;
+            let (start, end) = slicing.slice(t);
+            prop_assert!(start <= t && t < end && end - start == slide);
+            // Every window holding t holds its whole slice; they end at the slice's end, a slide apart.
+            let mut expected = windows(assign, t);
+            expected.sort_unstable();
+            let held: Vec<(i64, i64)> =
+                (1..=slides_per_size).map(|k| (end + (k - 1) * slide - size, end + (k - 1) * slide)).collect();
+            prop_assert_eq!(&held, &expected);
+            prop_assert_eq!(slicing.last_end(start), expected[expected.len() - 1].1);
+            // The first window not fired at a watermark is the first of them ending after it.
+            let watermark = t - behind;
+            let first = expected.iter().map(|w| w.1).find(|&e| e - 1 > watermark);
+            prop_assert_eq!(slicing.first_window_after(end, watermark), first);
         }
 
         #[test]

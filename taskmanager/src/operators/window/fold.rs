@@ -16,7 +16,8 @@ use crate::operators::accumulate::Acc;
 
 impl WindowOp {
     /// Folds a batch into tumbling or sliding windows: one partial result per (key, window) of the batch,
-    /// then one read and one write per group (no read for a window its timers say is new).
+    /// then one read and one write per group (no read for a window its timers say is new). A sliced window
+    /// folds each record into its one slice instead, unless every window holding that slice has expired.
     pub(super) fn process_aligned(
         &mut self,
         batch: &RecordBatch,
@@ -36,12 +37,22 @@ impl WindowOp {
                 late_rows.push(row as u32);
                 continue;
             };
-            self.assign.windows(t, &mut self.assigned);
+            match self.slicing {
+                Some(slicing) => {
+                    let (start, end) = slicing.slice(t);
+                    self.assigned.clear();
+                    if !self.expired(slicing.last_end(start)) {
+                        self.assigned.push((start, end));
+                    }
+                }
+                None => self.assign.windows(t, &mut self.assigned),
+            }
             let key_group = key_group_of(self.hashes[row], self.max_parallelism).0 as u16;
             let mut accepted = false;
             for i in 0..self.assigned.len() {
                 let (start, end) = self.assigned[i];
-                if self.expired(end) {
+                // (A slice was checked above: its windows that fired do not see the record.)
+                if self.slicing.is_none() && self.expired(end) {
                     continue;
                 }
                 accepted = true;

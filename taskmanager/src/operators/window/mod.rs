@@ -9,6 +9,12 @@
 //! into one partial result per distinct (key, window) before touching the backend, so the backend sees one
 //! read and one write per group and batch rather than per record. Session windows merge record by record.
 //!
+//! Sliding windows whose size is a whole number of slides are kept as slices when that is exact (event time,
+//! no allowed lateness, aggregates that merge): one entry per (key, slice), so a record updates one entry
+//! instead of size / slide; a window merges its key's slices (a prefix scan) when it fires, and the slice no
+//! later window holds is deleted then. Timers: a new slice schedules the first of its windows that has not
+//! fired, and each window that fires schedules the next one while a slice of it lies in that one too.
+//!
 //! Firing (Flink's event-time trigger with allowed lateness):
 //! - a window fires when the watermark reaches its last millisecond (`end - 1`), emitting the key columns,
 //!   `window_start`, `window_end` and the aggregates;

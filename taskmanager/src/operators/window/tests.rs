@@ -441,3 +441,141 @@ fn top_n_keeps_the_first_n_records_per_key_and_window_as_a_naive_ranking_does() 
     }
     Ok(())
 }
+
+/// Batches of (word, time, value) records, each followed by a watermark.
+type Batches = Vec<(Vec<(&'static str, i64, i64)>, i64)>;
+
+/// Records in batches, each batch followed by a watermark, for the sliced-window tests: three words, times
+/// around a moving base and sometimes far behind it (late for some or all of their windows), from a fixed
+/// seed.
+fn shuffled_records(seed: u64) -> Batches {
+    let mut state = seed;
+    let mut next = move |bound: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % bound) as i64
+    };
+    let mut watermark = i64::MIN;
+    (0..40)
+        .map(|i| {
+            let records = (0..1 + next(8))
+                .map(|_| {
+                    let word = ["a", "b", "c"][next(3) as usize];
+                    (word, i * 15 - 90 + next(120), next(100))
+                })
+                .collect();
+            watermark = watermark.max(i * 15 - 20 - next(10));
+            (records, watermark)
+        })
+        .collect()
+}
+
+/// What a sliding window (size 30, slide 10, `offset`, no lateness) emits, naively: a record counts in each
+/// window `[start, start + 30)` holding it whose last millisecond was after the watermark when it came.
+fn naive_sliding(batches: &Batches, offset: i64) -> Vec<String> {
+    let mut windows: std::collections::BTreeMap<(String, i64), (i64, i64)> = Default::default();
+    let mut watermark = i64::MIN;
+    for (records, next) in batches {
+        for &(word, t, v) in records {
+            let newest = offset + (t - offset).div_euclid(10) * 10;
+            for start in [newest - 20, newest - 10, newest] {
+                if start + 30 - 1 > watermark {
+                    let entry = windows.entry((word.to_string(), start)).or_default();
+                    *entry = (entry.0 + 1, entry.1 + v);
+                }
+            }
+        }
+        watermark = watermark.max(*next);
+    }
+    let mut rows: Vec<String> = windows
+        .iter()
+        .map(|((word, start), (n, total))| format!("{word} {start} {} {n} {total}", start + 30))
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// Goal: a sliding window kept as slices emits what each window would hold, late records included (they
+/// count in the windows that had not fired yet, and a record whose windows all fired is late). Method:
+/// shuffled records and watermarks against [`naive_sliding`], at two offsets.
+#[test]
+fn sliced_sliding_windows_emit_what_a_naive_evaluation_gives() -> Result<(), OperatorError> {
+    for (seed, offset) in [(7, 0), (11, 3), (13, -4)] {
+        let batches = shuffled_records(seed);
+        let mut op = window(Assigner::Sliding(SlidingWindow { size_ms: 30, slide_ms: 10, offset_ms: offset }), 0)?;
+        assert!(op.slicing.is_some(), "a sliding window of three slides without lateness is sliced");
+        let mut out = Vec::new();
+        for (records, watermark) in &batches {
+            op.process(batch(records)?, &mut out)?;
+            op.on_watermark(*watermark, &mut out)?;
+        }
+        op.on_watermark(END_OF_TIME, &mut out)?;
+        let expected = naive_sliding(&batches, offset);
+        let (late, windows) = (op.late_records(), expected.len());
+        assert!(late > 0 && windows > 40, "the input has late records ({late}) and many windows ({windows})");
+        assert_eq!(rows(&out), expected, "seed {seed}, offset {offset}");
+        assert!(op.fire_timers.is_empty() && op.cleanup_timers.is_empty(), "every slice was deleted");
+    }
+    Ok(())
+}
+
+/// The snapshot of `op`'s state, as a checkpoint takes it.
+fn snapshot_of(op: &mut WindowOp) -> Result<sluice_common::proto::OperatorSnapshot, OperatorError> {
+    let mut snapshot = sluice_common::proto::OperatorSnapshot::default();
+    op.snapshot_state(&mut snapshot)?;
+    let keyed = op.keyed_backend().ok_or_else(|| OperatorError::internal("no keyed backend"))?.snapshot()?;
+    snapshot.keyed = crate::checkpoint::to_messages(keyed);
+    Ok(snapshot)
+}
+
+/// Goal: a sliced window restored from a checkpoint fires each window once, with every slice it had:
+/// before and after the restore together emit what an uninterrupted run does. The restored operator is given
+/// the last watermark again first, as its task would be. Also for a checkpoint whose whole windows were
+/// stored unsliced (a window with lateness keeps them so; a job of an earlier build did too): they fire
+/// with the slices that join them.
+#[test]
+fn a_restored_sliced_window_emits_what_an_uninterrupted_one_does() -> Result<(), OperatorError> {
+    let sliding = || Assigner::Sliding(SlidingWindow { size_ms: 30, slide_ms: 10, offset_ms: 0 });
+    let batches = shuffled_records(17);
+    let on_time: Batches = batches
+        .iter()
+        .scan(i64::MIN, |watermark, (records, next)| {
+            let kept = records.iter().filter(|r| r.1 > *watermark + 30).copied().collect();
+            *watermark = (*watermark).max(*next);
+            Some((kept, *next))
+        })
+        .collect();
+    let (first, second) = on_time.split_at(on_time.len() / 2);
+    for before_lateness in [0, 5] {
+        let mut uninterrupted = window(sliding(), 0)?;
+        let mut expected = Vec::new();
+        for (records, watermark) in &on_time {
+            uninterrupted.process(batch(records)?, &mut expected)?;
+            uninterrupted.on_watermark(*watermark, &mut expected)?;
+        }
+        uninterrupted.on_watermark(END_OF_TIME, &mut expected)?;
+
+        let mut before = window(sliding(), before_lateness)?;
+        assert_eq!(before.slicing.is_some(), before_lateness == 0);
+        let mut out = Vec::new();
+        for (records, watermark) in first {
+            before.process(batch(records)?, &mut out)?;
+            before.on_watermark(*watermark, &mut out)?;
+        }
+        let snapshot = snapshot_of(&mut before)?;
+        let mut after = window(sliding(), 0)?;
+        after.restore_state(&[&snapshot], 0..=127)?;
+        if let Some((_, watermark)) = first.last() {
+            after.on_watermark(*watermark, &mut out)?;
+        }
+        for (records, watermark) in second {
+            after.process(batch(records)?, &mut out)?;
+            after.on_watermark(*watermark, &mut out)?;
+        }
+        after.on_watermark(END_OF_TIME, &mut out)?;
+        assert_eq!(uninterrupted.late_records(), 0, "only records no window has fired for");
+        assert_eq!(rows(&out), rows(&expected), "restored from a window with lateness {before_lateness}");
+    }
+    Ok(())
+}
