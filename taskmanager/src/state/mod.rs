@@ -395,6 +395,21 @@ impl ListState {
         backend.append(self.id, key, &self.element)
     }
 
+    /// Appends `elements` under `key`, in order, with one write.
+    pub fn add_all<'a>(
+        &mut self,
+        backend: &mut dyn KeyedStateBackend,
+        key: &[u8],
+        elements: impl Iterator<Item = &'a [u8]>,
+    ) -> Result<(), StateError> {
+        self.element.clear();
+        for element in elements {
+            self.element.extend_from_slice(&(element.len() as u32).to_be_bytes());
+            self.element.extend_from_slice(element);
+        }
+        backend.append(self.id, key, &self.element)
+    }
+
     /// The elements under `key`, in the order added.
     pub fn get(&mut self, backend: &mut dyn KeyedStateBackend, key: &[u8]) -> Result<Vec<Vec<u8>>, StateError> {
         Ok(self.elements(backend, key)?.into_iter().map(<[u8]>::to_vec).collect())
