@@ -227,13 +227,7 @@ impl WindowOp {
     pub(super) fn after_update(&mut self, end: i64, created: bool) {
         if let Some(slicing) = self.slicing {
             if created {
-                let start = end.saturating_sub(slicing.slide);
-                let key = self.key.as_bytes().to_vec();
-                self.cleanup_timers.insert((slicing.last_end(start).saturating_sub(1), key));
-                if let Some(window_end) = slicing.first_window_after(end, self.watermark) {
-                    let window = window_key(self.key.key_prefix(), slicing, window_end);
-                    self.fire_timers.insert((window_end.saturating_sub(1), window));
-                }
+                self.schedule_slice(slicing, self.key.as_bytes().to_vec(), end, self.watermark);
             }
             return;
         }
@@ -248,6 +242,18 @@ impl WindowOp {
             self.cleanup_timers
                 .insert((end.saturating_sub(1).saturating_add(self.lateness), self.key.as_bytes().to_vec()));
         }
+    }
+
+    /// Schedules the stored slice `key` (key group, key, then the bounds of the slice ending at `end`): its
+    /// deletion after the last window that holds it, and the first of its windows not fired at `watermark`
+    /// (the others follow as each fires, [`Self::fire_slices`]).
+    fn schedule_slice(&mut self, slicing: Slicing, key: Vec<u8>, end: i64, watermark: i64) {
+        if let Some(window_end) = slicing.first_window_after(end, watermark) {
+            let prefix = key.len().saturating_sub(16);
+            self.fire_timers.insert((window_end.saturating_sub(1), window_key(&key[..prefix], slicing, window_end)));
+        }
+        let start = end.saturating_sub(slicing.slide);
+        self.cleanup_timers.insert((slicing.last_end(start).saturating_sub(1), key));
     }
 
     /// Fires every window whose last millisecond is at or before `time`, and drops state whose lateness ended.
@@ -292,9 +298,11 @@ impl WindowOp {
         let next_start = start.saturating_add(slicing.slide);
         let shape = self.shape();
         let (functions, generic) = (&self.functions, &self.generic);
+        // The merged values go to `fired`, which owns them; the decode buffers are the (free while windows
+        // fire) per-key scratch.
         let mut accs = vec![Acc::default(); functions.len()];
         let mut states = vec![Vec::new(); generic.len()];
-        let (mut stored, mut stored_states) = (Vec::new(), Vec::new());
+        let (stored, stored_states) = (&mut self.accs, &mut self.states);
         let (mut found, mut continues, mut failed) = (false, false, None);
         let obsolete = &mut self.obsolete;
         obsolete.clear();
@@ -310,7 +318,7 @@ impl WindowOp {
             if s < start || e > end {
                 return true;
             }
-            let merged = decode_value(value, shape, &mut stored, &mut stored_states).and_then(|()| {
+            let merged = decode_value(value, shape, stored, stored_states).and_then(|()| {
                 for (f, function) in functions.iter().enumerate() {
                     accs[f].merge(function.kind, stored[f]);
                 }
@@ -514,14 +522,9 @@ impl Operator for WindowOp {
                     return Err(OperatorError::input("a stored window key has no window; the snapshot is corrupt"));
                 };
                 let last = end.saturating_sub(1);
-                if let (Some(slicing), Some(at)) = (self.slicing, at) {
+                if let Some(slicing) = self.slicing {
                     if end.saturating_sub(start) == slicing.slide {
-                        // A slice: its deletion, and the first of its windows that had not fired.
-                        self.cleanup_timers.insert((slicing.last_end(start).saturating_sub(1), key.clone()));
-                        if let Some(window_end) = slicing.first_window_after(end, watermark) {
-                            let window = window_key(&key[..at], slicing, window_end);
-                            self.fire_timers.insert((window_end.saturating_sub(1), window));
-                        }
+                        self.schedule_slice(slicing, key.clone(), end, watermark);
                     } else if last > watermark {
                         // A whole window stored before the window was sliced: it fires with the slices in it.
                         self.fire_timers.insert((last, key.clone()));
