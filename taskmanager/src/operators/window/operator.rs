@@ -17,7 +17,7 @@ use sluice_common::proto::{OperatorSnapshot, TimeDomain, Window};
 use super::assign::{millis, Assign, Slicing};
 use super::rank::Ranker;
 use super::reduce::Reducer;
-use super::stored::{decode_value, decode_window, encode_value, encode_window, Fired, WINDOWS_STATE};
+use super::stored::{decode_value, decode_window, encode_value, encode_window, Fired, WINDOWS_STATE, WINDOW_BYTES};
 use crate::operator_api::{restore, Operator, OperatorError};
 use crate::operators::accumulate::{evaluate, Acc, AggregateFn};
 use crate::state::{key_group_of_state_key, split_state_key, KeyedStateBackend, StateId, StateKey};
@@ -249,7 +249,7 @@ impl WindowOp {
     /// (the others follow as each fires, [`Self::fire_slices`]).
     fn schedule_slice(&mut self, slicing: Slicing, key: Vec<u8>, end: i64, watermark: i64) {
         if let Some(window_end) = slicing.first_window_after(end, watermark) {
-            let prefix = key.len().saturating_sub(16);
+            let prefix = key.len().saturating_sub(WINDOW_BYTES);
             self.fire_timers.insert((window_end.saturating_sub(1), window_key(&key[..prefix], slicing, window_end)));
         }
         let start = end.saturating_sub(slicing.slide);
@@ -293,7 +293,7 @@ impl WindowOp {
     /// A window without any stored entry emits nothing.
     fn fire_slices(&mut self, slicing: Slicing, full: Vec<u8>) -> Result<(), OperatorError> {
         let corrupt = || OperatorError::input("corrupt window state: bad window bounds");
-        let at = full.len().checked_sub(16).ok_or_else(corrupt)?;
+        let at = full.len().checked_sub(WINDOW_BYTES).ok_or_else(corrupt)?;
         let (start, end) = decode_window(&full[at..]).ok_or_else(corrupt)?;
         let next_start = start.saturating_add(slicing.slide);
         let shape = self.shape();
@@ -424,7 +424,7 @@ enum Timers {
 
 /// The state key of the window of `slicing` ending at `end`, under the key `prefix` (key group and key).
 fn window_key(prefix: &[u8], slicing: Slicing, end: i64) -> Vec<u8> {
-    let mut key = Vec::with_capacity(prefix.len() + 16);
+    let mut key = Vec::with_capacity(prefix.len() + WINDOW_BYTES);
     key.extend_from_slice(prefix);
     key.extend_from_slice(&encode_window(end.saturating_sub(slicing.size), end));
     key
@@ -517,7 +517,7 @@ impl Operator for WindowOp {
                 if !key_group_of_state_key(key).is_some_and(|group| key_groups.contains(&group)) {
                     continue;
                 }
-                let at = key.len().checked_sub(16);
+                let at = key.len().checked_sub(WINDOW_BYTES);
                 let Some((start, end)) = at.and_then(|at| decode_window(&key[at..])) else {
                     return Err(OperatorError::input("a stored window key has no window; the snapshot is corrupt"));
                 };

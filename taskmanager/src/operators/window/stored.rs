@@ -7,9 +7,12 @@ use crate::state::{time_bytes, time_from_bytes};
 /// The keyed state holding the windows' accumulators.
 pub(super) const WINDOWS_STATE: &str = "windows";
 
+/// The bytes a window's bounds take at the end of its state key: start, then end.
+pub(super) const WINDOW_BYTES: usize = 16;
+
 /// Window bounds as namespace bytes, in time order.
-pub(super) fn encode_window(start: i64, end: i64) -> [u8; 16] {
-    let mut bytes = [0u8; 16];
+pub(super) fn encode_window(start: i64, end: i64) -> [u8; WINDOW_BYTES] {
+    let mut bytes = [0u8; WINDOW_BYTES];
     bytes[..8].copy_from_slice(&time_bytes(start));
     bytes[8..].copy_from_slice(&time_bytes(end));
     bytes
@@ -17,7 +20,7 @@ pub(super) fn encode_window(start: i64, end: i64) -> [u8; 16] {
 
 /// Reads what [`encode_window`] wrote; `None` when `bytes` are not window bounds.
 pub(super) fn decode_window(bytes: &[u8]) -> Option<(i64, i64)> {
-    if bytes.len() != 16 {
+    if bytes.len() != WINDOW_BYTES {
         return None;
     }
     Some((time_from_bytes(&bytes[..8])?, time_from_bytes(&bytes[8..])?))
